@@ -1,0 +1,17 @@
+"""DSC perfusion: signal -> ΔR2* -> AIF -> (leakage correction) -> deconvolution -> CBV/CBF/MTT/Tmax.
+
+Entry point: :func:`run_dsc` with :class:`DSCParameters`. Building blocks (usable alone):
+:class:`DeconvolutionModel` (sSVD/cSVD/oSVD/Tikhonov), :func:`fit_bsw`, :func:`auto_aif`.
+"""
+
+from .aif import AIFSelection, aif_from_mask, auto_aif
+from .deconvolution import DeconvolutionFit, DeconvolutionModel, oscillation_index
+from .leakage import BSWFit, fit_bsw
+from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
+from .pipeline import MAP_INFO, DSCResult, run_dsc
+
+__all__ = [
+    "run_dsc", "DSCParameters", "DSCResult", "DeconvolutionMethod", "InputKind", "LeakageCorrection",
+    "DeconvolutionModel", "DeconvolutionFit", "oscillation_index", "fit_bsw", "BSWFit",
+    "aif_from_mask", "auto_aif", "AIFSelection", "MAP_INFO",
+]

@@ -1,0 +1,131 @@
+"""`bbbanomaly dsc`: argument parsing and output for :func:`run_dsc`. No science here."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
+
+HELP = """\
+DSC perfusion maps from a T2*-weighted dynamic susceptibility contrast series.
+
+The signal is converted to ΔR2*(t) = -ln(S/S0)/TE with the baseline S0 before the automatically
+detected bolus arrival; the arterial input function (AIF) is the mean curve of --aif-mask, or is
+selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by the AIF:
+
+  ssvd      truncated SVD (threshold 0.2); underestimates CBF when the tissue bolus is delayed
+  csvd      block-circulant SVD (threshold 0.1); delay-insensitive
+  osvd      block-circulant SVD, per-voxel threshold by oscillation index (default; Wu 2003)
+  tikhonov  Tikhonov on the circulant matrix, per-voxel GCV (Calamante 2003)
+
+BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the curves.
+Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
+as <map>.nii.gz on the input grid, aif.csv, aif_mask.nii.gz, brain_mask.nii.gz, report.json.
+Units: CBV ml/100 g, CBF ml/100 g/min, MTT and Tmax s, K2 1/s (with kH 0.73, ρ 1.04 g/ml;
+--kh 1 --density 1 gives ml/100 ml as used by reference data).
+
+examples:
+  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --te 0.03 --out results
+  bbbanomaly dsc dsc.nrrd --aif auto --nawm-mask nawm.nii.gz --tumor-mask tumor.nii.gz
+  bbbanomaly dsc echo1.nii.gz --second-echo echo2.nii.gz --te 0.015 0.045 --frame-interval 1.5
+  bbbanomaly dsc deltaR2s.nii.gz --input-kind concentration --times times.txt --method tikhonov
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dsc", help="DSC perfusion maps (CBV/CBF/MTT/Tmax, leakage K2)", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("series", help="4D DSC series: NIfTI, NRRD or a DICOM folder")
+    io = p.add_argument_group("inputs")
+    io.add_argument("--aif-mask", metavar="MASK", help="arterial voxels (nonzero) on the series grid")
+    io.add_argument("--aif", choices=["mask", "auto"], default=None,
+                    help="AIF source: 'mask' (needs --aif-mask) or 'auto' (default when no --aif-mask)")
+    io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
+    io.add_argument("--nawm-mask", metavar="MASK", help="normal-appearing white matter: gives rcbv and rcbf")
+    io.add_argument("--tumor-mask", metavar="MASK", help="tumor: left out of the BSW reference; summarised in the report")
+    io.add_argument("--second-echo", metavar="SERIES", help="second echo of a dual-echo acquisition (needs two --te)")
+    io.add_argument("--input-kind", choices=[k.value for k in InputKind], default="signal",
+                    help="'signal' (default) or 'concentration' for data already in ΔR2*")
+    timing = p.add_argument_group("timing and acquisition")
+    timing.add_argument("--times", metavar="FILE", help="frame times in seconds, one per frame (text/CSV)")
+    timing.add_argument("--frame-interval", type=float, metavar="S", help="seconds between frames")
+    timing.add_argument("--te", type=float, nargs="+", metavar="S",
+                        help="echo time(s) in seconds (e.g. 0.03); two values for dual-echo; default: from the file")
+    timing.add_argument("--baseline-frames", type=int, nargs=2, metavar=("FIRST", "STOP"),
+                        help="pre-bolus frames [FIRST, STOP) (default: detected from the bolus arrival)")
+    timing.add_argument("--skip-frames", type=int, default=1, help="frames dropped at the start (default 1)")
+    method = p.add_argument_group("method")
+    method.add_argument("--method", choices=[m.value for m in DeconvolutionMethod], default="osvd",
+                        help="deconvolution (default osvd)")
+    method.add_argument("--oi-target", type=float, default=0.095,
+                        help="oSVD oscillation-index target (0.095 in vivo, 0.035 for simulations)")
+    method.add_argument("--leakage-correction", choices=[c.value for c in LeakageCorrection], default="bsw",
+                        help="BSW leakage correction (default) or none")
+    method.add_argument("--kh", type=float, default=0.73, help="hematocrit factor kH (default 0.73)")
+    method.add_argument("--density", type=float, default=1.04, help="brain density ρ in g/ml (default 1.04)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", help="output folder (default: <input name>_dsc)")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    out.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(run=run)
+
+
+def default_out_dir(series_path: str, suffix: str) -> Path:
+    from ..roistats_command import map_name
+
+    return Path.cwd() / f"{map_name(str(Path(series_path).resolve().name)) or 'series'}_{suffix}"
+
+
+def run(args) -> int:
+    from ..errors import InputError
+    from ..io import read_mask, read_volume
+    from ..progress import ConsolePrinter
+    from .pipeline import run_dsc
+
+    if args.times and args.frame_interval:
+        raise InputError("give --times or --frame-interval, not both")
+    if args.aif == "mask" and not args.aif_mask:
+        raise InputError("--aif mask needs --aif-mask MASK")
+    if args.aif == "auto" and args.aif_mask:
+        raise InputError("--aif auto ignores --aif-mask; give one of them")
+    te = args.te or []
+    if len(te) > 2:
+        raise InputError("--te takes one echo time, or two for dual-echo data")
+    if len(te) == 2 and not args.second_echo:
+        raise InputError("two echo times given but no --second-echo series")
+    params = DSCParameters(
+        method=args.method, input_kind=args.input_kind, echo_time=te[0] if te else None,
+        second_echo_time=te[1] if len(te) == 2 else None, kh=args.kh, density=args.density,
+        leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target,
+        skip_frames=args.skip_frames, baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
+    out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dsc")
+    printer = ConsolePrinter(quiet=args.quiet)
+    printer(0.0, f"reading {args.series}")
+    series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
+    second = (read_volume(args.second_echo, times=args.times, frame_interval=args.frame_interval)
+              if args.second_echo else None)
+    masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
+             for key in ("aif_mask", "mask", "nawm_mask", "tumor_mask") if getattr(args, key)}
+    result = run_dsc(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
+                     nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
+                     progress=printer)
+    written = result.write(out_dir, overwrite=args.overwrite)
+    print_summary(result, written)
+    return 0
+
+
+def print_summary(result, written: Path) -> None:
+    rep = result.report
+    print(f"DSC maps ({rep['parameters']['method']}) written to {written}")
+    print(f"  maps: {', '.join(f'{n}.nii.gz' for n in result.maps)}; aif.csv; report.json")
+    aif = rep["aif"]
+    print(f"  AIF: {aif['method']}, {aif['n_voxels']} voxels, peak {aif['peak']:.3g} 1/s at {aif['peak_time_s']:.1f} s")
+    brain = rep["summary"]["brain"]
+    print("  brain medians: " + ", ".join(
+        f"{n} {brain[n]['median']:.3g}" for n in ("cbv", "cbf", "mtt") if brain.get(n, {}).get("n")))
+    ratios = rep["summary"].get("tumor_to_nawm")
+    if ratios:
+        print("  tumor/NAWM: " + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items() if n in ("cbv", "cbv_corrected", "cbf")))
+    for w in rep["warnings"]:
+        print(f"  warning: {w}")

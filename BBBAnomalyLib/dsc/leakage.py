@@ -1,0 +1,72 @@
+"""Boxerman–Schmainda–Weisskoff (BSW) leakage correction (Boxerman et al., AJNR 2006).
+
+Where the blood-brain barrier leaks, contrast agent in the extravascular space shortens T1
+(the signal rises, ΔR2* is underestimated: K2 > 0) or adds T2* (K2 < 0). BSW models every
+voxel as a mix of the mean curve of non-enhancing brain and its running integral:
+
+    ΔR2*(t) ≈ K1 · ΔR̄2*(t) − K2 · ∫₀ᵗ ΔR̄2*(τ) dτ
+
+which is linear in (K1, K2): one 2-column least-squares problem shared by every voxel, i.e.
+one matrix product for the whole brain. The corrected curve is ΔR2*(t) + K2 · ∫₀ᵗ ΔR̄2*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.integrate import cumulative_trapezoid
+
+#: Fraction of the brain voxels with the largest curve area excluded from the reference (vessels).
+REFERENCE_EXCLUDE_TOP = 0.05
+
+
+@dataclass
+class BSWFit:
+    k1: np.ndarray  # (n,) unit-less
+    k2: np.ndarray  # (n,) 1/s
+    k2_t: np.ndarray  # (n,) K2 / standard error: how sure the leakage is
+    reference: np.ndarray  # (N,) the non-enhancing reference curve ΔR̄2* [1/s]
+    reference_integral: np.ndarray  # (N,) ∫ΔR̄2* [dimensionless: 1/s · s]
+    n_reference: int  # voxels averaged into the reference
+
+    def corrected(self, curves: np.ndarray, min_t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Leakage-corrected curves, corrected only where |K2|/SE(K2) >= min_t. Returns (curves, applied)."""
+        applied = np.abs(self.k2_t) >= min_t
+        k2 = np.where(applied, self.k2, 0.0).astype(np.float32)
+        return curves + k2[:, None] * self.reference_integral[None, :].astype(np.float32), applied
+
+
+def reference_curve(curves: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Mean ΔR2* of non-enhancing brain: all voxels but the excluded ones (a tumor mask) and the
+    5 % with the largest area (vessels, whose curves are AIF-like and would skew the reference)."""
+    use = np.ones(curves.shape[0], bool) if exclude is None else ~exclude
+    area = curves.sum(axis=1)
+    if use.sum() > 20:
+        use &= area <= np.quantile(area[use], 1.0 - REFERENCE_EXCLUDE_TOP)
+    if not use.any():
+        raise ValueError("no voxels left for the BSW reference curve")
+    return curves[use].mean(axis=0, dtype=np.float64), int(use.sum())
+
+
+def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = None,
+            fit_from: int = 0) -> BSWFit:
+    """Fit K1, K2 for (n, N) ΔR2* curves against the non-enhancing reference.
+
+    fit_from: first frame used in the fit (the baseline before it carries no information).
+    """
+    ref, nref = reference_curve(curves, exclude)
+    integral = cumulative_trapezoid(ref, times, initial=0.0)
+    design = np.stack([ref, -integral], axis=1)[fit_from:]  # (N', 2)
+    pinv = np.linalg.pinv(design)  # (2, N')
+    y = curves[:, fit_from:]
+    coef = y @ pinv.T  # (n, 2)
+    resid = y - coef @ design.T
+    dof = max(design.shape[0] - 2, 1)
+    sigma2 = (resid ** 2).sum(axis=1) / dof
+    cov22 = np.linalg.inv(design.T @ design)[1, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k2_t = coef[:, 1] / np.sqrt(sigma2 * cov22)
+    k2_t = np.nan_to_num(k2_t, nan=0.0, posinf=0.0, neginf=0.0)
+    return BSWFit(coef[:, 0].astype(np.float32), coef[:, 1].astype(np.float32), k2_t.astype(np.float32),
+                  ref, integral, nref)

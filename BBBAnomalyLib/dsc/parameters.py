@@ -1,0 +1,86 @@
+"""Parameters of the DSC perfusion pipeline (a typed dataclass, scikit-learn style defaults)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+
+
+class DeconvolutionMethod(str, enum.Enum):
+    """Deconvolution of the tissue curves by the AIF (see :mod:`.deconvolution`)."""
+
+    SSVD = "ssvd"  # standard truncated SVD, lower-triangular Toeplitz matrix (Østergaard 1996)
+    CSVD = "csvd"  # block-circulant SVD, delay-insensitive (Wu 2003)
+    OSVD = "osvd"  # block-circulant SVD with a per-voxel oscillation-index threshold (Wu 2003)
+    TIKHONOV = "tikhonov"  # Tikhonov on the block-circulant matrix, per-voxel GCV (Calamante 2003)
+
+
+class InputKind(str, enum.Enum):
+    SIGNAL = "signal"  # T2*-weighted signal: converted to ΔR2*(t) = -ln(S/S0)/TE
+    CONCENTRATION = "concentration"  # already ΔR2*(t) or concentration; used as is
+
+
+class LeakageCorrection(str, enum.Enum):
+    NONE = "none"
+    BSW = "bsw"  # Boxerman-Schmainda-Weisskoff (Boxerman 2006)
+
+
+@dataclass
+class DSCParameters:
+    """Everything that shapes a DSC run. Defaults are what a radiologist would use clinically.
+
+    Units: seconds for times, ml/100 g for CBV, ml/100 g/min for CBF; kH and density give the
+    conversion ``CBV = 100 * kh / density * ∫C/∫Ca``. ``kh=1, density=1`` is the unit-less
+    (ml/100 ml) convention of most digital reference objects.
+    """
+
+    method: DeconvolutionMethod = DeconvolutionMethod.OSVD
+    input_kind: InputKind = InputKind.SIGNAL
+    echo_time: float | None = None  # TE [s]; taken from the file's metadata when not given
+    second_echo_time: float | None = None  # TE2 [s] for dual-echo input
+    kh: float = 0.73  # large/small-vessel hematocrit ratio correction (1 - Hct_large)/(1 - Hct_small)
+    density: float = 1.04  # brain tissue density [g/ml]
+    leakage_correction: LeakageCorrection = LeakageCorrection.BSW
+    bsw_min_t: float = 2.0  # apply the BSW correction where |K2| / SE(K2) reaches this (0 = everywhere)
+    # Truncation thresholds (fraction of the largest singular value).
+    ssvd_threshold: float = 0.2
+    csvd_threshold: float = 0.1
+    osvd_oi_target: float = 0.095  # oscillation-index target; 0.095 in vivo, 0.035 in simulations (Wu 2003)
+    tikhonov_lambdas: int = 40  # size of the GCV grid of regularisation parameters
+    # Baseline / bolus arrival. None = detected automatically.
+    skip_frames: int = 1  # frames dropped at the start (not yet in T1 steady state)
+    baseline_frames: tuple[int, int] | None = None  # [first, last) frame indices of the pre-bolus baseline
+    chunk_voxels: int = 16384  # voxels per batch: bounds memory and keeps the working set in cache
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from ..errors import InputError
+
+        try:
+            self.method = DeconvolutionMethod(self.method)
+            self.input_kind = InputKind(self.input_kind)
+            self.leakage_correction = LeakageCorrection(self.leakage_correction)
+        except ValueError as exc:
+            raise InputError(f"{exc}; see `bbbanomaly dsc --help` for the choices") from None
+        if self.kh <= 0 or self.density <= 0:
+            raise InputError("--kh and --density must be positive (use 1 and 1 for ml/100 ml)")
+        if self.echo_time is not None and not (0 < self.echo_time < 1):
+            raise InputError(
+                f"TE = {self.echo_time} does not look like seconds; give --te in seconds (e.g. 0.03 for 30 ms)"
+            )
+        if not 0 < self.osvd_oi_target < 1:
+            raise InputError("the oSVD oscillation-index target must lie in (0, 1); 0.095 in vivo")
+        if self.baseline_frames is not None:
+            self.baseline_frames = tuple(int(v) for v in self.baseline_frames)
+
+    @property
+    def scale(self) -> float:
+        """kH/ρ: the hematocrit and density factor applied to CBV and CBF."""
+        return self.kh / self.density
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        for k, v in out.items():
+            if isinstance(v, enum.Enum):
+                out[k] = v.value
+        return out

@@ -1,0 +1,286 @@
+"""The DSC perfusion pipeline: a 4D T2*-weighted series in, CBV/CBF/MTT/Tmax/K2 maps out.
+
+``run_dsc`` is the one documented entry point; the command line (`bbbanomaly dsc`), the Slicer
+logic and the background worker are thin layers over it.
+
+Steps: check the input -> pick the voxels (brain mask, given or automatic) -> detect the bolus
+arrival and baseline -> convert to ΔR2*(t) -> AIF (mask or automatic) -> BSW leakage correction
+-> deconvolution (sSVD/cSVD/oSVD/Tikhonov) -> maps and report. Every step is vectorised over
+voxels; nothing loops over voxels in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.integrate import trapezoid
+
+from ..errors import InputError
+from ..report import Timer, dump_json, summarise, versions
+from ..volume import Volume
+from . import aif as aif_mod
+from .conversion import Baseline, delta_r2s_dual_echo, delta_r2s_single_echo, detect_baseline
+from .deconvolution import DeconvolutionModel
+from .leakage import fit_bsw
+from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
+from .validation import automatic_brain_mask, check_mask, check_series, uniform_times
+
+#: Map name -> (unit, description); the order is the order of the outputs.
+MAP_INFO = {
+    "cbv": ("ml/100 g", "cerebral blood volume from ∫C/∫Ca, no leakage correction"),
+    "cbv_corrected": ("ml/100 g", "CBV from BSW leakage-corrected curves"),
+    "cbf": ("ml/100 g/min", "cerebral blood flow, max of the deconvolved residue"),
+    "mtt": ("s", "mean transit time = CBV/CBF (leakage-corrected CBV when corrected)"),
+    "tmax": ("s", "time to the maximum of the residue (delay-insensitive methods)"),
+    "k2": ("1/s", "BSW leakage coefficient (>0: T1-dominant leakage)"),
+    "rcbv": ("ratio", "CBV relative to the NAWM mean (corrected CBV when corrected)"),
+    "rcbf": ("ratio", "CBF relative to the NAWM mean"),
+}
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class DSCResult:
+    """Maps (Volumes on the input grid), the AIF, the masks used and a JSON-ready report."""
+
+    maps: dict[str, Volume]
+    times: np.ndarray  # frame times [s] of the analysed (uniform) grid
+    aif: np.ndarray  # arterial ΔR2* [1/s]
+    aif_mask: np.ndarray  # voxels averaged into the AIF
+    brain_mask: np.ndarray
+    report: dict
+    delta_r2s: Volume | None = None  # 4D ΔR2* (leakage-corrected where corrected), when kept
+    extras: dict = field(default_factory=dict)
+
+    def mean_curve(self, mask: np.ndarray) -> np.ndarray:
+        """Mean ΔR2* curve of a mask (needs ``keep_curves=True``)."""
+        if self.delta_r2s is None:
+            raise ValueError("run_dsc(..., keep_curves=True) keeps the curves")
+        return self.delta_r2s.data[mask].mean(axis=0)
+
+    def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write `<map>.nii.gz`, `aif.csv`, `aif_mask.nii.gz`, `brain_mask.nii.gz` and `report.json`,
+        all or nothing."""
+        from ..io import write_volume
+        from ..outputs import atomic_output_dir
+
+        template = next(iter(self.maps.values()))
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            for name, vol in self.maps.items():
+                write_volume(vol, tmp / f"{name}.nii.gz")
+            write_volume(template.with_data(self.aif_mask.astype(np.uint8)), tmp / "aif_mask.nii.gz")
+            write_volume(template.with_data(self.brain_mask.astype(np.uint8)), tmp / "brain_mask.nii.gz")
+            np.savetxt(tmp / "aif.csv", np.column_stack([self.times, self.aif]), delimiter=",",
+                       header="time_s,aif_delta_r2s_per_s", comments="", fmt="%.6g")
+            dump_json(self.report, tmp / "report.json")
+        return Path(out_dir).resolve()
+
+
+def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np.ndarray | None = None,
+            brain_mask: np.ndarray | None = None, nawm_mask: np.ndarray | None = None,
+            tumor_mask: np.ndarray | None = None, second_echo: Volume | None = None,
+            keep_curves: bool = False, progress: ProgressCallback | None = None) -> DSCResult:
+    """Perfusion maps from a DSC series.
+
+    series:      4D Volume (signal, or ΔR2* with ``params.input_kind='concentration'``) with frame times.
+    aif_mask:    boolean (x, y, z) arterial voxels; None selects the AIF automatically (Mouridsen).
+    brain_mask:  voxels to analyse; None = automatic (Otsu on the temporal mean).
+    nawm_mask:   normal-appearing white matter, for rCBV/rCBF.
+    tumor_mask:  excluded from the BSW non-enhancing reference curve.
+    second_echo: the second echo of a dual-echo acquisition (TE2 in params or its metadata).
+    keep_curves: keep the 4D ΔR2* in the result (for curve plots).
+    progress:    callback(fraction in [0, 1], message); raise CancelledError from it to stop.
+    """
+    params = dataclasses.replace(params) if params is not None else DSCParameters()
+    report_progress = progress or (lambda fraction, message: None)
+    timer = Timer()
+    warnings: list[str] = []
+
+    with timer("checks"):
+        report_progress(0.0, "checking the input")
+        check_series(series, "the DSC series")
+        masks = {name: check_mask(m, series, name) for name, m in
+                 (("aif-mask", aif_mask), ("mask", brain_mask), ("nawm-mask", nawm_mask), ("tumor-mask", tumor_mask))
+                 if m is not None}
+        te, te2 = _echo_times(series, second_echo, params)
+        if second_echo is not None:
+            check_series(second_echo, "the second echo")
+            if not second_echo.same_grid(series) or second_echo.n_frames != series.n_frames:
+                raise InputError("the second echo must have the same grid and frame count as the first")
+        times, resample = uniform_times(series.times)
+        if resample is not None:
+            warnings.append(f"frame times are not uniform; curves resampled to a uniform {times[1] - times[0]:.3g} s grid")
+
+    with timer("masking"):
+        brain = masks.get("mask")
+        if brain is None:
+            brain = automatic_brain_mask(series.data)
+        arterial = masks.get("aif-mask")
+        analysed = brain | arterial if arterial is not None else brain
+        raw = _curves(series.data, analysed, resample)
+        raw2 = _curves(second_echo.data, analysed, resample) if second_echo is not None else None
+        if not np.isfinite(raw).all() or (raw2 is not None and not np.isfinite(raw2).all()):
+            bad = int((~np.isfinite(raw)).any(axis=1).sum())
+            raise InputError(
+                f"{bad} voxels inside the analysed region contain NaN or infinite values; replace them "
+                "(e.g. with 0) or exclude them with --mask"
+            )
+        in_brain = brain[analysed]
+
+    report_progress(0.1, "converting signal to ΔR2*")
+    with timer("conversion"):
+        kind = "signal" if params.input_kind is InputKind.SIGNAL else "concentration"
+        baseline = detect_baseline(raw[in_brain].mean(axis=0), params.skip_frames, kind, params.baseline_frames)
+        clipped = 0
+        if params.input_kind is InputKind.CONCENTRATION:
+            curves = raw.astype(np.float32)
+        elif raw2 is not None:
+            curves, clipped = delta_r2s_dual_echo(raw, raw2, baseline, te, te2)
+        else:
+            curves, clipped = delta_r2s_single_echo(_nonzero_baseline(raw, baseline, analysed), baseline, te)
+        if clipped:
+            warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
+                            "before the logarithm (noise floor or saturated arteries)")
+        base_slice = slice(baseline.first, baseline.stop)
+        if params.input_kind is InputKind.CONCENTRATION:
+            curves = curves - curves[:, base_slice].mean(axis=1, keepdims=True)
+
+    report_progress(0.2, "selecting the AIF")
+    with timer("aif"):
+        if arterial is not None:
+            selection = aif_mod.aif_from_mask(curves, arterial[analysed], base_slice)
+        else:
+            selection = aif_mod.auto_aif(curves, times, base_slice)
+        aif_curve = selection.curve
+
+    brain_curves = curves[in_brain]
+    report_progress(0.3, "leakage correction")
+    k2 = corrected_cbv = None
+    with timer("leakage_correction"):
+        if params.leakage_correction is LeakageCorrection.BSW:
+            exclude = masks["tumor-mask"][brain] if "tumor-mask" in masks else None
+            bsw = fit_bsw(brain_curves, times, exclude=exclude, fit_from=baseline.first)
+            brain_curves, applied = bsw.corrected(brain_curves, params.bsw_min_t)
+            k2 = bsw.k2
+            bsw_report = {"reference_voxels": bsw.n_reference, "corrected_voxels": int(applied.sum()),
+                          "min_t": params.bsw_min_t, "k2": summarise(bsw.k2)}
+
+    with timer("deconvolution"):
+        model = DeconvolutionModel(
+            aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
+            csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
+            n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
+        fit = model.fit(brain_curves, progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"))
+        if fit.unmet.any():
+            warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
+                            "the largest threshold was used there")
+
+    report_progress(0.9, "computing maps")
+    with timer("maps"):
+        aif_area = trapezoid(aif_curve, times)
+        scale = params.scale
+        raw_brain = curves[in_brain]
+        cbv = (100.0 * scale / aif_area) * trapezoid(raw_brain, times, axis=1)
+        cbf = (6000.0 * scale) * fit.cbf
+        values = {"cbv": cbv}
+        if k2 is not None:
+            corrected_cbv = (100.0 * scale / aif_area) * trapezoid(brain_curves, times, axis=1)
+            values["cbv_corrected"] = corrected_cbv
+        cbv_for_mtt = corrected_cbv if corrected_cbv is not None else cbv
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mtt = np.where(cbf > 0, 60.0 * cbv_for_mtt / cbf, 0.0)
+        nonpositive = int((cbf <= 0).sum())
+        if nonpositive:
+            warnings.append(f"{nonpositive} brain voxels have no positive residue peak (CBF <= 0); MTT set to 0 there")
+        values.update(cbf=cbf, mtt=mtt, tmax=fit.tmax)
+        if k2 is not None:
+            values["k2"] = k2
+        if "nawm-mask" in masks:
+            nawm = masks["nawm-mask"][brain]
+            if not nawm.any():
+                raise InputError("the NAWM mask does not overlap the brain mask; draw it inside the brain")
+            values["rcbv"] = cbv_for_mtt / np.mean(cbv_for_mtt[nawm])
+            values["rcbf"] = cbf / np.mean(cbf[nawm])
+        maps = {name: series.with_data(_scatter(brain, v), times=None) for name, v in values.items()}
+        for vol in maps.values():
+            vol.acquisition.extra = {}
+
+    aif_voxels = np.zeros(series.spatial_shape, bool)
+    aif_voxels[tuple(np.argwhere(analysed)[selection.voxels].T)] = True
+    report = {
+        "pipeline": "dsc",
+        "input": {"shape": list(series.data.shape), "frames": int(series.n_frames),
+                  "frame_interval_s": float(times[1] - times[0]), "echo_time_s": te, "second_echo_time_s": te2},
+        "parameters": params.to_json(),
+        "versions": versions(),
+        "baseline": baseline.to_json(times),
+        "aif": selection.to_json(times),
+        "brain_voxels": int(brain.sum()),
+        "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
+        "summary": {"brain": {name: summarise(v) for name, v in values.items()}},
+        "timings_s": timer.seconds,
+        "warnings": warnings,
+    }
+    if k2 is not None:
+        report["leakage_correction"] = bsw_report
+    for label, key in (("nawm", "nawm-mask"), ("tumor", "tumor-mask")):
+        if key in masks:
+            inside = masks[key][brain]
+            report["summary"][label] = {name: summarise(v[inside]) for name, v in values.items()}
+    if "nawm-mask" in masks and "tumor-mask" in masks:
+        report["summary"]["tumor_to_nawm"] = {
+            name: report["summary"]["tumor"][name].get("mean", np.nan) / report["summary"]["nawm"][name]["mean"]
+            for name in values if report["summary"]["nawm"][name].get("mean")}
+    delta = None
+    if keep_curves:
+        full = np.zeros(series.spatial_shape + (times.size,), np.float32)
+        full[analysed] = curves
+        full[brain] = brain_curves
+        delta = Volume(full, series.affine.copy(), times)
+    report_progress(1.0, "done")
+    return DSCResult(maps, times, aif_curve, aif_voxels, brain, report, delta,
+                     extras={"baseline": baseline, "fit": fit})
+
+
+# ---------------------------------------------------------------------------------------------
+def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameters):
+    if params.input_kind is InputKind.CONCENTRATION:
+        return None, None
+    te = params.echo_time if params.echo_time is not None else series.acquisition.echo_time
+    if te is None:
+        raise InputError("the echo time (TE) is unknown: give --te in seconds (e.g. --te 0.03), or use "
+                         "--input-kind concentration for data already converted to ΔR2*")
+    te2 = None
+    if second_echo is not None:
+        te2 = params.second_echo_time if params.second_echo_time is not None else second_echo.acquisition.echo_time
+        if te2 is None:
+            raise InputError("dual-echo input needs the second echo time: give two values to --te (TE1 TE2)")
+    return float(te), (float(te2) if te2 is not None else None)
+
+
+def _curves(data: np.ndarray, mask: np.ndarray, resample) -> np.ndarray:
+    curves = data[mask].astype(np.float32)
+    return resample(curves) if resample is not None else curves
+
+
+def _nonzero_baseline(raw: np.ndarray, baseline: Baseline, analysed: np.ndarray) -> np.ndarray:
+    """Refuse a zero baseline with a message that says where and what to do."""
+    s0 = raw[:, baseline.first:baseline.stop].mean(axis=1)
+    if np.all(s0 <= 0):
+        raise InputError("the baseline signal is zero everywhere in the analysed region; is this a DSC "
+                         "signal series? (for ΔR2* data use --input-kind concentration)")
+    if np.any(s0 <= 0):
+        raise InputError(f"{int((s0 <= 0).sum())} analysed voxels have a zero baseline signal; exclude them "
+                         "with --mask (e.g. a brain mask) or check the AIF mask lies on signal")
+    return raw
+
+
+def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(mask.shape, np.float32)
+    out[mask] = values
+    return out

@@ -1,0 +1,114 @@
+"""Reading and writing :class:`~BBBAnomalyLib.volume.Volume` objects: NIfTI, NRRD, DICOM.
+
+One entry point per direction so that the CLI, the worker and the Slicer bridge agree on formats,
+geometry (RAS affine), units (s, SI) and errors:
+
+- :func:`read_volume` -- ``.nii``/``.nii.gz`` (nibabel, JSON sidecar, bval/bvec), ``.nrrd``/``.nhdr``/
+  ``.seq.nrrd`` (SimpleITK; Slicer sequence and MultiVolume fields), or a DICOM series folder;
+  ``times``/``frame_interval`` supply or override the frame timing of a 4D series.
+- :func:`write_volume` -- NIfTI or NRRD by extension, written completely or not at all.
+- :func:`read_times`, :func:`read_mask`, :func:`read_dicom_series`.
+
+Format details (what is read, what is written, what Slicer makes of it) are in the docstrings of
+:mod:`.nifti`, :mod:`.nrrd` and :mod:`.dicom`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+from ._common import SUPPORTED, file_kind
+from .dicom import list_series, read_dicom_series
+from .nifti import read_nifti, write_nifti
+from .nrrd import read_nrrd, write_nrrd
+from .timing import override_times, read_times
+
+__all__ = ["read_volume", "write_volume", "read_times", "read_mask", "read_dicom_series", "list_series"]
+
+
+def read_volume(path, *, times=None, frame_interval: float | None = None) -> Volume:
+    """Read a 3D volume or 4D series as a Volume (x, y, z[, t]) with a RAS affine.
+
+    times: frame times in seconds (array, or a times file path), replacing the file's timing.
+    frame_interval: seconds between frames; times become 0, dt, 2 dt, ...
+    Give at most one of the two; they apply to 4D data only and must match its frame count.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input '{path}' not found; check the path ({SUPPORTED})")
+    kind, suffix = file_kind(path)
+    if kind == "nifti":
+        volume = read_nifti(path, suffix)
+    elif kind == "nrrd":
+        volume = read_nrrd(path)
+    else:
+        volume = read_dicom_series(path)
+    return override_times(volume, times, frame_interval, str(path))
+
+
+def write_volume(volume: Volume, path) -> Path:
+    """Write a Volume as NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.nhdr``, ``.seq.nrrd``).
+
+    Creates the parent folder. Float data is stored as float32, integer/bool data (masks,
+    labels) as integers. Geometry, frame times and acquisition metadata are kept (NIfTI: header
+    + JSON sidecar + bval/bvec; NRRD: header fields). Returns the path written.
+    """
+    if not isinstance(volume, Volume):
+        raise InputError(f"write_volume needs a Volume, got {type(volume).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder; give a file name ending in .nii.gz, .nii, .nrrd or .seq.nrrd")
+    kind, suffix = file_kind(path)
+    if kind == "nifti":
+        write_nifti(volume, path, suffix)
+    else:
+        write_nrrd(volume, path)
+    return path
+
+
+def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
+    """A boolean 3D mask (nonzero = inside) on `reference`'s voxel grid.
+
+    path_or_array: a mask/label file, a Volume, or an array of the reference's spatial shape (an
+    array carries no geometry, so only its shape is checked). A 4D file with a single frame is
+    accepted as 3D. Errors name the mask: 4D, another grid, or empty.
+    """
+    if isinstance(path_or_array, Volume):
+        vol, where = path_or_array, "given as a Volume"
+    elif isinstance(path_or_array, (str, os.PathLike)):
+        vol, where = read_volume(path_or_array), f"from '{path_or_array}'"
+    else:
+        arr = np.asarray(path_or_array)
+        if arr.shape[:3] != reference.spatial_shape or arr.ndim not in (3, 4):
+            raise InputError(f"mask '{name}' has shape {arr.shape} but the input grid is {reference.spatial_shape}; "
+                             "give a mask array of the input's spatial shape")
+        vol, where = Volume(arr, reference.affine), "given as an array"
+    data = vol.data
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"mask '{name}' ({where}) is 4D with shape {data.shape}; a mask must be a single 3D "
+                         "volume (e.g. export one segment as a labelmap in Slicer)")
+    grid = Volume(data, vol.affine)
+    if not reference.same_grid(grid):
+        raise InputError(
+            f"mask '{name}' ({where}) is not on the input's voxel grid: mask shape {grid.spatial_shape}, affine\n"
+            f"{np.array2string(grid.affine, precision=4, suppress_small=True)}\n"
+            f"input shape {reference.spatial_shape}, affine\n"
+            f"{np.array2string(reference.affine, precision=4, suppress_small=True)}\n"
+            "Resample the mask onto the input grid with nearest-neighbour interpolation, e.g. in Slicer "
+            "(Segment Editor with the input as source volume, then export as labelmap; or Resample Scalar/Vector/DWI "
+            "Volume with the input as reference) or with SimpleITK "
+            "(sitk.Resample(mask, input_image, sitk.Transform(), sitk.sitkNearestNeighbor))"
+        )
+    mask = data != 0
+    if np.issubdtype(data.dtype, np.floating):
+        mask &= ~np.isnan(data)
+    if not mask.any():
+        raise InputError(f"mask '{name}' is empty ({where}): it has no nonzero voxels. Draw or select the region again")
+    return mask

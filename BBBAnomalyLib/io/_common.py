@@ -1,0 +1,156 @@
+"""Helpers shared by the readers and writers: file kinds, staged writes, dtypes, LPS/RAS, times.
+
+Kept apart from the format modules so that NIfTI, NRRD and DICOM agree on the same rules
+(which dtypes survive a write, when frame times are acceptable, how ITK's LPS geometry maps
+to our RAS affine) instead of each re-deciding them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Acquisition
+
+#: ITK/DICOM/NRRD "left-posterior-superior" <-> our RAS: flip the first two world axes.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NRRD_SUFFIXES = (".seq.nrrd", ".seq.nhdr", ".nrrd", ".nhdr")
+SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr, .seq.nrrd) or a DICOM series folder"
+
+#: Time units accepted in headers, as factors to seconds.
+TIME_UNITS = {
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "ms": 1e-3, "msec": 1e-3, "millisecond": 1e-3, "milliseconds": 1e-3,
+    "us": 1e-6, "usec": 1e-6, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+}
+
+
+def file_kind(path: Path) -> tuple[str, str]:
+    """('nifti' | 'nrrd' | 'dicom', suffix) for a path, or InputError naming what is supported."""
+    if path.is_dir():
+        return "dicom", ""
+    name = path.name.lower()
+    for kind, suffixes in (("nifti", NIFTI_SUFFIXES), ("nrrd", NRRD_SUFFIXES)):
+        for s in suffixes:
+            if name.endswith(s) and len(name) > len(s):
+                return kind, path.name[-len(s):]
+    raise InputError(f"cannot tell the format of '{path}' from its name; use {SUPPORTED}")
+
+
+def stem_of(path: Path, suffix: str) -> str:
+    """File name without its (possibly double) image suffix: 'dce.nii.gz' -> 'dce'."""
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+@contextlib.contextmanager
+def staged_files(final: Path):
+    """Yield a scratch folder beside `final`; files written there move into place on success.
+
+    Why: DESIGN asks that outputs are written completely or not at all. Writing under the final
+    names into a sibling folder (same file system) keeps detached NRRD headers pointing at the
+    right data file, and each `os.replace` is atomic, so a failed write leaves the old files.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".bbbanomaly-write-", dir=final.parent))
+    try:
+        yield scratch
+        for f in sorted(scratch.iterdir()):
+            os.replace(f, final.parent / f.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def storable(data: np.ndarray) -> np.ndarray:
+    """The array as it will be stored: float maps as float32, masks/labels keep an integer type.
+
+    bool becomes uint8 (neither NIfTI nor ITK has bool); 64-bit integers become int32 when the
+    values fit, because int64 images upset many tools (nibabel refuses them without a dtype).
+    """
+    data = np.asarray(data)
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if np.issubdtype(data.dtype, np.floating):
+        return data if data.dtype == np.float32 else data.astype(np.float32)
+    if data.dtype.kind in "iu":
+        if data.dtype.itemsize == 8:
+            lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+            if np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max:
+                return data.astype(np.int32)
+        return data
+    raise InputError(f"cannot store image data of type {data.dtype}; convert it to float32 or an integer type")
+
+
+def check_times(values, what: str) -> np.ndarray:
+    """Frame times as a float64 vector; InputError unless non-empty, finite and increasing."""
+    t = np.asarray(values, dtype=np.float64).ravel()
+    if t.size == 0:
+        raise InputError(f"{what}: no frame times")
+    if not np.all(np.isfinite(t)):
+        raise InputError(f"{what}: frame times must be finite numbers (got {t.tolist()[:8]}...)")
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"{what}: frame times must increase strictly; frame {i + 1} is at {t[i + 1]:g} s after "
+            f"frame {i} at {t[i]:g} s. Give times in seconds, one per frame, in acquisition order"
+        )
+    return t
+
+
+def uniform_interval(times: np.ndarray | None, tol: float = 1e-6) -> float | None:
+    """The frame interval when `times` are evenly spaced (within `tol` s), else None."""
+    if times is None or times.size < 2:
+        return None
+    d = np.diff(times)
+    return float(d.mean()) if np.all(np.abs(d - d.mean()) <= tol) else None
+
+
+def affine_to_itk(affine: np.ndarray) -> tuple[list, list, list]:
+    """RAS voxel->mm affine -> ITK (spacing, origin, direction) in LPS."""
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    m = lps[:3, :3]
+    spacing = np.linalg.norm(m, axis=0)
+    if np.any(spacing <= 0) or abs(np.linalg.det(m)) < 1e-12:
+        raise InputError(f"the affine has a zero-length or degenerate voxel axis:\n{affine}")
+    return spacing.tolist(), lps[:3, 3].tolist(), (m / spacing).ravel().tolist()
+
+
+def itk_to_affine(spacing, origin, direction) -> np.ndarray:
+    """ITK 3D (spacing, origin, row-major direction) in LPS -> 4x4 RAS affine."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(3, 3) * np.asarray(spacing, dtype=np.float64)
+    lps[:3, 3] = origin
+    return LPS_TO_RAS @ lps
+
+
+def acquisition_from_dict(d: dict) -> Acquisition:
+    """Inverse of :meth:`Acquisition.to_json`; unknown keys go to `extra` rather than being lost."""
+    names = {f.name for f in dataclasses.fields(Acquisition)}
+    kw = {k: v for k, v in d.items() if k in names}
+    extra = dict(kw.pop("extra", {}) or {})
+    extra.update({k: v for k, v in d.items() if k not in names})
+    if kw.get("echo_times") is not None:
+        kw["echo_times"] = tuple(float(v) for v in kw["echo_times"])
+    for key in ("bvals", "bvecs"):
+        if kw.get(key) is not None:
+            kw[key] = np.asarray(kw[key], dtype=np.float64)
+    return Acquisition(**kw, extra=extra)
+
+
+def check_echo_time(te: float | None, source: str) -> float | None:
+    """Guard the one unit slip we can detect: a TE in ms where seconds are required."""
+    if te is not None and te > 1.0:
+        raise InputError(
+            f"echo time {te:g} in {source} looks like milliseconds; it must be in seconds "
+            f"(e.g. {te / 1000:g}). Fix the file"
+        )
+    return te

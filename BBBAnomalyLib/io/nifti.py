@@ -1,0 +1,199 @@
+"""NIfTI-1 reading and writing (nibabel), with a BIDS-style JSON sidecar and FSL bval/bvec.
+
+Geometry: the affine is nibabel's best affine (sform when its code is set, else qform). We write
+NIfTI-1 (every tool reads it), with sform and qform both set to the affine (code 1, scanner).
+NIfTI-1 stores the affine as float32, so an affine that did not come from a NIfTI file
+(DICOM, NRRD, computed) comes back rounded to float32 (~1e-5 mm at 100 mm): far below the
+grid tolerance, and exact for maps written on the grid of a NIfTI input.
+
+Timing: pixdim[4] (with xyzt_units, ms -> s) and toffset give uniform frame times. A header
+with an unknown time unit and pixdim[4] of 0 or exactly 1 (nibabel's and ITK's placeholder)
+is treated as "times unknown" rather than a guessed 1 s. The sidecar's BIDS ``VolumeTiming``
+(onsets in s; PET's ``FrameTimesStart`` too) wins over the header because it can hold
+non-uniform times exactly; we always write it for 4D data with known times.
+
+Sidecar ``x.json`` next to ``x.nii.gz``: BIDS keys EchoTime [s], RepetitionTime [s],
+FlipAngle [deg], MagneticFieldStrength [T], SeriesDescription, VolumeTiming [s], plus a
+``BBBAnomaly`` object for what BIDS has no key for (echo_times, extra). Reading it is optional;
+on write a stale sidecar/bval/bvec of the same name is removed so it cannot describe new data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Acquisition, Volume
+from ._common import TIME_UNITS, check_echo_time, staged_files, stem_of, storable, uniform_interval
+
+
+def sidecar_paths(path: Path, suffix: str) -> dict[str, Path]:
+    """The JSON/bval/bvec siblings of an image: ``x.nii.gz`` -> ``x.json``, ``x.bval``, ``x.bvec``."""
+    stem = stem_of(path, suffix)
+    return {ext: path.with_name(stem + "." + ext) for ext in ("json", "bval", "bvec")}
+
+
+# --- reading ----------------------------------------------------------------------------
+def read_nifti(path: Path, suffix: str) -> Volume:
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)  # applies scl_slope/inter; keeps integer labels integer
+    except Exception as e:  # nibabel raises many types for corrupt/truncated files
+        raise InputError(f"could not read NIfTI file '{path}': {e}. Check that the file is complete") from e
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 4 and all(s == 1 for s in data.shape[3:-1]):  # (x, y, z, 1, n) from some converters
+        data = data.reshape(data.shape[:3] + (data.shape[-1],))
+    if data.ndim not in (3, 4):
+        raise InputError(f"'{path}' has shape {data.shape}; expected a 3D volume or a 4D (x, y, z, t) series")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    n = data.shape[3] if data.ndim == 4 else 0
+    times = _header_times(img.header, n)
+    side = sidecar_paths(path, suffix)
+    acq, side_times = _read_sidecar(side["json"], n)
+    if side_times is not None:
+        times = side_times
+    acq.bvals, acq.bvecs = _read_fsl_gradients(side["bval"], side["bvec"], n)
+    return Volume(data, affine, times, acq)
+
+
+def _header_times(header, n: int) -> np.ndarray | None:
+    if n == 0:
+        return None
+    dt = float(header.get_zooms()[3]) if len(header.get_zooms()) > 3 else 0.0
+    unit = header.get_xyzt_units()[1]
+    if unit == "unknown":
+        if dt <= 0 or dt == 1.0:
+            return None
+        scale = 1.0
+    elif unit in ("sec", "msec", "usec"):
+        scale = TIME_UNITS[unit]
+    else:  # hz, ppm, rads: the 4th axis is not time
+        return None
+    if not np.isfinite(dt) or dt <= 0:
+        return None
+    t0 = float(header["toffset"]) if np.isfinite(header["toffset"]) else 0.0
+    return (t0 + np.arange(n) * dt) * scale
+
+
+def _read_sidecar(path: Path, n: int) -> tuple[Acquisition, np.ndarray | None]:
+    if not path.is_file():
+        return Acquisition(), None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(d, dict):
+            raise ValueError("the top level is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"the JSON sidecar '{path}' is not valid JSON ({e}); fix or remove it") from e
+    own = d.get("BBBAnomaly", {}) or {}
+
+    def num(key):
+        v = d.get(key)
+        return None if v is None or isinstance(v, (list, dict)) else float(v)
+
+    te = d.get("EchoTime")
+    echo_times = own.get("echo_times")
+    if isinstance(te, list):  # some converters list every echo
+        echo_times, te = te, (te[0] if te else None)
+    elif echo_times is None and d.get("EchoTime1") is not None and d.get("EchoTime2") is not None:
+        echo_times = [d["EchoTime1"], d["EchoTime2"]]
+    for v in echo_times or ():
+        check_echo_time(float(v), f"sidecar '{path}'")
+    acq = Acquisition(
+        echo_time=check_echo_time(None if te is None else float(te), f"sidecar '{path}'"),
+        echo_times=None if echo_times is None else tuple(float(v) for v in echo_times),
+        repetition_time=num("RepetitionTimeExcitation") if d.get("RepetitionTimeExcitation") is not None
+        else num("RepetitionTime"),
+        flip_angle=num("FlipAngle"),
+        field_strength=num("MagneticFieldStrength"),
+        description=str(d.get("SeriesDescription", "") or own.get("description", "")),
+        extra=dict(own.get("extra", {}) or {}),
+    )
+    times = None
+    for key in ("VolumeTiming", "FrameTimesStart"):
+        if d.get(key) is not None:
+            times = np.asarray(d[key], dtype=np.float64).ravel()
+            if times.size != n:
+                raise InputError(
+                    f"the sidecar '{path}' lists {times.size} {key} values but the image has {n} frames; "
+                    "fix or remove the sidecar, or give the frame times explicitly"
+                )
+            break
+    return acq, times
+
+
+def _read_fsl_gradients(bval: Path, bvec: Path, n: int):
+    if not bval.is_file():
+        return None, None
+    try:
+        bvals = np.loadtxt(bval, dtype=np.float64, ndmin=1).ravel()
+        bvecs = np.loadtxt(bvec, dtype=np.float64, ndmin=2) if bvec.is_file() else None
+    except ValueError as e:
+        raise InputError(f"could not parse '{bval}'/'{bvec}' as FSL b-values/vectors: {e}") from e
+    if n and bvals.size != n:
+        raise InputError(f"'{bval}' has {bvals.size} b-values but the image has {n} volumes; they must match")
+    if bvecs is not None:
+        if bvecs.shape == (3, bvals.size) and bvals.size != 3:
+            bvecs = bvecs.T
+        if bvecs.shape != (bvals.size, 3):
+            raise InputError(f"'{bvec}' must hold 3 x {bvals.size} gradient components (FSL layout); got {bvecs.shape}")
+    return bvals, bvecs
+
+
+# --- writing ----------------------------------------------------------------------------
+def write_nifti(volume: Volume, path: Path, suffix: str) -> None:
+    data = storable(volume.data)
+    img = nib.Nifti1Image(data, volume.affine, dtype=data.dtype)
+    hdr = img.header
+    hdr.set_xyzt_units("mm", "sec")
+    if volume.is_4d:
+        t = volume.times
+        dt = uniform_interval(t) or (volume.frame_interval() or 0.0)
+        hdr.set_zooms(tuple(hdr.get_zooms()[:3]) + (max(dt, 0.0),))
+        hdr["toffset"] = float(t[0]) if t is not None else 0.0
+    img.set_sform(volume.affine, code=1)
+    img.set_qform(volume.affine, code=1)
+    side = _sidecar_dict(volume)
+    side_text = json.dumps(side, indent=2) + "\n" if side else None  # fails before anything is written
+    acq = volume.acquisition
+    paths = sidecar_paths(path, suffix)
+    with staged_files(path) as scratch:
+        nib.save(img, str(scratch / path.name))
+        if side_text:
+            (scratch / paths["json"].name).write_text(side_text, encoding="utf-8")
+        if acq.bvals is not None:
+            np.savetxt(scratch / paths["bval"].name, np.asarray(acq.bvals, dtype=np.float64)[None, :], fmt="%.10g")
+            if acq.bvecs is not None:
+                np.savetxt(scratch / paths["bvec"].name, np.asarray(acq.bvecs, dtype=np.float64).T, fmt="%.10g")
+    # Siblings left by an earlier write of the same name would describe the new image wrongly.
+    if not side_text:
+        paths["json"].unlink(missing_ok=True)
+    if acq.bvals is None:
+        paths["bval"].unlink(missing_ok=True)
+    if acq.bvals is None or acq.bvecs is None:
+        paths["bvec"].unlink(missing_ok=True)
+
+
+def _sidecar_dict(volume: Volume) -> dict:
+    a = volume.acquisition
+    d = {}
+    for key, value in (("EchoTime", a.echo_time), ("RepetitionTime", a.repetition_time),
+                       ("FlipAngle", a.flip_angle), ("MagneticFieldStrength", a.field_strength)):
+        if value is not None:
+            d[key] = float(value)
+    if a.description:
+        d["SeriesDescription"] = a.description
+    if volume.is_4d and volume.times is not None:
+        d["VolumeTiming"] = [float(v) for v in volume.times]
+    own = {}
+    if a.echo_times:
+        own["echo_times"] = [float(v) for v in a.echo_times]
+    if a.extra:
+        own["extra"] = a.extra
+    if own:
+        d["BBBAnomaly"] = own
+    return d

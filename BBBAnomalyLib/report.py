@@ -1,0 +1,64 @@
+"""Pieces of the JSON report every pipeline writes: versions, timings, warnings, summaries."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from contextlib import contextmanager
+from importlib import metadata
+
+import numpy as np
+
+from . import __version__
+
+
+def versions() -> dict:
+    """Versions of the software that produced a result (for reproducibility)."""
+    out = {"BBBAnomalyLib": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "scipy", "nibabel", "SimpleITK", "scikit-learn", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+class Timer:
+    """Collects named wall-clock timings: ``with timer("deconvolution"): ...``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def summarise(values: np.ndarray) -> dict:
+    """mean / median / sd / 5th and 95th percentile of the finite values (JSON-ready)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"n": 0}
+    p5, p50, p95 = np.percentile(v, [5, 50, 95])
+    return {"n": int(v.size), "mean": float(v.mean()), "median": float(p50), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "p5": float(p5), "p95": float(p95)}
+
+
+def _default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dump_json(data: dict, path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=_default)
+        fh.write("\n")

@@ -1,0 +1,65 @@
+"""`bbbanomaly roi-stats`: the command-line face of :mod:`.roistats`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = """\
+Statistics of one or more maps inside a ROI (e.g. the tumor) and a reference region (e.g. normal-
+appearing white matter), and the ROI/reference ratio of each map's mean and median. The tumor/NAWM
+ratio of CBV is the rCBV that radiologists read.
+
+example:
+  bbbanomaly roi-stats out/cbv_corrected.nii.gz out/cbf.nii.gz --roi tumor.nii.gz --reference nawm.nii.gz
+  bbbanomaly roi-stats out/*.nii.gz --roi tumor.nii.gz --reference nawm.nii.gz --json stats.json
+
+Masks must be on the maps' grid (nonzero = inside). NaN voxels are left out and counted.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("roi-stats", help="ROI statistics and tumor/reference ratios of maps", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("maps", nargs="+", metavar="MAP", help="3D map files (NIfTI/NRRD) on one grid")
+    p.add_argument("--roi", required=True, help="ROI mask, e.g. the tumor")
+    p.add_argument("--reference", help="reference mask, e.g. NAWM; gives the ROI/reference ratios")
+    p.add_argument("--roi-name", default="roi", help="label of the ROI in the output (default: roi)")
+    p.add_argument("--reference-name", default="reference", help="label of the reference (default: reference)")
+    p.add_argument("--json", metavar="FILE", help="also write the statistics as JSON ('-' for stdout only)")
+    p.set_defaults(run=run)
+
+
+def map_name(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".seq.nrrd", ".nii", ".nrrd", ".nhdr"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def run(args) -> int:
+    from .io import read_mask, read_volume
+    from .roistats import format_table, roi_statistics
+
+    maps = {}
+    for path in args.maps:
+        name = map_name(path)
+        if name in maps:
+            name = str(Path(path).with_suffix(""))
+        maps[name] = read_volume(path)
+    first = next(iter(maps.values()))
+    roi = read_mask(args.roi, first, "roi")
+    reference = read_mask(args.reference, first, "reference") if args.reference else None
+    stats = roi_statistics(maps, roi, reference, args.roi_name, args.reference_name)
+    if args.json == "-":
+        json.dump(stats, sys.stdout, indent=2)
+        print()
+        return 0
+    print(format_table(stats))
+    if args.json:
+        Path(args.json).write_text(json.dumps(stats, indent=2) + "\n")
+        print(f"\nstatistics written to {Path(args.json).resolve()}")
+    return 0
