@@ -46,7 +46,7 @@ def parker_aif(t_minutes, delay: float = 0.0, parameters: ParkerParameters = PAR
 
     Cb(t) = Σ_{n=1,2} A_n/(σ_n√(2π)) exp(-(t - T_n)²/(2σ_n²)) + α e^{-βt} / (1 + e^{-s(t - τ)}):
     two Gaussians for the first and second pass plus an exponentially decaying sigmoid washout,
-    fitted to 113 AIFs of 67 patients (0.1 mmol/kg, 4.97 s resolution). Zero for t < delay.
+    fitted to the population average of AIFs measured at 4.97 s resolution (0.1 mmol/kg). Zero for t < delay.
     """
     p = parameters
     u = np.asarray(t_minutes, dtype=np.float64) - delay

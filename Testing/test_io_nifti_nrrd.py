@@ -160,9 +160,9 @@ def _slicer_vector_nrrd(path, n, meta):
 
 
 def test_slicer_sequence_fields_give_times(tmp_path):
-    _slicer_vector_nrrd(tmp_path / "seq.seq.nrrd", 4, {"DataNodeClassName": "vtkMRMLScalarVolumeNode",
-                                                       "axis 0 index type": "numeric",
-                                                       "axis 0 index values": "0 2.5 5 9.5"})
+    _slicer_vector_nrrd(tmp_path / "seq.seq.nrrd", 4, {
+        "DataNodeClassName": "vtkMRMLScalarVolumeNode", "axis 0 index type": "numeric",
+        "axis 0 index values": "0 2.5 5 9.5"})
     back = read_volume(tmp_path / "seq.seq.nrrd")
     assert back.data.shape == (5, 4, 3, 4)
     assert np.array_equal(back.times, [0, 2.5, 5, 9.5])
@@ -170,11 +170,10 @@ def test_slicer_sequence_fields_give_times(tmp_path):
 
 
 def test_multivolume_fields_give_times_and_acquisition(tmp_path):
-    _slicer_vector_nrrd(tmp_path / "mv.nrrd", 3, {"MultiVolume.FrameLabels": "0,1500,3000",
-                                                  "MultiVolume.FrameIdentifyingDICOMTagName": "TriggerTime",
-                                                  "MultiVolume.FrameIdentifyingDICOMTagUnits": "ms",
-                                                  "MultiVolume.NumberOfFrames": "3",
-                                                  "MultiVolume.DICOM.EchoTime": "25", "MultiVolume.DICOM.FlipAngle": "60"})
+    _slicer_vector_nrrd(tmp_path / "mv.nrrd", 3, {
+        "MultiVolume.FrameLabels": "0,1500,3000", "MultiVolume.FrameIdentifyingDICOMTagName": "TriggerTime",
+        "MultiVolume.FrameIdentifyingDICOMTagUnits": "ms", "MultiVolume.NumberOfFrames": "3",
+        "MultiVolume.DICOM.EchoTime": "25", "MultiVolume.DICOM.FlipAngle": "60"})
     back = read_volume(tmp_path / "mv.nrrd")
     assert np.allclose(back.times, [0, 1.5, 3.0])
     assert back.acquisition.echo_time == pytest.approx(0.025) and back.acquisition.flip_angle == 60

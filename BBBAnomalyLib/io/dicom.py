@@ -79,7 +79,7 @@ def read_dicom_series(directory, series_uid: str | None = None) -> Volume:
         raise InputError(f"series {series_uid} mixes image sizes {sorted(set(s[:2] for s in sizes))}; "
                          "it is not one volume series")
 
-    grid, frame_source = _frame_grid(headers, files, directory)
+    grid, frame_source = _frame_grid(headers, directory)
     affine = _affine(headers, grid, spacings[grid[0, 0]], directory)
     acq = _acquisition(headers, series_uid, frame_source)
     times, time_source = _frame_times(headers, grid)
@@ -101,7 +101,8 @@ def _read_headers(files):
             reader.ReadImageInformation()
         except RuntimeError as e:
             raise InputError(f"could not read DICOM file '{f}': {str(e).strip().splitlines()[-1]}") from e
-        headers.append({name: reader.GetMetaData(tag).strip() for name, tag in TAGS.items() if reader.HasMetaDataKey(tag)})
+        headers.append({name: reader.GetMetaData(tag).strip()
+                        for name, tag in TAGS.items() if reader.HasMetaDataKey(tag)})
         size = tuple(reader.GetSize()) + (1,) * (3 - reader.GetDimension())
         sizes.append(size)
         spacings.append(tuple(reader.GetSpacing()[:2]))
@@ -148,18 +149,21 @@ def _dt_seconds(dt: str) -> float:
 
 def _clocks(headers) -> list[tuple[str, np.ndarray]]:
     """Candidate per-file clocks in seconds, most trusted first, only those every file has."""
-    acq = _column(headers, "acq_time", _tm_seconds)
-    if np.all(np.isfinite(acq)) and np.ptp(acq) > 43200:  # crossed midnight: move early-morning times on a day
-        acq = np.where(acq < 43200, acq + 86400, acq)
+    def time_of_day(name):
+        t = _column(headers, name, _tm_seconds)
+        if np.all(np.isfinite(t)) and np.ptp(t) > 43200:  # crossed midnight: early-morning times move on a day
+            t = np.where(t < 43200, t + 86400, t)
+        return t
+
     candidates = [("TriggerTime", _column(headers, "trigger") / 1000.0),
                   ("AcquisitionDateTime", _column(headers, "acq_datetime", _dt_seconds)),
-                  ("AcquisitionTime", acq),
-                  ("ContentTime", _column(headers, "content_time", _tm_seconds))]
+                  ("AcquisitionTime", time_of_day("acq_time")),
+                  ("ContentTime", time_of_day("content_time"))]
     return [(name, c) for name, c in candidates if np.all(np.isfinite(c)) and np.ptp(c) > 0]
 
 
 # --- frames and geometry ----------------------------------------------------------------
-def _frame_grid(headers, files, directory) -> tuple[np.ndarray, str]:
+def _frame_grid(headers, directory) -> tuple[np.ndarray, str]:
     """(frames, slices) array of file indices, slices sorted along the normal; and how frames were found."""
     n = len(headers)
     pos = np.stack([_vector(h.get("position"), 3) for h in headers])
@@ -169,7 +173,8 @@ def _frame_grid(headers, files, directory) -> tuple[np.ndarray, str]:
                          "the series has no 3D geometry (is it a localizer or a secondary capture?)")
     if np.abs(iop - iop[0]).max() > 1e-4:
         raise InputError(f"the series in '{directory}' mixes slice orientations; it is not one volume series")
-    echo = np.unique(_column(headers, "echo_time")[np.isfinite(_column(headers, "echo_time"))])
+    echo = _column(headers, "echo_time")
+    echo = np.unique(echo[np.isfinite(echo)])
     if echo.size > 1:
         raise InputError(f"the series in '{directory}' has {echo.size} echo times ({echo.tolist()} ms); "
                          "multi-echo series are not supported, split it into one series per echo")
@@ -181,14 +186,15 @@ def _frame_grid(headers, files, directory) -> tuple[np.ndarray, str]:
     counts = np.bincount(slice_id)
     nz, nt = counts.size, int(counts[0])
     if np.any(counts != nt):
-        raise InputError(f"the series in '{directory}' has {nz} slice positions that occur {sorted(set(counts.tolist()))} "
-                         "times: some frames miss slices or have shifted positions. Check that the export is complete")
+        raise InputError(f"the series in '{directory}' has {nz} slice positions that occur "
+                         f"{sorted(set(counts.tolist()))} times: some frames miss slices or have shifted positions. "
+                         "Check that the export is complete")
     tpi = _column(headers, "temporal_id")
     if nt > 1 and np.all(np.isfinite(tpi)) and np.unique(tpi).size == nt:
         frame, source = np.unique(tpi, return_inverse=True)[1], "TemporalPositionIdentifier"
     else:
         clocks = _clocks(headers)
-        key, source = clocks[0][1] if clocks else np.zeros(n), clocks[0][0] if clocks else "InstanceNumber"
+        key, source = (clocks[0][1], clocks[0][0]) if clocks else (np.zeros(n), "InstanceNumber or file order")
         instance = np.nan_to_num(_column(headers, "instance"), nan=0.0)
         within = np.lexsort((np.arange(n), instance, key, slice_id))  # grouped by slice, then time
         frame = np.empty(n, dtype=int)

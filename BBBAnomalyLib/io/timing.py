@@ -87,7 +87,7 @@ def override_times(volume: Volume, times, frame_interval, source: str) -> Volume
         raise InputError("give either frame times or a frame interval, not both")
     if times is None and frame_interval is None:
         if volume.times is not None:
-            check_times(volume.times, f"frame times stored in '{source}' (override them with times= or frame_interval=)")
+            check_times(volume.times, f"frame times stored in '{source}' (override with times= or frame_interval=)")
         return volume
     if not volume.is_4d:
         raise InputError(

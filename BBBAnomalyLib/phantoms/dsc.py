@@ -77,8 +77,9 @@ class DSCPhantomParameters:
     constant of the exponential vascular dispersion kernel (all tissue, not the artery). leakage: K2 of
     the enhancing rim [1/s]. aif_peak: arterial peak ΔR2* [1/s]; 50 keeps arterial voxels at
     exp(-1.5) = 22 % of S0 at TE 30 ms (above the noise floor, so the AIF is measurable) — with one
-    relaxivity for artery and tissue this makes tissue signal drops small (GM ~5 %), the price of
-    kH/ρ = 1 truth; raise it (and accept a saturating artery) for more tissue contrast.
+    relaxivity for artery and tissue this makes tissue signal drops small (peak: GM ~4 %, WM ~2 %,
+    rim ~7 %), the price of kH/ρ = 1 truth; raise it (and accept a saturating artery) for more
+    tissue contrast.
     slices: number of axial slices in a slab centred on the tumor, 'all' (whole brain), or a
     (k_start, k_stop) pair of slice indices of the shipped 78-slice grid.
     tissues: overrides merged into :func:`default_tissues` (e.g. {"enhancing": {"cbv": 8.0}}).

@@ -206,6 +206,10 @@ def tissue_concentration(
             kern = _bin_weights(lambda e: residue_integral(residue, e, m), n_fine, fine_dt) / m
             spec[flow] *= sfft.rfft(kern, n_fft, axis=1)
         fine = sfft.irfft(spec, n_fft, axis=1)[:, :n_fine]
+        # causality: nothing before the delayed AIF starts (removes FFT round-off from pre-bolus frames)
+        started = ca != 0
+        first = np.where(started.any(axis=1), started.argmax(axis=1), n_fine)
+        fine[np.arange(n_fine)[None, :] < first[:, None]] = 0.0
         unit[start:start + chunk] = fine[:, i0] * (1.0 - w1) + fine[:, i0 + 1] * w1
     out = np.take(unit.astype(dtype, copy=False), inverse, axis=0)
     out *= cbv[:, None].astype(dtype)
