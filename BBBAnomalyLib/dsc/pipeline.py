@@ -142,7 +142,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         elif raw2 is not None:
             curves, clipped = delta_r2s_dual_echo(raw, raw2, baseline, te, te2)
         else:
-            curves, clipped = delta_r2s_single_echo(_nonzero_baseline(raw, baseline, analysed), baseline, te)
+            curves, clipped = delta_r2s_single_echo(
+                _nonzero_baseline(raw, baseline, arterial[analysed] if arterial is not None else None), baseline, te)
         if clipped:
             warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
                             "before the logarithm (noise floor or saturated arteries)")
@@ -155,7 +156,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         if arterial is not None:
             selection = aif_mod.aif_from_mask(curves, arterial[analysed], base_slice)
         else:
-            selection = aif_mod.auto_aif(curves, times, base_slice)
+            selection = aif_mod.auto_aif(curves[in_brain], times, base_slice, baseline.arrival)
+            selection.voxels = np.flatnonzero(in_brain)[selection.voxels]
         aif_curve = selection.curve
 
     brain_curves = curves[in_brain]
@@ -268,15 +270,18 @@ def _curves(data: np.ndarray, mask: np.ndarray, resample) -> np.ndarray:
     return resample(curves) if resample is not None else curves
 
 
-def _nonzero_baseline(raw: np.ndarray, baseline: Baseline, analysed: np.ndarray) -> np.ndarray:
+def _nonzero_baseline(raw: np.ndarray, baseline: Baseline, in_aif: np.ndarray | None) -> np.ndarray:
     """Refuse a zero baseline with a message that says where and what to do."""
     s0 = raw[:, baseline.first:baseline.stop].mean(axis=1)
     if np.all(s0 <= 0):
         raise InputError("the baseline signal is zero everywhere in the analysed region; is this a DSC "
                          "signal series? (for ΔR2* data use --input-kind concentration)")
+    if in_aif is not None and np.all(s0[in_aif] <= 0):
+        raise InputError("the AIF mask lies outside the imaged anatomy: its voxels have no signal. Draw it on "
+                         "an artery inside the brain, on the series grid")
     if np.any(s0 <= 0):
         raise InputError(f"{int((s0 <= 0).sum())} analysed voxels have a zero baseline signal; exclude them "
-                         "with --mask (e.g. a brain mask) or check the AIF mask lies on signal")
+                         "with --mask (e.g. a brain mask) or check that the AIF mask lies on signal")
     return raw
 
 

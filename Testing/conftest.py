@@ -1,0 +1,32 @@
+"""Shared fixtures: small DSC reference objects written to disk once per session."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def dsc_phantom():
+    """A 6-slice DSC phantom at SNR 100 (fast; tumor, artery, NAWM included)."""
+    from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+
+    return make_dsc_phantom(snr=100, slices=6, seed=1)
+
+
+@pytest.fixture(scope="session")
+def dsc_files(dsc_phantom, tmp_path_factory):
+    """The same phantom written as NIfTI files: signal.nii.gz (+ signal.json with TE), mask_*.nii.gz."""
+    out = tmp_path_factory.mktemp("dsc_phantom")
+    dsc_phantom.write(out)
+    return out
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the large reference data ({SHARED_DATA}) is not next to this checkout")
+    return SHARED_DATA

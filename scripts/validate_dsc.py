@@ -1,0 +1,627 @@
+#!/usr/bin/env python
+"""Accuracy of the DSC perfusion pipeline on the DSC digital reference object (simulated data).
+
+What it measures
+----------------
+Every deconvolution method of ``run_dsc`` -- sSVD, cSVD, oSVD with the simulation oscillation-index
+target 0.035 *and* the in-vivo default 0.095, Tikhonov -- is run on the DSC phantom of
+``BBBAnomalyLib.phantoms.dsc`` (``make_dsc_phantom``) with its own truth maps, using what a user
+would give: the phantom's arterial mask as the AIF, its brain mask, its NAWM mask (for rCBV) and
+its tumor mask (excluded from the BSW reference). kH = 1 and density = 1, because the phantom's
+truth is unit-less ml/100 ml (one relaxivity for artery and tissue).
+
+Per tissue (GM, WM and the enhancing tumor rim, the phantom's >= 50 % partial-volume masks):
+  * relative bias of CBF, CBV and MTT, two ways: the ratio of means (the bias of an ROI
+    average, ``100·(mean est / mean truth - 1)``) and the voxelwise mean relative error
+    (``100·mean((est - truth)/truth)``);
+  * CBV without (``cbv``) and with (``cbv_corrected``) BSW leakage correction -- in the rim this
+    is the key leakage number;
+and over all brain voxels except the arterial ones, Lin's concordance correlation (CCC) of each
+map with its truth (MTT: voxels with truth CBF > 0).
+
+Sweeps (noise realisations: ``--seeds`` seeds, reported as mean ± sd across seeds):
+  main        SNR None (noiseless, one realisation) / 100 / 50 / 20 / 10  x  frame interval 1.0 / 1.5 / 2.0 s
+  delay       tissue delay 0..4 s at frame interval 1.5 s (noiseless and SNR 50): sSVD's delay sensitivity
+  dispersion  vascular dispersion time constant 0..3 s (SNR 50)
+  leakage     BSW K2 of the rim 0..2 x the phantom default (SNR 50), with and without correction
+The phantom defaults (duration 90 s, TE 30 ms, exponential residue, 12-slice slab) hold elsewhere.
+
+Outputs
+-------
+  OUT/dsc_validation.md     the tables (markdown), ready to paste into docs/validation.md
+  OUT/dsc_validation.json   every number: one record per (phantom, method, correction) run,
+                            the aggregated tables, the settings, the machine and the run time
+  FIGURES/dsc_bias_vs_snr.png   CBF / CBV bias vs SNR per method (frame interval 1.5 s)
+  FIGURES/dsc_maps_snr50.png    truth vs estimate maps, one slice through the tumor, SNR 50
+  FIGURES/dsc_sweeps.png        CBF bias vs delay and dispersion; rim CBV vs leakage
+
+Examples
+--------
+  python scripts/validate_dsc.py                      # full sweep (a few minutes on 2 cores)
+  python scripts/validate_dsc.py --quick --out /tmp/v # reduced sweep (about half a minute)
+  python scripts/validate_dsc.py --jobs 1 --seeds 5   # one process, more noise realisations
+
+Everything here is simulated: see docs/validation.md for what the phantom does and does not model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable from a checkout without installing the package
+    sys.path.insert(0, str(ROOT))
+
+#: label -> DSCParameters overrides
+METHODS = {
+    "sSVD": {"method": "ssvd"},
+    "cSVD": {"method": "csvd"},
+    "oSVD 0.035": {"method": "osvd", "osvd_oi_target": 0.035},
+    "oSVD 0.095": {"method": "osvd", "osvd_oi_target": 0.095},
+    "Tikhonov": {"method": "tikhonov"},
+}
+TISSUES = ("gm", "wm", "enhancing")
+TISSUE_NAMES = {"gm": "GM", "wm": "WM", "enhancing": "rim"}
+FULL = dict(snrs=[None, 100, 50, 20, 10], intervals=[1.0, 1.5, 2.0], delays=[0.0, 1.0, 2.0, 3.0, 4.0],
+            dispersions=[0.0, 1.0, 2.0, 3.0], leakage_scales=[0.0, 0.5, 1.0, 1.5, 2.0])
+QUICK = dict(snrs=[None, 50, 10], intervals=[1.5], delays=[0.0, 2.0, 4.0], dispersions=[0.0, 2.0],
+             leakage_scales=[0.0, 1.0, 2.0])
+SWEEP_SNR = 50.0  # SNR of the delay / dispersion / leakage sweeps
+SWEEP_INTERVAL = 1.5  # frame interval of the sweeps [s] (the phantom default)
+MAP_SNR, MAP_INTERVAL, MAP_SEED = 50.0, 1.5, 0  # the run shown in the map figure
+
+
+# --- one phantom, all methods -------------------------------------------------------------------
+def phantom_key(cfg: dict) -> tuple:
+    return tuple(sorted(cfg.items()))
+
+
+def evaluate(cfg: dict, bsw_off: bool, keep_maps: bool = False) -> dict:
+    """Build one phantom (cfg: make_dsc_phantom overrides) and run every method on it.
+
+    Returns {"config", "phantom_s", "runs": [record, ...], "maps": {...} when keep_maps}.
+    """
+    from BBBAnomalyLib import metrics
+    from BBBAnomalyLib.dsc import DSCParameters, run_dsc
+    from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+
+    t0 = time.perf_counter()
+    ph = make_dsc_phantom(**cfg)
+    phantom_s = time.perf_counter() - t0
+    m = ph.masks
+    truth = {k: ph.truth[k].data for k in ("cbv", "cbf", "mtt")}
+    tissue = {t: m[t] & ~m["aif"] for t in TISSUES}
+    ccc_mask = m["brain"] & ~m["aif"]
+    mtt_mask = ccc_mask & (truth["cbf"] > 0)
+    runs, maps = [], {}
+    for correction in (("bsw", "none") if bsw_off else ("bsw",)):
+        for label, overrides in METHODS.items():
+            params = DSCParameters(kh=1.0, density=1.0, leakage_correction=correction, **overrides)
+            t1 = time.perf_counter()
+            res = run_dsc(ph.signal, params, aif_mask=m["aif"], brain_mask=m["brain"], nawm_mask=m["nawm"],
+                          tumor_mask=m["tumor"])
+            seconds = time.perf_counter() - t1
+            est = {k: v.data for k, v in res.maps.items()}
+            rec = {"method": label, "correction": correction, "seconds": seconds,
+                   "warnings": res.report["warnings"], "tissues": {}, "ccc": {}}
+            pairs = [("cbf", "cbf"), ("cbv", "cbv"), ("mtt", "mtt")]
+            if "cbv_corrected" in est:
+                pairs.append(("cbv_corrected", "cbv"))
+            for t in TISSUES:
+                rec["tissues"][t] = {
+                    name: {"rom": 100.0 * (metrics.ratio_of_means(est[name], truth[ref], tissue[t]) - 1.0),
+                           "voxelwise": metrics.relative_bias(est[name], truth[ref], tissue[t])}
+                    for name, ref in pairs}
+                rec["tissues"][t]["tmax_mean_s"] = float(est["tmax"][tissue[t]].mean())
+                rec["tissues"][t]["k2_mean"] = float(est["k2"][tissue[t]].mean()) if "k2" in est else None
+            for name, ref in pairs:
+                rec["ccc"][name] = metrics.lin_ccc(est[name], truth[ref], mtt_mask if name == "mtt" else ccc_mask)
+            runs.append(rec)
+            if keep_maps and correction == "bsw":
+                maps[label] = {k: est[k] for k in ("cbf", "cbv", "cbv_corrected", "mtt", "k2") if k in est}
+    out = {"config": cfg, "phantom_s": phantom_s, "runs": runs, "n_voxels": int(m["brain"].sum()),
+           "n_tissue": {t: int(tissue[t].sum()) for t in TISSUES}}
+    if keep_maps:
+        out["maps"] = maps
+        out["truth"] = truth
+        out["masks"] = {k: m[k] for k in ("brain", "enhancing", "aif")}
+    return out
+
+
+def _init_worker():
+    try:  # one BLAS thread per process: the processes use the cores, not BLAS threads
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
+# --- the plan -----------------------------------------------------------------------------------
+def plan(grid: dict, seeds: list[int]) -> tuple[dict, dict]:
+    """Unique phantom configs (key -> (cfg, bsw_off)) and, per sweep, the keys it reads."""
+    configs: dict[tuple, list] = {}
+    sweeps: dict[str, list] = {"main": [], "delay": [], "dispersion": [], "leakage": []}
+
+    def add(sweep, bsw_off=False, **cfg):
+        base = {"snr": None, "frame_interval": SWEEP_INTERVAL, "tissue_delay": 0.0, "dispersion": 0.0,
+                "leakage": DEFAULT_LEAKAGE, "seed": 0}
+        base.update(cfg)
+        key = phantom_key(base)
+        if key in configs:
+            configs[key][1] = configs[key][1] or bsw_off
+        else:
+            configs[key] = [base, bsw_off]
+        sweeps[sweep].append(key)
+
+    def seeds_for(snr):
+        return [0] if snr is None else seeds
+
+    for dt in grid["intervals"]:
+        for snr in grid["snrs"]:
+            for s in seeds_for(snr):
+                add("main", snr=snr, frame_interval=dt, seed=s)
+    for delay in grid["delays"]:
+        for snr in (None, SWEEP_SNR):
+            for s in seeds_for(snr):
+                add("delay", snr=snr, tissue_delay=delay, seed=s)
+    for disp in grid["dispersions"]:
+        for s in seeds:
+            add("dispersion", snr=SWEEP_SNR, dispersion=disp, seed=s)
+    for scale in grid["leakage_scales"]:
+        for s in seeds:
+            add("leakage", bsw_off=True, snr=SWEEP_SNR, leakage=scale * DEFAULT_LEAKAGE, seed=s)
+    return {k: tuple(v) for k, v in configs.items()}, sweeps
+
+
+def _default_leakage() -> float:
+    from BBBAnomalyLib.phantoms.dsc import DSCPhantomParameters
+
+    return float(DSCPhantomParameters().leakage)
+
+
+DEFAULT_LEAKAGE = _default_leakage()
+
+
+# --- aggregation --------------------------------------------------------------------------------
+def _ms(values) -> dict:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if v.size == 0:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
+
+
+def aggregate(results: dict, keys: list, group_fields: tuple, correction="bsw") -> list[dict]:
+    """Mean ± sd across seeds of every number, grouped by the phantom fields in group_fields and method."""
+    groups: dict[tuple, list] = {}
+    for key in dict.fromkeys(keys):  # unique, in order
+        res = results[key]
+        cfg = res["config"]
+        for rec in res["runs"]:
+            if rec["correction"] != correction:
+                continue
+            g = tuple(cfg[f] for f in group_fields) + (rec["method"],)
+            groups.setdefault(g, []).append(rec)
+    rows = []
+    for g, recs in groups.items():
+        row = {f: v for f, v in zip(group_fields, g[:-1])}
+        row["method"] = g[-1]
+        row["correction"] = correction
+        row["n_seeds"] = len(recs)
+        row["tissues"] = {
+            t: {name: {kind: _ms(r["tissues"][t][name][kind] for r in recs) for kind in ("rom", "voxelwise")}
+                for name in recs[0]["tissues"][t] if isinstance(recs[0]["tissues"][t][name], dict)}
+            for t in TISSUES}
+        for t in TISSUES:
+            row["tissues"][t]["tmax_mean_s"] = _ms(r["tissues"][t]["tmax_mean_s"] for r in recs)
+        row["ccc"] = {name: _ms(r["ccc"][name] for r in recs) for name in recs[0]["ccc"]}
+        row["seconds"] = _ms(r["seconds"] for r in recs)
+        rows.append(row)
+    return rows
+
+
+# --- tables -------------------------------------------------------------------------------------
+def fmt(ms: dict, digits=1, sd=True) -> str:
+    if ms["mean"] is None:
+        return "n/a"
+    if not sd or ms["n"] < 2:
+        return f"{ms['mean']:+.{digits}f}"
+    return f"{ms['mean']:+.{digits}f} ± {ms['sd']:.{digits}f}"
+
+
+def fmt_ccc(ms: dict) -> str:
+    if ms["mean"] is None:
+        return "n/a"
+    return f"{ms['mean']:.3f}" + (f" ± {ms['sd']:.3f}" if ms["n"] > 1 else "")
+
+
+def snr_label(snr) -> str:
+    return "∞ (noiseless)" if snr is None else f"{snr:g}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _snr_order(snr):
+    return -np.inf if snr is None else -snr
+
+
+def tables(agg: dict, meta: dict) -> str:
+    out = [f"<!-- generated by scripts/validate_dsc.py ({meta['mode']}); {meta['command']} -->", ""]
+    main = sorted(agg["main"], key=lambda r: (r["frame_interval"], _snr_order(r["snr"]), list(METHODS).index(r["method"])))
+    seeds = meta["seeds"]
+    out += [f"All numbers are % bias, mean ± sd over {len(seeds)} noise seeds (noiseless rows: one "
+            "realisation). RoM = ratio of means (ROI-average bias); vox = voxelwise mean relative error. "
+            "CCC = Lin's concordance over all non-arterial brain voxels.", ""]
+
+    out += ["### CBF bias (%) per method, SNR and frame interval", ""]
+    rows = []
+    for r in main:
+        t = r["tissues"]
+        rows.append([f"{r['frame_interval']:g}", snr_label(r["snr"]), r["method"]]
+                    + [fmt(t[x]["cbf"][k]) for x in TISSUES for k in ("rom", "voxelwise")]
+                    + [fmt_ccc(r["ccc"]["cbf"])])
+    out += [table(["Δt (s)", "SNR", "method", "GM RoM", "GM vox", "WM RoM", "WM vox", "rim RoM", "rim vox", "CCC"], rows), ""]
+
+    out += ["### MTT bias (%) per method (MTT = corrected CBV / CBF)", ""]
+    rows = []
+    for r in main:
+        t = r["tissues"]
+        rows.append([f"{r['frame_interval']:g}", snr_label(r["snr"]), r["method"]]
+                    + [fmt(t[x]["mtt"][k]) for x in TISSUES for k in ("rom", "voxelwise")]
+                    + [fmt_ccc(r["ccc"]["mtt"])])
+    out += [table(["Δt (s)", "SNR", "method", "GM RoM", "GM vox", "WM RoM", "WM vox", "rim RoM", "rim vox", "CCC"], rows), ""]
+
+    out += ["### CBV bias (%), without and with BSW leakage correction", "",
+            "CBV = ∫C/∫Ca does not involve the deconvolution, so it is the same for every method "
+            "(shown once, from the cSVD run).", ""]
+    rows = []
+    for r in main:
+        if r["method"] != "cSVD":
+            continue
+        t = r["tissues"]
+        rows.append([f"{r['frame_interval']:g}", snr_label(r["snr"])]
+                    + [fmt(t[x][name]["rom"]) for x in TISSUES for name in ("cbv", "cbv_corrected")]
+                    + [fmt(t["enhancing"]["cbv"]["voxelwise"]), fmt(t["enhancing"]["cbv_corrected"]["voxelwise"]),
+                       fmt_ccc(r["ccc"]["cbv"]), fmt_ccc(r["ccc"]["cbv_corrected"])])
+    out += [table(["Δt (s)", "SNR", "GM", "GM BSW", "WM", "WM BSW", "rim", "rim BSW", "rim vox", "rim BSW vox",
+                   "CCC", "CCC BSW"], rows), ""]
+
+    out += [f"### Delay sweep (Δt {SWEEP_INTERVAL:g} s): CBF bias (RoM %) and mean Tmax in GM", ""]
+    rows = []
+    for r in sorted(agg["delay"], key=lambda r: (_snr_order(r["snr"]), r["tissue_delay"], list(METHODS).index(r["method"]))):
+        t = r["tissues"]
+        rows.append([snr_label(r["snr"]), f"{r['tissue_delay']:g}", r["method"]]
+                    + [fmt(t[x]["cbf"]["rom"]) for x in TISSUES] + [fmt(t["gm"]["tmax_mean_s"], 2)])
+    out += [table(["SNR", "delay (s)", "method", "GM", "WM", "rim", "GM Tmax (s)"], rows), ""]
+
+    out += [f"### Dispersion sweep (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s): CBF and MTT bias (RoM %)", ""]
+    rows = []
+    for r in sorted(agg["dispersion"], key=lambda r: (r["dispersion"], list(METHODS).index(r["method"]))):
+        t = r["tissues"]
+        rows.append([f"{r['dispersion']:g}", r["method"]] + [fmt(t[x]["cbf"]["rom"]) for x in TISSUES]
+                    + [fmt(t[x]["mtt"]["rom"]) for x in ("gm", "wm")])
+    out += [table(["dispersion (s)", "method", "CBF GM", "CBF WM", "CBF rim", "MTT GM", "MTT WM"], rows), ""]
+
+    out += [f"### Leakage sweep (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s): rim CBV and CBF bias (RoM %)", "",
+            f"K2 of the rim = scale × {DEFAULT_LEAKAGE:g} 1/s. CBV is method-independent (cSVD run shown); "
+            "CBF per method with BSW correction / without.", ""]
+    by = {}
+    for r in agg["leakage"] + agg["leakage_off"]:
+        by[(r["leakage"], r["method"], r["correction"])] = r
+    rows = []
+    for leak in sorted({k[0] for k in by}):
+        c = by[(leak, "cSVD", "bsw")]["tissues"]
+        cells = [f"{leak / DEFAULT_LEAKAGE:g}", fmt(c["enhancing"]["cbv"]["rom"]), fmt(c["enhancing"]["cbv_corrected"]["rom"]),
+                 fmt(c["wm"]["cbv_corrected"]["rom"])]
+        for method in METHODS:
+            on = by[(leak, method, "bsw")]["tissues"]["enhancing"]["cbf"]["rom"]
+            off = by[(leak, method, "none")]["tissues"]["enhancing"]["cbf"]["rom"]
+            cells.append(f"{fmt(on, sd=False)} / {fmt(off, sd=False)}")
+        rows.append(cells)
+    out += [table(["leakage ×", "rim CBV", "rim CBV BSW", "WM CBV BSW"] + [f"rim CBF {m}" for m in METHODS], rows), ""]
+
+    out += ["### Run time", ""]
+    rows = [[m, fmt(next(r for r in main if r["method"] == m and r["frame_interval"] == SWEEP_INTERVAL
+                         and r["snr"] == SWEEP_SNR)["seconds"], 2, sd=False)] for m in METHODS]
+    out += [table(["method", f"run_dsc seconds (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s, mean over seeds)"], rows), ""]
+    out += [f"Whole script: {meta['wall_s']:.0f} s wall-clock for {meta['n_phantoms']} phantoms and "
+            f"{meta['n_runs']} pipeline runs, {meta['jobs']} worker process(es) on {meta['machine']}.", ""]
+    return "\n".join(out)
+
+
+# --- figures ------------------------------------------------------------------------------------
+def figures(agg: dict, maps_result: dict, fig_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    colors = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:green", "tab:olive", "tab:purple")))
+
+    # 1) bias vs SNR
+    main = [r for r in agg["main"] if r["frame_interval"] == SWEEP_INTERVAL]
+    snrs = sorted({r["snr"] for r in main}, key=lambda s: np.inf if s is None else s)
+    finite = [s for s in snrs if s is not None]
+    xpos = {s: (s if s is not None else (max(finite) * 2.5 if finite else 1.0)) for s in snrs}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), constrained_layout=True)
+    for ax, tissue in zip(axes[:3], TISSUES):
+        for method in METHODS:
+            rs = sorted((r for r in main if r["method"] == method), key=lambda r: xpos[r["snr"]])
+            x = [xpos[r["snr"]] for r in rs]
+            y = [r["tissues"][tissue]["cbf"]["rom"]["mean"] for r in rs]
+            e = [r["tissues"][tissue]["cbf"]["rom"]["sd"] or 0.0 for r in rs]
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=3, label=method, color=colors[method])
+        ax.set_title(f"CBF bias, {TISSUE_NAMES[tissue]}")
+    ax = axes[3]
+    for method in METHODS:
+        rs = sorted((r for r in main if r["method"] == method), key=lambda r: xpos[r["snr"]])
+        x = [xpos[r["snr"]] for r in rs]
+        for tissue, style in (("gm", "-"), ("wm", "--")):
+            y = [r["tissues"][tissue]["cbv"]["rom"]["mean"] for r in rs]
+            ax.plot(x, y, style, marker="o", ms=3, color=colors[method], alpha=0.8)
+    rs = sorted((r for r in main if r["method"] == "cSVD"), key=lambda r: xpos[r["snr"]])
+    x = [xpos[r["snr"]] for r in rs]
+    for name, style, lab in (("cbv", ":", "rim, uncorrected"), ("cbv_corrected", "-.", "rim, BSW")):
+        y = [r["tissues"]["enhancing"][name]["rom"]["mean"] for r in rs]
+        e = [r["tissues"]["enhancing"][name]["rom"]["sd"] or 0.0 for r in rs]
+        ax.errorbar(x, y, yerr=e, fmt=style, marker="s", ms=4, capsize=3, color="k", label=lab)
+    ax.plot([], [], "-", color="gray", label="GM (all methods)")
+    ax.plot([], [], "--", color="gray", label="WM (all methods)")
+    ax.set_title("CBV bias (method-independent)")
+    ax.legend(fontsize=7, loc="lower right")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks([xpos[s] for s in snrs])
+        ax.set_xticklabels(["∞" if s is None else f"{s:g}" for s in snrs])
+        ax.set_xlabel("SNR (S0 of WM / σ)")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_ylabel("bias of ROI mean (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"DSC phantom (simulated), Δt {SWEEP_INTERVAL:g} s: bias vs SNR, mean ± sd over seeds")
+    path = fig_dir / "dsc_bias_vs_snr.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    # 2) maps, one slice through the tumor
+    if maps_result is not None:
+        truth, est, masks = maps_result["truth"], maps_result["maps"], maps_result["masks"]
+        k = int(np.argmax(masks["enhancing"].sum(axis=(0, 1))))
+        brain = masks["brain"][:, :, k]
+
+        def sl(a):
+            img = np.where(brain, a[:, :, k], np.nan)
+            return np.rot90(img)
+
+        cols = ["truth"] + list(METHODS)
+        fig, axes = plt.subplots(3, len(cols), figsize=(2.3 * len(cols), 7.6), constrained_layout=True)
+        for row, (name, unit, vmax) in enumerate((("cbf", "ml/100 ml/min", 100.0), ("mtt", "s", 12.0))):
+            for col, label in enumerate(cols):
+                ax = axes[row, col]
+                img = sl(truth[name] if label == "truth" else est[label][name])
+                im = ax.imshow(img, cmap="magma", vmin=0, vmax=vmax)
+                ax.set_title(f"{name.upper()} {label}", fontsize=8)
+                ax.axis("off")
+            fig.colorbar(im, ax=axes[row, -1], shrink=0.8, label=unit)
+        panels = [("CBV truth", truth["cbv"], "magma", (0, 12)),
+                  ("CBV uncorrected", est["cSVD"]["cbv"], "magma", (0, 12)),
+                  ("CBV BSW-corrected", est["cSVD"]["cbv_corrected"], "magma", (0, 12)),
+                  ("CBV BSW − truth", est["cSVD"]["cbv_corrected"] - truth["cbv"], "RdBu_r", (-3, 3)),
+                  ("CBV uncorr. − truth", est["cSVD"]["cbv"] - truth["cbv"], "RdBu_r", (-3, 3)),
+                  ("K2 (1/s)", est["cSVD"].get("k2", np.zeros_like(truth["cbv"])), "RdBu_r", (-0.02, 0.02))]
+        for col, (title, data, cmap, (lo, hi)) in enumerate(panels[: len(cols)]):
+            ax = axes[2, col]
+            im = ax.imshow(sl(data), cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+            if col in (2, 4, 5):
+                fig.colorbar(im, ax=ax, shrink=0.7)
+        fig.suptitle(f"DSC phantom (simulated), SNR {MAP_SNR:g}, Δt {MAP_INTERVAL:g} s, seed {MAP_SEED}, slice {k} "
+                     "(CBV in ml/100 ml; arterial voxels show CBV 100)")
+        path = fig_dir / "dsc_maps_snr50.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    # 3) sweeps
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    ax = axes[0]
+    for method in METHODS:
+        for snr, style in ((None, "--"), (SWEEP_SNR, "-")):
+            rs = sorted((r for r in agg["delay"] if r["method"] == method and r["snr"] == snr), key=lambda r: r["tissue_delay"])
+            if not rs:
+                continue
+            ax.errorbar([r["tissue_delay"] for r in rs], [r["tissues"]["gm"]["cbf"]["rom"]["mean"] for r in rs],
+                        yerr=[r["tissues"]["gm"]["cbf"]["rom"]["sd"] or 0.0 for r in rs], fmt=style, marker="o", ms=3,
+                        capsize=2, color=colors[method], label=method if snr == SWEEP_SNR else None)
+    ax.set_title(f"GM CBF bias vs tissue delay (solid SNR {SWEEP_SNR:g}, dashed noiseless)")
+    ax.set_xlabel("tissue delay (s)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for method in METHODS:
+        rs = sorted((r for r in agg["dispersion"] if r["method"] == method), key=lambda r: r["dispersion"])
+        ax.errorbar([r["dispersion"] for r in rs], [r["tissues"]["gm"]["cbf"]["rom"]["mean"] for r in rs],
+                    yerr=[r["tissues"]["gm"]["cbf"]["rom"]["sd"] or 0.0 for r in rs], marker="o", ms=3, capsize=2,
+                    color=colors[method], label=method)
+    ax.set_title(f"GM CBF bias vs dispersion (SNR {SWEEP_SNR:g})")
+    ax.set_xlabel("dispersion time constant (s)")
+    ax = axes[2]
+    rs = sorted((r for r in agg["leakage"] if r["method"] == "cSVD"), key=lambda r: r["leakage"])
+    x = [r["leakage"] / DEFAULT_LEAKAGE for r in rs]
+    for name, lab, style in (("cbv", "rim CBV, uncorrected", "o-"), ("cbv_corrected", "rim CBV, BSW", "s-")):
+        ax.errorbar(x, [r["tissues"]["enhancing"][name]["rom"]["mean"] for r in rs],
+                    yerr=[r["tissues"]["enhancing"][name]["rom"]["sd"] or 0.0 for r in rs], fmt=style, capsize=2, label=lab)
+    ax.errorbar(x, [r["tissues"]["wm"]["cbv_corrected"]["rom"]["mean"] for r in rs], fmt="^--", color="gray",
+                label="WM CBV, BSW")
+    ax.set_title(f"CBV bias vs leakage (SNR {SWEEP_SNR:g})")
+    ax.set_xlabel(f"rim K2 / default ({DEFAULT_LEAKAGE:g} 1/s)")
+    ax.legend(fontsize=7)
+    for ax in axes:
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_ylabel("bias of ROI mean (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("DSC phantom (simulated): sweeps, mean ± sd over seeds")
+    path = fig_dir / "dsc_sweeps.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+# --- main ---------------------------------------------------------------------------------------
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cores}-core CPU ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="validate_dsc.py",
+        description=__doc__.split("Outputs")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Outputs" + __doc__.split("Outputs", 1)[1],
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="reduced sweep: 1 seed, SNR ∞/50/10, Δt 1.5 s only, 3 delays, 2 dispersions, 3 leakage levels")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="noise realisations per noisy setting (default 3; --quick uses 1 unless given)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="worker processes, one BLAS thread each (default: 2, or 1 on a 1-core machine)")
+    p.add_argument("--out", type=Path, default=Path("dsc_validation"), metavar="DIR",
+                   help="where dsc_validation.md and dsc_validation.json go (default ./dsc_validation)")
+    p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures", metavar="DIR",
+                   help="where the PNG figures go (default docs/figures of this checkout)")
+    p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or args.jobs < 1:
+        p.error("--seeds and --jobs must be at least 1")
+    if args.quick and "--seeds" not in (argv if argv is not None else sys.argv[1:]):
+        args.seeds = 1
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    grid = QUICK if args.quick else FULL
+    seeds = list(range(args.seeds))
+    configs, sweeps = plan(grid, seeds)
+    keys = list(configs)
+    print(f"{len(keys)} phantoms x {len(METHODS)} methods ({'quick' if args.quick else 'full'} sweep, "
+          f"{args.jobs} process(es))", flush=True)
+
+    results = {}
+    map_cfg = {"snr": MAP_SNR, "frame_interval": MAP_INTERVAL, "tissue_delay": 0.0, "dispersion": 0.0,
+               "leakage": DEFAULT_LEAKAGE, "seed": MAP_SEED}
+    map_key = phantom_key(map_cfg)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs, initializer=_init_worker) as pool:
+            futures = {k: pool.submit(evaluate, configs[k][0], configs[k][1]) for k in keys if k != map_key}
+            maps_result = evaluate(map_cfg, configs.get(map_key, (None, False))[1], keep_maps=True)
+            results[map_key] = maps_result
+            for i, (k, fut) in enumerate(futures.items(), 1):
+                results[k] = fut.result()
+                if i % 20 == 0:
+                    print(f"  {i}/{len(futures)} phantoms done ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    else:
+        _init_worker()
+        maps_result = evaluate(map_cfg, configs.get(map_key, (None, False))[1], keep_maps=True)
+        results[map_key] = maps_result
+        for i, k in enumerate(keys, 1):
+            if k != map_key:
+                results[k] = evaluate(configs[k][0], configs[k][1])
+            if i % 20 == 0:
+                print(f"  {i}/{len(keys)} phantoms done ({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    agg = {
+        "main": aggregate(results, sweeps["main"], ("snr", "frame_interval")),
+        "delay": aggregate(results, sweeps["delay"], ("snr", "tissue_delay")),
+        "dispersion": aggregate(results, sweeps["dispersion"], ("snr", "dispersion")),
+        "leakage": aggregate(results, sweeps["leakage"], ("snr", "leakage")),
+        "leakage_off": aggregate(results, sweeps["leakage"], ("snr", "leakage"), correction="none"),
+    }
+    compute_s = time.perf_counter() - t_start
+    written = [] if args.no_figures else figures(agg, maps_result, args.figures)
+    wall_s = time.perf_counter() - t_start
+
+    n_runs = sum(len(r["runs"]) for k, r in results.items() if k in configs)
+    meta = {
+        "mode": "quick" if args.quick else "full",
+        "command": "python scripts/validate_dsc.py" + (" --quick" if args.quick else "")
+                   + (f" --seeds {args.seeds}" if args.seeds != (1 if args.quick else 3) else "")
+                   + (f" --jobs {args.jobs}" if args.jobs != 2 else ""),
+        "seeds": seeds, "jobs": args.jobs, "grid": grid, "sweep_snr": SWEEP_SNR, "sweep_interval": SWEEP_INTERVAL,
+        "default_leakage": DEFAULT_LEAKAGE, "methods": METHODS, "machine": machine(),
+        "n_phantoms": len(configs), "n_runs": n_runs, "compute_s": compute_s, "wall_s": wall_s,
+        "phantom_build_s": _ms(r["phantom_s"] for r in results.values()),
+        "n_voxels": maps_result["n_voxels"], "n_tissue_voxels": maps_result["n_tissue"],
+        "versions": _versions(),
+        "simulated": True,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = tables(agg, meta)
+    (args.out / "dsc_validation.md").write_text(md + "\n")
+    records = []
+    for k, res in results.items():
+        if k not in configs:
+            continue
+        for rec in res["runs"]:
+            records.append({"phantom": res["config"], "phantom_s": res["phantom_s"], **rec})
+    payload = {"meta": meta, "aggregated": agg, "records": records,
+               "figures": [str(p) for p in written]}
+    (args.out / "dsc_validation.json").write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
+    print(md)
+    print(f"wrote {args.out / 'dsc_validation.md'}, {args.out / 'dsc_validation.json'}"
+          + "".join(f", {p}" for p in written))
+    print(f"run time: {wall_s:.1f} s wall-clock ({compute_s:.1f} s of phantoms and pipeline runs)")
+    return 0
+
+
+def _versions() -> dict:
+    import scipy
+
+    out = {"numpy": np.__version__, "scipy": scipy.__version__}
+    try:
+        import BBBAnomalyLib
+
+        out["BBBAnomalyLib"] = BBBAnomalyLib.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
