@@ -79,6 +79,7 @@ QUICK = dict(snrs=[None, 50, 10], intervals=[1.5], delays=[0.0, 2.0, 4.0], dispe
 SWEEP_SNR = 50.0  # SNR of the delay / dispersion / leakage sweeps
 SWEEP_INTERVAL = 1.5  # frame interval of the sweeps [s] (the phantom default)
 MAP_SNR, MAP_INTERVAL, MAP_SEED = 50.0, 1.5, 0  # the run shown in the map figure
+S0_WM = 1000.0  # the phantom's white-matter baseline signal: noise σ = S0_WM / snr (phantoms.dsc docstring)
 
 
 # --- one phantom, all methods -------------------------------------------------------------------
@@ -86,10 +87,30 @@ def phantom_key(cfg: dict) -> tuple:
     return tuple(sorted(cfg.items()))
 
 
-def evaluate(cfg: dict, bsw_off: bool, keep_maps: bool = False) -> dict:
-    """Build one phantom (cfg: make_dsc_phantom overrides) and run every method on it.
+def pre_aif_baseline(params) -> tuple[int, int]:
+    """Baseline frames [1, k) with every frame strictly before the phantom's AIF arrival: what a user
+    would type as ``--baseline-frames`` after looking at the arterial curve."""
+    stop = int(np.ceil(params.bolus_arrival / params.frame_interval - 1e-9))
+    return (1, max(stop, 3))
 
-    Returns {"config", "phantom_s", "runs": [record, ...], "maps": {...} when keep_maps}.
+
+def contrast(ph) -> dict:
+    """Noiseless peak signal drop and peak ΔR2* of the mean curve of each tissue and of the artery."""
+    te = ph.params.te
+    out = {}
+    for name in TISSUES + ("aif",):
+        curve = ph.signal.data[ph.masks[name]].mean(axis=0, dtype=np.float64)
+        base = curve[1:pre_aif_baseline(ph.params)[1]].mean()
+        drop = 1.0 - curve.min() / base
+        out[name] = {"s0": float(base), "peak_signal_drop": float(drop), "peak_delta_r2s": float(-np.log(1 - drop) / te)}
+    return out
+
+
+def evaluate(cfg: dict, variants, keep_maps: bool = False) -> dict:
+    """Build one phantom (cfg: make_dsc_phantom overrides) and run every method on it, once per
+    variant (correction 'bsw'/'none', baseline 'auto'/'pre-aif').
+
+    Returns {"config", "phantom_s", "runs": [record, ...], ...; "maps" when keep_maps}.
     """
     from BBBAnomalyLib import metrics
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
@@ -104,16 +125,27 @@ def evaluate(cfg: dict, bsw_off: bool, keep_maps: bool = False) -> dict:
     ccc_mask = m["brain"] & ~m["aif"]
     mtt_mask = ccc_mask & (truth["cbf"] > 0)
     runs, maps = [], {}
-    for correction in (("bsw", "none") if bsw_off else ("bsw",)):
+    for correction, baseline in sorted(variants):
         for label, overrides in METHODS.items():
-            params = DSCParameters(kh=1.0, density=1.0, leakage_correction=correction, **overrides)
+            params = DSCParameters(kh=1.0, density=1.0, leakage_correction=correction,
+                                   baseline_frames=pre_aif_baseline(ph.params) if baseline == "pre-aif" else None,
+                                   **overrides)
             t1 = time.perf_counter()
             res = run_dsc(ph.signal, params, aif_mask=m["aif"], brain_mask=m["brain"], nawm_mask=m["nawm"],
                           tumor_mask=m["tumor"])
             seconds = time.perf_counter() - t1
             est = {k: v.data for k, v in res.maps.items()}
-            rec = {"method": label, "correction": correction, "seconds": seconds,
-                   "warnings": res.report["warnings"], "tissues": {}, "ccc": {}}
+            fit = res.extras["fit"]
+            reg = np.zeros(m["brain"].shape, np.float32)
+            reg[res.brain_mask] = fit.regularisation
+            unmet = np.zeros(m["brain"].shape, bool)
+            unmet[res.brain_mask] = fit.unmet
+            at_edge = (reg >= 0.999) if overrides["method"] == "tikhonov" else unmet
+            rec = {"method": label, "correction": correction, "baseline": baseline, "seconds": seconds,
+                   "baseline_frames": res.report["baseline"]["baseline_frames"],
+                   "warnings": res.report["warnings"], "tissues": {}, "ccc": {},
+                   "regularisation_gm": {"median": float(np.median(reg[tissue["gm"]])),
+                                         "fraction_at_limit": float(at_edge[tissue["gm"]].mean())}}
             pairs = [("cbf", "cbf"), ("cbv", "cbv"), ("mtt", "mtt")]
             if "cbv_corrected" in est:
                 pairs.append(("cbv_corrected", "cbv"))
@@ -127,10 +159,13 @@ def evaluate(cfg: dict, bsw_off: bool, keep_maps: bool = False) -> dict:
             for name, ref in pairs:
                 rec["ccc"][name] = metrics.lin_ccc(est[name], truth[ref], mtt_mask if name == "mtt" else ccc_mask)
             runs.append(rec)
-            if keep_maps and correction == "bsw":
+            if keep_maps and correction == "bsw" and baseline == "auto":
                 maps[label] = {k: est[k] for k in ("cbf", "cbv", "cbv_corrected", "mtt", "k2") if k in est}
     out = {"config": cfg, "phantom_s": phantom_s, "runs": runs, "n_voxels": int(m["brain"].sum()),
+           "n_frames": int(ph.signal.n_frames), "pre_aif_baseline": list(pre_aif_baseline(ph.params)),
            "n_tissue": {t: int(tissue[t].sum()) for t in TISSUES}}
+    if cfg.get("snr") is None:
+        out["contrast"] = contrast(ph)
     if keep_maps:
         out["maps"] = maps
         out["truth"] = truth
@@ -148,25 +183,26 @@ def _init_worker():
 
 
 # --- the plan -----------------------------------------------------------------------------------
+AUTO = ("bsw", "auto")  # the pipeline defaults: BSW on, baseline detected from the brain-mean curve
+
+
 def plan(grid: dict, seeds: list[int]) -> tuple[dict, dict]:
-    """Unique phantom configs (key -> (cfg, bsw_off)) and, per sweep, the keys it reads."""
+    """Unique phantom configs (key -> (cfg, set of variants)) and, per sweep, the keys it reads."""
     configs: dict[tuple, list] = {}
     sweeps: dict[str, list] = {"main": [], "delay": [], "dispersion": [], "leakage": []}
 
-    def add(sweep, bsw_off=False, **cfg):
+    def add(sweep, variants=(AUTO,), **cfg):
         base = {"snr": None, "frame_interval": SWEEP_INTERVAL, "tissue_delay": 0.0, "dispersion": 0.0,
                 "leakage": DEFAULT_LEAKAGE, "seed": 0}
         base.update(cfg)
         key = phantom_key(base)
-        if key in configs:
-            configs[key][1] = configs[key][1] or bsw_off
-        else:
-            configs[key] = [base, bsw_off]
+        configs.setdefault(key, [base, set()])[1].update(variants)
         sweeps[sweep].append(key)
 
     def seeds_for(snr):
         return [0] if snr is None else seeds
 
+    both_baselines = (AUTO, ("bsw", "pre-aif"))
     for dt in grid["intervals"]:
         for snr in grid["snrs"]:
             for s in seeds_for(snr):
@@ -174,14 +210,15 @@ def plan(grid: dict, seeds: list[int]) -> tuple[dict, dict]:
     for delay in grid["delays"]:
         for snr in (None, SWEEP_SNR):
             for s in seeds_for(snr):
-                add("delay", snr=snr, tissue_delay=delay, seed=s)
+                add("delay", both_baselines, snr=snr, tissue_delay=delay, seed=s)
     for disp in grid["dispersions"]:
         for s in seeds:
-            add("dispersion", snr=SWEEP_SNR, dispersion=disp, seed=s)
+            add("dispersion", both_baselines, snr=SWEEP_SNR, dispersion=disp, seed=s)
     for scale in grid["leakage_scales"]:
-        for s in seeds:
-            add("leakage", bsw_off=True, snr=SWEEP_SNR, leakage=scale * DEFAULT_LEAKAGE, seed=s)
-    return {k: tuple(v) for k, v in configs.items()}, sweeps
+        for snr in (None, SWEEP_SNR):
+            for s in seeds_for(snr):
+                add("leakage", (AUTO, ("none", "auto")), snr=snr, leakage=scale * DEFAULT_LEAKAGE, seed=s)
+    return {k: (v[0], frozenset(v[1])) for k, v in configs.items()}, sweeps
 
 
 def _default_leakage() -> float:
@@ -201,14 +238,14 @@ def _ms(values) -> dict:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
 
 
-def aggregate(results: dict, keys: list, group_fields: tuple, correction="bsw") -> list[dict]:
+def aggregate(results: dict, keys: list, group_fields: tuple, correction="bsw", baseline="auto") -> list[dict]:
     """Mean ± sd across seeds of every number, grouped by the phantom fields in group_fields and method."""
     groups: dict[tuple, list] = {}
     for key in dict.fromkeys(keys):  # unique, in order
         res = results[key]
         cfg = res["config"]
         for rec in res["runs"]:
-            if rec["correction"] != correction:
+            if rec["correction"] != correction or rec["baseline"] != baseline:
                 continue
             g = tuple(cfg[f] for f in group_fields) + (rec["method"],)
             groups.setdefault(g, []).append(rec)
@@ -217,6 +254,7 @@ def aggregate(results: dict, keys: list, group_fields: tuple, correction="bsw") 
         row = {f: v for f, v in zip(group_fields, g[:-1])}
         row["method"] = g[-1]
         row["correction"] = correction
+        row["baseline"] = baseline
         row["n_seeds"] = len(recs)
         row["tissues"] = {
             t: {name: {kind: _ms(r["tissues"][t][name][kind] for r in recs) for kind in ("rom", "voxelwise")}
@@ -226,6 +264,8 @@ def aggregate(results: dict, keys: list, group_fields: tuple, correction="bsw") 
             row["tissues"][t]["tmax_mean_s"] = _ms(r["tissues"][t]["tmax_mean_s"] for r in recs)
         row["ccc"] = {name: _ms(r["ccc"][name] for r in recs) for name in recs[0]["ccc"]}
         row["seconds"] = _ms(r["seconds"] for r in recs)
+        row["regularisation_gm"] = {k: _ms(r["regularisation_gm"][k] for r in recs)
+                                    for k in ("median", "fraction_at_limit")}
         rows.append(row)
     return rows
 
@@ -259,13 +299,32 @@ def _snr_order(snr):
     return -np.inf if snr is None else -snr
 
 
+def _order(r):
+    return list(METHODS).index(r["method"])
+
+
 def tables(agg: dict, meta: dict) -> str:
-    out = [f"<!-- generated by scripts/validate_dsc.py ({meta['mode']}); {meta['command']} -->", ""]
-    main = sorted(agg["main"], key=lambda r: (r["frame_interval"], _snr_order(r["snr"]), list(METHODS).index(r["method"])))
+    out = [f"<!-- generated by scripts/validate_dsc.py ({meta['mode']}): {meta['command']} -->", ""]
+    main = sorted(agg["main"], key=lambda r: (r["frame_interval"], _snr_order(r["snr"]), _order(r)))
     seeds = meta["seeds"]
-    out += [f"All numbers are % bias, mean ± sd over {len(seeds)} noise seeds (noiseless rows: one "
-            "realisation). RoM = ratio of means (ROI-average bias); vox = voxelwise mean relative error. "
-            "CCC = Lin's concordance over all non-arterial brain voxels.", ""]
+    out += [f"All numbers are % bias, mean ± sd over {len(seeds)} noise seed(s) (noiseless rows: one "
+            "realisation). RoM = ratio of means (bias of the ROI average); vox = voxelwise mean relative "
+            "error. CCC = Lin's concordance over all non-arterial brain voxels. Pipeline defaults (BSW on, "
+            "baseline detected automatically) unless a column says otherwise.", ""]
+
+    if meta.get("contrast"):
+        c = meta["contrast"]
+        out += ["### Contrast of the phantom (noiseless mean curves) and per-frame CNR", "",
+                "CNR = peak signal drop / noise σ (σ = 1000/SNR for every voxel).", ""]
+        rows = []
+        for name in TISSUES + ("aif",):
+            x = c[name]
+            drop = x["peak_signal_drop"] * x["s0"]
+            rows.append([TISSUE_NAMES.get(name, "artery (AIF)"), f"{100 * x['peak_signal_drop']:.1f} %",
+                         f"{x['peak_delta_r2s']:.2f}"]
+                        + [f"{drop / sigma:.1f}" for sigma in meta["noise_sigma"].values()])
+        out += [table(["tissue", "peak signal drop", "peak ΔR2* (1/s)"]
+                      + [f"CNR @ SNR {k}" for k in meta["noise_sigma"]], rows), ""]
 
     out += ["### CBF bias (%) per method, SNR and frame interval", ""]
     rows = []
@@ -276,7 +335,7 @@ def tables(agg: dict, meta: dict) -> str:
                     + [fmt_ccc(r["ccc"]["cbf"])])
     out += [table(["Δt (s)", "SNR", "method", "GM RoM", "GM vox", "WM RoM", "WM vox", "rim RoM", "rim vox", "CCC"], rows), ""]
 
-    out += ["### MTT bias (%) per method (MTT = corrected CBV / CBF)", ""]
+    out += ["### MTT bias (%) per method (MTT = BSW-corrected CBV / CBF)", ""]
     rows = []
     for r in main:
         t = r["tissues"]
@@ -300,46 +359,78 @@ def tables(agg: dict, meta: dict) -> str:
     out += [table(["Δt (s)", "SNR", "GM", "GM BSW", "WM", "WM BSW", "rim", "rim BSW", "rim vox", "rim BSW vox",
                    "CCC", "CCC BSW"], rows), ""]
 
-    out += [f"### Delay sweep (Δt {SWEEP_INTERVAL:g} s): CBF bias (RoM %) and mean Tmax in GM", ""]
+    out += [f"### Regularisation chosen in GM (Δt {SWEEP_INTERVAL:g} s)", "",
+            "Median threshold (fraction of σmax; Tikhonov: λ/σmax) over GM voxels, and the fraction of GM "
+            "voxels at the limit of the search (oSVD: no threshold met the OI target; Tikhonov: λ at the top "
+            "of the GCV grid, σmax).", ""]
     rows = []
-    for r in sorted(agg["delay"], key=lambda r: (_snr_order(r["snr"]), r["tissue_delay"], list(METHODS).index(r["method"]))):
-        t = r["tissues"]
-        rows.append([snr_label(r["snr"]), f"{r['tissue_delay']:g}", r["method"]]
-                    + [fmt(t[x]["cbf"]["rom"]) for x in TISSUES] + [fmt(t["gm"]["tmax_mean_s"], 2)])
-    out += [table(["SNR", "delay (s)", "method", "GM", "WM", "rim", "GM Tmax (s)"], rows), ""]
+    for r in main:
+        if r["frame_interval"] != SWEEP_INTERVAL:
+            continue
+        g = r["regularisation_gm"]
+        rows.append([snr_label(r["snr"]), r["method"], f"{g['median']['mean']:.3f}",
+                     f"{100 * g['fraction_at_limit']['mean']:.0f} %"])
+    out += [table(["SNR", "method", "median threshold / λ", "at limit"], rows), ""]
 
-    out += [f"### Dispersion sweep (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s): CBF and MTT bias (RoM %)", ""]
-    rows = []
-    for r in sorted(agg["dispersion"], key=lambda r: (r["dispersion"], list(METHODS).index(r["method"]))):
-        t = r["tissues"]
-        rows.append([f"{r['dispersion']:g}", r["method"]] + [fmt(t[x]["cbf"]["rom"]) for x in TISSUES]
-                    + [fmt(t[x]["mtt"]["rom"]) for x in ("gm", "wm")])
-    out += [table(["dispersion (s)", "method", "CBF GM", "CBF WM", "CBF rim", "MTT GM", "MTT WM"], rows), ""]
+    def sweep_rows(name, field, extra):
+        pre = {(r["snr"], r[field], r["method"]): r for r in agg[name + "_pre_aif"]}
+        rows = []
+        for r in sorted(agg[name], key=lambda r: (_snr_order(r["snr"]), r[field], _order(r))):
+            p = pre[(r["snr"], r[field], r["method"])]
+            t, tp = r["tissues"], p["tissues"]
+            rows.append([snr_label(r["snr"]), f"{r[field]:g}", r["method"],
+                         fmt(t["gm"]["cbf"]["rom"]), fmt(tp["gm"]["cbf"]["rom"]), fmt(tp["wm"]["cbf"]["rom"]),
+                         fmt(tp["enhancing"]["cbf"]["rom"]), fmt(t["gm"]["cbv"]["rom"]), fmt(tp["gm"]["cbv"]["rom"])]
+                        + extra(t, tp))
+        return rows
 
-    out += [f"### Leakage sweep (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s): rim CBV and CBF bias (RoM %)", "",
+    out += [f"### Delay sweep (Δt {SWEEP_INTERVAL:g} s): CBF and CBV bias (RoM %), Tmax", "",
+            "`auto` = the pipeline's baseline detection (on the brain-mean curve); `pre-AIF` = "
+            f"`baseline_frames` ending before the AIF arrival (frames {meta['pre_aif_baseline']}). "
+            "The true Tmax of an exponential residue is the delay.", ""]
+    out += [table(["SNR", "delay (s)", "method", "GM CBF auto", "GM CBF pre-AIF", "WM CBF pre-AIF",
+                   "rim CBF pre-AIF", "GM CBV auto", "GM CBV pre-AIF", "GM Tmax pre-AIF (s)"],
+                  sweep_rows("delay", "tissue_delay", lambda t, tp: [fmt(tp["gm"]["tmax_mean_s"], 2)])), ""]
+
+    out += [f"### Dispersion sweep (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s): CBF, CBV, MTT bias (RoM %)", "",
+            "The truth CBF and MTT are those of the tissue without the dispersion kernel (the usual convention: "
+            "dispersion is an error source, not physiology).", ""]
+    out += [table(["SNR", "dispersion (s)", "method", "GM CBF auto", "GM CBF pre-AIF", "WM CBF pre-AIF",
+                   "rim CBF pre-AIF", "GM CBV auto", "GM CBV pre-AIF", "GM MTT pre-AIF"],
+                  sweep_rows("dispersion", "dispersion", lambda t, tp: [fmt(tp["gm"]["mtt"]["rom"])])), ""]
+
+    out += [f"### Leakage sweep (Δt {SWEEP_INTERVAL:g} s): rim CBV and CBF bias (RoM %)", "",
             f"K2 of the rim = scale × {DEFAULT_LEAKAGE:g} 1/s. CBV is method-independent (cSVD run shown); "
-            "CBF per method with BSW correction / without.", ""]
+            "rim CBF per method as `with BSW / without`.", ""]
     by = {}
     for r in agg["leakage"] + agg["leakage_off"]:
-        by[(r["leakage"], r["method"], r["correction"])] = r
+        by[(r["snr"], r["leakage"], r["method"], r["correction"])] = r
     rows = []
-    for leak in sorted({k[0] for k in by}):
-        c = by[(leak, "cSVD", "bsw")]["tissues"]
-        cells = [f"{leak / DEFAULT_LEAKAGE:g}", fmt(c["enhancing"]["cbv"]["rom"]), fmt(c["enhancing"]["cbv_corrected"]["rom"]),
+    for snr, leak in sorted({k[:2] for k in by}, key=lambda k: (_snr_order(k[0]), k[1])):
+        c = by[(snr, leak, "cSVD", "bsw")]["tissues"]
+        cells = [snr_label(snr), f"{leak / DEFAULT_LEAKAGE:g}", fmt(c["enhancing"]["cbv"]["rom"]),
+                 fmt(c["enhancing"]["cbv_corrected"]["rom"]), fmt(c["gm"]["cbv_corrected"]["rom"]),
                  fmt(c["wm"]["cbv_corrected"]["rom"])]
         for method in METHODS:
-            on = by[(leak, method, "bsw")]["tissues"]["enhancing"]["cbf"]["rom"]
-            off = by[(leak, method, "none")]["tissues"]["enhancing"]["cbf"]["rom"]
+            on = by[(snr, leak, method, "bsw")]["tissues"]["enhancing"]["cbf"]["rom"]
+            off = by[(snr, leak, method, "none")]["tissues"]["enhancing"]["cbf"]["rom"]
             cells.append(f"{fmt(on, sd=False)} / {fmt(off, sd=False)}")
         rows.append(cells)
-    out += [table(["leakage ×", "rim CBV", "rim CBV BSW", "WM CBV BSW"] + [f"rim CBF {m}" for m in METHODS], rows), ""]
+    out += [table(["SNR", "leakage ×", "rim CBV", "rim CBV BSW", "GM CBV BSW", "WM CBV BSW"]
+                  + [f"rim CBF {m}" for m in METHODS], rows), ""]
 
     out += ["### Run time", ""]
-    rows = [[m, fmt(next(r for r in main if r["method"] == m and r["frame_interval"] == SWEEP_INTERVAL
-                         and r["snr"] == SWEEP_SNR)["seconds"], 2, sd=False)] for m in METHODS]
-    out += [table(["method", f"run_dsc seconds (SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s, mean over seeds)"], rows), ""]
+    rows = []
+    for m in METHODS:
+        r = next((r for r in main if r["method"] == m and r["frame_interval"] == SWEEP_INTERVAL
+                  and r["snr"] == SWEEP_SNR), None)
+        if r is not None:
+            rows.append([m, f"{r['seconds']['mean']:.2f}"])
+    out += [table(["method", f"run_dsc seconds, {meta['n_voxels']} brain voxels × {meta['n_frames']} frames "
+                   f"(SNR {SWEEP_SNR:g}, Δt {SWEEP_INTERVAL:g} s, mean over seeds)"], rows), ""]
     out += [f"Whole script: {meta['wall_s']:.0f} s wall-clock for {meta['n_phantoms']} phantoms and "
-            f"{meta['n_runs']} pipeline runs, {meta['jobs']} worker process(es) on {meta['machine']}.", ""]
+            f"{meta['n_runs']} pipeline runs, {meta['jobs']} worker process(es) on {meta['machine']}; "
+            f"phantom build {meta['phantom_build_s']['mean']:.2f} s each.", ""]
     return "\n".join(out)
 
 
@@ -407,77 +498,89 @@ def figures(agg: dict, maps_result: dict, fig_dir: Path) -> list[Path]:
         brain = masks["brain"][:, :, k]
 
         def sl(a):
-            img = np.where(brain, a[:, :, k], np.nan)
-            return np.rot90(img)
+            return np.rot90(np.where(brain, a[:, :, k], np.nan))
 
         cols = ["truth"] + list(METHODS)
-        fig, axes = plt.subplots(3, len(cols), figsize=(2.3 * len(cols), 7.6), constrained_layout=True)
-        for row, (name, unit, vmax) in enumerate((("cbf", "ml/100 ml/min", 100.0), ("mtt", "s", 12.0))):
+        fig, axes = plt.subplots(3, len(cols), figsize=(2.25 * len(cols) + 1.2, 7.4), constrained_layout=True)
+        for row, (name, unit, vmax) in enumerate((("cbf", "CBF (ml/100 ml/min)", 100.0), ("mtt", "MTT (s)", 12.0))):
             for col, label in enumerate(cols):
                 ax = axes[row, col]
-                img = sl(truth[name] if label == "truth" else est[label][name])
-                im = ax.imshow(img, cmap="magma", vmin=0, vmax=vmax)
+                im = ax.imshow(sl(truth[name] if label == "truth" else est[label][name]), cmap="magma", vmin=0, vmax=vmax)
                 ax.set_title(f"{name.upper()} {label}", fontsize=8)
-                ax.axis("off")
-            fig.colorbar(im, ax=axes[row, -1], shrink=0.8, label=unit)
+            fig.colorbar(im, ax=axes[row, :], shrink=0.85, label=unit, pad=0.01)
         panels = [("CBV truth", truth["cbv"], "magma", (0, 12)),
                   ("CBV uncorrected", est["cSVD"]["cbv"], "magma", (0, 12)),
                   ("CBV BSW-corrected", est["cSVD"]["cbv_corrected"], "magma", (0, 12)),
-                  ("CBV BSW − truth", est["cSVD"]["cbv_corrected"] - truth["cbv"], "RdBu_r", (-3, 3)),
-                  ("CBV uncorr. − truth", est["cSVD"]["cbv"] - truth["cbv"], "RdBu_r", (-3, 3)),
-                  ("K2 (1/s)", est["cSVD"].get("k2", np.zeros_like(truth["cbv"])), "RdBu_r", (-0.02, 0.02))]
+                  ("CBV uncorrected − truth", est["cSVD"]["cbv"] - truth["cbv"], "RdBu_r", (-4, 4)),
+                  ("CBV BSW − truth", est["cSVD"]["cbv_corrected"] - truth["cbv"], "RdBu_r", (-4, 4)),
+                  ("K2 (1/s)", est["cSVD"].get("k2", np.zeros_like(truth["cbv"])), "RdBu_r", (-0.03, 0.03))]
+        ims = []
         for col, (title, data, cmap, (lo, hi)) in enumerate(panels[: len(cols)]):
             ax = axes[2, col]
-            im = ax.imshow(sl(data), cmap=cmap, vmin=lo, vmax=hi)
+            ims.append(ax.imshow(sl(data), cmap=cmap, vmin=lo, vmax=hi))
             ax.set_title(title, fontsize=8)
+        fig.colorbar(ims[0], ax=axes[2, :3], shrink=0.85, label="CBV (ml/100 ml)", pad=0.01)
+        fig.colorbar(ims[3], ax=axes[2, 3:5], shrink=0.85, label="error (ml/100 ml)", pad=0.01)
+        fig.colorbar(ims[-1], ax=axes[2, 5:], shrink=0.85, label="K2 (1/s)", pad=0.01)
+        for ax in axes.ravel():
             ax.axis("off")
-            if col in (2, 4, 5):
-                fig.colorbar(im, ax=ax, shrink=0.7)
-        fig.suptitle(f"DSC phantom (simulated), SNR {MAP_SNR:g}, Δt {MAP_INTERVAL:g} s, seed {MAP_SEED}, slice {k} "
-                     "(CBV in ml/100 ml; arterial voxels show CBV 100)")
+        fig.suptitle(f"DSC phantom (simulated), SNR {MAP_SNR:g}, Δt {MAP_INTERVAL:g} s, seed {MAP_SEED}, slab slice {k}: "
+                     "truth vs estimates (BSW on; CBV from the cSVD run; the artery shows CBV 100)", fontsize=10)
         path = fig_dir / "dsc_maps_snr50.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
 
     # 3) sweeps
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.3), constrained_layout=True)
+
+    def curve(ax, rows, field, getter, **kw):
+        rows = sorted(rows, key=lambda r: r[field])
+        if rows:
+            ax.errorbar([r[field] for r in rows], [getter(r)["mean"] for r in rows],
+                        yerr=[getter(r)["sd"] or 0.0 for r in rows], marker="o", ms=3, capsize=2, **kw)
+
     ax = axes[0]
     for method in METHODS:
         for snr, style in ((None, "--"), (SWEEP_SNR, "-")):
-            rs = sorted((r for r in agg["delay"] if r["method"] == method and r["snr"] == snr), key=lambda r: r["tissue_delay"])
-            if not rs:
-                continue
-            ax.errorbar([r["tissue_delay"] for r in rs], [r["tissues"]["gm"]["cbf"]["rom"]["mean"] for r in rs],
-                        yerr=[r["tissues"]["gm"]["cbf"]["rom"]["sd"] or 0.0 for r in rs], fmt=style, marker="o", ms=3,
-                        capsize=2, color=colors[method], label=method if snr == SWEEP_SNR else None)
-    ax.set_title(f"GM CBF bias vs tissue delay (solid SNR {SWEEP_SNR:g}, dashed noiseless)")
+            curve(ax, [r for r in agg["delay_pre_aif"] if r["method"] == method and r["snr"] == snr], "tissue_delay",
+                  lambda r: r["tissues"]["gm"]["cbf"]["rom"], fmt=style, color=colors[method],
+                  label=method if snr == SWEEP_SNR else None)
+    ax.set_title(f"GM CBF vs tissue delay, pre-AIF baseline\n(solid SNR {SWEEP_SNR:g}, dashed noiseless)", fontsize=10)
     ax.set_xlabel("tissue delay (s)")
     ax.legend(fontsize=7)
     ax = axes[1]
-    for method in METHODS:
-        rs = sorted((r for r in agg["dispersion"] if r["method"] == method), key=lambda r: r["dispersion"])
-        ax.errorbar([r["dispersion"] for r in rs], [r["tissues"]["gm"]["cbf"]["rom"]["mean"] for r in rs],
-                    yerr=[r["tissues"]["gm"]["cbf"]["rom"]["sd"] or 0.0 for r in rs], marker="o", ms=3, capsize=2,
-                    color=colors[method], label=method)
-    ax.set_title(f"GM CBF bias vs dispersion (SNR {SWEEP_SNR:g})")
-    ax.set_xlabel("dispersion time constant (s)")
+    for name, style, lab in (("delay", "-", "automatic baseline (pipeline default)"), ("delay_pre_aif", "--", "pre-AIF baseline")):
+        for snr, marker in ((None, "s"), (SWEEP_SNR, "o")):
+            rows = sorted((r for r in agg[name] if r["method"] == "cSVD" and r["snr"] == snr), key=lambda r: r["tissue_delay"])
+            ax.errorbar([r["tissue_delay"] for r in rows], [r["tissues"]["gm"]["cbv"]["rom"]["mean"] for r in rows],
+                        yerr=[r["tissues"]["gm"]["cbv"]["rom"]["sd"] or 0.0 for r in rows], fmt=style, marker=marker,
+                        ms=4, capsize=2, label=f"{lab}, SNR {snr_label(snr)}")
+    ax.set_title("GM CBV vs tissue delay: the baseline window", fontsize=10)
+    ax.set_xlabel("tissue delay (s)")
+    ax.legend(fontsize=7)
     ax = axes[2]
-    rs = sorted((r for r in agg["leakage"] if r["method"] == "cSVD"), key=lambda r: r["leakage"])
-    x = [r["leakage"] / DEFAULT_LEAKAGE for r in rs]
-    for name, lab, style in (("cbv", "rim CBV, uncorrected", "o-"), ("cbv_corrected", "rim CBV, BSW", "s-")):
-        ax.errorbar(x, [r["tissues"]["enhancing"][name]["rom"]["mean"] for r in rs],
-                    yerr=[r["tissues"]["enhancing"][name]["rom"]["sd"] or 0.0 for r in rs], fmt=style, capsize=2, label=lab)
-    ax.errorbar(x, [r["tissues"]["wm"]["cbv_corrected"]["rom"]["mean"] for r in rs], fmt="^--", color="gray",
-                label="WM CBV, BSW")
-    ax.set_title(f"CBV bias vs leakage (SNR {SWEEP_SNR:g})")
-    ax.set_xlabel(f"rim K2 / default ({DEFAULT_LEAKAGE:g} 1/s)")
+    for method in METHODS:
+        curve(ax, [r for r in agg["dispersion_pre_aif"] if r["method"] == method], "dispersion",
+              lambda r: r["tissues"]["gm"]["cbf"]["rom"], color=colors[method], label=method)
+    ax.set_title(f"GM CBF vs dispersion (SNR {SWEEP_SNR:g}, pre-AIF baseline)", fontsize=10)
+    ax.set_xlabel("dispersion time constant (s)")
+    ax = axes[3]
+    for snr, marker in ((None, "s"), (SWEEP_SNR, "o")):
+        rows = sorted((r for r in agg["leakage"] if r["method"] == "cSVD" and r["snr"] == snr), key=lambda r: r["leakage"])
+        x = [r["leakage"] / DEFAULT_LEAKAGE for r in rows]
+        for name, style, lab in (("cbv", "-", "rim, uncorrected"), ("cbv_corrected", "--", "rim, BSW")):
+            ax.errorbar(x, [r["tissues"]["enhancing"][name]["rom"]["mean"] for r in rows],
+                        yerr=[r["tissues"]["enhancing"][name]["rom"]["sd"] or 0.0 for r in rows], fmt=style,
+                        marker=marker, ms=4, capsize=2, label=f"{lab}, SNR {snr_label(snr)}")
+    ax.set_title("rim CBV vs leakage", fontsize=10)
+    ax.set_xlabel(f"rim K2 / phantom default ({DEFAULT_LEAKAGE:g} 1/s)")
     ax.legend(fontsize=7)
     for ax in axes:
         ax.axhline(0, color="k", lw=0.6)
         ax.set_ylabel("bias of ROI mean (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("DSC phantom (simulated): sweeps, mean ± sd over seeds")
+    fig.suptitle("DSC phantom (simulated): sweeps at Δt 1.5 s, mean ± sd over seeds")
     path = fig_dir / "dsc_sweeps.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -539,19 +642,19 @@ def main(argv=None) -> int:
     map_cfg = {"snr": MAP_SNR, "frame_interval": MAP_INTERVAL, "tissue_delay": 0.0, "dispersion": 0.0,
                "leakage": DEFAULT_LEAKAGE, "seed": MAP_SEED}
     map_key = phantom_key(map_cfg)
+    map_variants = configs.get(map_key, (None, frozenset({AUTO})))[1]
+    _init_worker()  # the main process too: idle BLAS threads spinning next to the workers cost a lot
     if args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs, initializer=_init_worker) as pool:
             futures = {k: pool.submit(evaluate, configs[k][0], configs[k][1]) for k in keys if k != map_key}
-            maps_result = evaluate(map_cfg, configs.get(map_key, (None, False))[1], keep_maps=True)
-            results[map_key] = maps_result
+            map_future = pool.submit(evaluate, map_cfg, map_variants, True)
             for i, (k, fut) in enumerate(futures.items(), 1):
                 results[k] = fut.result()
                 if i % 20 == 0:
                     print(f"  {i}/{len(futures)} phantoms done ({time.perf_counter() - t_start:.0f} s)", flush=True)
+            maps_result = results[map_key] = map_future.result()
     else:
-        _init_worker()
-        maps_result = evaluate(map_cfg, configs.get(map_key, (None, False))[1], keep_maps=True)
-        results[map_key] = maps_result
+        maps_result = results[map_key] = evaluate(map_cfg, map_variants, keep_maps=True)
         for i, k in enumerate(keys, 1):
             if k != map_key:
                 results[k] = evaluate(configs[k][0], configs[k][1])
@@ -561,10 +664,14 @@ def main(argv=None) -> int:
     agg = {
         "main": aggregate(results, sweeps["main"], ("snr", "frame_interval")),
         "delay": aggregate(results, sweeps["delay"], ("snr", "tissue_delay")),
+        "delay_pre_aif": aggregate(results, sweeps["delay"], ("snr", "tissue_delay"), baseline="pre-aif"),
         "dispersion": aggregate(results, sweeps["dispersion"], ("snr", "dispersion")),
+        "dispersion_pre_aif": aggregate(results, sweeps["dispersion"], ("snr", "dispersion"), baseline="pre-aif"),
         "leakage": aggregate(results, sweeps["leakage"], ("snr", "leakage")),
         "leakage_off": aggregate(results, sweeps["leakage"], ("snr", "leakage"), correction="none"),
     }
+    contrast_by_dt = {res["config"]["frame_interval"]: res["contrast"] for k, res in results.items()
+                      if "contrast" in res and k in sweeps_keys(sweeps, "main")}
     compute_s = time.perf_counter() - t_start
     written = [] if args.no_figures else figures(agg, maps_result, args.figures)
     wall_s = time.perf_counter() - t_start
@@ -580,7 +687,10 @@ def main(argv=None) -> int:
         "n_phantoms": len(configs), "n_runs": n_runs, "compute_s": compute_s, "wall_s": wall_s,
         "phantom_build_s": _ms(r["phantom_s"] for r in results.values()),
         "n_voxels": maps_result["n_voxels"], "n_tissue_voxels": maps_result["n_tissue"],
+        "n_frames": maps_result["n_frames"], "pre_aif_baseline": maps_result["pre_aif_baseline"],
         "versions": _versions(),
+        "contrast": contrast_by_dt.get(SWEEP_INTERVAL, next(iter(contrast_by_dt.values()), None)),
+        "noise_sigma": {f"{snr:g}": S0_WM / snr for snr in grid["snrs"] if snr is not None},
         "simulated": True,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -600,6 +710,10 @@ def main(argv=None) -> int:
           + "".join(f", {p}" for p in written))
     print(f"run time: {wall_s:.1f} s wall-clock ({compute_s:.1f} s of phantoms and pipeline runs)")
     return 0
+
+
+def sweeps_keys(sweeps: dict, name: str) -> set:
+    return set(sweeps[name])
 
 
 def _versions() -> dict:

@@ -46,7 +46,8 @@ def reference_curve(curves: np.ndarray, exclude: np.ndarray | None = None) -> tu
         use &= area <= np.quantile(area[use], 1.0 - REFERENCE_EXCLUDE_TOP)
     if not use.any():
         raise ValueError("no voxels left for the BSW reference curve")
-    return curves[use].mean(axis=0, dtype=np.float64), int(use.sum())
+    # A weighted sum (one matrix-vector product) instead of copying the selected rows.
+    return (use.astype(np.float32) @ curves).astype(np.float64) / use.sum(), int(use.sum())
 
 
 def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = None,
@@ -60,11 +61,14 @@ def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = 
     design = np.stack([ref, -integral], axis=1)[fit_from:]  # (N', 2)
     pinv = np.linalg.pinv(design)  # (2, N')
     y = curves[:, fit_from:]
-    coef = y @ pinv.T  # (n, 2)
-    resid = y - coef @ design.T
+    coef = (y @ pinv.T.astype(np.float32)).astype(np.float64)  # (n, 2)
+    # Least squares projects y onto the design's column space, so ||y - Xβ||² = ||y||² - βᵀXᵀXβ:
+    # no residual matrix is formed (it would be as large as the whole series).
+    gram = design.T @ design
+    explained = np.einsum("ni,ij,nj->n", coef, gram, coef)
     dof = max(design.shape[0] - 2, 1)
-    sigma2 = (resid ** 2).sum(axis=1) / dof
-    cov22 = np.linalg.inv(design.T @ design)[1, 1]
+    sigma2 = np.maximum(np.einsum("nt,nt->n", y, y, dtype=np.float64) - explained, 0.0) / dof
+    cov22 = np.linalg.inv(gram)[1, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         k2_t = coef[:, 1] / np.sqrt(sigma2 * cov22)
     k2_t = np.nan_to_num(k2_t, nan=0.0, posinf=0.0, neginf=0.0)

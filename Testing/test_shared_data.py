@@ -1,0 +1,31 @@
+"""Tests over the large reference data in ../shared/data (run in CI; skipped where it is absent)."""
+
+import importlib.util
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from BBBAnomalyLib.phantoms import anatomy
+
+pytestmark = pytest.mark.shared_data
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_anatomy_is_exactly_what_the_mni_templates_give(shared_data, tmp_path):
+    """The demo's tissue map is derived, not invented: re-derive it and compare byte for byte."""
+    spec = importlib.util.spec_from_file_location("make_anatomy", REPO / "scripts" / "make_phantom_anatomy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.derive(shared_data / "templates" / "mni152_fsl", tmp_path)
+    shipped = Path(anatomy.__file__).parent / "data"
+    for name in ("mni152_2mm_pve.nii.gz", "mni152_2mm_brain_mask.nii.gz"):
+        new, old = nib.load(tmp_path / name), nib.load(shipped / name)
+        np.testing.assert_array_equal(np.asarray(new.dataobj), np.asarray(old.dataobj))
+        np.testing.assert_allclose(new.affine, old.affine)
+
+
+def test_osipi_references_in_testing_data_are_copies_of_shared(shared_data):
+    for name in ("ParkerAIF_ref.csv", "GeorgiouAIF_ref.csv", "LICENSE_head.txt"):
+        assert (REPO / "Testing" / "Data" / "osipi" / name).read_bytes() == (shared_data / "osipi" / name).read_bytes()
