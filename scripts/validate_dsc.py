@@ -501,13 +501,24 @@ def figures(agg: dict, maps_result: dict, fig_dir: Path) -> list[Path]:
             return np.rot90(np.where(brain, a[:, :, k], np.nan))
 
         cols = ["truth"] + list(METHODS)
-        fig, axes = plt.subplots(3, len(cols), figsize=(2.25 * len(cols) + 1.2, 7.4), constrained_layout=True)
+        fig, axes = plt.subplots(3, len(cols), figsize=(2.2 * len(cols) + 0.8, 8.2))
+        fig.subplots_adjust(left=0.01, right=0.91, bottom=0.07, top=0.91, wspace=0.03, hspace=0.32)
+
+        def right_colorbar(im, ax, label):
+            box = ax.get_position()
+            cax = fig.add_axes([box.x1 + 0.01, box.y0 + 0.1 * box.height, 0.01, 0.8 * box.height])
+            fig.colorbar(im, cax=cax, label=label)
+
+        def below_colorbar(im, ax, label):
+            cax = ax.inset_axes([0.1, -0.1, 0.8, 0.05])
+            fig.colorbar(im, cax=cax, orientation="horizontal", label=label)
+
         for row, (name, unit, vmax) in enumerate((("cbf", "CBF (ml/100 ml/min)", 100.0), ("mtt", "MTT (s)", 12.0))):
             for col, label in enumerate(cols):
                 ax = axes[row, col]
                 im = ax.imshow(sl(truth[name] if label == "truth" else est[label][name]), cmap="magma", vmin=0, vmax=vmax)
                 ax.set_title(f"{name.upper()} {label}", fontsize=8)
-            fig.colorbar(im, ax=axes[row, :], shrink=0.85, label=unit, pad=0.01)
+            right_colorbar(im, axes[row, -1], unit)
         panels = [("CBV truth", truth["cbv"], "magma", (0, 12)),
                   ("CBV uncorrected", est["cSVD"]["cbv"], "magma", (0, 12)),
                   ("CBV BSW-corrected", est["cSVD"]["cbv_corrected"], "magma", (0, 12)),
@@ -519,11 +530,14 @@ def figures(agg: dict, maps_result: dict, fig_dir: Path) -> list[Path]:
             ax = axes[2, col]
             ims.append(ax.imshow(sl(data), cmap=cmap, vmin=lo, vmax=hi))
             ax.set_title(title, fontsize=8)
-        fig.colorbar(ims[0], ax=axes[2, :3], shrink=0.85, label="CBV (ml/100 ml)", pad=0.01)
-        fig.colorbar(ims[3], ax=axes[2, 3:5], shrink=0.85, label="error (ml/100 ml)", pad=0.01)
-        fig.colorbar(ims[-1], ax=axes[2, 5:], shrink=0.85, label="K2 (1/s)", pad=0.01)
+        below_colorbar(ims[1], axes[2, 1], "CBV (ml/100 ml)")
+        below_colorbar(ims[3], axes[2, 3], "CBV error (ml/100 ml)")
+        right_colorbar(ims[-1], axes[2, -1], "K2 (1/s)")
         for ax in axes.ravel():
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
         fig.suptitle(f"DSC phantom (simulated), SNR {MAP_SNR:g}, Δt {MAP_INTERVAL:g} s, seed {MAP_SEED}, slab slice {k}: "
                      "truth vs estimates (BSW on; CBV from the cSVD run; the artery shows CBV 100)", fontsize=10)
         path = fig_dir / "dsc_maps_snr50.png"
