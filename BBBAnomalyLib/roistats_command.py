@@ -60,6 +60,6 @@ def run(args) -> int:
         return 0
     print(format_table(stats))
     if args.json:
-        Path(args.json).write_text(json.dumps(stats, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         print(f"\nstatistics written to {Path(args.json).resolve()}")
     return 0

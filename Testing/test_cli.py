@@ -32,7 +32,7 @@ def test_dsc_writes_maps_on_the_input_grid_with_report_and_aif(dsc_run, dsc_file
         vol = read_volume(dsc_run / f"{name}.nii.gz")
         assert vol.spatial_shape == series.spatial_shape and not vol.is_4d
         np.testing.assert_array_equal(vol.affine, series.affine)
-    report = json.loads((dsc_run / "report.json").read_text())
+    report = json.loads((dsc_run / "report.json").read_text(encoding="utf-8"))
     assert report["parameters"]["method"] == "osvd"
     assert report["input"]["echo_time_s"] == pytest.approx(0.03)  # from the BIDS sidecar
     assert set(report["timings_s"]) >= {"conversion", "deconvolution", "maps"}
@@ -67,7 +67,7 @@ def test_roi_stats_matches_the_maps(dsc_run, dsc_files, capsys):
     assert code == 0
     table = capsys.readouterr().out
     assert "tumor/nawm" in table and "cbv_corrected" in table
-    stats = json.loads(json_path.read_text())
+    stats = json.loads(json_path.read_text(encoding="utf-8"))
     cbv = nib.load(dsc_run / "cbv_corrected.nii.gz").get_fdata()
     tumor = nib.load(dsc_files / "mask_tumor.nii.gz").get_fdata() > 0
     nawm = nib.load(dsc_files / "mask_nawm.nii.gz").get_fdata() > 0
@@ -79,7 +79,7 @@ def test_roi_stats_matches_the_maps(dsc_run, dsc_files, capsys):
     voxel_ml = abs(np.linalg.det(nib.load(dsc_files / "mask_tumor.nii.gz").affine[:3, :3])) / 1000
     assert entry["tumor"]["volume_ml"] == pytest.approx(tumor.sum() * voxel_ml)
     # The pipeline's own report agrees with roi-stats.
-    report = json.loads((dsc_run / "report.json").read_text())
+    report = json.loads((dsc_run / "report.json").read_text(encoding="utf-8"))
     assert report["summary"]["tumor"]["cbv_corrected"]["mean"] == pytest.approx(entry["tumor"]["mean"], rel=1e-5)
 
 
@@ -148,7 +148,7 @@ def test_bad_input_exits_2_with_a_message_and_no_output(dsc_files, tmp_path, cap
 def test_existing_output_needs_overwrite(dsc_files, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    (out / "keep.txt").write_text("mine", encoding="utf-8")
     assert main(dsc_args(dsc_files, out, "--method", "ssvd")) == 2
     assert (out / "keep.txt").exists()
     assert main(dsc_args(dsc_files, out, "--method", "ssvd", "--overwrite")) == 0

@@ -52,7 +52,7 @@ def test_nifti_4d_roundtrip_keeps_geometry_times_and_metadata(tmp_path, name):
     assert np.allclose(back.times, TIMES, atol=1e-6)
     assert_acquisition(back.acquisition)
     assert back.acquisition.echo_times == (0.03, 0.08) and back.acquisition.extra == {"site": "A"}
-    side = json.loads((tmp_path / "dce.json").read_text())
+    side = json.loads((tmp_path / "dce.json").read_text(encoding="utf-8"))
     assert side["EchoTime"] == 0.03 and side["RepetitionTime"] == 1.55 and side["VolumeTiming"] == TIMES.tolist()
     hdr = nib.load(str(tmp_path / name)).header
     assert hdr.get_xyzt_units() == ("mm", "sec") and hdr.get_zooms()[3] > 0
@@ -247,14 +247,14 @@ def test_slicer_opens_our_sequence_and_we_read_slicers(tmp_path):
     ("frame,time\n0,0\n1,2.5\n2,5\n", [0, 2.5, 5]),
 ])
 def test_read_times_formats(tmp_path, text, expected):
-    (tmp_path / "t.txt").write_text(text)
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     assert np.allclose(read_times(tmp_path / "t.txt"), expected)
 
 
 @pytest.mark.parametrize("text, match", [("", "empty"), ("time\n0\n1.5\nabc\n", "line 4.*'abc'"),
                                          ("0\n2\n1\n", "increase"), ("time\n", "no times")])
 def test_read_times_errors(tmp_path, text, match):
-    (tmp_path / "t.txt").write_text(text)
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     with pytest.raises(InputError, match=match):
         read_times(tmp_path / "t.txt")
 

@@ -254,12 +254,12 @@ def test_write_round_trip(tmp_path, noisy):
     out = noisy.write(tmp_path / "dro")
     img = nib.load(out / "signal.nii.gz")
     assert img.shape == noisy.signal.data.shape and np.allclose(img.affine, noisy.signal.affine)
-    side = json.loads((out / "signal.json").read_text())
+    side = json.loads((out / "signal.json").read_text(encoding="utf-8"))
     assert side["EchoTime"] == 0.03 and side["VolumeTiming"] == list(noisy.times)
     for name in ("cbv", "cbf", "mtt", "delay", "k2", "labels"):
         assert np.allclose(nib.load(out / f"truth_{name}.nii.gz").get_fdata(), noisy.truth[name].data)
     assert np.array_equal(np.asarray(nib.load(out / "mask_aif.nii.gz").dataobj) > 0, noisy.masks["aif"])
-    assert (out / "aif.tsv").read_text().count("\n") == 61
+    assert (out / "aif.tsv").read_text(encoding="utf-8").count("\n") == 61
 
 
 def test_whole_brain_is_available():

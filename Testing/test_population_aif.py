@@ -25,7 +25,7 @@ GEORGIOU_RTOL, GEORGIOU_ATOL = 1e-3, 1e-4
 
 def _load(name):
     rows = defaultdict(list)
-    with open(DATA / name, newline="") as f:
+    with open(DATA / name, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             rows[r["label"]].append((float(r["time"]), float(r["Cb"]), float(r.get("delay") or 0.0)))
     return {k: np.array(v) for k, v in rows.items()}

@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def readme_commands():
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
     return [b.strip() for b in blocks if b.strip().startswith("python3 -m venv")]
 
 
@@ -20,5 +20,5 @@ def test_readme_has_exactly_two_setup_commands_demo_and_tests():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert readme_commands()[1] in ci

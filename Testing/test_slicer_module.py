@@ -36,7 +36,7 @@ MODULE_CLASSES = ["BBBAnomaly", "BBBAnomalyWidget", "BBBAnomalyLogic", "BBBAnoma
 def _cmake_text(path: Path) -> str:
     """CMake source without comments (a '#' inside a quoted string is kept)."""
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         in_quotes = False
         for i, ch in enumerate(line):
             if ch == '"':
@@ -72,7 +72,7 @@ def _ui_tree() -> ET.Element:
 
 
 def _module_ast() -> ast.Module:
-    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"), filename=str(MODULE_PY))
 
 
 def _installed_lib_files() -> set[str]:
@@ -149,7 +149,7 @@ def test_ui_object_names_are_unique():
 
 # --- the module script ------------------------------------------------------------------------
 def test_module_compiles_and_defines_the_four_classes():
-    source = MODULE_PY.read_text()
+    source = MODULE_PY.read_text(encoding="utf-8")
     compile(source, str(MODULE_PY), "exec")
     classes = {n.name: n for n in _module_ast().body if isinstance(n, ast.ClassDef)}
     for name in MODULE_CLASSES:
@@ -191,7 +191,7 @@ def test_module_imports_nothing_heavy_at_import_time():
             names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not (name or "").startswith(("torch", "BBBAnomalyLib", "pip")), name
-    source = MODULE_PY.read_text()
+    source = MODULE_PY.read_text(encoding="utf-8")
     assert "pip_install" not in source and "pip install" not in source
 
 
@@ -292,7 +292,7 @@ def test_module_runs_from_a_source_checkout_with_stubbed_slicer(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    version = re.search(r'^__version__ = "([^"]+)"', (LIB_DIR / "__init__.py").read_text(), re.MULTILINE)
+    version = re.search(r'^__version__ = "([^"]+)"', (LIB_DIR / "__init__.py").read_text(encoding="utf-8"), re.MULTILINE)
     assert f"version {version.group(1)}" in proc.stdout
 
 
@@ -372,7 +372,7 @@ def test_every_package_file_is_installed_by_cmake():
 def test_cmake_data_globs_cover_pyproject_package_data():
     """The wheel and the extension ship the same package data."""
     tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     package_data = pyproject["tool"]["setuptools"].get("package-data", {})
     globs = set(_cmake_set(_cmake_text(ROOT / "CMakeLists.txt"), "BBBAnomalyLib_DATA_GLOBS"))
     for patterns in package_data.values():

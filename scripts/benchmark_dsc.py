@@ -70,7 +70,7 @@ def bench(frames: int, repeats: int) -> dict:
 def machine() -> str:
     cpu = "unknown CPU"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['brain_voxels']:,} × {r['frames']} | " + " | ".join(f"{r['seconds'][c]:.2f} s" for c in cols) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2), encoding="utf-8")
     return 0
 
 

@@ -75,8 +75,7 @@ def derive(template_dir: Path, out_dir: Path) -> dict:
         f"the MNI affine with its origin moved to voxel {tuple(int(v) for v in lo)} of the original 91x109x91\n"
         "grid, so world (RAS, mm) coordinates are unchanged.\n\n"
         "Original copyright notice (verbatim):\n\n" + notice + "\n",
-        encoding="utf-8",
-    )
+        encoding="utf-8")
     return {"crop_lo": lo.tolist(), "shape": list(q.shape[:3]), "brain_voxels": int(m.sum())}
 
 

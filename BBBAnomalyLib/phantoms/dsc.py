@@ -134,7 +134,7 @@ class DSCPhantom:
         sidecar = {"EchoTime": self.params.te, "VolumeTiming": [float(t) for t in self.times],
                    "AcquisitionDuration": self.params.frame_interval,
                    "Description": "BBBAnomaly DSC digital reference object (simulated)"}
-        (out / "signal.json").write_text(json.dumps(sidecar, indent=1))
+        (out / "signal.json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         for name, vol in self.truth.items():
             data = vol.data.astype(np.uint8 if name == "labels" else np.float32)
             _save(data, vol.affine, out / f"truth_{name}.nii.gz")
@@ -142,8 +142,8 @@ class DSCPhantom:
             _save(m.astype(np.uint8), self.signal.affine, out / f"mask_{name}.nii.gz")
         rows = ["time_s\taif_delta_r2s_per_s\tleakage_reference_delta_r2s_per_s"]
         rows += [f"{t:.4f}\t{a:.6g}\t{r:.6g}" for t, a, r in zip(self.times, self.aif, self.leakage_reference)]
-        (out / "aif.tsv").write_text("\n".join(rows) + "\n")
-        (out / "phantom.json").write_text(json.dumps(dataclasses.asdict(self.params), indent=1, default=str))
+        (out / "aif.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        (out / "phantom.json").write_text(json.dumps(dataclasses.asdict(self.params), indent=1, default=str), encoding="utf-8")
         return out
 
 
