@@ -133,32 +133,37 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         in_brain = brain[analysed]
 
     report_progress(0.1, "converting signal to ΔR2*")
+    kind = "signal" if params.input_kind is InputKind.SIGNAL else "concentration"
+    in_aif = arterial[analysed] if arterial is not None else None
     with timer("conversion"):
-        kind = "signal" if params.input_kind is InputKind.SIGNAL else "concentration"
         baseline = detect_baseline(raw[in_brain].mean(axis=0), params.skip_frames, kind, params.baseline_frames)
-        clipped = 0
-        if params.input_kind is InputKind.CONCENTRATION:
-            curves = raw.astype(np.float32)
-        elif raw2 is not None:
-            curves, clipped = delta_r2s_dual_echo(raw, raw2, baseline, te, te2)
-        else:
-            curves, clipped = delta_r2s_single_echo(
-                _nonzero_baseline(raw, baseline, arterial[analysed] if arterial is not None else None), baseline, te)
-        if clipped:
-            warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
-                            "before the logarithm (noise floor or saturated arteries)")
-        base_slice = slice(baseline.first, baseline.stop)
-        if params.input_kind is InputKind.CONCENTRATION:
-            curves = curves - curves[:, base_slice].mean(axis=1, keepdims=True)
-
-    report_progress(0.2, "selecting the AIF")
-    with timer("aif"):
-        if arterial is not None:
-            selection = aif_mod.aif_from_mask(curves, arterial[analysed], base_slice)
-        else:
-            selection = aif_mod.auto_aif(curves[in_brain], times, base_slice, baseline.arrival)
-            selection.voxels = np.flatnonzero(in_brain)[selection.voxels]
-        aif_curve = selection.curve
+    # The baseline comes from the brain-mean curve; an artery can see the bolus earlier than the
+    # average tissue (a delayed tumor or hemisphere). Then the baseline would include the arterial
+    # up-slope, lowering the AIF and inflating CBV: end it before the AIF arrives and convert again.
+    for _ in range(2):
+        with timer("conversion"):
+            curves, clipped = _convert(raw, raw2, baseline, params, te, te2, in_aif)
+            base_slice = slice(baseline.first, baseline.stop)
+        report_progress(0.2, "selecting the AIF")
+        with timer("aif"):
+            if in_aif is not None:
+                selection = aif_mod.aif_from_mask(curves, in_aif, base_slice)
+            else:
+                selection = aif_mod.auto_aif(curves[in_brain], times, base_slice, baseline.arrival)
+                selection.voxels = np.flatnonzero(in_brain)[selection.voxels]
+        if params.baseline_frames is not None:
+            break
+        arterial_baseline = detect_baseline(raw[selection.voxels].mean(axis=0), params.skip_frames, kind)
+        if arterial_baseline.stop >= baseline.stop:
+            break
+        warnings.append(f"the AIF arrives at {times[arterial_baseline.arrival]:.1f} s, before the brain average "
+                        f"({times[baseline.arrival]:.1f} s): the baseline was shortened to frames "
+                        f"[{baseline.first}, {arterial_baseline.stop})")
+        baseline = Baseline(baseline.first, arterial_baseline.stop, arterial_baseline.arrival, True)
+    if clipped:
+        warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
+                        "before the logarithm (noise floor or saturated arteries)")
+    aif_curve = selection.curve
 
     brain_curves = curves[in_brain]
     report_progress(0.3, "leakage correction")
@@ -198,7 +203,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             mtt = np.where(cbf > 0, 60.0 * cbv_for_mtt / cbf, 0.0)
         nonpositive = int((cbf <= 0).sum())
         if nonpositive:
-            warnings.append(f"{nonpositive} brain voxels have no positive residue peak (CBF <= 0); MTT set to 0 there")
+            warnings.append(f"{nonpositive} brain voxels have no positive residue peak (CBF <= 0, e.g. CSF without blood); MTT set to 0 there")
         values.update(cbf=cbf, mtt=mtt, tmax=fit.tmax)
         if k2 is not None:
             values["k2"] = k2
@@ -263,6 +268,16 @@ def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameter
         if te2 is None:
             raise InputError("dual-echo input needs the second echo time: give two values to --te (TE1 TE2)")
     return float(te), (float(te2) if te2 is not None else None)
+
+
+def _convert(raw, raw2, baseline: Baseline, params: DSCParameters, te, te2, in_aif):
+    """ΔR2*(t) of the analysed voxels for one baseline choice; returns (curves, clipped samples)."""
+    if params.input_kind is InputKind.CONCENTRATION:
+        curves = raw.astype(np.float32)
+        return curves - curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True), 0
+    if raw2 is not None:
+        return delta_r2s_dual_echo(raw, raw2, baseline, te, te2)
+    return delta_r2s_single_echo(_nonzero_baseline(raw, baseline, in_aif), baseline, te)
 
 
 def _curves(data: np.ndarray, mask: np.ndarray, resample) -> np.ndarray:

@@ -276,7 +276,7 @@ def make_dsc_phantom(params: DSCPhantomParameters | None = None, **overrides) ->
     cbv = np.array([tissues[c]["cbv"] for c in COMPARTMENTS])  # ml/100 ml
     cbf = np.array([tissues[c]["cbf"] for c in COMPARTMENTS])  # ml/100 ml/min
     mtt = np.divide(cbv * 60.0, cbf, out=np.zeros_like(cbv), where=cbf > 0)  # s
-    delay = np.full(len(COMPARTMENTS), p.tissue_delay)
+    delay = np.full(len(COMPARTMENTS), float(p.tissue_delay))
     delay[[COMPARTMENTS.index("enhancing"), COMPARTMENTS.index("core")]] += p.tumor_delay
     curves = phys.tissue_concentration(times, aif_fn, cbv / 100.0, mtt, delay, p.dispersion, residue=p.residue)
 
