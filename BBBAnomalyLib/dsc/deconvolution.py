@@ -105,7 +105,7 @@ class DeconvolutionModel:
 
     def __init__(self, aif: np.ndarray, dt: float, method: DeconvolutionMethod | str = "osvd",
                  ssvd_threshold: float = 0.2, csvd_threshold: float = 0.1, oi_target: float = 0.095,
-                 n_lambdas: int = 50, chunk_voxels: int = 16384):
+                 n_lambdas: int = 40, chunk_voxels: int = 16384):
         self.aif = np.asarray(aif, dtype=np.float64)
         self.dt = float(dt)
         self.method = DeconvolutionMethod(method)
@@ -219,7 +219,9 @@ class DeconvolutionModel:
         precomputed operator diag(f/σ) Vᵀ, instead of a per-voxel filter.
         """
         s = self._s
-        lambdas = s[0] * np.geomspace(1e-3, 10.0, self.n_lambdas)
+        # Capped at σmax: at low CNR GCV keeps asking for more smoothing (towards the zero
+        # solution); beyond σmax every residue is flattened, so the cap bounds the smoothing.
+        lambdas = s[0] * np.geomspace(1e-3, 1.0, self.n_lambdas)
         f = s[None, :] ** 2 / (s[None, :] ** 2 + lambdas[:, None] ** 2)  # (n_lambda, L)
         denom = (s.size - f.sum(axis=1)) ** 2
         coeff = coeff.astype(np.float32)

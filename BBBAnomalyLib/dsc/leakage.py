@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
 
-#: Fraction of the brain voxels with the largest curve area excluded from the reference (vessels).
-REFERENCE_EXCLUDE_TOP = 0.05
+#: Voxels whose curve area exceeds the median by this many robust SDs are vessels, not brain tissue.
+VESSEL_AREA_MADS = 6.0
 
 
 @dataclass
@@ -38,12 +38,18 @@ class BSWFit:
 
 
 def reference_curve(curves: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Mean ΔR2* of non-enhancing brain: all voxels but the excluded ones (a tumor mask) and the
-    5 % with the largest area (vessels, whose curves are AIF-like and would skew the reference)."""
+    """Mean ΔR2* of non-enhancing brain: all voxels but the excluded ones (a tumor mask) and vessels.
+
+    Vessels are outliers of the curve area (median + 6 robust SDs): their AIF-like curves would
+    skew the reference. A fixed top quantile would instead cut the upper noise tail of tissue at
+    low SNR, bias the reference low and turn noise into a systematic (T2*-like) K2.
+    """
     use = np.ones(curves.shape[0], bool) if exclude is None else ~exclude
     area = curves.sum(axis=1)
     if use.sum() > 20:
-        use &= area <= np.quantile(area[use], 1.0 - REFERENCE_EXCLUDE_TOP)
+        median = np.median(area[use])
+        mad = 1.4826 * np.median(np.abs(area[use] - median))
+        use &= area <= median + VESSEL_AREA_MADS * mad
     if not use.any():
         raise ValueError("no voxels left for the BSW reference curve")
     # A weighted sum (one matrix-vector product) instead of copying the selected rows.

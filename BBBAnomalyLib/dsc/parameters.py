@@ -46,7 +46,7 @@ class DSCParameters:
     ssvd_threshold: float = 0.2
     csvd_threshold: float = 0.1
     osvd_oi_target: float = 0.095  # oscillation-index target; 0.095 in vivo, 0.035 in simulations (Wu 2003)
-    tikhonov_lambdas: int = 50  # size of the GCV grid of λ, 1e-3 to 10 σmax (noisy voxels need λ > σmax)
+    tikhonov_lambdas: int = 40  # size of the GCV grid of λ, 1e-3 to 1 σmax
     # Baseline / bolus arrival. None = detected automatically.
     skip_frames: int = 1  # frames dropped at the start (not yet in T1 steady state)
     baseline_frames: tuple[int, int] | None = None  # [first, last) frame indices of the pre-bolus baseline
