@@ -24,6 +24,24 @@ def versions() -> dict:
     return out
 
 
+def machine_description() -> str:
+    """'2-core CPU (Intel Xeon ...), Linux 6.x, Python 3.11.7, numpy 2.x': for benchmark and validation logs."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cores}-core CPU ({cpu}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, numpy {np.__version__}")
+
+
 class Timer:
     """Collects named wall-clock timings: ``with timer("deconvolution"): ...``."""
 

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from BBBAnomalyLib.cli import main as cli_main
 from BBBAnomalyLib.dsc import DeconvolutionModel, DSCParameters, fit_bsw, run_dsc
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+from BBBAnomalyLib.report import machine_description
 
 METHODS = ("ssvd", "csvd", "osvd", "tikhonov")
 
@@ -67,18 +64,6 @@ def bench(frames: int, repeats: int) -> dict:
     return row
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
@@ -87,13 +72,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = [bench(f, args.repeats) for f in args.frames]
     cols = list(METHODS) + ["bsw"] + [f"end_to_end_{m}" for m in METHODS]
-    print(f"machine: {machine()}\n")
+    print(f"machine: {machine_description()}\n")
     print("| brain voxels × frames | " + " | ".join(c.replace("end_to_end_", "end-to-end ") for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for r in rows:
         print(f"| {r['brain_voxels']:,} × {r['frames']} | " + " | ".join(f"{r['seconds'][c]:.2f} s" for c in cols) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2), encoding="utf-8")
     return 0
 
 

@@ -51,7 +51,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -62,6 +61,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
+
+from BBBAnomalyLib.report import machine_description  # noqa: E402
 
 #: label -> DSCParameters overrides
 METHODS = {
@@ -650,19 +651,6 @@ def figures(agg: dict, maps_result: dict, fig_dir: Path) -> list[Path]:
 
 
 # --- main ---------------------------------------------------------------------------------------
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cores}-core CPU ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="validate_dsc.py",
@@ -748,7 +736,7 @@ def main(argv=None) -> int:
                    + (f" --seeds {args.seeds}" if args.seeds != (1 if args.quick else 3) else "")
                    + (f" --jobs {args.jobs}" if args.jobs != 2 else ""),
         "seeds": seeds, "jobs": args.jobs, "grid": grid, "sweep_snr": SWEEP_SNR, "sweep_interval": SWEEP_INTERVAL,
-        "default_leakage": DEFAULT_LEAKAGE, "methods": METHODS, "machine": machine(),
+        "default_leakage": DEFAULT_LEAKAGE, "methods": METHODS, "machine": machine_description(),
         "n_phantoms": len(configs), "n_runs": n_runs, "compute_s": compute_s, "wall_s": wall_s,
         "phantom_build_s": _ms(r["phantom_s"] for r in results.values()),
         "n_voxels": maps_result["n_voxels"], "n_tissue_voxels": maps_result["n_tissue"],

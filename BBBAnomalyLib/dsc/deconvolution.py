@@ -192,6 +192,9 @@ class DeconvolutionModel:
         n = coeff.shape[0]
         residue = np.zeros((self.n, n), np.float32)
         second = np.zeros((self.n - 2, n), np.float32)
+        scratch = np.empty_like(second)  # reused buffers: no large allocation inside the loop
+        peak = np.empty(n, np.float32)
+        roughness = np.empty(n, np.float32)
         best_k = np.full(n, ks[0])  # fallback: the most regularised residue
         best_thr = np.full(n, thresholds[0], np.float32)
         met = np.zeros(n, bool)
@@ -200,9 +203,10 @@ class DeconvolutionModel:
             residue += v[:, k_done:k] @ zt[k_done:k]
             second += d2[:, k_done:k] @ zt[k_done:k]
             k_done = k
-            peak = residue.max(axis=0)
-            ok = np.abs(second).sum(axis=0) <= (self.oi_target * self.n) * peak
-            ok &= peak > 0
+            residue.max(axis=0, out=peak)
+            np.abs(second, out=scratch)
+            scratch.sum(axis=0, out=roughness)
+            ok = (roughness <= (self.oi_target * self.n) * peak) & (peak > 0)
             best_k[ok] = k
             best_thr[ok] = thr
             met |= ok

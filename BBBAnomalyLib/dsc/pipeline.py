@@ -26,7 +26,7 @@ from . import aif as aif_mod
 from .conversion import Baseline, delta_r2s_dual_echo, delta_r2s_single_echo, detect_baseline
 from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
-from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
+from .parameters import DSCParameters, InputKind, LeakageCorrection
 from .validation import automatic_brain_mask, check_mask, check_series, uniform_times
 
 #: Map name -> (unit, description); the order is the order of the outputs.
