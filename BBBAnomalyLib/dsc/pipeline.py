@@ -156,9 +156,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         arterial_baseline = detect_baseline(raw[selection.voxels].mean(axis=0), params.skip_frames, kind)
         if arterial_baseline.stop >= baseline.stop:
             break
-        warnings.append(f"the AIF arrives at {times[arterial_baseline.arrival]:.1f} s, before the brain average "
-                        f"({times[baseline.arrival]:.1f} s): the baseline was shortened to frames "
-                        f"[{baseline.first}, {arterial_baseline.stop})")
+        if baseline.stop - arterial_baseline.stop > 1:  # one frame is the usual sharper arterial up-slope
+            warnings.append(f"the AIF arrives at {times[arterial_baseline.arrival]:.1f} s, well before the brain "
+                            f"average ({times[baseline.arrival]:.1f} s): the baseline was shortened to frames "
+                            f"[{baseline.first}, {arterial_baseline.stop})")
         baseline = Baseline(baseline.first, arterial_baseline.stop, arterial_baseline.arrival, True)
     if clipped:
         warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
