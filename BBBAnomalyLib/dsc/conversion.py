@@ -78,7 +78,23 @@ def baseline_signal(signal: np.ndarray, baseline: Baseline) -> np.ndarray:
     return signal[:, baseline.first:baseline.stop].mean(axis=1)
 
 
-def _log_ratio(signal: np.ndarray, baseline: Baseline) -> tuple[np.ndarray, int]:
+def check_baseline_signal(s0: np.ndarray, in_aif: np.ndarray | None = None) -> None:
+    """Refuse a zero or negative baseline S0 with a message that says where and what to do.
+
+    in_aif: which of the voxels form the AIF mask, to name a mask placed outside the anatomy.
+    """
+    if np.all(s0 <= 0):
+        raise InputError("the baseline signal is zero everywhere in the analysed region; is this a DSC "
+                         "signal series? (for ΔR2* data use --input-kind concentration)")
+    if in_aif is not None and np.all(s0[in_aif] <= 0):
+        raise InputError("the AIF mask lies outside the imaged anatomy: its voxels have no signal. Draw it on "
+                         "an artery inside the brain, on the series grid")
+    if np.any(s0 <= 0):
+        raise InputError(f"{int((s0 <= 0).sum())} analysed voxels have a zero baseline signal; exclude them "
+                         "with --mask (e.g. a brain mask) or check that the AIF mask lies on signal")
+
+
+def _log_ratio(signal: np.ndarray, baseline: Baseline, in_aif: np.ndarray | None) -> tuple[np.ndarray, int]:
     """ln(S(t)/S0) with S0 the geometric mean of the baseline frames; returns (log ratio, clipped count).
 
     Taking S0 as the mean of ln S over the baseline (not ln of the mean S) makes the logarithm's
@@ -87,35 +103,27 @@ def _log_ratio(signal: np.ndarray, baseline: Baseline) -> tuple[np.ndarray, int]
     1/SNR² (+30-90 % at SNR 10 on the reference object). S is clipped to a small positive
     fraction of the arithmetic S0 before the logarithm (noise floor, saturated arteries).
     """
-    floor = MIN_SIGNAL_RATIO * baseline_signal(signal, baseline)[:, None]
+    s0 = baseline_signal(signal, baseline)
+    check_baseline_signal(s0, in_aif)
+    floor = MIN_SIGNAL_RATIO * s0[:, None]
     clipped = signal < floor
     log_signal = np.log(np.maximum(signal, floor))
     log_s0 = log_signal[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
     return log_signal - log_s0, int(clipped.sum())
 
 
-def delta_r2s_single_echo(signal: np.ndarray, baseline: Baseline, te: float) -> tuple[np.ndarray, int]:
+def delta_r2s_single_echo(signal: np.ndarray, baseline: Baseline, te: float,
+                          in_aif: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """ΔR2*(t) = -ln(S(t)/S0)/TE [1/s] for (n_voxels, n_frames) signals. Returns (ΔR2*, clipped count)."""
-    s0 = baseline_signal(signal, baseline)
-    if np.any(s0 <= 0):
-        raise InputError(
-            f"{int((s0 <= 0).sum())} voxels have a zero or negative baseline signal; restrict the analysis "
-            "with --mask to voxels with signal, or check that the input is magnitude signal (not ΔR2*; "
-            "use --input-kind concentration for converted data)"
-        )
-    log_ratio, clipped = _log_ratio(signal, baseline)
+    log_ratio, clipped = _log_ratio(signal, baseline, in_aif)
     return (-log_ratio / te).astype(np.float32), clipped
 
 
 def delta_r2s_dual_echo(echo1: np.ndarray, echo2: np.ndarray, baseline: Baseline, te1: float,
-                        te2: float) -> tuple[np.ndarray, int]:
+                        te2: float, in_aif: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Dual-echo ΔR2*(t) = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 - TE1): T1 leakage effects cancel."""
     if not te2 > te1:
         raise InputError(f"dual-echo DSC needs TE2 > TE1; got TE1={te1} s, TE2={te2} s")
-    s10 = baseline_signal(echo1, baseline)
-    s20 = baseline_signal(echo2, baseline)
-    if np.any(s10 <= 0) or np.any(s20 <= 0):
-        raise InputError("zero or negative baseline signal in one of the echoes; restrict with --mask")
-    l1, c1 = _log_ratio(echo1, baseline)
-    l2, c2 = _log_ratio(echo2, baseline)
+    l1, c1 = _log_ratio(echo1, baseline, in_aif)
+    l2, c2 = _log_ratio(echo2, baseline, in_aif)
     return ((l1 - l2) / (te2 - te1)).astype(np.float32), c1 + c2

@@ -277,28 +277,13 @@ def _convert(raw, raw2, baseline: Baseline, params: DSCParameters, te, te2, in_a
         curves = raw.astype(np.float32)
         return curves - curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True), 0
     if raw2 is not None:
-        return delta_r2s_dual_echo(raw, raw2, baseline, te, te2)
-    return delta_r2s_single_echo(_nonzero_baseline(raw, baseline, in_aif), baseline, te)
+        return delta_r2s_dual_echo(raw, raw2, baseline, te, te2, in_aif)
+    return delta_r2s_single_echo(raw, baseline, te, in_aif)
 
 
 def _curves(data: np.ndarray, mask: np.ndarray, resample) -> np.ndarray:
     curves = data[mask].astype(np.float32)
     return resample(curves) if resample is not None else curves
-
-
-def _nonzero_baseline(raw: np.ndarray, baseline: Baseline, in_aif: np.ndarray | None) -> np.ndarray:
-    """Refuse a zero baseline with a message that says where and what to do."""
-    s0 = raw[:, baseline.first:baseline.stop].mean(axis=1)
-    if np.all(s0 <= 0):
-        raise InputError("the baseline signal is zero everywhere in the analysed region; is this a DSC "
-                         "signal series? (for ΔR2* data use --input-kind concentration)")
-    if in_aif is not None and np.all(s0[in_aif] <= 0):
-        raise InputError("the AIF mask lies outside the imaged anatomy: its voxels have no signal. Draw it on "
-                         "an artery inside the brain, on the series grid")
-    if np.any(s0 <= 0):
-        raise InputError(f"{int((s0 <= 0).sum())} analysed voxels have a zero baseline signal; exclude them "
-                         "with --mask (e.g. a brain mask) or check that the AIF mask lies on signal")
-    return raw
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
