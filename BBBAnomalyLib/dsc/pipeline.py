@@ -137,13 +137,12 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     in_aif = arterial[analysed] if arterial is not None else None
     with timer("conversion"):
         baseline = detect_baseline(raw[in_brain].mean(axis=0), params.skip_frames, kind, params.baseline_frames)
+        curves, clipped = _convert(raw, raw2, baseline, params, te, te2, in_aif)
     # The baseline comes from the brain-mean curve; an artery can see the bolus earlier than the
     # average tissue (a delayed tumor or hemisphere). Then the baseline would include the arterial
-    # up-slope, lowering the AIF and inflating CBV: end it before the AIF arrives and convert again.
-    for _ in range(2):
-        with timer("conversion"):
-            curves, clipped = _convert(raw, raw2, baseline, params, te, te2, in_aif)
-            base_slice = slice(baseline.first, baseline.stop)
+    # up-slope, lowering the AIF and inflating CBV: end it before the AIF arrives and select again.
+    for attempt in range(2):
+        base_slice = slice(baseline.first, baseline.stop)
         report_progress(0.2, "selecting the AIF")
         with timer("aif"):
             if in_aif is not None:
@@ -151,7 +150,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             else:
                 selection = aif_mod.auto_aif(curves[in_brain], times, base_slice, baseline.arrival)
                 selection.voxels = np.flatnonzero(in_brain)[selection.voxels]
-        if params.baseline_frames is not None:
+        if params.baseline_frames is not None or attempt == 1:
             break
         arterial_baseline = detect_baseline(raw[selection.voxels].mean(axis=0), params.skip_frames, kind)
         if arterial_baseline.stop >= baseline.stop:
@@ -161,6 +160,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                             f"average ({times[baseline.arrival]:.1f} s): the baseline was shortened to frames "
                             f"[{baseline.first}, {arterial_baseline.stop})")
         baseline = Baseline(baseline.first, arterial_baseline.stop, arterial_baseline.arrival, True)
+        with timer("conversion"):
+            # ΔR2* depends on the baseline only through each voxel's ln S0 (or, for concentration
+            # input, its baseline mean): a per-voxel offset, so no second conversion is needed.
+            curves -= curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
     if clipped:
         warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
                         "before the logarithm (noise floor or saturated arteries)")
