@@ -20,6 +20,7 @@ import numpy as np
 from scipy.integrate import trapezoid
 
 from ..errors import InputError
+from ..io import read_mask
 from ..report import Timer, dump_json, summarise, versions
 from ..volume import Volume
 from . import aif as aif_mod
@@ -27,7 +28,7 @@ from .conversion import Baseline, delta_r2s_dual_echo, delta_r2s_single_echo, de
 from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
 from .parameters import DSCParameters, InputKind, LeakageCorrection
-from .validation import automatic_brain_mask, check_mask, check_series, uniform_times
+from .validation import automatic_brain_mask, check_series, uniform_times
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
@@ -104,7 +105,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("checks"):
         report_progress(0.0, "checking the input")
         check_series(series, "the DSC series")
-        masks = {name: check_mask(m, series, name) for name, m in
+        masks = {name: read_mask(m, series, name) for name, m in
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("nawm-mask", nawm_mask), ("tumor-mask", tumor_mask))
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)

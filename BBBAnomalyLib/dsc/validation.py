@@ -28,17 +28,6 @@ def check_series(series: Volume, what: str) -> None:
         raise InputError(f"the frame times of {what} are not strictly increasing; check --times")
 
 
-def check_mask(mask: np.ndarray, series: Volume, name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.shape != series.spatial_shape:
-        raise InputError(f"--{name} has shape {mask.shape} but the series grid is {series.spatial_shape}; "
-                         "resample the mask onto the series grid")
-    mask = mask.astype(bool)
-    if not mask.any():
-        raise InputError(f"--{name} is empty (no nonzero voxel inside the series' field of view)")
-    return mask
-
-
 def uniform_times(times: np.ndarray):
     """A uniform time grid for deconvolution, and a resampler for curves when the input is not uniform."""
     dt = np.diff(times)

@@ -86,7 +86,7 @@ def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
         arr = np.asarray(path_or_array)
         if arr.shape[:3] != reference.spatial_shape or arr.ndim not in (3, 4):
             raise InputError(f"mask '{name}' has shape {arr.shape} but the input grid is {reference.spatial_shape}; "
-                             "give a mask array of the input's spatial shape")
+                             "resample the mask onto the input grid")
         vol, where = Volume(arr, reference.affine), "given as an array"
     data = vol.data
     if data.ndim == 4 and data.shape[3] == 1:
