@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .report import summarise
 from .volume import Volume
 
 STAT_KEYS = ("mean", "median", "sd", "n_voxels", "volume_ml")
@@ -16,15 +17,10 @@ STAT_KEYS = ("mean", "median", "sd", "n_voxels", "volume_ml")
 
 def region_stats(values: np.ndarray, voxel_volume_ml: float) -> dict:
     """Statistics of the finite values of a region (NaN/inf voxels are left out and counted)."""
-    finite = values[np.isfinite(values)]
-    out = {"n_voxels": int(finite.size), "volume_ml": float(finite.size * voxel_volume_ml),
-           "non_finite_voxels": int(values.size - finite.size)}
-    if finite.size:
-        out.update(mean=float(finite.mean()), median=float(np.median(finite)),
-                   sd=float(finite.std(ddof=1)) if finite.size > 1 else 0.0)
-    else:
-        out.update(mean=None, median=None, sd=None)
-    return out
+    stats = summarise(values)
+    n = stats.pop("n")
+    return {"n_voxels": n, "volume_ml": float(n * voxel_volume_ml), "non_finite_voxels": int(values.size - n),
+            "mean": stats.get("mean"), "median": stats.get("median"), "sd": stats.get("sd"), **stats}
 
 
 def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarray | None = None,
