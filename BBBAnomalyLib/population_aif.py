@@ -41,6 +41,15 @@ class ParkerParameters:
 PARKER_2006 = ParkerParameters()
 
 
+def _delayed(curve, t_minutes, delay: float, parameters) -> np.ndarray:
+    """curve(t - delay, parameters) after the arrival, 0 before it (t and delay in minutes)."""
+    u = np.asarray(t_minutes, dtype=np.float64) - delay
+    arrived = u >= -_ARRIVAL_EPS_MIN
+    u = np.where(arrived, np.maximum(u, 0.0), 0.0)
+    with np.errstate(under="ignore"):
+        return np.where(arrived, curve(u, parameters), 0.0)
+
+
 def parker_aif(t_minutes, delay: float = 0.0, parameters: ParkerParameters = PARKER_2006) -> np.ndarray:
     """Parker population AIF Cb(t) [mM] at `t_minutes`; `delay` [min] is the bolus arrival time.
 
@@ -48,12 +57,7 @@ def parker_aif(t_minutes, delay: float = 0.0, parameters: ParkerParameters = PAR
     two Gaussians for the first and second pass plus an exponentially decaying sigmoid washout,
     fitted to the population average of AIFs measured at 4.97 s resolution (0.1 mmol/kg). Zero for t < delay.
     """
-    p = parameters
-    u = np.asarray(t_minutes, dtype=np.float64) - delay
-    arrived = u >= -_ARRIVAL_EPS_MIN
-    u = np.where(arrived, np.maximum(u, 0.0), 0.0)
-    with np.errstate(under="ignore"):
-        return np.where(arrived, _parker(u, p), 0.0)
+    return _delayed(_parker, t_minutes, delay, parameters)
 
 
 def _parker(u: np.ndarray, p: ParkerParameters) -> np.ndarray:
@@ -117,12 +121,7 @@ def georgiou_aif(t_minutes, delay: float = 0.0, parameters: GeorgiouParameters =
     Default parameters: :data:`GEORGIOU_2019` (see there); pass :data:`GEORGIOU_2019_TABLE3` for the
     printed values.
     """
-    p = parameters
-    u = np.asarray(t_minutes, dtype=np.float64) - delay
-    arrived = u >= -_ARRIVAL_EPS_MIN
-    u = np.where(arrived, np.maximum(u, 0.0), 0.0)
-    with np.errstate(under="ignore"):
-        return np.where(arrived, _georgiou(u, p), 0.0)
+    return _delayed(_georgiou, t_minutes, delay, parameters)
 
 
 def _georgiou(u: np.ndarray, p: GeorgiouParameters) -> np.ndarray:
