@@ -359,23 +359,17 @@ def tables(agg: dict, meta: dict) -> str:
         out += [table(["tissue", "peak signal drop", "peak ΔR2* (1/s)"]
                       + [f"CNR @ SNR {k}" for k in meta["noise_sigma"]], rows), ""]
 
-    out += ["### CBF bias (%) per method, SNR and frame interval", ""]
-    rows = []
-    for r in main:
-        t = r["tissues"]
-        rows.append([f"{r['frame_interval']:g}", snr_label(r["snr"]), r["method"]]
-                    + [fmt(t[x]["cbf"][k]) for x in TISSUES for k in ("rom", "voxelwise")]
-                    + [fmt_ccc(r["ccc"]["cbf"])])
-    out += [table(["Δt (s)", "SNR", "method", "GM RoM", "GM vox", "WM RoM", "WM vox", "rim RoM", "rim vox", "CCC"], rows), ""]
-
-    out += ["### MTT bias (%) per method (MTT = BSW-corrected CBV / CBF)", ""]
-    rows = []
-    for r in main:
-        t = r["tissues"]
-        rows.append([f"{r['frame_interval']:g}", snr_label(r["snr"]), r["method"]]
-                    + [fmt(t[x]["mtt"][k]) for x in TISSUES for k in ("rom", "voxelwise")]
-                    + [fmt_ccc(r["ccc"]["mtt"])])
-    out += [table(["Δt (s)", "SNR", "method", "GM RoM", "GM vox", "WM RoM", "WM vox", "rim RoM", "rim vox", "CCC"], rows), ""]
+    for key, heading in (("cbf", "CBF bias (%) per method, SNR and frame interval"),
+                         ("mtt", "MTT bias (%) per method (MTT = BSW-corrected CBV / CBF)")):
+        out += [f"### {heading}", ""]
+        rows = []
+        for r in main:
+            t = r["tissues"]
+            rows.append([f"{r['frame_interval']:g}", snr_label(r["snr"]), r["method"]]
+                        + [fmt(t[x][key][k]) for x in TISSUES for k in ("rom", "voxelwise")]
+                        + [fmt_ccc(r["ccc"][key])])
+        out += [table(["Δt (s)", "SNR", "method", "GM RoM", "GM vox", "WM RoM", "WM vox", "rim RoM", "rim vox", "CCC"],
+                      rows), ""]
 
     out += ["### CBV bias (%), without and with BSW leakage correction", "",
             "CBV = ∫C/∫Ca does not involve the deconvolution, so it is the same for every method "
