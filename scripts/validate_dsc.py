@@ -742,7 +742,7 @@ def main(argv=None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     md = tables(agg, meta)
-    (args.out / "dsc_validation.md").write_text(md + "\n")
+    (args.out / "dsc_validation.md").write_text(md + "\n", encoding="utf-8")
     records = []
     for k, res in results.items():
         if k not in configs:
@@ -751,7 +751,7 @@ def main(argv=None) -> int:
             records.append({"phantom": res["config"], "phantom_s": res["phantom_s"], **rec})
     payload = {"meta": meta, "aggregated": agg, "records": records,
                "figures": [str(p) for p in written]}
-    (args.out / "dsc_validation.json").write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
+    (args.out / "dsc_validation.json").write_text(json.dumps(payload, indent=1, default=_json_default) + "\n", encoding="utf-8")
     print(md)
     print(f"wrote {args.out / 'dsc_validation.md'}, {args.out / 'dsc_validation.json'}"
           + "".join(f", {p}" for p in written))
