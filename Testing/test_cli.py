@@ -43,6 +43,10 @@ def test_dsc_writes_maps_on_the_input_grid_with_report_and_aif(dsc_run, dsc_file
     np.testing.assert_allclose(aif[:, 0], series.times, atol=1e-3)
     assert aif[:, 1].max() > 20  # the arterial bolus
     assert read_volume(dsc_run / "aif_mask.nii.gz").data.sum() == report["aif"]["n_voxels"]
+    written = {p.name for p in dsc_run.iterdir()}
+    maps = {f"{n}.nii.gz" for n in ("cbv", "cbv_corrected", "cbf", "mtt", "tmax", "k2", "rcbv", "rcbf")}
+    # Exactly the documented outputs: no sidecar claiming an echo time for a map.
+    assert written == maps | {"aif.csv", "aif_mask.nii.gz", "brain_mask.nii.gz", "report.json"}
 
 
 def test_nrrd_input_gives_the_same_maps(dsc_run, dsc_files, tmp_path):

@@ -74,8 +74,8 @@ class DSCResult:
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
             for name, vol in self.maps.items():
                 write_volume(vol, tmp / f"{name}.nii.gz")
-            write_volume(template.with_data(self.aif_mask.astype(np.uint8)), tmp / "aif_mask.nii.gz")
-            write_volume(template.with_data(self.brain_mask.astype(np.uint8)), tmp / "brain_mask.nii.gz")
+            for name, mask in (("aif_mask", self.aif_mask), ("brain_mask", self.brain_mask)):
+                write_volume(Volume(mask.astype(np.uint8), template.affine), tmp / f"{name}.nii.gz")
             np.savetxt(tmp / "aif.csv", np.column_stack([self.times, self.aif]), delimiter=",",
                        header="time_s,aif_delta_r2s_per_s", comments="", fmt="%.6g")
             dump_json(self.report, tmp / "report.json")
@@ -218,9 +218,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                 raise InputError("the NAWM mask does not overlap the brain mask; draw it inside the brain")
             values["rcbv"] = cbv_for_mtt / np.mean(cbv_for_mtt[nawm])
             values["rcbf"] = cbf / np.mean(cbf[nawm])
-        maps = {name: series.with_data(_scatter(brain, v), times=None) for name, v in values.items()}
-        for vol in maps.values():
-            vol.acquisition.extra = {}
+        # Maps share the input's grid but not its acquisition: a CBF map has no echo time (and no
+        # JSON sidecar claiming one).
+        maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
 
     aif_voxels = np.zeros(series.spatial_shape, bool)
     aif_voxels[tuple(np.argwhere(analysed)[selection.voxels].T)] = True
