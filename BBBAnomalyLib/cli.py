@@ -19,6 +19,7 @@ Commands:
   demo       run the DSC pipeline on the built-in digital reference object (no data needed)
   dsc        DSC perfusion: CBV, CBF, MTT, Tmax, BSW leakage K2 (sSVD/cSVD/oSVD/Tikhonov)
   roi-stats  mean/median/sd/volume of maps in a ROI and the ROI/reference ratio (e.g. tumor/NAWM rCBV)
+  train      train a learned model on a folder of cases (DistributedDataParallel under torchrun)
 
 Inputs are NIfTI (.nii/.nii.gz with an optional BIDS .json sidecar), NRRD (.nrrd, Slicer .seq.nrrd)
 or a DICOM series folder. Times are in seconds. `bbbanomaly COMMAND --help` explains each command.
@@ -26,7 +27,7 @@ or a DICOM series folder. Times are in seconds. `bbbanomaly COMMAND --help` expl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, roistats_command
+    from . import demo, roistats_command, train_command
     from .dsc import command as dsc_command
 
     parser = argparse.ArgumentParser(prog="bbbanomaly", description=DESCRIPTION,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     dsc_command.register(sub)
     roistats_command.register(sub)
+    train_command.register(sub)
     return parser
 
 
