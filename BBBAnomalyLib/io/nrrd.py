@@ -170,6 +170,15 @@ def _acquisition(meta: dict, path: Path) -> Acquisition:
     return acq
 
 
+def metadata_from_fields(fields: dict, n_frames: int, source: str) -> tuple[np.ndarray | None, Acquisition]:
+    """Frame times [s] and acquisition from Slicer-style key/values (NRRD header fields, or the
+    attributes of a sequence or MultiVolume node: ``MultiVolume.FrameLabels``, ``MultiVolume.DICOM.EchoTime``
+    in ms, ``BBBAnomaly.Acquisition`` JSON). Times are None when the fields do not give them."""
+    acq = _acquisition(dict(fields), Path(source))
+    times = _multivolume_times(dict(fields), n_frames, acq) if n_frames else None
+    return times, acq
+
+
 # --- writing ----------------------------------------------------------------------------
 def write_nrrd(volume: Volume, path: Path) -> None:
     data = storable(volume.data)

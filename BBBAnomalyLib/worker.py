@@ -1,0 +1,83 @@
+"""The background worker: ``python -m BBBAnomalyLib.worker JOB.json``.
+
+Started by the Slicer panel (in a PythonSlicer child process) to run one pipeline job while the
+GUI stays responsive. It reads the job (see :class:`BBBAnomalyLib.jobs.Job`), runs it, and
+writes one JSON object per line on stdout:
+
+  {"event": "progress", "fraction": 0.42, "message": "deconvolving (osvd)"}
+  {"event": "done", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...]}
+  {"event": "error", "kind": "input", "message": "the AIF mask is empty ..."}
+  {"event": "cancelled"}
+
+A user error (bad input) is one readable message (kind "input"); anything else is kind
+"internal", with the traceback in stderr (the runner sends it to worker.log). SIGTERM cancels:
+the run stops, the partial output folder is removed, and the worker exits with status 130.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import traceback
+
+
+class JsonLinePrinter:
+    """Progress callback that writes JSON lines, at most every 0.1 s unless the message changes."""
+
+    def __init__(self, stream=None, min_interval: float = 0.1):
+        self.stream = stream or sys.stdout
+        self.min_interval = min_interval
+        self._last = (0.0, None)
+
+    def emit(self, event: dict) -> None:
+        self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        last_time, last_message = self._last
+        if message == last_message and now - last_time < self.min_interval and fraction < 1.0:
+            return
+        self._last = (now, message)
+        self.emit({"event": "progress", "fraction": round(float(fraction), 4), "message": str(message)})
+
+
+def _cancel(signum, frame):
+    from .errors import CancelledError
+
+    raise CancelledError("cancelled by the user")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    printer = JsonLinePrinter()
+    if len(argv) != 1:
+        printer.emit({"event": "error", "kind": "input", "message": "usage: python -m BBBAnomalyLib.worker JOB.json"})
+        return 2
+    signal.signal(signal.SIGTERM, _cancel)
+    if hasattr(signal, "SIGBREAK"):  # Windows console break
+        signal.signal(signal.SIGBREAK, _cancel)
+    from .errors import CancelledError, InputError
+    from .jobs import Job, run_job
+
+    try:
+        job = Job.load(argv[0])
+        printer.emit(run_job(job, printer))
+        return 0
+    except InputError as exc:
+        printer.emit({"event": "error", "kind": "input", "message": str(exc)})
+        return 2
+    except (CancelledError, KeyboardInterrupt):
+        printer.emit({"event": "cancelled"})
+        return 130
+    except Exception as exc:  # noqa: BLE001 - reported to the panel, traceback to the log
+        traceback.print_exc(file=sys.stderr)
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        printer.emit({"event": "error", "kind": "internal", "message": f"{type(exc).__name__}: {message}"})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

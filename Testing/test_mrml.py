@@ -1,0 +1,286 @@
+"""The Slicer-facing logic (BBBAnomalyLib.mrml) with real MRML nodes from the slicer-core wheel.
+
+What the panel does, without the Slicer application: a DSC phantom loaded as a volume sequence
+(as Slicer loads 4D DICOM), an AIF markups ROI or segment, NAWM/tumor segments, a run, the
+output nodes, the ratio table and the curves; and the bad inputs the panel must refuse without
+touching the scene.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import slicer
+
+from BBBAnomalyLib import InputError, mrml
+from BBBAnomalyLib.cli import main as cli_main
+from BBBAnomalyLib.curves import CurveSet
+from BBBAnomalyLib.io import read_volume, write_volume
+from BBBAnomalyLib.jobs import InProcessRunner
+from BBBAnomalyLib.volume import Volume
+
+
+@pytest.fixture
+def scene():
+    """A fresh scene with its subject hierarchy (Slicer always has one)."""
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(True)
+
+
+def node_ids(scene):
+    return sorted(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))
+
+
+def aif_roi_around(mask: np.ndarray, affine: np.ndarray):
+    """An axis-aligned ROI just enclosing the voxel centres of ``mask``."""
+    idx = np.argwhere(mask)
+    world = (affine @ np.c_[idx, np.ones(len(idx))].T)[:3].T
+    low, high = world.min(axis=0), world.max(axis=0)
+    return mrml.add_roi((low + high) / 2, high - low + 1.0)
+
+
+def node_array(node) -> np.ndarray:
+    return np.swapaxes(slicer.util.arrayFromVolume(node), 0, 2)
+
+
+def run_in_scene(request, tmp_path):
+    job, reference = mrml.prepare_job(request, tmp_path / "job")
+    events = InProcessRunner(job).start().poll()
+    assert events[-1]["event"] == "done", events[-1]
+    return job, reference, events
+
+
+def test_sequence_node_reads_as_the_series_with_geometry_times_and_te(scene, dsc_phantom):
+    signal = dsc_phantom.signal
+    sequence, browser, proxy = mrml.add_series(signal, "DSC")
+    for node in (proxy, sequence):  # the proxy (what a user picks) and the sequence itself
+        volume = mrml.volume_from_node(node)
+        assert np.array_equal(volume.data, signal.data)
+        assert np.allclose(volume.affine, signal.affine)
+        assert np.allclose(volume.times, signal.times)
+        assert volume.acquisition.echo_time == pytest.approx(signal.acquisition.echo_time)
+    info = mrml.describe_input(proxy)
+    assert info.kind == "sequence" and info.frames == signal.n_frames
+    assert info.frame_interval == pytest.approx(signal.times[1] - signal.times[0])
+    assert "60 frames" in info.summary()
+    # Frame times in ms on the sequence index are converted to seconds
+    sequence.SetIndexUnit("ms")
+    assert np.allclose(mrml.volume_from_node(proxy).times, signal.times / 1000)
+
+
+def test_frame_times_unknown_are_reported_and_can_be_entered(scene, dsc_phantom, tmp_path):
+    signal = Volume(dsc_phantom.signal.data, dsc_phantom.signal.affine, None, dsc_phantom.signal.acquisition)
+    _, _, proxy = mrml.add_series(signal, "no times")
+    assert mrml.describe_input(proxy).times is None
+    before = node_ids(scene)
+    with pytest.raises(InputError, match="frame interval"):
+        mrml.prepare_job(mrml.RunRequest("dsc", {"series": proxy}), tmp_path / "a")
+    assert node_ids(scene) == before
+    volume = mrml.volume_from_node(proxy, frame_interval=1.5, acquisition={"echo_time": 0.025})
+    assert np.allclose(volume.times, np.arange(signal.n_frames) * 1.5)
+    assert volume.acquisition.echo_time == 0.025
+
+
+def test_multivolume_and_dwi_nodes(scene, dsc_phantom):
+    signal = dsc_phantom.signal
+    data = signal.data[..., :5]
+    mv = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "mv")
+    slicer.util.updateVolumeFromArray(mv, np.ascontiguousarray(np.swapaxes(data, 0, 2)))
+    mv.SetIJKToRASMatrix(mrml._array_to_matrix(signal.affine))
+    mv.SetAttribute("MultiVolume.NumberOfFrames", "5")
+    mv.SetAttribute("MultiVolume.FrameLabels", "0,1500,3000,4500,6000")
+    mv.SetAttribute("MultiVolume.FrameIdentifyingDICOMTagName", "TriggerTime")
+    mv.SetAttribute("MultiVolume.FrameIdentifyingDICOMTagUnits", "ms")
+    mv.SetAttribute("MultiVolume.DICOM.EchoTime", "30")
+    volume = mrml.volume_from_node(mv)
+    assert mrml.describe_input(mv).kind == "multivolume"
+    assert np.array_equal(volume.data, data) and np.allclose(volume.times, [0, 1.5, 3, 4.5, 6])
+    assert volume.acquisition.echo_time == pytest.approx(0.03)
+
+    dwi = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", "dwi")
+    slicer.util.updateVolumeFromArray(dwi, np.ascontiguousarray(np.swapaxes(data[..., :4], 0, 2)))
+    dwi.SetIJKToRASMatrix(mrml._array_to_matrix(signal.affine))
+    dwi.SetNumberOfGradients(4)
+    for i, (b, g) in enumerate([(0, (0, 0, 0)), (1000, (1, 0, 0)), (1000, (0, 1, 0)), (1000, (0, 0, 1))]):
+        dwi.SetBValue(i, b)
+        dwi.SetDiffusionGradient(i, g)
+    volume = mrml.volume_from_node(dwi)
+    assert mrml.describe_input(dwi).kind == "dwi"
+    assert volume.data.shape[-1] == 4 and np.allclose(volume.acquisition.bvals, [0, 1000, 1000, 1000])
+    assert np.allclose(volume.acquisition.bvecs[1:], np.eye(3))
+
+
+def test_parent_transform_moves_the_geometry_and_outputs_keep_it(scene, dsc_phantom):
+    import vtk
+
+    _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)
+    transform.SetMatrixTransformToParent(shift)
+    proxy.SetAndObserveTransformNodeID(transform.GetID())
+    volume = mrml.volume_from_node(proxy)
+    assert np.allclose(volume.affine[:3, 3], dsc_phantom.signal.affine[:3, 3] + [25, 0, 0])
+
+
+def test_roi_mask_is_the_voxel_centres_inside_the_box(scene, dsc_phantom):
+    signal = dsc_phantom.signal
+    aif = dsc_phantom.masks["aif"]
+    roi = aif_roi_around(aif, signal.affine)
+    mask = mrml.mask_from_roi(roi, signal)
+    idx = np.argwhere(aif)
+    box = np.zeros_like(aif)
+    box[tuple(slice(a, b + 1) for a, b in zip(idx.min(axis=0), idx.max(axis=0)))] = True
+    assert np.array_equal(mask, box)  # exactly the voxels of the enclosing box, nothing else
+
+
+def test_dsc_run_from_a_sequence_and_aif_roi_matches_the_command_line(scene, dsc_phantom, dsc_files, tmp_path):
+    signal = dsc_phantom.signal
+    _, _, proxy = mrml.add_series(signal, "DSC")
+    roi = aif_roi_around(dsc_phantom.masks["aif"], signal.affine)
+    segmentation, ids = mrml.add_segmentation({"tumor": dsc_phantom.masks["tumor"],
+                                               "nawm": dsc_phantom.masks["nawm"]}, signal)
+    before = node_ids(scene)
+    request = mrml.RunRequest("dsc", {"series": proxy, "aif_mask": roi, "nawm_mask": (segmentation, "nawm"),
+                                      "tumor_mask": (segmentation, ids["tumor"])}, {"method": "osvd"})
+    job, reference, events = run_in_scene(request, tmp_path)
+    assert node_ids(scene) == before  # preparing and running add nothing to the scene
+    assert any(e["event"] == "progress" for e in events)
+    outputs = mrml.import_results(job.output_dir, proxy, "DSC run")
+
+    # The same run from the command line on the NIfTI files, with the ROI's mask
+    roi_mask = mrml.mask_from_roi(roi, reference)
+    write_volume(Volume(roi_mask.astype(np.uint8), signal.affine), tmp_path / "aif_roi.nii.gz")
+    cli_out = tmp_path / "cli"
+    assert cli_main([ "dsc", str(dsc_files / "signal.nii.gz"), "--aif-mask", str(tmp_path / "aif_roi.nii.gz"),
+                      "--nawm-mask", str(dsc_files / "mask_nawm.nii.gz"), "--tumor-mask",
+                      str(dsc_files / "mask_tumor.nii.gz"), "--out", str(cli_out), "--quiet"]) == 0
+    expected_maps = list(json.loads((cli_out / "report.json").read_text(encoding="utf-8"))["maps"])
+    assert list(outputs.map_nodes) == expected_maps
+    for name, node in outputs.map_nodes.items():
+        assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(proxy)), name
+        assert node.GetName() == f"DSC {name}"
+        np.testing.assert_allclose(node_array(node), read_volume(cli_out / f"{name}.nii.gz").data,
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+        display = node.GetDisplayNode()
+        assert not display.GetAutoWindowLevel() and display.GetColorNodeID().startswith("vtkMRMLColorTableNode")
+    assert outputs.map_nodes["k2"].GetDisplayNode().GetColorNodeID().endswith("DivergingBlueRed.txt")
+    assert outputs.map_nodes["cbv"].GetAttribute("BBBAnomaly.Unit") == "ml/100 g"
+
+    # The ratio table equals `bbbanomaly roi-stats` on the command-line maps
+    table, stats = mrml.ratio_table(outputs.map_nodes, dsc_phantom.masks["tumor"], dsc_phantom.masks["nawm"])
+    cli_stats = tmp_path / "roi.json"
+    assert cli_main(["roi-stats", *[str(cli_out / f"{n}.nii.gz") for n in expected_maps], "--roi",
+                     str(dsc_files / "mask_tumor.nii.gz"), "--reference", str(dsc_files / "mask_nawm.nii.gz"),
+                     "--roi-name", "tumor", "--reference-name", "NAWM", "--json", str(cli_stats)]) == 0
+    reference_stats = json.loads(cli_stats.read_text(encoding="utf-8"))
+    assert table.GetNumberOfRows() == len(expected_maps)
+    columns = {table.GetColumnName(c): c for c in range(table.GetNumberOfColumns())}
+    for row, name in enumerate(expected_maps):
+        assert table.GetCellText(row, columns["map"]) == name
+        ref = reference_stats["maps"][name]
+        for column, value in (("tumor mean", ref["tumor"]["mean"]), ("NAWM median", ref["NAWM"]["median"]),
+                              ("tumor sd", ref["tumor"]["sd"]), ("tumor/NAWM mean", ref["ratio_mean"])):
+            assert float(table.GetCellText(row, columns[column])) == pytest.approx(value, rel=1e-4), (name, column)
+    assert stats["maps"]["cbv_corrected"]["ratio_mean"] > 1.3  # the phantom's tumor has raised CBV
+
+
+def test_dsc_run_with_segment_aif_and_curves(scene, dsc_phantom, dsc_files, tmp_path):
+    signal = dsc_phantom.signal
+    _, _, proxy = mrml.add_series(signal, "DSC")
+    segmentation, ids = mrml.add_segmentation({"artery": dsc_phantom.masks["aif"], "nawm": dsc_phantom.masks["nawm"],
+                                               "tumor": dsc_phantom.masks["tumor"]}, signal)
+    request = mrml.RunRequest("dsc", {"series": proxy, "aif_mask": (segmentation, "artery"),
+                                      "nawm_mask": (segmentation, "nawm")}, {"method": "tikhonov"})
+    job, _, _ = run_in_scene(request, tmp_path)
+    outputs = mrml.import_results(job.output_dir, proxy, "DSC tikhonov")
+    cli_out = tmp_path / "cli"
+    assert cli_main(["dsc", str(dsc_files / "signal.nii.gz"), "--aif-mask", str(dsc_files / "mask_aif.nii.gz"),
+                     "--nawm-mask", str(dsc_files / "mask_nawm.nii.gz"), "--method", "tikhonov",
+                     "--out", str(cli_out), "--quiet"]) == 0
+    for name, node in outputs.map_nodes.items():
+        assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(proxy))
+        np.testing.assert_allclose(node_array(node), read_volume(cli_out / f"{name}.nii.gz").data, rtol=1e-5, atol=1e-6)
+    assert "rcbv" in outputs.map_nodes  # the NAWM segment reached the pipeline
+
+    curves = CurveSet.load(f"{job.output_dir}/curves.npz")
+    voxel = tuple(np.argwhere(dsc_phantom.masks["tumor"])[0])
+    chart, table, labels = mrml.curve_plot(curves, {"tumor": dsc_phantom.masks["tumor"],
+                                                    "NAWM": dsc_phantom.masks["nawm"]}, voxel=voxel)
+    assert labels[:5] == ["AIF", "tumor", "tumor (Tikhonov fit)", "NAWM", "NAWM (Tikhonov fit)"]
+    assert f"voxel {tuple(int(v) for v in voxel)}" in labels
+    assert chart.GetNumberOfPlotSeriesNodes() == len(labels) and table.GetNumberOfRows() == curves.times.size
+    aif_column = slicer.util.arrayFromTableColumn(table, "AIF")
+    assert np.allclose(aif_column, np.loadtxt(f"{job.output_dir}/aif.csv", delimiter=",", skiprows=1)[:, 1], rtol=1e-4)
+    tumor = slicer.util.arrayFromTableColumn(table, "tumor")
+    fit = slicer.util.arrayFromTableColumn(table, "tumor (Tikhonov fit)")
+    assert np.corrcoef(tumor, fit)[0, 1] > 0.95  # the model's curve follows the measured one
+    assert tumor.max() < 0.5 * aif_column.max()
+
+
+def test_rerun_keeps_or_replaces_previous_outputs_on_request(scene, dsc_phantom, tmp_path):
+    _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
+    job, _, _ = run_in_scene(mrml.RunRequest("dsc", {"series": proxy}, {"method": "csvd"}), tmp_path)
+    first = mrml.import_results(job.output_dir, proxy, "DSC csvd")
+    second = mrml.import_results(job.output_dir, proxy, "DSC csvd")
+    sh = mrml._subject_hierarchy()
+    assert sh.GetItemName(second.folder_item) == "DSC csvd (2)" and len(mrml.run_folders("DSC csvd")) == 2
+    assert all(scene.GetNodeByID(n.GetID()) is not None for n in first.map_nodes.values())
+    volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    third = mrml.import_results(job.output_dir, proxy, "DSC csvd", replace=True)
+    assert len(mrml.run_folders("DSC csvd")) == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes - len(first.map_nodes)  # 2 runs out, 1 in
+    assert all(scene.GetNodeByID(n.GetID()) is None for n in first.map_nodes.values())
+    assert all(scene.GetNodeByID(n.GetID()) is not None for n in third.map_nodes.values())
+    assert sh.GetItemParent(sh.GetItemByDataNode(third.map_nodes["cbv"])) == third.folder_item
+
+
+def test_overlay_is_set_in_every_slice_view(scene, dsc_phantom, tmp_path):
+    _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
+    views = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
+    job, _, _ = run_in_scene(mrml.RunRequest("dsc", {"series": proxy}, {"method": "ssvd"}), tmp_path)
+    outputs = mrml.import_results(job.output_dir, proxy, "DSC")
+    assert mrml.show_overlay(proxy, outputs.map_nodes["cbv"], 0.4) == 3
+    for view in views:
+        assert view.GetBackgroundVolumeID() == proxy.GetID()
+        assert view.GetForegroundVolumeID() == outputs.map_nodes["cbv"].GetID()
+        assert view.GetForegroundOpacity() == pytest.approx(0.4)
+    mrml.set_overlay_opacity(0.8)
+    assert all(v.GetForegroundOpacity() == pytest.approx(0.8) for v in views)
+
+
+def test_bad_inputs_leave_the_scene_as_it_was(scene, dsc_phantom, tmp_path):
+    signal = dsc_phantom.signal
+    _, _, proxy = mrml.add_series(signal, "DSC")
+    frame = mrml.add_volume_node(signal.frame(0), "one frame")
+    far = mrml.add_roi((500.0, 500.0, 500.0), (5.0, 5.0, 5.0), "far ROI")
+    unplaced = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "unplaced")
+    empty_seg, _ = mrml.add_segmentation({"nawm": dsc_phantom.masks["nawm"]}, signal)
+    empty_seg.GetSegmentation().AddEmptySegment("empty", "empty")
+    before = node_ids(scene)
+    cases = [
+        ({"series": frame}, "single 3D volume"),
+        ({"series": proxy, "aif_mask": far}, "lies outside the volume"),
+        ({"series": proxy, "aif_mask": unplaced}, "has not been placed"),
+        ({"series": proxy, "nawm_mask": (empty_seg, "empty")}, "is empty"),
+        ({"series": proxy, "nawm_mask": (empty_seg, "no such segment")}, "has no segment"),
+        ({"aif_mask": far}, "needs a DSC series"),
+    ]
+    for inputs, message in cases:
+        with pytest.raises(InputError, match=message):
+            mrml.prepare_job(mrml.RunRequest("dsc", inputs), tmp_path / "job")
+        assert node_ids(scene) == before, message
+    with pytest.raises(InputError, match="not implemented yet"):
+        mrml.prepare_job(mrml.RunRequest("dmri", {"dwi": proxy}), tmp_path / "job")
+    # A worker-side error (too few frames) arrives as one readable event; nothing is written
+    short = Volume(signal.data[..., :6], signal.affine, signal.times[:6], signal.acquisition)
+    _, _, short_proxy = mrml.add_series(short, "short")
+    before = node_ids(scene)
+    job, _ = mrml.prepare_job(mrml.RunRequest("dsc", {"series": short_proxy}), tmp_path / "short")
+    event = InProcessRunner(job).start().poll()[-1]
+    assert event["event"] == "error" and event["kind"] == "input" and "frames" in event["message"]
+    assert not (tmp_path / "short" / "output").exists() and node_ids(scene) == before
