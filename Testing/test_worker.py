@@ -1,0 +1,112 @@
+"""The background worker as the panel runs it: a child process, JSON-line events, Cancel."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from BBBAnomalyLib.io import write_volume
+from BBBAnomalyLib.jobs import InProcessRunner, Job, WorkerProcess
+from BBBAnomalyLib.pipelines import PIPELINES, get_pipeline
+from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.worker import JsonLinePrinter
+
+
+def test_worker_process_runs_a_job_and_reports_json_lines(dsc_files, tmp_path):
+    job = Job("dsc", {"series": str(dsc_files / "signal.nii.gz"), "aif_mask": str(dsc_files / "mask_aif.nii.gz")},
+              {"method": "ssvd"}, str(tmp_path / "out"))
+    worker = WorkerProcess(job, tmp_path / "job.json").start()
+    events = worker.wait(timeout=300)
+    assert worker.finished and events[-1]["event"] == "done", (events[-1], worker.log_file.read_text(encoding="utf-8"))
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and all(0.0 <= e["fraction"] <= 1.0 for e in progress) and progress[-1]["fraction"] == 1.0
+    out = tmp_path / "out"
+    assert events[-1]["maps"] == ["cbv", "cbv_corrected", "cbf", "mtt", "tmax", "k2"]
+    for name in events[-1]["maps"]:
+        assert (out / f"{name}.nrrd").is_file()
+    assert (out / "curves.npz").is_file() and json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert Job.load(tmp_path / "job.json") == job
+
+
+def test_worker_reports_a_bad_input_as_one_message(dsc_files, tmp_path):
+    job = Job("dsc", {"series": str(dsc_files / "mask_aif.nii.gz")}, {}, str(tmp_path / "out"))
+    events = WorkerProcess(job, tmp_path / "job.json").start().wait(timeout=120)
+    final = events[-1]
+    assert final["event"] == "error" and final["kind"] == "input"
+    assert "3D" in final["message"] and "Traceback" not in final["message"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_worker_internal_error_points_to_the_log(tmp_path):
+    (tmp_path / "job.json").write_text("{not json", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "BBBAnomalyLib.worker", str(tmp_path / "job.json")],
+                          capture_output=True, text=True, encoding="utf-8", timeout=120)
+    event = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 2 and event["event"] == "error" and "cannot read job file" in event["message"]
+
+
+def test_cancel_stops_the_worker_and_leaves_no_output(dsc_phantom, tmp_path):
+    # A series long enough (the 6-slice phantom repeated to 48 slices, Tikhonov) that Cancel
+    # arrives mid-run.
+    signal = dsc_phantom.signal
+    big = Volume(np.tile(signal.data, (1, 1, 8, 1)), signal.affine, signal.times, signal.acquisition)
+    series = write_volume(big, tmp_path / "series.nrrd")
+    job = Job("dsc", {"series": str(series)}, {"method": "tikhonov"}, str(tmp_path / "job" / "output"))
+    (tmp_path / "job").mkdir()
+    worker = WorkerProcess(job, tmp_path / "job" / "job.json").start()
+    seen = []
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "progress" and e["fraction"] >= 0.1 for e in seen):
+        seen += worker.poll()
+        assert time.monotonic() < deadline and not worker.finished, seen
+        time.sleep(0.02)
+    worker.cancel()
+    events = worker.wait(timeout=60)
+    assert events[-1]["event"] == "cancelled"
+    assert not (tmp_path / "job" / "output").exists()
+    assert not [p for p in (tmp_path / "job").iterdir() if p.name.startswith(".output")]  # no partial folder
+
+
+def test_in_process_runner_gives_the_same_events(dsc_files, tmp_path):
+    job = Job("dsc", {"series": str(dsc_files / "signal.nii.gz")}, {"method": "ssvd"}, str(tmp_path / "out"),
+              save_curves=False)
+    runner = InProcessRunner(job).start()
+    events = runner.poll()
+    assert runner.finished and events[-1]["event"] == "done" and runner.poll() == []
+    assert not (tmp_path / "out" / "curves.npz").exists()
+    bad = InProcessRunner(Job("dsc", {"series": str(dsc_files / "signal.nii.gz")}, {"method": "fourier"},
+                              str(tmp_path / "bad"))).start().poll()[-1]
+    assert bad["event"] == "error" and "fourier" in bad["message"]
+
+
+def test_json_line_printer_limits_the_rate_but_keeps_new_messages():
+    stream = io.StringIO()
+    printer = JsonLinePrinter(stream, min_interval=10.0)
+    for i in range(100):
+        printer(i / 200, "deconvolving")
+    printer(0.6, "computing maps")
+    printer(1.0, "computing maps")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["message"] for e in lines] == ["deconvolving", "computing maps", "computing maps"]
+
+
+def test_pipeline_registry_matches_the_parameter_classes():
+    for spec in PIPELINES.values():
+        assert spec.label and spec.description and any(s.positional and s.required for s in spec.inputs)
+        if not spec.available:
+            assert spec.unavailable
+            continue
+        defaults = spec.default_parameters()
+        assert set(defaults) == {p.name for p in spec.parameters}
+        params = spec.make_parameters(defaults)
+        for p in spec.parameters:
+            if p.choices:
+                assert str(getattr(getattr(params, p.name), "value", getattr(params, p.name))) in dict(p.choices)
+    with pytest.raises(Exception, match="unknown pipeline"):
+        get_pipeline("pet")
