@@ -124,13 +124,15 @@ class InProcessRunner:
 class WorkerProcess:
     """``python -m BBBAnomalyLib.worker JOB.json`` in a child process, read without blocking.
 
-    ``python``: the interpreter (PythonSlicer inside Slicer; this interpreter by default). The
+    ``python``: the interpreter (PythonSlicer inside Slicer; this interpreter by default); ``env``
+    its environment (Slicer's startup environment inside Slicer; this process's by default). The
     child's stderr goes to ``worker.log`` beside the job file, so a traceback never fills a pipe
     or the user's screen; errors arrive as one ``error`` event with a readable message.
     """
 
-    def __init__(self, job: Job, job_file: str | Path, python: str | None = None):
+    def __init__(self, job: Job, job_file: str | Path, python: str | None = None, env: dict | None = None):
         self.job = job
+        self.env = env
         self.job_file = Path(job_file)
         self.log_file = self.job_file.with_name("worker.log")
         self.python = python or sys.executable
@@ -141,7 +143,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         self.job.save(self.job_file)
-        env = dict(os.environ)
+        env = dict(self.env if self.env is not None else os.environ)
         lib_parent = str(Path(__file__).resolve().parent.parent)  # so the child imports this very library
         env["PYTHONPATH"] = os.pathsep.join(p for p in (lib_parent, env.get("PYTHONPATH", "")) if p)
         env["PYTHONIOENCODING"] = "utf-8"

@@ -259,6 +259,20 @@ def volume_from_node(node, *, frame_interval: float | None = None, times=None,
     return volume
 
 
+def reference_grid(node) -> tuple[Volume, object]:
+    """(an empty 3D Volume with the input's grid, the node carrying its geometry): what masks
+    and voxel lookups need, without reading a 4D series."""
+    _, _, geometry, _, _ = _input_parts(node)
+    dims = geometry.GetImageData().GetDimensions()
+    return Volume(np.zeros(tuple(dims), np.uint8), world_affine(node, geometry)), geometry
+
+
+def masks_on_input(node, regions: dict) -> dict:
+    """{label: boolean mask on the grid of input ``node``} for {label: ROI / (segmentation, id) / labelmap}."""
+    reference, geometry = reference_grid(node)
+    return {label: mask_from_region(region, reference, geometry, label) for label, region in regions.items()}
+
+
 # --- regions ---------------------------------------------------------------------------------
 def mask_from_roi(roi_node, reference: Volume, name: str = "ROI") -> np.ndarray:
     """Voxels of ``reference`` whose centres lie inside a markups ROI box (any orientation)."""
@@ -738,3 +752,25 @@ def add_roi(center, size, name: str = "AIF ROI"):
     roi.SetCenter(*[float(v) for v in center])
     roi.SetSize(*[float(v) for v in size])
     return roi
+
+
+def roi_around(mask: np.ndarray, affine: np.ndarray, name: str = "AIF ROI", margin_mm: float = 1.0):
+    """An axis-aligned ROI just enclosing the voxel centres of ``mask`` (plus ``margin_mm``)."""
+    idx = np.argwhere(mask)
+    world = (affine @ np.c_[idx, np.ones(len(idx))].T)[:3].T
+    low, high = world.min(axis=0), world.max(axis=0)
+    return add_roi((low + high) / 2, high - low + margin_mm, name)
+
+
+def load_dsc_demo(slices: int = 8, snr: float = 50.0, seed: int = 0) -> dict:
+    """The DSC digital reference object in the scene, ready for the panel: the series as a volume
+    sequence, an AIF ROI on its artery, and a segmentation with tumor and NAWM segments.
+    Returns {"series": proxy node, "aif_roi": ROI node, "segmentation": node, "segments": {name: id}, "phantom": ...}."""
+    from .phantoms.dsc import make_dsc_phantom
+
+    phantom = make_dsc_phantom(snr=snr, slices=slices, seed=seed)
+    _, _, proxy = add_series(phantom.signal, "DSC demo")
+    roi = roi_around(phantom.masks["aif"], phantom.signal.affine, "DSC demo AIF")
+    segmentation, ids = add_segmentation({"tumor": phantom.masks["tumor"], "nawm": phantom.masks["nawm"]},
+                                         phantom.signal, "DSC demo segments")
+    return {"series": proxy, "aif_roi": roi, "segmentation": segmentation, "segments": ids, "phantom": phantom}

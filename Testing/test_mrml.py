@@ -36,11 +36,7 @@ def node_ids(scene):
 
 
 def aif_roi_around(mask: np.ndarray, affine: np.ndarray):
-    """An axis-aligned ROI just enclosing the voxel centres of ``mask``."""
-    idx = np.argwhere(mask)
-    world = (affine @ np.c_[idx, np.ones(len(idx))].T)[:3].T
-    low, high = world.min(axis=0), world.max(axis=0)
-    return mrml.add_roi((low + high) / 2, high - low + 1.0)
+    return mrml.roi_around(mask, affine)
 
 
 def node_array(node) -> np.ndarray:
@@ -284,3 +280,29 @@ def test_bad_inputs_leave_the_scene_as_it_was(scene, dsc_phantom, tmp_path):
     event = InProcessRunner(job).start().poll()[-1]
     assert event["event"] == "error" and event["kind"] == "input" and "frames" in event["message"]
     assert not (tmp_path / "short" / "output").exists() and node_ids(scene) == before
+
+
+def test_demo_loads_a_ready_to_run_case(scene, tmp_path):
+    demo = mrml.load_dsc_demo(slices=4, snr=100)
+    phantom = demo["phantom"]
+    request = mrml.RunRequest("dsc", {"series": demo["series"], "aif_mask": demo["aif_roi"],
+                                      "nawm_mask": (demo["segmentation"], demo["segments"]["nawm"])})
+    job, reference, _ = run_in_scene(request, tmp_path)
+    assert np.array_equal(read_volume(job.inputs["aif_mask"]).data > 0, mrml.mask_from_roi(demo["aif_roi"], reference))
+    assert (read_volume(job.inputs["aif_mask"]).data > 0)[phantom.masks["aif"]].all()
+    outputs = mrml.import_results(job.output_dir, demo["series"], "demo")
+    rcbv = node_array(outputs.map_nodes["rcbv"])
+    assert rcbv[phantom.masks["nawm"]].mean() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_cancelled_background_run_leaves_the_scene_as_it_was(scene, dsc_phantom, tmp_path):
+    from BBBAnomalyLib.jobs import WorkerProcess
+
+    _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
+    before = node_ids(scene)
+    job, _ = mrml.prepare_job(mrml.RunRequest("dsc", {"series": proxy}, {"method": "tikhonov"}), tmp_path / "job")
+    worker = WorkerProcess(job, tmp_path / "job" / "job.json").start()
+    worker.cancel()
+    events = worker.wait(timeout=120)
+    assert events[-1]["event"] == "cancelled"
+    assert node_ids(scene) == before and not (tmp_path / "job" / "output").exists()

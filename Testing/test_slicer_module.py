@@ -160,7 +160,10 @@ def test_module_compiles_and_defines_the_four_classes():
     assert bases["BBBAnomalyLogic"] == ["ScriptedLoadableModuleLogic"]
     assert bases["BBBAnomalyTest"] == ["ScriptedLoadableModuleTest"]
     test_methods = {n.name for n in classes["BBBAnomalyTest"].body if isinstance(n, ast.FunctionDef)}
-    assert {"setUp", "runTest", "test_LibraryImports"} <= test_methods
+    assert {"setUp", "runTest", "test_LibraryImports", "test_DSCPhantom"} <= test_methods
+    run_test = next(n for n in classes["BBBAnomalyTest"].body if isinstance(n, ast.FunctionDef) and n.name == "runTest")
+    called = {ast.unparse(n.func) for n in ast.walk(run_test) if isinstance(n, ast.Call)}
+    assert {"self.test_LibraryImports", "self.test_DSCPhantom"} <= called, "runTest must run every self-test"
 
 
 def test_module_metadata():
@@ -192,7 +195,25 @@ def test_module_imports_nothing_heavy_at_import_time():
             for name in names:
                 assert not (name or "").startswith(("torch", "BBBAnomalyLib", "pip")), name
     source = MODULE_PY.read_text(encoding="utf-8")
-    assert "pip_install" not in source and "pip install" not in source
+    assert "pip install" not in source
+
+
+def test_packages_are_installed_only_after_asking():
+    """pip and the PyTorch installer run only inside functions that ask the user first, and never
+    for the packages Slicer bundles."""
+    installers = ("slicer.util.pip_install", "torchLogic.installTorch")
+    for function in (n for n in ast.walk(_module_ast()) if isinstance(n, ast.FunctionDef)):
+        calls = {ast.unparse(n.func): n for n in ast.walk(function) if isinstance(n, ast.Call)}
+        used = [c for c in calls if c in installers]
+        if not used:
+            continue
+        asks = "slicer.util.confirmOkCancelDisplay" in calls or any(
+            kw.arg == "askConfirmation" for c in used for kw in calls[c].keywords)
+        assert asks, f"{function.name} installs packages without asking"
+    tree = _module_ast()
+    packages = next(n.value for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "PIP_PACKAGES")
+    names = {ast.literal_eval(k) for k in packages.keys} | {ast.literal_eval(v).split(">")[0] for v in packages.values}
+    assert not names & {"numpy", "scipy", "SimpleITK", "vtk", "torch"}, "never pip-install what Slicer bundles"
 
 
 def test_widget_names_used_in_code_exist_in_ui():
@@ -261,7 +282,8 @@ _SLICER_STUB_RUN = textwrap.dedent(
             pass
     slm.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
     slicer.mrmlScene = types.SimpleNamespace(Clear=lambda *a: None)
-    sys.modules.update({"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm})
+    qt = types.ModuleType("qt")
+    sys.modules.update({"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm, "qt": qt})
 
     module_py, repo_root = sys.argv[1], sys.argv[2]
     sys.path = [p for p in sys.path if p not in ("", ".", repo_root)]
