@@ -354,7 +354,13 @@ def test_extension_cmake_metadata_and_structure():
     # The raw URL must point at the same repository and at the icon file this tree has.
     repo = homepage.removeprefix("https://github.com/")
     assert icon_url.startswith(f"https://raw.githubusercontent.com/{repo}/") and icon_url.endswith("/BBBAnomaly.png")
-    assert _cmake_set(text, "EXTENSION_DESCRIPTION")[0].strip()
+    assert "Apache License 2.0" in _cmake_set(text, "EXTENSION_DESCRIPTION")[0]
+    assert _cmake_set(text, "EXTENSION_CONTRIBUTORS")[0].strip() and _cmake_set(text, "EXTENSION_STATUS")
+    screenshots = " ".join(_cmake_set(text, "EXTENSION_SCREENSHOTURLS")).split()
+    assert screenshots, "the extensions index shows screenshots; list at least one"
+    for url in screenshots:
+        prefix = f"https://raw.githubusercontent.com/{repo}/main/"
+        assert url.startswith(prefix) and (ROOT / url.removeprefix(prefix)).is_file(), url
     for sub in (args[0] for args in _cmake_calls(text, "add_subdirectory")):
         assert (ROOT / sub / "CMakeLists.txt").is_file()
     assert ["BBBAnomaly"] in _cmake_calls(text, "add_subdirectory")
