@@ -305,20 +305,10 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget):
         return RunRequest(spec.name, inputs, self.parameterValues(), acquisition)
 
     def missingInputs(self):
-        """Why Apply cannot run now (empty when it can)."""
-        spec = self.currentSpec()
-        if not spec.available:
-            return [spec.unavailable]
+        """Why Apply cannot run now (empty when it can); the rules live in PipelineSpec.missing."""
         request = self.collectRequest()
-        missing = [s.label for s in spec.inputs if s.required and request.inputs.get(s.key) is None]
-        if "aif_mask" in request.inputs and self.ui.aifSourceSelector.currentData != "auto" \
-                and request.inputs["aif_mask"] is None:
-            missing.append(_("an AIF ROI or segment (or choose Automatic)"))
-        for a in spec.acquisition:
-            if request.acquisition.get(a.name) is None and not (a.name == "echo_time" and
-                                                                 request.parameters.get("input_kind") == "concentration"):
-                missing.append(f"{a.label} ({a.display_unit})")
-        return missing
+        chosen = ("aif_mask",) if "aif_mask" in request.inputs and self.ui.aifSourceSelector.currentData != "auto" else ()
+        return self.currentSpec().missing(request.inputs, request.acquisition, request.parameters, chosen)
 
     def updateApplyState(self, *args):
         running = self.runner is not None and not self.runner.finished

@@ -113,6 +113,24 @@ class PipelineSpec:
             raise InputError(f"unknown {self.name} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         return cls(**(values or {}))
 
+    def missing(self, inputs: dict, acquisition: dict | None = None, parameters: dict | None = None,
+                chosen_regions: tuple[str, ...] = ()) -> list[str]:
+        """What stops a run now, in words for the Apply button's tooltip (empty: ready).
+
+        inputs: {key: node/value or None}; acquisition: {name: SI value or None} as the panel has
+        it (from the node or typed); chosen_regions: region keys the user asked for explicitly
+        (e.g. an AIF from a ROI) that must then be filled.
+        """
+        if not self.available:
+            return [self.unavailable]
+        missing = [s.label for s in self.inputs if s.required and inputs.get(s.key) is None]
+        missing += [f"{self.input(k).label} (or choose Automatic)" for k in chosen_regions if inputs.get(k) is None]
+        concentration = (parameters or {}).get("input_kind") == "concentration"
+        for a in self.acquisition:
+            if (acquisition or {}).get(a.name) is None and not (concentration and a.name == "echo_time"):
+                missing.append(f"{a.label} ({a.display_unit})")
+        return missing
+
     def run(self, inputs: dict, parameters: dict | None = None, progress=None, **options):
         """Run on in-memory inputs ({key: Volume or mask}); returns the pipeline's result object
         (``.maps``, ``.report``, ``.write(out_dir, overwrite, suffix)``, ``.curves()``)."""

@@ -110,3 +110,14 @@ def test_pipeline_registry_matches_the_parameter_classes():
                 assert str(getattr(getattr(params, p.name), "value", getattr(params, p.name))) in dict(p.choices)
     with pytest.raises(Exception, match="unknown pipeline"):
         get_pipeline("pet")
+
+
+def test_apply_stays_disabled_until_the_run_has_what_it_needs():
+    dsc = get_pipeline("dsc")
+    series = object()
+    assert dsc.missing({}, {}) == ["DSC series", "Frame interval (s)", "Echo time (TE) (ms)"]
+    assert dsc.missing({"series": series}, {"frame_interval": 1.5, "echo_time": 0.03}) == []
+    assert dsc.missing({"series": series}, {"frame_interval": 1.5}, {"input_kind": "concentration"}) == []
+    assert dsc.missing({"series": series, "aif_mask": None}, {"frame_interval": 1.5, "echo_time": 0.03},
+                       chosen_regions=("aif_mask",)) == ["AIF region (or choose Automatic)"]
+    assert get_pipeline("dmri").missing({}, {}) == [get_pipeline("dmri").unavailable]
