@@ -80,7 +80,7 @@ def run_job(job: Job, progress=None) -> dict:
     result = spec.run(volumes, job.parameters, progress=progress, **options)
     curves = result.curves() if job.save_curves else None
     out = result.write(job.output_dir, overwrite=job.overwrite, suffix=job.suffix)
-    if curves is not None:
+    if curves is not None:  # a pipeline may have no curves to show (result.curves() is None)
         tmp = out / ".curves.partial.npz"
         curves.save(tmp)
         os.replace(tmp, out / "curves.npz")
