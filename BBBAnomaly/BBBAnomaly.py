@@ -138,8 +138,9 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget):
                          self.ui.tumorSegmentSelector):
             selector.connect("currentSegmentChanged(QString)", self.updateApplyState)
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateApplyState)
-        self.ui.frameIntervalSpinBox.connect("valueChanged(double)", self.updateApplyState)
-        self.ui.echoTimeSpinBox.connect("valueChanged(double)", self.updateApplyState)
+        for box in (self.ui.frameIntervalSpinBox, self.ui.echoTimeSpinBox, self.ui.repetitionTimeSpinBox,
+                    self.ui.flipAngleSpinBox):
+            box.connect("valueChanged(double)", self.updateApplyState)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
@@ -195,6 +196,9 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget):
                 for choice, text in p.choices:
                     widget.addItem(text, choice)
                 widget.setCurrentIndex(max(widget.findData(value), 0))
+            elif isinstance(value, bool):
+                widget = qt.QCheckBox()
+                widget.checked = value
             elif p.decimals == 0:
                 widget = qt.QSpinBox()
                 widget.setRange(int(p.minimum or 0), int(p.maximum or 1000))
@@ -204,8 +208,13 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget):
                 widget.decimals = p.decimals
                 widget.setRange(p.minimum if p.minimum is not None else -1e6, p.maximum if p.maximum is not None else 1e6)
                 widget.singleStep = 10 ** -p.decimals * 5
-                widget.value = float(value)
+                if p.optional:  # the minimum stands for None ("unknown")
+                    widget.specialValueText = _("unknown")
+                widget.value = float(value) if value is not None else widget.minimum
             widget.toolTip = p.tooltip
+            signal = {qt.QComboBox: "currentIndexChanged(int)", qt.QCheckBox: "toggled(bool)",
+                      qt.QSpinBox: "valueChanged(int)"}.get(type(widget), "valueChanged(double)")
+            widget.connect(signal, self.updateApplyState)  # e.g. concentration input needs no TE
             layout = (self.ui.advancedCollapsibleButton if p.advanced else self.ui.parametersWidget).layout()
             layout.addRow(p.label + ":", widget)
             self.parameterWidgets[p.name] = widget
@@ -213,8 +222,14 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget):
 
     def parameterValues(self):
         values = {}
+        optional = {p.name for p in self.currentSpec().parameters if p.optional}
         for name, widget in self.parameterWidgets.items():
-            values[name] = widget.currentData if isinstance(widget, qt.QComboBox) else widget.value
+            if isinstance(widget, qt.QComboBox):
+                values[name] = widget.currentData
+            elif isinstance(widget, qt.QCheckBox):
+                values[name] = bool(widget.checked)
+            else:
+                values[name] = None if name in optional and widget.value == widget.minimum else widget.value
         if self.currentSpec().uses_device:
             values["device"] = self.ui.deviceSelector.currentData
         return values
@@ -322,7 +337,7 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget):
         from BBBAnomalyLib.errors import InputError
 
         spec = self.currentSpec()
-        if not self.logic.ensureDependencies(spec):
+        if not self.logic.ensureDependencies(spec.torch_needed(self.parameterValues())):
             self.ui.statusLabel.text = _("Missing Python packages; nothing was run.")
             return
         self.request = self.collectRequest()
@@ -468,8 +483,8 @@ class BBBAnomalyLogic(ScriptedLoadableModuleLogic):
     def missingPackages():
         return [requirement for module, requirement in PIP_PACKAGES.items() if importlib.util.find_spec(module) is None]
 
-    def ensureDependencies(self, spec, ask=True):
-        """Install what the pipeline needs, after asking: torch through the PyTorch extension, the
+    def ensureDependencies(self, needsTorch, ask=True):
+        """Install what a run needs, after asking: torch through the PyTorch extension, the
         rest with Slicer's pip. Returns False when something is missing and not installed."""
         missing = self.missingPackages()
         if missing:
@@ -478,7 +493,7 @@ class BBBAnomalyLogic(ScriptedLoadableModuleLogic):
                         packages=", ".join(missing)), windowTitle=_("BBBAnomaly: install packages")):
                 return False
             slicer.util.pip_install(missing)
-        if spec.needs_torch:
+        if needsTorch:
             return self.ensureTorch(ask)
         return True
 

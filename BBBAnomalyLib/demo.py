@@ -1,4 +1,4 @@
-"""`bbbanomaly demo`: the whole DSC pipeline on the built-in digital reference object.
+"""`bbbanomaly demo`: the pipelines on the built-in digital reference objects (DSC and DCE by default).
 
 Needs nothing outside the package: the anatomy ships with it (a small MNI152-derived tissue
 map, see phantoms/data/NOTICE.txt). The demo writes the simulated input (so the same files can
@@ -13,29 +13,33 @@ from pathlib import Path
 import numpy as np
 
 HELP = """\
-Run the DSC pipeline on the built-in digital reference object: real MNI152 anatomy (2 mm), a
-glioma-like tumor with raised CBV and BBB leakage, an artery for the AIF, recirculation and Rician
-noise, with known ground-truth maps. Writes:
+Run the pipelines on built-in digital reference objects: real MNI152 anatomy (2 mm), a glioma-like
+tumor with raised CBV and BBB leakage, an artery for the AIF, recirculation and Rician noise, with
+known ground-truth maps. By default DSC and then DCE (--pipeline all); --pipeline dmri and
+--pipeline t1flair run the diffusion-anomaly and T1/FLAIR demos. Writes:
 
-  OUT/input/   the simulated series (signal.nii.gz + BIDS signal.json), masks and true maps
+  OUT/input/   the simulated DSC series (signal.nii.gz + BIDS signal.json), masks and true maps
   OUT/dsc/     the maps (cbv, cbv_corrected, cbf, mtt, tmax, k2, rcbv, rcbf), aif.csv, report.json
   OUT/dsc_demo.png  a figure: input frame, AIF and tumor/NAWM curves, CBV/CBF/MTT overlays
+  OUT/dce_input/, OUT/dce/, OUT/dce_demo.png   the same for DCE (RLS beside Ktrans)
 
 example:
   bbbanomaly demo --out demo
   bbbanomaly dsc demo/input/signal.nii.gz --aif-mask demo/input/mask_aif.nii.gz --out my_run
+  bbbanomaly demo --pipeline t1flair --out demo_t1flair
 """
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the DSC pipeline on the built-in reference object", description=HELP,
+    p = sub.add_parser("demo", help="run the pipelines on built-in reference objects (no data needed)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bbbanomaly-demo", help="output folder (default: ./bbbanomaly-demo)")
-    p.add_argument("--method", default="osvd", choices=["ssvd", "csvd", "osvd", "tikhonov"],
+    p.add_argument("--method", default="osvd", choices=["ssvd", "csvd", "osvd", "tikhonov", "phae"],
                    help="deconvolution method (default osvd)")
     p.add_argument("--snr", type=float, default=50.0, help="baseline SNR of white matter (default 50)")
     p.add_argument("--slices", default="12", help="axial slices of the phantom, or 'all' (default 12)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--pipeline", choices=["dsc", "dce", "t1flair", "dmri", "all"], default="all", help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR (OUT/t1flair_input, OUT/t1flair, OUT/t1flair_demo.png; not part of 'all'), diffusion anomaly (OUT/dmri_input, OUT/dmri, OUT/dmri_demo.png; not part of 'all') or DSC + DCE (default)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(run=run)
@@ -49,6 +53,18 @@ def run(args) -> int:
     from .phantoms.dsc import make_dsc_phantom
     from .progress import ConsolePrinter, sub_progress
 
+    from .dce import demo as dce_demo
+
+    if args.pipeline == "dce":
+        return dce_demo.run_standalone(args)
+    if args.pipeline == "dmri":
+        from .dmri import demo as dmri_demo
+
+        return dmri_demo.run_standalone(args)
+    if args.pipeline == "t1flair":
+        from .structural import demo as t1flair_demo
+
+        return t1flair_demo.run_standalone(args)
     printer = ConsolePrinter(quiet=args.quiet)
     slices = "all" if args.slices == "all" else int(args.slices)
     out = Path(args.out).resolve()
@@ -66,11 +82,14 @@ def run(args) -> int:
         printer(0.95, "drawing the figure")
         dsc_figure(tmp / "dsc_demo.png", phantom.signal, result, masks, phantom.truth,
                    title=f"BBBAnomaly demo: DSC reference object, SNR {args.snr:g}, {args.method}")
+        dce_run = dce_demo.run_inside(args, tmp, printer) if args.pipeline == "all" else None
         printer(1.0, "done")
     print_summary(result, out / "dsc")
     print(f"  input series, masks and true maps: {out / 'input'}")
     print(f"  figure: {out / 'dsc_demo.png'}")
     print_truth_comparison(result, phantom)
+    if dce_run:
+        dce_demo.print_summary(*dce_run, out)
     return 0
 
 

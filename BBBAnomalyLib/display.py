@@ -27,7 +27,7 @@ class MapDisplay:
 
 
 #: map name -> (colour table, kind): kind "positive", "ratio" (centred on 1), "signed" (centred
-#: on 0), "time" (from 0), "mask" (labels) or "image" (grey, for synthetic images).
+#: on 0), "time" (from 0), "fraction" (0 to 1), "mask" (labels) or "image" (grey, for synthetic images).
 MAP_STYLES = {
     # DSC
     "cbv": (RAINBOW, "positive"), "cbv_corrected": (RAINBOW, "positive"), "cbf": (RAINBOW, "positive"),
@@ -36,9 +36,11 @@ MAP_STYLES = {
     # DCE
     "rls": (INFERNO, "positive"), "rls_vascular": (VIRIDIS, "positive"), "rls_abs": (INFERNO, "positive"),
     "ktrans": (RAINBOW, "positive"), "ve": (VIRIDIS, "positive"), "vp": (RAINBOW, "positive"),
-    "kep": (RAINBOW, "positive"),
+    "kep": (RAINBOW, "positive"), "delay": (VIRIDIS, "time"), "fit_r2": (VIRIDIS, "fraction"),
     # anomaly and synthesis
-    "anomaly": (INFERNO, "positive"), "anomaly_mask": (LABELS, "mask"), "synthetic_t1gd": (GREY, "image"),
+    "anomaly": (INFERNO, "positive"), "anomaly_mask": (LABELS, "mask"), "mean_attenuation": (GREY, "image"),
+    "synthetic_t1gd": (GREY, "image"), "synthetic_t1gd_enhancing": (GREY, "image"),
+    "synthetic_t1gd_non_enhancing": (GREY, "image"), "tumor_probability": (INFERNO, "fraction"),
     "aif_mask": (LABELS, "mask"), "brain_mask": (LABELS, "mask"),
 }
 
@@ -48,7 +50,7 @@ def map_display(name: str, data: np.ndarray) -> MapDisplay:
     colour, kind = MAP_STYLES.get(name, (RAINBOW, "positive"))
     values = np.asarray(data, dtype=np.float64)
     values = values[np.isfinite(values) & (values != 0)]
-    if kind == "mask":
+    if kind in ("mask", "fraction"):
         return MapDisplay(colour, 0.0, 1.0)
     if values.size == 0:
         return MapDisplay(colour, 0.0, 1.0)

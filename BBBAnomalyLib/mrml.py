@@ -431,7 +431,7 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
         files[s.key] = str(write_volume(volume, work_dir / f"{s.key}.nrrd"))
     for s in spec.inputs:
         region = request.inputs.get(s.key)
-        if s.role is not InputRole.REGION or region is None:
+        if s.role is not InputRole.REGION or region is None or not s.passed_to_run:
             continue
         mask = mask_from_region(region, reference, geometry_node, s.label)
         files[s.key] = str(write_volume(Volume(mask.astype(np.uint8), reference.affine), work_dir / f"{s.key}.nrrd"))
@@ -720,28 +720,27 @@ def add_series(volume: Volume, name: str):
 
 
 def add_segmentation(masks: dict, reference: Volume, name: str = "Segmentation"):
-    """Boolean masks on the reference grid as one segmentation node, one segment per mask name.
-    Returns (segmentation node, {mask name: segment id})."""
+    """Boolean masks on the reference grid as one segmentation node, one segment per mask name
+    (masks may overlap, e.g. a tumor inside a brain mask). Returns (segmentation node, {mask name: segment id})."""
     slicer = _slicer()
     scene = slicer.mrmlScene
-    labels = np.zeros(reference.spatial_shape, np.uint8)
-    names = list(masks)
-    for value, key in enumerate(names, start=1):
-        labels[np.asarray(masks[key], bool)] = value
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
     segmentation.CreateDefaultDisplayNodes()
-    with _scratch_nodes():
-        labelmap = add_volume_node(Volume(labels, reference.affine), "__bbbanomaly_labels__", labelmap=True)
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
-            raise InputError("could not convert the masks to segments")
     seg = segmentation.GetSegmentation()
     ids = {}
-    for i in range(seg.GetNumberOfSegments()):
-        segment_id = seg.GetNthSegmentID(i)
-        segment = seg.GetSegment(segment_id)
-        key = names[segment.GetLabelValue() - 1]
-        segment.SetName(key)
-        ids[key] = segment_id
+    for key, mask in masks.items():
+        before = {seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())}
+        with _scratch_nodes():  # one labelmap per mask, so overlapping masks stay whole
+            labelmap = add_volume_node(Volume(np.asarray(mask, np.uint8), reference.affine), "__bbbanomaly_labels__",
+                                       labelmap=True)
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
+                raise InputError(f"could not convert the mask '{key}' to a segment")
+        added = [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())
+                 if seg.GetNthSegmentID(i) not in before]
+        if len(added) != 1:
+            raise InputError(f"the mask '{key}' is empty; nothing to add as a segment")
+        seg.GetSegment(added[0]).SetName(key)
+        ids[key] = added[0]
     return segmentation, ids
 
 

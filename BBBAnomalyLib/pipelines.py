@@ -34,6 +34,7 @@ class InputSpec:
     required: bool = False
     tooltip: str = ""
     positional: bool = False  # passed positionally, before the parameters (the main image(s))
+    passed_to_run: bool = True  # False: used by the panel only (e.g. NAWM as the ratio table's reference)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ParameterSpec:
     maximum: float | None = None
     decimals: int = 3
     advanced: bool = False  # shown in the collapsed "Advanced" section
+    optional: bool = False  # a number that may be None: the panel shows "unknown" at the minimum
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,15 @@ class AcquisitionSpec:
     display_unit: str
     to_si: float  # display value * to_si = stored value
     tooltip: str
+    needed_for: str = "always"  # "always"; "signal": not for concentration input; "quantitative": signal input with T10
+
+    def needed(self, parameters: dict) -> bool:
+        signal = parameters.get("input_kind", "signal") != "concentration"
+        if self.needed_for == "signal":
+            return signal
+        if self.needed_for == "quantitative":
+            return signal and parameters.get("t10") is not None
+        return True
 
 
 @dataclass(frozen=True)
@@ -74,12 +85,17 @@ class PipelineSpec:
     runner: str | None = None  # "module:function"; None while the pipeline is not implemented yet
     unavailable: str = ""  # why it cannot run yet (shown in the panel)
     needs_torch: bool = False
+    torch_methods: tuple[str, ...] = ()  # values of the `method` parameter that need torch
     uses_device: bool = False  # has a `device` parameter (auto/cpu/cuda)
     extra: dict = field(default_factory=dict, hash=False)
 
     @property
     def available(self) -> bool:
         return self.runner is not None
+
+    def torch_needed(self, parameters: dict | None = None) -> bool:
+        """Whether a run with these parameters imports torch (to install it first, after asking)."""
+        return self.needs_torch or (parameters or {}).get("method") in self.torch_methods
 
     def input(self, key: str) -> InputSpec:
         for spec in self.inputs:
@@ -125,9 +141,8 @@ class PipelineSpec:
             return [self.unavailable]
         missing = [s.label for s in self.inputs if s.required and inputs.get(s.key) is None]
         missing += [f"{self.input(k).label} (or choose Automatic)" for k in chosen_regions if inputs.get(k) is None]
-        concentration = (parameters or {}).get("input_kind") == "concentration"
         for a in self.acquisition:
-            if (acquisition or {}).get(a.name) is None and not (concentration and a.name == "echo_time"):
+            if (acquisition or {}).get(a.name) is None and a.needed(parameters or {}):
                 missing.append(f"{a.label} ({a.display_unit})")
         return missing
 
@@ -146,7 +161,7 @@ class PipelineSpec:
         run = getattr(importlib.import_module(module), function)
         params = self.make_parameters(parameters)
         args = [inputs[s.key] for s in self.inputs if s.positional]
-        kwargs = {s.key: inputs.get(s.key) for s in self.inputs if not s.positional}
+        kwargs = {s.key: inputs.get(s.key) for s in self.inputs if not s.positional and s.passed_to_run}
         return run(*args, params, progress=progress, **kwargs, **options)
 
 
@@ -178,8 +193,12 @@ DSC = PipelineSpec(
     parameters=(
         ParameterSpec("method", "Deconvolution", "oSVD is the clinical default (delay-insensitive, "
                       "per-voxel threshold); Tikhonov with GCV is smoother; sSVD underestimates CBF when the "
-                      "bolus is delayed", choices=(("osvd", "oSVD"), ("csvd", "cSVD"), ("ssvd", "sSVD"),
-                                                  ("tikhonov", "Tikhonov (GCV)"))),
+                      "bolus is delayed; PHAE is the self-supervised physics-informed autoencoder (learned, "
+                      "shown beside the classic methods)",
+                      choices=(("osvd", "oSVD"), ("csvd", "cSVD"), ("ssvd", "sSVD"), ("tikhonov", "Tikhonov (GCV)"),
+                               ("phae", "PHAE (learned)"))),
+        ParameterSpec("phae_adapt", "Adapt PHAE to this case", "per-case self-supervised fine-tuning of the "
+                      "bundled PHAE weights before inference (under a minute on CPU); PHAE only"),
         ParameterSpec("leakage_correction", "Leakage correction",
                       "Boxerman-Schmainda-Weisskoff correction of contrast leakage (recommended for glioma)",
                       choices=(("bsw", "BSW"), ("none", "none"))),
@@ -197,30 +216,59 @@ DSC = PipelineSpec(
     acquisition=(
         _FRAME_INTERVAL,
         AcquisitionSpec("echo_time", "Echo time (TE)", "ms", 1e-3,
-                        "TE of the series; read from the DICOM attributes when present"),
+                        "TE of the series; read from the DICOM attributes when present", needed_for="signal"),
     ),
     runner="BBBAnomalyLib.dsc.pipeline:run_dsc",
+    torch_methods=("phae",),
+    uses_device=True,
     extra={"curve_options": {"keep_curves": True}},  # run options that make result.curves() work
 )
 
 DCE = PipelineSpec(
     name="dce",
     label="DCE leakage",
-    description="model-free residual leakage signal (RLS, unsupervised autoencoder) beside Tofts/Patlak Ktrans",
+    description="model-free residual leakage signal (RLS, unsupervised autoencoder trained on this case's "
+                "normal-appearing brain) beside Tofts / extended Tofts / Patlak Ktrans, ve, vp",
     inputs=(
         InputSpec("series", InputRole.SERIES, "DCE series", True, _SERIES_TIP, positional=True),
-        InputSpec("aif_mask", InputRole.REGION, "AIF region", tooltip="arterial voxels; empty = Parker population AIF"),
+        InputSpec("aif_mask", InputRole.REGION, "AIF region",
+                  tooltip="arterial voxels (e.g. the superior sagittal sinus or an artery); empty = Parker "
+                          "population AIF shifted to the detected bolus arrival"),
         InputSpec("brain_mask", InputRole.REGION, "Brain mask", tooltip="voxels to analyse; empty = automatic"),
-        InputSpec("nawm_mask", InputRole.REGION, "NAWM segment", tooltip="reference of the ratio table"),
+        InputSpec("nawm_mask", InputRole.REGION, "NAWM segment", tooltip="reference of the ratio table",
+                  passed_to_run=False),
         InputSpec("tumor_mask", InputRole.REGION, "Tumor segment",
-                  tooltip="left out of the per-case RLS training; summarised in the report"),
+                  tooltip="left out of the per-case RLS training; summarised in the report and ratio table"),
+    ),
+    parameters_class="BBBAnomalyLib.dce.parameters:DCEParameters",
+    parameters=(
+        ParameterSpec("model", "Pharmacokinetic model", "extended Tofts is the usual choice in brain tumors; "
+                      "Patlak for low leakage (no backflux)",
+                      choices=(("extended-tofts", "extended Tofts"), ("tofts", "Tofts"), ("patlak", "Patlak"))),
+        ParameterSpec("rls", "RLS autoencoder", "train on this case's normal-appearing brain (default, seconds on "
+                      "CPU), use the bundled phantom-trained weights, or classic maps only",
+                      choices=(("case", "trained on this case"), ("bundled", "bundled weights"), ("none", "none"))),
+        ParameterSpec("input_kind", "Input", "T1-weighted SPGR signal, or concentration (mM)",
+                      choices=(("signal", "signal"), ("concentration", "concentration (mM)"))),
+        ParameterSpec("t10", "T10 (s)", "pre-contrast T1 of tissue in seconds; unknown = relative enhancement "
+                      "(semi-quantitative Ktrans)", minimum=0.0, maximum=10.0, decimals=2, optional=True),
+        ParameterSpec("relaxivity", "Relaxivity r1", "1/(s·mM) of the contrast agent", minimum=0.1, maximum=20.0,
+                      decimals=2, advanced=True),
+        ParameterSpec("hematocrit", "Hematocrit", "blood -> plasma for the AIF; 0 when the AIF is plasma",
+                      minimum=0.0, maximum=0.9, decimals=2, advanced=True),
+        ParameterSpec("max_delay", "Max bolus delay (s)", "per-voxel delay searched from 0 to this (0 = off)",
+                      minimum=0.0, maximum=30.0, decimals=1, advanced=True),
+        ParameterSpec("refine", "Nonlinear refinement", "Levenberg-Marquardt refinement of the linear fit (torch)",
+                      advanced=True),
     ),
     acquisition=(
         _FRAME_INTERVAL,
-        AcquisitionSpec("repetition_time", "Repetition time (TR)", "ms", 1e-3, "TR of the SPGR series"),
-        AcquisitionSpec("flip_angle", "Flip angle", "deg", 1.0, "flip angle of the SPGR series"),
+        AcquisitionSpec("repetition_time", "Repetition time (TR)", "ms", 1e-3,
+                        "TR of the SPGR series (needed with a T10 for concentration)", needed_for="quantitative"),
+        AcquisitionSpec("flip_angle", "Flip angle", "deg", 1.0,
+                        "flip angle of the SPGR series (needed with a T10 for concentration)", needed_for="quantitative"),
     ),
-    unavailable="the DCE pipeline is being implemented (issue 4)",
+    runner="BBBAnomalyLib.dce.pipeline:run_dce",
     needs_torch=True,
     uses_device=True,
 )
@@ -228,15 +276,26 @@ DCE = PipelineSpec(
 DMRI = PipelineSpec(
     name="dmri",
     label="Diffusion anomaly",
-    description="anomaly map from raw diffusion-weighted signal with models trained on healthy brains",
+    description="anomaly map from the raw diffusion-weighted signal (single shell near b = 1000) with models "
+                "trained only on healthy brains: a 3D variational autoencoder or RecDiscNet",
     inputs=(
-        InputSpec("dwi", InputRole.DWI, "DWI", True, "a DWI node (b-values and gradients) or a 4D volume",
-                  positional=True),
+        InputSpec("dwi", InputRole.DWI, "DWI", True, "a DWI node (b-values and gradients) or a 4D volume with "
+                  "b-values and gradients", positional=True),
         InputSpec("brain_mask", InputRole.REGION, "Brain mask", tooltip="empty = automatic"),
         InputSpec("nawm_mask", InputRole.REGION, "NAWM segment", tooltip="reference of the ratio table"),
-        InputSpec("tumor_mask", InputRole.REGION, "Tumor segment", tooltip="summarised in the ratio table"),
+        InputSpec("tumor_mask", InputRole.REGION, "Tumor segment", tooltip="summarised in the report and ratio table"),
     ),
-    unavailable="the diffusion pipeline is not implemented yet (issue 6)",
+    parameters_class="BBBAnomalyLib.dmri.parameters:DMRIParameters",
+    parameters=(
+        ParameterSpec("model", "Model", "VAE: reconstruction residual (the seed's DAE); RecDiscNet: reconstruction "
+                      "+ discriminative U-Net trained with synthetic anomalies",
+                      choices=(("vae", "VAE"), ("recdisc", "RecDiscNet"))),
+        ParameterSpec("threshold", "Threshold", "label-free thresholds of the anomaly mask: the model card's fixed "
+                      "value, Otsu, or the maximum of the 16³ mean-pooled map",
+                      choices=(("fixed", "fixed"), ("otsu", "Otsu"), ("meanpool", "mean-pool max"))),
+        ParameterSpec("opening", "3³ opening", "morphological opening of the anomaly mask", advanced=True),
+    ),
+    runner="BBBAnomalyLib.dmri.pipeline:run_dmri",
     needs_torch=True,
     uses_device=True,
 )
@@ -244,16 +303,27 @@ DMRI = PipelineSpec(
 T1FLAIR = PipelineSpec(
     name="t1flair",
     label="T1/FLAIR synthetic T1Gd",
-    description="synthetic contrast-enhanced T1 and BBB status from T1 and FLAIR; 3D autoencoder anomaly map",
+    description="synthetic contrast-enhanced T1 and BBB status (intact / disrupted) from a non-contrast T1 and "
+                "T2-FLAIR; 3D autoencoder anomaly map",
     inputs=(
         InputSpec("t1", InputRole.SCALAR, "T1", True, "non-contrast T1-weighted volume", positional=True),
         InputSpec("flair", InputRole.SCALAR, "FLAIR", True, "T2-FLAIR volume (resampled to the T1 grid)",
                   positional=True),
         InputSpec("brain_mask", InputRole.REGION, "Brain mask", tooltip="empty = automatic"),
+        InputSpec("nawm_mask", InputRole.REGION, "NAWM segment", tooltip="reference of the ratio table",
+                  passed_to_run=False),
         InputSpec("tumor_mask", InputRole.REGION, "Tumor segment",
                   tooltip="where the BBB status is decided; empty = the segmentation head's tumor"),
     ),
-    unavailable="the T1/FLAIR pipeline is not implemented yet (issue 7)",
+    parameters_class="BBBAnomalyLib.structural.parameters:T1FlairParameters",
+    parameters=(
+        ParameterSpec("steps", "Sampler steps", "deterministic sampler steps of the synthesis (more = slower)",
+                      minimum=1, maximum=50, decimals=0),
+        ParameterSpec("anomaly_map", "Anomaly map", "run the 3D autoencoder anomaly map"),
+        ParameterSpec("seed", "Seed", "the sampler's starting noise: same seed, same synthesis",
+                      minimum=0, maximum=100000, decimals=0, advanced=True),
+    ),
+    runner="BBBAnomalyLib.structural.pipeline:run_t1flair",
     needs_torch=True,
     uses_device=True,
 )

@@ -11,6 +11,13 @@ import importlib
 
 #: model name -> "module:function" that adds its subparser (imported only when `train` is used).
 TRAINERS: dict[str, str] = {
+    "dce-rls": "BBBAnomalyLib.dce.training:register",
+    "phae": "BBBAnomalyLib.dsc.phae.command:register",
+    "dmri-vae": "BBBAnomalyLib.dmri.training:register",
+    "dmri-recdisc": "BBBAnomalyLib.dmri.training:register",
+    "t1gd-diffusion": "BBBAnomalyLib.structural.training:register",
+    "bbb-identifier": "BBBAnomalyLib.structural.training:register",
+    "cae": "BBBAnomalyLib.structural.training:register",
 }
 
 HELP = """\

@@ -270,8 +270,12 @@ def test_bad_inputs_leave_the_scene_as_it_was(scene, dsc_phantom, tmp_path):
         with pytest.raises(InputError, match=message):
             mrml.prepare_job(mrml.RunRequest("dsc", inputs), tmp_path / "job")
         assert node_ids(scene) == before, message
-    with pytest.raises(InputError, match="not implemented yet"):
-        mrml.prepare_job(mrml.RunRequest("dmri", {"dwi": proxy}), tmp_path / "job")
+    for request, message in ((mrml.RunRequest("t1flair", {"t1": proxy, "flair": frame}), "must be a single 3D"),
+                             (mrml.RunRequest("t1flair", {"t1": frame}), "needs a FLAIR"),
+                             (mrml.RunRequest("dmri", {"dwi": frame}), "single 3D volume")):
+        with pytest.raises(InputError, match=message):
+            mrml.prepare_job(request, tmp_path / "job")
+        assert node_ids(scene) == before, message
     # A worker-side error (too few frames) arrives as one readable event; nothing is written
     short = Volume(signal.data[..., :6], signal.affine, signal.times[:6], signal.acquisition)
     _, _, short_proxy = mrml.add_series(short, "short")
@@ -306,3 +310,107 @@ def test_cancelled_background_run_leaves_the_scene_as_it_was(scene, dsc_phantom,
     events = worker.wait(timeout=120)
     assert events[-1]["event"] == "cancelled"
     assert node_ids(scene) == before and not (tmp_path / "job" / "output").exists()
+
+
+def test_phae_from_the_panel_gives_maps_and_its_reconstruction(scene, dsc_phantom, tmp_path):
+    _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
+    segmentation, ids = mrml.add_segmentation({"artery": dsc_phantom.masks["aif"]}, dsc_phantom.signal)
+    request = mrml.RunRequest("dsc", {"series": proxy, "aif_mask": (segmentation, "artery")},
+                              {"method": "phae", "device": "cpu"})
+    job, _, _ = run_in_scene(request, tmp_path)
+    outputs = mrml.import_results(job.output_dir, proxy, "DSC phae")
+    assert outputs.report["phae"]["weights"] == "dsc-phae-sim"
+    cbv = node_array(outputs.map_nodes["cbv"])
+    gm, wm = dsc_phantom.masks["gm"], dsc_phantom.masks["wm"]
+    assert cbv[gm].mean() > 1.5 * cbv[wm].mean()
+    curves = CurveSet.load(f"{job.output_dir}/curves.npz")
+    assert list(curves.fitted) == ["PHAE reconstruction"]
+    mean = curves.mean(gm)
+    assert np.corrcoef(mean["measured"], mean["PHAE reconstruction"])[0, 1] > 0.95
+
+
+def test_dce_from_the_panel_with_population_aif_and_ratio_table(scene, tmp_path):
+    from BBBAnomalyLib.phantoms.dce import make_dce_phantom
+
+    phantom = make_dce_phantom(snr=40, slices=5, seed=3)
+    signal = phantom.signal
+    _, _, proxy = mrml.add_series(signal, "DCE")
+    info = mrml.describe_input(proxy)
+    assert info.acquisition.repetition_time == pytest.approx(signal.acquisition.repetition_time)
+    assert info.acquisition.flip_angle == pytest.approx(signal.acquisition.flip_angle)
+    segmentation, ids = mrml.add_segmentation({"tumor": phantom.masks["tumor"], "nawm": phantom.masks["nawm"]}, signal)
+    request = mrml.RunRequest("dce", {"series": proxy, "aif_mask": None, "tumor_mask": (segmentation, "tumor"),
+                                      "nawm_mask": (segmentation, "nawm")},
+                              {"model": "extended-tofts", "t10": 1.4, "device": "cpu"})
+    job, _, _ = run_in_scene(request, tmp_path)
+    assert "nawm_mask" not in job.inputs  # NAWM is the ratio table's reference, not a DCE input
+    outputs = mrml.import_results(job.output_dir, proxy, "DCE")
+    assert list(outputs.map_nodes)[:3] == ["rls", "rls_vascular", "rls_abs"] and "ktrans" in outputs.map_nodes
+    for node in outputs.map_nodes.values():
+        assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(proxy))
+    masks = mrml.masks_on_input(proxy, {"tumor": (segmentation, "tumor"), "NAWM": (segmentation, "nawm")})
+    _, stats = mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
+    assert stats["maps"]["ktrans"]["ratio_mean"] > 5  # the phantom's tumor leaks, its NAWM barely
+    assert stats["maps"]["rls"]["tumor"]["mean"] > stats["maps"]["rls"]["NAWM"]["mean"]
+    curves = CurveSet.load(f"{job.output_dir}/curves.npz")
+    assert "AIF" in curves.reference and len(curves.fitted) == 2
+
+
+def test_dmri_from_a_dwi_node_matches_the_library(scene, tmp_path):
+    from BBBAnomalyLib.dmri.parameters import DMRIParameters
+    from BBBAnomalyLib.dmri.pipeline import run_dmri
+    from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
+
+    phantom = make_dmri_phantom(1001, voxel_mm=3.0, n_directions=48, snr=30.0, tumor=True)
+    dwi = phantom.dwi
+    node = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", "patient DWI")
+    mrml._fill_volume_node(node, dwi.data, dwi.affine)
+    node.SetNumberOfGradients(dwi.n_frames)
+    for i, (b, g) in enumerate(zip(dwi.acquisition.bvals, dwi.acquisition.bvecs)):  # RAS, as Slicer keeps them
+        node.SetBValue(i, float(b))
+        node.SetDiffusionGradient(i, [float(v) for v in g])
+    volume = mrml.volume_from_node(node)
+    assert np.array_equal(volume.data, dwi.data)
+    assert np.allclose(volume.acquisition.bvals, dwi.acquisition.bvals)
+    assert np.allclose(volume.acquisition.bvecs, dwi.acquisition.bvecs)
+    segmentation, _ = mrml.add_segmentation({"tumor": phantom.masks["tumor"], "nawm": phantom.masks["nawm"]}, dwi)
+    request = mrml.RunRequest("dmri", {"dwi": node, "tumor_mask": (segmentation, "tumor"),
+                                       "nawm_mask": (segmentation, "nawm")}, {"device": "cpu"})
+    job, _, _ = run_in_scene(request, tmp_path)
+    outputs = mrml.import_results(job.output_dir, node, "DWI anomaly")
+    expected = run_dmri(dwi, DMRIParameters(device="cpu"), tumor_mask=phantom.masks["tumor"],
+                        nawm_mask=phantom.masks["nawm"])
+    assert list(outputs.map_nodes) == list(expected.maps)
+    for name, map_node in outputs.map_nodes.items():
+        assert np.array_equal(mrml.ijk_to_ras(map_node), mrml.ijk_to_ras(node))
+        np.testing.assert_allclose(node_array(map_node), expected.maps[name].data, rtol=1e-4, atol=1e-5)
+    anomaly = node_array(outputs.map_nodes["anomaly"])
+    assert anomaly[phantom.masks["tumor"]].mean() > anomaly[phantom.masks["nawm"]].mean()
+
+
+def test_t1flair_from_two_scalar_volumes_reports_the_bbb_status(scene, tmp_path):
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+
+    phantom = make_structural_phantom(5001, enhancing=True)
+    tumor = phantom.whole_tumor
+    k = np.flatnonzero(tumor.any(axis=(0, 1)))
+    slab = slice(max(k.min() - 2, 0), k.max() + 3)  # the slices around the tumor keep the test fast
+    t1, flair = (Volume(np.ascontiguousarray(v.data[:, :, slab]), v.affine.copy()) for v in (phantom.t1, phantom.flair))
+    offset = np.eye(4)
+    offset[2, 3] = slab.start
+    t1 = Volume(t1.data, phantom.t1.affine @ offset)
+    flair = Volume(flair.data, phantom.flair.affine @ offset)
+    t1_node, flair_node = mrml.add_volume_node(t1, "T1"), mrml.add_volume_node(flair, "FLAIR")
+    segmentation, _ = mrml.add_segmentation({"tumor": tumor[:, :, slab], "brain": phantom.brain[:, :, slab]}, t1)
+    request = mrml.RunRequest("t1flair", {"t1": t1_node, "flair": flair_node, "tumor_mask": (segmentation, "tumor"),
+                                          "brain_mask": (segmentation, "brain")}, {"steps": 2, "device": "cpu"})
+    job, _, _ = run_in_scene(request, tmp_path)
+    outputs = mrml.import_results(job.output_dir, t1_node, "T1/FLAIR")
+    status = outputs.report["bbb_status"]
+    assert status["call"] in ("intact", "disrupted") and 0 <= status["probability"] <= 1
+    assert status["tumor_roi"] == "user"
+    assert list(outputs.map_nodes)[0] == "synthetic_t1gd"
+    for node in outputs.map_nodes.values():
+        assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(t1_node))
+    assert outputs.map_nodes["synthetic_t1gd"].GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
+    assert not (tmp_path / "job" / "output" / "curves.npz").exists()  # this pipeline has no curves

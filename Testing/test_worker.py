@@ -120,4 +120,9 @@ def test_apply_stays_disabled_until_the_run_has_what_it_needs():
     assert dsc.missing({"series": series}, {"frame_interval": 1.5}, {"input_kind": "concentration"}) == []
     assert dsc.missing({"series": series, "aif_mask": None}, {"frame_interval": 1.5, "echo_time": 0.03},
                        chosen_regions=("aif_mask",)) == ["AIF region (or choose Automatic)"]
-    assert get_pipeline("dmri").missing({}, {}) == [get_pipeline("dmri").unavailable]
+    dce = get_pipeline("dce")
+    ready = {"frame_interval": 3.0}
+    assert dce.missing({"series": series}, ready, {"t10": None}) == []  # relative enhancement needs no TR
+    assert dce.missing({"series": series}, ready, {"t10": 1.4}) == ["Repetition time (TR) (ms)", "Flip angle (deg)"]
+    assert dce.missing({"series": series}, ready, {"t10": 1.4, "input_kind": "concentration"}) == []
+    assert dsc.torch_needed({"method": "phae"}) and not dsc.torch_needed({"method": "osvd"})

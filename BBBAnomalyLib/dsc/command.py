@@ -18,6 +18,8 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
   csvd      block-circulant SVD (threshold 0.1); delay-insensitive
   osvd      block-circulant SVD, per-voxel threshold by oscillation index (default; Wu 2003)
   tikhonov  Tikhonov on the circulant matrix, per-voxel GCV (Calamante 2003)
+  phae      physics-informed autoencoder (Fayolle 2025), self-supervised; bundled weights trained on
+            simulated curves; --adapt fine-tunes it on this case first (needs PyTorch)
 
 BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the curves.
 Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
@@ -30,6 +32,7 @@ examples:
   bbbanomaly dsc dsc.nrrd --aif auto --nawm-mask nawm.nii.gz --tumor-mask tumor.nii.gz
   bbbanomaly dsc echo1.nii.gz --second-echo echo2.nii.gz --te 0.015 0.045 --frame-interval 1.5
   bbbanomaly dsc deltaR2s.nii.gz --input-kind concentration --times times.txt --method tikhonov
+  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --adapt
 """
 
 
@@ -62,6 +65,13 @@ def register(sub) -> None:
                         help="oSVD oscillation-index target (0.095 in vivo, 0.035 for simulations)")
     method.add_argument("--leakage-correction", choices=[c.value for c in LeakageCorrection], default="bsw",
                         help="BSW leakage correction (default) or none")
+    phae = p.add_argument_group("PHAE (--method phae)")
+    phae.add_argument("--weights", metavar="NAME|FILE.pt",
+                      help="PHAE weights: a bundled name or a .pt from `bbbanomaly train phae` (default dsc-phae-sim)")
+    phae.add_argument("--adapt", action="store_true",
+                      help="fine-tune PHAE on this case's own curves first (self-supervised, < 1 min on CPU)")
+    phae.add_argument("--adapt-steps", type=int, default=150, help="optimizer steps of --adapt (default 150)")
+    phae.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device for PHAE")
     method.add_argument("--kh", type=float, default=0.73, help="hematocrit factor kH (default 0.73)")
     method.add_argument("--density", type=float, default=1.04, help="brain density ρ in g/ml (default 1.04)")
     out = p.add_argument_group("output")
@@ -83,6 +93,8 @@ def run(args) -> int:
     from ..progress import ConsolePrinter
     from .pipeline import run_dsc
 
+    if (args.weights or args.adapt) and args.method != "phae":
+        raise InputError("--weights and --adapt belong to --method phae")
     if args.times and args.frame_interval:
         raise InputError("give --times or --frame-interval, not both")
     if args.aif == "mask" and not args.aif_mask:
@@ -98,6 +110,7 @@ def run(args) -> int:
         method=args.method, input_kind=args.input_kind, echo_time=te[0] if te else None,
         second_echo_time=te[1] if len(te) == 2 else None, kh=args.kh, density=args.density,
         leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target,
+        phae_weights=args.weights, phae_adapt=args.adapt, phae_adapt_steps=args.adapt_steps, device=args.device,
         skip_frames=args.skip_frames, baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
     out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dsc")
     printer = ConsolePrinter(quiet=args.quiet)

@@ -7,7 +7,8 @@ import numpy as np
 from ..curves import CurveSet
 
 #: Label of the fitted curve per method, as shown in plot legends.
-FIT_LABELS = {"ssvd": "sSVD fit", "csvd": "cSVD fit", "osvd": "oSVD fit", "tikhonov": "Tikhonov fit"}
+FIT_LABELS = {"ssvd": "sSVD fit", "csvd": "cSVD fit", "osvd": "oSVD fit", "tikhonov": "Tikhonov fit",
+              "phae": "PHAE reconstruction"}
 
 
 def dsc_curve_set(result) -> CurveSet:
@@ -26,7 +27,7 @@ def dsc_curve_set(result) -> CurveSet:
     fitted = {}
     if "fitted_curves" in result.extras:  # learned methods give their reconstruction directly
         fitted[label] = np.asarray(result.extras["fitted_curves"], np.float32)
-    elif method in FIT_LABELS:
+    elif method in FIT_LABELS and method != "phae":
         fitted[label] = _classic_fit(result, measured, method)
     return CurveSet(np.asarray(result.times, np.float64), brain, measured, "ΔR2* (1/s)", fitted,
                     {"AIF": np.asarray(result.aif, np.float64)})

@@ -13,6 +13,7 @@ class DeconvolutionMethod(str, enum.Enum):
     CSVD = "csvd"  # block-circulant SVD, delay-insensitive (Wu 2003)
     OSVD = "osvd"  # block-circulant SVD with a per-voxel oscillation-index threshold (Wu 2003)
     TIKHONOV = "tikhonov"  # Tikhonov on the block-circulant matrix, per-voxel GCV (Calamante 2003)
+    PHAE = "phae"  # physics-informed autoencoder, self-supervised (Fayolle 2025; see dsc/phae/)
 
 
 class InputKind(str, enum.Enum):
@@ -51,6 +52,11 @@ class DSCParameters:
     skip_frames: int = 1  # frames dropped at the start (not yet in T1 steady state)
     baseline_frames: tuple[int, int] | None = None  # [first, last) frame indices of the pre-bolus baseline
     chunk_voxels: int = 16384  # voxels per batch: bounds memory and keeps the working set in cache
+    # PHAE (method="phae") only. weights: bundled name or a .pt path (None = the bundled default).
+    phae_weights: str | None = None
+    phae_adapt: bool = False  # per-case self-supervised fine-tuning before inference (< 1 min CPU)
+    phae_adapt_steps: int = 150
+    device: str = "auto"  # torch device for PHAE: auto, cpu or cuda
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -70,6 +76,10 @@ class DSCParameters:
             )
         if not 0 < self.osvd_oi_target < 1:
             raise InputError("the oSVD oscillation-index target must lie in (0, 1); 0.095 in vivo")
+        if self.phae_adapt_steps < 1:
+            raise InputError("--adapt-steps must be >= 1")
+        if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.baseline_frames is not None:
             self.baseline_frames = tuple(int(v) for v in self.baseline_frames)
 

@@ -27,7 +27,7 @@ from . import aif as aif_mod
 from .conversion import Baseline, delta_r2s_dual_echo, delta_r2s_single_echo, detect_baseline
 from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
-from .parameters import DSCParameters, InputKind, LeakageCorrection
+from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .validation import automatic_brain_mask, check_series, uniform_times
 
 #: Map name -> (unit, description); the order is the order of the outputs.
@@ -64,18 +64,24 @@ class DSCResult:
             raise ValueError("run_dsc(..., keep_curves=True) keeps the curves")
         return self.delta_r2s.data[mask].mean(axis=0)
 
-    def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
-        """Write `<map>.nii.gz`, `aif.csv`, `aif_mask.nii.gz`, `brain_mask.nii.gz` and `report.json`,
-        all or nothing."""
+    def curves(self):
+        """The ΔR2* curves of the brain voxels with the deconvolution's fit (needs ``keep_curves=True``)."""
+        from .curves import dsc_curve_set
+
+        return dsc_curve_set(self)
+
+    def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
+        """Write `<map><suffix>`, `aif.csv`, `aif_mask<suffix>`, `brain_mask<suffix>` and `report.json`,
+        all or nothing. ``suffix`` is ".nii.gz" (default) or ".nrrd" (float64 geometry, for Slicer)."""
         from ..io import write_volume
         from ..outputs import atomic_output_dir
 
         template = next(iter(self.maps.values()))
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
             for name, vol in self.maps.items():
-                write_volume(vol, tmp / f"{name}.nii.gz")
+                write_volume(vol, tmp / f"{name}{suffix}")
             for name, mask in (("aif_mask", self.aif_mask), ("brain_mask", self.brain_mask)):
-                write_volume(Volume(mask.astype(np.uint8), template.affine), tmp / f"{name}.nii.gz")
+                write_volume(Volume(mask.astype(np.uint8), template.affine), tmp / f"{name}{suffix}")
             np.savetxt(tmp / "aif.csv", np.column_stack([self.times, self.aif]), delimiter=",",
                        header="time_s,aif_delta_r2s_per_s", comments="", fmt="%.6g")
             dump_json(self.report, tmp / "report.json")
@@ -183,14 +189,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                           "min_t": params.bsw_min_t, "k2": summarise(bsw.k2)}
 
     with timer("deconvolution"):
-        model = DeconvolutionModel(
-            aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
-            csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
-            n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
-        fit = model.fit(brain_curves, progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"))
-        if fit.unmet.any():
-            warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
-                            "the largest threshold was used there")
+        deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
+        fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress)
 
     report_progress(0.9, "computing maps")
     with timer("maps"):
@@ -209,6 +209,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         nonpositive = int((cbf <= 0).sum())
         if nonpositive:
             warnings.append(f"{nonpositive} brain voxels have no positive residue peak (CBF <= 0, e.g. CSF without blood); MTT set to 0 there")
+        if params.method is DeconvolutionMethod.PHAE:
+            # PHAE's MTT is the encoder's (the Lorentzian's ∫R, not truncated by the window); its CBF
+            # was made consistent with the window's CBV by the decoder, so CBV/CBF would re-truncate it.
+            mtt = np.where(cbf > 0, fit.mtt, 0.0).astype(np.float32)
         values.update(cbf=cbf, mtt=mtt, tmax=fit.tmax)
         if k2 is not None:
             values["k2"] = k2
@@ -240,6 +244,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     }
     if k2 is not None:
         report["leakage_correction"] = bsw_report
+    report.update(extra_report)
     for label, key in (("nawm", "nawm-mask"), ("tumor", "tumor-mask")):
         if key in masks:
             inside = masks[key][brain]
@@ -255,11 +260,44 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         full[brain] = brain_curves
         delta = Volume(full, series.affine.copy(), times)
     report_progress(1.0, "done")
-    return DSCResult(maps, times, aif_curve, aif_voxels, brain, report, delta,
-                     extras={"baseline": baseline, "fit": fit})
+    extras = {"baseline": baseline, "fit": fit}
+    if getattr(fit, "fitted", None) is not None:
+        extras["fitted_curves"] = fit.fitted  # (n_brain_voxels, T) PHAE decoder curves, analysed grid
+        fit.fitted = None  # one copy only
+    return DSCResult(maps, times, aif_curve, aif_voxels, brain, report, delta, extras=extras)
 
 
 # ---------------------------------------------------------------------------------------------
+def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress):
+    model = DeconvolutionModel(
+        aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
+        csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
+        n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
+    fit = model.fit(brain_curves, progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"))
+    if fit.unmet.any():
+        warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
+                        "the largest threshold was used there")
+    return fit, {}
+
+
+def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress):
+    """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first."""
+    try:
+        from .phae import PHAEModel
+    except ImportError as exc:  # torch missing: the classic methods still work
+        raise InputError(f"--method phae needs PyTorch ({exc}); use osvd or tikhonov, or install torch") from None
+    model = PHAEModel(aif_curve, float(times[1] - times[0]), weights=params.phae_weights, device=params.device,
+                      chunk_voxels=min(params.chunk_voxels, 8192))
+    phae_report = {"weights": model.card.get("name"), "weights_sha256": model.card.get("sha256"),
+                   "device": str(model.device)}
+    if params.phae_adapt:
+        report_progress(0.35, "adapting PHAE to this case")
+        phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)
+    fit = model.fit(brain_curves, progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
+    phae_report["fit_loss"] = summarise(fit.loss)
+    return fit, {"phae": phae_report}
+
+
 def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameters):
     if params.input_kind is InputKind.CONCENTRATION:
         return None, None

@@ -1,0 +1,140 @@
+"""`bbbanomaly dce`: argument parsing and output for :func:`run_dce`. No science here."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .parameters import DCEParameters, InputKind, Model, RLSSource
+
+HELP = """\
+BBB leakage maps from a T1-weighted dynamic contrast-enhanced (DCE) series.
+
+Model-free: the residual leakage signal (RLS) of an autoencoder of normal enhancement curves
+(trained on this case's normal-appearing brain in seconds, --rls case, or bundled weights,
+--rls bundled): rls (leakage), rls_vascular and rls_abs, in percent signal enhancement.
+Classic, beside it: Tofts / extended Tofts (default) / Patlak fitted to every voxel (linear least
+squares, optional --refine), with a per-voxel bolus delay up to --max-delay seconds.
+
+Signal -> concentration: SPGR with T10 (--t10 seconds or a T10 map), --flip-angle, --tr and
+--relaxivity; without T10, relative enhancement (S/S0 - 1) is used and Ktrans is semi-quantitative.
+AIF: the mean curve of --aif-mask (blood; --hematocrit converts to plasma, 0 if already plasma),
+or --population-aif parker (the default when no mask is given), shifted to the bolus arrival.
+Outputs (in --out, default <input>_dce/): rls, rls_vascular, rls_abs, ktrans, ve, vp, kep, delay,
+fit_r2 as <map>.nii.gz (or .nrrd with --format nrrd) on the input grid, brain_mask, aif.csv and
+report.json. Units: Ktrans and kep 1/min, ve and vp fractions, RLS % SER, delay s.
+
+examples:
+  bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --flip-angle 15 --tr 0.005 --out results
+  bbbanomaly dce dce.nrrd --population-aif parker --tumor-mask tumor.nii.gz --model patlak
+  bbbanomaly dce conc.nii.gz --input-kind concentration --frame-interval 5 --rls bundled
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dce", help="DCE leakage: RLS (autoencoder) beside Tofts/Patlak Ktrans, ve, vp",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("series", help="4D DCE series: NIfTI, NRRD or a DICOM folder")
+    io = p.add_argument_group("inputs")
+    io.add_argument("--aif-mask", metavar="MASK", help="arterial voxels (nonzero) on the series grid")
+    io.add_argument("--population-aif", choices=["parker"], help="population AIF instead of a mask (default "
+                    "when no --aif-mask)")
+    io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
+    io.add_argument("--tumor-mask", metavar="MASK", help="tumor: left out of RLS training; summarised in the report")
+    io.add_argument("--input-kind", choices=[k.value for k in InputKind], default="signal",
+                    help="'signal' (default) or 'concentration' (mM)")
+    acq = p.add_argument_group("timing and acquisition")
+    acq.add_argument("--times", metavar="FILE", help="frame times in seconds, one per frame (text/CSV)")
+    acq.add_argument("--frame-interval", type=float, metavar="S", help="seconds between frames")
+    acq.add_argument("--t10", metavar="S|MAP", help="pre-contrast T1 in seconds: a value (e.g. 1.4) or a T10 map")
+    acq.add_argument("--flip-angle", type=float, metavar="DEG", help="flip angle in degrees (default: from the file)")
+    acq.add_argument("--tr", type=float, metavar="S", help="repetition time in seconds (default: from the file)")
+    acq.add_argument("--relaxivity", type=float, default=4.5, help="r1 in 1/(s·mM) (default 4.5)")
+    acq.add_argument("--hematocrit", type=float, default=0.42, help="blood -> plasma for the AIF (default 0.42; "
+                     "0 when the AIF curve is already plasma)")
+    acq.add_argument("--baseline-frames", type=int, metavar="N", help="pre-contrast frames (default: detected)")
+    method = p.add_argument_group("method")
+    method.add_argument("--model", choices=[m.value for m in Model], default="extended-tofts",
+                        help="pharmacokinetic model (default extended-tofts)")
+    method.add_argument("--max-delay", type=float, default=6.0, metavar="S",
+                        help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off)")
+    method.add_argument("--refine", action="store_true", help="nonlinear (Levenberg-Marquardt) refinement of the fit")
+    method.add_argument("--rls", choices=[s.value for s in RLSSource], default="case",
+                        help="RLS autoencoder: trained on this case (default), bundled weights, or none")
+    method.add_argument("--rls-weights", default="dce-rls-phantom", metavar="NAME|FILE",
+                        help="bundled weights name or a .pt file from `bbbanomaly train dce-rls` (with --rls bundled)")
+    method.add_argument("--rls-epochs", type=int, default=8, help="per-case training epochs (default 8)")
+    method.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (default auto)")
+    method.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    method.add_argument("--seed", type=int, default=0, help="random seed of the RLS training (default 0)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", help="output folder (default: <input name>_dce)")
+    out.add_argument("--format", choices=["nifti", "nrrd"], default="nifti", help="map format (default nifti)")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    out.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(run=run)
+
+
+def parse_t10(value: str | None, series):
+    """(scalar seconds or None, map Volume or None) from --t10."""
+    from ..errors import InputError
+    from ..io import read_volume
+
+    if value is None:
+        return None, None
+    try:
+        return float(value), None
+    except ValueError:
+        pass
+    if not Path(value).exists():
+        raise InputError(f"--t10 {value!r} is neither a number of seconds nor an existing T10 map file")
+    return None, read_volume(value)
+
+
+def run(args) -> int:
+    from ..dsc.command import default_out_dir
+    from ..errors import InputError
+    from ..io import read_mask, read_volume
+    from ..progress import ConsolePrinter
+    from .pipeline import run_dce
+
+    if args.times and args.frame_interval:
+        raise InputError("give --times or --frame-interval, not both")
+    if args.aif_mask and args.population_aif:
+        raise InputError("give --aif-mask or --population-aif, not both")
+    out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dce")
+    printer = ConsolePrinter(quiet=args.quiet)
+    printer(0.0, f"reading {args.series}")
+    series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
+    t10, t10_map = parse_t10(args.t10, series)
+    params = DCEParameters(
+        model=args.model, input_kind=args.input_kind, t10=t10, flip_angle=args.flip_angle, tr=args.tr,
+        relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
+        baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
+        rls_weights=args.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed, device=args.device,
+        threads=args.threads)
+    masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
+             for key in ("aif_mask", "mask", "tumor_mask") if getattr(args, key)}
+    result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
+                     tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer)
+    written = result.write(out_dir, overwrite=args.overwrite, suffix=".nrrd" if args.format == "nrrd" else ".nii.gz")
+    print_summary(result, written)
+    return 0
+
+
+def print_summary(result, written: Path) -> None:
+    rep = result.report
+    print(f"DCE maps ({rep['parameters']['model']}, RLS {rep['parameters']['rls']}) written to {written}")
+    print(f"  maps: {', '.join(result.maps)}; aif.csv; report.json")
+    aif = rep["aif"]
+    print(f"  AIF: {aif['source']}, peak {aif['peak']:.3g} {rep['units']['concentration']} at {aif['peak_time_s']:.1f} s")
+    for region in ("tumor", "non_tumor", "brain"):
+        stats = rep["summary"].get(region)
+        if stats:
+            print(f"  {region} medians: " + ", ".join(
+                f"{n} {stats[n]['median']:.3g}" for n in ("rls", "ktrans", "ve", "vp") if stats.get(n, {}).get("n")))
+            if region == "tumor":
+                continue
+            break
+    for w in rep["warnings"]:
+        print(f"  warning: {w}")

@@ -1,0 +1,72 @@
+"""The DCE figure: input frame, curves (measured, model fit, RLS reconstruction), RLS, vascular
+RLS, Ktrans and the true Ktrans when known. Uses the shared helpers of :mod:`BBBAnomalyLib.figures`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..figures import _contours, _overlay, _pyplot, axial_slice, ras_slice_index
+from ..volume import Volume
+
+
+def dce_figure(path: str | Path, series: Volume, result, masks: dict[str, np.ndarray],
+               truth: dict[str, Volume] | None = None, title: str = "") -> Path:
+    plt = _pyplot()
+    focus = masks.get("tumor", result.brain_mask)
+    k = ras_slice_index(series, focus)
+    late = series.n_frames - 1
+    background = axial_slice(series.frame(late), k)
+    brain = axial_slice(result.brain_mask.astype(np.float32), k, series.affine) > 0
+    fig, axes = plt.subplots(2, 3, figsize=(12.6, 8.2))
+    ax = axes[0, 0]
+    ax.imshow(background, cmap="gray")
+    ax.set_title("input, last frame")
+    _contours(ax, {name: axial_slice(m.astype(np.float32), k, series.affine) for name, m in masks.items()
+                   if name in ("tumor", "nawm", "aif")})
+    ax = axes[0, 1]
+    curves = result.curves()
+    colors = {"tumor": "darkorange", "nawm": "royalblue"}
+    for name, color in colors.items():
+        if name not in masks:
+            continue
+        mean = curves.mean(masks[name])
+        if mean is None:
+            continue
+        ax.plot(curves.times, mean["measured"], color=color, lw=2, label=f"{name} measured")
+        for label, style in zip([lbl for lbl in mean if lbl != "measured"], ("--", ":")):
+            ax.plot(curves.times, mean[label], color=color, ls=style, lw=1.5, label=f"{name} {label}")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(curves.unit)
+    ax.legend(fontsize=7)
+    ax.set_title("ROI curves, model fit and RLS reconstruction")
+    panels = [("rls", "RLS", "inferno"), ("rls_vascular", "vascular RLS", "viridis"), ("ktrans", "Ktrans", "magma")]
+    if truth is not None and "ktrans" in truth:
+        vmax = float(np.percentile(truth["ktrans"].data[result.brain_mask], 99.9))
+        _overlay(axes[0, 2], background, axial_slice(truth["ktrans"], k), brain, "magma", (0.0, vmax),
+                 "true Ktrans (1/min)")
+    else:
+        axes[0, 2].axis("off")
+    for col, (name, label, cmap) in enumerate(panels):
+        if name not in result.maps:
+            axes[1, col].axis("off")
+            continue
+        vol = result.maps[name]
+        values = vol.data[result.brain_mask]
+        vmax = float(np.percentile(values, 99.5)) if values.size else 1.0
+        if name == "ktrans" and truth is not None and "ktrans" in truth:
+            vmax = float(np.percentile(truth["ktrans"].data[result.brain_mask], 99.9))
+        _overlay(axes[1, col], background, axial_slice(vol, k), brain, cmap, (0.0, max(vmax, 1e-6)),
+                 f"{label} ({result.report['maps'][name]['unit']})")
+    for a in axes.ravel():
+        if a.images:
+            a.set_xticks([])
+            a.set_yticks([])
+            a.text(0.02, 0.5, "R", transform=a.transAxes, color="white", fontsize=9, va="center")
+    fig.suptitle(title or f"DCE leakage, {result.report['parameters']['model']}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

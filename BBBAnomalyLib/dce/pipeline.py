@@ -1,0 +1,294 @@
+"""The DCE leakage pipeline: a 4D T1-weighted series in, RLS and Ktrans/ve/vp maps out.
+
+``run_dce`` is the one documented entry point; the command line (`bbbanomaly dce`), the Slicer
+logic and the background worker are thin layers over it.
+
+Steps: check the input -> pick the voxels (brain mask, given or automatic) -> detect the
+pre-contrast baseline -> signal enhancement ratio -> concentration (SPGR with T10) or relative
+enhancement -> AIF (mask or Parker) -> Tofts / extended Tofts / Patlak for all voxels -> the RLS
+autoencoder (trained on this case's normal-appearing brain, or bundled weights) -> maps and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..curves import CurveSet
+from ..errors import InputError
+from ..io import read_mask
+from ..report import Timer, dump_json, summarise, versions
+from ..volume import Volume
+from . import aif as aif_mod
+from .conversion import concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
+from .models import PKModel
+from .parameters import DCEParameters, InputKind, Model
+from .rls_inference import RLSOutput, run_rls
+from .validation import check_series, check_t10_map, check_t10_values
+
+#: Map name -> (unit, description); outputs come in this order (the first is the headline map).
+MAP_INFO = {
+    "rls": ("% SER", "residual leakage signal: positive mean residual of the autoencoder (leakage)"),
+    "rls_vascular": ("% SER", "negative mean residual of the autoencoder (vascular signal), as a positive value"),
+    "rls_abs": ("% SER", "mean absolute residual of the autoencoder"),
+    "ktrans": ("1/min", "volume transfer constant Ktrans"),
+    "ve": ("fraction", "extravascular extracellular volume fraction (Ktrans/kep)"),
+    "vp": ("fraction", "plasma volume fraction"),
+    "kep": ("1/min", "rate constant kep = Ktrans/ve"),
+    "delay": ("s", "bolus delay of the voxel relative to the AIF (best of the delay grid)"),
+    "fit_r2": ("1", "coefficient of determination of the model fit (fit quality)"),
+}
+MODEL_MAPS = {Model.TOFTS: ("ktrans", "ve", "kep"), Model.EXTENDED_TOFTS: ("ktrans", "ve", "vp", "kep"),
+              Model.PATLAK: ("ktrans", "vp")}
+#: Used to express concentration input as SER for the RLS network when T10/flip/TR are unknown.
+NOMINAL = {"t10": 1.4, "flip_angle": 15.0, "tr": 0.005}
+SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class DCEResult:
+    """Maps (Volumes on the input grid), the AIF, the masks used and a JSON-ready report."""
+
+    maps: dict[str, Volume]
+    times: np.ndarray  # frame times [s]
+    aif: np.ndarray  # plasma Cp [mM] (or relative-enhancement units), at the frame times
+    aif_mask: np.ndarray | None
+    brain_mask: np.ndarray
+    report: dict
+    extras: dict = field(default_factory=dict)
+
+    def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
+        """Write `<map><suffix>`, brain_mask, aif_mask (when given), aif.csv and report.json, all or nothing."""
+        from ..io import write_volume
+        from ..outputs import atomic_output_dir
+
+        if suffix not in SUFFIXES:
+            raise InputError(f"output suffix {suffix!r} is not one of {', '.join(SUFFIXES)}")
+        template = next(iter(self.maps.values()))
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            for name, vol in self.maps.items():
+                write_volume(vol, tmp / f"{name}{suffix}")
+            masks = {"brain_mask": self.brain_mask}
+            if self.aif_mask is not None:
+                masks["aif_mask"] = self.aif_mask
+            for name, mask in masks.items():
+                write_volume(Volume(mask.astype(np.uint8), template.affine), tmp / f"{name}{suffix}")
+            np.savetxt(tmp / "aif.csv", np.column_stack([self.times, self.aif]), delimiter=",",
+                       header=f"time_s,aif_plasma_{self.report['units']['concentration']}", comments="", fmt="%.6g")
+            dump_json(self.report, tmp / "report.json")
+        return Path(out_dir).resolve()
+
+    def curves(self) -> CurveSet:
+        """Measured curves of the analysed brain voxels with the model fit and the RLS
+        reconstruction in the same units (mM, or relative enhancement), and the AIF."""
+        data = self.extras["curve_data"]
+        label = {"tofts": "Tofts fit", "extended-tofts": "extended Tofts fit", "patlak": "Patlak fit"}
+        fitted = {label[self.report["parameters"]["model"]]: data["fitted"]}
+        rls: RLSOutput | None = data["rls"]
+        if rls is not None:
+            fitted["RLS reconstruction"] = data["to_units"](rls.ser_reconstruction(self.times))
+        return CurveSet(self.times, self.brain_mask, data["measured"], data["unit"], fitted, {"AIF": self.aif})
+
+
+def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=None, brain_mask=None,
+            tumor_mask=None, t10_map: Volume | None = None, progress: ProgressCallback | None = None) -> DCEResult:
+    """Leakage maps from a DCE series.
+
+    series:     4D Volume (T1-weighted signal, or concentration with ``params.input_kind='concentration'``)
+                with frame times [s]; flip angle and TR from its metadata unless given in params.
+    aif_mask:   arterial voxels (bool array or Volume); None uses ``params.population_aif`` (Parker).
+    brain_mask: voxels to analyse; None = automatic (Otsu on the temporal mean).
+    tumor_mask: left out of the RLS training set; summarised in the report.
+    t10_map:    pre-contrast T1 [s] on the series grid (else ``params.t10``; neither = relative enhancement).
+    progress:   callback(fraction in [0, 1], message); raise CancelledError from it to stop.
+    """
+    params = dataclasses.replace(params) if params is not None else DCEParameters()
+    report_progress = progress or (lambda fraction, message: None)
+    timer = Timer()
+    warnings: list[str] = []
+
+    with timer("checks"):
+        report_progress(0.0, "checking the input")
+        check_series(series)
+        masks = {name: read_mask(m, series, name) for name, m in
+                 (("aif-mask", aif_mask), ("mask", brain_mask), ("tumor-mask", tumor_mask)) if m is not None}
+        t10_grid = check_t10_map(t10_map, series) if t10_map is not None else None
+        mode, flip, tr = _conversion_mode(series, params, t10_grid is not None, warnings)
+        times = np.asarray(series.times, dtype=np.float64)
+        if params.rls.value != "none" or params.refine:  # torch is needed: fail now on --device cuda without one
+            from ..devices import resolve_device
+
+            resolve_device(params.device)
+        if "aif-mask" not in masks and params.population_aif is None:
+            params.population_aif = "parker"
+            warnings.append("no AIF mask given: the Parker population AIF was used (--population-aif parker)")
+        elif "aif-mask" in masks and params.population_aif is not None:
+            warnings.append("both an AIF mask and a population AIF were given: the AIF mask was used")
+            params.population_aif = None
+
+    with timer("masking"):
+        brain = masks.get("mask")
+        if brain is None:
+            from ..dsc.validation import automatic_brain_mask
+
+            brain = automatic_brain_mask(series.data)
+        arterial = masks.get("aif-mask")
+        analysed = brain | arterial if arterial is not None else brain
+        raw = series.data[analysed].astype(np.float32)
+        if not np.isfinite(raw).all():
+            bad = int((~np.isfinite(raw)).any(axis=1).sum())
+            raise InputError(f"{bad} voxels inside the analysed region contain NaN or infinite values; replace them "
+                             "(e.g. with 0) or exclude them with --mask")
+        in_brain = brain[analysed]
+        t10 = (t10_grid[analysed] if t10_grid is not None else params.t10)
+        if t10_grid is not None:
+            check_t10_values(t10)
+
+    report_progress(0.05, "converting to concentration")
+    with timer("conversion"):
+        if params.baseline_frames is not None:
+            n_base = params.baseline_frames
+        else:
+            n_base = detect_baseline_frames(raw[in_brain].mean(axis=0))
+        if n_base > times.size - 4:
+            raise InputError(f"the baseline ({n_base} frames) leaves fewer than 4 post-contrast frames of "
+                             f"{times.size}; check --baseline-frames")
+        conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params)
+        if clipped:
+            warnings.append(f"{clipped} samples lay above the SPGR maximum signal (noise on saturated voxels) "
+                            "and were clipped before the inversion")
+
+    report_progress(0.1, "arterial input function")
+    with timer("aif"):
+        aif_delay = None
+        if arterial is not None:
+            aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
+        else:
+            aif_curve, aif_delay = aif_mod.population_aif(times, conc[in_brain].mean(axis=0), params.hematocrit,
+                                                          params.max_delay)
+
+    report_progress(0.15, f"fitting {params.model.value}")
+    brain_conc = conc[in_brain]
+    with timer("model_fit"):
+        model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay, refine=params.refine,
+                        refine_iterations=params.refine_iterations, device=params.device,
+                        chunk_voxels=params.chunk_voxels)
+        fit = model.fit(brain_conc, progress=lambda f: report_progress(0.15 + 0.3 * f, f"fitting {params.model.value}"))
+
+    rls_out = None
+    if params.rls.value != "none":
+        exclude = np.zeros(int(brain.sum()), bool)  # brain rows left out of per-case training
+        if "tumor-mask" in masks:
+            exclude = exclude | masks["tumor-mask"][brain]
+        if arterial is not None:
+            exclude = exclude | arterial[brain]
+        rls_out = run_rls(ser[in_brain], times, n_base, params, exclude, raw[in_brain, :n_base].mean(axis=1),
+                          timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m))
+
+    report_progress(0.92, "computing maps")
+    with timer("maps"):
+        values: dict[str, np.ndarray] = {}
+        if rls_out is not None:
+            values.update(rls_out.maps)
+        fit_values = {"ktrans": fit.ktrans, "ve": fit.ve, "vp": fit.vp, "kep": fit.kep}
+        for name in MODEL_MAPS[params.model]:
+            values[name] = fit_values[name]
+        if params.max_delay > 0:
+            values["delay"] = fit.delay
+        values["fit_r2"] = fit.r2
+        maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
+
+    report = _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
+                     values, maps, rls_out, unit, timer, warnings)
+    report_progress(1.0, "done")
+    aif_voxels = arterial.copy() if arterial is not None else None
+    curve_data = {"measured": brain_conc.astype(np.float32), "fitted": fit.fitted, "unit": unit,
+                  "rls": rls_out, "to_units": lambda ser_hat: to_units(ser_hat, in_brain)}
+    return DCEResult(maps, times, aif_curve, aif_voxels, brain, report,
+                     extras={"fit": fit, "baseline_frames": n_base, "curve_data": curve_data})
+
+
+# ---------------------------------------------------------------------------------------------
+def _conversion_mode(series: Volume, params: DCEParameters, have_map: bool, warnings: list[str]):
+    """'concentration' (input is C), 'spgr' (quantitative) or 'relative' (no T10), with flip and TR."""
+    flip = params.flip_angle if params.flip_angle is not None else series.acquisition.flip_angle
+    tr = params.tr if params.tr is not None else series.acquisition.repetition_time
+    if params.input_kind is InputKind.CONCENTRATION:
+        return "concentration", flip, tr
+    if have_map or params.t10 is not None:
+        missing = [name for name, v in (("--flip-angle DEG", flip), ("--tr S", tr)) if v is None]
+        if missing:
+            raise InputError(f"signal -> concentration with T10 needs the flip angle and TR, which the file does not "
+                             f"give: add {' and '.join(missing)} (or drop --t10 for relative enhancement)")
+        if tr > 1:
+            raise InputError(f"TR = {tr} from the file does not look like seconds; give --tr in seconds")
+        return "spgr", float(flip), float(tr)
+    warnings.append("no T10 given: relative enhancement (S/S0 - 1) is used as concentration, so Ktrans, ve and vp "
+                    "are semi-quantitative; give --t10 (a value or a map), --flip-angle and --tr for mM")
+    return "relative", flip, tr
+
+
+def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters):
+    """(conc, ser, unit, to_units, clipped) for the analysed voxels; ``to_units(ser, rows)`` maps
+    SER curves of the rows back into the units of ``conc`` (for the RLS reconstruction)."""
+    r1 = params.relaxivity
+    if mode == "concentration":
+        conc = raw
+        t10n = NOMINAL["t10"] if t10 is None else t10
+        f, r = flip or NOMINAL["flip_angle"], tr or NOMINAL["tr"]
+        ser = ser_from_concentration(conc, t10n, f, r, r1)
+        return (conc, ser, "concentration (mM)",
+                lambda s, rows: concentration_from_ser(s, _rows(t10n, rows), f, r, r1)[0], 0)
+    ser, _ = enhancement_ratio(raw, n_base)
+    if mode == "relative":
+        return ser, ser, "relative enhancement (S/S0 - 1)", lambda s, rows: s, 0
+    conc, clipped = concentration_from_ser(ser, t10, flip, tr, r1)
+    return (conc, ser, "concentration (mM)",
+            lambda s, rows: concentration_from_ser(s, _rows(t10, rows), flip, tr, r1)[0], clipped)
+
+
+def _rows(t10, rows):
+    return t10[rows] if np.ndim(t10) == 1 else t10
+
+
+def _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks, values,
+            maps, rls_out, unit, timer, warnings) -> dict:
+    report = {
+        "pipeline": "dce",
+        "input": {"shape": list(series.data.shape), "frames": int(series.n_frames),
+                  "frame_interval_s": float(np.median(np.diff(times))), "duration_s": float(times[-1] - times[0]),
+                  "flip_angle_deg": flip, "tr_s": tr},
+        "parameters": params.to_json(),
+        "versions": versions(),
+        "conversion": {"mode": mode, "semi_quantitative": mode == "relative", "baseline_frames": int(n_base)},
+        "units": {"concentration": "mM" if mode != "relative" else "relative_enhancement",
+                  "curves": unit, **{name: MAP_INFO[name][0] for name in maps}},
+        "aif": {"source": "mask" if arterial is not None else params.population_aif,
+                "n_voxels": int(arterial.sum()) if arterial is not None else 0,
+                "peak": float(aif_curve.max()), "peak_time_s": float(times[int(np.argmax(aif_curve))]),
+                **({"population_delay_s": aif_delay} if aif_delay is not None else {})},
+        "brain_voxels": int(brain.sum()),
+        "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
+        "summary": {"brain": {name: summarise(v) for name, v in values.items()}},
+        "timings_s": timer.seconds,
+        "warnings": warnings,
+    }
+    if rls_out is not None:
+        report["rls"] = rls_out.info
+    if "tumor-mask" in masks:
+        inside = masks["tumor-mask"][brain]
+        report["summary"]["tumor"] = {name: summarise(v[inside]) for name, v in values.items()}
+        report["summary"]["non_tumor"] = {name: summarise(v[~inside]) for name, v in values.items()}
+    return report
+
+
+def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(mask.shape, np.float32)
+    out[mask] = values
+    return out

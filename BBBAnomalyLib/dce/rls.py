@@ -1,0 +1,181 @@
+"""Residual leakage signal (RLS): an autoencoder of normal enhancement curves, and its residual.
+
+Seed: dce-unsupervised-bbb-leakage (see ../shared/METHODS.md). Each voxel curve becomes a signal
+enhancement ratio SER(t) = S(t)/S0 - 1; the network sees x = (SER - min SER)/15 with the
+pre-contrast entries set to 0 and 4 entries of 1 appended (a fixed "box" that anchors the scale).
+A fully connected 64-32-16-8 autoencoder, trained with an L1 loss on normal-appearing brain
+curves only, reconstructs normal enhancement; what it cannot reconstruct is abnormal. The mean
+signed residual r = x - x̂ over the post-contrast entries is split into its positive part (RLS:
+more, or more persistent, enhancement than normal tissue: leakage) and its negative part (the
+vascular signal); both and the mean |r| are reported in percent SER (x 15 x 100), as the seed does.
+
+Curves of any frame count and interval meet the fixed-size network by linear resampling on the
+time axis to ``n_frames`` points spanning the acquisition (the same rule for the per-case model
+and the bundled one). A per-case model is trained on that case's own resampled curves, so the
+resampling never changes what "normal" looks like; the bundled model assumes a protocol like the
+one it was trained on (its card says which) and warns otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SER_SCALE = 15.0  # the seed's normalisation constant; maps are shown x SER_SCALE x 100 (percent SER)
+BOX_ENTRIES = 4
+MAX_TRAINING_SER = 15.0  # training curves with a larger peak SER are dropped (seed)
+LEARNING_RATE = 1e-3  # the seed's 1e-4 suits millions of cohort curves; per-case training has ~1000 steps
+BATCH_SIZE = 512
+
+
+def build_autoencoder(n_inputs: int = 64, hidden: tuple[int, ...] = (32, 16, 8)):
+    """The seed's fully connected autoencoder: LeakyReLU layers, sigmoid output."""
+    import torch.nn as nn
+
+    sizes = [n_inputs, *hidden]
+    enc, dec = [], []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        enc += [nn.Linear(a, b), nn.LeakyReLU()]
+    rev = sizes[::-1]
+    for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
+        dec += [nn.Linear(a, b), nn.Sigmoid() if i == len(rev) - 2 else nn.LeakyReLU()]
+    return nn.Sequential(nn.Sequential(*enc), nn.Sequential(*dec))
+
+
+def resample_weights(times: np.ndarray, n_frames: int):
+    """Indices and weights for linear interpolation of curves onto ``n_frames`` uniform points
+    spanning [times[0], times[-1]] (shared by all voxels, so resampling is two gathers)."""
+    grid = np.linspace(times[0], times[-1], n_frames)
+    idx = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, times.size - 2)
+    w = ((grid - times[idx]) / (times[idx + 1] - times[idx])).clip(0.0, 1.0).astype(np.float32)
+    return grid, idx, w
+
+
+def network_input(ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames: int):
+    """x (n, n_frames + 4) float32, the resampled grid times, and the post-contrast grid mask."""
+    grid, idx, w = resample_weights(times, n_frames)
+    res = ser[:, idx] * (1.0 - w) + ser[:, idx + 1] * w
+    post = grid >= times[n_baseline] - 1e-9  # grid points after the last pre-contrast frame
+    x = (res - res.min(axis=1, keepdims=True)) / SER_SCALE
+    x[:, ~post] = 0.0
+    x = np.concatenate([x, np.ones((x.shape[0], BOX_ENTRIES), np.float32)], axis=1)
+    return np.clip(x, 0.0, None).astype(np.float32), grid, post
+
+
+def training_rows(ser: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Rows usable for training: eligible (normal-appearing brain) and peak SER below the seed's limit."""
+    return eligible & (np.nanmax(ser, axis=1) < MAX_TRAINING_SER) & np.isfinite(ser).all(axis=1)
+
+
+def train_autoencoder(x: np.ndarray, epochs: int = 8, seed: int = 0, device="cpu", max_voxels: int = 60000,
+                      context=None, progress=None, log=None):
+    """Train the autoencoder (L1 loss, Adam) on rows of x (at most ``max_voxels``, sampled). ``context``:
+    a training.DistributedContext for DistributedDataParallel (each rank trains on its share of every
+    epoch's permutation). Returns (model, per-epoch mean loss)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    previous_threads = torch.get_num_threads()
+    if str(getattr(context, "device", device)) == "cpu":
+        # one thread per process: this network is so small that a second thread costs more in
+        # synchronisation than it gains (measured on 2 cores: 2.6 s vs 4.3 s for 60k curves x 8
+        # epochs, and 50x slower when another process is busy on the other core)
+        torch.set_num_threads(1)
+    try:
+        return _train(x, epochs, seed, device, max_voxels, context, progress, log, rng)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(x, epochs, seed, device, max_voxels, context, progress, log, rng):
+    import torch
+
+    if x.shape[0] > max_voxels:
+        x = x[np.sort(rng.choice(x.shape[0], max_voxels, replace=False))]
+    torch.manual_seed(seed)
+    model = build_autoencoder(x.shape[1])
+    dev = torch.device(device) if not hasattr(device, "type") else device
+    if context is not None:
+        net = context.wrap(model)
+        dev = context.device
+        rank, world = context.rank, context.world_size
+    else:
+        net = model.to(dev)
+        rank, world = 0, 1
+    # Batches by slicing a shuffled tensor: a DataLoader over a TensorDataset collates sample by
+    # sample, which costs more than the whole forward/backward pass of this tiny network. Under
+    # DistributedDataParallel every rank draws the same permutation (same seed) and takes its own
+    # equal share, as a DistributedSampler would.
+    data = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+    per_rank = data.shape[0] // world
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    loss_fn = torch.nn.L1Loss()
+    losses = []
+    for epoch in range(epochs):
+        order = torch.randperm(data.shape[0], generator=gen)[rank * per_rank:(rank + 1) * per_rank].to(dev)
+        total, count = 0.0, 0
+        n_batches = max(per_rank // BATCH_SIZE, 1)
+        for b in range(n_batches):
+            batch = data[order[b * BATCH_SIZE:(b + 1) * BATCH_SIZE]]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(batch), batch)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * batch.shape[0]
+            count += batch.shape[0]
+        losses.append(total / max(count, 1))
+        if log is not None:
+            log(epoch, losses[-1])
+        if progress is not None:
+            progress((epoch + 1) / epochs, f"training the RLS autoencoder (epoch {epoch + 1}/{epochs})")
+    model.eval()
+    return model, losses
+
+
+def reconstruct(model, x: np.ndarray, device="cpu", chunk: int = 65536) -> np.ndarray:
+    """x̂ for all rows in memory-bounded batched passes."""
+    import torch
+
+    model = model.to(device).eval()
+    out = np.empty_like(x)
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], chunk):
+            xb = torch.from_numpy(x[start:start + chunk]).to(device)
+            out[start:start + chunk] = model(xb).cpu().numpy()
+    return out
+
+
+def residual_maps(x: np.ndarray, x_hat: np.ndarray, post: np.ndarray) -> dict[str, np.ndarray]:
+    """rls (positive mean residual), rls_vascular (negative part, as a positive number) and rls_abs
+    (mean |residual|), all in percent SER, over the post-contrast entries (the box excluded)."""
+    n = post.size
+    r = (x[:, :n] - x_hat[:, :n])[:, post]
+    mean = r.mean(axis=1) * SER_SCALE * 100.0
+    return {"rls": np.maximum(mean, 0.0), "rls_vascular": np.maximum(-mean, 0.0),
+            "rls_abs": np.abs(r).mean(axis=1) * SER_SCALE * 100.0}
+
+
+def ser_from_reconstruction(x_hat: np.ndarray, ser: np.ndarray, times: np.ndarray,
+                            grid: np.ndarray, post: np.ndarray) -> np.ndarray:
+    """The reconstruction back in SER on the frame times (undoing the per-curve offset and the
+    resampling), for plotting next to the measured curves; 0 before the contrast arrives."""
+    n = post.size
+    # x = (SER - min)/15 on the post-contrast entries, so SER_hat = 15·x̂ + min (min from the data)
+    _, idx, w = resample_weights(times, n)
+    res = ser[:, idx] * (1.0 - w) + ser[:, idx + 1] * w
+    minimum = res.min(axis=1, keepdims=True)
+    rec = np.where(post, x_hat[:, :n] * SER_SCALE + minimum, 0.0)
+    # np.interp is 1D: back onto the frame times with one weight matrix shared by all voxels
+    return (rec @ _interp_matrix(grid, times)).astype(np.float32)
+
+
+def _interp_matrix(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(len(grid), len(times)) matrix M with values_on_times = values_on_grid @ M (linear interpolation)."""
+    m = np.zeros((grid.size, times.size), np.float32)
+    pos = np.interp(times, grid, np.arange(grid.size))
+    lo = np.clip(np.floor(pos).astype(int), 0, grid.size - 1)
+    hi = np.clip(lo + 1, 0, grid.size - 1)
+    frac = (pos - lo).astype(np.float32)
+    m[lo, np.arange(times.size)] += 1.0 - frac
+    m[hi, np.arange(times.size)] += frac
+    return m

@@ -1,0 +1,96 @@
+"""The RLS step of the pipeline: network input -> autoencoder (per case or bundled) -> residual maps.
+
+Kept apart from :mod:`.rls` (the network and its preprocessing, shared with cohort training) so
+that the pipeline reads as a list of steps and the model source logic lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from . import rls
+from .parameters import DCEParameters, RLSSource
+
+#: Voxels whose baseline signal is below this fraction of the brain median are not trained on
+#: (background and noise-floor voxels; the seed drops mean signal <= 20 in its scanner units).
+MIN_SIGNAL_FRACTION = 0.05
+
+
+@dataclass
+class RLSOutput:
+    maps: dict[str, np.ndarray]  # rls, rls_vascular, rls_abs per brain voxel [% SER]
+    info: dict  # for the report
+    x: np.ndarray = field(repr=False, default=None)
+    x_hat: np.ndarray = field(repr=False, default=None)
+    ser: np.ndarray = field(repr=False, default=None)
+    grid: np.ndarray = field(repr=False, default=None)
+    post: np.ndarray = field(repr=False, default=None)
+    model: object = field(repr=False, default=None)
+
+    def ser_reconstruction(self, times: np.ndarray) -> np.ndarray:
+        """The network's reconstruction as SER on the frame times."""
+        return rls.ser_from_reconstruction(self.x_hat, self.ser, times, self.grid, self.post)
+
+
+def load_bundled(name_or_path: str):
+    """(model, n_frames, card) from a bundled weights name or a .pt file (checked, weights_only)."""
+    from ..weights import entry, load_state_dict
+
+    path = Path(name_or_path)
+    card = entry(name_or_path) if (not path.suffix and not path.exists()) else {}
+    state = load_state_dict(name_or_path)
+    first = next(k for k in state if k.endswith("weight"))
+    n_inputs = int(state[first].shape[1])
+    model = rls.build_autoencoder(n_inputs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"the weights {name_or_path} do not fit the RLS autoencoder ({exc.__class__.__name__}); "
+                         "were they trained with `bbbanomaly train dce-rls`?") from None
+    return model.eval(), n_inputs - rls.BOX_ENTRIES, card
+
+
+def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParameters, exclude: np.ndarray,
+            s0: np.ndarray, timer, warnings: list[str], progress) -> RLSOutput:
+    import torch
+
+    from ..devices import resolve_device
+
+    if params.threads:
+        torch.set_num_threads(int(params.threads))
+    device = resolve_device(params.device)
+    info: dict = {"source": params.rls.value, "device": device.type}
+    if params.rls is RLSSource.BUNDLED:
+        with timer("rls_load"):
+            model, n_frames, card = load_bundled(params.rls_weights)
+        info.update(weights=params.rls_weights, frames=n_frames, sha256=card.get("sha256"))
+        proto = card.get("protocol") or {}
+        duration = float(times[-1] - times[0])
+        if proto and abs(duration - proto.get("duration_s", duration)) > 0.2 * proto.get("duration_s", duration):
+            warnings.append(f"the bundled RLS weights were trained on {proto['duration_s']:.0f} s acquisitions and "
+                            f"this one lasts {duration:.0f} s: curves are resampled to the network's grid, which "
+                            "changes their time scale; the per-case model (--rls case) has no such mismatch")
+        x, grid, post = rls.network_input(ser, times, n_base, n_frames)
+    else:
+        n_frames = params.rls_frames
+        x, grid, post = rls.network_input(ser, times, n_base, n_frames)
+        eligible = ~exclude & (s0 > MIN_SIGNAL_FRACTION * np.median(s0))
+        rows = rls.training_rows(ser, eligible)
+        if rows.sum() < 100:
+            raise InputError(f"only {int(rows.sum())} normal-appearing brain voxels are left to train the RLS "
+                             "autoencoder on; give a larger brain mask, or use --rls bundled")
+        with timer("rls_training"):
+            model, losses = rls.train_autoencoder(x[rows], epochs=params.rls_epochs, seed=params.seed, device=device,
+                                                  max_voxels=params.rls_max_training_voxels,
+                                                  progress=lambda f, m: progress(0.9 * f, m))
+        info.update(frames=n_frames, training_voxels=int(min(rows.sum(), params.rls_max_training_voxels)),
+                    epochs=params.rls_epochs, final_l1_loss=float(losses[-1]))
+    progress(0.92, "RLS inference")
+    with timer("rls_inference"):
+        x_hat = rls.reconstruct(model, x, device=device, chunk=params.chunk_voxels)
+        maps = rls.residual_maps(x, x_hat, post)
+    return RLSOutput(maps, info, x, x_hat, ser, grid, post, model)

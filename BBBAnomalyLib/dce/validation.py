@@ -1,0 +1,52 @@
+"""Checks of DCE inputs that turn bad data into clear errors (what is wrong, and how to fix it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+
+#: Fewer frames than this cannot hold a baseline, an uptake and a wash-out phase.
+MIN_FRAMES = 8
+
+
+def check_series(series: Volume) -> None:
+    if not isinstance(series, Volume):
+        raise InputError(f"the DCE series must be a Volume, got {type(series).__name__}")
+    if not series.is_4d:
+        raise InputError(f"the DCE series is 3D {series.data.shape}; DCE needs a 4D dynamic series (x, y, z, time). "
+                         "Did you pick a single frame or a map?")
+    if series.n_frames < MIN_FRAMES:
+        raise InputError(f"the DCE series has {series.n_frames} frames; at least {MIN_FRAMES} are needed "
+                         "(pre-contrast baseline, uptake and wash-out)")
+    if series.times is None:
+        raise InputError("the DCE series has no frame times; give --times FILE or --frame-interval SECONDS")
+    if np.any(np.diff(series.times) <= 0):
+        raise InputError("the frame times of the DCE series are not strictly increasing; check --times "
+                         "(one time per frame, in seconds, in acquisition order)")
+
+
+def check_t10_map(t10: Volume, series: Volume) -> np.ndarray:
+    """The T10 map as an array on the series grid, in seconds."""
+    if not isinstance(t10, Volume):
+        raise InputError(f"the T10 map must be a Volume, got {type(t10).__name__}")
+    data = t10.data[..., 0] if t10.data.ndim == 4 and t10.data.shape[3] == 1 else t10.data
+    if data.ndim != 3:
+        raise InputError(f"the T10 map must be 3D; got shape {t10.data.shape}")
+    if not series.same_grid(Volume(data, t10.affine)):
+        raise InputError(f"the T10 map (shape {data.shape}) is not on the DCE series grid {series.spatial_shape}; "
+                         "resample it onto the series grid (e.g. Slicer 'Resample Scalar Volume' with the series "
+                         "as reference)")
+    return np.asarray(data, dtype=np.float64)
+
+
+def check_t10_values(values: np.ndarray) -> None:
+    """T10 inside the analysed voxels: finite, positive, in seconds."""
+    if not np.isfinite(values).all() or np.any(values <= 0):
+        bad = int((~np.isfinite(values) | (values <= 0)).sum())
+        raise InputError(f"the T10 map has {bad} zero, negative or non-finite values inside the brain mask; "
+                         "fill them (e.g. with 1.4 s) or exclude those voxels with --mask")
+    if np.median(values) > 20:
+        raise InputError(f"the T10 map's median is {np.median(values):.0f}: it looks like milliseconds; "
+                         "give T10 in seconds (divide the map by 1000)")

@@ -1,0 +1,14 @@
+"""Diffusion-MRI anomaly detection (seed dmri-anomaly-detection-glioma): models trained only on
+healthy brains flag tumor and infiltration in a patient's raw diffusion-weighted signal.
+
+* :func:`run_dmri` -> :class:`DMRIResult` (maps ``anomaly``, ``anomaly_mask``, ``mean_attenuation``)
+* :class:`DMRIParameters` (model vae|recdisc, threshold fixed|otsu|meanpool, device, weights)
+* :func:`read_dwi`: a DWI with FSL bval/bvec as a Volume with RAS gradients
+* :mod:`.gradients` says which acquisitions are supported; :mod:`.training` trains the models.
+"""
+
+from .dwi_io import read_dwi
+from .parameters import DMRIParameters, GradientFrame, Model, Threshold
+from .pipeline import MAP_INFO, DMRIResult, run_dmri
+
+__all__ = ["run_dmri", "DMRIResult", "DMRIParameters", "Model", "Threshold", "GradientFrame", "read_dwi", "MAP_INFO"]

@@ -1,0 +1,56 @@
+"""Reading a DWI with its gradient table into a Volume whose gradients are in RAS."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+from .gradients import to_ras
+
+
+def read_dwi(path, bval=None, bvec=None) -> Volume:
+    """A 4D DWI with ``acquisition.bvals`` and RAS ``acquisition.bvecs``.
+
+    bval/bvec: FSL files (one row of b-values; 3 rows, or 3 columns, of directions in the image's
+    axes). Without them the files beside a NIfTI (``x.bval``/``x.bvec``) are used, as FSL and
+    dcm2niix write them. The input file is never modified.
+    """
+    from ..io import read_volume
+
+    volume = read_volume(path)
+    if not volume.is_4d:
+        raise InputError(f"'{path}' is 3D {volume.data.shape}; a DWI is 4D: the b0 and diffusion-weighted volumes")
+    acq = volume.acquisition
+    bvals, bvecs = acq.bvals, acq.bvecs
+    if bval is not None or bvec is not None:
+        if bval is None or bvec is None:
+            raise InputError("give both --bval and --bvec (FSL format)")
+        bvals, bvecs = read_fsl_table(bval, bvec, volume.n_frames)
+    if bvals is None:
+        raise InputError(f"no b-values for '{path}': give --bval FILE --bvec FILE (FSL format), or put "
+                         f"{Path(str(path)).name.split('.')[0]}.bval/.bvec beside it")
+    if bvecs is None:
+        raise InputError(f"b-values but no gradient directions for '{path}': give --bvec FILE (FSL format)")
+    acq = dataclasses.replace(acq, bvals=np.asarray(bvals, np.float64),
+                              bvecs=to_ras(bvecs, volume.affine, "fsl"))
+    return Volume(volume.data, volume.affine, None, acq)
+
+
+def read_fsl_table(bval, bvec, n_volumes: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        bvals = np.loadtxt(bval, dtype=np.float64, ndmin=1).ravel()
+        bvecs = np.loadtxt(bvec, dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"could not read the FSL gradient table '{bval}' / '{bvec}': {exc}") from None
+    if bvals.size != n_volumes:
+        raise InputError(f"'{bval}' has {bvals.size} b-values but the DWI has {n_volumes} volumes; they must match "
+                         "one to one")
+    if bvecs.shape == (3, bvals.size):
+        bvecs = bvecs.T
+    if bvecs.shape != (bvals.size, 3):
+        raise InputError(f"'{bvec}' holds {bvecs.shape} numbers; FSL format is 3 rows of {bvals.size} directions")
+    return bvals, bvecs

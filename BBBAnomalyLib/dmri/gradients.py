@@ -1,0 +1,190 @@
+"""Gradient tables: frames, shell selection and spherical-harmonic resampling to the model's set.
+
+What is supported (and what is refused, with the reason):
+
+* at least one b0 volume (b < ``b0_threshold``, 150 s/mm² by default); several are averaged;
+* one shell within ``±shell_tolerance`` (30 %) of the model's b-value (1000 s/mm²); its attenuation
+  is rescaled mono-exponentially to b = 1000, ``(S/S0) ** (1000 / b)``, per volume (so b-values that
+  scatter around the nominal shell, as in dipy's 64-direction crop, are exact). Other shells of a
+  multi-shell acquisition are ignored with a warning; an acquisition without such a shell (e.g. a
+  b = 2000-only scan) is refused;
+* at least ``min_directions`` (15) unique directions (antipodal pairs count once) that span the sphere:
+  the signal is fitted with real symmetric spherical harmonics of order 6 (28 coefficients) when
+  there are 28 or more directions, else order 4 (15), with Laplace–Beltrami regularisation
+  (λ = 0.001; Descoteaux 2007), and evaluated on the model's canonical directions.
+
+Gradient directions are used in world RAS. Slicer's DWI nodes give RAS; FSL ``.bvec`` files are
+in the image's axes with x flipped when the affine's determinant is positive: :func:`to_ras`
+converts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+
+SH_LAMBDA = 0.001  # Laplace-Beltrami weight: 0.006 (dipy's ODF default) biases exp(-bD) by ~0.02-0.05 in S/S0
+DUPLICATE_DEGREES = 3.0  # directions closer than this (or to each other's antipode) count once
+
+
+def canonical_directions(n: int = 64) -> np.ndarray:
+    """``n`` unit vectors spread evenly over the half sphere (electrostatic repulsion with antipodes).
+
+    Deterministic (no random start: a Fibonacci half-sphere, then fixed repulsion steps), so the
+    same set comes back everywhere; the model card stores the set it was trained with anyway.
+    """
+    k = np.arange(n) + 0.5
+    z = 1.0 - k / n  # upper hemisphere
+    phi = np.pi * (1 + 5 ** 0.5) * k
+    r = np.sqrt(1 - z ** 2)
+    v = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    for _ in range(200):
+        both = np.concatenate([v, -v])
+        diff = v[:, None, :] - both[None, :, :]
+        dist = np.linalg.norm(diff, axis=2)
+        dist[np.arange(n), np.arange(n)] = np.inf
+        force = (diff / dist[..., None] ** 3).sum(axis=1)
+        force -= (force * v).sum(axis=1, keepdims=True) * v  # tangential part only
+        v = v + 0.01 * force / np.abs(force).max()
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return np.where(v[:, 2:3] < 0, -v, v)
+
+
+def to_ras(bvecs: np.ndarray, affine: np.ndarray, frame: str) -> np.ndarray:
+    """Gradient directions in world RAS from ``frame`` 'ras' (unchanged) or 'fsl' (image axes)."""
+    g = np.asarray(bvecs, dtype=np.float64).copy()
+    if str(getattr(frame, "value", frame)) == "ras":
+        return g
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if np.linalg.det(linear) > 0:  # FSL stores bvecs for a radiological (x-flipped) voxel order
+        g[:, 0] = -g[:, 0]
+    axes = linear / np.linalg.norm(linear, axis=0, keepdims=True)  # voxel axes in RAS (rotation + flips)
+    return g @ axes.T
+
+
+@dataclass
+class Shell:
+    """The volumes the model uses: b0 indices, the shell's indices, their b-values and RAS directions."""
+
+    b0: np.ndarray
+    index: np.ndarray
+    bvals: np.ndarray
+    directions: np.ndarray
+    nominal_b: float
+    unique_directions: int
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"b0_volumes": int(self.b0.size), "shell_volumes": int(self.index.size),
+                "shell_b": round(self.nominal_b, 1), "unique_directions": self.unique_directions,
+                "sh_order": sh_order_for(self.unique_directions)}
+
+
+def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, tolerance: float,
+                 min_directions: int) -> Shell:
+    """The b0 volumes and the one shell near ``target_b``; InputError naming what is missing."""
+    bvals = np.asarray(bvals, dtype=np.float64).ravel()
+    if bvecs is None:
+        raise InputError("the DWI has b-values but no gradient directions; give --bvec FILE (FSL format, 3 rows)")
+    bvecs = np.asarray(bvecs, dtype=np.float64)
+    if bvecs.shape != (bvals.size, 3):
+        raise InputError(f"{bvals.size} b-values but gradient table of shape {bvecs.shape}; "
+                         "bval and bvec must describe the same volumes, one direction per volume")
+    if not np.isfinite(bvals).all() or (bvals < 0).any():
+        raise InputError("the b-values contain NaN, infinite or negative values; check the bval file")
+    b0 = np.flatnonzero(bvals < b0_threshold)
+    if b0.size == 0:
+        raise InputError(f"no b0 volume (b < {b0_threshold:g} s/mm²) among b-values {_shells(bvals)}: "
+                         "S/S0 needs at least one non-diffusion-weighted volume")
+    weighted = bvals >= b0_threshold
+    norms = np.linalg.norm(np.nan_to_num(bvecs), axis=1)  # b0 rows may be NaN (dipy's crop) or zero
+    low, high = target_b * (1 - tolerance), target_b * (1 + tolerance)
+    on_shell = weighted & (bvals >= low) & (bvals <= high)
+    if not on_shell.any():
+        raise InputError(f"no shell near b = {target_b:g} s/mm² (accepted {low:g}–{high:g}); this acquisition has "
+                         f"b = {_shells(bvals)}. The models were trained on b ≈ {target_b:g} single-shell data; "
+                         "acquire (or extract) a b ≈ 1000 shell, or train a model on your own b-value with "
+                         "`bbbanomaly train dmri-vae`")
+    if not np.isfinite(bvecs[on_shell]).all() or (norms[on_shell] < 0.5).any():
+        raise InputError("some diffusion-weighted volumes on the shell have a zero or NaN gradient direction; "
+                         "check the bvec file (a b0 must have b below the b0 threshold)")
+    warnings = []
+    ignored = weighted & ~on_shell
+    if ignored.any():
+        warnings.append(f"{int(ignored.sum())} diffusion-weighted volumes outside the b ≈ {target_b:g} shell "
+                        f"(b = {_shells(bvals[ignored])}) were ignored: the model uses one shell")
+    index = np.flatnonzero(on_shell)
+    directions = bvecs[index] / norms[index, None]
+    unique = count_unique(directions)
+    if unique < min_directions:
+        raise InputError(f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; at least "
+                         f"{min_directions} are needed to resample it to the model's directions (order-4 "
+                         "spherical harmonics)")
+    nominal = float(np.median(bvals[index]))
+    if abs(nominal - target_b) > 0.05 * target_b:
+        warnings.append(f"shell b = {nominal:g} s/mm² rescaled to b = {target_b:g} assuming mono-exponential decay")
+    design = sh_basis(directions, sh_order_for(unique))
+    if np.linalg.cond(design) > 1e4:
+        raise InputError("the gradient directions do not span the sphere (e.g. all in one plane); the signal "
+                         "cannot be resampled to the model's directions")
+    return Shell(b0, index, bvals[index], directions, nominal, unique, warnings)
+
+
+def count_unique(directions: np.ndarray) -> int:
+    cos = np.abs(directions @ directions.T)
+    close = cos > np.cos(np.radians(DUPLICATE_DEGREES))
+    keep = ~np.triu(close, k=1).any(axis=0)  # a direction counts unless an earlier one matches it
+    return int(keep.sum())
+
+
+def sh_order_for(n_unique: int) -> int:
+    return 6 if n_unique >= 28 else 4
+
+
+def sh_basis(directions: np.ndarray, order: int) -> np.ndarray:
+    """Real symmetric spherical harmonics (even degrees up to ``order``) at unit ``directions``: (n, n_coef)."""
+    from scipy.special import sph_harm_y
+
+    x, y, z = np.asarray(directions, dtype=np.float64).T
+    polar = np.arccos(np.clip(z, -1, 1))
+    azimuth = np.arctan2(y, x)
+    columns = []
+    for degree in range(0, order + 1, 2):
+        for m in range(-degree, degree + 1):
+            ylm = sph_harm_y(degree, abs(m), polar, azimuth)
+            if m < 0:
+                columns.append(np.sqrt(2) * ylm.imag)
+            elif m == 0:
+                columns.append(ylm.real)
+            else:
+                columns.append(np.sqrt(2) * ylm.real)
+    return np.stack(columns, axis=1)
+
+
+def resampling_matrix(directions_in: np.ndarray, directions_out: np.ndarray, order: int,
+                      regularisation: float = SH_LAMBDA) -> np.ndarray:
+    """(n_out, n_in) matrix taking signals on ``directions_in`` to ``directions_out`` through a
+    regularised SH fit: one matrix product per voxel chunk instead of a fit per voxel."""
+    basis_in = sh_basis(directions_in, order)
+    degrees = np.concatenate([[d] * (2 * d + 1) for d in range(0, order + 1, 2)])
+    penalty = np.diag((degrees * (degrees + 1.0)) ** 2)
+    fit = np.linalg.solve(basis_in.T @ basis_in + regularisation * penalty, basis_in.T)  # (n_coef, n_in)
+    return sh_basis(directions_out, order) @ fit
+
+
+def _shells(bvals: np.ndarray) -> str:
+    rounded = np.unique(np.round(np.asarray(bvals) / 50.0) * 50.0)
+    return ", ".join(f"{b:g}" for b in rounded)
+
+
+def to_fsl(bvecs_ras: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_ras` for 'fsl': RAS directions as an FSL ``.bvec`` file holds them."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    axes = linear / np.linalg.norm(linear, axis=0, keepdims=True)
+    g = np.nan_to_num(np.asarray(bvecs_ras, dtype=np.float64)) @ np.linalg.inv(axes).T
+    if np.linalg.det(linear) > 0:
+        g[:, 0] = -g[:, 0]
+    return g

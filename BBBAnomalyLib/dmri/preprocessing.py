@@ -1,0 +1,215 @@
+"""From a DWI Volume to the network's input, and from the network's maps back to the native grid.
+
+Steps (all vectorised; the per-voxel ones run in chunks that bound memory):
+
+1. gradients to RAS and the one shell near b = 1000 (:mod:`.gradients`);
+2. brain mask (given, else Otsu on log of the mean b0), eroded by one voxel like the seed's 3³ erosion;
+3. S/S0 with S0 = mean of the b0 volumes, rescaled to b = 1000, clipped to [0, 1];
+4. spherical-harmonic resampling to the model's canonical directions (one matrix product);
+5. a fixed field of view: trilinear resampling onto a RAS-aligned grid of the model's shape and
+   voxel size, centred on the brain mask's centroid, with Gaussian anti-aliasing when the native
+   voxels are smaller. The grid's affine is kept, so maps come back onto the native voxels exactly
+   through the same world coordinates (:func:`to_native`).
+
+A head far from RAS alignment (e.g. oblique by 30°) is presented to the model rotated; the
+bundled models saw ±8° rotations in training only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..volume import Volume
+from . import gradients as grad
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a trained model expects: its canonical directions and b-value, grid shape and voxel size."""
+
+    directions: np.ndarray  # (K, 3) RAS unit vectors
+    b_value: float = 1000.0
+    shape: tuple[int, int, int] = (40, 48, 40)
+    voxel_mm: float = 4.0
+
+    @property
+    def channels(self) -> int:
+        return int(self.directions.shape[0])
+
+    def to_json(self) -> dict:
+        return {"b_value": self.b_value, "shape": list(self.shape), "voxel_mm": self.voxel_mm,
+                "directions": np.round(self.directions, 6).tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelInput":
+        return cls(np.asarray(d["directions"], dtype=np.float64), float(d["b_value"]),
+                   tuple(int(v) for v in d["shape"]), float(d["voxel_mm"]))
+
+    @classmethod
+    def default(cls) -> "ModelInput":
+        return cls(grad.canonical_directions(64))
+
+    def grid_affine(self, centre_ras: np.ndarray) -> np.ndarray:
+        affine = np.diag([self.voxel_mm] * 3 + [1.0])
+        affine[:3, 3] = np.asarray(centre_ras) - self.voxel_mm * (np.asarray(self.shape) - 1) / 2.0
+        return affine
+
+
+@dataclass
+class Prepared:
+    """The network input of one DWI and what is needed to go back to its grid."""
+
+    network_input: np.ndarray  # (K, gx, gy, gz) float32 S/S0 on the canonical directions, 0 outside the brain
+    network_mask: np.ndarray  # (gx, gy, gz) bool
+    grid_affine: np.ndarray  # 4x4 of the model grid
+    brain: np.ndarray  # (x, y, z) bool native analysed mask (eroded)
+    signal: np.ndarray  # (n_brain, K) float32 native canonical S/S0 of the analysed voxels
+    shell: grad.Shell
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_dwi(dwi: Volume) -> None:
+    if not isinstance(dwi, Volume):
+        raise InputError(f"the DWI must be a Volume, got {type(dwi).__name__}")
+    if not dwi.is_4d:
+        raise InputError(f"the DWI is 3D {dwi.data.shape}; give the 4D series of all diffusion-weighted volumes "
+                         "(b0 and one shell) with its b-values and gradient directions")
+    bvals = dwi.acquisition.bvals
+    if bvals is None:
+        raise InputError("the DWI carries no b-values; give --bval FILE and --bvec FILE (FSL format), or load "
+                         "it in Slicer as a DWI node")
+    if np.asarray(bvals).size != dwi.n_frames:
+        raise InputError(f"{np.asarray(bvals).size} b-values for {dwi.n_frames} volumes; they must match one to one")
+
+
+def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: np.ndarray | None = None,
+            b0_threshold: float = 150.0, shell_tolerance: float = 0.3, min_directions: int = 15,
+            erode: bool = True, chunk_voxels: int = 65536) -> Prepared:
+    """Preprocess ``dwi`` for a model (see the module docstring). Never modifies ``dwi``."""
+    check_dwi(dwi)
+    acq = dwi.acquisition
+    bvecs = grad.to_ras(acq.bvecs, dwi.affine, gradient_frame) if acq.bvecs is not None else None
+    shell = grad.select_shell(acq.bvals, bvecs, target_b=spec.b_value, b0_threshold=b0_threshold,
+                              tolerance=shell_tolerance, min_directions=min_directions)
+    warnings = list(shell.warnings)
+    b0 = dwi.data[..., shell.b0].astype(np.float32)
+    if brain_mask is None:
+        brain_mask, note = automatic_mask(b0.mean(axis=3))
+        if note:
+            warnings.append(note)
+    brain = _analysed_region(brain_mask, erode)
+    s0 = b0[brain].mean(axis=1)
+    if not np.isfinite(s0).all():
+        raise InputError("the b0 volumes contain NaN or infinite values inside the brain mask; fix or mask them")
+    bad = s0 <= 0
+    if bad.all():
+        raise InputError("the b0 signal is zero or negative everywhere in the brain mask; is the first volume a b0?")
+    if bad.any():
+        warnings.append(f"{int(bad.sum())} brain voxels have b0 <= 0 and were left out")
+        brain[tuple(np.argwhere(brain)[bad].T)] = False
+        s0 = s0[~bad]
+    matrix = grad.resampling_matrix(shell.directions, spec.directions, grad.sh_order_for(shell.unique_directions))
+    exponent = (spec.b_value / shell.bvals).astype(np.float32)  # per-volume mono-exponential rescaling
+    weighted = dwi.data[..., shell.index]
+    rows = np.argwhere(brain)
+    signal = np.empty((rows.shape[0], spec.channels), np.float32)
+    matrix32 = matrix.T.astype(np.float32)
+    above = 0
+    for start in range(0, rows.shape[0], chunk_voxels):
+        idx = tuple(rows[start:start + chunk_voxels].T)
+        att = weighted[idx].astype(np.float32) / s0[start:start + chunk_voxels, None]
+        if not np.isfinite(att).all():
+            raise InputError("the diffusion-weighted volumes contain NaN or infinite values inside the brain mask")
+        above += int((att > 1).sum())
+        att = np.clip(att, 0.0, 1.0)
+        signal[start:start + chunk_voxels] = np.clip((att ** exponent) @ matrix32, 0.0, 1.0)
+    if above > 0.01 * signal.size:
+        warnings.append(f"{100 * above / (rows.shape[0] * shell.index.size):.1f} % of the diffusion-weighted samples "
+                        "exceed their b0 (noise, motion or a wrong b0) and were clipped to S/S0 = 1")
+    network_input, network_mask, affine = to_model_grid(signal, brain, dwi.affine, spec)
+    if not network_mask.any():
+        raise InputError("the brain mask falls outside the model's field of view after resampling; check the "
+                         "DWI's geometry (affine) and mask")
+    return Prepared(network_input, network_mask, affine, brain, signal, shell, warnings)
+
+
+def automatic_mask(b0: np.ndarray) -> tuple[np.ndarray, str]:
+    """(head mask, note) from the mean b0: Otsu on log(b0), largest component, holes filled.
+
+    On the log scale the split falls between background and head, not between tissue and the
+    much brighter CSF (which plain Otsu on b0 picks in a crop, or at long TE). When the two
+    classes differ by less than 8× in signal there is no background (a crop inside the head):
+    then every voxel with b0 > 0 is kept, and the note says so.
+    """
+    positive = np.isfinite(b0) & (b0 > 0)
+    if positive.sum() < 8:
+        raise InputError("the b0 image has (almost) no positive signal; is the first volume a b0? Give --mask")
+    from .thresholds import otsu_threshold
+
+    log_b0 = np.log(b0[positive])
+    if log_b0.min() == log_b0.max():
+        return positive, "the b0 image is constant: every voxel with signal is analysed"
+    t = otsu_threshold(log_b0)
+    low, high = log_b0[log_b0 <= t].mean(), log_b0[log_b0 > t].mean()
+    if high - low < np.log(8.0):
+        return positive, ("automatic mask: no dark background found (a crop inside the head?), so every voxel "
+                          "with b0 > 0 is analysed; give --mask to restrict it")
+    mask = np.zeros(b0.shape, bool)
+    mask[positive] = log_b0 > t
+    labels, n = ndimage.label(mask)
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    mask = labels == (int(np.argmax(sizes)) + 1)
+    return ndimage.binary_fill_holes(mask), ""
+
+
+def _analysed_region(brain_mask: np.ndarray, erode: bool) -> np.ndarray:
+    brain = np.asarray(brain_mask, bool).copy()
+    if erode:
+        eroded = ndimage.binary_erosion(brain, np.ones((3, 3, 3), bool))
+        if eroded.sum() >= 0.25 * brain.sum():  # a thin slab or tiny crop would vanish: keep it as given
+            brain = eroded
+    if not brain.any():
+        raise InputError("the brain mask is empty")
+    return brain
+
+
+def to_model_grid(signal: np.ndarray, brain: np.ndarray, affine: np.ndarray, spec: ModelInput):
+    """(K, gx, gy, gz) channels, (gx, gy, gz) mask and the grid's affine for ``signal`` rows of ``brain``."""
+    world = affine @ np.c_[np.argwhere(brain), np.ones(int(brain.sum()))].T
+    centre = world[:3].mean(axis=1)
+    grid_affine = spec.grid_affine(centre)
+    native_voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ratio = spec.voxel_mm / native_voxel
+    sigma = np.where(ratio > 1, 0.42 * np.sqrt(np.maximum(ratio ** 2 - 1, 0)), 0.0)  # anti-aliasing, in native voxels
+    coords = _sample_coords(grid_affine, spec.shape, affine)
+    out = np.zeros((spec.channels,) + tuple(spec.shape), np.float32)
+    volume = np.zeros(brain.shape, np.float32)
+    for k in range(spec.channels):
+        volume[brain] = signal[:, k]
+        smooth = ndimage.gaussian_filter(volume, sigma) if sigma.any() else volume
+        out[k] = ndimage.map_coordinates(smooth, coords, order=1, mode="constant", cval=0.0).reshape(spec.shape)
+    weight = ndimage.map_coordinates(brain.astype(np.float32), coords, order=1, mode="constant").reshape(spec.shape)
+    mask = weight >= 0.5
+    out *= mask
+    return out, mask, grid_affine
+
+
+def to_native(grid_map: np.ndarray, grid_affine: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Trilinear samples of ``grid_map`` (model grid, or (C, gx, gy, gz)) at the native voxels of ``brain``:
+    (n_brain,) or (n_brain, C). Both grids are placed by their affines, so the geometry is exact."""
+    ijk = np.argwhere(brain)
+    world = affine @ np.c_[ijk, np.ones(len(ijk))].T
+    coords = (np.linalg.inv(grid_affine) @ world)[:3]
+    if grid_map.ndim == 3:
+        return ndimage.map_coordinates(grid_map, coords, order=1, mode="nearest").astype(np.float32)
+    return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in grid_map], 1).astype(np.float32)
+
+
+def _sample_coords(grid_affine: np.ndarray, shape, affine: np.ndarray) -> np.ndarray:
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), 0).reshape(3, -1)
+    world = grid_affine @ np.r_[ijk, np.ones((1, ijk.shape[1]))]
+    return (np.linalg.inv(affine) @ world)[:3]

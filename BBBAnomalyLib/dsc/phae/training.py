@@ -1,0 +1,147 @@
+"""Training PHAE: the self-supervised loop, DDP under torchrun, and `bbbanomaly train phae`.
+
+The loss is the decoder's reconstruction error (mean absolute error of the normalised curves); no
+map from any other method is read. A *case* is (curves (n, T), AIF (T,), frame interval): batches
+are drawn within one case (one AIF, one frame count), cases are visited in a shuffled order, and
+under torchrun each rank takes every world_size-th curve of every case, so all ranks run the same
+number of steps and DistributedDataParallel averages their gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import InputError
+
+
+@dataclass
+class TrainingCase:
+    curves: np.ndarray  # (n, T) ΔR2* [1/s], what the deconvolution would see (leakage-corrected)
+    aif: np.ndarray  # (T,)
+    frame_interval: float
+    name: str = ""
+
+
+def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr: float = 1e-3,
+          device: str = "auto", seed: int = 0, network=None, config: dict | None = None,
+          out_dir: str | Path | None = None, resume: bool = False, log=print, context=None) -> dict:
+    """Train (or fine-tune ``network``) on ``cases``; returns {"network", "history", "seconds"}.
+
+    With out_dir, rank 0 writes ``checkpoint.pt`` after every epoch (``resume=True`` continues from it).
+    Adam with cosine decay of the learning rate to 5 % over the epochs.
+    """
+    import torch
+
+    from ...training import all_reduce_mean, distributed_context, load_checkpoint, save_checkpoint
+    from .network import PHAE
+
+    if not cases:
+        raise InputError("no training cases")
+    ctx = context or distributed_context(device)
+    torch.manual_seed(seed)
+    net = network if network is not None else PHAE(**(config or {}))
+    model = ctx.wrap(net)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1), eta_min=0.05 * lr)
+    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir else None
+    first_epoch, history = 0, []
+    if resume and ckpt is not None and ckpt.is_file():
+        state = load_checkpoint(ckpt, model, opt)
+        first_epoch, history = int(state.get("epoch", 0)), json.loads(str(state.get("history", "[]")))
+        for _ in range(first_epoch):
+            sched.step()
+    shards = [(torch.as_tensor(c.curves[ctx.rank::ctx.world_size][: len(c.curves) // ctx.world_size]),
+               torch.as_tensor(c.aif[None, :]), float(c.frame_interval)) for c in cases]
+    start = time.perf_counter()
+    for epoch in range(first_epoch, epochs):
+        model.train()
+        rng = np.random.default_rng(seed + epoch)  # same order on every rank
+        steps = [(i, b) for i, (x, _, _) in enumerate(shards) for b in range(max(x.shape[0] // batch, 1))]
+        rng.shuffle(steps)
+        perms = {i: torch.as_tensor(rng.permutation(x.shape[0])) for i, (x, _, _) in enumerate(shards)}
+        total = 0.0
+        for i, b in steps:
+            x, aif, dt = shards[i]
+            idx = perms[i][b * batch:(b + 1) * batch]
+            loss = model(x[idx].to(ctx.device), aif.to(ctx.device), dt)["loss"].mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        sched.step()
+        mean = all_reduce_mean(total / max(len(steps), 1), ctx)
+        history.append(round(mean, 6))
+        if ctx.is_main:
+            log(f"epoch {epoch + 1}/{epochs}: loss {mean:.5f} ({time.perf_counter() - start:.0f} s)")
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, opt, epoch + 1, history=json.dumps(history))
+    ctx.barrier()
+    unwrapped = getattr(model, "module", model).eval()
+    return {"network": unwrapped, "history": history, "seconds": time.perf_counter() - start, "context": ctx}
+
+
+def simulated_cases(n_cases: int, curves_per_case: int, seed: int = 0, **kw) -> list[TrainingCase]:
+    from .simulate import simulate_cases
+
+    return [TrainingCase(c.curves, c.aif, c.frame_interval, f"sim{i}")
+            for i, c in enumerate(simulate_cases(n_cases, curves_per_case, seed, **kw))]
+
+
+def cases_from_folder(folder: str | Path, te: float | None = None, max_curves: int = 20000,
+                      seed: int = 0) -> list[TrainingCase]:
+    """Training curves from a folder of cases: each sub-folder holds ``signal.nii.gz`` (or .nrrd, with
+    its echo time in a JSON sidecar or --te) and optionally ``mask_aif.nii.gz`` (else the AIF is
+    selected automatically) and ``mask_brain.nii.gz``, ``mask_tumor.nii.gz``.
+
+    Curves go through the DSC pipeline's own preprocessing (ΔR2*, AIF, BSW leakage correction); the
+    pipeline runs with cSVD only because it must deconvolve something, and its maps are discarded:
+    training sees curves, never maps.
+    """
+    from ...io import read_mask, read_volume
+    from ..parameters import DSCParameters
+    from ..pipeline import run_dsc
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder of cases")
+    rng = np.random.default_rng(seed)
+    out = []
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        series_path = next((case / n for n in ("signal.nii.gz", "signal.nii", "signal.nrrd") if (case / n).is_file()),
+                           None)
+        if series_path is None:
+            continue
+        series = read_volume(series_path)
+        masks = {k: read_mask(case / f"mask_{k}.nii.gz", series, f"mask_{k}")
+                 for k in ("aif", "brain", "tumor") if (case / f"mask_{k}.nii.gz").is_file()}
+        res = run_dsc(series, DSCParameters(method="csvd", echo_time=te), aif_mask=masks.get("aif"),
+                      brain_mask=masks.get("brain"), tumor_mask=masks.get("tumor"), keep_curves=True)
+        curves = res.delta_r2s.data[res.brain_mask]
+        if curves.shape[0] > max_curves:
+            curves = curves[rng.choice(curves.shape[0], max_curves, replace=False)]
+        out.append(TrainingCase(np.ascontiguousarray(curves, np.float32), res.aif.astype(np.float32),
+                                float(res.times[1] - res.times[0]), case.name))
+    if not out:
+        raise InputError(f"no case in {folder}: each case is a sub-folder with signal.nii.gz "
+                         "(and optionally mask_aif.nii.gz, mask_brain.nii.gz)")
+    return out
+
+
+def save_weights(network, out_dir: str | Path, name: str, card: dict) -> Path:
+    """``<out_dir>/<name>.pt`` (state dict) and its model card ``<name>.json`` with the sha256."""
+    import torch
+
+    from ...weights import write_entry
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.pt"
+    torch.save({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, path)
+    write_entry({"name": name, "model": "BBBAnomalyLib.dsc.phae.network:PHAE", "config": network.config, **card},
+                path)
+    return path

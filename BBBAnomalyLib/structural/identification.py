@@ -1,0 +1,135 @@
+"""BBB status by contrastive maximum (seed cbsi-contrast-free-bbb-status).
+
+A small CNN reads [T1, FLAIR, synthetic T1Gd] tumor slices and scores *self-consistency*: is
+this synthesis the one made with the true ET label? At inference both syntheses (ET+ enhancing,
+ET- non-enhancing) are scored on every tumor slice; per label, S = fraction of tumor slices
+scoring >= λc (0.5). The larger wins (contrastive maximum): S+ > S- means the enhancing
+synthesis is the consistent one, i.e. the BBB is disrupted.
+
+The call is the contrastive maximum itself (ties S+ = S- are decided by the mean slice scores).
+Beside it, a calibrated probability (Platt scaling): p(disrupted) = sigmoid(a (S+ - S-) + b), with
+(a, b) fitted on calibration cases by ``train bbb-identifier`` and stored with the weights. The
+two can disagree near the boundary (a call "disrupted" with p = 0.45): p is how often such a
+score difference was disrupted in the calibration cases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class IdentificationCNN(nn.Module):
+    """[T1, FLAIR, synthetic T1Gd] slice -> self-consistency logit."""
+
+    def __init__(self, width: int = 16, crop: int = 32):
+        super().__init__()
+        self.config = {"width": width, "crop": crop}
+        self.crop = crop  # the network sees a crop x crop window centred on the slice's tumor
+        layers, c = [], 3
+        for ch in (width, 2 * width, 4 * width, 4 * width):
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), nn.GroupNorm(math.gcd(8, ch), ch), nn.ReLU()]
+            c = ch
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(2 * c, 1)
+        # Platt calibration of the volume-level score difference, fitted after training.
+        self.register_buffer("calibration", torch.tensor([8.0, 0.0]))
+
+    def forward(self, x):
+        h = self.features(x)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # max: small enhancing foci
+        return self.head(pooled)[:, 0]
+
+
+def tumor_crops(images, roi, size: int) -> np.ndarray:
+    """(n, c, size, size): each slice's window centred on its ROI's centroid (padded with -1).
+
+    A small CNN on a CPU learns the enhancement pattern much faster from the tumor's
+    neighbourhood than from the whole slice, where the tumor is 1-2 % of the pixels."""
+    stack = np.stack([np.asarray(a, np.float32) for a in images], axis=1)
+    n, c, h, w = stack.shape
+    half = size // 2
+    padded = np.full((n, c, h + size, w + size), -1.0, np.float32)
+    padded[:, :, half:half + h, half:half + w] = stack
+    roi = np.asarray(roi, np.float32)
+    out = np.empty((n, c, size, size), np.float32)
+    for i in range(n):  # one window per slice: n is tens of slices, not voxels
+        weight = roi[i] if roi[i].sum() > 0 else np.ones((h, w), np.float32)
+        cy = int(round(float((weight.sum(1) * np.arange(h)).sum() / weight.sum())))
+        cx = int(round(float((weight.sum(0) * np.arange(w)).sum() / weight.sum())))
+        out[i] = padded[i, :, cy:cy + size, cx:cx + size]
+    return out
+
+
+@torch.no_grad()
+def slice_scores(model, t1, flair, synthetic, roi=None, chunk: int = 64, device=None) -> np.ndarray:
+    """Self-consistency probabilities of (n, H, W) slices (all on [-1, 1]) around their ``roi``."""
+    device = device or torch.device("cpu")
+    model.eval()
+    if roi is None:
+        roi = np.ones(np.shape(t1), np.float32)
+    x = torch.as_tensor(tumor_crops((t1, flair, synthetic), roi, model.crop))
+    out = [torch.sigmoid(model(x[i:i + chunk].to(device))).cpu() for i in range(0, x.shape[0], chunk)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class StatusCall:
+    call: str  # "intact" | "disrupted"
+    probability: float  # calibrated p(disrupted)
+    s_enhancing: float  # S+: fraction of tumor slices where the enhancing synthesis scores >= λc
+    s_non_enhancing: float  # S-
+    mean_enhancing: float
+    mean_non_enhancing: float
+    n_slices: int
+
+    def to_json(self) -> dict:
+        return {"call": self.call, "probability": self.probability,
+                "per_label_scores": {"enhancing": self.s_enhancing, "non_enhancing": self.s_non_enhancing,
+                                     "mean_slice_score_enhancing": self.mean_enhancing,
+                                     "mean_slice_score_non_enhancing": self.mean_non_enhancing},
+                "tumor_slices": self.n_slices}
+
+
+def contrastive_maximum(scores_enhancing, scores_non_enhancing, threshold: float = 0.5,
+                        calibration=(8.0, 0.0)) -> StatusCall:
+    """The volume's BBB status from per-slice self-consistency scores of the two syntheses."""
+    plus = np.asarray(scores_enhancing, np.float64)
+    minus = np.asarray(scores_non_enhancing, np.float64)
+    if plus.shape != minus.shape or plus.size == 0:
+        raise ValueError("both syntheses need a score on the same, non-empty set of tumor slices")
+    s_plus, s_minus = float(np.mean(plus >= threshold)), float(np.mean(minus >= threshold))
+    m_plus, m_minus = float(plus.mean()), float(minus.mean())
+    difference = s_plus - s_minus if s_plus != s_minus else 0.1 * (m_plus - m_minus)
+    a, b = (float(v) for v in calibration)
+    p = float(1.0 / (1.0 + np.exp(-(a * difference + b))))
+    return StatusCall("disrupted" if difference > 0 else "intact", p, s_plus, s_minus, m_plus, m_minus, int(plus.size))
+
+
+def volume_difference(scores_enhancing, scores_non_enhancing, threshold: float = 0.5) -> float:
+    """S+ - S- (with the tie rule of :func:`contrastive_maximum`): the statistic that is calibrated."""
+    call = contrastive_maximum(scores_enhancing, scores_non_enhancing, threshold, (1.0, 0.0))
+    return float(np.log(call.probability / (1 - call.probability)))
+
+
+def fit_platt(differences, labels) -> tuple[float, float]:
+    """(a, b) of p = sigmoid(a d + b) by maximum likelihood (a >= 0; mild ridge keeps it finite
+    when the calibration set is perfectly separated)."""
+    d = torch.as_tensor(np.asarray(differences, np.float64))
+    y = torch.as_tensor(np.asarray(labels, np.float64))
+    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([params], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(params[0].abs() * d + params[1], y) + 1e-3 * (params ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(params[0].detach().abs()), float(params[1].detach())

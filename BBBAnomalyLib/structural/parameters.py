@@ -1,0 +1,52 @@
+"""Parameters of the T1/FLAIR pipeline (typed dataclass; defaults are the bundled demo models)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import InputError
+
+DEFAULT_SYNTHESIS = "t1flair-diffusion-phantom"
+DEFAULT_IDENTIFIER = "t1flair-identifier-phantom"
+DEFAULT_CAE = "t1flair-cae-phantom"
+
+
+@dataclass
+class T1FlairParameters:
+    """steps: DDIM sampler steps (the seed used 100; 4 keeps a whole brain under a minute on a CPU).
+    size: the network's in-plane size; None = the size the synthesis weights were trained at.
+    Weights: a bundled name or a .pt file with its .json model card beside it."""
+
+    steps: int = 4
+    device: str = "auto"  # auto, cpu or cuda
+    synthesis_weights: str = DEFAULT_SYNTHESIS
+    identifier_weights: str = DEFAULT_IDENTIFIER
+    cae_weights: str = DEFAULT_CAE
+    size: int | None = None
+    seed: int = 0  # the sampler's starting noise: same seed, same synthesis
+    slice_threshold: float = 0.5  # λc: a tumor slice counts for a label when its score reaches this
+    segmentation_threshold: float = 0.5  # tumor = segmentation-head probability >= this
+    min_tumor_voxels: int = 50  # a segmented tumor smaller than this is low-confidence
+    anomaly_map: bool = True  # run the 3D autoencoder
+    detail_from_t1: bool = True  # add the synthesis's change to the native-resolution T1 (see pipeline.py)
+    chunk_slices: int = 16  # slices per network batch (x2: both ET labels); bounds memory
+    threads: int | None = None  # torch CPU threads during the run (None = torch's default); 1 is fastest on a busy CPU
+
+    def __post_init__(self):
+        if not 1 <= int(self.steps) <= 1000:
+            raise InputError("--steps must be between 1 and 1000 (4 is the CPU default; the seed used 100)")
+        self.steps = int(self.steps)
+        if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
+        if self.size is not None and (int(self.size) < 16 or int(self.size) % 8):
+            raise InputError("--size must be a multiple of 8 and at least 16 (e.g. 64, 96, 128)")
+        for name in ("slice_threshold", "segmentation_threshold"):
+            if not 0 < getattr(self, name) < 1:
+                raise InputError(f"{name} must lie in (0, 1)")
+        if self.threads is not None and int(self.threads) < 1:
+            raise InputError("--threads must be >= 1")
+        if self.chunk_slices < 1 or self.min_tumor_voxels < 0:
+            raise InputError("chunk_slices must be >= 1 and min_tumor_voxels >= 0")
+
+    def to_json(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,238 @@
+"""The T1/FLAIR pipeline: synthetic T1Gd, BBB status and a 3D-autoencoder anomaly map.
+
+``run_t1flair`` is the one documented entry point; `bbbanomaly t1flair`, the Slicer panel and
+the worker are thin layers over it. Steps: FLAIR onto the T1 grid -> brain mask (given or
+automatic) -> histogram-mode normalisation -> brain slices resampled to the network size ->
+deterministic few-step synthesis with both ET labels -> tumor ROI (the user's, or the
+segmentation head's) -> contrastive maximum over the two syntheses -> BBB status -> the
+synthesis of the called label, back on the native T1 grid -> 3D autoencoder anomaly map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import read_mask
+from ..report import Timer, dump_json, summarise, versions
+from ..volume import Volume
+from .normalisation import from_unit, normalise
+from .parameters import T1FlairParameters
+from .preprocessing import SliceGrid, automatic_brain_mask, flair_on_t1_grid
+
+#: Map name -> (unit, description); the order is the order of the outputs.
+MAP_INFO = {
+    "synthetic_t1gd": ("a.u. 0-255", "synthetic contrast-enhanced T1 made with the called ET label, on the seed's "
+                                      "normalised scale (normal white matter near 99)"),
+    "anomaly": ("a.u.", "3D autoencoder residual |T1, FLAIR - reconstruction| (normalised [-1, 1] units)"),
+    "tumor_probability": ("probability", "whole-tumor probability from the diffusion model's segmentation head"),
+    "synthetic_t1gd_enhancing": ("a.u. 0-255", "synthesis with ET = enhancing (disrupted BBB)"),
+    "synthetic_t1gd_non_enhancing": ("a.u. 0-255", "synthesis with ET = non-enhancing (intact BBB)"),
+}
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class T1FlairResult:
+    """Maps (Volumes on the T1 grid with the T1 affine), the masks used and a JSON-ready report."""
+
+    maps: dict[str, Volume]
+    brain_mask: np.ndarray
+    tumor_roi: np.ndarray
+    report: dict
+    extras: dict = field(default_factory=dict)
+
+    def curves(self):
+        """No curves: this pipeline has no time axis."""
+        return None
+
+    def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
+        """`<map><suffix>`, brain_mask, tumor_roi and report.json, all or nothing (".nii.gz" or ".nrrd")."""
+        from ..io import write_volume
+        from ..outputs import atomic_output_dir
+
+        template = next(iter(self.maps.values()))
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            for name, vol in self.maps.items():
+                write_volume(vol, tmp / f"{name}{suffix}")
+            for name, mask in (("brain_mask", self.brain_mask), ("tumor_roi", self.tumor_roi)):
+                write_volume(Volume(mask.astype(np.uint8), template.affine.copy()), tmp / f"{name}{suffix}")
+            dump_json(self.report, tmp / "report.json")
+        return Path(out_dir).resolve()
+
+
+def run_t1flair(t1: Volume, flair: Volume, params: T1FlairParameters | None = None, *, brain_mask=None,
+                tumor_mask=None, progress: ProgressCallback | None = None) -> T1FlairResult:
+    """Synthetic T1Gd, BBB status and anomaly map from a non-contrast T1 and a T2-FLAIR.
+
+    t1, flair:  3D Volumes; the FLAIR is resampled onto the T1 grid when its grid differs.
+    brain_mask: boolean array or Volume on the T1 grid; None = automatic.
+    tumor_mask: where the BBB status is decided; None = the segmentation head's tumor.
+    progress:   callback(fraction, message); raise CancelledError from it to stop.
+    """
+    import torch
+
+    params = dataclasses.replace(params) if params is not None else T1FlairParameters()
+    previous_threads = torch.get_num_threads()
+    if params.threads:
+        torch.set_num_threads(int(params.threads))
+    try:
+        return _run(t1, flair, params, brain_mask, tumor_mask, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
+    import torch
+
+    from ..devices import resolve_device
+    from . import cae as cae_mod
+    from .diffusion import sample_both_labels
+    from .identification import contrastive_maximum, slice_scores
+    from .models import load
+
+    report_progress = progress or (lambda fraction, message: None)
+    timer, warnings = Timer(), []
+    with timer("checks"):
+        report_progress(0.0, "checking the input")
+        if not isinstance(t1, Volume) or not isinstance(flair, Volume):
+            raise InputError("the T1 and the FLAIR must be Volumes (read them with BBBAnomalyLib.io.read_volume)")
+        if t1.is_4d and t1.n_frames > 1:
+            raise InputError(f"the T1 is 4D {t1.data.shape}; give a single 3D volume")
+        t1_data = np.asarray(t1.data[..., 0] if t1.data.ndim == 4 else t1.data, np.float32)
+        t1_grid = Volume(t1_data, t1.affine)
+        flair_data = flair_on_t1_grid(t1_grid, flair, warnings)
+        brain = (read_mask(brain_mask, t1_grid, "mask") if brain_mask is not None
+                 else automatic_brain_mask(t1_data, flair_data, warnings))
+        user_tumor = read_mask(tumor_mask, t1_grid, "tumor-mask") & brain if tumor_mask is not None else None
+        if user_tumor is not None and not user_tumor.any():
+            raise InputError("the tumor mask does not overlap the brain mask; draw it inside the brain")
+    device = resolve_device(params.device)
+    with timer("load_models"):
+        report_progress(0.03, "loading the models")
+        diffusion, dcard = load(params.synthesis_weights, "diffusion", device)
+        identifier, icard = load(params.identifier_weights, "identifier", device)
+        cae, ccard = load(params.cae_weights, "cae", device) if params.anomaly_map else (None, None)
+        if icard.get("synthesis_sha256") and icard["synthesis_sha256"] != dcard.get("sha256"):
+            warnings.append("the identifier was trained on the syntheses of other diffusion weights "
+                            f"({icard.get('synthesis_weights')}); its BBB status may not mean much with these")
+        size = int(params.size or dcard["size"])
+        if size != dcard["size"]:
+            warnings.append(f"network size {size} differs from the {dcard['size']} the synthesis weights were "
+                            "trained at; results may degrade")
+    with timer("preprocessing"):
+        report_progress(0.05, "normalising and resampling the slices")
+        n_t1, n_flair = normalise(t1_data, brain, "t1"), normalise(flair_data, brain, "flair")
+        grid = SliceGrid.around(brain, t1.affine, size)
+        net_t1, net_flair = grid.to_network(n_t1, -1.0), grid.to_network(n_flair, -1.0)
+    with timer("synthesis"), torch.inference_mode():
+        cond = torch.as_tensor(np.stack([net_t1, net_flair], 1))
+        synth, seg = sample_both_labels(diffusion, cond, params.steps, params.seed, params.chunk_slices, device,
+                                        progress=lambda f, m: report_progress(0.08 + 0.62 * f, m))
+    with timer("identification"):
+        report_progress(0.72, "deciding the BBB status")
+        tumor_probability = np.where(brain, np.clip(grid.to_native(seg), 0, 1), 0.0).astype(np.float32)
+        roi, roi_source, low_confidence, roi_note = _tumor_roi(user_tumor, tumor_probability, params)
+        if roi_note:
+            warnings.append(roi_note)
+        net_roi = grid.to_network(roi.astype(np.float32))
+        rows = np.flatnonzero(net_roi.reshape(len(net_roi), -1).max(axis=1) >= 0.25)
+        if rows.size == 0:  # a ROI thinner than a network pixel: its nearest slices
+            rows = np.unique(np.searchsorted(grid.slices, np.flatnonzero(roi.any(axis=grid.axes[:2]))))
+            rows = rows[rows < len(grid.slices)]
+        with torch.inference_mode():
+            plus = slice_scores(identifier, net_t1[rows], net_flair[rows], synth[1, rows], net_roi[rows], device=device)
+            minus = slice_scores(identifier, net_t1[rows], net_flair[rows], synth[0, rows], net_roi[rows], device=device)
+        status = contrastive_maximum(plus, minus, params.slice_threshold,
+                                     identifier.calibration.cpu().numpy().tolist())
+    with timer("back_to_native"):
+        report_progress(0.78, "writing the syntheses back on the T1 grid")
+        natives = {label: synthesis_on_native_grid(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
+                   for i, label in ((1, "enhancing"), (0, "non_enhancing"))}
+        called = natives["enhancing" if status.call == "disrupted" else "non_enhancing"]
+    values = {"synthetic_t1gd": called}
+    anomaly_report = None
+    if cae is not None:
+        with timer("anomaly"), torch.inference_mode():
+            report_progress(0.85, "3D autoencoder anomaly map")
+            values["anomaly"], score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device)
+            anomaly_report = {"patient_score": score, "patient_score_z": z,
+                              "note": "mean of the top 1 % voxel residuals; z against the autoencoder's normal "
+                                      "training cases (phantoms for the bundled weights)"}
+    values["tumor_probability"] = tumor_probability
+    values["synthetic_t1gd_enhancing"] = natives["enhancing"]
+    values["synthetic_t1gd_non_enhancing"] = natives["non_enhancing"]
+    maps = {name: Volume(v, t1.affine.copy()) for name, v in values.items()}
+
+    bbb = dict(status.to_json(), tumor_roi=roi_source, low_confidence=bool(low_confidence),
+               tumor_roi_voxels=int(roi.sum()))
+    summary = {"brain": {n: summarise(v[brain]) for n, v in values.items()},
+               "tumor_roi": {n: summarise(v[roi]) for n, v in values.items()}}
+    if "anomaly" in values and (brain & ~roi).any():
+        summary["anomaly_tumor_to_rest"] = float(values["anomaly"][roi].mean() / max(values["anomaly"][brain & ~roi].mean(), 1e-9))
+    cards = {"synthesis": dcard, "identifier": icard, "cae": ccard}
+    report = {
+        "pipeline": "t1flair",
+        "input": {"t1_shape": list(t1_data.shape), "flair_shape": list(np.shape(flair.data)),
+                  "voxel_mm": t1.voxel_sizes.tolist(), "brain_voxels": int(brain.sum()),
+                  "network_slices": int(len(grid.slices)), "network_size": size},
+        "parameters": params.to_json(),
+        "versions": versions(),
+        "device": str(device),
+        "bbb_status": bbb,
+        "anomaly": anomaly_report,
+        "weights": {k: {"name": c.get("name"), "sha256": c.get("sha256"), "trained_on": c.get("trained_on")}
+                    for k, c in cards.items() if c is not None},
+        "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
+        "summary": summary,
+        "timings_s": timer.seconds,
+        "warnings": warnings,
+        "disclaimer": "demonstration models trained on simulated phantoms unless other weights were given; "
+                      "not a clinical device",
+    }
+    report_progress(1.0, "done")
+    extras = {"status": status, "grid": grid, "synthesis": synth, "network_roi": net_roi, "network_t1": net_t1,
+              "network_flair": net_flair, "identifier": identifier, "device": device}
+    return T1FlairResult(maps, brain, roi, report, extras=extras)
+
+
+def synthesis_on_native_grid(grid: SliceGrid, synthesis: np.ndarray, network_t1: np.ndarray, native_t1: np.ndarray,
+                             brain: np.ndarray, detail_from_t1: bool = True) -> np.ndarray:
+    """A network-grid synthesis ([-1, 1]) as a native-grid map on the 0-255 scale.
+
+    detail_from_t1: the synthesis's *change* from the T1 (both at network resolution) is brought to
+    the native grid and added to the native-resolution normalised T1 (T1 and T1Gd share the seed's
+    normalisation constants), so anatomy keeps the T1's detail instead of the network's 48-128 px;
+    otherwise the synthesis itself is interpolated (blurred by the resampling)."""
+    if detail_from_t1:
+        change = from_unit(synthesis) - from_unit(network_t1)
+        native = from_unit(native_t1) + grid.to_native(change, fill=0.0)
+    else:
+        native = from_unit(np.clip(grid.to_native(synthesis, fill=-1.0), -1, 1))
+    return np.where(brain, np.clip(native, 0.0, 255.0), 0.0).astype(np.float32)
+
+
+def _tumor_roi(user_tumor, probability: np.ndarray, params: T1FlairParameters):
+    """(ROI, source, low_confidence, note): the user's mask, or the segmentation head's tumor."""
+    if user_tumor is not None:
+        return user_tumor, "user", False, ""
+    tumor = probability >= params.segmentation_threshold
+    n = int(tumor.sum())
+    if n == 0:
+        peak = probability.max()
+        tumor = probability >= 0.5 * peak if peak > 0 else probability >= 0
+        return tumor, "segmentation head", True, (
+            f"no tumor ROI given and the segmentation head found none (highest tumor probability {peak:.2f}); "
+            "the BBB status was decided on its most tumor-like voxels and is LOW CONFIDENCE: give --tumor-mask")
+    confidence = float(probability[tumor].mean())
+    if n < params.min_tumor_voxels or confidence < 0.7:
+        return tumor, "segmentation head", True, (
+            f"no tumor ROI given; the segmentation head's tumor is small or uncertain ({n} voxels, mean probability "
+            f"{confidence:.2f}): the BBB status is LOW CONFIDENCE, give --tumor-mask")
+    return tumor, "segmentation head", False, ""

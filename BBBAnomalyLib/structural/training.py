@@ -1,0 +1,348 @@
+"""`bbbanomaly train t1gd-diffusion | bbb-identifier | cae`: the T1/FLAIR models from BraTS-layout folders.
+
+All three run in one process or under ``torchrun`` (DistributedDataParallel; gloo on CPU), write a
+checkpoint after every epoch (``OUT/<name>.checkpoint.pt``; ``--resume`` continues from it) and
+end with ``OUT/<name>.pt`` + ``OUT/<name>.json`` (model card with sha256, the command, the data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+LAYOUT = """\
+CASES/<case>/ holds NIfTI/NRRD files named by token: T1 *t1n* or *t1*, FLAIR *t2f*/*flair*/*fla*,
+T1Gd *t1c*/*t1gd*/*t1ce*, segmentation *seg* (BraTS labels; enhancing = 4, or 3 in BraTS 2023),
+optional brain mask *brain*/*mask* (else nonzero voxels / Otsu). The ET label of a case is 1 when
+it has enhancing voxels. `python scripts/validate_t1flair.py cases DIR` writes phantoms this way."""
+
+
+def _common(p, name: str, epochs: int):
+    p.add_argument("cases", help="folder of case folders (see above)")
+    p.add_argument("--out", required=True, help="output folder for <name>.pt, <name>.json and the checkpoint")
+    p.add_argument("--name", default=name, help=f"weights name (default {name})")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-batches", type=int, default=0, help="stop each epoch after this many batches (0 = all)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/<name>.checkpoint.pt")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trained-on", default="", help="what the cases are, for the model card")
+
+
+def register(models_subparsers, name: str) -> None:
+    helps = {"t1gd-diffusion": "ET-guided conditional diffusion synthesising T1Gd from T1 + FLAIR",
+             "bbb-identifier": "identification CNN (contrastive maximum) on syntheses of a trained diffusion model",
+             "cae": "3D convolutional autoencoder on normal T1 + FLAIR (cases without tumor)"}
+    p = models_subparsers.add_parser(name, help=helps[name], description=f"{helps[name]}.\n\n{LAYOUT}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if name == "t1gd-diffusion":
+        _common(p, "t1gd-diffusion", 20)
+        p.add_argument("--size", type=int, default=64, help="in-plane network size (default 64)")
+        p.add_argument("--width", type=int, default=16, help="U-Net base width (default 16)")
+        p.add_argument("--tumor-weight", type=float, default=4.0, help="extra L1 weight of tumor pixels (default 4)")
+        p.add_argument("--enhancement-weight", type=float, default=0.0,
+                       help="extra L1 weight per unit of true contrast change |T1Gd - T1| (default 0)")
+        p.add_argument("--other-slices", type=float, default=1.0,
+                       help="brain slices without tumor kept per tumor slice (default 1; the rest are skipped "
+                            "each run, which spends CPU time where the enhancement is)")
+        p.set_defaults(run=run_diffusion)
+    elif name == "bbb-identifier":
+        _common(p, "bbb-identifier", 10)
+        p.add_argument("--synthesis", required=True, help="diffusion weights (.pt with its .json, or bundled name)")
+        p.add_argument("--steps", type=int, default=4, help="sampler steps for the syntheses (default 4)")
+        p.add_argument("--width", type=int, default=16)
+        p.add_argument("--crop", type=int, default=32, help="tumor-centred window of the network (pixels, default 32)")
+        p.add_argument("--calibration-cases", metavar="DIR",
+                       help="cases (same layout) to fit the probability calibration on; default: the training cases, "
+                            "which is optimistic when the identifier memorises them")
+        p.set_defaults(run=run_identifier)
+    else:
+        _common(p, "cae", 30)
+        p.add_argument("--reshape", choices=["global", "clustered"], default="global",
+                       help="one shape for all (global) or the seed's clustered reshape")
+        p.add_argument("--shape", type=int, nargs=3, default=[48, 56, 48], help="global shape (multiples of 8)")
+        p.add_argument("--clusters", type=int, default=3, help="groups for --reshape clustered")
+        p.add_argument("--width", type=int, default=8)
+        p.set_defaults(run=run_cae)
+
+
+# --- shared loop --------------------------------------------------------------------------
+def _train(args, model, dataset, loss_fn, card: dict, context):
+    """Epochs of minibatch Adam with DDP, a checkpoint per epoch and resume; writes weights + card."""
+    import torch
+
+    from ..training import all_reduce_mean, load_checkpoint, save_checkpoint
+    from ..weights import write_entry
+
+    out = Path(args.out)
+    ckpt = out / f"{args.name}.checkpoint.pt"
+    torch.manual_seed(args.seed)
+    model = context.wrap(model)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    first = 0
+    if args.resume:
+        if not ckpt.is_file():
+            raise InputError(f"--resume: no checkpoint {ckpt}")
+        first = int(load_checkpoint(ckpt, model, opt)["epoch"]) + 1
+    sampler = context.sampler(dataset, shuffle=True, seed=args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None,
+                                         sampler=sampler, generator=torch.Generator().manual_seed(args.seed))
+    history = []
+    start = time.perf_counter()
+    for epoch in range(first, args.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        losses = []
+        for i, batch in enumerate(loader):
+            if args.max_batches and i >= args.max_batches:
+                break
+            opt.zero_grad()
+            loss = loss_fn(model, [b.to(context.device) for b in batch])
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        mean = all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), context)
+        history.append(mean)
+        if context.is_main:
+            save_checkpoint(ckpt, model, opt, epoch=epoch, loss=mean)
+            print(f"epoch {epoch + 1}/{args.epochs}: loss {mean:.4f} ({time.perf_counter() - start:.0f} s)",
+                  file=sys.stderr)
+    raw = getattr(model, "module", model)
+    context.barrier()
+    if context.is_main:
+        weights = out / f"{args.name}.pt"
+        torch.save(raw.state_dict(), weights)
+        card = dict(card, name=args.name, config=raw.config, command=_command(),
+                    trained_on=args.trained_on or f"the cases in {args.cases}",
+                    training=dict(card.get("training", {}), epochs=args.epochs, batch_size=args.batch_size,
+                                  learning_rate=args.lr, processes=context.world_size, loss_per_epoch=history,
+                                  seconds=round(time.perf_counter() - start, 1)))
+        write_entry(card, weights)
+        print(f"weights: {weights} (+ {weights.with_suffix('.json').name})", file=sys.stderr)
+    return raw, history
+
+
+def _command() -> str:
+    return "bbbanomaly " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _flip(tensors, generator):
+    """One random left-right flip for all channels of an example (never per channel)."""
+    import torch
+
+    if torch.rand((), generator=generator) < 0.5:
+        return [t.flip(-1) for t in tensors]
+    return tensors
+
+
+# --- t1gd-diffusion ---------------------------------------------------------------------------
+def run_diffusion(args) -> int:
+    import torch
+
+    from ..training import distributed_context
+    from .cases import case_folders, load_case
+    from .diffusion import ConditionalUNet, training_loss
+
+    folders = case_folders(args.cases)
+    context = distributed_context(args.device)
+    try:
+        cases = [load_case(f, args.size) for f in folders]
+        cases = [c for c in cases if c.et is not None]
+        if not cases:
+            raise InputError("no case has a segmentation (*seg*): the ET label and the tumor mask come from it")
+        keep = [_training_slices(c, args.other_slices, np.random.default_rng(args.seed + i)) for i, c in enumerate(cases)]
+        stack = lambda attr: torch.as_tensor(np.concatenate([getattr(c, attr)[k] for c, k in zip(cases, keep)]))
+        t1, flair, t1gd, tumor = stack("t1"), stack("flair"), stack("t1gd"), stack("tumor")
+        et = torch.as_tensor(np.concatenate([np.full(int(k.sum()), c.et) for c, k in zip(cases, keep)]))
+        dataset = torch.utils.data.TensorDataset(t1gd[:, None], torch.stack([t1, flair], 1), tumor[:, None], et)
+        gen = torch.Generator().manual_seed(args.seed + context.rank)
+
+        def loss_fn(model, batch):
+            x0, cond, tum, lab = batch
+            x0, cond, tum = _flip([x0, cond, tum], gen)
+            return training_loss(model, x0, cond, tum, lab, generator=gen, tumor_weight=args.tumor_weight,
+                                 enhancement_weight=args.enhancement_weight)[0]
+
+        if context.is_main:
+            print(f"{len(cases)} cases ({sum(c.et for c in cases)} enhancing), {len(dataset)} slices of "
+                  f"{args.size}x{args.size}, {context.world_size} process(es) on {context.device}", file=sys.stderr)
+        card = {"kind": "diffusion", "size": args.size, "model": "BBBAnomalyLib.structural.diffusion:ConditionalUNet",
+                "training": {"cases": len(cases), "slices": len(dataset),
+                             "loss": f"L1 on x0, weight 1 + {args.tumor_weight:g} tumor + {args.enhancement_weight:g} |T1Gd - T1|; "
+                                     "+ 0.1 Dice (segmentation head)"}}
+        _train(args, ConditionalUNet(width=args.width), dataset, loss_fn, card, context)
+    finally:
+        context.close()
+    return 0
+
+
+def _training_slices(case, other_ratio: float, rng) -> np.ndarray:
+    """All tumor slices and ``other_ratio`` times as many other brain slices (random, fixed by the seed)."""
+    area = case.tumor.reshape(len(case.tumor), -1).sum(axis=1)
+    brain = (case.t1.reshape(len(case.t1), -1) > -0.9).mean(axis=1) > 0.05
+    tumor_rows, other_rows = np.flatnonzero(area >= 4), np.flatnonzero(brain & (area < 4))
+    n_other = min(len(other_rows), int(round(other_ratio * max(len(tumor_rows), 1))))
+    keep = np.zeros(len(area), bool)
+    keep[tumor_rows] = True
+    keep[rng.choice(other_rows, n_other, replace=False)] = True
+    return keep
+
+
+# --- bbb-identifier ---------------------------------------------------------------------------
+def synthesise_tumor_slices(model, case, steps: int, seed: int, device):
+    """(T1, FLAIR, syntheses (2, n, H, W), tumor-slice rows) of a case's tumor slices."""
+    import torch
+
+    from .diffusion import sample_both_labels
+
+    rows = np.flatnonzero(case.tumor.reshape(len(case.tumor), -1).sum(axis=1) >= 4)
+    cond = torch.as_tensor(np.stack([case.t1[rows], case.flair[rows]], 1))
+    synth, _ = sample_both_labels(model, cond, steps=steps, seed=seed, device=device)
+    return case.t1[rows], case.flair[rows], synth, rows
+
+
+def run_identifier(args) -> int:
+    import torch
+
+    from ..training import distributed_context
+    from .cases import case_folders, load_case
+    from .identification import IdentificationCNN, fit_platt, slice_scores, tumor_crops, volume_difference
+    from .models import load
+
+    context = distributed_context(args.device)
+    try:
+        diffusion, dcard = load(args.synthesis, "diffusion", context.device)
+        cases = [c for c in (load_case(f, dcard["size"]) for f in case_folders(args.cases))
+                 if c.et is not None and c.tumor.sum() > 0]
+        if len({c.et for c in cases}) < 2:
+            raise InputError("the identifier needs cases of both ET labels (enhancing and non-enhancing)")
+        parts = [synthesise_tumor_slices(diffusion, c, args.steps, args.seed, context.device) for c in cases]
+        xs, ys = [], []
+        for case, (t1, flair, synth, rows) in zip(cases, parts):
+            for label in (0, 1):  # synthesis made with ET = label; consistent when label == true ET
+                xs.append(tumor_crops((t1, flair, synth[label]), case.tumor[rows], args.crop))
+                ys.append(np.full(len(t1), float(label == case.et), np.float32))
+        dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.concatenate(xs)), torch.as_tensor(np.concatenate(ys)))
+        gen = torch.Generator().manual_seed(args.seed + context.rank)
+
+        def loss_fn(model, batch):
+            x, y = batch
+            (x,) = _flip([x], gen)
+            return torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+
+        card = {"kind": "identifier", "size": dcard["size"], "synthesis_weights": dcard.get("name"),
+                "synthesis_sha256": dcard.get("sha256"), "steps": args.steps,
+                "model": "BBBAnomalyLib.structural.identification:IdentificationCNN",
+                "training": {"cases": len(cases), "slices": len(dataset), "loss": "BCE on self-consistency"}}
+        model = IdentificationCNN(width=args.width, crop=args.crop)
+
+        def calibrate(raw):
+            cal_cases, cal_parts, where = cases, parts, f"the {len(cases)} training cases"
+            if args.calibration_cases:
+                cal_cases = [c for c in (load_case(f, dcard["size"]) for f in case_folders(args.calibration_cases))
+                             if c.et is not None and c.tumor.sum() > 0]
+                cal_parts = [synthesise_tumor_slices(diffusion, c, args.steps, args.seed, context.device) for c in cal_cases]
+                where = f"{len(cal_cases)} calibration cases in {args.calibration_cases} (not trained on)"
+            diffs = [volume_difference(slice_scores(raw, t1, fl, s[1], c.tumor[r]), slice_scores(raw, t1, fl, s[0], c.tumor[r]))
+                     for c, (t1, fl, s, r) in zip(cal_cases, cal_parts)]
+            a, b = fit_platt(diffs, [c.et for c in cal_cases])
+            raw.calibration.copy_(torch.tensor([a, b]))
+            return {"platt_a": a, "platt_b": b, "fitted_on": where}
+
+        card["calibration_note"] = "Platt (a, b) of S+ - S-, stored in the state dict (see calibration.fitted_on)"
+        _train_then(args, model, dataset, loss_fn, card, context, calibrate)
+    finally:
+        context.close()
+    return 0
+
+
+def _train_then(args, model, dataset, loss_fn, card, context, finish):
+    """Train, then ``finish(model) -> dict`` (calibration) before the final weights are written."""
+    epochs = args.epochs
+    # train all epochs without writing the final weights, calibrate, then write them
+    name = args.name
+    args.name = f"{name}.uncalibrated"
+    try:
+        raw, history = _train(args, model, dataset, loss_fn, card, context)
+    finally:
+        args.name = name
+    if context.is_main:
+        import torch
+
+        from ..weights import write_entry
+
+        card = dict(card, calibration=finish(raw))
+        out = Path(args.out)
+        torch.save(raw.state_dict(), out / f"{name}.pt")
+        card = dict(card, name=name, config=raw.config, command=_command(),
+                    trained_on=args.trained_on or f"the cases in {args.cases}",
+                    training=dict(card["training"], epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                                  processes=context.world_size, loss_per_epoch=history))
+        write_entry(card, out / f"{name}.pt")
+        for stale in (out / f"{name}.uncalibrated.pt", out / f"{name}.uncalibrated.json"):
+            stale.unlink(missing_ok=True)
+
+
+# --- cae -----------------------------------------------------------------------------------------
+def run_cae(args) -> int:
+    import torch
+
+    from ..training import distributed_context
+    from .cae import ConvAutoencoder3D, anomaly, brain_box, plan_reshape, target_shape, to_network
+    from .cases import case_folders, find_case_files, load_case
+
+    context = distributed_context(args.device)
+    try:
+        cases, skipped = [], []
+        for folder in case_folders(args.cases):
+            case = load_case(folder, 16, need_t1gd=False)
+            (skipped if case.volumes["has_tumor"] else cases).append(case)
+        if skipped and context.is_main:
+            print(f"left out {len(skipped)} case(s) with tumor voxels in their segmentation: the autoencoder "
+                  "learns normal anatomy only", file=sys.stderr)
+        if not cases:
+            raise InputError("no normal case (without tumor) to train the autoencoder on")
+        boxes = [np.subtract(*brain_box(c.volumes["brain"])[::-1]) for c in cases]
+        policy = plan_reshape(boxes, args.reshape, tuple(args.shape), args.clusters, args.seed)
+        volumes = [torch.as_tensor(to_network([c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"],
+                                              target_shape(policy, b))) for c, b in zip(cases, boxes)]
+        groups: dict[tuple, list[int]] = {}
+        for i, v in enumerate(volumes):
+            groups.setdefault(tuple(v.shape), []).append(i)
+        # one batch holds one shape: index the cases and batch within a shape group
+        dataset = torch.utils.data.TensorDataset(torch.arange(len(volumes)))
+        gen = torch.Generator().manual_seed(args.seed + context.rank)
+
+        def loss_fn(model, batch):
+            (idx,) = batch
+            shape = tuple(volumes[int(idx[0])].shape)
+            x = torch.stack([volumes[int(i)] for i in idx.cpu() if tuple(volumes[int(i)].shape) == shape])
+            (x,) = _flip([x.to(context.device)], gen)
+            noisy = x + 0.02 * torch.randn(x.shape, generator=gen).to(x.device)
+            return (model(noisy) - x).abs().mean()
+
+        card = {"kind": "cae", "model": "BBBAnomalyLib.structural.cae:ConvAutoencoder3D", "reshape": policy,
+                "training": {"cases": len(cases), "left_out_with_tumor": len(skipped), "loss": "L1 (denoising, σ 0.02)"}}
+        model = ConvAutoencoder3D(width=args.width)
+
+        def score_stats(raw):
+            scores = [anomaly(raw, [c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"], policy, context.device)[1]
+                      for c in cases]
+            raw.score_stats.copy_(torch.tensor([float(np.mean(scores)), float(np.std(scores) + 1e-6)]))
+            return {"patient_score_mean": float(np.mean(scores)), "patient_score_sd": float(np.std(scores)),
+                    "on": "the training cases"}
+
+        _train_then(args, model, dataset, loss_fn, card, context, score_stats)
+    finally:
+        context.close()
+    return 0

@@ -1,0 +1,102 @@
+"""The three T1/FLAIR trainers: a step, a checkpoint, resume, and DistributedDataParallel (gloo)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from BBBAnomalyLib import weights
+from BBBAnomalyLib.cli import main
+from BBBAnomalyLib.structural.cases import enhancing_label, et_label, find_case_files, load_case
+from BBBAnomalyLib.structural.models import load
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+
+    root = tmp_path_factory.mktemp("t1flair_cases")
+    for seed, enhancing in ((1, True), (2, False)):
+        make_structural_phantom(seed, enhancing=enhancing).write(root / "tumor" / f"c{seed}", f"c{seed}")
+    make_structural_phantom(3, tumor=False).write(root / "normal" / "n3", "n3")
+    return root
+
+
+def test_brats_layout_and_both_label_conventions(cases, tmp_path):
+    files = find_case_files(cases / "tumor" / "c1")
+    assert {"t1", "flair", "t1gd", "seg", "brain"} <= set(files)
+    for name in ("TCGA-DU-7294_t1_bet.nii.gz", "TCGA-DU-7294_fla_bet.nii.gz", "TCGA-DU-7294_t1c_bet.nii.gz",
+                 "TCGA-DU-7294_seg_fusion.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    assert set(find_case_files(tmp_path)) == {"t1", "flair", "t1gd", "seg"}
+    seg_2021 = np.array([0, 1, 2, 4] * 10)
+    seg_2023 = np.array([0, 1, 2, 3] * 10)
+    assert enhancing_label(seg_2021) == 4 and enhancing_label(seg_2023) == 3
+    assert et_label(seg_2021) == et_label(seg_2023) == 1 and et_label(np.array([0, 1, 2] * 10)) == 0
+    case = load_case(cases / "tumor" / "c1", 16)
+    assert case.et == 1 and case.t1.shape[1:] == (16, 16) and case.tumor.max() == 1
+    assert load_case(cases / "tumor" / "c2", 16).et == 0
+
+
+def _run(args):
+    assert main(args) == 0
+
+
+def test_training_commands_run_a_step_and_resume(cases, tmp_path):
+    out = tmp_path / "run"
+    tiny = ["--device", "cpu", "--max-batches", "1", "--batch-size", "4", "--width", "4"]
+    _run(["train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(out), "--size", "16", "--epochs", "1", *tiny])
+    ckpt = out / "t1gd-diffusion.checkpoint.pt"
+    first = json.loads((out / "t1gd-diffusion.json").read_text(encoding="utf-8"))
+    assert ckpt.is_file() and first["sha256"] == weights.sha256(out / "t1gd-diffusion.pt")
+    assert len(first["training"]["loss_per_epoch"]) == 1 and first["size"] == 16
+    _run(["train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(out), "--size", "16", "--epochs", "2",
+          "--resume", *tiny])
+    resumed = json.loads((out / "t1gd-diffusion.json").read_text(encoding="utf-8"))
+    assert len(resumed["training"]["loss_per_epoch"]) == 1  # only epoch 2 ran
+    import torch
+
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    _run(["train", "bbb-identifier", str(cases / "tumor"), "--out", str(out), "--synthesis",
+          str(out / "t1gd-diffusion.pt"), "--steps", "1", "--epochs", "1", *tiny])
+    model, card = load(str(out / "bbb-identifier.pt"), "identifier", torch.device("cpu"))
+    assert card["calibration"]["platt_a"] >= 0 and np.isclose(float(model.calibration[0]), card["calibration"]["platt_a"])
+    assert not (out / "bbb-identifier.uncalibrated.pt").exists()
+    _run(["train", "cae", str(cases / "normal"), "--out", str(out), "--epochs", "1", "--shape", "16", "16", "16",
+          "--device", "cpu", "--width", "4"])
+    cae_card = json.loads((out / "cae.json").read_text(encoding="utf-8"))
+    assert cae_card["reshape"] == {"mode": "global", "shape": [16, 16, 16]}
+    assert cae_card["calibration"]["patient_score_sd"] >= 0
+
+
+def test_cae_trainer_leaves_out_cases_with_tumor(cases, tmp_path, capsys):
+    root = tmp_path / "mixed"
+    shutil.copytree(cases / "normal" / "n3", root / "n3")
+    shutil.copytree(cases / "tumor" / "c1", root / "c1")
+    _run(["train", "cae", str(root), "--out", str(tmp_path / "o"), "--epochs", "1", "--shape", "16", "16", "16",
+          "--device", "cpu", "--width", "4"])
+    assert "left out 1 case" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "cae.json").read_text(encoding="utf-8"))["training"]["cases"] == 1
+    _run(["train", "cae", str(root), "--out", str(tmp_path / "c"), "--epochs", "1", "--reshape", "clustered",
+          "--clusters", "2", "--device", "cpu", "--width", "4"])
+    policy = json.loads((tmp_path / "c" / "cae.json").read_text(encoding="utf-8"))["reshape"]
+    assert policy["mode"] == "clustered" and len(policy["shapes"]) == 1  # one normal case: one group
+
+
+@pytest.mark.slow
+def test_diffusion_trainer_with_two_gloo_processes_under_torchrun(cases, tmp_path):
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29531", "-m", "BBBAnomalyLib",
+                           "train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(out), "--size", "16",
+                           "--width", "4", "--epochs", "1", "--max-batches", "2", "--batch-size", "4",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((out / "t1gd-diffusion.json").read_text(encoding="utf-8"))
+    assert card["training"]["processes"] == 2
+    assert "2 process(es)" in proc.stderr

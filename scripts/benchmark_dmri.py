@@ -1,0 +1,155 @@
+"""Speed and memory of the diffusion anomaly pipeline (numbers for docs/benchmarks.md).
+
+  python scripts/benchmark_dmri.py inference [--threads 2] [--model vae]
+  python scripts/benchmark_dmri.py train-step [--threads 2] [--model vae] [--batch-size 2]
+
+inference: a 90×90×54 DWI with 1 b0 + 64 directions at 2.4 mm (the seed's acquisition; a phantom
+patient padded/cropped to that grid) through `run_dmri` with the bundled weights; wall time per
+step and the process's peak resident memory (ru_maxrss) beside its memory before the run (the
+volume is simulated in a child process and loaded, so the peak is the run's, plus the input).
+train-step: optimizer steps of the bundled architecture on random-free phantom-like input
+(40×48×40×64, batch 2), median time per step after a warm-up. Each command runs in its own
+process so peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+
+
+def benchmark_volume(seed: int = 1000):
+    """A phantom patient on the seed's 90×90×54 grid of 2.4 mm (padded with noise in-plane)."""
+    from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
+    from BBBAnomalyLib.volume import Volume
+
+    p = make_dmri_phantom(seed, voxel_mm=2.4, n_directions=64, tumor=True)
+    data = p.dwi.data
+    target = (90, 90, 54)
+    rng = np.random.default_rng(0)
+    out = np.abs(rng.normal(0, 1 / 30.0, target + (data.shape[3],))).astype(np.float32)
+    offsets, src = [], []
+    for n, t in zip(data.shape[:3], target):
+        if n <= t:
+            start = (t - n) // 2
+            offsets.append(-start)
+            src.append((slice(0, n), slice(start, start + n)))
+        else:
+            start = (n - t) // 2
+            offsets.append(start)
+            src.append((slice(start, start + t), slice(0, t)))
+    out[src[0][1], src[1][1], src[2][1]] = data[src[0][0], src[1][0], src[2][0]]
+    affine = p.dwi.affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ np.array(offsets, float) + affine[:3, 3]
+    tumor = np.zeros(target, bool)
+    tumor[src[0][1], src[1][1], src[2][1]] = p.masks["tumor"][src[0][0], src[1][0], src[2][0]]
+    return Volume(out, affine, None, p.dwi.acquisition), tumor
+
+
+def inference(args) -> dict:
+    import torch
+
+    from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
+    from BBBAnomalyLib.report import machine_description
+
+    import subprocess
+    import tempfile
+
+    from BBBAnomalyLib.volume import Acquisition, Volume
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:  # simulate in another process: this one's peak is the run's
+        path = Path(tmp) / "volume.npz"
+        subprocess.run([sys.executable, __file__, "make-volume", "--out", str(path)], check=True)
+        with np.load(path) as z:
+            dwi = Volume(z["data"], z["affine"], None, Acquisition(bvals=z["bvals"], bvecs=z["bvecs"]))
+            tumor = z["tumor"]
+    before = rss_mb()
+    t0 = time.perf_counter()
+    result = run_dmri(dwi, DMRIParameters(model=args.model, device="cpu"), tumor_mask=tumor)
+    wall = time.perf_counter() - t0
+    return {"benchmark": "inference", "model": args.model, "shape": list(dwi.data.shape), "voxel_mm": 2.4,
+            "wall_s": round(wall, 2), "steps_s": {k: round(v, 2) for k, v in result.report["timings_s"].items()},
+            "rss_before_mb": round(before, 1), "peak_rss_mb": round(rss_mb(), 1),
+            "input_mb": round(dwi.data.nbytes / 2 ** 20, 1), "threads": args.threads,
+            "brain_voxels": result.report["brain_voxels"], "machine": machine_description(),
+            "tumor_voxel_auc": result.report["summary"]["tumor_overlap"].get("voxel_auc")}
+
+
+def train_step(args) -> dict:
+    import torch
+
+    from BBBAnomalyLib.dmri.anomalies import draw_anomalies
+    from BBBAnomalyLib.dmri.models import build, recdisc_loss, vae_loss
+    from BBBAnomalyLib.report import machine_description
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = {"channels": 64, "grid": [40, 48, 40], "widths": [24, 48, 64], "norm": "group"}  # as bundled
+    if args.model == "vae":
+        config["latent"] = 128
+    net = build(args.model, config)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = 0.3 + 0.1 * torch.rand(args.batch_size, 64, 40, 48, 40)
+    brain = torch.zeros(args.batch_size, 40, 48, 40, dtype=torch.bool)
+    brain[:, 6:34, 6:42, 6:34] = True
+    x = x * brain[:, None]
+    before = rss_mb()
+    times = []
+    for step in range(args.steps + 1):
+        t0 = time.perf_counter()
+        if args.model == "vae":
+            recon, mu, logvar = net(x)
+            loss = vae_loss(x, recon, mu, logvar, brain[:, None].float())
+        else:
+            xa, labels = draw_anomalies(x, brain, torch.Generator().manual_seed(step), 4.0)
+            recon, logits = net(xa)
+            loss = recdisc_loss(x, recon, logits, labels, brain[:, None].float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step:  # the first step allocates and warms up
+            times.append(time.perf_counter() - t0)
+    return {"benchmark": "train-step", "model": args.model, "batch_size": args.batch_size,
+            "input": [args.batch_size, 64, 40, 48, 40], "median_step_s": round(float(np.median(times)), 2),
+            "steps": args.steps, "parameters": sum(p.numel() for p in net.parameters()),
+            "rss_before_mb": round(before, 1), "peak_rss_mb": round(rss_mb(), 1), "threads": args.threads,
+            "machine": machine_description()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["inference", "train-step", "make-volume"])
+    parser.add_argument("--model", choices=["vae", "recdisc"], default="vae")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--out", help="append the JSON result to this file (make-volume: the .npz to write)")
+    args = parser.parse_args(argv)
+    if args.what == "make-volume":
+        dwi, tumor = benchmark_volume()
+        np.savez(args.out, data=dwi.data, affine=dwi.affine, bvals=dwi.acquisition.bvals,
+                 bvecs=dwi.acquisition.bvecs, tumor=tumor)
+        return 0
+    result = inference(args) if args.what == "inference" else train_step(args)
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
