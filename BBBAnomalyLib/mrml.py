@@ -435,7 +435,11 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
             continue
         mask = mask_from_region(region, reference, geometry_node, s.label)
         files[s.key] = str(write_volume(Volume(mask.astype(np.uint8), reference.affine), work_dir / f"{s.key}.nrrd"))
-    job = Job(spec.name, files, dict(request.parameters), str(work_dir / "output"))
+    parameters = dict(request.parameters)
+    aif = request.inputs.get("aif_mask")
+    if aif is not None and not isinstance(aif, tuple) and aif.IsA("vtkMRMLMarkupsROINode"):
+        parameters.update(spec.extra.get("roi_aif_parameters", {}))  # e.g. DSC: choose the arteries in the box
+    job = Job(spec.name, files, parameters, str(work_dir / "output"))
     return job, reference
 
 

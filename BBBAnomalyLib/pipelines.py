@@ -221,7 +221,9 @@ DSC = PipelineSpec(
     runner="BBBAnomalyLib.dsc.pipeline:run_dsc",
     torch_methods=("phae",),
     uses_device=True,
-    extra={"curve_options": {"keep_curves": True}},  # run options that make result.curves() work
+    # curve_options: run options that make result.curves() work; roi_aif_parameters: a markups ROI
+    # box around an artery is a search region, not a list of arterial voxels.
+    extra={"curve_options": {"keep_curves": True}, "roi_aif_parameters": {"aif_region": True}},
 )
 
 DCE = PipelineSpec(

@@ -217,3 +217,37 @@ def test_cbv_is_not_inflated_by_noise():
     for tissue in ("gm", "wm"):
         m = phantom.masks[tissue] & ~phantom.masks["aif"]
         assert region_ratio(res.maps["cbv"], phantom.truth["cbv"], m) == pytest.approx(1.0, abs=0.15), tissue
+
+
+def test_aif_search_region_keeps_the_artery_of_a_box_and_ignores_air(dsc_phantom):
+    from scipy import ndimage
+
+    from BBBAnomalyLib.dsc import DSCParameters, run_dsc
+
+    aif = dsc_phantom.masks["aif"]
+    box = ndimage.binary_dilation(aif, iterations=2)  # an artery with tissue around it, as a drawn box
+    air = np.argwhere(dsc_phantom.signal.data.mean(axis=3) == 0)[:20]
+    region = box.copy()
+    region[tuple(air.T)] = True  # a box near the skull reaches into the air
+    exact = run_dsc(dsc_phantom.signal, DSCParameters(method="ssvd"), aif_mask=aif)
+    searched = run_dsc(dsc_phantom.signal, DSCParameters(method="ssvd", aif_region=True), aif_mask=region)
+    assert searched.report["aif"]["method"] == "region"
+    assert not (searched.aif_mask & ~aif).any()
+    assert searched.aif.max() == pytest.approx(exact.aif.max(), rel=0.1)
+    averaged = run_dsc(dsc_phantom.signal, DSCParameters(method="ssvd"), aif_mask=box)
+    assert averaged.aif.max() < 0.7 * exact.aif.max()  # why a box must not simply be averaged
+    with pytest.raises(InputError, match="zero baseline"):
+        run_dsc(dsc_phantom.signal, DSCParameters(method="ssvd"), aif_mask=region)
+
+
+def test_automatic_brain_mask_leaves_out_signal_free_holes(dsc_phantom):
+    from BBBAnomalyLib.dsc.validation import automatic_brain_mask
+
+    data = dsc_phantom.signal.data.copy()
+    inside = tuple(np.argwhere(dsc_phantom.masks["wm"])[len(np.argwhere(dsc_phantom.masks["wm"])) // 2])
+    data[inside] = 0.0  # a zero-padded voxel inside the head: filled by the hole filling, but no signal
+    mask = automatic_brain_mask(data)
+    assert not mask[inside] and mask[dsc_phantom.masks["wm"]].mean() > 0.99
+    series = Volume(data, dsc_phantom.signal.affine, dsc_phantom.signal.times, dsc_phantom.signal.acquisition)
+    result = run_dsc(series, DSCParameters(method="ssvd"), aif_mask=dsc_phantom.masks["aif"])
+    assert result.maps["cbv"].data[inside] == 0

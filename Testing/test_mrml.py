@@ -152,10 +152,14 @@ def test_dsc_run_from_a_sequence_and_aif_roi_matches_the_command_line(scene, dsc
     roi_mask = mrml.mask_from_roi(roi, reference)
     write_volume(Volume(roi_mask.astype(np.uint8), signal.affine), tmp_path / "aif_roi.nii.gz")
     cli_out = tmp_path / "cli"
+    assert job.parameters["aif_region"] is True  # a ROI box is searched for its arterial voxels
     assert cli_main([ "dsc", str(dsc_files / "signal.nii.gz"), "--aif-mask", str(tmp_path / "aif_roi.nii.gz"),
+                      "--aif-search",
                       "--nawm-mask", str(dsc_files / "mask_nawm.nii.gz"), "--tumor-mask",
                       str(dsc_files / "mask_tumor.nii.gz"), "--out", str(cli_out), "--quiet"]) == 0
     expected_maps = list(json.loads((cli_out / "report.json").read_text(encoding="utf-8"))["maps"])
+    chosen = read_volume(f"{job.output_dir}/aif_mask.nrrd").data > 0
+    assert chosen.sum() >= 5 and not (chosen & ~dsc_phantom.masks["aif"]).any()  # only the artery of the box
     assert list(outputs.map_nodes) == expected_maps
     for name, node in outputs.map_nodes.items():
         assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(proxy)), name

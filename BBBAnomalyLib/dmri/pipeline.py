@@ -21,7 +21,7 @@ from ..io import read_mask
 from ..report import Timer, dump_json, summarise, versions
 from ..volume import Volume
 from . import thresholds as thr
-from .parameters import DMRIParameters, Model, Threshold
+from .parameters import DMRIParameters, Threshold
 from .preprocessing import check_dwi, prepare, to_native
 
 #: Map name -> (unit, description); the order is the order of the outputs.

@@ -44,6 +44,9 @@ def register(sub) -> None:
     io.add_argument("--aif-mask", metavar="MASK", help="arterial voxels (nonzero) on the series grid")
     io.add_argument("--aif", choices=["mask", "auto"], default=None,
                     help="AIF source: 'mask' (needs --aif-mask) or 'auto' (default when no --aif-mask)")
+    io.add_argument("--aif-search", action="store_true",
+                    help="treat --aif-mask as a search region (e.g. a box around an artery): average only its "
+                         "arterial voxels (peak >= half the region's 90th-percentile peak), ignore background")
     io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
     io.add_argument("--nawm-mask", metavar="MASK", help="normal-appearing white matter: gives rcbv and rcbf")
     io.add_argument("--tumor-mask", metavar="MASK", help="tumor: left out of the BSW reference; summarised in the report")
@@ -99,6 +102,8 @@ def run(args) -> int:
         raise InputError("give --times or --frame-interval, not both")
     if args.aif == "mask" and not args.aif_mask:
         raise InputError("--aif mask needs --aif-mask MASK")
+    if args.aif_search and not args.aif_mask:
+        raise InputError("--aif-search needs --aif-mask REGION")
     if args.aif == "auto" and args.aif_mask:
         raise InputError("--aif auto ignores --aif-mask; give one of them")
     te = args.te or []
@@ -109,7 +114,7 @@ def run(args) -> int:
     params = DSCParameters(
         method=args.method, input_kind=args.input_kind, echo_time=te[0] if te else None,
         second_echo_time=te[1] if len(te) == 2 else None, kh=args.kh, density=args.density,
-        leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target,
+        leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target, aif_region=args.aif_search,
         phae_weights=args.weights, phae_adapt=args.adapt, phae_adapt_steps=args.adapt_steps, device=args.device,
         skip_frames=args.skip_frames, baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
     out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dsc")

@@ -49,6 +49,9 @@ class DSCParameters:
     osvd_oi_target: float = 0.095  # oscillation-index target; 0.095 in vivo, 0.035 in simulations (Wu 2003)
     tikhonov_lambdas: int = 40  # size of the GCV grid of λ, 1e-3 to 1 σmax
     # Baseline / bolus arrival. None = detected automatically.
+    # True: the AIF mask is a search region (a ROI box around an artery); its arterial voxels are
+    # chosen by peak height and background voxels are ignored. False: every voxel is averaged.
+    aif_region: bool = False
     skip_frames: int = 1  # frames dropped at the start (not yet in T1 steady state)
     baseline_frames: tuple[int, int] | None = None  # [first, last) frame indices of the pre-bolus baseline
     chunk_voxels: int = 16384  # voxels per batch: bounds memory and keeps the working set in cache

@@ -128,6 +128,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         if brain is None:
             brain = automatic_brain_mask(series.data)
         arterial = masks.get("aif-mask")
+        if arterial is not None and params.aif_region:
+            arterial = _drop_background(series.data, arterial)
         analysed = brain | arterial if arterial is not None else brain
         raw = _curves(series.data, analysed, resample)
         raw2 = _curves(second_echo.data, analysed, resample) if second_echo is not None else None
@@ -153,7 +155,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         report_progress(0.2, "selecting the AIF")
         with timer("aif"):
             if in_aif is not None:
-                selection = aif_mod.aif_from_mask(curves, in_aif, base_slice)
+                select = aif_mod.aif_in_region if params.aif_region else aif_mod.aif_from_mask
+                selection = select(curves, in_aif, base_slice)
             else:
                 selection = aif_mod.auto_aif(curves[in_brain], times, base_slice, baseline.arrival)
                 selection.voxels = np.flatnonzero(in_brain)[selection.voxels]
@@ -326,6 +329,17 @@ def _convert(raw, raw2, baseline: Baseline, params: DSCParameters, te, te2, in_a
 def _curves(data: np.ndarray, mask: np.ndarray, resample) -> np.ndarray:
     curves = data[mask].astype(np.float32)
     return resample(curves) if resample is not None else curves
+
+
+def _drop_background(data: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """A search region without its background voxels (a box near the skull reaches into the air,
+    whose zero signal has no ΔR2*): voxels whose temporal mean is below 5 % of the region's largest."""
+    mean = data[region].mean(axis=1)
+    keep = np.zeros_like(region)
+    keep[region] = mean > 0.05 * mean.max() if mean.size and mean.max() > 0 else False
+    if not keep.any():
+        raise InputError("the AIF region holds no voxel with signal; draw it on an artery")
+    return keep
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:

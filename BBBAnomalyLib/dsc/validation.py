@@ -46,7 +46,10 @@ def uniform_times(times: np.ndarray):
 
 
 def automatic_brain_mask(data: np.ndarray) -> np.ndarray:
-    """Voxels with signal: Otsu threshold of the temporal mean, holes filled, largest component."""
+    """Voxels with signal: Otsu threshold of the temporal mean, holes filled, largest component.
+
+    Filled holes that have no signal at all (zero-padded voxels inside the head) are left out:
+    they have no baseline to convert and would stop the run."""
     import SimpleITK as sitk
     from scipy import ndimage
 
@@ -58,4 +61,4 @@ def automatic_brain_mask(data: np.ndarray) -> np.ndarray:
         raise InputError("no voxels with signal found for the automatic brain mask; give --mask")
     sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
     mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
+    return ndimage.binary_fill_holes(mask) & (mean > 0)

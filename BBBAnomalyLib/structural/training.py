@@ -299,7 +299,7 @@ def run_cae(args) -> int:
 
     from ..training import distributed_context
     from .cae import ConvAutoencoder3D, anomaly, brain_box, plan_reshape, target_shape, to_network
-    from .cases import case_folders, find_case_files, load_case
+    from .cases import case_folders, load_case
 
     context = distributed_context(args.device)
     try:
