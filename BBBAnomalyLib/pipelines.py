@@ -113,12 +113,10 @@ class PipelineSpec:
         """{field: default} of the user-settable parameters, JSON-ready (enums as values)."""
         if not self.available:
             return {}
-        defaults = self.parameters_type()()
-        out = {}
-        for p in self.parameters:
-            value = getattr(defaults, p.name)
-            out[p.name] = value.value if isinstance(value, enum.Enum) else value
-        return out
+        from .report import parameters_to_json
+
+        defaults = parameters_to_json(self.parameters_type()())
+        return {p.name: defaults[p.name] for p in self.parameters}
 
     def make_parameters(self, values: dict | None = None):
         """The parameter dataclass from user values; unknown names are an error, not ignored."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import platform
 import time
@@ -11,6 +13,11 @@ from importlib import metadata
 import numpy as np
 
 from . import __version__
+
+
+def parameters_to_json(params) -> dict:
+    """A pipeline's parameter dataclass as a JSON-ready dict (enums as their values), for reports."""
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(params).items()}
 
 
 def versions() -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 class Model(str, enum.Enum):
@@ -97,8 +97,6 @@ class DCEParameters:
             raise InputError("rls_frames must be >= 8 and rls_epochs >= 1")
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, enum.Enum):
-                out[k] = v.value
-        return out
+        from ..report import parameters_to_json
+
+        return parameters_to_json(self)

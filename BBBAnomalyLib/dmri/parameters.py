@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 class Model(str, enum.Enum):
@@ -81,8 +81,6 @@ class DMRIParameters:
         return self.weights or DEFAULT_WEIGHTS[self.model]
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, enum.Enum):
-                out[k] = v.value
-        return out
+        from ..report import parameters_to_json
+
+        return parameters_to_json(self)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 class DeconvolutionMethod(str, enum.Enum):
@@ -92,8 +92,6 @@ class DSCParameters:
         return self.kh / self.density
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, enum.Enum):
-                out[k] = v.value
-        return out
+        from ..report import parameters_to_json
+
+        return parameters_to_json(self)
