@@ -100,3 +100,86 @@ def test_diffusion_trainer_with_two_gloo_processes_under_torchrun(cases, tmp_pat
     card = json.loads((out / "t1gd-diffusion.json").read_text(encoding="utf-8"))
     assert card["training"]["processes"] == 2
     assert "2 process(es)" in proc.stderr
+
+
+def test_several_case_folders_with_repeats_and_a_single_case_folder(cases, tmp_path, capsys):
+    """Few real cases among many phantoms: CASES may be case folders, each used --repeat N times per epoch."""
+    out = tmp_path / "rep"
+    tiny = ["--device", "cpu", "--max-batches", "1", "--batch-size", "4", "--width", "4", "--size", "16", "--epochs", "1"]
+    _run(["train", "t1gd-diffusion", str(cases / "tumor" / "c1"), "--out", str(out / "one"), *tiny])
+    one = json.loads((out / "one" / "t1gd-diffusion.json").read_text(encoding="utf-8"))["training"]
+    _run(["train", "t1gd-diffusion", str(cases / "tumor" / "c2"), "--out", str(out / "two"), *tiny])
+    two = json.loads((out / "two" / "t1gd-diffusion.json").read_text(encoding="utf-8"))["training"]
+    _run(["train", "t1gd-diffusion", str(cases / "tumor" / "c1"), str(cases / "tumor" / "c2"), "--repeat", "1", "3",
+          "--out", str(out / "mix"), *tiny])
+    mix = json.loads((out / "mix" / "t1gd-diffusion.json").read_text(encoding="utf-8"))["training"]
+    assert one["cases"] == 1 and mix["case_names"] == ["c1", "c2"] and mix["repeats"] == [1, 3]
+    assert mix["slices"] == one["slices"] + 3 * two["slices"]
+    capsys.readouterr()
+    assert main(["train", "t1gd-diffusion", str(cases / "tumor"), "--repeat", "1", "2", "--out", str(out / "bad"), *tiny]) == 2
+    assert "one whole number >= 1 per CASES folder (1 given)" in capsys.readouterr().err
+
+
+def test_init_fine_tunes_existing_weights_with_their_architecture(cases, tmp_path, capsys):
+    import torch
+
+    base = tmp_path / "base"
+    tiny = ["--device", "cpu", "--max-batches", "1", "--batch-size", "4", "--epochs", "1"]
+    _run(["train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(base), "--size", "16", "--width", "4", *tiny])
+    start = torch.load(base / "t1gd-diffusion.pt", weights_only=True)
+    # zero epochs: the written weights are exactly the --init ones (the loaded state is what training starts from)
+    _run(["train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(tmp_path / "zero"), "--init",
+          str(base / "t1gd-diffusion.pt"), "--width", "8", "--size", "32", "--device", "cpu", "--epochs", "0"])
+    same = torch.load(tmp_path / "zero" / "t1gd-diffusion.pt", weights_only=True)
+    assert all(torch.equal(start[k], same[k]) for k in start)
+    card = json.loads((tmp_path / "zero" / "t1gd-diffusion.json").read_text(encoding="utf-8"))
+    assert card["config"]["width"] == 4 and card["size"] == 16  # the weights' architecture, not --width/--size
+    assert card["initialised_from"]["sha256"] == weights.sha256(base / "t1gd-diffusion.pt")
+    _run(["train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(tmp_path / "ft"), "--init",
+          str(base / "t1gd-diffusion.pt"), *tiny])
+    tuned = torch.load(tmp_path / "ft" / "t1gd-diffusion.pt", weights_only=True)
+    assert any(not torch.equal(start[k], tuned[k]) for k in start)  # one step moved it
+    capsys.readouterr()
+    assert main(["train", "cae", str(cases / "normal"), "--out", str(tmp_path / "x"), "--init",
+                 str(base / "t1gd-diffusion.pt"), "--device", "cpu", "--epochs", "0"]) == 2
+    assert "are a diffusion model, not a cae model" in capsys.readouterr().err
+
+
+def test_cae_trainer_can_use_tumor_cases_with_the_tumor_masked(cases, tmp_path, capsys):
+    from BBBAnomalyLib.structural.cae import to_network
+    from BBBAnomalyLib.structural.training import _normal_tissue_weights
+
+    root = tmp_path / "mixed"
+    shutil.copytree(cases / "normal" / "n3", root / "n3")
+    shutil.copytree(cases / "tumor" / "c1", root / "c1")
+    _run(["train", "cae", str(root), "--out", str(tmp_path / "m"), "--epochs", "1", "--shape", "16", "16", "16",
+          "--device", "cpu", "--width", "4", "--tumor-cases", "mask", "--tumor-margin", "4"])
+    assert "excluded from the loss" in capsys.readouterr().err
+    card = json.loads((tmp_path / "m" / "cae.json").read_text(encoding="utf-8"))
+    assert card["training"]["cases"] == 2 and card["training"]["used_with_tumor_masked"] == ["c1"]
+    assert card["calibration"]["on"] == "the 1 normal training cases"
+    case = load_case(root / "c1", 16, need_t1gd=False)
+    w = _normal_tissue_weights(case, 4.0, (16, 16, 16))
+    tumor_on_net = to_network([case.volumes["tumor"].astype(np.float32) * 2 - 1], case.volumes["brain"], (16, 16, 16))[0]
+    assert np.all(w[tumor_on_net > -0.999] == 0)  # nothing the tumor touches is in the loss
+    wider = _normal_tissue_weights(case, 12.0, (16, 16, 16))
+    assert 0 < (wider == 0).sum() and (w == 0).sum() < (wider == 0).sum() < w.size  # the margin grows the hole
+    normal = load_case(root / "n3", 16, need_t1gd=False)
+    assert np.all(_normal_tissue_weights(normal, 4.0, (16, 16, 16)) == 1)
+
+
+@pytest.mark.shared_data
+def test_fine_tuning_on_phantoms_plus_a_real_tcga_case_folder(cases, shared_data, tmp_path):
+    """The demo recipe's path: a real case folder given directly, oversampled, from bundled weights."""
+    real = shared_data / "brats" / "TCGA-FG-6692"
+    out = tmp_path / "ft"
+    _run(["train", "t1gd-diffusion", str(cases / "tumor"), str(real), "--repeat", "1", "2", "--init",
+          "t1flair-diffusion-phantom", "--out", str(out), "--epochs", "1", "--max-batches", "1", "--batch-size", "4",
+          "--device", "cpu"])
+    card = json.loads((out / "t1gd-diffusion.json").read_text(encoding="utf-8"))
+    assert card["training"]["case_names"] == ["c1", "c2", "TCGA-FG-6692"] and card["training"]["repeats"] == [1, 1, 2]
+    assert card["size"] == 48 and card["initialised_from"]["name"] == "t1flair-diffusion-phantom"
+    _run(["train", "cae", str(cases / "normal"), str(real), "--tumor-cases", "mask", "--init", "t1flair-cae-phantom",
+          "--out", str(out), "--epochs", "1", "--device", "cpu"])
+    cae_card = json.loads((out / "cae.json").read_text(encoding="utf-8"))
+    assert cae_card["training"]["used_with_tumor_masked"] == ["TCGA-FG-6692"]

@@ -162,3 +162,20 @@ def test_identifier_sees_a_window_centred_on_the_tumor():
     model = identification.IdentificationCNN(width=4, crop=16)
     scores = identification.slice_scores(model, images, images, images, roi)
     assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
+
+
+def test_bundled_default_weights_say_what_they_were_trained_on_and_belong_together():
+    from BBBAnomalyLib import weights
+    from BBBAnomalyLib.structural.parameters import DEFAULT_CAE, DEFAULT_IDENTIFIER, DEFAULT_SYNTHESIS
+
+    cards = {name: weights.entry(name) for name in (DEFAULT_SYNTHESIS, DEFAULT_IDENTIFIER, DEFAULT_CAE)}
+    for name, card in cards.items():
+        assert "Not clinically validated" in card["disclaimer"], name
+        # the real cases trained on are named, and the unlabelled one is said to be unused
+        assert "TCGA-DU-7294" in card["trained_on"] and "TCGA-FG-6692" in card["trained_on"], name
+        assert "phantoms" in card["trained_on"] and "BraTS-GLI-00001-000 not used" in card["trained_on"], name
+        assert card["initialised_from"]["sha256"] == weights.entry(card["initialised_from"]["name"])["sha256"], name
+        assert weights.sha256(weights.WEIGHTS_DIR / card["file"]) == card["sha256"], name
+    # the identifier scores syntheses of exactly the bundled diffusion model
+    assert cards[DEFAULT_IDENTIFIER]["synthesis_sha256"] == cards[DEFAULT_SYNTHESIS]["sha256"]
+    assert cards[DEFAULT_CAE]["calibration"]["on"] == "the 20 normal training cases"

@@ -3,6 +3,8 @@
   python scripts/validate_t1flair.py cases DIR --seeds 0 40 [--normal]   # phantoms in BraTS layout
   python scripts/validate_t1flair.py phantoms --json OUT.json             # held-apart phantoms
   python scripts/validate_t1flair.py real --json OUT.json                 # ../shared/data/brats
+  ... --synthesis W --identifier W --cae W   # other weights than the bundled defaults (e.g. a
+                                             # leave-one-case-out fold: see docs/validation.md)
 
 Synthesis metrics are on the seed's [0, 255] normalised scale (the real/true T1Gd normalised with
 its own histogram mode, like the seed's evaluation), in the whole brain and in the whole tumor.
@@ -104,7 +106,7 @@ def cmd_cases(args):
 def cmd_phantoms(args):
     from BBBAnomalyLib.phantoms.structural import make_structural_phantom
 
-    params = T1FlairParameters(steps=args.steps, device="cpu")
+    params = _parameters(args)
     rows, labels, probs, head_probs, head_low, calls, head_calls = [], [], [], [], [], [], []
     for seed in range(*args.synthesis_seeds):
         ph = make_structural_phantom(seed)
@@ -132,11 +134,12 @@ def cmd_phantoms(args):
     normal_scores = []
     for seed in range(*args.normal_seeds):
         ph = make_structural_phantom(seed, tumor=False)
-        res = run_t1flair(ph.t1, ph.flair, T1FlairParameters(steps=1, device="cpu"), brain_mask=ph.brain)
+        res = run_t1flair(ph.t1, ph.flair, _parameters(args, steps=1), brain_mask=ph.brain)
         normal_scores.append(res.report["anomaly"]["patient_score"])
     tumor_scores = [r["anomaly"]["patient_score"] for r in rows]
     out = {
         "machine": machine_description(), "steps": args.steps, "seed_claims": SEED_CLAIMS,
+        "weights": _weights_used(params),
         "synthesis": {k: {"brain": _mean([r[k] for r in rows], "brain"), "tumor": _mean([r[k] for r in rows], "tumor")}
                       for k in ("synthetic_t1gd", "true_label_synthesis", "synthetic_t1gd_interpolated",
                                 "t1_as_t1gd_baseline")},
@@ -152,7 +155,8 @@ def cmd_phantoms(args):
         "cases": rows,
     }
     if args.status_seeds[1] > args.status_seeds[0]:
-        more_labels, more_probs, more_calls = _status_only(range(*args.status_seeds), args.steps)
+        more_labels, more_probs, more_calls = _status_only(range(*args.status_seeds), args.steps,
+                                                           params.synthesis_weights, params.identifier_weights)
         out["status_true_roi_more_cases"] = status_metrics(more_labels, more_probs, more_calls)
     _emit(out, args.json)
 
@@ -207,8 +211,9 @@ def cmd_real(args):
     from BBBAnomalyLib.structural.figures import t1flair_figure
 
     root = Path(args.data)
-    params = T1FlairParameters(steps=args.steps, device="cpu")
-    out = {"machine": machine_description(), "steps": args.steps, "seed_claims": SEED_CLAIMS, "cases": {}}
+    params = _parameters(args)
+    out = {"machine": machine_description(), "steps": args.steps, "seed_claims": SEED_CLAIMS,
+           "weights": _weights_used(params), "cases": {}}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and (not args.only or p.name in args.only)):
         files = find_case_files(folder)
         t1, flair, t1gd = (read_volume(files[k]) for k in ("t1", "flair", "t1gd"))
@@ -229,9 +234,19 @@ def cmd_real(args):
                   f"PSNR {row['synthetic_t1gd']['brain']['psnr_db']:.1f} dB ({row['seconds']:.0f} s)", file=sys.stderr)
             if args.figures and roi_name == "segmentation head":
                 t1flair_figure(Path(args.figures) / f"t1flair_real_{folder.name}.png", t1, flair.data, result, reference,
-                               tumor, title=folder.name)
+                               tumor, title=folder.name + (f" (weights {Path(args.synthesis).stem})" if args.synthesis else ""))
         out["cases"][folder.name] = entry
     _emit(out, args.json)
+
+
+def _parameters(args, steps=None) -> T1FlairParameters:
+    """The pipeline's parameters with the weights chosen on the command line (default: bundled)."""
+    chosen = {f"{k}_weights": getattr(args, k) for k in ("synthesis", "identifier", "cae") if getattr(args, k)}
+    return T1FlairParameters(steps=steps or args.steps, device="cpu", **chosen)
+
+
+def _weights_used(params) -> dict:
+    return {k: getattr(params, f"{k}_weights") for k in ("synthesis", "identifier", "cae")}
 
 
 def _emit(out, path):
@@ -264,6 +279,9 @@ def main():
     r.add_argument("--figures", default=str(REPO / "docs" / "figures"))
     r.add_argument("--only", nargs="*", help="case folder names (default: all)")
     r.set_defaults(func=cmd_real)
+    for sp in (p, r):
+        for k in ("synthesis", "identifier", "cae"):
+            sp.add_argument(f"--{k}", help=f"{k} weights: bundled name or .pt with its .json (default: the bundled demo)")
     args = ap.parse_args()
     args.func(args)
 

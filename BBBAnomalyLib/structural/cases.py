@@ -45,13 +45,20 @@ def find_case_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _is_case(folder: Path) -> bool:
+    return {"t1", "flair"} <= set(find_case_files(folder))
+
+
 def case_folders(cases: str | Path) -> list[Path]:
+    """The case folders under ``cases``, or ``[cases]`` when it is a case folder itself."""
     root = Path(cases)
+    if root.is_dir() and _is_case(root):
+        return [root]
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    folders = [f for f in folders if {"t1", "flair"} <= set(find_case_files(f))]
+    folders = [f for f in folders if _is_case(f)]
     if not folders:
-        raise InputError(f"{root} holds no case folders with a T1 (t1n/t1) and a FLAIR (t2f/flair) file; "
-                         "see `bbbanomaly train t1gd-diffusion --help` for the layout")
+        raise InputError(f"{root} is not a case folder and holds none with a T1 (t1n/t1) and a FLAIR (t2f/flair) "
+                         "file; see `bbbanomaly train t1gd-diffusion --help` for the layout")
     return folders
 
 
@@ -83,7 +90,7 @@ class Case:
     t1gd: np.ndarray | None
     tumor: np.ndarray | None  # (n, size, size) {0, 1} whole tumor
     et: int | None
-    volumes: dict  # native [-1, 1] volumes and the brain mask, for the 3D autoencoder
+    volumes: dict  # native [-1, 1] volumes, brain and tumor masks, voxel spacing: for the 3D autoencoder
 
 
 def load_case(folder: Path, size: int, need_t1gd: bool = True) -> Case:
@@ -100,6 +107,7 @@ def load_case(folder: Path, size: int, need_t1gd: bool = True) -> Case:
     grid = SliceGrid.around(brain, t1.affine, size)
     n_t1, n_flair = normalise(t1.data, brain, "t1"), normalise(flair, brain, "flair")
     t1gd = tumor = et = None
+    seg = None
     if "t1gd" in files:
         t1gd_native = _on_grid(read_volume(files["t1gd"]), t1, order=1)
         t1gd = grid.to_network(normalise(t1gd_native, brain, "t1gd"), -1.0)
@@ -108,4 +116,6 @@ def load_case(folder: Path, size: int, need_t1gd: bool = True) -> Case:
         et = et_label(seg)
         tumor = (grid.to_network((seg > 0).astype(np.float32)) >= 0.5).astype(np.float32)
     return Case(folder.name, grid.to_network(n_t1, -1.0), grid.to_network(n_flair, -1.0), t1gd, tumor, et,
-                {"t1": n_t1, "flair": n_flair, "brain": brain, "has_tumor": "seg" in files and bool(np.any(seg > 0))})
+                {"t1": n_t1, "flair": n_flair, "brain": brain, "spacing": t1.voxel_sizes,
+                 "tumor": None if seg is None else seg > 0,
+                 "has_tumor": seg is not None and bool(np.any(seg > 0))})

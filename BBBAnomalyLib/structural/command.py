@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .parameters import DEFAULT_CAE, DEFAULT_IDENTIFIER, DEFAULT_SYNTHESIS
+
 HELP = """\
 Synthetic contrast-enhanced T1 (T1Gd), blood-brain-barrier status and an anomaly map from a
 non-contrast T1 and a T2-FLAIR, without contrast agent.
@@ -24,8 +26,10 @@ synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi (.
 grid) and report.json with bbb_status = {call, probability, per_label_scores, tumor_roi,
 low_confidence}. Intensities of the syntheses are on the seed's 0-255 normalised scale.
 
-The bundled weights were trained for minutes on a CPU on simulated phantoms: a demonstration,
-not a clinical model. Train your own with `bbbanomaly train t1gd-diffusion | bbb-identifier | cae`.
+The bundled weights are a demonstration, not a clinical model: trained for minutes on a CPU on
+simulated phantoms, then fine-tuned with two real cases (the default *-demo weights; the
+*-phantom ones are phantoms only). Train your own with
+`bbbanomaly train t1gd-diffusion | bbb-identifier | cae`.
 
 examples:
   bbbanomaly t1flair --t1 t1.nii.gz --flair flair.nii.gz --out results
@@ -48,9 +52,14 @@ def register(sub) -> None:
     m.add_argument("--seed", type=int, default=0, help="sampler noise seed (same seed, same result)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a busy CPU)")
     m.add_argument("--size", type=int, help="network in-plane size (default: that of the synthesis weights)")
-    m.add_argument("--synthesis-weights", metavar="NAME|FILE.pt", help="diffusion weights (default: bundled)")
-    m.add_argument("--identifier-weights", metavar="NAME|FILE.pt", help="identification weights (default: bundled)")
-    m.add_argument("--cae-weights", metavar="NAME|FILE.pt", help="3D autoencoder weights (default: bundled)")
+    m.add_argument("--synthesis-weights", metavar="NAME|FILE.pt",
+                   help=f"diffusion weights (default: bundled {DEFAULT_SYNTHESIS}, phantoms + 2 real cases; "
+                        "t1flair-diffusion-phantom: phantoms only)")
+    m.add_argument("--identifier-weights", metavar="NAME|FILE.pt",
+                   help=f"identification weights, matching the synthesis weights (default: bundled {DEFAULT_IDENTIFIER}; "
+                        "t1flair-identifier-phantom goes with t1flair-diffusion-phantom)")
+    m.add_argument("--cae-weights", metavar="NAME|FILE.pt",
+                   help=f"3D autoencoder weights (default: bundled {DEFAULT_CAE}; t1flair-cae-phantom: phantoms only)")
     m.add_argument("--no-anomaly", action="store_true", help="skip the 3D autoencoder anomaly map")
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR", help="output folder")

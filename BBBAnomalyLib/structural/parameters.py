@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 
 from ..errors import InputError
 
-DEFAULT_SYNTHESIS = "t1flair-diffusion-phantom"
-DEFAULT_IDENTIFIER = "t1flair-identifier-phantom"
-DEFAULT_CAE = "t1flair-cae-phantom"
+DEFAULT_SYNTHESIS = "t1flair-diffusion-demo"
+DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
+DEFAULT_CAE = "t1flair-cae-demo"
 
 
 @dataclass

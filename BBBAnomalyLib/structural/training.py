@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError
 
@@ -21,11 +22,20 @@ LAYOUT = """\
 CASES/<case>/ holds NIfTI/NRRD files named by token: T1 *t1n* or *t1*, FLAIR *t2f*/*flair*/*fla*,
 T1Gd *t1c*/*t1gd*/*t1ce*, segmentation *seg* (BraTS labels; enhancing = 4, or 3 in BraTS 2023),
 optional brain mask *brain*/*mask* (else nonzero voxels / Otsu). The ET label of a case is 1 when
-it has enhancing voxels. `python scripts/validate_t1flair.py cases DIR` writes phantoms this way."""
+it has enhancing voxels. `python scripts/validate_t1flair.py cases DIR` writes phantoms this way.
+CASES may also be a single case folder, and several CASES may be given: e.g. many phantoms plus a
+few real cases, the real ones used several times per epoch (--repeat 1 8). --init WEIGHTS
+fine-tunes existing weights (e.g. the bundled ones) instead of starting from random."""
 
 
 def _common(p, name: str, epochs: int):
-    p.add_argument("cases", help="folder of case folders (see above)")
+    p.add_argument("cases", nargs="+", help="folder(s) of case folders, or case folders themselves (see above)")
+    p.add_argument("--repeat", type=int, nargs="+", metavar="N",
+                   help="times each CASES folder's cases are used per epoch, one N per CASES in order (default 1 "
+                        "each): oversamples a few real cases among many phantoms")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="fine-tune: start from these weights (bundled name, or .pt with its .json card) instead of "
+                        "random; the architecture (width, size, crop) is theirs and overrides --width/--size/--crop")
     p.add_argument("--out", required=True, help="output folder for <name>.pt, <name>.json and the checkpoint")
     p.add_argument("--name", default=name, help=f"weights name (default {name})")
     p.add_argument("--epochs", type=int, default=epochs)
@@ -36,6 +46,31 @@ def _common(p, name: str, epochs: int):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trained-on", default="", help="what the cases are, for the model card")
+
+
+def _case_folders(args) -> list[tuple[Path, int]]:
+    """(case folder, times used per epoch) for every case under the CASES arguments."""
+    from .cases import case_folders
+
+    repeat = args.repeat or [1] * len(args.cases)
+    if len(repeat) != len(args.cases) or min(repeat) < 1:
+        raise InputError(f"--repeat takes one whole number >= 1 per CASES folder ({len(args.cases)} given), "
+                         f"got {' '.join(map(str, repeat))}")
+    return [(folder, n) for root, n in zip(args.cases, repeat) for folder in case_folders(root)]
+
+
+def _initial_model(args, kind: str, build):
+    """(model, card fields): ``build()`` from random, or the ``--init`` weights with their architecture."""
+    if not args.init:
+        return build(), {}
+    import torch
+
+    from .models import load
+
+    model, card = load(args.init, kind, torch.device("cpu"))
+    print(f"fine-tuning {card.get('name', args.init)} (architecture {card['config']} from its card)", file=sys.stderr)
+    return model.train(), {"initialised_from": {"name": card.get("name"), "sha256": card.get("sha256"),
+                                                 "trained_on": card.get("trained_on")}}
 
 
 def register(models_subparsers, name: str) -> None:
@@ -72,6 +107,11 @@ def register(models_subparsers, name: str) -> None:
         p.add_argument("--shape", type=int, nargs=3, default=[48, 56, 48], help="global shape (multiples of 8)")
         p.add_argument("--clusters", type=int, default=3, help="groups for --reshape clustered")
         p.add_argument("--width", type=int, default=8)
+        p.add_argument("--tumor-cases", choices=["leave-out", "mask"], default="leave-out",
+                       help="cases whose segmentation has tumor: left out (default), or used with the tumor plus "
+                            "--tumor-margin excluded from the loss, so that their normal tissue is learned")
+        p.add_argument("--tumor-margin", type=float, default=5.0,
+                       help="mm around the segmented tumor also excluded with --tumor-cases mask (default 5)")
         p.set_defaults(run=run_cae)
 
 
@@ -84,6 +124,7 @@ def _train(args, model, dataset, loss_fn, card: dict, context):
     from ..weights import write_entry
 
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / f"{args.name}.checkpoint.pt"
     torch.manual_seed(args.seed)
     model = context.wrap(model)
@@ -123,7 +164,7 @@ def _train(args, model, dataset, loss_fn, card: dict, context):
         weights = out / f"{args.name}.pt"
         torch.save(raw.state_dict(), weights)
         card = dict(card, name=args.name, config=raw.config, command=_command(),
-                    trained_on=args.trained_on or f"the cases in {args.cases}",
+                    trained_on=args.trained_on or f"the cases in {' '.join(map(str, args.cases))}",
                     training=dict(card.get("training", {}), epochs=args.epochs, batch_size=args.batch_size,
                                   learning_rate=args.lr, processes=context.world_size, loss_per_epoch=history,
                                   seconds=round(time.perf_counter() - start, 1)))
@@ -150,20 +191,28 @@ def run_diffusion(args) -> int:
     import torch
 
     from ..training import distributed_context
-    from .cases import case_folders, load_case
+    from .cases import load_case
     from .diffusion import ConditionalUNet, training_loss
 
-    folders = case_folders(args.cases)
+    folders = _case_folders(args)
     context = distributed_context(args.device)
     try:
-        cases = [load_case(f, args.size) for f in folders]
-        cases = [c for c in cases if c.et is not None]
+        model, init_card = _initial_model(args, "diffusion", lambda: ConditionalUNet(width=args.width))
+        if args.init:
+            from .models import read_card
+
+            args.size = int(read_card(args.init)[0]["size"])  # the network's in-plane size is the weights'
+        loaded = [(load_case(f, args.size), n) for f, n in folders]
+        cases = [c for c, _ in loaded if c.et is not None]
+        repeats = [n for c, n in loaded if c.et is not None]
         if not cases:
             raise InputError("no case has a segmentation (*seg*): the ET label and the tumor mask come from it")
         keep = [_training_slices(c, args.other_slices, np.random.default_rng(args.seed + i)) for i, c in enumerate(cases)]
-        stack = lambda attr: torch.as_tensor(np.concatenate([getattr(c, attr)[k] for c, k in zip(cases, keep)]))
+        # a case used n times per epoch contributes its training slices n times
+        stack = lambda attr: torch.as_tensor(np.concatenate([np.tile(getattr(c, attr)[k], (n, 1, 1))
+                                                             for c, k, n in zip(cases, keep, repeats)]))
         t1, flair, t1gd, tumor = stack("t1"), stack("flair"), stack("t1gd"), stack("tumor")
-        et = torch.as_tensor(np.concatenate([np.full(int(k.sum()), c.et) for c, k in zip(cases, keep)]))
+        et = torch.as_tensor(np.concatenate([np.full(int(k.sum()) * n, c.et) for c, k, n in zip(cases, keep, repeats)]))
         dataset = torch.utils.data.TensorDataset(t1gd[:, None], torch.stack([t1, flair], 1), tumor[:, None], et)
         gen = torch.Generator().manual_seed(args.seed + context.rank)
 
@@ -177,10 +226,11 @@ def run_diffusion(args) -> int:
             print(f"{len(cases)} cases ({sum(c.et for c in cases)} enhancing), {len(dataset)} slices of "
                   f"{args.size}x{args.size}, {context.world_size} process(es) on {context.device}", file=sys.stderr)
         card = {"kind": "diffusion", "size": args.size, "model": "BBBAnomalyLib.structural.diffusion:ConditionalUNet",
-                "training": {"cases": len(cases), "slices": len(dataset),
+                "training": {"cases": len(cases), "slices": len(dataset), "case_names": [c.name for c in cases],
+                             "repeats": repeats,
                              "loss": f"L1 on x0, weight 1 + {args.tumor_weight:g} tumor + {args.enhancement_weight:g} |T1Gd - T1|; "
-                                     "+ 0.1 Dice (segmentation head)"}}
-        _train(args, ConditionalUNet(width=args.width), dataset, loss_fn, card, context)
+                                     "+ 0.1 Dice (segmentation head)"}, **init_card}
+        _train(args, model, dataset, loss_fn, card, context)
     finally:
         context.close()
     return 0
@@ -222,16 +272,20 @@ def run_identifier(args) -> int:
     context = distributed_context(args.device)
     try:
         diffusion, dcard = load(args.synthesis, "diffusion", context.device)
-        cases = [c for c in (load_case(f, dcard["size"]) for f in case_folders(args.cases))
-                 if c.et is not None and c.tumor.sum() > 0]
+        model, init_card = _initial_model(args, "identifier", lambda: IdentificationCNN(width=args.width, crop=args.crop))
+        args.crop = model.config["crop"]  # the window the (initial) network looks at
+        loaded = [(load_case(f, dcard["size"]), n) for f, n in _case_folders(args)]
+        loaded = [(c, n) for c, n in loaded if c.et is not None and c.tumor.sum() > 0]
+        cases, repeats = [c for c, _ in loaded], [n for _, n in loaded]
         if len({c.et for c in cases}) < 2:
             raise InputError("the identifier needs cases of both ET labels (enhancing and non-enhancing)")
         parts = [synthesise_tumor_slices(diffusion, c, args.steps, args.seed, context.device) for c in cases]
         xs, ys = [], []
-        for case, (t1, flair, synth, rows) in zip(cases, parts):
+        for case, n, (t1, flair, synth, rows) in zip(cases, repeats, parts):
             for label in (0, 1):  # synthesis made with ET = label; consistent when label == true ET
-                xs.append(tumor_crops((t1, flair, synth[label]), case.tumor[rows], args.crop))
-                ys.append(np.full(len(t1), float(label == case.et), np.float32))
+                crops = tumor_crops((t1, flair, synth[label]), case.tumor[rows], args.crop)
+                xs.append(np.tile(crops, (n,) + (1,) * (crops.ndim - 1)))  # n times per epoch
+                ys.append(np.full(len(t1) * n, float(label == case.et), np.float32))
         dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.concatenate(xs)), torch.as_tensor(np.concatenate(ys)))
         gen = torch.Generator().manual_seed(args.seed + context.rank)
 
@@ -243,8 +297,9 @@ def run_identifier(args) -> int:
         card = {"kind": "identifier", "size": dcard["size"], "synthesis_weights": dcard.get("name"),
                 "synthesis_sha256": dcard.get("sha256"), "steps": args.steps,
                 "model": "BBBAnomalyLib.structural.identification:IdentificationCNN",
-                "training": {"cases": len(cases), "slices": len(dataset), "loss": "BCE on self-consistency"}}
-        model = IdentificationCNN(width=args.width, crop=args.crop)
+                "training": {"cases": len(cases), "slices": len(dataset), "case_names": [c.name for c in cases],
+                             "repeats": repeats, "loss": "BCE on self-consistency"}}
+        card.update(init_card)
 
         def calibrate(raw):
             cal_cases, cal_parts, where = cases, parts, f"the {len(cases)} training cases"
@@ -272,6 +327,7 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
     # train all epochs without writing the final weights, calibrate, then write them
     name = args.name
     args.name = f"{name}.uncalibrated"
+    start = time.perf_counter()
     try:
         raw, history = _train(args, model, dataset, loss_fn, card, context)
     finally:
@@ -285,62 +341,93 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
         out = Path(args.out)
         torch.save(raw.state_dict(), out / f"{name}.pt")
         card = dict(card, name=name, config=raw.config, command=_command(),
-                    trained_on=args.trained_on or f"the cases in {args.cases}",
+                    trained_on=args.trained_on or f"the cases in {' '.join(map(str, args.cases))}",
                     training=dict(card["training"], epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                  processes=context.world_size, loss_per_epoch=history))
+                                  processes=context.world_size, loss_per_epoch=history,
+                                  seconds=round(time.perf_counter() - start, 1)))
         write_entry(card, out / f"{name}.pt")
         for stale in (out / f"{name}.uncalibrated.pt", out / f"{name}.uncalibrated.json"):
             stale.unlink(missing_ok=True)
 
 
 # --- cae -----------------------------------------------------------------------------------------
+def _normal_tissue_weights(case, margin_mm: float, shape) -> np.ndarray:
+    """(*shape) loss weights on the network grid: 0 where the tumor or its margin reaches, else 1."""
+    from .cae import to_network
+
+    tumor = case.volumes["tumor"]
+    if tumor is None or not tumor.any():
+        return np.ones(shape, np.float32)
+    near = ndimage.distance_transform_edt(~tumor, sampling=case.volumes["spacing"]) <= margin_mm
+    on_net = to_network([near.astype(np.float32) * 2.0 - 1.0], case.volumes["brain"], shape)[0]
+    return (on_net <= -0.999).astype(np.float32)  # any overlap with the excluded region drops the voxel
+
+
 def run_cae(args) -> int:
     import torch
 
     from ..training import distributed_context
     from .cae import ConvAutoencoder3D, anomaly, brain_box, plan_reshape, target_shape, to_network
-    from .cases import case_folders, load_case
+    from .cases import load_case
 
     context = distributed_context(args.device)
     try:
-        cases, skipped = [], []
-        for folder in case_folders(args.cases):
+        cases, repeats, masked, skipped = [], [], [], []
+        for folder, n in _case_folders(args):
             case = load_case(folder, 16, need_t1gd=False)
-            (skipped if case.volumes["has_tumor"] else cases).append(case)
+            if case.volumes["has_tumor"] and args.tumor_cases == "leave-out":
+                skipped.append(case)
+                continue
+            cases.append(case)
+            repeats.append(n)
+            if case.volumes["has_tumor"]:
+                masked.append(case.name)
         if skipped and context.is_main:
             print(f"left out {len(skipped)} case(s) with tumor voxels in their segmentation: the autoencoder "
-                  "learns normal anatomy only", file=sys.stderr)
-        if not cases:
-            raise InputError("no normal case (without tumor) to train the autoencoder on")
+                  "learns normal anatomy only (--tumor-cases mask uses their normal tissue)", file=sys.stderr)
+        if masked and context.is_main:
+            print(f"{len(masked)} case(s) with tumor used with the tumor and {args.tumor_margin:g} mm around it "
+                  "excluded from the loss", file=sys.stderr)
+        normal = [c for c in cases if not c.volumes["has_tumor"]]
+        if not normal:
+            raise InputError("no normal case (without tumor) to train the autoencoder on; its patient-score "
+                             "statistics need some")
         boxes = [np.subtract(*brain_box(c.volumes["brain"])[::-1]) for c in cases]
         policy = plan_reshape(boxes, args.reshape, tuple(args.shape), args.clusters, args.seed)
-        volumes = [torch.as_tensor(to_network([c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"],
-                                              target_shape(policy, b))) for c, b in zip(cases, boxes)]
-        groups: dict[tuple, list[int]] = {}
-        for i, v in enumerate(volumes):
-            groups.setdefault(tuple(v.shape), []).append(i)
-        # one batch holds one shape: index the cases and batch within a shape group
-        dataset = torch.utils.data.TensorDataset(torch.arange(len(volumes)))
+        shapes = [target_shape(policy, b) for b in boxes]
+        volumes = [torch.as_tensor(to_network([c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"], shape))
+                   for c, shape in zip(cases, shapes)]
+        weights = [torch.as_tensor(_normal_tissue_weights(c, args.tumor_margin, shape)[None])
+                   for c, shape in zip(cases, shapes)]
+        # one batch holds one shape: index the cases (each n times) and batch within a shape group
+        dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.repeat(np.arange(len(volumes)), repeats)))
         gen = torch.Generator().manual_seed(args.seed + context.rank)
 
         def loss_fn(model, batch):
             (idx,) = batch
             shape = tuple(volumes[int(idx[0])].shape)
-            x = torch.stack([volumes[int(i)] for i in idx.cpu() if tuple(volumes[int(i)].shape) == shape])
-            (x,) = _flip([x.to(context.device)], gen)
+            chosen = [int(i) for i in idx.cpu() if tuple(volumes[int(i)].shape) == shape]
+            x, w = torch.stack([volumes[i] for i in chosen]), torch.stack([weights[i] for i in chosen])
+            x, w = _flip([x.to(context.device), w.to(context.device)], gen)
             noisy = x + 0.02 * torch.randn(x.shape, generator=gen).to(x.device)
-            return (model(noisy) - x).abs().mean()
+            residual = (model(noisy) - x).abs() * w  # w: 0 over a masked tumor, else 1
+            return residual.sum() / (w.sum() * x.shape[1]).clamp_min(1.0)
 
         card = {"kind": "cae", "model": "BBBAnomalyLib.structural.cae:ConvAutoencoder3D", "reshape": policy,
-                "training": {"cases": len(cases), "left_out_with_tumor": len(skipped), "loss": "L1 (denoising, σ 0.02)"}}
-        model = ConvAutoencoder3D(width=args.width)
+                "training": {"cases": len(cases), "case_names": [c.name for c in cases], "repeats": repeats,
+                             "left_out_with_tumor": len(skipped),
+                             "used_with_tumor_masked": masked, "tumor_margin_mm": args.tumor_margin if masked else None,
+                             "loss": "L1 (denoising, σ 0.02), tumor + margin excluded where masked"}}
+        model, init_card = _initial_model(args, "cae", lambda: ConvAutoencoder3D(width=args.width))
+        card.update(init_card)
 
         def score_stats(raw):
+            # the patient score's reference is normal anatomy: cases with a tumor would inflate it
             scores = [anomaly(raw, [c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"], policy, context.device)[1]
-                      for c in cases]
+                      for c in normal]
             raw.score_stats.copy_(torch.tensor([float(np.mean(scores)), float(np.std(scores) + 1e-6)]))
             return {"patient_score_mean": float(np.mean(scores)), "patient_score_sd": float(np.std(scores)),
-                    "on": "the training cases"}
+                    "on": f"the {len(normal)} normal training cases"}
 
         _train_then(args, model, dataset, loss_fn, card, context, score_stats)
     finally:
