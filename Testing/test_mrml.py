@@ -418,3 +418,53 @@ def test_t1flair_from_two_scalar_volumes_reports_the_bbb_status(scene, tmp_path)
         assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(t1_node))
     assert outputs.map_nodes["synthetic_t1gd"].GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
     assert not (tmp_path / "job" / "output" / "curves.npz").exists()  # this pipeline has no curves
+
+
+def test_a_dwi_saved_by_slicer_as_nrrd_reads_with_its_gradients_in_ras(scene, tmp_path):
+    """Slicer's DWI NRRD (DWMRI keys, rotated measurement frame) through read_dwi and the CLI."""
+    import vtk
+
+    from BBBAnomalyLib.dmri import read_dwi
+    from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
+
+    dwi = make_dmri_phantom(1001, voxel_mm=3.0, n_directions=48, snr=30.0, tumor=True).dwi
+    node = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", "patient DWI")
+    mrml._fill_volume_node(node, dwi.data, dwi.affine)
+    angle = np.deg2rad(30.0)  # measurement frame: a rotation about z and x, not symmetric
+    rz = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(angle / 2), -np.sin(angle / 2)], [0, np.sin(angle / 2), np.cos(angle / 2)]])
+    frame = rz @ rx
+    matrix = vtk.vtkMatrix4x4()
+    for i in range(3):
+        for j in range(3):
+            matrix.SetElement(i, j, frame[i, j])
+    node.SetMeasurementFrameMatrix(matrix)
+    node.SetNumberOfGradients(dwi.n_frames)
+    for i, (b, g) in enumerate(zip(dwi.acquisition.bvals, dwi.acquisition.bvecs)):
+        node.SetBValue(i, float(b))  # the NRRD writer scales the unit gradients by sqrt(b / b_max)
+        node.SetDiffusionGradient(i, [float(v) for v in frame.T @ g])  # unit vectors in the frame
+    expected = mrml.volume_from_node(node)
+    assert np.allclose(expected.acquisition.bvecs[expected.acquisition.bvals > 50],
+                       dwi.acquisition.bvecs[dwi.acquisition.bvals > 50], atol=1e-6)
+    path = tmp_path / "patient_dwi.nrrd"
+    storage = scene.AddNewNodeByClass("vtkMRMLNRRDStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    assert "DWMRI_gradient_0001" in path.read_bytes()[:20000].decode("latin-1")
+    read = read_dwi(path)
+    assert np.array_equal(read.data, dwi.data) and np.allclose(read.affine, dwi.affine, atol=1e-5)
+    np.testing.assert_allclose(read.acquisition.bvals, dwi.acquisition.bvals, rtol=1e-4, atol=1e-3)
+    weighted = read.acquisition.bvals > 50
+    np.testing.assert_allclose(read.acquisition.bvecs[weighted], dwi.acquisition.bvecs[weighted], atol=1e-5)
+    assert cli_main(["dmri", str(path), "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"]) == 0
+    assert (tmp_path / "out" / "anomaly.nii.gz").is_file()
+    # an LPS-space header with the same numbers means directions with x and y negated
+    text = path.read_bytes()
+    lps = tmp_path / "lps.nrrd"
+    lps.write_bytes(text.replace(b"space: right-anterior-superior", b"space: left-posterior-superior", 1))
+    flipped = read_dwi(lps).acquisition.bvecs[weighted]
+    np.testing.assert_allclose(flipped, dwi.acquisition.bvecs[weighted] * [-1, -1, 1], atol=1e-5)
+    incomplete = tmp_path / "incomplete.nrrd"
+    incomplete.write_bytes(text.replace(b"DWMRI_gradient_0003:=", b"DWMRI_note_0003:=", 1))
+    with pytest.raises(InputError, match="gradient table is incomplete"):
+        read_dwi(incomplete)

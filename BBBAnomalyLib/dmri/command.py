@@ -33,6 +33,7 @@ mean_attenuation.nii.gz, brain_mask.nii.gz (the analysed, eroded mask) and repor
 
 examples:
   bbbanomaly dmri dwi.nii.gz --bval dwi.bval --bvec dwi.bvec --out results
+  bbbanomaly dmri dwi.nhdr --out results          # a DWI saved from Slicer (DWMRI NRRD)
   bbbanomaly dmri dwi.nii.gz --model vae --threshold otsu --mask brain.nii.gz
   bbbanomaly dmri dwi.nii.gz --model vae --weights run1/dmri-vae.pt --tumor-mask tumor.nii.gz
 """
@@ -41,7 +42,8 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser("dmri", help="diffusion anomaly map (VAE / RecDiscNet trained on healthy brains)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dwi", help="4D diffusion-weighted series (NIfTI; NRRD/DICOM with --bval/--bvec)")
+    p.add_argument("dwi", help="4D diffusion-weighted series: NIfTI (+ bval/bvec), a DWMRI NRRD as Slicer saves "
+                               "DWIs (gradients from its header), or NRRD/DICOM with --bval/--bvec")
     io = p.add_argument_group("inputs")
     io.add_argument("--bval", metavar="FILE", help="FSL b-values (default: <dwi>.bval beside the image)")
     io.add_argument("--bvec", metavar="FILE", help="FSL gradient directions (default: <dwi>.bvec beside the image)")

@@ -16,15 +16,23 @@ def read_dwi(path, bval=None, bvec=None) -> Volume:
     """A 4D DWI with ``acquisition.bvals`` and RAS ``acquisition.bvecs``.
 
     bval/bvec: FSL files (one row of b-values; 3 rows, or 3 columns, of directions in the image's
-    axes). Without them the files beside a NIfTI (``x.bval``/``x.bvec``) are used, as FSL and
-    dcm2niix write them. The input file is never modified.
+    axes). Without them: a DWMRI NRRD's own gradient table (Slicer's DWI files: ``DWMRI_b-value``,
+    ``DWMRI_gradient_NNNN`` in the ``measurement frame``), or the files beside a NIfTI
+    (``x.bval``/``x.bvec``), as FSL and dcm2niix write them. The input file is never modified.
     """
     from ..io import read_volume
+    from ..io._common import file_kind
+    from ..io.nrrd import dwmri_gradients
 
     volume = read_volume(path)
     if not volume.is_4d:
         raise InputError(f"'{path}' is 3D {volume.data.shape}; a DWI is 4D: the b0 and diffusion-weighted volumes")
     acq = volume.acquisition
+    if bval is None and bvec is None and file_kind(Path(str(path)))[0] == "nrrd":
+        table = dwmri_gradients(Path(str(path)), volume.n_frames)
+        if table is not None:  # already in world RAS
+            acq = dataclasses.replace(acq, bvals=table[0], bvecs=table[1])
+            return Volume(volume.data, volume.affine, None, acq)
     bvals, bvecs = acq.bvals, acq.bvecs
     if bval is not None or bvec is not None:
         if bval is None or bvec is None:

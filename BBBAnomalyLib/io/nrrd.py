@@ -95,6 +95,71 @@ def read_nrrd(path: Path) -> Volume:
     return Volume(data, affine, times, acq)
 
 
+def raw_header(path: Path) -> dict[str, str]:
+    """The NRRD header as written: ``field: value`` and ``key:=value`` lines, before ITK touches them.
+
+    ITK turns ``space`` into LPS and does not expose the ``measurement frame``; DWI gradients need
+    both exactly as the file states them.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    text = head.split(b"\n\n", 1)[0].decode("latin-1")  # attached data follow the first blank line
+    fields: dict[str, str] = {}
+    for line in text.splitlines()[1:]:
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+#: NRRD spaces whose world axes are RAS or LPS; the sign flips to RAS.
+_SPACE_TO_RAS = {"right-anterior-superior": (1, 1, 1), "ras": (1, 1, 1),
+                 "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1)}
+
+
+def dwmri_gradients(path: Path, n_volumes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(b-values, unit directions in world RAS) of a DWMRI NRRD (Slicer's DWI files), else None.
+
+    NRRD's DWMRI convention: ``DWMRI_b-value`` is the largest b; each ``DWMRI_gradient_NNNN`` is
+    given in the ``measurement frame`` (default: the space's axes) and its squared length scales
+    that b-value, so b_i = b * |g_i|^2 and a zero vector is a b0.
+    """
+    fields = raw_header(path)
+    if fields.get("modality", "").upper() != "DWMRI" and "DWMRI_b-value" not in fields:
+        return None
+    if any(k.startswith("DWMRI_NEX_") for k in fields):
+        raise InputError(f"'{path}' repeats gradients with DWMRI_NEX keys, which are not read; write the DWI "
+                         "with one DWMRI_gradient per volume (Slicer's Save does), or give --bval/--bvec")
+    b_max = _floats(fields.get("DWMRI_b-value", ""), None)
+    keys = sorted(k for k in fields if re.fullmatch(r"DWMRI_gradient_\d+", k))
+    grads = [_floats(fields[k], None) for k in keys]
+    if b_max is None or b_max.size != 1 or len(keys) != n_volumes or any(g is None or g.size != 3 for g in grads):
+        raise InputError(f"'{path}' is a DWMRI NRRD but its gradient table is incomplete: {len(keys)} "
+                         f"DWMRI_gradient keys for {n_volumes} volumes and DWMRI_b-value "
+                         f"{fields.get('DWMRI_b-value')!r}; give --bval/--bvec instead")
+    g = np.asarray(grads, np.float64)
+    frame = np.eye(3)
+    if "measurement frame" in fields:
+        rows = re.findall(r"\(([^)]*)\)", fields["measurement frame"])
+        vectors = [_floats(r, ",") for r in rows]
+        if len(vectors) != 3 or any(v is None or v.size != 3 for v in vectors):
+            raise InputError(f"'{path}': cannot read the measurement frame {fields['measurement frame']!r}")
+        frame = np.asarray(vectors, np.float64).T  # NRRD lists the frame's column vectors
+    space = fields.get("space", "right-anterior-superior").lower()
+    if space not in _SPACE_TO_RAS:
+        raise InputError(f"'{path}' has NRRD space {space!r}; DWI gradients are read for RAS or LPS spaces only")
+    world = (g @ frame.T) * np.asarray(_SPACE_TO_RAS[space], np.float64)
+    norms = np.linalg.norm(g, axis=1)
+    bvals = float(b_max[0]) * norms ** 2
+    directions = np.divide(world, np.linalg.norm(world, axis=1, keepdims=True),
+                           out=np.zeros_like(world), where=norms[:, None] > 1e-8)
+    return bvals, directions
+
+
 def _declared_frames(meta: dict) -> int | None:
     for key, value in meta.items():
         if re.fullmatch(r"axis \d+ index values", key):
