@@ -271,6 +271,7 @@ DCE = PipelineSpec(
     runner="BBBAnomalyLib.dce.pipeline:run_dce",
     needs_torch=True,
     uses_device=True,
+    extra={"roi_aif_parameters": {"aif_region": True}},  # a ROI box: its arterial voxels, as for DSC
 )
 
 DMRI = PipelineSpec(

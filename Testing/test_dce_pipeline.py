@@ -162,3 +162,29 @@ def test_bad_input_gets_a_clear_error(phantom):
         DCEParameters(t10=1400)
     with pytest.raises(InputError, match="choices"):
         DCEParameters(model="toft")
+
+
+def test_aif_search_region_keeps_the_artery_of_a_box_and_ignores_air(phantom, result):
+    from scipy import ndimage
+
+    m = phantom.masks
+    box = ndimage.binary_dilation(m["aif"], iterations=2)  # an artery with tissue around it, as a drawn box
+    region = box.copy()
+    air = np.argwhere(phantom.signal.data.max(axis=3) == 0)[:20]
+    region[tuple(air.T)] = True  # a box near the skull reaches into the air
+    common = dict(brain_mask=m["brain"], tumor_mask=m["tumor"], t10_map=phantom.truth["t10"])
+    params = DCEParameters(rls="none")
+    searched = run_dce(phantom.signal, DCEParameters(rls="none", aif_region=True), aif_mask=region, **common)
+    assert searched.report["aif"]["source"] == "region"
+    blood = m["aif"] | m["vessels"] | m["small_vessels"]  # the box also holds a small vessel of arterial blood
+    assert searched.aif_mask.sum() >= 5 and not (searched.aif_mask & ~blood).any()
+    assert (searched.aif_mask & m["aif"]).sum() >= 0.9 * m["aif"].sum()
+    assert searched.aif.max() == pytest.approx(result.aif.max(), rel=0.1)
+    tumor = m["tumor"] & m["pure"]
+    k_exact = np.mean(result.maps["ktrans"].data[tumor])
+    assert np.mean(searched.maps["ktrans"].data[tumor]) == pytest.approx(k_exact, rel=0.1)
+    averaged = run_dce(phantom.signal, params, aif_mask=box, **common)
+    assert averaged.aif.max() < 0.7 * result.aif.max()  # why a box must not simply be averaged
+    assert np.mean(averaged.maps["ktrans"].data[tumor]) > 1.3 * k_exact
+    with pytest.raises(InputError, match="zero(,| or) negative"):  # averaging the air is refused
+        run_dce(phantom.signal, params, aif_mask=region, **common)

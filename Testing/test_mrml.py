@@ -333,6 +333,24 @@ def test_phae_from_the_panel_gives_maps_and_its_reconstruction(scene, dsc_phanto
     assert np.corrcoef(mean["measured"], mean["PHAE reconstruction"])[0, 1] > 0.95
 
 
+def test_dce_aif_roi_box_from_the_panel_is_searched_for_its_artery(scene, tmp_path):
+    from BBBAnomalyLib.dce import DCEParameters, run_dce
+    from BBBAnomalyLib.phantoms.dce import make_dce_phantom
+
+    phantom = make_dce_phantom(snr=40, slices=5, seed=3)
+    _, _, proxy = mrml.add_series(phantom.signal, "DCE")
+    roi = aif_roi_around(phantom.masks["aif"], phantom.signal.affine)
+    request = mrml.RunRequest("dce", {"series": proxy, "aif_mask": roi}, {"t10": 1.4, "rls": "none", "device": "cpu"})
+    job, reference, _ = run_in_scene(request, tmp_path)
+    assert job.parameters["aif_region"] is True
+    box = mrml.mask_from_roi(roi, reference)
+    assert box.sum() > 2 * phantom.masks["aif"].sum()  # the box holds more than the artery
+    report = json.loads((tmp_path / "job" / "output" / "report.json").read_text(encoding="utf-8"))
+    exact = run_dce(phantom.signal, DCEParameters(t10=1.4, rls="none"), aif_mask=phantom.masks["aif"])
+    assert report["aif"]["source"] == "region"
+    assert report["aif"]["peak"] == pytest.approx(float(exact.aif.max()), rel=0.1)
+
+
 def test_dce_from_the_panel_with_population_aif_and_ratio_table(scene, tmp_path):
     from BBBAnomalyLib.phantoms.dce import make_dce_phantom
 

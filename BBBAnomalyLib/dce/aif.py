@@ -26,6 +26,21 @@ def aif_from_mask(curves: np.ndarray, in_aif: np.ndarray, hematocrit: float) -> 
     return blood / (1.0 - hematocrit)
 
 
+def aif_in_region(curves: np.ndarray, in_region: np.ndarray, n_baseline: int, hematocrit: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(plasma Cp (T,), boolean over ``in_region``'s voxels that were averaged) for a search region
+    (e.g. a ROI box around an artery): its arterial voxels by
+    :func:`BBBAnomalyLib.arterial.arterial_in_region`, not every voxel of the box."""
+    from ..arterial import arterial_in_region
+
+    region = curves[in_region]
+    if region.shape[0] == 0:
+        raise InputError("the AIF region has no voxel with signal inside the analysed region; draw it around an artery")
+    peaks = region.max(axis=1) - region[:, :max(n_baseline, 1)].mean(axis=1)
+    keep = arterial_in_region(peaks)
+    return aif_from_mask(region, keep, hematocrit), keep
+
+
 def crossing_time(curve: np.ndarray, times: np.ndarray, fraction: float = ARRIVAL_FRACTION) -> float:
     """Time [s] at which a curve first reaches ``fraction`` of its peak rise (linear between frames)."""
     c = np.asarray(curve, dtype=np.float64)

@@ -18,7 +18,8 @@ squares, optional --refine), with a per-voxel bolus delay up to --max-delay seco
 
 Signal -> concentration: SPGR with T10 (--t10 seconds or a T10 map), --flip-angle, --tr and
 --relaxivity; without T10, relative enhancement (S/S0 - 1) is used and Ktrans is semi-quantitative.
-AIF: the mean curve of --aif-mask (blood; --hematocrit converts to plasma, 0 if already plasma),
+AIF: the mean curve of --aif-mask (blood; --hematocrit converts to plasma, 0 if already plasma;
+with --aif-search only the arterial voxels of the region, e.g. a box drawn around an artery),
 or --population-aif parker (the default when no mask is given), shifted to the bolus arrival.
 Outputs (in --out, default <input>_dce/): rls, rls_vascular, rls_abs, ktrans, ve, vp, kep, delay,
 fit_r2 as <map>.nii.gz (or .nrrd with --format nrrd) on the input grid, brain_mask, aif.csv and
@@ -37,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("series", help="4D DCE series: NIfTI, NRRD or a DICOM folder")
     io = p.add_argument_group("inputs")
     io.add_argument("--aif-mask", metavar="MASK", help="arterial voxels (nonzero) on the series grid")
+    io.add_argument("--aif-search", action="store_true",
+                    help="treat --aif-mask as a search region (e.g. a box around an artery): average only its "
+                         "arterial voxels (peak >= half the region's 90th-percentile peak), ignore air")
     io.add_argument("--population-aif", choices=["parker"], help="population AIF instead of a mask (default "
                     "when no --aif-mask)")
     io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
@@ -102,6 +106,8 @@ def run(args) -> int:
         raise InputError("give --times or --frame-interval, not both")
     if args.aif_mask and args.population_aif:
         raise InputError("give --aif-mask or --population-aif, not both")
+    if args.aif_search and not args.aif_mask:
+        raise InputError("--aif-search needs --aif-mask REGION")
     out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dce")
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
@@ -110,6 +116,7 @@ def run(args) -> int:
     params = DCEParameters(
         model=args.model, input_kind=args.input_kind, t10=t10, flip_angle=args.flip_angle, tr=args.tr,
         relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
+        aif_region=args.aif_search,
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed, device=args.device,
         threads=args.threads)

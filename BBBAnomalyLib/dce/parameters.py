@@ -51,6 +51,9 @@ class DCEParameters:
     relaxivity: float = 4.5  # r1 [1/(s·mM)]
     hematocrit: float = 0.42
     population_aif: str | None = None  # "parker"
+    # True: the AIF mask is a search region (a ROI box around an artery); only its arterial voxels
+    # (by peak height) are averaged and signal-free (air) voxels are ignored. False: all are averaged.
+    aif_region: bool = False
     baseline_frames: int | None = None  # pre-contrast frames; None = detected from the bolus arrival
     max_delay: float = 6.0  # [s]
     refine: bool = False

@@ -102,7 +102,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
     series:     4D Volume (T1-weighted signal, or concentration with ``params.input_kind='concentration'``)
                 with frame times [s]; flip angle and TR from its metadata unless given in params.
-    aif_mask:   arterial voxels (bool array or Volume); None uses ``params.population_aif`` (Parker).
+    aif_mask:   arterial voxels (bool array or Volume), or with ``params.aif_region`` a search region
+                around an artery; None uses ``params.population_aif`` (Parker).
     brain_mask: voxels to analyse; None = automatic (Otsu on the temporal mean).
     tumor_mask: left out of the RLS training set; summarised in the report.
     t10_map:    pre-contrast T1 [s] on the series grid (else ``params.t10``; neither = relative enhancement).
@@ -139,6 +140,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
             brain = automatic_brain_mask(series.data)
         arterial = masks.get("aif-mask")
+        if arterial is not None and params.aif_region and mode != "concentration":
+            # a box drawn near the skull reaches into the air: signal-free voxels cannot be arterial
+            arterial = arterial & (series.data.min(axis=3) > 0)
         analysed = brain | arterial if arterial is not None else brain
         raw = series.data[analysed].astype(np.float32)
         if not np.isfinite(raw).all():
@@ -167,7 +171,12 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     report_progress(0.1, "arterial input function")
     with timer("aif"):
         aif_delay = None
-        if arterial is not None:
+        if arterial is not None and params.aif_region:
+            aif_curve, keep = aif_mod.aif_in_region(conc, arterial[analysed], n_base, params.hematocrit)
+            chosen = np.zeros(int(analysed.sum()), bool)
+            chosen[np.flatnonzero(arterial[analysed])[keep]] = True
+            arterial = _scatter(analysed, chosen).astype(bool)  # the voxels actually averaged
+        elif arterial is not None:
             aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
         else:
             aif_curve, aif_delay = aif_mod.population_aif(times, conc[in_brain].mean(axis=0), params.hematocrit,
@@ -269,7 +278,7 @@ def _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay,
         "conversion": {"mode": mode, "semi_quantitative": mode == "relative", "baseline_frames": int(n_base)},
         "units": {"concentration": "mM" if mode != "relative" else "relative_enhancement",
                   "curves": unit, **{name: MAP_INFO[name][0] for name in maps}},
-        "aif": {"source": "mask" if arterial is not None else params.population_aif,
+        "aif": {"source": ("region" if params.aif_region else "mask") if arterial is not None else params.population_aif,
                 "n_voxels": int(arterial.sum()) if arterial is not None else 0,
                 "peak": float(aif_curve.max()), "peak_time_s": float(times[int(np.argmax(aif_curve))]),
                 **({"population_delay_s": aif_delay} if aif_delay is not None else {})},

@@ -78,27 +78,16 @@ def aif_from_mask(curves: np.ndarray, in_aif: np.ndarray, baseline: slice) -> AI
     return AIFSelection(curve, idx, "mask")
 
 
-#: Inside a search region, arterial voxels peak at least this fraction of the region's 90th-percentile peak.
-REGION_PEAK_FRACTION = 0.5
-
-
 def aif_in_region(curves: np.ndarray, in_region: np.ndarray, baseline: slice) -> AIFSelection:
-    """The arterial voxels inside a search region (e.g. a ROI box drawn around an artery).
+    """The arterial voxels inside a search region (e.g. a ROI box drawn around an artery): those
+    whose ΔR2* peak passes :func:`BBBAnomalyLib.arterial.arterial_in_region`, averaged."""
+    from ..arterial import arterial_in_region
 
-    A box around a vessel holds tissue and CSF too; averaging it all would dilute the AIF and
-    inflate CBV and CBF. Arterial curves peak an order of magnitude higher than tissue, so the
-    voxels whose peak reaches half of the region's 90th-percentile peak are kept (at least
-    MIN_AIF_VOXELS, highest first).
-    """
     idx = np.flatnonzero(in_region)
     if idx.size == 0:
         raise InputError("the AIF region has no voxel with signal inside the analysed region; draw it on an artery")
     peaks = curves[idx].max(axis=1) - curves[idx][:, baseline].mean(axis=1)
-    keep = peaks >= REGION_PEAK_FRACTION * np.percentile(peaks, 90)
-    if keep.sum() < min(MIN_AIF_VOXELS, idx.size):
-        keep = np.zeros(idx.size, bool)
-        keep[np.argsort(peaks)[::-1][:min(MIN_AIF_VOXELS, idx.size)]] = True
-    chosen = idx[keep]
+    chosen = idx[arterial_in_region(peaks)]
     curve = curves[chosen].mean(axis=0, dtype=np.float64)
     check_aif_curve(curve, baseline, "the AIF region")
     return AIFSelection(curve, chosen, "region")
