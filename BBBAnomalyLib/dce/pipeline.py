@@ -142,7 +142,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         arterial = masks.get("aif-mask")
         if arterial is not None and params.aif_region and mode != "concentration":
             # a box drawn near the skull reaches into the air: signal-free voxels cannot be arterial
-            arterial = arterial & (series.data.min(axis=3) > 0)
+            arterial = arterial.copy()
+            arterial[arterial] = series.data[arterial].min(axis=1) > 0
         analysed = brain | arterial if arterial is not None else brain
         raw = series.data[analysed].astype(np.float32)
         if not np.isfinite(raw).all():

@@ -60,17 +60,28 @@ def _case_folders(args) -> list[tuple[Path, int]]:
 
 
 def _initial_model(args, kind: str, build):
-    """(model, card fields): ``build()`` from random, or the ``--init`` weights with their architecture."""
+    """(model, the --init weights' card or None): ``build()`` from random, or the ``--init``
+    weights with their own architecture."""
     if not args.init:
-        return build(), {}
+        return build(), None
     import torch
 
     from .models import load
 
     model, card = load(args.init, kind, torch.device("cpu"))
     print(f"fine-tuning {card.get('name', args.init)} (architecture {card['config']} from its card)", file=sys.stderr)
-    return model.train(), {"initialised_from": {"name": card.get("name"), "sha256": card.get("sha256"),
-                                                 "trained_on": card.get("trained_on")}}
+    return model.train(), card
+
+
+def _provenance(init_card: dict | None) -> dict:
+    """The model-card entry that says which weights training started from (none: from random)."""
+    if init_card is None:
+        return {}
+    return {"initialised_from": {k: init_card.get(k) for k in ("name", "sha256", "trained_on")}}
+
+
+def _trained_on(args) -> str:
+    return args.trained_on or f"the cases in {' '.join(map(str, args.cases))}"
 
 
 def register(models_subparsers, name: str) -> None:
@@ -164,7 +175,7 @@ def _train(args, model, dataset, loss_fn, card: dict, context):
         weights = out / f"{args.name}.pt"
         torch.save(raw.state_dict(), weights)
         card = dict(card, name=args.name, config=raw.config, command=_command(),
-                    trained_on=args.trained_on or f"the cases in {' '.join(map(str, args.cases))}",
+                    trained_on=_trained_on(args),
                     training=dict(card.get("training", {}), epochs=args.epochs, batch_size=args.batch_size,
                                   learning_rate=args.lr, processes=context.world_size, loss_per_epoch=history,
                                   seconds=round(time.perf_counter() - start, 1)))
@@ -198,13 +209,11 @@ def run_diffusion(args) -> int:
     context = distributed_context(args.device)
     try:
         model, init_card = _initial_model(args, "diffusion", lambda: ConditionalUNet(width=args.width))
-        if args.init:
-            from .models import read_card
-
-            args.size = int(read_card(args.init)[0]["size"])  # the network's in-plane size is the weights'
+        if init_card is not None:
+            args.size = int(init_card["size"])  # the network's in-plane size is the weights'
         loaded = [(load_case(f, args.size), n) for f, n in folders]
-        cases = [c for c, _ in loaded if c.et is not None]
-        repeats = [n for c, n in loaded if c.et is not None]
+        loaded = [(c, n) for c, n in loaded if c.et is not None]
+        cases, repeats = [c for c, _ in loaded], [n for _, n in loaded]
         if not cases:
             raise InputError("no case has a segmentation (*seg*): the ET label and the tumor mask come from it")
         keep = [_training_slices(c, args.other_slices, np.random.default_rng(args.seed + i)) for i, c in enumerate(cases)]
@@ -229,7 +238,7 @@ def run_diffusion(args) -> int:
                 "training": {"cases": len(cases), "slices": len(dataset), "case_names": [c.name for c in cases],
                              "repeats": repeats,
                              "loss": f"L1 on x0, weight 1 + {args.tumor_weight:g} tumor + {args.enhancement_weight:g} |T1Gd - T1|; "
-                                     "+ 0.1 Dice (segmentation head)"}, **init_card}
+                                     "+ 0.1 Dice (segmentation head)"}, **_provenance(init_card)}
         _train(args, model, dataset, loss_fn, card, context)
     finally:
         context.close()
@@ -298,8 +307,7 @@ def run_identifier(args) -> int:
                 "synthesis_sha256": dcard.get("sha256"), "steps": args.steps,
                 "model": "BBBAnomalyLib.structural.identification:IdentificationCNN",
                 "training": {"cases": len(cases), "slices": len(dataset), "case_names": [c.name for c in cases],
-                             "repeats": repeats, "loss": "BCE on self-consistency"}}
-        card.update(init_card)
+                             "repeats": repeats, "loss": "BCE on self-consistency"}, **_provenance(init_card)}
 
         def calibrate(raw):
             cal_cases, cal_parts, where = cases, parts, f"the {len(cases)} training cases"
@@ -341,7 +349,7 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
         out = Path(args.out)
         torch.save(raw.state_dict(), out / f"{name}.pt")
         card = dict(card, name=name, config=raw.config, command=_command(),
-                    trained_on=args.trained_on or f"the cases in {' '.join(map(str, args.cases))}",
+                    trained_on=_trained_on(args),
                     training=dict(card["training"], epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                   processes=context.world_size, loss_per_epoch=history,
                                   seconds=round(time.perf_counter() - start, 1)))
@@ -419,7 +427,7 @@ def run_cae(args) -> int:
                              "used_with_tumor_masked": masked, "tumor_margin_mm": args.tumor_margin if masked else None,
                              "loss": "L1 (denoising, σ 0.02), tumor + margin excluded where masked"}}
         model, init_card = _initial_model(args, "cae", lambda: ConvAutoencoder3D(width=args.width))
-        card.update(init_card)
+        card.update(_provenance(init_card))
 
         def score_stats(raw):
             # the patient score's reference is normal anatomy: cases with a tumor would inflate it
