@@ -183,3 +183,16 @@ def test_fine_tuning_on_phantoms_plus_a_real_tcga_case_folder(cases, shared_data
           "--out", str(out), "--epochs", "1", "--device", "cpu"])
     cae_card = json.loads((out / "cae.json").read_text(encoding="utf-8"))
     assert cae_card["training"]["used_with_tumor_masked"] == ["TCGA-FG-6692"]
+
+
+def test_random_labels_off_tumor_keep_tumor_slices_and_draw_both_labels_elsewhere():
+    import torch
+
+    from BBBAnomalyLib.structural.training import random_labels_off_tumor
+
+    tumor = torch.zeros(200, 1, 8, 8)
+    tumor[:100, 0, 2:5, 2:5] = 1  # the first 100 slices hold 9 tumor pixels, the rest none
+    labels = torch.ones(200, dtype=torch.long)
+    out = random_labels_off_tumor(labels, tumor, torch.Generator().manual_seed(0))
+    assert out.dtype == labels.dtype and torch.all(out[:100] == 1)  # a tumor slice keeps its case's label
+    assert 30 < int((out[100:] == 0).sum()) < 70  # elsewhere the label carries no information

@@ -9,6 +9,9 @@ that have a segmentation (TCGA-DU-7294 and TCGA-FG-6692; BraTS-GLI-00001-000 has
 neither the ET label nor the tumor mask that training needs). A real case is used several times per
 epoch (--repeat) because it is one case among 20-40 phantoms. --hold-out leaves one real case out:
 that is how docs/validation.md gets real-case numbers that are not in-sample.
+--off-tumor-label random (an experiment, not the bundled recipe) gives the diffusion model a random
+ET label on slices without tumor, so that with one real case per label the label does not come to
+stand for that case's scanner; docs/validation.md compares the two.
 
 About 15 min of one CPU core per set of three models; the phantom case folders are written once
 under --cases and reused.
@@ -93,6 +96,9 @@ def main() -> None:
     ap.add_argument("--cases", default=str(Path("t1flair_phantom_cases").resolve()),
                     help="where the phantom case folders are written (reused when complete)")
     ap.add_argument("--hold-out", choices=REAL_WITH_SEGMENTATION, help="leave this real case out (a validation fold)")
+    ap.add_argument("--off-tumor-label", choices=["case", "random"], default="case",
+                    help="ET label of the diffusion model's slices without tumor: the case's (default, the bundled "
+                         "recipe) or random (the experiment in docs/validation.md)")
     args = ap.parse_args()
 
     real = [c for c in REAL_WITH_SEGMENTATION if c != args.hold_out]
@@ -102,14 +108,15 @@ def main() -> None:
     tag = f"loo-{args.hold_out.split('-')[1]}" if args.hold_out else "demo"
     out = Path(args.out).resolve()
     phantoms = _phantom_cases(Path(args.cases))
-    retrain = "python scripts/train_t1flair_demo.py --out OUT" + (f" --hold-out {args.hold_out}" if args.hold_out else "")
+    retrain = ("python scripts/train_t1flair_demo.py --out OUT" + (f" --hold-out {args.hold_out}" if args.hold_out else "")
+               + ("" if args.off_tumor_label == "case" else " --off-tumor-label random"))
     names = {k: f"t1flair-{k}-{tag}" for k in ("diffusion", "identifier", "cae")}
     repeat = lambda k: ["--repeat", "1", *[str(REPEATS[k])] * len(real)]
 
     _bbbanomaly("train", "t1gd-diffusion", str(phantoms["diffusion"]), *real_dirs, *repeat("diffusion"),
                 "--init", "t1flair-diffusion-phantom", "--out", str(out), "--name", names["diffusion"],
                 "--epochs", "8", "--other-slices", "0.5", "--tumor-weight", "4", "--enhancement-weight", "20",
-                "--batch-size", "16", "--lr", "2e-4", "--device", "cpu")
+                "--batch-size", "16", "--lr", "2e-4", "--off-tumor-label", args.off_tumor_label, "--device", "cpu")
     _finish_card(out / f"{names['diffusion']}.json", real, args.hold_out,
                  "synthetic T1Gd with both ET labels + whole-tumor segmentation head", retrain)
     _bbbanomaly("train", "bbb-identifier", str(phantoms["identifier"]), *real_dirs, *repeat("identifier"),

@@ -18,6 +18,9 @@ from scipy import ndimage
 
 from ..errors import InputError
 
+#: A slice with at least this many tumor pixels (at the network size) is a tumor slice.
+TUMOR_SLICE_PIXELS = 4
+
 LAYOUT = """\
 CASES/<case>/ holds NIfTI/NRRD files named by token: T1 *t1n* or *t1*, FLAIR *t2f*/*flair*/*fla*,
 T1Gd *t1c*/*t1gd*/*t1ce*, segmentation *seg* (BraTS labels; enhancing = 4, or 3 in BraTS 2023),
@@ -100,6 +103,10 @@ def register(models_subparsers, name: str) -> None:
         p.add_argument("--other-slices", type=float, default=1.0,
                        help="brain slices without tumor kept per tumor slice (default 1; the rest are skipped "
                             "each run, which spends CPU time where the enhancement is)")
+        p.add_argument("--off-tumor-label", choices=["case", "random"], default="case",
+                       help="ET label of slices without tumor: the case's (default, as in the seed) or a random one "
+                            "each time. Outside the tumor T1Gd does not depend on enhancement; a random label keeps "
+                            "the label from standing for the case (its scanner) when few real cases are mixed in")
         p.set_defaults(run=run_diffusion)
     elif name == "bbb-identifier":
         _common(p, "bbb-identifier", 10)
@@ -228,6 +235,8 @@ def run_diffusion(args) -> int:
         def loss_fn(model, batch):
             x0, cond, tum, lab = batch
             x0, cond, tum = _flip([x0, cond, tum], gen)
+            if args.off_tumor_label == "random":
+                lab = random_labels_off_tumor(lab, tum, gen)
             return training_loss(model, x0, cond, tum, lab, generator=gen, tumor_weight=args.tumor_weight,
                                  enhancement_weight=args.enhancement_weight)[0]
 
@@ -236,7 +245,7 @@ def run_diffusion(args) -> int:
                   f"{args.size}x{args.size}, {context.world_size} process(es) on {context.device}", file=sys.stderr)
         card = {"kind": "diffusion", "size": args.size, "model": "BBBAnomalyLib.structural.diffusion:ConditionalUNet",
                 "training": {"cases": len(cases), "slices": len(dataset), "case_names": [c.name for c in cases],
-                             "repeats": repeats,
+                             "repeats": repeats, "off_tumor_label": args.off_tumor_label,
                              "loss": f"L1 on x0, weight 1 + {args.tumor_weight:g} tumor + {args.enhancement_weight:g} |T1Gd - T1|; "
                                      "+ 0.1 Dice (segmentation head)"}, **_provenance(init_card)}
         _train(args, model, dataset, loss_fn, card, context)
@@ -245,11 +254,21 @@ def run_diffusion(args) -> int:
     return 0
 
 
+def random_labels_off_tumor(labels, tumor, generator):
+    """ET labels (B,) with every slice without tumor (fewer than TUMOR_SLICE_PIXELS tumor pixels in
+    ``tumor`` (B, 1, H, W)) given a random label instead of its case's."""
+    import torch
+
+    off = tumor.flatten(1).sum(dim=1) < TUMOR_SLICE_PIXELS
+    coin = torch.randint(0, 2, labels.shape, generator=generator).to(device=labels.device, dtype=labels.dtype)
+    return torch.where(off, coin, labels)
+
+
 def _training_slices(case, other_ratio: float, rng) -> np.ndarray:
     """All tumor slices and ``other_ratio`` times as many other brain slices (random, fixed by the seed)."""
     area = case.tumor.reshape(len(case.tumor), -1).sum(axis=1)
     brain = (case.t1.reshape(len(case.t1), -1) > -0.9).mean(axis=1) > 0.05
-    tumor_rows, other_rows = np.flatnonzero(area >= 4), np.flatnonzero(brain & (area < 4))
+    tumor_rows, other_rows = np.flatnonzero(area >= TUMOR_SLICE_PIXELS), np.flatnonzero(brain & (area < TUMOR_SLICE_PIXELS))
     n_other = min(len(other_rows), int(round(other_ratio * max(len(tumor_rows), 1))))
     keep = np.zeros(len(area), bool)
     keep[tumor_rows] = True
@@ -264,7 +283,7 @@ def synthesise_tumor_slices(model, case, steps: int, seed: int, device):
 
     from .diffusion import sample_both_labels
 
-    rows = np.flatnonzero(case.tumor.reshape(len(case.tumor), -1).sum(axis=1) >= 4)
+    rows = np.flatnonzero(case.tumor.reshape(len(case.tumor), -1).sum(axis=1) >= TUMOR_SLICE_PIXELS)
     cond = torch.as_tensor(np.stack([case.t1[rows], case.flair[rows]], 1))
     synth, _ = sample_both_labels(model, cond, steps=steps, seed=seed, device=device)
     return case.t1[rows], case.flair[rows], synth, rows
