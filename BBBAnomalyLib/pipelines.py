@@ -232,8 +232,9 @@ DCE = PipelineSpec(
     inputs=(
         InputSpec("series", InputRole.SERIES, "DCE series", True, _SERIES_TIP, positional=True),
         InputSpec("aif_mask", InputRole.REGION, "AIF region",
-                  tooltip="arterial voxels (e.g. the superior sagittal sinus or an artery); empty = Parker "
-                          "population AIF shifted to the detected bolus arrival"),
+                  tooltip="a markups ROI box around an artery (its arterial voxels are found) or a segment of "
+                          "arterial voxels (all averaged), e.g. the superior sagittal sinus or the ICA; empty = "
+                          "Parker population AIF shifted to the detected bolus arrival"),
         InputSpec("brain_mask", InputRole.REGION, "Brain mask", tooltip="voxels to analyse; empty = automatic"),
         InputSpec("nawm_mask", InputRole.REGION, "NAWM segment", tooltip="reference of the ratio table",
                   passed_to_run=False),
