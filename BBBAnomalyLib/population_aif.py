@@ -1,9 +1,11 @@
-"""Population arterial input functions (whole-blood gadolinium concentration, mM; time in minutes).
+"""Population arterial input functions (gadolinium concentration, mM; time in minutes): Parker,
+Georgiou, McGrath (blood) and Weinmann, Fritz-Hansen (plasma); `plasma_population_aif` picks one by name.
 
-Used when no arterial voxel can be measured (DCE with a population AIF) and by the phantoms. Both
-functions return *blood* concentration; divide by (1 - Hct) for plasma (see METHODS.md: forgetting it
-scales Ktrans by ~1.8). Both are verified against the OSIPI DCE-DSC-MRI code collection's reference
-values (Testing/Data/osipi/, Apache-2.0).
+Used when no arterial voxel can be measured (DCE with a population AIF) and by the phantoms. Parker,
+Georgiou and McGrath return *blood* concentration; divide by (1 - Hct) for plasma (see METHODS.md:
+forgetting it scales Ktrans by ~1.8). Parker, Georgiou and McGrath are verified against the OSIPI
+DCE-DSC-MRI code collection's reference values (Testing/Data/osipi/, Apache-2.0); Weinmann and
+Fritz-Hansen (no OSIPI reference exists) against their closed forms evaluated by hand at known points.
 
 Delay convention (as in OSIPI's reference data): the curve is shifted right by `delay` minutes and is
 exactly 0 for t < delay (no contrast agent before the bolus arrives), also for delay = 0 and t < 0.
@@ -135,3 +137,97 @@ def _georgiou(u: np.ndarray, p: GeorgiouParameters) -> np.ndarray:
         sp = s[pos]
         passes[pos] += np.exp(a * np.log(sp) - sp / p.beta - (a + 1.0) * np.log(p.beta) - gammaln(a + 1.0))
     return washout * passes
+
+
+# --- bi-exponential plasma AIFs: Weinmann 1984 (as used by Tofts & Kermode) and Fritz-Hansen 1996 --
+@dataclass(frozen=True)
+class BiexponentialParameters:
+    """Cp(t) = D·(a1 e^{-m1 t} + a2 e^{-m2 t}) for t >= 0: D the dose [mmol/kg], a1, a2 [kg/l], m1, m2 [1/min].
+    Instantaneous rise at t = 0 (no first-pass peak): a bolus idealised as a step."""
+
+    D: float
+    a1: float
+    a2: float
+    m1: float
+    m2: float
+
+
+#: Weinmann HJ, Laniado M, Mützel W. Physiol Chem Phys Med NMR 1984;16:167-172, in the form and with
+#: the values of Tofts & Kermode, MRM 1991;17:357-367 (doi:10.1002/mrm.1910170208): D = 0.1 mmol/kg
+#: Gd-DTPA, a1 = 3.99 kg/l, a2 = 4.78 kg/l, m1 = 0.144 /min, m2 = 0.0111 /min. *Plasma* concentration.
+WEINMANN_1984 = BiexponentialParameters(D=0.1, a1=3.99, a2=4.78, m1=0.144, m2=0.0111)
+
+#: Fritz-Hansen T, Rostrup E, Larsson HBW, et al. MRM 1996;36:225-231 (doi:10.1002/mrm.1910360209),
+#: with the bi-exponential parameters of Whitcher & Schmid, J Stat Softw 2011;44(5) (dcemriS4's
+#: "fritz.hansen"): D = 1 (the amplitudes are already mM for the study's 0.1 mmol/kg), a1 = 2.4 mM,
+#: a2 = 0.62 mM, m1 = 3.0 /min, m2 = 0.016 /min. *Plasma* concentration.
+FRITZ_HANSEN_1996 = BiexponentialParameters(D=1.0, a1=2.4, a2=0.62, m1=3.0, m2=0.016)
+
+
+def _biexponential(u: np.ndarray, p: BiexponentialParameters) -> np.ndarray:
+    return p.D * (p.a1 * np.exp(-p.m1 * u) + p.a2 * np.exp(-p.m2 * u))
+
+
+def weinmann_aif(t_minutes, delay: float = 0.0, parameters: BiexponentialParameters = WEINMANN_1984) -> np.ndarray:
+    """Weinmann (Tofts & Kermode 1991) bi-exponential *plasma* AIF Cp(t) [mM]; `delay` [min]; 0 before it."""
+    return _delayed(_biexponential, t_minutes, delay, parameters)
+
+
+def fritz_hansen_aif(t_minutes, delay: float = 0.0, parameters: BiexponentialParameters = FRITZ_HANSEN_1996
+                     ) -> np.ndarray:
+    """Fritz-Hansen 1996 bi-exponential *plasma* AIF Cp(t) [mM] (Whitcher & Schmid's parameters); 0 before `delay` [min]."""
+    return _delayed(_biexponential, t_minutes, delay, parameters)
+
+
+# --- McGrath et al. 2009 (preclinical, rat) -----------------------------------------------------
+@dataclass(frozen=True)
+class McGrathParameters:
+    """McGrath DM, Bradley DP, Tessier JL, Lacey T, Taylor CJ, Parker GJM. MRM 2009;61:1173-1184
+    (doi:10.1002/mrm.21959), Table 1, model B (eq. 5): a linear rise to A1 + A2 over t1, then a
+    bi-exponential washout. A1, A2 [mM]; k1, k2 [1/s]; t1 [s] (the paper's units)."""
+
+    A1: float = 3.4
+    A2: float = 1.81
+    k1: float = 0.045
+    k2: float = 0.0015
+    t1: float = 7.0
+
+
+MCGRATH_2009 = McGrathParameters()
+
+
+def _mcgrath(u_minutes: np.ndarray, p: McGrathParameters) -> np.ndarray:
+    s = 60.0 * u_minutes  # the published parameters are per second
+    rise = (p.A1 + p.A2) * s / p.t1
+    late = np.maximum(s - p.t1, 0.0)
+    return np.where(s <= p.t1, rise, p.A1 * np.exp(-p.k1 * late) + p.A2 * np.exp(-p.k2 * late))
+
+
+def mcgrath_aif(t_minutes, delay: float = 0.0, parameters: McGrathParameters = MCGRATH_2009) -> np.ndarray:
+    """McGrath 2009 model B *blood* AIF Cb(t) [mM] of the rat (0.1 mmol/kg Gd-DTPA): preclinical,
+    not a human AIF. Ca(t) = (A1 + A2) t/t1 for t <= t1, A1 e^{-k1 (t - t1)} + A2 e^{-k2 (t - t1)} after;
+    `t_minutes` and `delay` in minutes (converted to the paper's seconds inside)."""
+    return _delayed(_mcgrath, t_minutes, delay, parameters)
+
+
+# --- the registry the pipelines use -------------------------------------------------------------
+#: name -> (function of (t_minutes, delay_minutes), whether it gives plasma (True) or blood (False)).
+POPULATION_AIFS = {
+    "parker": (parker_aif, False),
+    "georgiou": (georgiou_aif, False),
+    "fritz-hansen": (fritz_hansen_aif, True),
+    "weinmann": (weinmann_aif, True),
+    "mcgrath": (mcgrath_aif, False),
+}
+
+
+def plasma_population_aif(name: str, t_minutes, hematocrit: float, delay: float = 0.0) -> np.ndarray:
+    """Plasma Cp [mM] of the named population AIF at `t_minutes` (delay in minutes): blood curves
+    (Parker, Georgiou, McGrath) are divided by (1 - Hct); Weinmann and Fritz-Hansen are plasma already."""
+    from .errors import InputError
+
+    if name not in POPULATION_AIFS:
+        raise InputError(f"population AIF {name!r} is not known; use one of {', '.join(POPULATION_AIFS)}")
+    function, plasma = POPULATION_AIFS[name]
+    curve = function(t_minutes, delay=delay)
+    return curve if plasma else curve / (1.0 - hematocrit)
