@@ -1,0 +1,222 @@
+"""A run from the scene: the panel's request -> job files, and the finished run's maps -> nodes.
+
+* :func:`prepare_job` writes the inputs of a :class:`RunRequest` to uncompressed NRRD files and
+  returns a :class:`~BBBAnomalyLib.jobs.Job` for a runner; nothing is added to the scene;
+* :func:`import_results` loads the maps as volume nodes with the input's geometry, in a
+  subject-hierarchy folder, each shown readably (:mod:`.views`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+from .common import (ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras,
+                     world_affine)
+from .inputs import _input_parts, mask_from_region, volume_from_node
+
+
+@dataclass
+class RunRequest:
+    """What the panel collected: pipeline, nodes per input key, parameters, acquisition overrides."""
+
+    pipeline: str
+    inputs: dict  # key -> node, or (segmentation node, segment id) for regions
+    parameters: dict = field(default_factory=dict)
+    acquisition: dict = field(default_factory=dict)  # SI values: frame_interval, echo_time, repetition_time, flip_angle
+
+    def main_node(self):
+        from ..pipelines import get_pipeline
+
+        spec = get_pipeline(self.pipeline)
+        return next(self.inputs[s.key] for s in spec.inputs if s.positional)
+
+
+def write_job_input(volume: Volume, path: Path) -> Path:
+    """A job input as *uncompressed* NRRD, read back by the worker with ``io.read_volume``.
+
+    Why not ``io.write_volume``: it gzips NRRD (right for results a user keeps), which took 17 s
+    for a 256x256x24x60 series in the GUI thread; these files live for one run and are deleted
+    after it. The header is the one ``io.nrrd.write_nrrd`` writes (geometry, frame times, TE/TR/
+    flip angle), so the worker reads exactly what the library would.
+    """
+    import SimpleITK as sitk
+
+    from ..io._common import affine_to_itk, staged_files, storable
+    from ..io.nrrd import header_fields
+
+    path = Path(path)
+    data = storable(volume.data)
+    if volume.is_4d:  # frames are the vector components, Slicer's sequence layout
+        image = sitk.GetImageFromArray(data.transpose(2, 1, 0, 3), isVector=True)
+    else:
+        image = sitk.GetImageFromArray(data.transpose(2, 1, 0), isVector=False)
+    spacing, origin, direction = affine_to_itk(volume.affine)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    for key, value in header_fields(volume).items():
+        image.SetMetaData(key, value)
+    with staged_files(path) as scratch:
+        sitk.WriteImage(image, str(scratch / path.name), useCompression=False)
+    return path
+
+
+def prepare_job(request: RunRequest, work_dir: str | Path):
+    """Write the request's inputs to ``work_dir`` as NRRD and return ``(job, reference Volume)``.
+
+    Checks what can be checked before a run starts (missing inputs, a 3D volume where a series is
+    needed, a region outside the image) and raises InputError with the fix; the scene is left as
+    it was either way. ``work_dir`` must be absolute (the job's output folder is inside it).
+    """
+    from ..jobs import Job
+    from ..pipelines import InputRole, get_pipeline
+
+    spec = get_pipeline(request.pipeline)
+    if not spec.available:
+        raise InputError(f"{spec.label}: {spec.unavailable}")
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    acquisition = {k: v for k, v in request.acquisition.items() if k != "frame_interval" and v is not None}
+    files, reference, geometry_node = {}, None, None
+    for s in spec.inputs:
+        node = request.inputs.get(s.key)
+        if node is None:
+            if s.required:
+                raise InputError(f"{spec.label} needs a {s.label}: select one in the Inputs section")
+            continue
+        if s.role is InputRole.REGION:
+            continue
+        volume = volume_from_node(node, frame_interval=request.acquisition.get("frame_interval"),
+                                  acquisition=acquisition)
+        if s.role in (InputRole.SERIES, InputRole.DWI) and not volume.is_4d:
+            raise InputError(f"'{node.GetName()}' is a single 3D volume; the {spec.label} pipeline needs a 4D "
+                             f"{s.label.lower()} (a volume sequence, MultiVolume or 4D volume)")
+        if s.role is InputRole.SERIES and volume.times is None:
+            raise InputError(f"the frame times of '{node.GetName()}' are unknown; enter the frame interval "
+                             "in the Acquisition section")
+        if s.role is InputRole.SCALAR and volume.is_4d:
+            raise InputError(f"'{node.GetName()}' is 4D; the {s.label} must be a single 3D volume")
+        if reference is None:
+            reference, geometry_node = volume, _input_parts(node)[2]
+        files[s.key] = str(write_job_input(volume, work_dir / f"{s.key}.nrrd"))
+    for s in spec.inputs:
+        region = request.inputs.get(s.key)
+        if s.role is not InputRole.REGION or region is None or not s.passed_to_run:
+            continue
+        mask = mask_from_region(region, reference, geometry_node, s.label)
+        files[s.key] = str(write_job_input(Volume(mask.astype(np.uint8), reference.affine), work_dir / f"{s.key}.nrrd"))
+    parameters = dict(request.parameters)
+    aif = request.inputs.get("aif_mask")
+    if aif is not None and not isinstance(aif, tuple) and aif.IsA("vtkMRMLMarkupsROINode"):
+        parameters.update(spec.extra.get("roi_aif_parameters", {}))  # e.g. DSC: choose the arteries in the box
+    job = Job(spec.name, files, parameters, str(work_dir / "output"))
+    return job, reference
+
+
+@dataclass
+class RunOutputs:
+    folder_item: int
+    map_nodes: dict  # map name -> vtkMRMLScalarVolumeNode, in the pipeline's order
+    report: dict
+    output_dir: str = ""
+
+
+def run_folders(run_name: str) -> list[int]:
+    """Subject-hierarchy folders created for runs called ``run_name``."""
+    import vtk
+
+    sh = _subject_hierarchy()
+    children = vtk.vtkIdList()
+    sh.GetItemChildren(sh.GetSceneItemID(), children, True)
+    return [children.GetId(i) for i in range(children.GetNumberOfIds())
+            if sh.GetItemAttribute(children.GetId(i), RUN_FOLDER_ATTRIBUTE) == run_name]
+
+
+def remove_run(folder_item: int) -> None:
+    """Remove a run's folder and every node in it."""
+    import vtk
+
+    scene = _slicer().mrmlScene
+    sh = _subject_hierarchy()
+    children = vtk.vtkIdList()
+    sh.GetItemChildren(folder_item, children, True)
+    for i in range(children.GetNumberOfIds()):
+        node = sh.GetItemDataNode(children.GetId(i))
+        if node is None:
+            continue
+        count = node.GetNumberOfDisplayNodes() if hasattr(node, "GetNumberOfDisplayNodes") else 0
+        for display in [node.GetNthDisplayNode(d) for d in range(count)]:
+            scene.RemoveNode(display)
+        scene.RemoveNode(node)
+    sh.RemoveItem(folder_item, False, True)
+
+
+def import_results(output_dir: str | Path, input_node, run_name: str, replace: bool = False) -> RunOutputs:
+    """Load a finished run's maps as volume nodes in a subject-hierarchy folder called ``run_name``.
+
+    The maps are those the run's report lists (whatever the pipeline produced, in its order).
+    Each node is named "<input> <map>", has the input's IJKToRAS and parent transform, the map's
+    unit as an attribute, and a readable display (:func:`.views.apply_map_display`: colour table,
+    window preset, zero transparent, colour legend with the unit). With ``replace`` an earlier run
+    of the same name is removed first; otherwise the folder gets a numbered name.
+    """
+    from ..io import read_volume
+    from .views import apply_map_display
+
+    slicer = _slicer()
+    output_dir = Path(output_dir)
+    with open(output_dir / "report.json", encoding="utf-8") as fh:
+        report = json.load(fh)
+    _, _, geometry, _, _ = _input_parts(input_node)
+    reference_affine = world_affine(input_node, geometry)
+    maps = {}
+    for name in report["maps"]:
+        path = next((p for p in (output_dir / f"{name}.nrrd", output_dir / f"{name}.nii.gz") if p.is_file()), None)
+        if path is None:
+            raise InputError(f"the run in {output_dir} has no file for map '{name}'")
+        volume = read_volume(path)
+        if volume.is_4d or volume.spatial_shape != tuple(geometry.GetImageData().GetDimensions()) \
+                or not np.allclose(volume.affine, reference_affine, atol=1e-3):
+            raise InputError(f"map '{name}' is not on the grid of '{input_node.GetName()}'; it cannot be overlaid")
+        maps[name] = volume
+    if replace:
+        for item in run_folders(run_name):
+            remove_run(item)
+    sh = _subject_hierarchy()
+    existing = {sh.GetItemName(i) for i in run_folders(run_name)}
+    folder_name, number = run_name, 2
+    while folder_name in existing:
+        folder_name, number = f"{run_name} ({number})", number + 1
+    folder = sh.CreateFolderItem(sh.GetSceneItemID(), folder_name)
+    sh.SetItemAttribute(folder, RUN_FOLDER_ATTRIBUTE, run_name)
+    sh.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "OutputDir", str(output_dir))
+    scene = slicer.mrmlScene
+    local = _array_to_matrix(ijk_to_ras(geometry))
+    parent = input_node.GetParentTransformNode()
+    units = report["maps"] if isinstance(report.get("maps"), dict) else {}
+    nodes = {}
+    for name, volume in maps.items():
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{input_node.GetName()} {name}"))
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.swapaxes(volume.data.astype(np.float32), 0, 2)))
+        node.SetIJKToRASMatrix(local)
+        if parent is not None:
+            node.SetAndObserveTransformNodeID(parent.GetID())
+        unit = (units.get(name) or {}).get("unit", "") if isinstance(units.get(name), dict) else ""
+        node.SetAttribute(ATTRIBUTE_PREFIX + "Map", name)
+        node.SetAttribute(ATTRIBUTE_PREFIX + "Unit", unit)
+        node.SetAttribute(ATTRIBUTE_PREFIX + "Pipeline", str(report.get("pipeline", "")))
+        node.SetAttribute(ATTRIBUTE_PREFIX + "OutputDir", str(output_dir))
+        apply_map_display(node, name, volume.data, unit)
+        item = sh.GetItemByDataNode(node)
+        if item:
+            sh.SetItemParent(item, folder)
+        else:  # without Slicer's subject-hierarchy plugins (slicer-core) nodes get no item by themselves
+            sh.CreateItem(folder, node)
+        nodes[name] = node
+    return RunOutputs(folder, nodes, report, str(output_dir))
