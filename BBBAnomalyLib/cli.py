@@ -7,7 +7,9 @@ parser and turns user errors into one clear line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import CancelledError, InputError
@@ -15,18 +17,24 @@ from .errors import CancelledError, InputError
 DESCRIPTION = """\
 Blood-brain-barrier leakage, perfusion and tissue-anomaly maps for glioma MRI.
 
-Commands:
-  demo       run the pipelines on built-in digital reference objects (no data needed)
-  dce        DCE leakage: model-free RLS (autoencoder) beside Tofts/extended Tofts/Patlak Ktrans, ve, vp
-  dsc        DSC perfusion: CBV, CBF, MTT, Tmax, BSW leakage K2 (sSVD/cSVD/oSVD/Tikhonov, learned PHAE)
-  dmri       diffusion anomaly map: VAE / RecDiscNet trained on healthy brains (b≈1000 single shell)
-  t1flair    T1 + FLAIR: synthetic T1Gd (conditional diffusion), BBB status, 3D-autoencoder anomaly map
-  roi-stats  mean/median/sd/volume of maps in a ROI and the ROI/reference ratio (e.g. tumor/NAWM rCBV)
-  train      train a learned model on a folder of cases (DistributedDataParallel under torchrun)
+Every command takes --config FILE (JSON; TOML on Python >= 3.11; YAML only if PyYAML is installed)
+and --dump-defaults; flags on the command line override the file.
 
 Inputs are NIfTI (.nii/.nii.gz with an optional BIDS .json sidecar), NRRD (.nrrd, Slicer .seq.nrrd)
 or a DICOM series folder. Times are in seconds. `bbbanomaly COMMAND --help` explains each command.
 """
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line that says what is wrong and where help is
+    (argparse's default prints the whole usage block first, burying the message)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _cancel_on_sigterm(signum, frame):
+    raise CancelledError("terminated (SIGTERM)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .dsc import command as dsc_command
     from .structural import command as t1flair_command
 
-    parser = argparse.ArgumentParser(prog="bbbanomaly", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="bbbanomaly", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"BBBAnomalyLib {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     demo.register(sub)
     dce_command.register(sub)
     dsc_command.register(sub)
@@ -47,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     t1flair_command.register(sub)
     roistats_command.register(sub)
     train_command.register(sub)
+    from . import bids, config, rerun_command  # BIDS app, `rerun`; --config/--dump-defaults on every command
+    bids.register(sub)
+    rerun_command.register(sub)
+    config.install(parser)
     return parser
 
 
@@ -54,11 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # never die on 'ΔR2*' in a terminal without UTF-8
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answer at once: nothing else to import
+        print(f"BBBAnomalyLib {__version__}")
+        return 0
     parser = build_parser()
+    from .config import preprocess
+
+    try:
+        argv = preprocess(parser, argv)  # --dump-defaults prints and returns None; --config sets defaults
+    except InputError as exc:
+        print(f"bbbanomaly {' '.join(a for a in argv[:1] if not a.startswith('-'))}: error: {exc}", file=sys.stderr)
+        return 2
+    if argv is None:
+        return 0
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signals can only be set there
+        previous = signal.signal(signal.SIGTERM, _cancel_on_sigterm)
     try:
         return int(args.run(args) or 0)
     except InputError as exc:
@@ -67,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CancelledError, KeyboardInterrupt):
         print(f"bbbanomaly {args.command}: cancelled; nothing was written", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def parse_t10(value: str | None, series):
 
 
 def run(args) -> int:
+    from ..config import effective_configuration
     from ..dsc.command import default_out_dir
     from ..errors import InputError
     from ..io import read_mask, read_volume
@@ -124,6 +125,7 @@ def run(args) -> int:
              for key in ("aif_mask", "mask", "tumor_mask") if getattr(args, key)}
     result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
                      tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer)
+    result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     written = result.write(out_dir, overwrite=args.overwrite, suffix=".nrrd" if args.format == "nrrd" else ".nii.gz")
     print_summary(result, written)
     return 0

@@ -71,6 +71,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..config import effective_configuration
     from ..dsc.command import default_out_dir
     from ..io import read_mask
     from ..progress import ConsolePrinter
@@ -89,6 +90,7 @@ def run(args) -> int:
              for key in ("mask", "nawm_mask", "tumor_mask") if getattr(args, key)}
     result = run_dmri(dwi, params, brain_mask=masks.get("mask"), nawm_mask=masks.get("nawm_mask"),
                       tumor_mask=masks.get("tumor_mask"), progress=printer)
+    result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     written = result.write(out_dir, overwrite=args.overwrite)
     print_summary(result, written)
     return 0

@@ -91,6 +91,7 @@ def default_out_dir(series_path: str, suffix: str) -> Path:
 
 
 def run(args) -> int:
+    from ..config import effective_configuration
     from ..errors import InputError
     from ..io import read_mask, read_volume
     from ..progress import ConsolePrinter
@@ -128,6 +129,7 @@ def run(args) -> int:
     result = run_dsc(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
                      nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
                      progress=printer)
+    result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     written = result.write(out_dir, overwrite=args.overwrite)
     print_summary(result, written)
     return 0

@@ -70,6 +70,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..config import effective_configuration
     from ..io import read_volume
     from ..progress import ConsolePrinter
     from .parameters import T1FlairParameters
@@ -83,6 +84,7 @@ def run(args) -> int:
     printer(0.0, f"reading {args.t1} and {args.flair}")
     t1, flair = read_volume(args.t1), read_volume(args.flair)
     result = run_t1flair(t1, flair, params, brain_mask=args.mask, tumor_mask=args.tumor_mask, progress=printer)
+    result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     written = result.write(Path(args.out), overwrite=args.overwrite,
                            suffix=".nrrd" if args.format == "nrrd" else ".nii.gz")
     print_summary(result, written)

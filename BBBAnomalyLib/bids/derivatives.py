@@ -1,0 +1,204 @@
+"""Writing BIDS derivatives: names, sidecars, dataset_description.json and the ROI ratios per run.
+
+A pipeline writes its usual folder (``cbv.nii.gz``, ``aif.csv``, ``report.json`` ...); this module
+renames every file into the participant's datatype folder:
+
+    sub-<label>[_ses-<label>][_<source entities>]_desc-<method>_<map>.nii.gz   (+ .json sidecar)
+    sub-<label>..._label-<name>_desc-<method>_mask.nii.gz                    (brain_mask, aif_mask ...)
+    sub-<label>..._desc-<method>_report.json | _aif.tsv | _roistats.json | _curves.npz | _<figure>.png
+
+<method> per pipeline: dsc -> the deconvolution (osvd, csvd, ssvd, tikhonov, phae); dce -> the
+kinetic model (tofts, extendedtofts, patlak) and ``rls`` for the RLS maps; dmri -> the network
+(recdisc, vae); t1flair -> ``cbsi`` (synthesis, tumor probability) and ``cae`` (anomaly). <map> is
+the pipeline's map name without underscores (cbv_corrected -> cbvcorrected). The source's
+``echo-`` entity is dropped for a dual-echo run, a ``desc-`` is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from .layout import DATATYPE, Job
+
+NAME = "BBBAnomaly"
+BIDS_VERSION = "1.9.0"
+
+
+def alnum(name: str) -> str:
+    return "".join(ch for ch in name if ch.isalnum())
+
+
+def method_label(job: Job, report: dict, map_name: str) -> str:
+    params = report.get("parameters", {})
+    if job.pipeline == "dsc":
+        return alnum(str(params.get("method", "dsc")))
+    if job.pipeline == "dce":
+        return "rls" if map_name.startswith("rls") else alnum(str(params.get("model", "dce")))
+    if job.pipeline == "dmri":
+        return alnum(str(params.get("model", "dmri")))
+    return "cae" if map_name == "anomaly" else "cbsi"
+
+
+def prefix(job: Job) -> str:
+    drop = {"desc"} | ({"echo"} if "second_echo" in job.options else set())
+    return "_".join(f"{k}-{v}" for k, v in job.source.entities.items() if k not in drop)
+
+
+def target_folder(participant_root: Path, job: Job) -> Path:
+    folder = participant_root
+    if job.session:
+        folder = folder / f"ses-{job.session}"
+    return folder / DATATYPE[job.pipeline]
+
+
+def place_outputs(work: Path, participant_root: Path, job: Job, bids_dir: Path) -> tuple[dict[str, Path], str]:
+    """Move a pipeline's output folder into BIDS names; returns ({map name: new path}, the run's method)."""
+    report = json.loads((work / "report.json").read_text(encoding="utf-8"))
+    info = _map_info(job.pipeline)
+    dest = target_folder(participant_root, job)
+    dest.mkdir(parents=True, exist_ok=True)
+    pre = prefix(job)
+    main_desc = method_label(job, report, "")
+    sources = [f"bids:raw:{p.relative_to(bids_dir).as_posix()}" if _inside(p, bids_dir) else str(p)
+               for p in job.sources]
+    maps: dict[str, Path] = {}
+    images = {_split(p.name)[0] for p in work.iterdir() if _split(p.name)[1] in (".nii.gz", ".nii", ".nrrd")}
+    for path in sorted(work.iterdir()):
+        name, ext = _split(path.name)
+        if path.name.startswith("."):
+            continue  # the pipeline folder's own manifest: the participant folder gets one
+        if ext == ".json" and name in images:
+            continue  # a map's own sidecar: merged into the new one below
+        if ext in (".nii.gz", ".nii", ".nrrd"):
+            if name.endswith("_mask") or name == "tumor_roi":
+                label = name[: -len("_mask")] if name.endswith("_mask") else "tumorroi"
+                new = dest / f"{pre}_label-{alnum(label)}_desc-{main_desc}_mask{ext}"
+            else:
+                new = dest / f"{pre}_desc-{method_label(job, report, name)}_{alnum(name)}{ext}"
+                maps[name] = new
+            shutil.move(str(path), new)
+            side = _sidecar(work / f"{name}.json", info.get(name), sources, name)
+            new.with_name(new.name[: -len(ext)] + ".json").write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
+        elif path.name == "aif.csv":
+            rows = [line.split(",") for line in path.read_text(encoding="utf-8").splitlines() if line]
+            (dest / f"{pre}_desc-{main_desc}_aif.tsv").write_text(
+                "\n".join("\t".join(r) for r in rows) + "\n", encoding="utf-8")
+        elif path.is_file():
+            shutil.move(str(path), dest / f"{pre}_desc-{main_desc}_{alnum(name)}{ext}")
+    return maps, main_desc
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _split(filename: str) -> tuple[str, str]:
+    for ext in (".nii.gz", ".nii", ".nrrd"):
+        if filename.endswith(ext):
+            return filename[: -len(ext)], ext
+    stem, dot, ext = filename.rpartition(".")
+    return (stem, "." + ext) if dot else (filename, "")
+
+
+def _map_info(pipeline: str) -> dict:
+    import importlib
+
+    module = {"dsc": "dsc", "dce": "dce", "dmri": "dmri", "t1flair": "structural"}[pipeline]
+    return getattr(importlib.import_module(f"BBBAnomalyLib.{module}.pipeline"), "MAP_INFO", {})
+
+
+def _sidecar(own: Path, info, sources: list[str], name: str) -> dict:
+    side = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else {}
+    side["Sources"] = sources
+    if info:
+        side["Units"], side["Description"] = info[0], info[1]
+    else:
+        side.setdefault("Description", name)
+    return side
+
+
+# --- dataset_description.json ---------------------------------------------------------------------
+def dataset_description(bids_dir: Path) -> dict:
+    from ..report import versions
+
+    v = versions()
+    packages = ", ".join(f"{k} {val}" for k, val in v.items() if val and k != "BBBAnomalyLib")
+    return {
+        "Name": "BBBAnomaly derivatives",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": NAME, "Version": __version__,
+            "Description": ("blood-brain-barrier leakage, DSC/DCE perfusion and tissue-anomaly maps "
+                            f"(`bbbanomaly bids ... participant`); software: {packages}"),
+        }],
+        "SourceDatasets": [{"URL": bids_dir.resolve().as_uri()}],
+    }
+
+
+def ensure_dataset_description(root: Path, bids_dir: Path) -> None:
+    """Write <root>/dataset_description.json (atomically; safe from parallel tasks), refuse a foreign one."""
+    path = root / "dataset_description.json"
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+            names = [g.get("Name") for g in existing.get("GeneratedBy", []) if isinstance(g, dict)]
+        except (ValueError, AttributeError):
+            names = []
+        if NAME not in names:
+            raise InputError(f"'{root}' holds another dataset (its dataset_description.json was not written by "
+                             f"{NAME}); choose another OUT_DIR")
+    root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(dataset_description(bids_dir), indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- ROI ratios per run ---------------------------------------------------------------------------
+def roi_ratios(maps: dict[str, Path], job: Job, dest_brain_mask: Path | None) -> dict | None:
+    """Tumor vs NAWM (else vs the analysed brain outside the tumor) statistics of every map, or None
+    without a tumor mask. Written as *_roistats.json; `bids ... group` collects them."""
+    from ..io import read_mask, read_volume
+    from ..roistats import roi_statistics
+
+    tumor_path = job.masks.get("tumor")
+    if not tumor_path or not maps:
+        return None
+    volumes = {name: read_volume(path) for name, path in maps.items()}
+    volumes = {n: v for n, v in volumes.items() if not v.is_4d and np.issubdtype(v.data.dtype, np.floating)}
+    if not volumes:
+        return None
+    grid = next(iter(volumes.values()))
+    volumes = {n: v for n, v in volumes.items() if v.same_grid(grid)}
+    tumor = read_mask(str(tumor_path), grid, "tumor mask")
+    if job.masks.get("nawm"):
+        reference, ref_name = read_mask(str(job.masks["nawm"]), grid, "nawm mask"), "nawm"
+    elif dest_brain_mask is not None and dest_brain_mask.exists():
+        reference, ref_name = read_mask(str(dest_brain_mask), grid, "brain mask") & ~tumor, "brain_outside_tumor"
+    else:
+        return None
+    stats = roi_statistics(volumes, tumor, reference, "tumor", ref_name)
+    stats["source"] = job.source.path.name
+    stats["pipeline"] = job.pipeline
+    return stats
