@@ -43,15 +43,26 @@ def test_maps_on_the_t1_grid_and_a_complete_report(slab, tmp_path):
     res = run_t1flair(slab.t1, slab.flair, FAST, brain_mask=slab.brain, tumor_mask=slab.whole_tumor,
                       progress=lambda f, m: seen.append(f))
     assert np.array_equal(slab.t1.data, t1_before)  # input untouched
-    assert list(res.maps)[:2] == ["synthetic_t1gd", "anomaly"] and set(res.maps) <= set(MAP_INFO)
+    assert list(res.maps)[:4] == ["synthetic_t1gd", "enhancement", "enhancement_uncertainty", "anomaly"]
+    assert set(res.maps) <= set(MAP_INFO)
     for vol in res.maps.values():
         assert vol.data.shape == slab.t1.spatial_shape and np.array_equal(vol.affine, slab.t1.affine)
         assert np.isfinite(vol.data).all() and np.all(vol.data[~slab.brain] == 0)
     synth = res.maps["synthetic_t1gd"].data[slab.brain]
     assert 0 <= synth.min() and synth.max() <= 255 and 40 < np.median(synth) < 200
+    # the synthetic T1Gd is the normalised T1 plus the (non-negative) enhancement map, voxel for voxel
+    from BBBAnomalyLib.structural.normalisation import normalise_0_255
+
+    t1_0255 = normalise_0_255(slab.t1.data, slab.brain, "t1")
+    added = res.maps["enhancement"].data
+    assert np.all(added >= 0) and np.all(res.maps["enhancement_uncertainty"].data >= 0)
+    np.testing.assert_allclose(res.maps["synthetic_t1gd"].data, np.clip(t1_0255 + added, 0, 255), atol=1e-3)
     bbb = res.report["bbb_status"]
-    assert bbb["call"] in ("intact", "disrupted") and 0 <= bbb["probability"] <= 1
-    assert bbb["tumor_roi"] == "user" and bbb["low_confidence"] is False
+    p, (low, high) = bbb["probability"], bbb["indeterminate_band"]
+    assert bbb["call"] == ("disrupted" if p >= high else "intact" if p <= low else "indeterminate") or (
+        bbb["call"] == "indeterminate" and bbb["reasons"])
+    assert bbb["tumor_roi"] == "user" and bbb["low_confidence"] is (bbb["call"] == "indeterminate")
+    assert rep_has_applicability(res.report)
     assert set(bbb["per_label_scores"]) >= {"enhancing", "non_enhancing"}
     rep = res.report
     assert rep["pipeline"] == "t1flair" and rep["parameters"]["steps"] == 2
@@ -64,6 +75,13 @@ def test_maps_on_the_t1_grid_and_a_complete_report(slab, tmp_path):
     assert np.allclose(back.affine, slab.t1.affine) and np.allclose(back.data, res.maps["synthetic_t1gd"].data)
     with pytest.raises(InputError, match="already exists"):
         res.write(tmp_path / "nrrd")
+
+
+def rep_has_applicability(report):
+    block = report["applicability"]
+    names = {c["name"] for c in block["checks"]}
+    return {"slice_thickness", "in_plane_spacing", "coverage_extent", "coverage_slices", "skull_stripped",
+            "t1_contrast", "flair_contrast", "registration_overlap"} <= names and set(block["maps"]) >= {"anomaly"}
 
 
 def test_same_seed_same_synthesis(slab):
@@ -84,8 +102,9 @@ def test_no_tumor_roi_on_normal_anatomy_is_reported_as_low_confidence():
     normal = _slab(make_structural_phantom(5002, tumor=False), n=6)
     res = run_t1flair(normal.t1, normal.flair, T1FlairParameters(steps=1, device="cpu", anomaly_map=False))
     bbb = res.report["bbb_status"]
-    assert bbb["tumor_roi"] == "segmentation head" and bbb["low_confidence"] is True
-    assert any("LOW CONFIDENCE" in w for w in res.report["warnings"])
+    assert bbb["tumor_roi"] == "segmentation head" and bbb["call"] == "indeterminate" and bbb["low_confidence"] is True
+    assert not bbb["roi_plausible"] and bbb["reasons"]
+    assert any("INDETERMINATE" in w for w in res.report["warnings"])
     assert any("brain mask computed" in w for w in res.report["warnings"])
 
 
@@ -156,4 +175,4 @@ def test_runs_on_a_real_brats_space_case(shared_data):
     synth = res.maps["synthetic_t1gd"].data[brain]
     assert 0 <= synth.min() and synth.max() <= 255 and 30 < np.median(synth) < 200
     assert np.all(res.maps["anomaly"].data >= 0)
-    assert res.report["bbb_status"]["call"] in ("intact", "disrupted")
+    assert res.report["bbb_status"]["call"] in ("intact", "disrupted", "indeterminate")

@@ -105,13 +105,14 @@ def test_contrastive_maximum_on_constructed_scores():
     minus = [0.1, 0.6, 0.3, 0.2]  # S- = 1/4
     call = identification.contrastive_maximum(plus, minus)
     assert call.call == "disrupted" and call.s_enhancing == 0.75 and call.s_non_enhancing == 0.25
-    assert call.probability > 0.5
+    assert call.probability >= 0.65 and call.reasons == []
     swapped = identification.contrastive_maximum(minus, plus)
     assert swapped.call == "intact" and np.isclose(swapped.probability, 1 - call.probability)
-    tie = identification.contrastive_maximum([0.9, 0.1], [0.6, 0.2])  # S+ = S- = 0.5: the means decide
-    assert tie.call == "disrupted"
+    tie = identification.contrastive_maximum([0.9, 0.1], [0.6, 0.2])  # S+ = S- = 0.5: abstain
+    assert tie.call == "indeterminate" and "tie" in tie.reasons[0] and tie.contrastive_winner == "tie"
     biased = identification.contrastive_maximum(plus, minus, calibration=(8.0, -10.0))
-    assert biased.call == "disrupted" and biased.probability < 0.5  # the maximum calls; calibration only scales p
+    assert biased.probability < 0.35 and biased.call == "intact"  # the call follows p, not the maximum
+    assert biased.contrastive_winner == "disrupted"
     a, b = identification.fit_platt([-0.8, -0.5, -0.1, 0.2, 0.4, 0.9], [0, 0, 1, 0, 1, 1])
     assert a > 0
     with pytest.raises(ValueError):

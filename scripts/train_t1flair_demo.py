@@ -99,6 +99,9 @@ def main() -> None:
     ap.add_argument("--off-tumor-label", choices=["case", "random"], default="case",
                     help="ET label of the diffusion model's slices without tumor: the case's (default, the bundled "
                          "recipe) or random (the experiment in docs/validation.md)")
+    ap.add_argument("--models", nargs="+", choices=["diffusion", "identifier", "cae"],
+                    default=["diffusion", "identifier", "cae"], help="which of the three to train (default all)")
+    ap.add_argument("--synthesis", help="diffusion weights the identifier is trained on (default: the one trained here)")
     args = ap.parse_args()
 
     real = [c for c in REAL_WITH_SEGMENTATION if c != args.hold_out]
@@ -113,22 +116,25 @@ def main() -> None:
     names = {k: f"t1flair-{k}-{tag}" for k in ("diffusion", "identifier", "cae")}
     repeat = lambda k: ["--repeat", "1", *[str(REPEATS[k])] * len(real)]
 
-    _bbbanomaly("train", "t1gd-diffusion", str(phantoms["diffusion"]), *real_dirs, *repeat("diffusion"),
-                "--init", "t1flair-diffusion-phantom", "--out", str(out), "--name", names["diffusion"],
-                "--epochs", "8", "--other-slices", "0.5", "--tumor-weight", "4", "--enhancement-weight", "20",
-                "--batch-size", "16", "--lr", "2e-4", "--off-tumor-label", args.off_tumor_label, "--device", "cpu")
-    _finish_card(out / f"{names['diffusion']}.json", real, args.hold_out,
-                 "synthetic T1Gd with both ET labels + whole-tumor segmentation head", retrain)
-    _bbbanomaly("train", "bbb-identifier", str(phantoms["identifier"]), *real_dirs, *repeat("identifier"),
-                "--init", "t1flair-identifier-phantom", "--synthesis", str(out / f"{names['diffusion']}.pt"),
-                "--out", str(out), "--name", names["identifier"], "--epochs", "3", "--batch-size", "16",
-                "--lr", "5e-4", "--steps", "4", "--device", "cpu", "--calibration-cases", str(phantoms["calibration"]))
-    _finish_card(out / f"{names['identifier']}.json", real, args.hold_out,
-                 f"BBB status by contrastive maximum; only meaningful with {names['diffusion']}", retrain)
-    _bbbanomaly("train", "cae", str(phantoms["normal"]), *real_dirs, *repeat("cae"), "--tumor-cases", "mask",
-                "--tumor-margin", "5", "--init", "t1flair-cae-phantom", "--out", str(out), "--name", names["cae"],
-                "--epochs", "15", "--batch-size", "4", "--lr", "1e-3", "--device", "cpu")
-    _finish_card(out / f"{names['cae']}.json", real, args.hold_out, "voxel anomaly map and patient score", retrain)
+    if "diffusion" in args.models:
+        _bbbanomaly("train", "t1gd-diffusion", str(phantoms["diffusion"]), *real_dirs, *repeat("diffusion"),
+                    "--init", "t1flair-diffusion-phantom", "--out", str(out), "--name", names["diffusion"],
+                    "--epochs", "8", "--other-slices", "0.5", "--tumor-weight", "4", "--enhancement-weight", "20",
+                    "--batch-size", "16", "--lr", "2e-4", "--off-tumor-label", args.off_tumor_label, "--device", "cpu")
+        _finish_card(out / f"{names['diffusion']}.json", real, args.hold_out,
+                     "synthetic T1Gd with both ET labels + whole-tumor segmentation head", retrain)
+    if "identifier" in args.models:
+        _bbbanomaly("train", "bbb-identifier", str(phantoms["identifier"]), *real_dirs, *repeat("identifier"),
+                    "--init", "t1flair-identifier-phantom", "--synthesis", args.synthesis or str(out / f"{names['diffusion']}.pt"),
+                    "--out", str(out), "--name", names["identifier"], "--epochs", "3", "--batch-size", "16",
+                    "--lr", "5e-4", "--steps", "4", "--device", "cpu", "--calibration-cases", str(phantoms["calibration"]))
+        _finish_card(out / f"{names['identifier']}.json", real, args.hold_out,
+                     f"BBB status by contrastive maximum; only meaningful with {names['diffusion']}", retrain)
+    if "cae" in args.models:
+        _bbbanomaly("train", "cae", str(phantoms["normal"]), *real_dirs, *repeat("cae"), "--tumor-cases", "mask",
+                    "--tumor-margin", "5", "--init", "t1flair-cae-phantom", "--out", str(out), "--name", names["cae"],
+                    "--epochs", "15", "--batch-size", "4", "--lr", "1e-3", "--device", "cpu")
+        _finish_card(out / f"{names['cae']}.json", real, args.hold_out, "voxel anomaly map and patient score", retrain)
     for stale in out.glob("t1flair-*.checkpoint.pt"):
         stale.unlink()
     print(f"wrote {', '.join(names.values())} to {out}")

@@ -7,14 +7,9 @@ diffusion), :mod:`.identification` (contrastive maximum), :mod:`.cae` (3D autoen
 :mod:`.training` (the three `bbbanomaly train` commands). torch is imported when a run starts.
 """
 
-from .parameters import T1FlairParameters
+from .._lazy import attach
 
-__all__ = ["T1FlairParameters", "run_t1flair", "T1FlairResult", "MAP_INFO"]
-
-
-def __getattr__(name):  # the pipeline imports torch: load it on first use
-    if name in ("run_t1flair", "T1FlairResult", "MAP_INFO"):
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, __all__ = attach(__name__, {
+    'parameters': ['T1FlairParameters'],
+    'pipeline': ['run_t1flair', 'T1FlairResult', 'MAP_INFO'],
+})

@@ -21,10 +21,10 @@ non-contrast T1 and a T2-FLAIR, without contrast agent.
 4. A 3D convolutional autoencoder trained on normal anatomy gives a voxel anomaly map and a
    patient-level score (seed cae-brain-anomaly).
 
-Outputs (in --out): synthetic_t1gd (the called label's synthesis), anomaly, tumor_probability,
-synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi (.nii.gz on the T1
-grid) and report.json with bbb_status = {call, probability, per_label_scores, tumor_roi,
-low_confidence}. Intensities of the syntheses are on the seed's 0-255 normalised scale.
+Outputs (in --out): synthetic_t1gd, enhancement, enhancement_uncertainty, anomaly,
+tumor_probability, synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi
+(.nii.gz on the T1 grid) and report.json with bbb_status = {call, probability, indeterminate_band,
+reasons, per_label_scores, tumor_roi, ...} and applicability = {checks, maps}. Intensities of the syntheses are on the seed's 0-255 normalised scale.
 
 The bundled weights are a demonstration, not a clinical model: trained for minutes on a CPU on
 simulated phantoms, then fine-tuned with two real cases (the default *-demo weights; the
@@ -96,9 +96,12 @@ def print_summary(result, written: Path) -> None:
     bbb = rep["bbb_status"]
     print(f"T1/FLAIR results written to {written}")
     print(f"  maps: {', '.join(result.maps)}; report.json")
-    print(f"  BBB status: {bbb['call']} (p(disrupted) = {bbb['probability']:.2f}; S+ {bbb['per_label_scores']['enhancing']:.2f}, "
-          f"S- {bbb['per_label_scores']['non_enhancing']:.2f} over {bbb['tumor_slices']} tumor slices; ROI: "
-          f"{bbb['tumor_roi']}{', LOW CONFIDENCE' if bbb['low_confidence'] else ''})")
+    band = bbb.get("indeterminate_band", [0.35, 0.65])
+    print(f"  BBB status: {bbb['call']} (p(disrupted) = {bbb['probability']:.2f}, indeterminate band {band[0]:.2f}-"
+          f"{band[1]:.2f}; S+ {bbb['per_label_scores']['enhancing']:.2f}, S- {bbb['per_label_scores']['non_enhancing']:.2f} "
+          f"over {bbb['tumor_slices']} tumor slices; ROI: {bbb['tumor_roi']})")
+    for reason in bbb.get("reasons", []):
+        print(f"    reason: {reason}")
     if rep.get("anomaly"):
         print(f"  anomaly: patient score {rep['anomaly']['patient_score']:.3f} (z = {rep['anomaly']['patient_score_z']:.1f})")
     for w in rep["warnings"]:

@@ -32,14 +32,18 @@ def run_standalone(args) -> int:
                              tumor_mask=phantom.whole_tumor, progress=sub_progress(printer, 0.05, 0.9))
         result.write(tmp / "t1flair")
         truth = normalise_0_255(phantom.t1gd.data, phantom.brain, "t1gd")
+        true_call = "disrupted" if phantom.enhancing else "intact"
         printer(0.95, "drawing the T1/FLAIR figure")
         t1flair_figure(tmp / "t1flair_demo.png", phantom.t1, phantom.flair.data, result, truth, phantom.whole_tumor,
-                       title=f"BBBAnomaly demo: structural phantom (seed {args.seed})")
+                       title=f"BBBAnomaly demo: structural phantom (seed {args.seed}, truth: BBB {true_call})",
+                       truth=true_call)
         printer(1.0, "done")
     print_summary(result, out / "t1flair")
-    true_call = "disrupted" if phantom.enhancing else "intact"
     mae = float(np.mean(np.abs(result.maps["synthetic_t1gd"].data - truth)[phantom.brain]))
-    print(f"  truth: BBB {true_call} (ET {'enhancing' if phantom.enhancing else 'non-enhancing'}); synthesis MAE "
-          f"{mae:.1f} on the 0-255 scale in the brain")
+    baseline = float(np.mean(np.abs(normalise_0_255(phantom.t1.data, phantom.brain, "t1") - truth)[phantom.brain]))
+    call = result.report["bbb_status"]["call"]
+    verdict = ("abstained" if call == "indeterminate" else "right" if call == true_call else "WRONG")
+    print(f"  truth: BBB {true_call} (ET {'enhancing' if phantom.enhancing else 'non-enhancing'}); the call is {call} "
+          f"({verdict}); synthesis MAE {mae:.2f} on the 0-255 scale in the brain (the plain T1: {baseline:.2f})")
     print(f"  input T1, FLAIR, true T1Gd and segmentation: {out / 't1flair_input'}; figure: {out / 't1flair_demo.png'}")
     return 0

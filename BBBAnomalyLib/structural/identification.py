@@ -6,17 +6,24 @@ ET- non-enhancing) are scored on every tumor slice; per label, S = fraction of t
 scoring >= λc (0.5). The larger wins (contrastive maximum): S+ > S- means the enhancing
 synthesis is the consistent one, i.e. the BBB is disrupted.
 
-The call is the contrastive maximum itself (ties S+ = S- are decided by the mean slice scores).
-Beside it, a calibrated probability (Platt scaling): p(disrupted) = sigmoid(a (S+ - S-) + b), with
-(a, b) fitted on calibration cases by ``train bbb-identifier`` and stored with the weights. The
-two can disagree near the boundary (a call "disrupted" with p = 0.45): p is how often such a
-score difference was disrupted in the calibration cases.
+The decision has three outcomes and comes from ONE number, the calibrated probability
+p(disrupted) = sigmoid(a (S+ - S-) + b) (Platt scaling; (a, b) fitted on calibration phantoms by
+``train bbb-identifier`` and stored with the weights):
+
+* p >= band[1] -> "disrupted"; p <= band[0] -> "intact"; otherwise "indeterminate";
+* an exact tie S+ = S- (both syntheses equally consistent, e.g. 1.00 / 1.00 or 0.00 / 0.00) is
+  "indeterminate" whatever p says: the identifier could not tell the two apart;
+* the pipeline adds reasons of its own (an implausible tumor segmentation).
+
+So the call can abstain but never contradicts p. ``INDETERMINATE_BAND`` (0.35, 0.65) was chosen on
+the calibration phantoms 6000-6019 (docs/validation.md); ``contrastive_winner`` keeps the seed's
+plain S+ > S- decision for reference.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -78,18 +85,47 @@ def slice_scores(model, t1, flair, synthetic, roi=None, chunk: int = 64, device=
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
+#: p(disrupted) inside this band gives "indeterminate" (chosen on calibration phantoms 6000-6019).
+INDETERMINATE_BAND = (0.35, 0.65)
+
+
+def call_from_probability(p: float, band=INDETERMINATE_BAND) -> str:
+    """The three-outcome call of a calibrated p(disrupted): the only place a call is made from p."""
+    low, high = (float(v) for v in band)
+    if not 0.0 <= low < 0.5 < high <= 1.0:
+        raise ValueError("the indeterminate band must satisfy 0 <= low < 0.5 < high <= 1")
+    return "disrupted" if p >= high else "intact" if p <= low else "indeterminate"
+
+
 @dataclass
 class StatusCall:
-    call: str  # "intact" | "disrupted"
+    call: str  # "intact" | "disrupted" | "indeterminate"
     probability: float  # calibrated p(disrupted)
     s_enhancing: float  # S+: fraction of tumor slices where the enhancing synthesis scores >= λc
     s_non_enhancing: float  # S-
     mean_enhancing: float
     mean_non_enhancing: float
     n_slices: int
+    band: tuple[float, float] = INDETERMINATE_BAND
+    reasons: list[str] = field(default_factory=list)  # why the call is indeterminate (empty otherwise)
+
+    @property
+    def contrastive_winner(self) -> str:
+        """The seed's plain contrastive maximum (S+ > S-), kept for reference; not the call."""
+        if self.s_enhancing != self.s_non_enhancing:
+            return "disrupted" if self.s_enhancing > self.s_non_enhancing else "intact"
+        return "tie"
+
+    def make_indeterminate(self, reason: str) -> None:
+        self.call = "indeterminate"
+        self.reasons.append(reason)
 
     def to_json(self) -> dict:
         return {"call": self.call, "probability": self.probability,
+                "indeterminate_band": list(self.band), "reasons": list(self.reasons),
+                "rule": (f"disrupted if p(disrupted) >= {self.band[1]:.2f}, intact if <= {self.band[0]:.2f}, "
+                         "otherwise indeterminate; also indeterminate on a tie S+ = S- or an implausible tumor ROI"),
+                "contrastive_winner": self.contrastive_winner,
                 "per_label_scores": {"enhancing": self.s_enhancing, "non_enhancing": self.s_non_enhancing,
                                      "mean_slice_score_enhancing": self.mean_enhancing,
                                      "mean_slice_score_non_enhancing": self.mean_non_enhancing},
@@ -97,8 +133,12 @@ class StatusCall:
 
 
 def contrastive_maximum(scores_enhancing, scores_non_enhancing, threshold: float = 0.5,
-                        calibration=(8.0, 0.0)) -> StatusCall:
-    """The volume's BBB status from per-slice self-consistency scores of the two syntheses."""
+                        calibration=(8.0, 0.0), band=INDETERMINATE_BAND) -> StatusCall:
+    """The volume's BBB status from per-slice self-consistency scores of the two syntheses.
+
+    The statistic is S+ - S- (on a tie, a tenth of the mean-score difference, so that p still
+    moves); p(disrupted) is its Platt calibration; the call is :func:`call_from_probability` of p,
+    or "indeterminate" on an exact tie S+ = S-."""
     plus = np.asarray(scores_enhancing, np.float64)
     minus = np.asarray(scores_non_enhancing, np.float64)
     if plus.shape != minus.shape or plus.size == 0:
@@ -108,7 +148,15 @@ def contrastive_maximum(scores_enhancing, scores_non_enhancing, threshold: float
     difference = s_plus - s_minus if s_plus != s_minus else 0.1 * (m_plus - m_minus)
     a, b = (float(v) for v in calibration)
     p = float(1.0 / (1.0 + np.exp(-(a * difference + b))))
-    return StatusCall("disrupted" if difference > 0 else "intact", p, s_plus, s_minus, m_plus, m_minus, int(plus.size))
+    status = StatusCall(call_from_probability(p, band), p, s_plus, s_minus, m_plus, m_minus, int(plus.size),
+                        tuple(float(v) for v in band), [])
+    if s_plus == s_minus:
+        status.make_indeterminate(f"tie: both syntheses score the same on the tumor slices (S+ = S- = {s_plus:.2f}); "
+                                  "the identifier cannot tell enhancing from non-enhancing here")
+    elif status.call == "indeterminate":
+        status.reasons.append(f"p(disrupted) = {p:.2f} lies inside the indeterminate band "
+                              f"{band[0]:.2f}-{band[1]:.2f}")
+    return status
 
 
 def volume_difference(scores_enhancing, scores_non_enhancing, threshold: float = 0.5) -> float:

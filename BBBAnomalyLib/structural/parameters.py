@@ -26,9 +26,12 @@ class T1FlairParameters:
     seed: int = 0  # the sampler's starting noise: same seed, same synthesis
     slice_threshold: float = 0.5  # λc: a tumor slice counts for a label when its score reaches this
     segmentation_threshold: float = 0.5  # tumor = segmentation-head probability >= this
-    min_tumor_voxels: int = 50  # a segmented tumor smaller than this is low-confidence
+    min_tumor_ml: float = 1.0  # a segmented tumor smaller than this gives an indeterminate BBB status
+    indeterminate_band: tuple = (0.35, 0.65)  # p(disrupted) inside it = indeterminate (chosen on phantoms 6000-6019)
+    samples: int = 2  # sampler noises per ET label: their spread is part of the enhancement's uncertainty
+    shrinkage: float | None = None  # k of max(0, 1 - k V / E^2) (enhancement.py); None = band[1] / (1 - band[1])
     anomaly_map: bool = True  # run the 3D autoencoder
-    detail_from_t1: bool = True  # add the synthesis's change to the native-resolution T1 (see pipeline.py)
+    detail_from_t1: bool = True  # per-label syntheses: their change added to the native-resolution T1 (pipeline.py)
     chunk_slices: int = 16  # slices per network batch (x2: both ET labels); bounds memory
     threads: int | None = None  # torch CPU threads during the run (None = torch's default); 1 is fastest on a busy CPU
 
@@ -45,8 +48,26 @@ class T1FlairParameters:
                 raise InputError(f"{name} must lie in (0, 1)")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError("--threads must be >= 1")
-        if self.chunk_slices < 1 or self.min_tumor_voxels < 0:
-            raise InputError("chunk_slices must be >= 1 and min_tumor_voxels >= 0")
+        if self.chunk_slices < 1 or self.min_tumor_ml < 0:
+            raise InputError("chunk_slices must be >= 1 and min_tumor_ml >= 0")
+        low, high = (float(v) for v in self.indeterminate_band)
+        if not 0.0 <= low < 0.5 < high <= 1.0:
+            raise InputError("indeterminate_band must be (low, high) with 0 <= low < 0.5 < high <= 1, e.g. (0.35, 0.65)")
+        self.indeterminate_band = (low, high)
+        if not 1 <= int(self.samples) <= 16:
+            raise InputError("samples must be between 1 and 16 (2 is the default)")
+        self.samples = int(self.samples)
+        if self.shrinkage is not None and self.shrinkage < 0:
+            raise InputError("shrinkage must be >= 0 (0 = no shrinkage; default: from the indeterminate band)")
+
+    @property
+    def effective_shrinkage(self) -> float:
+        """k such that an enhancement predicted by the ET+ synthesis alone is not added unless p(disrupted)
+        reaches the band's upper edge: with mu_0 = 0 the shrinkage factor is 1 - k (1 - p) / p."""
+        high = self.indeterminate_band[1]
+        return float(self.shrinkage) if self.shrinkage is not None else high / (1.0 - high) if high < 1 else 1.0
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["indeterminate_band"] = list(self.indeterminate_band)
+        return out

@@ -2,10 +2,13 @@
 
 ``run_t1flair`` is the one documented entry point; `bbbanomaly t1flair`, the Slicer panel and
 the worker are thin layers over it. Steps: FLAIR onto the T1 grid -> brain mask (given or
-automatic) -> histogram-mode normalisation -> brain slices resampled to the network size ->
-deterministic few-step synthesis with both ET labels -> tumor ROI (the user's, or the
-segmentation head's) -> contrastive maximum over the two syntheses -> BBB status -> the
-synthesis of the called label, back on the native T1 grid -> 3D autoencoder anomaly map.
+automatic) -> applicability checks (applicability.py) -> histogram-mode normalisation -> brain
+slices resampled to the network size -> deterministic few-step synthesis with both ET labels and
+``samples`` starting noises -> tumor ROI (the user's, or the segmentation head's with its
+plausibility, tumor_roi.py) -> contrastive maximum -> BBB status with three outcomes from one
+calibrated probability (identification.py) -> the synthetic T1Gd = normalised T1 + the expected
+enhancement shrunk where the model is unsure (enhancement.py), on the native T1 grid -> 3D
+autoencoder anomaly map.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from ..report import Timer, dump_json, summarise, versions
 from ..volume import Volume
 from .normalisation import from_unit, normalise
 from .parameters import T1FlairParameters
-from .preprocessing import SliceGrid, automatic_brain_mask, flair_on_t1_grid
+from .preprocessing import SliceGrid, automatic_brain_mask, flair_on_t1_grid, slice_axis
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
-    "synthetic_t1gd": ("a.u. 0-255", "synthetic contrast-enhanced T1 made with the called ET label, on the seed's "
-                                      "normalised scale (normal white matter near 99)"),
+    "synthetic_t1gd": ("a.u. 0-255", "synthetic contrast-enhanced T1 on the seed's normalised scale (normal white "
+                                      "matter near 99): the normalised T1 plus `enhancement`; equals the T1 where "
+                                      "the model is unsure"),
+    "enhancement": ("a.u. 0-255", "enhancement added to the normalised T1: p(disrupted)-weighted change of the "
+                                  "syntheses, >= 0, shrunk to 0 where it is not larger than its spread"),
+    "enhancement_uncertainty": ("a.u. 0-255", "spread (sd) of the predicted change: sampler noises within each ET "
+                                              "label plus the disagreement between the labels"),
     "anomaly": ("a.u.", "3D autoencoder residual |T1, FLAIR - reconstruction| (normalised [-1, 1] units)"),
     "tumor_probability": ("probability", "whole-tumor probability from the diffusion model's segmentation head"),
     "synthetic_t1gd_enhancing": ("a.u. 0-255", "synthesis with ET = enhancing (disrupted BBB)"),
@@ -93,9 +101,12 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
 
     from ..devices import resolve_device
     from . import cae as cae_mod
+    from .applicability import check_structural_input
     from .diffusion import sample_both_labels
+    from .enhancement import estimate_enhancement, native_synthesis
     from .identification import contrastive_maximum, slice_scores
     from .models import load
+    from .tumor_roi import choose_roi
 
     report_progress = progress or (lambda fraction, message: None)
     timer, warnings = Timer(), []
@@ -113,6 +124,9 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         user_tumor = read_mask(tumor_mask, t1_grid, "tumor-mask") & brain if tumor_mask is not None else None
         if user_tumor is not None and not user_tumor.any():
             raise InputError("the tumor mask does not overlap the brain mask; draw it inside the brain")
+        applicability = check_structural_input(t1_data, flair_data, t1.affine, brain, slice_axis(t1.affine),
+                                               mask_given=brain_mask is not None)
+        warnings.extend(applicability.warnings)
     device = resolve_device(params.device)
     with timer("load_models"):
         report_progress(0.03, "loading the models")
@@ -133,14 +147,22 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         net_t1, net_flair = grid.to_network(n_t1, -1.0), grid.to_network(n_flair, -1.0)
     with timer("synthesis"), torch.inference_mode():
         cond = torch.as_tensor(np.stack([net_t1, net_flair], 1))
-        synth, seg = sample_both_labels(diffusion, cond, params.steps, params.seed, params.chunk_slices, device,
-                                        progress=lambda f, m: report_progress(0.08 + 0.62 * f, m))
+        samples, segs = [], []
+        for k in range(params.samples):  # the same seed -> the same first sample, whatever ``samples`` is
+            span = 0.62 / params.samples
+            out, seg_k = sample_both_labels(diffusion, cond, params.steps, params.seed + k, params.chunk_slices, device,
+                                            progress=lambda f, m, k=k: report_progress(0.08 + span * (k + f), m))
+            samples.append(out)
+            segs.append(seg_k)
+        samples = np.stack(samples)  # (K, 2, n, H, W)
+        synth, seg = samples[0], np.mean(segs, axis=0)
     with timer("identification"):
         report_progress(0.72, "deciding the BBB status")
         tumor_probability = np.where(brain, np.clip(grid.to_native(seg), 0, 1), 0.0).astype(np.float32)
-        roi, roi_source, low_confidence, roi_note = _tumor_roi(user_tumor, tumor_probability, params)
-        if roi_note:
-            warnings.append(roi_note)
+        voxel_ml = float(np.prod(t1.voxel_sizes[:3]) / 1000.0)
+        roi_info = choose_roi(user_tumor, tumor_probability, flair_data, brain, voxel_ml,
+                              params.segmentation_threshold, params.min_tumor_ml)
+        roi = roi_info.mask
         net_roi = grid.to_network(roi.astype(np.float32))
         rows = np.flatnonzero(net_roi.reshape(len(net_roi), -1).max(axis=1) >= 0.25)
         if rows.size == 0:  # a ROI thinner than a network pixel: its nearest slices
@@ -150,30 +172,40 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             plus = slice_scores(identifier, net_t1[rows], net_flair[rows], synth[1, rows], net_roi[rows], device=device)
             minus = slice_scores(identifier, net_t1[rows], net_flair[rows], synth[0, rows], net_roi[rows], device=device)
         status = contrastive_maximum(plus, minus, params.slice_threshold,
-                                     identifier.calibration.cpu().numpy().tolist())
+                                     identifier.calibration.cpu().numpy().tolist(), params.indeterminate_band)
+        if roi_info.implausible:
+            status.make_indeterminate(roi_info.implausible)
+        bad = [c.name for c in applicability.checks if c.status != "ok" and "bbb_status" in c.affects]
+        if bad:
+            status.reasons.append("input outside the trained range (" + ", ".join(bad) + "): read with care")
+        if status.call == "indeterminate":
+            warnings.append(f"BBB status INDETERMINATE (p(disrupted) = {status.probability:.2f}): "
+                            + "; ".join(status.reasons))
     with timer("back_to_native"):
         report_progress(0.78, "writing the syntheses back on the T1 grid")
         natives = {label: synthesis_on_native_grid(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
                    for i, label in ((1, "enhancing"), (0, "non_enhancing"))}
-        called = natives["enhancing" if status.call == "disrupted" else "non_enhancing"]
-    values = {"synthetic_t1gd": called}
+        estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
+        synthetic, added, spread = native_synthesis(grid, estimate, from_unit(n_t1), brain)
+    values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
     anomaly_report = None
     if cae is not None:
         with timer("anomaly"), torch.inference_mode():
             report_progress(0.85, "3D autoencoder anomaly map")
             values["anomaly"], score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device)
             anomaly_report = {"patient_score": score, "patient_score_z": z,
-                              "note": "mean of the top 1 % voxel residuals; z against the autoencoder's normal "
-                                      "training cases (phantoms for the bundled weights)"}
+                              "reference": ccard.get("score_reference", "the autoencoder's normal training cases"),
+                              "note": "mean of the top 1 % voxel residuals; z against the normal reference of the "
+                                      "weights' model card"}
     values["tumor_probability"] = tumor_probability
     values["synthetic_t1gd_enhancing"] = natives["enhancing"]
     values["synthetic_t1gd_non_enhancing"] = natives["non_enhancing"]
     maps = {name: Volume(v, t1.affine.copy()) for name, v in values.items()}
 
-    bbb = dict(status.to_json(), tumor_roi=roi_source, low_confidence=bool(low_confidence),
-               tumor_roi_voxels=int(roi.sum()))
+    bbb = dict(status.to_json(), **roi_info.to_json(), low_confidence=status.call == "indeterminate")
     summary = {"brain": {n: summarise(v[brain]) for n, v in values.items()},
-               "tumor_roi": {n: summarise(v[roi]) for n, v in values.items()}}
+               "tumor_roi": {n: summarise(v[roi]) for n, v in values.items()},
+               "enhancement_ml": float((added > 0).sum() * voxel_ml)}
     if "anomaly" in values and (brain & ~roi).any():
         summary["anomaly_tumor_to_rest"] = float(values["anomaly"][roi].mean() / max(values["anomaly"][brain & ~roi].mean(), 1e-9))
     cards = {"synthesis": dcard, "identifier": icard, "cae": ccard}
@@ -186,6 +218,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         "versions": versions(),
         "device": str(device),
         "bbb_status": bbb,
+        "applicability": applicability.to_json(),
         "anomaly": anomaly_report,
         "weights": {k: {"name": c.get("name"), "sha256": c.get("sha256"), "trained_on": c.get("trained_on")}
                     for k, c in cards.items() if c is not None},
@@ -197,8 +230,9 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
                       "not a clinical device",
     }
     report_progress(1.0, "done")
-    extras = {"status": status, "grid": grid, "synthesis": synth, "network_roi": net_roi, "network_t1": net_t1,
-              "network_flair": net_flair, "identifier": identifier, "device": device}
+    extras = {"status": status, "grid": grid, "synthesis": synth, "samples": samples, "enhancement": estimate,
+              "network_roi": net_roi, "network_t1": net_t1, "network_flair": net_flair, "identifier": identifier,
+              "device": device, "normalised_t1": n_t1}
     return T1FlairResult(maps, brain, roi, report, extras=extras)
 
 
@@ -216,23 +250,3 @@ def synthesis_on_native_grid(grid: SliceGrid, synthesis: np.ndarray, network_t1:
     else:
         native = from_unit(np.clip(grid.to_native(synthesis, fill=-1.0), -1, 1))
     return np.where(brain, np.clip(native, 0.0, 255.0), 0.0).astype(np.float32)
-
-
-def _tumor_roi(user_tumor, probability: np.ndarray, params: T1FlairParameters):
-    """(ROI, source, low_confidence, note): the user's mask, or the segmentation head's tumor."""
-    if user_tumor is not None:
-        return user_tumor, "user", False, ""
-    tumor = probability >= params.segmentation_threshold
-    n = int(tumor.sum())
-    if n == 0:
-        peak = probability.max()
-        tumor = probability >= 0.5 * peak if peak > 0 else probability >= 0
-        return tumor, "segmentation head", True, (
-            f"no tumor ROI given and the segmentation head found none (highest tumor probability {peak:.2f}); "
-            "the BBB status was decided on its most tumor-like voxels and is LOW CONFIDENCE: give --tumor-mask")
-    confidence = float(probability[tumor].mean())
-    if n < params.min_tumor_voxels or confidence < 0.7:
-        return tumor, "segmentation head", True, (
-            f"no tumor ROI given; the segmentation head's tumor is small or uncertain ({n} voxels, mean probability "
-            f"{confidence:.2f}): the BBB status is LOW CONFIDENCE, give --tumor-mask")
-    return tumor, "segmentation head", False, ""

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
 
@@ -385,6 +384,8 @@ def _normal_tissue_weights(case, margin_mm: float, shape) -> np.ndarray:
     tumor = case.volumes["tumor"]
     if tumor is None or not tumor.any():
         return np.ones(shape, np.float32)
+    from scipy import ndimage  # imported here: `bbbanomaly --help` registers this module
+
     near = ndimage.distance_transform_edt(~tumor, sampling=case.volumes["spacing"]) <= margin_mm
     on_net = to_network([near.astype(np.float32) * 2.0 - 1.0], case.volumes["brain"], shape)[0]
     return (on_net <= -0.999).astype(np.float32)  # any overlap with the excluded region drops the voxel

@@ -1,0 +1,160 @@
+"""Is this T1/FLAIR pair like what the structural weights were trained on? (applicability checks)
+
+Every learned structural map (synthetic T1Gd and its enhancement, BBB status, tumor
+probability, 3D-autoencoder anomaly) was trained on skull-stripped whole brains at 1-2 mm:
+structural phantoms on the MNI152 2 mm grid and BraTS-space real cases at 1 mm isotropic
+(model cards in BBBAnomalyLib/weights). Each check returns a value, the trained range, a status
+("ok", "warning" or "refused") and the maps it affects; a warning goes into report["warnings"]
+and the structured block into report["applicability"] for the panel. Refusals raise InputError
+with what input would work. The numbers that separate "ok" from "warning" are the trained
+ranges with a margin; the contrast thresholds were measured on the three real cases with their
+T2 and T1Gd given in the wrong role (docs/validation.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Ranges the bundled structural weights were trained on (phantoms 2 mm, BraTS space 1 mm).
+TRAINED = {
+    "slice_thickness_mm": (1.0, 2.0),
+    "in_plane_mm": (1.0, 2.0),
+    "brain_extent_mm": (120.0, 180.0),  # superior-inferior extent of the brain mask
+    "brain_slices": (60, 160),
+    "brain_volume_ml": (1000.0, 1800.0),
+}
+#: Beyond these a map is flagged (the trained ranges with a margin).
+WARN_SLICE_MM, WARN_IN_PLANE_MM = 3.0, 3.0
+WARN_EXTENT_MM, WARN_SLICES_3D = 100.0, 40
+WARN_VOLUME_ML = (700.0, 2200.0)
+#: Fewer brain slices than this and nothing learned can be read (refused).
+REFUSE_SLICES = 3
+#: Median FLAIR rank (0-1) of the T1's brightest 2 % below this = CSF-like bright voxels (a T2 or
+#: a contrast-enhanced T1 given as the T1); the same for the FLAIR's brightest 2 % on the T1.
+CONTRAST_RANK = 0.2
+#: Dice of the T1 and FLAIR signal masks below this = the two are not registered.
+MIN_REGISTRATION_DICE = 0.85
+
+SLICEWISE = ("synthetic_t1gd", "enhancement", "bbb_status", "tumor_probability")
+VOLUMETRIC = ("anomaly",)
+ALL_MAPS = SLICEWISE + VOLUMETRIC
+
+
+@dataclass
+class Check:
+    name: str
+    value: float | str | None
+    unit: str
+    trained: str
+    status: str  # ok | warning | refused
+    affects: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass
+class Applicability:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [c.message for c in self.checks if c.status == "warning"]
+
+    def maps(self) -> dict[str, str]:
+        """Per learned map: "within the trained range" or "outside: <checks>"."""
+        out = {}
+        for name in ALL_MAPS:
+            bad = [c.name for c in self.checks if c.status != "ok" and name in c.affects]
+            out[name] = "outside the trained range: " + ", ".join(bad) if bad else "within the trained range"
+        return out
+
+    def to_json(self) -> dict:
+        return {"checks": [dict(asdict(c), affects=list(c.affects)) for c in self.checks], "maps": self.maps(),
+                "trained_on": "skull-stripped whole brains at 1-2 mm: structural phantoms (MNI152 2 mm) and "
+                              "BraTS-space real cases (1 mm isotropic)"}
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    r = np.empty(values.size)
+    r[np.argsort(values, kind="stable")] = np.arange(values.size) / max(values.size - 1, 1)
+    return r
+
+
+def check_structural_input(t1_data: np.ndarray, flair_data: np.ndarray, affine: np.ndarray, brain: np.ndarray,
+                           slice_axis: int, mask_given: bool) -> Applicability:
+    """All checks on the T1 grid (FLAIR already resampled onto it). Raises InputError on a refusal."""
+    vox = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    in_plane = [float(vox[i]) for i in range(3) if i != slice_axis]
+    thickness = float(vox[slice_axis])
+    result = Applicability()
+    add = result.checks.append
+
+    brain_slices = np.flatnonzero(brain.any(axis=tuple(i for i in range(3) if i != slice_axis)))
+    n_slices = int(brain_slices.size)
+    if n_slices < REFUSE_SLICES:
+        raise InputError(f"the brain covers only {n_slices} slice(s); the T1/FLAIR models need a 3D volume: give a "
+                         "whole-brain T1 and FLAIR (ideally 1-2 mm slices, at least 100 mm of brain)")
+    ok = thickness <= WARN_SLICE_MM
+    add(Check("slice_thickness", thickness, "mm", "1-2 mm", "ok" if ok else "warning", ALL_MAPS,
+              "" if ok else f"slice thickness {thickness:.1f} mm is outside the 1-2 mm the structural weights were "
+              "trained on: thin enhancement is averaged away and every learned map (synthesis, BBB status, tumor "
+              "probability, anomaly) may be wrong; a 1-2 mm (3D) T1 and FLAIR would be within range"))
+    coarse = max(in_plane)
+    ok = coarse <= WARN_IN_PLANE_MM
+    add(Check("in_plane_spacing", coarse, "mm", "1-2 mm", "ok" if ok else "warning", ALL_MAPS,
+              "" if ok else f"in-plane spacing {coarse:.1f} mm is coarser than the 1-2 mm of training; give images "
+              "with <= 2 mm pixels"))
+    extent = float((brain_slices.max() - brain_slices.min() + 1) * thickness)
+    ok = extent >= WARN_EXTENT_MM
+    add(Check("coverage_extent", extent, "mm", "120-180 mm (whole brain)", "ok" if ok else "warning", ALL_MAPS,
+              "" if ok else f"the brain mask spans {extent:.0f} mm superior-inferior: partial coverage; the "
+              "normalisation and the anomaly z-score assume a whole brain (trained on 120-180 mm)"))
+    ok = n_slices >= WARN_SLICES_3D
+    add(Check("coverage_slices", n_slices, "slices", "60-160 brain slices", "ok" if ok else "warning", VOLUMETRIC,
+              "" if ok else f"only {n_slices} slices hold brain: the 3D autoencoder resamples the brain to its "
+              "grid and was trained on 60-160 slices, so its anomaly map and patient score are outside the trained "
+              "range; thinner slices (>= 60 across the brain) would be within it"))
+    volume_ml = float(brain.sum() * np.prod(vox) / 1000.0)
+    ok = WARN_VOLUME_ML[0] <= volume_ml <= WARN_VOLUME_ML[1] or extent < WARN_EXTENT_MM
+    add(Check("brain_volume", volume_ml, "ml", "1000-1800 ml", "ok" if ok else "warning", ALL_MAPS,
+              "" if ok else f"the brain mask holds {volume_ml:.0f} ml, outside 700-2200 ml: check the brain mask "
+              "(scalp included, or part of the brain missing)"))
+
+    zero_fraction = float(np.mean(np.asarray(t1_data) == 0))
+    stripped = zero_fraction >= 0.05
+    ok = stripped or mask_given
+    add(Check("skull_stripped", "yes" if stripped else ("no (brain mask given)" if mask_given else "no"), "",
+              "skull-stripped", "ok" if ok else "warning", ALL_MAPS,
+              "" if ok else "the T1 is not skull-stripped and no brain mask was given; the weights were trained on "
+              "skull-stripped brains and the automatic mask may keep scalp: skull-strip first (e.g. HD-BET, "
+              "SynthStrip) or give --mask"))
+
+    t1v, flv = np.asarray(t1_data)[brain].astype(np.float64), np.asarray(flair_data)[brain].astype(np.float64)
+    if t1v.size >= 100:
+        step = max(1, t1v.size // 200_000)  # ranks of a subsample: enough for medians of the top 2 %
+        rt, rf = _rank(t1v[::step]), _rank(flv[::step])
+        flair_in_t1_top = float(np.median(rf[rt >= 0.98]))
+        t1_in_flair_top = float(np.median(rt[rf >= 0.98]))
+        ok = flair_in_t1_top >= CONTRAST_RANK
+        add(Check("t1_contrast", flair_in_t1_top, "FLAIR rank of the T1's brightest 2 %", ">= 0.2 (0.4-0.84 on the "
+                  "real cases)", "ok" if ok else "warning", ALL_MAPS,
+                  "" if ok else f"the T1's brightest voxels are dark on the FLAIR (median rank {flair_in_t1_top:.2f}): "
+                  "fluid- or vessel-like, as in a T2-weighted or a contrast-enhanced image; a non-contrast T1 (white "
+                  "matter brighter than grey matter) is expected"))
+        ok = t1_in_flair_top >= CONTRAST_RANK
+        add(Check("flair_contrast", t1_in_flair_top, "T1 rank of the FLAIR's brightest 2 %", ">= 0.2 (0.33-0.6 on "
+                  "the real cases)", "ok" if ok else "warning", ALL_MAPS,
+                  "" if ok else f"the FLAIR's brightest voxels are the darkest on the T1 (median rank {t1_in_flair_top:.2f}): "
+                  "CSF-like, as in a T2-weighted image without fluid suppression; a T2-FLAIR is expected"))
+    a, b = np.asarray(t1_data) != 0, np.asarray(flair_data) != 0
+    if a.any() and b.any() and (zero_fraction >= 0.05):
+        dice = float(2 * np.sum(a & b) / (a.sum() + b.sum()))
+        ok = dice >= MIN_REGISTRATION_DICE
+        add(Check("registration_overlap", dice, "Dice of the T1 and FLAIR brain signal", ">= 0.85 (0.995-1.0 "
+                  "on the real cases)", "ok" if ok else "warning", ALL_MAPS,
+                  "" if ok else f"the T1 and FLAIR brains overlap with Dice {dice:.2f}: they look unregistered; "
+                  "register the FLAIR to the T1 (rigid) first"))
+    return result

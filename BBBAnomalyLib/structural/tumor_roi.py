@@ -1,0 +1,86 @@
+"""Where the BBB status is decided, and whether that place is believable.
+
+With a user ROI the status is decided there. Without one, the diffusion model's segmentation
+head gives the tumor, and its *confidence* (mean probability inside) and *volume* feed the
+decision: a tiny tumor, an uncertain one, or one whose volume is far from the FLAIR abnormality
+makes the call "indeterminate" with the reason, instead of a call on the wrong voxels.
+
+The FLAIR abnormality is a label-free reference: FLAIR above median + 2 x 1.4826 MAD inside the
+brain, opened once, components of >= 1 ml. On the three real cases and four phantoms its volume
+was 0.72-0.97 of the whole-tumor segmentation (docs/validation.md), which is what makes it a
+usable plausibility check and no more: it is not a segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: Robust z above which a FLAIR voxel is abnormal; smallest component kept (ml).
+FLAIR_Z, FLAIR_MIN_COMPONENT_ML = 2.0, 1.0
+#: A segmented tumor smaller than this (ml) is implausible for a status call.
+MIN_TUMOR_ML = 1.0
+#: Mean segmentation probability inside the tumor below this = uncertain.
+MIN_CONFIDENCE = 0.7
+#: Segmented / FLAIR-abnormal volume outside this range = implausible.
+VOLUME_RATIO = (1 / 3, 3.0)
+
+
+def flair_abnormality(flair: np.ndarray, brain: np.ndarray, voxel_ml: float) -> np.ndarray:
+    """Label-free FLAIR-hyperintense region (bool), see the module docstring."""
+    values = np.asarray(flair, np.float64)[brain]
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median)))
+    bright = ndimage.binary_opening((np.asarray(flair) > median + FLAIR_Z * max(mad, 1e-9)) & brain, iterations=1)
+    labels, n = ndimage.label(bright)
+    if n == 0:
+        return bright
+    sizes = ndimage.sum(bright, labels, np.arange(1, n + 1)) * voxel_ml
+    keep = np.flatnonzero(sizes >= FLAIR_MIN_COMPONENT_ML) + 1
+    return np.isin(labels, keep)
+
+
+@dataclass
+class TumorROI:
+    mask: np.ndarray
+    source: str  # "user" | "segmentation head"
+    volume_ml: float
+    confidence: float | None  # mean head probability inside (None for a user ROI)
+    flair_abnormal_ml: float | None
+    implausible: str = ""  # why the segmentation cannot carry a status call ("" = plausible)
+
+    def to_json(self) -> dict:
+        return {"tumor_roi": self.source, "tumor_roi_voxels": int(self.mask.sum()),
+                "tumor_roi_ml": self.volume_ml, "segmentation_confidence": self.confidence,
+                "flair_abnormality_ml": self.flair_abnormal_ml, "roi_plausible": not self.implausible}
+
+
+def choose_roi(user_tumor, probability: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_ml: float,
+               threshold: float = 0.5, min_tumor_ml: float = MIN_TUMOR_ML) -> TumorROI:
+    """The user's mask, or the segmentation head's tumor with its plausibility."""
+    if user_tumor is not None:
+        return TumorROI(user_tumor, "user", float(user_tumor.sum() * voxel_ml), None, None)
+    flair_ml = float(flair_abnormality(flair, brain, voxel_ml).sum() * voxel_ml)
+    tumor = (probability >= threshold) & brain
+    if not tumor.any():
+        peak = float(probability.max())
+        fallback = (probability >= 0.5 * peak) & brain if peak > 0 else brain.copy()
+        return TumorROI(fallback, "segmentation head", 0.0, peak, flair_ml,
+                        f"the segmentation head found no tumor (highest probability {peak:.2f}); give a tumor ROI")
+    volume = float(tumor.sum() * voxel_ml)
+    confidence = float(probability[tumor].mean())
+    roi = TumorROI(tumor, "segmentation head", volume, confidence, flair_ml)
+    if volume < min_tumor_ml:
+        roi.implausible = f"the segmented tumor is tiny ({volume:.1f} ml < {min_tumor_ml:g} ml); give a tumor ROI"
+    elif confidence < MIN_CONFIDENCE:
+        roi.implausible = (f"the segmentation is uncertain (mean probability {confidence:.2f} < {MIN_CONFIDENCE}); "
+                           "give a tumor ROI")
+    elif flair_ml <= 0:
+        roi.implausible = (f"the segmented tumor ({volume:.0f} ml) has no FLAIR abnormality to match it; "
+                           "check the inputs or give a tumor ROI")
+    elif not VOLUME_RATIO[0] <= volume / flair_ml <= VOLUME_RATIO[1]:
+        roi.implausible = (f"the segmented tumor ({volume:.0f} ml) is far from the FLAIR abnormality ({flair_ml:.0f} ml; "
+                           f"plausible 1/3-3x); give a tumor ROI")
+    return roi
