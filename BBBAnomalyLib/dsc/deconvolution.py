@@ -17,10 +17,28 @@ oSVD         the cSVD matrix                          per voxel: the lowest thre
 Tikhonov     the cSVD matrix                          filter σ²/(σ²+λ²), λ per voxel by GCV
 ===========  ======================================  ==========================================
 
-The circulant matrix is diagonalised once per AIF; every voxel is then a projection onto the
-singular vectors (one matrix product per chunk of voxels). oSVD adds the singular components
-one block at a time and evaluates the oscillation index after each, so a whole brain costs a
-few matrix products rather than one SVD solve per threshold per voxel.
+The circulant methods work in the frequency domain. A circulant matrix is diagonalised by the
+DFT: its singular values are the magnitudes |H_k| of the DFT of its first column (the weighted,
+zero-padded AIF times Δt), its singular vectors are the Fourier modes, and a truncated-SVD or
+Tikhonov pseudo-inverse is a filter on the spectrum, ``B_k = φ_k C_k / H_k``. So no SVD is
+needed: one real FFT of the AIF, then per curve
+
+* cSVD: φ_k = [|H_k| >= thr σmax], a fixed filter; its time-domain operator (the first N rows and
+  columns of the circulant pseudo-inverse, built once by FFT) is applied as one matrix product
+  per chunk -- at N = 60-120 frames a dense product beats two short FFTs per curve;
+* Tikhonov: one rFFT per curve; GCV(λ) for every λ of the grid in closed form from |C_k|² and
+  the filter factors (one small matrix product), then one inverse rFFT with each voxel's filter;
+* oSVD: one rFFT per curve gives the spectral weights Z_k = C_k / H_k. Raising the threshold
+  drops whole frequency bins (in the order of |H_k|), so the residues of all thresholds are
+  partial sums of one inverse real DFT restricted to the N kept samples: the bins are added in
+  blocks (dense products with the Fourier synthesis rows), and after each block the oscillation
+  index of every voxel is read off. That is the same amount of arithmetic as one inverse DFT
+  per voxel plus a few vector passes per threshold, not one solve per threshold.
+
+sSVD keeps its N x N Toeplitz matrix (not circulant, so not diagonalised by the DFT) and its SVD,
+computed once per AIF. Every method is O(N log N) (FFT) or O(N²) (one dense product) per voxel,
+float32, in chunks of voxels. ``Testing/test_dsc_deconvolution_fft.py`` checks each method
+against the explicit L x L matrix SVD to float32 rounding.
 """
 
 from __future__ import annotations
@@ -28,13 +46,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from .parameters import DeconvolutionMethod
 
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
 #: from 0.005 (clean simulations meet the 0.035 target near 0.01) to 0.8 (very noisy voxels).
-#: Each threshold costs one oscillation-index pass over all voxels, so the grid is kept short.
 OSVD_THRESHOLDS = np.geomspace(0.005, 0.8, 24)
+#: Voxels per block inside a chunk for the oSVD search: its (N, block) work arrays stay in cache.
+OSVD_BLOCK = 2048
 
 
 def weighted_aif(aif: np.ndarray) -> np.ndarray:
@@ -55,12 +75,31 @@ def circulant_matrix(aif: np.ndarray, dt: float) -> np.ndarray:
     """Full L x L block-circulant matrix of the AIF zero-padded to L = 2N (Wu 2003).
 
     Not its top-left N x N block, which is the Toeplitz matrix again and would make cSVD = sSVD.
+    Kept as the explicit reference for the frequency-domain solvers (and their tests).
     """
     n = len(aif)
     w = weighted_aif(np.concatenate([np.asarray(aif, dtype=np.float64), np.zeros(n)]))
     size = 2 * n
     m = np.subtract.outer(np.arange(size), np.arange(size)) % size
     return dt * w[m]
+
+
+def circulant_spectrum(aif: np.ndarray, dt: float) -> np.ndarray:
+    """rFFT (L/2 + 1 bins, L = 2N) of the first column of :func:`circulant_matrix`, float64.
+
+    The circulant matrix's singular values are |H_k| (bins 1..L/2-1 count twice: ±k)."""
+    n = len(aif)
+    w = weighted_aif(np.concatenate([np.asarray(aif, dtype=np.float64), np.zeros(n)]))
+    return dt * np.fft.rfft(w)
+
+
+def bin_multiplicity(size: int) -> np.ndarray:
+    """How many DFT components (of L = size) each rFFT bin stands for: 1 for DC and Nyquist, else 2."""
+    mult = np.full(size // 2 + 1, 2.0)
+    mult[0] = 1.0
+    if size % 2 == 0:
+        mult[-1] = 1.0
+    return mult
 
 
 def oscillation_index(residue: np.ndarray) -> np.ndarray:
@@ -115,28 +154,83 @@ class DeconvolutionModel:
         self.n_lambdas = n_lambdas
         self.chunk_voxels = chunk_voxels
         self.n = self.aif.size
+        self.size = 2 * self.n  # L: the zero-padded length of the circulant methods
         if self.method is DeconvolutionMethod.SSVD:
-            self.matrix = toeplitz_matrix(self.aif, self.dt)
+            self._init_ssvd()
+            return
+        self._spectrum = circulant_spectrum(self.aif, self.dt)
+        self._sv = np.abs(self._spectrum)  # singular values, one per rFFT bin
+        self._smax = float(self._sv.max())
+        if not self._smax > 0:
+            raise ValueError("the AIF is zero: nothing to deconvolve")
+        if self.method is DeconvolutionMethod.CSVD:
+            self._threshold = self.csvd_threshold
+            self._pinv_t = self._operator(self._sv >= self.csvd_threshold * self._smax)
+        elif self.method is DeconvolutionMethod.OSVD:
+            self._init_osvd()
         else:
-            self.matrix = circulant_matrix(self.aif, self.dt)
-        u, s, vt = np.linalg.svd(self.matrix)
+            self._init_tikhonov()
+
+    # --- setup ---------------------------------------------------------------------------
+    def _init_ssvd(self):
+        matrix = toeplitz_matrix(self.aif, self.dt)
+        u, s, vt = np.linalg.svd(matrix)
         if not s[0] > 0:
             raise ValueError("the AIF is zero: nothing to deconvolve")
-        # Only the first N rows of U matter: the padded half of every curve is zero.
-        self._u = u[: self.n]
-        self._s = s
-        self._vt_n = vt[:, : self.n]  # only the first N samples of the residue are kept
-        if self.method in (DeconvolutionMethod.SSVD, DeconvolutionMethod.CSVD):
-            thr = self.ssvd_threshold if self.method is DeconvolutionMethod.SSVD else self.csvd_threshold
-            keep = s >= thr * s[0]
-            # b = V diag(1/σ) Uᵀ c, restricted to the first N samples in and out.
-            self._pinv_t = ((self._u[:, keep] / s[keep]) @ self._vt_n[keep]).astype(np.float32)
-            self._threshold = thr
+        keep = s >= self.ssvd_threshold * s[0]
+        # b = V diag(1/σ) Uᵀ c, one N x N operator.
+        self._pinv_t = ((u[:, keep] / s[keep]) @ vt[keep]).astype(np.float32)
+        self._threshold = self.ssvd_threshold
+
+    def _operator(self, keep: np.ndarray) -> np.ndarray:
+        """(N, N) float32 operator P with residue = c @ P for the spectral filter `keep`/H: the first
+        N rows and columns of the circulant pseudo-inverse, built by FFT of the unit impulses."""
+        gain = np.where(keep, 1.0 / np.where(keep, self._spectrum, 1.0), 0.0)
+        impulses = np.fft.rfft(np.eye(self.n), n=self.size, axis=1)
+        return np.fft.irfft(impulses * gain, n=self.size, axis=1)[:, : self.n].astype(np.float32)
+
+    def _init_osvd(self):
+        sv, smax = self._sv, self._smax
+        order = np.argsort(-sv, kind="stable")  # bins by falling singular value
+        kept_bins = (sv[None, :] >= OSVD_THRESHOLDS[:, None] * smax).sum(axis=1)  # per threshold, falling
+        counts, first = np.unique(kept_bins, return_index=True)  # rising; first = lowest threshold giving it
+        keep = counts > 0
+        self._osvd_counts = counts[keep]
+        self._osvd_thresholds = OSVD_THRESHOLDS[first[keep]].astype(np.float32)
+        self._osvd_order = order
+        # Fourier synthesis rows restricted to the N kept samples: residue[j] = Σ_k Re(Z_k) cos_k[j]
+        # + Im(Z_k) sin_k[j], exactly numpy's irfft (weights 1/L for DC and Nyquist, 2/L else; the
+        # imaginary parts of DC and Nyquist are ignored). Columns interleave (cos, sin) per bin.
+        k = order[:, None].astype(np.float64)
+        phase = 2.0 * np.pi * k * np.arange(self.n)[None, :] / self.size
+        weight = (bin_multiplicity(self.size)[order] / self.size)[:, None]
+        sin_rows = -weight * np.sin(phase)
+        sin_rows[(order == 0) | (2 * order == self.size)] = 0.0
+        synthesis = np.empty((self.n, 2 * order.size))
+        synthesis[:, 0::2] = (weight * np.cos(phase)).T
+        synthesis[:, 1::2] = sin_rows.T
+        self._synthesis = np.ascontiguousarray(synthesis, dtype=np.float32)  # (N, 2K)
+        d2 = synthesis[2:] - 2.0 * synthesis[1:-1] + synthesis[:-2]
+        self._synthesis_d2 = np.ascontiguousarray(d2, dtype=np.float32)  # (N-2, 2K)
+        self._inverse_spectrum = (1.0 / np.where(sv > 0, self._spectrum, 1.0)) * (sv > 0)
+
+    def _init_tikhonov(self):
+        sv, smax = self._sv, self._smax
+        # Capped at σmax: at low CNR GCV keeps asking for more smoothing (towards the zero
+        # solution); beyond σmax every residue is flattened, so the cap bounds the smoothing.
+        self._lambdas = smax * np.geomspace(1e-3, 1.0, self.n_lambdas)
+        f = sv[None, :] ** 2 / (sv[None, :] ** 2 + self._lambdas[:, None] ** 2)  # (n_lambda, K)
+        mult = bin_multiplicity(self.size)
+        # GCV(λ) = ||A b_λ - c||² / (L - Σ f)²; by Parseval the numerator is
+        # (1/L) Σ_k mult_k (1 - f_k)² |C_k|², one (n, K) x (K, n_lambda) product for all voxels.
+        self._gcv_weights = np.ascontiguousarray((mult * (1.0 - f) ** 2 / self.size).T, dtype=np.float32)
+        self._gcv_denominator = ((self.size - (mult * f).sum(axis=1)) ** 2).astype(np.float32)
+        self._tikhonov_filters = (f * np.conj(self._spectrum) / np.where(sv > 0, sv ** 2, 1.0)).astype(np.complex64)
 
     # ------------------------------------------------------------------------------------
     def fit(self, curves: np.ndarray, keep_residue: bool = False, progress=None) -> DeconvolutionFit:
         """Deconvolve (n_voxels, N) curves in chunks of ``chunk_voxels``."""
-        curves = np.asarray(curves, dtype=np.float32)
+        curves = np.asarray(curves)
         if curves.ndim != 2 or curves.shape[1] != self.n:
             raise ValueError(f"curves must be (n_voxels, {self.n}); got {curves.shape}")
         nvox = curves.shape[0]
@@ -147,7 +241,8 @@ class DeconvolutionModel:
         residue_all = np.empty((nvox, self.n), np.float32) if keep_residue else None
         for start in range(0, nvox, self.chunk_voxels):
             sl = slice(start, min(start + self.chunk_voxels, nvox))
-            residue, reg[sl], unmet[sl] = self._solve(curves[sl])
+            chunk = np.asarray(curves[sl], dtype=np.float32)  # a copy only for non-float32 input
+            residue, reg[sl], unmet[sl] = self._solve(chunk)
             cbf[sl], tmax[sl] = _peak(residue, self.dt)
             if keep_residue:
                 residue_all[sl] = residue
@@ -157,86 +252,83 @@ class DeconvolutionModel:
 
     def synthesize(self, residue: np.ndarray) -> np.ndarray:
         """Forward model: the curves that a (n_voxels, N) residue predicts (A b, first N samples)."""
-        return np.asarray(residue, np.float64) @ self.matrix[: self.n, : self.n].T
+        return np.asarray(residue, np.float64) @ toeplitz_matrix(self.aif, self.dt).T
 
     # ------------------------------------------------------------------------------------
     def _solve(self, c: np.ndarray):
         if self.method in (DeconvolutionMethod.SSVD, DeconvolutionMethod.CSVD):
             reg = np.full(c.shape[0], self._threshold, np.float32)
             return c @ self._pinv_t, reg, np.zeros(c.shape[0], bool)
-        coeff = c @ self._u.astype(np.float32)  # (n, L): projections Uᵀc
+        spectrum = scipy.fft.rfft(c, n=self.size, axis=1)  # the one FFT of each curve (complex64)
         if self.method is DeconvolutionMethod.OSVD:
-            return self._solve_osvd(coeff)
-        return self._solve_tikhonov(coeff)
+            return self._solve_osvd(spectrum)
+        return self._solve_tikhonov(spectrum)
 
-    def _solve_osvd(self, coeff: np.ndarray):
-        """Scan thresholds upwards from the lowest; per voxel keep the first one meeting OI <= target.
+    def _solve_osvd(self, spectrum: np.ndarray):
+        """Per voxel the lowest threshold (largest kept-bin count) whose residue meets OI <= target.
 
-        Raising the threshold removes singular components, so scanning thresholds upwards is
-        scanning the component count k downwards. We build the residues for increasing k instead
-        (adding blocks of components, and their second differences, by matrix products) and
-        remember, per voxel, the largest k that meets the target: that is the lowest threshold
-        that meets it. Keeping the lowest-OI threshold instead would over-smooth (a known bug in
-        public code). The chosen residue is rebuilt once at the end from the per-voxel k.
+        Thresholds are scanned from the most to the least regularised, adding the bins that each
+        lower threshold keeps; the last threshold at which a voxel meets the target is its lowest
+        one. Keeping the lowest-OI threshold instead would over-smooth (a known bug in public
+        code). Work is time-major, (time, voxel): the per-voxel max and sum then run along
+        contiguous rows of voxels, several times faster than reducing short rows of 60-120 frames.
         """
-        s = self._s
-        counts = (s[None, :] >= OSVD_THRESHOLDS[:, None] * s[0]).sum(axis=1)  # k per threshold, descending
-        ks, first = np.unique(counts, return_index=True)  # ascending k; first = lowest threshold giving k
-        keep = ks > 0
-        ks, thresholds = ks[keep], OSVD_THRESHOLDS[first[keep]]
-        # Work transposed, (time, voxel): the per-voxel max and sum then run along contiguous
-        # rows of voxels, several times faster than reducing short rows of 60-120 frames.
-        zt = np.ascontiguousarray((coeff / s).T, dtype=np.float32)  # (L, n) component weights of V
-        v = np.ascontiguousarray(self._vt_n.T, dtype=np.float32)  # (N, L)
-        d2 = v[2:] - 2.0 * v[1:-1] + v[:-2]  # second differences of each component
-        n = coeff.shape[0]
+        n_vox = spectrum.shape[0]
+        z = spectrum[:, self._osvd_order] * self._inverse_spectrum[self._osvd_order].astype(np.complex64)
+        weights = np.empty((2 * z.shape[1], n_vox), np.float32)  # (2K, n): Re, Im per bin, interleaved
+        weights[0::2] = z.real.T
+        weights[1::2] = z.imag.T
+        del z
+        residue_out = np.empty((n_vox, self.n), np.float32)
+        thresholds = np.empty(n_vox, np.float32)
+        met_any = np.empty(n_vox, bool)
+        for start in range(0, n_vox, OSVD_BLOCK):
+            sl = slice(start, min(start + OSVD_BLOCK, n_vox))
+            best, thresholds[sl], met_any[sl] = self._osvd_block(np.ascontiguousarray(weights[:, sl]))
+            residue_out[sl] = best.T
+        return residue_out, thresholds, ~met_any
+
+    def _osvd_block(self, weights: np.ndarray):
+        n = weights.shape[1]
         residue = np.zeros((self.n, n), np.float32)
         second = np.zeros((self.n - 2, n), np.float32)
         scratch = np.empty_like(second)  # reused buffers: no large allocation inside the loop
         peak = np.empty(n, np.float32)
         roughness = np.empty(n, np.float32)
-        best_k = np.full(n, ks[0])  # fallback: the most regularised residue
-        best_thr = np.full(n, thresholds[0], np.float32)
+        ok = np.empty(n, bool)
+        limit = np.float32(self.oi_target * self.n)
+        best_count = np.full(n, self._osvd_counts[0])  # fallback: the most regularised residue
+        best_thr = np.full(n, self._osvd_thresholds[0], np.float32)
         met = np.zeros(n, bool)
-        k_done = 0
-        for k, thr in zip(ks, thresholds):
-            residue += v[:, k_done:k] @ zt[k_done:k]
-            second += d2[:, k_done:k] @ zt[k_done:k]
-            k_done = k
+        done = 0
+        for count, thr in zip(self._osvd_counts, self._osvd_thresholds):
+            cols = slice(2 * done, 2 * count)
+            residue += self._synthesis[:, cols] @ weights[cols]
+            second += self._synthesis_d2[:, cols] @ weights[cols]
+            done = count
             residue.max(axis=0, out=peak)
             np.abs(second, out=scratch)
             scratch.sum(axis=0, out=roughness)
-            ok = (roughness <= (self.oi_target * self.n) * peak) & (peak > 0)
-            best_k[ok] = k
+            np.less_equal(roughness, limit * peak, out=ok)
+            ok &= peak > 0
+            best_count[ok] = count
             best_thr[ok] = thr
             met |= ok
-        components = np.arange(s.size, dtype=np.int32)[:, None] < best_k[None, :]
-        residue = (v @ (zt * components)).T
-        return residue, best_thr, ~met
+        # The chosen residue of every voxel in one product: its weights beyond its bin count zeroed.
+        weights[np.arange(weights.shape[0])[:, None] >= 2 * best_count[None, :]] = 0.0
+        return self._synthesis @ weights, best_thr, met
 
-    def _solve_tikhonov(self, coeff: np.ndarray):
-        """Tikhonov filter factors f = σ²/(σ²+λ²); λ per voxel minimises GCV.
-
-        GCV(λ) = ||A b_λ - c||² / (L - Σf)². The denominator does not depend on the voxel and the
-        numerator is Σ((1-f) Uᵀc)², so the whole grid is one matrix product per chunk. The chosen
-        solutions are then one product per distinct λ (at most `n_lambdas`), each with the
-        precomputed operator diag(f/σ) Vᵀ, instead of a per-voxel filter.
-        """
-        s = self._s
-        # Capped at σmax: at low CNR GCV keeps asking for more smoothing (towards the zero
-        # solution); beyond σmax every residue is flattened, so the cap bounds the smoothing.
-        lambdas = s[0] * np.geomspace(1e-3, 1.0, self.n_lambdas)
-        f = s[None, :] ** 2 / (s[None, :] ** 2 + lambdas[:, None] ** 2)  # (n_lambda, L)
-        denom = (s.size - f.sum(axis=1)) ** 2
-        coeff = coeff.astype(np.float32)
-        numer = (coeff ** 2) @ ((1.0 - f) ** 2).T.astype(np.float32)  # (n, n_lambda)
-        idx = np.argmin(numer / denom.astype(np.float32), axis=1)
-        residue = np.empty((coeff.shape[0], self.n), np.float32)
-        for j in np.unique(idx):
-            rows = idx == j
-            operator = ((f[j] / s)[:, None] * self._vt_n).astype(np.float32)  # (L, N)
-            residue[rows] = coeff[rows] @ operator
-        return residue, (lambdas[idx] / s[0]).astype(np.float32), np.zeros(coeff.shape[0], bool)
+    def _solve_tikhonov(self, spectrum: np.ndarray):
+        """Tikhonov filter factors f = σ²/(σ²+λ²); λ per voxel minimises GCV (closed form on |C_k|²)."""
+        power = spectrum.real ** 2
+        power += spectrum.imag ** 2
+        gcv = power @ self._gcv_weights  # (n, n_lambda) numerators
+        gcv /= self._gcv_denominator
+        idx = np.argmin(gcv, axis=1)
+        del power, gcv
+        spectrum *= self._tikhonov_filters[idx]
+        residue = scipy.fft.irfft(spectrum, n=self.size, axis=1)[:, : self.n]
+        return residue, (self._lambdas[idx] / self._smax).astype(np.float32), np.zeros(spectrum.shape[0], bool)
 
 
 def _peak(residue: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
