@@ -253,3 +253,21 @@ def test_pipeline_config_is_validated_and_may_not_set_inputs(cohort, tmp_path, c
                      f"dsc={bad}"]) == 2
         assert word in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_slurm_array_script_runs_the_task_s_participant(cohort, cohort_run, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None or shutil.which("find") is None:
+        pytest.skip("the SLURM example is a bash script")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bids_slurm_array.sh"
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2", "BBBANOMALY": f"{sys.executable} -m BBBAnomalyLib"}
+    done = subprocess.run(["bash", str(script), str(cohort), str(tmp_path / "deriv"), "--pipelines", "dsc",
+                           "--masks", str(cohort / "derivatives" / "masks")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "sub-02: done" in done.stdout  # task 2 = the second sub-* folder
+    assert sorted(p.name for p in (tmp_path / "deriv" / "bbbanomaly").glob("sub-*")) == ["sub-02"]
