@@ -1,4 +1,4 @@
-"""`bbbanomaly demo`: the pipelines on the built-in digital reference objects (DSC and DCE by default).
+"""`bbbanomaly demo`: the pipelines on the built-in digital reference objects (all four by default).
 
 Needs nothing outside the package: the anatomy ships with it (a small MNI152-derived tissue
 map, see phantoms/data/NOTICE.txt). The demo writes the simulated input (so the same files can
@@ -15,13 +15,15 @@ import numpy as np
 HELP = """\
 Run the pipelines on built-in digital reference objects: real MNI152 anatomy (2 mm), a glioma-like
 tumor with raised CBV and BBB leakage, an artery for the AIF, recirculation and Rician noise, with
-known ground-truth maps. By default DSC and then DCE (--pipeline all); --pipeline dmri and
---pipeline t1flair run the diffusion-anomaly and T1/FLAIR demos. Writes:
+known ground-truth maps. By default all four pipelines (--pipeline all: DSC, DCE, diffusion anomaly,
+T1/FLAIR); --pipeline NAME runs one of them. Writes:
 
   OUT/input/   the simulated DSC series (signal.nii.gz + BIDS signal.json), masks and true maps
   OUT/dsc/     the maps (cbv, cbv_corrected, cbf, mtt, tmax, k2, rcbv, rcbf), aif.csv, report.json
   OUT/dsc_demo.png  a figure: input frame, AIF and tumor/NAWM curves, CBV/CBF/MTT overlays
   OUT/dce_input/, OUT/dce/, OUT/dce_demo.png   the same for DCE (RLS beside Ktrans)
+  OUT/dmri_input/, OUT/dmri/, OUT/dmri_demo.png   diffusion anomaly (a phantom patient)
+  OUT/t1flair_input/, OUT/t1flair/, OUT/t1flair_demo.png   T1/FLAIR: synthetic T1Gd, BBB status
 
 example:
   bbbanomaly demo --out demo
@@ -39,7 +41,9 @@ def register(sub) -> None:
     p.add_argument("--snr", type=float, default=50.0, help="baseline SNR of white matter (default 50)")
     p.add_argument("--slices", default="12", help="axial slices of the phantom, or 'all' (default 12)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--pipeline", choices=["dsc", "dce", "t1flair", "dmri", "all"], default="all", help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR (OUT/t1flair_input, OUT/t1flair, OUT/t1flair_demo.png; not part of 'all'), diffusion anomaly (OUT/dmri_input, OUT/dmri, OUT/dmri_demo.png; not part of 'all') or DSC + DCE (default)")
+    p.add_argument("--pipeline", choices=["dsc", "dce", "t1flair", "dmri", "all"], default="all", help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR "
+                        "(OUT/t1flair_input, OUT/t1flair, OUT/t1flair_demo.png), diffusion anomaly (OUT/dmri_input, "
+                        "OUT/dmri, OUT/dmri_demo.png) or all four (default)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(run=run)
@@ -82,14 +86,21 @@ def run(args) -> int:
         printer(0.95, "drawing the figure")
         dsc_figure(tmp / "dsc_demo.png", phantom.signal, result, masks, phantom.truth,
                    title=f"BBBAnomaly demo: DSC reference object, SNR {args.snr:g}, {args.method}")
-        dce_run = dce_demo.run_inside(args, tmp, printer) if args.pipeline == "all" else None
+        others = {}
+        if args.pipeline == "all":  # every pipeline, in one all-or-nothing folder
+            from .dmri import demo as dmri_demo
+            from .structural import demo as t1flair_demo
+
+            others["dce"] = (dce_demo, dce_demo.run_inside(args, tmp, printer))
+            others["dmri"] = (dmri_demo, dmri_demo.run_demo(tmp, printer, seed=args.seed))
+            others["t1flair"] = (t1flair_demo, t1flair_demo.run_demo(tmp, printer, seed=args.seed))
         printer(1.0, "done")
     print_summary(result, out / "dsc")
     print(f"  input series, masks and true maps: {out / 'input'}")
     print(f"  figure: {out / 'dsc_demo.png'}")
     print_truth_comparison(result, phantom)
-    if dce_run:
-        dce_demo.print_summary(*dce_run, out)
+    for module, run in others.values():
+        module.print_summary(*run, out)
     return 0
 
 

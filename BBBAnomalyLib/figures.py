@@ -77,15 +77,16 @@ def dsc_figure(path: str | Path, series: Volume, result, masks: dict[str, np.nda
     ax.set_title("AIF and ROI curves")
     ax = axes[0, 2]
     if truth is not None and "cbv" in truth:
-        _overlay(ax, background, axial_slice(truth["cbv"], k), brain, "magma",
-                 _range(result.maps[panels[0][0]].data[result.brain_mask]), "true CBV (ml/100 ml)")
+        true_cbv, unit = truth_in_estimate_units(truth["cbv"], result)
+        _overlay(ax, background, axial_slice(true_cbv, k), brain, "magma",
+                 _range(result.maps[panels[0][0]].data[result.brain_mask]), f"true CBV ({unit})", unit)
     else:
         ax.axis("off")
     for col, (name, label, cmap) in enumerate(panels):
         vol = result.maps[name]
-        unit = result.report["maps"][name]["unit"]
+        unit = dsc_unit(result, name)
         _overlay(axes[1, col], background, axial_slice(vol, k), brain, cmap,
-                 _range(vol.data[result.brain_mask]), f"{label} ({unit})")
+                 _range(vol.data[result.brain_mask]), f"{label} ({unit})", unit)
     for a in axes.ravel():
         if a.images:
             a.set_xticks([])
@@ -99,17 +100,38 @@ def dsc_figure(path: str | Path, series: Volume, result, masks: dict[str, np.nda
     return path
 
 
+def dsc_unit(result, name: str) -> str:
+    """The unit a DSC map is really in: with kH = ρ = 1 the 'per 100 g' of the report is per 100 ml."""
+    unit = result.report["maps"][name]["unit"]
+    p = result.report["parameters"]
+    if p.get("kh") == 1 and p.get("density") == 1:
+        unit = unit.replace("/100 g", "/100 ml")
+    return unit
+
+
+def truth_in_estimate_units(true_cbv: Volume, result) -> tuple[Volume, str]:
+    """True CBV (ml/100 ml of a phantom with one hematocrit) as the pipeline reports CBV: times kH/ρ,
+    in the estimate's unit, so the two panels share one colour scale honestly (truth in ml/100 ml
+    beside an estimate in ml/100 g made a 1.42x mismatch look like an error of the method)."""
+    p = result.report["parameters"]
+    scale = float(p.get("kh", 1.0)) / float(p.get("density", 1.0))
+    name = "cbv_corrected" if "cbv_corrected" in result.maps else "cbv"
+    return true_cbv.with_data(np.asarray(true_cbv.data, np.float32) * scale), dsc_unit(result, name)
+
+
 def _range(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     return (0.0, float(np.percentile(finite, 99))) if finite.size else (0.0, 1.0)
 
 
-def _overlay(ax, background, image, brain, cmap, vrange, title):
+def _overlay(ax, background, image, brain, cmap, vrange, title, unit: str = ""):
     plt = _pyplot()
     ax.imshow(background, cmap="gray")
     shown = np.ma.masked_where(~brain, image)
     im = ax.imshow(shown, cmap=cmap, vmin=vrange[0], vmax=vrange[1], alpha=0.85)
-    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar = plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if unit:
+        bar.set_label(unit)
     ax.set_title(title)
 
 

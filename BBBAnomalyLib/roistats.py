@@ -13,6 +13,56 @@ from .report import summarise
 from .volume import Volume
 
 STAT_KEYS = ("mean", "median", "sd", "n_voxels", "volume_ml")
+#: A reference mean within this many standard errors of zero is "zero": a ratio to it is noise
+#: (a tumor/NAWM K2 ratio of 46,212,667 was reported before this rule).
+ZERO_MEAN_STANDARD_ERRORS = 2.0
+
+
+def reference_ratio(value, reference: dict, stat: str = "mean") -> tuple[float | None, str | None]:
+    """(value / reference[stat], None), or (None, why) when the ratio would be meaningless.
+
+    reference: a :func:`~BBBAnomalyLib.report.summarise`-style dict (mean, median, sd, n or n_voxels).
+    Refused: a missing or non-finite value or reference; a reference of the other sign than the
+    value (a negative NAWM CBV); a reference mean indistinguishable from zero (within two standard
+    errors, e.g. K2 in normal tissue), where the ratio only measures noise.
+    """
+    ref = reference.get(stat)
+    if value is None or ref is None or not np.isfinite(value) or not np.isfinite(ref):
+        return None, "no finite values in one of the regions"
+    if ref == 0:
+        return None, f"the reference {stat} is 0"
+    if value != 0 and np.sign(value) != np.sign(ref):
+        return None, f"the reference {stat} ({ref:.3g}) has the other sign than the region's ({value:.3g})"
+    n = reference.get("n", reference.get("n_voxels")) or 0
+    sd = reference.get("sd") or 0.0
+    if n > 1 and abs(ref) <= ZERO_MEAN_STANDARD_ERRORS * sd / np.sqrt(n):
+        return None, (f"the reference {stat} ({ref:.3g}) is indistinguishable from 0 (sd {sd:.3g} over {n} voxels)")
+    return float(value / ref), None
+
+
+def map_unit(name: str, folder=None) -> str:
+    """The unit of a map called ``name``: from the run's report.json in ``folder`` when there is one
+    (it knows e.g. that DCE maps are semi-quantitative), else from the pipelines' map tables."""
+    import json
+    from pathlib import Path
+
+    if folder is not None:
+        report = Path(folder) / "report.json"
+        try:
+            unit = json.loads(report.read_text(encoding="utf-8"))["maps"][name]["unit"]
+            if isinstance(unit, str):
+                return unit
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    from .dce.pipeline import MAP_INFO as DCE_MAPS
+    from .dmri.pipeline import MAP_INFO as DMRI_MAPS
+    from .dsc.pipeline import MAP_INFO as DSC_MAPS
+    from .structural.pipeline import MAP_INFO as T1FLAIR_MAPS
+
+    for table in (DSC_MAPS, DCE_MAPS, DMRI_MAPS, T1FLAIR_MAPS):
+        if name in table:
+            return table[name][0]
+    return ""
 
 
 def region_stats(values: np.ndarray, voxel_volume_ml: float) -> dict:
@@ -24,12 +74,15 @@ def region_stats(values: np.ndarray, voxel_volume_ml: float) -> dict:
 
 
 def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarray | None = None,
-                   roi_name: str = "roi", reference_name: str = "reference") -> dict:
+                   roi_name: str = "roi", reference_name: str = "reference", units: dict[str, str] | None = None
+                   ) -> dict:
     """Per map: stats in `roi` (and in `reference`) and the ratios roi/reference of mean and median.
 
     maps: name -> 3D Volume, all on one grid; roi/reference: boolean masks on that grid.
     Returns {"maps": {name: {roi_name: {...}, reference_name: {...}, "ratio_mean": r, "ratio_median": r}},
-    "roi": roi_name, "reference": reference_name}.
+    "roi": roi_name, "reference": reference_name}. A ratio is None, with the reason in
+    ``"ratio_warnings"``, when the reference makes it meaningless (see :func:`reference_ratio`).
+    units: name -> unit, kept in each map's entry (``"unit"``).
     """
     if not maps:
         raise InputError("no maps given")
@@ -45,11 +98,16 @@ def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarr
             raise InputError(f"the {label} mask has shape {m.shape}, the maps {first.spatial_shape}")
     result = {"roi": roi_name, "reference": reference_name if reference is not None else None, "maps": {}}
     for name, vol in maps.items():
-        entry = {label: region_stats(vol.data[m], vol.voxel_volume_ml) for label, m in masks.items()}
+        entry = {"unit": (units or {}).get(name, "")}
+        entry.update({label: region_stats(vol.data[m], vol.voxel_volume_ml) for label, m in masks.items()})
         if reference is not None:
+            why = []
             for stat in ("mean", "median"):
-                a, b = entry[roi_name][stat], entry[reference_name][stat]
-                entry[f"ratio_{stat}"] = (a / b) if (a is not None and b not in (None, 0.0)) else None
+                entry[f"ratio_{stat}"], reason = reference_ratio(entry[roi_name][stat], entry[reference_name], stat)
+                if reason:
+                    why.append(f"{roi_name}/{reference_name} {stat} of {name}: {reason}")
+            if why:
+                entry["ratio_warnings"] = why
         result["maps"][name] = entry
     return result
 
@@ -61,15 +119,17 @@ def format_table(stats: dict) -> str:
     def fmt(v):
         return "n/a" if v is None else f"{v:.4g}"
 
-    header = ["map", f"{roi} mean", f"{roi} median", f"{roi} sd", f"{roi} ml"]
+    header = ["map", "unit", f"{roi} mean", f"{roi} median", f"{roi} sd", f"{roi} ml"]
     if ref:
         header += [f"{ref} mean", f"{ref} median", f"{ref} sd", f"{ref} ml", f"{roi}/{ref} (mean)", "(median)"]
     rows = [header]
     for name, e in stats["maps"].items():
-        row = [name] + [fmt(e[roi][k]) for k in ("mean", "median", "sd", "volume_ml")]
+        row = [name, e.get("unit") or "-"] + [fmt(e[roi][k]) for k in ("mean", "median", "sd", "volume_ml")]
         if ref:
             row += [fmt(e[ref][k]) for k in ("mean", "median", "sd", "volume_ml")]
             row += [fmt(e["ratio_mean"]), fmt(e["ratio_median"])]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
+    notes = [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
+    return "\n".join(["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                      for r in rows] + notes)

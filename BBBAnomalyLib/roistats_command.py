@@ -16,7 +16,9 @@ example:
   bbbanomaly roi-stats out/cbv_corrected.nii.gz out/cbf.nii.gz --roi tumor.nii.gz --reference nawm.nii.gz
   bbbanomaly roi-stats out/*.nii.gz --roi tumor.nii.gz --reference nawm.nii.gz --json stats.json
 
-Masks must be on the maps' grid (nonzero = inside). NaN voxels are left out and counted.
+Masks must be on the maps' grid (nonzero = inside). NaN voxels are left out and counted. Units come
+from the run's report.json beside the maps (else from the pipelines' map tables). A ratio is n/a,
+with a note, when the reference mean is 0, of the other sign, or indistinguishable from 0.
 """
 
 
@@ -42,18 +44,19 @@ def map_name(path: str) -> str:
 
 def run(args) -> int:
     from .io import read_mask, read_volume
-    from .roistats import format_table, roi_statistics
+    from .roistats import format_table, map_unit, roi_statistics
 
-    maps = {}
+    maps, units = {}, {}
     for path in args.maps:
         name = map_name(path)
+        unit = map_unit(name, Path(path).parent)
         if name in maps:
             name = str(Path(path).with_suffix(""))
-        maps[name] = read_volume(path)
+        maps[name], units[name] = read_volume(path), unit
     first = next(iter(maps.values()))
     roi = read_mask(args.roi, first, "roi")
     reference = read_mask(args.reference, first, "reference") if args.reference else None
-    stats = roi_statistics(maps, roi, reference, args.roi_name, args.reference_name)
+    stats = roi_statistics(maps, roi, reference, args.roi_name, args.reference_name, units)
     if args.json == "-":
         json.dump(stats, sys.stdout, indent=2)
         print()

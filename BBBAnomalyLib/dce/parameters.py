@@ -25,6 +25,11 @@ class RLSSource(str, enum.Enum):
     NONE = "none"  # classic maps only
 
 
+#: Largest --max-delay [s]: bolus delays between an artery and tissue are seconds, and the delay
+#: grid (1 s steps) costs one model fit per step.
+MAX_DELAY_S = 60.0
+
+
 @dataclass
 class DCEParameters:
     """Everything that shapes a DCE run. Units: s for times and T10, degrees for the flip angle,
@@ -70,6 +75,7 @@ class DCEParameters:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from ..checks import integer, number, optional_number
         from ..errors import InputError
 
         try:
@@ -80,24 +86,35 @@ class DCEParameters:
             raise InputError(f"{exc}; see `bbbanomaly dce --help` for the choices") from None
         if self.population_aif is not None and self.population_aif not in ("parker",):
             raise InputError(f"population AIF {self.population_aif!r} is not known; use 'parker'")
-        if self.t10 is not None and not 0.05 <= self.t10 <= 10:
-            raise InputError(f"T10 = {self.t10} does not look like seconds; give --t10 in seconds (e.g. 1.4)")
-        if self.flip_angle is not None and not 0 < self.flip_angle < 90:
-            raise InputError(f"flip angle {self.flip_angle} is not in (0, 90) degrees; give --flip-angle in degrees")
-        if self.tr is not None and not 0 < self.tr < 1:
-            raise InputError(f"TR = {self.tr} does not look like seconds; give --tr in seconds (e.g. 0.005 for 5 ms)")
-        if not self.relaxivity > 0:
-            raise InputError("--relaxivity must be positive, in 1/(s·mM) (e.g. 4.5)")
-        if not 0 <= self.hematocrit < 1:
-            raise InputError("--hematocrit must lie in [0, 1) (0.42 typical; 0 when the AIF is already plasma)")
-        if self.max_delay < 0:
-            raise InputError("--max-delay must be >= 0 seconds")
-        if self.baseline_frames is not None and self.baseline_frames < 1:
-            raise InputError("--baseline-frames must be at least 1")
+        # Numbers are checked for finiteness and a physical range here, so the CLI, the worker and
+        # Python callers all get one clear line (NaN passes plain comparisons; inf and 1e6 in
+        # --max-delay asked for an endless delay grid).
+        self.t10 = optional_number(self.t10, "--t10", 0.05, 10.0,
+                                   hint="T10 in seconds, e.g. 1.4 (a value above 10 is probably in ms)")
+        self.flip_angle = optional_number(self.flip_angle, "--flip-angle", 0.0, 90.0, low_open=True, high_open=True,
+                                          hint="the flip angle in degrees, e.g. 15")
+        self.tr = optional_number(self.tr, "--tr", 0.0, 1.0, low_open=True, high_open=True,
+                                  hint="TR in seconds, e.g. 0.005 for 5 ms")
+        self.relaxivity = number(self.relaxivity, "--relaxivity", 0.0, 100.0, low_open=True,
+                                 hint="r1 in 1/(s·mM), e.g. 4.5")
+        self.hematocrit = number(self.hematocrit, "--hematocrit", 0.0, 1.0, high_open=True,
+                                 hint="0.42 typical; 0 when the AIF is already plasma")
+        self.max_delay = number(self.max_delay, "--max-delay", 0.0, MAX_DELAY_S,
+                                hint=f"the largest bolus delay searched, in seconds (default 6; 0 = off; at most "
+                                     f"{MAX_DELAY_S:g}: longer delays are not physiological and grow the delay grid)")
+        if self.baseline_frames is not None:
+            self.baseline_frames = integer(self.baseline_frames, "--baseline-frames", 1, 100000,
+                                           hint="the number of pre-contrast frames")
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
-        if self.rls_frames < 8 or self.rls_epochs < 1:
-            raise InputError("rls_frames must be >= 8 and rls_epochs >= 1")
+        if self.threads is not None:
+            self.threads = integer(self.threads, "--threads", 1, 1024, hint="torch CPU threads, e.g. 1 or 2")
+        self.refine_iterations = integer(self.refine_iterations, "refine_iterations", 1, 1000)
+        self.rls_frames = integer(self.rls_frames, "rls_frames", 8, 1000)
+        self.rls_epochs = integer(self.rls_epochs, "--rls-epochs", 1, 10000)
+        self.rls_max_training_voxels = integer(self.rls_max_training_voxels, "rls_max_training_voxels", 100, 10**8)
+        self.chunk_voxels = integer(self.chunk_voxels, "chunk_voxels", 1, 10**8)
+        self.seed = integer(self.seed, "--seed", 0, 2**32 - 1)
 
     def to_json(self) -> dict:
         from ..report import parameters_to_json

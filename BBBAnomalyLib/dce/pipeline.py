@@ -27,7 +27,7 @@ from . import aif as aif_mod
 from .conversion import concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
 from .models import PKModel
 from .parameters import DCEParameters, InputKind, Model
-from .rls_inference import RLSOutput, run_rls
+from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
 from .validation import check_series, check_t10_map, check_t10_values
 
 #: Map name -> (unit, description); outputs come in this order (the first is the headline map).
@@ -116,7 +116,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
     with timer("checks"):
         report_progress(0.0, "checking the input")
-        check_series(series)
+        check_series(series, params)
         masks = {name: read_mask(m, series, name) for name, m in
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("tumor-mask", tumor_mask)) if m is not None}
         t10_grid = check_t10_map(t10_map, series) if t10_map is not None else None
@@ -138,7 +138,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         if brain is None:
             from ..dsc.validation import automatic_brain_mask
 
-            brain = automatic_brain_mask(series.data)
+            brain = automatic_brain_mask(series.data, params.input_kind.value)
         arterial = masks.get("aif-mask")
         if arterial is not None and params.aif_region and mode != "concentration":
             # a box drawn near the skull reaches into the air: signal-free voxels cannot be arterial
@@ -191,15 +191,19 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                         chunk_voxels=params.chunk_voxels)
         fit = model.fit(brain_conc, progress=lambda f: report_progress(0.15 + 0.3 * f, f"fitting {params.model.value}"))
 
-    rls_out = None
+    rls_out, rls_skipped = None, None
     if params.rls.value != "none":
         exclude = np.zeros(int(brain.sum()), bool)  # brain rows left out of per-case training
         if "tumor-mask" in masks:
             exclude = exclude | masks["tumor-mask"][brain]
         if arterial is not None:
             exclude = exclude | arterial[brain]
-        rls_out = run_rls(ser[in_brain], times, n_base, params, exclude, raw[in_brain, :n_base].mean(axis=1),
-                          timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m))
+        try:
+            rls_out = run_rls(ser[in_brain], times, n_base, params, exclude, raw[in_brain, :n_base].mean(axis=1),
+                              timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m))
+        except TooFewTrainingVoxels as exc:  # the classic maps are still worth having (issue 12)
+            rls_skipped = str(exc)
+            warnings.append(f"the RLS map was skipped: {exc}; the classic maps were made")
 
     report_progress(0.92, "computing maps")
     with timer("maps"):
@@ -216,6 +220,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
     report = _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
                      values, maps, rls_out, unit, timer, warnings)
+    if rls_skipped:
+        report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report_progress(1.0, "done")
     aif_voxels = arterial.copy() if arterial is not None else None
     curve_data = {"measured": brain_conc.astype(np.float32), "fitted": fit.fitted, "unit": unit,

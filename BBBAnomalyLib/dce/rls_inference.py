@@ -18,6 +18,13 @@ from .parameters import DCEParameters, RLSSource
 #: Voxels whose baseline signal is below this fraction of the brain median are not trained on
 #: (background and noise-floor voxels; the seed drops mean signal <= 20 in its scanner units).
 MIN_SIGNAL_FRACTION = 0.05
+#: Fewer normal-appearing voxels than this cannot train the per-case autoencoder.
+MIN_TRAINING_VOXELS = 100
+
+
+class TooFewTrainingVoxels(InputError):
+    """The per-case RLS model has too little normal brain to learn from; the pipeline then skips the
+    learned map (and says why) rather than refusing the classic maps too."""
 
 
 @dataclass
@@ -80,9 +87,10 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
         x, grid, post = rls.network_input(ser, times, n_base, n_frames)
         eligible = ~exclude & (s0 > MIN_SIGNAL_FRACTION * np.median(s0))
         rows = rls.training_rows(ser, eligible)
-        if rows.sum() < 100:
-            raise InputError(f"only {int(rows.sum())} normal-appearing brain voxels are left to train the RLS "
-                             "autoencoder on; give a larger brain mask, or use --rls bundled")
+        if rows.sum() < MIN_TRAINING_VOXELS:
+            raise TooFewTrainingVoxels(f"only {int(rows.sum())} normal-appearing brain voxels are left to train the "
+                                       f"RLS autoencoder on (at least {MIN_TRAINING_VOXELS}); give a larger brain "
+                                       "mask, or use --rls bundled")
         with timer("rls_training"):
             model, losses = rls.train_autoencoder(x[rows], epochs=params.rls_epochs, seed=params.seed, device=device,
                                                   max_voxels=params.rls_max_training_voxels,

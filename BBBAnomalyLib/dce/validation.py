@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..io.timing import check_dynamic_timing
 from ..volume import Volume
 
 #: Fewer frames than this cannot hold a baseline, an uptake and a wash-out phase.
 MIN_FRAMES = 8
 
 
-def check_series(series: Volume) -> None:
+def check_series(series: Volume, params=None) -> None:
+    """A 4D series with plausible frame times; with ``params``, frame settings that fit the series.
+    Checked before any computation, so a wrong number costs nothing (bounded work, issue 12)."""
     if not isinstance(series, Volume):
         raise InputError(f"the DCE series must be a Volume, got {type(series).__name__}")
     if not series.is_4d:
@@ -25,6 +28,13 @@ def check_series(series: Volume) -> None:
     if np.any(np.diff(series.times) <= 0):
         raise InputError("the frame times of the DCE series are not strictly increasing; check --times "
                          "(one time per frame, in seconds, in acquisition order)")
+    if np.iscomplexobj(series.data) or series.data.dtype.kind not in "biuf":
+        raise InputError(f"the DCE series holds {series.data.dtype} values; DCE needs real magnitude images (save abs())")
+    check_dynamic_timing(series.times, "the frame times of the DCE series")
+    if params is not None and params.baseline_frames is not None and params.baseline_frames > series.n_frames - 4:
+        raise InputError(f"--baseline-frames {params.baseline_frames} leaves {max(series.n_frames - params.baseline_frames, 0)} "
+                         f"of the series' {series.n_frames} frames after the baseline; at least 4 post-contrast frames "
+                         f"are needed (give at most {series.n_frames - 4})")
 
 
 def check_t10_map(t10: Volume, series: Volume) -> np.ndarray:
@@ -35,7 +45,9 @@ def check_t10_map(t10: Volume, series: Volume) -> np.ndarray:
     if data.ndim != 3:
         raise InputError(f"the T10 map must be 3D; got shape {t10.data.shape}")
     if not series.same_grid(Volume(data, t10.affine)):
-        raise InputError(f"the T10 map (shape {data.shape}) is not on the DCE series grid {series.spatial_shape}; "
+        from ..io._common import describe_grids
+
+        raise InputError(f"the T10 map is not on the DCE series grid ({describe_grids(Volume(data, t10.affine), series)}); "
                          "resample it onto the series grid (e.g. Slicer 'Resample Scalar Volume' with the series "
                          "as reference)")
     return np.asarray(data, dtype=np.float64)

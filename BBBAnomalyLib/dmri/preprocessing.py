@@ -118,15 +118,18 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
     rows = np.argwhere(brain)
     signal = np.empty((rows.shape[0], spec.channels), np.float32)
     matrix32 = matrix.T.astype(np.float32)
-    above = 0
+    above, att_sum, att_spread = 0, 0.0, 0.0
     for start in range(0, rows.shape[0], chunk_voxels):
         idx = tuple(rows[start:start + chunk_voxels].T)
         att = weighted[idx].astype(np.float32) / s0[start:start + chunk_voxels, None]
         if not np.isfinite(att).all():
             raise InputError("the diffusion-weighted volumes contain NaN or infinite values inside the brain mask")
         above += int((att > 1).sum())
+        att_sum += float(att.sum(dtype=np.float64))
+        att_spread = max(att_spread, float(np.ptp(att)) if att.size else 0.0)
         att = np.clip(att, 0.0, 1.0)
         signal[start:start + chunk_voxels] = np.clip((att ** exponent) @ matrix32, 0.0, 1.0)
+    check_diffusion_contrast(att_sum / max(rows.shape[0] * shell.index.size, 1), att_spread, spec.b_value)
     if above > 0.01 * signal.size:
         warnings.append(f"{100 * above / (rows.shape[0] * shell.index.size):.1f} % of the diffusion-weighted samples "
                         "exceed their b0 (noise, motion or a wrong b0) and were clipped to S/S0 = 1")
@@ -135,6 +138,22 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
         raise InputError("the brain mask falls outside the model's field of view after resampling; check the "
                          "DWI's geometry (affine) and mask")
     return Prepared(network_input, network_mask, affine, brain, signal, shell, warnings)
+
+
+#: Brain tissue keeps S/S0 ~ 0.3-0.6 at b = 1000 s/mm² (CSF ~0.05): a mean above this is no
+#: diffusion weighting at all (every volume a b0, or a constant series), not a brain.
+MAX_MEAN_ATTENUATION = 0.95
+
+
+def check_diffusion_contrast(mean_attenuation: float, spread: float, b_value: float) -> None:
+    """Refuse a DWI without diffusion contrast: the anomaly map of a constant series is meaningless."""
+    if spread < 1e-6:
+        raise InputError("every diffusion-weighted volume equals the b0 (no diffusion contrast at all): this is not "
+                         "a diffusion series, or the volumes were copied; check the file and its b-values")
+    if mean_attenuation > MAX_MEAN_ATTENUATION:
+        raise InputError(f"the diffusion-weighted volumes keep {100 * mean_attenuation:.0f} % of the b0 signal on "
+                         f"average (brain tissue keeps 30-60 % at b = {b_value:g} s/mm²): no diffusion weighting. "
+                         "Check that the b-values (--bval) match the volumes and that the series is a DWI")
 
 
 def automatic_mask(b0: np.ndarray) -> tuple[np.ndarray, str]:

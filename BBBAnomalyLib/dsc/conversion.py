@@ -66,9 +66,10 @@ def detect_baseline(mean_curve: np.ndarray, skip_frames: int = 1, kind: str = "s
     stop = max(arrival - 1, skip_frames)
     if stop - skip_frames < min_frames:
         raise InputError(
-            f"the bolus arrives at frame {arrival} (t index), leaving {stop - skip_frames} baseline frames "
-            f"after skipping {skip_frames}; at least {min_frames} pre-bolus frames are needed. Acquire a longer "
-            "baseline, lower --skip-frames, or give --baseline-frames FIRST STOP"
+            f"only {max(stop - skip_frames, 0)} pre-bolus frames lie between the {skip_frames} frames skipped at "
+            f"the start and the bolus arrival detected at frame {arrival} (counting from 0); at least {min_frames} "
+            "are needed to measure the baseline signal. Lower --skip-frames, or give the pre-bolus frames with "
+            "--baseline-frames FIRST STOP (or acquire a longer baseline)"
         )
     return Baseline(skip_frames, stop, arrival, detected=True)
 

@@ -63,6 +63,7 @@ class DSCParameters:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from ..checks import integer, number, optional_number
         from ..errors import InputError
 
         try:
@@ -71,20 +72,40 @@ class DSCParameters:
             self.leakage_correction = LeakageCorrection(self.leakage_correction)
         except ValueError as exc:
             raise InputError(f"{exc}; see `bbbanomaly dsc --help` for the choices") from None
-        if self.kh <= 0 or self.density <= 0:
-            raise InputError("--kh and --density must be positive (use 1 and 1 for ml/100 ml)")
-        if self.echo_time is not None and not (0 < self.echo_time < 1):
-            raise InputError(
-                f"TE = {self.echo_time} does not look like seconds; give --te in seconds (e.g. 0.03 for 30 ms)"
-            )
-        if not 0 < self.osvd_oi_target < 1:
-            raise InputError("the oSVD oscillation-index target must lie in (0, 1); 0.095 in vivo")
-        if self.phae_adapt_steps < 1:
-            raise InputError("--adapt-steps must be >= 1")
+        # Every number is checked for finiteness and a physical range here, so the CLI, the worker
+        # and Python callers all get one clear line (NaN passes plain comparisons).
+        self.kh = number(self.kh, "--kh", 0.0, 2.0, low_open=True,
+                         hint="the hematocrit factor is 0.73 clinically, 1 for ml/100 ml")
+        self.density = number(self.density, "--density", 0.5, 2.0,
+                              hint="brain density is 1.04 g/ml clinically, 1 for ml/100 ml")
+        te_hint = "give --te in seconds, e.g. 0.03 for 30 ms"
+        self.echo_time = optional_number(self.echo_time, "--te", 0.0, 1.0, low_open=True, high_open=True, hint=te_hint)
+        self.second_echo_time = optional_number(self.second_echo_time, "the second --te", 0.0, 1.0, low_open=True,
+                                                high_open=True, hint=te_hint)
+        self.osvd_oi_target = number(self.osvd_oi_target, "--oi-target", 0.0, 1.0, low_open=True, high_open=True,
+                                     hint="the oSVD oscillation-index target is 0.095 in vivo, 0.035 in simulations")
+        self.ssvd_threshold = number(self.ssvd_threshold, "ssvd_threshold", 0.0, 1.0, low_open=True, high_open=True)
+        self.csvd_threshold = number(self.csvd_threshold, "csvd_threshold", 0.0, 1.0, low_open=True, high_open=True)
+        self.bsw_min_t = number(self.bsw_min_t, "bsw_min_t", 0.0, 100.0, hint="2 is the default, 0 corrects everywhere")
+        self.tikhonov_lambdas = integer(self.tikhonov_lambdas, "tikhonov_lambdas", 2, 1000)
+        self.skip_frames = integer(self.skip_frames, "--skip-frames", 0, 100000,
+                                   hint="the frames dropped at the start, usually 1")
+        self.chunk_voxels = integer(self.chunk_voxels, "chunk_voxels", 1, 10**8)
+        self.phae_adapt_steps = integer(self.phae_adapt_steps, "--adapt-steps", 1, 100000)
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.baseline_frames is not None:
-            self.baseline_frames = tuple(int(v) for v in self.baseline_frames)
+            try:
+                first, stop = self.baseline_frames
+            except (TypeError, ValueError):
+                raise InputError(f"--baseline-frames takes two frame indices FIRST STOP, got {self.baseline_frames!r}"
+                                 ) from None
+            first = integer(first, "--baseline-frames FIRST", 0, 100000)
+            stop = integer(stop, "--baseline-frames STOP", 0, 100000)
+            if stop - first < 2:
+                raise InputError(f"--baseline-frames {first} {stop} holds {max(stop - first, 0)} frames; give FIRST STOP "
+                                 "with at least 2 pre-bolus frames [FIRST, STOP), counted from 0")
+            self.baseline_frames = (first, stop)
 
     @property
     def scale(self) -> float:

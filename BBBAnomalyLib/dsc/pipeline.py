@@ -28,7 +28,8 @@ from .conversion import Baseline, delta_r2s_dual_echo, delta_r2s_single_echo, de
 from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
-from .validation import automatic_brain_mask, check_series, uniform_times
+from .validation import (automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv,
+                         reference_ratios, tumor_to_nawm, uniform_times)
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
@@ -110,7 +111,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
     with timer("checks"):
         report_progress(0.0, "checking the input")
-        check_series(series, "the DSC series")
+        check_series(series, "the DSC series", params)
         masks = {name: read_mask(m, series, name) for name, m in
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("nawm-mask", nawm_mask), ("tumor-mask", tumor_mask))
                  if m is not None}
@@ -126,7 +127,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("masking"):
         brain = masks.get("mask")
         if brain is None:
-            brain = automatic_brain_mask(series.data)
+            brain = automatic_brain_mask(series.data, params.input_kind.value)
+        check_bsw_reference(brain, masks.get("tumor-mask"), params)
         arterial = masks.get("aif-mask")
         if arterial is not None and params.aif_region:
             arterial = _drop_background(series.data, arterial)
@@ -223,8 +225,12 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             nawm = masks["nawm-mask"][brain]
             if not nawm.any():
                 raise InputError("the NAWM mask does not overlap the brain mask; draw it inside the brain")
-            values["rcbv"] = cbv_for_mtt / np.mean(cbv_for_mtt[nawm])
-            values["rcbf"] = cbf / np.mean(cbf[nawm])
+            for name, v in (("rcbv", cbv_for_mtt), ("rcbf", cbf)):
+                reference, why = reference_ratios(v[nawm])  # None where a ratio to NAWM means nothing
+                if reference is not None:
+                    values[name] = v / reference
+                else:
+                    warnings.append(f"{name} not computed: {why}")
         # Maps share the input's grid but not its acquisition: a CBF map has no echo time (and no
         # JSON sidecar claiming one).
         maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
@@ -253,9 +259,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             inside = masks[key][brain]
             report["summary"][label] = {name: summarise(v[inside]) for name, v in values.items()}
     if "nawm-mask" in masks and "tumor-mask" in masks:
-        report["summary"]["tumor_to_nawm"] = {
-            name: report["summary"]["tumor"][name].get("mean", np.nan) / report["summary"]["nawm"][name]["mean"]
-            for name in values if report["summary"]["nawm"][name].get("mean")}
+        report["summary"]["tumor_to_nawm"] = tumor_to_nawm(report["summary"], values, warnings)
+    if second_echo is None and "tumor-mask" in masks:
+        warnings.extend(negative_tumor_cbv(report["summary"]["tumor"]))
     delta = None
     if keep_curves:
         full = np.zeros(series.spatial_shape + (times.size,), np.float32)

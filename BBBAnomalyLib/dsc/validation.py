@@ -5,15 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..io.timing import check_dynamic_timing
 from ..volume import Volume
 
 #: Fewer frames than this cannot hold a baseline, a bolus and its wash-out.
 MIN_FRAMES = 10
 #: Relative deviation of frame intervals above which the series is resampled.
 UNIFORM_TOLERANCE = 0.01
+#: The block-circulant deconvolution holds (2N)² matrices: more frames than this would ask for
+#: gigabytes per matrix (a DSC first pass is 40-200 frames).
+MAX_FRAMES = 2048
+#: A resampled (uniform) grid may hold at most this many times the input's frames.
+MAX_GRID_GROWTH = 4
+#: An automatic mask of concentration data keeping less than this fraction of the voxels with
+#: data has split vessels from tissue, not brain from background.
+MIN_CONCENTRATION_MASK_FRACTION = 0.2
 
 
-def check_series(series: Volume, what: str) -> None:
+def check_series(series: Volume, what: str, params=None) -> None:
+    """A 4D series with plausible frame times; with ``params``, frame settings that fit the series.
+
+    Checked before any computation, so a wrong number costs nothing (bounded work, issue 12).
+    """
     if not isinstance(series, Volume):
         raise InputError(f"{what} must be a Volume, got {type(series).__name__}")
     if not series.is_4d:
@@ -26,6 +39,41 @@ def check_series(series: Volume, what: str) -> None:
         raise InputError(f"{what} has no frame times; give --times FILE or --frame-interval SECONDS")
     if np.any(np.diff(series.times) <= 0):
         raise InputError(f"the frame times of {what} are not strictly increasing; check --times")
+    if np.iscomplexobj(series.data) or series.data.dtype.kind not in "biuf":
+        raise InputError(f"{what} holds {series.data.dtype} values; DSC needs real magnitude images (save abs())")
+    if series.n_frames > MAX_FRAMES:
+        raise InputError(f"{what} has {series.n_frames} frames; at most {MAX_FRAMES} are deconvolved. Is the 4th "
+                         "axis time? Crop the series to the first pass (e.g. the first 200 frames)")
+    check_dynamic_timing(series.times, f"the frame times of {what}")
+    if params is not None:
+        check_frame_parameters(params, series.n_frames)
+
+
+def check_frame_parameters(params, n_frames: int) -> None:
+    """--skip-frames and --baseline-frames must leave a baseline and a bolus inside the series."""
+    if params.skip_frames > n_frames - MIN_FRAMES:
+        raise InputError(f"--skip-frames {params.skip_frames} leaves {max(n_frames - params.skip_frames, 0)} of the "
+                         f"series' {n_frames} frames; skip at most {n_frames - MIN_FRAMES} (usually 1-3)")
+    if params.baseline_frames is not None:
+        first, stop = params.baseline_frames
+        if stop > n_frames:
+            raise InputError(f"--baseline-frames {first} {stop} reaches beyond the series' {n_frames} frames; give "
+                             f"pre-bolus frames FIRST STOP with STOP <= {n_frames} (indices from 0, STOP excluded)")
+        if stop > n_frames - 3:
+            raise InputError(f"--baseline-frames {first} {stop} leaves {n_frames - stop} frames for the bolus; the "
+                             "baseline must end before the bolus arrives (indices from 0, STOP excluded)")
+
+
+def check_bsw_reference(brain: np.ndarray, tumor: np.ndarray | None, params) -> None:
+    """BSW needs non-tumor brain voxels for its reference curve: a tumor mask covering the brain
+    mask (the same file twice, say) leaves none."""
+    if tumor is None or params.leakage_correction.value != "bsw":
+        return
+    left = int((brain & ~tumor).sum())
+    if left < 10:
+        raise InputError(f"the tumor mask covers all but {left} voxels of the brain mask, which leaves no normal brain "
+                         "for the BSW leakage reference curve; give the tumor only in --tumor-mask (and the whole "
+                         "brain in --mask), or use --leakage-correction none")
 
 
 def uniform_times(times: np.ndarray):
@@ -34,7 +82,11 @@ def uniform_times(times: np.ndarray):
     step = float(np.median(dt))
     if np.max(np.abs(dt - step)) <= UNIFORM_TOLERANCE * step:
         return np.array(times, dtype=np.float64), None
-    grid = times[0] + step * np.arange(int(np.floor((times[-1] - times[0]) / step + 1e-9)) + 1)
+    n_grid = int(np.floor((times[-1] - times[0]) / step + 1e-9)) + 1
+    if n_grid > MAX_GRID_GROWTH * times.size:  # one wrong frame time must not ask for terabytes
+        raise InputError(f"the frame times ({times.size} frames over {times[-1] - times[0]:g} s, median step {step:g} s) "
+                         f"would need a uniform grid of {n_grid} frames; check --times (one time per frame, seconds)")
+    grid = times[0] + step * np.arange(n_grid)
 
     def resample(curves: np.ndarray) -> np.ndarray:
         # Linear interpolation along time, all voxels at once: weights are shared by every voxel.
@@ -45,20 +97,81 @@ def uniform_times(times: np.ndarray):
     return grid, resample
 
 
-def automatic_brain_mask(data: np.ndarray) -> np.ndarray:
+def automatic_brain_mask(data: np.ndarray, kind: str = "signal") -> np.ndarray:
     """Voxels with signal: Otsu threshold of the temporal mean, holes filled, largest component.
 
     Filled holes that have no signal at all (zero-padded voxels inside the head) are left out:
-    they have no baseline to convert and would stop the run."""
+    they have no baseline to convert and would stop the run. NaN samples are left out of the
+    mean. For concentration (ΔR2*) input there is no signal level that tells brain from
+    background: a mask keeping a small fraction of the voxels with data is refused (give --mask)."""
     import SimpleITK as sitk
     from scipy import ndimage
 
-    mean = np.nan_to_num(data.mean(axis=3, dtype=np.float32))
+    finite = np.isfinite(data)
+    count = finite.sum(axis=3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, np.where(finite, data, 0).sum(axis=3, dtype=np.float64) / count, 0.0)
+    mean = mean.astype(np.float32)
     otsu = sitk.OtsuThreshold(sitk.GetImageFromArray(mean), 0, 1)
     mask = sitk.GetArrayFromImage(otsu).astype(bool)
     labels, n = ndimage.label(mask)
     if n == 0:
-        raise InputError("no voxels with signal found for the automatic brain mask; give --mask")
+        nan_voxels = int((count < data.shape[3]).sum())
+        detail = (f" ({nan_voxels} of {count.size} voxels hold NaN or infinite samples: replace them, e.g. with 0)"
+                  if nan_voxels else " (the temporal mean is zero or negative everywhere)")
+        raise InputError(f"no voxels with signal found for the automatic brain mask{detail}; give --mask")
     sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
     mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask) & (mean > 0)
+    mask = ndimage.binary_fill_holes(mask) & (mean > 0)
+    if not mask.any():  # e.g. a negative (inverted) series: Otsu kept the zero background
+        raise InputError("no voxels with a positive signal found for the automatic brain mask (is the series "
+                         "negative or inverted?); fix the data, or give --mask")
+    if kind == "concentration":
+        with_data = int((np.abs(np.where(finite, data, 0)).max(axis=3) > 0).sum())
+        if mask.sum() < MIN_CONCENTRATION_MASK_FRACTION * with_data:
+            raise InputError(f"the automatic brain mask kept {int(mask.sum())} of the {with_data} voxels with data: "
+                             "concentration (ΔR2*) input has no signal level that separates brain from background; "
+                             "give the brain mask with --mask")
+    return mask
+
+
+# --- report values that would mislead -------------------------------------------------------
+def reference_ratios(reference_values: np.ndarray) -> tuple[float | None, str | None]:
+    """(the NAWM mean to divide rCBV/rCBF maps by, None), or (None, why) when dividing by it would
+    give a meaningless map (a mean of 0, negative, or indistinguishable from 0)."""
+    from ..report import summarise
+    from ..roistats import reference_ratio
+
+    stats = summarise(reference_values)
+    if stats.get("mean") is not None and stats["mean"] < 0:
+        return None, f"the NAWM mean is negative ({stats['mean']:.3g}); check the NAWM mask and the AIF"
+    ratio, why = reference_ratio(1.0, stats)
+    return (stats["mean"], None) if ratio is not None else (None, why)
+
+
+def tumor_to_nawm(summary: dict, values: dict, warnings: list[str]) -> dict:
+    """Tumor/NAWM ratios of the map means; None (and a warning) where the NAWM mean is ~0 or of the
+    other sign (a K2 ratio of 46,212,667 said nothing but that NAWM K2 is noise around 0)."""
+    from ..roistats import reference_ratio
+
+    ratios = {}
+    for name in values:
+        ratio, why = reference_ratio(summary["tumor"][name].get("mean"), summary["nawm"][name])
+        ratios[name] = ratio
+        if why:
+            warnings.append(f"tumor/NAWM ratio of {name} not given: {why}")
+    return ratios
+
+
+def negative_tumor_cbv(tumor_summary: dict) -> list[str]:
+    """A warning when single-echo tumor CBV comes out negative: T1 shortening by leaked contrast
+    raised the signal more than the bolus lowered it."""
+    for name in ("cbv_corrected", "cbv"):
+        median = tumor_summary.get(name, {}).get("median")
+        if median is not None and median < 0:
+            return [f"the median tumor {name} is negative ({median:.3g}): in single-echo DSC, contrast leaking "
+                    "through the blood-brain barrier shortens T1 and raises the signal, which can outweigh the "
+                    "T2* drop of the bolus. Tumor CBV is unreliable here: use a dual-echo acquisition "
+                    "(--second-echo), a preload dose, or check the BSW correction (--leakage-correction bsw, "
+                    "a --tumor-mask, a larger brain mask)"]
+    return []

@@ -15,6 +15,7 @@ Format details (what is read, what is written, what Slicer makes of it) are in t
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,11 +23,13 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
-from ._common import SUPPORTED, file_kind
+from ._common import SUPPORTED, check_geometry, check_image_data, describe_grids, file_kind
 from .dicom import list_series, read_dicom_series
 from .nifti import read_nifti, write_nifti
 from .nrrd import read_nrrd, write_nrrd
 from .timing import override_times, read_times
+
+_log = logging.getLogger("BBBAnomalyLib")
 
 __all__ = ["read_volume", "write_volume", "read_times", "read_mask", "read_dicom_series", "list_series"]
 
@@ -48,6 +51,11 @@ def read_volume(path, *, times=None, frame_interval: float | None = None) -> Vol
         volume = read_nrrd(path)
     else:
         volume = read_dicom_series(path)
+    # Checked at read time, before any computation: complex/RGB voxels and an affine that cannot
+    # place voxels (NaN, zero voxel size, singular) would otherwise surface as a meaningless map or
+    # a traceback when the maps are written.
+    check_image_data(volume.data, str(path))
+    check_geometry(volume.affine, str(path))
     return override_times(volume, times, frame_interval, str(path))
 
 
@@ -96,15 +104,12 @@ def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
                          "volume (e.g. export one segment as a labelmap in Slicer)")
     grid = Volume(data, vol.affine)
     if not reference.same_grid(grid):
+        # One line for the user; both affines go to the log (the CLI shows it with --verbose).
+        _log.info("mask %r affine:\n%s\ninput affine:\n%s", name, grid.affine, reference.affine)
         raise InputError(
-            f"mask '{name}' ({where}) is not on the input's voxel grid: mask shape {grid.spatial_shape}, affine\n"
-            f"{np.array2string(grid.affine, precision=4, suppress_small=True)}\n"
-            f"input shape {reference.spatial_shape}, affine\n"
-            f"{np.array2string(reference.affine, precision=4, suppress_small=True)}\n"
-            "Resample the mask onto the input grid with nearest-neighbour interpolation, e.g. in Slicer "
-            "(Segment Editor with the input as source volume, then export as labelmap; or Resample Scalar/Vector/DWI "
-            "Volume with the input as reference) or with SimpleITK "
-            "(sitk.Resample(mask, input_image, sitk.Transform(), sitk.sitkNearestNeighbor))"
+            f"mask '{name}' ({where}) is not on the input's voxel grid ({describe_grids(grid, reference)}); "
+            "resample it onto the input with nearest-neighbour interpolation, e.g. in Slicer with Resample "
+            "Scalar/Vector/DWI Volume (the input as reference volume) or SimpleITK's sitk.Resample"
         )
     mask = data != 0
     if np.issubdtype(data.dtype, np.floating):

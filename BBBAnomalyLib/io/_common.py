@@ -106,6 +106,65 @@ def check_times(values, what: str) -> np.ndarray:
     return t
 
 
+def check_image_data(data: np.ndarray, source: str) -> None:
+    """Refuse pixel types the pipelines cannot use meaningfully: complex and structured (RGB) data.
+
+    Why here: taking the real part or the first channel silently would give a map of something
+    the user did not acquire; one clear line at read time costs nothing.
+    """
+    if np.iscomplexobj(data):
+        raise InputError(
+            f"'{source}' holds complex-valued data ({data.dtype}); the pipelines need real magnitude images. "
+            "Save the magnitude as float32, e.g. with nibabel: np.abs(np.asanyarray(img.dataobj))"
+        )
+    if data.dtype.fields is not None or data.dtype.kind not in "biuf":
+        raise InputError(
+            f"'{source}' holds {data.dtype} voxels (e.g. RGB or text), not numbers; save it as a scalar "
+            "float32 or integer image"
+        )
+
+
+def check_geometry(affine: np.ndarray, source: str) -> np.ndarray:
+    """The voxel -> RAS affine, or one InputError line when it cannot place voxels in space.
+
+    NaN/inf entries, a zero voxel size or a singular (flat) matrix would otherwise pass through a
+    whole run and fail when the maps are written, or divide gradients by zero. Checked once, when
+    the file is read, before any computation.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    fix = ("fix the header (voxel spacing and orientation, e.g. Slicer's Volumes module > Volume Information, "
+           "or nibabel's img.set_sform), or re-export the image from the scanner/DICOM")
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise InputError(f"'{source}' has a voxel-to-world matrix (affine) with NaN or infinite entries; {fix}")
+    sizes = np.linalg.norm(a[:3, :3], axis=0)
+    if np.any(sizes < 1e-6):
+        axes = ", ".join("ijk"[i] for i in np.flatnonzero(sizes < 1e-6))
+        raise InputError(f"'{source}' has a zero voxel size along voxel axis {axes} "
+                         f"(voxel {' x '.join(f'{v:g}' for v in sizes)} mm); {fix}")
+    if abs(np.linalg.det(a[:3, :3] / sizes)) < 1e-6:
+        raise InputError(f"'{source}' has a singular voxel-to-world matrix (two voxel axes point the same way, "
+                         f"voxel {' x '.join(f'{v:g}' for v in sizes)} mm); {fix}")
+    return a
+
+
+def describe_grids(a, b) -> str:
+    """How two voxel grids differ, in a few words: shapes and voxel sizes (or origin/orientation)."""
+    def fmt_shape(v):
+        return "x".join(str(int(n)) for n in v.spatial_shape)
+
+    def fmt_voxel(v):
+        sizes = v.voxel_sizes
+        return (f"{sizes[0]:.3g} mm" if np.allclose(sizes, sizes[0], rtol=1e-3)
+                else " x ".join(f"{s:.3g}" for s in sizes) + " mm")
+
+    parts = [f"shape {fmt_shape(a)} vs {fmt_shape(b)}", f"voxel {fmt_voxel(a)} vs {fmt_voxel(b)}"]
+    if a.spatial_shape == b.spatial_shape and np.allclose(a.voxel_sizes, b.voxel_sizes, atol=1e-3):
+        shift = np.linalg.norm(a.affine[:3, 3] - b.affine[:3, 3])
+        parts = [f"same shape {fmt_shape(a)} and voxel {fmt_voxel(a)}, but "
+                 + (f"origin {shift:.3g} mm apart" if shift > 1e-3 else "another orientation")]
+    return ", ".join(parts)
+
+
 def uniform_interval(times: np.ndarray | None, tol: float = 1e-6) -> float | None:
     """The frame interval when `times` are evenly spaced (within `tol` s), else None."""
     if times is None or times.size < 2:

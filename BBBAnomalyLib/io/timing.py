@@ -17,6 +17,15 @@ from ..errors import InputError
 from ..volume import Volume
 from ._common import check_times
 
+#: Plausible timing of a dynamic (DSC/DCE) series. Outside these the numbers are almost surely in
+#: the wrong unit (ms) or mistyped, and a silently wrong time axis gives CBF ~1e-6 or asks a
+#: resampling grid for terabytes: refused with a message rather than computed.
+MIN_FRAME_INTERVAL_S = 0.05
+MAX_FRAME_INTERVAL_S = 120.0
+MAX_DURATION_S = 4 * 3600.0
+#: A single gap longer than this many median intervals is taken for one mistyped frame time.
+MAX_GAP_RATIO = 50.0
+
 _MS_HEADER = re.compile(r"(^|[^a-z])(ms|msec|millisec\w*)([^a-z]|$)")
 
 
@@ -69,6 +78,39 @@ def read_times(path) -> np.ndarray:
     return check_times(np.asarray(values) * scale, f"times file '{path}'")
 
 
+def check_dynamic_timing(times, what: str) -> np.ndarray:
+    """Frame times that a dynamic series can plausibly have, else one InputError line saying what was
+    read and how to fix it (``--frame-interval SECONDS`` or ``--times FILE``).
+
+    Checked: strictly increasing and finite (:func:`check_times`), a median interval within
+    0.05-120 s, a duration within 4 h, and no single gap over 50 median intervals.
+    """
+    t = check_times(times, what)
+    if t.size < 2:
+        return t
+    steps = np.diff(t)
+    dt = float(np.median(steps))
+    fix = "give the right --frame-interval SECONDS or --times FILE (one time per frame, in seconds)"
+    if dt > MAX_FRAME_INTERVAL_S:
+        ms = dt / 1000
+        hint = (f"; if they are milliseconds, use --frame-interval {ms:g}"
+                if MIN_FRAME_INTERVAL_S <= ms <= MAX_FRAME_INTERVAL_S else "")
+        raise InputError(f"{what}: frames are {dt:g} s apart, outside the {MIN_FRAME_INTERVAL_S:g}-"
+                         f"{MAX_FRAME_INTERVAL_S:g} s of a dynamic series{hint}; {fix}")
+    if dt < MIN_FRAME_INTERVAL_S:
+        raise InputError(f"{what}: frames are {dt:g} s apart, outside the {MIN_FRAME_INTERVAL_S:g}-"
+                         f"{MAX_FRAME_INTERVAL_S:g} s of a dynamic series (minutes instead of seconds?); {fix}")
+    duration = float(t[-1] - t[0])
+    if duration > MAX_DURATION_S:
+        raise InputError(f"{what}: the series would last {duration:g} s ({duration / 3600:.3g} h), more than "
+                         f"{MAX_DURATION_S / 3600:g} h; {fix}")
+    worst = int(np.argmax(steps))
+    if steps[worst] > MAX_GAP_RATIO * dt:
+        raise InputError(f"{what}: frame {worst + 1} is at {t[worst + 1]:g} s, {steps[worst]:g} s after frame {worst} "
+                         f"while frames are {dt:g} s apart elsewhere: a mistyped frame time? {fix}")
+    return t
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)
@@ -112,4 +154,8 @@ def override_times(volume: Volume, times, frame_interval, source: str) -> Volume
         if not np.isfinite(dt) or dt <= 0:
             raise InputError(f"frame interval must be a positive number of seconds, got {frame_interval!r}")
         t = np.arange(n) * dt
+    # The user told us the timing of a dynamic series: it must be plausible (ms for s, typos).
+    what = f"--frame-interval {frame_interval!r}" if times is None else (
+        f"times file '{times}'" if isinstance(times, (str, Path)) else "the given frame times")
+    check_dynamic_timing(t, what)
     return Volume(volume.data, volume.affine, t, volume.acquisition)
