@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import InputError
@@ -25,8 +25,16 @@ from .errors import InputError
 FINAL_EVENTS = ("done", "error", "cancelled")
 
 
+#: File names a job may give its maps: the suffix is appended to map names inside the output folder.
+JOB_SUFFIXES = (".nrrd", ".nii.gz", ".nii")
+
+
 @dataclass
 class Job:
+    """One pipeline run. Every field is checked when the job is made or loaded (a job file can come
+    from anywhere): paths are absolute, inputs exist, the output folder is not an input's folder,
+    and the suffix cannot steer a file out of the output folder."""
+
     pipeline: str  # a name in pipelines.PIPELINES
     inputs: dict[str, str]  # input key -> file (NRRD/NIfTI) written by the caller
     parameters: dict = field(default_factory=dict)  # fields of the pipeline's parameter dataclass
@@ -35,6 +43,40 @@ class Job:
     suffix: str = ".nrrd"  # NRRD keeps float64 geometry exactly (NIfTI-1 stores float32)
     save_curves: bool = True  # curves.npz for the panel's curve plots
     torch_threads: int | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise InputError (one line) for anything a runner must not act on."""
+        if not isinstance(self.pipeline, str) or not self.pipeline:
+            raise InputError("the job's 'pipeline' must be a pipeline name such as \"dsc\"")
+        if not isinstance(self.inputs, dict) or not self.inputs:
+            raise InputError("the job's 'inputs' must be an object {input name: file path}, e.g. "
+                             "{\"series\": \"/abs/path/series.nrrd\"}")
+        for key, path in self.inputs.items():
+            if not isinstance(key, str) or not isinstance(path, str) or not path:
+                raise InputError(f"job input {key!r} must be a file path (a string), not {type(path).__name__}")
+            if not os.path.isabs(path):
+                raise InputError(f"job input {key!r} must be an absolute path, not {path!r}")
+            if not Path(path).is_file() and not Path(path).is_dir():
+                raise InputError(f"job input {key!r}: {path} does not exist")
+        if not isinstance(self.parameters, dict):
+            raise InputError("the job's 'parameters' must be an object {name: value}")
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise InputError("the job has no output folder ('output_dir')")
+        if not os.path.isabs(self.output_dir):
+            raise InputError(f"the job's output_dir must be an absolute path, not {self.output_dir!r} (a relative "
+                             "one would depend on the worker's working folder)")
+        if self.suffix not in JOB_SUFFIXES:
+            raise InputError(f"the job's suffix {self.suffix!r} is not one of {', '.join(JOB_SUFFIXES)}")
+        for name in ("overwrite", "save_curves"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"the job's {name!r} must be true or false")
+        threads = self.torch_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= 1024):
+            raise InputError(f"the job's torch_threads must be a whole number from 1 to 1024 (or null), not {threads!r}")
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -46,41 +88,56 @@ class Job:
     def load(cls, path: str | Path) -> "Job":
         try:
             with open(path, encoding="utf-8") as fh:
-                return cls(**json.load(fh))
-        except (OSError, ValueError, TypeError) as exc:
+                data = json.load(fh)
+        except (OSError, ValueError) as exc:
             raise InputError(f"cannot read job file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"job file {path} must hold a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"job file {path} has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "pipeline" not in data or "inputs" not in data:
+            raise InputError(f"job file {path} needs at least 'pipeline' and 'inputs'")
+        return cls(**data)
 
 
 def run_job(job: Job, progress=None) -> dict:
-    """Run a job in this process; returns the ``done`` event. Raises InputError / CancelledError."""
+    """Run a job in this process; returns the ``done`` event. Raises InputError / CancelledError.
+
+    The output folder is claimed before any work (see :mod:`BBBAnomalyLib.outputs`), and the
+    curves for the panel are written inside the same all-or-nothing folder as the maps.
+    """
     from .io import read_volume
+    from .outputs import claim_output_dir
     from .pipelines import InputRole, get_pipeline
 
+    job.validate()  # fields may have been changed after the job was made
     spec = get_pipeline(job.pipeline)
-    if not job.output_dir:
-        raise InputError("the job has no output folder")
+    for key in job.inputs:
+        try:
+            spec.input(key)
+        except KeyError:
+            raise InputError(f"the {spec.label} pipeline takes no input named {key!r}; it takes "
+                             f"{', '.join(s.key for s in spec.inputs)}") from None
     report = progress or (lambda fraction, message: None)
-    report(0.0, "reading the inputs")
-    volumes = {}
-    for key, path in job.inputs.items():
-        spec.input(key)  # unknown keys are an error
-        volumes[key] = read_volume(path)
-    for key, vol in volumes.items():
-        role = spec.input(key).role
-        if role is InputRole.REGION and vol.is_4d and vol.n_frames > 1:
-            raise InputError(f"the {spec.input(key).label} must be a 3D mask")
-    options = dict(spec.extra.get("curve_options", {})) if job.save_curves else {}
-    if job.torch_threads:
-        import torch
+    with claim_output_dir(job.output_dir, overwrite=job.overwrite, inputs=job.inputs.values()) as claim:
+        report(0.0, "reading the inputs")
+        volumes = {key: read_volume(path) for key, path in job.inputs.items()}
+        for key, vol in volumes.items():
+            role = spec.input(key).role
+            if role is InputRole.REGION and vol.is_4d and vol.n_frames > 1:
+                raise InputError(f"the {spec.input(key).label} must be a 3D mask")
+        options = dict(spec.extra.get("curve_options", {})) if job.save_curves else {}
+        if job.torch_threads:
+            import torch
 
-        torch.set_num_threads(int(job.torch_threads))
-    result = spec.run(volumes, job.parameters, progress=progress, **options)
-    curves = result.curves() if job.save_curves else None
-    out = result.write(job.output_dir, overwrite=job.overwrite, suffix=job.suffix)
-    if curves is not None:  # a pipeline may have no curves to show (result.curves() is None)
-        tmp = out / ".curves.partial.npz"
-        curves.save(tmp)
-        os.replace(tmp, out / "curves.npz")
+            torch.set_num_threads(int(job.torch_threads))
+        result = spec.run(volumes, job.parameters, progress=progress, **options)
+        curves = result.curves() if job.save_curves else None
+        if curves is not None:  # a pipeline may have no curves to show (result.curves() is None)
+            claim.add_writer(lambda folder: curves.save(folder / "curves.npz"))
+        out = result.write(job.output_dir, overwrite=job.overwrite, suffix=job.suffix)
     return {"event": "done", "output_dir": str(out), "maps": list(result.maps),
             "warnings": list(result.report.get("warnings", []))}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import typing
 from dataclasses import dataclass, field
 
 from .errors import InputError
@@ -125,7 +126,15 @@ class PipelineSpec:
         unknown = sorted(set(values or {}) - names)
         if unknown:
             raise InputError(f"unknown {self.name} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**(values or {}))
+        hints = typing.get_type_hints(cls)
+        values = {name: _check_parameter_type(self.name, name, value, hints.get(name))
+                  for name, value in (values or {}).items()}
+        try:
+            return cls(**values)
+        except InputError:
+            raise
+        except (TypeError, ValueError) as exc:  # a value the dataclass cannot take: say which, in one line
+            raise InputError(f"{self.name} parameters: {exc}") from None
 
     def missing(self, inputs: dict, acquisition: dict | None = None, parameters: dict | None = None,
                 chosen_regions: tuple[str, ...] = ()) -> list[str]:
@@ -161,6 +170,53 @@ class PipelineSpec:
         args = [inputs[s.key] for s in self.inputs if s.positional]
         kwargs = {s.key: inputs.get(s.key) for s in self.inputs if not s.positional and s.passed_to_run}
         return run(*args, params, progress=progress, **kwargs, **options)
+
+
+def _check_parameter_type(pipeline: str, name: str, value, hint):
+    """The value, or one line refusing a value of the wrong JSON type (a job file can hold anything).
+
+    A whole number given as a float (2.0, as Qt's double spin boxes give it) is taken as an int.
+    """
+    if hint is None:
+        return value
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return value
+        hint = next((a for a in args if a is not type(None)), hint)
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint) or hint
+    if value is None:
+        raise InputError(f"{pipeline} parameter {name!r} cannot be null")
+    if origin is bool:
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif origin is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "a whole number"
+    elif origin is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+    elif origin is str:
+        ok = isinstance(value, str)
+        want = "a string"
+    elif isinstance(origin, type) and issubclass(origin, enum.Enum):
+        allowed = [m.value for m in origin]
+        ok = value in allowed or isinstance(value, origin)
+        want = "one of " + ", ".join(map(str, allowed))
+    elif origin in (tuple, list):
+        ok = isinstance(value, (list, tuple))
+        want = "a list"
+    elif origin is dict:
+        ok = isinstance(value, dict)
+        want = "an object"
+    else:
+        return value
+    if not ok:
+        raise InputError(f"{pipeline} parameter {name!r} must be {want}, not {value!r}")
+    return value
 
 
 # --- the pipelines ------------------------------------------------------------------------
@@ -244,11 +300,15 @@ DCE = PipelineSpec(
     parameters_class="BBBAnomalyLib.dce.parameters:DCEParameters",
     parameters=(
         ParameterSpec("model", "Pharmacokinetic model", "extended Tofts is the usual choice in brain tumors; "
-                      "Patlak for low leakage (no backflux)",
-                      choices=(("extended-tofts", "extended Tofts"), ("tofts", "Tofts"), ("patlak", "Patlak"))),
-        ParameterSpec("rls", "RLS autoencoder", "train on this case's normal-appearing brain (default, seconds on "
-                      "CPU), use the bundled phantom-trained weights, or classic maps only",
-                      choices=(("case", "trained on this case"), ("bundled", "bundled weights"), ("none", "none"))),
+                      "Patlak for low leakage (no backflux); 2CXM/2CUM separate plasma flow Fp from permeability "
+                      "PS (needs fast sampling, ~2 s frames or better)",
+                      choices=(("extended-tofts", "extended Tofts"), ("tofts", "Tofts"), ("patlak", "Patlak"),
+                               ("2cxm", "2CXM (exchange)"), ("2cum", "2CUM (uptake)"))),
+        ParameterSpec("rls", "RLS autoencoder", "automatic (default): trained on this case when a tumor segment is "
+                      "given, the acquisition lasts 4-6 min and enough normal brain is left, else the bundled "
+                      "phantom-trained weights (the report says which and why); or force either; or classic maps only",
+                      choices=(("auto", "automatic"), ("case", "trained on this case"), ("bundled", "bundled weights"),
+                               ("none", "none"))),
         ParameterSpec("input_kind", "Input", "T1-weighted SPGR signal, or concentration (mM)",
                       choices=(("signal", "signal"), ("concentration", "concentration (mM)"))),
         ParameterSpec("t10", "T10 (s)", "pre-contrast T1 of tissue in seconds; unknown = relative enhancement "

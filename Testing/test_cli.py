@@ -45,8 +45,9 @@ def test_dsc_writes_maps_on_the_input_grid_with_report_and_aif(dsc_run, dsc_file
     assert read_volume(dsc_run / "aif_mask.nii.gz").data.sum() == report["aif"]["n_voxels"]
     written = {p.name for p in dsc_run.iterdir()}
     maps = {f"{n}.nii.gz" for n in ("cbv", "cbv_corrected", "cbf", "mtt", "tmax", "k2", "rcbv", "rcbf")}
-    # Exactly the documented outputs: no sidecar claiming an echo time for a map.
-    assert written == maps | {"aif.csv", "aif_mask.nii.gz", "brain_mask.nii.gz", "report.json"}
+    # Exactly the documented outputs (and the manifest that proves bbbanomaly wrote the folder):
+    # no sidecar claiming an echo time for a map.
+    assert written == maps | {"aif.csv", "aif_mask.nii.gz", "brain_mask.nii.gz", "report.json", ".bbbanomaly.json"}
 
 
 def test_nrrd_input_gives_the_same_maps(dsc_run, dsc_files, tmp_path):
@@ -149,14 +150,17 @@ def test_bad_input_exits_2_with_a_message_and_no_output(dsc_files, tmp_path, cap
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
 
 
-def test_existing_output_needs_overwrite(dsc_files, tmp_path):
+def test_existing_output_needs_overwrite_and_overwrite_never_deletes_what_we_did_not_write(dsc_files, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine", encoding="utf-8")
     assert main(dsc_args(dsc_files, out, "--method", "ssvd")) == 2
-    assert (out / "keep.txt").exists()
-    assert main(dsc_args(dsc_files, out, "--method", "ssvd", "--overwrite")) == 0
-    assert (out / "cbf.nii.gz").exists() and not (out / "keep.txt").exists()
+    assert main(dsc_args(dsc_files, out, "--method", "ssvd", "--overwrite")) == 2  # not a folder we wrote
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    assert main(dsc_args(dsc_files, out, "--method", "ssvd")) == 0  # an empty folder is fine
+    assert main(dsc_args(dsc_files, out, "--method", "ssvd", "--overwrite")) == 0  # ours: replaced
+    assert (out / "cbf.nii.gz").exists()
 
 
 def test_module_entry_point_and_help():

@@ -41,7 +41,8 @@ def test_dce_cli_end_to_end(dce_files, tmp_path, capsys):
     assert code == 0
     series = read_volume(case / "signal.nii.gz")
     written = {p.name for p in out.iterdir()}
-    assert written == {f"{n}.nii.gz" for n in MAPS} | {"aif.csv", "aif_mask.nii.gz", "brain_mask.nii.gz", "report.json"}
+    assert written == {f"{n}.nii.gz" for n in MAPS} | {"aif.csv", "aif_mask.nii.gz", "brain_mask.nii.gz", "report.json",
+                                                       ".bbbanomaly.json"}
     for name in MAPS:
         vol = read_volume(out / f"{name}.nii.gz")
         assert vol.spatial_shape == series.spatial_shape and not vol.is_4d

@@ -83,8 +83,8 @@ def test_write_nifti_and_nrrd_all_or_nothing(vae_result, patient, tmp_path):
 
     out = vae_result.write(tmp_path / "run")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["anomaly.nii.gz", "anomaly_mask.nii.gz", "brain_mask.nii.gz", "mean_attenuation.nii.gz",
-                     "report.json"]
+    assert names == [".bbbanomaly.json", "anomaly.nii.gz", "anomaly_mask.nii.gz", "brain_mask.nii.gz",
+                     "mean_attenuation.nii.gz", "report.json"]
     back = read_volume(out / "anomaly.nii.gz")
     assert np.allclose(back.affine, patient.dwi.affine, atol=1e-4)
     assert np.allclose(back.data, vae_result.maps["anomaly"].data, atol=1e-6)

@@ -6,13 +6,11 @@ Entry point: :func:`run_dce` with :class:`DCEParameters`. Building blocks (usabl
 and :mod:`.rls` (the autoencoder, its preprocessing and training).
 """
 
-from .conversion import concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
-from .models import PKFit, PKModel, exp_convolution, model_curves
-from .parameters import DCEParameters, InputKind, Model, RLSSource
-from .pipeline import MAP_INFO, DCEResult, run_dce
+from .._lazy import attach
 
-__all__ = [
-    "run_dce", "DCEParameters", "DCEResult", "Model", "InputKind", "RLSSource", "MAP_INFO",
-    "PKModel", "PKFit", "exp_convolution", "model_curves",
-    "concentration_from_ser", "ser_from_concentration", "enhancement_ratio", "detect_baseline_frames",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    'conversion': ['concentration_from_ser', 'detect_baseline_frames', 'enhancement_ratio', 'ser_from_concentration'],
+    'models': ['PKFit', 'PKModel', 'exp_convolution', 'model_curves'],
+    'parameters': ['DCEParameters', 'InputKind', 'Model', 'RLSSource'],
+    'pipeline': ['MAP_INFO', 'DCEResult', 'run_dce'],
+})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_options import add_output_options, output_suffix
+
 from .parameters import DCEParameters, InputKind, Model, RLSSource
 
 HELP = """\
@@ -63,19 +65,18 @@ def register(sub) -> None:
     method.add_argument("--max-delay", type=float, default=6.0, metavar="S",
                         help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off)")
     method.add_argument("--refine", action="store_true", help="nonlinear (Levenberg-Marquardt) refinement of the fit")
-    method.add_argument("--rls", choices=[s.value for s in RLSSource], default="case",
-                        help="RLS autoencoder: trained on this case (default), bundled weights, or none")
-    method.add_argument("--rls-weights", default="dce-rls-phantom", metavar="NAME|FILE",
-                        help="bundled weights name or a .pt file from `bbbanomaly train dce-rls` (with --rls bundled)")
+    method.add_argument("--rls", choices=[s.value for s in RLSSource], default="auto",
+                        help="RLS autoencoder: auto (default: this case when a tumor mask is given, the acquisition "
+                             "lasts 4-6 min and enough normal brain is left, else the bundled weights; the report "
+                             "says which and why), case, bundled, or none")
+    method.add_argument("--rls-weights", metavar="NAME|FILE",
+                        help="with --rls bundled or auto: a bundled weights name (default dce-rls-phantom) or a .pt file from "
+                             "`bbbanomaly train dce-rls` with its .json card beside it (the checksum is checked)")
     method.add_argument("--rls-epochs", type=int, default=8, help="per-case training epochs (default 8)")
     method.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (default auto)")
     method.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     method.add_argument("--seed", type=int, default=0, help="random seed of the RLS training (default 0)")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", help="output folder (default: <input name>_dce)")
-    out.add_argument("--format", choices=["nifti", "nrrd"], default="nifti", help="map format (default nifti)")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    out.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_output_options(p, "dce")
     p.set_defaults(run=run)
 
 
@@ -96,8 +97,15 @@ def parse_t10(value: str | None, series):
 
 
 def run(args) -> int:
+    from ..cli_options import claimed_output, out_dir_of
+
+    out_dir = out_dir_of(args, args.series, "dce")
+    with claimed_output(out_dir, args, ('series', 'aif_mask', 'mask', 'tumor_mask', 'times', 't10', 'rls_weights')):  # checked and locked before any work
+        return _run(args, out_dir)
+
+
+def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
-    from ..dsc.command import default_out_dir
     from ..errors import InputError
     from ..io import read_mask, read_volume
     from ..progress import ConsolePrinter
@@ -109,7 +117,9 @@ def run(args) -> int:
         raise InputError("give --aif-mask or --population-aif, not both")
     if args.aif_search and not args.aif_mask:
         raise InputError("--aif-search needs --aif-mask REGION")
-    out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dce")
+    if args.rls_weights and args.rls not in ("bundled", "auto"):
+        raise InputError(f"--rls-weights is used only with --rls bundled (this run has --rls {args.rls}); "
+                         "add --rls bundled or leave --rls-weights out")
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
     series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
@@ -119,14 +129,15 @@ def run(args) -> int:
         relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
         aif_region=args.aif_search,
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
-        rls_weights=args.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed, device=args.device,
+        rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
+        device=args.device,
         threads=args.threads)
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "tumor_mask") if getattr(args, key)}
     result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
                      tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
-    written = result.write(out_dir, overwrite=args.overwrite, suffix=".nrrd" if args.format == "nrrd" else ".nii.gz")
+    written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0
 

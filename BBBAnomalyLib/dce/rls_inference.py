@@ -7,7 +7,6 @@ that the pipeline reads as a list of steps and the model source logic lives in o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -45,12 +44,15 @@ class RLSOutput:
 
 def load_bundled(name_or_path: str):
     """(model, n_frames, card) from a bundled weights name or a .pt file (checked, weights_only)."""
-    from ..weights import entry, load_state_dict
+    from .. import weights as registry
 
-    path = Path(name_or_path)
-    card = entry(name_or_path) if (not path.suffix and not path.exists()) else {}
-    state = load_state_dict(name_or_path)
-    first = next(k for k in state if k.endswith("weight"))
+    card, _ = registry.read_card(name_or_path)
+    registry.check_model(card, "BBBAnomalyLib.dce.rls:build_autoencoder", name_or_path)
+    state = registry.load_state_dict(name_or_path)
+    first = next((k for k in state if k.endswith("weight")), None)
+    if first is None or getattr(state[first], "ndim", 0) != 2:
+        raise InputError(f"the weights {name_or_path} do not hold an RLS autoencoder; were they trained with "
+                         "`bbbanomaly train dce-rls`?")
     n_inputs = int(state[first].shape[1])
     model = rls.build_autoencoder(n_inputs)
     try:

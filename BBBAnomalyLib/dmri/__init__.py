@@ -7,8 +7,10 @@ healthy brains flag tumor and infiltration in a patient's raw diffusion-weighted
 * :mod:`.gradients` says which acquisitions are supported; :mod:`.training` trains the models.
 """
 
-from .dwi_io import read_dwi
-from .parameters import DMRIParameters, GradientFrame, Model, Threshold
-from .pipeline import MAP_INFO, DMRIResult, run_dmri
+from .._lazy import attach
 
-__all__ = ["run_dmri", "DMRIResult", "DMRIParameters", "Model", "Threshold", "GradientFrame", "read_dwi", "MAP_INFO"]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    'dwi_io': ['read_dwi'],
+    'parameters': ['DMRIParameters', 'GradientFrame', 'Model', 'Threshold'],
+    'pipeline': ['MAP_INFO', 'DMRIResult', 'run_dmri'],
+})

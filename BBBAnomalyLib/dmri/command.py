@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_options import add_output_options, output_suffix
+
 from .parameters import Model, Threshold
 
 HELP = """\
@@ -63,16 +65,20 @@ def register(sub) -> None:
                         help="VAE residual over directions: |mean| (default, the seed's) or RMS")
     method.add_argument("--no-opening", action="store_true", help="skip the 3x3x3 opening of the mask")
     method.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", help="output folder (default: <input name>_dmri)")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    out.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_output_options(p, "dmri")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from ..cli_options import claimed_output, out_dir_of
+
+    out_dir = out_dir_of(args, args.dwi, "dmri")
+    with claimed_output(out_dir, args, ('dwi', 'bval', 'bvec', 'mask', 'nawm_mask', 'tumor_mask', 'weights')):  # checked and locked before any work
+        return _run(args, out_dir)
+
+
+def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
-    from ..dsc.command import default_out_dir
     from ..io import read_mask
     from ..progress import ConsolePrinter
     from .dwi_io import read_dwi
@@ -82,7 +88,6 @@ def run(args) -> int:
     params = DMRIParameters(model=args.model, threshold=args.threshold, threshold_value=args.threshold_value,
                             weights=args.weights, device=args.device, opening=not args.no_opening,
                             vae_score=args.vae_score)
-    out_dir = Path(args.out) if args.out else default_out_dir(args.dwi, "dmri")
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.dwi}")
     dwi = read_dwi(args.dwi, args.bval, args.bvec)  # gradients converted to RAS
@@ -91,7 +96,7 @@ def run(args) -> int:
     result = run_dmri(dwi, params, brain_mask=masks.get("mask"), nawm_mask=masks.get("nawm_mask"),
                       tumor_mask=masks.get("tumor_mask"), progress=printer)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
-    written = result.write(out_dir, overwrite=args.overwrite)
+    written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -31,22 +29,12 @@ class LoadedModel:
         return float(value)
 
 
-def read_card(weights: str) -> tuple[dict, Path | str]:
-    """(model card, what to give weights.load_state_dict) for a bundled name or a .pt path."""
+def read_card(weights: str) -> tuple[dict, str]:
+    """(model card, what to give weights.load_state_dict) for a bundled name or a .pt path (card beside it)."""
     from .. import weights as registry
 
-    path = Path(weights)
-    if path.suffix == ".pt" or path.exists():
-        card_path = path.with_suffix(".json")
-        if not path.is_file():
-            raise InputError(f"weights file {path} does not exist")
-        if not card_path.is_file():
-            raise InputError(f"{path} has no model card {card_path.name} beside it; `bbbanomaly train dmri-*` "
-                             "writes both files")
-        with open(card_path, encoding="utf-8") as fh:
-            card = json.load(fh)
-        return card, path
-    return registry.entry(str(weights)), str(weights)
+    card, _ = registry.read_card(str(weights))
+    return card, str(weights)
 
 
 def load_model(weights: str, kind: str, device="auto") -> LoadedModel:
@@ -58,9 +46,13 @@ def load_model(weights: str, kind: str, device="auto") -> LoadedModel:
     if card.get("kind") != kind:
         raise InputError(f"weights {weights!r} hold a {card.get('kind')!r} model, not {kind!r}; pick the matching "
                          "--model or other --weights")
-    state = registry.load_state_dict(source, expected_sha256=card.get("sha256") if isinstance(source, Path) else None)
-    network = build(kind, card["config"])
-    network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = registry.load_state_dict(source)
+    try:
+        network = build(kind, card["config"])
+        network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (TypeError, RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"the weights {weights} do not fit the {kind} network ({type(exc).__name__}); give "
+                         "weights trained with `bbbanomaly train dmri-*` for this model") from None
     dev = resolve_device(device)
     network.to(dev).eval()
     return LoadedModel(network, kind, card, ModelInput.from_json(card["input"]), dev)

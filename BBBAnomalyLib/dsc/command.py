@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_options import add_output_options, output_suffix
+
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 
 HELP = """\
@@ -23,7 +25,7 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
 
 BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the curves.
 Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
-as <map>.nii.gz on the input grid, aif.csv, aif_mask.nii.gz, brain_mask.nii.gz, report.json.
+as <map>.nii.gz (.nrrd with --format nrrd) on the input grid, aif.csv, aif_mask, brain_mask, report.json.
 Units: CBV ml/100 g, CBF ml/100 g/min, MTT and Tmax s, K2 1/s (with kH 0.73, ρ 1.04 g/ml;
 --kh 1 --density 1 gives ml/100 ml as used by reference data).
 
@@ -77,20 +79,22 @@ def register(sub) -> None:
     phae.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device for PHAE")
     method.add_argument("--kh", type=float, default=0.73, help="hematocrit factor kH (default 0.73)")
     method.add_argument("--density", type=float, default=1.04, help="brain density ρ in g/ml (default 1.04)")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", help="output folder (default: <input name>_dsc)")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    out.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_output_options(p, "dsc")
     p.set_defaults(run=run)
 
 
-def default_out_dir(series_path: str, suffix: str) -> Path:
-    from ..roistats_command import map_name
-
-    return Path.cwd() / f"{map_name(str(Path(series_path).resolve().name)) or 'series'}_{suffix}"
+from ..cli_options import default_out_dir  # noqa: E402,F401  pyflakes: ignore (kept importable from here)
 
 
 def run(args) -> int:
+    from ..cli_options import claimed_output, out_dir_of
+
+    out_dir = out_dir_of(args, args.series, "dsc")
+    with claimed_output(out_dir, args, ('series', 'second_echo', 'aif_mask', 'mask', 'nawm_mask', 'tumor_mask', 'times', 'weights')):  # checked and locked before any work
+        return _run(args, out_dir)
+
+
+def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
     from ..errors import InputError
     from ..io import read_mask, read_volume
@@ -118,7 +122,6 @@ def run(args) -> int:
         leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target, aif_region=args.aif_search,
         phae_weights=args.weights, phae_adapt=args.adapt, phae_adapt_steps=args.adapt_steps, device=args.device,
         skip_frames=args.skip_frames, baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
-    out_dir = Path(args.out) if args.out else default_out_dir(args.series, "dsc")
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
     series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
@@ -130,7 +133,7 @@ def run(args) -> int:
                      nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
                      progress=printer)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
-    written = result.write(out_dir, overwrite=args.overwrite)
+    written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0
 

@@ -12,13 +12,12 @@
 * :mod:`.anatomy` — the shipped 2 mm MNI152 tissue fractions (see ``data/NOTICE.txt``).
 """
 
-from .anatomy import Anatomy, load_anatomy
-from .dce import DCEPhantom, DCEPhantomParameters, make_dce_phantom
-from .dmri import DMRIPhantom, DMRIPhantomParameters, make_dmri_phantom
-from .dsc import DSCPhantom, DSCPhantomParameters, default_tissues, make_dsc_phantom
-from .structural import StructuralPhantom, make_structural_phantom
+from .._lazy import attach
 
-__all__ = ["Anatomy", "load_anatomy", "DCEPhantom", "DCEPhantomParameters", "make_dce_phantom",
-           "DSCPhantom", "DSCPhantomParameters", "default_tissues", "make_dsc_phantom",
-           "DMRIPhantom", "DMRIPhantomParameters", "make_dmri_phantom",
-           "StructuralPhantom", "make_structural_phantom"]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    'anatomy': ['Anatomy', 'load_anatomy'],
+    'dce': ['DCEPhantom', 'DCEPhantomParameters', 'make_dce_phantom'],
+    'dmri': ['DMRIPhantom', 'DMRIPhantomParameters', 'make_dmri_phantom'],
+    'dsc': ['DSCPhantom', 'DSCPhantomParameters', 'default_tissues', 'make_dsc_phantom'],
+    'structural': ['StructuralPhantom', 'make_structural_phantom'],
+})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_options import add_output_options, output_suffix
+
 from .parameters import DEFAULT_CAE, DEFAULT_IDENTIFIER, DEFAULT_SYNTHESIS
 
 HELP = """\
@@ -21,7 +23,7 @@ non-contrast T1 and a T2-FLAIR, without contrast agent.
 4. A 3D convolutional autoencoder trained on normal anatomy gives a voxel anomaly map and a
    patient-level score (seed cae-brain-anomaly).
 
-Outputs (in --out): synthetic_t1gd, enhancement, enhancement_uncertainty, anomaly,
+Outputs (in --out, default <T1 name>_t1flair/): synthetic_t1gd, enhancement, enhancement_uncertainty, anomaly,
 tumor_probability, synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi
 (.nii.gz on the T1 grid) and report.json with bbb_status = {call, probability, indeterminate_band,
 reasons, per_label_scores, tumor_roi, ...} and applicability = {checks, maps}. Intensities of the syntheses are on the seed's 0-255 normalised scale.
@@ -61,15 +63,19 @@ def register(sub) -> None:
     m.add_argument("--cae-weights", metavar="NAME|FILE.pt",
                    help=f"3D autoencoder weights (default: bundled {DEFAULT_CAE}; t1flair-cae-phantom: phantoms only)")
     m.add_argument("--no-anomaly", action="store_true", help="skip the 3D autoencoder anomaly map")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    out.add_argument("--format", choices=["nifti", "nrrd"], default="nifti", help="map format (default nifti)")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    out.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_output_options(p, "t1flair")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from ..cli_options import claimed_output, out_dir_of
+
+    out_dir = out_dir_of(args, args.t1, "t1flair")
+    with claimed_output(out_dir, args, ('t1', 'flair', 'mask', 'tumor_mask', 'synthesis_weights', 'identifier_weights', 'cae_weights')):  # checked and locked before any work
+        return _run(args, out_dir)
+
+
+def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
     from ..io import read_volume
     from ..progress import ConsolePrinter
@@ -85,8 +91,7 @@ def run(args) -> int:
     t1, flair = read_volume(args.t1), read_volume(args.flair)
     result = run_t1flair(t1, flair, params, brain_mask=args.mask, tumor_mask=args.tumor_mask, progress=printer)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
-    written = result.write(Path(args.out), overwrite=args.overwrite,
-                           suffix=".nrrd" if args.format == "nrrd" else ".nii.gz")
+    written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0
 

@@ -38,39 +38,123 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: A bundled name is a plain file stem: no folder separators, no "..", so it can only name a card here.
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_CARD_KEYS = {"file": str, "sha256": str}
+
+
 def available() -> list[str]:
     """Names of the bundled models."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
 
 
+def _is_path(name_or_path: str | Path) -> bool:
+    """A path (a .pt file, or anything with a folder part) rather than a bundled name."""
+    text = str(name_or_path)
+    return text.endswith(".pt") or "/" in text or "\\" in text
+
+
+def _check_name(name: str) -> None:
+    if not name or not set(name) <= _NAME_CHARS or ".." in name or name.startswith("."):
+        raise InputError(f"{name!r} is not a bundled weights name (available: {', '.join(available()) or 'none'}); "
+                         "give a name from that list or the path of a .pt file with its .json card beside it")
+
+
+def _read_card_file(path: Path, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            card = json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"the model card {path} of {what} cannot be read ({type(exc).__name__}); "
+                         "reinstall the extension or retrain with the command in the card") from None
+    if not isinstance(card, dict):
+        raise InputError(f"the model card {path} of {what} is not a JSON object; reinstall or retrain")
+    for key, kind in _CARD_KEYS.items():
+        if not isinstance(card.get(key), kind):
+            raise InputError(f"the model card {path} of {what} has no valid {key!r} entry; reinstall or retrain")
+    return card
+
+
 def entry(name: str) -> dict:
     """The registry entry (model card) of a bundled model."""
+    _check_name(str(name))
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.is_file():
         raise InputError(f"no bundled weights named {name!r}; available: {', '.join(available()) or 'none'}")
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return _read_card_file(path, f"the bundled weights {name!r}")
+
+
+def read_card(name_or_path: str | Path) -> tuple[dict, Path]:
+    """(model card, .pt file) for a bundled name or for a ``.pt`` file with its ``.json`` card beside it.
+
+    A file given by path must come with its card (``bbbanomaly train ...`` writes both): the card
+    holds the checksum, so a flipped byte is refused instead of loaded.
+    """
+    if not _is_path(name_or_path):
+        card = entry(str(name_or_path))
+        path = WEIGHTS_DIR / card["file"]
+        if Path(card["file"]).name != card["file"]:
+            raise InputError(f"the model card of {name_or_path!r} names a file outside the weights folder; reinstall")
+        if not path.is_file():
+            raise InputError(f"the bundled weights file {path.name} is missing; reinstall the extension")
+        return card, path
+    path = Path(name_or_path)
+    if path.suffix != ".pt":
+        raise InputError(f"weights file {path} is not a .pt file; give a .pt written by `bbbanomaly train ...` "
+                         "(with its .json card beside it) or a bundled name")
+    if not path.is_file():
+        raise InputError(f"weights file {path} does not exist; check the path")
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise InputError(f"weights file {path} has no model card {card_path.name} beside it, so its checksum cannot "
+                         "be checked; keep the .json that `bbbanomaly train ...` wrote next to the .pt")
+    return _read_card_file(card_path, f"the weights {path.name}"), path
+
+
+def check_model(card: dict, expected: str | tuple[str, ...], name_or_path) -> None:
+    """Refuse weights of another kind of network (the card's ``model`` entry, module:class)."""
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
+    model = card.get("model")
+    if model not in expected:
+        raise InputError(f"the weights {name_or_path} hold a {model or 'unknown'} network, not a "
+                         f"{expected[0].rsplit(':', 1)[-1]}; give weights trained for this method")
 
 
 def load_state_dict(name_or_path: str | Path, expected_sha256: str | None = None, map_location="cpu") -> dict:
-    """A state dict from a bundled name (checksum from the registry) or from a file path
-    (checksum checked when ``expected_sha256`` is given)."""
+    """A state dict from a bundled name or a ``.pt`` file, after its checksum matches its card
+    (``expected_sha256`` overrides the card's). Every failure is one InputError, never a traceback."""
+    import pickle
+    import zipfile
+
     import torch
 
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():  # a registry name
-        card = entry(str(name_or_path))
-        path = WEIGHTS_DIR / card["file"]
-        expected_sha256 = card["sha256"]
-    if not path.is_file():
-        raise InputError(f"weights file {path} does not exist")
-    if expected_sha256 is not None and sha256(path) != expected_sha256:
-        raise InputError(f"weights file {path} does not match its registry checksum; reinstall the extension "
-                         "or retrain it with the command in its registry entry")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    card, path = read_card(name_or_path)
+    expected_sha256 = expected_sha256 or card["sha256"]
+    if sha256(path) != expected_sha256:
+        raise InputError(f"weights file {path} does not match its checksum; it was changed or damaged after "
+                         "training: reinstall the extension or retrain it with the command in its model card")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            AttributeError, TypeError) as exc:
+        raise InputError(f"weights file {path} cannot be loaded safely as tensors ({type(exc).__name__}); "
+                         "only state dicts written by `bbbanomaly train ...` are accepted") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # a training checkpoint
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise InputError(f"weights file {path} does not hold a state dict; give weights written by `bbbanomaly train`")
     return state
+
+
+def instantiate(cls, card: dict, state: dict, name_or_path):
+    """``cls(**card['config'])`` with ``state`` loaded; a mismatch is one InputError."""
+    try:
+        model = cls(**card["config"])
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"the weights {name_or_path} do not fit this method's {cls.__name__} network "
+                         f"({type(exc).__name__}); give weights trained for it") from None
+    return model
 
 
 def write_entry(card: dict, weights_file: str | Path) -> Path:

@@ -8,6 +8,8 @@ per-case adaptation), ``simulate`` (training curves), ``training`` (loop, DDP, d
 ``command`` (`bbbanomaly train phae`). torch is imported only when PHAE is used.
 """
 
-from .inference import DEFAULT_WEIGHTS, PHAEFit, PHAEModel, load_network
+from ..._lazy import attach
 
-__all__ = ["PHAEModel", "PHAEFit", "load_network", "DEFAULT_WEIGHTS"]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    'inference': ['DEFAULT_WEIGHTS', 'PHAEFit', 'PHAEModel', 'load_network'],
+})
