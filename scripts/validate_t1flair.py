@@ -42,25 +42,66 @@ def synthesis_metrics(reference, estimate, mask, slice_axis: int) -> dict:
 
 
 def status_metrics(labels, probabilities, calls) -> dict:
-    """AUC of the calibrated probability; accuracy etc. of the contrastive-maximum calls."""
+    """AUC and Brier score of the calibrated probability; coverage (fraction not indeterminate) and the accuracy,
+    sensitivity and specificity of the calls that were made."""
     y, p = np.asarray(labels, int), np.asarray(probabilities, float)
-    call = np.asarray([c == "disrupted" for c in calls])
-    out = {"n": int(y.size), "n_disrupted": int(y.sum()), "accuracy": float(np.mean(call == y)),
-           "sensitivity": float(np.mean(call[y == 1])) if y.any() else None,
-           "specificity": float(np.mean(~call[y == 0])) if (y == 0).any() else None}
+    calls = np.asarray(calls)
+    decided = calls != "indeterminate"
+    call = calls == "disrupted"
+    out = {"n": int(y.size), "n_disrupted": int(y.sum()), "brier": float(np.mean((p - y) ** 2)),
+           "coverage": float(decided.mean()),
+           "accuracy_of_calls": float(np.mean(call[decided] == y[decided])) if decided.any() else None,
+           "sensitivity": float(np.mean(call[decided & (y == 1)])) if (decided & (y == 1)).any() else None,
+           "specificity": float(np.mean(~call[decided & (y == 0)])) if (decided & (y == 0)).any() else None,
+           "wrong_calls": int(np.sum(decided & (call != y)))}
     if 0 < y.sum() < y.size:
         rng = np.random.default_rng(0)  # stratified bootstrap: every resample keeps both classes
         pos, neg = p[y == 1], p[y == 0]
         boot = [roc_auc(np.r_[np.ones(pos.size), np.zeros(neg.size)],
                         np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]) for _ in range(1000)]
         low, high = np.percentile(boot, [2.5, 97.5])
-        ci = type("CI", (), {"estimate": roc_auc(y, p), "low": float(low), "high": float(high)})
-        out.update(auc=ci.estimate, auc_ci95=[ci.low, ci.high])
+        out.update(auc=roc_auc(y, p), auc_ci95=[float(low), float(high)])
+    return out
+
+
+def reliability(labels, probabilities, bins=5) -> list[dict]:
+    """Reliability curve: per probability bin, the mean predicted p and the observed fraction disrupted."""
+    y, p = np.asarray(labels, float), np.asarray(probabilities, float)
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (p >= lo) & ((p < hi) if hi < 1 else (p <= hi))
+        if inside.any():
+            out.append({"bin": [float(lo), float(hi)], "n": int(inside.sum()), "mean_p": float(p[inside].mean()),
+                        "observed": float(y[inside].mean())})
     return out
 
 
 def _mean(rows, key):
     return {m: float(np.mean([r[key][m] for r in rows])) for m in rows[0][key]}
+
+
+#: Enhancing voxels of a real/true T1Gd: normalised T1Gd - normalised T1 above this (0-255 scale; about one
+#: robust sd of the normalised T1, 31 units).
+ENHANCING_THRESHOLD = 30.0
+
+
+def enhancement_metrics(reference, t1_baseline, result, brain) -> dict:
+    """Enhancing-voxel AUC (reference - T1 > ENHANCING_THRESHOLD) of the written enhancement map and of the
+    unshrunk ET+ change, in the brain."""
+    truth = (reference - t1_baseline) > ENHANCING_THRESHOLD
+    out = {"threshold": ENHANCING_THRESHOLD, "enhancing_voxels": int(truth[brain].sum()),
+           "enhancing_fraction": float(truth[brain].mean()),
+           "added_ml": result.report["summary"]["enhancement_ml"]}
+    if 0 < truth[brain].sum() < brain.sum():
+        est = result.extras["enhancement"]
+        if_enhancing = result.extras["grid"].to_native(est.if_enhancing, fill=0.0)
+        expected = result.extras["grid"].to_native(est.expected, fill=0.0)
+        out["auc_enhancement_map"] = roc_auc(truth[brain], result.maps["enhancement"].data[brain])
+        out["auc_expected_change"] = roc_auc(truth[brain], expected[brain])
+        out["auc_et_plus_change"] = roc_auc(truth[brain], if_enhancing[brain])
+        out["auc_flair_baseline"] = None
+    return out
 
 
 def evaluate_case(t1, flair, t1gd, brain, tumor, params, tumor_for_status=None):
@@ -71,7 +112,15 @@ def evaluate_case(t1, flair, t1gd, brain, tumor, params, tumor_for_status=None):
     reference = normalise_0_255(t1gd, brain, "t1gd")
     t1_baseline = normalise_0_255(t1.data, brain, "t1")
     axis = result.extras["grid"].axes[2]
-    row = {"seconds": seconds, "bbb_status": result.report["bbb_status"], "anomaly": result.report["anomaly"]}
+    row = {"seconds": seconds, "bbb_status": result.report["bbb_status"], "anomaly": result.report["anomaly"],
+           "applicability": result.report["applicability"], "warnings": result.report["warnings"],
+           "enhancement": enhancement_metrics(reference, t1_baseline, result, brain)}
+    from BBBAnomalyLib.structural.normalisation import normalise_0_255 as _n
+
+    flair_0255 = _n(np.asarray(flair.data, np.float32), brain, "flair") if np.shape(flair.data) == np.shape(brain) else None
+    if flair_0255 is not None and row["enhancement"].get("auc_enhancement_map") is not None:
+        truth = (reference - t1_baseline) > ENHANCING_THRESHOLD  # a trivial baseline: FLAIR brightness
+        row["enhancement"]["auc_flair_baseline"] = roc_auc(truth[brain], flair_0255[brain])
     for name in ("synthetic_t1gd", "synthetic_t1gd_enhancing", "synthetic_t1gd_non_enhancing"):
         est = result.maps[name].data
         row[name] = {"brain": synthesis_metrics(reference, est, brain, axis)}
@@ -155,7 +204,7 @@ def cmd_phantoms(args):
         "cases": rows,
     }
     if args.status_seeds[1] > args.status_seeds[0]:
-        more_labels, more_probs, more_calls = _status_only(range(*args.status_seeds), args.steps,
+        more_labels, more_probs, more_calls, _ = _status_only(range(*args.status_seeds), args.steps,
                                                            params.synthesis_weights, params.identifier_weights)
         out["status_true_roi_more_cases"] = status_metrics(more_labels, more_probs, more_calls)
     _emit(out, args.json)
@@ -190,7 +239,7 @@ def _status_only(seeds, steps, synthesis=None, identifier_weights=None):
     cpu = torch.device("cpu")
     diffusion, dcard = load(synthesis or DEFAULT_SYNTHESIS, "diffusion", cpu)
     identifier, _ = load(identifier_weights or DEFAULT_IDENTIFIER, "identifier", cpu)
-    labels, probs, calls = [], [], []
+    labels, probs, calls, ties = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             folder = make_structural_phantom(seed).write(Path(tmp) / f"c{seed}", f"c{seed}")
@@ -202,7 +251,97 @@ def _status_only(seeds, steps, synthesis=None, identifier_weights=None):
             labels.append(case.et)
             probs.append(call.probability)
             calls.append(call.call)
-    return labels, probs, calls
+            ties.append(call.s_enhancing == call.s_non_enhancing)
+    return labels, probs, calls, ties
+
+
+CANDIDATE_BANDS = [(0.45, 0.55), (0.4, 0.6), (0.35, 0.65), (0.3, 0.7), (0.25, 0.75), (0.2, 0.8)]
+
+
+def _calls(probs, ties, band):
+    from BBBAnomalyLib.structural.identification import call_from_probability
+
+    return ["indeterminate" if tie else call_from_probability(p, band) for p, tie in zip(probs, ties)]
+
+
+def cmd_calibration(args):
+    """Reliability and Brier score of p(disrupted) on held-apart phantoms (true tumor ROI), the indeterminate
+    band chosen on the tuning phantoms, and the real cases of earlier `real` runs (--real-json) beside them."""
+    params = _parameters(args)
+    tuning = _status_only(range(*args.tuning_seeds), args.steps, params.synthesis_weights, params.identifier_weights)
+    test = _status_only(range(*args.test_seeds), args.steps, params.synthesis_weights, params.identifier_weights)
+    bands = []
+    for band in CANDIDATE_BANDS:
+        m = status_metrics(tuning[0], tuning[1], _calls(tuning[1], tuning[3], band))
+        bands.append({"band": list(band), "coverage": m["coverage"], "accuracy_of_calls": m["accuracy_of_calls"]})
+    good = [b for b in bands if b["accuracy_of_calls"] is not None and b["accuracy_of_calls"] >= args.target_accuracy]
+    chosen = tuple(good[0]["band"]) if good else tuple(bands[-1]["band"])
+    out = {"machine": machine_description(), "weights": _weights_used(params), "steps": args.steps,
+           "tuning_seeds": args.tuning_seeds, "test_seeds": args.test_seeds, "target_accuracy": args.target_accuracy,
+           "bands_on_tuning": bands, "chosen_band": list(chosen),
+           "tuning": dict(status_metrics(tuning[0], tuning[1], _calls(tuning[1], tuning[3], chosen)),
+                          reliability=reliability(tuning[0], tuning[1])),
+           "test": dict(status_metrics(test[0], test[1], _calls(test[1], test[3], chosen)),
+                        reliability=reliability(test[0], test[1]),
+                        probabilities=[float(v) for v in test[1]], labels=[int(v) for v in test[0]])}
+    real = []
+    for path in args.real_json or []:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for case, entry in data["cases"].items():
+            for roi_name, row in entry.items():
+                if "et_from_segmentation" in row:
+                    real.append({"case": case, "roi": roi_name, "weights": data["weights"]["identifier"],
+                                 "label": int(row["et_from_segmentation"]), "p": row["bbb_status"]["probability"],
+                                 "call": row["bbb_status"]["call"]})
+    if real:
+        out["real"] = dict(status_metrics([r["label"] for r in real], [r["p"] for r in real], [r["call"] for r in real]),
+                           runs=real)
+    if args.figure:
+        _calibration_figure(args.figure, out, chosen)
+    _emit(out, args.json)
+
+
+def _calibration_figure(path, out, band):
+    from BBBAnomalyLib.figures import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4))
+    ax = axes[0]
+    ax.plot([0, 1], [0, 1], ":", color="0.5", label="perfect calibration")
+    ax.axvspan(*band, color="0.85", label=f"indeterminate band {band[0]:.2f}-{band[1]:.2f}")
+    for key, colour, name in (("tuning", "tab:blue", "tuning phantoms"), ("test", "tab:red", "held-apart phantoms")):
+        rel = out[key]["reliability"]
+        ax.plot([r["mean_p"] for r in rel], [r["observed"] for r in rel], "o-", color=colour,
+                label=f"{name} (n={out[key]['n']}, Brier {out[key]['brier']:.3f})")
+        for r in rel:
+            ax.annotate(str(r["n"]), (r["mean_p"], r["observed"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for r in out.get("real", {}).get("runs", []):
+        ax.plot(r["p"], r["label"], "k*", markersize=9)
+        ax.annotate(f"{r['case'][:12]} ({'head' if 'head' in r['roi'] else 'ref'})", (r["p"], r["label"]), fontsize=6,
+                    xytext=(4, -8 if r["label"] else 6), textcoords="offset points")
+    if out.get("real"):
+        ax.plot([], [], "k*", label=f"real cases, leave-one-case-out (Brier {out['real']['brier']:.3f})")
+    ax.set_xlabel("calibrated p(disrupted)")
+    ax.set_ylabel("observed fraction disrupted")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=6, loc="upper left")
+    ax.set_title("reliability of p(disrupted)", fontsize=9)
+    ax = axes[1]
+    p, y = np.asarray(out["test"]["probabilities"]), np.asarray(out["test"]["labels"])
+    ax.hist([p[y == 0], p[y == 1]], bins=np.linspace(0, 1, 21), stacked=True, color=["tab:blue", "tab:red"],
+            label=["intact (truth)", "disrupted (truth)"])
+    ax.axvspan(*band, color="0.85", zorder=0)
+    ax.set_xlabel("calibrated p(disrupted)")
+    ax.set_ylabel("held-apart phantoms")
+    ax.legend(fontsize=7)
+    t = out["test"]
+    ax.set_title(f"held-apart phantoms: coverage {t['coverage']:.2f}, accuracy of calls "
+                 f"{t['accuracy_of_calls'] if t['accuracy_of_calls'] is None else round(t['accuracy_of_calls'], 2)}",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def cmd_real(args):
@@ -233,8 +372,14 @@ def cmd_real(args):
             print(f"{folder.name} ({roi_name} ROI): {row['bbb_status']['call']} p {row['bbb_status']['probability']:.2f}, "
                   f"PSNR {row['synthetic_t1gd']['brain']['psnr_db']:.1f} dB ({row['seconds']:.0f} s)", file=sys.stderr)
             if args.figures and roi_name == "segmentation head":
+                truth = None
+                if seg is not None:
+                    from BBBAnomalyLib.structural.cases import et_label
+
+                    truth = "disrupted" if et_label(seg) else "intact"
                 t1flair_figure(Path(args.figures) / f"t1flair_real_{folder.name}.png", t1, flair.data, result, reference,
-                               tumor, title=folder.name + (f" (weights {Path(args.synthesis).stem})" if args.synthesis else ""))
+                               tumor, title=folder.name + (f" (weights {Path(args.synthesis).stem})" if args.synthesis else ""),
+                               truth=truth)
         out["cases"][folder.name] = entry
     _emit(out, args.json)
 
@@ -272,6 +417,16 @@ def main():
     p.add_argument("--json")
     p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "t1flair_phantom.png"))
     p.set_defaults(func=cmd_phantoms)
+    cal = sub.add_parser("calibration")
+    cal.add_argument("--tuning-seeds", type=int, nargs=2, default=[6000, 6020])
+    cal.add_argument("--test-seeds", type=int, nargs=2, default=[6020, 6080])
+    cal.add_argument("--target-accuracy", type=float, default=0.8,
+                     help="the band is the narrowest candidate whose calls on the tuning phantoms reach this accuracy")
+    cal.add_argument("--real-json", nargs="*", help="JSON of `real` runs (leave-one-case-out folds) to plot beside")
+    cal.add_argument("--steps", type=int, default=4)
+    cal.add_argument("--json")
+    cal.add_argument("--figure", default=str(REPO / "docs" / "figures" / "t1flair_calibration.png"))
+    cal.set_defaults(func=cmd_calibration)
     r = sub.add_parser("real")
     r.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
     r.add_argument("--steps", type=int, default=4)
@@ -279,7 +434,7 @@ def main():
     r.add_argument("--figures", default=str(REPO / "docs" / "figures"))
     r.add_argument("--only", nargs="*", help="case folder names (default: all)")
     r.set_defaults(func=cmd_real)
-    for sp in (p, r):
+    for sp in (p, r, cal):
         for k in ("synthesis", "identifier", "cae"):
             sp.add_argument(f"--{k}", help=f"{k} weights: bundled name or .pt with its .json (default: the bundled demo)")
     args = ap.parse_args()

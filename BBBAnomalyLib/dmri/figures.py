@@ -6,8 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import _contours, _overlay, _pyplot, _range, axial_slice, ras_slice_index
+from ..figures import _contours, _pyplot, _range, axial_slice, ras_slice_index
+from ..structural.figures import orientation_letters
 from ..volume import Volume
+
+
+def _overlay(ax, background, image, brain, cmap, vrange, title, unit):
+    """A map over the b0 inside the brain, with a colour bar that says its unit."""
+    plt = _pyplot()
+    ax.imshow(background, cmap="gray")
+    im = ax.imshow(np.ma.masked_where(~brain, image), cmap=cmap, vmin=vrange[0], vmax=vrange[1], alpha=0.85)
+    bar = plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label(unit, fontsize=8)
+    ax.set_title(title)
 
 
 def dmri_figure(path: str | Path, dwi: Volume, result, masks: dict[str, np.ndarray], title: str = "") -> Path:
@@ -26,9 +37,10 @@ def dmri_figure(path: str | Path, dwi: Volume, result, masks: dict[str, np.ndarr
     axes[0].imshow(b0, cmap="gray")
     axes[0].set_title("b0")
     _overlay(axes[1], b0, axial_slice(result.maps["mean_attenuation"], k), brain, "viridis", (0, 0.6),
-             "mean S/S0 (b = 1000)")
+             "mean S/S0 (b = 1000)", "S/S0 (no unit)")
+    model = result.report["parameters"]["model"]
     _overlay(axes[2], b0, anomaly, brain, "inferno", _range(result.maps["anomaly"].data[result.brain_mask]),
-             f"anomaly ({result.report['parameters']['model']})")
+             f"anomaly ({model})", "probability" if model == "recdisc" else "|S/S0 residual| (no unit)")
     _contours(axes[2], shown)
     axes[3].imshow(b0, cmap="gray")
     axes[3].imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.7, vmin=0, vmax=1)
@@ -37,8 +49,12 @@ def dmri_figure(path: str | Path, dwi: Volume, result, masks: dict[str, np.ndarr
     axes[3].set_title(f"anomaly mask ({t['method']} {t['value']:.3g})")
     for ax in axes:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
+        orientation_letters(ax)
+    outside = [name for name, state in result.report.get("applicability", {}).get("maps", {}).items()
+               if state.startswith("outside")]
+    note = f"  [maps outside the trained range: {', '.join(outside)}]" if outside else ""
+    if title or note:
+        fig.suptitle(title + note)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -103,6 +103,10 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
                            chunk_voxels=params.chunk_voxels)
     warnings = list(prepared.warnings)
     brain = prepared.brain
+    from .applicability import check_dwi_input
+
+    applicability = check_dwi_input(dwi.affine, brain, model.kind, params.threshold.value)
+    warnings.extend(applicability.warnings)
     with timer("network"):
         report_progress(0.5, f"running the {params.model.value} network")
         grid_score, recon = score(model, prepared.network_input, prepared.network_mask, params.vae_score)
@@ -131,6 +135,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
         "threshold": {"method": params.threshold.value, "value": threshold, "label_free": True,
                       "opening_3x3x3": params.opening},
         "brain_voxels": int(brain.sum()),
+        "applicability": applicability.to_json(),
         "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
         "summary": _summary(values, mask[brain], masks, brain, dwi),
         "timings_s": timer.seconds,

@@ -76,10 +76,12 @@ def _tumor_field(rng, anatomy, radius_vox: float) -> np.ndarray:
 
 
 def make_structural_phantom(seed: int = 0, enhancing: bool | None = None, tumor: bool = True,
-                            noise: float = 0.02) -> StructuralPhantom:
-    """One case. ``enhancing=None`` draws the ET label at random (60 % enhancing, as in gliomas)."""
+                            noise: float = 0.02, anatomy=None) -> StructuralPhantom:
+    """One case. ``enhancing=None`` draws the ET label at random (60 % enhancing, as in gliomas).
+    ``anatomy``: another :class:`.anatomy.Anatomy` (CSF/GM/WM fractions, e.g. from another template,
+    see scripts/normal_templates.py); default the shipped MNI152 2 mm one."""
     rng = np.random.default_rng(seed)
-    anatomy = load_anatomy()
+    anatomy = anatomy if anatomy is not None else load_anatomy()
     frac = anatomy.fractions
     images = {k: frac @ np.asarray(v, np.float32) for k, v in TISSUE.items()}
     seg = np.zeros(anatomy.shape, np.uint8)

@@ -58,6 +58,9 @@ class Check:
 @dataclass
 class Applicability:
     checks: list[Check] = field(default_factory=list)
+    map_names: tuple[str, ...] = ALL_MAPS
+    trained_on: str = ("skull-stripped whole brains at 1-2 mm: structural phantoms (MNI152 2 mm) and BraTS-space "
+                       "real cases (1 mm isotropic)")
 
     @property
     def warnings(self) -> list[str]:
@@ -66,15 +69,14 @@ class Applicability:
     def maps(self) -> dict[str, str]:
         """Per learned map: "within the trained range" or "outside: <checks>"."""
         out = {}
-        for name in ALL_MAPS:
+        for name in self.map_names:
             bad = [c.name for c in self.checks if c.status != "ok" and name in c.affects]
             out[name] = "outside the trained range: " + ", ".join(bad) if bad else "within the trained range"
         return out
 
     def to_json(self) -> dict:
         return {"checks": [dict(asdict(c), affects=list(c.affects)) for c in self.checks], "maps": self.maps(),
-                "trained_on": "skull-stripped whole brains at 1-2 mm: structural phantoms (MNI152 2 mm) and "
-                              "BraTS-space real cases (1 mm isotropic)"}
+                "trained_on": self.trained_on}
 
 
 def _rank(values: np.ndarray) -> np.ndarray:

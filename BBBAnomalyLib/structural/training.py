@@ -129,6 +129,9 @@ def register(models_subparsers, name: str) -> None:
                             "--tumor-margin excluded from the loss, so that their normal tissue is learned")
         p.add_argument("--tumor-margin", type=float, default=5.0,
                        help="mm around the segmented tumor also excluded with --tumor-cases mask (default 5)")
+        p.add_argument("--score-reference", nargs="+", metavar="DIR",
+                       help="normal cases (same layout, not trained on) whose patient scores are the z-score's "
+                            "reference; default: the normal training cases (in-sample, so z comes out too large)")
         p.set_defaults(run=run_cae)
 
 
@@ -449,13 +452,24 @@ def run_cae(args) -> int:
         model, init_card = _initial_model(args, "cae", lambda: ConvAutoencoder3D(width=args.width))
         card.update(_provenance(init_card))
 
+        reference, reference_text = normal, f"the {len(normal)} normal training cases (in-sample)"
+        if getattr(args, "score_reference", None):
+            from .cases import case_folders
+
+            reference = [load_case(f, 16, need_t1gd=False) for root in args.score_reference for f in case_folders(root)]
+            reference = [c for c in reference if not c.volumes["has_tumor"]]
+            if not reference:
+                raise InputError("--score-reference holds no normal case (without tumor)")
+            reference_text = f"{len(reference)} held-apart normal cases ({', '.join(map(str, args.score_reference))})"
+        card["score_reference"] = reference_text
+
         def score_stats(raw):
             # the patient score's reference is normal anatomy: cases with a tumor would inflate it
             scores = [anomaly(raw, [c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"], policy, context.device)[1]
-                      for c in normal]
-            raw.score_stats.copy_(torch.tensor([float(np.mean(scores)), float(np.std(scores) + 1e-6)]))
-            return {"patient_score_mean": float(np.mean(scores)), "patient_score_sd": float(np.std(scores)),
-                    "on": f"the {len(normal)} normal training cases"}
+                      for c in reference]
+            raw.score_stats.copy_(torch.tensor([float(np.mean(scores)), float(np.std(scores, ddof=min(1, len(scores) - 1)) + 1e-6)]))
+            return {"patient_score_mean": float(np.mean(scores)), "patient_score_sd": float(np.std(scores, ddof=min(1, len(scores) - 1))),
+                    "on": reference_text, "scores": [float(v) for v in scores]}
 
         _train_then(args, model, dataset, loss_fn, card, context, score_stats)
     finally:
