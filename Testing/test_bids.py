@@ -271,3 +271,45 @@ def test_slurm_array_script_runs_the_task_s_participant(cohort, cohort_run, tmp_
     assert done.returncode == 0, done.stderr
     assert "sub-02: done" in done.stdout  # task 2 = the second sub-* folder
     assert sorted(p.name for p in (tmp_path / "deriv" / "bbbanomaly").glob("sub-*")) == ["sub-02"]
+
+
+def test_dwi_and_t1flair_outputs_land_in_dwi_and_anat(tmp_path):
+    """dwi/ (bval/bvec beside it) and anat/ T1w + FLAIR of one participant, from the dMRI and T1/FLAIR
+    phantoms; the T1/FLAIR run is kept short through --pipeline-config (1 step, no autoencoder)."""
+    import shutil
+
+    from BBBAnomalyLib.io import write_volume
+    from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+    from BBBAnomalyLib.volume import Volume
+
+    root = tmp_path / "ds"
+    write_json(root / "dataset_description.json", {"Name": "x", "BIDSVersion": "1.9.0"})
+    dwi = make_dmri_phantom(seed=3, tumor=True, voxel_mm=4.0)
+    dwi.write(tmp_path / "case")
+    for ext in ("nii.gz", "bval", "bvec"):
+        (root / "sub-01" / "dwi").mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "case" / f"dwi.{ext}", root / "sub-01" / "dwi" / f"sub-01_acq-b1000_dwi.{ext}")
+    anat = make_structural_phantom(seed=1, enhancing=True)
+    write_volume(anat.t1, root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    write_volume(anat.flair, root / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz")
+    masks = tmp_path / "masks" / "sub-01"
+    write_volume(Volume(anat.whole_tumor.astype(np.uint8), anat.t1.affine), masks / "anat" / "sub-01_label-tumor_mask.nii.gz")
+    for label in ("tumor", "nawm"):
+        write_volume(Volume(dwi.masks[label].astype(np.uint8), dwi.dwi.affine),
+                     masks / "dwi" / f"sub-01_label-{label}_mask.nii.gz")
+    (tmp_path / "t1flair.json").write_text(json.dumps({"steps": 1, "no_anomaly": True, "threads": 1}))
+    assert main(["bids", str(root), str(tmp_path / "out"), "participant", "--pipelines", "dmri,t1flair",
+                 "--masks", str(tmp_path / "masks"), "--pipeline-config", f"t1flair={tmp_path / 't1flair.json'}"]) == 0
+    sub = tmp_path / "out" / "bbbanomaly" / "sub-01"
+    dwi_names = {p.name for p in (sub / "dwi").iterdir()}
+    assert {"sub-01_acq-b1000_desc-recdisc_anomaly.nii.gz", "sub-01_acq-b1000_label-anomaly_desc-recdisc_mask.nii.gz",
+            "sub-01_acq-b1000_desc-recdisc_report.json", "sub-01_acq-b1000_desc-recdisc_roistats.json"} <= dwi_names
+    stats = json.loads((sub / "dwi" / "sub-01_acq-b1000_desc-recdisc_roistats.json").read_text())
+    assert stats["reference"] == "nawm" and stats["maps"]["anomaly"]["ratio_mean"] > 1  # the lesion scores higher
+    anat_names = {p.name for p in (sub / "anat").iterdir()}
+    assert {"sub-01_desc-cbsi_synthetict1gd.nii.gz", "sub-01_desc-cbsi_report.json",
+            "sub-01_label-tumorroi_desc-cbsi_mask.nii.gz"} <= anat_names
+    assert not any("cae" in n for n in anat_names)  # no_anomaly from the pipeline config
+    report = json.loads((sub / "anat" / "sub-01_desc-cbsi_report.json").read_text())
+    assert report["configuration"]["options"]["tumor_mask"].endswith("anat/sub-01_label-tumor_mask.nii.gz")
