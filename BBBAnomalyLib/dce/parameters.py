@@ -12,6 +12,8 @@ class Model(str, enum.Enum):
     TOFTS = "tofts"  # Ktrans, ve (kep = Ktrans/ve)
     EXTENDED_TOFTS = "extended-tofts"  # + vp·Cp: the usual choice in brain tumors
     PATLAK = "patlak"  # Ktrans, vp; no backflux (ve -> infinity), for low leakage
+    TWO_CXM = "2cxm"  # two-compartment exchange: Fp, PS, ve, vp (see .exchange)
+    TWO_CUM = "2cum"  # two-compartment uptake: Fp, PS, vp; no backflux
 
 
 class InputKind(str, enum.Enum):
@@ -37,8 +39,9 @@ class DCEParameters:
 
     t10: baseline T1 [s] of all voxels when no T10 map is given; None (and no map) means relative
     enhancement, and Ktrans is then semi-quantitative (the report says so).
-    population_aif: "parker" uses the Parker 2006 population AIF shifted to the detected bolus
-    arrival; otherwise an AIF mask must be given to run_dce.
+    population_aif: a population AIF ("parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath")
+    shifted to the detected bolus arrival, used when no AIF mask is given; aif_auto: choose arterial
+    voxels automatically instead (the chosen voxels are returned as the aif_mask).
     hematocrit: blood -> plasma (Cp = Cb/(1 - Hct)); 0 when the AIF is already plasma.
     max_delay: per-voxel bolus delay searched from 0 to this many seconds (0 = off).
     refine: a batched nonlinear least-squares refinement (torch, Levenberg-Marquardt) after the
@@ -55,7 +58,8 @@ class DCEParameters:
     tr: float | None = None  # [s]; from the file's metadata when not given
     relaxivity: float = 4.5  # r1 [1/(s·mM)]
     hematocrit: float = 0.42
-    population_aif: str | None = None  # "parker"
+    population_aif: str | None = None  # a name of BBBAnomalyLib.population_aif.POPULATION_AIFS
+    aif_auto: bool = False  # automatic arterial-voxel selection when no AIF mask is given (.aif.auto_aif)
     # True: the AIF mask is a search region (a ROI box around an artery); only its arterial voxels
     # (by peak height) are averaged and signal-free (air) voxels are ignored. False: all are averaged.
     aif_region: bool = False
@@ -84,8 +88,11 @@ class DCEParameters:
             self.rls = RLSSource(self.rls)
         except ValueError as exc:
             raise InputError(f"{exc}; see `bbbanomaly dce --help` for the choices") from None
-        if self.population_aif is not None and self.population_aif not in ("parker",):
-            raise InputError(f"population AIF {self.population_aif!r} is not known; use 'parker'")
+        from ..population_aif import POPULATION_AIFS
+
+        if self.population_aif is not None and self.population_aif not in POPULATION_AIFS:
+            raise InputError(f"population AIF {self.population_aif!r} is not known; use one of "
+                             f"{', '.join(POPULATION_AIFS)}")
         # Numbers are checked for finiteness and a physical range here, so the CLI, the worker and
         # Python callers all get one clear line (NaN passes plain comparisons; inf and 1e6 in
         # --max-delay asked for an endless delay grid).

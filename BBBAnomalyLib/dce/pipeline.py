@@ -25,6 +25,7 @@ from ..report import Timer, dump_json, summarise, versions
 from ..volume import Volume
 from . import aif as aif_mod
 from .conversion import concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
+from .exchange import ExchangeModel
 from .models import PKModel
 from .parameters import DCEParameters, InputKind, Model
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
@@ -39,11 +40,17 @@ MAP_INFO = {
     "ve": ("fraction", "extravascular extracellular volume fraction (Ktrans/kep)"),
     "vp": ("fraction", "plasma volume fraction"),
     "kep": ("1/min", "rate constant kep = Ktrans/ve"),
+    "fp": ("ml/100 ml/min", "plasma flow Fp (two-compartment models)"),
+    "ps": ("1/min", "permeability-surface area product PS (two-compartment models)"),
+    "e": ("fraction", "extraction fraction E = PS/(Fp + PS)"),
+    "tc": ("s", "capillary transit time Tc = vp/Fp"),
+    "te": ("s", "interstitial mean transit time Te = ve/PS (2CXM)"),
     "delay": ("s", "bolus delay of the voxel relative to the AIF (best of the delay grid)"),
     "fit_r2": ("1", "coefficient of determination of the model fit (fit quality)"),
 }
 MODEL_MAPS = {Model.TOFTS: ("ktrans", "ve", "kep"), Model.EXTENDED_TOFTS: ("ktrans", "ve", "vp", "kep"),
-              Model.PATLAK: ("ktrans", "vp")}
+              Model.PATLAK: ("ktrans", "vp"), Model.TWO_CXM: ("fp", "ps", "ve", "vp", "ktrans", "e", "tc", "te"),
+              Model.TWO_CUM: ("fp", "ps", "vp", "ktrans", "e", "tc")}
 #: Used to express concentration input as SER for the RLS network when T10/flip/TR are unknown.
 NOMINAL = {"t10": 1.4, "flip_angle": 15.0, "tr": 0.005}
 SUFFIXES = (".nii.gz", ".nii", ".nrrd")
@@ -88,7 +95,8 @@ class DCEResult:
         """Measured curves of the analysed brain voxels with the model fit and the RLS
         reconstruction in the same units (mM, or relative enhancement), and the AIF."""
         data = self.extras["curve_data"]
-        label = {"tofts": "Tofts fit", "extended-tofts": "extended Tofts fit", "patlak": "Patlak fit"}
+        label = {"tofts": "Tofts fit", "extended-tofts": "extended Tofts fit", "patlak": "Patlak fit",
+                 "2cxm": "2CXM fit", "2cum": "2CUM fit"}
         fitted = {label[self.report["parameters"]["model"]]: data["fitted"]}
         rls: RLSOutput | None = data["rls"]
         if rls is not None:
@@ -126,7 +134,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             from ..devices import resolve_device
 
             resolve_device(params.device)
-        if "aif-mask" not in masks and params.population_aif is None:
+        if "aif-mask" not in masks and params.population_aif is None and not params.aif_auto:
             params.population_aif = "parker"
             warnings.append("no AIF mask given: the Parker population AIF was used (--population-aif parker)")
         elif "aif-mask" in masks and params.population_aif is not None:
@@ -179,16 +187,23 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             arterial = _scatter(analysed, chosen).astype(bool)  # the voxels actually averaged
         elif arterial is not None:
             aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
+        elif params.aif_auto and params.population_aif is None:
+            aif_curve, chosen = aif_mod.auto_aif(conc[in_brain], times, n_base, params.hematocrit, params.seed)
+            arterial = np.zeros(brain.shape, bool)
+            arterial[tuple(np.argwhere(brain)[chosen].T)] = True  # the voxels averaged, as DSC reports them
         else:
             aif_curve, aif_delay = aif_mod.population_aif(times, conc[in_brain].mean(axis=0), params.hematocrit,
-                                                          params.max_delay)
+                                                          params.max_delay, params.population_aif)
 
     report_progress(0.15, f"fitting {params.model.value}")
     brain_conc = conc[in_brain]
     with timer("model_fit"):
-        model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay, refine=params.refine,
-                        refine_iterations=params.refine_iterations, device=params.device,
-                        chunk_voxels=params.chunk_voxels)
+        if params.model in (Model.TWO_CXM, Model.TWO_CUM):  # always nonlinear (.exchange)
+            model = ExchangeModel(aif_curve, times, uptake=params.model is Model.TWO_CUM, max_delay=params.max_delay)
+        else:
+            model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay, refine=params.refine,
+                            refine_iterations=params.refine_iterations, device=params.device,
+                            chunk_voxels=params.chunk_voxels)
         fit = model.fit(brain_conc, progress=lambda f: report_progress(0.15 + 0.3 * f, f"fitting {params.model.value}"))
 
     rls_out, rls_skipped = None, None
@@ -210,9 +225,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         values: dict[str, np.ndarray] = {}
         if rls_out is not None:
             values.update(rls_out.maps)
-        fit_values = {"ktrans": fit.ktrans, "ve": fit.ve, "vp": fit.vp, "kep": fit.kep}
         for name in MODEL_MAPS[params.model]:
-            values[name] = fit_values[name]
+            values[name] = getattr(fit, name)
         if params.max_delay > 0:
             values["delay"] = fit.delay
         values["fit_r2"] = fit.r2
@@ -285,7 +299,8 @@ def _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay,
         "conversion": {"mode": mode, "semi_quantitative": mode == "relative", "baseline_frames": int(n_base)},
         "units": {"concentration": "mM" if mode != "relative" else "relative_enhancement",
                   "curves": unit, **{name: MAP_INFO[name][0] for name in maps}},
-        "aif": {"source": ("region" if params.aif_region else "mask") if arterial is not None else params.population_aif,
+        "aif": {"source": (("region" if params.aif_region else "mask") if "aif-mask" in masks else
+                           "auto" if arterial is not None else params.population_aif),
                 "n_voxels": int(arterial.sum()) if arterial is not None else 0,
                 "peak": float(aif_curve.max()), "peak_time_s": float(times[int(np.argmax(aif_curve))]),
                 **({"population_delay_s": aif_delay} if aif_delay is not None else {})},

@@ -1,0 +1,63 @@
+"""Automatic selection of arterial voxels from bolus curves, for any pipeline (DCE concentration,
+DSC ΔR2*): the Mouridsen et al. (MRM 2006;55:524) clustering with the changes measured in this
+project (docs/design.md, "Automatic AIF"). It lives outside both pipeline packages because both use it.
+
+Steps over (n, T) curves that rise with contrast: keep voxels whose first-pass area is in the top
+``top_area`` fraction *and* reaches ``min_relative_area`` of the largest areas (over a whole brain the
+top 10 % are mostly tissue); drop the ``drop_rough`` noisiest of them (second differences over the
+pre-bolus baseline, relative to the peak: Mouridsen's whole-curve roughness is largest for exactly the
+sharp arterial peaks sought); cluster the area-normalised first-pass curves by k-means and keep the
+cluster with the earliest first moment; cluster that once more. Arterial curves are early, high and
+narrow: the first moment picks early, the area normalisation makes narrow curves peak higher. Areas
+and moments are taken over the first pass only (to the brain-mean peak plus 1.5 times its rise time):
+the recirculation and late tail make arteries look late.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate import trapezoid
+
+#: The second clustering round is skipped when it would leave fewer voxels than this.
+MIN_AIF_VOXELS = 5
+
+
+def first_pass_stop(curves: np.ndarray, arrival: int) -> int:
+    """Index one past the first pass: the brain-mean peak plus 1.5 times its rise from ``arrival``."""
+    brain_peak = int(np.argmax(curves.mean(axis=0)))
+    return min(curves.shape[1], brain_peak + 1 + int(np.ceil(1.5 * max(brain_peak - arrival, 1))))
+
+
+def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: int,
+                           n_clusters: int = 5, top_area: float = 0.10, min_relative_area: float = 0.2,
+                           drop_rough: float = 0.25, seed: int = 0) -> np.ndarray | None:
+    """Indices of the arterial voxels among (n, T) curves, or None when too few voxels carry a bolus.
+
+    times [s]; baseline: the pre-contrast frames; arrival: frame of the bolus arrival."""
+    from sklearn.cluster import KMeans
+
+    stop = first_pass_stop(curves, arrival)
+    first_pass, t_fp = curves[:, :stop], times[:stop]
+    area = trapezoid(first_pass, t_fp, axis=1)
+    if area.size < 2 * n_clusters or np.sort(area)[-1] <= 0:
+        return None
+    largest = np.sort(area)[-min(5, area.size)]
+    threshold = max(np.quantile(area, 1.0 - top_area), min_relative_area * largest, 0.0)
+    candidates = np.flatnonzero(area >= threshold)
+    if candidates.size < 2 * n_clusters:  # too few: take the largest areas
+        candidates = np.argsort(area)[-2 * n_clusters:]
+    c = curves[candidates].astype(np.float64)
+    base = c[:, baseline]
+    noise = np.diff(base, n=2, axis=1).std(axis=1) if base.shape[1] >= 4 else np.zeros(c.shape[0])
+    roughness = noise / np.maximum(c.max(axis=1), 1e-30)
+    candidates = candidates[roughness <= np.quantile(roughness, 1.0 - drop_rough)]
+    for round_ in range(2):
+        normalised = first_pass[candidates] / area[candidates, None]
+        k = min(n_clusters, max(candidates.size // 2, 1))
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalised)
+        first_moment = np.array([trapezoid(t_fp * normalised[labels == j].mean(axis=0), t_fp) for j in range(k)])
+        chosen = candidates[labels == int(np.argmin(first_moment))]
+        if round_ and chosen.size < MIN_AIF_VOXELS:
+            break  # refining further would average too few voxels to be robust to noise
+        candidates = chosen
+    return candidates
