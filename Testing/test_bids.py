@@ -313,3 +313,17 @@ def test_dwi_and_t1flair_outputs_land_in_dwi_and_anat(tmp_path):
     assert not any("cae" in n for n in anat_names)  # no_anomaly from the pipeline config
     report = json.loads((sub / "anat" / "sub-01_desc-cbsi_report.json").read_text())
     assert report["configuration"]["options"]["tumor_mask"].endswith("anat/sub-01_label-tumor_mask.nii.gz")
+
+
+def test_a_participant_without_inputs_is_a_failure_line_not_a_crash(layout_dataset, tmp_path, capsys):
+    touch_nifti(layout_dataset / "sub-02" / "anat" / "sub-02_T2w.nii.gz")  # nothing any pipeline reads
+    out = layout_dataset / "derivatives"
+    assert main(["bids", str(layout_dataset), str(out), "participant", "--participant-label", "02",
+                 "--pipelines", "dsc"]) == 1
+    assert "sub-02: FAILED" in capsys.readouterr().err
+    rows = (out / "bbbanomaly" / "failures.tsv").read_text().splitlines()
+    assert rows[1].startswith("sub-02\t") and "no input for dsc" in rows[1]
+    assert not (out / "bbbanomaly" / "sub-02").exists()
+    # below derivatives/ is still inside the dataset: refused (only derivatives/ itself is allowed)
+    assert main(["bids", str(layout_dataset), str(out / "mine"), "participant"]) == 2
+    assert "inside the input dataset" in capsys.readouterr().err

@@ -33,7 +33,7 @@ Outputs: OUT_DIR/bbbanomaly/sub-<label>/[ses-<label>/]perf|dwi|anat/
   sub-<label>[_ses-<label>]_<source entities>_desc-<method>_<map>.nii.gz (+ .json: Sources, Units),
   ..._label-<name>_desc-<method>_mask.nii.gz, ..._desc-<method>_report.json (rerunnable with
   `bbbanomaly rerun`), _aif.tsv, _roistats.json; dataset_description.json (DatasetType derivative).
-OUT_DIR may not lie inside BIDS_DIR unless it is BIDS_DIR/derivatives (or below it).
+OUT_DIR may not lie inside BIDS_DIR unless it is BIDS_DIR/derivatives itself.
 
 Cohorts: --n-jobs N runs N participants at once on this machine (each uses its own process; set
 OMP_NUM_THREADS=1 for many jobs); on a cluster run one participant per SLURM array task
@@ -74,8 +74,9 @@ def check_locations(bids_dir: Path, output_dir: Path) -> Path:
 
     out = Path(output_dir).expanduser().resolve()
     derivatives = bids_dir / "derivatives"
-    if out == bids_dir or (_inside(out, bids_dir) and not (out == derivatives or _inside(out, derivatives))):
-        raise InputError(f"OUT_DIR {out} lies inside the input dataset; use {derivatives} or a folder outside it")
+    if out == bids_dir or (_inside(out, bids_dir) and out != derivatives):
+        raise InputError(f"OUT_DIR {out} lies inside the input dataset; use {derivatives} (results go to its "
+                         "bbbanomaly/) or a folder outside the dataset")
     return out / "bbbanomaly"
 
 
