@@ -63,7 +63,8 @@ def read_nrrd(path: Path) -> Volume:
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise InputError(f"could not read NRRD file '{path}': {str(e).strip().splitlines()[-1]}") from e
+        raise InputError(f"could not read NRRD file '{path}': {str(e).strip().splitlines()[-1]}; check that the file "
+                         "is complete and its header valid (type, sizes, non-zero space directions)") from e
     meta = {k: img.GetMetaData(k) for k in img.GetMetaDataKeys()}
     arr = sitk.GetArrayFromImage(img)
     dim, ncomp = img.GetDimension(), img.GetNumberOfComponentsPerPixel()
