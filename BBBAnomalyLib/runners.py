@@ -1,7 +1,19 @@
 """Runners for a :class:`~BBBAnomalyLib.jobs.Job`: in this process, or in a background worker process.
 
 Both share one interface (``start``, ``poll``, ``cancel``, ``finished``); events are the dicts
-described in :mod:`BBBAnomalyLib.jobs`.
+described in :mod:`BBBAnomalyLib.jobs`, plus ``started`` (pid of the process doing the work) and
+``log`` (a line for the panel's log box) from the worker.
+
+**Cancel is final.** Once ``cancel()`` is called, ``poll()`` drops every later event, a ``done``
+included, and ends with exactly one ``cancelled``: whatever the worker manages to print while
+dying, the panel imports nothing after Cancel.
+
+**Cancel ends the whole process tree.** Inside Slicer the interpreter is ``PythonSlicer``, the CTK
+launcher: it sets up the environment and starts ``python-real`` as its child, and it does not
+forward signals, so terminating the launcher alone leaves the worker running (SlicerMONAIAuto3DSeg
+kills ``psutil.Process(pid).children(recursive=True)`` for the same reason). The worker is
+therefore started in a new session / process group and cancel signals the group (POSIX) or the
+tree (``taskkill /T`` on Windows); what still lives after a grace period is killed.
 """
 
 from __future__ import annotations
@@ -9,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +34,11 @@ if TYPE_CHECKING:
     from .jobs import Job
 
 FINAL_EVENTS = ("done", "error", "cancelled")
+#: Seconds a cancelled worker gets to remove its partial output before it is killed.
+CANCEL_GRACE_S = 5.0
+# Windows process-creation flags (numbers, so this module imports on every platform).
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
 
 
 class InProcessRunner:
@@ -58,6 +76,64 @@ class InProcessRunner:
         return True
 
 
+def popen_options(os_name: str | None = None) -> dict:
+    """Keyword arguments for ``subprocess.Popen`` that start the worker hidden and killable as a tree.
+
+    Windows: no console window (the flags ``slicer.util.launchConsoleProcess`` sets through
+    STARTUPINFO, plus CREATE_NO_WINDOW) and a new process group. POSIX: a new session, so that
+    the launcher and every process it starts share one process group that cancel can signal.
+    """
+    if (os_name or os.name) == "nt":
+        options = {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+        if hasattr(subprocess, "STARTUPINFO"):
+            info = subprocess.STARTUPINFO()
+            info.dwFlags |= getattr(subprocess, "STARTF_USESHOWWINDOW", 1)
+            info.wShowWindow = 0  # SW_HIDE
+            options["startupinfo"] = info
+        return options
+    return {"start_new_session": True}
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        result = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/NH"], capture_output=True, text=True,
+                                creationflags=CREATE_NO_WINDOW)
+        return str(pid) in result.stdout
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (ended, not yet reaped by its parent) counts as gone
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def kill_tree(root_pid: int, worker_pid: int | None = None, force: bool = False) -> None:
+    """Signal the process tree started as ``root_pid`` (and ``worker_pid``, the process that said it
+    does the work, wherever it is): SIGTERM first (the worker then removes its partial output and
+    says ``cancelled``), SIGKILL with ``force``. Windows has no SIGTERM for a windowless tree:
+    ``taskkill /T /F`` ends it."""
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        for pid in {root_pid, worker_pid} - {None}:
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(pid)], capture_output=True,
+                           creationflags=CREATE_NO_WINDOW)
+        return
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    try:
+        os.killpg(root_pid, sig)  # the session started for the launcher: launcher, python-real, helpers
+    except (ProcessLookupError, PermissionError):
+        pass
+    if worker_pid is not None and worker_pid != root_pid:
+        try:
+            os.kill(worker_pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class WorkerProcess:
     """``python -m BBBAnomalyLib.worker JOB.json`` in a child process, read without blocking.
 
@@ -67,16 +143,26 @@ class WorkerProcess:
     or the user's screen; errors arrive as one ``error`` event with a readable message.
     """
 
-    def __init__(self, job: Job, job_file: str | Path, python: str | None = None, env: dict | None = None):
+    def __init__(self, job: Job, job_file: str | Path, python: str | None = None, env: dict | None = None,
+                 command: list[str] | None = None):
         self.job = job
         self.env = env
         self.job_file = Path(job_file)
         self.log_file = self.job_file.with_name("worker.log")
         self.python = python or sys.executable
+        #: the command line; by default ``[python, -m, BBBAnomalyLib.worker, JOB.json]``
+        self.command = command or [self.python, "-m", "BBBAnomalyLib.worker", str(self.job_file)]
+        self.worker_pid: int | None = None  # the process doing the work (python-real under the launcher)
         self._queue: queue.Queue = queue.Queue()
         self._proc: subprocess.Popen | None = None
         self._final: dict | None = None
         self._cancelled = False
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The directly started process (the launcher inside Slicer)."""
+        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> "WorkerProcess":
         self.job.save(self.job_file)
@@ -84,11 +170,12 @@ class WorkerProcess:
         lib_parent = str(Path(__file__).resolve().parent.parent)  # so the child imports this very library
         env["PYTHONPATH"] = os.pathsep.join(p for p in (lib_parent, env.get("PYTHONPATH", "")) if p)
         env["PYTHONIOENCODING"] = "utf-8"
+        env["PYTHONUNBUFFERED"] = "1"
         log = open(self.log_file, "w", encoding="utf-8")
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-m", "BBBAnomalyLib.worker", str(self.job_file)], stdout=subprocess.PIPE,
-                stderr=log, stdin=subprocess.DEVNULL, env=env, text=True, encoding="utf-8", errors="replace")
+                self.command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, text=True,
+                encoding="utf-8", errors="replace", **popen_options())
         finally:
             log.close()  # the child holds its own handle
         threading.Thread(target=self._read, daemon=True).start()
@@ -104,37 +191,58 @@ class WorkerProcess:
             except ValueError:  # stray prints from a library: keep them out of the event stream
                 continue
             if isinstance(event, dict) and "event" in event:
+                if event["event"] == "started" and isinstance(event.get("pid"), int):
+                    self.worker_pid = event["pid"]
                 self._queue.put(event)
-        self._proc.wait()
+        self._proc.wait()  # stdout closes when the last process holding it (python-real) has ended
         self._queue.put({"event": "_exit", "code": self._proc.returncode})
 
     def poll(self) -> list[dict]:
-        """Events since the last call (never blocks). Ends with exactly one final event."""
+        """Events since the last call (never blocks). Ends with exactly one final event; after
+        ``cancel()`` nothing but that final ``cancelled``."""
         events = []
         while True:
             try:
                 event = self._queue.get_nowait()
             except queue.Empty:
                 return events
+            if self._final is not None:
+                continue
             if event["event"] == "_exit":
-                if self._final is None:  # died without saying why (killed, crashed interpreter)
-                    self._final = ({"event": "cancelled"} if self._cancelled else
-                                   {"event": "error", "kind": "internal", "log": str(self.log_file),
-                                    "message": f"the worker stopped unexpectedly (exit code {event['code']}); "
-                                               f"details in {self.log_file}"})
-                    events.append(self._final)
+                if self._cancelled:
+                    self._final = {"event": "cancelled"}
+                else:  # died without saying why (killed, crashed interpreter)
+                    self._final = {"event": "error", "kind": "internal", "log": str(self.log_file),
+                                   "message": f"the worker stopped unexpectedly (exit code {event['code']}); "
+                                              f"details in {self.log_file}"}
+                events.append(self._final)
+                continue
+            if self._cancelled:  # Cancel is final: no progress, no done, no error after it
                 continue
             if event["event"] in FINAL_EVENTS:
-                if self._final is not None:
-                    continue
                 self._final = event
             events.append(event)
 
     def cancel(self) -> None:
-        """Stop the worker; it removes its partial output and reports ``cancelled``."""
-        if self._proc is not None and self._proc.poll() is None:
+        """Stop the worker and every process it started; nothing it reports afterwards is passed on."""
+        with self._lock:
+            if self._proc is None or self._final is not None or self._cancelled:
+                self._cancelled = self._cancelled or self._proc is not None
+                return
             self._cancelled = True
-            self._proc.terminate()
+        if self._proc.poll() is None or (self.worker_pid and _pid_alive(self.worker_pid)):
+            kill_tree(self._proc.pid, self.worker_pid)
+            timer = threading.Timer(CANCEL_GRACE_S, self._force_kill)
+            timer.daemon = True
+            timer.start()
+
+    def _force_kill(self) -> None:
+        if self._proc.poll() is None or (self.worker_pid and _pid_alive(self.worker_pid)):
+            kill_tree(self._proc.pid, self.worker_pid, force=True)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,8 @@ Started by the Slicer panel (in a PythonSlicer child process) to run one pipelin
 GUI stays responsive. It reads the job (see :class:`BBBAnomalyLib.jobs.Job`), runs it, and
 writes one JSON object per line on stdout:
 
+  {"event": "started", "pid": 12345, "python": "..."}   (first: the pid the panel's Cancel must end)
+  {"event": "log", "message": "device: CUDA (NVIDIA ...)"}  (lines for the panel's log box)
   {"event": "progress", "fraction": 0.42, "message": "deconvolving (osvd)"}
   {"event": "done", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...]}
   {"event": "error", "kind": "input", "message": "the AIF mask is empty ..."}
@@ -12,11 +14,14 @@ writes one JSON object per line on stdout:
 A user error (bad input) is one readable message (kind "input"); anything else is kind
 "internal", with the traceback in stderr (the runner sends it to worker.log). SIGTERM cancels:
 the run stops, the partial output folder is removed, and the worker exits with status 130.
+The compute device is described here, in the worker, because that imports torch (seconds):
+never in the panel's GUI thread.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -50,6 +55,25 @@ def _cancel(signum, frame):
     raise CancelledError("cancelled by the user")
 
 
+def describe_device(job) -> str | None:
+    """The device a torch pipeline will use ("CPU", "CUDA (NVIDIA H100 ...)"); None when the run
+    does not use torch (nothing is imported then)."""
+    from .pipelines import get_pipeline
+
+    try:
+        spec = get_pipeline(job.pipeline)
+    except Exception:  # noqa: BLE001 - run_job reports an unknown pipeline properly
+        return None
+    if not spec.uses_device or not spec.torch_needed(job.parameters):
+        return None
+    from .devices import device_summary
+
+    try:
+        return f"{job.parameters.get('device', 'auto')}; {device_summary()}"
+    except Exception as exc:  # noqa: BLE001 - a device problem is reported by the run itself
+        return f"unknown ({type(exc).__name__}: {exc})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     printer = JsonLinePrinter()
@@ -62,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import CancelledError, InputError
     from .jobs import Job, run_job
 
+    printer.emit({"event": "started", "pid": os.getpid(), "python": sys.executable})
     try:
         job = Job.load(argv[0])
+        device = describe_device(job)
+        if device:
+            printer.emit({"event": "log", "message": f"device: {device}"})
         printer.emit(run_job(job, printer))
         return 0
     except InputError as exc:

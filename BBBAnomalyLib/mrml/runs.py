@@ -212,6 +212,8 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
         node.SetAttribute(ATTRIBUTE_PREFIX + "Unit", unit)
         node.SetAttribute(ATTRIBUTE_PREFIX + "Pipeline", str(report.get("pipeline", "")))
         node.SetAttribute(ATTRIBUTE_PREFIX + "OutputDir", str(output_dir))
+        node.SetAttribute(ATTRIBUTE_PREFIX + "InputNodeID", input_node.GetID())  # the overlay's background
+        node.SetAttribute(ATTRIBUTE_PREFIX + "RunName", folder_name)
         apply_map_display(node, name, volume.data, unit)
         item = sh.GetItemByDataNode(node)
         if item:
