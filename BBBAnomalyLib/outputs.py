@@ -148,10 +148,17 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def _resolve(out_dir) -> Path:
+    """The absolute destination; a symbolic link as the folder itself is refused (replacing it would
+    act on whatever it points to)."""
+    raw = Path(out_dir).expanduser()
+    if raw.is_symlink():
+        raise InputError(f"output folder {raw} is a symbolic link; give the real folder or another --out")
+    return raw.resolve()
+
+
 def _check_destination(out: Path, overwrite: bool, inputs) -> None:
     """Refuse a destination we may not write (see the module's promises)."""
-    if out.is_symlink():
-        raise InputError(f"output folder {out} is a symbolic link; give the real folder or another --out")
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose another --out")
     for inp in inputs:
@@ -238,7 +245,7 @@ def claim_output_dir(out_dir: str | os.PathLike, overwrite: bool = False, inputs
     ``inputs``: the run's input files; an output folder that holds one of them is refused (replacing
     it would delete the input). Raises :class:`InputError` with a one-line reason.
     """
-    out = Path(out_dir).expanduser().resolve()
+    out = _resolve(out_dir)
     if out in _CLAIMS:  # already claimed by this process (e.g. the command, then the worker code)
         return _CLAIMS[out]
     return OutputClaim(out, overwrite, inputs).acquire()
@@ -259,7 +266,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
     Uses this process's claim on ``out_dir`` when it holds one (:func:`claim_output_dir`), otherwise
     claims it for the duration of the write.
     """
-    out = Path(out_dir).expanduser().resolve()
+    out = _resolve(out_dir)
     claim = _CLAIMS.get(out)
     own_claim = claim is None
     if own_claim:
