@@ -150,16 +150,17 @@ def reference_ratios(reference_values: np.ndarray) -> tuple[float | None, str | 
 
 
 def tumor_to_nawm(summary: dict, values: dict, warnings: list[str]) -> dict:
-    """Tumor/NAWM ratios of the map means; None (and a warning) where the NAWM mean is ~0 or of the
-    other sign (a K2 ratio of 46,212,667 said nothing but that NAWM K2 is noise around 0)."""
+    """Tumor/NAWM ratios of the map means. A map whose NAWM mean is ~0 or of the other sign gets no
+    ratio, and a warning says why (a K2 ratio of 46,212,667 said only that NAWM K2 is noise around 0)."""
     from ..roistats import reference_ratio
 
     ratios = {}
     for name in values:
         ratio, why = reference_ratio(summary["tumor"][name].get("mean"), summary["nawm"][name])
-        ratios[name] = ratio
         if why:
             warnings.append(f"tumor/NAWM ratio of {name} not given: {why}")
+        else:
+            ratios[name] = ratio
     return ratios
 
 
