@@ -85,6 +85,20 @@ def test_discovery_reads_names_sidecars_inheritance_and_masks(layout_dataset, tm
     assert [j.pipeline for j in discover(layout_dataset, "01", ["dce"])] == ["dce"]
 
 
+def test_a_vfa_collection_becomes_the_dce_t10_source_when_there_is_no_t1map(layout_dataset):
+    anat = layout_dataset / "sub-01" / "ses-pre" / "anat"
+    (anat / "sub-01_ses-pre_T1map.nii.gz").unlink()
+    for index, angle in ((2, 15), (1, 3), (3, 25)):
+        touch_nifti(anat / f"sub-01_ses-pre_flip-{index}_VFA.nii.gz")
+        write_json(anat / f"sub-01_ses-pre_flip-{index}_VFA.json", {"FlipAngle": angle})
+    write_json(layout_dataset / "VFA.json", {"RepetitionTimeExcitation": 0.0054})  # inherited
+    touch_nifti(anat / "sub-01_ses-pre_flip-1_part-phase_VFA.nii.gz")  # phase images are not signal
+    (dce,) = discover(layout_dataset, "01", ["dce"])
+    assert [Path(p).name for p in dce.options["vfa"]] == [f"sub-01_ses-pre_flip-{i}_VFA.nii.gz" for i in (1, 2, 3)]
+    assert dce.options["vfa_flip_angles"] == [3.0, 15.0, 25.0] and dce.options["vfa_tr"] == 0.0054
+    assert "t10" not in dce.options
+
+
 def test_inheritance_orders_from_root_to_image(layout_dataset):
     image = parse_name(layout_dataset / "sub-01/ses-pre/perf/sub-01_ses-pre_echo-1_dsc.nii.gz")
     found = inherited(layout_dataset, image, "json")

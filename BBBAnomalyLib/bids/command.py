@@ -21,8 +21,8 @@ derivatives to OUT_DIR/bbbanomaly/; then `group` collects a cohort table of tumo
 
 Inputs read (.nii/.nii.gz, sub-<label>/[ses-<label>/]):
   dsc      perf/ or anat/ *_dsc (echo-1/echo-2 pairs: dual echo); EchoTime, VolumeTiming
-  dce      perf/ or anat/ *_dce (+ anat/*_T1map as T10 map); FlipAngle, RepetitionTimeExcitation
-           (else RepetitionTime) as the excitation TR, VolumeTiming
+  dce      perf/ or anat/ *_dce (+ anat/*_T1map as T10 map, else anat/*_flip-<i>_VFA as --vfa);
+           FlipAngle, RepetitionTimeExcitation (else RepetitionTime) as the excitation TR, VolumeTiming
   dmri     dwi/*_dwi + .bval/.bvec (inherited ones too)
   t1flair  anat/*_T1w (no ce- entity) + anat/*_FLAIR
 Sidecars follow the BIDS inheritance principle. RepetitionTime is never taken as the frame interval.

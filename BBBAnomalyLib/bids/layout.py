@@ -10,7 +10,9 @@ dsc       ``perf/`` or ``anat/`` ``*_dsc``; two files  EchoTime (-> --te; both e
           one dual-echo run (--second-echo)
 dce       ``perf/`` or ``anat/`` ``*_dce``; a          FlipAngle, RepetitionTimeExcitation (else
           ``anat/*_T1map`` of the same subject and     RepetitionTime) -> --flip-angle, --tr;
-          session is its T10 map (--t10)               VolumeTiming / FrameTimesStart
+          session is its T10 map (--t10), else an      VolumeTiming / FrameTimesStart; the VFA
+          ``anat/*_flip-<i>_VFA`` collection (--vfa)   files' FlipAngle and TR -> --vfa-flip-angles,
+                                                       --vfa-tr
 dmri      ``dwi/*_dwi`` with ``.bval``/``.bvec``       the FSL gradient files (inherited ones too)
 t1flair   ``anat/*_T1w`` without a ``ce-`` entity and  --
           ``anat/*_FLAIR``, paired by their entities
@@ -185,8 +187,9 @@ def discover(bids_dir: Path, label: str, pipelines=PIPELINES, masks_dir: Path | 
         jobs += _dsc_jobs(bids_dir, [f for f in files if f.suffix == "dsc" and f.datatype in ("perf", "anat")])
     if "dce" in pipelines:
         t1maps = [f for f in files if f.suffix == "T1map" and f.datatype == "anat"]
+        vfa = [f for f in files if f.suffix == "VFA" and f.datatype == "anat" and f.entities.get("part", "mag") == "mag"]
         for f in (f for f in files if f.suffix == "dce" and f.datatype in ("perf", "anat")):
-            jobs.append(_dce_job(bids_dir, f, t1maps))
+            jobs.append(_dce_job(bids_dir, f, t1maps, vfa))
     if "dmri" in pipelines:
         for f in (f for f in files if f.suffix == "dwi" and f.datatype == "dwi"):
             jobs.append(_dwi_job(bids_dir, f))
@@ -240,7 +243,7 @@ def _dsc_jobs(bids_dir: Path, dsc: list[BIDSFile]) -> list[Job]:
     return jobs
 
 
-def _dce_job(bids_dir: Path, f: BIDSFile, t1maps: list[BIDSFile]) -> Job:
+def _dce_job(bids_dir: Path, f: BIDSFile, t1maps: list[BIDSFile], vfa: list[BIDSFile]) -> Job:
     options = {"series": str(f.path)}
     merged = _timing(bids_dir, f, options)
     if isinstance(merged.get("FlipAngle"), (int, float)):
@@ -255,7 +258,43 @@ def _dce_job(bids_dir: Path, f: BIDSFile, t1maps: list[BIDSFile]) -> Job:
     if same:
         options["t10"] = str(same[0].path)
         sources.append(same[0].path)
+    else:
+        _add_vfa(bids_dir, f, [m for m in vfa if m.session == f.session], options, sources)
     return Job("dce", f, options, sources)
+
+
+def _add_vfa(bids_dir: Path, dce: BIDSFile, vfa: list[BIDSFile], options: dict, sources: list) -> None:
+    """A qMRI VFA collection (``anat/*_flip-<i>_VFA``, one 3D file per flip angle) -> --vfa; FlipAngle and
+    RepetitionTimeExcitation (else RepetitionTime) of each file's sidecars -> --vfa-flip-angles, --vfa-tr."""
+    groups: dict[tuple, list[BIDSFile]] = {}
+    for m in vfa:
+        groups.setdefault(tuple((k, v) for k, v in m.entities.items() if k not in ("flip", "part")), []).append(m)
+    if not groups:
+        return
+    if len(groups) > 1:  # several collections: the one sharing the DCE's acq/run, else refuse
+        matching = [g for key, g in groups.items()
+                    if all(dict(key).get(k) == dce.entities.get(k) for k in ("acq", "run"))]
+        if len(matching) != 1:
+            raise InputError(f"{dce.path.name}: {len(groups)} VFA collections and none (or several) sharing its "
+                             "acq-/run-; keep one, or give a T10 with --pipeline-config dce=FILE (t10 key)")
+        members = matching[0]
+    else:
+        members = next(iter(groups.values()))
+    members.sort(key=lambda m: int(m.entities["flip"]) if m.entities.get("flip", "").isdigit() else 0)
+    angles, trs = [], set()
+    for m in members:
+        merged, _ = metadata(bids_dir, m)
+        if isinstance(merged.get("FlipAngle"), (int, float)):
+            angles.append(float(merged["FlipAngle"]))
+        tr = merged.get("RepetitionTimeExcitation", merged.get("RepetitionTime"))
+        if isinstance(tr, (int, float)):
+            trs.add(float(tr))
+    options["vfa"] = [str(m.path) for m in members]
+    if len(angles) == len(members):
+        options["vfa_flip_angles"] = angles
+    if len(trs) == 1:
+        options["vfa_tr"] = trs.pop()
+    sources.extend(m.path for m in members)
 
 
 def _dwi_job(bids_dir: Path, f: BIDSFile) -> Job:

@@ -96,7 +96,11 @@ def _run_job(job, index: int, tmp: Path, bids_dir: Path, extra: dict) -> dict:
     work = tmp / ".work" / f"{prefix(job)}_{job.pipeline}-{index}"
     parser = build_parser()
     leaf = leaf_parser(parser, COMMAND[job.pipeline])
-    options = {**extra, **job.options, "out": str(work), "quiet": True}
+    found = dict(job.options)
+    if job.pipeline == "dce" and {"t10", "vfa"} & set(extra):  # the user's own T10 choice beats the dataset's
+        for key in ("t10", "vfa", "vfa_flip_angles", "vfa_tr"):
+            found.pop(key, None)
+    options = {**extra, **found, "out": str(work), "quiet": True}
     apply_values(leaf, options, source=f"{job.pipeline} job of {job.source.path.name}")
     args = parser.parse_args(COMMAND[job.pipeline])
     args.run(args)
