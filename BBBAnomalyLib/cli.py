@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .dmri import command as dmri_command
     from .dsc import command as dsc_command
     from .structural import command as t1flair_command
+    from .t1map import command as t1map_command
 
     parser = OneLineErrorParser(prog="bbbanomaly", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsc_command.register(sub)
     dmri_command.register(sub)
     t1flair_command.register(sub)
+    t1map_command.register(sub)
     roistats_command.register(sub)
     train_command.register(sub)
     from . import bids, config, rerun_command  # BIDS app, `rerun`; --config/--dump-defaults on every command

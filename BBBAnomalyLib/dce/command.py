@@ -9,6 +9,9 @@ from ..cli_options import add_output_options, output_suffix
 
 from .parameters import DCEParameters, InputKind, Model, RLSSource
 
+#: BBBAnomalyLib.population_aif.POPULATION_AIFS' names (listed here so --help imports no scipy; a test keeps them equal)
+POPULATION_AIF_NAMES = ["parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath"]
+
 HELP = """\
 BBB leakage maps from a T1-weighted dynamic contrast-enhanced (DCE) series.
 
@@ -16,13 +19,18 @@ Model-free: the residual leakage signal (RLS) of an autoencoder of normal enhanc
 (trained on this case's normal-appearing brain in seconds, --rls case, or bundled weights,
 --rls bundled): rls (leakage), rls_vascular and rls_abs, in percent signal enhancement.
 Classic, beside it: Tofts / extended Tofts (default) / Patlak fitted to every voxel (linear least
-squares, optional --refine), with a per-voxel bolus delay up to --max-delay seconds.
+squares, optional --refine), or the two-compartment exchange/uptake models (--model 2cxm|2cum: Fp,
+PS, ve, vp, E, Tc; linear initialisation + Levenberg-Marquardt), with a per-voxel bolus delay up to
+--max-delay seconds.
 
-Signal -> concentration: SPGR with T10 (--t10 seconds or a T10 map), --flip-angle, --tr and
+Signal -> concentration: SPGR with T10 (--t10 seconds or a T10 map, or --vfa FILES to map it from a
+variable-flip-angle series), --flip-angle, --tr and
 --relaxivity; without T10, relative enhancement (S/S0 - 1) is used and Ktrans is semi-quantitative.
 AIF: the mean curve of --aif-mask (blood; --hematocrit converts to plasma, 0 if already plasma;
 with --aif-search only the arterial voxels of the region, e.g. a box drawn around an artery),
-or --population-aif parker (the default when no mask is given), shifted to the bolus arrival.
+--aif auto (arterial voxels chosen automatically, written as aif_mask), or --population-aif NAME
+(parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
+shifted to the bolus arrival.
 Outputs (in --out, default <input>_dce/): rls, rls_vascular, rls_abs, ktrans, ve, vp, kep, delay,
 fit_r2 as <map>.nii.gz (or .nrrd with --format nrrd) on the input grid, brain_mask, aif.csv and
 report.json. Units: Ktrans and kep 1/min, ve and vp fractions, RLS % SER, delay s.
@@ -31,6 +39,7 @@ examples:
   bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --flip-angle 15 --tr 0.005 --out results
   bbbanomaly dce dce.nrrd --population-aif parker --tumor-mask tumor.nii.gz --model patlak
   bbbanomaly dce conc.nii.gz --input-kind concentration --frame-interval 5 --rls bundled
+  bbbanomaly dce dce.nii.gz --vfa fa02.nii.gz fa05.nii.gz fa15.nii.gz --aif auto --model 2cxm
 """
 
 
@@ -43,8 +52,10 @@ def register(sub) -> None:
     io.add_argument("--aif-search", action="store_true",
                     help="treat --aif-mask as a search region (e.g. a box around an artery): average only its "
                          "arterial voxels (peak >= half the region's 90th-percentile peak), ignore air")
-    io.add_argument("--population-aif", choices=["parker"], help="population AIF instead of a mask (default "
-                    "when no --aif-mask)")
+    io.add_argument("--population-aif", choices=POPULATION_AIF_NAMES, help="population AIF instead of a mask "
+                    "(parker is the default when no --aif-mask and no --aif auto; mcgrath is a rat AIF)")
+    io.add_argument("--aif", choices=["mask", "auto"], help="'auto': choose arterial voxels automatically "
+                    "(Mouridsen clustering + peak height; written as aif_mask); 'mask' needs --aif-mask")
     io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
     io.add_argument("--tumor-mask", metavar="MASK", help="tumor: left out of RLS training; summarised in the report")
     io.add_argument("--input-kind", choices=[k.value for k in InputKind], default="signal",
@@ -53,6 +64,12 @@ def register(sub) -> None:
     acq.add_argument("--times", metavar="FILE", help="frame times in seconds, one per frame (text/CSV)")
     acq.add_argument("--frame-interval", type=float, metavar="S", help="seconds between frames")
     acq.add_argument("--t10", metavar="S|MAP", help="pre-contrast T1 in seconds: a value (e.g. 1.4) or a T10 map")
+    acq.add_argument("--vfa", nargs="+", metavar="FILE", help="variable-flip-angle series (one 4D file or a 3D file "
+                     "per angle) on the DCE grid: its T1 map (`bbbanomaly t1map`, nonlinear) is the T10 map")
+    acq.add_argument("--vfa-flip-angles", type=float, nargs="+", metavar="DEG",
+                     help="flip angles of --vfa, one per frame/file (default: from their metadata)")
+    acq.add_argument("--vfa-tr", type=float, metavar="S", help="TR of --vfa in seconds (default: from its metadata)")
+    acq.add_argument("--b1", metavar="MAP", help="relative B1 map for the --vfa fit (same grid)")
     acq.add_argument("--flip-angle", type=float, metavar="DEG", help="flip angle in degrees (default: from the file)")
     acq.add_argument("--tr", type=float, metavar="S", help="repetition time in seconds (default: from the file)")
     acq.add_argument("--relaxivity", type=float, default=4.5, help="r1 in 1/(s·mM) (default 4.5)")
@@ -100,7 +117,8 @@ def run(args) -> int:
     from ..cli_options import claimed_output, out_dir_of
 
     out_dir = out_dir_of(args, args.series, "dce")
-    with claimed_output(out_dir, args, ('series', 'aif_mask', 'mask', 'tumor_mask', 'times', 't10', 'rls_weights')):  # checked and locked before any work
+    with claimed_output(out_dir, args, ('series', 'aif_mask', 'mask', 'tumor_mask', 'times', 't10', 'rls_weights',
+                                        'vfa', 'b1')):  # checked and locked before any work
         return _run(args, out_dir)
 
 
@@ -117,6 +135,12 @@ def _run(args, out_dir: Path) -> int:
         raise InputError("give --aif-mask or --population-aif, not both")
     if args.aif_search and not args.aif_mask:
         raise InputError("--aif-search needs --aif-mask REGION")
+    if args.aif == "mask" and not args.aif_mask:
+        raise InputError("--aif mask needs --aif-mask MASK")
+    if args.aif == "auto" and (args.aif_mask or args.population_aif):
+        raise InputError("--aif auto chooses the arterial voxels itself; leave out --aif-mask/--population-aif")
+    if args.vfa and args.t10:
+        raise InputError("give --t10 or --vfa (a T10 map is computed from it), not both")
     if args.rls_weights and args.rls not in ("bundled", "auto"):
         raise InputError(f"--rls-weights is used only with --rls bundled (this run has --rls {args.rls}); "
                          "add --rls bundled or leave --rls-weights out")
@@ -124,10 +148,16 @@ def _run(args, out_dir: Path) -> int:
     printer(0.0, f"reading {args.series}")
     series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
     t10, t10_map = parse_t10(args.t10, series)
+    vfa_info = None
+    if args.vfa:
+        from ..t1map.pipeline import t10_map_from_vfa
+
+        printer(0.02, "T10 map from the VFA series")
+        t10_map, vfa_info = t10_map_from_vfa(args.vfa, series, args.vfa_flip_angles, args.vfa_tr, args.b1)
     params = DCEParameters(
         model=args.model, input_kind=args.input_kind, t10=t10, flip_angle=args.flip_angle, tr=args.tr,
         relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
-        aif_region=args.aif_search,
+        aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
         device=args.device,
@@ -137,6 +167,8 @@ def _run(args, out_dir: Path) -> int:
     result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
                      tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
+    if vfa_info is not None:
+        result.report["t10_from_vfa"] = vfa_info
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0

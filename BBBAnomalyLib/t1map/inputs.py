@@ -1,0 +1,73 @@
+"""A variable-flip-angle series from files: one 4D file (one frame per flip angle) or several 3D
+files (one per flip angle), with the flip angles and TR from the flags or from each file's metadata
+(BIDS sidecar FlipAngle/RepetitionTime, NRRD/DICOM fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+
+
+@dataclass
+class VFASeries:
+    """signals: (x, y, z, k) Volume, one frame per flip angle; flip_angles [deg] (k,); tr [s]."""
+
+    signals: Volume
+    flip_angles: np.ndarray
+    tr: float
+
+
+def check_vfa(signals: Volume, flip_angles, tr) -> VFASeries:
+    """Turn bad acquisition values into one-line errors: at least two distinct angles, degrees, seconds."""
+    if not signals.is_4d:
+        raise InputError("the VFA series is 3D; give one 4D file (a frame per flip angle) or several 3D files")
+    if flip_angles is None:
+        raise InputError("the flip angles of the VFA series are unknown; give --flip-angles DEG DEG ... (one per "
+                         "frame) or files whose sidecars carry FlipAngle")
+    angles = np.asarray(flip_angles, dtype=np.float64).ravel()
+    if angles.size != signals.n_frames:
+        raise InputError(f"{angles.size} flip angles for {signals.n_frames} VFA frames; give one angle per frame")
+    if np.any(angles <= 0) or np.any(angles >= 90):
+        raise InputError(f"flip angles {angles.tolist()} are not all in (0, 90) degrees; give them in degrees")
+    if np.unique(angles).size < 2:
+        raise InputError("VFA T1 mapping needs at least two different flip angles")
+    if tr is None:
+        raise InputError("the VFA repetition time is unknown; give --tr SECONDS (e.g. 0.0054 for 5.4 ms)")
+    if not 0 < tr < 1:
+        raise InputError(f"TR = {tr} does not look like seconds; give --tr in seconds (e.g. 0.0054 for 5.4 ms)")
+    return VFASeries(signals, angles, float(tr))
+
+
+def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None) -> VFASeries:
+    """The VFA series of ``paths`` (one 4D file, or several 3D files on one grid); flags win over metadata."""
+    from ..io import read_volume
+
+    volumes = [read_volume(p) for p in paths]
+    if len(volumes) == 1:
+        series = volumes[0]
+        acq = series.acquisition
+        tr = tr if tr is not None else acq.repetition_time
+        return check_vfa(series, flip_angles, tr)
+    first = volumes[0]
+    for path, vol in zip(paths, volumes):
+        if vol.is_4d and vol.n_frames != 1:
+            raise InputError(f"{path} is 4D; with several VFA files give one 3D file per flip angle")
+        if not first.same_grid(vol):
+            raise InputError(f"{path} is not on the grid of {paths[0]}; the flip-angle images must share one grid")
+    if flip_angles is None:
+        found = [v.acquisition.flip_angle for v in volumes]
+        if any(a is None for a in found):
+            missing = [p for p, a in zip(paths, found) if a is None]
+            raise InputError(f"no FlipAngle in the metadata of {', '.join(missing)}; give --flip-angles DEG ...")
+        flip_angles = found
+    if tr is None:
+        trs = {v.acquisition.repetition_time for v in volumes} - {None}
+        if len(trs) > 1:
+            raise InputError(f"the VFA files have different TRs {sorted(trs)}; VFA needs one TR (give --tr to force)")
+        tr = trs.pop() if trs else None
+    data = np.stack([np.asarray(v.data).reshape(first.spatial_shape) for v in volumes], axis=-1)
+    return check_vfa(Volume(data, first.affine.copy()), flip_angles, tr)

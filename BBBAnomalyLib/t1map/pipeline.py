@@ -1,0 +1,155 @@
+"""T1 mapping pipeline: a VFA series in, R1, T1 and M0 maps out (``run_t1map``; `bbbanomaly t1map`
+and `bbbanomaly dce --vfa` are thin layers over it)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from ..report import Timer, dump_json, summarise, versions
+from ..volume import Volume
+from .inputs import VFASeries
+from .vfa import fit_vfa_linear, fit_vfa_nonlinear
+
+MAP_INFO = {
+    "r1": ("1/s", "longitudinal relaxation rate R1 = 1/T1"),
+    "t1": ("s", "longitudinal relaxation time T1"),
+    "m0": ("a.u.", "equilibrium signal M0 (receive gain included)"),
+    "fit_ok": ("1", "1 where the fit gave a physical T1, 0 where it failed (T1 and R1 are 0 there)"),
+}
+SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+CHUNK = 262144
+
+
+class T1Method(str, enum.Enum):
+    LINEAR = "linear"  # DESPOT1 straight line
+    NONLINEAR = "nonlinear"  # least squares on the signal, from the linear solution (default)
+
+
+@dataclass
+class T1MapResult:
+    maps: dict[str, Volume]
+    mask: np.ndarray
+    report: dict
+
+    def write(self, out_dir, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
+        """<map><suffix> for r1, t1, m0, fit_ok, the mask and report.json: all or nothing."""
+        from ..io import write_volume
+        from ..outputs import atomic_output_dir
+
+        if suffix not in SUFFIXES:
+            raise InputError(f"output suffix {suffix!r} is not one of {', '.join(SUFFIXES)}")
+        template = next(iter(self.maps.values()))
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            for name, vol in self.maps.items():
+                write_volume(vol, tmp / f"{name}{suffix}")
+            write_volume(Volume(self.mask.astype(np.uint8), template.affine), tmp / f"mask{suffix}")
+            dump_json(self.report, tmp / "report.json")
+        return Path(out_dir).resolve()
+
+
+def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: Volume | None = None,
+              mask=None, progress: Callable[[float, str], None] | None = None) -> T1MapResult:
+    """R1 [1/s], T1 [s] and M0 maps from a VFA series.
+
+    b1: relative flip-angle map (actual/nominal, ~1; a percent map is recognised and divided by 100)
+        on the series grid; mask: voxels to fit (default: signal above 5 % of the 99th percentile at
+        the largest-signal angle, i.e. not background)."""
+    from ..io import read_mask
+
+    method = T1Method(method)
+    report_progress = progress or (lambda f, m: None)
+    timer = Timer()
+    warnings: list[str] = []
+    signals = vfa.signals
+    data = np.asarray(signals.data, dtype=np.float64)
+    if not np.isfinite(data).all():
+        raise InputError("the VFA series contains NaN or infinite values; replace them (e.g. with 0)")
+    with timer("mask"):
+        if mask is not None:
+            inside = read_mask(mask, signals, "mask")
+        else:
+            brightest = data.max(axis=3)
+            inside = brightest > 0.05 * np.percentile(brightest, 99)
+        if not inside.any():
+            raise InputError("no voxel with signal in the VFA series (or the mask is empty)")
+    angles = np.broadcast_to(vfa.flip_angles, (int(inside.sum()), vfa.flip_angles.size))
+    b1_info = None
+    if b1 is not None:
+        b1_data = np.asarray(b1.data[..., 0] if b1.data.ndim == 4 else b1.data, dtype=np.float64)
+        if not signals.same_grid(Volume(b1_data, b1.affine)):
+            raise InputError("the B1 map is not on the VFA grid; resample it onto the VFA series grid first")
+        values = b1_data[inside]
+        if np.median(values) > 10:  # a percent map (100 = nominal)
+            values = values / 100.0
+            warnings.append("the B1 map looked like percent (median > 10) and was divided by 100")
+        if not np.isfinite(values).all() or np.any(values <= 0):
+            raise InputError("the B1 map has zero, negative or non-finite values inside the mask; fill them "
+                             "(e.g. with 1) or exclude those voxels with --mask")
+        angles = angles * values[:, None]
+        b1_info = summarise(values)
+    report_progress(0.1, f"fitting T1 ({method.value})")
+    fit = fit_vfa_linear if method is T1Method.LINEAR else fit_vfa_nonlinear
+    s = data[inside]
+    m0 = np.empty(s.shape[0])
+    r1 = np.empty(s.shape[0])
+    with timer("fit"):
+        for start in range(0, s.shape[0], CHUNK):
+            rows = slice(start, start + CHUNK)
+            m0[rows], r1[rows] = fit(s[rows], angles[rows], vfa.tr)
+            report_progress(0.1 + 0.85 * min(1.0, (start + CHUNK) / s.shape[0]), "fitting T1")
+    ok = np.isfinite(r1) & (r1 > 0) & np.isfinite(m0)
+    if (~ok).any():
+        warnings.append(f"{int((~ok).sum())} voxels gave no physical T1 (no T1 weighting between the angles or no "
+                        "signal); their T1/R1 are 0 and fit_ok is 0")
+    values = {"r1": np.where(ok, r1, 0.0), "t1": np.where(ok, 1.0 / np.where(ok, r1, 1.0), 0.0),
+              "m0": np.where(ok, m0, 0.0), "fit_ok": ok.astype(np.float64)}
+    maps = {}
+    for name, v in values.items():
+        grid = np.zeros(signals.spatial_shape, np.float32)
+        grid[inside] = v
+        maps[name] = Volume(grid, signals.affine.copy())
+    report = {
+        "pipeline": "t1map",
+        "input": {"shape": list(signals.data.shape), "flip_angles_deg": vfa.flip_angles.tolist(), "tr_s": vfa.tr},
+        "parameters": {"method": method.value, "b1_map": b1 is not None},
+        "versions": versions(),
+        "voxels": int(inside.sum()),
+        "units": {name: MAP_INFO[name][0] for name in maps},
+        "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
+        "summary": {name: summarise(values[name][ok]) for name in ("r1", "t1", "m0")},
+        **({"b1": b1_info} if b1_info else {}),
+        "timings_s": timer.seconds,
+        "warnings": warnings,
+    }
+    report_progress(1.0, "done")
+    return T1MapResult(maps, inside, report)
+
+
+def t10_map_from_vfa(paths: list[str], series: Volume, flip_angles=None, tr: float | None = None,
+                     b1_path: str | None = None) -> tuple[Volume, dict]:
+    """The T10 map [s] for a DCE series from VFA files on its grid (nonlinear fit), and what the report
+    should say about it. Voxels where the fit failed get the median T10 of the others (counted)."""
+    from ..io import read_volume
+    from .inputs import read_vfa
+
+    vfa = read_vfa(paths, flip_angles, tr)
+    if not series.same_grid(vfa.signals):
+        raise InputError(f"the VFA series (shape {vfa.signals.spatial_shape}) is not on the DCE grid "
+                         f"{series.spatial_shape}; resample it onto the DCE series first, or give --t10")
+    b1 = read_volume(b1_path) if b1_path else None
+    result = run_t1map(vfa, T1Method.NONLINEAR, b1=b1, mask=np.ones(series.spatial_shape, bool))
+    t1 = result.maps["t1"].data.astype(np.float64)
+    ok = result.maps["fit_ok"].data > 0
+    if not ok.any():
+        raise InputError("no voxel of the VFA series gave a T1; check the flip angles and TR of --vfa")
+    filled = np.where(ok, t1, np.median(t1[ok]))
+    info = {"flip_angles_deg": vfa.flip_angles.tolist(), "tr_s": vfa.tr, "b1_map": b1 is not None,
+            "method": "nonlinear", "voxels_filled_with_median": int((~ok).sum()),
+            "t10_median_s": float(np.median(t1[ok]))}
+    return Volume(filled, series.affine.copy()), info
