@@ -2,7 +2,9 @@
 
 import sys
 
-from .cli import main
-
 if __name__ == "__main__":
+    try:
+        from .cli import main
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing has started, nothing to say
+        sys.exit(130)
     sys.exit(main())
