@@ -83,7 +83,7 @@ def test_per_case_rls_with_few_voxels_still_gives_the_classic_maps(tmp_path, cap
     small[2:6, 2:6, 1] = 1  # 16 voxels: too few to train the per-case autoencoder on
     mask = save_nifti(tmp_path / "in" / "small.nii.gz", small)
     out = tmp_path / "out"
-    code = main(["dce", str(case["series"]), "--mask", str(mask), "--out", str(out), "--quiet"])
+    code = main(["dce", str(case["series"]), "--mask", str(mask), "--rls", "case", "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert (out / "ktrans.nii.gz").exists() and not (out / "rls.nii.gz").exists()
     report = json.loads((out / "report.json").read_text())
