@@ -367,7 +367,7 @@ def test_dce_from_the_panel_with_population_aif_and_ratio_table(scene, tmp_path)
     job, _, _ = run_in_scene(request, tmp_path)
     assert "nawm_mask" not in job.inputs  # NAWM is the ratio table's reference, not a DCE input
     outputs = mrml.import_results(job.output_dir, proxy, "DCE")
-    assert list(outputs.map_nodes)[:3] == ["rls", "rls_vascular", "rls_abs"] and "ktrans" in outputs.map_nodes
+    assert list(outputs.map_nodes)[:3] == ["rls", "rls_abs", "rls_uncertainty"] and "ktrans" in outputs.map_nodes
     for node in outputs.map_nodes.values():
         assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(proxy))
     masks = mrml.masks_on_input(proxy, {"tumor": (segmentation, "tumor"), "NAWM": (segmentation, "nawm")})
@@ -486,3 +486,88 @@ def test_a_dwi_saved_by_slicer_as_nrrd_reads_with_its_gradients_in_ras(scene, tm
     incomplete.write_bytes(text.replace(b"DWMRI_gradient_0003:=", b"DWMRI_note_0003:=", 1))
     with pytest.raises(InputError, match="gradient table is incomplete"):
         read_dwi(incomplete)
+
+
+# --- issue 13: what the panel relies on ---------------------------------------------------------------
+def test_a_volume_without_image_data_is_an_input_error(scene):
+    """Defect 9: arrayFromVolume raises on an empty node (it never returns None); say which volume."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty T1")
+    with pytest.raises(InputError, match="empty T1"):
+        mrml.volume_from_node(node)
+
+
+def test_job_inputs_are_uncompressed_and_read_back_exactly(scene, dsc_phantom, tmp_path):
+    """Defect 6: gzip in the GUI thread took 17 s for a clinical series; job inputs are raw NRRD."""
+    path = mrml.write_job_input(dsc_phantom.signal, tmp_path / "series.nrrd")
+    header = path.read_bytes()[:4000].split(b"\n\n")[0].decode("ascii", "replace")
+    assert "encoding: raw" in header
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.data, dsc_phantom.signal.data.astype(np.float32))
+    np.testing.assert_allclose(back.affine, dsc_phantom.signal.affine, atol=1e-9)
+    np.testing.assert_allclose(back.times, dsc_phantom.signal.times)
+    assert back.acquisition.echo_time == pytest.approx(dsc_phantom.signal.acquisition.echo_time)
+
+
+def test_maps_are_readable_zero_transparent_with_legend_and_presets(scene, tmp_path):
+    """Defect 7: zero (not analysed) is transparent, every map has a legend with its unit, and the
+    windows radiologists expect (rCBV 0-4, Ktrans 0-0.2 /min) are fixed presets."""
+    data = np.zeros((6, 6, 3), np.float32)
+    data[2:4, 2:4] = 1.5
+    for name, unit, window in (("rcbv", "ratio", (0, 4)), ("ktrans", "1/min", (0, 0.2)), ("cbv", "ml/100 g", None)):
+        node = mrml.add_volume_node(Volume(data, np.eye(4)), name)
+        legend = mrml.apply_map_display(node, name, data, unit)
+        display = node.GetDisplayNode()
+        assert display.GetApplyThreshold() and 0 < display.GetLowerThreshold() < 1e-6
+        assert display.GetUpperThreshold() >= data.max()
+        assert legend is mrml.legend_of(node) and legend.GetTitleText() == mrml.legend_title(name, unit)
+        assert (unit in legend.GetTitleText()) == (unit != "ratio")
+        if window:
+            assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx(window)
+    k2 = mrml.add_volume_node(Volume(data - 1, np.eye(4)), "k2")
+    mrml.apply_map_display(k2, "k2", data - 1, "1/s")
+    assert not k2.GetDisplayNode().GetApplyThreshold()  # signed: zero is a value, not "not analysed"
+
+
+def test_curve_clicks_reuse_one_chart_with_distinct_colours(scene):
+    """Defect 5: three clicks left 15 black series and 3 tables; now one chart, one table, the
+    series of the last click only, each in its own colour."""
+    from BBBAnomalyLib.curves import CurveSet
+
+    mask = np.zeros((4, 4, 2), bool)
+    mask[1:3, 1:3] = True
+    n, t = int(mask.sum()), np.arange(10.0)
+    curves = CurveSet(t, mask, np.random.default_rng(0).random((n, 10)), "ΔR2* (1/s)",
+                      {"oSVD fit": np.ones((n, 10))}, {"AIF": np.sin(t)})
+    chart = None
+    for voxel in ((1, 1, 0), (2, 2, 1), (1, 2, 0)):
+        chart, table, labels = mrml.curve_plot(curves, {"tumor": mask}, voxel, chart)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode") == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == chart.GetNumberOfPlotSeriesNodes() == len(labels) == 5
+    colours = [chart.GetNthPlotSeriesNode(i).GetColor() for i in range(5)]
+    assert len({tuple(np.round(c, 3)) for c in colours}) == 5 and all(max(c) > 0 for c in colours)
+    assert "voxel (1, 2, 0)" in labels and "voxel (1, 1, 0)" not in labels
+    scene.Clear(False)  # File > Close Scene: the kept chart node is gone, a new one is made
+    assert not mrml.node_alive(chart)
+    chart2, _, _ = mrml.curve_plot(curves, {}, None, chart)
+    assert mrml.node_alive(chart2) and chart2 is not chart
+
+
+def test_voxel_under_a_point_is_none_off_the_image(scene, dsc_phantom):
+    """Defect 9: an unplaced crosshair (at the origin, often off the image) is not a voxel."""
+    reference = dsc_phantom.signal
+    inside = reference.affine @ np.r_[2, 3, 1, 1.0]
+    assert mrml.voxel_in_grid(reference, inside[:3]) == (2, 3, 1)
+    assert mrml.voxel_in_grid(reference, [1e4, 1e4, 1e4]) is None
+
+
+@pytest.mark.parametrize("pipeline,options", [("dsc", {"slices": 3}), ("dce", {"slices": 3})])
+def test_sample_cases_hold_what_the_pipeline_needs(scene, pipeline, options):
+    from BBBAnomalyLib.pipelines import get_pipeline
+
+    sample = mrml.load_sample(pipeline, **options)
+    spec = get_pipeline(pipeline)
+    assert spec.missing(sample.inputs, {"frame_interval": 1.0, "echo_time": 0.03}, {"t10": None}) == []
+    info = mrml.describe_input(sample.inputs["series"])
+    assert info.frames > 1 and info.frame_interval
+    assert mrml.mask_from_region(sample.inputs["tumor_mask"], *mrml.reference_grid(sample.inputs["series"])).any()

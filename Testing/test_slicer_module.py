@@ -30,6 +30,8 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "BBBAnomaly.ui"
 LIB_DIR = ROOT / "BBBAnomalyLib"
 ICONS = [ROOT / "BBBAnomaly.png", MODULE_DIR / "Resources" / "Icons" / "BBBAnomaly.png"]
 MODULE_CLASSES = ["BBBAnomaly", "BBBAnomalyWidget", "BBBAnomalyLogic", "BBBAnomalyTest"]
+#: The public repository, once there is one ("https://github.com/<owner>/<name>"); None until then.
+PUBLISHED_REPOSITORY = None
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -282,8 +284,13 @@ _SLICER_STUB_RUN = textwrap.dedent(
             pass
     slm.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
     slicer.mrmlScene = types.SimpleNamespace(Clear=lambda *a: None)
+    slicer.app = types.SimpleNamespace(connect=lambda signal, slot: True)
+    util = types.ModuleType("slicer.util")
+    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
+    slicer.util = util
     qt = types.ModuleType("qt")
-    sys.modules.update({"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm, "qt": qt})
+    sys.modules.update({"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm, "qt": qt,
+                        "slicer.util": util})
 
     module_py, repo_root = sys.argv[1], sys.argv[2]
     sys.path = [p for p in sys.path if p not in ("", ".", repo_root)]
@@ -348,19 +355,20 @@ def test_extension_cmake_metadata_and_structure():
     assert ["BBBAnomaly"] in _cmake_calls(text, "project")
     assert _cmake_set(text, "EXTENSION_CATEGORY") == ["Quantification"]
     assert _cmake_set(text, "EXTENSION_DEPENDS") == ["PyTorch"]
-    homepage = _cmake_set(text, "EXTENSION_HOMEPAGE")[0]
-    icon_url = _cmake_set(text, "EXTENSION_ICONURL")[0]
-    assert homepage.startswith("https://github.com/")
-    # The raw URL must point at the same repository and at the icon file this tree has.
-    repo = homepage.removeprefix("https://github.com/")
-    assert icon_url.startswith(f"https://raw.githubusercontent.com/{repo}/") and icon_url.endswith("/BBBAnomaly.png")
     assert "Apache License 2.0" in _cmake_set(text, "EXTENSION_DESCRIPTION")[0]
     assert _cmake_set(text, "EXTENSION_CONTRIBUTORS")[0].strip() and _cmake_set(text, "EXTENSION_STATUS")
-    screenshots = " ".join(_cmake_set(text, "EXTENSION_SCREENSHOTURLS")).split()
-    assert screenshots, "the extensions index shows screenshots; list at least one"
-    for url in screenshots:
-        prefix = f"https://raw.githubusercontent.com/{repo}/main/"
-        assert url.startswith(prefix) and (ROOT / url.removeprefix(prefix)).is_file(), url
+    # Issue 13, defect 10: only URLs that exist. Until the repository is published there is none,
+    # and a drawing is never passed off as an application screenshot.
+    urls = {name: " ".join(_cmake_set(text, name)).strip()
+            for name in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS")}
+    if PUBLISHED_REPOSITORY is None:
+        assert urls == dict.fromkeys(urls, ""), f"placeholder URLs in CMakeLists.txt: {urls}"
+    else:
+        assert urls["EXTENSION_HOMEPAGE"] == PUBLISHED_REPOSITORY
+        for url in (urls["EXTENSION_ICONURL"] + " " + urls["EXTENSION_SCREENSHOTURLS"]).split():
+            prefix = PUBLISHED_REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+            assert url.startswith(prefix) and (ROOT / url.removeprefix(prefix)).is_file(), url
+            assert "slicer_outputs" not in url, "the matplotlib drawing is not a screenshot"
     for sub in (args[0] for args in _cmake_calls(text, "add_subdirectory")):
         assert (ROOT / sub / "CMakeLists.txt").is_file()
     assert ["BBBAnomaly"] in _cmake_calls(text, "add_subdirectory")

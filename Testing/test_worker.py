@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys as _sys
+from pathlib import Path as _Path
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from BBBAnomalyLib.pipelines import PIPELINES, get_pipeline
 from BBBAnomalyLib.volume import Volume
 from BBBAnomalyLib.worker import JsonLinePrinter
 
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))  # slicer_standins (the stand-in launcher)
+
 
 def test_worker_process_runs_a_job_and_reports_json_lines(dsc_files, tmp_path):
     job = Job("dsc", {"series": str(dsc_files / "signal.nii.gz"), "aif_mask": str(dsc_files / "mask_aif.nii.gz")},
@@ -24,6 +28,7 @@ def test_worker_process_runs_a_job_and_reports_json_lines(dsc_files, tmp_path):
     worker = WorkerProcess(job, tmp_path / "job.json").start()
     events = worker.wait(timeout=300)
     assert worker.finished and events[-1]["event"] == "done", (events[-1], worker.log_file.read_text(encoding="utf-8"))
+    assert events[0]["event"] == "started" and events[0]["pid"] == worker.worker_pid == worker.pid
     progress = [e for e in events if e["event"] == "progress"]
     assert progress and all(0.0 <= e["fraction"] <= 1.0 for e in progress) and progress[-1]["fraction"] == 1.0
     out = tmp_path / "out"
@@ -126,3 +131,80 @@ def test_apply_stays_disabled_until_the_run_has_what_it_needs():
     assert dce.missing({"series": series}, ready, {"t10": 1.4}) == ["Repetition time (TR) (ms)", "Flip angle (deg)"]
     assert dce.missing({"series": series}, ready, {"t10": 1.4, "input_kind": "concentration"}) == []
     assert dsc.torch_needed({"method": "phae"}) and not dsc.torch_needed({"method": "osvd"})
+
+
+# --- Cancel inside Slicer (issue 13, defect 3) --------------------------------------------------------
+def _slow_dsc_job(dsc_phantom, tmp_path):
+    """A run long enough that Cancel arrives mid-run: the 6-slice phantom repeated to 48 slices, Tikhonov."""
+    signal = dsc_phantom.signal
+    big = Volume(np.tile(signal.data, (1, 1, 8, 1)), signal.affine, signal.times, signal.acquisition)
+    series = write_volume(big, tmp_path / "series.nrrd")
+    (tmp_path / "job").mkdir()
+    return Job("dsc", {"series": str(series)}, {"method": "tikhonov"}, str(tmp_path / "job" / "output"))
+
+
+def test_cancel_ends_the_worker_under_a_launcher_that_forwards_no_signal(dsc_phantom, tmp_path):
+    """Inside Slicer the worker runs under PythonSlicer, the CTK launcher: it starts python-real as
+    its child and forwards no signal. Cancel must end that child (and the launcher), and pass on
+    nothing the worker says afterwards."""
+    from slicer_standins import make_launcher
+
+    from BBBAnomalyLib.runners import _pid_alive
+
+    launcher = make_launcher(tmp_path / "bin")
+    worker = WorkerProcess(_slow_dsc_job(dsc_phantom, tmp_path), tmp_path / "job" / "job.json", python=str(launcher))
+    worker.start()
+    seen = []
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "progress" and e["fraction"] >= 0.1 for e in seen):
+        seen += worker.poll()
+        assert time.monotonic() < deadline and not worker.finished, seen
+        time.sleep(0.02)
+    assert worker.worker_pid is not None and worker.worker_pid != worker.pid  # python-real is the launcher's child
+    worker.cancel()
+    events = worker.wait(timeout=30)
+    assert [e["event"] for e in events] == ["cancelled"]
+    assert not _pid_alive(worker.worker_pid) and not _pid_alive(worker.pid)
+    assert not (tmp_path / "job" / "output").exists()
+
+
+FINISHES_AFTER_SIGTERM = """
+import json, signal, sys, time, os
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker busy in C code: SIGTERM changes nothing
+print(json.dumps({"event": "started", "pid": os.getpid()}), flush=True)
+time.sleep(1.0)
+print(json.dumps({"event": "progress", "fraction": 1.0, "message": "writing maps"}), flush=True)
+print(json.dumps({"event": "done", "output_dir": sys.argv[1], "maps": ["cbv"], "warnings": []}), flush=True)
+"""
+
+
+def test_nothing_after_cancel_reaches_the_panel_not_even_done(tmp_path):
+    """Cancel is final: a worker that finishes anyway (its 'done' arrives after Cancel) is reported
+    as cancelled, so the panel imports nothing."""
+    series = write_volume(Volume(np.zeros((2, 2, 2, 3), np.float32), np.eye(4), np.arange(3.0)), tmp_path / "s.nrrd")
+    job = Job("dsc", {"series": str(series)}, {}, str(tmp_path / "out"))
+    worker = WorkerProcess(job, tmp_path / "job.json",
+                           command=[sys.executable, "-c", FINISHES_AFTER_SIGTERM, str(tmp_path / "out")]).start()
+    deadline, events = time.monotonic() + 30, []
+    while not events:
+        events += worker.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert [e["event"] for e in events] == ["started"]
+    worker.cancel()
+    assert [e["event"] for e in worker.wait(timeout=30)] == ["cancelled"]
+    assert worker.poll() == []
+
+
+def test_the_worker_starts_without_a_console_window_and_in_its_own_process_group():
+    """Defect 8 (a console window on every run on Windows) and the group that Cancel signals.
+    The Windows branch is checked by its flags here; it runs only on Windows."""
+    import subprocess as sp
+
+    from BBBAnomalyLib.runners import CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, popen_options
+
+    windows = popen_options("nt")
+    assert windows["creationflags"] & CREATE_NO_WINDOW and windows["creationflags"] & CREATE_NEW_PROCESS_GROUP
+    if hasattr(sp, "STARTUPINFO"):
+        assert windows["startupinfo"].wShowWindow == 0
+    assert popen_options("posix") == {"start_new_session": True}
