@@ -203,3 +203,33 @@ def test_any_shape_is_a_dsc_series_or_refused(shape, with_times):
         assert "\n" not in str(exc)
         return
     assert series.is_4d and series.n_frames >= MIN_FRAMES and series.times is not None
+
+
+# --- parameters: the worker and Python callers get the CLI's refusals ----------------------------------------
+def _dataclass(pipeline):
+    if pipeline == "dsc":
+        from BBBAnomalyLib.dsc import DSCParameters as cls
+    elif pipeline == "dce":
+        from BBBAnomalyLib.dce import DCEParameters as cls
+    elif pipeline == "dmri":
+        from BBBAnomalyLib.dmri.parameters import DMRIParameters as cls
+    else:
+        from BBBAnomalyLib.structural.parameters import T1FlairParameters as cls
+    return cls
+
+
+NUMERIC_FIELDS = [("dsc", f) for f in ("kh", "density", "echo_time", "osvd_oi_target", "bsw_min_t", "skip_frames",
+                                       "tikhonov_lambdas", "chunk_voxels")] + \
+                 [("dce", f) for f in ("t10", "flip_angle", "tr", "relaxivity", "hematocrit", "max_delay",
+                                       "baseline_frames", "threads", "rls_epochs", "rls_frames", "seed")] + \
+                 [("dmri", f) for f in ("threshold_value", "meanpool_mm", "b0_threshold")] + \
+                 [("t1flair", f) for f in ("steps", "size", "threads", "slice_threshold", "segmentation_threshold")]
+
+
+@pytest.mark.parametrize("pipeline, field", NUMERIC_FIELDS, ids=[f"{p}-{f}" for p, f in NUMERIC_FIELDS])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e9, "abc"], ids=["nan", "inf", "-1e9", "text"])
+def test_parameters_refuse_non_finite_or_out_of_range_numbers(pipeline, field, value):
+    cls = _dataclass(pipeline)
+    with pytest.raises(InputError) as excinfo:
+        cls(**{field: value})
+    assert "\n" not in str(excinfo.value)

@@ -63,6 +63,12 @@ class DMRIParameters:
             raise InputError(f"{exc}; see `bbbanomaly dmri --help` for the choices") from None
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
+        # Finite numbers first (NaN passes comparisons; a job may send text): one line (issue 12).
+        from ..checks import number, optional_number
+
+        self.threshold_value = optional_number(self.threshold_value, "--threshold-value", 0.0, 1e6, low_open=True)
+        self.meanpool_mm = number(self.meanpool_mm, "meanpool_mm", 0.0, 1000.0, low_open=True)
+        self.b0_threshold = number(self.b0_threshold, "b0_threshold", 0.0, 1000.0)
         if self.vae_score not in ("abs-mean", "rms"):
             raise InputError(f"vae_score {self.vae_score!r} is not one of abs-mean, rms")
         if self.threshold_value is not None and not self.threshold_value > 0:

@@ -23,7 +23,8 @@ from ._common import check_times
 MIN_FRAME_INTERVAL_S = 0.05
 MAX_FRAME_INTERVAL_S = 120.0
 MAX_DURATION_S = 4 * 3600.0
-#: A single gap longer than this many median intervals is taken for one mistyped frame time.
+#: A single gap longer than this many median intervals (and than the longest plausible interval)
+#: is taken for one mistyped frame time.
 MAX_GAP_RATIO = 50.0
 
 _MS_HEADER = re.compile(r"(^|[^a-z])(ms|msec|millisec\w*)([^a-z]|$)")
@@ -83,7 +84,7 @@ def check_dynamic_timing(times, what: str) -> np.ndarray:
     read and how to fix it (``--frame-interval SECONDS`` or ``--times FILE``).
 
     Checked: strictly increasing and finite (:func:`check_times`), a median interval within
-    0.05-120 s, a duration within 4 h, and no single gap over 50 median intervals.
+    0.05-120 s, a duration within 4 h, and no single gap over both 50 median intervals and 120 s.
     """
     t = check_times(times, what)
     if t.size < 2:
@@ -105,7 +106,7 @@ def check_dynamic_timing(times, what: str) -> np.ndarray:
         raise InputError(f"{what}: the series would last {duration:g} s ({duration / 3600:.3g} h), more than "
                          f"{MAX_DURATION_S / 3600:g} h; {fix}")
     worst = int(np.argmax(steps))
-    if steps[worst] > MAX_GAP_RATIO * dt:
+    if steps[worst] > MAX_GAP_RATIO * dt and steps[worst] > MAX_FRAME_INTERVAL_S:
         raise InputError(f"{what}: frame {worst + 1} is at {t[worst + 1]:g} s, {steps[worst]:g} s after frame {worst} "
                          f"while frames are {dt:g} s apart elsewhere: a mistyped frame time? {fix}")
     return t

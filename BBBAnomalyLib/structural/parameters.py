@@ -36,9 +36,19 @@ class T1FlairParameters:
     threads: int | None = None  # torch CPU threads during the run (None = torch's default); 1 is fastest on a busy CPU
 
     def __post_init__(self):
-        if not 1 <= int(self.steps) <= 1000:
-            raise InputError("--steps must be between 1 and 1000 (4 is the CPU default; the seed used 100)")
-        self.steps = int(self.steps)
+        from ..checks import integer, number, optional_number
+
+        # Whole numbers and finite floats first (a worker job may send NaN or a string; int(nan) is a
+        # ValueError, nan passes comparisons): one InputError line instead (issue 12).
+        self.steps = integer(self.steps, "--steps", 1, 1000, hint="4 is the CPU default; the seed used 100")
+        self.size = None if self.size is None else integer(self.size, "--size", 16, 4096, hint="e.g. 64, 96, 128")
+        self.threads = None if self.threads is None else integer(self.threads, "--threads", 1, 1024)
+        self.chunk_slices = integer(self.chunk_slices, "chunk_slices", 1, 100000)
+        self.samples = integer(self.samples, "samples", 1, 16, hint="2 is the default")
+        self.min_tumor_ml = number(self.min_tumor_ml, "min_tumor_ml", 0.0, 1e6)
+        self.shrinkage = optional_number(self.shrinkage, "shrinkage", 0.0, 1e6)
+        for name in ("slice_threshold", "segmentation_threshold"):
+            setattr(self, name, number(getattr(self, name), name, 0.0, 1.0, low_open=True, high_open=True))
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.size is not None and (int(self.size) < 16 or int(self.size) % 8):
