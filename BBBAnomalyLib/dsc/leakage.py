@@ -30,11 +30,23 @@ class BSWFit:
     reference_integral: np.ndarray  # (N,) ∫ΔR̄2* [dimensionless: 1/s · s]
     n_reference: int  # voxels averaged into the reference
 
-    def corrected(self, curves: np.ndarray, min_t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Leakage-corrected curves, corrected only where |K2|/SE(K2) >= min_t. Returns (curves, applied)."""
+    def applied_k2(self, min_t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(K2 where |K2|/SE(K2) >= min_t else 0, float32; the mask of corrected voxels)."""
         applied = np.abs(self.k2_t) >= min_t
-        k2 = np.where(applied, self.k2, 0.0).astype(np.float32)
-        return curves + k2[:, None] * self.reference_integral[None, :].astype(np.float32), applied
+        return np.where(applied, self.k2, 0.0).astype(np.float32), applied
+
+    def corrected(self, curves: np.ndarray, min_t: float = 0.0, out: np.ndarray | None = None,
+                  block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """Leakage-corrected curves, corrected only where |K2|/SE(K2) >= min_t. Returns (curves, applied).
+
+        out: write there (``out=curves`` corrects in place: no second copy of a whole brain)."""
+        k2, applied = self.applied_k2(min_t)
+        integral = self.reference_integral.astype(np.float32)
+        out = np.empty(curves.shape, np.float32) if out is None else out
+        for start in range(0, curves.shape[0], block):  # blocks: the outer product stays small
+            rows = slice(start, start + block)
+            np.add(curves[rows], k2[rows, None] * integral[None, :], out=out[rows])
+        return out, applied
 
 
 def reference_curve(curves: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, int]:

@@ -1,0 +1,198 @@
+"""DSC end to end against its floor: how close each method comes to the least a correct pipeline must do.
+
+The floor (``floor()`` below) reads the same NIfTI series, applies the brain mask once, converts
+to ΔR2* with a known baseline, averages the given AIF mask, applies ONE circulant pseudo-inverse
+(cSVD's operator, one dense product per chunk), computes CBV/CBF/MTT and saves three maps
+(.nii.gz, gzip level 1). Each method then runs end to end through the command line
+(``bbbanomaly dsc --method M``; BSW on, its default; brain and AIF masks given), which adds the
+checks, baseline detection, BSW, the method's own deconvolution, the other maps and the report.
+
+Inputs: a dense block of voxels, every one inside the brain mask (the brain voxels of the
+whole-brain DSC reference object at SNR 50, repeated to fill 0.1, 0.25 or 1 million voxels), at
+60 frames (Δt 1.5 s) and 120 frames (Δt 1.0 s), float32 .nii.gz written with nibabel's defaults.
+
+Each measurement runs in its own fresh Python process (so its peak RSS, from
+``resource.getrusage``, is that of one run alone): one warm-up, then the median of --repeats
+timed runs. The floor and all methods of one size run back to back, so the ratio is measured
+under the same machine load. Peak RSS is shown beside the size of the float32 series in memory
+and the RSS of the same process before the run (interpreter and imports).
+
+usage:  python scripts/benchmark_dsc_floor.py [--voxels 0.1 0.25 1] [--frames 60 120] [--repeats 3]
+                                              [--methods osvd csvd tikhonov ssvd] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("osvd", "csvd", "tikhonov", "ssvd")
+TE = 0.03
+
+
+# --- inputs ------------------------------------------------------------------------------------
+def make_case(folder: Path, million_voxels: float, frames: int) -> dict:
+    """Write signal.nii.gz (+ sidecar), mask_brain.nii.gz (all ones) and mask_aif.nii.gz."""
+    from BBBAnomalyLib.io import write_volume
+    from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+    from BBBAnomalyLib.volume import Volume
+
+    interval = 1.5 if frames <= 60 else 1.0
+    phantom = make_dsc_phantom(snr=50, slices="all", frame_interval=interval, duration=frames * interval, seed=0)
+    brain = phantom.masks["brain"]
+    arterial = phantom.masks["aif"][brain]
+    order = np.argsort(~arterial, kind="stable")  # the arterial voxels first: every size holds the AIF
+    signals, arterial = phantom.signal.data[brain][order], arterial[order]  # (n_brain, frames)
+    n_target = int(round(million_voxels * 1e6))
+    nz = max(1, int(round(n_target / (100 * 100))))
+    shape = (100, 100, nz)
+    n = int(np.prod(shape))
+    take = np.arange(n) % signals.shape[0]
+    data = signals[take].reshape(shape + (frames,))
+    aif = arterial[take].reshape(shape)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_volume(Volume(data, phantom.signal.affine, phantom.signal.times, phantom.signal.acquisition),
+                 folder / "signal.nii.gz")
+    write_volume(Volume(np.ones(shape, np.uint8), phantom.signal.affine), folder / "mask_brain.nii.gz")
+    write_volume(Volume(aif.astype(np.uint8), phantom.signal.affine), folder / "mask_aif.nii.gz")
+    baseline_stop = int(phantom.params.bolus_arrival / interval) - 1
+    return {"voxels": n, "frames": frames, "series_mb": data.nbytes / 2**20, "baseline": [1, baseline_stop]}
+
+
+# --- the floor -----------------------------------------------------------------------------------
+def floor(folder: Path, out: Path, baseline: tuple[int, int], chunk: int = 16384) -> None:
+    """The least a correct DSC pipeline does: load, ΔR2*, one circulant pseudo-inverse, CBV/CBF/MTT, save."""
+    import nibabel as nib
+    from scipy.integrate import trapezoid
+
+    from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel
+
+    img = nib.load(str(folder / "signal.nii.gz"))
+    data = np.asanyarray(img.dataobj)
+    brain = np.asanyarray(nib.load(str(folder / "mask_brain.nii.gz")).dataobj) > 0
+    arterial = np.asanyarray(nib.load(str(folder / "mask_aif.nii.gz")).dataobj) > 0
+    curves = data[brain]  # the one gather of the masked voxels (float32)
+    del data
+    first, stop = baseline
+    dt = float(img.header.get_zooms()[3])
+    times = np.arange(curves.shape[1]) * dt
+    np.log(np.maximum(curves, 1e-3 * curves[:, first:stop].mean(axis=1, keepdims=True)), out=curves)
+    curves -= curves[:, first:stop].mean(axis=1, keepdims=True)
+    curves *= -1.0 / TE
+    aif = curves[arterial[brain]].mean(axis=0, dtype=np.float64)
+    model = DeconvolutionModel(aif, dt, "csvd", chunk_voxels=chunk)  # one circulant pseudo-inverse
+    cbf = np.empty(curves.shape[0], np.float32)
+    for start in range(0, curves.shape[0], chunk):
+        cbf[start:start + chunk] = (curves[start:start + chunk] @ model._pinv_t).max(axis=1)
+    cbv = trapezoid(curves, times, axis=1) / trapezoid(aif, times)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mtt = np.where(cbf > 0, cbv / cbf, 0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, values in (("cbv", 100 * cbv), ("cbf", 6000 * cbf), ("mtt", mtt)):
+        vol = np.zeros(brain.shape, np.float32)
+        vol[brain] = values
+        nib.save(nib.Nifti1Image(vol, img.affine), str(out / f"{name}.nii.gz"))
+
+
+def end_to_end(folder: Path, out: Path, method: str) -> None:
+    from BBBAnomalyLib.cli import main as cli_main
+
+    rc = cli_main(["dsc", str(folder / "signal.nii.gz"), "--aif-mask", str(folder / "mask_aif.nii.gz"),
+                   "--mask", str(folder / "mask_brain.nii.gz"), "--method", method, "--quiet",
+                   "--out", str(out), "--overwrite"])
+    if rc not in (0, None):
+        raise SystemExit(f"bbbanomaly dsc --method {method} exited {rc}")
+
+
+def _measure(argv) -> None:
+    """Child process: time `what` (median of repeats after a warm-up); print JSON with peak RSS."""
+    import resource
+
+    what, folder, repeats, baseline = argv[0], Path(argv[1]), int(argv[2]), json.loads(argv[3])
+    out = folder / f"out_{what}"
+    run = (lambda: floor(folder, out, tuple(baseline))) if what == "floor" else (lambda: end_to_end(folder, out, what))
+    import BBBAnomalyLib.dsc.pipeline  # noqa: F401  (imports outside the timing and the RSS base)
+    import nibabel  # noqa: F401
+    import scipy.integrate  # noqa: F401
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    run()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        runs.append(time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    print(json.dumps({"seconds": statistics.median(runs), "runs": runs, "peak_rss_mb": rss,
+                      "rss_before_mb": rss_before}))
+
+
+def measure(what: str, folder: Path, repeats: int, baseline) -> dict:
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, __file__, "--child", what, str(folder), str(repeats), json.dumps(baseline)],
+                          capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _measure(sys.argv[2:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--voxels", type=float, nargs="+", default=[0.1, 0.25, 1.0], help="millions of voxels")
+    ap.add_argument("--frames", type=int, nargs="+", default=[60, 120])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    args = ap.parse_args(argv)
+
+    from BBBAnomalyLib.report import machine_description
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_dsc_floor_") as tmp:
+        for frames in args.frames:
+            for mvox in args.voxels:
+                case = make_case(Path(tmp) / f"{mvox}_{frames}", mvox, frames)
+                row = dict(case, load=os.getloadavg()[0], results={})
+                for what in ["floor", *args.methods]:
+                    row["results"][what] = measure(what, Path(tmp) / f"{mvox}_{frames}", args.repeats, case["baseline"])
+                    print(f"  {case['voxels']:>9,} x {frames:3d}  {what:9s} {row['results'][what]['seconds']:7.2f} s  "
+                          f"peak RSS {row['results'][what]['peak_rss_mb']:7.0f} MiB", file=sys.stderr, flush=True)
+                rows.append(row)
+    print(f"machine: {machine_description()}; 1-min load average at each size's start shown\n")
+    head = "| voxels × frames | series | load | floor | " + " | ".join(f"{m} (× floor)" for m in args.methods) + " |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for r in rows:
+        f = r["results"]["floor"]["seconds"]
+        cells = [f"{r['results'][m]['seconds']:.2f} s ({r['results'][m]['seconds'] / f:.2f}×)" for m in args.methods]
+        print(f"| {r['voxels']:,} × {r['frames']} | {r['series_mb']:.0f} MiB | {r['load']:.1f} | {f:.2f} s | "
+              + " | ".join(cells) + " |")
+    print("\nPeak RSS (MiB; in brackets: the increase over the process before the run, as a multiple of the series)\n")
+    head = "| voxels × frames | series | floor | " + " | ".join(args.methods) + " |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for r in rows:
+        cells = []
+        for what in ["floor", *args.methods]:
+            m = r["results"][what]
+            cells.append(f"{m['peak_rss_mb']:.0f} ({(m['peak_rss_mb'] - m['rss_before_mb']) / r['series_mb']:.2f}×)")
+        print(f"| {r['voxels']:,} × {r['frames']} | {r['series_mb']:.0f} MiB | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
