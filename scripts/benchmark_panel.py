@@ -2,8 +2,11 @@
 
 A whole-brain DSC phantom (MNI152, 74x92x78, 60 frames) is put in a slicer-core scene as a volume
 sequence, with an AIF ROI and NAWM/tumor segments, and run the way the panel runs it:
-`mrml.prepare_job` -> `WorkerProcess` (a child `python -m BBBAnomalyLib.worker`) -> `import_results`;
-then the ratio table and the curve plot. The same run in-process (`run_dsc`) gives the baseline.
+`mrml.prepare_job` (raw NRRD job inputs) -> `WorkerProcess` (a child `python -m BBBAnomalyLib.worker`)
+-> `import_results` (map nodes with colour legends); then the ratio table and the curve plot. The
+same run in-process (`run_dsc`) gives the baseline. "Apply to maps" is what a user waits for between
+pressing Apply and seeing the maps: prepare_job + worker + import_results. The row "inputs as gzip
+NRRD" is the GUI-thread cost the panel had before it wrote raw NRRD (issue 13, defect 6).
 
     python scripts/benchmark_panel.py [--method osvd] [--repeats 3]
 """
@@ -29,13 +32,16 @@ def main() -> None:
     from BBBAnomalyLib import mrml
     from BBBAnomalyLib.curves import CurveSet
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
+    from BBBAnomalyLib.io import write_volume
     from BBBAnomalyLib.jobs import WorkerProcess
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
     from BBBAnomalyLib.report import machine_description
 
     phantom = make_dsc_phantom(snr=50, slices="all", seed=0)
-    rows = {k: [] for k in ("in-process run_dsc", "prepare_job (inputs to NRRD)", "worker run (child process)",
-                            "import_results (map nodes)", "ratio table", "curve plot", "panel total")}
+    rows = {k: [] for k in ("in-process run_dsc", "prepare_job (raw NRRD inputs, GUI thread)",
+                            "inputs as gzip NRRD (before, GUI thread)", "worker run (child process)",
+                            "import_results (map nodes, GUI thread)", "Apply to maps", "ratio table", "curve plot",
+                            "panel total")}
     for _ in range(args.repeats):
         slicer.mrmlScene = slicer.vtkMRMLScene()
         slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
@@ -54,14 +60,19 @@ def main() -> None:
                                               "nawm_mask": (segmentation, ids["nawm"]),
                                               "tumor_mask": (segmentation, ids["tumor"])}, {"method": args.method})
             job, _ = mrml.prepare_job(request, work)
-            rows["prepare_job (inputs to NRRD)"].append(time.perf_counter() - start)
+            rows["prepare_job (raw NRRD inputs, GUI thread)"].append(time.perf_counter() - start)
+            t = time.perf_counter()
+            write_volume(mrml.volume_from_node(proxy), Path(work) / "gzip-series.nrrd")
+            rows["inputs as gzip NRRD (before, GUI thread)"].append(time.perf_counter() - t)
+            start += time.perf_counter() - t  # not part of the panel's run any more
             t = time.perf_counter()
             events = WorkerProcess(job, Path(work) / "job.json").start().wait(timeout=600)
             assert events[-1]["event"] == "done", events[-1]
             rows["worker run (child process)"].append(time.perf_counter() - t)
             t = time.perf_counter()
             outputs = mrml.import_results(job.output_dir, proxy, "DSC")
-            rows["import_results (map nodes)"].append(time.perf_counter() - t)
+            rows["import_results (map nodes, GUI thread)"].append(time.perf_counter() - t)
+            rows["Apply to maps"].append(time.perf_counter() - start)
             t = time.perf_counter()
             masks = mrml.masks_on_input(proxy, {"tumor": (segmentation, ids["tumor"]), "NAWM": (segmentation, ids["nawm"])})
             mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
