@@ -11,8 +11,9 @@ Inputs: a dense block of voxels, every one inside the brain mask (the brain voxe
 whole-brain DSC reference object at SNR 50, repeated to fill 0.1, 0.25 or 1 million voxels), at
 60 frames (Δt 1.5 s) and 120 frames (Δt 1.0 s), float32 .nii.gz written with nibabel's defaults.
 
-Each measurement runs in its own fresh Python process (so its peak RSS, from
-``resource.getrusage``, is that of one run alone): one warm-up, then the median of --repeats
+Each measurement runs in its own fresh Python process: one run for the peak RSS (Linux VmHWM,
+reset after the imports through /proc/self/clear_refs, so it is that of one run alone), one run
+under ``tracemalloc`` (the peak of numpy arrays alive at once), then the median of --repeats
 timed runs. The floor and all methods of one size run back to back, so the ratio is measured
 under the same machine load. Peak RSS is shown beside the size of the float32 series in memory
 and the RSS of the same process before the run (interpreter and imports).
@@ -77,23 +78,39 @@ def floor(folder: Path, out: Path, baseline: tuple[int, int], chunk: int = 16384
     from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel
 
     img = nib.load(str(folder / "signal.nii.gz"))
-    data = np.asanyarray(img.dataobj)
+    data = np.asanyarray(img.dataobj)  # float32, Fortran order as stored
     brain = np.asanyarray(nib.load(str(folder / "mask_brain.nii.gz")).dataobj) > 0
     arterial = np.asanyarray(nib.load(str(folder / "mask_aif.nii.gz")).dataobj) > 0
-    curves = data[brain]  # the one gather of the masked voxels (float32)
-    del data
+    frames = data.shape[3]
+    # The one gather of the masked voxels into (voxel, time) float32 rows: a blocked transpose of
+    # the stored (time-slowest) layout.
+    by_frame = data.reshape((-1, frames), order="F").T  # (T, voxels), a view
+    rows = np.ravel_multi_index(np.nonzero(brain), brain.shape, order="F")
+    curves = np.empty((rows.size, frames), np.float32)
+    for start in range(0, rows.size, chunk):
+        curves[start:start + chunk] = by_frame[:, rows[start:start + chunk]].T
+    del data, by_frame
     first, stop = baseline
     dt = float(img.header.get_zooms()[3])
-    times = np.arange(curves.shape[1]) * dt
-    np.log(np.maximum(curves, 1e-3 * curves[:, first:stop].mean(axis=1, keepdims=True)), out=curves)
-    curves -= curves[:, first:stop].mean(axis=1, keepdims=True)
-    curves *= -1.0 / TE
-    aif = curves[arterial[brain]].mean(axis=0, dtype=np.float64)
+    times = np.arange(frames) * dt
+    weights = np.full(frames, dt, np.float32)  # trapezoid weights
+    weights[[0, -1]] = dt / 2
+    aif_rows = np.flatnonzero(arterial[brain])
+    cbf = np.empty(rows.size, np.float32)
+    cbv = np.empty(rows.size, np.float32)
+    for start in range(0, rows.size, chunk):  # ΔR2* in place, chunk by chunk
+        block = curves[start:start + chunk]
+        np.maximum(block, 1e-3 * block[:, first:stop].mean(axis=1, keepdims=True), out=block)
+        np.log(block, out=block)
+        block -= block[:, first:stop].mean(axis=1, keepdims=True)
+        block *= np.float32(-1.0 / TE)
+    aif = curves[aif_rows].mean(axis=0, dtype=np.float64)
     model = DeconvolutionModel(aif, dt, "csvd", chunk_voxels=chunk)  # one circulant pseudo-inverse
-    cbf = np.empty(curves.shape[0], np.float32)
-    for start in range(0, curves.shape[0], chunk):
-        cbf[start:start + chunk] = (curves[start:start + chunk] @ model._pinv_t).max(axis=1)
-    cbv = trapezoid(curves, times, axis=1) / trapezoid(aif, times)
+    for start in range(0, rows.size, chunk):
+        block = curves[start:start + chunk]
+        cbf[start:start + chunk] = (block @ model._pinv_t).max(axis=1)
+        cbv[start:start + chunk] = block @ weights
+    cbv /= trapezoid(aif, times)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 0, cbv / cbf, 0.0)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +132,7 @@ def end_to_end(folder: Path, out: Path, method: str) -> None:
 
 def _measure(argv) -> None:
     """Child process: time `what` (median of repeats after a warm-up); print JSON with peak RSS."""
-    import resource
+    import tracemalloc
 
     what, folder, repeats, baseline = argv[0], Path(argv[1]), int(argv[2]), json.loads(argv[3])
     out = folder / f"out_{what}"
@@ -124,16 +141,38 @@ def _measure(argv) -> None:
     import nibabel  # noqa: F401
     import scipy.integrate  # noqa: F401
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Peak RSS of the run alone: Linux resets the high-water mark VmHWM to the current RSS when 5 is
+    # written to /proc/self/clear_refs. (getrusage's ru_maxrss cannot be reset and, on Linux, even
+    # carries the parent's peak across fork + exec.)
+    rss_before = _reset_peak_rss()
     run()
+    rss = _status_mb("VmHWM")
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc: the peak of arrays alive at once
+    run()
+    traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         runs.append(time.perf_counter() - start)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     print(json.dumps({"seconds": statistics.median(runs), "runs": runs, "peak_rss_mb": rss,
-                      "rss_before_mb": rss_before}))
+                      "rss_before_mb": rss_before, "traced_peak_mb": traced_peak}))
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> float:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then includes the imports
+    return _status_mb("VmRSS")
 
 
 def measure(what: str, folder: Path, repeats: int, baseline) -> dict:
@@ -179,7 +218,8 @@ def main(argv=None) -> int:
         cells = [f"{r['results'][m]['seconds']:.2f} s ({r['results'][m]['seconds'] / f:.2f}×)" for m in args.methods]
         print(f"| {r['voxels']:,} × {r['frames']} | {r['series_mb']:.0f} MiB | {r['load']:.1f} | {f:.2f} s | "
               + " | ".join(cells) + " |")
-    print("\nPeak RSS (MiB; in brackets: the increase over the process before the run, as a multiple of the series)\n")
+    print("\nPeak RSS of one run, MiB, and in brackets (peak RSS - RSS before the run) / series size; then the "
+          "peak of numpy arrays alive at once (tracemalloc) / series size\n")
     head = "| voxels × frames | series | floor | " + " | ".join(args.methods) + " |"
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
@@ -187,7 +227,8 @@ def main(argv=None) -> int:
         cells = []
         for what in ["floor", *args.methods]:
             m = r["results"][what]
-            cells.append(f"{m['peak_rss_mb']:.0f} ({(m['peak_rss_mb'] - m['rss_before_mb']) / r['series_mb']:.2f}×)")
+            cells.append(f"{m['peak_rss_mb']:.0f} ({(m['peak_rss_mb'] - m['rss_before_mb']) / r['series_mb']:.2f}×; "
+                         f"arrays {m['traced_peak_mb'] / r['series_mb']:.2f}×)")
         print(f"| {r['voxels']:,} × {r['frames']} | {r['series_mb']:.0f} MiB | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2), encoding="utf-8")

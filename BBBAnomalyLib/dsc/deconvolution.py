@@ -55,8 +55,9 @@ from .parameters import DeconvolutionMethod
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
 #: from 0.005 (clean simulations meet the 0.035 target near 0.01) to 0.8 (very noisy voxels).
 OSVD_THRESHOLDS = np.geomspace(0.005, 0.8, 24)
-#: Voxels per block inside a chunk for the oSVD search: its (N, block) work arrays stay in cache.
-OSVD_BLOCK = 2048
+#: Voxels per block inside a chunk for the oSVD search and Tikhonov: their work arrays stay in cache.
+OSVD_BLOCK = 1024
+TIKHONOV_BLOCK = 2048
 
 
 def weighted_aif(aif: np.ndarray) -> np.ndarray:
@@ -267,10 +268,18 @@ class DeconvolutionModel:
         if self.method in (DeconvolutionMethod.SSVD, DeconvolutionMethod.CSVD):
             reg = np.full(c.shape[0], self._threshold, np.float32)
             return c @ self._pinv_t, reg, np.zeros(c.shape[0], bool)
-        spectrum = scipy.fft.rfft(c, n=self.size, axis=1)  # the one FFT of each curve (complex64)
-        if self.method is DeconvolutionMethod.OSVD:
-            return self._solve_osvd(spectrum)
-        return self._solve_tikhonov(spectrum)
+        # Blocks of voxels: the spectra and work arrays of one block stay in cache, and their size
+        # does not grow with the chunk (a whole chunk's spectra would be 2-4x its curves).
+        solver, block = ((self._solve_osvd, OSVD_BLOCK) if self.method is DeconvolutionMethod.OSVD
+                         else (self._solve_tikhonov, TIKHONOV_BLOCK))
+        residue = np.empty(c.shape, np.float32)
+        reg = np.empty(c.shape[0], np.float32)
+        unmet = np.zeros(c.shape[0], bool)
+        for start in range(0, c.shape[0], block):
+            rows = slice(start, start + block)
+            spectrum = scipy.fft.rfft(c[rows], n=self.size, axis=1)  # the one FFT of each curve (complex64)
+            residue[rows], reg[rows], unmet[rows] = solver(spectrum)
+        return residue, reg, unmet
 
     def _solve_osvd(self, spectrum: np.ndarray):
         """Per voxel the lowest threshold (largest kept-bin count) whose residue meets OI <= target.
@@ -281,23 +290,11 @@ class DeconvolutionModel:
         code). Work is time-major, (time, voxel): the per-voxel max and sum then run along
         contiguous rows of voxels, several times faster than reducing short rows of 60-120 frames.
         """
-        n_vox = spectrum.shape[0]
         z = spectrum[:, self._osvd_order] * self._inverse_spectrum[self._osvd_order].astype(np.complex64)
-        weights = np.empty((2 * z.shape[1], n_vox), np.float32)  # (2K, n): Re, Im per bin, interleaved
+        n = z.shape[0]
+        weights = np.empty((2 * z.shape[1], n), np.float32)  # (2K, n): Re, Im per bin, interleaved
         weights[0::2] = z.real.T
         weights[1::2] = z.imag.T
-        del z
-        residue_out = np.empty((n_vox, self.n), np.float32)
-        thresholds = np.empty(n_vox, np.float32)
-        met_any = np.empty(n_vox, bool)
-        for start in range(0, n_vox, OSVD_BLOCK):
-            sl = slice(start, min(start + OSVD_BLOCK, n_vox))
-            best, thresholds[sl], met_any[sl] = self._osvd_block(np.ascontiguousarray(weights[:, sl]))
-            residue_out[sl] = best.T
-        return residue_out, thresholds, ~met_any
-
-    def _osvd_block(self, weights: np.ndarray):
-        n = weights.shape[1]
         residue = np.zeros((self.n, n), np.float32)
         second = np.zeros((self.n - 2, n), np.float32)
         scratch = np.empty_like(second)  # reused buffers: no large allocation inside the loop
@@ -324,7 +321,7 @@ class DeconvolutionModel:
             met |= ok
         # The chosen residue of every voxel in one product: its weights beyond its bin count zeroed.
         weights[np.arange(weights.shape[0])[:, None] >= 2 * best_count[None, :]] = 0.0
-        return self._synthesis @ weights, best_thr, met
+        return (self._synthesis @ weights).T, best_thr, ~met
 
     def _solve_tikhonov(self, spectrum: np.ndarray):
         """Tikhonov filter factors f = σ²/(σ²+λ²); λ per voxel minimises GCV (closed form on |C_k|²)."""
