@@ -30,10 +30,11 @@ def first_pass_stop(curves: np.ndarray, arrival: int) -> int:
 
 def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: int,
                            n_clusters: int = 5, top_area: float = 0.10, min_relative_area: float = 0.2,
-                           drop_rough: float = 0.25, seed: int = 0) -> np.ndarray | None:
+                           drop_rough: float = 0.25, seed: int = 0, rounds: int = 2) -> np.ndarray | None:
     """Indices of the arterial voxels among (n, T) curves, or None when too few voxels carry a bolus.
 
-    times [s]; baseline: the pre-contrast frames; arrival: frame of the bolus arrival."""
+    times [s]; baseline: the pre-contrast frames; arrival: frame of the bolus arrival; rounds: k-means
+    rounds (2 as Mouridsen and DSC; 1 leaves the whole earliest cluster for a caller's own rule)."""
     from sklearn.cluster import KMeans
 
     stop = first_pass_stop(curves, arrival)
@@ -51,7 +52,7 @@ def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slic
     noise = np.diff(base, n=2, axis=1).std(axis=1) if base.shape[1] >= 4 else np.zeros(c.shape[0])
     roughness = noise / np.maximum(c.max(axis=1), 1e-30)
     candidates = candidates[roughness <= np.quantile(roughness, 1.0 - drop_rough)]
-    for round_ in range(2):
+    for round_ in range(rounds):
         normalised = first_pass[candidates] / area[candidates, None]
         k = min(n_clusters, max(candidates.size // 2, 1))
         labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalised)

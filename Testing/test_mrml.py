@@ -493,11 +493,15 @@ def test_a_dwi_saved_by_slicer_as_nrrd_reads_with_its_gradients_in_ras(scene, tm
 
 
 # --- issue 13: what the panel relies on ---------------------------------------------------------------
-def test_a_volume_without_image_data_is_an_input_error(scene):
+def test_a_volume_without_image_data_is_an_input_error(scene, dsc_phantom):
     """Defect 9: arrayFromVolume raises on an empty node (it never returns None); say which volume."""
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty T1")
     with pytest.raises(InputError, match="empty T1"):
         mrml.volume_from_node(node)
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "empty labels")  # a brain mask not drawn yet
+    _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
+    with pytest.raises(InputError, match="empty labels"):
+        mrml.mask_from_region(labels, *mrml.reference_grid(proxy), "brain mask")
 
 
 def test_job_inputs_are_uncompressed_and_read_back_exactly(scene, dsc_phantom, tmp_path):
