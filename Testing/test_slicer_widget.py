@@ -65,6 +65,7 @@ facts["pip_calls"] = standins.PIP_CALLS
 facts["confirm_dialogs"] = [text for kind, text in standins.DIALOGS if kind == "confirm"]
 facts["banner_visible_after"] = ui.dependencyWidget.visible
 facts["dsc_form_after"] = sorted(widget.parameterWidgets)
+standins.BLOCKER.names.discard("torch")  # the PyTorch extension is installed too: torch importable, not imported
 for name in facts["pipelines"]:
     ui.pipelineSelector.setCurrentIndex(ui.pipelineSelector.findData(name))
 facts["device_label"] = ui.deviceLabel.text
