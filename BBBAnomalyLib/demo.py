@@ -41,7 +41,8 @@ def register(sub) -> None:
     p.add_argument("--snr", type=float, default=50.0, help="baseline SNR of white matter (default 50)")
     p.add_argument("--slices", default="12", help="axial slices of the phantom, or 'all' (default 12)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--pipeline", choices=["dsc", "dce", "t1flair", "dmri", "all"], default="all", help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR "
+    p.add_argument("--pipeline", choices=["dsc", "dce", "t1flair", "dmri", "all"], default="all",
+                   help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR "
                         "(OUT/t1flair_input, OUT/t1flair, OUT/t1flair_demo.png), diffusion anomaly (OUT/dmri_input, "
                         "OUT/dmri, OUT/dmri_demo.png) or all four (default)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")

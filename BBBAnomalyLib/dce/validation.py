@@ -29,10 +29,12 @@ def check_series(series: Volume, params=None) -> None:
         raise InputError("the frame times of the DCE series are not strictly increasing; check --times "
                          "(one time per frame, in seconds, in acquisition order)")
     if np.iscomplexobj(series.data) or series.data.dtype.kind not in "biuf":
-        raise InputError(f"the DCE series holds {series.data.dtype} values; DCE needs real magnitude images (save abs())")
+        raise InputError(f"the DCE series holds {series.data.dtype} values; DCE needs real magnitude images "
+                         "(save abs())")
     check_dynamic_timing(series.times, "the frame times of the DCE series")
     if params is not None and params.baseline_frames is not None and params.baseline_frames > series.n_frames - 4:
-        raise InputError(f"--baseline-frames {params.baseline_frames} leaves {max(series.n_frames - params.baseline_frames, 0)} "
+        left = max(series.n_frames - params.baseline_frames, 0)
+        raise InputError(f"--baseline-frames {params.baseline_frames} leaves {left} "
                          f"of the series' {series.n_frames} frames after the baseline; at least 4 post-contrast frames "
                          f"are needed (give at most {series.n_frames - 4})")
 
@@ -47,7 +49,8 @@ def check_t10_map(t10: Volume, series: Volume) -> np.ndarray:
     if not series.same_grid(Volume(data, t10.affine)):
         from ..io._common import describe_grids
 
-        raise InputError(f"the T10 map is not on the DCE series grid ({describe_grids(Volume(data, t10.affine), series)}); "
+        grids = describe_grids(Volume(data, t10.affine), series)
+        raise InputError(f"the T10 map is not on the DCE series grid ({grids}); "
                          "resample it onto the series grid (e.g. Slicer 'Resample Scalar Volume' with the series "
                          "as reference)")
     return np.asarray(data, dtype=np.float64)

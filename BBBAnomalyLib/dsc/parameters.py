@@ -103,8 +103,8 @@ class DSCParameters:
             first = integer(first, "--baseline-frames FIRST", 0, 100000)
             stop = integer(stop, "--baseline-frames STOP", 0, 100000)
             if stop - first < 2:
-                raise InputError(f"--baseline-frames {first} {stop} holds {max(stop - first, 0)} frames; give FIRST STOP "
-                                 "with at least 2 pre-bolus frames [FIRST, STOP), counted from 0")
+                raise InputError(f"--baseline-frames {first} {stop} holds {max(stop - first, 0)} frames; give "
+                                 "FIRST STOP with at least 2 pre-bolus frames [FIRST, STOP), counted from 0")
             self.baseline_frames = (first, stop)
 
     @property

@@ -84,8 +84,8 @@ def uniform_times(times: np.ndarray):
         return np.array(times, dtype=np.float64), None
     n_grid = int(np.floor((times[-1] - times[0]) / step + 1e-9)) + 1
     if n_grid > MAX_GRID_GROWTH * times.size:  # one wrong frame time must not ask for terabytes
-        raise InputError(f"the frame times ({times.size} frames over {times[-1] - times[0]:g} s, median step {step:g} s) "
-                         f"would need a uniform grid of {n_grid} frames; check --times (one time per frame, seconds)")
+        raise InputError(f"the frame times ({times.size} frames over {times[-1] - times[0]:g} s, median step "
+                         f"{step:g} s) would need a uniform grid of {n_grid} frames; check --times (one time per frame, seconds)")
     grid = times[0] + step * np.arange(n_grid)
 
     def resample(curves: np.ndarray) -> np.ndarray:
