@@ -365,7 +365,7 @@ DMRI = PipelineSpec(
 T1FLAIR = PipelineSpec(
     name="t1flair",
     label="T1/FLAIR synthetic T1Gd",
-    description="synthetic contrast-enhanced T1 and BBB status (intact / disrupted) from a non-contrast T1 and "
+    description="synthetic contrast-enhanced T1 and BBB status (intact / disrupted / indeterminate) from a non-contrast T1 and "
                 "T2-FLAIR; 3D autoencoder anomaly map",
     inputs=(
         InputSpec("t1", InputRole.SCALAR, "T1", True, "non-contrast T1-weighted volume", positional=True),

@@ -8,8 +8,9 @@ Three different normal brains, each at 2 mm as a :class:`BBBAnomalyLib.phantoms.
 * ``icbm2009a``  -- ICBM 2009a nonlinear symmetric GM/WM probability maps (../shared/data/templates/mni152_2009a,
   as shipped in nilearn; MNI/McGill permissive notice), CSF = the filled brain minus GM and WM;
 * ``colin27``    -- Colin27 (one individual, 27 scans averaged; "ch2bet" of Debian's ``mricron-data``,
-  ``apt-get install mricron-data``; MRIcron BSD-3, Colin27 (c) McConnell Brain Imaging Centre, free use with
-  attribution), segmented here into CSF/GM/WM by a 3-class Gaussian mixture (scikit-learn) on its brain.
+  ``apt-get install mricron-data``; Colin27: Holmes et al. 1998, McConnell Brain Imaging Centre, MNI, as
+  redistributed by MRIcron, debian/copyright BSD-3-clause), segmented here into CSF/GM/WM by a 3-class Gaussian
+  mixture (scikit-learn) on its brain.
 
 Nothing here ships with the package or runs in CI: the templates are read from where they are installed and only
 what training derives from them (the autoencoder weights) is committed, with this provenance in its model card.

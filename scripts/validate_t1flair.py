@@ -268,6 +268,14 @@ def cmd_calibration(args):
     """Reliability and Brier score of p(disrupted) on held-apart phantoms (true tumor ROI), the indeterminate
     band chosen on the tuning phantoms, and the real cases of earlier `real` runs (--real-json) beside them."""
     params = _parameters(args)
+    if args.phantoms_from:  # the phantom part of an earlier run: only the real cases are added
+        out = json.loads(Path(args.phantoms_from).read_text(encoding="utf-8"))
+        out.pop("real", None)
+        _add_real(out, args.real_json)
+        if args.figure:
+            _calibration_figure(args.figure, out, tuple(out["chosen_band"]))
+        _emit(out, args.json)
+        return
     tuning = _status_only(range(*args.tuning_seeds), args.steps, params.synthesis_weights, params.identifier_weights)
     test = _status_only(range(*args.test_seeds), args.steps, params.synthesis_weights, params.identifier_weights)
     bands = []
@@ -284,8 +292,15 @@ def cmd_calibration(args):
            "test": dict(status_metrics(test[0], test[1], _calls(test[1], test[3], chosen)),
                         reliability=reliability(test[0], test[1]),
                         probabilities=[float(v) for v in test[1]], labels=[int(v) for v in test[0]])}
+    _add_real(out, args.real_json)
+    if args.figure:
+        _calibration_figure(args.figure, out, chosen)
+    _emit(out, args.json)
+
+
+def _add_real(out, paths):
     real = []
-    for path in args.real_json or []:
+    for path in paths or []:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         for case, entry in data["cases"].items():
             for roi_name, row in entry.items():
@@ -296,9 +311,6 @@ def cmd_calibration(args):
     if real:
         out["real"] = dict(status_metrics([r["label"] for r in real], [r["p"] for r in real], [r["call"] for r in real]),
                            runs=real)
-    if args.figure:
-        _calibration_figure(args.figure, out, chosen)
-    _emit(out, args.json)
 
 
 def _calibration_figure(path, out, band):
@@ -342,6 +354,46 @@ def _calibration_figure(path, out, band):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def cmd_cae(args):
+    """Patient z-scores of the 3D autoencoder on normal brains it did not train on (e.g. a template held out) and
+    on the real cases (whole brain; voxel AUC tumor vs rest where a segmentation exists)."""
+    import torch
+
+    from BBBAnomalyLib.io import read_volume
+    from BBBAnomalyLib.structural import cae as cae_mod
+    from BBBAnomalyLib.structural.cases import case_folders, find_case_files, load_case
+    from BBBAnomalyLib.structural.models import load
+    from BBBAnomalyLib.structural.normalisation import normalise
+
+    model, card = load(args.cae, "cae", torch.device("cpu"))
+    out = {"weights": args.cae, "score_reference": card.get("score_reference"),
+           "score_stats": [float(v) for v in model.score_stats], "normal": {}, "real": {}}
+    with torch.inference_mode():
+        for root in args.normal or []:
+            for folder in case_folders(root):
+                c = load_case(folder, 16, need_t1gd=False)
+                _, score, z = cae_mod.anomaly(model, [c.volumes["t1"], c.volumes["flair"]], c.volumes["brain"],
+                                              card["reshape"])
+                out["normal"][folder.name] = {"score": score, "z": z}
+        for folder in sorted(Path(args.data).iterdir()):
+            if not folder.is_dir():
+                continue
+            files = find_case_files(folder)
+            t1, flair = read_volume(files["t1"]).data, read_volume(files["flair"]).data
+            brain = (t1 > 0) & (flair > 0)
+            amap, score, z = cae_mod.anomaly(model, [normalise(t1, brain, "t1"), normalise(flair, brain, "flair")],
+                                             brain, card["reshape"])
+            row = {"score": score, "z": z}
+            if "seg" in files:
+                tumor = read_volume(files["seg"]).data > 0
+                row["voxel_auc_tumor_vs_brain"] = roc_auc(tumor[brain], amap[brain])
+            out["real"][folder.name] = row
+    zs = [v["z"] for v in out["normal"].values()]
+    if zs:
+        out["normal_z_summary"] = {"n": len(zs), "mean": float(np.mean(zs)), "max": float(np.max(zs))}
+    _emit(out, args.json)
 
 
 def cmd_real(args):
@@ -423,10 +475,17 @@ def main():
     cal.add_argument("--target-accuracy", type=float, default=0.8,
                      help="the band is the narrowest candidate whose calls on the tuning phantoms reach this accuracy")
     cal.add_argument("--real-json", nargs="*", help="JSON of `real` runs (leave-one-case-out folds) to plot beside")
+    cal.add_argument("--phantoms-from", metavar="JSON", help="reuse the phantom results of an earlier calibration run")
     cal.add_argument("--steps", type=int, default=4)
     cal.add_argument("--json")
     cal.add_argument("--figure", default=str(REPO / "docs" / "figures" / "t1flair_calibration.png"))
     cal.set_defaults(func=cmd_calibration)
+    ca = sub.add_parser("cae")
+    ca.add_argument("--cae", required=True)
+    ca.add_argument("--normal", nargs="*", help="folders of normal cases not trained on")
+    ca.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
+    ca.add_argument("--json")
+    ca.set_defaults(func=cmd_cae)
     r = sub.add_parser("real")
     r.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
     r.add_argument("--steps", type=int, default=4)
