@@ -14,12 +14,9 @@ with stand-in widgets that follow PythonQt's rules):
 """
 
 import importlib.util
-import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import qt
@@ -34,35 +31,29 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-MINIMUM_TORCH_VERSION = "2.1"
-#: Packages BBBAnomalyLib needs that Slicer does not bundle: import name -> pip requirement.
-#: numpy, scipy, SimpleITK and vtk come with Slicer and are never touched.
-PIP_PACKAGES = {"nibabel": "nibabel>=5.0", "sklearn": "scikit-learn>=1.2", "matplotlib": "matplotlib>=3.6"}
 SAMPLE_CATEGORY = "BBBAnomaly"
 
 
 def _ensureLibraryImportable():
-    """Make ``import BBBAnomalyLib`` work without importing it.
+    """Make ``import BBBAnomalyLib`` (and this module's ``BBBAnomalyPanel``) work without importing them.
 
-    In a built extension BBBAnomalyLib sits next to this file, in a directory Slicer puts on sys.path,
-    and this does nothing. From a source checkout (BBBAnomaly/ added as a module path) the package is
-    one level up; that folder is appended to sys.path (appended: it never shadows Slicer's packages).
+    In a built extension both sit next to this file, in a directory Slicer puts on sys.path, and
+    this does nothing. From a source checkout (BBBAnomaly/ added as a module path) BBBAnomalyLib is
+    one level up; the folders are appended to sys.path (appended: they never shadow Slicer's packages).
     """
-    if importlib.util.find_spec("BBBAnomalyLib") is not None:
-        return
-    repoRoot = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(repoRoot, "BBBAnomalyLib", "__init__.py")) and repoRoot not in sys.path:
-        sys.path.append(repoRoot)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for package, folder in (("BBBAnomalyPanel", here), ("BBBAnomalyLib", os.path.dirname(here))):
+        if importlib.util.find_spec(package) is None and folder not in sys.path \
+                and os.path.isfile(os.path.join(folder, package, "__init__.py")):
+            sys.path.append(folder)
 
 
 _ensureLibraryImportable()  # only a path lookup
 
-
-def _installed(module):
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+from BBBAnomalyPanel.form import ParameterFormMixin  # noqa: E402  (light: qt and slicer only)
+from BBBAnomalyPanel.logic import MINIMUM_TORCH_VERSION, PIP_PACKAGES, PanelLogic  # noqa: E402,F401
+from BBBAnomalyPanel.parameters import ParameterNodeMixin  # noqa: E402
+from BBBAnomalyPanel.results import ResultsMixin  # noqa: E402
 
 
 #
@@ -115,8 +106,10 @@ def registerSampleData():
 #
 
 
-class BBBAnomalyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel: inputs and parameters from the pipeline registry, a background run, results."""
+class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, ScriptedLoadableModuleWidget,
+                       VTKObservationMixin):
+    """The panel: inputs and parameters from the pipeline registry, a background run, results.
+    The parameter form, the parameter node and the Results section are mixins in BBBAnomalyPanel/."""
 
     AIF_SOURCES = (("auto", "Automatic"), ("roi", "Markups ROI"), ("segment", "Segment"))
     #: parameter-node name -> widget attribute, for the node selectors whose choice is kept in the scene
@@ -276,69 +269,6 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.restoreChoices()
         self.onInputChanged()
 
-    def buildParameterWidgets(self, spec):
-        for layout in (self.ui.parametersWidget.layout(), self.ui.advancedCollapsibleButton.layout()):
-            while layout.count():
-                item = layout.takeAt(0)
-                if item.widget():
-                    item.widget().deleteLater()
-        self.parameterWidgets = {}
-        try:  # the defaults come from the pipeline's parameter class, whose package may need nibabel
-            defaults = spec.default_parameters()
-        except ImportError as exc:
-            self.parametersReady = False
-            self.ui.parametersWidget.layout().addRow(qt.QLabel(_("Parameters appear once the missing packages are "
-                                                                 "installed ({error}).").format(error=exc)))
-            self.updateDependencyBanner()
-            return
-        self.parametersReady = True
-        for p in spec.parameters:
-            value = defaults[p.name]
-            if p.choices:
-                widget = qt.QComboBox()
-                for choice, text in p.choices:
-                    widget.addItem(text, choice)
-                widget.setCurrentIndex(max(widget.findData(value), 0))
-                signal = "currentIndexChanged(int)"
-            elif isinstance(value, bool):
-                widget = qt.QCheckBox()
-                widget.checked = value
-                signal = "toggled(bool)"
-            elif p.decimals == 0:
-                widget = qt.QSpinBox()
-                widget.setRange(int(p.minimum or 0), int(p.maximum or 1000))
-                widget.value = int(value)
-                signal = "valueChanged(int)"
-            else:
-                widget = qt.QDoubleSpinBox()
-                widget.decimals = p.decimals
-                widget.setRange(p.minimum if p.minimum is not None else -1e6, p.maximum if p.maximum is not None else 1e6)
-                widget.singleStep = 10 ** -p.decimals * 5
-                if p.optional:  # the minimum stands for None ("unknown")
-                    widget.specialValueText = _("unknown")
-                widget.value = float(value) if value is not None else widget.minimum
-                signal = "valueChanged(double)"
-            widget.toolTip = p.tooltip
-            widget.connect(signal, lambda value: self.onGUIChanged())  # e.g. concentration input needs no TE
-            layout = (self.ui.advancedCollapsibleButton if p.advanced else self.ui.parametersWidget).layout()
-            layout.addRow(p.label + ":", widget)
-            self.parameterWidgets[p.name] = widget
-        self.ui.advancedCollapsibleButton.visible = any(p.advanced for p in spec.parameters)
-
-    def parameterValues(self):
-        values = {}
-        optional = {p.name for p in self.currentSpec().parameters if p.optional}
-        for name, widget in self.parameterWidgets.items():
-            if isinstance(widget, qt.QComboBox):
-                values[name] = widget.currentData
-            elif isinstance(widget, qt.QCheckBox):
-                values[name] = bool(widget.checked)
-            else:
-                values[name] = None if name in optional and widget.value == widget.minimum else widget.value
-        if self.currentSpec().uses_device:
-            values["device"] = self.ui.deviceSelector.currentData
-        return values
-
     def updateVisibility(self):
         spec = self.currentSpec()
         keys = {s.key for s in spec.inputs}
@@ -395,78 +325,6 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.updateVisibility()
         self.updateParameterNodeFromGUI()
-
-    # --- parameter node: the panel's choices live in the scene and are saved with it ----------------
-    def initializeParameterNode(self):
-        if self.logic is None or not hasattr(self, "ui"):
-            return
-        self._parameterNode = self.logic.getParameterNode()
-        self.updateGUIFromParameterNode()
-
-    def updateParameterNodeFromGUI(self):
-        node = self._parameterNode
-        if node is None or self._updatingGUI or not self.parametersReady:
-            return
-        wasModified = node.StartModify()
-        pipeline = self.ui.pipelineSelector.currentData or "dsc"
-        node.SetParameter("Pipeline", pipeline)
-        node.SetParameter(f"{pipeline}.Parameters", json.dumps(self.parameterValues()))
-        node.SetParameter("AifSource", self.ui.aifSourceSelector.currentData or "auto")
-        node.SetParameter("Device", self.ui.deviceSelector.currentData or "auto")
-        node.SetParameter("Replace", "true" if self.ui.replaceCheckBox.checked else "false")
-        for role, name in self.NODE_SELECTORS.items():
-            selected = getattr(self.ui, name).currentNode()
-            node.SetNodeReferenceID(role, selected.GetID() if selected else None)
-        for role, name in self.SEGMENT_SELECTORS.items():
-            selector = getattr(self.ui, name)
-            segmentation = selector.currentNode()
-            node.SetNodeReferenceID(role, segmentation.GetID() if segmentation else None)
-            node.SetParameter(role + "ID", selector.currentSegmentID() or "")
-        node.EndModify(wasModified)
-
-    def updateGUIFromParameterNode(self):
-        """The stored pipeline (switching rebuilds its form and restores it), or the stored choices."""
-        node = self._parameterNode
-        if node is None or self._updatingGUI:
-            return
-        index = self.ui.pipelineSelector.findData(node.GetParameter("Pipeline") or "")
-        if index >= 0 and index != self.ui.pipelineSelector.currentIndex:
-            self.ui.pipelineSelector.setCurrentIndex(index)  # -> onPipelineChanged -> restoreChoices
-        else:
-            self.restoreChoices()
-
-    def restoreChoices(self):
-        """Parameter values of the current pipeline, selected nodes and options, from the parameter node."""
-        node = self._parameterNode
-        if node is None or self._updatingGUI:
-            return
-        self._updatingGUI = True
-        try:
-            stored = node.GetParameter(f"{self.ui.pipelineSelector.currentData}.Parameters")
-            for name, value in (json.loads(stored) if stored else {}).items():
-                widget = self.parameterWidgets.get(name)
-                if widget is None:
-                    continue
-                if isinstance(widget, qt.QComboBox):
-                    widget.setCurrentIndex(max(widget.findData(value), 0))
-                elif isinstance(widget, qt.QCheckBox):
-                    widget.checked = bool(value)
-                else:
-                    widget.value = widget.minimum if value is None else value
-            for key, selector in (("AifSource", self.ui.aifSourceSelector), ("Device", self.ui.deviceSelector)):
-                if node.GetParameter(key):
-                    selector.setCurrentIndex(max(selector.findData(node.GetParameter(key)), 0))
-            self.ui.replaceCheckBox.checked = node.GetParameter("Replace") == "true"
-            for role, name in self.NODE_SELECTORS.items():
-                if node.GetNodeReference(role) is not None:
-                    getattr(self.ui, name).setCurrentNode(node.GetNodeReference(role))
-            for role, name in self.SEGMENT_SELECTORS.items():
-                if node.GetNodeReference(role) is not None:
-                    getattr(self.ui, name).setCurrentNode(node.GetNodeReference(role))
-                    getattr(self.ui, name).setCurrentSegmentID(node.GetParameter(role + "ID"))
-        finally:
-            self._updatingGUI = False
-        self.updateVisibility()
 
     # --- Apply -------------------------------------------------------------------------------------
     def collectRegion(self, key):
@@ -618,130 +476,6 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "\n" + _("Warning: ") + w for w in warnings)
         self.log(self.ui.statusLabel.text.splitlines()[0])
 
-    # --- results ----------------------------------------------------------------------------------------
-    def onOverlayChanged(self, node):
-        """Show a map over the input of the run that made it (not whatever the input selector shows now)."""
-        if node is None:
-            return
-        background = slicer.mrmlScene.GetNodeByID(node.GetAttribute("BBBAnomaly.InputNodeID") or "")
-        siblings = self.lastRun["outputs"].map_nodes.values() if self.lastRun else ()
-        self.logic.showOverlay(background, node, self.ui.opacitySlider.value, siblings)
-
-    def onOpacityChanged(self, value):
-        from BBBAnomalyLib import mrml
-
-        mrml.set_overlay_opacity(value)
-
-    def segmentMasks(self):
-        """{label: mask} of the tumor and NAWM segments on the run's input grid."""
-        regions = {"tumor": self.collectRegion("tumor_mask"), "NAWM": self.collectRegion("nawm_mask")}
-        return self.logic.regionMasks(self.lastRun["request"], {k: v for k, v in regions.items() if v is not None})
-
-    def onRatios(self):
-        if self.lastRun is None:
-            return
-        try:
-            masks = self.segmentMasks()
-            if "tumor" not in masks:
-                raise ValueError(_("pick a tumor segment (and a NAWM segment for the ratio)"))
-            self.ratioTableNode = self.logic.ratioTable(self.lastRun["outputs"], masks["tumor"], masks.get("NAWM"),
-                                                        name=f"{self.lastRun['name']} ROI ratios")
-        except Exception as exc:
-            slicer.util.errorDisplay(str(exc), windowTitle=_("BBBAnomaly: ROI ratios"))
-            return
-        self.logic.showTable(self.ratioTableNode)
-        self.log(_("ROI ratio table: {name}").format(name=self.ratioTableNode.GetName()))
-
-    def curves(self):
-        from BBBAnomalyLib.curves import CurveSet
-
-        outputDir = self.lastRun["outputs"].output_dir
-        if self.curveCache is None or self.curveCache[0] != outputDir:
-            path = os.path.join(outputDir, "curves.npz")
-            if not os.path.isfile(path):
-                raise ValueError(_("this pipeline keeps no curves"))
-            self.curveCache = (outputDir, CurveSet.load(path))
-        return self.curveCache[1]
-
-    def plotCurves(self, masks, voxel):
-        self.chartNode = self.logic.curvePlot(self.curves(), masks, voxel, self.chartNode,
-                                              name=f"{self.lastRun['name']} curves")
-
-    def onCurves(self):
-        if self.lastRun is None:
-            return
-        try:
-            self.plotCurves(self.segmentMasks(), None)
-        except Exception as exc:
-            slicer.util.errorDisplay(str(exc), windowTitle=_("BBBAnomaly: curves"))
-
-    def voxelAt(self, ras):
-        return self.logic.voxelAt(self.lastRun["request"], ras)
-
-    def onVoxelCurve(self):
-        if self.lastRun is None:
-            return
-        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
-        voxel = self.voxelAt(crosshair.GetCrosshairRAS()) if crosshair is not None else None
-        if voxel is None:
-            self.ui.statusLabel.text = _("The crosshair is not on the image: hold Shift and move the mouse over "
-                                         "the image in a slice view to place it, then press the button again.")
-            return
-        self.showVoxelCurve(voxel)
-
-    def showVoxelCurve(self, voxel):
-        try:
-            curves = self.curves()
-        except Exception as exc:
-            self.ui.statusLabel.text = str(exc)
-            return
-        if curves.voxel(voxel) is None:
-            self.ui.statusLabel.text = _("Voxel {voxel} was not analysed (outside the brain mask).").format(voxel=voxel)
-            return
-        self.plotCurves({}, voxel)
-        self.ui.statusLabel.text = _("Curves of voxel {voxel}.").format(voxel=voxel)
-
-    def onLiveCurveToggled(self, enabled):
-        if self._crosshairNode is not None:
-            self.removeObserver(self._crosshairNode, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent,
-                                self.onCursorMoved)
-            self._crosshairNode = None
-        if enabled:
-            self._crosshairNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
-            if self._crosshairNode is not None:
-                self.addObserver(self._crosshairNode, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent,
-                                 self.onCursorMoved)
-
-    def onCursorMoved(self, caller=None, event=None):
-        self.liveCurveTimer.start()  # restarts: the plot follows when the mouse pauses, not on every event
-
-    def updateLiveCurve(self):
-        if self.lastRun is None or self._crosshairNode is None:
-            return
-        ras = [0.0, 0.0, 0.0]
-        if not self._crosshairNode.GetCursorPositionRAS(ras):
-            return  # the mouse is not over a slice view
-        voxel = self.voxelAt(ras)
-        if voxel is not None:
-            self.showVoxelCurve(voxel)
-
-    def onExport(self):
-        if self.lastRun is None:
-            return
-        outputs = self.lastRun["outputs"]
-        default = os.path.join(qt.QDir.homePath(), f"{self.lastRun['name']} ROI ratios.csv".replace("/", "-"))
-        path = qt.QFileDialog.getSaveFileName(None, _("Export the ROI ratio table and the report"), default,
-                                              _("CSV table (*.csv)"))
-        if not path:
-            return
-        try:
-            written = self.logic.exportRun(outputs, self.ratioTableNode, path)
-        except Exception as exc:
-            slicer.util.errorDisplay(str(exc), windowTitle=_("BBBAnomaly: export"))
-            return
-        self.ui.statusLabel.text = _("Saved {files}.").format(files=", ".join(written))
-        self.log(self.ui.statusLabel.text)
-
     def onLoadSample(self):
         if not self.ensurePanelDependencies():
             return
@@ -791,9 +525,9 @@ class BBBAnomalyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class BBBAnomalyLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side logic: dependencies, sample data, starting and finishing runs. Everything that
-    touches MRML nodes is in ``BBBAnomalyLib.mrml`` (tested with slicer-core), so this stays thin."""
+class BBBAnomalyLogic(ScriptedLoadableModuleLogic, PanelLogic):
+    """Slicer-side logic: dependencies, sample data, starting and finishing runs (BBBAnomalyPanel/logic.py).
+    Everything that touches MRML nodes is in ``BBBAnomalyLib.mrml`` (tested with slicer-core)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -805,182 +539,6 @@ class BBBAnomalyLogic(ScriptedLoadableModuleLogic):
         import BBBAnomalyLib
 
         return BBBAnomalyLib.__version__
-
-    # --- dependencies --------------------------------------------------------------------------
-    @staticmethod
-    def missingPackages():
-        return [requirement for module, requirement in PIP_PACKAGES.items() if not _installed(module)]
-
-    def installPackages(self, missing, ask=True):
-        """pip-install ``missing`` requirements after asking; False when the user declines."""
-        if ask and not slicer.util.confirmOkCancelDisplay(
-                _("BBBAnomaly needs these Python packages, which Slicer does not bundle: {packages}. "
-                  "Install them now (a minute, needs the internet)?").format(packages=", ".join(missing)),
-                windowTitle=_("BBBAnomaly: install packages")):
-            return False
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(missing)
-        importlib.invalidate_caches()
-        return True
-
-    def ensureDependencies(self, needsTorch, ask=True):
-        """Install what a run needs, after asking. Returns False when something is missing."""
-        missing = self.missingPackages()
-        if missing and not self.installPackages(missing, ask):
-            return False
-        return self.ensureTorch(ask) if needsTorch else True
-
-    @staticmethod
-    def ensureTorch(ask=True):
-        try:
-            import PyTorchUtils
-        except ImportError:
-            slicer.util.errorDisplay(_("This pipeline needs PyTorch: install the PyTorch extension from the "
-                                       "Extensions Manager and restart Slicer."))
-            return False
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(askConfirmation=ask, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-            return torch is not None
-        return True  # the worker checks the version (MINIMUM_TORCH_VERSION) when it imports torch
-
-    @staticmethod
-    def deviceSummary():
-        """A line for the device row that imports nothing (importing torch takes seconds in the GUI
-        thread); the device actually used is reported by the worker in the log when a run starts."""
-        if not _installed("torch"):
-            return _("PyTorch not installed yet (offered on Apply, after asking)")
-        return _("Auto picks CUDA when a GPU is available; the device used is shown in the log when the run starts")
-
-    # --- sample data ---------------------------------------------------------------------------
-    @staticmethod
-    def sampleNames():
-        """{pipeline: sample name}; a literal copy of BBBAnomalyLib.mrml.SAMPLES' names, so that
-        registering them at start-up imports nothing (tested against the library's list)."""
-        return {"dsc": "BBBAnomaly DSC phantom", "dce": "BBBAnomaly DCE phantom", "dmri": "BBBAnomaly DWI phantom",
-                "t1flair": "BBBAnomaly T1/FLAIR phantom"}
-
-    @staticmethod
-    def loadSample(pipeline, **options):
-        from BBBAnomalyLib import mrml
-
-        return mrml.load_sample(pipeline, **options)
-
-    def loadSampleAsked(self, pipeline):
-        """From the Sample Data module: install what the phantoms need (after asking), then load."""
-        missing = self.missingPackages()
-        if missing and not self.installPackages(missing, ask=True):
-            return None
-        sample = self.loadSample(pipeline)
-        slicer.util.setSliceViewerLayers(background=next(iter(sample.inputs.values())), fit=True)
-        return sample
-
-    # --- runs ----------------------------------------------------------------------------------
-    @staticmethod
-    def pythonExecutable():
-        """PythonSlicer: Slicer's Python launcher, for the background worker."""
-        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
-        found = shutil.which(name) or os.path.join(slicer.app.slicerHome, "bin", name)
-        return found if os.path.isfile(found) else sys.executable
-
-    def startRun(self, request, workDir=None):
-        """Write the inputs (uncompressed NRRD) and start the worker; returns the runner (poll() for events)."""
-        from BBBAnomalyLib import mrml, runners
-
-        workDir = workDir or tempfile.mkdtemp(prefix="BBBAnomaly-", dir=slicer.app.temporaryPath)
-        try:
-            job, _reference = mrml.prepare_job(request, workDir)
-        except Exception:
-            shutil.rmtree(workDir, ignore_errors=True)
-            raise
-        if not self.background:
-            return runners.InProcessRunner(job).start()
-        return runners.WorkerProcess(job, os.path.join(workDir, "job.json"), python=self.pythonExecutable(),
-                                     env=slicer.util.startupEnvironment()).start()
-
-    @staticmethod
-    def runName(request):
-        from BBBAnomalyLib.pipelines import get_pipeline
-
-        spec = get_pipeline(request.pipeline)
-        method = request.parameters.get("method")
-        return f"{request.main_node().GetName()} {spec.label}" + (f" ({method})" if method else "")
-
-    def finishRun(self, runner, request, replace=False, opacity=0.5):
-        """Load the finished run's maps into the scene and overlay the first one on the run's input."""
-        from BBBAnomalyLib import mrml
-
-        outputs = mrml.import_results(runner.job.output_dir, request.main_node(), self.runName(request), replace)
-        self.showOverlay(request.main_node(), next(iter(outputs.map_nodes.values())), opacity,
-                         outputs.map_nodes.values())
-        return outputs
-
-    @staticmethod
-    def cleanupRun(runner):
-        """Delete a finished run's temporary input copies (a 4D series can be large); keep its output
-        folder, whose curves.npz the curve plots read, unless the run produced nothing."""
-        for path in runner.job.inputs.values():
-            if os.path.isfile(path):
-                os.remove(path)
-        if not os.path.isdir(runner.job.output_dir):
-            shutil.rmtree(os.path.dirname(runner.job.output_dir), ignore_errors=True)
-
-    @staticmethod
-    def showOverlay(background, foreground, opacity=0.5, siblings=()):
-        from BBBAnomalyLib import mrml
-
-        mrml.show_overlay(background, foreground, opacity, list(siblings))
-
-    # --- analysis ------------------------------------------------------------------------------
-    @staticmethod
-    def regionMasks(request, regions):
-        from BBBAnomalyLib import mrml
-
-        return mrml.masks_on_input(request.main_node(), regions)
-
-    @staticmethod
-    def ratioTable(outputs, tumorMask, nawmMask=None, name="ROI ratios"):
-        from BBBAnomalyLib import mrml
-
-        table, _stats = mrml.ratio_table(outputs.map_nodes, tumorMask, nawmMask, name=name)
-        return table
-
-    @staticmethod
-    def showTable(table):
-        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-        selection = slicer.app.applicationLogic().GetSelectionNode()
-        selection.SetActiveTableID(table.GetID())
-        slicer.app.applicationLogic().PropagateTableSelection()
-
-    @staticmethod
-    def curvePlot(curves, masks, voxel=None, chartNode=None, name="BBBAnomaly curves"):
-        from BBBAnomalyLib import mrml
-
-        chartNode, _table, _labels = mrml.curve_plot(curves, masks, voxel, chartNode, name)
-        slicer.modules.plots.logic().ShowChartInLayout(chartNode)
-        return chartNode
-
-    @staticmethod
-    def voxelAt(request, ras):
-        """The voxel (i, j, k) of the run's input under a RAS point; None outside the image."""
-        from BBBAnomalyLib import mrml
-
-        reference, _geometry = mrml.reference_grid(request.main_node())
-        return mrml.voxel_in_grid(reference, ras)
-
-    @staticmethod
-    def exportRun(outputs, tableNode, path):
-        """The ratio table (when made) as CSV at ``path`` and the run's report as JSON beside it."""
-        from BBBAnomalyLib import mrml
-
-        base = os.path.splitext(path)[0]
-        written = []
-        if tableNode is not None and mrml.node_alive(tableNode):
-            written.append(str(mrml.export_table(tableNode, base + ".csv")))
-        report = os.path.join(outputs.output_dir, "report.json")
-        shutil.copyfile(report, base + " report.json")
-        written.append(base + " report.json")
-        return written
 
 
 #

@@ -26,6 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "BBBAnomaly"
 MODULE_PY = MODULE_DIR / "BBBAnomaly.py"
+PANEL_DIR = MODULE_DIR / "BBBAnomalyPanel"  # the panel's parts (form, parameter node, results, logic)
+PANEL_FILES = sorted(PANEL_DIR.glob("*.py"))
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "BBBAnomaly.ui"
 LIB_DIR = ROOT / "BBBAnomalyLib"
 ICONS = [ROOT / "BBBAnomaly.png", MODULE_DIR / "Resources" / "Icons" / "BBBAnomaly.png"]
@@ -75,6 +77,11 @@ def _ui_tree() -> ET.Element:
 
 def _module_ast() -> ast.Module:
     return ast.parse(MODULE_PY.read_text(encoding="utf-8"), filename=str(MODULE_PY))
+
+
+def _panel_asts() -> list[ast.Module]:
+    """BBBAnomaly.py and the files of BBBAnomalyPanel/, all imported when Slicer loads the module."""
+    return [_module_ast()] + [ast.parse(f.read_text(encoding="utf-8"), filename=str(f)) for f in PANEL_FILES]
 
 
 def _installed_lib_files() -> set[str]:
@@ -159,7 +166,7 @@ def test_module_compiles_and_defines_the_four_classes():
     bases = {name: [ast.unparse(b) for b in classes[name].bases] for name in MODULE_CLASSES}
     assert bases["BBBAnomaly"] == ["ScriptedLoadableModule"]
     assert "ScriptedLoadableModuleWidget" in bases["BBBAnomalyWidget"]
-    assert bases["BBBAnomalyLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["BBBAnomalyLogic"][0] == "ScriptedLoadableModuleLogic"
     assert bases["BBBAnomalyTest"] == ["ScriptedLoadableModuleTest"]
     test_methods = {n.name for n in classes["BBBAnomalyTest"].body if isinstance(n, ast.FunctionDef)}
     assert {"setUp", "runTest", "test_LibraryImports", "test_DSCPhantom"} <= test_methods
@@ -191,20 +198,22 @@ def test_module_metadata():
 
 def test_module_imports_nothing_heavy_at_import_time():
     """Slicer imports the file at start-up: no torch, no BBBAnomalyLib, no pip at module level."""
-    for node in _module_ast().body:  # top-level statements only; imports inside functions are lazy
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-            for name in names:
-                assert not (name or "").startswith(("torch", "BBBAnomalyLib", "pip")), name
-    source = MODULE_PY.read_text(encoding="utf-8")
-    assert "pip install" not in source
+    for tree in _panel_asts():
+        for node in tree.body:  # top-level statements only; imports inside functions are lazy
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    assert not (name or "").startswith(("torch", "BBBAnomalyLib", "pip", "nibabel", "sklearn",
+                                                        "matplotlib")), name
+    for f in [MODULE_PY, *PANEL_FILES]:
+        assert "pip install" not in f.read_text(encoding="utf-8")
 
 
 def test_packages_are_installed_only_after_asking():
     """pip and the PyTorch installer run only inside functions that ask the user first, and never
     for the packages Slicer bundles."""
     installers = ("slicer.util.pip_install", "torchLogic.installTorch")
-    for function in (n for n in ast.walk(_module_ast()) if isinstance(n, ast.FunctionDef)):
+    for function in (n for tree in _panel_asts() for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
         calls = {ast.unparse(n.func): n for n in ast.walk(function) if isinstance(n, ast.Call)}
         used = [c for c in calls if c in installers]
         if not used:
@@ -212,8 +221,8 @@ def test_packages_are_installed_only_after_asking():
         asks = "slicer.util.confirmOkCancelDisplay" in calls or any(
             kw.arg == "askConfirmation" for c in used for kw in calls[c].keywords)
         assert asks, f"{function.name} installs packages without asking"
-    tree = _module_ast()
-    packages = next(n.value for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "PIP_PACKAGES")
+    packages = next(n.value for tree in _panel_asts() for n in tree.body
+                    if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "PIP_PACKAGES")
     names = {ast.literal_eval(k) for k in packages.keys} | {ast.literal_eval(v).split(">")[0] for v in packages.values}
     assert not names & {"numpy", "scipy", "SimpleITK", "vtk", "torch"}, "never pip-install what Slicer bundles"
 
@@ -221,7 +230,7 @@ def test_packages_are_installed_only_after_asking():
 def test_widget_names_used_in_code_exist_in_ui():
     ui_names = {w.get("name") for w in _ui_tree().iter("widget")}
     used = set()
-    for node in ast.walk(_module_ast()):
+    for node in (n for tree in _panel_asts() for n in ast.walk(tree)):
         # self.ui.<name>
         if (
             isinstance(node, ast.Attribute)
@@ -332,7 +341,8 @@ def test_module_cmake_lists_existing_files():
     assert variables["MODULE_NAME"] == "BBBAnomaly"
     scripts = [_expand(s, variables) for s in _cmake_set(text, "MODULE_PYTHON_SCRIPTS")]
     resources = [_expand(s, variables) for s in _cmake_set(text, "MODULE_PYTHON_RESOURCES")]
-    assert scripts == ["BBBAnomaly.py"]
+    assert scripts[0] == "BBBAnomaly.py"
+    assert set(scripts[1:]) == {f.relative_to(MODULE_DIR).as_posix() for f in PANEL_FILES}, "every panel file ships"
     assert {"Resources/Icons/BBBAnomaly.png", "Resources/UI/BBBAnomaly.ui"} <= set(resources)
     for f in scripts + resources:
         assert (MODULE_DIR / f).is_file(), f"BBBAnomaly/CMakeLists.txt lists missing file {f}"
