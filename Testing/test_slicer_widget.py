@@ -60,6 +60,13 @@ for name in facts["pipelines"]:
     ui.pipelineSelector.setCurrentIndex(ui.pipelineSelector.findData(name))
     facts["forms"][name] = sorted(widget.parameterWidgets)
 facts["slot_errors_before_install"] = [repr(e) for e in standins.SLOT_ERRORS]
+import unittest
+standins.ANSWERS["confirm"] = False  # the self-test asks; declined, it skips and says why
+import os
+result = unittest.TextTestRunner(stream=open(os.devnull, "w")).run(module.BBBAnomalyTest("test_DSCPhantom"))
+facts["self_test_skipped"] = [reason for _, reason in result.skipped]
+standins.ANSWERS["confirm"] = True
+del standins.DIALOGS[:]
 ui.pipelineSelector.setCurrentIndex(ui.pipelineSelector.findData("dsc"))
 ui.installButton.click()
 facts["pip_calls"] = standins.PIP_CALLS
@@ -93,6 +100,7 @@ def test_panel_opens_on_a_stock_slicer_and_offers_the_packages_once():
     assert not facts["apply_enabled"]  # nothing selected yet; with a series, Apply offers the packages first
     assert facts["forms"]["t1flair"], "a pipeline whose parameters need no extra package shows its form"
     assert facts["slot_errors_before_install"] == []
+    assert len(facts["self_test_skipped"]) == 1 and "nibabel" in facts["self_test_skipped"][0]
     assert len(facts["confirm_dialogs"]) == 1 and "nibabel" in facts["confirm_dialogs"][0]
     assert facts["pip_calls"] and "nibabel>=5.0" in facts["pip_calls"][0]
     assert not facts["banner_visible_after"] and "method" in facts["dsc_form_after"]
@@ -384,3 +392,12 @@ def test_sample_data_are_registered_for_every_pipeline(panel):
     source = next(s for s in SampleData.SOURCES if "DSC" in s.sampleName)
     sample = source.customDownloader(source)
     assert sample.pipeline == "dsc" and mrml.node_alive(sample.inputs["series"])
+
+
+def test_the_in_slicer_self_test_runs_through_the_launcher(panel):
+    """BBBAnomalyTest, as ctest or Reload and Test runs it: the 4-slice DSC phantom through the worker."""
+    import unittest
+
+    module, widget, slicer = panel
+    result = unittest.TextTestRunner(stream=open(os.devnull, "w")).run(module.BBBAnomalyTest("test_DSCPhantom"))
+    assert result.wasSuccessful() and not result.skipped, result.errors + result.failures
