@@ -47,7 +47,7 @@ ProgressCallback = Callable[[float, str], None]
 
 #: Below this per-frame contrast-to-noise ratio of the brain, deconvolved CBF is biased by noise
 #: (measured on the reference object: Tikhonov-GCV 0.3-0.4x truth and cSVD 1.4-1.5x in NAWM at
-#: CNR 1-2; inside the noiseless truncation band at CNR >= 9). See docs/validation.md.
+#: CNR 1-2; inside the noiseless truncation band at CNR >= 9): Testing/test_dsc_accuracy_vs_truth.py.
 LOW_CNR = 5.0
 
 
