@@ -1,10 +1,12 @@
 """Render what the Slicer panel produces, from real MRML nodes (slicer-core, no Slicer app).
 
-Loads the DSC demo phantom into a scene exactly as the panel's "Load DSC demo phantom" button
-does, runs DSC (oSVD) through the same job/worker code, imports the maps as volume nodes, builds
-the ROI-ratio table node and the curve plot nodes, and draws them: the CBV overlay with the
-window/level the node got, the plot's curves, and the table. This is not a screenshot of the
-Slicer application (that needs Slicer); every number in it comes from the nodes.
+Loads the DSC sample case into a scene as the panel's "Load sample data" button does, runs DSC
+(oSVD) through the same job code, imports the maps as volume nodes, builds the ROI-ratio table node
+and the curve plot nodes, and draws what the nodes say: the overlay with its window, its lower
+threshold (values below it transparent) and its colour legend's title; the plot series with their
+own colours and line styles on the chart's one axis (no rescaling); the table's cells. This is not
+a screenshot of the Slicer application (that needs Slicer) and is never listed as one; the colour
+table is approximated by matplotlib's "jet" (ColdToHotRainbow's files are not in slicer-core).
 
     python scripts/make_slicer_figure.py --out docs/figures/slicer_outputs.png
 """
@@ -35,18 +37,16 @@ def main() -> None:
 
     slicer.mrmlScene = slicer.vtkMRMLScene()
     slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-    demo = mrml.load_dsc_demo(slices=8, snr=50)
-    regions = {"tumor": (demo["segmentation"], demo["segments"]["tumor"]),
-               "NAWM": (demo["segmentation"], demo["segments"]["nawm"])}
-    request = mrml.RunRequest("dsc", {"series": demo["series"], "aif_mask": demo["aif_roi"],
-                                      "nawm_mask": regions["NAWM"], "tumor_mask": regions["tumor"]},
-                              {"method": "osvd"})
+    demo = mrml.load_sample("dsc", slices=8, snr=50)
+    series_node = demo.inputs["series"]
+    regions = {"tumor": demo.inputs["tumor_mask"], "NAWM": demo.inputs["nawm_mask"]}
+    request = mrml.RunRequest("dsc", demo.inputs, {"method": "osvd"})
     with tempfile.TemporaryDirectory() as work:
         job, _ = mrml.prepare_job(request, work)
         event = InProcessRunner(job).start().poll()[-1]
         assert event["event"] == "done", event
-        outputs = mrml.import_results(job.output_dir, demo["series"], "DSC demo DSC perfusion (osvd)")
-        masks = mrml.masks_on_input(demo["series"], regions)
+        outputs = mrml.import_results(job.output_dir, series_node, "DSC demo DSC perfusion (osvd)")
+        masks = mrml.masks_on_input(series_node, regions)
         table, stats = mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
         curves = CurveSet.load(Path(job.output_dir) / "curves.npz")
         voxel = tuple(int(v) for v in np.argwhere(masks["tumor"])[len(np.argwhere(masks["tumor"])) // 2])
@@ -55,7 +55,7 @@ def main() -> None:
         def array(node):
             return np.swapaxes(slicer.util.arrayFromVolume(node), 0, 2)
 
-        background = array(demo["series"])
+        background = array(series_node)
         cbv_node = outputs.map_nodes["cbv_corrected"]
         cbv = array(cbv_node)
         display = cbv_node.GetDisplayNode()
@@ -63,10 +63,11 @@ def main() -> None:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1, 1.3, 1.25]})
         ax = axes[0]
         ax.imshow(np.flipud(background[:, :, z].T), cmap="gray")  # radiological: patient right on the left
-        overlay = np.ma.masked_where(cbv[:, :, z].T == 0, cbv[:, :, z].T)
+        hidden = cbv[:, :, z].T < display.GetLowerThreshold() if display.GetApplyThreshold() else np.zeros_like(cbv[:, :, z].T, bool)
+        overlay = np.ma.masked_where(hidden, cbv[:, :, z].T)
         im = ax.imshow(np.flipud(overlay), cmap="jet", alpha=0.5,
                        vmin=display.GetWindowLevelMin(), vmax=display.GetWindowLevelMax())
-        fig.colorbar(im, ax=ax, fraction=0.046, label=f"{cbv_node.GetName()} ({cbv_node.GetAttribute('BBBAnomaly.Unit')})")
+        fig.colorbar(im, ax=ax, fraction=0.046, label=mrml.legend_of(cbv_node).GetTitleText())
         ax.set_title("overlay node over the input (opacity 0.5)")
         ax.axis("off")
         ax = axes[1]
@@ -76,13 +77,10 @@ def main() -> None:
             column = series.GetYColumnName()
             style = "--" if series.GetLineStyle() == slicer.vtkMRMLPlotSeriesNode.LineStyleDash else "-"
             values = slicer.util.arrayFromTableColumn(plot_table, column)
-            if column == "AIF":
-                values = values / 10
-                column = "AIF / 10"
-            ax.plot(times, values, style, label=column)
+            ax.plot(times, values, style, color=series.GetColor(), label=series.GetName())
         ax.set_xlabel(chart.GetXAxisTitle())
         ax.set_ylabel(chart.GetYAxisTitle())
-        ax.set_title("plot chart node: AIF, segment means, a voxel, oSVD fits")
+        ax.set_title("plot chart node: AIF, segment means, a voxel, oSVD fits (dashed)")
         ax.legend(fontsize=7)
         ax = axes[2]
         ax.axis("off")
@@ -93,7 +91,7 @@ def main() -> None:
         t = ax.table(cellText=cells, rowLabels=names, colLabels=columns, loc="center")
         t.scale(1, 1.4)
         ax.set_title("table node: ROI ratios")
-        fig.suptitle("BBBAnomaly panel outputs on the DSC demo phantom (MRML nodes from slicer-core, drawn with matplotlib)")
+        fig.suptitle("Not a Slicer screenshot: the MRML nodes of a panel run on the DSC sample, drawn with matplotlib")
         fig.tight_layout()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.out, dpi=90)
