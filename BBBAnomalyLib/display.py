@@ -53,8 +53,20 @@ MAP_STYLES = {
     "anomaly": (INFERNO, "positive"), "anomaly_mask": (LABELS, "mask"), "mean_attenuation": (GREY, "image"),
     "synthetic_t1gd": (GREY, "image"), "synthetic_t1gd_enhancing": (GREY, "image"),
     "synthetic_t1gd_non_enhancing": (GREY, "image"), "tumor_probability": (INFERNO, "fraction"),
-    "aif_mask": (LABELS, "mask"), "brain_mask": (LABELS, "mask"),
+    "aif_mask": (LABELS, "mask"), "brain_mask": (LABELS, "mask"), "tumor_roi": (LABELS, "mask"),
+    "enhancement": (INFERNO, "positive"), "enhancement_uncertainty": (VIRIDIS, "positive"),
+    "phae_fit_error": (VIRIDIS, "positive"), "phae_cbf_uncertainty": (VIRIDIS, "positive"),
 }
+#: Maps a pipeline may add later are styled by what their name says they are.
+SUFFIX_STYLES = (("_uncertainty", (VIRIDIS, "positive")), ("_error", (VIRIDIS, "positive")),
+                 ("_mask", (LABELS, "mask")), ("_probability", (INFERNO, "fraction")))
+
+
+def map_style(name: str) -> tuple[str, str]:
+    """(colour table, kind) of a map name: listed, else by suffix, else a positive rainbow map."""
+    if name in MAP_STYLES:
+        return MAP_STYLES[name]
+    return next((style for suffix, style in SUFFIX_STYLES if name.endswith(suffix)), (RAINBOW, "positive"))
 
 #: Fixed windows (in the map's unit) for the maps radiologists read on a known scale.
 WINDOW_PRESETS = {
@@ -70,7 +82,7 @@ def map_display(name: str, data: np.ndarray) -> MapDisplay:
 
     Unknown names (a pipeline may add maps, e.g. uncertainty maps) get the positive-map defaults.
     """
-    colour, kind = MAP_STYLES.get(name, (RAINBOW, "positive"))
+    colour, kind = map_style(name)
     threshold = None if kind == "signed" else (0.5 if kind == "mask" else TRANSPARENT_BELOW)
     values = np.asarray(data, dtype=np.float64)
     values = values[np.isfinite(values) & (values != 0)]

@@ -327,7 +327,7 @@ def test_phae_from_the_panel_gives_maps_and_its_reconstruction(scene, dsc_phanto
                               {"method": "phae", "device": "cpu"})
     job, _, _ = run_in_scene(request, tmp_path)
     outputs = mrml.import_results(job.output_dir, proxy, "DSC phae")
-    assert outputs.report["phae"]["weights"] == "dsc-phae-sim"
+    assert outputs.report["phae"]["weights"] == "dsc-phae-world"
     cbv = node_array(outputs.map_nodes["cbv"])
     gm, wm = dsc_phantom.masks["gm"], dsc_phantom.masks["wm"]
     assert cbv[gm].mean() > 1.5 * cbv[wm].mean()
@@ -579,3 +579,12 @@ def test_sample_cases_hold_what_the_pipeline_needs(scene, pipeline, options):
     info = mrml.describe_input(sample.inputs["series"])
     assert info.frames > 1 and info.frame_interval
     assert mrml.mask_from_region(sample.inputs["tumor_mask"], *mrml.reference_grid(sample.inputs["series"])).any()
+
+
+def test_maps_a_pipeline_adds_later_get_a_style_by_their_name():
+    """New maps (e.g. uncertainty maps) come from the run's report, not a list in the panel."""
+    from BBBAnomalyLib import display
+
+    assert display.map_style("ktrans_uncertainty")[0] == display.VIRIDIS
+    assert display.map_style("lesion_mask") == (display.LABELS, "mask")
+    assert display.map_style("something_new") == (display.RAINBOW, "positive")
