@@ -49,6 +49,8 @@ MAP_STYLES = {
     "rls": (INFERNO, "positive"), "rls_vascular": (VIRIDIS, "positive"), "rls_abs": (INFERNO, "positive"),
     "ktrans": (RAINBOW, "positive"), "ve": (VIRIDIS, "fraction"), "vp": (RAINBOW, "positive"),
     "kep": (RAINBOW, "positive"), "delay": (VIRIDIS, "time"), "fit_r2": (VIRIDIS, "fraction"),
+    "rls_uncertainty": (VIRIDIS, "positive"), "fp": (RAINBOW, "positive"), "ps": (RAINBOW, "positive"),
+    "e": (VIRIDIS, "fraction"), "tc": (VIRIDIS, "time"), "te": (VIRIDIS, "time"),
     # anomaly and synthesis
     "anomaly": (INFERNO, "positive"), "anomaly_mask": (LABELS, "mask"), "mean_attenuation": (GREY, "image"),
     "synthetic_t1gd": (GREY, "image"), "synthetic_t1gd_enhancing": (GREY, "image"),
