@@ -321,6 +321,8 @@ DCE = PipelineSpec(
                       minimum=0.0, maximum=30.0, decimals=1, advanced=True),
         ParameterSpec("refine", "Nonlinear refinement", "Levenberg-Marquardt refinement of the linear fit (torch)",
                       advanced=True),
+        ParameterSpec("aif_auto", "Automatic AIF", "with no AIF region: find the arterial voxels automatically "
+                      "(shown as the AIF mask) instead of the Parker population AIF"),
     ),
     acquisition=(
         _FRAME_INTERVAL,

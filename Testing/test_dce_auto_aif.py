@@ -1,6 +1,9 @@
 """Automatic DCE AIF: the arterial voxels are found in the DCE reference object with no mask, are
 reported as aif_mask, and give the true AIF; the shared selection helper is the DSC rule."""
 
+import json
+
+import nibabel as nib
 import numpy as np
 from scipy.integrate import trapezoid
 import pytest
@@ -63,3 +66,29 @@ def test_shared_selection_is_the_dsc_rule():
     theirs = dsc_auto_aif(curves, t, slice(0, 9), 10).voxels
     np.testing.assert_array_equal(np.sort(ours), np.sort(theirs))
     assert (ours < 30).all()
+
+
+def test_cli_aif_auto_and_its_errors(phantom, tmp_path, capsys):
+    from BBBAnomalyLib.cli import main
+
+    phantom.write(tmp_path / "ph")
+    signal = str(tmp_path / "ph" / "signal.nii.gz")
+    base = [signal, "--rls", "none", "--quiet", "--mask", str(tmp_path / "ph" / "mask_brain.nii.gz"),
+            "--t10", str(tmp_path / "ph" / "truth_t10.nii.gz")]
+    out = tmp_path / "auto"
+    assert main(["dce", *base, "--aif", "auto", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    chosen = nib.load(out / "aif_mask.nii.gz").get_fdata() > 0
+    assert report["aif"]["source"] == "auto" and report["aif"]["n_voxels"] == int(chosen.sum()) >= 5
+    assert not (chosen & ~phantom.masks["aif"]).any()
+    for extra, words in ((["--aif", "auto", "--population-aif", "georgiou"], "--aif auto"),
+                         (["--aif", "mask"], "--aif-mask")):
+        assert main(["dce", *base, *extra, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0]
+        assert not (tmp_path / "bad").exists()
+    # relative enhancement (no T10): saturated arteries are not the highest SER curves; refused
+    assert main(["dce", *base[:-2], "--aif", "auto", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs concentration" in err[0]
+    assert not (tmp_path / "bad").exists()

@@ -188,6 +188,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         elif arterial is not None:
             aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
         elif params.aif_auto and params.population_aif is None:
+            if mode == "relative":  # saturated arterial SER is neither the highest nor the sharpest curve
+                raise InputError("the automatic AIF needs concentration, not relative enhancement: give --t10 "
+                                 "(seconds or a map) or --vfa, or use --aif-mask or --population-aif")
             aif_curve, chosen = aif_mod.auto_aif(conc[in_brain], times, n_base, params.hematocrit, params.seed)
             arterial = np.zeros(brain.shape, bool)
             arterial[tuple(np.argwhere(brain)[chosen].T)] = True  # the voxels averaged, as DSC reports them
