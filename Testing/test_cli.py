@@ -172,7 +172,7 @@ def test_module_entry_point_and_help():
 
 def test_demo_writes_maps_figure_and_inputs(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--slices", "6", "--quiet"]) == 0
+    assert main(["demo", "--pipeline", "dsc", "--out", str(out), "--slices", "6", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "dsc_demo.png" in printed
     png = (out / "dsc_demo.png").read_bytes()
