@@ -153,3 +153,20 @@ def test_pipeline_and_cli_offer_the_exchange_models(tmp_path):
     for name in ("ktrans", "e", "tc", "te"):
         assert (out / f"{name}.nii.gz").exists(), name
     assert "2cxm" in [v for v, _ in next(p for p in PIPELINES["dce"].parameters if p.name == "model").choices]
+
+
+def test_recursive_rate_derivative_matches_finite_differences():
+    """The Jacobian's building block: d/dK of the exact convolution, from the same recursion, equals a
+    central difference of the convolution itself (to the difference's own truncation error)."""
+    from BBBAnomalyLib.dce.exchange import exp_convolution_rows
+
+    t = np.concatenate([np.arange(0, 60, 2.0), np.arange(60, 300, 5.0)]) / 60  # non-uniform frames
+    cp = np.broadcast_to(parker_aif(t, delay=0.3), (4, t.size))
+    k = np.array([0.0, 0.05, 1.0, 12.0])
+    _, d = exp_convolution_rows(cp, t, k, derivative=True)
+    h = 1e-5 * np.maximum(k, 1.0)
+    numeric = (exp_convolution_rows(cp, t, k + h) - exp_convolution_rows(cp, t, np.maximum(k - h, 0.0))) / (
+        (k + h) - np.maximum(k - h, 0.0))[:, None]
+    # at K = 0 both differences are one-sided: truncation error ~h·(d²E/dK²)/(dE/dK) ~ 1e-5 · t
+    np.testing.assert_allclose(d, numeric, rtol=1e-4, atol=1e-9 * np.abs(numeric).max())
+    np.testing.assert_allclose(d[1:], numeric[1:], rtol=1e-6, atol=1e-9 * np.abs(numeric).max())
