@@ -31,7 +31,8 @@ with --aif-search only the arterial voxels of the region, e.g. a box drawn aroun
 --aif auto (arterial voxels chosen automatically, written as aif_mask), or --population-aif NAME
 (parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
 shifted to the bolus arrival.
-Outputs (in --out, default <input>_dce/): rls, rls_vascular, rls_abs, ktrans, ve, vp, kep, delay,
+Outputs (in --out, default <input>_dce/): rls, rls_vascular, rls_abs, ktrans, ve, vp, kep (2CXM/2CUM:
+fp, ps, ve, vp, ktrans, e, tc, te), delay,
 fit_r2 as <map>.nii.gz (or .nrrd with --format nrrd) on the input grid, brain_mask, aif.csv and
 report.json. Units: Ktrans and kep 1/min, ve and vp fractions, RLS % SER, delay s.
 
@@ -184,7 +185,8 @@ def print_summary(result, written: Path) -> None:
         stats = rep["summary"].get(region)
         if stats:
             print(f"  {region} medians: " + ", ".join(
-                f"{n} {stats[n]['median']:.3g}" for n in ("rls", "ktrans", "ve", "vp") if stats.get(n, {}).get("n")))
+                f"{n} {stats[n]['median']:.3g}" for n in ("rls", "ktrans", "fp", "ps", "ve", "vp")
+                if stats.get(n, {}).get("n")))
             if region == "tumor":
                 continue
             break
