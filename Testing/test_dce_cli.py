@@ -15,7 +15,7 @@ from BBBAnomalyLib.cli import main
 from BBBAnomalyLib.io import read_volume, write_volume
 from BBBAnomalyLib.volume import Volume
 
-MAPS = ("rls", "rls_vascular", "rls_abs", "ktrans", "ve", "vp", "kep", "delay", "fit_r2")
+MAPS = ("rls", "rls_abs", "rls_uncertainty", "ktrans", "ve", "vp", "kep", "delay", "fit_r2")
 
 
 @pytest.fixture(scope="module")

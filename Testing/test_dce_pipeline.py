@@ -24,8 +24,8 @@ def phantom():
 @pytest.fixture(scope="module")
 def result(phantom):
     m = phantom.masks
-    return run_dce(phantom.signal, DCEParameters(), aif_mask=m["aif"], brain_mask=m["brain"], tumor_mask=m["tumor"],
-                   t10_map=phantom.truth["t10"])
+    return run_dce(phantom.signal, DCEParameters(rls="case"), aif_mask=m["aif"], brain_mask=m["brain"],
+                   tumor_mask=m["tumor"], t10_map=phantom.truth["t10"])
 
 
 def test_ktrans_vp_ve_match_the_truth_in_the_tumor(phantom, result):
@@ -54,7 +54,7 @@ def test_rls_is_positive_on_leaky_tumor_and_near_zero_in_normal_brain(phantom, r
 
 def test_maps_order_units_geometry_and_report(phantom, result):
     names = list(result.maps)
-    assert names[:3] == ["rls", "rls_vascular", "rls_abs"]
+    assert names[:3] == ["rls", "rls_abs", "rls_uncertainty"]
     assert names[3:] == ["ktrans", "ve", "vp", "kep", "delay", "fit_r2"]
     assert set(names) <= set(MAP_INFO)
     for vol in result.maps.values():
@@ -103,7 +103,7 @@ def test_population_aif_relative_enhancement_and_bundled_weights(phantom):
     rep = res.report
     assert rep["aif"]["source"] == "parker" and rep["conversion"]["semi_quantitative"]
     assert any("Parker" in w for w in rep["warnings"]) and any("semi-quantitative" in w for w in rep["warnings"])
-    assert list(res.maps)[:4] == ["rls", "rls_vascular", "rls_abs", "ktrans"] and "ve" not in res.maps
+    assert list(res.maps)[:4] == ["rls", "rls_abs", "rls_uncertainty", "ktrans"] and "ve" not in res.maps
     assert rep["rls"]["source"] == "bundled"
     rls = res.maps["rls"].data
     assert np.mean(rls[m["enhancing"] & m["pure"]]) > 5 * max(np.mean(rls[m["nawm"]]), 0.1)

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from BBBAnomalyLib import InputError, weights  # noqa: E402
 from BBBAnomalyLib.cli import main  # noqa: E402
 from BBBAnomalyLib.dsc import DSCParameters, run_dsc  # noqa: E402
-from BBBAnomalyLib.dsc.phae import PHAEModel, load_network  # noqa: E402
+from BBBAnomalyLib.dsc.phae import DEFAULT_WEIGHTS, PHAEModel, load_network  # noqa: E402
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom  # noqa: E402
 
 UNITLESS = dict(kh=1.0, density=1.0, device="cpu")
@@ -75,7 +75,8 @@ def test_a_tampered_weights_file_is_refused(tmp_path):
 
 def test_run_dsc_phae_gives_sensible_maps_with_the_classic_shape(phae_result, dsc_phantom):
     res, ph = phae_result, dsc_phantom
-    assert set(res.maps) == {"cbv", "cbv_corrected", "cbf", "mtt", "tmax", "k2", "rcbv", "rcbf"}
+    assert set(res.maps) == {"cbv", "cbv_corrected", "cbf", "mtt", "tmax", "k2", "rcbv", "rcbf", "phae_fit_error",
+                             "phae_cbf_uncertainty"}
     for vol in res.maps.values():
         assert vol.data.shape == ph.signal.spatial_shape
         np.testing.assert_array_equal(vol.affine, ph.signal.affine)
@@ -86,13 +87,13 @@ def test_run_dsc_phae_gives_sensible_maps_with_the_classic_shape(phae_result, ds
     assert gm("cbf") > 1.2 * wm("cbf") and gm("cbv") > 1.8 * wm("cbv")
     for tissue in ("gm", "wm"):
         assert 0.9 < roi_ratio(res, ph, "cbv_corrected", tissue) < 1.1, tissue
-    assert res.report["phae"]["weights"] == "dsc-phae-sim"
+    assert res.report["phae"]["weights"] == DEFAULT_WEIGHTS == "dsc-phae-world"
     fitted = res.extras["fitted_curves"]
     assert fitted.shape == (int(res.brain_mask.sum()), res.times.size) and fitted.dtype == np.float32
 
 
-def test_clean_phantom_cbf_and_mtt_within_tolerance_of_truth(clean_phantom):
-    res = run(clean_phantom, leakage_correction="none")
+def test_clean_phantom_cbf_and_mtt_within_tolerance_of_truth_with_the_self_supervised_weights(clean_phantom):
+    res = run(clean_phantom, leakage_correction="none", phae_weights="dsc-phae-sim")
     for tissue in ("gm", "wm", "enhancing"):  # measured: CBF -4 to -6 %, MTT +3 to +14 %
         assert 0.85 < roi_ratio(res, clean_phantom, "cbf", tissue) < 1.1, tissue
         assert 0.9 < roi_ratio(res, clean_phantom, "mtt", tissue) < 1.25, tissue
@@ -100,13 +101,16 @@ def test_clean_phantom_cbf_and_mtt_within_tolerance_of_truth(clean_phantom):
     assert 0.0 <= tmax < 1.0  # no tissue delay in this phantom
 
 
-def test_fitted_curves_follow_the_measured_mean_curve(dsc_phantom):
-    res = run_dsc(dsc_phantom.signal, DSCParameters(method="phae", **UNITLESS), aif_mask=dsc_phantom.masks["aif"],
-                  brain_mask=dsc_phantom.masks["brain"], keep_curves=True)
+@pytest.mark.parametrize("name, tolerance", [("dsc-phae-sim", 0.1), ("dsc-phae-world", 0.3)])
+def test_fitted_curves_follow_the_measured_mean_curve(dsc_phantom, name, tolerance):
+    # the supervised dsc-phae-world picks MTT and delay for CBF, not for the curve's shape (its
+    # reconstruction weighs 0.3 in its loss), so its decoder curve follows the data less closely
+    res = run_dsc(dsc_phantom.signal, DSCParameters(method="phae", phae_weights=name, **UNITLESS),
+                  aif_mask=dsc_phantom.masks["aif"], brain_mask=dsc_phantom.masks["brain"], keep_curves=True)
     gm = dsc_phantom.masks["gm"][res.brain_mask]
     measured = res.delta_r2s.data[res.brain_mask][gm].mean(axis=0)
     model = res.extras["fitted_curves"][gm].mean(axis=0)
-    assert np.abs(model - measured).max() < 0.1 * measured.max()
+    assert np.abs(model - measured).max() < tolerance * measured.max()
 
 
 def test_adapt_runs_reports_and_does_not_worsen_the_fit(dsc_phantom):
@@ -132,7 +136,7 @@ def test_cli_dsc_method_phae_and_flag_errors(dsc_files, tmp_path, capsys):
             "--mask", str(dsc_files / "mask_brain.nii.gz"), "--quiet"]
     assert main(base + ["--method", "phae", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text(encoding="utf-8"))
-    assert report["parameters"]["method"] == "phae" and report["phae"]["weights"] == "dsc-phae-sim"
+    assert report["parameters"]["method"] == "phae" and report["phae"]["weights"] == DEFAULT_WEIGHTS
     assert main(base + ["--adapt", "--out", str(tmp_path / "bad")]) == 2  # --adapt without --method phae
     assert not (tmp_path / "bad").exists()
     assert main(base + ["--method", "phae", "--weights", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m")]) == 2

@@ -386,8 +386,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 seed, SNR 50/10, 8 patients")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--patients", type=int, default=40)
-    ap.add_argument("--parts", nargs="+", default=["heldout", "accuracy", "changes", "grading"],
-                    choices=["heldout", "accuracy", "changes", "grading"])
+    ap.add_argument("--parts", nargs="+", default=["world", "heldout", "accuracy", "changes", "grading"],
+                    choices=["world", "heldout", "accuracy", "changes", "grading"])
+    ap.add_argument("--world-weights", nargs="+", default=["dsc-phae-sim", "dsc-phae-world"],
+                    help="PHAE weights compared in the held-apart part 'world' (scripts/phae_world.py)")
     ap.add_argument("--update-card", action="store_true",
                     help="write the held-out and reference-object numbers into the bundled model card")
     ap.add_argument("--threads", type=int, default=2)
@@ -407,6 +409,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     log = lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True)  # noqa: E731
     res = {"machine": machine_description(), "seeds": seeds}
+    if "world" in args.parts:
+        from phae_world import part_world
+
+        res["world"] = part_world(args.world_weights, quick=args.quick, log=log)
     if "heldout" in args.parts:
         res["heldout"] = part_heldout(log)
     if "accuracy" in args.parts:
@@ -421,6 +427,10 @@ def main(argv=None) -> int:
     res["seconds"] = time.perf_counter() - t0
     (args.out / "phae_validation.json").write_text(json.dumps(res, indent=1, default=float), encoding="utf-8")
     text = tables(res)
+    if "world" in res:
+        from phae_world import world_tables
+
+        text = world_tables(res["world"]) + "\n" + text
     (args.out / "phae_validation.md").write_text(text, encoding="utf-8")
     print(text)
     if args.update_card:

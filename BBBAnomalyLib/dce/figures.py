@@ -41,7 +41,8 @@ def dce_figure(path: str | Path, series: Volume, result, masks: dict[str, np.nda
     ax.set_ylabel(curves.unit)
     ax.legend(fontsize=7)
     ax.set_title("ROI curves, model fit and RLS reconstruction")
-    panels = [("rls", "RLS", "inferno"), ("rls_vascular", "vascular RLS", "viridis"), ("ktrans", "Ktrans", "magma")]
+    panels = [("rls", "RLS", "inferno"), ("rls_uncertainty", "RLS uncertainty (noise SE)", "viridis"),
+              ("ktrans", "Ktrans", "magma")]
     if truth is not None and "ktrans" in truth:
         vmax = float(np.percentile(truth["ktrans"].data[result.brain_mask], 99.9))
         _overlay(axes[0, 2], background, axial_slice(truth["ktrans"], k), brain, "magma", (0.0, vmax),

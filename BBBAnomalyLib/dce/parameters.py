@@ -22,7 +22,8 @@ class InputKind(str, enum.Enum):
 
 
 class RLSSource(str, enum.Enum):
-    CASE = "case"  # train the autoencoder on this case's normal-appearing brain (default; seconds on CPU)
+    AUTO = "auto"  # per case where that is reliable, else the bundled weights; the report says which and why (default)
+    CASE = "case"  # train the autoencoder on this case's normal-appearing brain (seconds on CPU)
     BUNDLED = "bundled"  # the pretrained weights shipped in BBBAnomalyLib/weights (or --rls-weights FILE)
     NONE = "none"  # classic maps only
 
@@ -67,7 +68,7 @@ class DCEParameters:
     max_delay: float = 6.0  # [s]
     refine: bool = False
     refine_iterations: int = 15
-    rls: RLSSource = RLSSource.CASE
+    rls: RLSSource = RLSSource.AUTO
     rls_weights: str = "dce-rls-phantom"
     rls_frames: int = 60
     rls_epochs: int = 8

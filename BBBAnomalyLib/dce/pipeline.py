@@ -34,8 +34,8 @@ from .validation import check_series, check_t10_map, check_t10_values
 #: Map name -> (unit, description); outputs come in this order (the first is the headline map).
 MAP_INFO = {
     "rls": ("% SER", "residual leakage signal: positive mean residual of the autoencoder (leakage)"),
-    "rls_vascular": ("% SER", "negative mean residual of the autoencoder (vascular signal), as a positive value"),
     "rls_abs": ("% SER", "mean absolute residual of the autoencoder"),
+    "rls_uncertainty": ("% SER", "standard error of the RLS from the curve's own noise: RLS below ~2x this is noise"),
     "ktrans": ("1/min", "volume transfer constant Ktrans"),
     "ve": ("fraction", "extravascular extracellular volume fraction (Ktrans/kep)"),
     "vp": ("fraction", "plasma volume fraction"),
@@ -218,7 +218,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             exclude = exclude | arterial[brain]
         try:
             rls_out = run_rls(ser[in_brain], times, n_base, params, exclude, raw[in_brain, :n_base].mean(axis=1),
-                              timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m))
+                              timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m),
+                              tumor_given="tumor-mask" in masks)
         except TooFewTrainingVoxels as exc:  # the classic maps are still worth having (issue 12)
             rls_skipped = str(exc)
             warnings.append(f"the RLS map was skipped: {exc}; the classic maps were made")

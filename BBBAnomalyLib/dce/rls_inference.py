@@ -28,7 +28,7 @@ class TooFewTrainingVoxels(InputError):
 
 @dataclass
 class RLSOutput:
-    maps: dict[str, np.ndarray]  # rls, rls_vascular, rls_abs per brain voxel [% SER]
+    maps: dict[str, np.ndarray]  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]
     info: dict  # for the report
     x: np.ndarray = field(repr=False, default=None)
     x_hat: np.ndarray = field(repr=False, default=None)
@@ -63,8 +63,31 @@ def load_bundled(name_or_path: str):
     return model.eval(), n_inputs - rls.BOX_ENTRIES, card
 
 
+#: When per-case training is trusted (``--rls auto``), from docs/validation.md: without a tumor mask the
+#: network learns the tumor too (independent phantom: rim mean 0.3 % SER, AUC 0.29; bundled 0.99); per-case
+#: RLS followed Ktrans at 300 s (r 0.84-0.92) but not at 420 s (0.42) or 600 s (-0.70), and detected less
+#: well at 180 s (AUC 0.82); with few normal voxels there is little to learn "normal" from.
+PER_CASE_DURATION_S = (240.0, 360.0)
+PER_CASE_MIN_VOXELS = 5000
+
+
+def choose_source(duration: float, n_normal: int, tumor_given: bool) -> tuple[RLSSource, str]:
+    """(CASE or BUNDLED, why) for ``--rls auto``."""
+    if not tumor_given:
+        return RLSSource.BUNDLED, ("no tumor mask: a per-case network would be trained on the tumor too and "
+                                   "reconstruct its leakage")
+    lo, hi = PER_CASE_DURATION_S
+    if not lo <= duration <= hi:
+        return RLSSource.BUNDLED, (f"the acquisition lasts {duration:.0f} s; per-case RLS is reliable only for "
+                                   f"{lo:.0f}-{hi:.0f} s acquisitions on the validation phantoms")
+    if n_normal < PER_CASE_MIN_VOXELS:
+        return RLSSource.BUNDLED, f"only {n_normal} normal-appearing brain voxels (< {PER_CASE_MIN_VOXELS}) to train on"
+    return RLSSource.CASE, (f"tumor mask given, {duration:.0f} s acquisition and {n_normal} normal-appearing voxels: "
+                            "trained on this case")
+
+
 def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParameters, exclude: np.ndarray,
-            s0: np.ndarray, timer, warnings: list[str], progress) -> RLSOutput:
+            s0: np.ndarray, timer, warnings: list[str], progress, tumor_given: bool = False) -> RLSOutput:
     import torch
 
     from ..devices import resolve_device
@@ -72,8 +95,16 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
     if params.threads:
         torch.set_num_threads(int(params.threads))
     device = resolve_device(params.device)
-    info: dict = {"source": params.rls.value, "device": device.type}
-    if params.rls is RLSSource.BUNDLED:
+    source = params.rls
+    eligible = ~exclude & (s0 > MIN_SIGNAL_FRACTION * np.median(s0))
+    rows = rls.training_rows(ser, eligible)
+    info: dict = {"source": source.value, "device": device.type}
+    if source is RLSSource.AUTO:
+        source, reason = choose_source(float(times[-1] - times[0]), int(rows.sum()), tumor_given)
+        info.update(source=source.value, choice={"source": source.value, "reason": reason})
+        warnings.append(f"RLS: {'bundled weights' if source is RLSSource.BUNDLED else 'per-case network'} "
+                        f"({reason})")
+    if source is RLSSource.BUNDLED:
         with timer("rls_load"):
             model, n_frames, card = load_bundled(params.rls_weights)
         info.update(weights=params.rls_weights, frames=n_frames, sha256=card.get("sha256"))
@@ -87,8 +118,6 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
     else:
         n_frames = params.rls_frames
         x, grid, post = rls.network_input(ser, times, n_base, n_frames)
-        eligible = ~exclude & (s0 > MIN_SIGNAL_FRACTION * np.median(s0))
-        rows = rls.training_rows(ser, eligible)
         if rows.sum() < MIN_TRAINING_VOXELS:
             raise TooFewTrainingVoxels(f"only {int(rows.sum())} normal-appearing brain voxels are left to train the "
                                        f"RLS autoencoder on (at least {MIN_TRAINING_VOXELS}); give a larger brain "
@@ -98,7 +127,8 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
                                                   max_voxels=params.rls_max_training_voxels,
                                                   progress=lambda f, m: progress(0.9 * f, m))
         info.update(frames=n_frames, training_voxels=int(min(rows.sum(), params.rls_max_training_voxels)),
-                    epochs=params.rls_epochs, final_l1_loss=float(losses[-1]))
+                    epochs=params.rls_epochs, final_l1_loss=float(losses[-1]),
+                    early_stopping=getattr(model, "training_info", None))
     progress(0.92, "RLS inference")
     with timer("rls_inference"):
         x_hat = rls.reconstruct(model, x, device=device, chunk=params.chunk_voxels)

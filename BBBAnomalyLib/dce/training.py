@@ -146,7 +146,7 @@ def run(args) -> int:
                 "command": "bbbanomaly " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                 "training": {"epochs": args.epochs, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
                              "loss": "L1", "processes": context.world_size, "curves": int(x.shape[0]),
-                             "final_l1_loss": final},
+                             "final_l1_loss": final, "early_stopping": getattr(model, "training_info", None)},
                 "intended_use": "bbbanomaly dce --rls bundled: RLS maps of DCE series with a protocol like the "
                                 "training protocol",
                 "limitations": "curves of another duration are resampled to the network grid, which changes their "

@@ -41,6 +41,10 @@ MAP_INFO = {
     "k2": ("1/s", "BSW leakage coefficient (>0: T1-dominant leakage)"),
     "rcbv": ("ratio", "CBV relative to the NAWM mean (corrected CBV when corrected)"),
     "rcbf": ("ratio", "CBF relative to the NAWM mean"),
+    "phae_fit_error": ("%", "PHAE only: relative residual ||C - Ĉ|| / ||C|| of the physics decoder's reconstruction; "
+                            "how far to trust the voxel's learned CBF/MTT (high = the curve was not reproduced)"),
+    "phae_cbf_uncertainty": ("%", "PHAE only: the network's predicted SD of log CBF x 100 (about the relative SD of the "
+                                  "voxel's CBF), trained on simulated truth"),
 }
 
 ProgressCallback = Callable[[float, str], None]
@@ -242,6 +246,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             # was made consistent with the window's CBV by the decoder, so CBV/CBF would re-truncate it.
             mtt = np.where(cbf > 0, fit.mtt, 0.0).astype(np.float32)
         values.update(cbf=cbf, mtt=mtt, tmax=fit.tmax)
+        if getattr(fit, "fit_error", None) is not None:  # PHAE: voxel-wise trust map beside the learned maps
+            values["phae_fit_error"] = 100.0 * fit.fit_error
+        if getattr(fit, "cbf_uncertainty", None) is not None:
+            values["phae_cbf_uncertainty"] = 100.0 * fit.cbf_uncertainty
         if k2 is not None:
             values["k2"] = k2
         if "nawm-mask" in masks:
@@ -325,6 +333,12 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     if params.phae_adapt:
         report_progress(0.35, "adapting PHAE to this case")
         phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)
+    from .phae.domain import case_statistics, out_of_domain
+
+    stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]))
+    phae_report["case_statistics"] = stats
+    warnings.extend(out_of_domain(stats, model.card.get("training_domain"),
+                                  f"the PHAE weights {model.card.get('name')}"))
     fit = model.fit(brain_curves, progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
     phae_report["fit_loss"] = summarise(fit.loss)
     return fit, {"phae": phae_report}

@@ -10,23 +10,26 @@ loss (no labels exist to use), for a fixed number of steps.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ...errors import InputError
+from .physics import area
 
-DEFAULT_WEIGHTS = "dsc-phae-sim"
+DEFAULT_WEIGHTS = "dsc-phae-world"
 
 
 @dataclass
 class PHAEFit:
     """Per voxel: cbf = flow F [1/s] (× 6000·kH/ρ for ml/100 g/min, like DeconvolutionFit.cbf),
     tmax = delay [s] (the Lorentzian residue peaks at the delay), mtt [s] (the encoder's, the
-    Lorentzian's ∫R), loss = normalised MAE of the fit, fitted = model curves (n, T) in ΔR2* [1/s]."""
+    Lorentzian's ∫R; for weights trained with a supervised CBF term, whose card says "central volume",
+    the central-volume MTT = (∫C/∫Ca)/CBF), loss = normalised MAE of the fit, fitted = model curves
+    (n, T) in ΔR2* [1/s], fit_error = ||C - Ĉ||₂ / ||C||₂ per voxel (how far to trust the voxel: the
+    physics decoder could not reproduce the measured curve; high in noise-dominated or non-physical
+    curves)."""
 
     cbf: np.ndarray
     tmax: np.ndarray
@@ -36,6 +39,8 @@ class PHAEFit:
     regularisation: np.ndarray = field(default=None)  # API parity with DeconvolutionFit: zeros
     unmet: np.ndarray = field(default=None)  # API parity: all False
     adaptation: dict | None = None
+    fit_error: np.ndarray | None = None
+    cbf_uncertainty: np.ndarray | None = None  # predicted SD of log CBF (≈ relative SD), weights with that output
 
     def __post_init__(self):
         if self.regularisation is None:
@@ -50,22 +55,13 @@ class PHAEFit:
 
 def load_network(weights: str | None = None, device: str = "cpu"):
     """The PHAE network from a bundled name (default) or a .pt path, checksum-verified, in eval mode."""
-    from ...weights import entry, load_state_dict
+    from ... import weights as registry
     from .network import PHAE
 
     name = str(weights or DEFAULT_WEIGHTS)
-    if name.endswith(".pt"):
-        card_path = Path(name).with_suffix(".json")
-        if not card_path.is_file():
-            raise InputError(f"PHAE weights {name} need their model card {card_path.name} beside them "
-                             "(written by `bbbanomaly train phae`)")
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        state = load_state_dict(name, expected_sha256=card.get("sha256"))
-    else:
-        card = entry(name)
-        state = load_state_dict(name)
-    net = PHAE(**card["config"])
-    net.load_state_dict(state)
+    card, _ = registry.read_card(name)
+    registry.check_model(card, "BBBAnomalyLib.dsc.phae.network:PHAE", name)
+    net = registry.instantiate(PHAE, card, registry.load_state_dict(name), name)
     return net.to(device).eval(), card
 
 
@@ -109,20 +105,35 @@ class PHAEModel:
         if curves.ndim != 2 or curves.shape[1] != self.aif.size:
             raise ValueError(f"curves must be (n_voxels, {self.aif.size}); got {curves.shape}")
         n = curves.shape[0]
-        out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss")}
+        out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss", "fit_error", "cbv", "log_cbf_sd")}
+        out["log_cbf_sd"][:] = np.nan
         fitted = np.empty(curves.shape, np.float32) if keep_curves else None
         with torch.inference_mode():
             for start in range(0, n, self.chunk_voxels):
                 sl = slice(start, min(start + self.chunk_voxels, n))
-                res = self.network(torch.as_tensor(curves[sl], device=self.device), self._aif_t, self.dt)
+                x = torch.as_tensor(curves[sl], device=self.device)
+                res = self.network(x, self._aif_t, self.dt)
+                res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - x, dim=1)
+                                    / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12))
+                res["cbv"] = area(x) / area(self._aif_t).clamp_min(1e-12)
+                if "log_cbf_sd" in res:
+                    # the flow is a median estimate; exp(-s²/2) makes the mean of a log-normal error unbiased
+                    res["flow"] = res["flow"] * torch.exp(-0.5 * res["log_cbf_sd"] ** 2)
                 for key in out:
-                    out[key][sl] = res[key].float().cpu().numpy()
+                    if key in res:
+                        out[key][sl] = res[key].float().cpu().numpy()
                 if keep_curves:
                     fitted[sl] = res["fitted"].float().cpu().numpy()
                 if progress is not None:
                     progress(sl.stop / max(n, 1))
-        return PHAEFit(cbf=out["flow"] / self.dt, tmax=out["delay"] * self.dt, mtt=out["mtt"] * self.dt,
-                       loss=out["loss"], fitted=fitted)
+        cbf = out["flow"] / self.dt
+        mtt = out["mtt"] * self.dt
+        if "central" in str(self.card.get("mtt_output", "")):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mtt = np.where(cbf > 0, out["cbv"] / cbf, 0.0).astype(np.float32)
+        return PHAEFit(cbf=cbf, tmax=out["delay"] * self.dt, mtt=mtt, loss=out["loss"], fitted=fitted,
+                       fit_error=out["fit_error"],
+                       cbf_uncertainty=None if np.isnan(out["log_cbf_sd"]).all() else out["log_cbf_sd"])
 
     # ------------------------------------------------------------------------------------
     def adapt(self, curves: np.ndarray, steps: int = 150, batch: int = 1024, lr: float = 3e-4,

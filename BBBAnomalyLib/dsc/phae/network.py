@@ -38,17 +38,25 @@ class PHAEEncoder(nn.Module):
     """(B, 2, n) normalised (C, Ca) → (MTT, delay) in frames, each (B,)."""
 
     def __init__(self, widths=(16, 16, 32, 32), strides=(2, 1, 2, 1), kernel: int = 3, hidden: int = 32,
-                 slope: float = 0.02):
+                 slope: float = 0.02, min_delay_frames: float = 0.0, uncertainty: bool = False):
         super().__init__()
         self.config = {"widths": list(widths), "strides": list(strides), "kernel": kernel, "hidden": hidden,
                        "slope": slope}
+        if min_delay_frames:  # only written when used, so older model cards keep loading unchanged
+            self.config["min_delay_frames"] = float(min_delay_frames)
+        self.min_delay = float(min_delay_frames)
+        if uncertainty:  # a third output: the predicted SD of log CBF (trained by a Gaussian NLL on simulated truth)
+            self.config["uncertainty"] = True
+        self.uncertainty = bool(uncertainty)
+        # softplus(z + shift) - min_delay starts near 0.13 frames at z = 0 for any min_delay (as before: softplus(z - 2))
+        self.delay_shift = math.log(math.expm1(self.min_delay + 0.127)) if self.min_delay else -2.0
         layers, channels = [], 2
         for width, stride in zip(widths, strides):
             layers += [nn.Conv1d(channels, width, kernel, stride=stride, padding=kernel // 2),
                        nn.BatchNorm1d(width), nn.LeakyReLU(slope)]
             channels = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(2 * channels, hidden), nn.LeakyReLU(slope), nn.Linear(hidden, 2))
+        self.head = nn.Sequential(nn.Linear(2 * channels, hidden), nn.LeakyReLU(slope), nn.Linear(hidden, 3 if uncertainty else 2))
 
     def forward(self, x: torch.Tensor, mtt_range=MTT_RANGE_FRAMES):
         if self.training or torch.is_grad_enabled():
@@ -65,7 +73,9 @@ class PHAEEncoder(nn.Module):
         z = self.head(torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1))
         lo, hi = (math.log(v) for v in mtt_range)
         mtt = torch.exp(lo + (hi - lo) * torch.sigmoid(z[:, 0]))
-        delay = nn.functional.softplus(z[:, 1] - 2.0).clamp(max=MAX_DELAY_FRAMES)
+        delay = (nn.functional.softplus(z[:, 1] + self.delay_shift) - self.min_delay).clamp(max=MAX_DELAY_FRAMES)
+        if self.uncertainty:
+            return mtt, delay, nn.functional.softplus(z[:, 2]) + 0.02
         return mtt, delay
 
 
@@ -118,9 +128,13 @@ class PHAE(nn.Module):
         a_n, a_scale = normalise(aif)
         x = torch.stack([c_n, a_n.expand_as(c_n)], dim=1)
         bounds = MTT_RANGE_FRAMES if dt is None else (MTT_RANGE_S[0] / dt, MTT_RANGE_S[1] / dt)
-        mtt, delay = self.encoder(x, bounds)
-        fitted_n, flow_n = decode(c_n, a_n, mtt, delay, self.amplitude)
+        out = self.encoder(x, bounds)
+        mtt, delay = out[0], out[1]
+        lead = int(math.ceil(self.encoder.min_delay)) + 1 if self.encoder.min_delay else 0
+        fitted_n, flow_n = decode(c_n, a_n, mtt, delay, self.amplitude, lead=lead)
         loss = (fitted_n - c_n).abs().mean(dim=-1)
         ratio = c_scale / a_scale
-        return {"mtt": mtt, "delay": delay, "flow": flow_n * ratio, "fitted": fitted_n * c_scale[:, None],
-                "loss": loss}
+        res = {"mtt": mtt, "delay": delay, "flow": flow_n * ratio, "fitted": fitted_n * c_scale[:, None], "loss": loss}
+        if len(out) > 2:
+            res["log_cbf_sd"] = out[2]
+        return res

@@ -35,25 +35,26 @@ def lorentzian_residue(n_frames: int, mtt: torch.Tensor, delay: torch.Tensor) ->
     return torch.where(s >= 0, r, torch.zeros_like(r))
 
 
-def lorentzian_kernel(n_frames: int, mtt: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
-    """∫ R over each frame bin [k - ½, k + ½] (frame units), (B, n); sums to ∫R over the window.
+def lorentzian_kernel(n_frames: int, mtt: torch.Tensor, delay: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """∫ R over each frame bin [k - ½, k + ½] for k = -lead .. n-1 (frame units), (B, n + lead).
 
-    ∫_Td^t R = (2·MTT/π)·arctan(π(t - Td)/(2·MTT)) for t >= Td, 0 before."""
-    edges = torch.arange(n_frames + 1, dtype=mtt.dtype, device=mtt.device)[None, :] - 0.5
+    ∫_Td^t R = (2·MTT/π)·arctan(π(t - Td)/(2·MTT)) for t >= Td, 0 before. ``lead`` > 0 leaves room for a
+    negative delay (the tissue curve leads the measured AIF, e.g. an AIF measured downstream)."""
+    edges = torch.arange(-lead, n_frames + 1, dtype=mtt.dtype, device=mtt.device)[None, :] - 0.5
     s = (edges - delay[:, None]).clamp_min(0.0)
     m = mtt[:, None]
     integral = (2.0 * m / math.pi) * torch.atan(math.pi * s / (2.0 * m))
     return integral[:, 1:] - integral[:, :-1]
 
 
-def convolve(aif: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Causal discrete convolution Σ_j aif[k - j]·kernel[j] of (B, n) rows, frame units.
-
-    aif may be (1, n) (one AIF for every row) or (B, n)."""
-    n = kernel.shape[-1]
-    size = 2 * n
+def convolve(aif: torch.Tensor, kernel: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """Discrete convolution Σ_j aif[k - j]·kernel[j + lead] for j = -lead .. n-1 of (B, n) rows, frame units
+    (causal for lead = 0; with lead > 0 the kernel's first ``lead`` bins reach AIF frames after k, none past
+    the window). aif may be (1, n) (one AIF for every row) or (B, n)."""
+    n = kernel.shape[-1] - lead
+    size = 2 * (n + lead)
     spec = torch.fft.rfft(aif, size) * torch.fft.rfft(kernel, size)
-    return torch.fft.irfft(spec, size)[..., :n]
+    return torch.fft.irfft(spec, size)[..., lead:lead + n]
 
 
 def area(curves: torch.Tensor) -> torch.Tensor:
@@ -62,14 +63,14 @@ def area(curves: torch.Tensor) -> torch.Tensor:
 
 
 def decode(curves: torch.Tensor, aif: torch.Tensor, mtt: torch.Tensor, delay: torch.Tensor,
-           amplitude: str = "area", eps: float = 1e-6):
+           amplitude: str = "area", eps: float = 1e-6, lead: int = 0):
     """Model curves and flow for (B, n) tissue curves, AIF (1 or B, n), MTT and delay (B,) [frames].
 
     Returns (fitted (B, n), flow (B,)) with flow in 1/frame (divide by Δt for 1/s) and in the
     units of curves/aif. amplitude='area' (default, see module docstring) or 'seed' (F = CBV/MTT with
     CBV = ∫C/∫Ca on the window, as the paper).
     """
-    unit = convolve(aif, lorentzian_kernel(curves.shape[-1], mtt, delay))  # Ca ⊛ R for F = 1
+    unit = convolve(aif, lorentzian_kernel(curves.shape[-1], mtt, delay, lead), lead)  # Ca ⊛ R for F = 1
     if amplitude == "area":
         denom = area(unit)
     elif amplitude == "seed":

@@ -1,0 +1,202 @@
+"""Curve-level DSC generator with a deliberately wide distribution, for training and testing learned
+perfusion maps (PHAE) on data they were not built on.
+
+One *case* = one protocol (frame interval, duration, echo time), one arterial input and n tissue curves.
+What a case draws is set by :class:`CurveSettings`; two presets exist and never overlap where it matters:
+
+* ``TRAINING``: AIF families ``gamma`` (random gamma-variate first pass + recirculation + plateau, as
+  ``dsc_physics.gamma_variate_aif``) and ``parker`` (the Parker 2006 population shape, time-stretched
+  0.6-1.6x, rescaled to a ΔR2* peak), each with a random dispersion of the *measured* AIF and a
+  partial-volume mix with tissue; frame interval 0.8-2.5 s; duration 50-150 s; tissue delay -3..+5 s;
+  residues exponential, gamma, Lorentzian, box; T2*- and T1-dominant leakage in some curves; noise on the
+  *signal* before the ΔR2* conversion (Rician), or, in a share of the cases, Gaussian noise on the
+  concentration curves themselves ("concentration input", no conversion).
+* ``HELD_APART``: the Georgiou 2019 population AIF (a family training never sees), gamma-kernel
+  dispersion instead of the exponential one, fixed frame intervals / durations / SNRs chosen by the
+  validation, its own seeds. Used only by scripts/validate_phae.py and the tests.
+
+Truth per curve: cbf [1/s] *relative to the measured AIF's area* (what any deconvolution can recover:
+a partial-volumed AIF scales every method's CBF alike), cbv (fraction, same convention), mtt [s],
+delay [s], residue, snr, leakage k2. kH = ρ = 1 (one relaxivity for artery and tissue, like
+``dsc_physics``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.integrate import cumulative_trapezoid
+
+from ..population_aif import georgiou_aif, parker_aif
+from . import dsc_physics as phys
+
+RESIDUE_FAMILIES = ("exponential", "gamma", "lorentzian", "box")
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    aif_families: tuple[str, ...] = ("gamma", "parker")
+    frame_interval: tuple[float, float] = (0.8, 2.5)  # s, uniform
+    duration: tuple[float, float] = (50.0, 150.0)  # s, uniform
+    arrival: tuple[float, float] = (5.0, 25.0)  # s, bolus arrival in the AIF (capped at 35 % of the window)
+    aif_peak: tuple[float, float] = (15.0, 80.0)  # 1/s, ΔR2* peak of the arterial curve
+    aif_dispersion: tuple[float, float] = (0.0, 2.0)  # s, time constant applied to the *measured* AIF
+    aif_dispersion_kernel: str = "exponential"  # or "gamma" (held-apart)
+    partial_volume: tuple[float, float] = (0.7, 1.0)  # arterial fraction of the AIF voxels
+    mtt: tuple[float, float] = (1.0, 20.0)  # s, log-uniform
+    cbv: tuple[float, float] = (0.005, 0.15)  # fraction, log-uniform
+    delay: tuple[float, float] = (-3.0, 5.0)  # s, tissue delay relative to the measured AIF
+    tissue_dispersion: tuple[float, float] = (0.0, 3.0)  # s (half the curves get none)
+    residues: tuple[str, ...] = RESIDUE_FAMILIES
+    leaky_fraction: float = 0.25  # share of curves with residual leakage
+    k2: tuple[float, float] = (0.0, 0.015)  # 1/s, |BSW K2|; sign + (T2*) or - (T1) at random
+    snr: tuple[float, float] = (8.0, 150.0)  # baseline S0 / sigma, log-uniform
+    tissue_gain: tuple[float, float] = (1.0, 6.0)  # tissue ΔR2* contrast factor (low to in-vivo contrast)
+    te: tuple[float, float] = (0.02, 0.045)  # s
+    concentration_input_fraction: float = 0.2  # cases with Gaussian noise on concentration, no conversion
+    fine_dt: float = 0.1
+
+    def describe(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+TRAINING = CurveSettings()
+HELD_APART = CurveSettings(aif_families=("georgiou",), aif_dispersion_kernel="gamma", frame_interval=(1.0, 1.0),
+                           duration=(90.0, 90.0), concentration_input_fraction=0.0, leaky_fraction=0.0)
+
+
+@dataclass
+class CurveCase:
+    curves: np.ndarray  # (n, T) ΔR2* (or concentration) as a pipeline would hand the deconvolution, float32
+    aif: np.ndarray  # (T,) measured arterial curve, same units
+    frame_interval: float
+    truth: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def _log_uniform(rng, lo_hi, n=None):
+    lo, hi = lo_hi
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), n)) if hi > lo else (np.full(n, lo) if n else lo)
+
+
+def _uniform(rng, lo_hi, n=None):
+    lo, hi = lo_hi
+    return rng.uniform(lo, hi, n) if hi > lo else (np.full(n, float(lo)) if n else float(lo))
+
+
+def arterial_function(rng: np.random.Generator, family: str, arrival: float, peak: float):
+    """A callable Ca(t) [1/s] of continuous time, 0 before ``arrival``, maximum ≈ ``peak``."""
+    if family == "gamma":
+        kw = dict(alpha=rng.uniform(1.5, 5.0), beta=rng.uniform(0.7, 2.0), recirculation_fraction=rng.uniform(0.05, 0.35),
+                  recirculation_delay=rng.uniform(5.0, 12.0), steady_state_fraction=rng.uniform(0.03, 0.15))
+        return lambda t: phys.gamma_variate_aif(t, arrival=arrival, peak=peak, **kw)
+    if family in ("parker", "georgiou"):
+        stretch = rng.uniform(0.6, 1.6) if family == "parker" else rng.uniform(0.8, 1.3)
+        shape = parker_aif if family == "parker" else georgiou_aif
+        # the population curves start their rise ~10 s after their delay; align the foot with `arrival`
+        grid = np.linspace(0.0, 3.0, 3601)  # minutes
+        ref = shape(grid, delay=0.0)
+        foot = grid[np.argmax(ref > 0.02 * ref.max())]
+        scale = peak / ref.max()
+        return lambda t: scale * shape(np.maximum((np.asarray(t, float) - arrival) / (60.0 * stretch) + foot, 0.0),
+                                       delay=0.0) * (np.asarray(t, float) >= arrival)
+    raise ValueError(f"unknown AIF family {family!r}")
+
+
+def _dispersed(values: np.ndarray, dt_fine: float, tau: float, kernel: str) -> np.ndarray:
+    """Convolve fine-grid rows with a unit-area dispersion kernel (exponential or gamma shape 2)."""
+    if tau <= 0:
+        return values
+    t = np.arange(0.0, 12.0 * tau + dt_fine, dt_fine)
+    k = np.exp(-t / tau) if kernel == "exponential" else t * np.exp(-2.0 * t / tau)
+    k /= k.sum()
+    from scipy.signal import fftconvolve
+
+    return fftconvolve(values, k[None, :] if values.ndim == 2 else k, axes=-1)[..., :values.shape[-1]]
+
+
+def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: CurveSettings = TRAINING, *,
+                        frame_interval: float | None = None, n_frames: int | None = None, snr=None,
+                        tissue_gain=None, aif_family: str | None = None, mtt=None, cbv=None, delay=None,
+                        residue: str | None = None, concentration_input: bool | None = None) -> CurveCase:
+    """One case drawn from ``settings``; keyword overrides fix a quantity (sweeps)."""
+    s = settings
+    dt = float(frame_interval if frame_interval is not None else _uniform(rng, s.frame_interval))
+    if n_frames is None:
+        n_frames = int(round(_uniform(rng, s.duration) / dt))
+    times = np.arange(n_frames) * dt
+    arrival = float(min(_uniform(rng, s.arrival), 0.35 * times[-1]))
+    family = aif_family or str(rng.choice(s.aif_families))
+    ca_true = arterial_function(rng, family, arrival, float(_uniform(rng, s.aif_peak)))
+
+    n = n_curves
+    mtt = np.broadcast_to(np.asarray(mtt, float), (n,)).copy() if mtt is not None else _log_uniform(rng, s.mtt, n)
+    cbv = np.broadcast_to(np.asarray(cbv, float), (n,)).copy() if cbv is not None else _log_uniform(rng, s.cbv, n)
+    delay = (np.broadcast_to(np.asarray(delay, float), (n,)).copy() if delay is not None
+             else np.where(rng.random(n) < 0.25, 0.0, _uniform(rng, s.delay, n)))
+    disp = np.where(rng.random(n) < 0.5, 0.0, _uniform(rng, s.tissue_dispersion, n))
+    res_names = np.array([residue] * n if residue else rng.choice(s.residues, n))
+    conc = np.empty((n, n_frames))
+    for name in np.unique(res_names):
+        sel = res_names == name
+        conc[sel] = phys.tissue_concentration(times, ca_true, cbv[sel], mtt[sel], delay[sel], disp[sel],
+                                              residue=str(name), fine_dt=s.fine_dt)
+    k2 = np.where(rng.random(n) < s.leaky_fraction, _uniform(rng, s.k2, n) * rng.choice([-1.0, 1.0], n), 0.0)
+    if np.any(k2 != 0):  # BSW-type residual leakage: + K2·∫Ca (T2*-dominant) or - (T1-dominant)
+        conc += k2[:, None] * cumulative_trapezoid(ca_true(times), times, initial=0.0)[None, :]
+
+    # the measured AIF: dispersed on its way to the measuring voxel, partial-volumed with tissue
+    t_fine = np.arange(0.0, times[-1] + s.fine_dt, s.fine_dt)
+    ca_meas_fine = _dispersed(ca_true(t_fine), s.fine_dt, float(_uniform(rng, s.aif_dispersion)), s.aif_dispersion_kernel)
+    ca_meas = np.interp(times, t_fine, ca_meas_fine)
+    pv = float(_uniform(rng, s.partial_volume))
+    tissue_mean = np.median(conc, axis=0) if n else 0.0
+    ca_meas = pv * ca_meas + (1.0 - pv) * tissue_mean
+    # truth relative to the measured AIF's area (what any deconvolution of this AIF can recover)
+    area_ratio = np.trapezoid(ca_true(times), times) / max(np.trapezoid(ca_meas, times), 1e-12)
+
+    conc_in = concentration_input if concentration_input is not None else bool(rng.random() < s.concentration_input_fraction)
+    snr_v = (np.full(n, float(snr)) if snr is not None and np.isscalar(snr)
+             else _log_uniform(rng, s.snr if snr is None else snr, n))
+    gain = (np.full(n, float(tissue_gain)) if tissue_gain is not None and np.isscalar(tissue_gain)
+            else _log_uniform(rng, s.tissue_gain if tissue_gain is None else tissue_gain, n))
+    stop = max(int(np.ceil(arrival / dt - 1e-9)), 3)
+    if conc_in:
+        # concentration input: Gaussian noise, SNR relative to 4 % of the AIF peak (a blood-volume-sized signal)
+        sigma = 0.04 * float(ca_meas.max()) / snr_v
+        curves = conc + sigma[:, None] * rng.standard_normal(conc.shape)
+        aif = ca_meas + float(np.median(sigma)) * rng.standard_normal(n_frames) / np.sqrt(rng.integers(4, 41))
+        te = None
+    else:
+        te = float(_uniform(rng, s.te))
+        s0 = rng.uniform(600.0, 2000.0, n)
+        curves = _noisy_delta_r2s(conc * gain[:, None], s0, s0 / snr_v, te, stop, rng) / gain[:, None]
+        n_art = int(rng.integers(4, 41))
+        art = np.broadcast_to(ca_meas, (n_art, n_frames))
+        s0a = np.full(n_art, 1000.0)
+        aif = _noisy_delta_r2s(art, s0a, s0a / float(np.median(snr_v)), te, stop, rng).mean(axis=0)
+    truth = {"cbf": cbv / mtt * area_ratio, "cbv": cbv * area_ratio, "mtt": mtt, "delay": delay, "k2": k2,
+             "residue": res_names, "snr": snr_v, "gain": gain, "dispersion": disp}
+    info = {"aif_family": family, "frame_interval": dt, "n_frames": n_frames, "arrival": arrival, "pv": pv,
+            "concentration_input": conc_in, "te": te}
+    return CurveCase(curves.astype(np.float32), aif.astype(np.float32), dt, truth, info)
+
+
+def _noisy_delta_r2s(delta, s0, sigma, te, stop, rng) -> np.ndarray:
+    """ΔR2* [1/s] as the pipeline measures it: Rician-noisy signal, S0 from frames [1, stop)."""
+    signal = phys.signal_from_delta_r2s(s0[:, None], delta, te)
+    sig = np.asarray(sigma, float)[:, None]
+    noisy = np.hypot(signal + sig * rng.standard_normal(signal.shape), sig * rng.standard_normal(signal.shape))
+    base = noisy[:, 1:stop].mean(axis=1, keepdims=True)
+    return -np.log(np.maximum(noisy, 1e-3 * base) / base) / te
+
+
+def simulate_curve_cases(n_cases: int, curves_per_case: int, seed: int = 0,
+                         settings: CurveSettings = TRAINING, **kw) -> list[CurveCase]:
+    rng = np.random.default_rng(seed)
+    return [simulate_curve_case(rng, curves_per_case, settings, **kw) for _ in range(n_cases)]
+
+
+__all__ = ["CurveSettings", "TRAINING", "HELD_APART", "CurveCase", "simulate_curve_case", "simulate_curve_cases",
+           "arterial_function", "replace"]

@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""RLS (DCE residual leakage signal) on an *independent* phantom: other tumor site and size, other AIF
+(Georgiou 2019: never used in any RLS training), other timing (3.5 s x 70 frames), flip angle 25°, TR
+4 ms, other T10s and rim physiology, SNR 30, noise seeds >= 500. Learned (RLS per case / bundled weights)
+beside the classic map (extended Tofts Ktrans with the artery mask as AIF) and a trivial baseline
+(mean post-contrast SER, i.e. an IAUC-like enhancement map).
+
+Parts:
+  truth       r(RLS, true Ktrans) in the enhancing rim and the tumor, AUC leaky vs non-leaky, vessel AUC,
+              with and without a tumor mask, per RLS source.
+  seeds       five training seeds: per-case RLS (seed 0-4) and, with --retrain, the cohort weights
+              retrained with seeds 0-4 (scripts/train_rls_world.py) — the spread of rim r and AUC.
+  robustness  the seed's experiment: RLS from D_under / D_trunc / D_hybrid against RLS from the full
+              series (r², SSIM inside the brain), Ktrans beside it.
+  protocols   the independent phantom at 180 s / 2 s, 420 s / 7 s and 600 s / 10 s.
+
+  OMP_NUM_THREADS=1 python scripts/validate_rls.py all --json docs/figures/rls_validation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from BBBAnomalyLib.dce import DCEParameters, run_dce  # noqa: E402
+from BBBAnomalyLib.metrics import pearson_r, roc_auc, ssim  # noqa: E402
+from BBBAnomalyLib.phantoms.dce import make_dce_phantom  # noqa: E402
+from BBBAnomalyLib.volume import Volume  # noqa: E402
+
+INDEPENDENT = dict(snr=30.0, aif="georgiou", frame_interval=3.5, duration=245.0, bolus_arrival=42.0, flip_angle=25.0,
+                   tr=0.004, tumor_center_mm=(-30.0, -18.0, 22.0), tumor_radii_mm=(12.0, 14.0, 11.0), slices=10,
+                   tissues={"gm": {"t10": 1.4}, "wm": {"t10": 0.9}, "rim": {"t10": 1.3, "ve": 0.25, "vp": 0.04}})
+SOURCES = {"per case, tumor mask given": dict(rls="case"), "per case, no tumor mask": dict(rls="case", _no_tumor=True),
+           "bundled dce-rls-phantom": dict(rls="bundled", rls_weights="dce-rls-phantom"),
+           "auto, tumor mask given": dict(rls="auto"), "auto, no tumor mask": dict(rls="auto", _no_tumor=True)}
+BUNDLED = dict(rls="bundled", rls_weights="dce-rls-phantom")
+
+
+def independent_phantom(seed: int = 501, **overrides):
+    return make_dce_phantom(**{**INDEPENDENT, "seed": seed, **overrides})
+
+
+def run(ph, series=None, **params):
+    no_tumor = params.pop("_no_tumor", False)
+    m = ph.masks
+    return run_dce(series or ph.signal, DCEParameters(**params), aif_mask=m["aif"], brain_mask=m["brain"],
+                   tumor_mask=None if no_tumor else m["tumor"], t10_map=ph.truth["t10"])
+
+
+def scores(ph, maps: dict) -> dict:
+    m = ph.masks
+    k = ph.truth["ktrans"].data
+    tissue = m["brain"] & ~m["vessels"]
+    out = {}
+    for name, v in maps.items():
+        out[name] = {"r_rim": pearson_r(v, k, m["enhancing"]), "r_tumor": pearson_r(v, k, m["tumor"]),
+                     "auc_leaky": roc_auc(m["leaky"][tissue], v[tissue]),
+                     "auc_vessels": roc_auc(m["vessels"][m["brain"] & ~m["tumor"]], v[m["brain"] & ~m["tumor"]]),
+                     "rim_mean": float(v[m["enhancing"]].mean()), "nawm_mean": float(v[m["nawm"]].mean())}
+    return out
+
+
+def trivial_map(ph, res) -> np.ndarray:
+    """Mean post-contrast SER (%): what any enhancement map shows without a model or a network."""
+    sig = ph.signal.data.astype(np.float64)
+    n_base = int(res.report.get("baseline_frames", res.report.get("baseline", {}).get("frames", 8)) or 8)
+    s0 = sig[..., 1:n_base].mean(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ser = np.where(s0 > 0, sig / s0 - 1.0, 0.0)
+    return 100.0 * ser[..., n_base:].mean(-1)
+
+
+def part_truth(extra_weights=(), log=print) -> dict:
+    ph = independent_phantom()
+    out = {}
+    for label, kw in SOURCES.items():
+        t = time.perf_counter()
+        res = run(ph, **kw)
+        maps = {"rls": res.maps["rls"].data}
+        if label.startswith("per case, tumor"):
+            maps["ktrans (extended Tofts)"] = res.maps["ktrans"].data
+            maps["trivial: mean post-contrast SER"] = trivial_map(ph, res)
+        sc = scores(ph, maps)
+        sc["rls"]["seconds"] = round(time.perf_counter() - t, 1)
+        sc["rls"]["report"] = {k: v for k, v in res.report.get("rls", {}).items() if k != "sha256"}
+        for name, row in sc.items():
+            key = f"{label}: {name}" if name == "rls" else name
+            out[key] = row
+            log(f"{key}: " + ", ".join(f"{a} {b:.3f}" for a, b in row.items() if isinstance(b, float)))
+    for path in extra_weights:
+        res = run(ph, rls="bundled", rls_weights=str(path), _no_tumor=True)
+        out[f"cohort weights {Path(path).name}: rls"] = scores(ph, {"rls": res.maps["rls"].data})["rls"]
+        log(f"{path}: {out[f'cohort weights {Path(path).name}: rls']}")
+    return out
+
+
+def part_seeds(retrain: bool, log=print) -> dict:
+    ph = independent_phantom()
+    out = {"per case": []}
+    for seed in range(5):
+        res = run(ph, rls="case", seed=seed)
+        out["per case"].append(scores(ph, {"rls": res.maps["rls"].data})["rls"])
+        log(f"per case seed {seed}: {out['per case'][-1]}")
+    if retrain:  # the bundled model's recipe (its card's command) with seeds 0-4, and with other epoch counts
+        import subprocess
+        import tempfile
+
+        from validate_dce import write_cases
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = Path(tmp) / "cases"
+            write_cases(cases, 8)
+            for key, runs in (("cohort (2 epochs)", [(seed, 2) for seed in range(5)]),
+                              ("cohort epochs", [(0, e) for e in (1, 4, 8)])):
+                out[key] = []
+                for seed, epochs in runs:
+                    name = f"rls-s{seed}-e{epochs}"
+                    subprocess.run([sys.executable, "-m", "BBBAnomalyLib", "train", "dce-rls", str(cases), "--out", tmp,
+                                    "--name", name, "--epochs", str(epochs), "--seed", str(seed), "--device", "cpu"],
+                                   check=True, cwd=ROOT, capture_output=True)
+                    res = run(ph, rls="bundled", rls_weights=str(Path(tmp) / f"{name}.pt"))
+                    row = {"seed": seed, "epochs": epochs, **scores(ph, {"rls": res.maps["rls"].data})["rls"]}
+                    out[key].append(row)
+                    log(f"{key} seed {seed} epochs {epochs}: {row}")
+    for key in list(out):
+        rows = out[key]
+        if not rows:
+            continue
+        out[key + " spread"] = {m: [float(np.min([r[m] for r in rows])), float(np.max([r[m] for r in rows]))]
+                                for m in ("r_rim", "auc_leaky", "rim_mean")}
+    return out
+
+
+def subsample(series: Volume, kind: str) -> Volume:
+    n = series.n_frames
+    idx = {"D_under": np.arange(0, n, 2), "D_trunc": np.arange(int(0.6 * n)),
+           "D_hybrid": np.arange(0, int(0.8 * n), 2)}[kind]
+    return Volume(series.data[..., idx], series.affine, series.times[idx], series.acquisition)
+
+
+def part_robustness(log=print) -> dict:
+    ph = independent_phantom(seed=502)
+    brain = ph.masks["brain"]
+    out = {}
+    for label, kw in (("bundled", BUNDLED), ("per case", dict(rls="case"))):
+        full = run(ph, **kw)
+        for kind in ("D_under", "D_trunc", "D_hybrid"):
+            sub = run(ph, subsample(ph.signal, kind), **kw)
+            row = {}
+            for name in ("rls", "ktrans"):
+                a, b = full.maps[name].data, sub.maps[name].data
+                row[f"r2_{name}"] = pearson_r(a, b, brain) ** 2
+                row[f"ssim_{name}"] = ssim(a, b, brain)
+            out[f"{label} {kind}"] = row
+            log(f"{label} {kind}: {row}")
+    return out
+
+
+def part_protocols(log=print) -> dict:
+    out = {}
+    for dur, dt in ((180.0, 2.0), (245.0, 3.5), (420.0, 7.0), (600.0, 10.0)):
+        ph = independent_phantom(seed=503, duration=dur, frame_interval=dt)
+        for label, kw in (("bundled", BUNDLED), ("per case", dict(rls="case")), ("auto", dict(rls="auto"))):
+            res = run(ph, **kw)
+            row = scores(ph, {"rls": res.maps["rls"].data})["rls"]
+            row["choice"] = res.report.get("rls", {}).get("choice")
+            out[f"{dur:.0f} s at {dt:g} s: {label}"] = row
+            log(f"{dur:.0f} s at {dt:g} s {label}: r_rim {row['r_rim']:.2f} auc {row['auc_leaky']:.3f}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=["all", "truth", "seeds", "robustness", "protocols"])
+    ap.add_argument("--retrain", action="store_true", help="seeds: also retrain the cohort weights 5 times (~10 min)")
+    ap.add_argument("--cohort-weights", nargs="*", default=[],
+                    help="truth: also score these .pt cohort weights (e.g. from scripts/train_rls_world.py)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    parts = {"truth": lambda: part_truth(args.cohort_weights), "seeds": lambda: part_seeds(args.retrain), "robustness": part_robustness,
+             "protocols": part_protocols}
+    chosen = list(parts) if args.part == "all" else [args.part]
+    result = {}
+    for name in chosen:
+        t = time.perf_counter()
+        result[name] = parts[name]()
+        print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
