@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
@@ -38,7 +37,18 @@ def sidecar_paths(path: Path, suffix: str) -> dict[str, Path]:
 
 
 # --- reading ----------------------------------------------------------------------------
+def _nibabel():
+    """nibabel, imported on first use: Slicer does not bundle it, and NRRD (what the panel writes) needs none."""
+    try:
+        import nibabel
+    except ImportError:
+        raise InputError("reading or writing NIfTI needs the nibabel package: `pip install nibabel` (in Slicer: "
+                         "the BBBAnomaly panel offers to install it), or use NRRD files") from None
+    return nibabel
+
+
 def read_nifti(path: Path, suffix: str) -> Volume:
+    nib = _nibabel()
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)  # applies scl_slope/inter; keeps integer labels integer
@@ -147,6 +157,7 @@ def _read_fsl_gradients(bval: Path, bvec: Path, n: int):
 # --- writing ----------------------------------------------------------------------------
 def write_nifti(volume: Volume, path: Path, suffix: str) -> None:
     data = storable(volume.data)
+    nib = _nibabel()
     img = nib.Nifti1Image(data, volume.affine, dtype=data.dtype)
     hdr = img.header
     hdr.set_xyzt_units("mm", "sec")

@@ -246,7 +246,9 @@ def metadata_from_fields(fields: dict, n_frames: int, source: str) -> tuple[np.n
 
 
 # --- writing ----------------------------------------------------------------------------
-def write_nrrd(volume: Volume, path: Path) -> None:
+def write_nrrd(volume: Volume, path: Path, compress: bool = True) -> None:
+    """``compress=False`` for files that live for one run (the panel's job inputs): gzip of a
+    whole-brain series costs seconds, in Slicer's GUI thread."""
     data = storable(volume.data)
     spacing, origin, direction = affine_to_itk(volume.affine)
     if volume.is_4d:  # frames become the vector components: Slicer's sequence layout
@@ -259,7 +261,7 @@ def write_nrrd(volume: Volume, path: Path) -> None:
     for key, value in header_fields(volume).items():
         img.SetMetaData(key, value)
     with staged_files(path) as scratch:
-        sitk.WriteImage(img, str(scratch / path.name), useCompression=True)
+        sitk.WriteImage(img, str(scratch / path.name), useCompression=compress)
 
 
 def header_fields(volume: Volume) -> dict[str, str]:

@@ -42,28 +42,13 @@ def write_job_input(volume: Volume, path: Path) -> Path:
 
     Why not ``io.write_volume``: it gzips NRRD (right for results a user keeps), which took 17 s
     for a 256x256x24x60 series in the GUI thread; these files live for one run and are deleted
-    after it. The header is the one ``io.nrrd.write_nrrd`` writes (geometry, frame times, TE/TR/
-    flip angle), so the worker reads exactly what the library would.
+    after it. Same writer otherwise (geometry, frame times, TE/TR/flip angle), so the worker reads
+    exactly what the library would.
     """
-    import SimpleITK as sitk
-
-    from ..io._common import affine_to_itk, staged_files, storable
-    from ..io.nrrd import header_fields
+    from ..io.nrrd import write_nrrd
 
     path = Path(path)
-    data = storable(volume.data)
-    if volume.is_4d:  # frames are the vector components, Slicer's sequence layout
-        image = sitk.GetImageFromArray(data.transpose(2, 1, 0, 3), isVector=True)
-    else:
-        image = sitk.GetImageFromArray(data.transpose(2, 1, 0), isVector=False)
-    spacing, origin, direction = affine_to_itk(volume.affine)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction)
-    for key, value in header_fields(volume).items():
-        image.SetMetaData(key, value)
-    with staged_files(path) as scratch:
-        sitk.WriteImage(image, str(scratch / path.name), useCompression=False)
+    write_nrrd(volume, path, compress=False)
     return path
 
 
