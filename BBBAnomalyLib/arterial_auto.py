@@ -54,10 +54,14 @@ def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slic
     candidates = candidates[roughness <= np.quantile(roughness, 1.0 - drop_rough)]
     for round_ in range(rounds):
         normalised = first_pass[candidates] / area[candidates, None]
-        k = min(n_clusters, max(candidates.size // 2, 1))
+        # Noiseless or repeated curves have fewer distinct shapes than clusters: k-means would leave
+        # clusters empty (their mean, and so their first moment, NaN).
+        distinct = np.unique(np.round(normalised, 9), axis=0).shape[0]
+        k = max(1, min(n_clusters, candidates.size // 2, distinct))
         labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalised)
-        first_moment = np.array([trapezoid(t_fp * normalised[labels == j].mean(axis=0), t_fp) for j in range(k)])
-        chosen = candidates[labels == int(np.argmin(first_moment))]
+        used = np.unique(labels)
+        first_moment = np.array([trapezoid(t_fp * normalised[labels == j].mean(axis=0), t_fp) for j in used])
+        chosen = candidates[labels == used[int(np.argmin(first_moment))]]
         if round_ and chosen.size < MIN_AIF_VOXELS:
             break  # refining further would average too few voxels to be robust to noise
         candidates = chosen

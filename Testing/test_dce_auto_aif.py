@@ -92,3 +92,16 @@ def test_cli_aif_auto_and_its_errors(phantom, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs concentration" in err[0]
     assert not (tmp_path / "bad").exists()
+
+
+
+def test_automatic_aif_on_noiseless_curves_picks_the_arteries_not_an_empty_cluster():
+    """Noiseless phantoms have fewer distinct curve shapes than k-means clusters; an empty cluster's
+    NaN first moment once won the argmin and the second round crashed (a traceback from DSC)."""
+    from BBBAnomalyLib.dsc import DSCParameters, run_dsc
+    from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+
+    phantom = make_dsc_phantom(snr=None, slices=3, seed=1)
+    result = run_dsc(phantom.signal, DSCParameters(method="ssvd"), brain_mask=phantom.masks["brain"])
+    assert result.report["aif"]["method"] == "auto" and result.aif_mask.sum() >= 1
+    assert phantom.masks["aif"][result.aif_mask].mean() > 0.9  # the chosen voxels are the artery's

@@ -100,35 +100,12 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: in
 
     arrival: frame of the bolus arrival (from the baseline detection); it anchors the first pass.
     """
-    from sklearn.cluster import KMeans
+    from ..arterial_auto import select_arterial_voxels  # the rule DSC and DCE share
 
-    brain_peak = int(np.argmax(curves.mean(axis=0)))
-    stop = min(curves.shape[1], brain_peak + 1 + int(np.ceil(1.5 * max(brain_peak - arrival, 1))))
-    first_pass, t_fp = curves[:, :stop], times[:stop]
-    area = trapezoid(first_pass, t_fp, axis=1)
-    if area.size < 2 * n_clusters or np.sort(area)[-1] <= 0:
+    candidates = select_arterial_voxels(curves, times, baseline, arrival, n_clusters=n_clusters, top_area=top_area,
+                                        min_relative_area=min_relative_area, drop_rough=drop_rough, seed=seed)
+    if candidates is None:
         raise InputError("too few voxels with a contrast bolus for automatic AIF selection; give --aif-mask")
-    largest = np.sort(area)[-min(5, area.size)]
-    threshold = max(np.quantile(area, 1.0 - top_area), min_relative_area * largest, 0.0)
-    candidates = np.flatnonzero(area >= threshold)
-    if candidates.size < 2 * n_clusters:  # too few: take the largest areas
-        candidates = np.argsort(area)[-2 * n_clusters:]
-    c = curves[candidates].astype(np.float64)
-    base = c[:, baseline]
-    noise = np.diff(base, n=2, axis=1).std(axis=1) if base.shape[1] >= 4 else np.zeros(c.shape[0])
-    roughness = noise / c.max(axis=1)
-    candidates = candidates[roughness <= np.quantile(roughness, 1.0 - drop_rough)]
-    for round_ in range(2):
-        normalised = first_pass[candidates] / area[candidates, None]
-        k = min(n_clusters, max(candidates.size // 2, 1))
-        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalised)
-        first_moment = np.array([
-            trapezoid(t_fp * normalised[labels == j].mean(axis=0), t_fp) for j in range(k)
-        ])
-        chosen = candidates[labels == int(np.argmin(first_moment))]
-        if round_ and chosen.size < MIN_AIF_VOXELS:
-            break  # refining further would average too few voxels to be robust to noise
-        candidates = chosen
     curve = curves[candidates].mean(axis=0, dtype=np.float64)
     check_aif_curve(curve, baseline, "automatic selection")
     return AIFSelection(curve, candidates, "auto")
