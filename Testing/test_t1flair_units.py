@@ -171,12 +171,17 @@ def test_bundled_default_weights_say_what_they_were_trained_on_and_belong_togeth
 
     cards = {name: weights.entry(name) for name in (DEFAULT_SYNTHESIS, DEFAULT_IDENTIFIER, DEFAULT_CAE)}
     for name, card in cards.items():
+        assert weights.sha256(weights.WEIGHTS_DIR / card["file"]) == card["sha256"], name
         assert "Not clinically validated" in card["disclaimer"], name
+        assert card["initialised_from"]["sha256"] == weights.entry(card["initialised_from"]["name"])["sha256"], name
+        if name == DEFAULT_CAE:
+            continue
         # the real cases trained on are named, and the unlabelled one is said to be unused
         assert "TCGA-DU-7294" in card["trained_on"] and "TCGA-FG-6692" in card["trained_on"], name
         assert "phantoms" in card["trained_on"] and "BraTS-GLI-00001-000 not used" in card["trained_on"], name
-        assert card["initialised_from"]["sha256"] == weights.entry(card["initialised_from"]["name"])["sha256"], name
-        assert weights.sha256(weights.WEIGHTS_DIR / card["file"]) == card["sha256"], name
     # the identifier scores syntheses of exactly the bundled diffusion model
     assert cards[DEFAULT_IDENTIFIER]["synthesis_sha256"] == cards[DEFAULT_SYNTHESIS]["sha256"]
-    assert cards[DEFAULT_CAE]["calibration"]["on"] == "the 20 normal training cases"
+    # the autoencoder: normal anatomy of several brains, no real case, z against held-apart normal brains
+    cae = cards[DEFAULT_CAE]
+    assert all(t in cae["trained_on"] for t in ("MNI152", "ICBM 2009a", "Colin27")) and "No real case" in cae["trained_on"]
+    assert "held-apart" in cae["calibration"]["on"] and len(cae["calibration"]["scores"]) >= 10

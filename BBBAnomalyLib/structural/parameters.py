@@ -8,7 +8,7 @@ from ..errors import InputError
 
 DEFAULT_SYNTHESIS = "t1flair-diffusion-demo"
 DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
-DEFAULT_CAE = "t1flair-cae-demo"
+DEFAULT_CAE = "t1flair-cae-population"  # normal anatomy of three template brains, no real case
 
 
 @dataclass

@@ -196,7 +196,8 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             anomaly_report = {"patient_score": score, "patient_score_z": z,
                               "reference": ccard.get("score_reference", "the autoencoder's normal training cases"),
                               "note": "mean of the top 1 % voxel residuals; z against the normal reference of the "
-                                      "weights' model card"}
+                                      "weights' model card. Validation: the voxel map separates tumor from brain, the "
+                                      "patient z does not separate gliomas from unseen normal brains (docs/validation.md)"}
     values["tumor_probability"] = tumor_probability
     values["synthetic_t1gd_enhancing"] = natives["enhancing"]
     values["synthetic_t1gd_non_enhancing"] = natives["non_enhancing"]
