@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .processes import pid_alive
 
 MANIFEST = ".bbbanomaly.json"
 _PARTIAL_MARK = ".bbbanomaly-partial"  # inside a partial or retired folder: who made it
@@ -40,29 +41,6 @@ _CLAIMS: dict[Path, "OutputClaim"] = {}
 
 
 # --- which process owns a leftover ----------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (on this machine)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would *terminate* the process on Windows
-        import ctypes
-
-        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        ctypes.windll.kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owner_record() -> dict:
     return {"program": _PROGRAM, "pid": os.getpid(), "host": socket.gethostname(),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -83,7 +61,7 @@ def _owner_gone(record_file: Path) -> bool:
     if record.get("host") != socket.gethostname():
         return False
     pid = record.get("pid")
-    return isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid)
+    return isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid)
 
 
 def clean_stale_partials(out: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CancelledError, InputError
+from .processes import pid_alive
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -92,24 +93,6 @@ def popen_options(os_name: str | None = None) -> dict:
             options["startupinfo"] = info
         return options
     return {"start_new_session": True}
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
-        result = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/NH"], capture_output=True, text=True,
-                                creationflags=CREATE_NO_WINDOW)
-        return str(pid) in result.stdout
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (ended, not yet reaped by its parent) counts as gone
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def kill_tree(root_pid: int, worker_pid: int | None = None, force: bool = False) -> None:
@@ -230,14 +213,14 @@ class WorkerProcess:
                 self._cancelled = self._cancelled or self._proc is not None
                 return
             self._cancelled = True
-        if self._proc.poll() is None or (self.worker_pid and _pid_alive(self.worker_pid)):
+        if self._proc.poll() is None or (self.worker_pid and pid_alive(self.worker_pid)):
             kill_tree(self._proc.pid, self.worker_pid)
             timer = threading.Timer(CANCEL_GRACE_S, self._force_kill)
             timer.daemon = True
             timer.start()
 
     def _force_kill(self) -> None:
-        if self._proc.poll() is None or (self.worker_pid and _pid_alive(self.worker_pid)):
+        if self._proc.poll() is None or (self.worker_pid and pid_alive(self.worker_pid)):
             kill_tree(self._proc.pid, self.worker_pid, force=True)
 
     @property

@@ -191,7 +191,7 @@ def map_nodes(slicer):
 
 
 def pid_alive(pid):
-    from BBBAnomalyLib.runners import _pid_alive
+    from BBBAnomalyLib.processes import pid_alive as _pid_alive
 
     return _pid_alive(pid)
 

@@ -149,7 +149,7 @@ def test_cancel_ends_the_worker_under_a_launcher_that_forwards_no_signal(dsc_pha
     nothing the worker says afterwards."""
     from slicer_standins import make_launcher
 
-    from BBBAnomalyLib.runners import _pid_alive
+    from BBBAnomalyLib.processes import pid_alive as _pid_alive
 
     launcher = make_launcher(tmp_path / "bin")
     worker = WorkerProcess(_slow_dsc_job(dsc_phantom, tmp_path), tmp_path / "job" / "job.json", python=str(launcher))
