@@ -125,7 +125,7 @@ def end_to_end(folder: Path, out: Path, method: str) -> None:
 
     rc = cli_main(["dsc", str(folder / "signal.nii.gz"), "--aif-mask", str(folder / "mask_aif.nii.gz"),
                    "--mask", str(folder / "mask_brain.nii.gz"), "--method", method, "--quiet",
-                   "--out", str(out), "--overwrite"])
+                   "--out", str(out)])
     if rc not in (0, None):
         raise SystemExit(f"bbbanomaly dsc --method {method} exited {rc}")
 
@@ -135,8 +135,12 @@ def _measure(argv) -> None:
     import tracemalloc
 
     what, folder, repeats, baseline = argv[0], Path(argv[1]), int(argv[2]), json.loads(argv[3])
-    out = folder / f"out_{what}"
-    run = (lambda: floor(folder, out, tuple(baseline))) if what == "floor" else (lambda: end_to_end(folder, out, what))
+    counter = iter(range(10**6))
+
+    def run():  # a fresh output folder each run: no run pays for deleting the last one's maps
+        out = folder / f"out_{what}_{next(counter)}"
+        return floor(folder, out, tuple(baseline)) if what == "floor" else end_to_end(folder, out, what)
+
     import BBBAnomalyLib.dsc.pipeline  # noqa: F401  (imports outside the timing and the RSS base)
     import nibabel  # noqa: F401
     import scipy.integrate  # noqa: F401

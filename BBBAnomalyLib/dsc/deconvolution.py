@@ -357,7 +357,7 @@ def _chunk_workers(n_chunks: int, workers: int | None):
     """
     workers = min(os.cpu_count() or 1, 4) if workers is None else max(int(workers), 1)
     if n_chunks < 2 or workers < 2:
-        with _blas_threads(1 if workers < 2 else None):
+        with blas_threads(1 if workers < 2 else None):
             yield None
         return
     try:
@@ -372,7 +372,12 @@ def _chunk_workers(n_chunks: int, workers: int | None):
 
 
 @contextlib.contextmanager
-def _blas_threads(limit: int | None):
+def blas_threads(limit: int | None):
+    """Hold BLAS to `limit` threads inside the block (threadpoolctl, when installed; None = as is).
+
+    The DSC pipeline's products are small (an N x N SVD) or memory-bound (matrix-vector products
+    over the curves): BLAS threads gain nothing there, and on a shared, loaded machine their spin
+    waits made a 60 x 60 SVD take seconds."""
     if limit is None:
         yield
         return

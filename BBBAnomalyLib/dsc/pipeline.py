@@ -12,6 +12,8 @@ voxels; nothing loops over voxels in Python.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,7 +27,7 @@ from ..report import Timer, dump_json, summarise, versions
 from ..volume import Volume
 from . import aif as aif_mod
 from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
-from .deconvolution import DeconvolutionModel
+from .deconvolution import DeconvolutionModel, blas_threads
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .validation import (automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv,
@@ -53,6 +55,18 @@ ProgressCallback = Callable[[float, str], None]
 #: (measured on the reference object: Tikhonov-GCV 0.3-0.4x truth and cSVD 1.4-1.5x in NAWM at
 #: CNR 1-2; inside the noiseless truncation band at CNR >= 9): Testing/test_dsc_accuracy_vs_truth.py.
 LOW_CNR = 5.0
+
+
+def _with_single_threaded_blas(function):
+    """Run with BLAS held to one thread (see :func:`.deconvolution.blas_threads`); the deconvolution
+    spreads its chunks over a thread pool of its own. PHAE runs as is (torch's own threading)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        params = kwargs.get("params", args[1] if len(args) > 1 else None)
+        learned = params is not None and str(getattr(params.method, "value", params.method)) == "phae"
+        with blas_threads(None if learned else 1):
+            return function(*args, **kwargs)
+    return wrapper
 
 
 @dataclass
@@ -88,16 +102,21 @@ class DSCResult:
 
         template = next(iter(self.maps.values()))
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-            for name, vol in self.maps.items():
-                write_volume(vol, tmp / f"{name}{suffix}")
-            for name, mask in (("aif_mask", self.aif_mask), ("brain_mask", self.brain_mask)):
-                write_volume(Volume(mask.astype(np.uint8), template.affine), tmp / f"{name}{suffix}")
+            files = [(vol, tmp / f"{name}{suffix}") for name, vol in self.maps.items()]
+            files += [(Volume(mask.astype(np.uint8), template.affine), tmp / f"{name}{suffix}")
+                      for name, mask in (("aif_mask", self.aif_mask), ("brain_mask", self.brain_mask))]
+            # zlib releases the GIL: compressing the maps on threads uses every core.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+                list(pool.map(lambda job: write_volume(*job), files))
             np.savetxt(tmp / "aif.csv", np.column_stack([self.times, self.aif]), delimiter=",",
                        header="time_s,aif_delta_r2s_per_s", comments="", fmt="%.6g")
             dump_json(self.report, tmp / "report.json")
         return Path(out_dir).resolve()
 
 
+@_with_single_threaded_blas
 def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np.ndarray | None = None,
             brain_mask: np.ndarray | None = None, nawm_mask: np.ndarray | None = None,
             tumor_mask: np.ndarray | None = None, second_echo: Volume | None = None,
