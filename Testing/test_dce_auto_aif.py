@@ -52,8 +52,9 @@ def test_population_aif_by_name_runs(phantom):
 
 
 def test_shared_selection_is_the_dsc_rule():
-    """The helper DCE uses chooses exactly the voxels of DSC's automatic AIF (same Mouridsen steps),
-    on synthetic bolus curves: 30 early narrow arteries, 400 later broader tissue curves, noise."""
+    """With two rounds the shared helper chooses exactly the voxels of DSC's automatic AIF (DSC calls
+    it), and only arteries, on synthetic bolus curves: 30 early narrow arteries, 400 later broader
+    tissue curves, noise."""
     from BBBAnomalyLib.dsc.aif import auto_aif as dsc_auto_aif
 
     rng = np.random.default_rng(0)
