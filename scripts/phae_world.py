@@ -29,15 +29,18 @@ OSVD = {"oSVD 0.095": 0.095, "oSVD 0.035": 0.035}
 
 
 def _methods(curves, aif, dt, phae_model_factory):
-    """{method: (cbf [1/s], fit_error or None, seconds)} on the same curves."""
+    """{method: (cbf [1/s], fit_error or None, seconds)} on the same curves; phae_model_factory: one
+    factory (method "PHAE") or {label: factory} (methods "PHAE <label>")."""
     out = {}
     for name, oi in OSVD.items():
         t = time.perf_counter()
         fit = DeconvolutionModel(aif, dt, "osvd", oi_target=oi).fit(curves)
         out[name] = (fit.cbf, None, time.perf_counter() - t)
-    t = time.perf_counter()
-    fit = phae_model_factory(aif, dt).fit(curves, keep_curves=False)
-    out["PHAE"] = (fit.cbf, fit.fit_error, time.perf_counter() - t)
+    factories = phae_model_factory if isinstance(phae_model_factory, dict) else {"": phae_model_factory}
+    for label, factory in factories.items():
+        t = time.perf_counter()
+        fit = factory(aif, dt).fit(curves, keep_curves=False)
+        out[f"PHAE {label}".strip()] = (fit.cbf, fit.fit_error, time.perf_counter() - t)
     cbv = np.trapezoid(curves, dx=dt, axis=1) / np.trapezoid(aif, dx=dt)
     out["trivial CBV/4.5 s"] = (cbv / TRIVIAL_MTT_S, None, 0.0)
     return out
@@ -114,49 +117,28 @@ def reference_object(snr: float | None = None, dt: float = 1.0, n_frames: int = 
     return conc.astype(np.float32), aif.astype(np.float32), dt, cbf, cbv, labels
 
 
-def score_object(phae_model_factory, snr=None) -> dict:
-    curves, aif, dt, cbf_t, cbv_t, labels = reference_object(snr)
-    res = _methods(curves, aif, dt, phae_model_factory)
-    cbv = 100.0 * np.trapezoid(curves, dx=dt, axis=1) / np.trapezoid(aif, dx=dt)
-    out = {}
-    for m, (cbf, _, sec) in res.items():
-        cbf_m = np.array([np.mean(6000.0 * cbf[labels == i]) for i in range(len(OBJECT_TISSUES))])
-        cbv_m = np.array([np.mean(cbv[labels == i]) for i in range(len(OBJECT_TISSUES))])
-        t_cbf = np.array([p[0] for p in OBJECT_TISSUES], float)
-        t_cbv = np.array([p[1] for p in OBJECT_TISSUES], float)
-        err = cbf_m - t_cbf
-        ok_cbf = np.abs(err) <= 15.0 + 0.10 * t_cbf  # OSIPI-style: absolute + relative (see validation.md)
-        ok_cbv = np.abs(cbv_m - t_cbv) <= 1.0 + 0.10 * t_cbv
-        out[m] = {"within": int((ok_cbf & ok_cbv).sum()), "within_strict_15pct": int((np.abs(err) <= 0.15 * t_cbf).sum()),
-                  "cbf_median_abs_error_pct": float(np.median(np.abs(err) / t_cbf) * 100.0),
-                  "cbf_estimates": [round(float(v), 1) for v in cbf_m], "seconds": sec}
-    return out
-
-
 # --- the part and its tables ------------------------------------------------------------------
 OBJECT_SNRS = (None, 50, 20)
 OBJECT_TIMINGS = ((1.0, 120), (1.5, 80), (2.0, 60))  # frame interval [s], frames
 
 
 def part_world(weights=("dsc-phae-sim", "dsc-phae-world"), quick=False, log=print) -> dict:
-    """Held-apart sweep and OSIPI-style object for oSVD, the trivial baseline and PHAE with each weights."""
+    """Held-apart sweep and OSIPI-style object for oSVD, the trivial baseline and PHAE with each weights, all on
+    the same curves."""
     from BBBAnomalyLib.dsc.phae import PHAEModel
 
-    res = {"sweep": {}, "object": {}, "weights": list(weights)}
-    for w in weights:
-        factory = lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)  # noqa: E731
-        res["sweep"][w] = sweep(factory, snrs=(20, 50) if quick else (10, 20, 50, 100),
-                                gains=(4.0,) if quick else (4.0, 1.0), frame_intervals=(1.6,) if quick else (1.0, 1.6, 2.2),
-                                n_per_tissue=100 if quick else 300, cases=1 if quick else 3, log=log)
-        obj = {}
-        for dt, frames in OBJECT_TIMINGS[:1] if quick else OBJECT_TIMINGS:
-            for snr in OBJECT_SNRS:
-                curves_fn = reference_object  # same object, other timing: the truth does not change
-                key = f"dt {dt:g} s, {frames} frames, SNR {'none' if snr is None else snr}"
-                obj[key] = _score_object_timing(factory, snr, dt, frames, curves_fn)
-                log(f"{w} object {key}: " + ", ".join(f"{m} {v['within']}/14 med {v['cbf_median_abs_error_pct']:.1f}%"
-                                                       for m, v in obj[key].items()))
-        res["object"][w] = obj
+    res = {"weights": list(weights)}
+    factories = {w: (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in weights}
+    res["sweep"] = sweep(factories, snrs=(20, 50) if quick else (10, 20, 50, 100),
+                         gains=(4.0,) if quick else (4.0, 1.0), frame_intervals=(1.6,) if quick else (1.0, 1.6, 2.2),
+                         n_per_tissue=100 if quick else 200, cases=1 if quick else 2, log=log)
+    res["object"] = {}
+    for dt, frames in OBJECT_TIMINGS[:1] if quick else OBJECT_TIMINGS:
+        for snr in OBJECT_SNRS:
+            key = f"dt {dt:g} s, {frames} frames, SNR {'none' if snr is None else snr}"
+            res["object"][key] = _score_object_timing(factories, snr, dt, frames, reference_object)
+            log(f"object {key}: " + ", ".join(f"{m} {v['within']}/14 med {v['cbf_median_abs_error_pct']:.1f}%"
+                                              for m, v in res["object"][key].items()))
     if not quick:
         res["timing"] = whole_brain_timing(weights)
         log(f"whole brain: {res['timing']}")
@@ -183,29 +165,23 @@ def _score_object_timing(factory, snr, dt, frames, curves_fn):
 
 
 def world_tables(res: dict) -> str:
-    lines = ["#### Held-apart sweep (Georgiou AIF, gamma-dispersed measured AIF; 5 tissue classes x 300 curves x 3 cases "
+    lines = ["#### Held-apart sweep (Georgiou AIF, gamma-dispersed measured AIF; 5 tissue classes x 200 curves x 2 cases "
              "per row): CBF bias of the ROI mean (%) and Lin's CCC over all curves", "",
-             "| weights | tissue gain | Δt (s) | SNR | method | " + " | ".join(SWEEP_TISSUES) + " | CCC | ρ(fit error, abs log error) |",
-             "|---" * (7 + len(SWEEP_TISSUES)) + "|"]
-    for w, rows in res["sweep"].items():
-        for r in rows:
-            if w != res["weights"][-1] and r["method"] != "PHAE":
-                continue  # the classic rows are the same curves for every weights
-            lines.append(f"| {w} | {r['gain']:g} | {r['dt']:g} | {r['snr']} | {r['method']} | "
-                         + " | ".join(f"{r['bias_' + k]:+.0f}" for k in SWEEP_TISSUES)
-                         + f" | {r['ccc']:.2f} | {r.get('rho_fit_error_abs_log_error', float('nan')):.2f} |")
+             "| tissue gain | Δt (s) | SNR | method | " + " | ".join(SWEEP_TISSUES) + " | CCC | ρ(fit error, abs log error) |",
+             "|---" * (6 + len(SWEEP_TISSUES)) + "|"]
+    for r in res["sweep"]:
+        lines.append(f"| {r['gain']:g} | {r['dt']:g} | {r['snr']} | {r['method']} | "
+                     + " | ".join(f"{r['bias_' + k]:+.0f}" for k in SWEEP_TISSUES)
+                     + f" | {r['ccc']:.2f} | {r.get('rho_fit_error_abs_log_error', float('nan')):.2f} |")
     lines += ["", "#### OSIPI-style DSC object (14 tissues, concentration input, kH = ρ = 1, Georgiou AIF, exponential "
               "residue): tissues within tolerance (CBF 15 ml/100 g/min + 10 %, CBV 1 ml/100 ml + 10 %), within a strict "
               "15 % on CBF, and the median |CBF error|", "",
-              "| weights | object | method | within | within 15 % | CBF median abs. error | CBF median error |",
-              "|---|---|---|---|---|---|---|"]
-    for w, obj in res["object"].items():
-        for key, methods in obj.items():
-            for m, v in methods.items():
-                if w != res["weights"][-1] and m != "PHAE":
-                    continue
-                lines.append(f"| {w} | {key} | {m} | {v['within']}/14 | {v['within_strict_15pct']}/14 | "
-                             f"{v['cbf_median_abs_error_pct']:.1f} % | {v['cbf_median_error_pct']:+.1f} % |")
+              "| object | method | within | within 15 % | CBF median abs. error | CBF median error |",
+              "|---|---|---|---|---|---|"]
+    for key, methods in res["object"].items():
+        for m, v in methods.items():
+            lines.append(f"| {key} | {m} | {v['within']}/14 | {v['within_strict_15pct']}/14 | "
+                         f"{v['cbf_median_abs_error_pct']:.1f} % | {v['cbf_median_error_pct']:+.1f} % |")
     if "timing" in res:
         t = res["timing"]
         lines += ["", f"#### Whole brain, same run ({t['brain_voxels']:,} voxels x {t['frames']} frames; deconvolution step "

@@ -39,7 +39,7 @@ def training_curves(n_cases: int, voxels: int, seed: int, frames: int = 60):
     return np.concatenate(parts), protocols
 
 
-def train_world(n_cases=300, voxels=2000, epochs=1, seed=0, frames=60, log=None):
+def train_world(n_cases=300, voxels=2000, epochs=2, seed=0, frames=60, log=None):
     from BBBAnomalyLib.dce.rls import train_autoencoder
 
     t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=300)
     ap.add_argument("--voxels", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2, help="an upper bound: leak-probe early stopping keeps the best state")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "BBBAnomalyLib" / "weights")
     ap.add_argument("--name", default="dce-rls-world")
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         "command": "python scripts/train_rls_world.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "retrain": "OMP_NUM_THREADS=1 python scripts/train_rls_world.py (then scripts/validate_rls.py)",
         "training": {"epochs": args.epochs, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "loss": "L1",
-                     "curves": n, "final_l1_loss": losses[-1], "data_seconds": round(sim_s, 1),
+                     "curves": n, "final_l1_loss": losses[-1], "early_stopping": getattr(model, "training_info", None),
+                     "data_seconds": round(sim_s, 1),
                      "train_seconds": round(train_s, 1)},
         "intended_use": "bbbanomaly dce --rls bundled (and --rls auto where per-case training is unreliable)",
         "limitations": "normal brain is simulated (extended Tofts, population-like AIFs); curves are resampled to "

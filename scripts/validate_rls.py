@@ -41,6 +41,7 @@ INDEPENDENT = dict(snr=30.0, aif="georgiou", frame_interval=3.5, duration=245.0,
                    tissues={"gm": {"t10": 1.4}, "wm": {"t10": 0.9}, "rim": {"t10": 1.3, "ve": 0.25, "vp": 0.04}})
 SOURCES = {"per case, tumor mask given": dict(rls="case"), "per case, no tumor mask": dict(rls="case", _no_tumor=True),
            "bundled dce-rls-phantom": dict(rls="bundled", rls_weights="dce-rls-phantom"),
+           "bundled dce-rls-world": dict(rls="bundled", rls_weights="dce-rls-world"),
            "auto, tumor mask given": dict(rls="auto"), "auto, no tumor mask": dict(rls="auto", _no_tumor=True)}
 BUNDLED = dict(rls="bundled", rls_weights="dce-rls-phantom")
 
@@ -151,7 +152,7 @@ def part_robustness(log=print) -> dict:
     ph = independent_phantom(seed=502)
     brain = ph.masks["brain"]
     out = {}
-    for label, kw in (("bundled", BUNDLED), ("per case", dict(rls="case"))):
+    for label, kw in ((f"bundled {BUNDLED['rls_weights']}", BUNDLED), ("per case", dict(rls="case"))):
         full = run(ph, **kw)
         for kind in ("D_under", "D_trunc", "D_hybrid"):
             sub = run(ph, subsample(ph.signal, kind), **kw)
@@ -169,7 +170,8 @@ def part_protocols(log=print) -> dict:
     out = {}
     for dur, dt in ((180.0, 2.0), (245.0, 3.5), (420.0, 7.0), (600.0, 10.0)):
         ph = independent_phantom(seed=503, duration=dur, frame_interval=dt)
-        for label, kw in (("bundled", BUNDLED), ("per case", dict(rls="case")), ("auto", dict(rls="auto"))):
+        for label, kw in ((f"bundled {BUNDLED['rls_weights']}", BUNDLED), ("per case", dict(rls="case")),
+                          ("auto", dict(rls="auto", rls_weights=BUNDLED["rls_weights"]))):
             res = run(ph, **kw)
             row = scores(ph, {"rls": res.maps["rls"].data})["rls"]
             row["choice"] = res.report.get("rls", {}).get("choice")
@@ -184,8 +186,10 @@ def main(argv=None) -> int:
     ap.add_argument("--retrain", action="store_true", help="seeds: also retrain the cohort weights 5 times (~10 min)")
     ap.add_argument("--cohort-weights", nargs="*", default=[],
                     help="truth: also score these .pt cohort weights (e.g. from scripts/train_rls_world.py)")
+    ap.add_argument("--bundled", default="dce-rls-phantom", help="the cohort weights of robustness/protocols")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    BUNDLED["rls_weights"] = args.bundled
     import torch
 
     torch.set_num_threads(1)

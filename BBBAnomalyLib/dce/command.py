@@ -88,7 +88,7 @@ def register(sub) -> None:
                              "lasts 4-6 min and enough normal brain is left, else the bundled weights; the report "
                              "says which and why), case, bundled, or none")
     method.add_argument("--rls-weights", metavar="NAME|FILE",
-                        help="with --rls bundled or auto: a bundled weights name (default dce-rls-phantom) or a .pt file from "
+                        help="with --rls bundled or auto: a bundled weights name (default dce-rls-world) or a .pt file from "
                              "`bbbanomaly train dce-rls` with its .json card beside it (the checksum is checked)")
     method.add_argument("--rls-epochs", type=int, default=8, help="per-case training epochs (default 8)")
     method.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (default auto)")
@@ -143,7 +143,7 @@ def _run(args, out_dir: Path) -> int:
     if args.vfa and args.t10:
         raise InputError("give --t10 or --vfa (a T10 map is computed from it), not both")
     if args.rls_weights and args.rls not in ("bundled", "auto"):
-        raise InputError(f"--rls-weights is used only with --rls bundled (this run has --rls {args.rls}); "
+        raise InputError(f"--rls-weights is used only with --rls bundled or auto (this run has --rls {args.rls}); "
                          "add --rls bundled or leave --rls-weights out")
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")

@@ -69,7 +69,7 @@ class DCEParameters:
     refine: bool = False
     refine_iterations: int = 15
     rls: RLSSource = RLSSource.AUTO
-    rls_weights: str = "dce-rls-phantom"
+    rls_weights: str = "dce-rls-world"
     rls_frames: int = 60
     rls_epochs: int = 8
     rls_max_training_voxels: int = 60000

@@ -63,10 +63,12 @@ def load_bundled(name_or_path: str):
     return model.eval(), n_inputs - rls.BOX_ENTRIES, card
 
 
-#: When per-case training is trusted (``--rls auto``), from docs/validation.md: without a tumor mask the
-#: network learns the tumor too (independent phantom: rim mean 0.3 % SER, AUC 0.29; bundled 0.99); per-case
-#: RLS followed Ktrans at 300 s (r 0.84-0.92) but not at 420 s (0.42) or 600 s (-0.70), and detected less
-#: well at 180 s (AUC 0.82); with few normal voxels there is little to learn "normal" from.
+#: When per-case training is trusted (``--rls auto``). Measured before leak-probe early stopping
+#: (docs/validation.md): without a tumor mask the per-case network learned the tumor too (independent phantom:
+#: AUC 0.29, bundled 0.99); per-case RLS followed Ktrans at 300 s (r 0.84-0.92) but not at 420 s (0.42) or
+#: 600 s (-0.70), and detected less well at 180 s (AUC 0.82). With early stopping per-case and bundled RLS
+#: agree within 0.01 in r and AUC on both phantoms at 180-600 s, so these rules are now conservative: a large
+#: tumor left unmasked can still dominate a per-case training set, and few normal voxels teach little.
 PER_CASE_DURATION_S = (240.0, 360.0)
 PER_CASE_MIN_VOXELS = 5000
 
