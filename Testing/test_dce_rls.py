@@ -71,3 +71,17 @@ def test_rls_uncertainty_grows_with_the_noise_of_the_curve():
     assert maps["rls_uncertainty"][1] > 5 * maps["rls_uncertainty"][0]
     # σ/√n of the post-contrast entries, in % SER
     assert maps["rls_uncertainty"][1] == pytest.approx(0.01 / np.sqrt(post.sum()) * SER_SCALE * 100, rel=0.35)
+
+
+def test_bundled_weights_warn_outside_their_training_domain_only(independent):
+    from BBBAnomalyLib.volume import Volume
+
+    m = independent.masks
+    common = dict(aif_mask=m["aif"], brain_mask=m["brain"], t10_map=independent.truth["t10"])
+    inside = run_dce(independent.signal, DCEParameters(rls="bundled"), **common)
+    assert not any("outside the range" in w for w in inside.report["warnings"])  # 245 s at 3.5 s: trained on
+    sig = independent.signal
+    keep = np.arange(0, sig.n_frames, 4)  # 14 s frames: the weights saw 1-10 s
+    coarse = Volume(sig.data[..., keep], sig.affine, sig.times[keep], sig.acquisition)
+    res = run_dce(coarse, DCEParameters(rls="bundled"), **common)
+    assert any("frame interval 14 s is outside the range" in w for w in res.report["warnings"])

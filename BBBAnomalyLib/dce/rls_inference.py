@@ -112,7 +112,17 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
         info.update(weights=params.rls_weights, frames=n_frames, sha256=card.get("sha256"))
         proto = card.get("protocol") or {}
         duration = float(times[-1] - times[0])
-        if proto and abs(duration - proto.get("duration_s", duration)) > 0.2 * proto.get("duration_s", duration):
+        domain = card.get("training_domain")
+        if domain:  # weights trained over a range of protocols: warn outside it
+            interval = float(np.median(np.diff(times)))
+            for key, value, label in (("duration_s", duration, "acquisition duration"),
+                                      ("frame_interval_s", interval, "frame interval")):
+                lo, hi = domain.get(key, (value, value))
+                if not lo <= value <= hi:
+                    warnings.append(f"RLS: the {label} {value:.3g} s is outside the range the bundled weights "
+                                    f"{params.rls_weights} were trained on ({lo:.3g}-{hi:.3g} s); treat the RLS map "
+                                    "with caution")
+        elif proto and abs(duration - proto.get("duration_s", duration)) > 0.2 * proto.get("duration_s", duration):
             warnings.append(f"the bundled RLS weights were trained on {proto['duration_s']:.0f} s acquisitions and "
                             f"this one lasts {duration:.0f} s: curves are resampled to the network's grid, which "
                             "changes their time scale; the per-case model (--rls case) has no such mismatch")
