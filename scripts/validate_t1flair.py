@@ -81,26 +81,31 @@ def _mean(rows, key):
     return {m: float(np.mean([r[key][m] for r in rows])) for m in rows[0][key]}
 
 
-#: Enhancing voxels of a real/true T1Gd: normalised T1Gd - normalised T1 above this (0-255 scale; about one
-#: robust sd of the normalised T1, 31 units).
-ENHANCING_THRESHOLD = 30.0
+#: Enhancing voxels of a real/true T1Gd: normalised T1Gd - normalised T1 above a threshold (0-255 scale; the
+#: normalised T1's robust sd is 31 units). 30 also catches the two sequences' different grey/white contrast;
+#: 60 and 90 (about 2 and 3 sd) leave enhancement, vessels and dura.
+ENHANCING_THRESHOLDS = (30.0, 60.0, 90.0)
 
 
 def enhancement_metrics(reference, t1_baseline, result, brain) -> dict:
-    """Enhancing-voxel AUC (reference - T1 > ENHANCING_THRESHOLD) of the written enhancement map and of the
-    unshrunk ET+ change, in the brain."""
-    truth = (reference - t1_baseline) > ENHANCING_THRESHOLD
-    out = {"threshold": ENHANCING_THRESHOLD, "enhancing_voxels": int(truth[brain].sum()),
-           "enhancing_fraction": float(truth[brain].mean()),
-           "added_ml": result.report["summary"]["enhancement_ml"]}
-    if 0 < truth[brain].sum() < brain.sum():
-        est = result.extras["enhancement"]
-        if_enhancing = result.extras["grid"].to_native(est.if_enhancing, fill=0.0)
-        expected = result.extras["grid"].to_native(est.expected, fill=0.0)
-        out["auc_enhancement_map"] = roc_auc(truth[brain], result.maps["enhancement"].data[brain])
-        out["auc_expected_change"] = roc_auc(truth[brain], expected[brain])
-        out["auc_et_plus_change"] = roc_auc(truth[brain], if_enhancing[brain])
-        out["auc_flair_baseline"] = None
+    """Per threshold: enhancing-voxel AUC (reference - T1 > threshold) of the written enhancement map, of the
+    expected change before shrinkage, of the unshrunk ET+ change, and of the FLAIR (a trivial baseline)."""
+    est = result.extras["enhancement"]
+    grid = result.extras["grid"]
+    scores = {"enhancement_map": result.maps["enhancement"].data[brain],
+              "expected_change": grid.to_native(est.expected, fill=0.0)[brain],
+              "et_plus_change": grid.to_native(est.if_enhancing, fill=0.0)[brain]}
+    flair = result.extras.get("flair_0255")
+    if flair is not None:
+        scores["flair_baseline"] = flair[brain]
+    out = {"added_ml": result.report["summary"]["enhancement_ml"], "thresholds": {}}
+    difference = (reference - t1_baseline)[brain]
+    for threshold in ENHANCING_THRESHOLDS:
+        truth = difference > threshold
+        row = {"enhancing_voxels": int(truth.sum()), "enhancing_fraction": float(truth.mean())}
+        if 0 < truth.sum() < truth.size:
+            row.update({f"auc_{k}": roc_auc(truth, v) for k, v in scores.items()})
+        out["thresholds"][str(int(threshold))] = row
     return out
 
 
@@ -113,14 +118,10 @@ def evaluate_case(t1, flair, t1gd, brain, tumor, params, tumor_for_status=None):
     t1_baseline = normalise_0_255(t1.data, brain, "t1")
     axis = result.extras["grid"].axes[2]
     row = {"seconds": seconds, "bbb_status": result.report["bbb_status"], "anomaly": result.report["anomaly"],
-           "applicability": result.report["applicability"], "warnings": result.report["warnings"],
-           "enhancement": enhancement_metrics(reference, t1_baseline, result, brain)}
-    from BBBAnomalyLib.structural.normalisation import normalise_0_255 as _n
-
-    flair_0255 = _n(np.asarray(flair.data, np.float32), brain, "flair") if np.shape(flair.data) == np.shape(brain) else None
-    if flair_0255 is not None and row["enhancement"].get("auc_enhancement_map") is not None:
-        truth = (reference - t1_baseline) > ENHANCING_THRESHOLD  # a trivial baseline: FLAIR brightness
-        row["enhancement"]["auc_flair_baseline"] = roc_auc(truth[brain], flair_0255[brain])
+           "applicability": result.report["applicability"], "warnings": result.report["warnings"]}
+    if np.shape(flair.data) == np.shape(brain):  # a trivial baseline for the enhancing voxels: FLAIR brightness
+        result.extras["flair_0255"] = normalise_0_255(np.asarray(flair.data, np.float32), brain, "flair")
+    row["enhancement"] = enhancement_metrics(reference, t1_baseline, result, brain)
     for name in ("synthetic_t1gd", "synthetic_t1gd_enhancing", "synthetic_t1gd_non_enhancing"):
         est = result.maps[name].data
         row[name] = {"brain": synthesis_metrics(reference, est, brain, axis)}
@@ -327,18 +328,18 @@ def _calibration_figure(path, out, band):
                 label=f"{name} (n={out[key]['n']}, Brier {out[key]['brier']:.3f})")
         for r in rel:
             ax.annotate(str(r["n"]), (r["mean_p"], r["observed"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    for r in out.get("real", {}).get("runs", []):
-        ax.plot(r["p"], r["label"], "k*", markersize=9)
-        ax.annotate(f"{r['case'][:12]} ({'head' if 'head' in r['roi'] else 'ref'})", (r["p"], r["label"]), fontsize=6,
-                    xytext=(4, -8 if r["label"] else 6), textcoords="offset points")
+    for r in out.get("real", {}).get("runs", []):  # jittered vertically so that overlapping runs stay visible
+        ax.plot(r["p"], r["label"] + (0.03 if "head" in r["roi"] else -0.03), "k*" if "head" in r["roi"] else "k^",
+                markersize=8)
     if out.get("real"):
-        ax.plot([], [], "k*", label=f"real cases, leave-one-case-out (Brier {out['real']['brier']:.3f})")
+        ax.plot([], [], "k*", label="real run, segmentation-head ROI")
+        ax.plot([], [], "k^", label=f"real run, reference ROI (all {out['real']['n']} runs: Brier {out['real']['brier']:.3f})")
     ax.set_xlabel("calibrated p(disrupted)")
     ax.set_ylabel("observed fraction disrupted")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize=6, loc="upper left")
-    ax.set_title("reliability of p(disrupted)", fontsize=9)
+    ax.legend(fontsize=6, loc="center right", framealpha=0.9)
+    ax.set_title("reliability of p(disrupted); real cases: weights that never saw them", fontsize=8)
     ax = axes[1]
     p, y = np.asarray(out["test"]["probabilities"]), np.asarray(out["test"]["labels"])
     ax.hist([p[y == 0], p[y == 1]], bins=np.linspace(0, 1, 21), stacked=True, color=["tab:blue", "tab:red"],
@@ -413,7 +414,7 @@ def cmd_real(args):
         tumor = seg > 0 if seg is not None else None
         entry = {}
         for roi_name, roi in (("segmentation head", None), ("reference segmentation", tumor)):
-            if roi_name == "reference segmentation" and roi is None:
+            if (roi_name == "reference segmentation" and roi is None) or roi_name.split()[0] not in args.rois:
                 continue
             result, row, reference = evaluate_case(t1, flair, t1gd.data, brain, tumor, params, tumor_for_status=roi)
             if seg is not None:
@@ -492,6 +493,8 @@ def main():
     r.add_argument("--json")
     r.add_argument("--figures", default=str(REPO / "docs" / "figures"))
     r.add_argument("--only", nargs="*", help="case folder names (default: all)")
+    r.add_argument("--rois", nargs="+", choices=["segmentation", "reference"], default=["segmentation", "reference"],
+                   help="which status ROIs to run: the segmentation head's, the reference segmentation (default both)")
     r.set_defaults(func=cmd_real)
     for sp in (p, r, cal):
         for k in ("synthesis", "identifier", "cae"):
