@@ -157,7 +157,7 @@ def test_cae_trainer_can_use_tumor_cases_with_the_tumor_masked(cases, tmp_path, 
     assert "excluded from the loss" in capsys.readouterr().err
     card = json.loads((tmp_path / "m" / "cae.json").read_text(encoding="utf-8"))
     assert card["training"]["cases"] == 2 and card["training"]["used_with_tumor_masked"] == ["c1"]
-    assert card["calibration"]["on"] == "the 1 normal training cases"
+    assert card["calibration"]["on"] == "the 1 normal training cases (in-sample)"
     case = load_case(root / "c1", 16, need_t1gd=False)
     w = _normal_tissue_weights(case, 4.0, (16, 16, 16))
     tumor_on_net = to_network([case.volumes["tumor"].astype(np.float32) * 2 - 1], case.volumes["brain"], (16, 16, 16))[0]
@@ -166,6 +166,28 @@ def test_cae_trainer_can_use_tumor_cases_with_the_tumor_masked(cases, tmp_path, 
     assert 0 < (wider == 0).sum() and (w == 0).sum() < (wider == 0).sum() < w.size  # the margin grows the hole
     normal = load_case(root / "n3", 16, need_t1gd=False)
     assert np.all(_normal_tissue_weights(normal, 4.0, (16, 16, 16)) == 1)
+
+
+def test_cae_z_reference_can_be_held_apart_normal_brains_of_another_anatomy(cases, tmp_path):
+    """--score-reference: the patient z is measured against normal brains that were not trained on (here one on
+    a moved anatomy), and the card says so; the reference's own scores are kept."""
+    import torch
+
+    from BBBAnomalyLib.phantoms.anatomy import Anatomy, load_anatomy
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+
+    base = load_anatomy()
+    shifted = Anatomy(np.roll(base.fractions, 3, axis=1), np.roll(base.brain, 3, axis=1), base.affine)
+    for seed in (40, 41):
+        make_structural_phantom(seed, tumor=False, anatomy=shifted).write(tmp_path / "ref" / f"r{seed}", f"r{seed}")
+    _run(["train", "cae", str(cases / "normal"), "--out", str(tmp_path / "m"), "--epochs", "1", "--shape", "16", "16",
+          "16", "--device", "cpu", "--width", "4", "--score-reference", str(tmp_path / "ref")])
+    card = json.loads((tmp_path / "m" / "cae.json").read_text(encoding="utf-8"))
+    assert "2 held-apart normal cases" in card["calibration"]["on"] and card["score_reference"] == card["calibration"]["on"]
+    scores = card["calibration"]["scores"]
+    assert len(scores) == 2 and np.isclose(card["calibration"]["patient_score_mean"], np.mean(scores))
+    model, _ = load(str(tmp_path / "m" / "cae.pt"), "cae", torch.device("cpu"))
+    assert np.allclose(model.score_stats.numpy(), [np.mean(scores), np.std(scores, ddof=1) + 1e-6], rtol=1e-5)
 
 
 @pytest.mark.shared_data
