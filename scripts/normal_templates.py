@@ -101,6 +101,17 @@ def template(name: str) -> Anatomy:
     return {"icbm2009a": icbm2009a, "colin27": colin27}[name]()
 
 
+def x_flipped_to_las(anatomy: Anatomy) -> Anatomy:
+    """The same brain with its first voxel axis pointing left (x spacing negative, as the shipped MNI152 map):
+    the diffusion phantom builds its grid assuming that orientation."""
+    if anatomy.affine[0, 0] < 0:
+        return anatomy
+    n = anatomy.brain.shape[0]
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, n - 1
+    return Anatomy(anatomy.fractions[::-1].copy(), anatomy.brain[::-1].copy(), anatomy.affine @ flip)
+
+
 def moved(anatomy: Anatomy, rng) -> Anatomy:
     """The anatomy under a random similarity transform about its centre (same grid)."""
     from scipy import ndimage

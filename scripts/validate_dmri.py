@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # normal_templates.py
 
 
 def healthy_case(seed: int, voxel_mm: float = 2.5):
@@ -95,6 +96,41 @@ def evaluate(n: int, start: int, voxel_mm: float, models: list[str], weights: di
     return {"patients": per_case, "table": table}
 
 
+def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], templates: list[str]) -> dict:
+    """Healthy subjects on several normal brains (scripts/normal_templates.py): the fraction of GM+WM each
+    label-free threshold flags (a false-positive rate), and the healthy score quantiles pooled over the brains
+    (what a fixed threshold calibrated on a population would be)."""
+    from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
+    from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
+    from normal_templates import template, x_flipped_to_las
+
+    out: dict = {"n_per_template": n, "templates": templates, "rows": [], "pooled_quantiles": {}}
+    pooled = {m: [] for m in models}
+    for name in templates:
+        anatomy = x_flipped_to_las(template(name))
+        for seed in range(start, start + n):
+            rng = np.random.default_rng(20_000 + seed)
+            ph = make_dmri_phantom(seed, anatomy=anatomy, voxel_mm=voxel_mm, snr=float(rng.uniform(20, 40)),
+                                   n_directions=int(rng.choice([32, 48, 64])))
+            gm_wm = ph.masks["gm_wm"]
+            for model in models:
+                for method in ("fixed", "otsu"):
+                    res = run_dmri(ph.dwi, DMRIParameters(model=model, threshold=method, device="cpu"),
+                                   brain_mask=ph.masks["brain"])
+                    analysed = res.brain_mask & gm_wm
+                    flagged = res.maps["anomaly_mask"].data.astype(bool)
+                    out["rows"].append({"template": name, "seed": seed, "model": model, "threshold": method,
+                                        "value": res.report["threshold"]["value"],
+                                        "false_positive_rate": float(flagged[analysed].mean())})
+                    if method == "fixed":
+                        pooled[model].append(res.maps["anomaly"].data[analysed])
+            print(f"{name} {seed} done", file=sys.stderr, flush=True)
+    for model, parts in pooled.items():
+        values = np.concatenate(parts)
+        out["pooled_quantiles"][model] = {q: float(np.quantile(values, float(q))) for q in ("0.5", "0.99", "0.995")}
+    return out
+
+
 def markdown(result: dict) -> str:
     lines = ["| model / threshold | voxel AUC | Dice | threshold | FPR healthy GM+WM | sens. core | sens. edema | sens. infiltration |",
              "|---|---|---|---|---|---|---|---|"]
@@ -126,7 +162,24 @@ def main(argv=None) -> int:
     e.add_argument("--vae-weights")
     e.add_argument("--recdisc-weights")
     e.add_argument("--out", help="JSON file for the results")
+    h = sub.add_parser("healthy-population", help="false positives of the thresholds on several normal brains")
+    h.add_argument("--n", type=int, default=2)
+    h.add_argument("--start", type=int, default=4000)
+    h.add_argument("--voxel-mm", type=float, default=2.5)
+    h.add_argument("--models", nargs="+", default=["vae", "recdisc"])
+    h.add_argument("--templates", nargs="+", default=["mni152_fsl", "icbm2009a", "colin27"])
+    h.add_argument("--out", help="JSON file for the results")
     args = parser.parse_args(argv)
+    if args.command == "healthy-population":
+        result = healthy_population(args.n, args.start, args.voxel_mm, args.models, args.templates)
+        text = json.dumps(result, indent=1)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+        for row in result["rows"]:
+            print(f"{row['template']:11s} {row['seed']} {row['model']:8s} {row['threshold']:6s} thr {row['value']:.3f} "
+                  f"FPR {row['false_positive_rate']:.3f}")
+        print(json.dumps(result["pooled_quantiles"]))
+        return 0
     if args.command == "cases":
         write_cases(Path(args.folder), args.n, args.start, args.voxel_mm)
         return 0

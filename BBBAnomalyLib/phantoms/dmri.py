@@ -68,13 +68,16 @@ class DMRIPhantom:
         return folder
 
 
-def make_dmri_phantom(seed: int = 0, params: DMRIPhantomParameters | None = None, **overrides) -> DMRIPhantom:
-    """One healthy subject (or a patient with ``tumor=True``); everything random comes from ``seed``."""
+def make_dmri_phantom(seed: int = 0, params: DMRIPhantomParameters | None = None, anatomy=None,
+                      **overrides) -> DMRIPhantom:
+    """One healthy subject (or a patient with ``tumor=True``); everything random comes from ``seed``.
+    ``anatomy``: another :class:`.anatomy.Anatomy` in MNI space (e.g. ICBM 2009a or Colin27 from
+    scripts/normal_templates.py); default the shipped MNI152 one."""
     import dataclasses
 
     params = dataclasses.replace(params or DMRIPhantomParameters(), **overrides)
     rng = np.random.default_rng(seed)
-    anatomy = load_anatomy()
+    anatomy = anatomy if anatomy is not None else load_anatomy()
     v = params.voxel_mm
     extent = (np.array(anatomy.shape) - 1) * 2.0
     shape = tuple(int(n) for n in np.floor(extent / v).astype(int) + 1)
