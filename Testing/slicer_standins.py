@@ -376,11 +376,24 @@ class QSpinBox(_SpinBox):
 
 
 class QProgressBar(QWidget):
+    """``history``: every value the panel set, so a test sees progress however the events were
+    batched between two polls (under load the worker's progress can arrive with its final event)."""
+
     SIGNALS = ("valueChanged(int)",)
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.history = []
         self.value, self.minimum, self.maximum = 0, 0, 100
+
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, v):
+        self._value = v
+        self.history.append(v)
 
 
 class QPlainTextEdit(QWidget):

@@ -201,15 +201,13 @@ def apply_and_wait(widget, timeout=120):
     ui = widget.ui
     assert ui.applyButton.enabled, ui.applyButton.toolTip
     assert ui.applyButton.click()
-    seen = []
+    ui.progressBar.history.clear()
     end = time.monotonic() + timeout
     while widget.runner is not None and not widget.runner.finished:
         standins.process_events(0.05)
-        if ui.progressBar.visible:
-            seen.append(ui.progressBar.value)
         assert time.monotonic() < end, ui.logTextEdit.toPlainText()
     standins.process_events(0.3)  # the last poll
-    return seen
+    return list(ui.progressBar.history)
 
 
 def load_sample(widget, pipeline):
