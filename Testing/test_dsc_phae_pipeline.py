@@ -171,7 +171,7 @@ def test_train_phae_with_two_processes_under_torchrun(case_folder, tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "BBBAnomalyLib",
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29531", "-m", "BBBAnomalyLib",
                            "train", "phae", str(case_folder), "--out", str(out), "--epochs", "1", "--batch", "256",
                            "--max-curves", "1000", "--device", "cpu", "--threads", "1"],
                           capture_output=True, text=True, timeout=240, env=env)
