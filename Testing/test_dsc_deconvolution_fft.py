@@ -36,11 +36,14 @@ class Reference:
         self.u, self.s, self.vt_n = u[: self.n], s, vt[:, : self.n]
         self.csvd_threshold = csvd_threshold
         self.lambdas = s[0] * np.geomspace(1e-3, 1.0, n_lambdas)
+        self._operators = {}
 
     def truncated(self, c, threshold):
         keep = self.s >= threshold * self.s[0]
-        pinv_t = ((self.u[:, keep] / self.s[keep]) @ self.vt_n[keep]).astype(np.float32)
-        return c.astype(np.float32) @ pinv_t
+        key = int(keep.sum())
+        if key not in self._operators:  # one operator per distinct component count
+            self._operators[key] = ((self.u[:, keep] / self.s[keep]) @ self.vt_n[keep]).astype(np.float32)
+        return c.astype(np.float32) @ self._operators[key]
 
     def sigma_min_kept(self, threshold):
         return self.s[self.s >= threshold * self.s[0]].min()
