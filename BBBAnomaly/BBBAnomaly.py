@@ -1,7 +1,7 @@
 """BBBAnomaly: 3D Slicer scripted module (Module, Widget, Logic, Test).
 
 The science lives in the plain-Python package ``BBBAnomalyLib``; everything that touches MRML nodes
-in ``BBBAnomalyLib.mrml`` (tested in CI with the slicer-core wheel). This file is only the panel:
+in ``BBBAnomalyLib.app.mrml`` (tested in CI with the slicer-core wheel). This file is only the panel:
 it collects inputs, starts the background worker, shows progress and a log, and loads the results.
 
 Rules this file follows (each one was a defect once; Testing/test_slicer_widget.py drives the panel
@@ -157,7 +157,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
 
         try:
             version = self.logic.libraryVersion()
-            from BBBAnomalyLib.pipelines import PIPELINES
+            from BBBAnomalyLib.app.pipelines import PIPELINES
         except Exception as exc:  # a broken install must not stop the panel from opening
             logging.exception("BBBAnomaly: cannot import BBBAnomalyLib")
             self.ui.versionLabel.text = _("BBBAnomalyLib: not available")
@@ -245,7 +245,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
 
     # --- the pipeline's inputs and parameters ----------------------------------------------------
     def currentSpec(self):
-        from BBBAnomalyLib.pipelines import get_pipeline
+        from BBBAnomalyLib.app.pipelines import get_pipeline
 
         return get_pipeline(self.ui.pipelineSelector.currentData or "dsc")
 
@@ -301,7 +301,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
             box.value = 0.0  # "unknown" until read or typed
         if node is not None:
             try:
-                from BBBAnomalyLib import mrml
+                from BBBAnomalyLib.app import mrml
 
                 info = mrml.describe_input(node)
             except ImportError as exc:
@@ -343,8 +343,8 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
         return (node, segment) if node is not None and segment else None
 
     def collectRequest(self):
-        from BBBAnomalyLib.mrml import RunRequest
-        from BBBAnomalyLib.pipelines import InputRole
+        from BBBAnomalyLib.app.mrml import RunRequest
+        from BBBAnomalyLib.app.pipelines import InputRole
 
         spec = self.currentSpec()
         images = [self.ui.inputSelector.currentNode(), self.ui.secondInputSelector.currentNode()]
@@ -383,7 +383,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
             self._lastLogMessage = message
 
     def onApply(self):
-        from BBBAnomalyLib.errors import InputError
+        from BBBAnomalyLib.core.errors import InputError
 
         if not self.ensurePanelDependencies():
             return
@@ -486,7 +486,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
             self.ui.statusLabel.text = _("Sample data loaded: press Apply.")
 
     def selectSample(self, sample):
-        from BBBAnomalyLib.pipelines import InputRole, get_pipeline
+        from BBBAnomalyLib.app.pipelines import InputRole, get_pipeline
 
         spec = get_pipeline(sample.pipeline)
         images = [s.key for s in spec.inputs if s.role is not InputRole.REGION]
@@ -527,7 +527,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
 
 class BBBAnomalyLogic(ScriptedLoadableModuleLogic, PanelLogic):
     """Slicer-side logic: dependencies, sample data, starting and finishing runs (BBBAnomalyPanel/logic.py).
-    Everything that touches MRML nodes is in ``BBBAnomalyLib.mrml`` (tested with slicer-core)."""
+    Everything that touches MRML nodes is in ``BBBAnomalyLib.app.mrml`` (tested with slicer-core)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -586,7 +586,7 @@ class BBBAnomalyTest(ScriptedLoadableModuleTest):
             self.skipTest(why)
         import numpy as np
 
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         self.delayDisplay("Loading a 4-slice DSC phantom")
         sample = mrml.load_dsc_demo(slices=4, snr=100)

@@ -2,12 +2,12 @@
 
 Pipelines take :class:`Volume` objects and a parameter dataclass and return named output
 Volumes with a JSON-serialisable report. Nothing here imports slicer or qt (except lazily in
-:mod:`BBBAnomalyLib.mrml`).
+:mod:`BBBAnomalyLib.app.mrml`).
 """
 
 __version__ = "0.1.0"
 
-from .errors import CancelledError, InputError  # noqa: E402
-from .volume import Acquisition, Volume  # noqa: E402
+from .core.errors import CancelledError, InputError  # noqa: E402
+from .core.volume import Acquisition, Volume  # noqa: E402
 
 __all__ = ["Volume", "Acquisition", "InputError", "CancelledError", "__version__"]

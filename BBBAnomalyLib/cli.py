@@ -12,7 +12,7 @@ import sys
 import threading
 
 from . import __version__
-from .errors import CancelledError, InputError
+from .core.errors import CancelledError, InputError
 
 DESCRIPTION = """\
 Blood-brain-barrier leakage, perfusion and tissue-anomaly maps for glioma MRI.

@@ -1,7 +1,7 @@
 """Options every pipeline command shares, so that all of them behave alike.
 
 ``--out`` (default ``<input name>_<pipeline>/`` in the current folder), ``--format nifti|nrrd``,
-``--overwrite`` (replaces only a folder that bbbanomaly wrote, see :mod:`BBBAnomalyLib.outputs`)
+``--overwrite`` (replaces only a folder that bbbanomaly wrote, see :mod:`BBBAnomalyLib.core.outputs`)
 and ``--quiet``; and :func:`claimed_output` which checks and locks the output folder *before*
 the run, so a run that could not write its results fails at once.
 """
@@ -44,7 +44,7 @@ def out_dir_of(args, input_path: str, pipeline: str) -> Path:
 def claimed_output(out_dir: Path, args, input_names: tuple[str, ...]):
     """Context manager: the checked and locked output folder (see outputs.claim_output_dir).
     ``input_names``: the argparse names whose values are input files or folders."""
-    from .outputs import claim_output_dir
+    from .core.outputs import claim_output_dir
 
     inputs = []
     for name in input_names:

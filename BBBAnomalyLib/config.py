@@ -29,7 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from .core.errors import InputError
 
 CONFIG_HELP = ("read options from a JSON, TOML (Python >= 3.11) or YAML (only if PyYAML is installed; not a "
                "dependency) file; keys are the option names with '_' (e.g. aif_mask); flags given on the "

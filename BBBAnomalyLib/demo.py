@@ -54,9 +54,9 @@ def run(args) -> int:
     from .dsc import DSCParameters, run_dsc
     from .dsc.command import print_summary
     from .figures import dsc_figure
-    from .outputs import atomic_output_dir
+    from .core.outputs import atomic_output_dir
     from .phantoms.dsc import make_dsc_phantom
-    from .progress import ConsolePrinter, sub_progress
+    from .core.progress import ConsolePrinter, sub_progress
 
     from .dce import demo as dce_demo
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .volume import Volume
+from .core.volume import Volume
 
 
 def _pyplot():

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def load_configuration(report_path) -> dict:
-    from .errors import InputError
+    from .core.errors import InputError
 
     path = Path(report_path)
     if not path.is_file():
@@ -56,7 +56,7 @@ def load_configuration(report_path) -> dict:
 def check_inputs(config: dict) -> None:
     """Refuse (one line) when a recorded input is missing or differs from the run's."""
     from .config import fingerprint
-    from .errors import InputError
+    from .core.errors import InputError
 
     for name, recorded in config.get("inputs", {}).items():
         path = Path(name)
@@ -90,7 +90,7 @@ def build_args(config: dict, out: str | None = None, overwrite: bool = False, qu
 
 
 def run(args) -> int:
-    from .report import versions
+    from .core.report import versions
 
     config = load_configuration(args.report)
     check_inputs(config)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-from .report import summarise
-from .volume import Volume
+from .core.errors import InputError
+from .core.report import summarise
+from .core.volume import Volume
 
 STAT_KEYS = ("mean", "median", "sd", "n_voxels", "volume_ml")
 #: A reference mean within this many standard errors of zero is "zero": a ratio to it is noise
@@ -21,7 +21,7 @@ ZERO_MEAN_STANDARD_ERRORS = 2.0
 def reference_ratio(value, reference: dict, stat: str = "mean") -> tuple[float | None, str | None]:
     """(value / reference[stat], None), or (None, why) when the ratio would be meaningless.
 
-    reference: a :func:`~BBBAnomalyLib.report.summarise`-style dict (mean, median, sd, n or n_voxels).
+    reference: a :func:`~BBBAnomalyLib.core.report.summarise`-style dict (mean, median, sd, n or n_voxels).
     Refused: a missing or non-finite value or reference; a reference of the other sign than the
     value (a negative NAWM CBV); a reference mean indistinguishable from zero (within two standard
     errors, e.g. K2 in normal tissue), where the ratio only measures noise.

@@ -95,7 +95,7 @@ def test_per_case_rls_with_few_voxels_still_gives_the_classic_maps(tmp_path, cap
 def test_the_delay_grid_is_bounded_in_the_library_too():
     """`import BBBAnomalyLib` gets the same refusal as the CLI, before a grid is built."""
     from BBBAnomalyLib.dce import DCEParameters
-    from BBBAnomalyLib.errors import InputError
+    from BBBAnomalyLib.core.errors import InputError
 
     for bad in (float("nan"), float("inf"), 1e6, "six"):
         with pytest.raises(InputError, match="--max-delay"):

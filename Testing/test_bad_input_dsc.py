@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bad_input_helpers import (SHAPE, assert_refused, brain_mask, dsc_signal, run_subprocess, save_nifti,
                                save_nifti_raw_affine, write_dsc_case)
 
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_the_refusals_need_no_traceback_in_a_real_process(case, tmp_path):
 def test_negative_single_echo_tumor_cbv_is_explained(tmp_path):
     """Leaky tumor voxels whose signal rises (T1 shortening) give a negative CBV: the report says why."""
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
-    from BBBAnomalyLib.volume import Acquisition, Volume
+    from BBBAnomalyLib.core.volume import Acquisition, Volume
 
     data, te = dsc_signal()
     tumor = np.zeros(SHAPE, bool)
@@ -150,7 +150,7 @@ def test_ratios_to_a_reference_of_about_zero_are_not_reported():
     rng = np.random.default_rng(0)
     nawm_k2 = rng.normal(0.0, 1e-3, 500)
     nawm_k2 -= nawm_k2.mean() - 2e-11  # mean ~2e-11: a ratio of ~1e9
-    from BBBAnomalyLib.report import summarise
+    from BBBAnomalyLib.core.report import summarise
 
     summary = {"tumor": {"k2": summarise(np.full(50, 0.01)), "cbv": summarise(np.full(50, 6.0))},
                "nawm": {"k2": summarise(nawm_k2), "cbv": summarise(rng.normal(2.0, 0.3, 500))}}

@@ -17,11 +17,11 @@ from bad_input_helpers import AFFINE, assert_refused, dsc_signal, save_nifti, sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 from BBBAnomalyLib.io import read_mask, read_volume
 from BBBAnomalyLib.io._common import check_geometry
 from BBBAnomalyLib.io.timing import MAX_DURATION_S, check_dynamic_timing
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from BBBAnomalyLib.jobs import InProcessRunner, Job
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.app.jobs import InProcessRunner, Job
+from BBBAnomalyLib.core.errors import InputError
 
 from bad_input_helpers import tree_hashes, write_dsc_case
 
@@ -39,10 +39,10 @@ def job_dict(case: dict, out: Path, **changes) -> dict:
 
 
 def run_worker(job: dict, folder: Path) -> list[dict]:
-    """``python -m BBBAnomalyLib.worker JOB.json`` as the panel starts it; returns its JSON events."""
+    """``python -m BBBAnomalyLib.app.worker JOB.json`` as the panel starts it; returns its JSON events."""
     job_file = folder / "job.json"
     job_file.write_text(json.dumps(job), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "BBBAnomalyLib.worker", str(job_file)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "BBBAnomalyLib.app.worker", str(job_file)], capture_output=True,
                           text=True, cwd=folder, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert "Traceback" not in proc.stdout
@@ -101,7 +101,7 @@ def test_a_good_job_writes_curves_inside_the_all_or_nothing_folder(case, tmp_pat
     out = tmp_path / "out"
     events = InProcessRunner(Job(**job_dict(case, out, save_curves=True))).start().poll()
     assert events[-1]["event"] == "done", events[-1]
-    from BBBAnomalyLib.outputs import foreign_entries
+    from BBBAnomalyLib.core.outputs import foreign_entries
 
     assert (out / "curves.npz").exists() and foreign_entries(out) == []  # listed in the manifest
 

@@ -10,7 +10,7 @@ import pytest
 
 from BBBAnomalyLib.bids.layout import discover, inherited, parse_name
 from BBBAnomalyLib.cli import main
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 
 
 def touch_nifti(path: Path, shape=(2, 2, 2)):
@@ -295,7 +295,7 @@ def test_dwi_and_t1flair_outputs_land_in_dwi_and_anat(tmp_path):
     from BBBAnomalyLib.io import write_volume
     from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
     from BBBAnomalyLib.phantoms.structural import make_structural_phantom
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     root = tmp_path / "ds"
     write_json(root / "dataset_description.json", {"Name": "x", "BIDSVersion": "1.9.0"})

@@ -7,7 +7,7 @@ import pytest
 
 from BBBAnomalyLib import config
 from BBBAnomalyLib.cli import build_parser, main
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 
 
 def leaves():

@@ -8,11 +8,11 @@ import numpy as np
 from scipy.integrate import trapezoid
 import pytest
 
-from BBBAnomalyLib.arterial_auto import select_arterial_voxels
+from BBBAnomalyLib.perfusion.arterial_auto import select_arterial_voxels
 from BBBAnomalyLib.dce.parameters import DCEParameters
 from BBBAnomalyLib.dce.pipeline import run_dce
-from BBBAnomalyLib.errors import InputError
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.errors import InputError
+from BBBAnomalyLib.core.volume import Volume
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from BBBAnomalyLib.cli import main
 from BBBAnomalyLib.io import read_volume, write_volume
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 
 MAPS = ("rls", "rls_abs", "rls_uncertainty", "ktrans", "ve", "vp", "kep", "delay", "fit_r2")
 

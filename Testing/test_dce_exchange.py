@@ -11,7 +11,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from BBBAnomalyLib.dce.exchange import ExchangeModel, exchange_curves
-from BBBAnomalyLib.population_aif import parker_aif
+from BBBAnomalyLib.perfusion.population_aif import parker_aif
 
 DATA = Path(__file__).parent / "Data" / "osipi"
 csv.field_size_limit(1 << 28)
@@ -130,7 +130,7 @@ def test_pipeline_and_cli_offer_the_exchange_models(tmp_path):
     import nibabel as nib
 
     from BBBAnomalyLib.cli import main
-    from BBBAnomalyLib.pipelines import PIPELINES
+    from BBBAnomalyLib.app.pipelines import PIPELINES
 
     t, aif, _, _ = _reference_object(False, n=1)
     shape = (6, 6, 2)

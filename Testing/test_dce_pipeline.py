@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from BBBAnomalyLib.curves import CurveSet
+from BBBAnomalyLib.app.curves import CurveSet
 from BBBAnomalyLib.dce import DCEParameters, run_dce
 from BBBAnomalyLib.dce.pipeline import MAP_INFO
-from BBBAnomalyLib.errors import CancelledError, InputError
+from BBBAnomalyLib.core.errors import CancelledError, InputError
 from BBBAnomalyLib.io import read_volume
 from BBBAnomalyLib.metrics import pearson_r, roc_auc
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 
 
 @pytest.fixture(scope="module")

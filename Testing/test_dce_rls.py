@@ -74,7 +74,7 @@ def test_rls_uncertainty_grows_with_the_noise_of_the_curve():
 
 
 def test_bundled_weights_warn_outside_their_training_domain_only(independent):
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     m = independent.masks
     common = dict(aif_mask=m["aif"], brain_mask=m["brain"], t10_map=independent.truth["t10"])

@@ -53,7 +53,7 @@ class _Result:
 def test_dsc_figure_shows_the_truth_in_the_estimates_units():
     """True CBV (ml/100 ml) next to an estimate in ml/100 g was a 1.42x mismatch on one colour scale."""
     from BBBAnomalyLib.figures import dsc_unit, truth_in_estimate_units
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     truth = Volume(np.full((2, 2, 2), 4.0, np.float32), np.eye(4))
     shown, unit = truth_in_estimate_units(truth, _Result(0.73, 1.04))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from BBBAnomalyLib import display
+from BBBAnomalyLib.app import display
 from BBBAnomalyLib.dce.pipeline import MAP_INFO as DCE_MAPS
 from BBBAnomalyLib.dmri.pipeline import MAP_INFO as DMRI_MAPS
 from BBBAnomalyLib.dsc.pipeline import MAP_INFO as DSC_MAPS

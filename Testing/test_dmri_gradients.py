@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from BBBAnomalyLib.dmri import gradients as grad
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 
 
 def tensor_attenuation(directions, evals=(1.7e-3, 0.35e-3, 0.35e-3), rotation=None, b=1000.0):

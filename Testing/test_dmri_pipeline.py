@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from BBBAnomalyLib.dmri import DMRIParameters, MAP_INFO, run_dmri
-from BBBAnomalyLib.errors import CancelledError, InputError
+from BBBAnomalyLib.core.errors import CancelledError, InputError
 from BBBAnomalyLib.metrics import roc_auc
-from BBBAnomalyLib.volume import Acquisition, Volume
+from BBBAnomalyLib.core.volume import Acquisition, Volume
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from BBBAnomalyLib.cli import main
 from BBBAnomalyLib.dmri import DMRIParameters, read_dwi, run_dmri
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 
 DATA = Path(__file__).resolve().parent / "Data" / "dmri"
 

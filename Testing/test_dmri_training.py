@@ -77,7 +77,7 @@ def test_single_process_vae_weights_run_in_the_pipeline(cases, tmp_path):
     assert result.report["model"]["grid"] == {"shape": [16, 16, 16], "voxel_mm": 12.0}
     assert np.isfinite(result.maps["anomaly"].data).all()
     # the weights must match the requested model kind, and a tampered file is refused
-    from BBBAnomalyLib.errors import InputError
+    from BBBAnomalyLib.core.errors import InputError
 
     with pytest.raises(InputError, match="not 'recdisc'"):
         run_dmri(dwi, DMRIParameters(model="recdisc", weights=str(path), device="cpu"))

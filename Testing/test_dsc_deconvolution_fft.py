@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from BBBAnomalyLib.dsc import DSCParameters, DeconvolutionModel, run_dsc
-from BBBAnomalyLib.dsc.deconvolution import (OSVD_THRESHOLDS, bin_multiplicity, circulant_matrix,
-                                             circulant_spectrum, oscillation_index)
+from BBBAnomalyLib.dsc.deconvolution import (OSVD_THRESHOLDS, bin_multiplicity, circulant_matrix, circulant_spectrum, oscillation_index)
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
 from BBBAnomalyLib.phantoms.dsc_physics import gamma_variate_aif, tissue_concentration
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from BBBAnomalyLib.outputs import MANIFEST, foreign_entries
+from BBBAnomalyLib.core.outputs import MANIFEST, foreign_entries
 
 from bad_input_helpers import error_lines, tree_hashes
 
@@ -108,7 +108,7 @@ def test_a_kill_in_the_middle_of_the_write_is_cleaned_by_the_next_claim(tmp_path
     """Deterministic: the process dies (SIGKILL) after writing half of its files."""
     out = tmp_path / "res"
     code = ("import os, signal\n"
-            "from BBBAnomalyLib.outputs import atomic_output_dir\n"
+            "from BBBAnomalyLib.core.outputs import atomic_output_dir\n"
             f"with atomic_output_dir({str(out)!r}) as tmp:\n"
             "    (tmp / 'cbf.nii.gz').write_bytes(b'half')\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -117,7 +117,7 @@ def test_a_kill_in_the_middle_of_the_write_is_cleaned_by_the_next_claim(tmp_path
     assert not out.exists()
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".res.")]
     assert leftovers  # the partial folder and the lock of the dead run
-    from BBBAnomalyLib.outputs import atomic_output_dir
+    from BBBAnomalyLib.core.outputs import atomic_output_dir
 
     with atomic_output_dir(out) as tmp:
         (tmp / "cbf.nii.gz").write_bytes(b"whole")

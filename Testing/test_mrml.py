@@ -1,4 +1,4 @@
-"""The Slicer-facing logic (BBBAnomalyLib.mrml) with real MRML nodes from the slicer-core wheel.
+"""The Slicer-facing logic (BBBAnomalyLib.app.mrml) with real MRML nodes from the slicer-core wheel.
 
 What the panel does, without the Slicer application: a DSC phantom loaded as a volume sequence
 (as Slicer loads 4D DICOM), an AIF markups ROI or segment, NAWM/tumor segments, a run, the
@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import slicer
 
-from BBBAnomalyLib import InputError, mrml
+from BBBAnomalyLib import InputError
+from BBBAnomalyLib.app import mrml
 from BBBAnomalyLib.cli import main as cli_main
-from BBBAnomalyLib.curves import CurveSet
+from BBBAnomalyLib.app.curves import CurveSet
 from BBBAnomalyLib.io import read_volume, write_volume
-from BBBAnomalyLib.jobs import InProcessRunner
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.app.jobs import InProcessRunner
+from BBBAnomalyLib.core.volume import Volume
 
 
 @pytest.fixture
@@ -308,7 +309,7 @@ def test_demo_loads_a_ready_to_run_case(scene, tmp_path):
 
 
 def test_cancelled_background_run_leaves_the_scene_as_it_was(scene, dsc_phantom, tmp_path):
-    from BBBAnomalyLib.jobs import WorkerProcess
+    from BBBAnomalyLib.app.jobs import WorkerProcess
 
     _, _, proxy = mrml.add_series(dsc_phantom.signal, "DSC")
     before = node_ids(scene)
@@ -543,7 +544,7 @@ def test_maps_are_readable_zero_transparent_with_legend_and_presets(scene, tmp_p
 def test_curve_clicks_reuse_one_chart_with_distinct_colours(scene):
     """Defect 5: three clicks left 15 black series and 3 tables; now one chart, one table, the
     series of the last click only, each in its own colour."""
-    from BBBAnomalyLib.curves import CurveSet
+    from BBBAnomalyLib.app.curves import CurveSet
 
     mask = np.zeros((4, 4, 2), bool)
     mask[1:3, 1:3] = True
@@ -575,7 +576,7 @@ def test_voxel_under_a_point_is_none_off_the_image(scene, dsc_phantom):
 
 @pytest.mark.parametrize("pipeline,options", [("dsc", {"slices": 3}), ("dce", {"slices": 3})])
 def test_sample_cases_hold_what_the_pipeline_needs(scene, pipeline, options):
-    from BBBAnomalyLib.pipelines import get_pipeline
+    from BBBAnomalyLib.app.pipelines import get_pipeline
 
     sample = mrml.load_sample(pipeline, **options)
     spec = get_pipeline(pipeline)
@@ -587,7 +588,7 @@ def test_sample_cases_hold_what_the_pipeline_needs(scene, pipeline, options):
 
 def test_maps_a_pipeline_adds_later_get_a_style_by_their_name():
     """New maps (e.g. uncertainty maps) come from the run's report, not a list in the panel."""
-    from BBBAnomalyLib import display
+    from BBBAnomalyLib.app import display
 
     assert display.map_style("ktrans_uncertainty")[0] == display.VIRIDIS
     assert display.map_style("lesion_mask") == (display.LABELS, "mask")

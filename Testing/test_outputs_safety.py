@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from BBBAnomalyLib import InputError, outputs
+from BBBAnomalyLib import InputError
+from BBBAnomalyLib.core import outputs
 from BBBAnomalyLib.cli import main
-from BBBAnomalyLib.outputs import MANIFEST, atomic_output_dir, claim_output_dir
+from BBBAnomalyLib.core.outputs import MANIFEST, atomic_output_dir, claim_output_dir
 
 from bad_input_helpers import error_lines, tree_hashes, write_dsc_case
 

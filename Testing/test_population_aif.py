@@ -12,11 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from BBBAnomalyLib.population_aif import (
-    GEORGIOU_2019_TABLE3,
-    georgiou_aif,
-    parker_aif,
-)
+from BBBAnomalyLib.perfusion.population_aif import GEORGIOU_2019_TABLE3, georgiou_aif, parker_aif
 
 DATA = Path(__file__).parent / "Data" / "osipi"
 OSIPI_RTOL, OSIPI_ATOL = 1e-2, 1e-4  # OSIPI test_PopulationAIF tolerances (for reference)

@@ -393,7 +393,7 @@ def test_extension_cmake_ships_bbbanomalylib():
     assert "${BBBAnomalyLib_SCRIPTS}" in lib_build and "${BBBAnomalyLib_RESOURCES}" in lib_build
     assert "WITH_GENERIC_TESTS" not in lib_build  # a package, not a Slicer module
     installed = _installed_lib_files()
-    assert "__init__.py" in installed and "volume.py" in installed
+    assert "__init__.py" in installed and "core/volume.py" in installed
 
 
 def test_every_package_file_is_installed_by_cmake():

@@ -143,7 +143,7 @@ def panel(tmp_path_factory):
     os.environ["OMP_NUM_THREADS"] = "1"  # the workers share 2 busy cores with this process (not a timing test)
     slicer.mrmlScene = slicer.vtkMRMLScene()
     standins.install(home=tmp_path_factory.mktemp("slicer-home"))
-    from BBBAnomalyLib import mrml
+    from BBBAnomalyLib.app import mrml
 
     original = dict(mrml.SAMPLES)
     for name, (label, loader) in original.items():
@@ -191,7 +191,7 @@ def map_nodes(slicer):
 
 
 def pid_alive(pid):
-    from BBBAnomalyLib.processes import pid_alive as _pid_alive
+    from BBBAnomalyLib.core.processes import pid_alive as _pid_alive
 
     return _pid_alive(pid)
 
@@ -241,7 +241,7 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
     for name, node in outputs.map_nodes.items():
         display = node.GetDisplayNode()
         legend = module.slicer.util  # noqa: F841 - the legend comes from the library's view helpers
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         legend = mrml.legend_of(node)
         assert legend is not None and legend.GetTitleText().startswith(name)
@@ -380,7 +380,7 @@ def test_sample_data_are_registered_for_every_pipeline(panel):
     module, widget, slicer = panel
     import SampleData
 
-    from BBBAnomalyLib import mrml
+    from BBBAnomalyLib.app import mrml
 
     SampleData.SOURCES.clear()
     module.registerSampleData()

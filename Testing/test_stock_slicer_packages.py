@@ -22,7 +22,7 @@ sys.meta_path.insert(0, Block())
 
 def test_nrrd_and_a_classic_dsc_run_need_no_extra_package(dsc_phantom, tmp_path):
     from BBBAnomalyLib.io import write_volume
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     write_volume(dsc_phantom.signal, tmp_path / "series.nrrd")
     aif = dsc_phantom.masks["aif"].astype("uint8")
@@ -30,7 +30,7 @@ def test_nrrd_and_a_classic_dsc_run_need_no_extra_package(dsc_phantom, tmp_path)
     code = BLOCK + f"""
 from BBBAnomalyLib.io import read_volume, read_mask, write_volume
 from BBBAnomalyLib.dsc import DSCParameters, run_dsc
-from BBBAnomalyLib.errors import InputError
+from BBBAnomalyLib.core.errors import InputError
 series = read_volume({str(tmp_path / 'series.nrrd')!r})
 aif = read_mask({str(tmp_path / 'aif.nrrd')!r}, series, 'aif-mask')
 result = run_dsc(series, DSCParameters(method='osvd'), aif_mask=aif)

@@ -152,7 +152,7 @@ def test_contrast_registration_and_skull_checks_catch_wrong_inputs():
 
 def test_the_pipeline_reports_the_applicability_of_a_7_mm_input():
     from BBBAnomalyLib.structural import T1FlairParameters, run_t1flair
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     t1, flair, brain, affine = _phantom_at(7.0, 18)
     res = run_t1flair(Volume(t1, affine), Volume(flair, affine),

@@ -9,7 +9,7 @@ from BBBAnomalyLib import CancelledError, InputError
 from BBBAnomalyLib.cli import main
 from BBBAnomalyLib.io import read_volume, write_volume
 from BBBAnomalyLib.structural import MAP_INFO, T1FlairParameters, run_t1flair
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 
 FAST = T1FlairParameters(steps=2, device="cpu")
 

@@ -8,7 +8,7 @@ from BBBAnomalyLib import InputError
 from BBBAnomalyLib.structural import cae, diffusion, identification
 from BBBAnomalyLib.structural.normalisation import CONSTANTS, from_unit, normalise, normalise_0_255, to_unit
 from BBBAnomalyLib.structural.preprocessing import SliceGrid, flair_on_t1_grid, slice_axis
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 
 
 def test_normalisation_maps_the_histogram_mode_to_v0_whatever_the_scale():

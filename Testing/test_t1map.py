@@ -141,7 +141,7 @@ def test_dce_takes_the_vfa_series(tmp_path):
 
 def test_dce_population_aif_names_match_the_registry():
     from BBBAnomalyLib.dce.command import POPULATION_AIF_NAMES
-    from BBBAnomalyLib.population_aif import POPULATION_AIFS
+    from BBBAnomalyLib.perfusion.population_aif import POPULATION_AIFS
 
     assert POPULATION_AIF_NAMES == list(POPULATION_AIFS)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from BBBAnomalyLib import InputError, weights
-from BBBAnomalyLib.devices import describe_devices, device_summary, resolve_device
+from BBBAnomalyLib.core.devices import describe_devices, device_summary, resolve_device
 from BBBAnomalyLib.training import distributed_context, load_checkpoint, save_checkpoint
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from BBBAnomalyLib.io import write_volume
-from BBBAnomalyLib.jobs import InProcessRunner, Job, WorkerProcess
-from BBBAnomalyLib.pipelines import PIPELINES, get_pipeline
-from BBBAnomalyLib.volume import Volume
-from BBBAnomalyLib.worker import JsonLinePrinter
+from BBBAnomalyLib.app.jobs import InProcessRunner, Job, WorkerProcess
+from BBBAnomalyLib.app.pipelines import PIPELINES, get_pipeline
+from BBBAnomalyLib.core.volume import Volume
+from BBBAnomalyLib.app.worker import JsonLinePrinter
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parent))  # slicer_standins (the stand-in launcher)
 
@@ -50,7 +50,7 @@ def test_worker_reports_a_bad_input_as_one_message(dsc_files, tmp_path):
 
 def test_worker_internal_error_points_to_the_log(tmp_path):
     (tmp_path / "job.json").write_text("{not json", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "BBBAnomalyLib.worker", str(tmp_path / "job.json")],
+    proc = subprocess.run([sys.executable, "-m", "BBBAnomalyLib.app.worker", str(tmp_path / "job.json")],
                           capture_output=True, text=True, encoding="utf-8", timeout=120)
     event = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 2 and event["event"] == "error" and "cannot read job file" in event["message"]
@@ -149,7 +149,7 @@ def test_cancel_ends_the_worker_under_a_launcher_that_forwards_no_signal(dsc_pha
     nothing the worker says afterwards."""
     from slicer_standins import make_launcher
 
-    from BBBAnomalyLib.processes import pid_alive as _pid_alive
+    from BBBAnomalyLib.core.processes import pid_alive as _pid_alive
 
     launcher = make_launcher(tmp_path / "bin")
     worker = WorkerProcess(_slow_dsc_job(dsc_phantom, tmp_path), tmp_path / "job" / "job.json", python=str(launcher))
@@ -201,7 +201,7 @@ def test_the_worker_starts_without_a_console_window_and_in_its_own_process_group
     The Windows branch is checked by its flags here; it runs only on Windows."""
     import subprocess as sp
 
-    from BBBAnomalyLib.runners import CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, popen_options
+    from BBBAnomalyLib.app.runners import CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, popen_options
 
     windows = popen_options("nt")
     assert windows["creationflags"] & CREATE_NO_WINDOW and windows["creationflags"] & CREATE_NEW_PROCESS_GROUP

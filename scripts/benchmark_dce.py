@@ -20,7 +20,7 @@ from BBBAnomalyLib.dce import DCEParameters, PKModel, run_dce
 from BBBAnomalyLib.dce import rls
 from BBBAnomalyLib.dce.conversion import concentration_from_ser, enhancement_ratio
 from BBBAnomalyLib.phantoms.dce import make_dce_phantom
-from BBBAnomalyLib.report import machine_description
+from BBBAnomalyLib.core.report import machine_description
 
 
 def best(fn, repeat):

@@ -33,7 +33,7 @@ def rss_mb() -> float:
 def benchmark_volume(seed: int = 1000):
     """A phantom patient on the seed's 90×90×54 grid of 2.4 mm (padded with noise in-plane)."""
     from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     p = make_dmri_phantom(seed, voxel_mm=2.4, n_directions=64, tumor=True)
     data = p.dwi.data
@@ -62,12 +62,12 @@ def inference(args) -> dict:
     import torch
 
     from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
-    from BBBAnomalyLib.report import machine_description
+    from BBBAnomalyLib.core.report import machine_description
 
     import subprocess
     import tempfile
 
-    from BBBAnomalyLib.volume import Acquisition, Volume
+    from BBBAnomalyLib.core.volume import Acquisition, Volume
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:  # simulate in another process: this one's peak is the run's
@@ -93,7 +93,7 @@ def train_step(args) -> dict:
 
     from BBBAnomalyLib.dmri.anomalies import draw_anomalies
     from BBBAnomalyLib.dmri.models import build, recdisc_loss, vae_loss
-    from BBBAnomalyLib.report import machine_description
+    from BBBAnomalyLib.core.report import machine_description
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from pathlib import Path
 from BBBAnomalyLib.cli import main as cli_main
 from BBBAnomalyLib.dsc import DeconvolutionModel, DSCParameters, fit_bsw, run_dsc
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
-from BBBAnomalyLib.report import machine_description
+from BBBAnomalyLib.core.report import machine_description
 
 METHODS = ("ssvd", "csvd", "osvd", "tikhonov")
 

@@ -45,7 +45,7 @@ def make_case(folder: Path, million_voxels: float, frames: int) -> dict:
     """Write signal.nii.gz (+ sidecar), mask_brain.nii.gz (all ones) and mask_aif.nii.gz."""
     from BBBAnomalyLib.io import write_volume
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
-    from BBBAnomalyLib.volume import Volume
+    from BBBAnomalyLib.core.volume import Volume
 
     interval = 1.5 if frames <= 60 else 1.0
     phantom = make_dsc_phantom(snr=50, slices="all", frame_interval=interval, duration=frames * interval, seed=0)
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args(argv)
 
-    from BBBAnomalyLib.report import machine_description
+    from BBBAnomalyLib.core.report import machine_description
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_dsc_floor_") as tmp:

@@ -2,7 +2,7 @@
 
 A whole-brain DSC phantom (MNI152, 74x92x78, 60 frames) is put in a slicer-core scene as a volume
 sequence, with an AIF ROI and NAWM/tumor segments, and run the way the panel runs it:
-`mrml.prepare_job` (raw NRRD job inputs) -> `WorkerProcess` (a child `python -m BBBAnomalyLib.worker`)
+`mrml.prepare_job` (raw NRRD job inputs) -> `WorkerProcess` (a child `python -m BBBAnomalyLib.app.worker`)
 -> `import_results` (map nodes with colour legends); then the ratio table and the curve plot. The
 same run in-process (`run_dsc`) gives the baseline. "Apply to maps" is what a user waits for between
 pressing Apply and seeing the maps: prepare_job + worker + import_results. The row "inputs as gzip
@@ -29,13 +29,13 @@ def main() -> None:
 
     import slicer
 
-    from BBBAnomalyLib import mrml
-    from BBBAnomalyLib.curves import CurveSet
+    from BBBAnomalyLib.app import mrml
+    from BBBAnomalyLib.app.curves import CurveSet
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
     from BBBAnomalyLib.io import write_volume
-    from BBBAnomalyLib.jobs import WorkerProcess
+    from BBBAnomalyLib.app.jobs import WorkerProcess
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
-    from BBBAnomalyLib.report import machine_description
+    from BBBAnomalyLib.core.report import machine_description
 
     phantom = make_dsc_phantom(snr=50, slices="all", seed=0)
     rows = {k: [] for k in ("in-process run_dsc", "prepare_job (raw NRRD inputs, GUI thread)",

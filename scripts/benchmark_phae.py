@@ -21,7 +21,7 @@ from pathlib import Path
 from BBBAnomalyLib.dsc import DeconvolutionModel, DSCParameters, run_dsc
 from BBBAnomalyLib.dsc.phae import PHAEModel
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
-from BBBAnomalyLib.report import machine_description
+from BBBAnomalyLib.core.report import machine_description
 
 
 def timed(fn, repeats):

@@ -28,7 +28,7 @@ import torch
 if {threads}:
     torch.set_num_threads({threads})
 from BBBAnomalyLib.structural import T1FlairParameters, run_t1flair
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 brats = {brats!r}
 if brats:
     from BBBAnomalyLib.io import read_volume
@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from BBBAnomalyLib.report import machine_description
+    from BBBAnomalyLib.core.report import machine_description
 
     rows = []
     for steps in args.steps:

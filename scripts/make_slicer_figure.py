@@ -31,9 +31,9 @@ def main() -> None:
     import matplotlib.pyplot as plt
     import slicer
 
-    from BBBAnomalyLib import mrml
-    from BBBAnomalyLib.curves import CurveSet
-    from BBBAnomalyLib.jobs import InProcessRunner
+    from BBBAnomalyLib.app import mrml
+    from BBBAnomalyLib.app.curves import CurveSet
+    from BBBAnomalyLib.app.jobs import InProcessRunner
 
     slicer.mrmlScene = slicer.vtkMRMLScene()
     slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)

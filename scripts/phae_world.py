@@ -19,7 +19,7 @@ import numpy as np
 from BBBAnomalyLib import metrics
 from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel
 from BBBAnomalyLib.phantoms import dsc_curves as dc
-from BBBAnomalyLib.population_aif import georgiou_aif
+from BBBAnomalyLib.perfusion.population_aif import georgiou_aif
 
 #: ROI-like tissue classes of the sweep: CBF [ml/100 g/min], CBV [ml/100 ml], delay [s]
 SWEEP_TISSUES = {"GM": (60.0, 4.0, 0.0), "WM": (22.0, 2.6, 0.5), "tumor": (110.0, 6.0, 0.0),

@@ -20,7 +20,7 @@ import numpy as np
 from BBBAnomalyLib.dce import DCEParameters, run_dce
 from BBBAnomalyLib.metrics import pearson_r, psnr, roc_auc, ssim
 from BBBAnomalyLib.phantoms.dce import make_dce_phantom
-from BBBAnomalyLib.volume import Volume
+from BBBAnomalyLib.core.volume import Volume
 
 SLICES = 12
 SNR = 40.0

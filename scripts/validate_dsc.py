@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from BBBAnomalyLib.report import machine_description  # noqa: E402
+from BBBAnomalyLib.core.report import machine_description  # noqa: E402
 
 #: label -> DSCParameters overrides
 METHODS = {

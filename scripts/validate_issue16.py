@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from BBBAnomalyLib.dce.exchange import ExchangeModel, exchange_curves
-from BBBAnomalyLib.population_aif import georgiou_aif, mcgrath_aif, parker_aif
+from BBBAnomalyLib.perfusion.population_aif import georgiou_aif, mcgrath_aif, parker_aif
 from BBBAnomalyLib.t1map.vfa import fit_vfa_linear, fit_vfa_nonlinear
 
 DATA = Path(__file__).resolve().parents[1] / "Testing" / "Data" / "osipi"

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 from BBBAnomalyLib import metrics  # noqa: E402
 from BBBAnomalyLib.dsc import DSCParameters, run_dsc  # noqa: E402
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom  # noqa: E402
-from BBBAnomalyLib.report import machine_description  # noqa: E402
+from BBBAnomalyLib.core.report import machine_description  # noqa: E402
 
 METHODS = {
     "oSVD 0.035": {"method": "osvd", "osvd_oi_target": 0.035},

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 from BBBAnomalyLib.dce import DCEParameters, run_dce  # noqa: E402
 from BBBAnomalyLib.metrics import pearson_r, roc_auc, ssim  # noqa: E402
 from BBBAnomalyLib.phantoms.dce import make_dce_phantom  # noqa: E402
-from BBBAnomalyLib.volume import Volume  # noqa: E402
+from BBBAnomalyLib.core.volume import Volume  # noqa: E402
 
 INDEPENDENT = dict(snr=30.0, aif="georgiou", frame_interval=3.5, duration=245.0, bolus_arrival=42.0, flip_angle=25.0,
                    tr=0.004, tumor_center_mm=(-30.0, -18.0, 22.0), tumor_radii_mm=(12.0, 14.0, 11.0), slices=10,

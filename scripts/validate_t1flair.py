@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from BBBAnomalyLib.metrics import psnr, roc_auc, ssim  # noqa: E402
-from BBBAnomalyLib.report import machine_description  # noqa: E402
+from BBBAnomalyLib.core.report import machine_description  # noqa: E402
 from BBBAnomalyLib.structural import T1FlairParameters, run_t1flair  # noqa: E402
 from BBBAnomalyLib.structural.normalisation import normalise_0_255  # noqa: E402
 

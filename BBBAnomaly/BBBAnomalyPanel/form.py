@@ -1,4 +1,4 @@
-"""The parameter form of a pipeline, built from the registry (``BBBAnomalyLib.pipelines``)."""
+"""The parameter form of a pipeline, built from the registry (``BBBAnomalyLib.app.pipelines``)."""
 
 import qt
 from slicer.i18n import tr as _

@@ -1,6 +1,6 @@
 """BBBAnomalyLogic's work: dependencies, sample data, runs and analysis.
 
-Everything that touches MRML nodes is in ``BBBAnomalyLib.mrml`` (tested with slicer-core), so
+Everything that touches MRML nodes is in ``BBBAnomalyLib.app.mrml`` (tested with slicer-core), so
 this stays thin. Nothing heavy is imported here at module level: Slicer imports it at start-up.
 """
 
@@ -79,14 +79,14 @@ class PanelLogic:
     # --- sample data ---------------------------------------------------------------------------
     @staticmethod
     def sampleNames():
-        """{pipeline: sample name}; a literal copy of BBBAnomalyLib.mrml.SAMPLES' names, so that
+        """{pipeline: sample name}; a literal copy of BBBAnomalyLib.app.mrml.SAMPLES' names, so that
         registering them at start-up imports nothing (tested against the library's list)."""
         return {"dsc": "BBBAnomaly DSC phantom", "dce": "BBBAnomaly DCE phantom", "dmri": "BBBAnomaly DWI phantom",
                 "t1flair": "BBBAnomaly T1/FLAIR phantom"}
 
     @staticmethod
     def loadSample(pipeline, **options):
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         return mrml.load_sample(pipeline, **options)
 
@@ -109,7 +109,7 @@ class PanelLogic:
 
     def startRun(self, request, workDir=None):
         """Write the inputs (uncompressed NRRD) and start the worker; returns the runner (poll() for events)."""
-        from BBBAnomalyLib import mrml, runners
+        from BBBAnomalyLib.app import mrml, runners
 
         workDir = workDir or tempfile.mkdtemp(prefix="BBBAnomaly-", dir=slicer.app.temporaryPath)
         try:
@@ -124,7 +124,7 @@ class PanelLogic:
 
     @staticmethod
     def runName(request):
-        from BBBAnomalyLib.pipelines import get_pipeline
+        from BBBAnomalyLib.app.pipelines import get_pipeline
 
         spec = get_pipeline(request.pipeline)
         method = request.parameters.get("method")
@@ -132,7 +132,7 @@ class PanelLogic:
 
     def finishRun(self, runner, request, replace=False, opacity=0.5):
         """Load the finished run's maps into the scene and overlay the first one on the run's input."""
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         outputs = mrml.import_results(runner.job.output_dir, request.main_node(), self.runName(request), replace)
         self.showOverlay(request.main_node(), next(iter(outputs.map_nodes.values())), opacity,
@@ -151,20 +151,20 @@ class PanelLogic:
 
     @staticmethod
     def showOverlay(background, foreground, opacity=0.5, siblings=()):
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         mrml.show_overlay(background, foreground, opacity, list(siblings))
 
     # --- analysis ------------------------------------------------------------------------------
     @staticmethod
     def regionMasks(request, regions):
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         return mrml.masks_on_input(request.main_node(), regions)
 
     @staticmethod
     def ratioTable(outputs, tumorMask, nawmMask=None, name="ROI ratios"):
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         table, _stats = mrml.ratio_table(outputs.map_nodes, tumorMask, nawmMask, name=name)
         return table
@@ -178,7 +178,7 @@ class PanelLogic:
 
     @staticmethod
     def curvePlot(curves, masks, voxel=None, chartNode=None, name="BBBAnomaly curves"):
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         chartNode, _table, _labels = mrml.curve_plot(curves, masks, voxel, chartNode, name)
         slicer.modules.plots.logic().ShowChartInLayout(chartNode)
@@ -187,7 +187,7 @@ class PanelLogic:
     @staticmethod
     def voxelAt(request, ras):
         """The voxel (i, j, k) of the run's input under a RAS point; None outside the image."""
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         reference, _geometry = mrml.reference_grid(request.main_node())
         return mrml.voxel_in_grid(reference, ras)
@@ -195,7 +195,7 @@ class PanelLogic:
     @staticmethod
     def exportRun(outputs, tableNode, path):
         """The ratio table (when made) as CSV at ``path`` and the run's report as JSON beside it."""
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         base = os.path.splitext(path)[0]
         written = []

@@ -19,7 +19,7 @@ class ResultsMixin:
         self.logic.showOverlay(background, node, self.ui.opacitySlider.value, siblings)
 
     def onOpacityChanged(self, value):
-        from BBBAnomalyLib import mrml
+        from BBBAnomalyLib.app import mrml
 
         mrml.set_overlay_opacity(value)
 
@@ -44,7 +44,7 @@ class ResultsMixin:
         self.log(_("ROI ratio table: {name}").format(name=self.ratioTableNode.GetName()))
 
     def curves(self):
-        from BBBAnomalyLib.curves import CurveSet
+        from BBBAnomalyLib.app.curves import CurveSet
 
         outputDir = self.lastRun["outputs"].output_dir
         if self.curveCache is None or self.curveCache[0] != outputDir:

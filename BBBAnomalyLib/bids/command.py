@@ -70,7 +70,7 @@ def register(sub) -> None:
 
 def check_locations(bids_dir: Path, output_dir: Path) -> Path:
     """OUT_DIR/bbbanomaly, refusing to write inside the raw dataset (except its derivatives/)."""
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     out = Path(output_dir).expanduser().resolve()
     derivatives = bids_dir / "derivatives"
@@ -89,7 +89,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def parse_pipelines(text: str) -> list[str]:
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     names = [n.strip() for n in str(text).split(",") if n.strip()]
     bad = [n for n in names if n not in PIPELINES]
@@ -99,7 +99,7 @@ def parse_pipelines(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from ..errors import InputError
+    from ..core.errors import InputError
     from .layout import check_dataset, participants
 
     bids_dir = check_dataset(Path(args.bids_dir))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError
+from ..core.errors import InputError
 from .layout import DATATYPE, Job
 
 NAME = "BBBAnomaly"
@@ -131,7 +131,7 @@ def _sidecar(own: Path, info, sources: list[str], name: str) -> dict:
 
 # --- dataset_description.json ---------------------------------------------------------------------
 def dataset_description(bids_dir: Path) -> dict:
-    from ..report import versions
+    from ..core.report import versions
 
     v = versions()
     packages = ", ".join(f"{k} {val}" for k, val in v.items() if val and k != "BBBAnomalyLib")

@@ -12,7 +12,7 @@ import io
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .derivatives import write_text_atomic
 
 COLUMNS = ["participant_id", "session_id", "pipeline", "desc", "source", "map", "roi", "reference",

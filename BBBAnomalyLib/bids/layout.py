@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 PIPELINES = ("dsc", "dce", "dmri", "t1flair")
 #: output datatype folder per pipeline

@@ -14,7 +14,7 @@ import shutil
 import traceback
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .derivatives import place_outputs, roi_ratios, target_folder, prefix, write_text_atomic
 from .layout import PIPELINES, discover
 
@@ -51,7 +51,7 @@ def run_participant(bids_dir: str, root: str, label: str, pipelines: list[str], 
     Never raises for a problem of this participant (the caller goes on with the others): the error
     is the return value's one line; a traceback, for bugs, goes into the status file.
     """
-    from ..outputs import atomic_output_dir
+    from ..core.outputs import atomic_output_dir
 
     bids_dir, root = Path(bids_dir), Path(root)
     status = {"participant": f"sub-{label}", "pipeline": "", "jobs": [], "error": None}

@@ -6,7 +6,7 @@ Entry point: :func:`run_dce` with :class:`DCEParameters`. Building blocks (usabl
 and :mod:`.rls` (the autoencoder, its preprocessing and training).
 """
 
-from .._lazy import attach
+from ..core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'conversion': ['concentration_from_ser', 'detect_baseline_frames', 'enhancement_ratio', 'ser_from_concentration'],

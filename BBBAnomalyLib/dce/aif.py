@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from ..population_aif import plasma_population_aif
+from ..core.errors import InputError
+from ..perfusion.population_aif import plasma_population_aif
 from .conversion import ARRIVAL_FRACTION
 
 #: A population AIF is placed this much earlier than the detected tissue arrival, as a fraction of
@@ -36,8 +36,8 @@ def aif_in_region(curves: np.ndarray, in_region: np.ndarray, n_baseline: int, he
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(plasma Cp (T,), boolean over ``in_region``'s voxels that were averaged) for a search region
     (e.g. a ROI box around an artery): its arterial voxels by
-    :func:`BBBAnomalyLib.arterial.arterial_in_region`, not every voxel of the box."""
-    from ..arterial import arterial_in_region
+    :func:`BBBAnomalyLib.perfusion.arterial.arterial_in_region`, not every voxel of the box."""
+    from ..perfusion.arterial import arterial_in_region
 
     region = curves[in_region]
     if region.shape[0] == 0:
@@ -74,9 +74,9 @@ def population_aif(times: np.ndarray, tissue_mean: np.ndarray, hematocrit: float
 def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit: float, seed: int = 0
              ) -> tuple[np.ndarray, np.ndarray]:
     """(plasma Cp (T,), indices of the chosen voxels) from (n, T) concentration curves with no mask:
-    the arterial voxels chosen by :func:`BBBAnomalyLib.arterial_auto.select_arterial_voxels`
+    the arterial voxels chosen by :func:`BBBAnomalyLib.perfusion.arterial_auto.select_arterial_voxels`
     (Mouridsen's clustering as DSC uses it), averaged. The voxels are reported as the run's aif_mask."""
-    from ..arterial_auto import select_arterial_voxels
+    from ..perfusion.arterial_auto import select_arterial_voxels
 
     arrival = min(n_baseline + 1, curves.shape[1] - 1)
     chosen = select_arterial_voxels(curves, times, slice(0, max(n_baseline, 1)), arrival, seed=seed, rounds=1)

@@ -9,7 +9,7 @@ from ..cli_options import add_output_options, output_suffix
 
 from .parameters import DCEParameters, InputKind, Model, RLSSource
 
-#: BBBAnomalyLib.population_aif.POPULATION_AIFS' names (listed here so --help imports no scipy; a test keeps them equal)
+#: BBBAnomalyLib.perfusion.population_aif.POPULATION_AIFS' names (listed here so --help imports no scipy; a test keeps them equal)
 POPULATION_AIF_NAMES = ["parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath"]
 
 HELP = """\
@@ -100,7 +100,7 @@ def register(sub) -> None:
 
 def parse_t10(value: str | None, series):
     """(scalar seconds or None, map Volume or None) from --t10."""
-    from ..errors import InputError
+    from ..core.errors import InputError
     from ..io import read_volume
 
     if value is None:
@@ -125,9 +125,9 @@ def run(args) -> int:
 
 def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
-    from ..errors import InputError
+    from ..core.errors import InputError
     from ..io import read_mask, read_volume
-    from ..progress import ConsolePrinter
+    from ..core.progress import ConsolePrinter
     from .pipeline import run_dce
 
     if args.times and args.frame_interval:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: Fraction of the peak rise of the mean curve that marks the bolus arrival.
 ARRIVAL_FRACTION = 0.1

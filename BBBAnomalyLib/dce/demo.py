@@ -12,7 +12,7 @@ from pathlib import Path
 
 def run_demo(tmp: Path, printer, slices, snr: float, seed: int, model: str = "extended-tofts"):
     """Simulate, run and draw into the (temporary) output folder ``tmp``; returns (result, phantom)."""
-    from ..progress import sub_progress
+    from ..core.progress import sub_progress
     from ..phantoms.dce import make_dce_phantom
     from .figures import dce_figure
     from .parameters import DCEParameters
@@ -52,8 +52,8 @@ def print_truth_comparison(result, phantom) -> None:
 
 def run_standalone(args) -> int:
     """`bbbanomaly demo --pipeline dce`: the DCE demo alone into --out."""
-    from ..outputs import atomic_output_dir
-    from ..progress import ConsolePrinter
+    from ..core.outputs import atomic_output_dir
+    from ..core.progress import ConsolePrinter
 
     printer = ConsolePrinter(quiet=args.quiet)
     out = Path(args.out).resolve()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..figures import _contours, _overlay, _pyplot, axial_slice, ras_slice_index
-from ..volume import Volume
+from ..core.volume import Volume
 
 
 def dce_figure(path: str | Path, series: Volume, result, masks: dict[str, np.ndarray],

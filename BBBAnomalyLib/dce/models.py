@@ -263,7 +263,7 @@ class PKModel:
         derivative by a forward difference of the recursive convolution."""
         import torch
 
-        from ..devices import resolve_device
+        from ..core.devices import resolve_device
 
         dev = resolve_device(self.device)
         tt = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=dev)  # noqa: E731

@@ -59,7 +59,7 @@ class DCEParameters:
     tr: float | None = None  # [s]; from the file's metadata when not given
     relaxivity: float = 4.5  # r1 [1/(s·mM)]
     hematocrit: float = 0.42
-    population_aif: str | None = None  # a name of BBBAnomalyLib.population_aif.POPULATION_AIFS
+    population_aif: str | None = None  # a name of BBBAnomalyLib.perfusion.population_aif.POPULATION_AIFS
     aif_auto: bool = False  # automatic arterial-voxel selection when no AIF mask is given (.aif.auto_aif)
     # True: the AIF mask is a search region (a ROI box around an artery); only its arterial voxels
     # (by peak height) are averaged and signal-free (air) voxels are ignored. False: all are averaged.
@@ -80,8 +80,8 @@ class DCEParameters:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ..checks import integer, number, optional_number
-        from ..errors import InputError
+        from ..core.checks import integer, number, optional_number
+        from ..core.errors import InputError
 
         try:
             self.model = Model(self.model)
@@ -89,7 +89,7 @@ class DCEParameters:
             self.rls = RLSSource(self.rls)
         except ValueError as exc:
             raise InputError(f"{exc}; see `bbbanomaly dce --help` for the choices") from None
-        from ..population_aif import POPULATION_AIFS
+        from ..perfusion.population_aif import POPULATION_AIFS
 
         if self.population_aif is not None and self.population_aif not in POPULATION_AIFS:
             raise InputError(f"population AIF {self.population_aif!r} is not known; use one of "
@@ -125,6 +125,6 @@ class DCEParameters:
         self.seed = integer(self.seed, "--seed", 0, 2**32 - 1)
 
     def to_json(self) -> dict:
-        from ..report import parameters_to_json
+        from ..core.report import parameters_to_json
 
         return parameters_to_json(self)

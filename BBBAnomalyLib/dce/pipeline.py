@@ -18,11 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..curves import CurveSet
-from ..errors import InputError
+from ..app.curves import CurveSet
+from ..core.errors import InputError
 from ..io import read_mask
-from ..report import Timer, dump_json, summarise, versions
-from ..volume import Volume
+from ..core.report import Timer, dump_json, summarise, versions
+from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
 from .exchange import ExchangeModel
@@ -73,7 +73,7 @@ class DCEResult:
     def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
         """Write `<map><suffix>`, brain_mask, aif_mask (when given), aif.csv and report.json, all or nothing."""
         from ..io import write_volume
-        from ..outputs import atomic_output_dir
+        from ..core.outputs import atomic_output_dir
 
         if suffix not in SUFFIXES:
             raise InputError(f"output suffix {suffix!r} is not one of {', '.join(SUFFIXES)}")
@@ -131,7 +131,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         mode, flip, tr = _conversion_mode(series, params, t10_grid is not None, warnings)
         times = np.asarray(series.times, dtype=np.float64)
         if params.rls.value != "none" or params.refine:  # torch is needed: fail now on --device cuda without one
-            from ..devices import resolve_device
+            from ..core.devices import resolve_device
 
             resolve_device(params.device)
         if "aif-mask" not in masks and params.population_aif is None and not params.aif_auto:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from . import rls
 from .parameters import DCEParameters, RLSSource
 
@@ -92,7 +92,7 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
             s0: np.ndarray, timer, warnings: list[str], progress, tumor_given: bool = False) -> RLSOutput:
     import torch
 
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
 
     if params.threads:
         torch.set_num_threads(int(params.threads))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 HELP = """\
 Train the DCE RLS autoencoder on the normal-appearing brain curves of a folder of cases.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..io.timing import check_dynamic_timing
-from ..volume import Volume
+from ..core.volume import Volume
 
 #: Fewer frames than this cannot hold a baseline, an uptake and a wash-out phase.
 MIN_FRAMES = 8

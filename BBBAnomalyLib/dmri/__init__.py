@@ -7,7 +7,7 @@ healthy brains flag tumor and infiltration in a patient's raw diffusion-weighted
 * :mod:`.gradients` says which acquisitions are supported; :mod:`.training` trains the models.
 """
 
-from .._lazy import attach
+from ..core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'dwi_io': ['read_dwi'],

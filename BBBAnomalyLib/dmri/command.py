@@ -80,7 +80,7 @@ def run(args) -> int:
 def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
     from ..io import read_mask
-    from ..progress import ConsolePrinter
+    from ..core.progress import ConsolePrinter
     from .dwi_io import read_dwi
     from .parameters import DMRIParameters
     from .pipeline import run_dmri

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def run_demo(tmp: Path, printer, seed: int = 0, model: str = "recdisc", threshold: str = "fixed", snr: float = 30.0):
     from ..phantoms.dmri import make_dmri_phantom
-    from ..progress import sub_progress
+    from ..core.progress import sub_progress
     from .figures import dmri_figure
     from .parameters import DMRIParameters
     from .pipeline import run_dmri
@@ -32,8 +32,8 @@ def run_demo(tmp: Path, printer, seed: int = 0, model: str = "recdisc", threshol
 
 def run_standalone(args) -> int:
     """`bbbanomaly demo --pipeline dmri`: the diffusion demo alone into --out."""
-    from ..outputs import atomic_output_dir
-    from ..progress import ConsolePrinter
+    from ..core.outputs import atomic_output_dir
+    from ..core.progress import ConsolePrinter
 
     printer = ConsolePrinter(quiet=getattr(args, "quiet", False))
     out = Path(args.out).resolve()

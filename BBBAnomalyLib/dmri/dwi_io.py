@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from .gradients import to_ras
 
 

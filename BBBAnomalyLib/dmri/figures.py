@@ -8,7 +8,7 @@ import numpy as np
 
 from ..figures import _contours, _pyplot, _range, axial_slice, ras_slice_index
 from ..structural.figures import orientation_letters
-from ..volume import Volume
+from ..core.volume import Volume
 
 
 def _overlay(ax, background, image, brain, cmap, vrange, title, unit):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 SH_LAMBDA = 0.001  # Laplace-Beltrami weight: 0.006 (dipy's ODF default) biases exp(-bD) by ~0.02-0.05 in S/S0
 DUPLICATE_DEGREES = 3.0  # directions closer than this (or to each other's antipode) count once

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .preprocessing import ModelInput
 
 
@@ -39,7 +39,7 @@ def read_card(weights: str) -> tuple[dict, str]:
 
 def load_model(weights: str, kind: str, device="auto") -> LoadedModel:
     from .. import weights as registry
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
     from .models import build
 
     card, source = read_card(weights)

@@ -53,7 +53,7 @@ class DMRIParameters:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ..errors import InputError
+        from ..core.errors import InputError
 
         try:
             self.model = Model(getattr(self.model, "value", self.model))
@@ -64,7 +64,7 @@ class DMRIParameters:
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         # Finite numbers first (NaN passes comparisons; a job may send text): one line (issue 12).
-        from ..checks import number, optional_number
+        from ..core.checks import number, optional_number
 
         self.threshold_value = optional_number(self.threshold_value, "--threshold-value", 0.0, 1e6, low_open=True)
         self.meanpool_mm = number(self.meanpool_mm, "meanpool_mm", 0.0, 1000.0, low_open=True)
@@ -87,6 +87,6 @@ class DMRIParameters:
         return self.weights or DEFAULT_WEIGHTS[self.model]
 
     def to_json(self) -> dict:
-        from ..report import parameters_to_json
+        from ..core.report import parameters_to_json
 
         return parameters_to_json(self)

@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..io import read_mask
-from ..report import Timer, dump_json, summarise, versions
-from ..volume import Volume
+from ..core.report import Timer, dump_json, summarise, versions
+from ..core.volume import Volume
 from . import thresholds as thr
 from .parameters import DMRIParameters, Threshold
 from .preprocessing import check_dwi, prepare, to_native
@@ -47,7 +47,7 @@ class DMRIResult:
     def curves(self):
         """S/S0 on the model's canonical directions (x = direction index) for every analysed voxel,
         with the network's reconstruction brought back to the same voxels as ``fitted``."""
-        from ..curves import CurveSet
+        from ..app.curves import CurveSet
 
         e = self.extras
         recon = to_native(e["reconstruction"], e["grid_affine"], self.brain_mask, e["affine"])
@@ -58,7 +58,7 @@ class DMRIResult:
     def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
         """`<map><suffix>`, `brain_mask<suffix>` and `report.json`, all or nothing."""
         from ..io import write_volume
-        from ..outputs import atomic_output_dir
+        from ..core.outputs import atomic_output_dir
 
         template = next(iter(self.maps.values()))
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:

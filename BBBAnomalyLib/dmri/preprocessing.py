@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from . import gradients as grad
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:

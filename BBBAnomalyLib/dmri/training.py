@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 HELP = """\
 Train a diffusion anomaly model on healthy subjects.
@@ -249,7 +249,7 @@ def _write_weights(out, name, kind, network, config, spec, x_all, mask_all, cali
     import torch
 
     from .. import weights as registry
-    from ..report import versions
+    from ..core.report import versions
     from .inference import LoadedModel, score
 
     network.eval()

@@ -5,7 +5,7 @@ Entry point: :func:`run_dsc` with :class:`DSCParameters`. Building blocks (usabl
 the learned method PHAE is ``BBBAnomalyLib.dsc.phae.PHAEModel`` (imported on use: it needs torch).
 """
 
-from .._lazy import attach
+from ..core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'aif': ['AIFSelection', 'aif_from_mask', 'auto_aif'],

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import trapezoid
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: An AIF whose peak is below this many baseline standard deviations shows no bolus.
 MIN_AIF_PEAK_SNR = 3.0
@@ -80,8 +80,8 @@ def aif_from_mask(curves: np.ndarray, in_aif: np.ndarray, baseline: slice) -> AI
 
 def aif_in_region(curves: np.ndarray, in_region: np.ndarray, baseline: slice) -> AIFSelection:
     """The arterial voxels inside a search region (e.g. a ROI box drawn around an artery): those
-    whose ΔR2* peak passes :func:`BBBAnomalyLib.arterial.arterial_in_region`, averaged."""
-    from ..arterial import arterial_in_region
+    whose ΔR2* peak passes :func:`BBBAnomalyLib.perfusion.arterial.arterial_in_region`, averaged."""
+    from ..perfusion.arterial import arterial_in_region
 
     idx = np.flatnonzero(in_region)
     if idx.size == 0:
@@ -100,7 +100,7 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: in
 
     arrival: frame of the bolus arrival (from the baseline detection); it anchors the first pass.
     """
-    from ..arterial_auto import select_arterial_voxels  # the rule DSC and DCE share
+    from ..perfusion.arterial_auto import select_arterial_voxels  # the rule DSC and DCE share
 
     candidates = select_arterial_voxels(curves, times, baseline, arrival, n_clusters=n_clusters, top_area=top_area,
                                         min_relative_area=min_relative_area, drop_rough=drop_rough, seed=seed)

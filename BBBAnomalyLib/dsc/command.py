@@ -96,9 +96,9 @@ def run(args) -> int:
 
 def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
-    from ..errors import InputError
+    from ..core.errors import InputError
     from ..io import read_mask, read_volume
-    from ..progress import ConsolePrinter
+    from ..core.progress import ConsolePrinter
     from .pipeline import run_dsc
 
     if (args.weights or args.adapt) and args.method != "phae":

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: Fraction of the peak drop of the mean curve that marks the bolus arrival.
 ARRIVAL_FRACTION = 0.1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..curves import CurveSet
+from ..app.curves import CurveSet
 
 #: Label of the fitted curve per method, as shown in plot legends.
 FIT_LABELS = {"ssvd": "sSVD fit", "csvd": "cSVD fit", "osvd": "oSVD fit", "tikhonov": "Tikhonov fit",

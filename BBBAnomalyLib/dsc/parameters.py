@@ -63,8 +63,8 @@ class DSCParameters:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ..checks import integer, number, optional_number
-        from ..errors import InputError
+        from ..core.checks import integer, number, optional_number
+        from ..core.errors import InputError
 
         try:
             self.method = DeconvolutionMethod(self.method)
@@ -113,6 +113,6 @@ class DSCParameters:
         return self.kh / self.density
 
     def to_json(self) -> dict:
-        from ..report import parameters_to_json
+        from ..core.report import parameters_to_json
 
         return parameters_to_json(self)

@@ -21,17 +21,16 @@ from typing import Callable
 import numpy as np
 from scipy.integrate import trapezoid
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..io import read_mask
-from ..report import Timer, dump_json, summarise, versions
-from ..volume import Volume
+from ..core.report import Timer, dump_json, summarise, versions
+from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
 from .deconvolution import DeconvolutionModel, blas_threads
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
-from .validation import (automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv,
-                         reference_ratios, tumor_to_nawm, uniform_times)
+from .validation import (automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv, reference_ratios, tumor_to_nawm, uniform_times)
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
@@ -98,7 +97,7 @@ class DSCResult:
         """Write `<map><suffix>`, `aif.csv`, `aif_mask<suffix>`, `brain_mask<suffix>` and `report.json`,
         all or nothing. ``suffix`` is ".nii.gz" (default) or ".nrrd" (float64 geometry, for Slicer)."""
         from ..io import write_volume
-        from ..outputs import atomic_output_dir
+        from ..core.outputs import atomic_output_dir
 
         template = next(iter(self.maps.values()))
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:

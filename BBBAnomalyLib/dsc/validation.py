@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..io.timing import check_dynamic_timing
-from ..volume import Volume
+from ..core.volume import Volume
 
 #: Fewer frames than this cannot hold a baseline, a bolus and its wash-out.
 MIN_FRAMES = 10
@@ -139,7 +139,7 @@ def automatic_brain_mask(data: np.ndarray, kind: str = "signal") -> np.ndarray:
 def reference_ratios(reference_values: np.ndarray) -> tuple[float | None, str | None]:
     """(the NAWM mean to divide rCBV/rCBF maps by, None), or (None, why) when dividing by it would
     give a meaningless map (a mean of 0, negative, or indistinguishable from 0)."""
-    from ..report import summarise
+    from ..core.report import summarise
     from ..roistats import reference_ratio
 
     stats = summarise(reference_values)

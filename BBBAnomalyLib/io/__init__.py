@@ -1,4 +1,4 @@
-"""Reading and writing :class:`~BBBAnomalyLib.volume.Volume` objects: NIfTI, NRRD, DICOM.
+"""Reading and writing :class:`~BBBAnomalyLib.core.volume.Volume` objects: NIfTI, NRRD, DICOM.
 
 One entry point per direction so that the CLI, the worker and the Slicer bridge agree on formats,
 geometry (RAS affine), units (s, SI) and errors:
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from ._common import SUPPORTED, check_geometry, check_image_data, describe_grids, file_kind
 from .dicom import list_series, read_dicom_series
 from .nifti import read_nifti, write_nifti

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Acquisition
+from ..core.errors import InputError
+from ..core.volume import Acquisition
 
 #: ITK/DICOM/NRRD "left-posterior-superior" <-> our RAS: flip the first two world axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

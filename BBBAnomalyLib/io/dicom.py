@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..volume import Acquisition, Volume
+from ..core.errors import InputError
+from ..core.volume import Acquisition, Volume
 from ._common import LPS_TO_RAS
 
 TAGS = {

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Acquisition, Volume
+from ..core.errors import InputError
+from ..core.volume import Acquisition, Volume
 from ._common import TIME_UNITS, check_echo_time, staged_files, stem_of, storable, uniform_interval
 
 

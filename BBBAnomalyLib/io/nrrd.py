@@ -47,10 +47,9 @@ from urllib.parse import unquote
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..volume import Acquisition, Volume
-from ._common import (TIME_UNITS, acquisition_from_dict, affine_to_itk, check_echo_time, itk_to_affine,
-                      staged_files, storable)
+from ..core.errors import InputError
+from ..core.volume import Acquisition, Volume
+from ._common import (TIME_UNITS, acquisition_from_dict, affine_to_itk, check_echo_time, itk_to_affine, staged_files, storable)
 
 ACQ_KEY = "BBBAnomaly.Acquisition"
 _MV = "MultiVolume."

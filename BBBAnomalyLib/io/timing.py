@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from ._common import check_times
 
 #: Plausible timing of a dynamic (DSC/DCE) series. Outside these the numbers are almost surely in

@@ -12,7 +12,7 @@
 * :mod:`.anatomy` — the shipped 2 mm MNI152 tissue fractions (see ``data/NOTICE.txt``).
 """
 
-from .._lazy import attach
+from ..core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'anatomy': ['Anatomy', 'load_anatomy'],

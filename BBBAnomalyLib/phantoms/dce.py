@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..volume import Acquisition, Volume
+from ..core.volume import Acquisition, Volume
 from . import dce_physics as phys
 from .anatomy import load_anatomy
 from .dsc import _artery_mask, _save, _slab, _tumor_fractions

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..population_aif import georgiou_aif, mcgrath_aif, parker_aif
+from ..perfusion.population_aif import georgiou_aif, mcgrath_aif, parker_aif
 from . import dce_physics as phys
 from .dsc_physics import gamma_variate_aif
 

@@ -26,7 +26,7 @@ FINE_DT = 0.05  # [s]
 def plasma_aif(kind: str = "parker", arrival: float = 30.0, hematocrit: float = 0.42) -> Callable:
     """Cp(t) [mM] for t in seconds: the population blood AIF (Parker 2006 or Georgiou 2019) shifted
     so that its curve starts at ``arrival`` s, divided by (1 - Hct) for plasma."""
-    from ..population_aif import georgiou_aif, parker_aif
+    from ..perfusion.population_aif import georgiou_aif, parker_aif
 
     fn = {"parker": parker_aif, "georgiou": georgiou_aif}[kind]
     return lambda t_s: fn(np.asarray(t_s, dtype=np.float64) / 60.0, delay=arrival / 60.0) / (1.0 - hematocrit)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..volume import Acquisition, Volume
+from ..core.volume import Acquisition, Volume
 from . import dmri_physics as phys
 from .anatomy import load_anatomy
 

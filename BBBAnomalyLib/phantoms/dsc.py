@@ -39,7 +39,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..volume import Acquisition, Volume
+from ..core.volume import Acquisition, Volume
 from . import dsc_physics as phys
 from .anatomy import load_anatomy
 

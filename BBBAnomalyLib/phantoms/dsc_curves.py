@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
 
-from ..population_aif import georgiou_aif, parker_aif
+from ..perfusion.population_aif import georgiou_aif, parker_aif
 from . import dsc_physics as phys
 
 RESIDUE_FAMILIES = ("exponential", "gamma", "lorentzian", "box")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..volume import Volume
+from ..core.volume import Volume
 from .anatomy import load_anatomy
 
 #: Tissue intensities (arbitrary units) per contrast: CSF, GM, WM.

@@ -7,7 +7,7 @@ diffusion), :mod:`.identification` (contrastive maximum), :mod:`.cae` (3D autoen
 :mod:`.training` (the three `bbbanomaly train` commands). torch is imported when a run starts.
 """
 
-from .._lazy import attach
+from ..core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'parameters': ['T1FlairParameters'],

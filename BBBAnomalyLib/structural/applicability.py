@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: Ranges the bundled structural weights were trained on (phantoms 2 mm, BraTS space 1 mm).
 TRAINED = {

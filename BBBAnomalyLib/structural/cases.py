@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from .normalisation import normalise
 from .preprocessing import SliceGrid, automatic_brain_mask, flair_on_t1_grid
 

@@ -78,7 +78,7 @@ def run(args) -> int:
 def _run(args, out_dir: Path) -> int:
     from ..config import effective_configuration
     from ..io import read_volume
-    from ..progress import ConsolePrinter
+    from ..core.progress import ConsolePrinter
     from .parameters import T1FlairParameters
     from .pipeline import run_t1flair
 

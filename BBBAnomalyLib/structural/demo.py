@@ -14,8 +14,8 @@ import numpy as np
 
 def run_standalone(args) -> int:
     """`bbbanomaly demo --pipeline t1flair`: the T1/FLAIR demo alone into --out."""
-    from ..outputs import atomic_output_dir
-    from ..progress import ConsolePrinter
+    from ..core.outputs import atomic_output_dir
+    from ..core.progress import ConsolePrinter
 
     printer = ConsolePrinter(quiet=args.quiet)
     out = Path(args.out).resolve()
@@ -28,7 +28,7 @@ def run_standalone(args) -> int:
 
 def run_demo(tmp: Path, printer, seed: int = 0):
     """Simulate, run and draw into the (temporary) output folder ``tmp``; returns what print_summary needs."""
-    from ..progress import sub_progress
+    from ..core.progress import sub_progress
     from ..phantoms.structural import make_structural_phantom
     from .figures import t1flair_figure
     from .normalisation import normalise_0_255

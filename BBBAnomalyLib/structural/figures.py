@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..figures import _pyplot, axial_slice, ras_slice_index
-from ..volume import Volume
+from ..core.volume import Volume
 
 
 def orientation_letters(ax, colour: str = "yellow") -> None:

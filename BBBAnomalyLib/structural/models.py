@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .. import weights as registry
 
 

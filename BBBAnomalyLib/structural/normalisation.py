@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: (c, v0) per contrast, from the seed.
 CONSTANTS = {"flair": (30.0, 75.0), "t1": (31.0, 99.0), "t1gd": (31.0, 99.0)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 DEFAULT_SYNTHESIS = "t1flair-diffusion-demo"
 DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
@@ -36,7 +36,7 @@ class T1FlairParameters:
     threads: int | None = None  # torch CPU threads during the run (None = torch's default); 1 is fastest on a busy CPU
 
     def __post_init__(self):
-        from ..checks import integer, number, optional_number
+        from ..core.checks import integer, number, optional_number
 
         # Whole numbers and finite floats first (a worker job may send NaN or a string; int(nan) is a
         # ValueError, nan passes comparisons): one InputError line instead (issue 12).

@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..io import read_mask
-from ..report import Timer, dump_json, summarise, versions
-from ..volume import Volume
+from ..core.report import Timer, dump_json, summarise, versions
+from ..core.volume import Volume
 from .normalisation import from_unit, normalise
 from .parameters import T1FlairParameters
 from .preprocessing import SliceGrid, automatic_brain_mask, flair_on_t1_grid, slice_axis
@@ -63,7 +63,7 @@ class T1FlairResult:
     def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
         """`<map><suffix>`, brain_mask, tumor_roi and report.json, all or nothing (".nii.gz" or ".nrrd")."""
         from ..io import write_volume
-        from ..outputs import atomic_output_dir
+        from ..core.outputs import atomic_output_dir
 
         template = next(iter(self.maps.values()))
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
@@ -99,7 +99,7 @@ def run_t1flair(t1: Volume, flair: Volume, params: T1FlairParameters | None = No
 def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     import torch
 
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
     from . import cae as cae_mod
     from .applicability import check_structural_input
     from .diffusion import sample_both_labels

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 
 #: Fraction of the T1 voxels with signal that must fall inside the FLAIR's field of view.
 MIN_OVERLAP = 0.5

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: A slice with at least this many tumor pixels (at the network size) is a tumor slice.
 TUMOR_SLICE_PIXELS = 4

@@ -51,7 +51,7 @@ def run(args) -> int:
 
 def _run(args, out_dir: Path) -> int:
     from ..io import read_volume
-    from ..progress import ConsolePrinter
+    from ..core.progress import ConsolePrinter
     from .inputs import read_vfa
     from .pipeline import run_t1map
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
-from ..report import Timer, dump_json, summarise, versions
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.report import Timer, dump_json, summarise, versions
+from ..core.volume import Volume
 from .inputs import VFASeries
 from .vfa import fit_vfa_linear, fit_vfa_nonlinear
 
@@ -40,7 +40,7 @@ class T1MapResult:
     def write(self, out_dir, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
         """<map><suffix> for r1, t1, m0, fit_ok, the mask and report.json: all or nothing."""
         from ..io import write_volume
-        from ..outputs import atomic_output_dir
+        from ..core.outputs import atomic_output_dir
 
         if suffix not in SUFFIXES:
             raise InputError(f"output suffix {suffix!r} is not one of {', '.join(SUFFIXES)}")

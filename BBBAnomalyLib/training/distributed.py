@@ -64,7 +64,7 @@ def distributed_context(device_choice: str = "auto") -> DistributedContext:
     """Initialise the process group when torchrun launched us; pick this rank's device."""
     import torch
 
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

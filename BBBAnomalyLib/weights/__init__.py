@@ -25,7 +25,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ per-case adaptation), ``simulate`` (training curves), ``training`` (loop, DDP, d
 ``command`` (`bbbanomaly train phae`). torch is imported only when PHAE is used.
 """
 
-from ..._lazy import attach
+from ...core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'inference': ['DEFAULT_WEIGHTS', 'PHAEFit', 'PHAEModel', 'load_network'],

@@ -53,7 +53,7 @@ def run(args) -> int:
 
     import torch
 
-    from ...errors import InputError
+    from ...core.errors import InputError
     from .inference import load_network
     from .training import cases_from_folder, save_weights, simulated_cases, train
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import InputError
+from ...core.errors import InputError
 from .physics import area
 
 DEFAULT_WEIGHTS = "dsc-phae-world"
@@ -77,7 +77,7 @@ class PHAEModel:
                  chunk_voxels: int = 8192, threads: int | None = None, network=None):
         import torch
 
-        from ...devices import resolve_device
+        from ...core.devices import resolve_device
 
         self.aif = np.asarray(aif, dtype=np.float32)
         if self.aif.ndim != 1 or self.aif.size < 8:

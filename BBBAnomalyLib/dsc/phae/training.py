@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError
+from ...core.errors import InputError
 
 
 @dataclass

@@ -17,7 +17,7 @@ import importlib
 import typing
 from dataclasses import dataclass, field
 
-from .errors import InputError
+from ..core.errors import InputError
 
 
 class InputRole(str, enum.Enum):
@@ -114,7 +114,7 @@ class PipelineSpec:
         """{field: default} of the user-settable parameters, JSON-ready (enums as values)."""
         if not self.available:
             return {}
-        from .report import parameters_to_json
+        from ..core.report import parameters_to_json
 
         defaults = parameters_to_json(self.parameters_type()())
         return {p.name: defaults[p.name] for p in self.parameters}

@@ -3,14 +3,14 @@
 The Slicer panel writes its inputs to files, describes the run as a :class:`Job`, and hands it
 to a runner. Two runners share one interface (``start``, ``poll``, ``cancel``, ``finished``):
 
-* :class:`WorkerProcess` runs ``python -m BBBAnomalyLib.worker JOB.json`` in a child process
+* :class:`WorkerProcess` runs ``python -m BBBAnomalyLib.app.worker JOB.json`` in a child process
   (PythonSlicer inside Slicer), so the GUI stays responsive and Cancel can stop it at any time;
 * :class:`InProcessRunner` runs the same job synchronously in this process (tests, self-tests,
   scripting).
 
 Events are dicts with an ``event`` key: ``progress`` (fraction, message), ``done`` (output_dir,
 maps, warnings), ``error`` (message, kind = "input" | "internal", log) and ``cancelled``.
-The runners live in :mod:`BBBAnomalyLib.runners` (re-exported here).
+The runners live in :mod:`BBBAnomalyLib.app.runners` (re-exported here).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import InputError
+from ..core.errors import InputError
 
 FINAL_EVENTS = ("done", "error", "cancelled")
 
@@ -105,11 +105,11 @@ class Job:
 def run_job(job: Job, progress=None) -> dict:
     """Run a job in this process; returns the ``done`` event. Raises InputError / CancelledError.
 
-    The output folder is claimed before any work (see :mod:`BBBAnomalyLib.outputs`), and the
+    The output folder is claimed before any work (see :mod:`BBBAnomalyLib.core.outputs`), and the
     curves for the panel are written inside the same all-or-nothing folder as the maps.
     """
-    from .io import read_volume
-    from .outputs import claim_output_dir
+    from ..io import read_volume
+    from ..core.outputs import claim_output_dir
     from .pipelines import InputRole, get_pipeline
 
     job.validate()  # fields may have been changed after the job was made

@@ -3,7 +3,7 @@
 * :func:`describe_input` reads what the panel shows about an input (kind, shape, frame times,
   TE/TR/flip angle) from node attributes only, without touching voxels;
 * :func:`volume_from_node`: a sequence, sequence proxy, MultiVolume, DWI or scalar volume node ->
-  :class:`~BBBAnomalyLib.volume.Volume` with world geometry, frame times and acquisition;
+  :class:`~BBBAnomalyLib.core.volume.Volume` with world geometry, frame times and acquisition;
 * :func:`mask_from_region`: markups ROI, segment or labelmap -> boolean mask on an input's grid.
 
 Geometry: a node's IJKToRAS maps (i, j, k) to RAS; arrays from Slicer are (k, j, i) and are
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Acquisition, Volume
+from ...core.errors import InputError
+from ...core.volume import Acquisition, Volume
 from .common import _array, _array_to_matrix, _matrix_to_array, _scratch_nodes, _slicer, ijk_to_ras, world_affine
 
 def find_sequence(node):
@@ -47,7 +47,7 @@ def _attributes(*nodes) -> dict:
 
 
 def _sequence_times(sequence) -> np.ndarray | None:
-    from ..io._common import TIME_UNITS
+    from ...io._common import TIME_UNITS
 
     n = sequence.GetNumberOfDataNodes()
     if sequence.GetIndexType() != sequence.NumericIndex:
@@ -119,7 +119,7 @@ def _input_parts(node):
 
 def describe_input(node) -> InputInfo:
     """Kind, shape, frames, frame times and acquisition of an input, without reading its voxels."""
-    from ..io.nrrd import metadata_from_fields
+    from ...io.nrrd import metadata_from_fields
 
     kind, sequence, geometry, attribute_nodes, frames = _input_parts(node)
     times, acq = metadata_from_fields(_attributes(*attribute_nodes), frames if frames > 1 else 0, node.GetName())
@@ -152,7 +152,7 @@ def volume_from_node(node, *, frame_interval: float | None = None, times=None,
     frame_interval / times: override the times found in the node (seconds).
     acquisition: override Acquisition fields in SI units, e.g. {"echo_time": 0.03}.
     """
-    from ..io.timing import override_times
+    from ...io.timing import override_times
 
     info = describe_input(node)
     kind, sequence, geometry, _, frames = _input_parts(node)
@@ -272,7 +272,7 @@ def mask_from_region(region, reference: Volume, geometry_node, name: str = "regi
                              "segments; pick one")
         return mask_from_segment(region, segmentation.GetNthSegmentID(0), reference, geometry_node, name)
     if region.IsA("vtkMRMLLabelMapVolumeNode") or region.IsA("vtkMRMLScalarVolumeNode"):
-        from ..io import read_mask
+        from ...io import read_mask
 
         labels = Volume(_array(region), world_affine(region))
         return read_mask(labels, reference, name)

@@ -1,6 +1,6 @@
 """How maps look in the slice views: colour, window, transparency, legend, overlay.
 
-Every map node gets a colour table and window suited to the map (:mod:`BBBAnomalyLib.display`),
+Every map node gets a colour table and window suited to the map (:mod:`BBBAnomalyLib.app.display`),
 a lower threshold so that zero (not analysed, outside the brain) is transparent, and a colour
 legend titled with the map's name and unit (Slicer's ``vtkMRMLColorLegendDisplayNode``, added
 as ``vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode`` does in the Colors module).

@@ -12,7 +12,7 @@ from importlib import metadata
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 
 
 def parameters_to_json(params) -> dict:

@@ -97,7 +97,7 @@ def _files_in(folder: Path) -> list[str]:
 def write_manifest(folder: Path) -> Path:
     """List every file of a finished result folder in its manifest (the proof that we wrote it)."""
     entries = [f for f in _files_in(folder) if f != MANIFEST and f != _PARTIAL_MARK]
-    from . import __version__
+    from .. import __version__
 
     manifest = {"program": _PROGRAM, "version": __version__,
                 "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -2,7 +2,7 @@
 voxel arrays, the subject hierarchy and scratch nodes.
 
 This package is the only place in BBBAnomalyLib that imports slicer, and only inside functions,
-so that ``import BBBAnomalyLib.mrml`` works without Slicer (and without slicer-core).
+so that ``import BBBAnomalyLib.app.mrml`` works without Slicer (and without slicer-core).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from ..errors import InputError
+from ...core.errors import InputError
 
 ATTRIBUTE_PREFIX = "BBBAnomaly."
 RUN_FOLDER_ATTRIBUTE = ATTRIBUTE_PREFIX + "RunFolder"
@@ -21,7 +21,7 @@ def _slicer():
     try:
         import slicer
     except ImportError as exc:  # pragma: no cover - message for people running outside Slicer
-        raise ImportError("BBBAnomalyLib.mrml needs Slicer's MRML layer: run inside 3D Slicer, "
+        raise ImportError("BBBAnomalyLib.app.mrml needs Slicer's MRML layer: run inside 3D Slicer, "
                           "or `pip install slicer-core`") from exc
     if getattr(slicer, "mrmlScene", None) is None:
         raise RuntimeError("slicer.mrmlScene is not set; with slicer-core, set slicer.mrmlScene = slicer.vtkMRMLScene()")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
+from ...core.errors import InputError
+from ...core.volume import Volume
 from .common import _array_to_matrix, _scratch_nodes, _slicer
 
 
@@ -162,7 +162,7 @@ def _slab(volume: Volume, k: slice) -> Volume:
 def load_dsc_demo(slices: int | str = 8, snr: float = 50.0, seed: int = 0) -> Sample:
     """The DSC digital reference object: the series as a volume sequence (as 4D DICOM loads), an AIF
     ROI box on its artery, and a segmentation with tumor and NAWM segments."""
-    from ..phantoms.dsc import make_dsc_phantom
+    from ...phantoms.dsc import make_dsc_phantom
 
     phantom = make_dsc_phantom(snr=snr, slices=slices, seed=seed)
     _, _, proxy = add_series(phantom.signal, "DSC demo")
@@ -176,7 +176,7 @@ def load_dsc_demo(slices: int | str = 8, snr: float = 50.0, seed: int = 0) -> Sa
 def load_dce_demo(slices: int | str = 12, snr: float = 40.0, seed: int = 0) -> Sample:
     """The DCE digital reference object (SPGR series with TR and flip angle), an AIF ROI box on its
     artery, tumor and NAWM segments."""
-    from ..phantoms.dce import make_dce_phantom
+    from ...phantoms.dce import make_dce_phantom
 
     phantom = make_dce_phantom(snr=snr, slices=slices, seed=seed)
     _, _, proxy = add_series(phantom.signal, "DCE demo")
@@ -190,7 +190,7 @@ def load_dce_demo(slices: int | str = 12, snr: float = 40.0, seed: int = 0) -> S
 def load_dmri_demo(voxel_mm: float = 3.0, snr: float = 30.0, seed: int = 1001) -> Sample:
     """A patient's single-shell DWI (b = 1000, 48 directions) from the diffusion phantom, with tumor
     and NAWM segments."""
-    from ..phantoms.dmri import make_dmri_phantom
+    from ...phantoms.dmri import make_dmri_phantom
 
     phantom = make_dmri_phantom(seed, voxel_mm=voxel_mm, n_directions=48, snr=snr, tumor=True)
     node = add_dwi(phantom.dwi, "DWI demo")
@@ -203,7 +203,7 @@ def load_dmri_demo(voxel_mm: float = 3.0, snr: float = 30.0, seed: int = 1001) -
 def load_t1flair_demo(slices: int | None = None, seed: int = 5001) -> Sample:
     """Non-contrast T1 and FLAIR of an enhancing-tumor phantom, with tumor and NAWM segments.
     ``slices``: keep that many slices around the tumor (None: the whole brain)."""
-    from ..phantoms.structural import make_structural_phantom
+    from ...phantoms.structural import make_structural_phantom
 
     phantom = make_structural_phantom(seed, enhancing=True)
     tumor = phantom.whole_tumor

@@ -48,7 +48,7 @@ def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarra
                 roi_name: str = "tumor", reference_name: str = "NAWM", table_node=None, name: str = "ROI ratios"):
     """A table node: per map, mean/median/sd/volume in the ROI (and reference) and the ROI/reference
     ratios of the means and medians, computed as `bbbanomaly roi-stats` does. Returns (node, stats)."""
-    from ..roistats import roi_statistics
+    from ...roistats import roi_statistics
     from .inputs import volume_from_node
 
     maps = {key: volume_from_node(node) for key, node in map_nodes.items()}

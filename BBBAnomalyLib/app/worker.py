@@ -1,7 +1,7 @@
-"""The background worker: ``python -m BBBAnomalyLib.worker JOB.json``.
+"""The background worker: ``python -m BBBAnomalyLib.app.worker JOB.json``.
 
 Started by the Slicer panel (in a PythonSlicer child process) to run one pipeline job while the
-GUI stays responsive. It reads the job (see :class:`BBBAnomalyLib.jobs.Job`), runs it, and
+GUI stays responsive. It reads the job (see :class:`BBBAnomalyLib.app.jobs.Job`), runs it, and
 writes one JSON object per line on stdout:
 
   {"event": "started", "pid": 12345, "python": "..."}   (first: the pid the panel's Cancel must end)
@@ -50,7 +50,7 @@ class JsonLinePrinter:
 
 
 def _cancel(signum, frame):
-    from .errors import CancelledError
+    from ..core.errors import CancelledError
 
     raise CancelledError("cancelled by the user")
 
@@ -66,7 +66,7 @@ def describe_device(job) -> str | None:
         return None
     if not spec.uses_device or not spec.torch_needed(job.parameters):
         return None
-    from .devices import device_summary
+    from ..core.devices import device_summary
 
     try:
         return f"{job.parameters.get('device', 'auto')}; {device_summary()}"
@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     printer = JsonLinePrinter()
     if len(argv) != 1:
-        printer.emit({"event": "error", "kind": "input", "message": "usage: python -m BBBAnomalyLib.worker JOB.json"})
+        printer.emit({"event": "error", "kind": "input", "message": "usage: python -m BBBAnomalyLib.app.worker JOB.json"})
         return 2
     signal.signal(signal.SIGTERM, _cancel)
     if hasattr(signal, "SIGBREAK"):  # Windows console break
         signal.signal(signal.SIGBREAK, _cancel)
-    from .errors import CancelledError, InputError
+    from ..core.errors import CancelledError, InputError
     from .jobs import Job, run_job
 
     printer.emit({"event": "started", "pid": os.getpid(), "python": sys.executable})

@@ -2,7 +2,7 @@
 
 A parameter reaches a pipeline from the command line, a worker job (JSON: any type), the Slicer
 panel or Python. Checking it in the dataclass's ``__post_init__`` means every one of those gets
-the same one-line :class:`~BBBAnomalyLib.errors.InputError`: ``--kh nan`` must not become an
+the same one-line :class:`~BBBAnomalyLib.core.errors.InputError`: ``--kh nan`` must not become an
 all-NaN map, ``--max-delay 1e6`` must not ask for 769 GiB, ``--threads -2`` must not be a
 traceback from torch. Comparisons alone let NaN through (``nan <= 0`` is False), hence these.
 """

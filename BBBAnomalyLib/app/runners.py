@@ -1,7 +1,7 @@
-"""Runners for a :class:`~BBBAnomalyLib.jobs.Job`: in this process, or in a background worker process.
+"""Runners for a :class:`~BBBAnomalyLib.app.jobs.Job`: in this process, or in a background worker process.
 
 Both share one interface (``start``, ``poll``, ``cancel``, ``finished``); events are the dicts
-described in :mod:`BBBAnomalyLib.jobs`, plus ``started`` (pid of the process doing the work) and
+described in :mod:`BBBAnomalyLib.app.jobs`, plus ``started`` (pid of the process doing the work) and
 ``log`` (a line for the panel's log box) from the worker.
 
 **Cancel is final.** Once ``cancel()`` is called, ``poll()`` drops every later event, a ``done``
@@ -28,8 +28,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CancelledError, InputError
-from .processes import pid_alive
+from ..core.errors import CancelledError, InputError
+from ..core.processes import pid_alive
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -118,7 +118,7 @@ def kill_tree(root_pid: int, worker_pid: int | None = None, force: bool = False)
 
 
 class WorkerProcess:
-    """``python -m BBBAnomalyLib.worker JOB.json`` in a child process, read without blocking.
+    """``python -m BBBAnomalyLib.app.worker JOB.json`` in a child process, read without blocking.
 
     ``python``: the interpreter (PythonSlicer inside Slicer; this interpreter by default); ``env``
     its environment (Slicer's startup environment inside Slicer; this process's by default). The
@@ -133,8 +133,8 @@ class WorkerProcess:
         self.job_file = Path(job_file)
         self.log_file = self.job_file.with_name("worker.log")
         self.python = python or sys.executable
-        #: the command line; by default ``[python, -m, BBBAnomalyLib.worker, JOB.json]``
-        self.command = command or [self.python, "-m", "BBBAnomalyLib.worker", str(self.job_file)]
+        #: the command line; by default ``[python, -m, BBBAnomalyLib.app.worker, JOB.json]``
+        self.command = command or [self.python, "-m", "BBBAnomalyLib.app.worker", str(self.job_file)]
         self.worker_pid: int | None = None  # the process doing the work (python-real under the launcher)
         self._queue: queue.Queue = queue.Queue()
         self._proc: subprocess.Popen | None = None
@@ -150,7 +150,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.job.save(self.job_file)
         env = dict(self.env if self.env is not None else os.environ)
-        lib_parent = str(Path(__file__).resolve().parent.parent)  # so the child imports this very library
+        lib_parent = str(Path(__file__).resolve().parents[2])  # BBBAnomalyLib's parent: the child imports this very library
         env["PYTHONPATH"] = os.pathsep.join(p for p in (lib_parent, env.get("PYTHONPATH", "")) if p)
         env["PYTHONIOENCODING"] = "utf-8"
         env["PYTHONUNBUFFERED"] = "1"

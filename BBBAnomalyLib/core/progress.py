@@ -1,7 +1,7 @@
 """Progress reporting for long runs: a callable ``progress(fraction, message)``.
 
 Pipelines call it; the command line prints it (this module), the Slicer worker turns it into
-JSON lines. Raising :class:`~BBBAnomalyLib.errors.CancelledError` from it stops a run cleanly.
+JSON lines. Raising :class:`~BBBAnomalyLib.core.errors.CancelledError` from it stops a run cleanly.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A run from the scene: the panel's request -> job files, and the finished run's maps -> nodes.
 
 * :func:`prepare_job` writes the inputs of a :class:`RunRequest` to uncompressed NRRD files and
-  returns a :class:`~BBBAnomalyLib.jobs.Job` for a runner; nothing is added to the scene;
+  returns a :class:`~BBBAnomalyLib.app.jobs.Job` for a runner; nothing is added to the scene;
 * :func:`import_results` loads the maps as volume nodes with the input's geometry, in a
   subject-hierarchy folder, each shown readably (:mod:`.views`).
 """
@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
-from .common import (ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras,
-                     world_affine)
+from ...core.errors import InputError
+from ...core.volume import Volume
+from .common import (ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras, world_affine)
 from .inputs import _input_parts, mask_from_region, volume_from_node
 
 
@@ -45,7 +44,7 @@ def write_job_input(volume: Volume, path: Path) -> Path:
     after it. Same writer otherwise (geometry, frame times, TE/TR/flip angle), so the worker reads
     exactly what the library would.
     """
-    from ..io.nrrd import write_nrrd
+    from ...io.nrrd import write_nrrd
 
     path = Path(path)
     write_nrrd(volume, path, compress=False)
@@ -151,7 +150,7 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
     window preset, zero transparent, colour legend with the unit). With ``replace`` an earlier run
     of the same name is removed first; otherwise the folder gets a numbered name.
     """
-    from ..io import read_volume
+    from ...io import read_volume
     from .views import apply_map_display
 
     slicer = _slicer()

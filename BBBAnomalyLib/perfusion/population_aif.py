@@ -224,7 +224,7 @@ POPULATION_AIFS = {
 def plasma_population_aif(name: str, t_minutes, hematocrit: float, delay: float = 0.0) -> np.ndarray:
     """Plasma Cp [mM] of the named population AIF at `t_minutes` (delay in minutes): blood curves
     (Parker, Georgiou, McGrath) are divided by (1 - Hct); Weinmann and Fritz-Hansen are plasma already."""
-    from .errors import InputError
+    from ..core.errors import InputError
 
     if name not in POPULATION_AIFS:
         raise InputError(f"population AIF {name!r} is not known; use one of {', '.join(POPULATION_AIFS)}")

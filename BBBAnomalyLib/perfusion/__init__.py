@@ -1,0 +1,3 @@
+"""Perfusion physics that DSC and DCE share: :mod:`.population_aif` (published AIFs),
+:mod:`.arterial` (the arterial voxels of a drawn search region) and :mod:`.arterial_auto`
+(automatic arterial-voxel selection, Mouridsen 2006)."""
