@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from BBBAnomalyLib.dce.conversion import (concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration)
+from BBBAnomalyLib.dce.conversion import (
+    concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
+)
 from BBBAnomalyLib.dce.models import PKModel, exp_convolution
 from BBBAnomalyLib.phantoms.dce_physics import plasma_aif, spgr_signal, tissue_concentration
 

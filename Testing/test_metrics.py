@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from BBBAnomalyLib import metrics
-from BBBAnomalyLib.metrics import (bootstrap_ci, dice, lin_ccc, pearson_r, psnr, ratio_of_means, relative_bias, roc_auc, ssim, youden_cutoff)
+from BBBAnomalyLib.metrics import (
+    bootstrap_ci, dice, lin_ccc, pearson_r, psnr, ratio_of_means, relative_bias, roc_auc, ssim, youden_cutoff
+)
 
 
 def test_docstring_examples():

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from BBBAnomalyLib.core.errors import InputError
-from BBBAnomalyLib.perfusion.population_aif import (POPULATION_AIFS, fritz_hansen_aif, georgiou_aif, mcgrath_aif, parker_aif, plasma_population_aif, weinmann_aif)
+from BBBAnomalyLib.perfusion.population_aif import (
+    POPULATION_AIFS, fritz_hansen_aif, georgiou_aif, mcgrath_aif, parker_aif, plasma_population_aif, weinmann_aif
+)
 
 DATA = Path(__file__).parent / "Data" / "osipi"
 

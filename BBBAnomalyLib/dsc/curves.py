@@ -25,30 +25,7 @@ def dsc_curve_set(result) -> CurveSet:
     method = result.report["parameters"]["method"]
     label = FIT_LABELS.get(method, f"{method} fit")
     fitted = {}
-    if "fitted_curves" in result.extras:  # learned methods give their reconstruction directly
+    if "fitted_curves" in result.extras:  # computed in the run's own pass (keep_curves=True), every method
         fitted[label] = np.asarray(result.extras["fitted_curves"], np.float32)
-    elif method in FIT_LABELS and method != "phae":
-        fitted[label] = _classic_fit(result, measured, method)
     return CurveSet(np.asarray(result.times, np.float64), brain, measured, "ΔR2* (1/s)", fitted,
                     {"AIF": np.asarray(result.aif, np.float64)})
-
-
-def _classic_fit(result, measured: np.ndarray, method: str) -> np.ndarray:
-    """AIF ⊗ residue for every voxel, deconvolving again with the run's settings.
-
-    Refitting (about a second per whole brain for oSVD) keeps the pipeline from holding every
-    voxel's residue in memory on runs that never plot a curve.
-    """
-    from .deconvolution import DeconvolutionModel
-
-    p = result.report["parameters"]
-    model = DeconvolutionModel(result.aif, float(result.times[1] - result.times[0]), method,
-                               ssvd_threshold=p["ssvd_threshold"], csvd_threshold=p["csvd_threshold"],
-                               oi_target=p["osvd_oi_target"], n_lambdas=p["tikhonov_lambdas"],
-                               chunk_voxels=p["chunk_voxels"])
-    fitted = np.empty(measured.shape, np.float32)
-    for start in range(0, measured.shape[0], model.chunk_voxels):
-        chunk = slice(start, start + model.chunk_voxels)
-        fit = model.fit(measured[chunk], keep_residue=True)
-        fitted[chunk] = model.synthesize(fit.residue)
-    return fitted

@@ -30,7 +30,10 @@ from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, si
 from .deconvolution import DeconvolutionModel, blas_threads
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
-from .validation import (automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv, reference_ratios, tumor_to_nawm, uniform_times)
+from .validation import (
+    automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv, reference_ratios, tumor_to_nawm,
+    uniform_times
+)
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
@@ -245,7 +248,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
     with timer("deconvolution"):
         deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
-        fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress)
+        fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
+                                       keep_fitted=keep_curves)
 
     report_progress(0.9, "computing maps")
     with timer("maps"):
@@ -320,25 +324,26 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     report_progress(1.0, "done")
     extras = {"baseline": baseline, "fit": fit}
     if getattr(fit, "fitted", None) is not None:
-        extras["fitted_curves"] = fit.fitted  # (n_brain_voxels, T) PHAE decoder curves, analysed grid
+        extras["fitted_curves"] = fit.fitted  # (n_brain_voxels, T) model curves (PHAE decoder, AIF ⊗ residue)
         fit.fitted = None  # one copy only
     return DSCResult(maps, times, aif_curve, aif_voxels, brain, report, delta, extras=extras)
 
 
 # ---------------------------------------------------------------------------------------------
-def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress):
+def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False):
     model = DeconvolutionModel(
         aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
         csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
         n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
-    fit = model.fit(brain_curves, progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"))
+    fit = model.fit(brain_curves, progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"),
+                    keep_fitted=keep_fitted)  # the model curves for the panel's plots, in the same pass
     if fit.unmet.any():
         warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
                         "the largest threshold was used there")
     return fit, {}
 
 
-def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress):
+def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False):
     """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first."""
     try:
         from .phae import PHAEModel

@@ -49,7 +49,9 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError
 from ..core.volume import Acquisition, Volume
-from ._common import (TIME_UNITS, acquisition_from_dict, affine_to_itk, check_echo_time, itk_to_affine, staged_files, storable)
+from ._common import (
+    TIME_UNITS, acquisition_from_dict, affine_to_itk, check_echo_time, itk_to_affine, staged_files, storable
+)
 
 ACQ_KEY = "BBBAnomaly.Acquisition"
 _MV = "MultiVolume."

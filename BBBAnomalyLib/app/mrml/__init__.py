@@ -20,11 +20,20 @@ By what it does:
 the few private helpers tests use) is re-exported here.
 """
 
-from .common import (ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array, _array_to_matrix, _matrix_to_array, _scratch_nodes, _slicer, _subject_hierarchy, ijk_to_ras, node_alive, to_world, world_affine)
-from .inputs import (InputInfo, _input_parts, describe_input, find_sequence, mask_from_region, mask_from_roi, mask_from_segment, masks_on_input, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid)
+from .common import (
+    ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array, _array_to_matrix, _matrix_to_array, _scratch_nodes, _slicer,
+    _subject_hierarchy, ijk_to_ras, node_alive, to_world, world_affine
+)
+from .inputs import (
+    InputInfo, _input_parts, describe_input, find_sequence, mask_from_region, mask_from_roi, mask_from_segment,
+    masks_on_input, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid
+)
 from .plots import PALETTE, curve_plot, export_table, ratio_table, table_rows
 from .runs import RunOutputs, RunRequest, import_results, prepare_job, remove_run, run_folders, write_job_input
-from .samples import (SAMPLES, Sample, _fill_volume_node, add_dwi, add_roi, add_segmentation, add_series, add_volume_node, load_dce_demo, load_dmri_demo, load_dsc_demo, load_sample, load_t1flair_demo, roi_around)
+from .samples import (
+    SAMPLES, Sample, _fill_volume_node, add_dwi, add_roi, add_segmentation, add_series, add_volume_node,
+    load_dce_demo, load_dmri_demo, load_dsc_demo, load_sample, load_t1flair_demo, roi_around
+)
 from .views import apply_map_display, legend_of, legend_title, set_overlay_opacity, show_overlay
 
 __all__ = [

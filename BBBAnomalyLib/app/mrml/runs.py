@@ -16,7 +16,9 @@ import numpy as np
 
 from ...core.errors import InputError
 from ...core.volume import Volume
-from .common import (ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras, world_affine)
+from .common import (
+    ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras, world_affine
+)
 from .inputs import _input_parts, mask_from_region, volume_from_node
 
 
