@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+from pathlib import Path
 
 #: model name -> "module:function" that adds its subparser (imported only when `train` is used).
 TRAINERS: dict[str, str] = {
@@ -36,4 +38,42 @@ def register(sub) -> None:
     for name, target in TRAINERS.items():
         module_name, function = target.split(":")
         getattr(importlib.import_module(module_name), function)(models, name)
+    for trainer in models.choices.values():  # every trainer checks where it will write, before training
+        trainer.set_defaults(run=_guarded(trainer.get_default("run")))
     p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
+
+
+def _guarded(run):
+    def guarded(args):
+        check_training_output(getattr(args, "out", None), getattr(args, "name", None))
+        return run(args)
+
+    return guarded
+
+
+def check_training_output(out, name) -> None:
+    """Refuse, before any training, a weights name that would write outside --out, and a
+    ``<name>.pt`` already in --out that bbbanomaly did not write (no card whose sha256 matches it):
+    training replaces only its own earlier weights, never a user's file."""
+    from .core.errors import InputError
+    from .weights import sha256
+
+    if name is not None and (not name or any(c in name for c in "/\\") or name.startswith(".") or ".." in name):
+        raise InputError(f"--name {name!r} must be a plain file name (no folders, no '..'); the weights go to "
+                         "--out/<name>.pt")
+    if out is None or name is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder; choose another --out")
+    weights = out / f"{name}.pt"
+    if not weights.exists():
+        return
+    try:
+        card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+        ours = isinstance(card, dict) and card.get("sha256") == sha256(weights)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise InputError(f"{weights} exists and was not written by `bbbanomaly train` (no model card with its "
+                         "checksum beside it); choose another --out or --name, nothing was overwritten")
