@@ -230,7 +230,16 @@ def claim_output_dir(out_dir: str | os.PathLike, overwrite: bool = False, inputs
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)
+    """The process umask, read without changing it where the OS allows (os.umask can only be read by
+    setting it, which would briefly loosen a private umask for files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # elsewhere: set the strictest while reading, then restore
     os.umask(mask)
     return mask
 
