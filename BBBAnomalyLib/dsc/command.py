@@ -131,7 +131,7 @@ def _run(args, out_dir: Path) -> int:
              for key in ("aif_mask", "mask", "nawm_mask", "tumor_mask") if getattr(args, key)}
     result = run_dsc(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
                      nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
-                     progress=printer)
+                     progress=printer, consume_input=True)  # the series is not used after: free it mid-run
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)

@@ -69,7 +69,7 @@ def reference_curve(curves: np.ndarray, exclude: np.ndarray | None = None) -> tu
 
 
 def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = None,
-            fit_from: int = 0) -> BSWFit:
+            fit_from: int = 0, block: int = 8192) -> BSWFit:
     """Fit K1, K2 for (n, N) ΔR2* curves against the non-enhancing reference.
 
     fit_from: first frame used in the fit (the baseline before it carries no information).
@@ -77,15 +77,22 @@ def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = 
     ref, nref = reference_curve(curves, exclude)
     integral = cumulative_trapezoid(ref, times, initial=0.0)
     design = np.stack([ref, -integral], axis=1)[fit_from:]  # (N', 2)
-    pinv = np.linalg.pinv(design)  # (2, N')
-    y = curves[:, fit_from:]
-    coef = (y @ pinv.T.astype(np.float32)).astype(np.float64)  # (n, 2)
+    pinv = np.linalg.pinv(design).T.astype(np.float32)  # (N', 2)
+    # In row blocks: y = curves[:, fit_from:] is not contiguous, and a matrix product copies such
+    # an operand whole (a temporary as large as the analysed curves: the pipeline's peak memory).
+    coef = np.empty((curves.shape[0], 2))
+    sum_sq = np.empty(curves.shape[0])
+    for start in range(0, curves.shape[0], block):
+        rows = slice(start, start + block)
+        y = curves[rows, fit_from:]
+        coef[rows] = y @ pinv
+        sum_sq[rows] = np.einsum("nt,nt->n", y, y, dtype=np.float64)
     # Least squares projects y onto the design's column space, so ||y - Xβ||² = ||y||² - βᵀXᵀXβ:
     # no residual matrix is formed (it would be as large as the whole series).
     gram = design.T @ design
     explained = np.einsum("ni,ij,nj->n", coef, gram, coef)
     dof = max(design.shape[0] - 2, 1)
-    sigma2 = np.maximum(np.einsum("nt,nt->n", y, y, dtype=np.float64) - explained, 0.0) / dof
+    sigma2 = np.maximum(sum_sq - explained, 0.0) / dof
     cov22 = np.linalg.inv(gram)[1, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         k2_t = coef[:, 1] / np.sqrt(sigma2 * cov22)

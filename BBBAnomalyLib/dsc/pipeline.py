@@ -122,7 +122,8 @@ class DSCResult:
 def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np.ndarray | None = None,
             brain_mask: np.ndarray | None = None, nawm_mask: np.ndarray | None = None,
             tumor_mask: np.ndarray | None = None, second_echo: Volume | None = None,
-            keep_curves: bool = False, progress: ProgressCallback | None = None) -> DSCResult:
+            keep_curves: bool = False, progress: ProgressCallback | None = None,
+            consume_input: bool = False) -> DSCResult:
     """Perfusion maps from a DSC series.
 
     series:      4D Volume (signal, or ΔR2* with ``params.input_kind='concentration'``) with frame times.
@@ -133,11 +134,19 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     second_echo: the second echo of a dual-echo acquisition (TE2 in params or its metadata).
     keep_curves: keep the 4D ΔR2* in the result (for curve plots).
     progress:    callback(fraction in [0, 1], message); raise CancelledError from it to stop.
+    consume_input: opt-in for callers that no longer need the input (the command line): once the
+                 analysed curves are gathered and the AIF chosen, ``series.data`` (and
+                 ``second_echo.data``) are set to None so the series' memory is freed during the
+                 leakage correction, deconvolution and maps (peak memory under 2x the series
+                 instead of series + curves + maps). Off by default: a caller's Volume is never
+                 modified unless it asks for this.
     """
     params = dataclasses.replace(params) if params is not None else DSCParameters()
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
     warnings: list[str] = []
+    # The grid, kept apart from the data: with consume_input the data is released mid-run.
+    spatial_shape, input_shape, affine = series.spatial_shape, list(series.data.shape), series.affine.copy()
 
     with timer("checks"):
         report_progress(0.0, "checking the input")
@@ -212,6 +221,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             # ΔR2* depends on the baseline only through each voxel's ln S0 (or, for concentration
             # input, its baseline mean): a per-voxel offset, so no second conversion is needed.
             curves -= curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
+    if consume_input:  # nothing below reads the input series: free it (the caller opted in)
+        for volume in (series, second_echo):
+            if volume is not None:
+                volume.data = None
     if clipped:
         warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
                         "before the logarithm (noise floor or saturated arteries)")
@@ -250,6 +263,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
         fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
                                        keep_fitted=keep_curves)
+    if not keep_curves:  # the curves are done with: the maps do not sit on top of them
+        del raw, curves, brain_curves
 
     report_progress(0.9, "computing maps")
     with timer("maps"):
@@ -286,13 +301,13 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                     warnings.append(f"{name} not computed: {why}")
         # Maps share the input's grid but not its acquisition: a CBF map has no echo time (and no
         # JSON sidecar claiming one).
-        maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
+        maps = {name: Volume(_scatter(brain, v), affine.copy()) for name, v in values.items()}
 
-    aif_voxels = np.zeros(series.spatial_shape, bool)
+    aif_voxels = np.zeros(spatial_shape, bool)
     aif_voxels.ravel()[order[selection.voxels]] = True
     report = {
         "pipeline": "dsc",
-        "input": {"shape": list(series.data.shape), "frames": int(series.n_frames),
+        "input": {"shape": input_shape, "frames": int(input_shape[3]),
                   "frame_interval_s": float(times[1] - times[0]), "echo_time_s": te, "second_echo_time_s": te2},
         "parameters": params.to_json(),
         "versions": versions(),
@@ -318,9 +333,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         warnings.extend(negative_tumor_cbv(report["summary"]["tumor"]))
     delta = None
     if keep_curves:
-        full = np.zeros(series.spatial_shape + (times.size,), np.float32)
+        full = np.zeros(spatial_shape + (times.size,), np.float32)
         full.reshape(-1, times.size)[order] = curves  # brain rows leakage-corrected in place
-        delta = Volume(full, series.affine.copy(), times)
+        delta = Volume(full, affine.copy(), times)
     report_progress(1.0, "done")
     extras = {"baseline": baseline, "fit": fit}
     if getattr(fit, "fitted", None) is not None:
@@ -400,7 +415,12 @@ def contrast_to_noise(brain_curves: np.ndarray, baseline: Baseline) -> float:
     if baseline.stop - baseline.first < 2 or brain_curves.shape[0] == 0:
         return float("inf")
     mean = brain_curves.mean(axis=0, dtype=np.float64)
-    noise = float(np.median(brain_curves[:, base].std(axis=1)))
+    # The baseline SDs by blocks: std of a strided (n, baseline) slice builds several (n, baseline)
+    # temporaries, which would sit on top of the series and its curves.
+    sd = np.empty(brain_curves.shape[0], brain_curves.dtype)
+    for start in range(0, sd.size, 8192):
+        sd[start:start + 8192] = brain_curves[start:start + 8192, base].std(axis=1)
+    noise = float(np.median(sd))
     peak = float(mean.max() - mean[base].mean())
     return peak / noise if noise > 0 else float("inf")
 
@@ -428,17 +448,24 @@ def _curves(data: np.ndarray, order: np.ndarray, resample) -> np.ndarray:
     out = np.empty((order.size, frames), np.float32)
     if data.flags.c_contiguous or data.flags.f_contiguous:
         layout = "C" if data.flags.c_contiguous else "F"
-        rows = order if layout == "C" else np.ravel_multi_index(np.unravel_index(order, spatial), spatial, order="F")
         flat = data.reshape((-1, frames), order=layout)  # a view for either memory layout
-        for start in range(0, order.size, 65536):  # blocks: a non-float32 input casts a block at a time
-            block = slice(start, start + 65536)
-            out[block] = flat[rows[block]]
+        if flat.dtype == out.dtype and layout == "C":  # straight into the output: no temporary block
+            # (np.take would first copy a non-contiguous view whole: F-ordered input goes by blocks)
+            np.take(flat, order, axis=0, out=out, mode="clip")  # "raise" would buffer a whole copy; rows are valid
+        else:
+            for start in range(0, order.size, 8192):  # blocks: a non-float32 input casts a block at a time
+                block = slice(start, start + 8192)
+                # F-order row numbers a block at a time (for all voxels at once, the index arrays
+                # alone would be 32 bytes per voxel on top of the series and its curves).
+                rows = order[block] if layout == "C" else np.ravel_multi_index(
+                    np.unravel_index(order[block], spatial), spatial, order="F")
+                out[block] = flat[rows]
     else:
         out[:] = data.reshape(-1, frames)[order]
     return resample(out) if resample is not None else out
 
 
-def _check_finite(curves: np.ndarray, block: int = 65536) -> None:
+def _check_finite(curves: np.ndarray, block: int = 8192) -> None:
     for start in range(0, curves.shape[0], block):
         if not np.isfinite(curves[start:start + block]).all():
             bad = int((~np.isfinite(curves)).any(axis=1).sum())
