@@ -49,11 +49,20 @@ def exp_convolution(cp: np.ndarray, t: np.ndarray, kep: np.ndarray, xp=np) -> np
     """E(t_i) = ∫_0^{t_i} Cp(τ) e^{-kep (t_i - τ)} dτ for each kep (n,), Cp piecewise linear on t.
 
     Recursive: E_i = e^{-kep h} E_{i-1} + wa·Cp_{i-1} + wb·Cp_i — a loop over frames, every voxel at
-    once (numpy or torch arrays through ``xp``)."""
-    # columns are built as contiguous vectors and stacked once: writing column i of an (n, T)
-    # array is a strided access, which made this loop 10x slower
-    prev = kep * 0.0
-    columns = [prev]
+    once (numpy or torch arrays through ``xp``). ``cp`` is one AIF (T,) shared by all voxels, or one
+    per voxel (n, T) (the refinement of voxels with different bolus delays in one batch)."""
+    # frames are rows of a (T, n) array written in place and transposed once at the end: writing
+    # column i of an (n, T) array is a strided access (10x slower), and stacking columns afterwards
+    # cost three temporaries per frame. The arithmetic and its order are unchanged:
+    # E_i = ((decay·E_{i-1}) + wa·Cp_{i-1}) + wb·Cp_i, so the result is bit-identical to the stacked form.
+    if xp is np and kep.dtype.kind != "f":
+        kep = kep.astype(np.float64)  # integer rates: the result is real (as kep * 0.0 made it before)
+    out = xp.empty((t.shape[0],) + tuple(kep.shape), dtype=kep.dtype) if xp is np else \
+        xp.empty((t.shape[0],) + tuple(kep.shape), dtype=kep.dtype, device=kep.device)
+    out[0] = 0.0
+    per_voxel = getattr(cp, "ndim", 1) == 2
+    if per_voxel:  # frames as contiguous rows, as the output
+        cp = np.ascontiguousarray(cp.T) if xp is np else cp.T.contiguous()
     weights = {}  # per distinct frame interval (one for uniform sampling): computed once, not per frame
     for i in range(1, t.shape[0]):
         h = round(float(t[i] - t[i - 1]), 12)
@@ -63,9 +72,13 @@ def exp_convolution(cp: np.ndarray, t: np.ndarray, kep: np.ndarray, xp=np) -> np
             else:
                 weights[h] = (*_torch_segment_weights(kep, h), xp.exp(-kep * h))
         wa, wb, decay = weights[h]
-        prev = decay * prev + wa * float(cp[i - 1]) + wb * float(cp[i])
-        columns.append(prev)
-    return xp.stack(columns, 1) if xp is not np else np.stack(columns, axis=1)
+        row = out[i]
+        xp.multiply(decay, out[i - 1], out=row)
+        row += wa * (cp[i - 1] if per_voxel else float(cp[i - 1]))
+        row += wb * (cp[i] if per_voxel else float(cp[i]))
+    # one contiguous (n, T) copy (as np.stack made): callers reduce along frames, and a strided
+    # view would change the summation order of those reductions (last-bit differences)
+    return np.ascontiguousarray(out.T) if xp is np else out.T.contiguous()
 
 
 def _torch_segment_weights(k, h):
@@ -169,8 +182,12 @@ class PKModel:
         gram[:, s, :s] = -i_shared
         gram[:, s, s] = ss["ii"]
         rhs = np.concatenate([y_shared, -ss["iy"][:, None]], axis=1)
-        ridge = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] * np.eye(k) + 1e-30 * np.eye(k)
-        coef = np.linalg.solve(gram + ridge, rhs[..., None])[..., 0]
+        # the ridge goes on the diagonal in place: same values as gram + (1e-10·trace·I + 1e-30·I)
+        # (off-diagonal terms added 0 exactly), without three (n, k, k) temporaries
+        ridge = 1e-10 * np.trace(gram, axis1=1, axis2=2) * 1.0 + 1e-30
+        diagonal = np.einsum("nii->ni", gram)  # a writable view of the diagonals
+        diagonal += ridge[:, None]
+        coef = np.linalg.solve(gram, rhs[..., None])[..., 0]
         sse = ss["yy"] - np.einsum("nk,nk->n", coef, rhs)
         return coef, np.maximum(sse, 0.0)
 
@@ -238,15 +255,19 @@ class PKModel:
         ktrans, kep, vp, outside = self._parameters(best_coef)
         kep = np.clip(kep, 0.0, KEP_MAX)
         fitted = np.empty_like(y)
-        for d in np.unique(best_delay):  # one forward model per delay of the grid
-            rows = best_delay == d
-            cp = shifted(self.aif, self.times, d)
-            fix = rows & outside
+        delays = np.unique(best_delay)
+        aifs = {d: shifted(self.aif, self.times, d) for d in delays}
+        for d in delays:  # boundary refit per delay of the grid (it needs the linear kep only)
+            fix = (best_delay == d) & outside
             if fix.any():
-                ktrans[fix], vp[fix] = self._on_the_boundary(y[fix], cp, kep[fix])
-            if self.refine:
-                ktrans[rows], kep[rows], vp[rows] = self._refine(y[rows], cp, ktrans[rows], kep[rows], vp[rows])
-            fitted[rows] = model_curves(self.model, cp, self.t_min, ktrans[rows], kep[rows], vp[rows])
+                ktrans[fix], vp[fix] = self._on_the_boundary(y[fix], aifs[d], kep[fix])
+        if self.refine:  # all delays in one batch, each voxel with its own AIF (fewer, larger array ops)
+            cps = aifs[delays[0]] if delays.size == 1 else \
+                np.stack([aifs[d] for d in delays])[np.searchsorted(delays, best_delay)]
+            ktrans, kep, vp = self._refine(y, cps, ktrans, kep, vp)
+        for d in delays:  # one forward model per delay of the grid
+            rows = best_delay == d
+            fitted[rows] = model_curves(self.model, aifs[d], self.t_min, ktrans[rows], kep[rows], vp[rows])
         with np.errstate(divide="ignore", invalid="ignore"):
             ve = np.where(kep > 0, np.clip(ktrans / np.where(kep > 0, kep, 1.0), 0.0, 1.0),
                           np.where(ktrans > 0, 1.0, 0.0))
@@ -268,20 +289,21 @@ class PKModel:
         dev = resolve_device(self.device)
         tt = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=dev)  # noqa: E731
         Y, K, E, V = tt(y), tt(ktrans), tt(np.maximum(kep, 1e-4)), tt(vp)
-        Cp = tt(cp)
+        Cp = tt(cp)  # (T,), or (n, T) when the voxels have different delays
+        source = Cp if cp.ndim == 2 else cp  # a shared AIF stays numpy: its samples enter as scalars
         t = self.t_min
         extended = self.model is Model.EXTENDED_TOFTS
         lam = torch.full_like(K, 1e-2)
 
         def forward(k, e, v):
-            conv = exp_convolution(cp, t, e, xp=torch)
+            conv = exp_convolution(source, t, e, xp=torch)
             return k[:, None] * conv + (v[:, None] * Cp if extended else 0.0), conv
 
         pred, conv = forward(K, E, V)
         sse = ((Y - pred) ** 2).sum(1)
         for _ in range(self.refine_iterations):
             step = 1e-4 * torch.clamp(E, min=1e-2)
-            conv2 = exp_convolution(cp, t, E + step, xp=torch)
+            conv2 = exp_convolution(source, t, E + step, xp=torch)
             cols = [conv, K[:, None] * (conv2 - conv) / step[:, None]]
             if extended:
                 cols.append(Cp.expand_as(conv))
