@@ -228,3 +228,20 @@ def test_the_panels_model_curves_come_from_the_run_itself(dsc_phantom):
         expected = model.synthesize(refit.residue)
         scale = np.abs(expected).max()
         np.testing.assert_allclose(fitted, expected, rtol=0, atol=1e-4 * scale)  # float32 product of N terms
+
+
+@pytest.mark.parametrize("n_frames,dt,noise", CASES)
+def test_osvd_analysis_product_is_the_filtered_spectrum(n_frames, dt, noise):
+    """oSVD's weights come from one real (2K, N) product, not an rFFT: they are the rFFT of the
+    zero-padded curve divided by the AIF's spectrum, bin by bin, to the float32 rounding of the
+    matrix entries (each product term off by at most eps32 of itself)."""
+    aif, c = reference_curves(n_frames, dt, noise, n=50)
+    model = DeconvolutionModel(aif, dt, "osvd")
+    order = model._osvd_order
+    assert order.size == model._osvd_counts[-1] <= n_frames + 1  # only the bins some threshold keeps
+    expected = np.fft.rfft(c.astype(np.float64), n=2 * n_frames, axis=1)[:, order] / circulant_spectrum(aif, dt)[order]
+    analysis = model._osvd_analysis.astype(np.float64)
+    weights = c.astype(np.float64) @ analysis.T
+    bound = 2 * EPS32 * (np.abs(c.astype(np.float64)) @ np.abs(analysis).T) + 1e-12 * np.abs(weights)
+    assert np.all(np.abs(weights[:, 0::2] - expected.real) <= bound[:, 0::2])
+    assert np.all(np.abs(weights[:, 1::2] - expected.imag) <= bound[:, 1::2])
