@@ -47,19 +47,25 @@ def _methods(curves, aif, dt, phae_model_factory):
 
 
 def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_intervals=(1.0, 1.6, 2.2),
-          n_per_tissue=300, cases=3, residue_mix=True, log=print) -> list[dict]:
-    """ROI-mean CBF bias per tissue, CCC over all curves, per SNR / gain / frame interval."""
+          n_per_tissue=300, cases=3, residue_mix=True, log=print, settings=None, seed_base=10_000) -> list[dict]:
+    """ROI-mean CBF bias per tissue, CCC over all curves, per SNR / gain / frame interval.
+
+    settings: the generator (default ``dc.HELD_APART``). ``dev_sweep`` runs the same tissue classes on
+    the *training* generator with other seeds: what a recipe may be chosen on, never the held-apart set."""
+    settings = dc.HELD_APART if settings is None else settings
+    # ΔR2* input on the dev sweep (the held-apart preset has no concentration input and draws as before)
+    extra = {} if settings is dc.HELD_APART else {"concentration_input": False}
     rows = []
     for gain in gains:
         for dt in frame_intervals:
             for snr in snrs:
                 per = {}
                 for c in range(cases):
-                    rng = np.random.default_rng(10_000 + 97 * c + int(10 * dt) + int(snr) * 1000 + int(gain) * 7)
+                    rng = np.random.default_rng(seed_base + 97 * c + int(10 * dt) + int(snr) * 1000 + int(gain) * 7)
                     # one AIF per case, all tissue classes in it (as in one patient)
                     names = list(SWEEP_TISSUES)
                     par = np.repeat(np.array([SWEEP_TISSUES[k] for k in names]), n_per_tissue, axis=0)
-                    cc = dc.simulate_curve_case(rng, len(par), dc.HELD_APART, frame_interval=dt,
+                    cc = dc.simulate_curve_case(rng, len(par), settings, frame_interval=dt, **extra,
                                                 n_frames=int(round(90.0 / dt)), snr=float(snr), tissue_gain=gain,
                                                 mtt=60.0 * par[:, 1] / par[:, 0], cbv=par[:, 1] / 100.0,
                                                 delay=par[:, 2], residue=None if residue_mix else "exponential")
@@ -88,6 +94,15 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     log(f"gain {gain} dt {dt} SNR {snr} {m}: CCC {row['ccc']:.2f} "
                         + " ".join(f"{k} {row['bias_' + k]:+.0f}%" for k in SWEEP_TISSUES))
     return rows
+
+
+def dev_sweep(phae_model_factory, log=print, cases=3, n_per_tissue=200) -> list[dict]:
+    """The sweep's tissue classes on the TRAINING generator (gamma / Parker AIFs, exponential dispersion;
+    leakage-free like the curves the pipeline hands PHAE after BSW correction), seeds from 50_000 (training
+    seeds are small integers): where a training recipe may be chosen, never on the held-apart set."""
+    return sweep(phae_model_factory, snrs=(20, 50), gains=(4.0, 2.0), frame_intervals=(1.2, 2.0), cases=cases,
+                 n_per_tissue=n_per_tissue, log=log, settings=dc.replace(dc.TRAINING, leaky_fraction=0.0),
+                 seed_base=50_000)
 
 
 # --- OSIPI-style DSC reference object --------------------------------------------------------

@@ -35,6 +35,14 @@ def main(argv=None) -> int:
     ap.add_argument("--supervised-weight", type=float, default=1.0)
     ap.add_argument("--delay-weight", type=float, default=0.05)
     ap.add_argument("--reconstruction-weight", type=float, default=0.3)
+    ap.add_argument("--bias-weight", type=float, default=4.0,
+                    help="weight of the conditional-bias term (mean over each group of K curves sharing a truth)")
+    ap.add_argument("--bias-estimator", choices=["mean", "ustat"], default="mean",
+                    help="(mean_k r_k - 1)^2 (default) or its variance-free U-statistic (see conditional_bias_loss)")
+    ap.add_argument("--repeats", type=int, default=8, help="K: curves per simulated truth (noise/residue realisations)")
+    ap.add_argument("--encoder", choices=["grid", "conv"], default="grid")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "BBBAnomalyLib" / "weights")
     ap.add_argument("--name", default="dsc-phae-world")
     args = ap.parse_args(argv)
@@ -45,15 +53,19 @@ def main(argv=None) -> int:
     from BBBAnomalyLib.dsc.phae.training import save_weights, simulated_cases, train
     from BBBAnomalyLib.phantoms.dsc_curves import TRAINING
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    cases = simulated_cases(args.cases, args.curves, seed=args.seed)
+    cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats)
     sim_s = time.perf_counter() - t0
     print(f"simulated {len(cases)} cases in {sim_s:.0f} s", flush=True)
     domain = training_domain([case_statistics(c.curves, c.aif, c.frame_interval) for c in cases])
     result = train(cases, epochs=args.epochs, batch=args.batch, lr=args.lr, device="cpu", seed=args.seed,
-                   config={"min_delay_frames": 5.0, "uncertainty": True}, supervised_weight=args.supervised_weight,
-                   delay_weight=args.delay_weight, reconstruction_weight=args.reconstruction_weight, log=lambda line: print(line, flush=True))
+                   config=({"encoder": "grid", "hidden": args.hidden, "uncertainty": True} if args.encoder == "grid"
+                           else {"min_delay_frames": 5.0, "uncertainty": True}),
+                   supervised_weight=args.supervised_weight, delay_weight=args.delay_weight,
+                   reconstruction_weight=args.reconstruction_weight, bias_weight=args.bias_weight,
+                   bias_unbiased=args.bias_estimator == "ustat",
+                   log=lambda line: print(line, flush=True))
     card = {
         "trained_on": (f"{args.cases} simulated cases x {args.curves} curves (seed {args.seed}) from "
                        "BBBAnomalyLib.phantoms.dsc_curves.TRAINING; simulated only, never real data: not clinically "

@@ -157,9 +157,12 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
     area_ratio = np.trapezoid(ca_true(times), times) / max(np.trapezoid(ca_meas, times), 1e-12)
 
     conc_in = concentration_input if concentration_input is not None else bool(rng.random() < s.concentration_input_fraction)
+    # a scalar fixes the value, a tuple (lo, hi) is a range, an ndarray gives one value per curve
     snr_v = (np.full(n, float(snr)) if snr is not None and np.isscalar(snr)
+             else np.asarray(snr, float).copy() if isinstance(snr, np.ndarray)
              else _log_uniform(rng, s.snr if snr is None else snr, n))
     gain = (np.full(n, float(tissue_gain)) if tissue_gain is not None and np.isscalar(tissue_gain)
+            else np.asarray(tissue_gain, float).copy() if isinstance(tissue_gain, np.ndarray)
             else _log_uniform(rng, s.tissue_gain if tissue_gain is None else tissue_gain, n))
     stop = max(int(np.ceil(arrival / dt - 1e-9)), 3)
     if conc_in:
@@ -193,9 +196,27 @@ def _noisy_delta_r2s(delta, s0, sigma, te, stop, rng) -> np.ndarray:
 
 
 def simulate_curve_cases(n_cases: int, curves_per_case: int, seed: int = 0,
-                         settings: CurveSettings = TRAINING, **kw) -> list[CurveCase]:
+                         settings: CurveSettings = TRAINING, repeats: int = 1, **kw) -> list[CurveCase]:
+    """``n_cases`` cases; with ``repeats`` = K > 1 each case holds curves_per_case // K *groups* of K curves
+    that share one truth (MTT, CBV, delay, SNR, tissue gain, and the case's AIF) and differ in their noise,
+    residue shape, tissue dispersion and leakage: rows [g·K, (g+1)·K) are group g (``truth["group"]``).
+    What a group's estimates average to is the estimator's bias conditional on that truth (training
+    penalises it, see dsc/phae/training.py)."""
     rng = np.random.default_rng(seed)
-    return [simulate_curve_case(rng, curves_per_case, settings, **kw) for _ in range(n_cases)]
+    if repeats <= 1:
+        return [simulate_curve_case(rng, curves_per_case, settings, **kw) for _ in range(n_cases)]
+    s, k = settings, int(repeats)
+    g = max(curves_per_case // k, 1)
+    out = []
+    for _ in range(n_cases):
+        truth = {"mtt": _log_uniform(rng, s.mtt, g), "cbv": _log_uniform(rng, s.cbv, g),
+                 "delay": np.where(rng.random(g) < 0.25, 0.0, _uniform(rng, s.delay, g)),
+                 "snr": _log_uniform(rng, s.snr, g), "tissue_gain": _log_uniform(rng, s.tissue_gain, g)}
+        truth = {key: np.repeat(v, k) for key, v in truth.items()}
+        case = simulate_curve_case(rng, g * k, settings, **{**truth, **kw})
+        case.truth["group"] = np.repeat(np.arange(g), k)
+        out.append(case)
+    return out
 
 
 __all__ = ["CurveSettings", "TRAINING", "HELD_APART", "CurveCase", "simulate_curve_case", "simulate_curve_cases",

@@ -109,20 +109,29 @@ class PHAEModel:
         out["log_cbf_sd"][:] = np.nan
         fitted = np.empty(curves.shape, np.float32) if keep_curves else None
         with torch.inference_mode():
+            # grid encoder: the AIF's share of the first layer and the decoder's convolution matrix, once per case
+            case = self.network.case_terms(self._aif_t, self.dt) if getattr(self.network, "is_grid", False) else None
+            aif_area = area(self._aif_t).clamp_min(1e-12)
             for start in range(0, n, self.chunk_voxels):
                 sl = slice(start, min(start + self.chunk_voxels, n))
                 x = torch.as_tensor(curves[sl], device=self.device)
-                res = self.network(x, self._aif_t, self.dt)
-                res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - x, dim=1)
-                                    / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12))
-                res["cbv"] = area(x) / area(self._aif_t).clamp_min(1e-12)
+                if case is not None:  # grid encoder: folded inference, model curves written in place
+                    direct = keep_curves and self.device.type == "cpu"
+                    res = self.network.infer(x, case, torch.from_numpy(fitted[sl]) if direct else None)
+                    if direct:
+                        res.pop("fitted")
+                else:
+                    res = self.network(x, self._aif_t, self.dt, case=case)
+                    res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - x, dim=1)
+                                        / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12))
+                res["cbv"] = area(x) / aif_area
                 if "log_cbf_sd" in res:
                     # the flow is a median estimate; exp(-s²/2) makes the mean of a log-normal error unbiased
                     res["flow"] = res["flow"] * torch.exp(-0.5 * res["log_cbf_sd"] ** 2)
                 for key in out:
                     if key in res:
                         out[key][sl] = res[key].float().cpu().numpy()
-                if keep_curves:
+                if keep_curves and "fitted" in res:
                     fitted[sl] = res["fitted"].float().cpu().numpy()
                 if progress is not None:
                     progress(sl.stop / max(n, 1))

@@ -41,6 +41,10 @@ def lorentzian_kernel(n_frames: int, mtt: torch.Tensor, delay: torch.Tensor, lea
     ∫_Td^t R = (2·MTT/π)·arctan(π(t - Td)/(2·MTT)) for t >= Td, 0 before. ``lead`` > 0 leaves room for a
     negative delay (the tissue curve leads the measured AIF, e.g. an AIF measured downstream)."""
     edges = torch.arange(-lead, n_frames + 1, dtype=mtt.dtype, device=mtt.device)[None, :] - 0.5
+    if not torch.is_grad_enabled():  # inference: the same arithmetic in place (fewer passes over memory)
+        q = (math.pi / 2.0) / mtt[:, None]
+        s = (edges - delay[:, None]).clamp_min_(0.0).mul_(q).atan_().div_(q)
+        return s[:, 1:] - s[:, :-1]
     s = (edges - delay[:, None]).clamp_min(0.0)
     m = mtt[:, None]
     integral = (2.0 * m / math.pi) * torch.atan(math.pi * s / (2.0 * m))
@@ -55,6 +59,16 @@ def convolve(aif: torch.Tensor, kernel: torch.Tensor, lead: int = 0) -> torch.Te
     size = 2 * (n + lead)
     spec = torch.fft.rfft(aif, size) * torch.fft.rfft(kernel, size)
     return torch.fft.irfft(spec, size)[..., lead:lead + n]
+
+
+def convolution_matrix(aif: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """(n, n + lead) matrix T of one AIF (n,) with kernel @ T.T = convolve(aif[None], kernel, lead): the
+    decoder's convolution as one matrix product per case (n·(n + lead) multiply-adds per curve, no FFTs)."""
+    n = aif.shape[-1]
+    k = torch.arange(n, device=aif.device)[:, None]
+    col = torch.arange(n + lead, device=aif.device)[None, :]
+    idx = k - col + lead  # AIF frame k - j for the kernel bin j = col - lead
+    return torch.where((idx >= 0) & (idx < n), aif[idx.clamp(0, n - 1)], torch.zeros((), dtype=aif.dtype))
 
 
 def area(curves: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,11 @@ and delay [s] per curve) add a *supervised* term: |log CBF_pred - log CBF_true| 
 ``supervised_weight``) and a Huber term on the delay in frames (``delay_weight``). The self-supervised
 reconstruction alone left per-voxel MTT noisy and biased short at low CNR, so CBF = CBV/MTT was
 overestimated by +74 % (GM, SNR 50) on the reference object (docs/validation.md); the supervised term is
-what the bundled dsc-phae-world weights add, and their model card says so. A *case* is (curves (n, T), AIF (T,), frame interval): batches
+what the bundled dsc-phae-world weights add, and their model card says so. With simulated *groups*
+(K curves sharing one truth, ``simulated_cases(repeats=K)``) a third term, ``bias_weight`` ×
+mean over groups of (mean_k CBF_k / CBF_true - 1)² (``conditional_bias_loss``), penalises the bias *conditional on the truth*: the
+NLL alone gives a posterior-median estimate, which regresses to the prior mean (ROI means of low-CBF
+tissue too high, of high-CBF tissue too low). A *case* is (curves (n, T), AIF (T,), frame interval): batches
 are drawn within one case (one AIF, one frame count), cases are visited in a shuffled order, and
 under torchrun each rank takes every world_size-th curve of every case, so all ranks run the same
 number of steps and DistributedDataParallel averages their gradients.
@@ -36,7 +40,8 @@ class TrainingCase:
 def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr: float = 1e-3,
           device: str = "auto", seed: int = 0, network=None, config: dict | None = None,
           out_dir: str | Path | None = None, resume: bool = False, log=print, context=None,
-          supervised_weight: float = 1.0, delay_weight: float = 0.05, reconstruction_weight: float = 1.0) -> dict:
+          supervised_weight: float = 1.0, delay_weight: float = 0.05, reconstruction_weight: float = 1.0,
+          bias_weight: float = 0.0, bias_unbiased: bool = False) -> dict:
     """Train (or fine-tune ``network``) on ``cases``; returns {"network", "history", "seconds"}.
 
     With out_dir, rank 0 writes ``checkpoint.pt`` after every epoch (``resume=True`` continues from it).
@@ -62,22 +67,32 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
         first_epoch, history = int(state.get("epoch", 0)), json.loads(str(state.get("history", "[]")))
         for _ in range(first_epoch):
             sched.step()
-    def share(a):
-        return torch.as_tensor(np.asarray(a, np.float32)[ctx.rank::ctx.world_size][: len(a) // ctx.world_size])
+    def group_size(c):
+        return int(c.truth.get("group_size", 1)) if c.truth is not None else 1
 
-    shards = [(share(c.curves), torch.as_tensor(c.aif[None, :]), float(c.frame_interval),
-               None if c.truth is None else (share(c.truth["cbf"]), share(c.truth["delay"]))) for c in cases]
+    def share(a, k=1):
+        # every world_size-th group of k consecutive rows (k = 1: every world_size-th curve)
+        a = np.asarray(a, np.float32)
+        g = a.shape[0] // k
+        groups = np.arange(g)[ctx.rank::ctx.world_size][: g // ctx.world_size]
+        return torch.as_tensor(a[(groups[:, None] * k + np.arange(k)[None, :]).ravel()])
+
+    shards = [(share(c.curves, group_size(c)), torch.as_tensor(c.aif[None, :]), float(c.frame_interval),
+               None if c.truth is None else (share(c.truth["cbf"], group_size(c)), share(c.truth["delay"], group_size(c))),
+               group_size(c)) for c in cases]
     start = time.perf_counter()
     for epoch in range(first_epoch, epochs):
         model.train()
         rng = np.random.default_rng(seed + epoch)  # same order on every rank
         steps = [(i, b) for i, (x, *_) in enumerate(shards) for b in range(max(x.shape[0] // batch, 1))]
         rng.shuffle(steps)
-        perms = {i: torch.as_tensor(rng.permutation(x.shape[0])) for i, (x, *_) in enumerate(shards)}
+        # permute whole groups (k = 1: single curves) so that a batch holds complete groups
+        perms = {i: torch.as_tensor(rng.permutation(x.shape[0] // sh[-1])) for i, (x, *sh) in enumerate(shards)}
         total = 0.0
         for i, b in steps:
-            x, aif, dt, truth = shards[i]
-            idx = perms[i][b * batch:(b + 1) * batch]
+            x, aif, dt, truth, k = shards[i]
+            per = max(batch // k, 1)
+            idx = (perms[i][b * per:(b + 1) * per][:, None] * k + torch.arange(k)[None, :]).reshape(-1)
             out = model(x[idx].to(ctx.device), aif.to(ctx.device), dt)
             loss = reconstruction_weight * out["loss"].mean()
             if truth is not None and (supervised_weight or delay_weight):
@@ -93,6 +108,14 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
                     sup = log_err.abs().mean()
                 loss = loss + supervised_weight * sup + delay_weight * torch.nn.functional.smooth_l1_loss(
                     out["delay"], delay_true / dt)
+                if bias_weight and k > 1:
+                    # conditional bias: the mean estimate (what inference outputs, flow·exp(-s²/2), s held fixed)
+                    # averaged over the k realisations of one truth should equal it; clamped so that a rare
+                    # noise-dominated curve cannot dominate the batch
+                    mean_est = out["flow"] / dt
+                    if "log_cbf_sd" in out:
+                        mean_est = mean_est * torch.exp(-0.5 * out["log_cbf_sd"].detach() ** 2)
+                    loss = loss + bias_weight * conditional_bias_loss(mean_est / cbf_true, k, bias_unbiased)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,15 +132,34 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
     return {"network": unwrapped, "history": history, "seconds": time.perf_counter() - start, "context": ctx}
 
 
+def conditional_bias_loss(ratio, k: int, unbiased: bool = False):
+    """Conditional bias of the CBF estimate from the K ratios CBF_hat / CBF_true of each group of curves
+    sharing one truth (rows [g·K, (g+1)·K)), averaged over the groups.
+
+    Default: (mean_k r_k - 1)², whose expectation is bias² + var(r) / K: it also penalises the spread a
+    little, and its minimiser shrinks a noisy estimate by about 1 / (1 + var / K). ``unbiased=True``: the
+    U-statistic mean_{i≠j} (r_i - 1)(r_j - 1), whose expectation is bias² exactly (no pull to shrink), but
+    whose gradient for one curve is the other curves' errors, far noisier; on the dev sweep
+    (scripts/phae_world.py: dev_sweep) it trained worse (docs/validation.md), so the recipe uses the default.
+    Ratios are clamped to [-5, 10] so that a rare noise-dominated curve cannot dominate a batch."""
+    e = (ratio.clamp(-5.0, 10.0) - 1.0).reshape(-1, k)
+    total = e.sum(dim=1)
+    if unbiased:
+        return ((total ** 2 - (e ** 2).sum(dim=1)) / (k * (k - 1))).mean()
+    return ((total / k) ** 2).mean()
+
+
 def simulated_cases(n_cases: int, curves_per_case: int, seed: int = 0, supervised: bool = True,
-                    **kw) -> list[TrainingCase]:
+                    repeats: int = 1, **kw) -> list[TrainingCase]:
     """Simulated training cases from the wide generator (``phantoms.dsc_curves.TRAINING``), with their
-    truth attached when ``supervised``."""
+    truth attached when ``supervised``; ``repeats`` = K > 1 draws groups of K curves sharing one truth
+    (what the conditional-bias term of ``train(bias_weight=...)`` needs)."""
     from ...phantoms.dsc_curves import simulate_curve_cases
 
     return [TrainingCase(c.curves, c.aif, c.frame_interval, f"sim{i}",
-                         {"cbf": c.truth["cbf"], "delay": c.truth["delay"]} if supervised else None)
-            for i, c in enumerate(simulate_curve_cases(n_cases, curves_per_case, seed, **kw))]
+                         {"cbf": c.truth["cbf"], "delay": c.truth["delay"], "group_size": max(int(repeats), 1)}
+                         if supervised else None)
+            for i, c in enumerate(simulate_curve_cases(n_cases, curves_per_case, seed, repeats=repeats, **kw))]
 
 
 def cases_from_folder(folder: str | Path, te: float | None = None, max_curves: int = 20000,
