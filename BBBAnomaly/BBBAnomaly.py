@@ -145,7 +145,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
         self.logic = BBBAnomalyLogic()
 
         self.pollTimer = qt.QTimer()
-        self.pollTimer.setInterval(200)
+        self.pollTimer.setInterval(50)  # a poll is a queue check: the maps follow the worker's "done" closely
         self.pollTimer.connect("timeout()", self.onPoll)
         self.liveCurveTimer = qt.QTimer()  # the live curve follows the mouse at most every 100 ms
         self.liveCurveTimer.setSingleShot(True)
@@ -206,6 +206,8 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
         self.removeObservers()
         if self.runner is not None and not self.runner.finished:
             self.runner.cancel()
+        if self.logic is not None:
+            self.logic.discardWarmWorker()
         for timer in ("pollTimer", "liveCurveTimer"):
             if hasattr(self, timer):
                 getattr(self, timer).stop()
@@ -318,7 +320,13 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
                                            ("flip_angle", acq.flip_angle, 1.0)):
                     if value is not None:
                         self.acquisitionBoxes()[name].value = value * scale
+            self.prestartWorker()
         self.onGUIChanged()
+
+    def prestartWorker(self):
+        """With an input chosen, a run is likely: have a worker do its imports now, in the background."""
+        if self.logic is not None and (self.runner is None or self.runner.finished):
+            self.logic.prestartWorker(self.currentSpec().name)
 
     def onGUIChanged(self):
         if self._updatingGUI:
@@ -427,7 +435,8 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
         for event in runner.poll():
             kind = event["event"]
             if kind == "started":
-                self.log(_("worker started (process {pid})").format(pid=event.get("pid")))
+                self.log(_("worker started (process {pid})").format(pid=event.get("pid")) + (
+                    _(", started before Apply with its imports done") if getattr(runner, "prestarted", False) else ""))
             elif kind == "log":
                 self.log(event.get("message", ""))
                 if event.get("message", "").startswith("device:"):
@@ -451,6 +460,8 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
             self.ui.progressBar.visible = False
             self.logic.cleanupRun(runner)
             self.updateApplyState()
+            if self.ui.inputSelector.currentNode() is not None:
+                self.prestartWorker()  # for the next Apply
 
     def onRunDone(self, runner, event):
         if runner is not self.runner or getattr(runner, "cancelled", False):
@@ -532,6 +543,7 @@ class BBBAnomalyLogic(ScriptedLoadableModuleLogic, PanelLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.background = True  # False runs jobs in this process (self-test, scripting)
+        self.warmWorker = None  # a worker started ahead of Apply (prestartWorker)
 
     @staticmethod
     def libraryVersion():

@@ -17,9 +17,9 @@ import slicer
 from BBBAnomalyLib import InputError
 from BBBAnomalyLib.app import mrml
 from BBBAnomalyLib.cli import main as cli_main
-from BBBAnomalyLib.app.curves import CurveSet
+from BBBAnomalyLib.app.curves import CurveSet, curves_in
 from BBBAnomalyLib.io import read_volume, write_volume
-from BBBAnomalyLib.app.jobs import InProcessRunner
+from BBBAnomalyLib.app.jobs import InProcessRunner, read_job_input
 from BBBAnomalyLib.core.volume import Volume
 
 
@@ -159,7 +159,7 @@ def test_dsc_run_from_a_sequence_and_aif_roi_matches_the_command_line(scene, dsc
                       "--nawm-mask", str(dsc_files / "mask_nawm.nii.gz"), "--tumor-mask",
                       str(dsc_files / "mask_tumor.nii.gz"), "--out", str(cli_out), "--quiet"]) == 0
     expected_maps = list(json.loads((cli_out / "report.json").read_text(encoding="utf-8"))["maps"])
-    chosen = read_volume(f"{job.output_dir}/aif_mask.nrrd").data > 0
+    chosen = read_job_input(f"{job.output_dir}/aif_mask.npy").data > 0
     assert chosen.sum() >= 5 and not (chosen & ~dsc_phantom.masks["aif"]).any()  # only the artery of the box
     assert list(outputs.map_nodes) == expected_maps
     for name, node in outputs.map_nodes.items():
@@ -212,7 +212,8 @@ def test_dsc_run_with_segment_aif_and_curves(scene, dsc_phantom, dsc_files, tmp_
         np.testing.assert_allclose(node_array(node), read_volume(cli_out / f"{name}.nii.gz").data, rtol=1e-5, atol=1e-6)
     assert "rcbv" in outputs.map_nodes  # the NAWM segment reached the pipeline
 
-    curves = CurveSet.load(f"{job.output_dir}/curves.npz")
+    curves = CurveSet.load(curves_in(job.output_dir))
+    assert isinstance(curves.measured, np.memmap)  # the panel's curves are read lazily, a click at a time
     voxel = tuple(np.argwhere(dsc_phantom.masks["tumor"])[0])
     chart, table, labels = mrml.curve_plot(curves, {"tumor": dsc_phantom.masks["tumor"],
                                                     "NAWM": dsc_phantom.masks["nawm"]}, voxel=voxel)
@@ -220,7 +221,8 @@ def test_dsc_run_with_segment_aif_and_curves(scene, dsc_phantom, dsc_files, tmp_
     assert f"voxel {tuple(int(v) for v in voxel)}" in labels
     assert chart.GetNumberOfPlotSeriesNodes() == len(labels) and table.GetNumberOfRows() == curves.times.size
     aif_column = slicer.util.arrayFromTableColumn(table, "AIF")
-    assert np.allclose(aif_column, np.loadtxt(f"{job.output_dir}/aif.csv", delimiter=",", skiprows=1)[:, 1], rtol=1e-4)
+    # the plotted AIF is the one the same run gives on the command line
+    assert np.allclose(aif_column, np.loadtxt(cli_out / "aif.csv", delimiter=",", skiprows=1)[:, 1], rtol=1e-4)
     tumor = slicer.util.arrayFromTableColumn(table, "tumor")
     fit = slicer.util.arrayFromTableColumn(table, "tumor (Tikhonov fit)")
     assert np.corrcoef(tumor, fit)[0, 1] > 0.95  # the model's curve follows the measured one
@@ -301,8 +303,8 @@ def test_demo_loads_a_ready_to_run_case(scene, tmp_path):
     request = mrml.RunRequest("dsc", {"series": demo["series"], "aif_mask": demo["aif_roi"],
                                       "nawm_mask": (demo["segmentation"], demo["segments"]["nawm"])})
     job, reference, _ = run_in_scene(request, tmp_path)
-    assert np.array_equal(read_volume(job.inputs["aif_mask"]).data > 0, mrml.mask_from_roi(demo["aif_roi"], reference))
-    assert (read_volume(job.inputs["aif_mask"]).data > 0)[phantom.masks["aif"]].all()
+    assert np.array_equal(read_job_input(job.inputs["aif_mask"]).data > 0, mrml.mask_from_roi(demo["aif_roi"], reference))
+    assert (read_job_input(job.inputs["aif_mask"]).data > 0)[phantom.masks["aif"]].all()
     outputs = mrml.import_results(job.output_dir, demo["series"], "demo")
     rcbv = node_array(outputs.map_nodes["rcbv"])
     assert rcbv[phantom.masks["nawm"]].mean() == pytest.approx(1.0, rel=1e-4)
@@ -332,7 +334,7 @@ def test_phae_from_the_panel_gives_maps_and_its_reconstruction(scene, dsc_phanto
     cbv = node_array(outputs.map_nodes["cbv"])
     gm, wm = dsc_phantom.masks["gm"], dsc_phantom.masks["wm"]
     assert cbv[gm].mean() > 1.5 * cbv[wm].mean()
-    curves = CurveSet.load(f"{job.output_dir}/curves.npz")
+    curves = CurveSet.load(curves_in(job.output_dir))
     assert list(curves.fitted) == ["PHAE reconstruction"]
     mean = curves.mean(gm)
     assert np.corrcoef(mean["measured"], mean["PHAE reconstruction"])[0, 1] > 0.95
@@ -379,7 +381,7 @@ def test_dce_from_the_panel_with_population_aif_and_ratio_table(scene, tmp_path)
     _, stats = mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
     assert stats["maps"]["ktrans"]["ratio_mean"] > 5  # the phantom's tumor leaks, its NAWM barely
     assert stats["maps"]["rls"]["tumor"]["mean"] > stats["maps"]["rls"]["NAWM"]["mean"]
-    curves = CurveSet.load(f"{job.output_dir}/curves.npz")
+    curves = CurveSet.load(curves_in(job.output_dir))
     assert "AIF" in curves.reference and len(curves.fitted) == 2
 
 
@@ -444,7 +446,7 @@ def test_t1flair_from_two_scalar_volumes_reports_the_bbb_status(scene, tmp_path)
     for node in outputs.map_nodes.values():
         assert np.array_equal(mrml.ijk_to_ras(node), mrml.ijk_to_ras(t1_node))
     assert outputs.map_nodes["synthetic_t1gd"].GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
-    assert not (tmp_path / "job" / "output" / "curves.npz").exists()  # this pipeline has no curves
+    assert curves_in(tmp_path / "job" / "output") is None  # this pipeline has no curves
 
 
 def test_a_dwi_saved_by_slicer_as_nrrd_reads_with_its_gradients_in_ras(scene, tmp_path):
@@ -509,16 +511,48 @@ def test_a_volume_without_image_data_is_an_input_error(scene, dsc_phantom):
         mrml.mask_from_region(labels, *mrml.reference_grid(proxy), "brain mask")
 
 
-def test_job_inputs_are_uncompressed_and_read_back_exactly(scene, dsc_phantom, tmp_path):
-    """Defect 6: gzip in the GUI thread took 17 s for a clinical series; job inputs are raw NRRD."""
-    path = mrml.write_job_input(dsc_phantom.signal, tmp_path / "series.nrrd")
-    header = path.read_bytes()[:4000].split(b"\n\n")[0].decode("ascii", "replace")
-    assert "encoding: raw" in header
-    back = read_volume(path)
-    np.testing.assert_array_equal(back.data, dsc_phantom.signal.data.astype(np.float32))
-    np.testing.assert_allclose(back.affine, dsc_phantom.signal.affine, atol=1e-9)
-    np.testing.assert_allclose(back.times, dsc_phantom.signal.times)
-    assert back.acquisition.echo_time == pytest.approx(dsc_phantom.signal.acquisition.echo_time)
+def test_job_inputs_are_the_nodes_memory_uncompressed_and_read_back_exactly(scene, dsc_phantom, tmp_path):
+    """Defect 6 and issue 17: nothing heavy in the GUI thread. A series goes to the worker as its
+    frames' own bytes, one after another (no gzip, no stacking or transposing here); the worker
+    reads back exactly the library's Volume, in C order, with geometry, times and TE. Masks, DWI
+    (multi-component) and scalar volumes take the same way."""
+    from BBBAnomalyLib.app import handover
+
+    signal = Volume(dsc_phantom.signal.data[..., :7], dsc_phantom.signal.affine, dsc_phantom.signal.times[:7],
+                    dsc_phantom.signal.acquisition)
+    sequence, _, proxy = mrml.add_series(signal, "DSC")
+    segmentation, ids = mrml.add_segmentation({"nawm": dsc_phantom.masks["nawm"]}, signal)
+    job, reference = mrml.prepare_job(mrml.RunRequest("dsc", {"series": proxy, "nawm_mask": (segmentation, "nawm")}),
+                                      tmp_path / "job")
+    assert job.output_format == "arrays" and reference.spatial_shape == signal.spatial_shape
+    raw = np.load(job.inputs["series"])  # (t, k, j, i): frame after frame, each as Slicer holds it
+    assert raw.shape == (7,) + signal.spatial_shape[::-1]
+    for t in range(7):
+        np.testing.assert_array_equal(raw[t], slicer.util.arrayFromVolume(sequence.GetNthDataNode(t)))
+    assert not any(p.suffix == ".gz" for p in (tmp_path / "job").iterdir())
+    back = read_job_input(job.inputs["series"])
+    assert back.data.flags.c_contiguous and back.data.dtype == np.float32
+    np.testing.assert_array_equal(back.data, signal.data.astype(np.float32))
+    np.testing.assert_array_equal(back.affine, mrml.world_affine(proxy))  # float64, exactly
+    np.testing.assert_allclose(back.times, signal.times)
+    assert back.acquisition.echo_time == pytest.approx(signal.acquisition.echo_time)
+    nawm = read_job_input(job.inputs["nawm_mask"])
+    assert nawm.data.dtype == np.uint8 and np.array_equal(nawm.data > 0, dsc_phantom.masks["nawm"])
+
+    # a multi-component volume (DWI): (k, j, i, c) in the file, (i, j, k, c) back
+    dwi = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", "dwi")
+    data = np.ascontiguousarray(signal.data[..., :4].astype(np.int16))
+    slicer.util.updateVolumeFromArray(dwi, np.ascontiguousarray(np.swapaxes(data, 0, 2)))
+    dwi.SetIJKToRASMatrix(mrml._array_to_matrix(signal.affine))
+    axes, parts = mrml.node_arrays(dwi)
+    path = handover.write_arrays(tmp_path / "dwi.npy", parts, axes, signal.affine)
+    assert axes == "kjic" and np.array_equal(handover.read_volume(path).data, data)
+    assert handover.read_volume(path).data.dtype == np.int16  # an integer series stays integer
+    # a header that does not match its array is refused in one line
+    header = json.loads(handover.header_path(path).read_text(encoding="utf-8"))
+    handover.header_path(path).write_text(json.dumps({**header, "shape": [1, 2, 3, 4]}), encoding="utf-8")
+    with pytest.raises(InputError, match="does not match its header"):
+        handover.read_volume(path)
 
 
 def test_maps_are_readable_zero_transparent_with_legend_and_presets(scene, tmp_path):

@@ -226,11 +226,17 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
     standins.SLOT_ERRORS.clear()
     load_sample(widget, pipeline)
 
+    # Choosing the input started a worker that imports while the user looks (issue 17)
+    warm = widget.logic.warmWorker
+    assert warm is not None and warm.idle and warm.prestarted
+
     # Apply, watch progress (defect 6: the inputs travel uncompressed)
     progress = apply_and_wait(widget)
     assert ui.statusLabel.text.startswith("Done in"), (ui.statusLabel.text, ui.logTextEdit.toPlainText())
     log = ui.logTextEdit.toPlainText()
     assert "worker started (process" in log and len(log.splitlines()) >= 3
+    assert "started before Apply" in log and widget.runner is warm  # the run went to the warm worker
+    assert widget.logic.warmWorker is not None and widget.logic.warmWorker is not warm  # and the next one waits
     assert progress and max(progress) > 0
     run = widget.lastRun
     outputs = run["outputs"]
@@ -287,7 +293,9 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
     assert widget.lastRun is run
 
     # click a voxel: live curve in one chart, distinct colours (defects 2, 5, 9)
-    has_curves = (Path(outputs.output_dir) / "curves.npz").is_file()
+    from BBBAnomalyLib.app.curves import curves_in
+
+    has_curves = curves_in(outputs.output_dir) is not None
     assert ui.curvesButton.enabled
     crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
     if has_curves:
@@ -341,6 +349,31 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
         ui.curvesButton.click()
         assert mrml.node_alive(widget.chartNode)
     assert standins.SLOT_ERRORS == []
+
+
+def test_a_warm_worker_that_died_is_replaced_and_one_not_needed_is_ended(panel, tmp_path):
+    """Issue 17: the prestarted worker is an optimisation, never a condition. One that ended before
+    Apply (killed, crashed) is replaced by a worker started with the job; one that is discarded
+    (the module closed) leaves no process and no folder behind."""
+    from BBBAnomalyLib.app.runners import kill_tree
+
+    module, widget, slicer = panel
+    ui = widget.ui
+    slicer.mrmlScene.Clear(False)
+    standins.new_scene(slicer)
+    load_sample(widget, "dsc")
+    warm = widget.logic.warmWorker
+    standins.wait_until(lambda: warm.ready is not None, 60, "the warm worker to be ready")
+    kill_tree(warm.pid, warm.worker_pid, force=True)
+    standins.wait_until(lambda: not warm.idle, 30, "the warm worker to end")
+    apply_and_wait(widget)
+    assert ui.statusLabel.text.startswith("Done in"), ui.logTextEdit.toPlainText()
+    assert widget.runner is not warm and not widget.runner.prestarted
+    spare = widget.logic.warmWorker
+    standins.wait_until(lambda: spare.worker_pid is not None, 60, "the next warm worker")
+    widget.logic.discardWarmWorker()
+    standins.wait_until(lambda: not pid_alive(spare.worker_pid) and not pid_alive(spare.pid), 30, "it to end")
+    assert not spare.work_dir.exists() and widget.logic.warmWorker is None
 
 
 def test_choices_persist_in_the_parameter_node_and_survive_save_and_reload(panel, tmp_path):

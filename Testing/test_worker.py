@@ -208,3 +208,127 @@ def test_the_worker_starts_without_a_console_window_and_in_its_own_process_group
     if hasattr(sp, "STARTUPINFO"):
         assert windows["startupinfo"].wShowWindow == 0
     assert popen_options("posix") == {"start_new_session": True}
+
+
+# --- the warm worker and the panel's hand-over (issue 17) ---------------------------------------------
+def _array_job(dsc_phantom, folder, **fields):
+    """The 6-slice phantom handed over as the panel does it: raw frames + header, arrays out."""
+    from BBBAnomalyLib.app import handover
+
+    signal = dsc_phantom.signal
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = [np.ascontiguousarray(signal.data[..., t].T) for t in range(signal.n_frames)]  # Slicer's (k, j, i)
+    series = handover.write_arrays(folder / "series.npy", frames, "tkji", signal.affine, signal.times,
+                                   signal.acquisition)
+    aif = handover.write_volume(Volume(dsc_phantom.masks["aif"], signal.affine), folder / "aif_mask.npy")
+    return Job("dsc", {"series": str(series), "aif_mask": str(aif)}, {"method": "ssvd"}, str(folder / "output"),
+               output_format="arrays", **fields)
+
+
+def test_arrays_output_holds_the_same_maps_uncompressed_and_complete(dsc_phantom, tmp_path):
+    """The panel's output format: the maps of the pipeline's own files, bit for bit, as raw arrays
+    in Slicer's order, with the report, the masks and memory-mappable curves, listed in the manifest."""
+    from BBBAnomalyLib.app import handover
+    from BBBAnomalyLib.app.curves import CurveSet, curves_in
+    from BBBAnomalyLib.core.outputs import foreign_entries
+    from BBBAnomalyLib.io import read_volume
+
+    job = _array_job(dsc_phantom, tmp_path / "panel")
+    done = InProcessRunner(job).start().poll()[-1]
+    assert done["event"] == "done", done
+    files = Job(job.pipeline, job.inputs, job.parameters, str(tmp_path / "files"))  # the NRRD files of the same run
+    assert InProcessRunner(files).start().poll()[-1]["event"] == "done"
+    out = tmp_path / "panel" / "output"
+    assert not [p for p in out.rglob("*") if p.suffix in (".gz", ".nrrd", ".npz")] and foreign_entries(out) == []
+    for name in done["maps"]:
+        array, affine = handover.read_slicer_array(out / f"{name}.npy")
+        expected = read_volume(tmp_path / "files" / f"{name}.nrrd")
+        np.testing.assert_array_equal(array, expected.data.T)  # (k, j, i), as updateVolumeFromArray takes it
+        np.testing.assert_allclose(affine, expected.affine, atol=1e-9)
+    np.testing.assert_array_equal(handover.read_volume(out / "aif_mask.npy").data,
+                                  read_volume(tmp_path / "files" / "aif_mask.nrrd").data)
+    lazy, packed = CurveSet.load(curves_in(out)), CurveSet.load(curves_in(tmp_path / "files"))
+    assert isinstance(lazy.measured, np.memmap) and lazy.measured.dtype == np.float32
+    voxel = tuple(np.argwhere(lazy.mask)[len(np.argwhere(lazy.mask)) // 2])
+    for label, curve in lazy.voxel(voxel).items():  # float16 in curves.npz: its rounding, nothing more
+        np.testing.assert_allclose(packed.voxel(voxel)[label], curve, rtol=2 ** -10, atol=1e-6)
+    with pytest.raises(Exception, match="output_format"):
+        Job("dsc", job.inputs, {}, str(tmp_path / "x"), output_format="zip")
+
+
+def test_a_warm_worker_imports_first_then_runs_one_job_and_exits(dsc_phantom, tmp_path):
+    from BBBAnomalyLib.app.runners import WorkerProcess as Runner
+
+    (tmp_path / "warm").mkdir()
+    worker = Runner.warm(tmp_path / "warm", preload="dsc")
+    deadline = time.monotonic() + 120
+    while worker.ready is None:
+        assert time.monotonic() < deadline and worker.poll() == [], worker.log_file.read_text(encoding="utf-8")
+        time.sleep(0.02)
+    # imported before there was a job: the pipeline's modules too (never torch)
+    assert {"SimpleITK", "BBBAnomalyLib.dsc.pipeline", "BBBAnomalyLib.app.handover"} <= set(worker.ready["modules"])
+    assert worker.idle and worker.worker_pid == worker.ready["pid"] == worker.pid and worker.prestarted
+    job = _array_job(dsc_phantom, tmp_path / "warm")
+    worker.submit(job)
+    assert not worker.idle
+    with pytest.raises(RuntimeError):
+        worker.submit(job)  # one job per worker
+    events = worker.wait(timeout=300)
+    assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "done", events[-1]
+    assert (tmp_path / "warm" / "output" / "cbv.npy").is_file()
+    worker._proc.wait(timeout=30)
+    assert worker._proc.returncode == 0
+
+
+def test_a_warm_worker_that_is_not_needed_ends_and_one_that_ended_is_not_used(tmp_path):
+    from BBBAnomalyLib.app.runners import WorkerGone
+    from BBBAnomalyLib.app.runners import WorkerProcess as Runner
+    from BBBAnomalyLib.core.processes import pid_alive as _pid_alive
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # the panel (or Slicer) has gone: stdin ends, the worker exits without a run
+    gone = Runner.warm(tmp_path / "a")
+    gone._proc.stdin.close()
+    assert gone._proc.wait(timeout=60) == 0
+    job = Job("dsc", {"series": str(tmp_path / "a")}, {}, str(tmp_path / "a" / "output"))
+    with pytest.raises(WorkerGone):
+        gone.submit(job)
+    assert gone.job is None and not (tmp_path / "a" / "job.json").exists()
+    # discarded while idle (the module closed): its process ends
+    idle = Runner.warm(tmp_path / "b")
+    deadline = time.monotonic() + 60
+    while idle.worker_pid is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    idle.discard()
+    assert [e["event"] for e in idle.wait(timeout=30)] == ["cancelled"]
+    assert not _pid_alive(idle.worker_pid)
+
+
+def test_cancel_ends_a_warm_worker_under_the_launcher(dsc_phantom, tmp_path):
+    """Warm or not, the job runs in python-real, the launcher's child, which CTK's launcher
+    signals nothing to: Cancel ends both (the process group), and nothing after it is passed on."""
+    from slicer_standins import make_launcher
+
+    from BBBAnomalyLib.app.runners import WorkerProcess as Runner
+    from BBBAnomalyLib.core.processes import pid_alive as _pid_alive
+
+    launcher = make_launcher(tmp_path / "bin")
+    job = _slow_dsc_job(dsc_phantom, tmp_path)
+    worker = Runner.warm(tmp_path / "job", python=str(launcher), preload="dsc")
+    deadline = time.monotonic() + 120
+    while worker.ready is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert worker.worker_pid != worker.pid  # python-real under the launcher said it is ready
+    worker.submit(job)
+    seen = []
+    while not any(e["event"] == "progress" and e["fraction"] >= 0.1 for e in seen):
+        seen += worker.poll()
+        assert time.monotonic() < deadline and not worker.finished, seen
+        time.sleep(0.02)
+    worker.cancel()
+    assert [e["event"] for e in worker.wait(timeout=30)] == ["cancelled"]
+    assert not _pid_alive(worker.worker_pid) and not _pid_alive(worker.pid)
+    assert not (tmp_path / "job" / "output").exists()

@@ -32,7 +32,7 @@ def main() -> None:
     import slicer
 
     from BBBAnomalyLib.app import mrml
-    from BBBAnomalyLib.app.curves import CurveSet
+    from BBBAnomalyLib.app.curves import CurveSet, curves_in
     from BBBAnomalyLib.app.jobs import InProcessRunner
 
     slicer.mrmlScene = slicer.vtkMRMLScene()
@@ -48,7 +48,7 @@ def main() -> None:
         outputs = mrml.import_results(job.output_dir, series_node, "DSC demo DSC perfusion (osvd)")
         masks = mrml.masks_on_input(series_node, regions)
         table, stats = mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
-        curves = CurveSet.load(Path(job.output_dir) / "curves.npz")
+        curves = CurveSet.load(curves_in(job.output_dir))
         voxel = tuple(int(v) for v in np.argwhere(masks["tumor"])[len(np.argwhere(masks["tumor"])) // 2])
         chart, plot_table, labels = mrml.curve_plot(curves, masks, voxel)
 

@@ -107,18 +107,70 @@ class PanelLogic:
         found = shutil.which(name) or os.path.join(slicer.app.slicerHome, "bin", name)
         return found if os.path.isfile(found) else sys.executable
 
+    def prestartWorker(self, pipeline=None):
+        """A warm worker for the next Apply, started now in the background (returns at once): a
+        child process that does its imports while the user is still choosing inputs, then waits for
+        its job (BBBAnomalyLib.app.runners.WorkerProcess.warm). Nothing is started for in-process
+        runs, while packages are missing, or when one is already waiting."""
+        warm = getattr(self, "warmWorker", None)
+        if warm is not None and warm.idle:
+            return warm
+        self.discardWarmWorker()
+        if not getattr(self, "background", True) or self.missingPackages():
+            return None
+        from BBBAnomalyLib.app import runners
+
+        workDir = tempfile.mkdtemp(prefix="BBBAnomaly-", dir=slicer.app.temporaryPath)
+        try:
+            self.warmWorker = runners.WorkerProcess.warm(workDir, python=self.pythonExecutable(),
+                                                         env=slicer.util.startupEnvironment(), preload=pipeline)
+        except OSError:  # cannot start a process now: Apply starts one with its job, as before
+            shutil.rmtree(workDir, ignore_errors=True)
+            self.warmWorker = None
+        return self.warmWorker
+
+    def discardWarmWorker(self):
+        """End a warm worker that has no job (module closed, Slicer quitting) and remove its folder."""
+        warm, self.warmWorker = getattr(self, "warmWorker", None), None
+        if warm is not None and warm.job is None:
+            warm.discard()
+            shutil.rmtree(warm.work_dir, ignore_errors=True)
+
     def startRun(self, request, workDir=None):
-        """Write the inputs (uncompressed NRRD) and start the worker; returns the runner (poll() for events)."""
+        """Hand the inputs over (raw arrays in the nodes' memory order) and start the run: on the
+        warm worker when one is waiting, else on a worker started now; returns the runner
+        (poll() for events)."""
         from BBBAnomalyLib.app import mrml, runners
 
-        workDir = workDir or tempfile.mkdtemp(prefix="BBBAnomaly-", dir=slicer.app.temporaryPath)
+        warm = getattr(self, "warmWorker", None) if self.background and workDir is None else None
+        if warm is not None and not warm.idle:
+            self.discardWarmWorker()
+            warm = None
+        workDir = workDir or (str(warm.work_dir) if warm is not None else
+                              tempfile.mkdtemp(prefix="BBBAnomaly-", dir=slicer.app.temporaryPath))
         try:
             job, _reference = mrml.prepare_job(request, workDir)
         except Exception:
-            shutil.rmtree(workDir, ignore_errors=True)
+            if warm is None:
+                shutil.rmtree(workDir, ignore_errors=True)
+            else:  # the warm worker stays for the next Apply; only what prepare_job wrote goes
+                for name in os.listdir(workDir):
+                    path = os.path.join(workDir, name)
+                    if name == "worker.log":
+                        continue
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.remove(path)
             raise
         if not self.background:
             return runners.InProcessRunner(job).start()
+        if warm is not None:
+            self.warmWorker = None  # it is this run's worker now
+            try:
+                return warm.submit(job)
+            except runners.WorkerGone:  # it ended since it was started: start one with the job
+                pass
         return runners.WorkerProcess(job, os.path.join(workDir, "job.json"), python=self.pythonExecutable(),
                                      env=slicer.util.startupEnvironment()).start()
 
@@ -142,10 +194,13 @@ class PanelLogic:
     @staticmethod
     def cleanupRun(runner):
         """Delete a finished run's temporary input copies (a 4D series can be large); keep its output
-        folder, whose curves.npz the curve plots read, unless the run produced nothing."""
+        folder, whose curves the curve plots read, unless the run produced nothing."""
+        from BBBAnomalyLib.app.handover import header_path
+
         for path in runner.job.inputs.values():
-            if os.path.isfile(path):
-                os.remove(path)
+            for name in (path, str(header_path(path)) if path.endswith(".npy") else None):
+                if name and os.path.isfile(name):
+                    os.remove(name)
         if not os.path.isdir(runner.job.output_dir):
             shutil.rmtree(os.path.dirname(runner.job.output_dir), ignore_errors=True)
 

@@ -44,14 +44,14 @@ class ResultsMixin:
         self.log(_("ROI ratio table: {name}").format(name=self.ratioTableNode.GetName()))
 
     def curves(self):
-        from BBBAnomalyLib.app.curves import CurveSet
+        from BBBAnomalyLib.app.curves import CurveSet, curves_in
 
         outputDir = self.lastRun["outputs"].output_dir
         if self.curveCache is None or self.curveCache[0] != outputDir:
-            path = os.path.join(outputDir, "curves.npz")
-            if not os.path.isfile(path):
+            path = curves_in(outputDir)
+            if path is None:
                 raise ValueError(_("this pipeline keeps no curves"))
-            self.curveCache = (outputDir, CurveSet.load(path))
+            self.curveCache = (outputDir, CurveSet.load(path))  # memory-mapped: read per click
         return self.curveCache[1]
 
     def plotCurves(self, masks, voxel):

@@ -3,15 +3,19 @@
 A pipeline's result exports a :class:`CurveSet` (``result.curves()``); the worker saves it next
 to the maps (``curves.npz``) so that the Slicer panel can plot the mean curve of any segment,
 or the curve of a clicked voxel, after the run has finished, without the model in memory.
+The panel's worker writes them as a folder of raw float32 ``.npy`` arrays (:meth:`CurveSet.save_arrays`:
+no conversion, no compression, read lazily through a memory map: a click reads one voxel's rows);
+``curves.npz`` (:meth:`CurveSet.save`, float16) is the compact form for files a user keeps.
 
 ``measured`` are the curves the model saw, in its own units (ΔR2* for DSC, concentration or
 signal enhancement for DCE); ``fitted`` holds one array per model curve ("oSVD fit",
 "Tofts fit", "RLS reconstruction"); ``reference`` holds whole-image curves such as the AIF.
-Arrays are stored as float16 on disk to keep a whole brain at ~60 MB for 60 frames.
+In ``curves.npz`` arrays are stored as float16 to keep a whole brain at ~60 MB for 60 frames.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,8 +78,34 @@ class CurveSet:
             np.savez(fh, **arrays)
         return path
 
+    def save_arrays(self, folder: str | Path) -> Path:
+        """The curves as a folder: ``measured.npy`` and ``fitted_<i>.npy`` (float32, as computed),
+        ``mask.npy`` and ``curves.json`` (times, unit, labels, reference curves)."""
+        folder = Path(folder)
+        folder.mkdir()
+        np.save(folder / "measured.npy", np.asarray(self.measured, np.float32))
+        np.save(folder / "mask.npy", self.mask)
+        for i, arr in enumerate(self.fitted.values()):
+            np.save(folder / f"fitted_{i}.npy", np.asarray(arr, np.float32))
+        meta = {"times": np.asarray(self.times, np.float64).tolist(), "unit": self.unit,
+                "fitted": list(self.fitted),
+                "reference": {label: np.asarray(arr, np.float64).tolist() for label, arr in self.reference.items()}}
+        with open(folder / "curves.json", "w", encoding="utf-8") as fh:
+            json.dump(meta, fh)
+        return folder
+
     @classmethod
     def load(cls, path: str | Path) -> "CurveSet":
+        """From ``curves.npz`` or a folder written by :meth:`save_arrays` (memory-mapped: nothing
+        but the mask is read until a curve is asked for)."""
+        path = Path(path)
+        if path.is_dir():
+            with open(path / "curves.json", encoding="utf-8") as fh:
+                meta = json.load(fh)
+            fitted = {label: np.load(path / f"fitted_{i}.npy", mmap_mode="r") for i, label in enumerate(meta["fitted"])}
+            reference = {label: np.asarray(arr, np.float64) for label, arr in meta["reference"].items()}
+            return cls(np.asarray(meta["times"], np.float64), np.load(path / "mask.npy"),
+                       np.load(path / "measured.npy", mmap_mode="r"), meta["unit"], fitted, reference)
         with np.load(path, allow_pickle=False) as z:
             shape = tuple(int(v) for v in z["shape"])
             mask = np.unpackbits(z["mask"], count=int(np.prod(shape))).astype(bool).reshape(shape)
@@ -83,3 +113,13 @@ class CurveSet:
             reference = {str(z[f"reference_{i}_label"]): z[f"reference_{i}"]
                          for i in range(len(z.files)) if f"reference_{i}" in z}
             return cls(z["times"], mask, z["measured"], str(z["unit"]), fitted, reference)
+
+
+def curves_in(output_dir: str | Path) -> Path | None:
+    """The curves of a run's output folder (the panel's ``curves`` folder or ``curves.npz``); None
+    when the run kept none."""
+    for name in ("curves", "curves.npz"):
+        path = Path(output_dir) / name
+        if path.exists():
+            return path
+    return None

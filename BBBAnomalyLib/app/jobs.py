@@ -8,6 +8,12 @@ to a runner. Two runners share one interface (``start``, ``poll``, ``cancel``, `
 * :class:`InProcessRunner` runs the same job synchronously in this process (tests, self-tests,
   scripting).
 
+Inputs are NRRD/NIfTI files, or the raw ``.npy`` arrays the panel hands over
+(:mod:`BBBAnomalyLib.app.handover`). ``output_format="volumes"`` writes the pipeline's own result
+folder (``<map><suffix>``, masks, report, ``curves.npz``); ``"arrays"`` (the panel) writes only
+what the panel loads, without compression: ``<map>.npy`` + header, ``report.json`` and a
+``curves`` folder of memory-mappable arrays. Either way the folder is complete or absent.
+
 Events are dicts with an ``event`` key: ``progress`` (fraction, message), ``done`` (output_dir,
 maps, warnings), ``error`` (message, kind = "input" | "internal", log) and ``cancelled``.
 The runners live in :mod:`BBBAnomalyLib.app.runners` (re-exported here).
@@ -27,6 +33,8 @@ FINAL_EVENTS = ("done", "error", "cancelled")
 
 #: File names a job may give its maps: the suffix is appended to map names inside the output folder.
 JOB_SUFFIXES = (".nrrd", ".nii.gz", ".nii")
+#: "volumes": the pipeline's result files (``suffix``); "arrays": the panel's raw hand-over (see above).
+OUTPUT_FORMATS = ("volumes", "arrays")
 
 
 @dataclass
@@ -41,8 +49,9 @@ class Job:
     output_dir: str = ""
     overwrite: bool = False
     suffix: str = ".nrrd"  # NRRD keeps float64 geometry exactly (NIfTI-1 stores float32)
-    save_curves: bool = True  # curves.npz for the panel's curve plots
+    save_curves: bool = True  # curves.npz (or the curves folder) for the panel's curve plots
     torch_threads: int | None = None
+    output_format: str = "volumes"  # one of OUTPUT_FORMATS
 
     def __post_init__(self):
         self.validate()
@@ -68,6 +77,8 @@ class Job:
         if not os.path.isabs(self.output_dir):
             raise InputError(f"the job's output_dir must be an absolute path, not {self.output_dir!r} (a relative "
                              "one would depend on the worker's working folder)")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise InputError(f"the job's output_format {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
         if self.suffix not in JOB_SUFFIXES:
             raise InputError(f"the job's suffix {self.suffix!r} is not one of {', '.join(JOB_SUFFIXES)}")
         for name in ("overwrite", "save_curves"):
@@ -102,13 +113,49 @@ class Job:
         return cls(**data)
 
 
+def read_job_input(path: str):
+    """A job input as a Volume: a handed-over ``.npy`` array (with its header) or any file
+    :func:`BBBAnomalyLib.io.read_volume` reads."""
+    if path.endswith(".npy"):
+        from . import handover
+
+        return handover.read_volume(path)
+    from ..io import read_volume
+
+    return read_volume(path)
+
+
+def write_arrays(result, job: Job, curves) -> Path:
+    """The panel's output folder, complete or absent: ``<map>.npy`` with headers (Slicer's voxel
+    order, uncompressed), the masks the run used (as the pipeline's own ``write`` keeps them),
+    ``report.json`` and the curves as memory-mappable arrays."""
+    import numpy as np
+
+    from ..core.outputs import atomic_output_dir
+    from ..core.report import dump_json
+    from ..core.volume import Volume
+    from . import handover
+
+    with atomic_output_dir(job.output_dir, overwrite=job.overwrite) as tmp:
+        template = next(iter(result.maps.values()))
+        for name, volume in result.maps.items():
+            handover.write_volume(volume, tmp / f"{name}.npy")
+        for name in ("aif_mask", "brain_mask", "tumor_roi"):
+            mask = getattr(result, name, None)
+            if isinstance(mask, np.ndarray) and name not in result.maps:
+                handover.write_volume(Volume(mask, template.affine), tmp / f"{name}.npy")
+        if curves is not None:
+            curves.save_arrays(tmp / "curves")
+        dump_json(result.report, tmp / "report.json")
+    return Path(job.output_dir).resolve()
+
+
 def run_job(job: Job, progress=None) -> dict:
     """Run a job in this process; returns the ``done`` event. Raises InputError / CancelledError.
 
     The output folder is claimed before any work (see :mod:`BBBAnomalyLib.core.outputs`), and the
     curves for the panel are written inside the same all-or-nothing folder as the maps.
     """
-    from ..io import read_volume
     from ..core.outputs import claim_output_dir
     from .pipelines import InputRole, get_pipeline
 
@@ -123,7 +170,7 @@ def run_job(job: Job, progress=None) -> dict:
     report = progress or (lambda fraction, message: None)
     with claim_output_dir(job.output_dir, overwrite=job.overwrite, inputs=job.inputs.values()) as claim:
         report(0.0, "reading the inputs")
-        volumes = {key: read_volume(path) for key, path in job.inputs.items()}
+        volumes = {key: read_job_input(path) for key, path in job.inputs.items()}
         for key, vol in volumes.items():
             role = spec.input(key).role
             if role is InputRole.REGION and vol.is_4d and vol.n_frames > 1:
@@ -135,9 +182,12 @@ def run_job(job: Job, progress=None) -> dict:
             torch.set_num_threads(int(job.torch_threads))
         result = spec.run(volumes, job.parameters, progress=progress, **options)
         curves = result.curves() if job.save_curves else None
-        if curves is not None:  # a pipeline may have no curves to show (result.curves() is None)
-            claim.add_writer(lambda folder: curves.save(folder / "curves.npz"))
-        out = result.write(job.output_dir, overwrite=job.overwrite, suffix=job.suffix)
+        if job.output_format == "arrays":
+            out = write_arrays(result, job, curves)
+        else:
+            if curves is not None:  # a pipeline may have no curves to show (result.curves() is None)
+                claim.add_writer(lambda folder: curves.save(folder / "curves.npz"))
+            out = result.write(job.output_dir, overwrite=job.overwrite, suffix=job.suffix)
     return {"event": "done", "output_dir": str(out), "maps": list(result.maps),
             "warnings": list(result.report.get("warnings", []))}
 

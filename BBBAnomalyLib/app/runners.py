@@ -14,6 +14,13 @@ forward signals, so terminating the launcher alone leaves the worker running (Sl
 kills ``psutil.Process(pid).children(recursive=True)`` for the same reason). The worker is
 therefore started in a new session / process group and cancel signals the group (POSIX) or the
 tree (``taskkill /T`` on Windows); what still lives after a grace period is killed.
+
+**Warm workers.** :meth:`WorkerProcess.warm` starts the worker before there is a job
+(``worker --wait``): it does its imports while the user is still choosing inputs, then waits for
+a job file's path on its stdin (:meth:`WorkerProcess.submit`). It is the same kind of child (own
+session / process group, under the launcher inside Slicer; CTK's launcher forwards stdin to
+``python-real``), its ``ready`` event gives the pid Cancel must end, and it runs one job and
+exits, so Cancel and the events behave exactly as for a worker started with its job.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,6 +125,10 @@ def kill_tree(root_pid: int, worker_pid: int | None = None, force: bool = False)
             pass
 
 
+class WorkerGone(RuntimeError):
+    """A warm worker ended before it was given its job (start a new one)."""
+
+
 class WorkerProcess:
     """``python -m BBBAnomalyLib.app.worker JOB.json`` in a child process, read without blocking.
 
@@ -126,9 +138,9 @@ class WorkerProcess:
     or the user's screen; errors arrive as one ``error`` event with a readable message.
     """
 
-    def __init__(self, job: Job, job_file: str | Path, python: str | None = None, env: dict | None = None,
+    def __init__(self, job: Job | None, job_file: str | Path, python: str | None = None, env: dict | None = None,
                  command: list[str] | None = None):
-        self.job = job
+        self.job = job  # None for a warm worker until submit()
         self.env = env
         self.job_file = Path(job_file)
         self.log_file = self.job_file.with_name("worker.log")
@@ -140,7 +152,65 @@ class WorkerProcess:
         self._proc: subprocess.Popen | None = None
         self._final: dict | None = None
         self._cancelled = False
+        self._warm = False
+        self.ready: dict | None = None  # a warm worker's "ready" event (pid, modules it imported)
         self._lock = threading.Lock()
+
+    @classmethod
+    def warm(cls, work_dir: str | Path, python: str | None = None, env: dict | None = None,
+             preload: str | None = None) -> "WorkerProcess":
+        """Start a worker that imports ahead and waits for its job (``worker --wait``); give it the
+        job with :meth:`submit`. ``work_dir`` (absolute, existing) receives ``job.json`` and
+        ``worker.log``; ``preload``: the pipeline whose modules to import while waiting."""
+        python = python or sys.executable
+        command = [python, "-m", "BBBAnomalyLib.app.worker", "--wait"] + (["--preload", preload] if preload else [])
+        runner = cls(None, Path(work_dir).resolve() / "job.json", python, env, command)
+        runner._warm = True
+        return runner.start()
+
+    @property
+    def prestarted(self) -> bool:
+        """Started before its job (warm), rather than with it."""
+        return self._warm
+
+    @property
+    def work_dir(self) -> Path:
+        return self.job_file.parent
+
+    @property
+    def idle(self) -> bool:
+        """A warm worker still waiting for its job (its process alive, not cancelled)."""
+        return (self._warm and self.job is None and not self._cancelled and self._proc is not None
+                and self._proc.poll() is None)
+
+    def submit(self, job: Job) -> "WorkerProcess":
+        """Give a warm worker its one job: the job file is written and its path sent on stdin.
+        Raises :class:`WorkerGone` when the worker has already ended (nothing was handed over)."""
+        if not self._warm or self.job is not None:
+            raise RuntimeError("submit() is for a warm worker that has no job yet")
+        if not self.idle:
+            raise WorkerGone("the warm worker has ended")
+        job.save(self.job_file)
+        try:
+            self._proc.stdin.write(str(self.job_file) + "\n")
+            self._proc.stdin.flush()
+            self._proc.stdin.close()
+        except (OSError, ValueError) as exc:  # BrokenPipeError: it ended just now
+            raise WorkerGone(f"the warm worker has ended ({exc})") from None
+        self.job = job
+        return self
+
+    def discard(self) -> None:
+        """End a warm worker that will not get a job (panel closed, scene closed): its stdin is
+        closed (it exits at once) and its tree signalled like a Cancel."""
+        if self._proc is None:
+            return
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        self.cancel()
 
     @property
     def pid(self) -> int | None:
@@ -148,7 +218,8 @@ class WorkerProcess:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> "WorkerProcess":
-        self.job.save(self.job_file)
+        if self.job is not None:
+            self.job.save(self.job_file)
         env = dict(self.env if self.env is not None else os.environ)
         lib_parent = str(Path(__file__).resolve().parents[2])  # BBBAnomalyLib's parent: the child imports this very library
         env["PYTHONPATH"] = os.pathsep.join(p for p in (lib_parent, env.get("PYTHONPATH", "")) if p)
@@ -157,7 +228,8 @@ class WorkerProcess:
         log = open(self.log_file, "w", encoding="utf-8")
         try:
             self._proc = subprocess.Popen(
-                self.command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, text=True,
+                self.command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE if self._warm else subprocess.DEVNULL,
+                env=env, text=True,
                 encoding="utf-8", errors="replace", **popen_options())
         finally:
             log.close()  # the child holds its own handle
@@ -174,10 +246,18 @@ class WorkerProcess:
             except ValueError:  # stray prints from a library: keep them out of the event stream
                 continue
             if isinstance(event, dict) and "event" in event:
-                if event["event"] == "started" and isinstance(event.get("pid"), int):
+                if event["event"] in ("started", "ready") and isinstance(event.get("pid"), int):
                     self.worker_pid = event["pid"]
-                self._queue.put(event)
+                if event["event"] == "ready":  # the warm worker's imports are done: nothing for the panel
+                    self.ready = event
+                else:
+                    self._queue.put(event)
         self._proc.wait()  # stdout closes when the last process holding it (python-real) has ended
+        # python-real closes stdout a moment before it is gone: the final event waits for that.
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while self.worker_pid not in (None, self._proc.pid) and pid_alive(self.worker_pid) \
+                and time.monotonic() < deadline:
+            time.sleep(0.002)
         self._queue.put({"event": "_exit", "code": self._proc.returncode})
 
     def poll(self) -> list[dict]:
@@ -189,22 +269,25 @@ class WorkerProcess:
                 event = self._queue.get_nowait()
             except queue.Empty:
                 return events
-            if self._final is not None:
-                continue
-            if event["event"] == "_exit":
-                if self._cancelled:
-                    self._final = {"event": "cancelled"}
-                else:  # died without saying why (killed, crashed interpreter)
-                    self._final = {"event": "error", "kind": "internal", "log": str(self.log_file),
-                                   "message": f"the worker stopped unexpectedly (exit code {event['code']}); "
-                                              f"details in {self.log_file}"}
-                events.append(self._final)
-                continue
-            if self._cancelled:  # Cancel is final: no progress, no done, no error after it
-                continue
-            if event["event"] in FINAL_EVENTS:
-                self._final = event
-            events.append(event)
+            self._take(event, events)
+
+    def _take(self, event: dict, events: list) -> None:
+        if self._final is not None:
+            return
+        if event["event"] == "_exit":
+            if self._cancelled:
+                self._final = {"event": "cancelled"}
+            else:  # died without saying why (killed, crashed interpreter)
+                self._final = {"event": "error", "kind": "internal", "log": str(self.log_file),
+                               "message": f"the worker stopped unexpectedly (exit code {event['code']}); "
+                                          f"details in {self.log_file}"}
+            events.append(self._final)
+            return
+        if self._cancelled:  # Cancel is final: no progress, no done, no error after it
+            return
+        if event["event"] in FINAL_EVENTS:
+            self._final = event
+        events.append(event)
 
     def cancel(self) -> None:
         """Stop the worker and every process it started; nothing it reports afterwards is passed on."""
@@ -233,14 +316,14 @@ class WorkerProcess:
 
     def wait(self, timeout: float | None = None) -> list[dict]:
         """Block until the worker ends (for scripts and tests); returns all remaining events."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         events = []
         while not self.finished:
-            events += self.poll()
-            if deadline is not None and time.monotonic() > deadline:
+            try:  # wakes up on the event itself, not on a polling tick
+                self._take(self._queue.get(timeout=0.1), events)
+            except queue.Empty:
+                pass
+            if not self.finished and deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 raise TimeoutError(f"the worker did not finish within {timeout} s")
-            time.sleep(0.05)
         return events

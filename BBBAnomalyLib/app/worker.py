@@ -1,9 +1,17 @@
-"""The background worker: ``python -m BBBAnomalyLib.app.worker JOB.json``.
+"""The background worker: ``python -m BBBAnomalyLib.app.worker JOB.json``, or warm: ``--wait``.
 
 Started by the Slicer panel (in a PythonSlicer child process) to run one pipeline job while the
 GUI stays responsive. It reads the job (see :class:`BBBAnomalyLib.app.jobs.Job`), runs it, and
-writes one JSON object per line on stdout:
+writes one JSON object per line on stdout.
 
+**Warm** (``python -m BBBAnomalyLib.app.worker --wait [--preload PIPELINE]``): the panel starts the
+worker before the user presses Apply. It imports what a run needs (numpy, scipy, SimpleITK, the
+library, the pipeline's own modules; never torch), says ``ready`` and waits for one line on its
+stdin: the path of a job file. Then it runs that job exactly as ``worker JOB.json`` would, and
+exits: one job per process, so nothing of a run outlives it and Cancel still ends a process. An
+empty line or the end of stdin (the panel closed it, or Slicer has gone) ends it without a run.
+
+  {"event": "ready", "pid": 12345, "python": "...", "modules": [...]}  (warm only: imports done, waiting)
   {"event": "started", "pid": 12345, "python": "..."}   (first: the pid the panel's Cancel must end)
   {"event": "log", "message": "device: CUDA (NVIDIA ...)"}  (lines for the panel's log box)
   {"event": "progress", "fraction": 0.42, "message": "deconvolving (osvd)"}
@@ -74,16 +82,75 @@ def describe_device(job) -> str | None:
         return f"unknown ({type(exc).__name__}: {exc})"
 
 
+def preload(pipeline: str | None) -> tuple[list[str], list[str]]:
+    """Import what a run of ``pipeline`` will need, before it is asked for (the warm worker).
+    Torch is never imported here (seconds and hundreds of MB for a run that may not need it).
+    Returns (modules imported, what could not be imported: the run itself reports it properly)."""
+    import importlib
+
+    modules = ["numpy", "scipy.ndimage", "SimpleITK", "BBBAnomalyLib.io", "BBBAnomalyLib.app.jobs",
+               "BBBAnomalyLib.app.handover", "BBBAnomalyLib.core.outputs", "BBBAnomalyLib.core.report"]
+    failed = []
+    if pipeline:
+        try:
+            from .pipelines import get_pipeline
+
+            spec = get_pipeline(pipeline)
+            if spec.available and not spec.needs_torch:
+                modules += [spec.runner.split(":")[0], spec.parameters_class.split(":")[0]]
+        except Exception as exc:  # noqa: BLE001 - an unknown pipeline is the job's error, not ours
+            failed.append(f"{pipeline}: {exc}")
+    done = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a package not installed yet
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    for line in failed:
+        print(f"preload: {line}", file=sys.stderr, flush=True)
+    return done, failed
+
+
+def _wait_for_job(argv: list[str], printer: JsonLinePrinter) -> str | None:
+    """Warm start: preload, say ``ready``, and read the job file's path from stdin (None: no job)."""
+    pipeline = None
+    if len(argv) == 3 and argv[1] == "--preload":
+        pipeline = argv[2]
+    elif len(argv) != 1:
+        return "usage"
+    modules, _failed = preload(pipeline)
+    printer.emit({"event": "ready", "pid": os.getpid(), "python": sys.executable, "modules": modules})
+    line = sys.stdin.readline()
+    return line.strip() or None
+
+
+USAGE = "usage: python -m BBBAnomalyLib.app.worker JOB.json, or --wait [--preload PIPELINE]"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     printer = JsonLinePrinter()
-    if len(argv) != 1:
-        printer.emit({"event": "error", "kind": "input", "message": "usage: python -m BBBAnomalyLib.app.worker JOB.json"})
+    warm = bool(argv) and argv[0] == "--wait"
+    if not warm and len(argv) != 1:
+        printer.emit({"event": "error", "kind": "input", "message": USAGE})
         return 2
     signal.signal(signal.SIGTERM, _cancel)
     if hasattr(signal, "SIGBREAK"):  # Windows console break
         signal.signal(signal.SIGBREAK, _cancel)
     from ..core.errors import CancelledError, InputError
+
+    if warm:
+        try:
+            job_file = _wait_for_job(argv, printer)
+        except (CancelledError, KeyboardInterrupt):  # ended while waiting: nothing ran
+            return 130
+        if job_file == "usage":
+            printer.emit({"event": "error", "kind": "input", "message": USAGE})
+            return 2
+        if job_file is None:  # the panel closed our stdin without a job (or has gone)
+            return 0
+        argv = [job_file]
     from .jobs import Job, run_job
 
     printer.emit({"event": "started", "pid": os.getpid(), "python": sys.executable})

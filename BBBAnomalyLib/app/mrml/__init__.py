@@ -6,8 +6,8 @@ By what it does:
 
 * :mod:`.inputs`  nodes -> library data: :func:`describe_input`, :func:`volume_from_node`,
   :func:`mask_from_region` (markups ROI, segment or labelmap -> mask), :func:`voxel_in_grid`;
-* :mod:`.runs`    a run: :func:`prepare_job` (inputs -> uncompressed NRRD + Job; nothing added to
-  the scene) and :func:`import_results` (maps -> volume nodes in a subject-hierarchy folder);
+* :mod:`.runs`    a run: :func:`prepare_job` (inputs -> raw arrays in the nodes' memory order + Job;
+  nothing added to the scene) and :func:`import_results` (maps -> volume nodes in a subject-hierarchy folder);
 * :mod:`.views`   how maps look: :func:`apply_map_display` (colour, window preset, zero
   transparent, colour legend with the unit), :func:`show_overlay`;
 * :mod:`.plots`   :func:`ratio_table`, :func:`curve_plot` (one reused chart, distinct colours),
@@ -26,7 +26,7 @@ from .common import (
 )
 from .inputs import (
     InputInfo, _input_parts, describe_input, find_sequence, mask_from_region, mask_from_roi, mask_from_segment,
-    masks_on_input, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid
+    masks_on_input, node_arrays, node_header, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid
 )
 from .plots import PALETTE, curve_plot, export_table, ratio_table, table_rows
 from .runs import RunOutputs, RunRequest, import_results, prepare_job, remove_run, run_folders, write_job_input
@@ -39,7 +39,8 @@ from .views import apply_map_display, legend_of, legend_title, set_overlay_opaci
 __all__ = [
     "ATTRIBUTE_PREFIX", "RUN_FOLDER_ATTRIBUTE", "ijk_to_ras", "to_world", "world_affine", "node_alive",
     "InputInfo", "describe_input", "find_sequence", "mask_from_region", "mask_from_roi", "mask_from_segment",
-    "masks_on_input", "ras_to_voxel", "reference_grid", "volume_from_node", "voxel_in_grid",
+    "masks_on_input", "node_arrays", "node_header", "ras_to_voxel", "reference_grid", "volume_from_node",
+    "voxel_in_grid",
     "PALETTE", "curve_plot", "export_table", "ratio_table", "table_rows",
     "RunOutputs", "RunRequest", "import_results", "prepare_job", "remove_run", "run_folders", "write_job_input",
     "SAMPLES", "Sample", "add_dwi", "add_roi", "add_segmentation", "add_series", "add_volume_node",

@@ -143,6 +143,63 @@ def _dwi_gradients(node):
     return bvals, gradients @ rotation.T  # measurement frame -> RAS
 
 
+def node_arrays(node) -> tuple[str, list | np.ndarray]:
+    """The voxels of an input node as they are in memory, without copying: ``("tkji", [frames])``
+    for a sequence (one (k, j, i) view per item), ``("kjic", array)`` for a DWI or MultiVolume
+    node, ``("kji", array)`` for a scalar volume (see :mod:`BBBAnomalyLib.app.handover`)."""
+    slicer = _slicer()
+    kind, sequence, _, _, frames = _input_parts(node)
+    if sequence is not None:
+        parts = []
+        for i in range(frames):
+            item = sequence.GetNthDataNode(i)
+            if item.GetImageData() is None:
+                raise InputError(f"frame {i} of '{sequence.GetName()}' has no image data")
+            part = slicer.util.arrayFromVolume(item)
+            if parts and part.shape != parts[0].shape:
+                raise InputError(f"frame {i} of '{sequence.GetName()}' has shape {part.shape[::-1]}, frame 0 "
+                                 f"{parts[0].shape[::-1]}; all frames of a series must share one grid")
+            parts.append(part)
+        return "tkji", parts
+    if node.GetImageData() is None:
+        raise InputError(f"volume '{node.GetName()}' has no image data; load or compute it first")
+    array = slicer.util.arrayFromVolume(node)
+    return ("kjic" if array.ndim == 4 else "kji"), array
+
+
+def _library_shape(axes: str, parts) -> tuple:
+    if axes == "tkji":
+        return tuple(parts[0].shape[::-1]) + (len(parts),)
+    if axes == "kjic":
+        return tuple(parts.shape[2::-1]) + (parts.shape[3],)
+    return tuple(parts.shape[::-1])
+
+
+def node_header(node, *, frame_interval: float | None = None, times=None, acquisition: dict | None = None,
+                arrays=None) -> Volume:
+    """The input's grid, frame times and acquisition as a :class:`Volume` whose voxels are not read
+    (a zero-strided read-only stand-in of the input's shape and type): what a run checks before
+    anything is written. Arguments as for :func:`volume_from_node`; ``arrays``: the node's
+    :func:`node_arrays`, when already taken."""
+    from ...io.timing import override_times
+
+    info = describe_input(node)
+    _, _, geometry, _, _ = _input_parts(node)
+    axes, parts = arrays or node_arrays(node)
+    dtype = (parts[0] if axes == "tkji" else parts).dtype
+    stand_in = np.broadcast_to(np.zeros((), dtype), _library_shape(axes, parts))
+    acq = info.acquisition
+    for name, value in (acquisition or {}).items():
+        if value is not None:
+            if not hasattr(acq, name):
+                raise InputError(f"unknown acquisition field {name!r}")
+            setattr(acq, name, value)
+    volume = Volume(stand_in, world_affine(node, geometry), info.times if stand_in.ndim == 4 else None, acq)
+    if stand_in.ndim == 4 and (frame_interval is not None or times is not None):
+        volume = override_times(volume, times, frame_interval, node.GetName())
+    return volume
+
+
 def volume_from_node(node, *, frame_interval: float | None = None, times=None,
                      acquisition: dict | None = None) -> Volume:
     """A :class:`Volume` (world geometry, frame times, acquisition) from a scene node.
@@ -151,33 +208,19 @@ def volume_from_node(node, *, frame_interval: float | None = None, times=None,
     in Slicer), a MultiVolume or DWI node, or a plain scalar volume (3D).
     frame_interval / times: override the times found in the node (seconds).
     acquisition: override Acquisition fields in SI units, e.g. {"echo_time": 0.03}.
+    The voxels are copied into the library's (x, y, z[, t]) order; the panel's runs hand the
+    node's memory to the worker as it is instead (:func:`node_arrays`, :mod:`..handover`).
     """
-    from ...io.timing import override_times
-
-    info = describe_input(node)
-    kind, sequence, geometry, _, frames = _input_parts(node)
-    if sequence is not None:
-        arrays = []
-        for i in range(frames):
-            item = sequence.GetNthDataNode(i)
-            arr = _array(item)
-            if arrays and arr.shape != arrays[0].shape:
-                raise InputError(f"frame {i} of '{sequence.GetName()}' has shape {arr.shape}, frame 0 {arrays[0].shape}; "
-                                 "all frames of a series must share one grid")
-            arrays.append(arr)
-        data = np.stack(arrays, axis=-1)
+    arrays = node_arrays(node)
+    header = node_header(node, frame_interval=frame_interval, times=times, acquisition=acquisition, arrays=arrays)
+    axes, parts = arrays
+    if axes == "tkji":
+        data = np.stack([np.swapaxes(part, 0, 2) for part in parts], axis=-1)
+    elif axes == "kjic":
+        data = np.ascontiguousarray(parts.transpose(2, 1, 0, 3))
     else:
-        data = _array(node)
-    acq = info.acquisition
-    for name, value in (acquisition or {}).items():
-        if value is not None:
-            if not hasattr(acq, name):
-                raise InputError(f"unknown acquisition field {name!r}")
-            setattr(acq, name, value)
-    volume = Volume(data, world_affine(node, geometry), info.times if data.ndim == 4 else None, acq)
-    if data.ndim == 4 and (frame_interval is not None or times is not None):
-        volume = override_times(volume, times, frame_interval, node.GetName())
-    return volume
+        data = np.ascontiguousarray(parts.T)
+    return Volume(data, header.affine, header.times, header.acquisition)
 
 
 def reference_grid(node) -> tuple[Volume, object]:

@@ -1,7 +1,9 @@
 """A run from the scene: the panel's request -> job files, and the finished run's maps -> nodes.
 
-* :func:`prepare_job` writes the inputs of a :class:`RunRequest` to uncompressed NRRD files and
-  returns a :class:`~BBBAnomalyLib.app.jobs.Job` for a runner; nothing is added to the scene;
+* :func:`prepare_job` hands the inputs of a :class:`RunRequest` to the worker as raw arrays in the
+  nodes' own memory order (:mod:`BBBAnomalyLib.app.handover`: each frame copied once, straight
+  to the file; no stacking, transposing or compression in the GUI thread) and returns a
+  :class:`~BBBAnomalyLib.app.jobs.Job` for a runner; nothing is added to the scene;
 * :func:`import_results` loads the maps as volume nodes with the input's geometry, in a
   subject-hierarchy folder, each shown readably (:mod:`.views`).
 """
@@ -19,7 +21,7 @@ from ...core.volume import Volume
 from .common import (
     ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras, world_affine
 )
-from .inputs import _input_parts, mask_from_region, volume_from_node
+from .inputs import _input_parts, mask_from_region, node_arrays, node_header
 
 
 @dataclass
@@ -39,7 +41,9 @@ class RunRequest:
 
 
 def write_job_input(volume: Volume, path: Path) -> Path:
-    """A job input as *uncompressed* NRRD, read back by the worker with ``io.read_volume``.
+    """A job input as *uncompressed* NRRD, read back by the worker with ``io.read_volume`` (for
+    scripts that build jobs from Volumes; the panel hands its nodes' memory over as raw arrays,
+    :func:`prepare_job`).
 
     Why not ``io.write_volume``: it gzips NRRD (right for results a user keeps), which took 17 s
     for a 256x256x24x60 series in the GUI thread; these files live for one run and are deleted
@@ -54,12 +58,17 @@ def write_job_input(volume: Volume, path: Path) -> Path:
 
 
 def prepare_job(request: RunRequest, work_dir: str | Path):
-    """Write the request's inputs to ``work_dir`` as NRRD and return ``(job, reference Volume)``.
+    """Write the request's inputs to ``work_dir`` and return ``(job, reference)``.
 
-    Checks what can be checked before a run starts (missing inputs, a 3D volume where a series is
-    needed, a region outside the image) and raises InputError with the fix; the scene is left as
-    it was either way. ``work_dir`` must be absolute (the job's output folder is inside it).
+    Images go as raw arrays in the nodes' memory order (``<key>.npy`` + ``<key>.json``, see
+    :mod:`BBBAnomalyLib.app.handover`), regions as masks on the first image's grid; the job asks
+    for the panel's output (``output_format="arrays"``). ``reference`` is a Volume with the first
+    image's grid (its voxels are not read). Checks what can be checked before a run starts (missing
+    inputs, a 3D volume where a series is needed, a region outside the image) and raises InputError
+    with the fix; the scene is left as it was either way. ``work_dir`` must be absolute (the job's
+    output folder is inside it).
     """
+    from .. import handover
     from ..jobs import Job
     from ..pipelines import InputRole, get_pipeline
 
@@ -78,8 +87,9 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
             continue
         if s.role is InputRole.REGION:
             continue
-        volume = volume_from_node(node, frame_interval=request.acquisition.get("frame_interval"),
-                                  acquisition=acquisition)
+        arrays = node_arrays(node)  # views of the node's memory: nothing is copied yet
+        volume = node_header(node, frame_interval=request.acquisition.get("frame_interval"),
+                             acquisition=acquisition, arrays=arrays)
         if s.role in (InputRole.SERIES, InputRole.DWI) and not volume.is_4d:
             raise InputError(f"'{node.GetName()}' is a single 3D volume; the {spec.label} pipeline needs a 4D "
                              f"{s.label.lower()} (a volume sequence, MultiVolume or 4D volume)")
@@ -90,18 +100,19 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
             raise InputError(f"'{node.GetName()}' is 4D; the {s.label} must be a single 3D volume")
         if reference is None:
             reference, geometry_node = volume, _input_parts(node)[2]
-        files[s.key] = str(write_job_input(volume, work_dir / f"{s.key}.nrrd"))
+        files[s.key] = str(handover.write_arrays(work_dir / f"{s.key}.npy", arrays[1], arrays[0], volume.affine,
+                                                 volume.times, volume.acquisition))
     for s in spec.inputs:
         region = request.inputs.get(s.key)
         if s.role is not InputRole.REGION or region is None or not s.passed_to_run:
             continue
         mask = mask_from_region(region, reference, geometry_node, s.label)
-        files[s.key] = str(write_job_input(Volume(mask.astype(np.uint8), reference.affine), work_dir / f"{s.key}.nrrd"))
+        files[s.key] = str(handover.write_volume(Volume(mask, reference.affine), work_dir / f"{s.key}.npy"))
     parameters = dict(request.parameters)
     aif = request.inputs.get("aif_mask")
     if aif is not None and not isinstance(aif, tuple) and aif.IsA("vtkMRMLMarkupsROINode"):
         parameters.update(spec.extra.get("roi_aif_parameters", {}))  # e.g. DSC: choose the arteries in the box
-    job = Job(spec.name, files, parameters, str(work_dir / "output"))
+    job = Job(spec.name, files, parameters, str(work_dir / "output"), output_format="arrays")
     return job, reference
 
 
@@ -153,6 +164,7 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
     of the same name is removed first; otherwise the folder gets a numbered name.
     """
     from ...io import read_volume
+    from ..handover import read_slicer_array
     from .views import apply_map_display
 
     slicer = _slicer()
@@ -161,16 +173,22 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
         report = json.load(fh)
     _, _, geometry, _, _ = _input_parts(input_node)
     reference_affine = world_affine(input_node, geometry)
-    maps = {}
+    dims = tuple(geometry.GetImageData().GetDimensions())
+    maps = {}  # name -> (k, j, i) array, as updateVolumeFromArray takes it
     for name in report["maps"]:
-        path = next((p for p in (output_dir / f"{name}.nrrd", output_dir / f"{name}.nii.gz") if p.is_file()), None)
+        path = next((p for p in (output_dir / f"{name}.npy", output_dir / f"{name}.nrrd", output_dir / f"{name}.nii.gz")
+                     if p.is_file()), None)
         if path is None:
             raise InputError(f"the run in {output_dir} has no file for map '{name}'")
-        volume = read_volume(path)
-        if volume.is_4d or volume.spatial_shape != tuple(geometry.GetImageData().GetDimensions()) \
-                or not np.allclose(volume.affine, reference_affine, atol=1e-3):
+        if path.suffix == ".npy":  # the worker's hand-over: already in Slicer's order, float32
+            array, affine = read_slicer_array(path)
+        else:
+            volume = read_volume(path)
+            affine = volume.affine
+            array = None if volume.is_4d else np.ascontiguousarray(np.swapaxes(volume.data.astype(np.float32), 0, 2))
+        if array is None or array.shape[::-1] != dims or not np.allclose(affine, reference_affine, atol=1e-3):
             raise InputError(f"map '{name}' is not on the grid of '{input_node.GetName()}'; it cannot be overlaid")
-        maps[name] = volume
+        maps[name] = array
     if replace:
         for item in run_folders(run_name):
             remove_run(item)
@@ -187,9 +205,9 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
     parent = input_node.GetParentTransformNode()
     units = report["maps"] if isinstance(report.get("maps"), dict) else {}
     nodes = {}
-    for name, volume in maps.items():
+    for name, array in maps.items():
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{input_node.GetName()} {name}"))
-        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.swapaxes(volume.data.astype(np.float32), 0, 2)))
+        slicer.util.updateVolumeFromArray(node, array.astype(np.float32, copy=False))
         node.SetIJKToRASMatrix(local)
         if parent is not None:
             node.SetAndObserveTransformNodeID(parent.GetID())
@@ -200,7 +218,7 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
         node.SetAttribute(ATTRIBUTE_PREFIX + "OutputDir", str(output_dir))
         node.SetAttribute(ATTRIBUTE_PREFIX + "InputNodeID", input_node.GetID())  # the overlay's background
         node.SetAttribute(ATTRIBUTE_PREFIX + "RunName", folder_name)
-        apply_map_display(node, name, volume.data, unit)
+        apply_map_display(node, name, array, unit)
         item = sh.GetItemByDataNode(node)
         if item:
             sh.SetItemParent(item, folder)
