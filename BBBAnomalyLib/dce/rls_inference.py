@@ -43,7 +43,9 @@ class RLSOutput:
 
 
 def load_bundled(name_or_path: str):
-    """(model, n_frames, card) from a bundled weights name or a .pt file (checked, weights_only)."""
+    """(model, n_frames, card) from a bundled weights name or a .pt file (checked, weights_only). A card with
+    ``grid_step_s`` means the network takes curves on the fixed grid of that step (:func:`rls.network_input`);
+    without it, on the grid spanning the acquisition."""
     from .. import weights as registry
 
     card, _ = registry.read_card(name_or_path)
@@ -63,18 +65,39 @@ def load_bundled(name_or_path: str):
     return model.eval(), n_inputs - rls.BOX_ENTRIES, card
 
 
-#: When per-case training is trusted (``--rls auto``). Measured before leak-probe early stopping
-#: (docs/validation.md): without a tumor mask the per-case network learned the tumor too (independent phantom:
-#: AUC 0.29, bundled 0.99); per-case RLS followed Ktrans at 300 s (r 0.84-0.92) but not at 420 s (0.42) or
-#: 600 s (-0.70), and detected less well at 180 s (AUC 0.82). With early stopping per-case and bundled RLS
-#: agree within 0.01 in r and AUC on both phantoms at 180-600 s, so these rules are now conservative: a large
-#: tumor left unmasked can still dominate a per-case training set, and few normal voxels teach little.
+#: When per-case training is trusted (``--rls auto``) for weights without a training domain on their card.
+#: Measured before leak-probe early stopping (docs/validation.md): without a tumor mask the per-case network
+#: learned the tumor too (independent phantom: AUC 0.29, bundled 0.99); per-case RLS followed Ktrans at 300 s
+#: (r 0.84-0.92) but not at 420 s (0.42) or 600 s (-0.70), and detected less well at 180 s (AUC 0.82).
 PER_CASE_DURATION_S = (240.0, 360.0)
 PER_CASE_MIN_VOXELS = 5000
 
 
-def choose_source(duration: float, n_normal: int, tumor_given: bool) -> tuple[RLSSource, str]:
-    """(CASE or BUNDLED, why) for ``--rls auto``."""
+def choose_source(duration: float, n_normal: int, tumor_given: bool, interval: float | None = None,
+                  domain: dict | None = None) -> tuple[RLSSource, str]:
+    """(CASE or BUNDLED, why) for ``--rls auto``.
+
+    With the bundled weights' ``training_domain`` (their card): the bundled weights inside it, always. A
+    per-case network is retrained on every series and its early-stopped state sits where the leak starts to
+    be reconstructed, so its map moves with its own training: on the independent phantom the same case every
+    2nd frame gave SSIM 0.79 against the full series, and one training seed of D_hybrid rim r 0.30
+    (docs/validation.md), while the bundled weights give one map for one set of curves. Outside the domain
+    a per-case network (tumor mask given, enough normal voxels) at least knows the protocol; otherwise the
+    bundled weights, with the out-of-domain warning."""
+    if domain:
+        checks = [("duration_s", duration, "acquisition of {:.0f} s")]
+        if interval is not None:
+            checks.append(("frame_interval_s", interval, "frame interval of {:.3g} s"))
+        outside = [label.format(value) + f" (trained {domain[key][0]:g}-{domain[key][1]:g} s)"
+                   for key, value, label in checks if key in domain and not domain[key][0] <= value <= domain[key][1]]
+        if not outside:
+            return RLSSource.BUNDLED, ("the protocol lies inside the bundled weights' training domain; a per-case "
+                                       "network's map changes with its own training, the bundled weights' does not")
+        why = "; ".join(outside) + " outside the bundled weights' training domain"
+        if tumor_given and n_normal >= PER_CASE_MIN_VOXELS:
+            return RLSSource.CASE, f"{why}: trained on this case ({n_normal} normal-appearing voxels)"
+        lack = "no tumor mask" if not tumor_given else f"only {n_normal} normal-appearing brain voxels"
+        return RLSSource.BUNDLED, f"{why}, but {lack} for a per-case network: bundled weights, with caution"
     if not tumor_given:
         return RLSSource.BUNDLED, ("no tumor mask: a per-case network would be trained on the tumor too and "
                                    "reconstruct its leakage")
@@ -86,6 +109,16 @@ def choose_source(duration: float, n_normal: int, tumor_given: bool) -> tuple[RL
         return RLSSource.BUNDLED, f"only {n_normal} normal-appearing brain voxels (< {PER_CASE_MIN_VOXELS}) to train on"
     return RLSSource.CASE, (f"tumor mask given, {duration:.0f} s acquisition and {n_normal} normal-appearing voxels: "
                             "trained on this case")
+
+
+def _training_domain(name_or_path: str) -> dict | None:
+    from .. import weights as registry
+
+    try:
+        card, _ = registry.read_card(name_or_path)
+    except InputError:
+        return None  # load_bundled says what is wrong if the bundled weights are then chosen
+    return card.get("training_domain")
 
 
 def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParameters, exclude: np.ndarray,
@@ -102,7 +135,8 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
     rows = rls.training_rows(ser, eligible)
     info: dict = {"source": source.value, "device": device.type}
     if source is RLSSource.AUTO:
-        source, reason = choose_source(float(times[-1] - times[0]), int(rows.sum()), tumor_given)
+        source, reason = choose_source(float(times[-1] - times[0]), int(rows.sum()), tumor_given,
+                                       float(np.median(np.diff(times))), _training_domain(params.rls_weights))
         info.update(source=source.value, choice={"source": source.value, "reason": reason})
         warnings.append(f"RLS: {'bundled weights' if source is RLSSource.BUNDLED else 'per-case network'} "
                         f"({reason})")
@@ -122,11 +156,17 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
                     warnings.append(f"RLS: the {label} {value:.3g} s is outside the range the bundled weights "
                                     f"{params.rls_weights} were trained on ({lo:.3g}-{hi:.3g} s); treat the RLS map "
                                     "with caution")
+        step = card.get("grid_step_s")
+        if step:
+            info["grid_step_s"] = float(step)
+            if duration > (n_frames - 1) * step + 1e-6:
+                warnings.append(f"RLS: the bundled weights {params.rls_weights} see the first {(n_frames - 1) * step:.0f} s "
+                                f"of a series; the {duration - (n_frames - 1) * step:.0f} s after it are not in the RLS map")
         elif proto and abs(duration - proto.get("duration_s", duration)) > 0.2 * proto.get("duration_s", duration):
             warnings.append(f"the bundled RLS weights were trained on {proto['duration_s']:.0f} s acquisitions and "
                             f"this one lasts {duration:.0f} s: curves are resampled to the network's grid, which "
                             "changes their time scale; the per-case model (--rls case) has no such mismatch")
-        x, grid, post = rls.network_input(ser, times, n_base, n_frames)
+        x, grid, post = rls.network_input(ser, times, n_base, n_frames, step=step)
     else:
         n_frames = params.rls_frames
         x, grid, post = rls.network_input(ser, times, n_base, n_frames)

@@ -55,6 +55,7 @@ class DCECurveCase:
     times: np.ndarray  # (T,) s
     n_baseline: int  # pre-contrast frames
     info: dict
+    leaky: np.ndarray | None = None  # (n_leaky, T) SPGR signal of leaky voxels (n_leaky > 0 only): never trained on
 
 
 def _u(rng, lo_hi):
@@ -74,7 +75,12 @@ def plasma_curve(rng, family: str, arrival: float, stretch: float, hematocrit: f
 
 
 def simulate_normal_case(rng: np.random.Generator, n_voxels: int, settings: DCECurveSettings = TRAINING, *,
-                         frame_interval: float | None = None, duration: float | None = None) -> DCECurveCase:
+                         frame_interval: float | None = None, duration: float | None = None,
+                         n_leaky: int = 0) -> DCECurveCase:
+    """One simulated case (see the module docstring). n_leaky > 0 also simulates that many *leaky* voxels
+    with the same protocol and AIF (:data:`LEAKY`: tumour-like Ktrans, ve, vp, partial-volumed with GM or WM),
+    drawn after everything else so the normal voxels are the same with or without them; they are for model
+    selection (rls early stopping), not for training the autoencoder."""
     s = settings
     dt = float(frame_interval if frame_interval is not None else np.exp(rng.uniform(*np.log(s.frame_interval))))
     dur = float(duration if duration is not None else _u(rng, s.duration))
@@ -115,7 +121,59 @@ def simulate_normal_case(rng: np.random.Generator, n_voxels: int, settings: DCEC
     wm = float(phys.spgr_signal(1000.0, np.array([1.0 / t10[1]]), flip, tr)[0])
     snr = _u(rng, s.snr)
     noisy = phys.add_rician_noise(sig, wm / snr, rng)
+    leaky = None
+    if n_leaky:
+        leaky = _leaky_signal(rng, n_leaky, times, cp, curves[:2], t10[:2], m0[:2], _u(rng, s.relaxivity), flip, tr,
+                              wm / snr)
     n_base = max(int(np.floor(arrival / dt)), 1)
     info = {"aif_family": family, "frame_interval": dt, "duration": float(times[-1]), "flip_angle": flip, "tr": tr,
             "snr": snr, "arrival": arrival}
-    return DCECurveCase(noisy.astype(np.float32), times, n_base, info)
+    return DCECurveCase(noisy.astype(np.float32), times, n_base, info, leaky)
+
+
+#: Leaky tissue for model selection: Ktrans log-uniform over 0.01-0.3 min⁻¹ (the "leaky" threshold of the
+#: phantoms up to a high-grade tumour rim), ve 0.1-0.6, vp 0.005-0.1, T10 1.0-2.0 s; LEAKY_COMPARTMENTS drawn
+#: per case, each voxel 50-100 % of one of them, the rest GM or WM.
+LEAKY = {"ktrans": (0.01, 0.3), "ve": (0.1, 0.6), "vp": (0.005, 0.1), "t10": (1.0, 2.0)}
+LEAKY_COMPARTMENTS = 8
+
+
+def _leaky_signal(rng, n, times, cp, normal_curves, normal_t10, normal_m0, relaxivity, flip, tr, sigma):
+    c = LEAKY_COMPARTMENTS
+    k = np.exp(rng.uniform(*np.log(LEAKY["ktrans"]), c))
+    ve, vp, t10 = (rng.uniform(*LEAKY[key], c) for key in ("ve", "vp", "t10"))
+    curves = np.concatenate([phys.tissue_concentration(times, cp, k, ve, vp, 0.0, fine_dt=0.1), normal_curves])
+    r1s = np.concatenate([1.0 / t10, 1.0 / np.asarray(normal_t10)])
+    m0s = np.concatenate([np.full(c, 1.2), np.asarray(normal_m0)])
+    frac = np.zeros((n, c + 2))
+    f = rng.uniform(0.5, 1.0, n)
+    frac[np.arange(n), rng.choice(c, n)] = f
+    frac[np.arange(n), c + rng.choice(2, n)] = 1.0 - f
+    r1 = (frac @ r1s)[:, None] + relaxivity * (frac @ curves)
+    sig = phys.spgr_signal(1000.0 * (frac @ m0s), r1, flip, tr)
+    return phys.add_rician_noise(sig, sigma, rng).astype(np.float32)
+
+
+#: Acquisition augmentation of the cohort RLS training (the seed's robustness experiment as training data):
+#: with probability p_truncate a case keeps only its first 40-100 % of frames (never fewer than 10 after the
+#: baseline), and with probability p_under only every 2nd or 3rd frame.
+AUGMENT = {"p_truncate": 0.5, "truncate": (0.4, 1.0), "p_under": 0.3, "under": (2, 3), "min_post_frames": 10}
+
+
+def subsample_case(case: DCECurveCase, rng: np.random.Generator, augment: dict = AUGMENT) -> DCECurveCase:
+    """The same case acquired shorter and/or with a longer frame interval (frames dropped, not re-simulated)."""
+    n = case.times.size
+    keep = n
+    if rng.random() < augment["p_truncate"]:
+        keep = int(round(rng.uniform(*augment["truncate"]) * n))
+    keep = min(max(keep, case.n_baseline + augment["min_post_frames"]), n)
+    every = int(rng.choice(augment["under"])) if rng.random() < augment["p_under"] else 1
+    idx = np.arange(0, keep, every)
+    if idx.size - int(np.ceil(case.n_baseline / every)) < augment["min_post_frames"] // every:
+        idx = np.arange(keep)  # too few post-contrast frames left to undersample
+        every = 1
+    n_base = max(int(np.ceil(case.n_baseline / every)), 1)
+    times = case.times[idx]
+    info = {**case.info, "duration": float(times[-1] - times[0]), "frame_interval": float(np.median(np.diff(times))),
+            "truncated_to": int(keep), "every": every}
+    return DCECurveCase(case.signal[:, idx], times, n_base, info, None if case.leaky is None else case.leaky[:, idx])
