@@ -1,12 +1,21 @@
-"""What the Slicer panel adds to a run: writing the inputs, the worker process, loading the maps.
+"""What the Slicer panel adds to a run: handing the inputs over, the worker process, loading the maps.
 
 A whole-brain DSC phantom (MNI152, 74x92x78, 60 frames) is put in a slicer-core scene as a volume
 sequence, with an AIF ROI and NAWM/tumor segments, and run the way the panel runs it:
-`mrml.prepare_job` (raw NRRD job inputs) -> `WorkerProcess` (a child `python -m BBBAnomalyLib.app.worker`)
--> `import_results` (map nodes with colour legends); then the ratio table and the curve plot. The
-same run in-process (`run_dsc`) gives the baseline. "Apply to maps" is what a user waits for between
-pressing Apply and seeing the maps: prepare_job + worker + import_results. The row "inputs as gzip
-NRRD" is the GUI-thread cost the panel had before it wrote raw NRRD (issue 13, defect 6).
+`mrml.prepare_job` (the frames handed over as raw arrays, GUI thread) -> a worker process
+(`python -m BBBAnomalyLib.app.worker`) -> `import_results` (map nodes with colour legends, GUI
+thread); then the ratio table and the curve plot. The same run in-process (`run_dsc`, with the
+curves kept) is the baseline, measured in the same repeat.
+
+"Apply to maps" is what a user waits for between pressing Apply and seeing the maps:
+prepare_job + the worker's run (from the job's hand-over to its `done`) + import_results.
+* **warm** (what the panel does): the worker was started when the input was chosen and has done
+  its imports (`WorkerProcess.warm`); the benchmark waits for its `ready` before pressing Apply,
+  as a user who picks a series and then presses Apply a second later would.
+* **cold**: a worker started with its job (the panel's fallback; before issue 17, always).
+The rows "of which" split the worker's run (measured in this process on the same job files):
+reading the hand-over into the library's layout, the pipeline, `result.curves()`, writing the
+output folder. The gzip row is the GUI-thread cost the panel had before issue 13.
 
     python scripts/benchmark_panel.py [--method osvd] [--repeats 3]
 """
@@ -14,6 +23,7 @@ NRRD" is the GUI-thread cost the panel had before it wrote raw NRRD (issue 13, d
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,18 +40,33 @@ def main() -> None:
     import slicer
 
     from BBBAnomalyLib.app import mrml
-    from BBBAnomalyLib.app.curves import CurveSet
+    from BBBAnomalyLib.app.curves import CurveSet, curves_in
+    from BBBAnomalyLib.app.jobs import Job, read_job_input, write_arrays
+    from BBBAnomalyLib.app.pipelines import get_pipeline
+    from BBBAnomalyLib.app.runners import WorkerProcess
+    from BBBAnomalyLib.core.report import machine_description
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
     from BBBAnomalyLib.io import write_volume
-    from BBBAnomalyLib.app.jobs import WorkerProcess
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
-    from BBBAnomalyLib.core.report import machine_description
 
     phantom = make_dsc_phantom(snr=50, slices="all", seed=0)
-    rows = {k: [] for k in ("in-process run_dsc", "prepare_job (raw NRRD inputs, GUI thread)",
-                            "inputs as gzip NRRD (before, GUI thread)", "worker run (child process)",
-                            "import_results (map nodes, GUI thread)", "Apply to maps", "ratio table", "curve plot",
-                            "panel total")}
+    rows = {k: [] for k in (
+        "in-process run_dsc (baseline)", "prepare_job: inputs handed over (GUI thread)",
+        "inputs as gzip NRRD (before issue 13, GUI thread; not part of a run)",
+        "worker, warm: job handed over -> done", "worker, cold: process start -> done",
+        "of which: reading the hand-over (series reordered to x,y,z,t)", "of which: the pipeline (run_dsc)",
+        "of which: result.curves()", "of which: writing maps, masks, report, curves (raw)",
+        "import_results: map nodes (GUI thread)",
+        "**Apply to maps, warm worker (the panel)**", "Apply to maps, cold worker",
+        "ratio table", "curve plot", "panel total (warm)")}
+
+    def wait_ready(worker, timeout=120.0):
+        end = time.monotonic() + timeout
+        while worker.ready is None:
+            if not worker.idle or time.monotonic() > end:
+                raise RuntimeError(f"the warm worker did not start: {worker.log_file.read_text(encoding='utf-8')}")
+            time.sleep(0.01)
+
     for _ in range(args.repeats):
         slicer.mrmlScene = slicer.vtkMRMLScene()
         slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
@@ -49,45 +74,82 @@ def main() -> None:
         roi = mrml.roi_around(phantom.masks["aif"], phantom.signal.affine)
         segmentation, ids = mrml.add_segmentation({"tumor": phantom.masks["tumor"], "nawm": phantom.masks["nawm"]},
                                                   phantom.signal)
+        request = mrml.RunRequest("dsc", {"series": proxy, "aif_mask": roi, "nawm_mask": (segmentation, ids["nawm"]),
+                                          "tumor_mask": (segmentation, ids["tumor"])}, {"method": args.method})
         t = time.perf_counter()
         run_dsc(phantom.signal, DSCParameters(method=args.method, aif_region=True),
                 aif_mask=mrml.mask_from_roi(roi, phantom.signal),
                 nawm_mask=phantom.masks["nawm"], tumor_mask=phantom.masks["tumor"], keep_curves=True)
-        rows["in-process run_dsc"].append(time.perf_counter() - t)
+        rows["in-process run_dsc (baseline)"].append(time.perf_counter() - t)
         with tempfile.TemporaryDirectory() as work:
+            work = Path(work)
+            # warm: started when the input was chosen, ready before Apply
+            (work / "warm").mkdir()
+            warm = WorkerProcess.warm(work / "warm", preload="dsc")
+            wait_ready(warm)
             start = time.perf_counter()
-            request = mrml.RunRequest("dsc", {"series": proxy, "aif_mask": roi,
-                                              "nawm_mask": (segmentation, ids["nawm"]),
-                                              "tumor_mask": (segmentation, ids["tumor"])}, {"method": args.method})
-            job, _ = mrml.prepare_job(request, work)
-            rows["prepare_job (raw NRRD inputs, GUI thread)"].append(time.perf_counter() - start)
+            job, _ = mrml.prepare_job(request, work / "warm")
+            rows["prepare_job: inputs handed over (GUI thread)"].append(time.perf_counter() - start)
             t = time.perf_counter()
-            write_volume(mrml.volume_from_node(proxy), Path(work) / "gzip-series.nrrd")
-            rows["inputs as gzip NRRD (before, GUI thread)"].append(time.perf_counter() - t)
-            start += time.perf_counter() - t  # not part of the panel's run any more
-            t = time.perf_counter()
-            events = WorkerProcess(job, Path(work) / "job.json").start().wait(timeout=600)
+            events = warm.submit(job).wait(timeout=600)
             assert events[-1]["event"] == "done", events[-1]
-            rows["worker run (child process)"].append(time.perf_counter() - t)
+            rows["worker, warm: job handed over -> done"].append(time.perf_counter() - t)
             t = time.perf_counter()
             outputs = mrml.import_results(job.output_dir, proxy, "DSC")
-            rows["import_results (map nodes, GUI thread)"].append(time.perf_counter() - t)
-            rows["Apply to maps"].append(time.perf_counter() - start)
+            rows["import_results: map nodes (GUI thread)"].append(time.perf_counter() - t)
+            rows["**Apply to maps, warm worker (the panel)**"].append(time.perf_counter() - start)
             t = time.perf_counter()
-            masks = mrml.masks_on_input(proxy, {"tumor": (segmentation, ids["tumor"]), "NAWM": (segmentation, ids["nawm"])})
+            masks = mrml.masks_on_input(proxy, {"tumor": (segmentation, ids["tumor"]),
+                                                "NAWM": (segmentation, ids["nawm"])})
             mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
             rows["ratio table"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            mrml.curve_plot(CurveSet.load(Path(job.output_dir) / "curves.npz"), masks)
+            mrml.curve_plot(CurveSet.load(curves_in(job.output_dir)), masks)
             rows["curve plot"].append(time.perf_counter() - t)
-            rows["panel total"].append(time.perf_counter() - start)
-    print(f"machine: {machine_description()}")
+            rows["panel total (warm)"].append(time.perf_counter() - start)
+
+            # cold: the worker started with its job
+            start = time.perf_counter()
+            cold_job, _ = mrml.prepare_job(request, work / "cold")
+            t = time.perf_counter()
+            events = WorkerProcess(cold_job, work / "cold" / "job.json").start().wait(timeout=600)
+            assert events[-1]["event"] == "done", events[-1]
+            rows["worker, cold: process start -> done"].append(time.perf_counter() - t)
+            mrml.import_results(cold_job.output_dir, proxy, "DSC cold")
+            rows["Apply to maps, cold worker"].append(time.perf_counter() - start)
+
+            # where the worker's time goes, on the same files, in this process
+            t = time.perf_counter()
+            volumes = {key: read_job_input(path) for key, path in job.inputs.items()}
+            rows["of which: reading the hand-over (series reordered to x,y,z,t)"].append(time.perf_counter() - t)
+            spec = get_pipeline("dsc")
+            t = time.perf_counter()
+            result = spec.run(volumes, job.parameters, **spec.extra.get("curve_options", {}))
+            rows["of which: the pipeline (run_dsc)"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            curves = result.curves()
+            rows["of which: result.curves()"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            write_arrays(result, Job("dsc", job.inputs, job.parameters, str(work / "split"), output_format="arrays"),
+                         curves)
+            rows["of which: writing maps, masks, report, curves (raw)"].append(time.perf_counter() - t)
+            del volumes, result, curves
+
+            t = time.perf_counter()
+            write_volume(mrml.volume_from_node(proxy), work / "gzip-series.nrrd")
+            rows["inputs as gzip NRRD (before issue 13, GUI thread; not part of a run)"].append(time.perf_counter() - t)
+    print(f"machine: {machine_description()}; 1-minute load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"whole-brain DSC phantom {phantom.signal.data.shape}, method {args.method}, "
           f"{int(phantom.masks['brain'].sum())} brain voxels; median of {args.repeats} (min-max), s")
     print("| step | seconds |\n|---|---|")
     for name, values in rows.items():
         v = np.array(values)
         print(f"| {name} | {np.median(v):.2f} ({v.min():.2f}-{v.max():.2f}) |")
+    base = np.array(rows["in-process run_dsc (baseline)"])
+    for name in ("**Apply to maps, warm worker (the panel)**", "Apply to maps, cold worker"):
+        ratio = np.array(rows[name]) / base
+        print(f"{name.strip('*')} / in-process run, per repeat: median {np.median(ratio):.2f}x "
+              f"({', '.join(f'{r:.2f}' for r in ratio)})")
 
 
 if __name__ == "__main__":

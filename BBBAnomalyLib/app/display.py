@@ -57,6 +57,7 @@ MAP_STYLES = {
     "synthetic_t1gd_non_enhancing": (GREY, "image"), "tumor_probability": (INFERNO, "fraction"),
     "aif_mask": (LABELS, "mask"), "brain_mask": (LABELS, "mask"), "tumor_roi": (LABELS, "mask"),
     "enhancement": (INFERNO, "positive"), "enhancement_uncertainty": (VIRIDIS, "positive"),
+    "enhancement_probability": (INFERNO, "fraction"),
     "phae_fit_error": (VIRIDIS, "positive"), "phae_cbf_uncertainty": (VIRIDIS, "positive"),
 }
 #: Maps a pipeline may add later are styled by what their name says they are.
@@ -86,13 +87,13 @@ def map_display(name: str, data: np.ndarray) -> MapDisplay:
     """
     colour, kind = map_style(name)
     threshold = None if kind == "signed" else (0.5 if kind == "mask" else TRANSPARENT_BELOW)
-    values = np.asarray(data, dtype=np.float64)
-    values = values[np.isfinite(values) & (values != 0)]
-    if name in WINDOW_PRESETS:
+    if name in WINDOW_PRESETS:  # fixed: the values are not needed
         low, high = WINDOW_PRESETS[name]
         return MapDisplay(colour, low, high, threshold, preset=True)
     if kind in ("mask", "fraction"):
         return MapDisplay(colour, 0.0, 1.0, threshold)
+    values = np.asarray(data).ravel()
+    values = values[np.isfinite(values) & (values != 0)].astype(np.float64)  # only the analysed voxels
     if values.size == 0:
         return MapDisplay(colour, 0.0, 1.0, threshold)
     if kind == "ratio":

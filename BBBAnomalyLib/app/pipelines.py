@@ -277,7 +277,9 @@ DSC = PipelineSpec(
     uses_device=True,
     # curve_options: run options that make result.curves() work; roi_aif_parameters: a markups ROI
     # box around an artery is a search region, not a list of arterial voxels.
-    extra={"curve_options": {"keep_curves": True}, "roi_aif_parameters": {"aif_region": True}},
+    extra={"curve_options": {"keep_curves": True}, "roi_aif_parameters": {"aif_region": True},
+           # imported by a run, preloaded by the warm worker (arterial_auto: the automatic AIF, scikit-learn)
+           "preload": ("BBBAnomalyLib.perfusion.arterial", "BBBAnomalyLib.perfusion.arterial_auto")},
 )
 
 DCE = PipelineSpec(
@@ -335,7 +337,8 @@ DCE = PipelineSpec(
     runner="BBBAnomalyLib.dce.pipeline:run_dce",
     needs_torch=True,
     uses_device=True,
-    extra={"roi_aif_parameters": {"aif_region": True}},  # a ROI box: its arterial voxels, as for DSC
+    extra={"roi_aif_parameters": {"aif_region": True},  # a ROI box: its arterial voxels, as for DSC
+           "preload": ("BBBAnomalyLib.perfusion.arterial", "BBBAnomalyLib.perfusion.arterial_auto")},
 )
 
 DMRI = PipelineSpec(

@@ -6,7 +6,7 @@ writes one JSON object per line on stdout.
 
 **Warm** (``python -m BBBAnomalyLib.app.worker --wait [--preload PIPELINE]``): the panel starts the
 worker before the user presses Apply. It imports what a run needs (numpy, scipy, SimpleITK, the
-library, the pipeline's own modules; never torch), says ``ready`` and waits for one line on its
+library, the pipeline's own modules, torch where the pipeline needs it), says ``ready`` and waits for one line on its
 stdin: the path of a job file. Then it runs that job exactly as ``worker JOB.json`` would, and
 exits: one job per process, so nothing of a run outlives it and Cancel still ends a process. An
 empty line or the end of stdin (the panel closed it, or Slicer has gone) ends it without a run.
@@ -83,21 +83,27 @@ def describe_device(job) -> str | None:
 
 
 def preload(pipeline: str | None) -> tuple[list[str], list[str]]:
-    """Import what a run of ``pipeline`` will need, before it is asked for (the warm worker).
-    Torch is never imported here (seconds and hundreds of MB for a run that may not need it).
-    Returns (modules imported, what could not be imported: the run itself reports it properly)."""
+    """Import what a run of ``pipeline`` will need, before it is asked for (the warm worker): the
+    I/O stack, the pipeline's own modules and those it imports while running (its spec's
+    ``extra["preload"]``), and torch for the pipelines that need it (``needs_torch``: seconds of
+    import that would otherwise follow Apply). Returns (modules imported, what could not be
+    imported: a package not installed yet; the run itself then reports it properly)."""
     import importlib
 
-    modules = ["numpy", "scipy.ndimage", "SimpleITK", "BBBAnomalyLib.io", "BBBAnomalyLib.app.jobs",
-               "BBBAnomalyLib.app.handover", "BBBAnomalyLib.core.outputs", "BBBAnomalyLib.core.report"]
+    modules = ["numpy", "scipy.ndimage", "SimpleITK", "threadpoolctl", "BBBAnomalyLib.io", "BBBAnomalyLib.app.jobs",
+               "BBBAnomalyLib.app.handover", "BBBAnomalyLib.app.curves", "BBBAnomalyLib.core.outputs",
+               "BBBAnomalyLib.core.report", "BBBAnomalyLib.core.checks"]
     failed = []
     if pipeline:
         try:
             from .pipelines import get_pipeline
 
             spec = get_pipeline(pipeline)
-            if spec.available and not spec.needs_torch:
+            if spec.available:
                 modules += [spec.runner.split(":")[0], spec.parameters_class.split(":")[0]]
+                modules += list(spec.extra.get("preload", ()))
+                if spec.needs_torch:
+                    modules.append("torch")
         except Exception as exc:  # noqa: BLE001 - an unknown pipeline is the job's error, not ours
             failed.append(f"{pipeline}: {exc}")
     done = []

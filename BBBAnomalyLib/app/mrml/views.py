@@ -27,9 +27,16 @@ def apply_map_display(node, name: str, data: np.ndarray, unit: str = ""):
 
     slicer = _slicer()
     style = map_display(name, data)
-    if node.GetDisplayNode() is None:
-        node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
+    if display is None:
+        # What vtkMRMLScalarVolumeNode::CreateDefaultDisplayNodes does, but with the automatic
+        # window/level off before the display observes the image: vtkMRMLScalarVolumeDisplayNode::
+        # CalculateAutoLevels returns at once then, instead of a histogram of every map (~15 ms each).
+        display = node.GetScene().AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+        display.AutoWindowLevelOff()
+        display.AutoThresholdOff()
+        display.SetAndObserveColorNodeID(style.colour_node_id)
+        node.SetAndObserveDisplayNodeID(display.GetID())
     display.SetAndObserveColorNodeID(style.colour_node_id)
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(style.window_min, style.window_max)
