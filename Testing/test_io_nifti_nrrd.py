@@ -320,3 +320,38 @@ def test_read_mask_errors(tmp_path):
     write_volume(Volume(np.zeros((5, 4, 3), np.uint8), ref.affine), tmp_path / "empty.nii.gz")
     with pytest.raises(InputError, match="mask 'aif-mask' is empty"):
         read_mask(tmp_path / "empty.nii.gz", ref, "aif-mask")
+
+
+@pytest.mark.parametrize("name", ["dyn.nii.gz", "dyn.nii"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_lazy_nifti_series_reads_the_same_frames_and_stays_in_its_file(tmp_path, name, dtype):
+    """read_volume(lazy=True): a 4D NIfTI stays unread (its `source` gives frame blocks) with the
+    eager read's shape, dtype, times and metadata; frame blocks, or `.data` on first use, hold the
+    same voxels; times given on the command line keep it unread."""
+    vol = dynamic(dtype=dtype)
+    write_volume(vol, tmp_path / name)
+    eager = read_volume(tmp_path / name)
+    lazy = read_volume(tmp_path / name, lazy=True)
+    assert lazy.source is not None and lazy.shape == eager.data.shape and lazy.dtype == eager.data.dtype
+    np.testing.assert_array_equal(lazy.times, eager.times)
+    assert lazy.acquisition.echo_time == eager.acquisition.echo_time
+    blocks = list(lazy.source.blocks(max_bytes=2 * 5 * 4 * 3 * np.dtype(dtype).itemsize))  # two frames a block
+    assert [first for first, _ in blocks] == [0, 2, 4]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks], axis=3), eager.data)
+    retimed = read_volume(tmp_path / name, lazy=True, frame_interval=2.0)
+    assert retimed.source is not None and retimed.times[1] == 2.0
+    np.testing.assert_array_equal(lazy.data, eager.data)  # first use reads it whole
+    assert lazy.source is None
+    mask = read_volume(tmp_path / name, lazy=True)  # 3D images are read at once
+    write_volume(Volume(np.ones((2, 2, 2), np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
+    assert read_volume(tmp_path / "m.nii.gz", lazy=True).source is None and mask.source is not None
+
+
+def test_lazy_truncated_nifti_fails_with_one_line_when_its_frames_are_read(tmp_path):
+    noise = np.random.default_rng(2).normal(100, 10, (16, 16, 8, 12)).astype(np.float32)  # barely compressible
+    write_volume(Volume(noise, np.eye(4), np.arange(12.0)), tmp_path / "dyn.nii.gz")
+    raw = (tmp_path / "dyn.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    lazy = read_volume(tmp_path / "cut.nii.gz", lazy=True)  # the header is readable
+    with pytest.raises(InputError, match="could not read NIfTI file .*cut.nii.gz.*Check that the file is complete"):
+        lazy.source.load()

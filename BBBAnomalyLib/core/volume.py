@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -43,11 +44,50 @@ class Acquisition:
         return out
 
 
+class FrameSource:
+    """A 4D series read from its file frame block by frame block instead of held in memory.
+
+    ``shape`` (x, y, z, t) and ``dtype`` (of the arrays it returns) are known without reading
+    any voxel. :meth:`read` returns frames [start, stop) as an (x, y, z, k) array; :meth:`load`
+    the whole series. A :class:`Volume` given a FrameSource as its data reads it whole on the
+    first access to ``.data`` (so every consumer works unchanged); a consumer that can work frame
+    block by frame block reads :attr:`Volume.source` instead and never holds the whole series
+    (the DSC pipeline gathers its voxels so: issue 17).
+    """
+
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def load(self) -> np.ndarray:
+        return self.read(0, self.shape[3])
+
+    def blocks(self, max_bytes: int = 32 * 2**20) -> Iterator[tuple[int, np.ndarray]]:
+        """(first frame, (x, y, z, k) frames) in order, k frames per block with k * frame size <=
+        max_bytes (at least one frame), read once each."""
+        frame_bytes = max(self.nbytes // max(self.shape[3], 1), 1)
+        k = int(min(max(max_bytes // frame_bytes, 1), self.shape[3]))
+        for start in range(0, self.shape[3], k):
+            yield start, self.read(start, min(start + k, self.shape[3]))
+
+
 @dataclass
 class Volume:
     """A 3D or 4D image on a RAS voxel grid.
 
-    data:   ndarray (x, y, z) or (x, y, z, t); never modified in place by this package.
+    data:   ndarray (x, y, z) or (x, y, z, t); never modified in place by this package. May be
+            given as a :class:`FrameSource` (a 4D file read lazily): then ``source`` holds it
+            until the first access to ``data`` reads the series whole.
     affine: 4x4 voxel-index -> RAS-mm matrix.
     times:  (t,) frame times in seconds for 4D data, or None when unknown.
     acquisition: TE/TR/flip angle/b-values ... (see :class:`Acquisition`).
@@ -59,34 +99,55 @@ class Volume:
     acquisition: Acquisition = field(default_factory=Acquisition)
 
     def __post_init__(self):
-        self.data = np.asarray(self.data)
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.affine.shape != (4, 4):
             raise InputError(f"affine must be 4x4, got {self.affine.shape}")
-        if self.data.ndim not in (3, 4):
+        if len(self.shape) not in (3, 4):
             raise InputError(
-                f"a Volume is 3D (x, y, z) or 4D (x, y, z, t); got an array of shape {self.data.shape}"
+                f"a Volume is 3D (x, y, z) or 4D (x, y, z, t); got an array of shape {self.shape}"
             )
         if self.times is not None:
             self.times = np.asarray(self.times, dtype=np.float64).ravel()
-            if self.data.ndim != 4 or self.times.size != self.data.shape[3]:
+            if len(self.shape) != 4 or self.times.size != self.shape[3]:
                 raise InputError(
-                    f"{self.times.size} frame times given for data of shape {self.data.shape}; "
+                    f"{self.times.size} frame times given for data of shape {self.shape}; "
                     "give one time per frame (the 4th axis)"
                 )
+
+    def __getstate__(self):  # a pickled Volume carries its voxels, not an open file
+        state = dict(self.__dict__)
+        state["_data"], state["_source"] = self.data, None
+        return state
+
+    # --- lazily read data ------------------------------------------------------------------
+    @property
+    def source(self) -> FrameSource | None:
+        """The FrameSource the data will be read from, or None once in memory (or never lazy)."""
+        return self.__dict__.get("_source")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The data's shape, without reading a lazily given series."""
+        source = self.source
+        return tuple(source.shape) if source is not None else tuple(self.__dict__["_data"].shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        source = self.source
+        return np.dtype(source.dtype) if source is not None else self.__dict__["_data"].dtype
 
     # --- shape and geometry -------------------------------------------------------------
     @property
     def is_4d(self) -> bool:
-        return self.data.ndim == 4
+        return len(self.shape) == 4
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
-        return tuple(self.data.shape[:3])
+        return tuple(self.shape[:3])
 
     @property
     def n_frames(self) -> int:
-        return self.data.shape[3] if self.is_4d else 1
+        return self.shape[3] if self.is_4d else 1
 
     @property
     def voxel_sizes(self) -> np.ndarray:
@@ -111,6 +172,11 @@ class Volume:
             times = self.times if (data.ndim == 4 and self.is_4d and data.shape[3] == self.n_frames) else None
         return Volume(data, self.affine.copy(), times, dataclasses.replace(self.acquisition))
 
+    def with_times(self, times: np.ndarray | None) -> "Volume":
+        """The same data (still unread, when lazily given) with other frame times."""
+        data = self.source if self.source is not None else self.data
+        return Volume(data, self.affine, times, self.acquisition)
+
     def frame(self, index: int) -> "Volume":
         """One 3D frame of a 4D series."""
         if not self.is_4d:
@@ -126,4 +192,24 @@ class Volume:
     def __repr__(self) -> str:  # short: never print the array
         t = "" if self.times is None else f", {self.times.size} frames over {self.times[-1] - self.times[0]:.1f} s"
         vs = "x".join(f"{v:.3g}" for v in self.voxel_sizes)
-        return f"Volume(shape={self.data.shape}, dtype={self.data.dtype}, voxel={vs} mm{t})"
+        return f"Volume(shape={self.shape}, dtype={self.dtype}, voxel={vs} mm{t})"
+
+
+def _get_data(self) -> np.ndarray:
+    source = self.__dict__.get("_source")
+    if source is not None:  # the first access reads a lazily given series whole, once
+        self.__dict__["_data"], self.__dict__["_source"] = np.asarray(source.load()), None
+    return self.__dict__["_data"]
+
+
+def _set_data(self, value) -> None:
+    if isinstance(value, FrameSource):
+        self.__dict__["_source"], self.__dict__["_data"] = value, None
+    else:
+        # None only where a caller opted to free the data (run_dsc(consume_input=True)).
+        self.__dict__["_source"], self.__dict__["_data"] = None, (None if value is None else np.asarray(value))
+
+
+# `data` is a dataclass field (the constructor's first argument) read and set through a property:
+# a FrameSource stays unread until the data is used.
+Volume.data = property(_get_data, _set_data, doc="The voxels, (x, y, z[, t]); reads a lazily given series whole.")

@@ -124,8 +124,9 @@ def _run(args, out_dir: Path) -> int:
         skip_frames=args.skip_frames, baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
-    series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
-    second = (read_volume(args.second_echo, times=args.times, frame_interval=args.frame_interval)
+    # lazy: a NIfTI series stays in its file; run_dsc gathers its voxels frame block by frame block
+    series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval, lazy=True)
+    second = (read_volume(args.second_echo, times=args.times, frame_interval=args.frame_interval, lazy=True)
               if args.second_echo else None)
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "nawm_mask", "tumor_mask") if getattr(args, key)}

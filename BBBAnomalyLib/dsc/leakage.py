@@ -78,24 +78,27 @@ def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = 
     integral = cumulative_trapezoid(ref, times, initial=0.0)
     design = np.stack([ref, -integral], axis=1)[fit_from:]  # (N', 2)
     pinv = np.linalg.pinv(design).T.astype(np.float32)  # (N', 2)
-    # In row blocks: y = curves[:, fit_from:] is not contiguous, and a matrix product copies such
-    # an operand whole (a temporary as large as the analysed curves: the pipeline's peak memory).
-    coef = np.empty((curves.shape[0], 2))
-    sum_sq = np.empty(curves.shape[0])
-    for start in range(0, curves.shape[0], block):
-        rows = slice(start, start + block)
-        y = curves[rows, fit_from:]
-        coef[rows] = y @ pinv
-        sum_sq[rows] = np.einsum("nt,nt->n", y, y, dtype=np.float64)
     # Least squares projects y onto the design's column space, so ||y - Xβ||² = ||y||² - βᵀXᵀXβ:
     # no residual matrix is formed (it would be as large as the whole series).
     gram = design.T @ design
-    explained = np.einsum("ni,ij,nj->n", coef, gram, coef)
-    dof = max(design.shape[0] - 2, 1)
-    sigma2 = np.maximum(sum_sq - explained, 0.0) / dof
     cov22 = np.linalg.inv(gram)[1, 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k2_t = coef[:, 1] / np.sqrt(sigma2 * cov22)
-    k2_t = np.nan_to_num(k2_t, nan=0.0, posinf=0.0, neginf=0.0)
-    return BSWFit(coef[:, 0].astype(np.float32), coef[:, 1].astype(np.float32), k2_t.astype(np.float32),
-                  ref, integral, nref)
+    dof = max(design.shape[0] - 2, 1)
+    # In row blocks: y = curves[:, fit_from:] is not contiguous, and a matrix product copies such
+    # an operand whole (a temporary as large as the analysed curves: the pipeline's peak memory).
+    # The float64 work (coefficients, sums of squares, t values) stays per block too: only the
+    # three float32 results are kept for every voxel (12 bytes, not ~80).
+    k1 = np.empty(curves.shape[0], np.float32)
+    k2 = np.empty(curves.shape[0], np.float32)
+    k2_t = np.empty(curves.shape[0], np.float32)
+    for start in range(0, curves.shape[0], block):
+        rows = slice(start, start + block)
+        y = curves[rows, fit_from:]
+        coef = (y @ pinv).astype(np.float64)
+        sum_sq = np.einsum("nt,nt->n", y, y, dtype=np.float64)
+        explained = np.einsum("ni,ij,nj->n", coef, gram, coef)
+        sigma2 = np.maximum(sum_sq - explained, 0.0) / dof
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = coef[:, 1] / np.sqrt(sigma2 * cov22)
+        k1[rows], k2[rows] = coef[:, 0], coef[:, 1]
+        k2_t[rows] = np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+    return BSWFit(k1, k2, k2_t, ref, integral, nref)

@@ -24,7 +24,7 @@ from scipy.integrate import trapezoid
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, versions
-from ..core.volume import Volume
+from ..core.volume import FrameSource, Volume
 from . import aif as aif_mod
 from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
 from .deconvolution import DeconvolutionModel, blas_threads
@@ -140,23 +140,28 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                  leakage correction, deconvolution and maps (peak memory under 2x the series
                  instead of series + curves + maps). Off by default: a caller's Volume is never
                  modified unless it asks for this.
+
+    A series read with ``read_volume(path, lazy=True)`` (a 4D NIfTI left in its file; the command
+    line reads so) is never read whole: the analysed voxels are gathered frame block by frame block
+    (an automatic brain mask first takes one pass for the temporal mean), so the full series and
+    its float32 copy are never both in memory, and the Volume stays unread.
     """
     params = dataclasses.replace(params) if params is not None else DSCParameters()
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
     warnings: list[str] = []
     # The grid, kept apart from the data: with consume_input the data is released mid-run.
-    spatial_shape, input_shape, affine = series.spatial_shape, list(series.data.shape), series.affine.copy()
+    spatial_shape, input_shape, affine = series.spatial_shape, list(series.shape), series.affine.copy()
 
     with timer("checks"):
         report_progress(0.0, "checking the input")
-        check_series(series, "the DSC series", params)
+        check_series(_header_only(series), "the DSC series", params)
         masks = {name: read_mask(m, series, name) for name, m in
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("nawm-mask", nawm_mask), ("tumor-mask", tumor_mask))
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)
         if second_echo is not None:
-            check_series(second_echo, "the second echo")
+            check_series(_header_only(second_echo), "the second echo")
             if not second_echo.same_grid(series) or second_echo.n_frames != series.n_frames:
                 raise InputError("the second echo must have the same grid and frame count as the first")
         times, resample = uniform_times(series.times)
@@ -166,20 +171,28 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("masking"):
         brain = masks.get("mask")
         if brain is None:
-            brain = automatic_brain_mask(series.data, params.input_kind.value)
+            brain = automatic_brain_mask(_voxels(series), params.input_kind.value)
         check_bsw_reference(brain, masks.get("tumor-mask"), params)
         arterial = masks.get("aif-mask")
         if arterial is not None and params.aif_region:
-            arterial = _drop_background(series.data, arterial)
+            arterial = _drop_background(_voxels(series), arterial)
         # The analysed voxels, brain first: the brain's curves are then the first rows (a view, never
         # a copy), and arterial voxels outside the brain follow.
         order = _voxel_order(brain, arterial)
         n_brain = int(brain.sum())
-        raw = _curves(series.data, order, resample)  # the one float32 copy of the series, converted in place
-        raw2 = _curves(second_echo.data, order, resample) if second_echo is not None else None
-        for block in (raw, raw2) if raw2 is not None else (raw,):
-            _check_finite(block)
+        raw = _curves(_voxels(series), order, resample)  # the one float32 copy of the series, converted in place
+        raw2 = _curves(_voxels(second_echo), order, resample) if second_echo is not None else None
+        _check_finite(raw)  # (no loop variable: a name left bound to the curves would keep them alive)
+        if raw2 is not None:
+            _check_finite(raw2)
         raw2_given = raw2 is not None
+        # The input signals of an AIF drawn as a mask (or search region), kept before the
+        # conversion overwrites them: the arterial baseline check below needs a few of them, and
+        # reading them again from a series left in its file would mean a second pass over it.
+        aif_raw = None
+        aif_rows = np.flatnonzero(arterial.ravel()[order]) if arterial is not None else None
+        if aif_rows is not None and params.baseline_frames is None and aif_rows.size <= max(4096, order.size // 50):
+            aif_raw = (aif_rows, [r[aif_rows] for r in ((raw, raw2) if raw2 is not None else (raw,))])
 
     report_progress(0.1, "converting signal to ΔR2*")
     kind = "signal" if params.input_kind is InputKind.SIGNAL else "concentration"
@@ -204,9 +217,14 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                 selection = aif_mod.auto_aif(curves[:n_brain], times, base_slice, baseline.arrival)
         if params.baseline_frames is not None or attempt == 1:
             break
-        # The AIF voxels' input signals (the analysed copy was converted in place): a few rows.
-        arterial_raw = [_curves(vol.data, order[selection.voxels], resample)
-                        for vol in ((series, second_echo) if second_echo is not None else (series,))]
+        # The AIF voxels' input signals (the analysed copy was converted in place): a few rows,
+        # kept aside when the AIF came from a mask, else read again from the input.
+        if aif_raw is not None:
+            at = np.searchsorted(aif_raw[0], selection.voxels)
+            arterial_raw = [r[at] for r in aif_raw[1]]
+        else:
+            arterial_raw = [_curves(_voxels(vol), order[selection.voxels], resample)
+                            for vol in ((series, second_echo) if second_echo is not None else (series,))]
         detection, detection_kind = _detection_curve(arterial_raw[0], arterial_raw[1] if raw2_given else None,
                                                      kind, te, te2)
         arterial_baseline = detect_baseline(detection, params.skip_frames, detection_kind)
@@ -221,6 +239,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             # ΔR2* depends on the baseline only through each voxel's ln S0 (or, for concentration
             # input, its baseline mean): a per-voxel offset, so no second conversion is needed.
             curves -= curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
+    del aif_raw
     if consume_input:  # nothing below reads the input series: free it (the caller opted in)
         for volume in (series, second_echo):
             if volume is not None:
@@ -433,6 +452,20 @@ def _detection_curve(raw, raw2, kind: str, te, te2) -> tuple[np.ndarray, str]:
     return dual_echo_detection_curve(raw, raw2, te, te2), "concentration"
 
 
+def _voxels(volume: Volume):
+    """The series' voxels as they are: an array, or the FrameSource of a series left in its file."""
+    return volume.source if volume.source is not None else volume.data
+
+
+def _header_only(volume: Volume) -> Volume:
+    """The volume for checks that read only its shape, dtype, times and metadata: a lazily read
+    series gets a stand-in whose data is one broadcast zero of its dtype (nothing is read)."""
+    if volume.source is None:
+        return volume
+    data = np.broadcast_to(np.zeros((), volume.dtype), volume.shape)
+    return Volume(data, volume.affine, volume.times, volume.acquisition)
+
+
 def _voxel_order(brain: np.ndarray, arterial: np.ndarray | None) -> np.ndarray:
     """Flat (C-order) indices of the analysed voxels: the brain's, then arterial voxels outside it."""
     order = np.flatnonzero(brain)
@@ -441,9 +474,12 @@ def _voxel_order(brain: np.ndarray, arterial: np.ndarray | None) -> np.ndarray:
     return order
 
 
-def _curves(data: np.ndarray, order: np.ndarray, resample) -> np.ndarray:
-    """(len(order), T) float32 curves of the voxels at flat indices `order`, gathered in one pass
-    (no intermediate copy in the input's dtype, which may be the size of the whole series)."""
+def _curves(data, order: np.ndarray, resample) -> np.ndarray:
+    """(len(order), T) float32 curves of the voxels at flat (C-order) indices `order`, gathered in
+    one pass (no intermediate copy in the input's dtype, which may be the size of the whole series).
+    ``data``: a 4D array, or a FrameSource read frame block by frame block (never whole)."""
+    if isinstance(data, FrameSource):
+        return _curves_from_frames(data, order, resample)
     spatial, frames = data.shape[:3], data.shape[3]
     out = np.empty((order.size, frames), np.float32)
     if data.flags.c_contiguous or data.flags.f_contiguous:
@@ -453,15 +489,47 @@ def _curves(data: np.ndarray, order: np.ndarray, resample) -> np.ndarray:
             # (np.take would first copy a non-contiguous view whole: F-ordered input goes by blocks)
             np.take(flat, order, axis=0, out=out, mode="clip")  # "raise" would buffer a whole copy; rows are valid
         else:
-            for start in range(0, order.size, 8192):  # blocks: a non-float32 input casts a block at a time
-                block = slice(start, start + 8192)
-                # F-order row numbers a block at a time (for all voxels at once, the index arrays
-                # alone would be 32 bytes per voxel on top of the series and its curves).
-                rows = order[block] if layout == "C" else np.ravel_multi_index(
-                    np.unravel_index(order[block], spatial), spatial, order="F")
-                out[block] = flat[rows]
+            by_frame = flat.T if layout == "F" else None  # (T, voxels), C-ordered: each frame contiguous
+            for start in range(0, order.size, GATHER_BLOCK):  # a non-float32 input casts a block at a time
+                block = slice(start, start + GATHER_BLOCK)
+                if layout == "C":
+                    out[block] = flat[order[block]]
+                else:  # a frame-major gather (contiguous reads per frame), then a small transpose
+                    out[block] = np.take(by_frame, _f_order(order[block], spatial), axis=1).T
     else:
         out[:] = data.reshape(-1, frames)[order]
+    return resample(out) if resample is not None else out
+
+
+#: Voxels gathered per block from an in-memory series, and the frame block read from a file.
+GATHER_BLOCK = 8192
+FRAME_BLOCK_BYTES = 32 * 2**20
+
+
+def _f_order(order: np.ndarray, spatial) -> np.ndarray:
+    """Fortran-order (x fastest, as NIfTI stores a frame) flat indices of C-order flat indices."""
+    x, rest = np.divmod(order, spatial[1] * spatial[2])
+    y, z = np.divmod(rest, spatial[2])
+    return x + spatial[0] * (y + spatial[1] * z)
+
+
+def _curves_from_frames(source: FrameSource, order: np.ndarray, resample) -> np.ndarray:
+    """The gather of :func:`_curves` from a series left in its file: frame blocks are read in
+    order (one pass; a .nii.gz is decompressed once) and each block's voxels copied into their
+    rows. Memory: the float32 curves plus one frame block (at most 1/16 of the series, 32 MiB)."""
+    spatial, frames = source.shape[:3], source.shape[3]
+    out = np.empty((order.size, frames), np.float32)
+    rows = np.empty(order.size, np.intp)
+    for start in range(0, order.size, 2**20):  # in blocks: no unravelled index triples for every voxel
+        rows[start:start + 2**20] = _f_order(order[start:start + 2**20], spatial)
+    for first, block in source.blocks(min(FRAME_BLOCK_BYTES, max(source.nbytes // 16, 1))):
+        k = block.shape[3]
+        # (k, voxels) with each frame contiguous: a view when the block is Fortran-ordered
+        by_frame = block.reshape((-1, k), order="F").T
+        for start in range(0, order.size, 4 * GATHER_BLOCK):
+            part = slice(start, start + 4 * GATHER_BLOCK)
+            out[part, first:first + k] = np.take(by_frame, rows[part], axis=1).T
+        del block, by_frame
     return resample(out) if resample is not None else out
 
 
@@ -484,10 +552,14 @@ def _trapezoid_weights(times: np.ndarray) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _drop_background(data: np.ndarray, region: np.ndarray) -> np.ndarray:
+def _drop_background(data, region: np.ndarray) -> np.ndarray:
     """A search region without its background voxels (a box near the skull reaches into the air,
-    whose zero signal has no ΔR2*): voxels whose temporal mean is below 5 % of the region's largest."""
-    mean = data[region].mean(axis=1)
+    whose zero signal has no ΔR2*): voxels whose temporal mean is below 5 % of the region's largest.
+    ``data``: the series array, or its FrameSource (the region's voxels are then read in one pass)."""
+    if isinstance(data, FrameSource):
+        mean = _curves(data, np.flatnonzero(region), None).mean(axis=1)
+    else:
+        mean = data[region].mean(axis=1)
     keep = np.zeros_like(region)
     keep[region] = mean > 0.05 * mean.max() if mean.size and mean.max() > 0 else False
     if not keep.any():

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..io.timing import check_dynamic_timing
-from ..core.volume import Volume
+from ..core.volume import FrameSource, Volume
 
 #: Fewer frames than this cannot hold a baseline, a bolus and its wash-out.
 MIN_FRAMES = 10
@@ -107,16 +107,13 @@ def automatic_brain_mask(data: np.ndarray, kind: str = "signal") -> np.ndarray:
     import SimpleITK as sitk
     from scipy import ndimage
 
-    finite = np.isfinite(data)
-    count = finite.sum(axis=3)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, np.where(finite, data, 0).sum(axis=3, dtype=np.float64) / count, 0.0)
-    mean = mean.astype(np.float32)
+    mean, count, with_data = temporal_statistics(data, kind == "concentration")
+    n_frames = data.shape[3]
     otsu = sitk.OtsuThreshold(sitk.GetImageFromArray(mean), 0, 1)
     mask = sitk.GetArrayFromImage(otsu).astype(bool)
     labels, n = ndimage.label(mask)
     if n == 0:
-        nan_voxels = int((count < data.shape[3]).sum())
+        nan_voxels = int((count < n_frames).sum())
         detail = (f" ({nan_voxels} of {count.size} voxels hold NaN or infinite samples: replace them, e.g. with 0)"
                   if nan_voxels else " (the temporal mean is zero or negative everywhere)")
         raise InputError(f"no voxels with signal found for the automatic brain mask{detail}; give --mask")
@@ -127,12 +124,43 @@ def automatic_brain_mask(data: np.ndarray, kind: str = "signal") -> np.ndarray:
         raise InputError("no voxels with a positive signal found for the automatic brain mask (is the series "
                          "negative or inverted?); fix the data, or give --mask")
     if kind == "concentration":
-        with_data = int((np.abs(np.where(finite, data, 0)).max(axis=3) > 0).sum())
         if mask.sum() < MIN_CONCENTRATION_MASK_FRACTION * with_data:
             raise InputError(f"the automatic brain mask kept {int(mask.sum())} of the {with_data} voxels with data: "
                              "concentration (ΔR2*) input has no signal level that separates brain from background; "
                              "give the brain mask with --mask")
     return mask
+
+
+def temporal_statistics(data, nonzero: bool = False):
+    """Per voxel: the temporal mean of the finite samples (float32, 0 where none), how many are
+    finite, and with ``nonzero`` how many voxels hold a nonzero finite sample (else None).
+
+    ``data`` is a 4D array or a :class:`~BBBAnomalyLib.core.volume.FrameSource` (a series still in
+    its file), which is read once, frame block by frame block: the sums run frame after frame in
+    float64 exactly as numpy's reduction over the (outer) time axis does, so both give the same mask.
+    """
+    if not isinstance(data, FrameSource):
+        finite = np.isfinite(data)
+        count = finite.sum(axis=3)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, np.where(finite, data, 0).sum(axis=3, dtype=np.float64) / count, 0.0)
+        with_data = int((np.abs(np.where(finite, data, 0)).max(axis=3) > 0).sum()) if nonzero else None
+        return mean.astype(np.float32), count, with_data
+    total = np.zeros(data.shape[:3])
+    count = np.zeros(data.shape[:3], np.int64)
+    any_data = np.zeros(data.shape[:3], bool) if nonzero else None
+    for _, block in data.blocks(min(32 * 2**20, max(data.nbytes // 16, 1))):
+        for t in range(block.shape[3]):
+            frame = block[..., t]
+            finite = np.isfinite(frame)
+            count += finite
+            frame = np.where(finite, frame, 0)
+            total += frame
+            if nonzero:
+                any_data |= frame != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, 0.0)
+    return mean.astype(np.float32), count, (int(any_data.sum()) if nonzero else None)
 
 
 # --- report values that would mislead -------------------------------------------------------

@@ -34,19 +34,22 @@ _log = logging.getLogger("BBBAnomalyLib")
 __all__ = ["read_volume", "write_volume", "read_times", "read_mask", "read_dicom_series", "list_series"]
 
 
-def read_volume(path, *, times=None, frame_interval: float | None = None) -> Volume:
+def read_volume(path, *, times=None, frame_interval: float | None = None, lazy: bool = False) -> Volume:
     """Read a 3D volume or 4D series as a Volume (x, y, z[, t]) with a RAS affine.
 
     times: frame times in seconds (array, or a times file path), replacing the file's timing.
     frame_interval: seconds between frames; times become 0, dt, 2 dt, ...
     Give at most one of the two; they apply to 4D data only and must match its frame count.
+    lazy: a 4D NIfTI series is not read yet: the Volume's ``source`` reads it frame block by
+    frame block (the DSC pipeline gathers its voxels so, never holding the whole series), and
+    the first use of ``.data`` reads it whole. Other formats and 3D images are read at once.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"input '{path}' not found; check the path ({SUPPORTED})")
     kind, suffix = file_kind(path)
     if kind == "nifti":
-        volume = read_nifti(path, suffix)
+        volume = read_nifti(path, suffix, lazy=lazy)
     elif kind == "nrrd":
         volume = read_nrrd(path)
     else:
@@ -54,7 +57,7 @@ def read_volume(path, *, times=None, frame_interval: float | None = None) -> Vol
     # Checked at read time, before any computation: complex/RGB voxels and an affine that cannot
     # place voxels (NaN, zero voxel size, singular) would otherwise surface as a meaningless map or
     # a traceback when the maps are written.
-    check_image_data(volume.data, str(path))
+    check_image_data(volume.source if volume.source is not None else volume.data, str(path))
     check_geometry(volume.affine, str(path))
     return override_times(volume, times, frame_interval, str(path))
 

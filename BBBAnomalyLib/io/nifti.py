@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.volume import Acquisition, Volume
+from ..core.volume import Acquisition, FrameSource, Volume
 from ._common import TIME_UNITS, check_echo_time, staged_files, stem_of, storable, uniform_interval
 
 
@@ -47,19 +47,29 @@ def _nibabel():
     return nibabel
 
 
-def read_nifti(path: Path, suffix: str) -> Volume:
+def read_nifti(path: Path, suffix: str, lazy: bool = False) -> Volume:
+    """A Volume from a NIfTI file. ``lazy``: a 4D series stays in its file (a :class:`NiftiFrames`
+    source, read frame block by frame block by whoever uses it); 3D images are read at once."""
     nib = _nibabel()
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)  # applies scl_slope/inter; keeps integer labels integer
+        # keep_file_open: frame blocks read one after the other continue one (gzip) stream
+        # instead of reopening and decompressing the file from its start for every block.
+        img = nib.load(str(path), keep_file_open=True) if lazy else nib.load(str(path))
+        if lazy and len(img.dataobj.shape) == 4:
+            data = NiftiFrames(img, path)
+        else:
+            data = np.asanyarray(img.dataobj)  # applies scl_slope/inter; keeps integer labels integer
+    except InputError:
+        raise
     except Exception as e:  # nibabel raises many types for corrupt/truncated files
         raise InputError(f"could not read NIfTI file '{path}': {e}. Check that the file is complete") from e
-    while data.ndim > 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim > 4 and all(s == 1 for s in data.shape[3:-1]):  # (x, y, z, 1, n) from some converters
-        data = data.reshape(data.shape[:3] + (data.shape[-1],))
-    if data.ndim not in (3, 4):
-        raise InputError(f"'{path}' has shape {data.shape}; expected a 3D volume or a 4D (x, y, z, t) series")
+    if not isinstance(data, NiftiFrames):
+        while data.ndim > 4 and data.shape[-1] == 1:
+            data = data[..., 0]
+        if data.ndim > 4 and all(s == 1 for s in data.shape[3:-1]):  # (x, y, z, 1, n) from some converters
+            data = data.reshape(data.shape[:3] + (data.shape[-1],))
+        if data.ndim not in (3, 4):
+            raise InputError(f"'{path}' has shape {data.shape}; expected a 3D volume or a 4D (x, y, z, t) series")
     affine = np.asarray(img.affine, dtype=np.float64)
     n = data.shape[3] if data.ndim == 4 else 0
     times = _header_times(img.header, n)
@@ -69,6 +79,27 @@ def read_nifti(path: Path, suffix: str) -> Volume:
         times = side_times
     acq.bvals, acq.bvecs = _read_fsl_gradients(side["bval"], side["bvec"], n)
     return Volume(data, affine, times, acq)
+
+
+class NiftiFrames(FrameSource):
+    """A 4D NIfTI series left in its file: frames [start, stop) read on demand through nibabel's
+    array proxy (scl_slope/inter applied, the dtype nibabel would return for the whole array).
+    Read in order, a .nii.gz is decompressed once; a .nii is read straight from disk."""
+
+    def __init__(self, img, path: Path):
+        self._proxy, self._path = img.dataobj, path
+        self.shape = tuple(int(v) for v in self._proxy.shape)
+        # The dtype of what nibabel returns (after scaling), from one voxel: no frame is read.
+        self.dtype = self._read((0, 0, 0, slice(0, 1))).dtype if all(self.shape) else np.dtype(np.float32)
+
+    def _read(self, index) -> np.ndarray:
+        try:
+            return np.asanyarray(self._proxy[index])
+        except Exception as e:  # a truncated or corrupt file shows when its frames are read
+            raise InputError(f"could not read NIfTI file '{self._path}': {e}. Check that the file is complete") from e
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self._read((slice(None), slice(None), slice(None), slice(start, stop)))
 
 
 def _header_times(header, n: int) -> np.ndarray | None:

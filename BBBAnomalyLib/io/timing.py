@@ -134,7 +134,7 @@ def override_times(volume: Volume, times, frame_interval, source: str) -> Volume
         return volume
     if not volume.is_4d:
         raise InputError(
-            f"'{source}' is a 3D volume of shape {volume.data.shape}; frame times only apply to a 4D series"
+            f"'{source}' is a 3D volume of shape {volume.shape}; frame times only apply to a 4D series"
         )
     n = volume.n_frames
     if times is not None:
@@ -144,7 +144,7 @@ def override_times(volume: Volume, times, frame_interval, source: str) -> Volume
             t = check_times(times, "the given frame times")
         if t.size != n:
             raise InputError(
-                f"{t.size} frame times given but '{source}' has {n} frames (shape {volume.data.shape}); "
+                f"{t.size} frame times given but '{source}' has {n} frames (shape {volume.shape}); "
                 "give exactly one time per frame"
             )
     else:
@@ -159,4 +159,4 @@ def override_times(volume: Volume, times, frame_interval, source: str) -> Volume
     what = f"--frame-interval {frame_interval!r}" if times is None else (
         f"times file '{times}'" if isinstance(times, (str, Path)) else "the given frame times")
     check_dynamic_timing(t, what)
-    return Volume(volume.data, volume.affine, t, volume.acquisition)
+    return volume.with_times(t)  # a lazily read series stays unread
