@@ -72,13 +72,29 @@ class FrameSource:
     def load(self) -> np.ndarray:
         return self.read(0, self.shape[3])
 
-    def blocks(self, max_bytes: int = 32 * 2**20) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, max_bytes: int = 16 * 2**20, prefetch: bool = True) -> Iterator[tuple[int, np.ndarray]]:
         """(first frame, (x, y, z, k) frames) in order, k frames per block with k * frame size <=
-        max_bytes (at least one frame), read once each."""
-        frame_bytes = max(self.nbytes // max(self.shape[3], 1), 1)
-        k = int(min(max(max_bytes // frame_bytes, 1), self.shape[3]))
-        for start in range(0, self.shape[3], k):
-            yield start, self.read(start, min(start + k, self.shape[3]))
+        max_bytes (at least one frame), read once each. ``prefetch``: the next block is read on a
+        background thread while the caller works on this one (decompression releases the GIL), so
+        reading and the caller's work overlap; two blocks are then in memory at a time."""
+        frames = self.shape[3]
+        frame_bytes = max(self.nbytes // max(frames, 1), 1)
+        k = int(min(max(max_bytes // frame_bytes, 1), frames))
+        spans = [(start, min(start + k, frames)) for start in range(0, frames, k)]
+        if not prefetch or len(spans) < 2:
+            for start, stop in spans:
+                yield start, self.read(start, stop)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(self.read, *spans[0])
+            for i, (start, _) in enumerate(spans):
+                block = pending.result()
+                if i + 1 < len(spans):
+                    pending = pool.submit(self.read, *spans[i + 1])
+                yield start, block
+                del block
 
 
 @dataclass

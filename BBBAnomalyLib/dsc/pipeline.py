@@ -503,7 +503,7 @@ def _curves(data, order: np.ndarray, resample) -> np.ndarray:
 
 #: Voxels gathered per block from an in-memory series, and the frame block read from a file.
 GATHER_BLOCK = 8192
-FRAME_BLOCK_BYTES = 32 * 2**20
+FRAME_BLOCK_BYTES = 16 * 2**20
 
 
 def _f_order(order: np.ndarray, spatial) -> np.ndarray:
@@ -516,13 +516,14 @@ def _f_order(order: np.ndarray, spatial) -> np.ndarray:
 def _curves_from_frames(source: FrameSource, order: np.ndarray, resample) -> np.ndarray:
     """The gather of :func:`_curves` from a series left in its file: frame blocks are read in
     order (one pass; a .nii.gz is decompressed once) and each block's voxels copied into their
-    rows. Memory: the float32 curves plus one frame block (at most 1/16 of the series, 32 MiB)."""
+    rows, the next block read on a thread meanwhile. Memory: the float32 curves plus two frame
+    blocks (each at most 1/32 of the series and 16 MiB)."""
     spatial, frames = source.shape[:3], source.shape[3]
     out = np.empty((order.size, frames), np.float32)
     rows = np.empty(order.size, np.intp)
     for start in range(0, order.size, 2**20):  # in blocks: no unravelled index triples for every voxel
         rows[start:start + 2**20] = _f_order(order[start:start + 2**20], spatial)
-    for first, block in source.blocks(min(FRAME_BLOCK_BYTES, max(source.nbytes // 16, 1))):
+    for first, block in source.blocks(min(FRAME_BLOCK_BYTES, max(source.nbytes // 32, 1))):
         k = block.shape[3]
         # (k, voxels) with each frame contiguous: a view when the block is Fortran-ordered
         by_frame = block.reshape((-1, k), order="F").T

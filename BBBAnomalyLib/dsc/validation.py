@@ -149,7 +149,7 @@ def temporal_statistics(data, nonzero: bool = False):
     total = np.zeros(data.shape[:3])
     count = np.zeros(data.shape[:3], np.int64)
     any_data = np.zeros(data.shape[:3], bool) if nonzero else None
-    for _, block in data.blocks(min(32 * 2**20, max(data.nbytes // 16, 1))):
+    for _, block in data.blocks(min(16 * 2**20, max(data.nbytes // 32, 1))):
         for t in range(block.shape[3]):
             frame = block[..., t]
             finite = np.isfinite(frame)
