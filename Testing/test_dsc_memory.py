@@ -147,3 +147,29 @@ def test_lazy_series_with_automatic_brain_mask_and_aif(phantom, phantom_file):
     assert volume.source is not None  # never read whole
     # (No bound on the peak here: the automatic AIF's first-pass areas (perfusion/arterial_auto.py,
     # scipy's trapezoid) build float64 temporaries of the candidate region, ~1.5x the curves.)
+
+
+def test_lazy_dual_echo_and_aif_search_region_equal_the_in_memory_run(tmp_path):
+    """Both echoes gathered from their files, an AIF search region (its background dropped from a
+    pass over the region's voxels): the same maps as from arrays."""
+    from BBBAnomalyLib.io import read_volume, write_volume
+
+    small = make_dsc_phantom(snr=50, slices=4, seed=3)
+    sig = small.signal
+    echo2 = sig.with_data((0.6 * sig.data ** 3 / np.maximum(sig.data.max(), 1) ** 2).astype(np.float32))
+    write_volume(sig, tmp_path / "e1.nii.gz")
+    write_volume(echo2, tmp_path / "e2.nii.gz")
+    box = np.zeros(sig.spatial_shape, bool)  # a box around the AIF voxels, reaching into background
+    lo = np.argwhere(small.masks["aif"]).min(axis=0) - 2
+    hi = np.argwhere(small.masks["aif"]).max(axis=0) + 3
+    box[tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))] = True
+    params = DSCParameters(method="osvd", echo_time=0.02, second_echo_time=0.05, aif_region=True)
+    runs = []
+    for lazy in (True, False):
+        e1, e2 = (read_volume(tmp_path / name, lazy=lazy) for name in ("e1.nii.gz", "e2.nii.gz"))
+        runs.append(run_dsc(e1, params, second_echo=e2, aif_mask=box, brain_mask=small.masks["brain"]))
+        assert (e1.source is not None) == lazy and (e2.source is not None) == lazy
+    lazy_run, eager_run = runs
+    np.testing.assert_array_equal(lazy_run.aif_mask, eager_run.aif_mask)
+    for name in eager_run.maps:
+        np.testing.assert_array_equal(lazy_run.maps[name].data, eager_run.maps[name].data, err_msg=name)
