@@ -445,6 +445,8 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
                 self.ui.progressBar.value = int(100 * event["fraction"])
                 self.ui.statusLabel.text = event["message"]
                 self.log(event["message"])
+            elif kind == "maps":  # the maps are complete: on screen now, their curves follow
+                self.onRunDone(runner, event)
             elif kind == "done":
                 self.onRunDone(runner, event)
             elif kind == "error":
@@ -453,8 +455,13 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
                          + (f" ({_('details in')} {event['log']})" if event.get("log") else ""))
                 slicer.util.errorDisplay(event["message"], windowTitle=_("BBBAnomaly"))
             elif kind == "cancelled":
-                self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
-                self.log(_("cancelled; the worker has ended and nothing was imported"))
+                if self.lastRun is not None and self.lastRun.get("runner") is runner:  # after its maps
+                    self.ui.statusLabel.text = _("Cancelled while the curves were written: the maps are loaded, "
+                                                 "their curves were not kept.")
+                    self.log(_("cancelled after the maps were loaded; the worker has ended, no curves were kept"))
+                else:
+                    self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+                    self.log(_("cancelled; the worker has ended and nothing was imported"))
         if runner.finished:
             self.pollTimer.stop()
             self.ui.progressBar.visible = False
@@ -464,24 +471,36 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
                 self.prestartWorker()  # for the next Apply
 
     def onRunDone(self, runner, event):
+        """``maps``: load the maps (the panel's runs announce them before their curves are written);
+        ``done``: load them if that has not happened, and note where the curves are."""
         if runner is not self.runner or getattr(runner, "cancelled", False):
             return  # belt and braces: the runner already drops everything after Cancel
-        request = self.runRequest
-        try:
-            with slicer.util.WaitCursor():
-                outputs = self.logic.finishRun(runner, request, replace=self.ui.replaceCheckBox.checked,
-                                               opacity=self.ui.opacitySlider.value)
-        except Exception as exc:
-            logging.exception("BBBAnomaly: loading the results failed")
-            self.ui.statusLabel.text = _("Could not load the results: {error}").format(error=exc)
+        loaded = self.lastRun is not None and self.lastRun.get("runner") is runner
+        if not loaded:
+            request = self.runRequest
+            try:
+                with slicer.util.WaitCursor():
+                    outputs = self.logic.finishRun(runner, request, replace=self.ui.replaceCheckBox.checked,
+                                                   opacity=self.ui.opacitySlider.value)
+            except Exception as exc:
+                logging.exception("BBBAnomaly: loading the results failed")
+                self.ui.statusLabel.text = _("Could not load the results: {error}").format(error=exc)
+                return
+            self.lastRun = {"outputs": outputs, "request": request, "event": event, "runner": runner, "curves": None,
+                            "name": next(iter(outputs.map_nodes.values())).GetAttribute("BBBAnomaly.RunName")}
+            self.curveCache = None
+            self.ui.outputMapSelector.setCurrentNode(next(iter(outputs.map_nodes.values())))
+            for warning in event.get("warnings") or []:
+                self.log(_("warning: {text}").format(text=warning))
+        outputs = self.lastRun["outputs"]
+        if event["event"] == "maps":
+            self.ui.statusLabel.text = _("Maps loaded in {seconds:.1f} s: {maps}; keeping their curves...").format(
+                seconds=time.monotonic() - self.runStarted, maps=", ".join(outputs.map_nodes))
+            self.log(self.ui.statusLabel.text)
             return
-        self.lastRun = {"outputs": outputs, "request": request, "event": event,
-                        "name": next(iter(outputs.map_nodes.values())).GetAttribute("BBBAnomaly.RunName")}
-        self.curveCache = None
-        self.ui.outputMapSelector.setCurrentNode(next(iter(outputs.map_nodes.values())))
+        self.lastRun["event"] = event
+        self.lastRun["curves"] = event.get("curves")
         warnings = event.get("warnings") or []
-        for warning in warnings:
-            self.log(_("warning: {text}").format(text=warning))
         self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {maps}.").format(
             seconds=time.monotonic() - self.runStarted, maps=", ".join(outputs.map_nodes)) + "".join(
             "\n" + _("Warning: ") + w for w in warnings)

@@ -236,6 +236,7 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
     log = ui.logTextEdit.toPlainText()
     assert "worker started (process" in log and len(log.splitlines()) >= 3
     assert "started before Apply" in log and widget.runner is warm  # the run went to the warm worker
+    assert log.index("Maps loaded in") < log.index("Done in")  # the maps are on screen before their curves are written
     assert widget.logic.warmWorker is not None and widget.logic.warmWorker is not warm  # and the next one waits
     assert progress and max(progress) > 0
     run = widget.lastRun

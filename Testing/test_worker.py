@@ -227,15 +227,21 @@ def _array_job(dsc_phantom, folder, **fields):
 
 def test_arrays_output_holds_the_same_maps_uncompressed_and_complete(dsc_phantom, tmp_path):
     """The panel's output format: the maps of the pipeline's own files, bit for bit, as raw arrays
-    in Slicer's order, with the report, the masks and memory-mappable curves, listed in the manifest."""
+    in Slicer's order, with the report and the masks, listed in the manifest; then the curves,
+    memory-mappable, in a complete folder of their own."""
     from BBBAnomalyLib.app import handover
     from BBBAnomalyLib.app.curves import CurveSet, curves_in
     from BBBAnomalyLib.core.outputs import foreign_entries
     from BBBAnomalyLib.io import read_volume
 
     job = _array_job(dsc_phantom, tmp_path / "panel")
-    done = InProcessRunner(job).start().poll()[-1]
+    events = InProcessRunner(job).start().poll()
+    done = events[-1]
     assert done["event"] == "done", done
+    # the maps are announced, complete, before the curves are written (the panel shows them at once)
+    maps = next(e for e in events if e["event"] == "maps")
+    assert events.index(maps) == len(events) - 2 and maps["maps"] == done["maps"]
+    assert done["curves"] == str(curves_in(tmp_path / "panel" / "output")) and foreign_entries(_Path(done["curves"])) == []
     files = Job(job.pipeline, job.inputs, job.parameters, str(tmp_path / "files"))  # the NRRD files of the same run
     assert InProcessRunner(files).start().poll()[-1]["event"] == "done"
     out = tmp_path / "panel" / "output"
@@ -277,7 +283,8 @@ def test_a_warm_worker_imports_first_then_runs_one_job_and_exits(dsc_phantom, tm
     with pytest.raises(RuntimeError):
         worker.submit(job)  # one job per worker
     events = worker.wait(timeout=300)
-    assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "done", events[-1]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-2:] == ["maps", "done"], events[-1]
     assert (tmp_path / "warm" / "output" / "cbv.npy").is_file()
     worker._proc.wait(timeout=30)
     assert worker._proc.returncode == 0

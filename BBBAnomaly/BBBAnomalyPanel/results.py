@@ -48,9 +48,12 @@ class ResultsMixin:
 
         outputDir = self.lastRun["outputs"].output_dir
         if self.curveCache is None or self.curveCache[0] != outputDir:
-            path = curves_in(outputDir)
-            if path is None:
-                raise ValueError(_("this pipeline keeps no curves"))
+            runner = self.lastRun.get("runner")
+            if runner is not None and not runner.finished:  # the maps came first; the worker writes the curves
+                raise ValueError(_("the curves of this run are still being written: try again in a moment"))
+            path = self.lastRun.get("curves") or curves_in(outputDir)
+            if path is None or not os.path.exists(path):
+                raise ValueError(_("this run kept no curves"))
             self.curveCache = (outputDir, CurveSet.load(path))  # memory-mapped: read per click
         return self.curveCache[1]
 

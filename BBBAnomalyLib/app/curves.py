@@ -3,7 +3,8 @@
 A pipeline's result exports a :class:`CurveSet` (``result.curves()``); the worker saves it next
 to the maps (``curves.npz``) so that the Slicer panel can plot the mean curve of any segment,
 or the curve of a clicked voxel, after the run has finished, without the model in memory.
-The panel's worker writes them as a folder of raw float32 ``.npy`` arrays (:meth:`CurveSet.save_arrays`:
+The panel's worker writes them as a folder of raw float32 ``.npy`` arrays (:meth:`CurveSet.save_arrays`,
+after the maps are on screen:
 no conversion, no compression, read lazily through a memory map: a click reads one voxel's rows);
 ``curves.npz`` (:meth:`CurveSet.save`, float16) is the compact form for files a user keeps.
 
@@ -82,7 +83,7 @@ class CurveSet:
         """The curves as a folder: ``measured.npy`` and ``fitted_<i>.npy`` (float32, as computed),
         ``mask.npy`` and ``curves.json`` (times, unit, labels, reference curves)."""
         folder = Path(folder)
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         np.save(folder / "measured.npy", np.asarray(self.measured, np.float32))
         np.save(folder / "mask.npy", self.mask)
         for i, arr in enumerate(self.fitted.values()):
@@ -116,10 +117,10 @@ class CurveSet:
 
 
 def curves_in(output_dir: str | Path) -> Path | None:
-    """The curves of a run's output folder (the panel's ``curves`` folder or ``curves.npz``); None
-    when the run kept none."""
-    for name in ("curves", "curves.npz"):
-        path = Path(output_dir) / name
+    """The curves of a run: ``curves.npz`` in its output folder, or the panel's ``<output>.curves``
+    folder beside it (see :func:`BBBAnomalyLib.app.jobs.curves_dir`); None when the run kept none."""
+    out = Path(output_dir)
+    for path in (out / "curves.npz", out.with_name(out.name + ".curves")):
         if path.exists():
             return path
     return None

@@ -10,12 +10,14 @@ to a runner. Two runners share one interface (``start``, ``poll``, ``cancel``, `
 
 Inputs are NRRD/NIfTI files, or the raw ``.npy`` arrays the panel hands over
 (:mod:`BBBAnomalyLib.app.handover`). ``output_format="volumes"`` writes the pipeline's own result
-folder (``<map><suffix>``, masks, report, ``curves.npz``); ``"arrays"`` (the panel) writes only
-what the panel loads, without compression: ``<map>.npy`` + header, ``report.json`` and a
-``curves`` folder of memory-mappable arrays. Either way the folder is complete or absent.
+folder (``<map><suffix>``, masks, report, ``curves.npz``); ``"arrays"`` (the panel) writes what the
+panel loads, without compression: ``<map>.npy`` + header, masks and ``report.json``, announced by a
+``maps`` event as soon as they are complete, then the curves as memory-mappable arrays in a
+folder of their own (:func:`curves_dir`). Every folder is complete or absent.
 
-Events are dicts with an ``event`` key: ``progress`` (fraction, message), ``done`` (output_dir,
-maps, warnings), ``error`` (message, kind = "input" | "internal", log) and ``cancelled``.
+Events are dicts with an ``event`` key: ``progress`` (fraction, message), ``maps`` (output_dir,
+maps, warnings: the maps are complete, the curves follow; arrays output only), ``done``
+(output_dir, maps, warnings, curves), ``error`` (message, kind = "input" | "internal", log) and ``cancelled``.
 The runners live in :mod:`BBBAnomalyLib.app.runners` (re-exported here).
 """
 
@@ -125,10 +127,17 @@ def read_job_input(path: str):
     return read_volume(path)
 
 
-def write_arrays(result, job: Job, curves) -> Path:
+def curves_dir(output_dir) -> Path:
+    """Where the panel's output keeps its curves: ``<output_dir>.curves`` beside the maps, a folder
+    of its own (complete or absent), written after the maps are announced."""
+    out = Path(output_dir)
+    return out.with_name(out.name + ".curves")
+
+
+def write_arrays(result, job: Job) -> Path:
     """The panel's output folder, complete or absent: ``<map>.npy`` with headers (Slicer's voxel
-    order, uncompressed), the masks the run used (as the pipeline's own ``write`` keeps them),
-    ``report.json`` and the curves as memory-mappable arrays."""
+    order, uncompressed), the masks the run used (as the pipeline's own ``write`` keeps them) and
+    ``report.json``."""
     import numpy as np
 
     from ..core.outputs import atomic_output_dir
@@ -144,19 +153,20 @@ def write_arrays(result, job: Job, curves) -> Path:
             mask = getattr(result, name, None)
             if isinstance(mask, np.ndarray) and name not in result.maps:
                 handover.write_volume(Volume(mask, template.affine), tmp / f"{name}.npy")
-        if curves is not None:
-            curves.save_arrays(tmp / "curves")
         dump_json(result.report, tmp / "report.json")
     return Path(job.output_dir).resolve()
 
 
-def run_job(job: Job, progress=None) -> dict:
+def run_job(job: Job, progress=None, emit=None) -> dict:
     """Run a job in this process; returns the ``done`` event. Raises InputError / CancelledError.
 
-    The output folder is claimed before any work (see :mod:`BBBAnomalyLib.core.outputs`), and the
-    curves for the panel are written inside the same all-or-nothing folder as the maps.
+    The output folder is claimed before any work (see :mod:`BBBAnomalyLib.core.outputs`).
+    ``output_format="volumes"``: the curves (``curves.npz``) are written inside the same
+    all-or-nothing folder as the maps. ``"arrays"`` (the panel): the maps folder is written first
+    and announced with a ``maps`` event through ``emit`` (the panel loads them at once), then the
+    curves go to :func:`curves_dir`, a complete-or-absent folder of their own, and ``done`` names it.
     """
-    from ..core.outputs import claim_output_dir
+    from ..core.outputs import atomic_output_dir, claim_output_dir
     from .pipelines import InputRole, get_pipeline
 
     job.validate()  # fields may have been changed after the job was made
@@ -181,15 +191,26 @@ def run_job(job: Job, progress=None) -> dict:
 
             torch.set_num_threads(int(job.torch_threads))
         result = spec.run(volumes, job.parameters, progress=progress, **options)
-        curves = result.curves() if job.save_curves else None
+        del volumes
+        warnings = list(result.report.get("warnings", []))
+        curves_path = None
         if job.output_format == "arrays":
-            out = write_arrays(result, job, curves)
-        else:
+            out = write_arrays(result, job)
+            if emit is not None:
+                emit({"event": "maps", "output_dir": str(out), "maps": list(result.maps), "warnings": warnings})
+            curves = result.curves() if job.save_curves else None
             if curves is not None:  # a pipeline may have no curves to show (result.curves() is None)
+                with atomic_output_dir(curves_dir(out), overwrite=job.overwrite) as tmp:
+                    curves.save_arrays(tmp)
+                curves_path = str(curves_dir(out))
+        else:
+            curves = result.curves() if job.save_curves else None
+            if curves is not None:
                 claim.add_writer(lambda folder: curves.save(folder / "curves.npz"))
             out = result.write(job.output_dir, overwrite=job.overwrite, suffix=job.suffix)
-    return {"event": "done", "output_dir": str(out), "maps": list(result.maps),
-            "warnings": list(result.report.get("warnings", []))}
+            curves_path = str(Path(out) / "curves.npz") if curves is not None else None
+    return {"event": "done", "output_dir": str(out), "maps": list(result.maps), "warnings": warnings,
+            "curves": curves_path}
 
 
 from .runners import InProcessRunner, WorkerProcess  # noqa: E402,F401  (re-exported; runners import Job lazily)

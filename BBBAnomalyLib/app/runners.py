@@ -65,7 +65,7 @@ class InProcessRunner:
         try:
             from .jobs import run_job
 
-            self.result = run_job(self.job, progress)
+            self.result = run_job(self.job, progress, emit=self._events.append)
             self._events.append(self.result)
         except InputError as exc:
             self._events.append({"event": "error", "kind": "input", "message": str(exc)})

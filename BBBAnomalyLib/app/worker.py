@@ -15,7 +15,9 @@ empty line or the end of stdin (the panel closed it, or Slicer has gone) ends it
   {"event": "started", "pid": 12345, "python": "..."}   (first: the pid the panel's Cancel must end)
   {"event": "log", "message": "device: CUDA (NVIDIA ...)"}  (lines for the panel's log box)
   {"event": "progress", "fraction": 0.42, "message": "deconvolving (osvd)"}
-  {"event": "done", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...]}
+  {"event": "maps", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...]}  (the panel's output:
+                                                         maps complete, curves being written)
+  {"event": "done", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...], "curves": "..." or null}
   {"event": "error", "kind": "input", "message": "the AIF mask is empty ..."}
   {"event": "cancelled"}
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         device = describe_device(job)
         if device:
             printer.emit({"event": "log", "message": f"device: {device}"})
-        printer.emit(run_job(job, printer))
+        printer.emit(run_job(job, printer, emit=printer.emit))
         return 0
     except InputError as exc:
         printer.emit({"event": "error", "kind": "input", "message": str(exc)})
