@@ -264,7 +264,7 @@ def test_recursion_derivative_is_the_derivative_of_the_convolution():
     f64 = torch.float64
     as64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
     # Ktrans = 1, vp = 0, y = 0: the residual is -E, so the sums are those of E and ∂E themselves
-    sums = _lm_sums(torch.zeros((t.size, kep.size), dtype=f64), as64(np.repeat(cp[:, None], kep.size, 1)),
+    sums = _lm_sums(torch.zeros((t.size, kep.size), dtype=f64), as64(cp[:, None]), torch.zeros(kep.size, dtype=int),
                     as64(np.ones(kep.size)), as64(kep), as64(np.zeros(kep.size)), steps, extended=False).numpy()
     sums = dict(zip(("rr", "ee", "ed", "ec", "dd", "dc", "er", "dr", "cr"), sums))
     delta = 1e-6 * np.maximum(kep, 1e-2)

@@ -38,27 +38,58 @@ def detect_baseline_frames(mean_curve: np.ndarray) -> int:
     return stop - 1 if stop >= 3 else stop
 
 
-def enhancement_ratio(signal: np.ndarray, n_baseline: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def enhancement_ratio(signal: np.ndarray, n_baseline: int, skip: int = 0, out: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """SER(t) = S(t)/S0 - 1 and S0 (mean of frames [skip, n_baseline)), per voxel. The OSIPI
-    reference data use skip = 1 (the first frame is often not yet in steady state)."""
+    reference data use skip = 1 (the first frame is often not yet in steady state).
+    out: where SER goes (``signal`` itself converts in place, by row blocks: no temporary of its size)."""
     s0 = signal[:, skip:n_baseline].mean(axis=1, dtype=np.float64).astype(np.float32)
     if np.any(s0 <= 0):
         bad = int((s0 <= 0).sum())
         raise InputError(f"{bad} analysed voxels have a zero or negative pre-contrast signal; exclude them with "
                          "--mask (background) or check --input-kind")
-    return signal / s0[:, None] - 1.0, s0
+    if out is None:
+        return signal / s0[:, None] - 1.0, s0
+    for start in range(0, signal.shape[0], ROW_BLOCK):  # the same float32 operations, a block at a time
+        rows = slice(start, start + ROW_BLOCK)
+        np.divide(signal[rows], s0[rows, None], out=out[rows])
+        out[rows] -= np.float32(1.0)
+    return out, s0
 
 
-def concentration_from_ser(ser: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float
-                           ) -> tuple[np.ndarray, int]:
+#: Rows converted at a time: bounds the float64 temporaries of the SPGR inversion (a few MiB).
+ROW_BLOCK = 1024
+
+
+def concentration_from_ser(ser: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float,
+                           out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """C(t) [mM] from SER(t) by inverting the SPGR steady-state equation per frame.
 
     S = M0 sinα (1 - E1)/(1 - cosα E1), E1 = exp(-TR·R1). With S0 at R10 = 1/T10 and A = (1 - cosα E10)/(1 - E10),
     E1(t) = (A - (1 + SER))/(A - (1 + SER) cosα), R1 = -ln(E1)/TR, C = (R1 - R10)/r1.
-    t10: scalar or (n_voxels,) seconds. Returns (C, number of samples clipped at E1_MIN).
+    t10: scalar or (n_voxels,) seconds. Returns (C float32, number of samples clipped at E1_MIN).
+    Computed in float64 by blocks of ROW_BLOCK rows into a float32 result (``out``, which may be
+    ``ser`` itself: each block is read before it is written), so the temporaries stay a few MiB.
     """
     ser = np.asarray(ser)
     t10 = np.asarray(t10, dtype=np.float64)
+    if ser.ndim < 2 or (t10.ndim == 0 and ser.shape[0] <= ROW_BLOCK):
+        conc, clipped = _spgr_inverse(ser, t10, flip_angle, tr, relaxivity)
+        if out is None:
+            return conc, clipped
+        out[...] = conc
+        return out, clipped
+    out = np.empty(ser.shape, np.float32) if out is None else out
+    clipped = 0
+    for start in range(0, ser.shape[0], ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        conc, n = _spgr_inverse(ser[rows], t10[rows] if t10.ndim == 1 else t10, flip_angle, tr, relaxivity)
+        out[rows] = conc
+        clipped += n
+    return out, clipped
+
+
+def _spgr_inverse(ser, t10, flip_angle, tr, relaxivity):
     t10 = t10[:, None] if t10.ndim == 1 else t10
     a = np.deg2rad(flip_angle)
     e10 = np.exp(-tr / t10)

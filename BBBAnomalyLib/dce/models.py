@@ -30,6 +30,8 @@ import numpy as np
 from .parameters import Model
 
 KEP_MAX = 10.0  # [1/min]; faster exchange is indistinguishable from vp at clinical frame rates
+#: The smallest chunk of voxels the fit splits its input into (see PKModel._chunk).
+MIN_CHUNK = 4096
 KEP_MIN = 1e-4  # [1/min]; the refinement's lower bound (kep = 0 is the Patlak limit)
 #: The refinement stops a voxel once a step gains less than this fraction of its SSE (or could at
 #: most, by the Gauss-Newton model): with ~57 residual degrees of freedom that is < 6e-4 σ² of
@@ -150,12 +152,13 @@ def _solve2_spd(a00, a01, a11, b0, b1):
     return b0 / a00 - l10 * x1, x1
 
 
-def _lm_sums(Y, C, k, e, v, steps, extended):
+def _lm_sums(Y, table_t, group, k, e, v, steps, extended):
     """One pass over the frames at (Ktrans k, kep e, vp v) (float64 (m,) tensors): the sums over
     frames (9, m) float64 of r·r, E·E, E·∂E, E·Cp, ∂E·∂E, ∂E·Cp, E·r, ∂E·r and Cp·r, r the residual,
     E(kep) the recursive convolution and ∂E its exact derivative by kep (the recursion differentiated:
-    ∂E_i = decay·∂E_{i-1} - h·decay·E_{i-1} + wa'·Cp_{i-1} + wb'·Cp_i). Y, C: (T, m) curves and each
-    voxel's AIF, frames as rows, in the working precision; steps: the T-1 frame intervals [min]."""
+    ∂E_i = decay·∂E_{i-1} - h·decay·E_{i-1} + wa'·Cp_{i-1} + wb'·Cp_i). Y: (T, m) curves, frames as
+    rows, in the working precision; table_t: (T, D) the AIFs, group: (m,) each voxel's column of it
+    (gathered frame by frame: no (T, m) copy of the AIFs); steps: the T-1 frame intervals [min]."""
     import torch
 
     dev, f32, f64 = Y.device, Y.dtype, torch.float64
@@ -174,17 +177,20 @@ def _lm_sums(Y, C, k, e, v, steps, extended):
     conv = torch.zeros((2, m), dtype=f32, device=dev)  # E of the previous and the current frame
     deriv = torch.zeros((2, m), dtype=f32, device=dev)
     r = torch.empty(m, dtype=f32, device=dev)
+    aif = torch.empty((2, m), dtype=f32, device=dev)  # each voxel's AIF at the previous and the current frame
+    torch.index_select(table_t[0], 0, group, out=aif[0])
     if extended:  # frame 0: E = ∂E = 0, r = y - vp·Cp
-        torch.addcmul(Y[0], v32, C[0], value=-1.0, out=r)
+        torch.addcmul(Y[0], v32, aif[0], value=-1.0, out=r)
         rr.addcmul_(r, r)
-        cr.addcmul_(C[0], r)
+        cr.addcmul_(aif[0], r)
     else:
         rr.addcmul_(Y[0], Y[0])
     for i in range(1, n_frames):
         wa, wb, dwa, dwb, decay, h_decay = weights[steps[i - 1]]
         prev, cur = conv[(i - 1) % 2], conv[i % 2]
         dprev, dcur = deriv[(i - 1) % 2], deriv[i % 2]
-        c0, c1 = C[i - 1], C[i]
+        c0, c1 = aif[(i - 1) % 2], aif[i % 2]
+        torch.index_select(table_t[i], 0, group, out=c1)
         torch.mul(decay, dprev, out=dcur)  # ∂E_i = decay·∂E_{i-1} - h·decay·E_{i-1} + wa'·c0 + wb'·c1
         dcur.addcmul_(h_decay, prev, value=-1.0)
         dcur.addcmul_(dwa, c0)
@@ -205,7 +211,6 @@ def _lm_sums(Y, C, k, e, v, steps, extended):
         er.addcmul_(cur, r)
         dr.addcmul_(dcur, r)
     return sums.to(f64)
-
 
 
 def _torch_segment_weights(k, h):
@@ -276,29 +281,67 @@ class PKModel:
         recomputes the model curves when they are wanted): one (n, T) array less to hold."""
         curves = np.asarray(curves)
         n = curves.shape[0]
-        parts = []
-        for start in range(0, n, self.chunk_voxels):  # chunks bound the (T, n) temporaries
-            block = curves[start:start + self.chunk_voxels]
-            yt = np.empty((block.shape[1], block.shape[0]))
-            yt[...] = block.T  # frames as rows, float64: every step below reduces along frames
-            parts.append(self._fit_chunk(yt, keep_fitted))
-            del yt
+        chunk = self._chunk(n)
+        out = {f: np.empty(n) for f in PKFit.__dataclass_fields__ if f != "fitted"}  # written chunk by chunk
+        out["fitted"] = np.empty(curves.shape, np.float32) if keep_fitted else None
+        stages = 3 if self.refine else 1
+        done = 0
+
+        def report(rows):
+            nonlocal done
+            done += rows
             if progress is not None:
-                progress(min(1.0, (start + self.chunk_voxels) / max(n, 1)))
-        return PKFit(*(None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
-                       for f in PKFit.__dataclass_fields__))
+                progress(min(1.0, done / max(stages * n, 1)))
+
+        for start in range(0, n, chunk):  # chunks bound the (T, chunk) float64 temporaries
+            rows = slice(start, start + chunk)
+            yt = self._frames_as_rows(curves[rows])
+            ktrans, kep, vp, delay = self._linear_chunk(yt)
+            out["delay"][rows] = delay
+            if self.refine:  # refined below over larger batches, then finished
+                out["ktrans"][rows], out["kep"][rows], out["vp"][rows] = ktrans, kep, vp
+            else:
+                self._finish_chunk(yt, ktrans, kep, vp, delay, out, rows)
+            del yt
+            report(ktrans.size)
+        if self.refine:
+            group = np.searchsorted(self.delays, out["delay"])
+            table = np.stack([shifted(self.aif, self.times, d) for d in self.delays])
+            out["ktrans"], out["kep"], out["vp"] = self._refine(curves, table, group, out["ktrans"], out["kep"],
+                                                                out["vp"], report)
+            for start in range(0, n, chunk):
+                rows = slice(start, start + chunk)
+                yt = self._frames_as_rows(curves[rows])
+                self._finish_chunk(yt, out["ktrans"][rows], out["kep"][rows], out["vp"][rows], out["delay"][rows],
+                                   out, rows)
+                del yt
+                report(min(chunk, n - start))
+        return PKFit(**out)
+
+    @staticmethod
+    def _frames_as_rows(block: np.ndarray) -> np.ndarray:
+        yt = np.empty((block.shape[1], block.shape[0]))
+        yt[...] = block.T  # frames as rows, float64: every step of the fit reduces along frames
+        return yt
 
     def curves(self, fit: PKFit) -> np.ndarray:
         """The model curves (n, T) float32 of a fit made with ``keep_fitted=False`` (chunk by chunk)."""
         n = fit.ktrans.shape[0]
         out = np.empty((n, self.t_min.size), np.float32)
         table, group = self._delay_table(fit.delay)
-        for start in range(0, n, self.chunk_voxels):
-            rows = slice(start, start + self.chunk_voxels)
+        chunk = self._chunk(n)
+        for start in range(0, n, chunk):
+            rows = slice(start, start + chunk)
             model = np.empty((self.t_min.size, out[rows].shape[0]))
             self._model_pass(None, table, group[rows], fit.ktrans[rows], fit.kep[rows], fit.vp[rows], model)
             out[rows] = model.T
         return out
+
+    def _chunk(self, n: int) -> int:
+        """Voxels per chunk: chunk_voxels at most, and at most 1/16 of the curves (but >= MIN_CHUNK):
+        a chunk's float64 (T, chunk) temporaries (two at a time) then stay within 1/4 of the
+        float32 curves, so the fit adds little to the memory the curves take."""
+        return max(1, min(self.chunk_voxels, max(MIN_CHUNK, -(-n // 16))))
 
     def _delay_table(self, delay: np.ndarray):
         """The shifted AIFs (D, T) of the delays present and each voxel's row of it."""
@@ -420,16 +463,17 @@ class PKModel:
             c_prev, c = c, c_prev
         return resid, total
 
-    def _fit_chunk(self, yt: np.ndarray, keep_fitted: bool = True) -> PKFit:
-        """All the voxels of one chunk; yt: (T, n) float64 curves, frames as rows."""
+    def _linear_chunk(self, yt: np.ndarray):
+        """(ktrans, kep, vp, delay) of the linear fit over the delay grid, out-of-range voxels refitted
+        on the boundary; yt: (T, n) float64 curves, frames as rows."""
         n = yt.shape[1]
         int_ct = np.empty_like(yt)  # cumulative trapezoid along the frames (cumulative_integral's arithmetic)
         int_ct[0] = 0.0
-        steps = yt[1:] + yt[:-1]
-        steps *= 0.5
-        steps *= np.diff(self.t_min)[:, None]
-        np.cumsum(steps, axis=0, out=int_ct[1:])
-        del steps
+        np.add(yt[1:], yt[:-1], out=int_ct[1:])
+        int_ct[1:] *= 0.5
+        int_ct[1:] *= np.diff(self.t_min)[:, None]
+        for i in range(2, int_ct.shape[0]):  # the running sum in place, row by row (as np.cumsum adds)
+            int_ct[i] += int_ct[i - 1]
         ss = {"yy": np.einsum("tn,tn->n", yt, yt), "ii": np.einsum("tn,tn->n", int_ct, int_ct),
               "iy": np.einsum("tn,tn->n", int_ct, yt)}
         designs = [self._design(shifted(self.aif, self.times, d)) for d in self.delays]
@@ -454,9 +498,12 @@ class PKModel:
         for g in np.unique(group[outside]):  # boundary refit per delay of the grid (it needs the linear kep only)
             fix = np.flatnonzero((group == g) & outside)
             ktrans[fix], vp[fix] = self._on_the_boundary(yt[:, fix], table[g], kep[fix])
-        if self.refine:  # all delays in one batch, each voxel with its own AIF
-            ktrans, kep, vp = self._refine(yt, table, group, ktrans, kep, vp)
-        fitted = np.empty_like(yt) if keep_fitted else None
+        return ktrans, kep, vp, best_delay
+
+    def _finish_chunk(self, yt, ktrans, kep, vp, delay, out: dict, rows: slice):
+        """ve, R² (and the model curves when kept) of a chunk's final parameters, written to ``out``."""
+        table, group = self._delay_table(delay)
+        fitted = np.empty_like(yt) if out["fitted"] is not None else None
         resid, total = self._model_pass(yt, table, group, ktrans, kep, vp, fitted)
         with np.errstate(divide="ignore", invalid="ignore"):
             ve = np.where(kep > 0, np.clip(ktrans / np.where(kep > 0, kep, 1.0), 0.0, 1.0),
@@ -464,23 +511,25 @@ class PKModel:
         if self.model is Model.PATLAK:
             ve = np.zeros_like(ktrans)  # no backflux: ve is not defined by Patlak
         r2 = np.where(total > 0, 1.0 - resid / np.where(total > 0, total, 1.0), 0.0)
+        for name, value in (("ktrans", ktrans), ("kep", kep), ("vp", vp), ("ve", ve), ("r2", r2)):
+            out[name][rows] = value
         if fitted is not None:
-            fitted = fitted.T.astype(np.float32, order="C")
-        return PKFit(ktrans, kep, ve, vp, best_delay, r2, fitted)
+            out["fitted"][rows] = fitted.T
 
     # --- nonlinear refinement -----------------------------------------------------------------------
-    def _refine(self, yt, cps, group, ktrans, kep, vp):
+    def _refine(self, curves, cps, group, ktrans, kep, vp, report=None):
         """Batched Levenberg-Marquardt on (Ktrans, kep[, vp]) of the exact model, from the linear fit.
 
-        yt: (T, n) curves (frames as rows); cps: (D, T) the AIFs of the delay grid; group: (n,) each
-        voxel's row of cps.
+        curves: (n, T); cps: (D, T) the AIFs of the delay grid; group: (n,) each voxel's row of cps.
         Each iteration is ONE pass over the frames at the trial parameters: the recursive convolution
         E(kep) and its exact derivative ∂E/∂kep (the same recursion differentiated: the segment weights'
         derivatives in closed form), the residual and the nine sums of products that the next step
         needs (JᵀJ, Jᵀr, the SSE) are accumulated frame by frame, so no (n, T, p) Jacobian is stored.
         Voxels stop when converged (the accepted step gained < REFINE_FTOL of their SSE, the
         Gauss-Newton model predicts no such gain, or the damping grew past REFINE_LAMBDA_STOP with no
-        step accepted) and the batch shrinks to the voxels still moving.
+        step accepted) or after refine_iterations steps; the batch shrinks to the voxels still
+        moving. Batches of voxels are refined in turn (memory), and the few slow voxels of one batch
+        go on with the next instead of holding a near-empty batch for many passes.
 
         float32 for the curves and the per-frame arithmetic: the data are float32 already, and the
         recursion's rounding (~60 steps of 6e-8 relative) perturbs the SSE by ~1e-6 of itself — ten
@@ -493,89 +542,102 @@ class PKModel:
         dev = resolve_device(self.device)
         f32, f64 = torch.float32, torch.float64
         extended = self.model is Model.EXTENDED_TOFTS
-        n_frames, n = yt.shape
+        n, n_frames = curves.shape
         t = self.t_min
         steps = [round(float(t[i] - t[i - 1]), 12) for i in range(1, n_frames)]
-        out_k, out_e, out_v = (np.asarray(a, dtype=np.float64).copy() for a in (ktrans, np.maximum(kep, KEP_MIN), vp))
-        if n == 0:
-            return out_k, out_e, out_v
+        outs = tuple(np.asarray(a, dtype=np.float64).copy() for a in (ktrans, np.maximum(kep, KEP_MIN), vp))
+        cps = np.asarray(cps, dtype=np.float64)
+        table_t = torch.as_tensor(np.ascontiguousarray(cps.T), dtype=f32, device=dev)  # (T, D)
+        cc_table = torch.as_tensor((cps * cps).sum(1), dtype=f64, device=dev)  # Cp·Cp of each AIF
+        batch = 2 * self._chunk(n)  # float32 curves + state: about the linear fit's chunk memory
 
-        Yt = torch.as_tensor(yt, device=dev).to(f32)  # (T, n) frames as rows
-        table = torch.as_tensor(np.ascontiguousarray(np.asarray(cps, dtype=np.float64).T), dtype=f32, device=dev)
-        group = torch.as_tensor(group, device=dev)
-        Ct = table[:, group].contiguous()  # (T, n): each voxel's shifted AIF
-        cc = (table.to(f64) ** 2).sum(0)[group]  # Cp·Cp of each voxel's AIF (fixed)
-        pos = np.arange(n)  # rows of the output still being refined
-        K, E, V = (torch.as_tensor(a, dtype=f64, device=dev) for a in (out_k, out_e, out_v))
+        def start(rows):
+            g = torch.as_tensor(group[rows], device=dev)
+            s = {"Y": torch.as_tensor(np.ascontiguousarray(curves[rows].T, dtype=np.float32), device=dev), "g": g,
+                 "cc": cc_table[g], "pos": np.arange(n)[rows]}
+            s["K"], s["E"], s["V"] = (torch.as_tensor(o[rows], dtype=f64, device=dev) for o in outs)
+            s["lam"] = torch.full_like(s["K"], 1e-2)
+            s["iters"] = torch.zeros(s["K"].shape, dtype=torch.int32, device=dev)
+            s["sums"] = _lm_sums(s["Y"], table_t, g, s["K"], s["E"], s["V"], steps, extended)
+            return s
 
-        def step(s, k, e, v, lam):
-            """The damped Gauss-Newton step (float64) and the gain the undamped step would promise.
-            A parameter on a bound whose gradient points out of the range is held there (its row and
-            column leave the system): projected Gauss-Newton, so a voxel resting on a bound converges
-            instead of proposing steps that the clamp undoes."""
-            _, ee, ed, ec, dd, dc, er, dr, cr = s
-            a = {(0, 0): ee, (0, 1): k * ed, (1, 1): k * k * dd}
-            b = [er, k * dr]
-            held = [(k <= 0) & (er <= 0), ((e <= KEP_MIN) & (b[1] <= 0)) | ((e >= KEP_MAX) & (b[1] >= 0))]
-            if extended:
-                a.update({(0, 2): ec, (1, 2): k * dc, (2, 2): cc})
-                b.append(cr)
-                held.append(((v <= 0) & (cr <= 0)) | ((v >= 1) & (cr >= 0)))
-            p = len(b)
-            for j in range(p):
-                b[j] = torch.where(held[j], 0.0, b[j])
-                a[j, j] = torch.where(held[j], 1.0, a[j, j])
-                for l in range(p):
-                    if l != j:
-                        key = (min(j, l), max(j, l))
-                        a[key] = torch.where(held[j], 0.0, a[key])
-            eps = 1e-12
-            solve = _solve3_spd if extended else _solve2_spd
-            off = [a[key] for key in sorted(a) if key[0] != key[1]]
+        def merge(a, b):
+            return {k: np.concatenate([a[k], b[k]]) if k == "pos" else torch.cat([a[k], b[k]], dim=-1) for k in a}
 
-            def system(damping):
-                diag = [a[j, j] * (1 + damping) + eps for j in range(p)]
-                if extended:
-                    return solve(diag[0], off[0], off[1], diag[1], off[2], diag[2], *b)
-                return solve(diag[0], off[0], diag[1], *b)
+        def finish(s, done):
+            """Write the finished voxels out; the state of the rest."""
+            rows = done.cpu().numpy()
+            for o, k in zip(outs, ("K", "E", "V")):
+                o[s["pos"][rows]] = s[k].cpu().numpy()[rows]
+            keep = torch.nonzero(~done)[:, 0]
+            return {k: v[keep.cpu().numpy()] if k == "pos" else v[..., keep] for k, v in s.items()}
 
-            gn = system(0.0)
-            return system(lam), sum(x * g for x, g in zip(gn, b))
+        def iterate(s):
+            """One Levenberg-Marquardt iteration of every voxel in s; the voxels now finished."""
+            (dk, de, *dv), gain = self._lm_step(s["sums"], s["K"], s["E"], s["V"], s["cc"], s["lam"], extended)
+            hold = gain <= REFINE_FTOL * s["sums"][0]  # the quadratic model promises no useful gain
+            K2 = torch.where(hold, s["K"], torch.clamp(s["K"] + dk, min=0.0))
+            E2 = torch.where(hold, s["E"], torch.clamp(s["E"] + de, KEP_MIN, KEP_MAX))
+            V2 = torch.where(hold, s["V"], torch.clamp(s["V"] + dv[0], 0.0, 1.0)) if extended else s["V"]
+            trial = _lm_sums(s["Y"], table_t, s["g"], K2, E2, V2, steps, extended)
+            ok = (trial[0] < s["sums"][0]) & ~hold
+            gained = s["sums"][0] - trial[0]
+            for key, trial_value in (("K", K2), ("E", E2), ("V", V2)):
+                s[key] = torch.where(ok, trial_value, s[key])
+            s["sums"] = torch.where(ok, trial, s["sums"])
+            s["lam"] = torch.where(ok, s["lam"] * 0.3, s["lam"] * 10.0).clamp(1e-8, 1e8)
+            s["iters"] += 1
+            return (hold | (ok & (gained <= REFINE_FTOL * trial[0])) | (~ok & (s["lam"] > REFINE_LAMBDA_STOP))
+                    | (s["iters"] >= self.refine_iterations))
 
-        sums = _lm_sums(Yt, Ct, K, E, V, steps, extended)
-        lam = torch.full_like(K, 1e-2)
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
-        for _ in range(self.refine_iterations):
-            (dk, de, *dv), gain = step(sums, K, E, V, lam)
-            done |= gain <= REFINE_FTOL * sums[0]  # the quadratic model promises no useful gain
-            if int(done.sum()) >= 0.05 * done.numel():  # write the finished voxels out, go on with the rest
-                # (a few finished voxels ride along: compacting the curves costs a tenth of a pass)
-                self._write_back(done, pos, (out_k, out_e, out_v), (K, E, V))
-                keep = torch.nonzero(~done)[:, 0]
-                if keep.numel() == 0:
-                    return out_k, out_e, out_v
-                pos = pos[keep.cpu().numpy()]
-                K, E, V, lam, cc = K[keep], E[keep], V[keep], lam[keep], cc[keep]
-                sums = sums[:, keep]
-                Yt, Ct = Yt[:, keep].contiguous(), Ct[:, keep].contiguous()
-                dk, de = dk[keep], de[keep]
-                dv = [dv[0][keep]] if dv else []
-                done = torch.zeros(keep.numel(), dtype=torch.bool, device=dev)
-            K2 = torch.clamp(K + dk, min=0.0)
-            E2 = torch.clamp(E + de, KEP_MIN, KEP_MAX)
-            V2 = torch.clamp(V + dv[0], 0.0, 1.0) if extended else V
-            trial = _lm_sums(Yt, Ct, K2, E2, V2, steps, extended)
-            ok = trial[0] < sums[0]
-            gained = sums[0] - trial[0]
-            K, E, V = torch.where(ok, K2, K), torch.where(ok, E2, E), torch.where(ok, V2, V)
-            sums = torch.where(ok, trial, sums)
-            lam = torch.where(ok, lam * 0.3, lam * 10.0).clamp(1e-8, 1e8)
-            done = (ok & (gained <= REFINE_FTOL * trial[0])) | (~ok & (lam > REFINE_LAMBDA_STOP))
-        self._write_back(torch.ones_like(done), pos, (out_k, out_e, out_v), (K, E, V))
-        return out_k, out_e, out_v
+        pool = None
+        for first in range(0, n, batch):
+            rows = slice(first, first + batch)
+            s = start(rows) if pool is None else merge(pool, start(rows))
+            pool = None
+            while s["K"].numel():
+                s = finish(s, iterate(s))
+                if s["K"].numel() < batch // 4 and first + batch < n:  # the slow few go on with the next batch
+                    pool = s
+                    break
+            if report is not None:
+                report(min(batch, n - first))
+        while pool is not None and pool["K"].numel():
+            pool = finish(pool, iterate(pool))
+        return outs
 
     @staticmethod
-    def _write_back(rows, pos, outs, values):
-        rows = rows.cpu().numpy()
-        for out, v in zip(outs, values):
-            out[pos[rows]] = v.cpu().numpy()[rows]
+    def _lm_step(s, k, e, v, cc, lam, extended):
+        """The damped Gauss-Newton step (float64) and the gain the undamped step would promise.
+        A parameter on a bound whose gradient points out of the range is held there (its row and
+        column leave the system): projected Gauss-Newton, so a voxel resting on a bound converges
+        instead of proposing steps that the clamp undoes."""
+        import torch
+
+        _, ee, ed, ec, dd, dc, er, dr, cr = s
+        a = {(0, 0): ee, (0, 1): k * ed, (1, 1): k * k * dd}
+        b = [er, k * dr]
+        held = [(k <= 0) & (er <= 0), ((e <= KEP_MIN) & (b[1] <= 0)) | ((e >= KEP_MAX) & (b[1] >= 0))]
+        if extended:
+            a.update({(0, 2): ec, (1, 2): k * dc, (2, 2): cc})
+            b.append(cr)
+            held.append(((v <= 0) & (cr <= 0)) | ((v >= 1) & (cr >= 0)))
+        p = len(b)
+        for j in range(p):
+            b[j] = torch.where(held[j], 0.0, b[j])
+            a[j, j] = torch.where(held[j], 1.0, a[j, j])
+            for m in range(p):
+                if m != j:
+                    key = (min(j, m), max(j, m))
+                    a[key] = torch.where(held[j], 0.0, a[key])
+        eps = 1e-12
+        off = [a[key] for key in sorted(a) if key[0] != key[1]]
+
+        def system(damping):
+            diag = [a[j, j] * (1 + damping) + eps for j in range(p)]
+            if extended:
+                return _solve3_spd(diag[0], off[0], off[1], diag[1], off[2], diag[2], *b)
+            return _solve2_spd(diag[0], off[0], diag[1], *b)
+
+        gn = system(0.0)
+        return system(lam), sum(x * g for x, g in zip(gn, b))

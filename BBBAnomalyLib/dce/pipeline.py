@@ -97,7 +97,8 @@ class DCEResult:
         data = self.extras["curve_data"]
         label = {"tofts": "Tofts fit", "extended-tofts": "extended Tofts fit", "patlak": "Patlak fit",
                  "2cxm": "2CXM fit", "2cum": "2CUM fit"}
-        fitted = {label[self.report["parameters"]["model"]]: data["fitted"]}
+        model_curves = data["fitted"]() if callable(data["fitted"]) else data["fitted"]
+        fitted = {label[self.report["parameters"]["model"]]: model_curves}
         rls: RLSOutput | None = data["rls"]
         if rls is not None:
             fitted["RLS reconstruction"] = data["to_units"](rls.ser_reconstruction(self.times))
@@ -105,7 +106,8 @@ class DCEResult:
 
 
 def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=None, brain_mask=None,
-            tumor_mask=None, t10_map: Volume | None = None, progress: ProgressCallback | None = None) -> DCEResult:
+            tumor_mask=None, t10_map: Volume | None = None, progress: ProgressCallback | None = None,
+            consume_input: bool = False) -> DCEResult:
     """Leakage maps from a DCE series.
 
     series:     4D Volume (T1-weighted signal, or concentration with ``params.input_kind='concentration'``)
@@ -116,6 +118,11 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     tumor_mask: left out of the RLS training set; summarised in the report.
     t10_map:    pre-contrast T1 [s] on the series grid (else ``params.t10``; neither = relative enhancement).
     progress:   callback(fraction in [0, 1], message); raise CancelledError from it to stop.
+    consume_input: opt-in for callers that no longer need the series (a command line): its data is
+                released (``series.data = None``) once the analysed curves are gathered, so the run
+                holds the series and its curves only briefly (peak ~1x series + the curves + small
+                change, instead of 1x + the curves + the maps). Off by default: a caller's Volume
+                is never modified unless it asks for this.
     """
     params = dataclasses.replace(params) if params is not None else DCEParameters()
     report_progress = progress or (lambda fraction, message: None)
@@ -153,11 +160,13 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             arterial = arterial.copy()
             arterial[arterial] = series.data[arterial].min(axis=1) > 0
         analysed = brain | arterial if arterial is not None else brain
-        raw = series.data[analysed].astype(np.float32)
-        if not np.isfinite(raw).all():
-            bad = int((~np.isfinite(raw)).any(axis=1).sum())
-            raise InputError(f"{bad} voxels inside the analysed region contain NaN or infinite values; replace them "
-                             "(e.g. with 0) or exclude them with --mask")
+        # the one float32 copy of the analysed curves, gathered without an intermediate copy (it is
+        # converted in place below); C-order of the voxels, as series.data[analysed] gives them
+        raw = _gather_curves(series.data, np.flatnonzero(analysed))
+        _check_finite(raw)
+        input_shape = list(series.data.shape)
+        if consume_input:  # nothing below reads the series' voxels (the caller opted in)
+            series.data = None
         in_brain = brain[analysed]
         t10 = (t10_grid[analysed] if t10_grid is not None else params.t10)
         if t10_grid is not None:
@@ -168,11 +177,15 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         if params.baseline_frames is not None:
             n_base = params.baseline_frames
         else:
-            n_base = detect_baseline_frames(raw[in_brain].mean(axis=0))
+            n_base = detect_baseline_frames(_rows_mean(raw, in_brain))
         if n_base > times.size - 4:
             raise InputError(f"the baseline ({n_base} frames) leaves fewer than 4 post-contrast frames of "
                              f"{times.size}; check --baseline-frames")
-        conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params)
+        rls_wanted = params.rls.value != "none"
+        # the brain's baseline signal for the RLS (taken before the conversion overwrites the curves)
+        s0_brain = raw[:, :n_base].mean(axis=1)[in_brain] if rls_wanted else None
+        conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params, rls_wanted)
+        del raw
         if clipped:
             warnings.append(f"{clipped} samples lay above the SPGR maximum signal (noise on saturated voxels) "
                             "and were clipped before the inversion")
@@ -199,7 +212,11 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                                                           params.max_delay, params.population_aif)
 
     report_progress(0.15, f"fitting {params.model.value}")
-    brain_conc = conc[in_brain]
+    # the brain's rows moved to the front in place (arterial voxels outside the brain, needed for the
+    # AIF only, are left behind): a view, not a copy of the curves
+    brain_conc = _brain_rows(conc, in_brain)
+    if ser is not None:
+        ser = brain_conc if ser is conc else _brain_rows(ser, in_brain)
     with timer("model_fit"):
         if params.model in (Model.TWO_CXM, Model.TWO_CUM):  # always nonlinear (.exchange)
             model = ExchangeModel(aif_curve, times, uptake=params.model is Model.TWO_CUM, max_delay=params.max_delay)
@@ -207,7 +224,13 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay, refine=params.refine,
                             refine_iterations=params.refine_iterations, device=params.device,
                             chunk_voxels=params.chunk_voxels)
-        fit = model.fit(brain_conc, progress=lambda f: report_progress(0.15 + 0.3 * f, f"fitting {params.model.value}"))
+        fitting = lambda f: report_progress(0.15 + 0.3 * f, f"fitting {params.model.value}")  # noqa: E731
+        if isinstance(model, PKModel):  # model curves on demand (DCEResult.curves), not held with the maps
+            fit = model.fit(brain_conc, progress=fitting, keep_fitted=False)
+            fitted = lambda: model.curves(fit)  # noqa: E731
+        else:
+            fit = model.fit(brain_conc, progress=fitting)
+            fitted = fit.fitted
 
     rls_out, rls_skipped = None, None
     if params.rls.value != "none":
@@ -217,7 +240,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         if arterial is not None:
             exclude = exclude | arterial[brain]
         try:
-            rls_out = run_rls(ser[in_brain], times, n_base, params, exclude, raw[in_brain, :n_base].mean(axis=1),
+            rls_out = run_rls(ser, times, n_base, params, exclude, s0_brain,
                               timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m),
                               tumor_given="tumor-mask" in masks)
         except TooFewTrainingVoxels as exc:  # the classic maps are still worth having (issue 12)
@@ -236,13 +259,13 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         values["fit_r2"] = fit.r2
         maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
 
-    report = _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
+    report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
                      values, maps, rls_out, unit, timer, warnings)
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report_progress(1.0, "done")
     aif_voxels = arterial.copy() if arterial is not None else None
-    curve_data = {"measured": brain_conc.astype(np.float32), "fitted": fit.fitted, "unit": unit,
+    curve_data = {"measured": brain_conc, "fitted": fitted, "unit": unit,
                   "rls": rls_out, "to_units": lambda ser_hat: to_units(ser_hat, in_brain)}
     return DCEResult(maps, times, aif_curve, aif_voxels, brain, report,
                      extras={"fit": fit, "baseline_frames": n_base, "curve_data": curve_data})
@@ -268,34 +291,97 @@ def _conversion_mode(series: Volume, params: DCEParameters, have_map: bool, warn
     return "relative", flip, tr
 
 
-def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters):
+def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: bool = True):
     """(conc, ser, unit, to_units, clipped) for the analysed voxels; ``to_units(ser, rows)`` maps
-    SER curves of the rows back into the units of ``conc`` (for the RLS reconstruction)."""
+    SER curves of the rows back into the units of ``conc`` (for the RLS reconstruction).
+
+    ``raw`` is converted in place (SER, then concentration when the SER is not needed: ``ser`` is
+    then None), so the run holds one float32 copy of the curves, two when the RLS needs both."""
     r1 = params.relaxivity
     if mode == "concentration":
         conc = raw
         t10n = NOMINAL["t10"] if t10 is None else t10
         f, r = flip or NOMINAL["flip_angle"], tr or NOMINAL["tr"]
-        ser = ser_from_concentration(conc, t10n, f, r, r1)
+        ser = ser_from_concentration(conc, t10n, f, r, r1) if need_ser else None
         return (conc, ser, "concentration (mM)",
                 lambda s, rows: concentration_from_ser(s, _rows(t10n, rows), f, r, r1)[0], 0)
-    ser, _ = enhancement_ratio(raw, n_base)
+    ser, _ = enhancement_ratio(raw, n_base, out=raw)
     if mode == "relative":
         return ser, ser, "relative enhancement (S/S0 - 1)", lambda s, rows: s, 0
-    conc, clipped = concentration_from_ser(ser, t10, flip, tr, r1)
-    return (conc, ser, "concentration (mM)",
+    conc, clipped = concentration_from_ser(ser, t10, flip, tr, r1, out=None if need_ser else ser)
+    return (conc, ser if need_ser else None, "concentration (mM)",
             lambda s, rows: concentration_from_ser(s, _rows(t10, rows), flip, tr, r1)[0], clipped)
+
+
+#: Rows handled per block by the gathers and reductions over the curves (bounds their temporaries).
+ROW_BLOCK = 8192
+
+
+def _gather_curves(data: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """(len(order), T) float32 curves of the voxels at flat C-order indices ``order`` of a 4D array,
+    gathered by blocks: no intermediate copy in the input's dtype, nor of a non-contiguous input."""
+    frames = data.shape[3]
+    out = np.empty((order.size, frames), np.float32)
+    if data.flags.c_contiguous or data.flags.f_contiguous:
+        layout = "C" if data.flags.c_contiguous else "F"
+        flat = data.reshape((-1, frames), order=layout)  # a view for either memory layout
+        by_frame = flat.T if layout == "F" else None  # (T, voxels), each frame contiguous; voxels in F order
+        for start in range(0, order.size, ROW_BLOCK):
+            rows = slice(start, start + ROW_BLOCK)
+            if layout == "C":
+                out[rows] = flat[order[rows]]
+            else:  # a frame-major gather (contiguous reads per frame), then a small transpose
+                spatial = data.shape[:3]
+                order_f = np.ravel_multi_index(np.unravel_index(order[rows], spatial), spatial, order="F")
+                out[rows] = np.take(by_frame, order_f, axis=1).T
+    else:
+        out[:] = data.reshape(-1, frames)[order]
+    return out
+
+
+def _check_finite(curves: np.ndarray) -> None:
+    for start in range(0, curves.shape[0], ROW_BLOCK):
+        if not np.isfinite(curves[start:start + ROW_BLOCK]).all():
+            bad = sum(int((~np.isfinite(curves[s:s + ROW_BLOCK])).any(axis=1).sum())
+                      for s in range(0, curves.shape[0], ROW_BLOCK))
+            raise InputError(f"{bad} voxels inside the analysed region contain NaN or infinite values; replace them "
+                             "(e.g. with 0) or exclude them with --mask")
+
+
+def _rows_mean(curves: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """curves[rows].mean(axis=0) without gathering the rows into a copy: as it was when every row is
+    taken, else summed in float64 by blocks (a float32 result)."""
+    if rows.all():
+        return curves.mean(axis=0)
+    idx = np.flatnonzero(rows)
+    total = np.zeros(curves.shape[1], np.float64)
+    for start in range(0, idx.size, ROW_BLOCK):
+        total += curves[idx[start:start + ROW_BLOCK]].sum(axis=0, dtype=np.float64)
+    return (total / max(idx.size, 1)).astype(np.float32)
+
+
+def _brain_rows(curves: np.ndarray, in_brain: np.ndarray, block: int = ROW_BLOCK) -> np.ndarray:
+    """curves[in_brain] as the leading rows of ``curves`` itself (moved forward in place by
+    blocks: each block is gathered before it is written, and a row never moves backwards, so no
+    row is overwritten before it is read); a view of them is returned."""
+    if in_brain.all():
+        return curves
+    idx = np.flatnonzero(in_brain)
+    for start in range(0, idx.size, block):
+        rows = idx[start:start + block]
+        curves[start:start + rows.size] = curves[rows]
+    return curves[:idx.size]
 
 
 def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
 
 
-def _report(series, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks, values,
+def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks, values,
             maps, rls_out, unit, timer, warnings) -> dict:
     report = {
         "pipeline": "dce",
-        "input": {"shape": list(series.data.shape), "frames": int(series.n_frames),
+        "input": {"shape": input_shape, "frames": int(input_shape[3]),
                   "frame_interval_s": float(np.median(np.diff(times))), "duration_s": float(times[-1] - times[0]),
                   "flip_angle_deg": flip, "tr_s": tr},
         "parameters": params.to_json(),
