@@ -34,7 +34,7 @@ def timed(fn, repeats):
     return statistics.median(runs)
 
 
-def bench(frames: int, repeats: int) -> dict:
+def bench(frames: int, repeats: int, threads: int | None = None) -> dict:
     interval = 1.5 if frames <= 60 else 1.0
     phantom = make_dsc_phantom(snr=50, slices="all", frame_interval=interval, duration=frames * interval, seed=0)
     masks = phantom.masks
@@ -44,7 +44,7 @@ def bench(frames: int, repeats: int) -> dict:
     dt = float(result.times[1] - result.times[0])
     row = {"frames": frames, "brain_voxels": int(curves.shape[0]), "seconds": {}}
     for method in ("osvd", "tikhonov"):
-        model = DeconvolutionModel(result.aif, dt, method)
+        model = DeconvolutionModel(result.aif, dt, method, workers=threads)  # as many threads as torch
         row["seconds"][method] = timed(lambda: model.fit(curves), repeats)
     phae = PHAEModel(result.aif, dt, device="cpu")
     row["seconds"]["phae"] = timed(lambda: phae.fit(curves), repeats)
@@ -64,11 +64,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, nargs="+", default=[60, 120])
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (numpy uses its BLAS default)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads, and the classic methods' chunk workers (the same count for every method)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [bench(f, args.repeats) for f in args.frames]
+    import os
+
+    load_before = os.getloadavg()[0]
+    rows = [bench(f, args.repeats, args.threads) for f in args.frames]
+    print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     cols = ["osvd", "tikhonov", "phae", "phae_adapt", "end_to_end_osvd", "end_to_end_tikhonov", "end_to_end_phae"]
     print(f"machine: {machine_description()}; torch threads {args.threads}\n")
     print("| brain voxels × frames | " + " | ".join(c.replace("end_to_end_", "end-to-end ") for c in cols) + " |")

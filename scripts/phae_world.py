@@ -142,8 +142,14 @@ def part_world(weights=("dsc-phae-sim", "dsc-phae-world"), quick=False, log=prin
     the same curves."""
     from BBBAnomalyLib.dsc.phae import PHAEModel
 
+    from pathlib import Path
+
+    def label(w):  # a bundled name as is; a path by its folder and file (e.g. seed runs: s1/dsc-phae-world)
+        p = Path(w)
+        return f"{p.parent.name}/{p.stem}" if p.suffix == ".pt" else str(w)
+
     res = {"weights": list(weights)}
-    factories = {w: (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in weights}
+    factories = {label(w): (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in weights}
     res["sweep"] = sweep(factories, snrs=(20, 50) if quick else (10, 20, 50, 100),
                          gains=(4.0,) if quick else (4.0, 1.0), frame_intervals=(1.6,) if quick else (1.0, 1.6, 2.2),
                          n_per_tissue=100 if quick else 200, cases=1 if quick else 2, log=log)
@@ -155,7 +161,8 @@ def part_world(weights=("dsc-phae-sim", "dsc-phae-world"), quick=False, log=prin
             log(f"object {key}: " + ", ".join(f"{m} {v['within']}/14 med {v['cbf_median_abs_error_pct']:.1f}%"
                                               for m, v in res["object"][key].items()))
     if not quick:
-        res["timing"] = whole_brain_timing(weights)
+        # the wall time of the bundled weights (files given by path are extra training seeds: accuracy only)
+        res["timing"] = whole_brain_timing(tuple(w for w in weights if Path(w).suffix != ".pt"))
         log(f"whole brain: {res['timing']}")
     return res
 
@@ -200,39 +207,50 @@ def world_tables(res: dict) -> str:
     if "timing" in res:
         t = res["timing"]
         lines += ["", f"#### Whole brain, same run ({t['brain_voxels']:,} voxels x {t['frames']} frames; deconvolution step "
-                  "only, median of 3)", "", "| method | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in t.items() if k not in ("brain_voxels", "frames")]
+                  f"only, {t.get('threads', '?')} thread(s) for every method, median over interleaved rounds; 1-min load "
+                  f"{t.get('load_1min_before', '?')} before, {t.get('load_1min_after', '?')} after)", "",
+                  "| method | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in t.items() if k.startswith(("oSVD", "PHAE"))]
     return "\n".join(lines) + "\n"
 
 
-def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int = 3, frames: int = 60) -> dict:
+def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int = 5, frames: int = 60,
+                       threads: int | None = None) -> dict:
     """Seconds for the deconvolution step on every brain curve of the whole-brain reference object
-    (MNI152 2 mm, ~262k voxels, Δt 1.5 s), oSVD and each PHAE weights, one process, median of ``repeats``
-    after a warm-up (the machine's load at the time is part of the number: compare within a run)."""
+    (MNI152 2 mm, ~262k voxels, Δt 1.5 s), oSVD and each PHAE weights, one process, with the same number of
+    threads for both (oSVD's chunk workers = torch's threads = ``threads``, default torch's current count).
+    One warm-up each, then ``repeats`` rounds that run every method once in turn (so that a change of the
+    machine's load hits all alike); the median per method, and the 1-minute load average before and after."""
+    import os
     import statistics
+
+    import torch
 
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
     from BBBAnomalyLib.dsc.phae import PHAEModel
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
 
+    threads = int(threads or torch.get_num_threads())
+    torch.set_num_threads(threads)
     ph = make_dsc_phantom(snr=50, slices="all", frame_interval=1.5, duration=frames * 1.5, seed=0)
     res = run_dsc(ph.signal, DSCParameters(), aif_mask=ph.masks["aif"], brain_mask=ph.masks["brain"], keep_curves=True)
-    curves = res.delta_r2s.data[res.brain_mask]
-    dt = float(res.times[1] - res.times[0])
+    curves = np.ascontiguousarray(res.delta_r2s.data[res.brain_mask])
+    aif, dt = res.aif, float(res.times[1] - res.times[0])
+    del ph, res
 
-    def timed(fn):
-        fn()
-        runs = []
-        for _ in range(repeats):
+    fits = {"oSVD": (lambda m=DeconvolutionModel(aif, dt, "osvd", workers=threads): m.fit(curves))}
+    for w in weights:
+        fits[f"PHAE {w}"] = (lambda m=PHAEModel(aif, dt, weights=w, device="cpu"): m.fit(curves))
+    runs = {k: [] for k in fits}
+    load_before = os.getloadavg()[0]
+    for fn in fits.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for k, fn in fits.items():
             t = time.perf_counter()
             fn()
-            runs.append(time.perf_counter() - t)
-        return statistics.median(runs)
-
-    out = {"brain_voxels": int(curves.shape[0]), "frames": frames}
-    model = DeconvolutionModel(res.aif, dt, "osvd")
-    out["oSVD"] = timed(lambda: model.fit(curves))
-    for w in weights:
-        phae = PHAEModel(res.aif, dt, weights=w, device="cpu")
-        out[f"PHAE {w}"] = timed(lambda: phae.fit(curves))
+            runs[k].append(time.perf_counter() - t)
+    out = {"brain_voxels": int(curves.shape[0]), "frames": frames, "threads": threads,
+           "load_1min_before": round(load_before, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
+    out.update({k: statistics.median(v) for k, v in runs.items()})
     return out

@@ -4,11 +4,14 @@
 Curves come from ``BBBAnomalyLib.phantoms.dsc_curves.TRAINING`` (several AIF families with dispersion,
 recirculation and partial volume; frame interval 0.8-2.5 s; 50-150 s; delay -3..+5 s; exponential, gamma,
 Lorentzian and box residues; T1/T2* residual leakage; noise on the signal before the ΔR2* conversion, or on
-concentration). The loss is the physics decoder's reconstruction error plus a *supervised* term on the
-simulated truth (|log CBF error| and a Huber delay term; see dsc/phae/training.py). The model card records
-all of it, the training domain used for out-of-distribution warnings, and this command.
+concentration). Curves come in groups of --repeats curves that share one truth (MTT, CBV, delay, SNR, gain)
+and differ in noise, residue shape, dispersion and leakage. The loss is the physics decoder's reconstruction
+error (self-supervised) plus *supervised* terms on the simulated truth: a Gaussian NLL of log CBF (with the
+predicted SD), a Huber delay term, and the conditional bias of each group's mean CBF (see
+dsc/phae/training.py). The network is the grid encoder (dsc/phae/network.py: GridEncoder). The model card
+records all of it, the training domain used for out-of-distribution warnings, and this command.
 
-  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py            # ~15 min on one core
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py            # a few minutes on one core
   python scripts/train_phae_world.py --cases 12 --epochs 1 --out /tmp/w       # smoke run
 """
 
@@ -26,8 +29,8 @@ if str(ROOT) not in sys.path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=128)
-    ap.add_argument("--curves", type=int, default=1024)
+    ap.add_argument("--cases", type=int, default=1024)
+    ap.add_argument("--curves", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -39,7 +42,7 @@ def main(argv=None) -> int:
                     help="weight of the conditional-bias term (mean over each group of K curves sharing a truth)")
     ap.add_argument("--bias-estimator", choices=["mean", "ustat"], default="mean",
                     help="(mean_k r_k - 1)^2 (default) or its variance-free U-statistic (see conditional_bias_loss)")
-    ap.add_argument("--repeats", type=int, default=8, help="K: curves per simulated truth (noise/residue realisations)")
+    ap.add_argument("--repeats", type=int, default=32, help="K: curves per simulated truth (noise/residue realisations)")
     ap.add_argument("--encoder", choices=["grid", "conv"], default="grid")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
@@ -68,13 +71,23 @@ def main(argv=None) -> int:
                    log=lambda line: print(line, flush=True))
     card = {
         "trained_on": (f"{args.cases} simulated cases x {args.curves} curves (seed {args.seed}) from "
-                       "BBBAnomalyLib.phantoms.dsc_curves.TRAINING; simulated only, never real data: not clinically "
-                       "validated"),
+                       "BBBAnomalyLib.phantoms.dsc_curves.TRAINING"
+                       + (f", in groups of {args.repeats} curves sharing one truth (MTT, CBV, delay, SNR, gain) with "
+                          "their own noise, residue shape, dispersion and leakage" if args.repeats > 1 else "")
+                       + "; simulated only, never real data: not clinically validated"),
+        "encoder": ("grid: MLP on the tissue curve resampled onto a fixed time grid around the AIF peak (-20..70 s, "
+                    "0.75 s) plus log peak ratio, log CBV and a noise estimate; the AIF on the grid, the grid's coverage "
+                    "and log dt enter as a per-case bias" if args.encoder == "grid" else "conv: strided 1D CNN"),
         "training_distribution": TRAINING.describe(),
         "loss": (f"{args.reconstruction_weight} x reconstruction MAE of the normalised curves (self-supervised, physics "
                  f"decoder) + {args.supervised_weight} x Gaussian NLL of log CBF - log CBF_true with the predicted SD "
-                 f"s (third output) + {args.delay_weight} x Huber(delay - delay_true) [frames]: SUPERVISED on "
-                 "simulated truth (CBF relative to the measured AIF's area)"),
+                 f"s (third output) + {args.delay_weight} x Huber(delay - delay_true) [frames]"
+                 + (f" + {args.bias_weight} x conditional bias over each group of {args.repeats} curves sharing a truth, "
+                    + ("(mean_k CBF_k / CBF_true - 1)^2" if args.bias_estimator == "mean"
+                       else "U-statistic mean_(i!=j) (r_i - 1)(r_j - 1)")
+                    + " with CBF_k = flow x exp(-s^2/2), s held fixed" if args.bias_weight and args.repeats > 1 else "")
+                 + ": SUPERVISED on simulated truth (CBF relative to the measured AIF's area); the reconstruction "
+                 "term is the self-supervised part"),
         "cbf_output": "flow x exp(-s^2/2): the median estimate corrected so that ROI means of a log-normal error are "
                       "unbiased; s is written as the phae_cbf_uncertainty map (SD of log CBF, in %)",
         "training_domain": domain,
@@ -82,6 +95,7 @@ def main(argv=None) -> int:
                       "OSIPI-style object of scripts/validate_phae.py are never used in training",
         "command": "python scripts/train_phae_world.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "retrain": "OMP_NUM_THREADS=1 python scripts/train_phae_world.py (then scripts/validate_phae.py --parts world)",
+        "seed": args.seed, "repeats": args.repeats, "bias_weight": args.bias_weight,
         "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "loss_history": result["history"],
         "data_seconds": round(sim_s, 1), "train_seconds": round(result["seconds"], 1),
         "mtt_output": "central volume: MTT = (area C / area Ca) / CBF",

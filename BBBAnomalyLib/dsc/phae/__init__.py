@@ -1,7 +1,10 @@
 """DSC physics-informed autoencoder (PHAE; Fayolle et al., ISBI 2025), self-supervised.
 
-encoder (1D CNN on the (C, Ca) pair) -> MTT and delay; flow from areas; decoder = Lorentzian residue
-× flow convolved with the AIF on the data's sampled window; loss = MAE of the reconstruction.
+encoder -> MTT and delay (and the SD of log CBF); flow from areas; decoder = Lorentzian residue × flow
+convolved with the AIF on the data's sampled window; loss = MAE of the reconstruction (plus supervised terms
+on simulated truth for the bundled dsc-phae-world). Two encoders: the seed-like strided 1D CNN on the
+(C, Ca) pair (``dsc-phae-sim``) and the grid encoder, an MLP on the curve resampled onto a fixed time grid
+around the AIF peak with its linear steps folded per case (``dsc-phae-world``, ~1/50 of the CNN's cost).
 
 Modules: ``physics`` (decoder), ``network`` (encoder + PHAE), ``inference`` (PHAEModel: fit and
 per-case adaptation), ``simulate`` (training curves), ``training`` (loop, DDP, data from folders),

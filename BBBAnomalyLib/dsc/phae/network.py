@@ -124,6 +124,8 @@ class PHAE(nn.Module):
     def __init__(self, amplitude: str = "area", encoder: str = "conv", **encoder_config):
         super().__init__()
         if encoder == "grid":
+            if amplitude != "area":
+                raise ValueError("the grid encoder's decoder uses the area amplitude only")
             self.encoder = GridEncoder(**encoder_config)
         elif encoder == "conv":
             self.encoder = PHAEEncoder(**encoder_config)
@@ -265,7 +267,7 @@ class GridEncoder(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, depth: int = 2, slope: float = 0.02, grid=GRID_S,
-                 delay_range=DELAY_RANGE_S, uncertainty: bool = True, **_unused):
+                 delay_range=DELAY_RANGE_S, uncertainty: bool = True):
         super().__init__()
         self.config = {"encoder": "grid", "hidden": hidden, "depth": depth, "slope": slope, "grid": list(grid),
                        "delay_range": list(delay_range), "uncertainty": bool(uncertainty)}
@@ -274,7 +276,6 @@ class GridEncoder(nn.Module):
         n_grid = self.offsets.numel()
         self.uncertainty = bool(uncertainty)
         self.delay_range = tuple(float(v) for v in delay_range)
-        self.min_delay = 0.0  # in frames; the grid encoder works in seconds (lead from delay_range)
         self.slope = slope
         self.curve_in = nn.Linear(n_grid + 3, hidden)  # tissue curve on the grid + 3 per-curve numbers
         self.case_in = nn.Linear(2 * n_grid + 1, hidden, bias=False)  # AIF on the grid, coverage, log dt
