@@ -95,6 +95,9 @@ def enhancement_metrics(reference, t1_baseline, result, brain) -> dict:
     scores = {"enhancement_map": result.maps["enhancement"].data[brain],
               "expected_change": grid.to_native(est.expected, fill=0.0)[brain],
               "et_plus_change": grid.to_native(est.if_enhancing, fill=0.0)[brain]}
+    if "enhancement_probability" in result.maps:  # the enhancer: its score and its unshrunk predicted change
+        scores["enhancement_probability"] = result.maps["enhancement_probability"].data[brain]
+        scores["enhancer_change"] = result.extras["enhancer_maps"]["predicted_change"][brain]
     flair = result.extras.get("flair_0255")
     if flair is not None:
         scores["flair_baseline"] = flair[brain]
@@ -439,12 +442,13 @@ def cmd_real(args):
 
 def _parameters(args, steps=None) -> T1FlairParameters:
     """The pipeline's parameters with the weights chosen on the command line (default: bundled)."""
-    chosen = {f"{k}_weights": getattr(args, k) for k in ("synthesis", "identifier", "cae") if getattr(args, k)}
+    chosen = {f"{k}_weights": getattr(args, k) for k in ("synthesis", "identifier", "cae", "enhancer")
+              if getattr(args, k, None)}
     return T1FlairParameters(steps=steps or args.steps, device="cpu", **chosen)
 
 
 def _weights_used(params) -> dict:
-    return {k: getattr(params, f"{k}_weights") for k in ("synthesis", "identifier", "cae")}
+    return {k: getattr(params, f"{k}_weights") for k in ("synthesis", "identifier", "cae", "enhancer")}
 
 
 def _emit(out, path):
@@ -497,7 +501,7 @@ def main():
                    help="which status ROIs to run: the segmentation head's, the reference segmentation (default both)")
     r.set_defaults(func=cmd_real)
     for sp in (p, r, cal):
-        for k in ("synthesis", "identifier", "cae"):
+        for k in ("synthesis", "identifier", "cae", "enhancer"):
             sp.add_argument(f"--{k}", help=f"{k} weights: bundled name or .pt with its .json (default: the bundled demo)")
     args = ap.parse_args()
     args.func(args)

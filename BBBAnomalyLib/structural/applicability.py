@@ -39,7 +39,7 @@ CONTRAST_RANK = 0.2
 #: Dice of the T1 and FLAIR signal masks below this = the two are not registered.
 MIN_REGISTRATION_DICE = 0.85
 
-SLICEWISE = ("synthetic_t1gd", "enhancement", "bbb_status", "tumor_probability")
+SLICEWISE = ("synthetic_t1gd", "enhancement", "enhancement_probability", "bbb_status", "tumor_probability")
 VOLUMETRIC = ("anomaly",)
 ALL_MAPS = SLICEWISE + VOLUMETRIC
 

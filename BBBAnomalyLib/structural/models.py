@@ -1,4 +1,4 @@
-"""Loading the three T1/FLAIR networks from a bundled name or a trained .pt (+ its .json card)."""
+"""Loading the T1/FLAIR networks from a bundled name or a trained .pt (+ its .json card)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ def read_card(name_or_path: str) -> tuple[dict, str]:
 
 
 def load(name_or_path: str, kind: str, device):
-    """(model on device in eval mode, card). ``kind``: diffusion, identifier or cae."""
+    """(model on device in eval mode, card). ``kind``: diffusion, identifier, cae or enhancer."""
     from .cae import ConvAutoencoder3D
     from .diffusion import ConditionalUNet
+    from .enhancer import EnhancerEnsemble
     from .identification import IdentificationCNN
 
-    classes = {"diffusion": ConditionalUNet, "identifier": IdentificationCNN, "cae": ConvAutoencoder3D}
+    classes = {"diffusion": ConditionalUNet, "identifier": IdentificationCNN, "cae": ConvAutoencoder3D,
+               "enhancer": EnhancerEnsemble}
     card, source = read_card(name_or_path)
     if card.get("kind") != kind:
         raise InputError(f"weights {name_or_path!r} are a {card.get('kind', 'unknown')} model, not a {kind} model")

@@ -9,6 +9,7 @@ from ..core.errors import InputError
 DEFAULT_SYNTHESIS = "t1flair-diffusion-demo"
 DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
 DEFAULT_CAE = "t1flair-cae-population"  # normal anatomy of three template brains, no real case
+DEFAULT_ENHANCER = "t1flair-enhancer-real"  # voxel-feature enhancement predictor, three real cases (model card)
 
 
 @dataclass
@@ -22,6 +23,7 @@ class T1FlairParameters:
     synthesis_weights: str = DEFAULT_SYNTHESIS
     identifier_weights: str = DEFAULT_IDENTIFIER
     cae_weights: str = DEFAULT_CAE
+    enhancer_weights: str | None = DEFAULT_ENHANCER  # None/"": the synthetic T1Gd from the diffusion syntheses
     size: int | None = None
     seed: int = 0  # the sampler's starting noise: same seed, same synthesis
     slice_threshold: float = 0.5  # λc: a tumor slice counts for a label when its score reaches this
@@ -29,7 +31,8 @@ class T1FlairParameters:
     min_tumor_ml: float = 1.0  # a segmented tumor smaller than this gives an indeterminate BBB status
     indeterminate_band: tuple = (0.35, 0.65)  # p(disrupted) inside it = indeterminate (chosen on phantoms 6000-6019)
     samples: int = 2  # sampler noises per ET label: their spread is part of the enhancement's uncertainty
-    shrinkage: float | None = None  # k of max(0, 1 - k V / E^2) (enhancement.py); None = band[1] / (1 - band[1])
+    shrinkage: float | None = None  # k of max(0, 1 - k V / E^2); None = 1 with the enhancer (enhancer.py), else
+    # band[1] / (1 - band[1]) for the diffusion syntheses' estimate (enhancement.py)
     anomaly_map: bool = True  # run the 3D autoencoder
     detail_from_t1: bool = True  # per-label syntheses: their change added to the native-resolution T1 (pipeline.py)
     chunk_slices: int = 16  # slices per network batch (x2: both ET labels); bounds memory
@@ -49,6 +52,9 @@ class T1FlairParameters:
         self.shrinkage = optional_number(self.shrinkage, "shrinkage", 0.0, 1e6)
         for name in ("slice_threshold", "segmentation_threshold"):
             setattr(self, name, number(getattr(self, name), name, 0.0, 1.0, low_open=True, high_open=True))
+        self.enhancer_weights = str(self.enhancer_weights) if self.enhancer_weights else None
+        if self.enhancer_weights is not None and not self.enhancer_weights.strip():
+            raise InputError("enhancer_weights must be a bundled name or a .pt path (or empty for none)")
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.size is not None and (int(self.size) < 16 or int(self.size) % 8):

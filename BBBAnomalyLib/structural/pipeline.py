@@ -6,9 +6,10 @@ automatic) -> applicability checks (applicability.py) -> histogram-mode normalis
 slices resampled to the network size -> deterministic few-step synthesis with both ET labels and
 ``samples`` starting noises -> tumor ROI (the user's, or the segmentation head's with its
 plausibility, tumor_roi.py) -> contrastive maximum -> BBB status with three outcomes from one
-calibrated probability (identification.py) -> the synthetic T1Gd = normalised T1 + the expected
-enhancement shrunk where the model is unsure (enhancement.py), on the native T1 grid -> 3D
-autoencoder anomaly map.
+calibrated probability (identification.py) -> the synthetic T1Gd = normalised T1 + the predicted
+enhancement shrunk where the model is unsure, on the native T1 grid (enhancer.py: a voxel-feature
+ensemble; without enhancer weights, the syntheses' change, enhancement.py) -> 3D autoencoder
+anomaly map.
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ MAP_INFO = {
     "synthetic_t1gd": ("a.u. 0-255", "synthetic contrast-enhanced T1 on the seed's normalised scale (normal white "
                                       "matter near 99): the normalised T1 plus `enhancement`; equals the T1 where "
                                       "the model is unsure"),
-    "enhancement": ("a.u. 0-255", "enhancement added to the normalised T1: p(disrupted)-weighted change of the "
-                                  "syntheses, >= 0, shrunk to 0 where it is not larger than its spread"),
-    "enhancement_uncertainty": ("a.u. 0-255", "spread (sd) of the predicted change: sampler noises within each ET "
-                                              "label plus the disagreement between the labels"),
+    "enhancement": ("a.u. 0-255", "enhancement added to the normalised T1: the predicted T1Gd - T1 change (enhancer "
+                                  "weights; without them the p(disrupted)-weighted change of the syntheses), >= 0, "
+                                  "shrunk to 0 where it is not larger than its between-model spread"),
+    "enhancement_uncertainty": ("a.u. 0-255", "spread (sd) of the predicted change (enhancer: between-case model "
+                                              "spread plus the predicted voxel noise; without it: sampler noises and "
+                                              "the disagreement between the ET labels)"),
     "anomaly": ("a.u.", "3D autoencoder residual |T1, FLAIR - reconstruction| (normalised [-1, 1] units)"),
+    "enhancement_probability": ("score 0-1", "enhancer's p(T1Gd - T1 > 30 and > 60 units), averaged: which voxels "
+                                             "brighten with contrast (vessels, dura, enhancing tumor); a ranking, "
+                                             "validated by its AUC on held-out real cases"),
     "tumor_probability": ("probability", "whole-tumor probability from the diffusion model's segmentation head"),
     "synthetic_t1gd_enhancing": ("a.u. 0-255", "synthesis with ET = enhancing (disrupted BBB)"),
     "synthetic_t1gd_non_enhancing": ("a.u. 0-255", "synthesis with ET = non-enhancing (intact BBB)"),
@@ -133,6 +139,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         diffusion, dcard = load(params.synthesis_weights, "diffusion", device)
         identifier, icard = load(params.identifier_weights, "identifier", device)
         cae, ccard = load(params.cae_weights, "cae", device) if params.anomaly_map else (None, None)
+        enhancer, ecard = load(params.enhancer_weights, "enhancer", device) if params.enhancer_weights else (None, None)
         if icard.get("synthesis_sha256") and icard["synthesis_sha256"] != dcard.get("sha256"):
             warnings.append("the identifier was trained on the syntheses of other diffusion weights "
                             f"({icard.get('synthesis_weights')}); its BBB status may not mean much with these")
@@ -187,6 +194,17 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
                    for i, label in ((1, "enhancing"), (0, "non_enhancing"))}
         estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
         synthetic, added, spread = native_synthesis(grid, estimate, from_unit(n_t1), brain)
+    enhancer_maps = None
+    if enhancer is not None:
+        with timer("enhancer"):
+            from .enhancer import predict_maps
+
+            report_progress(0.8, "predicting the enhancement")
+            t1_0255 = from_unit(n_t1)
+            enhancer_maps = predict_maps(enhancer.cpu(), t1_0255, from_unit(n_flair), brain, t1.voxel_sizes,
+                                         1.0 if params.shrinkage is None else params.shrinkage)
+            added, spread = enhancer_maps["added"], enhancer_maps["uncertainty"]
+            synthetic = np.where(brain, np.clip(t1_0255 + added, 0.0, 255.0), 0.0).astype(np.float32)
     values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
     anomaly_report = None
     if cae is not None:
@@ -198,6 +216,8 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
                               "note": "mean of the top 1 % voxel residuals; z against the normal reference of the "
                                       "weights' model card. Validation: the voxel map separates tumor from brain, the "
                                       "patient z does not separate gliomas from unseen normal brains (docs/validation.md)"}
+    if enhancer_maps is not None:
+        values["enhancement_probability"] = enhancer_maps["enhancing_score"]
     values["tumor_probability"] = tumor_probability
     values["synthetic_t1gd_enhancing"] = natives["enhancing"]
     values["synthetic_t1gd_non_enhancing"] = natives["non_enhancing"]
@@ -209,7 +229,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
                "enhancement_ml": float((added > 0).sum() * voxel_ml)}
     if "anomaly" in values and (brain & ~roi).any():
         summary["anomaly_tumor_to_rest"] = float(values["anomaly"][roi].mean() / max(values["anomaly"][brain & ~roi].mean(), 1e-9))
-    cards = {"synthesis": dcard, "identifier": icard, "cae": ccard}
+    cards = {"synthesis": dcard, "identifier": icard, "cae": ccard, "enhancer": ecard}
     report = {
         "pipeline": "t1flair",
         "input": {"t1_shape": list(t1_data.shape), "flair_shape": list(np.shape(flair.data)),
@@ -233,7 +253,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     report_progress(1.0, "done")
     extras = {"status": status, "grid": grid, "synthesis": synth, "samples": samples, "enhancement": estimate,
               "network_roi": net_roi, "network_t1": net_t1, "network_flair": net_flair, "identifier": identifier,
-              "device": device, "normalised_t1": n_t1}
+              "device": device, "normalised_t1": n_t1, "enhancer_maps": enhancer_maps}
     return T1FlairResult(maps, brain, roi, report, extras=extras)
 
 

@@ -1,0 +1,242 @@
+"""A learned enhancement predictor: T1Gd - T1 from multi-scale voxel features of the T1 and FLAIR.
+
+Why: the diffusion model's syntheses change almost nothing on real cases (docs/validation.md), yet
+simple intensity features carry the signal -- voxels that brighten with gadolinium (vessels, dura,
+choroid plexus, the rim of an enhancing tumour) are FLAIR-dark and T1-intermediate relative to
+their neighbourhood, and often near the brain's surface. So the enhancement is predicted voxel by
+voxel from:
+
+* the normalised T1 and FLAIR (the seed's 0-255 scale, normalisation.py) and their Gaussian
+  averages inside the brain at sigma = 1, 2.5 and 6 mm (normalised convolution: the average over
+  brain voxels only, so the brain's edge does not read as dark);
+* each voxel's deviation from those averages (local contrast: a vessel is darker than its 2.5 mm
+  neighbourhood on the FLAIR), the local standard deviation at 2.5 mm and the gradient magnitude;
+* the distance to the brain's surface in mm (dura and cortical vessels lie on it).
+
+Sigmas are in millimetres, so a 1 mm and a 2 mm grid give the same features up to resolution.
+
+The model (:class:`EnhancerEnsemble`) is an ensemble of small MLPs (features -> 64 -> 64 -> mean,
+log variance, and one logit per threshold of ``THRESHOLDS``), trained with a Gaussian negative
+log-likelihood of the change plus the cross-entropy of "change > threshold". Each member trains on
+a different subset of the training *cases* (:func:`member_groups`: one per left-out case, one on
+all), so their disagreement is the between-case spread -- what one case's sequence contrast
+would paint onto another. Per voxel: the predicted change E (the members' mean), its epistemic
+variance V (their variance) and the aleatoric variance A (their mean predicted variance).
+
+* The enhancing-voxel score is p(change > threshold) of the all-case members, averaged over them
+  and the thresholds (a ranking: higher = more likely to brighten; measured by its AUC).
+* The synthetic T1Gd is T1 + E shrunk towards 0 by its own uncertainty, positive-part
+  James-Stein: ``added = E * max(0, 1 - k V / E^2)`` and 0 where |E| < ``MIN_CHANGE``. E is the
+  conditional mean of the change, so adding it lowers the expected squared error wherever the
+  model is right about that mean; the shrinkage drops it where the members disagree (inputs
+  unlike the training data, or cases that disagree). Only the positive part is added (gadolinium
+  only brightens): a signed change also carries one case's grey/white sequence contrast, which on
+  a held-out case cost up to 5 dB (docs/validation.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+#: Gaussian scales (mm) of the neighbourhood features.
+SIGMAS_MM = (1.0, 2.5, 6.0)
+#: |change| below this (0-255 scale) is not added: a fifth of the normalised T1's robust sd (31 units).
+MIN_CHANGE = 6.0
+#: The classification heads: p(T1Gd - T1 > t) for these t (0-255 scale; about 1 and 2 robust sd of the T1).
+THRESHOLDS = (30.0, 60.0)
+#: Ensemble members trained on every training case; their mean p(change > t) is the enhancing-voxel score.
+FULL_MEMBERS = 3
+FEATURE_NAMES = (
+    ["t1", "flair", "t1_minus_flair"]
+    + [f"{c}_mean_{s:g}mm" for s in SIGMAS_MM for c in ("t1", "flair")]
+    + [f"{c}_dev_{s:g}mm" for s in SIGMAS_MM for c in ("t1", "flair")]
+    + ["t1_sd_2.5mm", "flair_sd_2.5mm", "t1_gradient", "flair_gradient", "depth_mm", "depth_log"]
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _masked_smooth(data: np.ndarray, weight: np.ndarray, weight_smooth: np.ndarray, sigma_vox) -> np.ndarray:
+    num = ndimage.gaussian_filter(data * weight, sigma_vox, mode="constant", truncate=3.0)
+    return num / np.maximum(weight_smooth, 1e-3)
+
+
+def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm) -> np.ndarray:
+    """(n_brain_voxels, N_FEATURES) float32, in the order of ``FEATURE_NAMES`` (C order of ``brain``).
+
+    ``t1_0255``, ``flair_0255``: normalised images on the same grid (normalisation.normalise_0_255)."""
+    brain = np.asarray(brain, bool)
+    voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
+    w = brain.astype(np.float32)
+    t1 = np.where(brain, np.asarray(t1_0255, np.float32), 0.0).astype(np.float32)
+    fl = np.where(brain, np.asarray(flair_0255, np.float32), 0.0).astype(np.float32)
+    cols = [t1[brain], fl[brain], (t1 - fl)[brain]]
+    means, devs = [], []
+    for s in SIGMAS_MM:
+        sigma = s / voxel_mm
+        ws = ndimage.gaussian_filter(w, sigma, mode="constant", truncate=3.0)
+        for img in (t1, fl):
+            m = _masked_smooth(img, w, ws, sigma)
+            means.append(m[brain])
+            devs.append((img - m)[brain])
+            if s == 2.5:
+                sq = _masked_smooth(img * img, w, ws, sigma)
+                if img is t1:
+                    sd_t1 = np.sqrt(np.maximum(sq - m * m, 0.0))[brain]
+                else:
+                    sd_fl = np.sqrt(np.maximum(sq - m * m, 0.0))[brain]
+    cols += means + devs + [sd_t1, sd_fl]
+    for img in (t1, fl):
+        smooth = ndimage.gaussian_filter(img, 1.0 / voxel_mm, mode="nearest", truncate=3.0)
+        g = np.zeros_like(img)
+        for axis in range(3):
+            d = np.gradient(smooth, axis=axis) / voxel_mm[axis] if img.shape[axis] > 1 else 0.0
+            g += d * d
+        cols.append(np.sqrt(g)[brain])
+    depth = ndimage.distance_transform_edt(brain, sampling=voxel_mm)[brain]
+    cols += [depth, np.log1p(depth)]
+    return np.stack([np.asarray(c, np.float32) for c in cols], axis=1)
+
+
+class EnhancerMLP(nn.Module):
+    def __init__(self, n_features: int = N_FEATURES, width: int = 32, n_thresholds: int = 2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, 2 + n_thresholds))
+
+    def forward(self, x):
+        """mean (0-255 units / target scale), log variance, and one logit per enhancement threshold."""
+        out = self.net(x)
+        return out[:, 0], out[:, 1].clamp(-8.0, 12.0), out[:, 2:]
+
+
+class EnhancerEnsemble(nn.Module):
+    """``members`` MLPs over standardised features; outputs on the 0-255 scale."""
+
+    def __init__(self, n_features: int = N_FEATURES, width: int = 64, members: int = 3,
+                 thresholds: tuple = THRESHOLDS, full_members: int = 1):
+        super().__init__()
+        thresholds = tuple(float(t) for t in thresholds)
+        if not 1 <= full_members <= members:
+            raise ValueError("full_members must lie in 1..members")
+        self.config = {"n_features": n_features, "width": width, "members": members, "thresholds": list(thresholds),
+                       "full_members": full_members}
+        self.full_members = full_members
+        self.thresholds = thresholds
+        self.members = nn.ModuleList(EnhancerMLP(n_features, width, len(thresholds)) for _ in range(members))
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_sd", torch.ones(n_features))
+        self.register_buffer("target_scale", torch.tensor(30.0))
+
+    def member_outputs(self, features: torch.Tensor):
+        """(members, n) means and variances on the 0-255 scale, (members, n, thresholds) probabilities."""
+        x = (features - self.feature_mean) / self.feature_sd
+        means, variances, probs = [], [], []
+        for m in self.members:
+            mu, logvar, logits = m(x)
+            means.append(mu * self.target_scale)
+            variances.append(torch.exp(logvar) * self.target_scale ** 2)
+            probs.append(torch.sigmoid(logits))
+        return torch.stack(means), torch.stack(variances), torch.stack(probs)
+
+    @torch.no_grad()
+    def predict(self, features: np.ndarray, chunk: int = 262_144) -> dict[str, np.ndarray]:
+        """Per row of ``features`` (float32, memory-bounded chunks): ``expected`` E, ``epistemic`` V (the
+        members' variance of E), ``aleatoric`` A, and ``score`` = p(change > t) of the members trained on every
+        training case (the last ``full_members``), averaged over them and the thresholds: the enhancing-voxel
+        score. (The other members each miss a case; they serve the spread, not the ranking.)"""
+        self.eval()
+        n = len(features)
+        out = {k: np.empty(n, np.float32) for k in ("expected", "epistemic", "aleatoric", "score")}
+        for i in range(0, n, chunk):
+            x = torch.as_tensor(np.asarray(features[i:i + chunk], np.float32))
+            means, variances, probs = self.member_outputs(x)
+            out["expected"][i:i + chunk] = means.mean(0).numpy()
+            out["epistemic"][i:i + chunk] = (means.var(0, unbiased=True) if means.shape[0] > 1
+                                             else torch.zeros_like(means[0])).numpy()
+            out["aleatoric"][i:i + chunk] = variances.mean(0).numpy()
+            out["score"][i:i + chunk] = probs[-self.full_members:].mean(dim=(0, 2)).numpy()
+        return out
+
+
+def shrunk_change(expected: np.ndarray, epistemic_variance: np.ndarray, shrinkage: float = 1.0,
+                  floor: float = MIN_CHANGE) -> np.ndarray:
+    """Positive-part James-Stein: ``E max(0, 1 - k V / E^2)``, 0 where |E| < floor (see the module docstring)."""
+    e = np.asarray(expected, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.clip(1.0 - shrinkage * np.asarray(epistemic_variance, np.float32) / np.maximum(e * e, 1e-6), 0.0, 1.0)
+    return np.where(np.abs(e) >= floor, e * factor, 0.0).astype(np.float32)
+
+
+def predict_maps(model: EnhancerEnsemble, t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm,
+                 shrinkage: float = 1.0) -> dict[str, np.ndarray]:
+    """Native-grid maps (0 off the brain): ``predicted_change`` E, ``added`` (shrunk, positive part),
+    ``enhancing_score`` (mean p(change > threshold)), ``uncertainty`` (predictive sd sqrt(V + A)),
+    ``epistemic_sd`` sqrt(V)."""
+    brain = np.asarray(brain, bool)
+    pred = model.predict(voxel_features(t1_0255, flair_0255, brain, voxel_mm))
+    e, v = pred["expected"], pred["epistemic"]
+    out = {}
+    for name, values in (("predicted_change", e), ("added", np.maximum(shrunk_change(e, v, shrinkage), 0.0)),
+                         ("enhancing_score", pred["score"]), ("uncertainty", np.sqrt(v + pred["aleatoric"])),
+                         ("epistemic_sd", np.sqrt(v))):
+        full = np.zeros(brain.shape, np.float32)
+        full[brain] = values
+        out[name] = full
+    return out
+
+
+def member_groups(n_groups: int, full_members: int = FULL_MEMBERS) -> list[list[int]]:
+    """The training cases (group indices) of each ensemble member: one member per left-out case
+    (with 2 cases: each case alone), then ``full_members`` on all cases (different initialisations;
+    the last ones). The disagreement of all of them is the *between-case* spread of the predicted
+    change: what transfers to a new case and what is one case's sequence contrast."""
+    if n_groups < 1:
+        raise ValueError("at least one training case is needed")
+    everything = [list(range(n_groups))] * max(1, int(full_members))
+    if n_groups == 1:
+        return everything
+    return [[g for g in range(n_groups) if g != left] for left in range(n_groups)] + everything
+
+
+def fit_ensemble(features: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None, width: int = 64,
+                 epochs: int = 12, batch: int = 4096, lr: float = 3e-3, seed: int = 0, thresholds: tuple = THRESHOLDS,
+                 full_members: int = FULL_MEMBERS, progress=None) -> EnhancerEnsemble:
+    """One member per subset of :func:`member_groups` (``groups``: the case index of each row; None =
+    one case); loss = Gaussian NLL of the change + the binary cross-entropy of each threshold head;
+    Adam with a cosine schedule. Deterministic for a seed (on one thread)."""
+    features = np.asarray(features, np.float32)
+    targets = np.asarray(targets, np.float32)
+    groups = np.zeros(len(features), int) if groups is None else np.asarray(groups)
+    names, group_index = np.unique(groups, return_inverse=True)
+    subsets = member_groups(len(names), full_members)
+    model = EnhancerEnsemble(features.shape[1], width, len(subsets), thresholds,
+                             sum(len(sub) == len(names) for sub in subsets) if len(names) > 1 else len(subsets))
+    model.feature_mean.copy_(torch.as_tensor(features.mean(0)))
+    model.feature_sd.copy_(torch.as_tensor(np.maximum(features.std(0), 1e-3)))
+    model.target_scale.fill_(float(max(np.std(targets), 1.0)))
+    torch.manual_seed(seed)
+    x_all = (torch.as_tensor(features) - model.feature_mean) / model.feature_sd
+    y_all = torch.as_tensor(targets) / model.target_scale
+    labels = torch.stack([torch.as_tensor(targets > t, dtype=torch.float32) for t in model.thresholds], 1)
+    bce = nn.BCEWithLogitsLoss()
+    for k, (member, subset) in enumerate(zip(model.members, subsets)):
+        rows = torch.as_tensor(np.flatnonzero(np.isin(group_index, subset)))
+        n = len(rows)
+        opt = torch.optim.Adam(member.parameters(), lr=lr, weight_decay=1e-5)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+        for epoch in range(epochs):
+            perm = rows[torch.randperm(n)]
+            for i in range(0, n, batch):
+                idx = perm[i:i + batch]
+                mu, logvar, logits = member(x_all[idx])
+                loss = (0.5 * (logvar + (y_all[idx] - mu) ** 2 * torch.exp(-logvar))).mean() + bce(logits, labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+            if progress:
+                progress(k, epoch, float(loss))
+    return model.eval()
