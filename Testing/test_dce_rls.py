@@ -179,8 +179,37 @@ def test_leaky_selection_curves_enhance_more_and_leave_the_normal_voxels_unchang
     base = slice(0, both.n_baseline)
     rel = lambda s: np.median(s[:, late].mean(1) / s[:, base].mean(1) - 1)  # noqa: E731
     assert rel(both.leaky) > 3 * rel(both.signal)
-    short = subsample_case(both, np.random.default_rng(0),
-                           {"p_truncate": 1.0, "truncate": (0.5, 0.5), "p_under": 1.0, "under": (2,), "min_post_frames": 4})
+    halve = {"p_truncate": 1.0, "truncate": (0.5, 0.5), "p_under": 1.0, "under": (2,), "min_post_frames": 4}
+    short = subsample_case(both, np.random.default_rng(0), halve)
     assert short.info["every"] == 2 and short.times.size == int(np.ceil(round(0.5 * both.times.size) / 2))
     np.testing.assert_array_equal(short.signal, both.signal[:, : round(0.5 * both.times.size) : 2])
     assert short.leaky.shape == (200, short.times.size) and short.times[short.n_baseline - 1] < both.info["arrival"]
+
+
+def test_network_input_and_residual_maps_equal_the_plain_masked_formulas_bit_for_bit():
+    """The sliced (copy-free) network input and residual maps against the boolean-mask formulas they replace."""
+    from BBBAnomalyLib.dce import rls
+
+    rng = np.random.default_rng(0)
+    for frames, dt, n_base, n_grid, step in ((70, 3.5, 12, 60, None), (70, 3.5, 12, 121, 5.0), (35, 7.0, 6, 121, 5.0)):
+        times = np.arange(frames) * dt
+        ser = (0.05 * rng.standard_normal((300, frames)) + np.where(times >= n_base * dt, 0.5, 0.0)).astype(np.float32)
+        grid, idx, w = rls.resample_weights(times, n_grid, step)
+        res = ser[:, idx] * (1.0 - w) + ser[:, idx + 1] * w
+        seen = rls.observed_entries(grid, times)
+        post = (grid >= times[n_base] - 1e-9) & seen
+        ref = (res - res[:, seen].min(axis=1, keepdims=True)) / SER_SCALE
+        ref[:, ~post] = 0.0
+        ref = np.clip(np.concatenate([ref, np.ones((300, 4), np.float32)], axis=1), 0.0, None).astype(np.float32)
+        x, _, p = rls.network_input(ser, times, n_base, n_grid, step=step)
+        np.testing.assert_array_equal(p, post)
+        np.testing.assert_array_equal(x, ref)
+        x_hat = np.clip(x + 0.01 * rng.standard_normal(x.shape).astype(np.float32), 0, None)
+        maps = residual_maps(x, x_hat, post)
+        r = (x[:, :n_grid] - x_hat[:, :n_grid])[:, post]
+        np.testing.assert_array_equal(maps["rls"], np.maximum(r.mean(axis=1) * SER_SCALE * 100.0, 0.0))
+        np.testing.assert_array_equal(maps["rls_abs"], np.abs(r).mean(axis=1) * SER_SCALE * 100.0)
+        xp = x[:, :n_grid][:, post]
+        noise = np.median(np.abs(np.diff(xp, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
+        np.testing.assert_array_equal(maps["rls_uncertainty"],
+                                      (noise / np.sqrt(post.sum()) * SER_SCALE * 100.0).astype(np.float32))

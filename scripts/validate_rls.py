@@ -9,10 +9,15 @@ Parts:
   truth       r(RLS, true Ktrans) in the enhancing rim and the tumor, AUC leaky vs non-leaky, vessel AUC,
               with and without a tumor mask, per RLS source.
   seeds       five training seeds: per-case RLS (seed 0-4) and, with --retrain, the cohort weights
-              retrained with seeds 0-4 (scripts/train_rls_world.py) — the spread of rim r and AUC.
+              retrained with seeds 0-4 (bbbanomaly train dce-rls on the project phantom) — the spread of rim
+              r and AUC.
   robustness  the seed's experiment: RLS from D_under / D_trunc / D_hybrid against RLS from the full
-              series (r², SSIM inside the brain), Ktrans beside it.
+              series (r², SSIM inside the brain), Ktrans beside it: the default (--rls auto, tumor mask
+              given), the bundled weights, per case (training seeds 0-2).
+  world       the dce-rls-world recipe (scripts/train_rls_world.py) retrained with seeds 0-4: rim r, AUC and
+              the robustness experiment for each.
   protocols   the independent phantom at 180 s / 2 s, 420 s / 7 s and 600 s / 10 s.
+  walltime    whole brain (78 slices), classic only / bundled / per case, run_dce's timings and the load.
 
   OMP_NUM_THREADS=1 python scripts/validate_rls.py all --json docs/figures/rls_validation.json
 """
@@ -43,7 +48,7 @@ SOURCES = {"per case, tumor mask given": dict(rls="case"), "per case, no tumor m
            "bundled dce-rls-phantom": dict(rls="bundled", rls_weights="dce-rls-phantom"),
            "bundled dce-rls-world": dict(rls="bundled", rls_weights="dce-rls-world"),
            "auto, tumor mask given": dict(rls="auto"), "auto, no tumor mask": dict(rls="auto", _no_tumor=True)}
-BUNDLED = dict(rls="bundled", rls_weights="dce-rls-phantom")
+BUNDLED = dict(rls="bundled", rls_weights="dce-rls-world")
 
 
 def independent_phantom(seed: int = 501, **overrides):
@@ -148,21 +153,58 @@ def subsample(series: Volume, kind: str) -> Volume:
     return Volume(series.data[..., idx], series.affine, series.times[idx], series.acquisition)
 
 
+def robustness_rows(ph, kw, label, log=print, with_ktrans=False) -> dict:
+    """r² and SSIM (inside the brain) of RLS (and Ktrans) from each subsampled series against the full one."""
+    brain = ph.masks["brain"]
+    full = run(ph, **kw)
+    out = {}
+    for kind in ("D_under", "D_trunc", "D_hybrid"):
+        sub = run(ph, subsample(ph.signal, kind), **kw)
+        row = {"source": sub.report.get("rls", {}).get("source"),
+               "full_source": full.report.get("rls", {}).get("source")}
+        for name in ("rls", "ktrans") if with_ktrans else ("rls",):
+            a, b = full.maps[name].data, sub.maps[name].data
+            row[f"r2_{name}"] = pearson_r(a, b, brain) ** 2
+            row[f"ssim_{name}"] = ssim(a, b, brain)
+        out[f"{label} {kind}"] = row
+        log(f"{label} {kind}: {row}")
+    return out
+
+
 def part_robustness(log=print) -> dict:
     ph = independent_phantom(seed=502)
-    brain = ph.masks["brain"]
     out = {}
-    for label, kw in ((f"bundled {BUNDLED['rls_weights']}", BUNDLED), ("per case", dict(rls="case"))):
-        full = run(ph, **kw)
-        for kind in ("D_under", "D_trunc", "D_hybrid"):
-            sub = run(ph, subsample(ph.signal, kind), **kw)
-            row = {}
-            for name in ("rls", "ktrans"):
-                a, b = full.maps[name].data, sub.maps[name].data
-                row[f"r2_{name}"] = pearson_r(a, b, brain) ** 2
-                row[f"ssim_{name}"] = ssim(a, b, brain)
-            out[f"{label} {kind}"] = row
-            log(f"{label} {kind}: {row}")
+    sources = [("default (auto, tumor mask given)", dict(rls="auto")), (f"bundled {BUNDLED['rls_weights']}", BUNDLED)]
+    sources += [(f"per case seed {seed}", dict(rls="case", seed=seed)) for seed in range(3)]
+    for i, (label, kw) in enumerate(sources):
+        out.update(robustness_rows(ph, kw, label, log, with_ktrans=i == 0))
+    return out
+
+
+def part_world(seeds=range(5), log=print) -> dict:
+    """The bundled dce-rls-world recipe retrained with other seeds: truth and robustness for each."""
+    import subprocess
+    import tempfile
+
+    ph_truth, ph_rob = independent_phantom(), independent_phantom(seed=502)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            name = f"world-s{seed}"
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "train_rls_world.py"), "--seed", str(seed),
+                            "--out", tmp, "--name", name], check=True, cwd=ROOT, capture_output=True)
+            card = json.loads((Path(tmp) / f"{name}.json").read_text(encoding="utf-8"))
+            kw = dict(rls="bundled", rls_weights=str(Path(tmp) / f"{name}.pt"))
+            res = run(ph_truth, **kw)
+            row = {"seed": seed, "kept_step": card["training"]["early_stopping"]["kept_step"],
+                   **scores(ph_truth, {"rls": res.maps["rls"].data})["rls"]}
+            for key, value in robustness_rows(ph_rob, kw, "", log=lambda *a: None).items():
+                row[key.strip() + " r2"], row[key.strip() + " ssim"] = value["r2_rls"], value["ssim_rls"]
+            out[f"seed {seed}"] = row
+            log(f"world seed {seed}: {row}")
+    rows = list(out.values())
+    out["spread"] = {k: [float(min(r[k] for r in rows)), float(max(r[k] for r in rows))]
+                     for k in rows[0] if k not in ("seed",) and isinstance(rows[0][k], (int, float))}
     return out
 
 
@@ -180,21 +222,46 @@ def part_protocols(log=print) -> dict:
     return out
 
 
+def part_walltime(repeats: int = 2, log=print) -> dict:
+    """Whole brain (all 78 slices of the independent phantom), one thread: run_dce's own timings per RLS source,
+    with the 1-min load average beside each run (the machine is shared: only compare within one run)."""
+    import os
+
+    ph = independent_phantom(slices="all")
+    out = {"brain_voxels": int(ph.masks["brain"].sum()), "frames": int(ph.signal.n_frames)}
+    for label, kw in (("classic only", dict(rls="none")), ("bundled dce-rls-world", BUNDLED),
+                      ("bundled dce-rls-phantom", dict(rls="bundled", rls_weights="dce-rls-phantom")),
+                      ("per case", dict(rls="case"))):
+        for rep in range(repeats):
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            res = run(ph, **kw)
+            row = {"end_to_end_s": time.perf_counter() - t, "load_1min": load,
+                   **{k: v for k, v in res.report.get("timings_s", {}).items()
+                      if k in ("model_fit", "rls_training", "rls_inference")}}
+            out[f"{label} #{rep}"] = row
+            log(f"{label} #{rep}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["all", "truth", "seeds", "robustness", "protocols"])
+    ap.add_argument("part", choices=["all", "truth", "seeds", "robustness", "world", "protocols", "walltime"])
     ap.add_argument("--retrain", action="store_true", help="seeds: also retrain the cohort weights 5 times (~10 min)")
     ap.add_argument("--cohort-weights", nargs="*", default=[],
                     help="truth: also score these .pt cohort weights (e.g. from scripts/train_rls_world.py)")
-    ap.add_argument("--bundled", default="dce-rls-phantom", help="the cohort weights of robustness/protocols")
+    ap.add_argument("--bundled", default="dce-rls-world", help="the cohort weights of robustness/protocols")
+    ap.add_argument("--world-seeds", type=int, default=5, help="world: how many training seeds (default 5)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     BUNDLED["rls_weights"] = args.bundled
     import torch
 
     torch.set_num_threads(1)
-    parts = {"truth": lambda: part_truth(args.cohort_weights), "seeds": lambda: part_seeds(args.retrain), "robustness": part_robustness,
-             "protocols": part_protocols}
+    parts = {"truth": lambda: part_truth(args.cohort_weights), "seeds": lambda: part_seeds(args.retrain),
+             "robustness": part_robustness,
+             "world": lambda: part_world(range(args.world_seeds)), "protocols": part_protocols,
+             "walltime": part_walltime}
     chosen = list(parts) if args.part == "all" else [args.part]
     result = {}
     for name in chosen:
