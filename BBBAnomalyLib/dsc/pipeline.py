@@ -504,6 +504,8 @@ def _curves(data, order: np.ndarray, resample) -> np.ndarray:
 #: Voxels gathered per block from an in-memory series, and the frame block read from a file.
 GATHER_BLOCK = 8192
 FRAME_BLOCK_BYTES = 16 * 2**20
+#: Frames staged frame-major before they are transposed into the rows of the curves (64 bytes a row).
+STAGE_FRAMES = 16
 
 
 def _f_order(order: np.ndarray, spatial) -> np.ndarray:
@@ -515,22 +517,45 @@ def _f_order(order: np.ndarray, spatial) -> np.ndarray:
 
 def _curves_from_frames(source: FrameSource, order: np.ndarray, resample) -> np.ndarray:
     """The gather of :func:`_curves` from a series left in its file: frame blocks are read in
-    order (one pass; a .nii.gz is decompressed once) and each block's voxels copied into their
-    rows, the next block read on a thread meanwhile. Memory: the float32 curves plus two frame
-    blocks (each at most 1/32 of the series and 16 MiB)."""
+    order (one pass; a .nii.gz is decompressed once; the next block is read on a thread meanwhile)
+    and each frame's voxels gathered into a frame-major staging buffer of STAGE_FRAMES frames,
+    which is then transposed into the rows: every row then receives 64 contiguous bytes at once
+    (writing each block's few frames straight into the rows touched every cache line of the
+    curves once per block: 3x slower at 1 M voxels). Memory: the float32 curves, the staging
+    buffer (16 frames of the analysed voxels) and two frame blocks (each at most 1/32 of the
+    series and 16 MiB)."""
     spatial, frames = source.shape[:3], source.shape[3]
     out = np.empty((order.size, frames), np.float32)
     rows = np.empty(order.size, np.intp)
     for start in range(0, order.size, 2**20):  # in blocks: no unravelled index triples for every voxel
         rows[start:start + 2**20] = _f_order(order[start:start + 2**20], spatial)
+    width = min(STAGE_FRAMES, frames)
+    stage = np.empty((width, order.size), np.float32)
+    chunk = 4 * GATHER_BLOCK
+    staged, stage_first = 0, 0
+
+    def flush():
+        # Small parts: the rows written (2048 x T floats) stay in cache whichever order numpy copies in.
+        for start in range(0, order.size, 2048):
+            part = slice(start, start + 2048)
+            out[part, stage_first:stage_first + staged] = stage[:staged, part].T
+
     for first, block in source.blocks(min(FRAME_BLOCK_BYTES, max(source.nbytes // 32, 1))):
         k = block.shape[3]
-        # (k, voxels) with each frame contiguous: a view when the block is Fortran-ordered
-        by_frame = block.reshape((-1, k), order="F").T
-        for start in range(0, order.size, 4 * GATHER_BLOCK):
-            part = slice(start, start + 4 * GATHER_BLOCK)
-            out[part, first:first + k] = np.take(by_frame, rows[part], axis=1).T
+        by_frame = block.reshape((-1, k), order="F").T  # (k, voxels), each frame contiguous: a view
+        done = 0
+        while done < k:
+            m = min(k - done, width - staged)
+            for start in range(0, order.size, chunk):
+                part = slice(start, start + chunk)
+                stage[staged:staged + m, part] = np.take(by_frame[done:done + m], rows[part], axis=1)
+            staged, done = staged + m, done + m
+            if staged == width:
+                flush()
+                stage_first, staged = stage_first + staged, 0
         del block, by_frame
+    if staged:
+        flush()
     return resample(out) if resample is not None else out
 
 
