@@ -8,14 +8,16 @@ thread); then the ratio table and the curve plot. The same run in-process (`run_
 curves kept) is the baseline, measured in the same repeat.
 
 "Apply to maps" is what a user waits for between pressing Apply and seeing the maps:
-prepare_job + the worker's run (from the job's hand-over to its `done`) + import_results.
+prepare_job + the worker's run (from the job's hand-over to its `maps` event: the maps folder is
+complete) + import_results. The worker writes the curves after that, while the maps are loaded;
+"Apply to curves ready" is when its `done` arrives (the Curves button works from then on).
 * **warm** (what the panel does): the worker was started when the input was chosen and has done
   its imports (`WorkerProcess.warm`); the benchmark waits for its `ready` before pressing Apply,
   as a user who picks a series and then presses Apply a second later would.
 * **cold**: a worker started with its job (the panel's fallback; before issue 17, always).
 The rows "of which" split the worker's run (measured in this process on the same job files):
-reading the hand-over into the library's layout, the pipeline, `result.curves()`, writing the
-output folder. The gzip row is the GUI-thread cost the panel had before issue 13.
+reading the hand-over into the library's layout, the pipeline, writing the maps folder, and,
+after the maps, `result.curves()` and writing the curves. The gzip row is the GUI-thread cost the panel had before issue 13.
 
     python scripts/benchmark_panel.py [--method osvd] [--repeats 3]
 """
@@ -40,7 +42,7 @@ def main() -> None:
     import slicer
 
     from BBBAnomalyLib.app import mrml
-    from BBBAnomalyLib.app.curves import CurveSet, curves_in
+    from BBBAnomalyLib.app.curves import CurveSet
     from BBBAnomalyLib.app.jobs import Job, read_job_input, write_arrays
     from BBBAnomalyLib.app.pipelines import get_pipeline
     from BBBAnomalyLib.app.runners import WorkerProcess
@@ -53,12 +55,25 @@ def main() -> None:
     rows = {k: [] for k in (
         "in-process run_dsc (baseline)", "prepare_job: inputs handed over (GUI thread)",
         "inputs as gzip NRRD (before issue 13, GUI thread; not part of a run)",
-        "worker, warm: job handed over -> done", "worker, cold: process start -> done",
+        "worker, warm: job handed over -> maps", "worker, cold: process start -> maps",
         "of which: reading the hand-over (series reordered to x,y,z,t)", "of which: the pipeline (run_dsc)",
-        "of which: result.curves()", "of which: writing maps, masks, report, curves (raw)",
+        "of which: writing maps, masks, report (raw)", "after the maps: result.curves()",
+        "after the maps: writing the curves (raw float32)",
         "import_results: map nodes (GUI thread)",
-        "**Apply to maps, warm worker (the panel)**", "Apply to maps, cold worker",
+        "**Apply to maps, warm worker (the panel)**", "Apply to maps, cold worker", "Apply to curves ready (warm)",
         "ratio table", "curve plot", "panel total (warm)")}
+
+    def wait_for(worker, kind, timeout=600.0):
+        """Poll as the panel does (but every 2 ms) until an event of ``kind`` (or a final one)."""
+        end = time.monotonic() + timeout
+        while True:
+            for event in worker.poll():
+                if event["event"] in (kind, "error", "cancelled"):
+                    assert event["event"] == kind, event
+                    return event
+            if time.monotonic() > end:
+                raise TimeoutError(kind)
+            time.sleep(0.002)
 
     def wait_ready(worker, timeout=120.0):
         end = time.monotonic() + timeout
@@ -91,20 +106,21 @@ def main() -> None:
             job, _ = mrml.prepare_job(request, work / "warm")
             rows["prepare_job: inputs handed over (GUI thread)"].append(time.perf_counter() - start)
             t = time.perf_counter()
-            events = warm.submit(job).wait(timeout=600)
-            assert events[-1]["event"] == "done", events[-1]
-            rows["worker, warm: job handed over -> done"].append(time.perf_counter() - t)
+            wait_for(warm.submit(job), "maps")
+            rows["worker, warm: job handed over -> maps"].append(time.perf_counter() - t)
             t = time.perf_counter()
             outputs = mrml.import_results(job.output_dir, proxy, "DSC")
             rows["import_results: map nodes (GUI thread)"].append(time.perf_counter() - t)
             rows["**Apply to maps, warm worker (the panel)**"].append(time.perf_counter() - start)
+            done = wait_for(warm, "done")
+            rows["Apply to curves ready (warm)"].append(time.perf_counter() - start)
             t = time.perf_counter()
             masks = mrml.masks_on_input(proxy, {"tumor": (segmentation, ids["tumor"]),
                                                 "NAWM": (segmentation, ids["nawm"])})
             mrml.ratio_table(outputs.map_nodes, masks["tumor"], masks["NAWM"])
             rows["ratio table"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            mrml.curve_plot(CurveSet.load(curves_in(job.output_dir)), masks)
+            mrml.curve_plot(CurveSet.load(done["curves"]), masks)
             rows["curve plot"].append(time.perf_counter() - t)
             rows["panel total (warm)"].append(time.perf_counter() - start)
 
@@ -112,11 +128,12 @@ def main() -> None:
             start = time.perf_counter()
             cold_job, _ = mrml.prepare_job(request, work / "cold")
             t = time.perf_counter()
-            events = WorkerProcess(cold_job, work / "cold" / "job.json").start().wait(timeout=600)
-            assert events[-1]["event"] == "done", events[-1]
-            rows["worker, cold: process start -> done"].append(time.perf_counter() - t)
+            cold = WorkerProcess(cold_job, work / "cold" / "job.json").start()
+            wait_for(cold, "maps")
+            rows["worker, cold: process start -> maps"].append(time.perf_counter() - t)
             mrml.import_results(cold_job.output_dir, proxy, "DSC cold")
             rows["Apply to maps, cold worker"].append(time.perf_counter() - start)
+            wait_for(cold, "done")
 
             # where the worker's time goes, on the same files, in this process
             t = time.perf_counter()
@@ -127,12 +144,14 @@ def main() -> None:
             result = spec.run(volumes, job.parameters, **spec.extra.get("curve_options", {}))
             rows["of which: the pipeline (run_dsc)"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            curves = result.curves()
-            rows["of which: result.curves()"].append(time.perf_counter() - t)
+            write_arrays(result, Job("dsc", job.inputs, job.parameters, str(work / "split"), output_format="arrays"))
+            rows["of which: writing maps, masks, report (raw)"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            write_arrays(result, Job("dsc", job.inputs, job.parameters, str(work / "split"), output_format="arrays"),
-                         curves)
-            rows["of which: writing maps, masks, report, curves (raw)"].append(time.perf_counter() - t)
+            curves = result.curves()
+            rows["after the maps: result.curves()"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            curves.save_arrays(work / "split.curves")
+            rows["after the maps: writing the curves (raw float32)"].append(time.perf_counter() - t)
             del volumes, result, curves
 
             t = time.perf_counter()
