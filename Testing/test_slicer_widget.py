@@ -226,9 +226,9 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
     standins.SLOT_ERRORS.clear()
     load_sample(widget, pipeline)
 
-    # Choosing the input started a worker that imports while the user looks (issue 17)
+    # Choosing the input started a worker that imports while the user looks, for this pipeline (issue 17)
     warm = widget.logic.warmWorker
-    assert warm is not None and warm.idle and warm.prestarted
+    assert warm is not None and warm.idle and warm.prestarted and warm.preload == pipeline
 
     # Apply, watch progress (defect 6: the inputs travel uncompressed)
     progress = apply_and_wait(widget)

@@ -111,9 +111,10 @@ class PanelLogic:
         """A warm worker for the next Apply, started now in the background (returns at once): a
         child process that does its imports while the user is still choosing inputs, then waits for
         its job (BBBAnomalyLib.app.runners.WorkerProcess.warm). Nothing is started for in-process
-        runs, while packages are missing, or when one is already waiting."""
+        runs, while packages are missing, or when one is already waiting for this pipeline (one
+        that imported another pipeline's modules is replaced)."""
         warm = getattr(self, "warmWorker", None)
-        if warm is not None and warm.idle:
+        if warm is not None and warm.idle and (pipeline is None or warm.preload == pipeline):
             return warm
         self.discardWarmWorker()
         if not getattr(self, "background", True) or self.missingPackages():

@@ -153,6 +153,7 @@ class WorkerProcess:
         self._final: dict | None = None
         self._cancelled = False
         self._warm = False
+        self.preload: str | None = None  # the pipeline a warm worker imported ahead for
         self.ready: dict | None = None  # a warm worker's "ready" event (pid, modules it imported)
         self._lock = threading.Lock()
 
@@ -166,6 +167,7 @@ class WorkerProcess:
         command = [python, "-m", "BBBAnomalyLib.app.worker", "--wait"] + (["--preload", preload] if preload else [])
         runner = cls(None, Path(work_dir).resolve() / "job.json", python, env, command)
         runner._warm = True
+        runner.preload = preload
         return runner.start()
 
     @property
