@@ -213,3 +213,36 @@ def test_network_input_and_residual_maps_equal_the_plain_masked_formulas_bit_for
         noise = np.median(np.abs(np.diff(xp, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
         np.testing.assert_array_equal(maps["rls_uncertainty"],
                                       (noise / np.sqrt(post.sum()) * SER_SCALE * 100.0).astype(np.float32))
+
+
+def test_leak_probe_and_selection_score_reward_a_network_that_leaves_leaks_in_the_residual():
+    import torch
+
+    from BBBAnomalyLib.dce import rls
+
+    rng = np.random.default_rng(2)
+    n, nt = 3000, 40
+    post = np.arange(nt) >= 8
+    base = np.where(post, 0.03 * np.exp(-(np.arange(nt) - 8) / 30.0), 0.0)
+    x = np.concatenate([np.clip(base + 0.002 * rng.standard_normal((n, nt)) * post, 0, None), np.ones((n, 4))], 1)
+    x = x.astype(np.float32)
+    seen = np.full(n, 30)  # the last 10 grid points were not acquired
+    normal, nmask, leaky, lmask = rls.leak_probe(x, np.random.default_rng(0), n_observed=seen)
+    added = leaky[:, :nt] - normal[:, :nt]
+    assert np.all(added[:, :8] == 0) and np.all(added[:, 30:] == 0)  # nothing before the contrast or after the end
+    lo, hi = rls.PROBE_AMPLITUDE
+    assert added.max() <= hi * (1 + 1e-5) and np.quantile(added.max(axis=1), 0.05) >= lo * 0.99
+    assert nmask[:, :8].sum() == 0 and nmask[:, 8:30].all() and nmask[:, 30:].sum() == 0
+    probe = [torch.from_numpy(a) for a in (normal, nmask, leaky, lmask)]
+    mean_curve = torch.from_numpy(x.mean(axis=0))
+
+    class Identity(torch.nn.Module):  # reconstructs everything, leaks included: the failure mode
+        def forward(self, v):
+            return v
+
+    class Projection(torch.nn.Module):  # returns the normal curve whatever it is given
+        def forward(self, v):
+            return mean_curve.expand_as(v)
+
+    assert rls._selection_score(Identity(), *probe) == 0.0
+    assert rls._selection_score(Projection(), *probe) > 0.005

@@ -178,6 +178,13 @@ def part_robustness(log=print) -> dict:
     sources += [(f"per case seed {seed}", dict(rls="case", seed=seed)) for seed in range(3)]
     for i, (label, kw) in enumerate(sources):
         out.update(robustness_rows(ph, kw, label, log, with_ktrans=i == 0))
+    # the same for other noise seeds and for the project's own phantom (Parker AIF, 5 s x 60, SNR 40: the
+    # set-up of the older "seed's robustness experiment" section of docs/validation.md)
+    others = [(f"noise seed {seed}", independent_phantom(seed=seed)) for seed in (501, 503)]
+    others.append(("project phantom (seed 102)", make_dce_phantom(snr=40.0, slices=12, seed=102)))
+    for name, other in others:
+        for label, kw in (("default", dict(rls="auto")), ("per case seed 0", dict(rls="case"))):
+            out.update(robustness_rows(other, kw, f"{label}, {name}", log))
     return out
 
 

@@ -104,21 +104,31 @@ def training_rows(ser: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return eligible & (np.nanmax(ser, axis=1) < MAX_TRAINING_SER) & np.isfinite(ser).all(axis=1)
 
 
-#: Leak-probe early stopping. A briefly trained autoencoder projects onto normal curves (leaky curves keep
-#: a positive residual); trained longer it reconstructs leaky curves too and the signed RLS fades (bundled
-#: recipe, independent phantom: AUC 0.99 at 2 epochs, 0.71 at 4, 0.17 at 8; docs/validation.md). So every
-#: PROBE_EVERY steps the network is scored on the training curves with a synthetic leak added (a ramp of
-#: persistent enhancement, 1-6 % of the SER scale, over the post-contrast entries): score = (mean residual
-#: of the probes - mean residual of the same curves unchanged) / mean |residual| of the unchanged curves.
-#: The state with the best score is kept; ``epochs`` becomes an upper bound instead of a knob.
+#: Early stopping. A briefly trained autoencoder projects onto normal curves (leaky curves keep a positive
+#: residual); trained longer it reconstructs leaky curves too and the signed RLS fades (bundled recipe,
+#: independent phantom: AUC 0.99 at 2 epochs, 0.71 at 4, 0.17 at 8; docs/validation.md). So every PROBE_EVERY
+#: steps (from PROBE_MIN_STEPS) the network is scored on normal curves and on leaky ones, and the state with the
+#: best score is kept; ``epochs`` becomes an upper bound instead of a knob. Score (:func:`_selection_score`):
+#: how far the median leaky curve's RLS stands above the 95th percentile of the normal curves' RLS, in x units.
+#: Leaky curves: per case (and ``bbbanomaly train dce-rls``), the training curves with a synthetic leak added
+#: (:func:`leak_probe`); for the world recipe, simulated leaky tissue (``selection=``).
+#: History: the first probe added small ramps (15-90 % SER) and scored (probe residual - normal residual) /
+#: |normal residual|; that score kept rising while the network began to reconstruct large, tumour-like leaks
+#: (per case, D_hybrid of the independent phantom: best at step 500, rim RLS 61 % SER instead of 189 at step
+#: 400; fixed-grid world recipe: step 800-900, phantom AUC 0.73-0.89), so the probe now spans 15-300 % SER
+#: with saturating as well as ramp shapes and the score no longer divides by the normal residual.
 PROBE_ROWS = 2000
 PROBE_EVERY = 100
 PROBE_MIN_STEPS = 200
+PROBE_AMPLITUDE = (0.01, 0.2)  # x units (x 1500 = % SER at the end of the leak), log-uniform
+SELECTION_FALSE_POSITIVE = 0.05
 
 
 def leak_probe(x: np.ndarray, rng: np.random.Generator, n: int = PROBE_ROWS, n_observed: np.ndarray | None = None):
-    """(normal rows, the same rows with a synthetic leak, post-contrast entry mask) from training rows x
-    (``n_observed``: observed grid entries per row, see :func:`train_autoencoder`; the leak ends there)."""
+    """(normal rows, their post-contrast mask, the same rows with a synthetic leak, its mask) from training rows x
+    (``n_observed``: observed grid entries per row, see :func:`train_autoencoder`; the leak ends there). A leak is
+    a ramp or a saturating rise 1 - exp(-t/τ) (τ 5-50 % of the post-contrast window) of persistent enhancement
+    over the post-contrast entries, its final height log-uniform over PROBE_AMPLITUDE."""
     pick = rng.choice(x.shape[0], min(n, x.shape[0]), replace=False)
     rows = x[pick].copy()
     nt = rows.shape[1] - BOX_ENTRIES
@@ -126,19 +136,15 @@ def leak_probe(x: np.ndarray, rng: np.random.Generator, n: int = PROBE_ROWS, n_o
     first = np.argmax(rows[:, :nt] > 0, axis=1)[:, None]  # the first post-contrast entry (x is 0 before)
     idx = np.arange(nt)[None, :]
     inside = idx < seen
-    ramp = np.clip((idx - first) / np.maximum(seen - 1 - first, 1), 0.0, 1.0) * inside
+    u = np.clip((idx - first) / np.maximum(seen - 1 - first, 1), 0.0, 1.0)
+    tau = rng.uniform(0.05, 0.5, (rows.shape[0], 1))
+    saturating = (1.0 - np.exp(-u / tau)) / (1.0 - np.exp(-1.0 / tau))
+    shape = np.where(rng.random((rows.shape[0], 1)) < 0.5, u, saturating) * inside
+    height = np.exp(rng.uniform(*np.log(PROBE_AMPLITUDE), (rows.shape[0], 1)))
     leaky = rows.copy()
-    leaky[:, :nt] += rng.uniform(0.01, 0.06, (rows.shape[0], 1)) * ramp
-    return rows, leaky.astype(np.float32), ((idx >= first) & inside).astype(np.float32)
-
-
-#: Model selection on simulated leaky curves (cohort training, ``selection=`` of :func:`train_autoencoder`):
-#: the synthetic ramp above stays in the residual of a network that already reconstructs tumour-like
-#: curves (fixed-grid world recipe: kept step 800-900, where the simulated leaky curves' median RLS had
-#: fallen from 137 to 19-24 % SER). With normal and leaky curves simulated from the *training* distribution
-#: (phantoms.dce_curves: same AIFs and protocols, tumour Ktrans/ve/vp), the kept state is the one with the
-#: highest fraction of leaky curves whose RLS exceeds the 95th percentile of the normal curves' RLS.
-SELECTION_FALSE_POSITIVE = 0.05
+    leaky[:, :nt] += height * shape
+    mask = ((idx >= first) & inside).astype(np.float32)
+    return rows, mask, leaky.astype(np.float32), mask
 
 
 def post_contrast_mask(rows: np.ndarray, n_observed: np.ndarray | None = None) -> np.ndarray:
@@ -160,17 +166,6 @@ def _selection_score(net, normal, normal_mask, leaky, leaky_mask) -> float:
         rl = ((leaky - net(leaky))[:, :nt] * leaky_mask).sum(1) / leaky_mask.sum(1).clamp_min(1)
     # how far the typical leaky curve stands out above the normal ones, in units of x (% SER / 1500)
     return float(torch.median(rl) - torch.quantile(rn, 1.0 - SELECTION_FALSE_POSITIVE))
-
-
-def _probe_score(net, normal, leaky, mask) -> float:
-    import torch
-
-    nt = mask.shape[1]
-    with torch.no_grad():
-        rn = (normal - net(normal))[:, :nt] * mask
-        rl = (leaky - net(leaky))[:, :nt] * mask
-    count = mask.sum()
-    return float((rl.sum() - rn.sum()) / count / (rn.abs().sum() / count).clamp_min(1e-9))
 
 
 def train_autoencoder(x: np.ndarray, epochs: int = 8, seed: int = 0, device="cpu", max_voxels: int = 60000,
@@ -238,10 +233,9 @@ def _train(x, epochs, seed, device, max_voxels, context, progress, log, rng, ear
             m = (columns[None, :] < seen[rows][:, None]).to(out.dtype)
             return ((out - batch).abs() * m).sum() / m.sum()
     losses = []
-    score_fn, probe = _probe_score, None
+    score_fn, probe = _selection_score, None
     if early_stop and selection is not None:
         normal, normal_seen, leaky, leaky_seen = selection
-        score_fn = _selection_score
         probe = [torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(dev) for a in
                  (normal, post_contrast_mask(normal, normal_seen), leaky, post_contrast_mask(leaky, leaky_seen))]
     elif early_stop:
@@ -280,7 +274,7 @@ def _train(x, epochs, seed, device, max_voxels, context, progress, log, rng, ear
             best = {"score": final, "step": step, "state": None}
         if best["state"] is not None:
             model.load_state_dict(best["state"])
-        info.update(kept_step=best["step"], probe_score=round(best["score"], 3), final_probe_score=round(final, 3),
+        info.update(kept_step=best["step"], probe_score=round(best["score"], 4), final_probe_score=round(final, 4),
                     criterion="simulated leaky curves" if selection is not None else "synthetic leak probe")
     model.eval()
     model.training_info = info
