@@ -201,7 +201,10 @@ class PanelLogic:
         for path in runner.job.inputs.values():
             for name in (path, str(header_path(path)) if path.endswith(".npy") else None):
                 if name and os.path.isfile(name):
-                    os.remove(name)
+                    try:
+                        os.remove(name)
+                    except OSError:  # e.g. Windows while the ending worker still maps it: a temp file
+                        pass
         if not os.path.isdir(runner.job.output_dir):
             shutil.rmtree(os.path.dirname(runner.job.output_dir), ignore_errors=True)
 
