@@ -169,3 +169,15 @@ def test_folded_inference_gives_the_training_forward_outputs():
     assert fast["fitted"].data_ptr() == out_buffer.data_ptr()
     err = torch.linalg.vector_norm(ref["fitted"] - curves, dim=1) / torch.linalg.vector_norm(curves, dim=1)
     torch.testing.assert_close(fast["fit_error"], err, rtol=1e-9, atol=1e-12)
+
+
+def test_bundled_grid_weights_load_and_their_card_says_how_they_were_trained():
+    from BBBAnomalyLib import weights
+    from BBBAnomalyLib.dsc.phae import load_network
+
+    net, card = load_network("dsc-phae-grid")
+    assert card["sha256"] == weights.sha256(weights.WEIGHTS_DIR / card["file"]) and not net.training
+    assert net.is_grid and card["config"]["encoder"] == "grid"
+    assert "SUPERVISED" in card["loss"] and "conditional bias" in card["loss"] and "self-supervised" in card["loss"]
+    assert "train_phae_world.py" in card["command"] and card["repeats"] > 1 and card["training_domain"]
+    assert (weights.WEIGHTS_DIR / card["file"]).stat().st_size < 200_000

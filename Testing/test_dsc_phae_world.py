@@ -64,22 +64,24 @@ def test_decoder_reaches_negative_delays_with_a_lead():
     assert errors[6] < 1e-9 < 0.05 < errors[0]  # exact with the lead; clipped at zero delay it cannot fit
 
 
-def test_fit_error_map_is_higher_where_the_curve_does_not_fit():
+@pytest.mark.parametrize("weights", [WORLD, "dsc-phae-grid"])
+def test_fit_error_map_is_higher_where_the_curve_does_not_fit(weights):
     rng = np.random.default_rng(4)
     case = dc.simulate_curve_case(rng, 200, dc.HELD_APART, snr=200.0, tissue_gain=4.0, mtt=4.0, cbv=0.04, delay=0.0)
     curves = case.curves.copy()
     bad = np.arange(100, 200)
     # non-physical curves: the same values in reversed time (enhancement before the bolus, none after)
     curves[bad] = curves[bad][:, ::-1]
-    fit = PHAEModel(case.aif, case.frame_interval, weights=WORLD).fit(curves)
+    fit = PHAEModel(case.aif, case.frame_interval, weights=weights).fit(curves)
     assert np.median(fit.fit_error[bad]) > 3 * np.median(fit.fit_error[:100])
     assert fit.cbf_uncertainty is not None and np.all(fit.cbf_uncertainty > 0)
 
 
-def test_run_dsc_writes_the_trust_maps_and_warns_outside_the_training_domain():
+@pytest.mark.parametrize("weights", [WORLD, "dsc-phae-grid"])
+def test_run_dsc_writes_the_trust_maps_and_warns_outside_the_training_domain(weights):
     ph = make_dsc_phantom(snr=100, slices=2, frame_interval=5.0, duration=150.0)  # 5 s frames: never trained on
     m = ph.masks
-    res = run_dsc(ph.signal, DSCParameters(method="phae", phae_weights=WORLD, kh=1.0, density=1.0, device="cpu"),
+    res = run_dsc(ph.signal, DSCParameters(method="phae", phae_weights=weights, kh=1.0, density=1.0, device="cpu"),
                   aif_mask=m["aif"], brain_mask=m["brain"])
     assert {"phae_fit_error", "phae_cbf_uncertainty"} <= set(res.maps)
     assert np.isfinite(res.maps["phae_fit_error"].data[m["brain"]]).all()

@@ -34,7 +34,7 @@ def timed(fn, repeats):
     return statistics.median(runs)
 
 
-def bench(frames: int, repeats: int, threads: int | None = None) -> dict:
+def bench(frames: int, repeats: int, threads: int | None = None, weights: str | None = None) -> dict:
     interval = 1.5 if frames <= 60 else 1.0
     phantom = make_dsc_phantom(snr=50, slices="all", frame_interval=interval, duration=frames * interval, seed=0)
     masks = phantom.masks
@@ -46,13 +46,13 @@ def bench(frames: int, repeats: int, threads: int | None = None) -> dict:
     for method in ("osvd", "tikhonov"):
         model = DeconvolutionModel(result.aif, dt, method, workers=threads)  # as many threads as torch
         row["seconds"][method] = timed(lambda: model.fit(curves), repeats)
-    phae = PHAEModel(result.aif, dt, device="cpu")
+    phae = PHAEModel(result.aif, dt, weights=weights, device="cpu")
     row["seconds"]["phae"] = timed(lambda: phae.fit(curves), repeats)
     start = time.perf_counter()
-    row["adaptation"] = PHAEModel(result.aif, dt, device="cpu").adapt(curves)
+    row["adaptation"] = PHAEModel(result.aif, dt, weights=weights, device="cpu").adapt(curves)
     row["seconds"]["phae_adapt"] = time.perf_counter() - start
     for method in ("osvd", "tikhonov", "phae"):
-        params = DSCParameters(method=method, device="cpu")
+        params = DSCParameters(method=method, device="cpu", **({"phae_weights": weights} if method == "phae" and weights else {}))
         row["seconds"][f"end_to_end_{method}"] = timed(
             lambda: run_dsc(phantom.signal, params, aif_mask=masks["aif"], brain_mask=masks["brain"]), repeats)
     return row
@@ -67,15 +67,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads, and the classic methods' chunk workers (the same count for every method)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--weights", help="PHAE weights (bundled name or .pt; default: the default weights)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     import os
 
     load_before = os.getloadavg()[0]
-    rows = [bench(f, args.repeats, args.threads) for f in args.frames]
+    rows = [bench(f, args.repeats, args.threads, args.weights) for f in args.frames]
     print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     cols = ["osvd", "tikhonov", "phae", "phae_adapt", "end_to_end_osvd", "end_to_end_tikhonov", "end_to_end_phae"]
-    print(f"machine: {machine_description()}; torch threads {args.threads}\n")
+    print(f"machine: {machine_description()}; torch threads {args.threads}; PHAE weights {args.weights or 'default'}\n")
     print("| brain voxels × frames | " + " | ".join(c.replace("end_to_end_", "end-to-end ") for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for r in rows:

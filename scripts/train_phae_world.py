@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Retrain the bundled PHAE weights ``dsc-phae-world`` on the wide simulated distribution.
+"""Retrain the bundled PHAE weights ``dsc-phae-grid`` (and, with the old recipe, ``dsc-phae-world``) on the
+wide simulated distribution.
 
 Curves come from ``BBBAnomalyLib.phantoms.dsc_curves.TRAINING`` (several AIF families with dispersion,
 recirculation and partial volume; frame interval 0.8-2.5 s; 50-150 s; delay -3..+5 s; exponential, gamma,
@@ -13,6 +14,9 @@ records all of it, the training domain used for out-of-distribution warnings, an
 
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py            # a few minutes on one core
   python scripts/train_phae_world.py --cases 12 --epochs 1 --out /tmp/w       # smoke run
+  # the conv-encoder default dsc-phae-world (no groups, no bias term), as trained on 2026-12-06:
+  python scripts/train_phae_world.py --encoder conv --repeats 1 --bias-weight 0 --cases 128 --curves 1024 \
+      --name dsc-phae-world
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "BBBAnomalyLib" / "weights")
-    ap.add_argument("--name", default="dsc-phae-world")
+    ap.add_argument("--name", default="dsc-phae-grid")
     args = ap.parse_args(argv)
 
     import torch
