@@ -161,3 +161,34 @@ def test_the_pipeline_reports_the_applicability_of_a_7_mm_input():
     assert {c["name"]: c["status"] for c in block["checks"]}["slice_thickness"] == "warning"
     assert any("slice thickness 7.0 mm" in w for w in res.report["warnings"])
     assert res.report["bbb_status"]["call"] == "indeterminate"  # no tumor: the segmentation cannot carry a call
+
+
+@pytest.mark.parametrize("thickness, n_slices", [(2.0, 200), (7.0, 18)])
+def test_a_swapped_t1_and_flair_are_flagged_by_their_grey_white_order(thickness, n_slices):
+    from BBBAnomalyLib.structural.applicability import tissue_order
+
+    t1, flair, brain, affine = _phantom_at(thickness, n_slices)
+    vox = np.linalg.norm(affine[:3, :3], axis=0)
+    right = tissue_order(t1, flair, brain, vox)
+    assert right["t1_wm_minus_gm"] > 0.2 and right["flair_gm_minus_wm"] > 0.2  # WM bright on T1, dark on FLAIR
+    assert right["near_csf_fraction_gm"] > right["near_csf_fraction_wm"]  # the cortex lines the CSF
+    checks = {c.name: c for c in check_structural_input(t1, flair, affine, brain, 2, True).checks}
+    assert checks["t1_flair_order"].status == "ok"
+    swapped = {c.name: c for c in check_structural_input(flair, t1, affine, brain, 2, True).checks}
+    assert swapped["t1_flair_order"].status == "warning"
+    assert "swapped" in swapped["t1_flair_order"].message and "--t1" in swapped["t1_flair_order"].message
+    wrong = tissue_order(flair, t1, brain, vox)
+    assert wrong["t1_wm_minus_gm"] == pytest.approx(-right["flair_gm_minus_wm"], abs=0.05)
+
+
+@pytest.mark.shared_data
+def test_a_swapped_real_t1_and_flair_are_flagged(shared_data):
+    from BBBAnomalyLib.io import read_volume
+    from BBBAnomalyLib.structural.cases import find_case_files
+
+    files = find_case_files(shared_data / "brats" / "TCGA-FG-6692")
+    t1, flair = read_volume(files["t1"]), read_volume(files["flair"]).data
+    brain = (t1.data > 0) & (flair > 0)
+    status = lambda a, b: {c.name: c.status for c in check_structural_input(a, b, t1.affine, brain, 2, True).checks}
+    assert status(t1.data, flair)["t1_flair_order"] == "ok"
+    assert status(flair, t1.data)["t1_flair_order"] == "warning"

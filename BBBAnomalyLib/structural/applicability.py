@@ -8,7 +8,7 @@ structural phantoms on the MNI152 2 mm grid and BraTS-space real cases at 1 mm i
 and the structured block into report["applicability"] for the panel. Refusals raise InputError
 with what input would work. The numbers that separate "ok" from "warning" are the trained
 ranges with a margin; the contrast thresholds were measured on the three real cases with their
-T2 and T1Gd given in the wrong role (docs/validation.md).
+T2 and T1Gd given in the wrong role, and a swapped T1 and FLAIR (docs/validation.md).
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ REFUSE_SLICES = 3
 CONTRAST_RANK = 0.2
 #: Dice of the T1 and FLAIR signal masks below this = the two are not registered.
 MIN_REGISTRATION_DICE = 0.85
+#: White minus grey matter on the T1, in within-brain rank units (tissue_order): below this the T1 shows grey
+#: matter brighter than white matter, which no T1 does (0.31-0.37 on the real cases and phantoms, -0.25 to -0.37
+#: with the T1 and FLAIR swapped; docs/validation.md).
+MIN_T1_WM_GM = 0.0
 
 SLICEWISE = ("synthetic_t1gd", "enhancement", "enhancement_probability", "bbb_status", "tumor_probability")
 VOLUMETRIC = ("anomaly",)
@@ -83,6 +87,49 @@ def _rank(values: np.ndarray) -> np.ndarray:
     r = np.empty(values.size)
     r[np.argsort(values, kind="stable")] = np.arange(values.size) / max(values.size - 1, 1)
     return r
+
+
+def _kmeans(x: np.ndarray, centres, iterations: int = 40) -> np.ndarray:
+    c = np.array(centres, np.float64)
+    for _ in range(iterations):
+        label = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
+        c = np.array([x[label == i].mean(0) if np.any(label == i) else c[i] for i in range(len(c))])
+    return c
+
+
+def tissue_order(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_mm, sample: int = 100_000) -> dict:
+    """Grey/white-matter ordering of a T1/FLAIR pair, with tissue classes that do not assume which is which.
+
+    Both images are turned into within-brain ranks (0-1); a 3-class k-means on the pair of ranks
+    gives CSF (the class darkest on both) and two tissue classes. Which tissue class is grey matter
+    is decided without reading the contrast: grey matter is the cortex, so more of its voxels lie
+    within 2.5 mm of CSF or of the brain's surface (0.45-0.56 of them on the real cases against
+    0.12-0.26 for white matter). Returns ``t1_wm_minus_gm`` (> 0 on a T1: white matter is brighter)
+    and ``flair_gm_minus_wm`` (> 0 on most FLAIRs, but not all: TCGA-DU-7294's FLAIR has white
+    matter brighter), in rank units, and the two classes' CSF-adjacent fractions."""
+    from scipy import ndimage
+
+    brain = np.asarray(brain, bool)
+    voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
+    a, b = np.asarray(t1)[brain].astype(np.float64), np.asarray(flair)[brain].astype(np.float64)
+    step = max(1, a.size // sample)
+    ranks = np.stack([np.searchsorted(np.sort(v[::step]), v) / max(v[::step].size, 1) for v in (a, b)], 1)
+    centres = _kmeans(ranks[::step], [(0.1, 0.1), (0.75, 0.35), (0.35, 0.75)])
+    label = np.argmin(((ranks[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    csf = int(np.argmin(centres.sum(1)))
+    tissue = [i for i in range(3) if i != csf]
+    # the brain's bounding box (+3 voxels): distance maps on it, not on the whole field of view
+    box = tuple(slice(max(int(ix.min()) - 3, 0), int(ix.max()) + 4) for ix in np.nonzero(brain))
+    full = np.full(brain.shape, -1, np.int8)
+    full[brain] = label
+    full = full[box]
+    edge = ndimage.distance_transform_edt(full != csf, sampling=voxel_mm) <= 2.5
+    edge |= ndimage.distance_transform_edt(full >= 0, sampling=voxel_mm) <= 2.5
+    near = [float(np.mean(edge[full == i])) if np.any(full == i) else 0.0 for i in tissue]
+    gm, wm = (tissue[0], tissue[1]) if near[0] >= near[1] else (tissue[1], tissue[0])
+    return {"t1_wm_minus_gm": float(centres[wm, 0] - centres[gm, 0]),
+            "flair_gm_minus_wm": float(centres[gm, 1] - centres[wm, 1]),
+            "near_csf_fraction_gm": max(near), "near_csf_fraction_wm": min(near)}
 
 
 def check_structural_input(t1_data: np.ndarray, flair_data: np.ndarray, affine: np.ndarray, brain: np.ndarray,
@@ -151,6 +198,21 @@ def check_structural_input(t1_data: np.ndarray, flair_data: np.ndarray, affine: 
                   "the real cases)", "ok" if ok else "warning", ALL_MAPS,
                   "" if ok else f"the FLAIR's brightest voxels are the darkest on the T1 (median rank {t1_in_flair_top:.2f}): "
                   "CSF-like, as in a T2-weighted image without fluid suppression; a T2-FLAIR is expected"))
+    if t1v.size >= 1000:
+        order = tissue_order(t1_data, flair_data, brain, vox)
+        t1_order, flair_order = order["t1_wm_minus_gm"], order["flair_gm_minus_wm"]
+        ok = t1_order >= MIN_T1_WM_GM
+        if ok:
+            message = ""
+        elif flair_order < 0:
+            message = (f"the T1 and FLAIR look swapped: grey matter is brighter than white matter on the image given as "
+                       f"the T1 (rank difference {t1_order:.2f}) and darker on the one given as the FLAIR "
+                       f"({flair_order:.2f}); give the non-contrast T1 as --t1 and the T2-FLAIR as --flair")
+        else:
+            message = (f"the image given as the T1 shows grey matter brighter than white matter (rank difference "
+                       f"{t1_order:.2f}): T2- or FLAIR-like, not a T1; give a non-contrast T1-weighted image as --t1")
+        add(Check("t1_flair_order", t1_order, "white minus grey matter on the T1 (rank units)",
+                  "> 0 (0.31-0.37 on the real cases and phantoms)", "ok" if ok else "warning", ALL_MAPS, message))
     a, b = np.asarray(t1_data) != 0, np.asarray(flair_data) != 0
     if a.any() and b.any() and (zero_fraction >= 0.05):
         dice = float(2 * np.sum(a & b) / (a.sum() + b.sum()))
