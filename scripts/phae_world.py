@@ -137,7 +137,7 @@ OBJECT_SNRS = (None, 50, 20)
 OBJECT_TIMINGS = ((1.0, 120), (1.5, 80), (2.0, 60))  # frame interval [s], frames
 
 
-def part_world(weights=("dsc-phae-sim", "dsc-phae-world"), quick=False, log=print) -> dict:
+def part_world(weights=("dsc-phae-sim", "dsc-phae-world", "dsc-phae-grid"), quick=False, log=print) -> dict:
     """Held-apart sweep and OSIPI-style object for oSVD, the trivial baseline and PHAE with each weights, all on
     the same curves."""
     from BBBAnomalyLib.dsc.phae import PHAEModel

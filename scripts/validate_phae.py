@@ -388,8 +388,9 @@ def main(argv=None) -> int:
     ap.add_argument("--patients", type=int, default=40)
     ap.add_argument("--parts", nargs="+", default=["world", "heldout", "accuracy", "changes", "grading"],
                     choices=["world", "heldout", "accuracy", "changes", "grading"])
-    ap.add_argument("--world-weights", nargs="+", default=["dsc-phae-sim", "dsc-phae-world"],
-                    help="PHAE weights compared in the held-apart part 'world' (scripts/phae_world.py)")
+    ap.add_argument("--world-weights", nargs="+", default=["dsc-phae-sim", "dsc-phae-world", "dsc-phae-grid"],
+                    help="PHAE weights compared in the held-apart part 'world' (scripts/phae_world.py); .pt paths "
+                         "(e.g. other training seeds) are scored but not timed")
     ap.add_argument("--update-card", action="store_true",
                     help="write the held-out and reference-object numbers into the bundled model card")
     ap.add_argument("--threads", type=int, default=2)
