@@ -68,7 +68,7 @@ def convolution_matrix(aif: torch.Tensor, lead: int = 0) -> torch.Tensor:
     k = torch.arange(n, device=aif.device)[:, None]
     col = torch.arange(n + lead, device=aif.device)[None, :]
     idx = k - col + lead  # AIF frame k - j for the kernel bin j = col - lead
-    return torch.where((idx >= 0) & (idx < n), aif[idx.clamp(0, n - 1)], torch.zeros((), dtype=aif.dtype))
+    return torch.where((idx >= 0) & (idx < n), aif[idx.clamp(0, n - 1)], 0.0)
 
 
 def area(curves: torch.Tensor) -> torch.Tensor:
