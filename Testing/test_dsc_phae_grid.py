@@ -181,3 +181,18 @@ def test_bundled_grid_weights_load_and_their_card_says_how_they_were_trained():
     assert "SUPERVISED" in card["loss"] and "conditional bias" in card["loss"] and "self-supervised" in card["loss"]
     assert "train_phae_world.py" in card["command"] and card["repeats"] > 1 and card["training_domain"]
     assert (weights.WEIGHTS_DIR / card["file"]).stat().st_size < 200_000
+
+
+def test_adapting_grid_weights_recomputes_the_folded_case_terms():
+    case = dc.simulate_curve_case(np.random.default_rng(9), 2000, dc.TRAINING, frame_interval=1.5, n_frames=60)
+    model = PHAEModel(case.aif, 1.5, weights="dsc-phae-grid")
+    before = model.fit(case.curves, keep_curves=False)
+    info = model.adapt(case.curves, steps=10, batch=512)
+    after = model.fit(case.curves, keep_curves=False)
+    assert info["steps"] == 10 and info["loss_after"] <= info["loss_before"] * 1.02
+    # the fit uses the adapted weights (the per-case folding is rebuilt from them, not cached from before)
+    assert np.abs(after.loss - before.loss).max() > 0
+    with torch.inference_mode():
+        ref = model.network(torch.as_tensor(case.curves[:50]), model._aif_t, 1.5)
+    np.testing.assert_allclose(after.cbf[:50], (ref["flow"] * torch.exp(-0.5 * ref["log_cbf_sd"] ** 2)).numpy() / 1.5,
+                               rtol=1e-4)
