@@ -6,6 +6,8 @@ to ΔR2* with a known baseline, averages the given AIF mask, applies ONE circula
 (.nii.gz, gzip level 1). Each method then runs end to end through the command line
 (``bbbanomaly dsc --method M``; BSW on, its default; brain and AIF masks given), which adds the
 checks, baseline detection, BSW, the method's own deconvolution, the other maps and the report.
+The command line reads the series lazily (``read_volume(lazy=True)``: the analysed voxels are
+gathered frame block by frame block); the floor reads it whole, as its simplest form.
 
 Inputs: a dense block of voxels, every one inside the brain mask (the brain voxels of the
 whole-brain DSC reference object at SNR 50, repeated to fill 0.1, 0.25 or 1 million voxels), at
@@ -14,7 +16,8 @@ whole-brain DSC reference object at SNR 50, repeated to fill 0.1, 0.25 or 1 mill
 Each measurement runs in its own fresh Python process: one run for the peak RSS (Linux VmHWM,
 reset after the imports through /proc/self/clear_refs, so it is that of one run alone), one run
 under ``tracemalloc`` (the peak of numpy arrays alive at once), then the median of --repeats
-timed runs. The floor and all methods of one size run back to back, so the ratio is measured
+timed runs (wall time, and the CPU time of all the process's threads: the work done, which other
+jobs on a shared machine disturb less). The floor and all methods of one size run back to back, so the ratio is measured
 under the same machine load. Peak RSS is shown beside the size of the float32 series in memory
 and the RSS of the same process before the run (interpreter and imports).
 
@@ -155,13 +158,15 @@ def _measure(argv) -> None:
     run()
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    runs = []
+    runs, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
         runs.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": statistics.median(runs), "runs": runs, "peak_rss_mb": rss,
-                      "rss_before_mb": rss_before, "traced_peak_mb": traced_peak}))
+        cpu.append(time.process_time() - start_cpu)  # all threads of the process
+    print(json.dumps({"seconds": statistics.median(runs), "runs": runs, "cpu_seconds": statistics.median(cpu),
+                      "cpu_runs": cpu, "peak_rss_mb": rss, "rss_before_mb": rss_before,
+                      "traced_peak_mb": traced_peak}))
 
 
 def _status_mb(field: str) -> float:
@@ -207,21 +212,30 @@ def main(argv=None) -> int:
         for frames in args.frames:
             for mvox in args.voxels:
                 case = make_case(Path(tmp) / f"{mvox}_{frames}", mvox, frames)
-                row = dict(case, load=os.getloadavg()[0], results={})
+                row = dict(case, load=os.getloadavg()[0], results={}, start=time.strftime("%H:%M:%S", time.gmtime()))
                 for what in ["floor", *args.methods]:
                     row["results"][what] = measure(what, Path(tmp) / f"{mvox}_{frames}", args.repeats, case["baseline"])
                     print(f"  {case['voxels']:>9,} x {frames:3d}  {what:9s} {row['results'][what]['seconds']:7.2f} s  "
                           f"peak RSS {row['results'][what]['peak_rss_mb']:7.0f} MiB", file=sys.stderr, flush=True)
                 rows.append(row)
     print(f"machine: {machine_description()}; 1-min load average at each size's start shown\n")
-    head = "| voxels × frames | series | load | floor | " + " | ".join(f"{m} (× floor)" for m in args.methods) + " |"
+    head = "| voxels × frames | series | start (UTC) | load | floor | " + " | ".join(f"{m} (× floor)" for m in args.methods) + " |"
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for r in rows:
         f = r["results"]["floor"]["seconds"]
         cells = [f"{r['results'][m]['seconds']:.2f} s ({r['results'][m]['seconds'] / f:.2f}×)" for m in args.methods]
-        print(f"| {r['voxels']:,} × {r['frames']} | {r['series_mb']:.0f} MiB | {r['load']:.1f} | {f:.2f} s | "
+        print(f"| {r['voxels']:,} × {r['frames']} | {r['series_mb']:.0f} MiB | {r['start']} | {r['load']:.1f} | {f:.2f} s | "
               + " | ".join(cells) + " |")
+    print("\nCPU time (all threads of the process, median of the timed runs) and its ratio to the floor's: "
+          "the work done, less sensitive than wall time to other jobs on the machine\n")
+    head = "| voxels × frames | floor | " + " | ".join(f"{m} (× floor)" for m in args.methods) + " |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for r in rows:
+        f = r["results"]["floor"]["cpu_seconds"]
+        cells = [f"{r['results'][m]['cpu_seconds']:.2f} s ({r['results'][m]['cpu_seconds'] / f:.2f}×)" for m in args.methods]
+        print(f"| {r['voxels']:,} × {r['frames']} | {f:.2f} s | " + " | ".join(cells) + " |")
     print("\nPeak RSS of one run, MiB, and in brackets (peak RSS - RSS before the run) / series size; then the "
           "peak of numpy arrays alive at once (tracemalloc) / series size\n")
     head = "| voxels × frames | series | floor | " + " | ".join(args.methods) + " |"
