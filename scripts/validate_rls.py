@@ -174,7 +174,8 @@ def robustness_rows(ph, kw, label, log=print, with_ktrans=False) -> dict:
 def part_robustness(log=print) -> dict:
     ph = independent_phantom(seed=502)
     out = {}
-    sources = [("default (auto, tumor mask given)", dict(rls="auto")), (f"bundled {BUNDLED['rls_weights']}", BUNDLED)]
+    sources = [("default (auto, tumor mask given)", dict(rls="auto")), (f"bundled {BUNDLED['rls_weights']}", BUNDLED),
+               ("bundled dce-rls-phantom", dict(rls="bundled", rls_weights="dce-rls-phantom"))]
     sources += [(f"per case seed {seed}", dict(rls="case", seed=seed)) for seed in range(3)]
     for i, (label, kw) in enumerate(sources):
         out.update(robustness_rows(ph, kw, label, log, with_ktrans=i == 0))
