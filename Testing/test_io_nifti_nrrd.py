@@ -335,9 +335,10 @@ def test_lazy_nifti_series_reads_the_same_frames_and_stays_in_its_file(tmp_path,
     assert lazy.source is not None and lazy.shape == eager.data.shape and lazy.dtype == eager.data.dtype
     np.testing.assert_array_equal(lazy.times, eager.times)
     assert lazy.acquisition.echo_time == eager.acquisition.echo_time
-    blocks = list(lazy.source.blocks(max_bytes=2 * 5 * 4 * 3 * np.dtype(dtype).itemsize))  # two frames a block
-    assert [first for first, _ in blocks] == [0, 2, 4]
-    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks], axis=3), eager.data)
+    for prefetch in (False, True):  # two frames a block, read in turn or the next on a thread
+        blocks = list(lazy.source.blocks(max_bytes=2 * 5 * 4 * 3 * np.dtype(dtype).itemsize, prefetch=prefetch))
+        assert [first for first, _ in blocks] == [0, 2, 4]
+        np.testing.assert_array_equal(np.concatenate([b for _, b in blocks], axis=3), eager.data)
     retimed = read_volume(tmp_path / name, lazy=True, frame_interval=2.0)
     assert retimed.source is not None and retimed.times[1] == 2.0
     np.testing.assert_array_equal(lazy.data, eager.data)  # first use reads it whole

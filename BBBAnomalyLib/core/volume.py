@@ -72,11 +72,12 @@ class FrameSource:
     def load(self) -> np.ndarray:
         return self.read(0, self.shape[3])
 
-    def blocks(self, max_bytes: int = 16 * 2**20, prefetch: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, max_bytes: int = 16 * 2**20, prefetch: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """(first frame, (x, y, z, k) frames) in order, k frames per block with k * frame size <=
         max_bytes (at least one frame), read once each. ``prefetch``: the next block is read on a
         background thread while the caller works on this one (decompression releases the GIL), so
-        reading and the caller's work overlap; two blocks are then in memory at a time."""
+        reading and the caller's work can overlap where a core is free; two blocks are then in
+        memory at a time."""
         frames = self.shape[3]
         frame_bytes = max(self.nbytes // max(frames, 1), 1)
         k = int(min(max(max_bytes // frame_bytes, 1), frames))
