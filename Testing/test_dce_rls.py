@@ -246,3 +246,15 @@ def test_leak_probe_and_selection_score_reward_a_network_that_leaves_leaks_in_th
 
     assert rls._selection_score(Identity(), *probe) == 0.0
     assert rls._selection_score(Projection(), *probe) > 0.005
+
+
+def test_a_per_case_network_that_never_separates_the_probe_is_reported(monkeypatch, independent):
+    """If early stopping never made the synthetic leaks stand out (score <= 0), the report warns."""
+    from BBBAnomalyLib.dce import rls
+
+    monkeypatch.setattr(rls, "_selection_score", lambda *a: -0.01)
+    m = independent.masks
+    res = run_dce(independent.signal, DCEParameters(rls="case", model="patlak", rls_epochs=1), aif_mask=m["aif"],
+                  brain_mask=m["brain"], tumor_mask=m["tumor"], t10_map=independent.truth["t10"])
+    assert res.report["rls"]["early_stopping"]["probe_score"] <= 0
+    assert any("never made synthetic leaks stand out" in w for w in res.report["warnings"])

@@ -10,10 +10,12 @@ more, or more persistent, enhancement than normal tissue: leakage) and its negat
 vascular signal); both and the mean |r| are reported in percent SER (x 15 x 100), as the seed does.
 
 Curves of any frame count and interval meet the fixed-size network by linear resampling on the
-time axis to ``n_frames`` points spanning the acquisition (the same rule for the per-case model
-and the bundled one). A per-case model is trained on that case's own resampled curves, so the
-resampling never changes what "normal" looks like; the bundled model assumes a protocol like the
-one it was trained on (its card says which) and warns otherwise.
+time axis, onto one of two grids (:func:`network_input`): ``n_frames`` points spanning the acquisition
+(per case, and bundled weights without ``grid_step_s`` on their card), or a fixed grid of ``n_frames``
+points ``step`` seconds apart from the first frame (``dce-rls-world``: 121 x 5 s), on which a shorter or
+coarser series keeps its time scale and the grid points after its end are masked out. A per-case model
+is trained on that case's own resampled curves, so the span grid never changes what "normal" looks like
+there; bundled weights warn outside the training domain on their card.
 """
 
 from __future__ import annotations

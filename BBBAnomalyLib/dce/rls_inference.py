@@ -121,6 +121,11 @@ def _training_domain(name_or_path: str) -> dict | None:
     return card.get("training_domain")
 
 
+def not_separated_warning(what: str) -> str:
+    return (f"{what} never made synthetic leaks stand out above normal curves during training (early-stopping "
+            "score <= 0), so its RLS map may not show leakage")
+
+
 def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParameters, exclude: np.ndarray,
             s0: np.ndarray, timer, warnings: list[str], progress, tumor_given: bool = False) -> RLSOutput:
     import torch
@@ -179,9 +184,11 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
             model, losses = rls.train_autoencoder(x[rows], epochs=params.rls_epochs, seed=params.seed, device=device,
                                                   max_voxels=params.rls_max_training_voxels,
                                                   progress=lambda f, m: progress(0.9 * f, m))
+        stopping = getattr(model, "training_info", None)
         info.update(frames=n_frames, training_voxels=int(min(rows.sum(), params.rls_max_training_voxels)),
-                    epochs=params.rls_epochs, final_l1_loss=float(losses[-1]),
-                    early_stopping=getattr(model, "training_info", None))
+                    epochs=params.rls_epochs, final_l1_loss=float(losses[-1]), early_stopping=stopping)
+        if stopping and stopping.get("probe_score", 1.0) <= 0:
+            warnings.append(not_separated_warning("the per-case RLS network") + "; try --rls bundled")
     progress(0.92, "RLS inference")
     with timer("rls_inference"):
         x_hat = rls.reconstruct(model, x, device=device, chunk=params.chunk_voxels)

@@ -127,6 +127,13 @@ def run(args) -> int:
         model, losses = train_autoencoder(x, epochs=args.epochs, seed=args.seed, device=context.device,
                                           max_voxels=args.max_curves, context=context, log=log)
         final = all_reduce_mean(losses[-1], context)
+        stopping = getattr(model, "training_info", None) or {}
+        separated = stopping.get("probe_score", 1.0) > 0
+        if context.is_main and not separated:
+            from .rls_inference import not_separated_warning
+
+            print("warning: " + not_separated_warning("this autoencoder") + " (e.g. a cohort too varied for the "
+                  "synthetic probe); the model card says so", file=sys.stderr)
         if context.is_main:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +157,9 @@ def run(args) -> int:
                 "intended_use": "bbbanomaly dce --rls bundled: RLS maps of DCE series with a protocol like the "
                                 "training protocol",
                 "limitations": "curves of another duration are resampled to the network grid, which changes their "
-                               "time scale; prefer per-case training (--rls case) then",
+                               "time scale; prefer per-case training (--rls case) then" + (
+                                   "" if separated else "; early stopping never separated the synthetic leaks "
+                                   "(score <= 0): the RLS map may not show leakage"),
             }
             write_entry(card, weights)
             print(f"weights written to {weights} (+ {weights.with_suffix('.json').name})", file=sys.stderr)

@@ -11,7 +11,9 @@ the autoencoder must learn normal curves only.
 ``TRAINING`` draws AIFs from the Parker 2006 and McGrath 2009 population shapes and a gamma-variate
 "measured-like" AIF with recirculation and a plateau (time-stretched, arrival 10-60 s), frame interval
 1-10 s, duration 150-600 s, flip 10-30°, TR 3-7 ms. ``HELD_APART`` (validation only) uses the
-Georgiou 2019 AIF, which training never sees.
+Georgiou 2019 AIF, which training never sees. ``AUGMENT``/:func:`subsample_case` shorten and undersample
+cases (the seed's D_trunc / D_under as training data); ``n_leaky`` adds leaky voxels (``LEAKY``) for
+model selection only.
 """
 
 from __future__ import annotations
