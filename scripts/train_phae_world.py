@@ -17,6 +17,14 @@ records all of it, the training domain used for out-of-distribution warnings, an
   # the conv-encoder default dsc-phae-world (no groups, no bias term), as trained on 2026-12-06:
   python scripts/train_phae_world.py --encoder conv --repeats 1 --bias-weight 0 --cases 128 --curves 1024 \
       --name dsc-phae-world
+  # distillation (issue 14, round 2): the grid encoder as a student of the conv teacher dsc-phae-world, on new
+  # TRAINING-generator curves (its own seed), matching the teacher's log flow, SD and delay, with the
+  # reconstruction term and a small supervised term beside it:
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --teacher dsc-phae-world --repeats 1 \
+      --bias-weight 0 --supervised-weight 0.1 --seed 10 --name dsc-phae-fast
+
+--teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
+missing file) exits with status 2 and one line.
 """
 
 from __future__ import annotations
@@ -52,6 +60,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "BBBAnomalyLib" / "weights")
     ap.add_argument("--name", default="dsc-phae-grid")
+    ap.add_argument("--teacher", default=None,
+                    help="distil: PHAE weights (bundled name or .pt with card) whose outputs the student matches")
+    ap.add_argument("--distill-weight", type=float, default=1.0,
+                    help="weight of the student-to-teacher term (|log flow| + |SD| + delay, see distillation_loss)")
+    ap.add_argument("--distill-delay-weight", type=float, default=0.1, help="delay [frames] share of that term")
     args = ap.parse_args(argv)
 
     import torch
@@ -60,7 +73,17 @@ def main(argv=None) -> int:
     from BBBAnomalyLib.dsc.phae.training import save_weights, simulated_cases, train
     from BBBAnomalyLib.phantoms.dsc_curves import TRAINING
 
+    from BBBAnomalyLib.core.errors import InputError
+    from BBBAnomalyLib.dsc.phae.inference import load_network
+
     torch.set_num_threads(args.threads)
+    teacher, teacher_card = None, None
+    if args.teacher:
+        try:  # checks the card names a PHAE network and the file its sha256, before any simulation
+            teacher, teacher_card = load_network(args.teacher, "cpu")
+        except InputError as exc:
+            print(f"error: --teacher: {exc}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats)
     sim_s = time.perf_counter() - t0
@@ -71,7 +94,8 @@ def main(argv=None) -> int:
                            else {"min_delay_frames": 5.0, "uncertainty": True}),
                    supervised_weight=args.supervised_weight, delay_weight=args.delay_weight,
                    reconstruction_weight=args.reconstruction_weight, bias_weight=args.bias_weight,
-                   bias_unbiased=args.bias_estimator == "ustat",
+                   bias_unbiased=args.bias_estimator == "ustat", teacher=teacher,
+                   distill_weight=args.distill_weight, distill_delay_weight=args.distill_delay_weight,
                    log=lambda line: print(line, flush=True))
     card = {
         "trained_on": (f"{args.cases} simulated cases x {args.curves} curves (seed {args.seed}) from "
@@ -91,7 +115,11 @@ def main(argv=None) -> int:
                        else "U-statistic mean_(i!=j) (r_i - 1)(r_j - 1)")
                     + " with CBF_k = flow x exp(-s^2/2), s held fixed" if args.bias_weight and args.repeats > 1 else "")
                  + ": SUPERVISED on simulated truth (CBF relative to the measured AIF's area); the reconstruction "
-                 "term is the self-supervised part"),
+                 "term is the self-supervised part"
+                 + (f" + {args.distill_weight} x DISTILLATION toward the teacher {teacher_card['name']!s} "
+                    f"(sha256 {str(teacher_card.get('sha256', ''))[:12]}...): |log flow - log flow_teacher| + |s - s_teacher| + "
+                    f"{args.distill_delay_weight} x Huber(delay - delay_teacher) [frames], the teacher's outputs computed "
+                    "once on these training curves" if teacher is not None else "")),
         "cbf_output": "flow x exp(-s^2/2): the median estimate corrected so that ROI means of a log-normal error are "
                       "unbiased; s is written as the phae_cbf_uncertainty map (SD of log CBF, in %)",
         "training_domain": domain,
@@ -99,6 +127,9 @@ def main(argv=None) -> int:
                       "OSIPI-style object of scripts/validate_phae.py are never used in training",
         "command": "python scripts/train_phae_world.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "retrain": "OMP_NUM_THREADS=1 python scripts/train_phae_world.py (then scripts/validate_phae.py --parts world)",
+        **({"teacher": {"name": teacher_card["name"], "sha256": teacher_card.get("sha256"),
+                        "trained": teacher_card.get("trained_on"), "loss": teacher_card.get("loss")}}
+           if teacher is not None else {}),
         "seed": args.seed, "repeats": args.repeats, "bias_weight": args.bias_weight,
         "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "loss_history": result["history"],
         "data_seconds": round(sim_s, 1), "train_seconds": round(result["seconds"], 1),

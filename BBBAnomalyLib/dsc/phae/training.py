@@ -41,8 +41,14 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
           device: str = "auto", seed: int = 0, network=None, config: dict | None = None,
           out_dir: str | Path | None = None, resume: bool = False, log=print, context=None,
           supervised_weight: float = 1.0, delay_weight: float = 0.05, reconstruction_weight: float = 1.0,
-          bias_weight: float = 0.0, bias_unbiased: bool = False) -> dict:
+          bias_weight: float = 0.0, bias_unbiased: bool = False, teacher=None, distill_weight: float = 1.0,
+          distill_delay_weight: float = 0.1) -> dict:
     """Train (or fine-tune ``network``) on ``cases``; returns {"network", "history", "seconds"}.
+
+    ``teacher`` (a trained PHAE, e.g. ``load_network("dsc-phae-world")[0]``): distillation. The teacher's
+    outputs on every training curve are computed once (``teacher_targets``) and the student is pulled toward
+    them with ``distill_weight`` × ``distillation_loss`` (log flow, SD of log CBF, and ``distill_delay_weight``
+    × the delay in frames), beside the other terms (set their weights to 0 for a pure student).
 
     With out_dir, rank 0 writes ``checkpoint.pt`` after every epoch (``resume=True`` continues from it).
     Adam with cosine decay of the learning rate to 5 % over the epochs.
@@ -80,6 +86,12 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
     shards = [(share(c.curves, group_size(c)), torch.as_tensor(c.aif[None, :]), float(c.frame_interval),
                None if c.truth is None else (share(c.truth["cbf"], group_size(c)), share(c.truth["delay"], group_size(c))),
                group_size(c)) for c in cases]
+    targets = None
+    if teacher is not None and distill_weight:
+        t0 = time.perf_counter()
+        targets = [tuple(share(v, group_size(c)) for v in teacher_targets(teacher, c)) for c in cases]
+        if ctx.is_main:
+            log(f"teacher outputs on {sum(c.curves.shape[0] for c in cases)} curves ({time.perf_counter() - t0:.0f} s)")
     start = time.perf_counter()
     for epoch in range(first_epoch, epochs):
         model.train()
@@ -116,6 +128,9 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
                     if "log_cbf_sd" in out:
                         mean_est = mean_est * torch.exp(-0.5 * out["log_cbf_sd"].detach() ** 2)
                     loss = loss + bias_weight * conditional_bias_loss(mean_est / cbf_true, k, bias_unbiased)
+            if targets is not None:
+                loss = loss + distill_weight * distillation_loss(
+                    out, *(t[idx].to(ctx.device) for t in targets[i]), delay_weight=distill_delay_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -130,6 +145,45 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
     ctx.barrier()
     unwrapped = getattr(model, "module", model).eval()
     return {"network": unwrapped, "history": history, "seconds": time.perf_counter() - start, "context": ctx}
+
+
+def teacher_targets(teacher, case: TrainingCase, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's outputs on a case's curves, what a distilled student is trained to reproduce:
+    (log |flow| [flow in 1/frame, curve units: the median estimate before the exp(-s²/2) correction],
+    delay [frames], SD of log CBF s (NaN when the teacher has no uncertainty output)), each (n,) float32."""
+    import torch
+
+    n = case.curves.shape[0]
+    out = np.empty((3, n), np.float32)
+    was_training = teacher.training
+    teacher.eval()
+    aif = torch.as_tensor(np.asarray(case.aif, np.float32)[None, :])
+    try:
+        with torch.inference_mode():
+            for s in range(0, n, chunk):
+                res = teacher(torch.as_tensor(np.asarray(case.curves[s:s + chunk], np.float32)), aif,
+                              float(case.frame_interval))
+                out[0, s:s + chunk] = torch.log(res["flow"].abs().clamp_min(1e-12)).numpy()
+                out[1, s:s + chunk] = res["delay"].numpy()
+                out[2, s:s + chunk] = res["log_cbf_sd"].numpy() if "log_cbf_sd" in res else np.nan
+    finally:
+        teacher.train(was_training)
+    return out[0], out[1], out[2]
+
+
+def distillation_loss(out: dict, log_flow_t, delay_t, sd_t, delay_weight: float = 0.1):
+    """Student-to-teacher loss on one batch: mean |log |flow_s| - log |flow_t|| (the teacher's CBF; both flows
+    are the curve's area over the model's unit-response area, so they share a sign and the log ratio is the
+    unit areas' ratio) + mean |s_s - s_t| (its uncertainty, when both have one) + ``delay_weight`` × Huber of the
+    delay difference in frames. The flow term is clamped at |log ratio| 3 (a 20-fold disagreement) so that a
+    noise-only curve whose flow is ~0 for both cannot dominate a batch."""
+    import torch
+
+    log_flow_s = torch.log(out["flow"].abs().clamp_min(1e-12))
+    loss = (log_flow_s - log_flow_t).abs().clamp(max=3.0).mean()
+    if "log_cbf_sd" in out and bool(torch.isfinite(sd_t).all()):
+        loss = loss + (out["log_cbf_sd"] - sd_t).abs().mean()
+    return loss + delay_weight * torch.nn.functional.smooth_l1_loss(out["delay"], delay_t)
 
 
 def conditional_bias_loss(ratio, k: int, unbiased: bool = False):
