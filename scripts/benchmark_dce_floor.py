@@ -24,7 +24,12 @@ RSS after the imports, both relative to the input series (its float32 bytes in m
 imported by ``run_dce`` when ``refine`` is set (≈1.3 s on the 2-core VM): end to end it is counted,
 fit only it is imported before the timer (imports are excluded there, as everywhere).
 
-usage:  python scripts/benchmark_dce_floor.py [--repeats 3] [--slices all] [--json out.json]
+--threads N runs every child with OMP/OpenBLAS/MKL held to N threads (the same thread policy for the
+floor as for the pipeline, which holds BLAS to one thread inside its fit; the floor's products and
+LAPACK solves otherwise run on as many threads as the machine has, whose spin-waits cost it most on a
+loaded machine).
+
+usage:  python scripts/benchmark_dce_floor.py [--repeats 3] [--slices all] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -196,11 +201,14 @@ def _child(args) -> int:
     return 0
 
 
-def _measure(case: Path, run: str, repeats: int) -> dict:
+def _measure(case: Path, run: str, repeats: int, threads: int | None = None) -> dict:
+    env = dict(os.environ)
+    if threads is not None:
+        env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     results = []
     for _ in range(repeats):
         proc = subprocess.run([sys.executable, __file__, "--child", "--case", str(case), "--run", run],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, env=env)
         results.append(json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:]))
     row = {key: statistics.median(r[key] for r in results) for key in results[0]}
     row["runs"] = [r["total_s"] for r in results]
@@ -213,21 +221,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slices", default="all")
     parser.add_argument("--json")
+    parser.add_argument("--threads", type=int, help="OMP/OpenBLAS/MKL threads of every child (default: as set)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return _child(args)
-    print(f"load average at start: {os.getloadavg()}")
+    print(f"load average at start: {os.getloadavg()}; child threads: {args.threads or 'as set'}")
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp)
         info = make_case(case, "all" if args.slices == "all" else int(args.slices))
         print(f"input: {info['voxels']} brain voxels x {info['frames']} frames (DCE reference object, SNR 40)")
-        rows = {"floor": _measure(case, "floor", args.repeats)}
+        rows = {"floor": _measure(case, "floor", args.repeats, args.threads)}
         for config in CONFIGS:
-            rows[config] = _measure(case, config, args.repeats)
-            fit = _measure(case, f"fit:{config}", args.repeats)
+            rows[config] = _measure(case, config, args.repeats, args.threads)
+            fit = _measure(case, f"fit:{config}", args.repeats, args.threads)
             rows[config]["fit_only_s"], rows[config]["fit_only_cpu_s"] = fit["total_s"], fit["cpu_s"]
         rows["floor"]["fit_only_s"] = rows["floor"]["fit_s"]
         rows["floor"]["fit_only_cpu_s"] = float("nan")  # the floor's solve is timed inside its end-to-end run
@@ -247,7 +256,8 @@ def main() -> int:
           f"(cpu {linear['cpu_s'] / base['cpu_s']:.2f}x) (goal <= 1.5x)")
     print(f"load average at end: {os.getloadavg()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"input": info, "rows": rows, "load_end": os.getloadavg()}, indent=1))
+        Path(args.json).write_text(json.dumps({"input": info, "rows": rows, "threads": args.threads,
+                                               "load_end": os.getloadavg()}, indent=1))
     return 0
 
 
