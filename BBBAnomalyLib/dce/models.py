@@ -366,7 +366,7 @@ class PKModel:
 
     def _delay_table(self, delay: np.ndarray):
         """The shifted AIFs (D, T) of the delays present and each voxel's row of it."""
-        delays = np.unique(delay)
+        delays = np.unique(delay) if delay.size else self.delays[:1]
         return np.stack([shifted(self.aif, self.times, d) for d in delays]), np.searchsorted(delays, delay)
 
     # --- linear least squares over the delay grid ------------------------------------------------
