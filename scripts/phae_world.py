@@ -12,9 +12,14 @@ knows the blood volume).
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from BBBAnomalyLib import metrics
 from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel
@@ -137,9 +142,11 @@ OBJECT_SNRS = (None, 50, 20)
 OBJECT_TIMINGS = ((1.0, 120), (1.5, 80), (2.0, 60))  # frame interval [s], frames
 
 
-def part_world(weights=("dsc-phae-sim", "dsc-phae-world", "dsc-phae-grid"), quick=False, log=print) -> dict:
+def part_world(weights=("dsc-phae-sim", "dsc-phae-world", "dsc-phae-grid"), quick=False, log=print,
+               timed=None) -> dict:
     """Held-apart sweep and OSIPI-style object for oSVD, the trivial baseline and PHAE with each weights, all on
-    the same curves."""
+    the same curves. ``timed``: the weights whose whole-brain time is measured beside oSVD (default: the bundled
+    names among ``weights``; a .pt path is labelled by its folder and file)."""
     from BBBAnomalyLib.dsc.phae import PHAEModel
 
     from pathlib import Path
@@ -162,7 +169,8 @@ def part_world(weights=("dsc-phae-sim", "dsc-phae-world", "dsc-phae-grid"), quic
                                               for m, v in res["object"][key].items()))
     if not quick:
         # the wall time of the bundled weights (files given by path are extra training seeds: accuracy only)
-        res["timing"] = whole_brain_timing(tuple(w for w in weights if Path(w).suffix != ".pt"))
+        res["timing"] = whole_brain_timing(tuple(timed) if timed is not None
+                                           else tuple(w for w in weights if Path(w).suffix != ".pt"))
         log(f"whole brain: {res['timing']}")
     return res
 
@@ -240,7 +248,8 @@ def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int 
 
     fits = {"oSVD": (lambda m=DeconvolutionModel(aif, dt, "osvd", workers=threads): m.fit(curves))}
     for w in weights:
-        fits[f"PHAE {w}"] = (lambda m=PHAEModel(aif, dt, weights=w, device="cpu"): m.fit(curves))
+        key = f"{Path(w).parent.name}/{Path(w).stem}" if str(w).endswith(".pt") else str(w)
+        fits[f"PHAE {key}"] = (lambda m=PHAEModel(aif, dt, weights=w, device="cpu"): m.fit(curves))
     runs = {k: [] for k in fits}
     load_before = os.getloadavg()[0]
     for fn in fits.values():
@@ -254,3 +263,51 @@ def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int 
            "load_1min_before": round(load_before, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
     out.update({k: statistics.median(v) for k, v in runs.items()})
     return out
+
+
+def dev_summary(rows: list[dict]) -> dict:
+    """Per method: mean |ROI bias| over rows x tissues, the bias range, rows with every tissue within ±15 %,
+    mean CCC (the dev-sweep table of docs/validation.md)."""
+    out = {}
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+        b = np.array([[r["bias_" + k] for k in SWEEP_TISSUES] for r in rs])
+        out[m] = {"mean_abs_bias_pct": float(np.mean(np.abs(b))), "bias_range_pct": [float(b.min()), float(b.max())],
+                  "rows_within_15": f"{int((np.abs(b) <= 15).all(axis=1).sum())}/{len(rs)}",
+                  "ccc_mean": float(np.mean([r["ccc"] for r in rs]))}
+    return out
+
+
+def main(argv=None) -> int:
+    """``python scripts/phae_world.py dev --weights W [W ...]``: the dev sweep (training generator, other seeds)
+    for choosing a recipe or a training seed; never the held-apart sets."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("part", choices=["dev"])
+    ap.add_argument("--weights", nargs="+", required=True, help="bundled names or .pt paths")
+    ap.add_argument("--cases", type=int, default=4)
+    ap.add_argument("--curves", type=int, default=150, help="curves per tissue class and case")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    import torch
+
+    from BBBAnomalyLib.dsc.phae import PHAEModel
+
+    torch.set_num_threads(args.threads)
+    label = lambda w: f"{Path(w).parent.name}/{Path(w).stem}" if str(w).endswith(".pt") else str(w)  # noqa: E731
+    factories = {label(w): (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in args.weights}
+    rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves)
+    summary = dev_summary(rows)
+    for m, v in summary.items():
+        print(f"{m}: mean |bias| {v['mean_abs_bias_pct']:.1f} %, range {v['bias_range_pct'][0]:+.0f}..."
+              f"{v['bias_range_pct'][1]:+.0f} %, rows within ±15 % {v['rows_within_15']}, CCC {v['ccc_mean']:.2f}")
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

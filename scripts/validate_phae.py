@@ -391,6 +391,9 @@ def main(argv=None) -> int:
     ap.add_argument("--world-weights", nargs="+", default=["dsc-phae-sim", "dsc-phae-world", "dsc-phae-grid"],
                     help="PHAE weights compared in the held-apart part 'world' (scripts/phae_world.py); .pt paths "
                          "(e.g. other training seeds) are scored but not timed")
+    ap.add_argument("--timed-weights", nargs="+", default=None,
+                    help="weights (names or .pt) timed on the whole brain beside oSVD (default: the bundled names of "
+                         "--world-weights)")
     ap.add_argument("--update-card", action="store_true",
                     help="write the held-out and reference-object numbers into the bundled model card")
     ap.add_argument("--threads", type=int, default=2)
@@ -413,7 +416,7 @@ def main(argv=None) -> int:
     if "world" in args.parts:
         from phae_world import part_world
 
-        res["world"] = part_world(args.world_weights, quick=args.quick, log=log)
+        res["world"] = part_world(args.world_weights, quick=args.quick, log=log, timed=args.timed_weights)
     if "heldout" in args.parts:
         res["heldout"] = part_heldout(log)
     if "accuracy" in args.parts:
