@@ -192,3 +192,26 @@ def test_a_swapped_real_t1_and_flair_are_flagged(shared_data):
     status = lambda a, b: {c.name: c.status for c in check_structural_input(a, b, t1.affine, brain, 2, True).checks}
     assert status(t1.data, flair)["t1_flair_order"] == "ok"
     assert status(flair, t1.data)["t1_flair_order"] == "warning"
+
+
+def test_the_segmentation_weight_shrinks_p_and_the_call_follows_it():
+    from BBBAnomalyLib.structural.tumor_roi import TumorROI
+
+    roi = lambda conf, ml, flair_ml, why="": TumorROI(np.ones(3, bool), "segmentation head", ml, conf, flair_ml, why)
+    assert roi(0.95, 30.0, 30.0).weight == 1.0  # confident, volume agrees with the FLAIR abnormality
+    assert roi(0.95, 30.0, 15.0).weight == 1.0  # within 1/2-2x
+    assert 0 < roi(0.95, 30.0, 12.0).weight < 1  # 2.5x: on the way to the implausible 3x
+    assert roi(0.95, 30.0, 10.0).weight == pytest.approx(0.0, abs=1e-9)
+    assert roi(0.775, 30.0, 30.0).weight == pytest.approx(0.5)  # halfway between 0.7 and 0.85
+    assert roi(0.95, 30.0, 30.0, "tiny").weight == 0.0
+    assert TumorROI(np.ones(3, bool), "user", 1.0, None, None).weight == 1.0
+    status = identification.contrastive_maximum([0.9] * 8, [0.1] * 8, calibration=(3.0, 0.0))
+    assert status.call == "disrupted" and status.probability > 0.9
+    raw = status.probability
+    status.temper(0.2, "weak segmentation")
+    assert status.probability == pytest.approx(0.5 + 0.2 * (raw - 0.5))
+    assert status.call == identification.call_from_probability(status.probability) == "indeterminate"
+    assert status.to_json()["identifier_probability"] == raw and "weak segmentation" in status.reasons[0]
+    strong = identification.contrastive_maximum([0.9] * 8, [0.1] * 8, calibration=(3.0, 0.0))
+    strong.temper(0.9, "good segmentation")
+    assert strong.call == "disrupted" and strong.probability < raw

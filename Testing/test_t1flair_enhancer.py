@@ -108,3 +108,13 @@ def test_wrong_kind_of_weights_is_one_clear_error():
     with pytest.raises(InputError, match="not a enhancer model|not an? enhancer"):
         load("t1flair-cae-population", "enhancer", torch.device("cpu"))
     assert enhancer.MIN_CHANGE > 0
+
+
+def test_features_do_not_depend_on_the_field_of_view_around_the_brain():
+    rng = np.random.default_rng(1)
+    brain = _brain()  # inside the array: a brain cut by the field of view has another depth and edge
+    t1 = np.where(brain, 99 + 20 * rng.standard_normal(brain.shape), 0).astype(np.float32)
+    flair = np.where(brain, 75 + 20 * rng.standard_normal(brain.shape), 0).astype(np.float32)
+    pad = ((7, 3), (2, 9), (5, 5))
+    big = voxel_features(np.pad(t1, pad), np.pad(flair, pad), np.pad(brain, pad), (1.0, 1.2, 2.0))
+    np.testing.assert_allclose(big, voxel_features(t1, flair, brain, (1.0, 1.2, 2.0)), rtol=1e-5, atol=1e-3)

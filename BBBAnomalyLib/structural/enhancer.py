@@ -69,9 +69,15 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
     ``t1_0255``, ``flair_0255``: normalised images on the same grid (normalisation.normalise_0_255)."""
     brain = np.asarray(brain, bool)
     voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
+    if not brain.any():
+        return np.zeros((0, N_FEATURES), np.float32)
+    # Only the brain's bounding box (+4 voxels) is filtered: everything outside the brain is 0, so the
+    # masked (constant-mode) averages, the 1 mm gradient (3-voxel reach) and the depth are the same.
+    box = tuple(slice(max(int(ix.min()) - 4, 0), int(ix.max()) + 5) for ix in np.nonzero(brain))
+    brain = brain[box]
     w = brain.astype(np.float32)
-    t1 = np.where(brain, np.asarray(t1_0255, np.float32), 0.0).astype(np.float32)
-    fl = np.where(brain, np.asarray(flair_0255, np.float32), 0.0).astype(np.float32)
+    t1 = np.where(brain, np.asarray(t1_0255, np.float32)[box], 0.0).astype(np.float32)
+    fl = np.where(brain, np.asarray(flair_0255, np.float32)[box], 0.0).astype(np.float32)
     cols = [t1[brain], fl[brain], (t1 - fl)[brain]]
     means, devs = [], []
     for s in SIGMAS_MM:

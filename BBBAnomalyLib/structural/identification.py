@@ -108,6 +108,7 @@ class StatusCall:
     n_slices: int
     band: tuple[float, float] = INDETERMINATE_BAND
     reasons: list[str] = field(default_factory=list)  # why the call is indeterminate (empty otherwise)
+    identifier_probability: float | None = None  # p before the ROI weight shrank it (None: not shrunk)
 
     @property
     def contrastive_winner(self) -> str:
@@ -116,12 +117,28 @@ class StatusCall:
             return "disrupted" if self.s_enhancing > self.s_non_enhancing else "intact"
         return "tie"
 
+    def temper(self, weight: float, reason: str) -> None:
+        """p <- 0.5 + weight (p - 0.5) (weight in [0, 1]: how far the ROI can be trusted); the call is
+        recomputed from the new p, so it still never contradicts it (a tie stays indeterminate)."""
+        weight = float(np.clip(weight, 0.0, 1.0))
+        if weight >= 1.0:
+            return
+        self.identifier_probability = self.probability
+        self.probability = float(0.5 + weight * (self.probability - 0.5))
+        call = call_from_probability(self.probability, self.band)
+        if self.call != "indeterminate" and call == "indeterminate":
+            self.reasons.append(f"{reason}: p(disrupted) {self.identifier_probability:.2f} shrunk to "
+                                f"{self.probability:.2f}, inside the band {self.band[0]:.2f}-{self.band[1]:.2f}")
+        self.call = "indeterminate" if self.call == "indeterminate" else call
+
     def make_indeterminate(self, reason: str) -> None:
         self.call = "indeterminate"
         self.reasons.append(reason)
 
     def to_json(self) -> dict:
         return {"call": self.call, "probability": self.probability,
+                "identifier_probability": (self.probability if self.identifier_probability is None
+                                           else self.identifier_probability),
                 "indeterminate_band": list(self.band), "reasons": list(self.reasons),
                 "rule": (f"disrupted if p(disrupted) >= {self.band[1]:.2f}, intact if <= {self.band[0]:.2f}, "
                          "otherwise indeterminate; also indeterminate on a tie S+ = S- or an implausible tumor ROI"),

@@ -180,6 +180,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             minus = slice_scores(identifier, net_t1[rows], net_flair[rows], synth[0, rows], net_roi[rows], device=device)
         status = contrastive_maximum(plus, minus, params.slice_threshold,
                                      identifier.calibration.cpu().numpy().tolist(), params.indeterminate_band)
+        status.temper(roi_info.weight, f"segmentation weight {roi_info.weight:.2f} (confidence and volume)")
         if roi_info.implausible:
             status.make_indeterminate(roi_info.implausible)
         bad = [c.name for c in applicability.checks if c.status != "ok" and "bbb_status" in c.affects]

@@ -8,7 +8,9 @@ makes the call "indeterminate" with the reason, instead of a call on the wrong v
 The FLAIR abnormality is a label-free reference: FLAIR above median + 2 x 1.4826 MAD inside the
 brain, opened once, components of >= 1 ml. On the three real cases and four phantoms its volume
 was 0.72-0.97 of the whole-tumor segmentation (docs/validation.md), which is what makes it a
-usable plausibility check and no more: it is not a segmentation.
+usable plausibility check and no more: it is not a segmentation. Between plausible and
+implausible, :attr:`TumorROI.weight` shrinks p(disrupted) towards 0.5 (pipeline.py), so the
+confidence and the volume feed the probability itself and the call follows from it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from scipy import ndimage
 FLAIR_Z, FLAIR_MIN_COMPONENT_ML = 2.0, 1.0
 #: A segmented tumor smaller than this (ml) is implausible for a status call.
 MIN_TUMOR_ML = 1.0
-#: Mean segmentation probability inside the tumor below this = uncertain.
-MIN_CONFIDENCE = 0.7
+#: Mean segmentation probability inside the tumor below this = uncertain; at FULL_CONFIDENCE it is trusted fully.
+MIN_CONFIDENCE, FULL_CONFIDENCE = 0.7, 0.85
 #: Segmented / FLAIR-abnormal volume outside this range = implausible.
 VOLUME_RATIO = (1 / 3, 3.0)
 
@@ -51,10 +53,30 @@ class TumorROI:
     flair_abnormal_ml: float | None
     implausible: str = ""  # why the segmentation cannot carry a status call ("" = plausible)
 
+    @property
+    def weight(self) -> float:
+        """How much the BBB status decided on this ROI can be trusted, 0-1 (1 for a user ROI).
+
+        The product of the segmentation's confidence, ramping from 0 at ``MIN_CONFIDENCE`` to 1 at
+        ``FULL_CONFIDENCE`` mean probability, and its volume agreement with the FLAIR abnormality,
+        1 within 1/2-2x and falling linearly in log-ratio to 0 at the implausible edges 1/3 and 3x.
+        0 for an implausible ROI. The pipeline shrinks p(disrupted) towards 0.5 by it:
+        p = 0.5 + weight (p_identifier - 0.5), so an unsure segmentation cannot carry a confident call."""
+        if self.source == "user":
+            return 1.0
+        if self.implausible or self.confidence is None or not self.flair_abnormal_ml:
+            return 0.0
+        conf = float(np.clip((self.confidence - MIN_CONFIDENCE) / (FULL_CONFIDENCE - MIN_CONFIDENCE), 0.0, 1.0))
+        ratio = abs(float(np.log(self.volume_ml / self.flair_abnormal_ml)))
+        inner, outer = np.log(2.0), np.log(VOLUME_RATIO[1])
+        volume = float(np.clip((outer - ratio) / (outer - inner), 0.0, 1.0))
+        return conf * volume
+
     def to_json(self) -> dict:
         return {"tumor_roi": self.source, "tumor_roi_voxels": int(self.mask.sum()),
                 "tumor_roi_ml": self.volume_ml, "segmentation_confidence": self.confidence,
-                "flair_abnormality_ml": self.flair_abnormal_ml, "roi_plausible": not self.implausible}
+                "flair_abnormality_ml": self.flair_abnormal_ml, "roi_plausible": not self.implausible,
+                "roi_weight": self.weight}
 
 
 def choose_roi(user_tumor, probability: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_ml: float,
