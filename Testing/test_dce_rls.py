@@ -213,6 +213,10 @@ def test_network_input_and_residual_maps_equal_the_plain_masked_formulas_bit_for
         noise = np.median(np.abs(np.diff(xp, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
         np.testing.assert_array_equal(maps["rls_uncertainty"],
                                       (noise / np.sqrt(post.sum()) * SER_SCALE * 100.0).astype(np.float32))
+        # row blocks (memory-bounded) give the same bits as one block
+        np.testing.assert_array_equal(rls.network_input(ser, times, n_base, n_grid, step=step, chunk=7)[0], x)
+        for key, value in residual_maps(x, x_hat, post, chunk=7).items():
+            np.testing.assert_array_equal(value, maps[key])
 
 
 def test_leak_probe_and_selection_score_reward_a_network_that_leaves_leaks_in_the_residual():
@@ -258,3 +262,24 @@ def test_a_per_case_network_that_never_separates_the_probe_is_reported(monkeypat
                   brain_mask=m["brain"], tumor_mask=m["tumor"], t10_map=independent.truth["t10"])
     assert res.report["rls"]["early_stopping"]["probe_score"] <= 0
     assert any("never made synthetic leaks stand out" in w for w in res.report["warnings"])
+
+
+def test_blockwise_inference_gives_the_bits_of_the_whole_array_steps():
+    import torch
+
+    from BBBAnomalyLib.dce import rls
+
+    torch.manual_seed(0)
+    model = rls.build_autoencoder(125).eval()
+    rng = np.random.default_rng(4)
+    times = np.arange(70) * 3.5
+    ser = (0.05 * rng.standard_normal((1000, 70)) + np.where(times >= 42.0, 0.5, 0.0)).astype(np.float32)
+    x, grid, post = rls.network_input(ser, times, 12, 121, step=5.0)
+    x_hat = rls.reconstruct(model, x, chunk=300)
+    maps = rls.residual_maps(x, x_hat, post)
+    b_maps, b_hat, b_grid, b_post = rls.infer(model, ser, times, 12, 121, step=5.0, chunk=300)
+    np.testing.assert_array_equal(b_hat, x_hat)
+    np.testing.assert_array_equal(b_grid, grid)
+    np.testing.assert_array_equal(b_post, post)
+    for key in maps:
+        np.testing.assert_array_equal(b_maps[key], maps[key])

@@ -18,6 +18,7 @@ Parts:
               the robustness experiment for each.
   protocols   the independent phantom at 180 s / 2 s, 420 s / 7 s and 600 s / 10 s.
   walltime    whole brain (78 slices), classic only / bundled / per case, run_dce's timings and the load.
+  memory      tracemalloc peak of run_dce over the series' bytes (whole head, 120 frames), per RLS source.
 
   OMP_NUM_THREADS=1 python scripts/validate_rls.py all --json docs/figures/rls_validation.json
 """
@@ -252,9 +253,29 @@ def part_walltime(repeats: int = 2, log=print) -> dict:
     return out
 
 
+def part_memory(log=print) -> dict:
+    """tracemalloc peak of run_dce over the series' bytes (whole head, 120 frames at 2 s), without RLS, with the
+    bundled weights and per case (numpy's and torch-CPU's Python-visible allocations; imports done before)."""
+    import tracemalloc
+
+    ph = independent_phantom(slices="all", frame_interval=2.0, duration=240.0)
+    series = ph.signal.data.nbytes
+    run(ph, rls="none")  # warm caches and lazy imports
+    out = {"series_mb": series / 1e6, "brain_fraction": float(ph.masks["brain"].mean())}
+    for label, kw in (("no RLS", dict(rls="none")), ("bundled dce-rls-world", BUNDLED), ("per case", dict(rls="case"))):
+        tracemalloc.start()
+        res = run(ph, **kw)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del res
+        out[label] = peak / series
+        log(f"{label}: peak {peak / series:.2f}x the series")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["all", "truth", "seeds", "robustness", "world", "protocols", "walltime"])
+    ap.add_argument("part", choices=["all", "truth", "seeds", "robustness", "world", "protocols", "walltime", "memory"])
     ap.add_argument("--retrain", action="store_true", help="seeds: also retrain the cohort weights 5 times (~10 min)")
     ap.add_argument("--cohort-weights", nargs="*", default=[],
                     help="truth: also score these .pt cohort weights (e.g. from scripts/train_rls_world.py)")
@@ -269,7 +290,7 @@ def main(argv=None) -> int:
     parts = {"truth": lambda: part_truth(args.cohort_weights), "seeds": lambda: part_seeds(args.retrain),
              "robustness": part_robustness,
              "world": lambda: part_world(range(args.world_seeds)), "protocols": part_protocols,
-             "walltime": part_walltime}
+             "walltime": part_walltime, "memory": part_memory}
     chosen = list(parts) if args.part == "all" else [args.part]
     result = {}
     for name in chosen:

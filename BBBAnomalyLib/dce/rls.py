@@ -68,7 +68,11 @@ def observed_entries(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
     return grid <= times[-1] + 1e-6
 
 
-def network_input(ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames: int, step: float | None = None):
+ROW_CHUNK = 65536  # rows per block of the network input and residual maps: temporaries stay block-sized
+
+
+def network_input(ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames: int, step: float | None = None,
+                  chunk: int = ROW_CHUNK):
     """x (n, n_frames + 4) float32, the grid times, and the post-contrast grid mask (observed entries only).
 
     On the fixed grid (``step`` seconds) a curve keeps its time scale whatever the acquisition length or
@@ -80,14 +84,16 @@ def network_input(ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames:
     post = (grid >= times[n_baseline] - 1e-9) & seen  # grid points after the last pre-contrast frame
     m = int(seen.sum())
     idx, w = idx[:m], w[:m]
-    res = ser[:, idx] * (1.0 - w) + ser[:, idx + 1] * w  # only the observed grid points are gathered
-    lo = res.min(axis=1, keepdims=True)
     p0, p1 = _span(post)
     x = np.zeros((ser.shape[0], n_frames + BOX_ENTRIES), np.float32)
     x[:, n_frames:] = 1.0
-    block = x[:, p0:p1]
-    block[...] = (res[:, p0:p1] - lo) / SER_SCALE
-    np.maximum(block, 0.0, out=block)
+    for start in range(0, ser.shape[0], chunk):
+        rows = ser[start:start + chunk]
+        res = rows[:, idx] * (1.0 - w) + rows[:, idx + 1] * w  # only the observed grid points are gathered
+        lo = res.min(axis=1, keepdims=True)
+        block = x[start:start + chunk, p0:p1]
+        block[...] = (res[:, p0:p1] - lo) / SER_SCALE
+        np.maximum(block, 0.0, out=block)
     return x, grid, post
 
 
@@ -296,7 +302,27 @@ def reconstruct(model, x: np.ndarray, device="cpu", chunk: int = 65536) -> np.nd
     return out
 
 
-def residual_maps(x: np.ndarray, x_hat: np.ndarray, post: np.ndarray) -> dict[str, np.ndarray]:
+def infer(model, ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames: int, step: float | None = None,
+          device="cpu", chunk: int = ROW_CHUNK):
+    """(maps, x̂, grid, post) of bundled weights, block by block: the network input of a block of rows is made,
+    reconstructed and reduced to its maps before the next, so only x̂ (for the panel's curves) is held whole.
+    The same blocks as :func:`network_input` + :func:`reconstruct` (``chunk`` rows) + :func:`residual_maps`,
+    so the same bits."""
+    n = ser.shape[0]
+    x_hat = np.empty((n, n_frames + BOX_ENTRIES), np.float32)
+    maps, grid, post = None, None, None
+    for start in range(0, max(n, 1), chunk):
+        x, grid, post = network_input(ser[start:start + chunk], times, n_baseline, n_frames, step=step, chunk=chunk)
+        x_hat[start:start + chunk] = reconstruct(model, x, device=device, chunk=chunk)
+        part = residual_maps(x, x_hat[start:start + chunk], post, chunk=chunk)
+        if maps is None:
+            maps = {key: np.empty(n, value.dtype) for key, value in part.items()}
+        for key, value in part.items():
+            maps[key][start:start + chunk] = value
+    return maps, x_hat, grid, post
+
+
+def residual_maps(x: np.ndarray, x_hat: np.ndarray, post: np.ndarray, chunk: int = ROW_CHUNK) -> dict[str, np.ndarray]:
     """rls (positive mean residual), rls_abs (mean |residual|) and rls_uncertainty (the standard error
     of the mean residual from the curve's own noise: σ/√n with σ from first differences of x, robust),
     all in percent SER over the post-contrast entries (the box excluded). An RLS below ~2x its
@@ -306,13 +332,20 @@ def residual_maps(x: np.ndarray, x_hat: np.ndarray, post: np.ndarray) -> dict[st
     project's phantoms vessels give a *positive* mean residual, and the negative part marked no vessel
     (AUC 0.23 per case, 0.49 bundled against vessels; docs/validation.md)."""
     p0, p1 = _span(post)
-    xp = x[:, p0:p1]  # views: the post-contrast entries are one run of columns
-    # column-major like the boolean-indexed copy this replaced, so the means add in the same order (bit-identical)
-    r = np.subtract(xp, x_hat[:, p0:p1], order="F")
-    mean = r.mean(axis=1) * SER_SCALE * 100.0
-    noise = np.median(np.abs(np.diff(xp, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0)) if xp.shape[1] > 1 else 0.0
-    return {"rls": np.maximum(mean, 0.0), "rls_abs": np.abs(r).mean(axis=1) * SER_SCALE * 100.0,
-            "rls_uncertainty": (noise / np.sqrt(max(int(post.sum()), 1)) * SER_SCALE * 100.0).astype(np.float32)}
+    n = x.shape[0]
+    out = {"rls": np.empty(n, np.float32), "rls_abs": np.empty(n, np.float32),
+           "rls_uncertainty": np.zeros(n, np.float32)}
+    for start in range(0, n, chunk):  # row blocks: every statistic is per row
+        xp = x[start:start + chunk, p0:p1]  # views: the post-contrast entries are one run of columns
+        # column-major like the boolean-indexed copy this replaced, so the means add in the same order
+        r = np.subtract(xp, x_hat[start:start + chunk, p0:p1], order="F")
+        rows = slice(start, start + chunk)
+        out["rls"][rows] = np.maximum(r.mean(axis=1) * SER_SCALE * 100.0, 0.0)
+        out["rls_abs"][rows] = np.abs(r).mean(axis=1) * SER_SCALE * 100.0
+        if xp.shape[1] > 1:
+            noise = np.median(np.abs(np.diff(xp, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
+            out["rls_uncertainty"][rows] = noise / np.sqrt(max(p1 - p0, 1)) * SER_SCALE * 100.0
+    return out
 
 
 def ser_from_reconstruction(x_hat: np.ndarray, ser: np.ndarray, times: np.ndarray,

@@ -30,7 +30,7 @@ class TooFewTrainingVoxels(InputError):
 class RLSOutput:
     maps: dict[str, np.ndarray]  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]
     info: dict  # for the report
-    x: np.ndarray = field(repr=False, default=None)
+    x: np.ndarray = field(repr=False, default=None)  # the network input (per case only; None for bundled weights)
     x_hat: np.ndarray = field(repr=False, default=None)
     ser: np.ndarray = field(repr=False, default=None)
     grid: np.ndarray = field(repr=False, default=None)
@@ -172,7 +172,11 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
             warnings.append(f"the bundled RLS weights were trained on {proto['duration_s']:.0f} s acquisitions and "
                             f"this one lasts {duration:.0f} s: curves are resampled to the network's grid, which "
                             "changes their time scale; the per-case model (--rls case) has no such mismatch")
-        x, grid, post = rls.network_input(ser, times, n_base, n_frames, step=step)
+        progress(0.92, "RLS inference")
+        with timer("rls_inference"):  # network input, reconstruction and maps by blocks of rows
+            maps, x_hat, grid, post = rls.infer(model, ser, times, n_base, n_frames, step=step, device=device,
+                                                chunk=params.chunk_voxels)
+        return RLSOutput(maps, info, None, x_hat, ser, grid, post, model)
     else:
         n_frames = params.rls_frames
         x, grid, post = rls.network_input(ser, times, n_base, n_frames)
