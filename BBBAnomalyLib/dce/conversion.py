@@ -104,8 +104,20 @@ def _spgr_inverse(ser, t10, flip_angle, tr, relaxivity):
 
 
 def ser_from_concentration(conc: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float) -> np.ndarray:
-    """The forward SPGR model in SER units: what a concentration curve looks like as enhancement."""
+    """The forward SPGR model in SER units: what a concentration curve looks like as enhancement
+    (float32; computed in float64 by blocks of ROW_BLOCK rows, so the temporaries stay a few MiB)."""
+    conc = np.asarray(conc)
     t10 = np.asarray(t10, dtype=np.float64)
+    if conc.ndim < 2 or conc.shape[0] <= ROW_BLOCK:
+        return _spgr_forward(conc, t10, flip_angle, tr, relaxivity)
+    out = np.empty(conc.shape, np.float32)
+    for start in range(0, conc.shape[0], ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        out[rows] = _spgr_forward(conc[rows], t10[rows] if t10.ndim == 1 else t10, flip_angle, tr, relaxivity)
+    return out
+
+
+def _spgr_forward(conc, t10, flip_angle, tr, relaxivity):
     t10 = t10[:, None] if t10.ndim == 1 else t10
     a = np.deg2rad(flip_angle)
 

@@ -259,8 +259,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         values["fit_r2"] = fit.r2
         maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
 
-    report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
-                     values, maps, rls_out, unit, timer, warnings)
+    report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial,
+                     brain, masks, values, maps, rls_out, unit, timer, warnings)
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report_progress(1.0, "done")
@@ -377,8 +377,8 @@ def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
 
 
-def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks, values,
-            maps, rls_out, unit, timer, warnings) -> dict:
+def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
+            values, maps, rls_out, unit, timer, warnings) -> dict:
     report = {
         "pipeline": "dce",
         "input": {"shape": input_shape, "frames": int(input_shape[3]),
