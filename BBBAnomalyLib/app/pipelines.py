@@ -306,10 +306,10 @@ DCE = PipelineSpec(
                       "PS (needs fast sampling, ~2 s frames or better)",
                       choices=(("extended-tofts", "extended Tofts"), ("tofts", "Tofts"), ("patlak", "Patlak"),
                                ("2cxm", "2CXM (exchange)"), ("2cum", "2CUM (uptake)"))),
-        ParameterSpec("rls", "RLS autoencoder", "automatic (default): trained on this case when a tumor segment is "
-                      "given, the acquisition lasts 4-6 min and enough normal brain is left, else the bundled weights "
-                      "(trained on simulated normal brain; the report says which and why); or force either; or "
-                      "classic maps only",
+        ParameterSpec("rls", "RLS autoencoder", "automatic (default): the bundled weights (trained on simulated "
+                      "normal brain) for protocols inside their training domain; outside it trained on this case when "
+                      "a tumor segment is given and enough normal brain is left (the report says which and why); or "
+                      "force either; or classic maps only",
                       choices=(("auto", "automatic"), ("case", "trained on this case"), ("bundled", "bundled weights"),
                                ("none", "none"))),
         ParameterSpec("input_kind", "Input", "T1-weighted SPGR signal, or concentration (mM)",

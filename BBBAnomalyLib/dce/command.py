@@ -84,9 +84,9 @@ def register(sub) -> None:
                         help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off)")
     method.add_argument("--refine", action="store_true", help="nonlinear (Levenberg-Marquardt) refinement of the fit")
     method.add_argument("--rls", choices=[s.value for s in RLSSource], default="auto",
-                        help="RLS autoencoder: auto (default: this case when a tumor mask is given, the acquisition "
-                             "lasts 4-6 min and enough normal brain is left, else the bundled weights; the report "
-                             "says which and why), case, bundled, or none")
+                        help="RLS autoencoder: auto (default: the bundled weights for protocols inside their training "
+                             "domain; outside it this case, when a tumor mask is given and enough normal brain is "
+                             "left; the report says which and why), case, bundled, or none")
     method.add_argument("--rls-weights", metavar="NAME|FILE",
                         help="with --rls bundled or auto: a bundled weights name (default dce-rls-world) or a .pt file from "
                              "`bbbanomaly train dce-rls` with its .json card beside it (the checksum is checked)")
