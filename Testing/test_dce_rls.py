@@ -283,3 +283,16 @@ def test_blockwise_inference_gives_the_bits_of_the_whole_array_steps():
     np.testing.assert_array_equal(b_post, post)
     for key in maps:
         np.testing.assert_array_equal(b_maps[key], maps[key])
+
+
+def test_bundled_fixed_grid_weights_say_what_they_leave_out_of_a_long_series(independent):
+    from BBBAnomalyLib.core.volume import Volume
+
+    m = independent.masks
+    sig = independent.signal
+    slow = Volume(sig.data, sig.affine, sig.times * 3.0, sig.acquisition)  # 70 frames at 10.5 s: 724 s
+    res = run_dce(slow, DCEParameters(rls="bundled", model="patlak"), aif_mask=m["aif"], brain_mask=m["brain"],
+                  t10_map=independent.truth["t10"])
+    assert any("see the first 600 s" in w for w in res.report["warnings"])
+    assert any("acquisition duration" in w and "outside the range" in w for w in res.report["warnings"])
+    assert np.isfinite(res.maps["rls"].data).all()

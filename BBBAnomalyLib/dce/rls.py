@@ -230,7 +230,6 @@ def _train(x, epochs, seed, device, max_voxels, context, progress, log, rng, ear
     per_rank = data.shape[0] // world
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-    loss_fn = torch.nn.L1Loss()
     seen = None
     if n_observed is not None:  # per-row loss mask: the acquired grid entries and the box
         seen = torch.from_numpy(np.asarray(n_observed, np.int64)).to(dev)
@@ -240,6 +239,8 @@ def _train(x, epochs, seed, device, max_voxels, context, progress, log, rng, ear
         def loss_fn(out, batch, rows):
             m = (columns[None, :] < seen[rows][:, None]).to(out.dtype)
             return ((out - batch).abs() * m).sum() / m.sum()
+    else:
+        loss_fn = torch.nn.L1Loss()
     losses = []
     score_fn, probe = _selection_score, None
     if early_stop and selection is not None:

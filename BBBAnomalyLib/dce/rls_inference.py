@@ -166,8 +166,8 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
             info["grid_step_s"] = float(step)
             span = (n_frames - 1) * step
             if duration > span + 1e-6:
-                warnings.append(f"RLS: the bundled weights {params.rls_weights} see the first {span:.0f} s of a series; "
-                                f"the {duration - span:.0f} s after it are not in the RLS map")
+                warnings.append(f"RLS: the bundled weights {params.rls_weights} see the first {span:.0f} s of a "
+                                f"series; the {duration - span:.0f} s after it are not in the RLS map")
         elif proto and abs(duration - proto.get("duration_s", duration)) > 0.2 * proto.get("duration_s", duration):
             warnings.append(f"the bundled RLS weights were trained on {proto['duration_s']:.0f} s acquisitions and "
                             f"this one lasts {duration:.0f} s: curves are resampled to the network's grid, which "
