@@ -245,3 +245,24 @@ def test_osvd_analysis_product_is_the_filtered_spectrum(n_frames, dt, noise):
     bound = 2 * EPS32 * (np.abs(c.astype(np.float64)) @ np.abs(analysis).T) + 1e-12 * np.abs(weights)
     assert np.all(np.abs(weights[:, 0::2] - expected.real) <= bound[:, 0::2])
     assert np.all(np.abs(weights[:, 1::2] - expected.imag) <= bound[:, 1::2])
+
+
+def test_osvd_scan_start_changes_no_choice():
+    """The scan starts above the rarely chosen, most regularised thresholds (a step set from a
+    sample of the curves); voxels that meet the target only below it are scanned again there. The
+    choices, residues and unmet flags equal those of the full scan from the first step."""
+    aif, clean = reference_curves(90, 1.0, 0.05, seed=5, n=2000)
+    _, noisy = reference_curves(90, 1.0, 3.0, seed=6, n=40)  # these need the most regularisation
+    c = np.vstack([clean, noisy])
+    fit = DeconvolutionModel(aif, 1.0, "osvd").fit(c, keep_residue=True)
+    model = DeconvolutionModel(aif, 1.0, "osvd")
+    start = model._osvd_first_step(c, model._block_voxels())
+    assert start > 0
+    full = DeconvolutionModel(aif, 1.0, "osvd")
+    full._osvd_first_step = lambda curves, block: 0
+    expected = full.fit(c, keep_residue=True)
+    chosen_steps = np.searchsorted(-model._osvd_thresholds, -fit.regularisation)
+    assert (chosen_steps[~fit.unmet] < start).any()  # some voxels were decided below the start
+    np.testing.assert_array_equal(fit.regularisation, expected.regularisation)
+    np.testing.assert_array_equal(fit.unmet, expected.unmet)
+    np.testing.assert_array_equal(fit.residue, expected.residue)
