@@ -102,6 +102,8 @@ def main(argv=None) -> int:
                        "BBBAnomalyLib.phantoms.dsc_curves.TRAINING"
                        + (f", in groups of {args.repeats} curves sharing one truth (MTT, CBV, delay, SNR, gain) with "
                           "their own noise, residue shape, dispersion and leakage" if args.repeats > 1 else "")
+                       + (f"; a STUDENT distilled from the teacher {teacher_card['name']} (itself trained with a "
+                          "supervised term on simulated truth)" if teacher is not None else "")
                        + "; simulated only, never real data: not clinically validated"),
         "encoder": ("grid: MLP on the tissue curve resampled onto a fixed time grid around the AIF peak (-20..70 s, "
                     "0.75 s) plus log peak ratio, log CBV and a noise estimate; the AIF on the grid, the grid's coverage "
@@ -126,7 +128,9 @@ def main(argv=None) -> int:
         "held_apart": "BBBAnomalyLib.phantoms.dsc_curves.HELD_APART (Georgiou AIF, gamma-kernel dispersion) and the "
                       "OSIPI-style object of scripts/validate_phae.py are never used in training",
         "command": "python scripts/train_phae_world.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "retrain": "OMP_NUM_THREADS=1 python scripts/train_phae_world.py (then scripts/validate_phae.py --parts world)",
+        "retrain": ("OMP_NUM_THREADS=1 python scripts/train_phae_world.py "
+                    + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+                    + " (then scripts/phae_world.py dev and scripts/validate_phae.py --parts world)"),
         **({"teacher": {"name": teacher_card["name"], "sha256": teacher_card.get("sha256"),
                         "trained": teacher_card.get("trained_on"), "loss": teacher_card.get("loss")}}
            if teacher is not None else {}),
