@@ -129,3 +129,19 @@ def test_helpers_equal_their_plain_forms():
     moved = _brain_rows(curves, rows, block=1000)  # several blocks
     assert np.shares_memory(moved, curves)
     np.testing.assert_array_equal(moved, expected)
+
+
+def test_measured_curves_beside_the_rls_are_recomputed_bit_for_bit(phantom):
+    """With the RLS the SER curves are kept (a second copy): the concentration curves are released
+    after the fit and the panel's measured curves recomputed from the SER, equal to a run without RLS."""
+    pytest.importorskip("torch")
+    acq = phantom.signal.acquisition
+    kwargs = dict(aif_mask=phantom.masks["aif"], brain_mask=phantom.masks["brain"], t10_map=phantom.truth["t10"])
+    plain = run_dce(phantom.signal, DCEParameters(rls="none", flip_angle=acq.flip_angle, tr=acq.repetition_time),
+                    **kwargs)
+    with_rls = run_dce(phantom.signal, DCEParameters(rls="bundled", flip_angle=acq.flip_angle,
+                                                     tr=acq.repetition_time), **kwargs)
+    assert callable(with_rls.extras["curve_data"]["measured"])
+    np.testing.assert_array_equal(with_rls.curves().measured, plain.curves().measured)
+    for name in ("ktrans", "ve", "vp", "kep", "fit_r2"):
+        np.testing.assert_array_equal(with_rls.maps[name].data, plain.maps[name].data, err_msg=name)

@@ -102,7 +102,8 @@ class DCEResult:
         rls: RLSOutput | None = data["rls"]
         if rls is not None:
             fitted["RLS reconstruction"] = data["to_units"](rls.ser_reconstruction(self.times))
-        return CurveSet(self.times, self.brain_mask, data["measured"], data["unit"], fitted, {"AIF": self.aif})
+        measured = data["measured"]() if callable(data["measured"]) else data["measured"]
+        return CurveSet(self.times, self.brain_mask, measured, data["unit"], fitted, {"AIF": self.aif})
 
 
 def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=None, brain_mask=None,
@@ -204,11 +205,13 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             if mode == "relative":  # saturated arterial SER is neither the highest nor the sharpest curve
                 raise InputError("the automatic AIF needs concentration, not relative enhancement: give --t10 "
                                  "(seconds or a map) or --vfa, or use --aif-mask or --population-aif")
-            aif_curve, chosen = aif_mod.auto_aif(conc[in_brain], times, n_base, params.hematocrit, params.seed)
+            brain_rows = conc if in_brain.all() else conc[in_brain]  # (a boolean index always copies)
+            aif_curve, chosen = aif_mod.auto_aif(brain_rows, times, n_base, params.hematocrit, params.seed)
+            del brain_rows
             arterial = np.zeros(brain.shape, bool)
             arterial[tuple(np.argwhere(brain)[chosen].T)] = True  # the voxels averaged, as DSC reports them
         else:
-            aif_curve, aif_delay = aif_mod.population_aif(times, conc[in_brain].mean(axis=0), params.hematocrit,
+            aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
                                                           params.max_delay, params.population_aif)
 
     report_progress(0.15, f"fitting {params.model.value}")
@@ -231,6 +234,15 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         else:
             fit = model.fit(brain_conc, progress=fitting)
             fitted = fit.fitted
+
+    measured = brain_conc
+    if ser is not None and ser is not brain_conc and mode == "spgr":
+        # The RLS needs the SER curves (a second float32 copy); the concentration curves are needed
+        # after the fit only for the panel's curves, and they are a per-sample function of the SER:
+        # released here and recomputed when asked (the same arithmetic: bit-identical).
+        brain_t10 = _rows(t10, in_brain)
+        measured = lambda: concentration_from_ser(ser, brain_t10, flip, tr, params.relaxivity)[0]  # noqa: E731
+        del conc, brain_conc
 
     rls_out, rls_skipped = None, None
     if params.rls.value != "none":
@@ -265,7 +277,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report_progress(1.0, "done")
     aif_voxels = arterial.copy() if arterial is not None else None
-    curve_data = {"measured": brain_conc, "fitted": fitted, "unit": unit,
+    curve_data = {"measured": measured, "fitted": fitted, "unit": unit,
                   "rls": rls_out, "to_units": lambda ser_hat: to_units(ser_hat, in_brain)}
     return DCEResult(maps, times, aif_curve, aif_voxels, brain, report,
                      extras={"fit": fit, "baseline_frames": n_base, "curve_data": curve_data})
