@@ -166,7 +166,8 @@ def _run(args, out_dir: Path) -> int:
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "tumor_mask") if getattr(args, key)}
     result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
-                     tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer)
+                     tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer,
+                     consume_input=True)  # the series is not used after the gather: free it mid-run
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     if vfa_info is not None:
         result.report["t10_from_vfa"] = vfa_info
