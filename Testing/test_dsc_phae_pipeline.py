@@ -87,7 +87,7 @@ def test_run_dsc_phae_gives_sensible_maps_with_the_classic_shape(phae_result, ds
     assert gm("cbf") > 1.2 * wm("cbf") and gm("cbv") > 1.8 * wm("cbv")
     for tissue in ("gm", "wm"):
         assert 0.9 < roi_ratio(res, ph, "cbv_corrected", tissue) < 1.1, tissue
-    assert res.report["phae"]["weights"] == DEFAULT_WEIGHTS == "dsc-phae-world"
+    assert res.report["phae"]["weights"] == DEFAULT_WEIGHTS == "dsc-phae-fast"
     fitted = res.extras["fitted_curves"]
     assert fitted.shape == (int(res.brain_mask.sum()), res.times.size) and fitted.dtype == np.float32
 
@@ -101,7 +101,8 @@ def test_clean_phantom_cbf_and_mtt_within_tolerance_of_truth_with_the_self_super
     assert 0.0 <= tmax < 1.0  # no tissue delay in this phantom
 
 
-@pytest.mark.parametrize("name, tolerance", [("dsc-phae-sim", 0.1), ("dsc-phae-world", 0.3), ("dsc-phae-grid", 0.3)])
+@pytest.mark.parametrize("name, tolerance", [("dsc-phae-sim", 0.1), ("dsc-phae-world", 0.3), ("dsc-phae-grid", 0.3),
+                                             ("dsc-phae-fast", 0.3)])
 def test_fitted_curves_follow_the_measured_mean_curve(dsc_phantom, name, tolerance):
     # the supervised dsc-phae-world picks MTT and delay for CBF, not for the curve's shape (its
     # reconstruction weighs 0.3 in its loss), so its decoder curve follows the data less closely

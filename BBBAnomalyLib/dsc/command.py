@@ -72,7 +72,7 @@ def register(sub) -> None:
                         help="BSW leakage correction (default) or none")
     phae = p.add_argument_group("PHAE (--method phae)")
     phae.add_argument("--weights", metavar="NAME|FILE.pt",
-                      help="PHAE weights: a bundled name or a .pt from `bbbanomaly train phae` (default dsc-phae-world)")
+                      help="PHAE weights: a bundled name or a .pt from `bbbanomaly train phae` (default dsc-phae-fast)")
     phae.add_argument("--adapt", action="store_true",
                       help="fine-tune PHAE on this case's own curves first (self-supervised, < 1 min on CPU)")
     phae.add_argument("--adapt-steps", type=int, default=150, help="optimizer steps of --adapt (default 150)")

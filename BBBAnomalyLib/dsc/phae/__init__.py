@@ -2,9 +2,10 @@
 
 encoder -> MTT and delay (and the SD of log CBF); flow from areas; decoder = Lorentzian residue × flow
 convolved with the AIF on the data's sampled window; loss = MAE of the reconstruction (plus supervised terms
-on simulated truth for the bundled dsc-phae-world). Two encoders: the seed-like strided 1D CNN on the
-(C, Ca) pair (``dsc-phae-sim``) and the grid encoder, an MLP on the curve resampled onto a fixed time grid
-around the AIF peak with its linear steps folded per case (``dsc-phae-world``, ~1/50 of the CNN's cost).
+on simulated truth for the bundled dsc-phae-world and dsc-phae-grid; distillation toward dsc-phae-world for the
+default dsc-phae-fast). Two encoders: the seed-like strided 1D CNN on the (C, Ca) pair (``dsc-phae-sim``,
+``dsc-phae-world``) and the grid encoder, an MLP on the curve resampled onto a fixed time grid around the AIF
+peak with its linear steps folded per case (``dsc-phae-grid``, ``dsc-phae-fast``; ~1/50 of the CNN's cost).
 
 Modules: ``physics`` (decoder), ``network`` (encoder + PHAE), ``inference`` (PHAEModel: fit and
 per-case adaptation), ``simulate`` (training curves), ``training`` (loop, DDP, data from folders),
