@@ -97,6 +97,8 @@ def test_bundled_weights_have_an_honest_card_and_only_add_to_the_t1():
     for name, m in maps.items():
         assert m.shape == ph.brain.shape and np.isfinite(m).all() and np.all(m[~ph.brain] == 0), name
     assert np.all(maps["added"] >= 0) and np.all(maps["added"] <= np.maximum(maps["predicted_change"], 0) + 1e-4)
+    np.testing.assert_allclose(maps["added"], np.maximum(shrunk_change(maps["predicted_change"], maps["epistemic_sd"] ** 2), 0)
+                               * maps["enhancing_score"], rtol=1e-3, atol=1e-3)
     assert np.all((maps["enhancing_score"] >= 0) & (maps["enhancing_score"] <= 1))
     assert np.all(maps["uncertainty"] >= maps["epistemic_sd"] - 1e-4)
 

@@ -68,11 +68,11 @@ def train(cases: dict, names: list[str], voxels: int, seed: int, epochs: int):
 
 def held_out_scores(model, case) -> dict:
     from BBBAnomalyLib.metrics import roc_auc
-    from BBBAnomalyLib.structural.enhancer import shrunk_change
+    from BBBAnomalyLib.structural.enhancer import added_enhancement
 
     x, y = case
     pred = model.predict(x)
-    added = np.maximum(shrunk_change(pred["expected"], pred["epistemic"]), 0.0)
+    added = added_enhancement(pred["expected"], pred["epistemic"], pred["score"])
     mse_t1, mse = float(np.mean(y ** 2)), float(np.mean((y - added) ** 2))
     return {"auc": {str(t): roc_auc(y > t, pred["score"]) for t in (30, 60, 90)},
             "psnr_gain_db": 10 * np.log10(mse_t1 / mse), "added_fraction": float(np.mean(added > 0))}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..cli_options import add_output_options, output_suffix
 
-from .parameters import DEFAULT_CAE, DEFAULT_IDENTIFIER, DEFAULT_SYNTHESIS
+from .parameters import DEFAULT_CAE, DEFAULT_ENHANCER, DEFAULT_IDENTIFIER, DEFAULT_SYNTHESIS
 
 HELP = """\
 Synthetic contrast-enhanced T1 (T1Gd), blood-brain-barrier status and an anomaly map from a
@@ -22,9 +22,12 @@ non-contrast T1 and a T2-FLAIR, without contrast agent.
    -> BBB status "intact" or "disrupted" with a calibrated probability.
 4. A 3D convolutional autoencoder trained on normal anatomy gives a voxel anomaly map and a
    patient-level score (seed cae-brain-anomaly).
+5. The synthetic T1Gd is the normalised T1 plus the enhancement a voxel-feature predictor expects
+   (--enhancer-weights), shrunk to 0 where its models disagree; enhancement_probability ranks the
+   voxels that brighten with contrast.
 
 Outputs (in --out, default <T1 name>_t1flair/): synthetic_t1gd, enhancement, enhancement_uncertainty, anomaly,
-tumor_probability, synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi
+enhancement_probability, tumor_probability, synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi
 (.nii.gz on the T1 grid) and report.json with bbb_status = {call, probability, indeterminate_band,
 reasons, per_label_scores, tumor_roi, ...} and applicability = {checks, maps}. Intensities of the syntheses are on the seed's 0-255 normalised scale.
 
@@ -62,6 +65,9 @@ def register(sub) -> None:
                         "t1flair-identifier-phantom goes with t1flair-diffusion-phantom)")
     m.add_argument("--cae-weights", metavar="NAME|FILE.pt",
                    help=f"3D autoencoder weights (default: bundled {DEFAULT_CAE}; t1flair-cae-phantom: phantoms only)")
+    m.add_argument("--enhancer-weights", metavar="NAME|FILE.pt",
+                   help=f"enhancement predictor for the synthetic T1Gd (default: bundled {DEFAULT_ENHANCER}, three real "
+                        "cases; 'none': the synthetic T1Gd from the diffusion syntheses)")
     m.add_argument("--no-anomaly", action="store_true", help="skip the 3D autoencoder anomaly map")
     add_output_options(p, "t1flair")
     p.set_defaults(run=run)
@@ -71,7 +77,8 @@ def run(args) -> int:
     from ..cli_options import claimed_output, out_dir_of
 
     out_dir = out_dir_of(args, args.t1, "t1flair")
-    with claimed_output(out_dir, args, ('t1', 'flair', 'mask', 'tumor_mask', 'synthesis_weights', 'identifier_weights', 'cae_weights')):  # checked and locked before any work
+    with claimed_output(out_dir, args, ('t1', 'flair', 'mask', 'tumor_mask', 'synthesis_weights', 'identifier_weights', 'cae_weights',
+                                        'enhancer_weights')):  # checked and locked before any work
         return _run(args, out_dir)
 
 
@@ -82,8 +89,10 @@ def _run(args, out_dir: Path) -> int:
     from .parameters import T1FlairParameters
     from .pipeline import run_t1flair
 
-    chosen = {k: getattr(args, k) for k in ("synthesis_weights", "identifier_weights", "cae_weights")
-              if getattr(args, k)}
+    chosen = {k: getattr(args, k) for k in ("synthesis_weights", "identifier_weights", "cae_weights",
+                                            "enhancer_weights") if getattr(args, k, None)}
+    if str(chosen.get("enhancer_weights", "")).lower() == "none":
+        chosen["enhancer_weights"] = None
     params = T1FlairParameters(steps=args.steps, device=args.device, seed=args.seed, size=args.size, threads=args.threads,
                                anomaly_map=not args.no_anomaly, **chosen)
     printer = ConsolePrinter(quiet=args.quiet)
