@@ -42,7 +42,7 @@ def run_measured(case, consume_input=False, **changes):
     series included)."""
     signal, masks, t10 = case
     acq = signal.acquisition
-    params = DCEParameters(rls="none", flip_angle=acq.flip_angle, tr=acq.repetition_time, **changes)
+    params = DCEParameters(**{"rls": "none", "flip_angle": acq.flip_angle, "tr": acq.repetition_time, **changes})
     tracemalloc.start()
     try:
         # A fresh, F-ordered float32 copy (as nibabel returns it), allocated under tracemalloc.
@@ -145,3 +145,24 @@ def test_measured_curves_beside_the_rls_are_recomputed_bit_for_bit(phantom):
     np.testing.assert_array_equal(with_rls.curves().measured, plain.curves().measured)
     for name in ("ktrans", "ve", "vp", "kep", "fit_r2"):
         np.testing.assert_array_equal(with_rls.maps[name].data, plain.maps[name].data, err_msg=name)
+
+
+def test_rls_path_holds_the_curves_once_more_at_most(phantom):
+    """The RLS path (the default --rls auto: the bundled dce-rls-world weights here, inside their domain), as
+    `bbbanomaly dce` runs it (consume_input): the series, then its SER curves and, for the fit, their
+    concentration. Its network input and reconstruction ((n, 125) float32: 2.1x the curves at 60 frames)
+    are made block by block (1/16 of the curves) and not kept; the panel's RLS curves are recomputed.
+    Cropped tight to the brain (69 %), the worst case of the fixture."""
+    pytest.importorskip("torch")
+    case = (phantom.signal, phantom.masks, phantom.truth["t10"])
+    result, series, peak = run_measured(case, consume_input=True, rls="auto")
+    fraction = (phantom.masks["brain"] | phantom.masks["aif"]).mean()
+    print("RLS path, consume_input: peak / series", round(peak, 3), "analysed fraction", round(fraction, 3))
+    assert result.report["rls"]["source"] == "bundled" and series.data is None
+    # measured 1.84x: SER + concentration curves (2 x 0.69) + the fit's chunk temporaries and float64
+    # parameters (0.45 of the curves) + maps; the held reconstruction was +1.44x (2.8x), 65,536-row blocks +1.7x
+    assert peak <= 2.0, peak
+    assert peak <= 2.5 * fraction + 8 / 60, (peak, fraction)
+    out = result.extras["curve_data"]["rls"]
+    assert not hasattr(out, "x_hat")
+    assert result.curves().fitted["RLS reconstruction"].shape == (int(phantom.masks["brain"].sum()), series.times.size)

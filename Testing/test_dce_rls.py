@@ -296,3 +296,58 @@ def test_bundled_fixed_grid_weights_say_what_they_leave_out_of_a_long_series(ind
     assert any("see the first 600 s" in w for w in res.report["warnings"])
     assert any("acquisition duration" in w and "outside the range" in w for w in res.report["warnings"])
     assert np.isfinite(res.maps["rls"].data).all()
+
+
+def _whole_array_rls(model, ser, times, n_base, n_frames, step=None, chunk=65536):
+    """The RLS steps as they ran before issue 17's memory work: the network input and reconstruction of every
+    row held whole, the maps and the panel's SER reconstruction from them."""
+    from BBBAnomalyLib.dce import rls
+
+    x, grid, post = rls.network_input(ser, times, n_base, n_frames, step=step)
+    x_hat = rls.reconstruct(model, x, chunk=chunk)
+    return rls.residual_maps(x, x_hat, post), rls.ser_from_reconstruction(x_hat, ser, times, grid, post)
+
+
+@pytest.mark.parametrize("source", ["bundled", "case"])
+def test_rls_without_the_held_reconstruction_gives_the_bits_of_the_whole_array_steps(independent, source):
+    """The run keeps neither the network input nor its reconstruction (issue 17): its maps equal the
+    whole-array steps bit for bit, bundled and per case (the per-case network is trained on the training rows'
+    input alone: see the next test), and the panel's RLS curves (recomputed on demand, block by block) to
+    float32 rounding."""
+    m = independent.masks
+    params = DCEParameters(rls=source, model="patlak", rls_epochs=1, chunk_voxels=700)  # several blocks
+    res = run_dce(independent.signal, params, aif_mask=m["aif"], brain_mask=m["brain"], tumor_mask=m["tumor"],
+                  t10_map=independent.truth["t10"])
+    out = res.extras["curve_data"]["rls"]
+    assert not hasattr(out, "x_hat") and not hasattr(out, "x")
+    model = out.model
+    maps, ser_hat = _whole_array_rls(model, out.ser, res.times, out.n_base, out.n_frames, out.step, chunk=700)
+    for key, value in maps.items():
+        np.testing.assert_array_equal(res.maps[key].data[m["brain"]], value, err_msg=key)
+    # The panel's curves: back on the frame times by one float32 product with the interpolation matrix
+    # (two non-zero weights per frame), now per block of rows: BLAS may fuse the two products of a block's
+    # tail differently (seen: 1 ulp in 0.01 % of the samples), so 2 float32 ulps of the largest value.
+    again = out.ser_reconstruction(res.times)
+    tol = 2 * np.finfo(np.float32).eps * np.abs(ser_hat).max()
+    np.testing.assert_allclose(again, ser_hat, rtol=0, atol=tol)
+    assert np.mean(again != ser_hat) < 1e-3  # rounding of a few samples, not a different reconstruction
+    curves = res.curves()
+    np.testing.assert_array_equal(curves.fitted["RLS reconstruction"], res.extras["curve_data"]["to_units"](again))
+
+
+def test_network_input_of_some_rows_is_those_rows_of_the_whole_input():
+    """The per-case network trains on network_input(ser[rows]) instead of network_input(ser)[rows]: the same
+    bits (every entry depends on its own row only), so the same training data and the same network."""
+    from BBBAnomalyLib.dce import rls
+
+    rng = np.random.default_rng(5)
+    times = np.arange(70) * 3.5
+    ser = (0.05 * rng.standard_normal((3000, 70)) + np.where(times >= 42.0, 0.5, 0.0)).astype(np.float32)
+    rows = rng.random(3000) < 0.6
+    for step in (None, 5.0):
+        whole, grid, post = rls.network_input(ser, times, 12, 64 if step is None else 121, step=step)
+        part, grid_p, post_p = rls.network_input(ser[rows], times, 12, 64 if step is None else 121, step=step,
+                                                 chunk=257)
+        np.testing.assert_array_equal(part, whole[rows])
+        np.testing.assert_array_equal(grid_p, grid)
+        np.testing.assert_array_equal(post_p, post)

@@ -87,12 +87,21 @@ def network_input(ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames:
     p0, p1 = _span(post)
     x = np.zeros((ser.shape[0], n_frames + BOX_ENTRIES), np.float32)
     x[:, n_frames:] = 1.0
+    left, right = (1.0 - w), w
     for start in range(0, ser.shape[0], chunk):
         rows = ser[start:start + chunk]
-        res = rows[:, idx] * (1.0 - w) + rows[:, idx + 1] * w  # only the observed grid points are gathered
+        # res = rows[:, idx] * (1 - w) + rows[:, idx + 1] * w, in place (the same float32 operations, so the
+        # same bits, with two block-sized temporaries instead of five): only the observed grid points are gathered
+        res = rows[:, idx]
+        res *= left
+        upper = rows[:, idx + 1]
+        upper *= right
+        res += upper
+        del upper
         lo = res.min(axis=1, keepdims=True)
         block = x[start:start + chunk, p0:p1]
-        block[...] = (res[:, p0:p1] - lo) / SER_SCALE
+        np.subtract(res[:, p0:p1], lo, out=block)
+        block /= SER_SCALE
         np.maximum(block, 0.0, out=block)
     return x, grid, post
 
@@ -303,24 +312,54 @@ def reconstruct(model, x: np.ndarray, device="cpu", chunk: int = 65536) -> np.nd
     return out
 
 
+#: Rows per block of the numpy steps around the network (its input, the residual maps, the SER of the
+#: reconstruction): every one of them is per row, so the block size changes no value, only the temporaries.
+NUMPY_ROWS = 8192
+
+
 def infer(model, ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames: int, step: float | None = None,
-          device="cpu", chunk: int = ROW_CHUNK):
-    """(maps, x̂, grid, post) of bundled weights, block by block: the network input of a block of rows is made,
-    reconstructed and reduced to its maps before the next, so only x̂ (for the panel's curves) is held whole.
-    The same blocks as :func:`network_input` + :func:`reconstruct` (``chunk`` rows) + :func:`residual_maps`,
-    so the same bits."""
+          device="cpu", chunk: int = ROW_CHUNK, keep_reconstruction: bool = True):
+    """(maps, x̂, grid, post), block by block: the network input of a block of ``chunk`` rows is made,
+    reconstructed and reduced to its maps before the next. The same torch batches as :func:`network_input`
+    + :func:`reconstruct` (``chunk`` rows) + :func:`residual_maps`, and every numpy step is per row, so the
+    same bits. keep_reconstruction False: x̂ is not kept (None is returned in its place; the pipeline
+    recomputes the panel's curves on demand, :func:`ser_reconstruction`), so nothing of the size of the curves
+    is allocated here beyond one block."""
     n = ser.shape[0]
-    x_hat = np.empty((n, n_frames + BOX_ENTRIES), np.float32)
+    x_hat = np.empty((n, n_frames + BOX_ENTRIES), np.float32) if keep_reconstruction else None
     maps, grid, post = None, None, None
-    for start in range(0, max(n, 1), chunk):
-        x, grid, post = network_input(ser[start:start + chunk], times, n_baseline, n_frames, step=step, chunk=chunk)
-        x_hat[start:start + chunk] = reconstruct(model, x, device=device, chunk=chunk)
-        part = residual_maps(x, x_hat[start:start + chunk], post, chunk=chunk)
+    for start, x, block_hat, grid, post in _blocks(model, ser, times, n_baseline, n_frames, step, device, chunk):
+        if x_hat is not None:
+            x_hat[start:start + x.shape[0]] = block_hat
+        part = residual_maps(x, block_hat, post, chunk=NUMPY_ROWS)
         if maps is None:
             maps = {key: np.empty(n, value.dtype) for key, value in part.items()}
         for key, value in part.items():
-            maps[key][start:start + chunk] = value
+            maps[key][start:start + x.shape[0]] = value
+        del x, block_hat, part  # before the generator makes the next block: one block alive at a time
     return maps, x_hat, grid, post
+
+
+def ser_reconstruction(model, ser: np.ndarray, times: np.ndarray, n_baseline: int, n_frames: int,
+                       step: float | None = None, device="cpu", chunk: int = ROW_CHUNK) -> np.ndarray:
+    """:func:`ser_from_reconstruction` of every row, x̂ recomputed block by block (the blocks of :func:`infer`,
+    so the same x̂): (n, T) float32, without an (n, n_frames + 4) x̂ held whole."""
+    out = np.empty(ser.shape, np.float32)
+    for start, _, block_hat, grid, post in _blocks(model, ser, times, n_baseline, n_frames, step, device, chunk):
+        for s in range(0, block_hat.shape[0], NUMPY_ROWS):
+            part = block_hat[s:s + NUMPY_ROWS]
+            rows = slice(start + s, start + s + part.shape[0])
+            out[rows] = ser_from_reconstruction(part, ser[rows], times, grid, post)
+        del block_hat
+    return out
+
+
+def _blocks(model, ser, times, n_baseline, n_frames, step, device, chunk):
+    """(first row, network input, reconstruction, grid, post) per block of ``chunk`` rows."""
+    for start in range(0, max(ser.shape[0], 1), chunk):
+        x, grid, post = network_input(ser[start:start + chunk], times, n_baseline, n_frames, step=step,
+                                      chunk=NUMPY_ROWS)
+        yield start, x, reconstruct(model, x, device=device, chunk=chunk), grid, post
 
 
 def residual_maps(x: np.ndarray, x_hat: np.ndarray, post: np.ndarray, chunk: int = ROW_CHUNK) -> dict[str, np.ndarray]:

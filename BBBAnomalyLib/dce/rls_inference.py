@@ -28,18 +28,31 @@ class TooFewTrainingVoxels(InputError):
 
 @dataclass
 class RLSOutput:
+    """The maps and what it takes to redraw the reconstruction for the panel's curves: the model and the SER
+    curves it was run on (a view the pipeline keeps anyway), not the (n, n_frames + 4) network input or
+    output, which the run no longer holds (issue 17): :meth:`ser_reconstruction` recomputes them block by
+    block, the same blocks as the run, so the same values."""
+
     maps: dict[str, np.ndarray]  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]
     info: dict  # for the report
-    x: np.ndarray = field(repr=False, default=None)  # the network input (per case only; None for bundled weights)
-    x_hat: np.ndarray = field(repr=False, default=None)
     ser: np.ndarray = field(repr=False, default=None)
     grid: np.ndarray = field(repr=False, default=None)
     post: np.ndarray = field(repr=False, default=None)
     model: object = field(repr=False, default=None)
+    times: np.ndarray = field(repr=False, default=None)
+    n_base: int = 0
+    n_frames: int = 0
+    step: float | None = None
+    device: object = "cpu"
+    chunk: int = rls.ROW_CHUNK
 
-    def ser_reconstruction(self, times: np.ndarray) -> np.ndarray:
-        """The network's reconstruction as SER on the frame times."""
-        return rls.ser_from_reconstruction(self.x_hat, self.ser, times, self.grid, self.post)
+    def ser_reconstruction(self, times: np.ndarray | None = None) -> np.ndarray:
+        """The network's reconstruction as SER on the frame times (of the run; ``times`` must be them)."""
+        if times is not None and self.times is not None and not np.array_equal(times, self.times):
+            raise ValueError("the reconstruction is on the run's frame times")
+        return rls.ser_reconstruction(self.model, self.ser, self.times if self.times is not None else times,
+                                      self.n_base, self.n_frames, step=self.step, device=self.device,
+                                      chunk=self.chunk)
 
 
 def load_bundled(name_or_path: str):
@@ -173,28 +186,43 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
                             f"this one lasts {duration:.0f} s: curves are resampled to the network's grid, which "
                             "changes their time scale; the per-case model (--rls case) has no such mismatch")
         progress(0.92, "RLS inference")
-        with timer("rls_inference"):  # network input, reconstruction and maps by blocks of rows
-            maps, x_hat, grid, post = rls.infer(model, ser, times, n_base, n_frames, step=step, device=device,
-                                                chunk=params.chunk_voxels)
-        return RLSOutput(maps, info, None, x_hat, ser, grid, post, model)
     else:
-        n_frames = params.rls_frames
-        x, grid, post = rls.network_input(ser, times, n_base, n_frames)
+        n_frames, step = params.rls_frames, None
         if rows.sum() < MIN_TRAINING_VOXELS:
             raise TooFewTrainingVoxels(f"only {int(rows.sum())} normal-appearing brain voxels are left to train the "
                                        f"RLS autoencoder on (at least {MIN_TRAINING_VOXELS}); give a larger brain "
                                        "mask, or use --rls bundled")
+        # the training rows' network input only (every row's input depends on that row alone: the same rows
+        # as network_input(ser)[rows], without the input of every brain voxel held)
+        x_train = rls.network_input(ser[rows], times, n_base, n_frames)[0]
         with timer("rls_training"):
-            model, losses = rls.train_autoencoder(x[rows], epochs=params.rls_epochs, seed=params.seed, device=device,
+            model, losses = rls.train_autoencoder(x_train, epochs=params.rls_epochs, seed=params.seed, device=device,
                                                   max_voxels=params.rls_max_training_voxels,
                                                   progress=lambda f, m: progress(0.9 * f, m))
+        del x_train
         stopping = getattr(model, "training_info", None)
         info.update(frames=n_frames, training_voxels=int(min(rows.sum(), params.rls_max_training_voxels)),
                     epochs=params.rls_epochs, final_l1_loss=float(losses[-1]), early_stopping=stopping)
         if stopping and stopping.get("probe_score", 1.0) <= 0:
             warnings.append(not_separated_warning("the per-case RLS network") + "; try --rls bundled")
-    progress(0.92, "RLS inference")
+        progress(0.92, "RLS inference")
+    del rows
+    # network input, reconstruction and maps by blocks of rows; the reconstruction is not kept
+    block = inference_block(ser.shape[0], params.chunk_voxels)
     with timer("rls_inference"):
-        x_hat = rls.reconstruct(model, x, device=device, chunk=params.chunk_voxels)
-        maps = rls.residual_maps(x, x_hat, post)
-    return RLSOutput(maps, info, x, x_hat, ser, grid, post, model)
+        maps, _, grid, post = rls.infer(model, ser, times, n_base, n_frames, step=step, device=device,
+                                        chunk=block, keep_reconstruction=False)
+    return RLSOutput(maps, info, ser, grid, post, model, np.asarray(times), n_base, n_frames, step, device, block)
+
+
+#: Rows of the smallest inference block, and the unit blocks are counted in.
+MIN_BLOCK = 4096
+
+
+def inference_block(n: int, chunk_voxels: int) -> int:
+    """Rows per network pass: about 1/16 of the curves (as the model fit's chunks), whole multiples of
+    MIN_BLOCK, at most ``chunk_voxels``. The block's network input and output are float32 (rows, n_frames + 4),
+    ~2x a curve's bytes each with dce-rls-world's 125 entries on a 60-frame series: a fixed 65,536-row block
+    was 0.27x a 122 MiB whole-head series, and 0.85x a 37 MiB one, twice over (input and output)."""
+    sixteenth = -(-max(n, 1) // 16)
+    return max(1, min(int(chunk_voxels), MIN_BLOCK * -(-sixteenth // MIN_BLOCK)))
