@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Retrain the bundled PHAE weights ``dsc-phae-grid`` (and, with the old recipe, ``dsc-phae-world``) on the
-wide simulated distribution.
+"""Retrain the bundled PHAE weights ``dsc-phae-grid`` (and, with the old recipe, ``dsc-phae-world``; with
+``--teacher dsc-phae-world``, the default ``dsc-phae-fast``, see the end of this text) on the wide simulated
+distribution.
 
 Curves come from ``BBBAnomalyLib.phantoms.dsc_curves.TRAINING`` (several AIF families with dispersion,
 recirculation and partial volume; frame interval 0.8-2.5 s; 50-150 s; delay -3..+5 s; exponential, gamma,
@@ -21,7 +22,7 @@ records all of it, the training domain used for out-of-distribution warnings, an
   # TRAINING-generator curves (its own seed), matching the teacher's log flow, SD and delay, with the
   # reconstruction term and a small supervised term beside it:
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --teacher dsc-phae-world --repeats 1 \
-      --bias-weight 0 --supervised-weight 0.1 --seed 10 --name dsc-phae-fast
+      --bias-weight 0 --supervised-weight 0.1 --seed 12 --name dsc-phae-fast   # seeds 10-12 trained, 12 bundled
 
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
