@@ -7,6 +7,8 @@ Steps: check the input -> pick the voxels (brain mask, given or automatic) -> de
 pre-contrast baseline -> signal enhancement ratio -> concentration (SPGR with T10) or relative
 enhancement -> AIF (mask or Parker) -> Tofts / extended Tofts / Patlak for all voxels -> the RLS
 autoencoder (trained on this case's normal-appearing brain, or bundled weights) -> maps and report.
+With SPGR concentration and an AIF mask or population AIF, the RLS runs on the SER before the AIF and
+the fit, and the SER then becomes the concentration in place (one float32 copy of the curves, issue 17).
 """
 
 from __future__ import annotations
@@ -185,16 +187,50 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         rls_wanted = params.rls.value != "none"
         # the brain's baseline signal for the RLS (taken before the conversion overwrites the curves)
         s0_brain = raw[:, :n_base].mean(axis=1)[in_brain] if rls_wanted else None
-        conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params, rls_wanted)
+        # SPGR with the RLS, the AIF voxels known before the AIF step (a mask, or a population AIF): the RLS runs
+        # on the SER first, which then becomes the concentration in place, so the SER and concentration curves
+        # are never held at once (the same values: every step is per sample or per row)
+        rls_first = rls_wanted and mode == "spgr" and _aif_voxels_known(arterial, params)
+        conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params, rls_wanted,
+                                                      defer_concentration=rls_first)
         del raw
+        clip_warning_at = len(warnings)
         if clipped:
-            warnings.append(f"{clipped} samples lay above the SPGR maximum signal (noise on saturated voxels) "
-                            "and were clipped before the inversion")
+            warnings.append(_clip_warning(clipped))
 
-    report_progress(0.1, "arterial input function")
+    rls_out, rls_skipped = None, None
+    if rls_first:
+        outside = ~in_brain
+        extra = ser[outside] if outside.any() else None  # AIF-mask rows outside the brain (a few): converted apart
+        ser = _brain_rows(ser, in_brain)
+        rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
+                                        warnings, lambda f, m: report_progress(0.1 + 0.4 * f, m))
+        with timer("conversion"):
+            brain_t10 = _rows(t10, in_brain)
+            conc, clipped = concentration_from_ser(ser, brain_t10, flip, tr, params.relaxivity, out=ser)
+            if extra is not None:
+                extra, clipped_extra = concentration_from_ser(extra, _rows(t10, outside), flip, tr, params.relaxivity,
+                                                              out=extra)
+                clipped += clipped_extra
+            if clipped:
+                warnings.insert(clip_warning_at, _clip_warning(clipped))
+        if rls_out is not None:  # the SER is gone (now the concentration): the panel's RLS curves recompute it
+            brain_conc_ = conc
+            rls_out.ser = lambda: ser_from_concentration(brain_conc_, brain_t10, flip, tr, params.relaxivity)
+        ser = None
+
+    report_progress(0.5 if rls_first else 0.1, "arterial input function")
     with timer("aif"):
         aif_delay = None
-        if arterial is not None and params.aif_region:
+        if rls_first and extra is not None:  # the AIF mask's rows in their analysed order, from both parts
+            aif_rows = np.flatnonzero(arterial[analysed])
+            part = in_brain[aif_rows]
+            blood = np.empty((aif_rows.size, times.size), np.float32)
+            blood[part] = conc[(np.cumsum(in_brain) - 1)[aif_rows[part]]]
+            blood[~part] = extra[(np.cumsum(outside) - 1)[aif_rows[~part]]]
+            aif_curve = aif_mod.aif_from_mask(blood, np.ones(aif_rows.size, bool), params.hematocrit)
+            del blood, extra
+        elif arterial is not None and params.aif_region:
             aif_curve, keep = aif_mod.aif_in_region(conc, arterial[analysed], n_base, params.hematocrit)
             chosen = np.zeros(int(analysed.sum()), bool)
             chosen[np.flatnonzero(arterial[analysed])[keep]] = True
@@ -214,10 +250,11 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
                                                           params.max_delay, params.population_aif)
 
-    report_progress(0.15, f"fitting {params.model.value}")
+    fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
+    report_progress(fit_from, f"fitting {params.model.value}")
     # the brain's rows moved to the front in place (arterial voxels outside the brain, needed for the
-    # AIF only, are left behind): a view, not a copy of the curves
-    brain_conc = _brain_rows(conc, in_brain)
+    # AIF only, are left behind): a view, not a copy of the curves (with rls_first: already)
+    brain_conc = conc if rls_first else _brain_rows(conc, in_brain)
     if ser is not None:
         ser = brain_conc if ser is conc else _brain_rows(ser, in_brain)
     with timer("model_fit"):
@@ -227,7 +264,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay, refine=params.refine,
                             refine_iterations=params.refine_iterations, device=params.device,
                             chunk_voxels=params.chunk_voxels)
-        fitting = lambda f: report_progress(0.15 + 0.3 * f, f"fitting {params.model.value}")  # noqa: E731
+        fitting = lambda f: report_progress(fit_from + fit_span * f, f"fitting {params.model.value}")  # noqa: E731
         if isinstance(model, PKModel):  # model curves on demand (DCEResult.curves), not held with the maps
             fit = model.fit(brain_conc, progress=fitting, keep_fitted=False)
             fitted = lambda: model.curves(fit)  # noqa: E731
@@ -244,20 +281,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         measured = lambda: concentration_from_ser(ser, brain_t10, flip, tr, params.relaxivity)[0]  # noqa: E731
         del conc, brain_conc
 
-    rls_out, rls_skipped = None, None
-    if params.rls.value != "none":
-        exclude = np.zeros(int(brain.sum()), bool)  # brain rows left out of per-case training
-        if "tumor-mask" in masks:
-            exclude = exclude | masks["tumor-mask"][brain]
-        if arterial is not None:
-            exclude = exclude | arterial[brain]
-        try:
-            rls_out = run_rls(ser, times, n_base, params, exclude, s0_brain,
-                              timer, warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m),
-                              tumor_given="tumor-mask" in masks)
-        except TooFewTrainingVoxels as exc:  # the classic maps are still worth having (issue 12)
-            rls_skipped = str(exc)
-            warnings.append(f"the RLS map was skipped: {exc}; the classic maps were made")
+    if rls_wanted and not rls_first:
+        rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
+                                        warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m))
 
     report_progress(0.92, "computing maps")
     with timer("maps"):
@@ -284,6 +310,35 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
 
 # ---------------------------------------------------------------------------------------------
+def _aif_voxels_known(arterial, params: DCEParameters) -> bool:
+    """Whether the AIF step leaves the arterial voxels as they are (a mask, or a population AIF): they are
+    left out of per-case RLS training, so the RLS may run before the AIF step then (not so for a search
+    region or the automatic AIF, which choose their voxels from the concentration)."""
+    if arterial is not None:
+        return not params.aif_region
+    return not (params.aif_auto and params.population_aif is None)
+
+
+def _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer, warnings, progress):
+    """(RLSOutput or None, why it was skipped or None) for the brain's SER curves."""
+    exclude = np.zeros(int(brain.sum()), bool)  # brain rows left out of per-case training
+    if "tumor-mask" in masks:
+        exclude = exclude | masks["tumor-mask"][brain]
+    if arterial is not None:
+        exclude = exclude | arterial[brain]
+    try:
+        return run_rls(ser, times, n_base, params, exclude, s0_brain, timer, warnings, progress,
+                       tumor_given="tumor-mask" in masks), None
+    except TooFewTrainingVoxels as exc:  # the classic maps are still worth having (issue 12)
+        warnings.append(f"the RLS map was skipped: {exc}; the classic maps were made")
+        return None, str(exc)
+
+
+def _clip_warning(clipped: int) -> str:
+    return (f"{clipped} samples lay above the SPGR maximum signal (noise on saturated voxels) and were clipped "
+            "before the inversion")
+
+
 def _conversion_mode(series: Volume, params: DCEParameters, have_map: bool, warnings: list[str]):
     """'concentration' (input is C), 'spgr' (quantitative) or 'relative' (no T10), with flip and TR."""
     flip = params.flip_angle if params.flip_angle is not None else series.acquisition.flip_angle
@@ -303,12 +358,14 @@ def _conversion_mode(series: Volume, params: DCEParameters, have_map: bool, warn
     return "relative", flip, tr
 
 
-def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: bool = True):
+def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: bool = True,
+             defer_concentration: bool = False):
     """(conc, ser, unit, to_units, clipped) for the analysed voxels; ``to_units(ser, rows)`` maps
     SER curves of the rows back into the units of ``conc`` (for the RLS reconstruction).
 
     ``raw`` is converted in place (SER, then concentration when the SER is not needed: ``ser`` is
-    then None), so the run holds one float32 copy of the curves, two when the RLS needs both."""
+    then None), so the run holds one float32 copy of the curves, two when the RLS needs both.
+    defer_concentration (SPGR): the SER only (``conc`` None, ``clipped`` 0); the caller converts it later."""
     r1 = params.relaxivity
     if mode == "concentration":
         conc = raw
@@ -320,6 +377,9 @@ def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: 
     ser, _ = enhancement_ratio(raw, n_base, out=raw)
     if mode == "relative":
         return ser, ser, "relative enhancement (S/S0 - 1)", lambda s, rows: s, 0
+    if defer_concentration:
+        return (None, ser, "concentration (mM)",
+                lambda s, rows: concentration_from_ser(s, _rows(t10, rows), flip, tr, r1)[0], 0)
     conc, clipped = concentration_from_ser(ser, t10, flip, tr, r1, out=None if need_ser else ser)
     return (conc, ser if need_ser else None, "concentration (mM)",
             lambda s, rows: concentration_from_ser(s, _rows(t10, rows), flip, tr, r1)[0], clipped)

@@ -35,7 +35,7 @@ class RLSOutput:
 
     maps: dict[str, np.ndarray]  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]
     info: dict  # for the report
-    ser: np.ndarray = field(repr=False, default=None)
+    ser: object = field(repr=False, default=None)  # the SER curves, or a function that recomputes them
     grid: np.ndarray = field(repr=False, default=None)
     post: np.ndarray = field(repr=False, default=None)
     model: object = field(repr=False, default=None)
@@ -50,7 +50,8 @@ class RLSOutput:
         """The network's reconstruction as SER on the frame times (of the run; ``times`` must be them)."""
         if times is not None and self.times is not None and not np.array_equal(times, self.times):
             raise ValueError("the reconstruction is on the run's frame times")
-        return rls.ser_reconstruction(self.model, self.ser, self.times if self.times is not None else times,
+        ser = self.ser() if callable(self.ser) else self.ser
+        return rls.ser_reconstruction(self.model, ser, self.times if self.times is not None else times,
                                       self.n_base, self.n_frames, step=self.step, device=self.device,
                                       chunk=self.chunk)
 
