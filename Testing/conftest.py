@@ -29,3 +29,14 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the large reference data ({SHARED_DATA}) is not next to this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port nobody listens on now, for torchrun's rendezvous (a fixed port fails when another
+    torchrun -- a parallel test run, a training -- holds it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])

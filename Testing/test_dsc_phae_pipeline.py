@@ -168,11 +168,11 @@ def test_train_phae_on_a_folder_then_use_the_weights(case_folder, tmp_path, dsc_
 
 
 @pytest.mark.slow
-def test_train_phae_with_two_processes_under_torchrun(case_folder, tmp_path):
+def test_train_phae_with_two_processes_under_torchrun(case_folder, tmp_path, free_port):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29531", "-m", "BBBAnomalyLib",
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", free_port, "-m", "BBBAnomalyLib",
                            "train", "phae", str(case_folder), "--out", str(out), "--epochs", "1", "--batch", "256",
                            "--max-curves", "1000", "--device", "cpu", "--threads", "1"],
                           capture_output=True, text=True, timeout=240, env=env)

@@ -88,11 +88,11 @@ def test_cae_trainer_leaves_out_cases_with_tumor(cases, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_diffusion_trainer_with_two_gloo_processes_under_torchrun(cases, tmp_path):
+def test_diffusion_trainer_with_two_gloo_processes_under_torchrun(cases, tmp_path, free_port):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29531", "-m", "BBBAnomalyLib",
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", free_port, "-m", "BBBAnomalyLib",
                            "train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(out), "--size", "16",
                            "--width", "4", "--epochs", "1", "--max-batches", "2", "--batch-size", "4",
                            "--device", "cpu"], capture_output=True, text=True, timeout=240, env=env)
