@@ -40,8 +40,10 @@ def case(tmp_path_factory):
 def start(case: Path, out: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "BBBAnomalyLib", "dsc", str(case / "signal.nii.gz"), "--aif-mask",
             str(case / "mask_aif.nii.gz"), "--method", "osvd", "--out", str(out)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"))
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                            # UTF-8 both ends, whatever locale an earlier test left behind ("ΔR2*" in progress)
+                            env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
+                                     PYTHONIOENCODING="utf-8"))
 
 
 def wait_for(proc: subprocess.Popen, message: str) -> list[str]:
