@@ -1,4 +1,5 @@
-"""Choosing the torch device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
+"""Compute resources: the torch device (``auto`` = CUDA when available, else CPU; ``cpu``;
+``cuda``) and the number of BLAS threads a block of work may use.
 
 torch is imported only when a device is needed, so the DSC classic methods, the I/O and the
 Slicer panel work without it.
@@ -6,6 +7,7 @@ Slicer panel work without it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 from .errors import InputError
@@ -59,3 +61,23 @@ def device_summary(info: dict | None = None) -> str:
     if info["cuda"]:
         return f"CUDA: {', '.join(info['gpus'])} (torch {info['torch']})"
     return f"CPU only, no CUDA GPU (torch {info['torch']})"
+
+
+@contextlib.contextmanager
+def blas_threads(limit: int | None):
+    """Hold BLAS to ``limit`` threads inside the block (threadpoolctl, when installed; None = as is).
+
+    Shared by the DSC and DCE fits: their products are small (an N x N SVD, 3 x 3 systems) or
+    memory-bound (matrix-vector products over the curves), so BLAS threads gain nothing there, and
+    on a shared, loaded machine their spin waits made a 60 x 60 SVD take seconds. threadpoolctl is
+    not bundled with Slicer: without it BLAS keeps its own threading."""
+    if limit is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=limit, user_api="blas"):
+        yield

@@ -23,11 +23,11 @@ iteration (model, exact ∂/∂kep and the sums its step needs) on the voxels no
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.devices import blas_threads
 from .parameters import Model
 
 KEP_MAX = 10.0  # [1/min]; faster exchange is indistinguishable from vp at clinical frame rates
@@ -214,18 +214,6 @@ def _lm_sums(Y, table_t, group, k, e, v, steps, extended):
     return sums.to(f64)
 
 
-@contextlib.contextmanager
-def _blas_threads(limit: int):
-    """BLAS held to ``limit`` threads inside the block (threadpoolctl, when installed)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=limit, user_api="blas"):
-        yield
-
-
 def _torch_segment_weights(k, h):
     import torch
 
@@ -296,7 +284,7 @@ class PKModel:
         BLAS is held to one thread inside (threadpoolctl, when installed): the fit's products are
         (n_delays·s x T) by (T x chunk), memory-bound, and a second BLAS thread's spin-waits made the
         linear fit take 3x the CPU time (1.1 s instead of 0.4 s for 262k voxels) next to other work."""
-        with _blas_threads(1):
+        with blas_threads(1):
             return self._fit(curves, progress, keep_fitted)
 
     def _fit(self, curves, progress, keep_fitted):

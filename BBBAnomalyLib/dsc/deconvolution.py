@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from ..core.devices import blas_threads
 from .parameters import DeconvolutionMethod
 
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
@@ -452,25 +453,6 @@ def _chunk_workers(n_chunks: int, workers: int | None):
 
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(workers, n_chunks)) as pool:
         yield pool
-
-
-@contextlib.contextmanager
-def blas_threads(limit: int | None):
-    """Hold BLAS to `limit` threads inside the block (threadpoolctl, when installed; None = as is).
-
-    The DSC pipeline's products are small (an N x N SVD) or memory-bound (matrix-vector products
-    over the curves): BLAS threads gain nothing there, and on a shared, loaded machine their spin
-    waits made a 60 x 60 SVD take seconds."""
-    if limit is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=limit, user_api="blas"):
-        yield
 
 
 def _peak(residue: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:

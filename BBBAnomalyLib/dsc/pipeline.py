@@ -27,7 +27,8 @@ from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import FrameSource, Volume
 from . import aif as aif_mod
 from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
-from .deconvolution import DeconvolutionModel, blas_threads
+from ..core.devices import blas_threads
+from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .validation import (
@@ -60,7 +61,7 @@ LOW_CNR = 5.0
 
 
 def _with_single_threaded_blas(function):
-    """Run with BLAS held to one thread (see :func:`.deconvolution.blas_threads`); the deconvolution
+    """Run with BLAS held to one thread (see :func:`..core.devices.blas_threads`); the deconvolution
     spreads its chunks over a thread pool of its own. PHAE runs as is (torch's own threading)."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
