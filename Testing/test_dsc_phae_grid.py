@@ -12,12 +12,7 @@ from BBBAnomalyLib.dsc.phae.training import conditional_bias_loss, simulated_cas
 from BBBAnomalyLib.phantoms import dsc_curves as dc  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: torch on one thread
 
 
 def grid_net(seed=0):

@@ -26,14 +26,7 @@ def run(phantom, **params):
                    brain_mask=m["brain"], nawm_mask=m["nawm"], tumor_mask=m["tumor"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: the test machine's 2 cores are shared, and two torch threads competing with other
-    processes are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: torch on one thread
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom  # noqa: E402
 WORLD = "dsc-phae-world"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: torch on one thread
 
 
 def test_generator_draws_the_wide_distribution_and_keeps_the_held_apart_family_out():
