@@ -342,3 +342,28 @@ def test_cancel_ends_a_warm_worker_under_the_launcher(dsc_phantom, tmp_path):
     assert [e["event"] for e in worker.wait(timeout=30)] == ["cancelled"]
     assert not _pid_alive(worker.worker_pid) and not _pid_alive(worker.pid)
     assert not (tmp_path / "job" / "output").exists()
+
+
+@pytest.mark.parametrize("pipeline", ["dsc", "dce"])
+def test_a_job_run_frees_its_own_copy_of_the_series(pipeline, dsc_files, tmp_path, monkeypatch):
+    """The series a job reads is the run's own, so DSC and DCE jobs ask the run to free it once the
+    curves are gathered (consume_input, issue 17's memory bound); the maps are still written whole."""
+    from BBBAnomalyLib.app.jobs import run_job
+
+    spec = get_pipeline(pipeline)
+    module_name, function = spec.runner.split(":")
+    module = __import__(module_name, fromlist=[function])
+    original, seen = getattr(module, function), {}
+
+    def recording(series, *args, **kwargs):
+        seen.update(kwargs, series=series)
+        return original(series, *args, **kwargs)
+
+    monkeypatch.setattr(module, function, recording)
+    inputs = {"series": str(dsc_files / "signal.nii.gz")}
+    if pipeline == "dsc":
+        inputs["aif_mask"] = str(dsc_files / "mask_aif.nii.gz")
+    done = run_job(Job(pipeline, inputs, {}, str(tmp_path / "out"), save_curves=False))
+    assert seen["consume_input"] is True
+    assert seen["series"].data is None  # freed by the run, not merely asked to be
+    assert done["event"] == "done" and set(done["maps"]) <= {p.name.split(".")[0] for p in (tmp_path / "out").iterdir()}

@@ -185,7 +185,9 @@ def run_job(job: Job, progress=None, emit=None) -> dict:
             role = spec.input(key).role
             if role is InputRole.REGION and vol.is_4d and vol.n_frames > 1:
                 raise InputError(f"the {spec.input(key).label} must be a 3D mask")
-        options = dict(spec.extra.get("curve_options", {})) if job.save_curves else {}
+        options = dict(spec.extra.get("run_options", {}))  # volumes are this run's own: it may free them
+        if job.save_curves:
+            options.update(spec.extra.get("curve_options", {}))
         if job.torch_threads:
             import torch
 

@@ -277,7 +277,10 @@ DSC = PipelineSpec(
     uses_device=True,
     # curve_options: run options that make result.curves() work; roi_aif_parameters: a markups ROI
     # box around an artery is a search region, not a list of arterial voxels.
+    # run_options: what every job run passes; the series is the job's own copy, read for this run
+    # only, so the run may free it once its curves are gathered (peak memory, issue 17).
     extra={"curve_options": {"keep_curves": True}, "roi_aif_parameters": {"aif_region": True},
+           "run_options": {"consume_input": True},
            # imported by a run, preloaded by the warm worker (arterial_auto: the automatic AIF, scikit-learn)
            "preload": ("BBBAnomalyLib.perfusion.arterial", "BBBAnomalyLib.perfusion.arterial_auto")},
 )
@@ -338,6 +341,7 @@ DCE = PipelineSpec(
     needs_torch=True,
     uses_device=True,
     extra={"roi_aif_parameters": {"aif_region": True},  # a ROI box: its arterial voxels, as for DSC
+           "run_options": {"consume_input": True},  # the job's own copy of the series, as for DSC
            "preload": ("BBBAnomalyLib.perfusion.arterial", "BBBAnomalyLib.perfusion.arterial_auto")},
 )
 
