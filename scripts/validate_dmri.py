@@ -45,6 +45,30 @@ def write_cases(folder: Path, n: int, start: int, voxel_mm: float) -> None:
         print(f"healthy_{seed:03d} ({time.time() - t0:.1f} s)", flush=True)
 
 
+def population_case(name: str, seed: int, voxel_mm: float = 2.5, anatomy=None):
+    """A healthy subject on the normal brain ``name`` (scripts/normal_templates.py): random pose, SNR 20-40,
+    32/48/64 directions (the same draws as the healthy-population check, rng 20000 + seed)."""
+    from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
+    from normal_templates import template, x_flipped_to_las
+
+    anatomy = anatomy if anatomy is not None else x_flipped_to_las(template(name))
+    rng = np.random.default_rng(20_000 + seed)
+    return make_dmri_phantom(seed, anatomy=anatomy, voxel_mm=voxel_mm, snr=float(rng.uniform(20, 40)),
+                             n_directions=int(rng.choice([32, 48, 64])))
+
+
+def write_population_cases(folder: Path, templates: list[str], n: int, start: int, voxel_mm: float) -> None:
+    """Healthy cases on several normal brains: template t gets seeds start + 1000 t ... + n - 1."""
+    from normal_templates import template, x_flipped_to_las
+
+    for t, name in enumerate(templates):
+        anatomy = x_flipped_to_las(template(name))
+        for seed in range(start + 1000 * t, start + 1000 * t + n):
+            t0 = time.time()
+            population_case(name, seed, voxel_mm, anatomy).write(folder / f"{name}_{seed:05d}")
+            print(f"{name}_{seed:05d} ({time.time() - t0:.1f} s)", flush=True)
+
+
 def evaluate(n: int, start: int, voxel_mm: float, models: list[str], weights: dict[str, str]) -> dict:
     from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
     from BBBAnomalyLib.dmri.thresholds import anomaly_mask, oracle_thresholds
@@ -96,7 +120,8 @@ def evaluate(n: int, start: int, voxel_mm: float, models: list[str], weights: di
     return {"patients": per_case, "table": table}
 
 
-def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], templates: list[str]) -> dict:
+def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], templates: list[str],
+                       weights: dict | None = None) -> dict:
     """Healthy subjects on several normal brains (scripts/normal_templates.py): the fraction of GM+WM each
     label-free threshold flags (a false-positive rate), and the healthy score quantiles pooled over the brains
     (what a fixed threshold calibrated on a population would be)."""
@@ -104,7 +129,9 @@ def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], t
     from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
     from normal_templates import template, x_flipped_to_las
 
-    out: dict = {"n_per_template": n, "templates": templates, "rows": [], "pooled_quantiles": {}}
+    weights = weights or {}
+    out: dict = {"n_per_template": n, "templates": templates, "rows": [], "pooled_quantiles": {},
+                 "weights": {m: weights.get(m) or DMRIParameters(model=m).weights_name for m in models}}
     pooled = {m: [] for m in models}
     for name in templates:
         anatomy = x_flipped_to_las(template(name))
@@ -115,7 +142,8 @@ def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], t
             gm_wm = ph.masks["gm_wm"]
             for model in models:
                 for method in ("fixed", "otsu"):
-                    res = run_dmri(ph.dwi, DMRIParameters(model=model, threshold=method, device="cpu"),
+                    res = run_dmri(ph.dwi, DMRIParameters(model=model, threshold=method, device="cpu",
+                                                          weights=weights.get(model)),
                                    brain_mask=ph.masks["brain"])
                     analysed = res.brain_mask & gm_wm
                     flagged = res.maps["anomaly_mask"].data.astype(bool)
@@ -129,6 +157,85 @@ def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], t
         values = np.concatenate(parts)
         out["pooled_quantiles"][model] = {q: float(np.quantile(values, float(q))) for q in ("0.5", "0.99", "0.995")}
     return out
+
+
+def calibrate(weights: str, templates: list[str], n: int, start: int, voxel_mm: float, quantile: float,
+              write: bool) -> dict:
+    """The fixed threshold of ``weights`` from healthy brains of its TRAINING templates on seeds it never saw
+    (template t: start + 1000 t ...): the ``quantile`` of the healthy scores pooled over GM+WM of the analysed
+    brains (every VAE score), and the fraction of healthy GM+WM that threshold then flags after the 3^3 opening.
+    ``write``: store it in the card beside the weights as its fixed_threshold."""
+    from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
+    from BBBAnomalyLib.dmri.inference import VAE_SCORES, read_card
+    from BBBAnomalyLib.dmri.thresholds import anomaly_mask
+    from normal_templates import template, x_flipped_to_las
+
+    card, _ = read_card(weights)
+    kind = card["kind"]
+    scores = VAE_SCORES if kind == "vae" else ("probability",)
+    pooled = {s: [] for s in scores}
+    kept = {s: [] for s in scores}  # (anomaly map, brain, analysed region) to measure the flagged fraction
+    seeds = {}
+    for t, name in enumerate(templates):
+        anatomy = x_flipped_to_las(template(name))
+        seeds[name] = list(range(start + 1000 * t, start + 1000 * t + n))
+        for seed in seeds[name]:
+            ph = population_case(name, seed, voxel_mm, anatomy)
+            for s in scores:
+                res = run_dmri(ph.dwi, DMRIParameters(model=kind, weights=weights, device="cpu",
+                                                      vae_score=s if kind == "vae" else "abs-mean"),
+                               brain_mask=ph.masks["brain"])
+                region = res.brain_mask & ph.masks["gm_wm"]
+                pooled[s].append(res.maps["anomaly"].data[region])
+                kept[s].append((res.maps["anomaly"].data, res.brain_mask, region))
+            print(f"calibration {name} {seed}", file=sys.stderr, flush=True)
+    thresholds, flagged = {}, {}
+    for s in scores:
+        values = np.concatenate(pooled[s])
+        thresholds[s] = float(np.quantile(values, quantile))
+        flagged[s] = [float(anomaly_mask(a, b, thresholds[s])[r].mean()) for a, b, r in kept[s]]
+    result = {
+        "fixed_threshold": thresholds if kind == "vae" else thresholds["probability"],
+        "fixed_threshold_from": (f"{quantile * 100:g}th percentile of the healthy scores pooled over GM+WM of "
+                                 f"{n * len(templates)} healthy brains of the training templates "
+                                 f"({', '.join(templates)}) on seeds not trained on "
+                                 f"({'; '.join(f'{k} {v[0]}-{v[-1]}' for k, v in seeds.items())}); "
+                                 "python scripts/validate_dmri.py calibrate"),
+        "calibration": {"templates": templates, "seeds": seeds, "quantile": quantile, "voxel_mm": voxel_mm,
+                        "thresholds": thresholds,
+                        "healthy_quantiles": {s: {q: float(np.quantile(np.concatenate(pooled[s]), float(q)))
+                                                  for q in ("0.5", "0.9", "0.99", "0.995", "0.999")}
+                                              for s in scores},
+                        "flagged_fraction_after_opening": flagged},
+    }
+    if write:
+        from BBBAnomalyLib import weights as registry
+
+        path = Path(weights) if str(weights).endswith(".pt") else registry.WEIGHTS_DIR / f"{weights}.pt"
+        card_path = path.with_suffix(".json")
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card.update(result)
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def real_crop(weights: list[str]) -> list[dict]:
+    """dipy's real healthy 64-direction b = 1000 crop (Testing/Data/dmri/small_64D, 10x10x10 voxels of 2 mm):
+    score range and the fraction of the analysed voxels each label-free threshold flags, per weights."""
+    from BBBAnomalyLib.dmri import DMRIParameters, read_dwi, run_dmri
+    from BBBAnomalyLib.dmri.inference import read_card
+
+    dwi = read_dwi(Path(__file__).resolve().parents[1] / "Testing" / "Data" / "dmri" / "small_64D.nii.gz")
+    rows = []
+    for w in weights:
+        kind = read_card(w)[0]["kind"]
+        for method in ("fixed", "otsu"):
+            res = run_dmri(dwi, DMRIParameters(model=kind, weights=w, threshold=method, device="cpu"))
+            a = res.maps["anomaly"].data[res.brain_mask]
+            rows.append({"weights": w, "threshold": method, "value": res.report["threshold"]["value"],
+                         "score_min": float(a.min()), "score_median": float(np.median(a)), "score_max": float(a.max()),
+                         "flagged": float(res.maps["anomaly_mask"].data.astype(bool)[res.brain_mask].mean())})
+    return rows
 
 
 def markdown(result: dict) -> str:
@@ -146,7 +253,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # a shared machine: one thread (timings are not taken here)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cases", help="write healthy phantom cases for training")
@@ -154,6 +261,12 @@ def main(argv=None) -> int:
     c.add_argument("--n", type=int, default=20)
     c.add_argument("--start", type=int, default=0)
     c.add_argument("--voxel-mm", type=float, default=2.5)
+    pc = sub.add_parser("population-cases", help="healthy training cases on several normal brains")
+    pc.add_argument("folder")
+    pc.add_argument("--templates", nargs="+", default=["mni152_fsl", "icbm2009a"])
+    pc.add_argument("--n", type=int, default=12, help="cases per template")
+    pc.add_argument("--start", type=int, default=0, help="first seed (template t: start + 1000 t)")
+    pc.add_argument("--voxel-mm", type=float, default=2.5)
     e = sub.add_parser("evaluate", help="AUC/Dice on held-apart phantom patients")
     e.add_argument("--n", type=int, default=6)
     e.add_argument("--start", type=int, default=3000)  # 1000+ were looked at while developing
@@ -168,10 +281,31 @@ def main(argv=None) -> int:
     h.add_argument("--voxel-mm", type=float, default=2.5)
     h.add_argument("--models", nargs="+", default=["vae", "recdisc"])
     h.add_argument("--templates", nargs="+", default=["mni152_fsl", "icbm2009a", "colin27"])
+    h.add_argument("--vae-weights")
+    h.add_argument("--recdisc-weights")
     h.add_argument("--out", help="JSON file for the results")
+    k = sub.add_parser("calibrate", help="fixed threshold from healthy brains of the training templates")
+    k.add_argument("weights", help="bundled name or .pt path (card beside it)")
+    k.add_argument("--templates", nargs="+", default=["mni152_fsl", "icbm2009a"])
+    k.add_argument("--n", type=int, default=4, help="healthy brains per template")
+    k.add_argument("--start", type=int, default=5000, help="first seed (template t: start + 1000 t)")
+    k.add_argument("--quantile", type=float, default=0.995)
+    k.add_argument("--voxel-mm", type=float, default=2.5)
+    k.add_argument("--write", action="store_true", help="store the threshold in the weights' card")
+    r = sub.add_parser("real-crop", help="dipy's real healthy 64-direction crop: scores and flagged fractions")
+    r.add_argument("weights", nargs="+", help="bundled names or .pt paths")
     args = parser.parse_args(argv)
+    if args.command == "real-crop":
+        for row in real_crop(args.weights):
+            print(json.dumps(row))
+        return 0
+    if args.command == "calibrate":
+        result = calibrate(args.weights, args.templates, args.n, args.start, args.voxel_mm, args.quantile, args.write)
+        print(json.dumps(result, indent=1))
+        return 0
     if args.command == "healthy-population":
-        result = healthy_population(args.n, args.start, args.voxel_mm, args.models, args.templates)
+        result = healthy_population(args.n, args.start, args.voxel_mm, args.models, args.templates,
+                                    {"vae": args.vae_weights, "recdisc": args.recdisc_weights})
         text = json.dumps(result, indent=1)
         if args.out:
             Path(args.out).write_text(text, encoding="utf-8")
@@ -179,6 +313,9 @@ def main(argv=None) -> int:
             print(f"{row['template']:11s} {row['seed']} {row['model']:8s} {row['threshold']:6s} thr {row['value']:.3f} "
                   f"FPR {row['false_positive_rate']:.3f}")
         print(json.dumps(result["pooled_quantiles"]))
+        return 0
+    if args.command == "population-cases":
+        write_population_cases(Path(args.folder), args.templates, args.n, args.start, args.voxel_mm)
         return 0
     if args.command == "cases":
         write_cases(Path(args.folder), args.n, args.start, args.voxel_mm)
