@@ -103,13 +103,13 @@ def test_enhancement_is_added_only_where_the_model_is_sure():
     assert estimate_enhancement(_samples(t1, [(small, small)] * 2), t1, 0.9).added.max() == 0
 
 
-def _phantom_at(thickness_mm: float, n_slices: int):
+def _phantom_at(thickness_mm: float, n_slices: int, tumor: bool = False, seed: int = 3):
     """The 2 mm structural phantom resliced to ``thickness_mm`` axial slices, the middle ``n_slices`` kept."""
     from scipy import ndimage
 
     from BBBAnomalyLib.phantoms.structural import make_structural_phantom
 
-    ph = make_structural_phantom(3, tumor=False)
+    ph = make_structural_phantom(seed, tumor=tumor)
     factor = 2.0 / thickness_mm
     zoom = lambda a, order: ndimage.zoom(np.asarray(a, np.float32), (1, 1, factor), order=order)
     t1, flair, brain = zoom(ph.t1.data, 1), zoom(ph.flair.data, 1), zoom(ph.brain, 0) > 0.5
@@ -192,6 +192,38 @@ def test_a_swapped_real_t1_and_flair_are_flagged(shared_data):
     status = lambda a, b: {c.name: c.status for c in check_structural_input(a, b, t1.affine, brain, 2, True).checks}
     assert status(t1.data, flair)["t1_flair_order"] == "ok"
     assert status(flair, t1.data)["t1_flair_order"] == "warning"
+
+
+@pytest.mark.parametrize("thickness, n_slices", [(2.0, 200), (7.0, 200)])
+def test_a_swapped_pair_is_flagged_by_the_flair_bright_tail_of_a_lesion(thickness, n_slices):
+    from BBBAnomalyLib.structural.applicability import MIN_T1_TAIL, bright_tail_fraction
+
+    t1, flair, brain, affine = _phantom_at(thickness, n_slices, tumor=True, seed=4)
+    # the FLAIR-bright lesion is a tail above the FLAIR's upper fence; a non-contrast T1 has none
+    assert bright_tail_fraction(flair[brain]) > 2 * MIN_T1_TAIL > bright_tail_fraction(t1[brain])
+    checks = lambda a, b: {c.name: c for c in check_structural_input(a, b, affine, brain, 2, True).checks}  # noqa: E731
+    assert checks(t1, flair)["t1_flair_bright_tail"].status == "ok"
+    swapped = checks(flair, t1)["t1_flair_bright_tail"]
+    assert swapped.status == "warning" and "swapped" in swapped.message and "--t1" in swapped.message
+    # no lesion, no tail: the cue abstains either way (the grey/white order still flags that swap)
+    t1, flair, brain, affine = _phantom_at(thickness, n_slices)
+    assert checks(t1, flair)["t1_flair_bright_tail"].status == checks(flair, t1)["t1_flair_bright_tail"].status == "ok"
+    assert checks(flair, t1)["t1_flair_order"].status == "warning"
+
+
+@pytest.mark.shared_data
+def test_a_swapped_real_pair_whose_flair_has_bright_white_matter_is_flagged_by_the_tail(shared_data):
+    from BBBAnomalyLib.io import read_volume
+    from BBBAnomalyLib.structural.cases import find_case_files
+
+    files = find_case_files(shared_data / "brats" / "TCGA-DU-7294")
+    t1, flair = read_volume(files["t1"]), read_volume(files["flair"]).data
+    brain = (t1.data > 0) & (flair > 0)
+    status = lambda a, b: {c.name: c.status for c in check_structural_input(a, b, t1.affine, brain, 2, True).checks}  # noqa: E731
+    right, swapped = status(t1.data, flair), status(flair, t1.data)
+    assert right["t1_flair_order"] == right["t1_flair_bright_tail"] == "ok"
+    assert swapped["t1_flair_order"] == "ok"  # its FLAIR has white matter brighter than grey: the order cannot tell
+    assert swapped["t1_flair_bright_tail"] == "warning"
 
 
 def test_the_segmentation_weight_shrinks_p_and_the_call_follows_it():

@@ -3,6 +3,7 @@
   python scripts/validate_t1flair.py cases DIR --seeds 0 40 [--normal]   # phantoms in BraTS layout
   python scripts/validate_t1flair.py phantoms --json OUT.json             # held-apart phantoms
   python scripts/validate_t1flair.py real --json OUT.json                 # ../shared/data/brats
+  python scripts/validate_t1flair.py swap --json OUT.json                 # T1/FLAIR role checks (swap, T2, T1Gd)
   ... --synthesis W --identifier W --cae W   # other weights than the bundled defaults (e.g. a
                                              # leave-one-case-out fold: see docs/validation.md)
 
@@ -440,6 +441,70 @@ def cmd_real(args):
     _emit(out, args.json)
 
 
+def _order_checks(t1, flair, brain, affine, axis) -> dict:
+    from BBBAnomalyLib.structural.applicability import check_structural_input
+
+    checks = {c.name: c for c in check_structural_input(t1, flair, affine, brain, axis, True).checks}
+    return {name: {"value": checks[name].value, "status": checks[name].status}
+            for name in ("t1_flair_order", "t1_flair_bright_tail", "t1_contrast", "flair_contrast") if name in checks}
+
+
+def _resliced(images, brain, affine, axis, mm):
+    """The images (linear) and brain mask resliced to ``mm`` slices along ``axis``: a thick-slice input."""
+    from scipy import ndimage
+
+    vox = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    factor = [1.0, 1.0, 1.0]
+    factor[axis] = vox[axis] / mm
+    out = [ndimage.zoom(np.asarray(a, np.float32), factor, order=1) for a in images]
+    affine = np.array(affine, float)
+    affine[:3, axis] *= mm / vox[axis]
+    return out, ndimage.zoom(brain.astype(np.float32), factor, order=1) > 0.5, affine
+
+
+def cmd_swap(args):
+    """The T1/FLAIR role checks (applicability.py) on the real cases and template phantoms, as given, with the T1
+    and FLAIR swapped, and with the T2 / T1Gd given as the T1; at the native grid and resliced to 7 mm."""
+    from BBBAnomalyLib.io import read_volume
+    from BBBAnomalyLib.structural.cases import _on_grid, find_case_files
+    from BBBAnomalyLib.structural.preprocessing import slice_axis
+
+    inputs = []
+    for folder in sorted(p for p in Path(args.data).iterdir() if p.is_dir()):
+        files = find_case_files(folder)
+        t2 = [p for p in sorted(folder.iterdir()) if any(t in p.name for t in ("-t2w.", "_t2_", "_t2."))]
+        if t2:
+            files["t2"] = t2[0]
+        t1 = read_volume(files["t1"])
+        other = {k: _on_grid(read_volume(files[k]), t1, order=1).astype(np.float32) for k in ("flair", "t1gd", "t2")
+                 if k in files}
+        brain = (t1.data > 0) & (other["flair"] > 0)
+        inputs.append((folder.name, t1.data.astype(np.float32), other, brain, t1.affine, slice_axis(t1.affine)))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import normal_templates
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+
+    for name in normal_templates.TEMPLATES:
+        anatomy = normal_templates.template(name)
+        for seed, tumor in ((3, False), (4, True)):
+            ph = make_structural_phantom(seed, tumor=tumor, anatomy=anatomy)
+            inputs.append((f"{name} phantom {seed} ({'tumour' if tumor else 'normal'})", ph.t1.data.astype(np.float32),
+                           {"flair": ph.flair.data.astype(np.float32)}, ph.brain, ph.t1.affine, 2))
+    out = {}
+    for name, t1, other, brain, affine, axis in inputs:
+        roles = {"as given": (t1, other["flair"]), "swapped": (other["flair"], t1)}
+        roles.update({f"{k} as the T1": (other[k], other["flair"]) for k in ("t2", "t1gd") if k in other})
+        row = {}
+        for role, (a, b) in roles.items():
+            row[role] = _order_checks(a, b, brain, affine, axis)
+            (a7, b7), brain7, affine7 = _resliced([a, b], brain, affine, axis, 7.0)
+            row[role + " @ 7 mm"] = _order_checks(a7, b7, brain7, affine7, axis)
+        out[name] = row
+        print(name, json.dumps({r: {c: v["status"] for c, v in checks.items()} for r, checks in row.items()}),
+              file=sys.stderr)
+    _emit({"machine": machine_description(), "cases": out}, args.json)
+
+
 def _parameters(args, steps=None) -> T1FlairParameters:
     """The pipeline's parameters with the weights chosen on the command line (default: bundled)."""
     chosen = {f"{k}_weights": getattr(args, k) for k in ("synthesis", "identifier", "cae", "enhancer")
@@ -491,6 +556,10 @@ def main():
     ca.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
     ca.add_argument("--json")
     ca.set_defaults(func=cmd_cae)
+    sw = sub.add_parser("swap", help="T1/FLAIR role checks on real cases and template phantoms, 1-2 and 7 mm")
+    sw.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
+    sw.add_argument("--json")
+    sw.set_defaults(func=cmd_swap)
     r = sub.add_parser("real")
     r.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
     r.add_argument("--steps", type=int, default=4)

@@ -42,6 +42,12 @@ MIN_REGISTRATION_DICE = 0.85
 #: matter brighter than white matter, which no T1 does (0.31-0.37 on the real cases and phantoms, -0.25 to -0.37
 #: with the T1 and FLAIR swapped; docs/validation.md).
 MIN_T1_WM_GM = 0.0
+#: The bright tail of an image: the fraction of brain voxels above its upper Tukey fence (q75 + 1.5 IQR). A
+#: FLAIR-hyperintense lesion (edema, tumour) is a bright tail on the FLAIR (1.1-3.1 % of the brain on the real
+#: cases and the tumour phantoms, 1 to 7 mm) that a non-contrast T1 lacks (0-0.4 %; the lesion is dark on it).
+#: A T1 with a tail of at least MIN_T1_TAIL and TAIL_RATIO x the FLAIR's looks like the FLAIR: an independent
+#: swap cue that assumes no grey/white order (TCGA-DU-7294's FLAIR has white matter brighter, like a T1).
+MIN_T1_TAIL, TAIL_RATIO = 0.005, 2.0
 
 SLICEWISE = ("synthetic_t1gd", "enhancement", "enhancement_probability", "bbb_status", "tumor_probability")
 VOLUMETRIC = ("anomaly",)
@@ -95,6 +101,15 @@ def _kmeans(x: np.ndarray, centres, iterations: int = 40) -> np.ndarray:
         label = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
         c = np.array([x[label == i].mean(0) if np.any(label == i) else c[i] for i in range(len(c))])
     return c
+
+
+def bright_tail_fraction(values: np.ndarray) -> float:
+    """Fraction of ``values`` above the upper Tukey fence q75 + 1.5 (q75 - q25)."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        return 0.0
+    q25, q75 = np.percentile(values, [25, 75])
+    return float(np.mean(values > q75 + 1.5 * (q75 - q25)))
 
 
 def tissue_order(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_mm, sample: int = 100_000) -> dict:
@@ -213,6 +228,16 @@ def check_structural_input(t1_data: np.ndarray, flair_data: np.ndarray, affine: 
                        f"{t1_order:.2f}): T2- or FLAIR-like, not a T1; give a non-contrast T1-weighted image as --t1")
         add(Check("t1_flair_order", t1_order, "white minus grey matter on the T1 (rank units)",
                   "> 0 (0.31-0.37 on the real cases and phantoms)", "ok" if ok else "warning", ALL_MAPS, message))
+    if t1v.size >= 1000:
+        t1_tail, flair_tail = bright_tail_fraction(t1v), bright_tail_fraction(flv)
+        ok = not (t1_tail >= MIN_T1_TAIL and t1_tail >= TAIL_RATIO * flair_tail)
+        add(Check("t1_flair_bright_tail", 100.0 * t1_tail, "% of the brain above the T1's upper fence (FLAIR: "
+                  f"{100.0 * flair_tail:.2f} %)", "T1 < 0.5 % or < 2x the FLAIR's (T1 0-0.4 %, FLAIR 1.1-3.1 % on the "
+                  "real cases)", "ok" if ok else "warning", ALL_MAPS,
+                  "" if ok else f"the image given as the T1 has a bright tail ({100 * t1_tail:.1f} % of the brain above "
+                  f"its upper fence, the FLAIR {100 * flair_tail:.1f} %): lesions are bright on a FLAIR and dark on a "
+                  "non-contrast T1, so the T1 and FLAIR look swapped (or the T1 is T2-weighted or contrast-enhanced); "
+                  "give the non-contrast T1 as --t1 and the T2-FLAIR as --flair"))
     a, b = np.asarray(t1_data) != 0, np.asarray(flair_data) != 0
     if a.any() and b.any() and (zero_fraction >= 0.05):
         dice = float(2 * np.sum(a & b) / (a.sum() + b.sum()))
