@@ -24,6 +24,12 @@ records all of it, the training domain used for out-of-distribution warnings, an
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --teacher dsc-phae-world --repeats 1 \
       --bias-weight 0 --supervised-weight 0.1 --seed 12 --name dsc-phae-fast   # seeds 10-12 trained, 12 bundled
 
+  # post-hoc de-shrinkage (issue 14, round 3): fit a monotone map of log MTT (per SD-of-log-CBF and frame-interval
+  # node) on NEW training-generator groups of K curves sharing a truth, and write the same network with the map in
+  # its card (dsc/phae/calibration.py); nothing is retrained:
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --calibrate dsc-phae-fast --cases 512 --seed 31 \
+      --name dsc-phae-cal
+
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
 """
@@ -66,7 +72,16 @@ def main(argv=None) -> int:
     ap.add_argument("--distill-weight", type=float, default=1.0,
                     help="weight of the student-to-teacher term (|log flow| + |SD| + delay, see distillation_loss)")
     ap.add_argument("--distill-delay-weight", type=float, default=0.1, help="delay [frames] share of that term")
+    ap.add_argument("--calibrate", default=None, metavar="WEIGHTS",
+                    help="fit a post-hoc CBF calibration for these PHAE weights (bundled name or .pt with card) on "
+                         "--cases x --curves training-generator curves in groups of --repeats, and write them with it "
+                         "as --name; no training")
+    ap.add_argument("--calibration-smooth", type=float, default=1e-2)
+    ap.add_argument("--calibration-ridge", type=float, default=1e-3)
+    ap.add_argument("--calibration-steps", type=int, default=800)
     args = ap.parse_args(argv)
+    if args.calibrate:
+        return calibrate(args, argv)
 
     import torch
 
@@ -142,6 +157,66 @@ def main(argv=None) -> int:
     }
     path = save_weights(result["network"], args.out, args.name, card)
     print(f"written {path}")
+    return 0
+
+
+def calibrate(args, argv) -> int:
+    """--calibrate: the network of --calibrate unchanged, its card plus a ``calibration`` entry fitted on new
+    training-generator curves (dsc/phae/calibration.py: collect, fit_calibration)."""
+    import shutil
+
+    import torch
+
+    from BBBAnomalyLib import weights as registry
+    from BBBAnomalyLib.core.errors import InputError
+    from BBBAnomalyLib.dsc.phae.calibration import collect, fit_calibration
+    from BBBAnomalyLib.dsc.phae.inference import load_network
+    from BBBAnomalyLib.dsc.phae.training import simulated_cases
+
+    torch.set_num_threads(args.threads)
+    try:
+        network, card = load_network(args.calibrate, "cpu")
+        _, source = registry.read_card(args.calibrate)
+    except InputError as exc:
+        print(f"error: --calibrate: {exc}", file=sys.stderr)
+        return 2
+    if not network.config.get("uncertainty"):
+        print(f"error: --calibrate: the weights {args.calibrate} have no SD output; the calibration needs it",
+              file=sys.stderr)
+        return 2
+    if args.repeats < 2:
+        print("error: --calibrate needs --repeats >= 2 (groups of curves sharing one truth)", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats)
+    data = collect(network, cases)
+    sim_s = time.perf_counter() - t0
+    print(f"simulated and ran {len(cases)} cases in {sim_s:.0f} s", flush=True)
+    t1 = time.perf_counter()
+    cal = fit_calibration(data, steps=args.calibration_steps, smooth=args.calibration_smooth,
+                          ridge=args.calibration_ridge, seed=args.seed, log=lambda line: print(line, flush=True))
+    cal["fit"]["seconds"] = round(time.perf_counter() - t1 + sim_s, 1)
+    cal["fitted_on"] = (f"{args.cases} NEW simulated cases x {args.curves} curves (seed {args.seed}) from "
+                        f"BBBAnomalyLib.phantoms.dsc_curves.TRAINING, in groups of {args.repeats} sharing one truth; "
+                        "never the held-apart sets")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{args.name}.pt"
+    if target.resolve() != Path(source).resolve():
+        shutil.copyfile(source, target)
+    command = "python scripts/train_phae_world.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    new = {k: v for k, v in card.items() if k not in ("file", "sha256", "name", "metrics", "seed_choice")}
+    new.update({"name": args.name, "calibrated_from": {"name": card.get("name"), "sha256": card.get("sha256")},
+                "calibration": cal,
+                "cbf_output": str(card.get("cbf_output", "")) + "; then the post-hoc CBF calibration of this card "
+                              "(dsc/phae/calibration.py: a monotone map of log MTT = log(CBV/CBF) per node of "
+                              "(SD of log CBF, log dt), fitted so that the mean estimate over curves sharing one "
+                              "truth equals it, on training-generator curves only)",
+                "calibration_command": command,
+                "retrain": str(card.get("retrain", "")) + f"; then {command}"})
+    registry.write_entry(new, target)
+    print(f"written {target} (conditional bias {cal['fit']['conditional_bias_before']:.4f} -> "
+          f"{cal['fit']['conditional_bias_after']:.4f})")
     return 0
 
 

@@ -95,6 +95,12 @@ class PHAEModel:
             network, self.card = load_network(weights, str(self.device))
         else:
             self.card = {"name": "in-memory", "config": network.config}
+        #: the card's post-hoc CBF calibration (dsc/phae/calibration.py), checked here; None: the network's CBF as is
+        self.calibration = None
+        if self.card.get("calibration") is not None:
+            from .calibration import check_calibration
+
+            self.calibration = check_calibration(self.card["calibration"], self.card.get("name", weights))
         self.network = network.to(self.device).eval()
         self._aif_t = torch.as_tensor(self.aif[None, :], device=self.device)
 
@@ -138,6 +144,10 @@ class PHAEModel:
                 if progress is not None:
                     progress(sl.stop / max(n, 1))
         cbf = out["flow"] / self.dt
+        if self.calibration is not None and not np.isnan(out["log_cbf_sd"]).all():
+            from .calibration import apply_calibration
+
+            cbf = apply_calibration(cbf, out["cbv"], out["log_cbf_sd"], self.dt, self.calibration)
         mtt = out["mtt"] * self.dt
         if "central" in str(self.card.get("mtt_output", "")):
             with np.errstate(divide="ignore", invalid="ignore"):
