@@ -71,15 +71,18 @@ def population_aif(times: np.ndarray, tissue_mean: np.ndarray, hematocrit: float
     return plasma_population_aif(name, times / 60.0, hematocrit, delay=delay / 60.0), delay
 
 
-def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit: float, seed: int = 0
-             ) -> tuple[np.ndarray, np.ndarray]:
+def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit: float, seed: int = 0,
+             first_pass: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(plasma Cp (T,), indices of the chosen voxels) from (n, T) concentration curves with no mask:
     the arterial voxels chosen by :func:`BBBAnomalyLib.perfusion.arterial_auto.select_arterial_voxels`
-    (Mouridsen's clustering as DSC uses it), averaged. The voxels are reported as the run's aif_mask."""
+    (Mouridsen's clustering as DSC uses it), averaged. The voxels are reported as the run's aif_mask.
+    first_pass: :func:`first_pass_by_blocks` of the curves, which are then read by rows only (``curves[indices]``:
+    a :class:`~.conversion.ConcentrationRows` converting them on demand)."""
     from ..perfusion.arterial_auto import select_arterial_voxels
 
     arrival = min(n_baseline + 1, curves.shape[1] - 1)
-    chosen = select_arterial_voxels(curves, times, slice(0, max(n_baseline, 1)), arrival, seed=seed, rounds=1)
+    chosen = select_arterial_voxels(curves, times, slice(0, max(n_baseline, 1)), arrival, seed=seed, rounds=1,
+                                    first_pass=first_pass)
     if chosen is None or chosen.size == 0:
         raise InputError("automatic AIF selection found too few voxels with a contrast bolus; give --aif-mask "
                          "(or a box around an artery with --aif-search) or --population-aif parker")
@@ -88,13 +91,43 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit:
     # they outnumber the arterial voxels (on the 12-slice DCE phantom Mouridsen's second round kept
     # 31 voxels, 2 of them arterial: AIF peak 0.46x, tumor Ktrans 2.2x). So the earliest cluster is
     # not split again; its voxels are kept when their peak reaches half the mean of its 5 highest.
-    peaks = curves[chosen].max(axis=1) - curves[chosen, :max(n_baseline, 1)].mean(axis=1)
+    rows = np.asarray(curves[chosen])
+    peaks = rows.max(axis=1) - rows[:, :max(n_baseline, 1)].mean(axis=1)
     top = np.sort(peaks)[-min(MIN_TOP_PEAKS, peaks.size):].mean()
-    chosen = chosen[peaks >= TOP_PEAK_FRACTION * top]
-    blood = curves[chosen].mean(axis=0, dtype=np.float64)
+    high = peaks >= TOP_PEAK_FRACTION * top
+    chosen = chosen[high]
+    blood = rows[high].mean(axis=0, dtype=np.float64)
     base = blood[:max(n_baseline, 1)]
     noise = base.std() if base.size > 1 else 0.0
     if blood.max() - base.mean() <= 3.0 * noise:
         raise InputError("the automatically chosen AIF shows no contrast bolus; give --aif-mask on an artery "
                          "or --population-aif parker")
     return blood / (1.0 - hematocrit), chosen
+
+
+def first_pass_by_blocks(curves, times: np.ndarray, n_baseline: int, block: int = 8192) -> tuple[int, np.ndarray]:
+    """(first-pass stop, first-pass areas) of :func:`auto_aif`'s curves, as
+    :func:`~BBBAnomalyLib.perfusion.arterial_auto.select_arterial_voxels` computes them over the whole (n, T)
+    float32 array, from the curves made block by block (``curves.blocks(block)``: a
+    :class:`~.conversion.ConcentrationRows`), two passes: the brain-mean curve, then the areas. The same
+    values: numpy's ``mean(axis=0)`` of a C-ordered float32 array adds the rows one after another into a float32
+    row (each block is summed here after the running sum, as its first row), then divides by n as numpy does;
+    the areas are per row."""
+    from ..perfusion.arterial_auto import first_pass_areas, first_pass_stop
+
+    n, frames = curves.shape
+    total, buffer = None, np.empty((block + 1, frames), np.float32)
+    for rows, values in curves.blocks(block):
+        if total is None:
+            total = values.sum(axis=0)
+        else:  # the running sum as the first row: (((total + r0) + r1) + ...), numpy's order over the rows
+            buffer[0] = total
+            buffer[1:1 + values.shape[0]] = values
+            total = buffer[:1 + values.shape[0]].sum(axis=0)
+    mean = np.true_divide(total, np.intp(n), out=total, casting="unsafe")  # numpy's _mean, to the letter
+    arrival = min(n_baseline + 1, frames - 1)
+    stop = first_pass_stop(curves, arrival, mean_curve=mean)
+    area = np.empty(n)
+    for rows, values in curves.blocks(block):
+        area[rows] = first_pass_areas(values[:, :stop], times[:stop])
+    return stop, area

@@ -103,6 +103,33 @@ def _spgr_inverse(ser, t10, flip_angle, tr, relaxivity):
     return ((r1 - 1.0 / t10) / relaxivity).astype(np.float32), clipped
 
 
+class ConcentrationRows:
+    """The concentration of (n, T) SER curves, converted on demand rather than held: ``rows[indices]`` (integer
+    or boolean) and ``blocks(size)`` give :func:`concentration_from_ser` of those rows, the same values as the
+    whole conversion (every step is per sample). For the steps that choose their voxels from the concentration
+    of a few rows (an AIF search region, the automatic AIF's candidates) before the SER is converted in place."""
+
+    def __init__(self, ser: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float):
+        self.ser, self.t10 = ser, np.asarray(t10, dtype=np.float64)
+        self.args = (flip_angle, tr, relaxivity)
+        self.shape = ser.shape
+
+    def _t10(self, rows):
+        return self.t10[rows] if self.t10.ndim == 1 else self.t10
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return concentration_from_ser(self.ser[rows], self._t10(rows), *self.args)[0]
+
+    def blocks(self, size: int):
+        """(row slice, the concentration of those rows) for consecutive blocks of ``size`` rows."""
+        for start in range(0, self.shape[0], size):
+            rows = slice(start, start + size)
+            yield rows, concentration_from_ser(self.ser[rows], self._t10(rows), *self.args)[0]
+
+
 def ser_from_concentration(conc: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float) -> np.ndarray:
     """The forward SPGR model in SER units: what a concentration curve looks like as enhancement
     (float32; computed in float64 by blocks of ROW_BLOCK rows, so the temporaries stay a few MiB)."""

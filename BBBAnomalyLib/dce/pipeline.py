@@ -7,8 +7,9 @@ Steps: check the input -> pick the voxels (brain mask, given or automatic) -> de
 pre-contrast baseline -> signal enhancement ratio -> concentration (SPGR with T10) or relative
 enhancement -> AIF (mask or Parker) -> Tofts / extended Tofts / Patlak for all voxels -> the RLS
 autoencoder (trained on this case's normal-appearing brain, or bundled weights) -> maps and report.
-With SPGR concentration and an AIF mask or population AIF, the RLS runs on the SER before the AIF and
-the fit, and the SER then becomes the concentration in place (one float32 copy of the curves, issue 17).
+With SPGR concentration the RLS runs on the SER before the fit, and the SER then becomes the concentration
+in place (one float32 copy of the curves, issue 17); an AIF search region or the automatic AIF choose their
+voxels before the RLS, from the concentration of those rows converted on demand.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from . import aif as aif_mod
-from .conversion import concentration_from_ser, detect_baseline_frames, enhancement_ratio, ser_from_concentration
+from .conversion import (ConcentrationRows, concentration_from_ser, detect_baseline_frames, enhancement_ratio,
+                         ser_from_concentration)
 from .exchange import ExchangeModel
 from .models import PKModel
 from .parameters import DCEParameters, InputKind, Model
+from .rls import release_freed_memory
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
 from .validation import check_series, check_t10_map, check_t10_values
 
@@ -187,10 +190,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         rls_wanted = params.rls.value != "none"
         # the brain's baseline signal for the RLS (taken before the conversion overwrites the curves)
         s0_brain = raw[:, :n_base].mean(axis=1)[in_brain] if rls_wanted else None
-        # SPGR with the RLS, the AIF voxels known before the AIF step (a mask, or a population AIF): the RLS runs
-        # on the SER first, which then becomes the concentration in place, so the SER and concentration curves
-        # are never held at once (the same values: every step is per sample or per row)
-        rls_first = rls_wanted and mode == "spgr" and _aif_voxels_known(arterial, params)
+        # SPGR with the RLS: the RLS runs on the SER first, which then becomes the concentration in place, so the
+        # SER and concentration curves are never held at once (the same values: every step is per sample or per row)
+        rls_first = rls_wanted and mode == "spgr"
         conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params, rls_wanted,
                                                       defer_concentration=rls_first)
         del raw
@@ -198,10 +200,20 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         if clipped:
             warnings.append(_clip_warning(clipped))
 
-    rls_out, rls_skipped = None, None
+    rls_out, rls_skipped, aif_curve = None, None, None
+    if rls_first and _aif_chooses_voxels(arterial, params):
+        # An AIF search region or the automatic AIF choose their voxels from the concentration, and the RLS leaves
+        # them out of per-case training: chosen now, from the concentration of the rows they read (the region's;
+        # the brain's block by block, then the candidates'), converted on demand from the SER (the same values as
+        # the whole conversion below: every step is per sample), so the curves are never held twice.
+        report_progress(0.1, "arterial input function")
+        with timer("aif"):
+            aif_curve, arterial = _aif_choosing_voxels(ConcentrationRows(ser, t10, flip, tr, params.relaxivity),
+                                                       params, arterial, analysed, brain, times, n_base)
     if rls_first:
         outside = ~in_brain
-        extra = ser[outside] if outside.any() else None  # AIF-mask rows outside the brain (a few): converted apart
+        # AIF-mask rows outside the brain (a few): converted apart (not needed once the AIF is known)
+        extra = ser[outside] if outside.any() and aif_curve is None else None
         ser = _brain_rows(ser, in_brain)
         rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
                                         warnings, lambda f, m: report_progress(0.1 + 0.4 * f, m))
@@ -219,36 +231,29 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             rls_out.ser = lambda: ser_from_concentration(brain_conc_, brain_t10, flip, tr, params.relaxivity)
         ser = None
 
-    report_progress(0.5 if rls_first else 0.1, "arterial input function")
-    with timer("aif"):
-        aif_delay = None
-        if rls_first and extra is not None:  # the AIF mask's rows in their analysed order, from both parts
-            aif_rows = np.flatnonzero(arterial[analysed])
-            part = in_brain[aif_rows]
-            blood = np.empty((aif_rows.size, times.size), np.float32)
-            blood[part] = conc[(np.cumsum(in_brain) - 1)[aif_rows[part]]]
-            blood[~part] = extra[(np.cumsum(outside) - 1)[aif_rows[~part]]]
-            aif_curve = aif_mod.aif_from_mask(blood, np.ones(aif_rows.size, bool), params.hematocrit)
-            del blood, extra
-        elif arterial is not None and params.aif_region:
-            aif_curve, keep = aif_mod.aif_in_region(conc, arterial[analysed], n_base, params.hematocrit)
-            chosen = np.zeros(int(analysed.sum()), bool)
-            chosen[np.flatnonzero(arterial[analysed])[keep]] = True
-            arterial = _scatter(analysed, chosen).astype(bool)  # the voxels actually averaged
-        elif arterial is not None:
-            aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
-        elif params.aif_auto and params.population_aif is None:
-            if mode == "relative":  # saturated arterial SER is neither the highest nor the sharpest curve
-                raise InputError("the automatic AIF needs concentration, not relative enhancement: give --t10 "
-                                 "(seconds or a map) or --vfa, or use --aif-mask or --population-aif")
-            brain_rows = conc if in_brain.all() else conc[in_brain]  # (a boolean index always copies)
-            aif_curve, chosen = aif_mod.auto_aif(brain_rows, times, n_base, params.hematocrit, params.seed)
-            del brain_rows
-            arterial = np.zeros(brain.shape, bool)
-            arterial[tuple(np.argwhere(brain)[chosen].T)] = True  # the voxels averaged, as DSC reports them
-        else:
-            aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
-                                                          params.max_delay, params.population_aif)
+    aif_delay = None
+    if aif_curve is None:  # (a search region or the automatic AIF with the RLS: chosen above)
+        report_progress(0.5 if rls_first else 0.1, "arterial input function")
+        with timer("aif"):
+            if rls_first and extra is not None:  # the AIF mask's rows in their analysed order, from both parts
+                aif_rows = np.flatnonzero(arterial[analysed])
+                part = in_brain[aif_rows]
+                blood = np.empty((aif_rows.size, times.size), np.float32)
+                blood[part] = conc[(np.cumsum(in_brain) - 1)[aif_rows[part]]]
+                blood[~part] = extra[(np.cumsum(outside) - 1)[aif_rows[~part]]]
+                aif_curve = aif_mod.aif_from_mask(blood, np.ones(aif_rows.size, bool), params.hematocrit)
+                del blood, extra
+            elif arterial is not None and not params.aif_region:
+                aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
+            elif _aif_chooses_voxels(arterial, params):
+                if arterial is None and mode == "relative":
+                    # saturated arterial SER is neither the highest nor the sharpest curve
+                    raise InputError("the automatic AIF needs concentration, not relative enhancement: give --t10 "
+                                     "(seconds or a map) or --vfa, or use --aif-mask or --population-aif")
+                aif_curve, arterial = _aif_choosing_voxels(conc, params, arterial, analysed, brain, times, n_base)
+            else:
+                aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
+                                                              params.max_delay, params.population_aif)
 
     fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
     report_progress(fit_from, f"fitting {params.model.value}")
@@ -273,18 +278,11 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             fitted = fit.fitted
 
     measured = brain_conc
-    if ser is not None and ser is not brain_conc and mode == "spgr":
-        # The RLS needs the SER curves (a second float32 copy); the concentration curves are needed
-        # after the fit only for the panel's curves, and they are a per-sample function of the SER:
-        # released here and recomputed when asked (the same arithmetic: bit-identical).
-        brain_t10 = _rows(t10, in_brain)
-        measured = lambda: concentration_from_ser(ser, brain_t10, flip, tr, params.relaxivity)[0]  # noqa: E731
-        del conc, brain_conc
-
-    if rls_wanted and not rls_first:
+    if rls_wanted and not rls_first:  # relative enhancement (the SER is the curves) or concentration input
         rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
                                         warnings, lambda f, m: report_progress(0.45 + 0.45 * f, m))
 
+    release_freed_memory()  # the fit's chunk temporaries, freed, not all reused by the maps (glibc keeps them)
     report_progress(0.92, "computing maps")
     with timer("maps"):
         values: dict[str, np.ndarray] = {}
@@ -295,10 +293,12 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         if params.max_delay > 0:
             values["delay"] = fit.delay
         values["fit_r2"] = fit.r2
+        # the summaries' float64 temporaries come and go before the maps on the grid exist (issue 17)
+        summary = _summaries(values, masks, brain)
         maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
 
     report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial,
-                     brain, masks, values, maps, rls_out, unit, timer, warnings)
+                     brain, masks, summary, maps, rls_out, unit, timer, warnings)
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report_progress(1.0, "done")
@@ -310,13 +310,29 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
 
 # ---------------------------------------------------------------------------------------------
-def _aif_voxels_known(arterial, params: DCEParameters) -> bool:
-    """Whether the AIF step leaves the arterial voxels as they are (a mask, or a population AIF): they are
-    left out of per-case RLS training, so the RLS may run before the AIF step then (not so for a search
-    region or the automatic AIF, which choose their voxels from the concentration)."""
+def _aif_chooses_voxels(arterial, params: DCEParameters) -> bool:
+    """Whether the AIF step chooses its voxels from the concentration: an AIF search region, or the automatic
+    AIF (not an AIF mask, taken as drawn, nor a population AIF)."""
     if arterial is not None:
-        return not params.aif_region
-    return not (params.aif_auto and params.population_aif is None)
+        return bool(params.aif_region)
+    return bool(params.aif_auto and params.population_aif is None)
+
+
+def _aif_choosing_voxels(curves, params: DCEParameters, arterial, analysed, brain, times, n_base):
+    """(plasma AIF, the voxels averaged as a mask on the grid) of an AIF search region (``arterial``) or of the
+    automatic AIF (``arterial`` None: the analysed voxels are then the brain's), from the concentration curves of
+    the analysed voxels: an array, or a :class:`ConcentrationRows` (read by rows: the region's; by blocks for the
+    automatic AIF's first-pass areas, then its candidates' rows)."""
+    if arterial is not None:
+        aif_curve, keep = aif_mod.aif_in_region(curves, arterial[analysed], n_base, params.hematocrit)
+        chosen = np.zeros(int(analysed.sum()), bool)
+        chosen[np.flatnonzero(arterial[analysed])[keep]] = True
+        return aif_curve, _scatter(analysed, chosen).astype(bool)  # the voxels actually averaged
+    first_pass = aif_mod.first_pass_by_blocks(curves, times, n_base) if isinstance(curves, ConcentrationRows) else None
+    aif_curve, chosen = aif_mod.auto_aif(curves, times, n_base, params.hematocrit, params.seed, first_pass=first_pass)
+    arterial = np.zeros(brain.shape, bool)
+    arterial[tuple(np.argwhere(brain)[chosen].T)] = True  # the voxels averaged, as DSC reports them
+    return aif_curve, arterial
 
 
 def _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer, warnings, progress):
@@ -449,8 +465,18 @@ def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
 
 
+def _summaries(values: dict, masks: dict, brain: np.ndarray) -> dict:
+    """The report's summary of every map over the brain (and tumor / non-tumor with a tumor mask)."""
+    summary = {"brain": {name: summarise(v) for name, v in values.items()}}
+    if "tumor-mask" in masks:
+        inside = masks["tumor-mask"][brain]
+        summary["tumor"] = {name: summarise(v[inside]) for name, v in values.items()}
+        summary["non_tumor"] = {name: summarise(v[~inside]) for name, v in values.items()}
+    return summary
+
+
 def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
-            values, maps, rls_out, unit, timer, warnings) -> dict:
+            summary, maps, rls_out, unit, timer, warnings) -> dict:
     report = {
         "pipeline": "dce",
         "input": {"shape": input_shape, "frames": int(input_shape[3]),
@@ -468,16 +494,12 @@ def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curv
                 **({"population_delay_s": aif_delay} if aif_delay is not None else {})},
         "brain_voxels": int(brain.sum()),
         "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
-        "summary": {"brain": {name: summarise(v) for name, v in values.items()}},
+        "summary": summary,
         "timings_s": timer.seconds,
         "warnings": warnings,
     }
     if rls_out is not None:
         report["rls"] = rls_out.info
-    if "tumor-mask" in masks:
-        inside = masks["tumor-mask"][brain]
-        report["summary"]["tumor"] = {name: summarise(v[inside]) for name, v in values.items()}
-        report["summary"]["non_tumor"] = {name: summarise(v[~inside]) for name, v in values.items()}
     return report
 
 

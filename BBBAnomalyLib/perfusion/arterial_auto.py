@@ -22,9 +22,10 @@ from scipy.integrate import trapezoid
 MIN_AIF_VOXELS = 5
 
 
-def first_pass_stop(curves: np.ndarray, arrival: int) -> int:
-    """Index one past the first pass: the brain-mean peak plus 1.5 times its rise from ``arrival``."""
-    brain_peak = int(np.argmax(curves.mean(axis=0)))
+def first_pass_stop(curves: np.ndarray, arrival: int, mean_curve: np.ndarray | None = None) -> int:
+    """Index one past the first pass: the brain-mean peak plus 1.5 times its rise from ``arrival``.
+    mean_curve: ``curves.mean(axis=0)`` when the caller has it (curves made block by block)."""
+    brain_peak = int(np.argmax(curves.mean(axis=0) if mean_curve is None else mean_curve))
     return min(curves.shape[1], brain_peak + 1 + int(np.ceil(1.5 * max(brain_peak - arrival, 1))))
 
 
@@ -43,16 +44,23 @@ def first_pass_areas(first_pass: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: int,
                            n_clusters: int = 5, top_area: float = 0.10, min_relative_area: float = 0.2,
-                           drop_rough: float = 0.25, seed: int = 0, rounds: int = 2) -> np.ndarray | None:
+                           drop_rough: float = 0.25, seed: int = 0, rounds: int = 2,
+                           first_pass: tuple[int, np.ndarray] | None = None) -> np.ndarray | None:
     """Indices of the arterial voxels among (n, T) curves, or None when too few voxels carry a bolus.
 
     times [s]; baseline: the pre-contrast frames; arrival: frame of the bolus arrival; rounds: k-means
-    rounds (2 as Mouridsen and DSC; 1 leaves the whole earliest cluster for a caller's own rule)."""
+    rounds (2 as Mouridsen and DSC; 1 leaves the whole earliest cluster for a caller's own rule).
+    first_pass: (:func:`first_pass_stop`, :func:`first_pass_areas` over ``curves[:, :stop]``) when the caller
+    computed them itself, block by block (DCE: concentration curves converted on demand, never held whole);
+    ``curves`` is then read only as ``curves[indices]`` (rows: the candidates, ~10 % of them)."""
     from sklearn.cluster import KMeans
 
-    stop = first_pass_stop(curves, arrival)
-    first_pass, t_fp = curves[:, :stop], times[:stop]
-    area = first_pass_areas(first_pass, t_fp)
+    if first_pass is None:
+        stop = first_pass_stop(curves, arrival)
+        area = first_pass_areas(curves[:, :stop], times[:stop])
+    else:
+        stop, area = first_pass
+    t_fp = times[:stop]
     if area.size < 2 * n_clusters or np.sort(area)[-1] <= 0:
         return None
     largest = np.sort(area)[-min(5, area.size)]
@@ -60,13 +68,16 @@ def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slic
     candidates = np.flatnonzero(area >= threshold)
     if candidates.size < 2 * n_clusters:  # too few: take the largest areas
         candidates = np.argsort(area)[-2 * n_clusters:]
-    c = curves[candidates].astype(np.float64)
+    rows = np.asarray(curves[candidates])  # the candidates' curves, gathered once
+    c = rows.astype(np.float64)
     base = c[:, baseline]
     noise = np.diff(base, n=2, axis=1).std(axis=1) if base.shape[1] >= 4 else np.zeros(c.shape[0])
     roughness = noise / np.maximum(c.max(axis=1), 1e-30)
-    candidates = candidates[roughness <= np.quantile(roughness, 1.0 - drop_rough)]
+    smooth = roughness <= np.quantile(roughness, 1.0 - drop_rough)
+    candidates, rows = candidates[smooth], rows[smooth]
+    del c, base
     for round_ in range(rounds):
-        normalised = first_pass[candidates] / area[candidates, None]
+        normalised = rows[:, :stop] / area[candidates, None]
         # Noiseless or repeated curves have fewer distinct shapes than clusters: k-means would leave
         # clusters empty (their mean, and so their first moment, NaN).
         distinct = np.unique(np.round(normalised, 9), axis=0).shape[0]
@@ -74,8 +85,9 @@ def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slic
         labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalised)
         used = np.unique(labels)
         first_moment = np.array([trapezoid(t_fp * normalised[labels == j].mean(axis=0), t_fp) for j in used])
-        chosen = candidates[labels == used[int(np.argmin(first_moment))]]
+        earliest = labels == used[int(np.argmin(first_moment))]
+        chosen = candidates[earliest]
         if round_ and chosen.size < MIN_AIF_VOXELS:
             break  # refining further would average too few voxels to be robust to noise
-        candidates = chosen
+        candidates, rows = chosen, rows[earliest]
     return candidates
