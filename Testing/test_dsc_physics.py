@@ -216,3 +216,34 @@ def test_bsw_recovers_injected_k2_and_removes_it():
     err_after = np.abs(area(corrected[400:]) - area(leaky_true)) / area(leaky_true)
     assert err_after.max() < 0.02 < 0.1 < err_before.mean()
     assert np.abs(fit.k2[:400]).max() < 0.002  # normal tissue: no leakage found
+
+
+def test_row_blocks_on_threads_give_the_same_bits_as_one_after_the_other(monkeypatch):
+    """The ΔR2* conversion and the BSW fit and correction run their row blocks on a thread pool
+    (core.devices.map_blocks); each block is computed alone, so the result must not depend on how
+    many threads there are: bit-identical to a serial run, and map_blocks keeps the blocks' order."""
+    import BBBAnomalyLib.core.devices as devices
+    from BBBAnomalyLib.dsc import conversion, leakage
+
+    assert devices.map_blocks(lambda rows: (rows.start, rows.stop), 10, 3, workers=3) == \
+        [(0, 3), (3, 6), (6, 9), (9, 10)]
+    rng = np.random.default_rng(11)
+    t = np.arange(60) * 1.5
+    conc = tissue_concentration(t, gamma_variate_aif(t), np.array([0.04]), np.array([4.0]))[0]
+    n = 3 * 2048 + 77  # several blocks and a short last one
+    signal = (500.0 * np.exp(-0.03 * (conc[None, :] * rng.uniform(0.5, 2.0, (n, 1))))
+              + rng.normal(0, 5.0, (n, 60))).astype(np.float32)
+    signal[:5, 30] = 0.001  # clipped samples in the first block
+    base = Baseline(1, 9, 10, True)
+    monkeypatch.setattr(conversion, "CONVERSION_BLOCK", 2048)
+    results = {}
+    for workers in (1, 2, 4):
+        monkeypatch.setattr(devices, "block_workers", lambda w=workers: w)
+        curves, clipped = delta_r2s_single_echo(signal, base, 0.03)
+        bsw = fit_bsw(curves, t, fit_from=base.first, block=1000)
+        corrected, _ = bsw.corrected(curves, 0.0, block=1000)
+        results[workers] = (curves, clipped, bsw.k1, bsw.k2, bsw.k2_t, corrected)
+    assert results[1][1] > 0
+    for workers in (2, 4):
+        for serial, threaded in zip(results[1], results[workers]):
+            np.testing.assert_array_equal(threaded, serial)

@@ -356,3 +356,66 @@ def test_lazy_truncated_nifti_fails_with_one_line_when_its_frames_are_read(tmp_p
     lazy = read_volume(tmp_path / "cut.nii.gz", lazy=True)  # the header is readable
     with pytest.raises(InputError, match="could not read NIfTI file .*cut.nii.gz.*Check that the file is complete"):
         lazy.source.load()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, ">f4"])
+def test_lazy_gzip_series_is_inflated_by_zlib_with_nibabels_bytes(tmp_path, dtype):
+    """An unscaled .nii.gz series is read by io.nifti._GzipFrames (one zlib stream, a MiB per call)
+    instead of nibabel's gzip reader, and returns exactly nibabel's frames: in order, out of order
+    (the stream restarts), with the read-ahead thread, big-endian data in native order, and a
+    file of concatenated gzip members."""
+    import gzip
+
+    import nibabel as nib
+
+    from BBBAnomalyLib.io.nifti import _GzipFrames
+
+    rng = np.random.default_rng(5)
+    data = (rng.normal(300, 40, (7, 6, 5, 9))).astype(dtype)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(1.0, 0.0)
+    nib.save(img, str(tmp_path / "dyn.nii.gz"))
+    expected = np.asanyarray(nib.load(str(tmp_path / "dyn.nii.gz")).dataobj)
+    lazy = read_volume(tmp_path / "dyn.nii.gz", lazy=True)
+    assert isinstance(lazy.source._stream, _GzipFrames)
+    for prefetch in (False, True):
+        blocks = list(lazy.source.blocks(max_bytes=2 * 7 * 6 * 5 * np.dtype(dtype).itemsize, prefetch=prefetch))
+        got = np.concatenate([b for _, b in blocks], axis=3)
+        assert got.dtype == expected.dtype and got.dtype.isnative
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(lazy.source.read(6, 9), expected[..., 6:9])
+    np.testing.assert_array_equal(lazy.source.read(1, 3), expected[..., 1:3])  # backwards: restarts
+    # The same bytes as two gzip members (what `cat a.gz b.gz` makes): read across the join.
+    raw = gzip.decompress((tmp_path / "dyn.nii.gz").read_bytes())
+    cut = len(raw) // 3
+    (tmp_path / "two.nii.gz").write_bytes(gzip.compress(raw[:cut]) + gzip.compress(raw[cut:]))
+    two = read_volume(tmp_path / "two.nii.gz", lazy=True)
+    assert isinstance(two.source._stream, _GzipFrames)
+    np.testing.assert_array_equal(two.source.load(), expected)
+
+
+def test_lazy_scaled_gzip_series_is_left_to_nibabel(tmp_path):
+    """A series with scl_slope/inter is read through nibabel's proxy (which applies the scaling)."""
+    import nibabel as nib
+
+    data = np.arange(7 * 6 * 5 * 4, dtype=np.int16).reshape(7, 6, 5, 4)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(0.5, 10.0)
+    nib.save(img, str(tmp_path / "scaled.nii.gz"))
+    lazy = read_volume(tmp_path / "scaled.nii.gz", lazy=True)
+    assert lazy.source._stream is None
+    np.testing.assert_array_equal(lazy.source.load(), data * 0.5 + 10.0)
+
+
+def test_lazy_gzip_series_cut_short_fails_with_one_line(tmp_path):
+    """A .nii.gz whose stream ends before its last frame: one line naming the file, from the zlib reader."""
+    noise = np.random.default_rng(3).normal(100, 10, (16, 16, 8, 12)).astype(np.float32)
+    write_volume(Volume(noise, np.eye(4), np.arange(12.0)), tmp_path / "dyn.nii.gz")
+    raw = (tmp_path / "dyn.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: int(len(raw) * 0.8)])
+    lazy = read_volume(tmp_path / "cut.nii.gz", lazy=True)
+    assert lazy.source._stream is not None
+    first = lazy.source.read(0, 2)  # the start is intact
+    np.testing.assert_array_equal(first, noise[..., :2])
+    with pytest.raises(InputError, match=r"could not read NIfTI file .*cut.nii.gz.*ends .* bytes short.*complete"):
+        lazy.source.read(2, 12)

@@ -81,3 +81,29 @@ def blas_threads(limit: int | None):
         return
     with threadpool_limits(limits=limit, user_api="blas"):
         yield
+
+
+def block_workers() -> int:
+    """Threads for row blocks of whole-brain array work: the CPUs this process may use, at most 4."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, 4))
+
+
+def map_blocks(function, total: int, block: int, workers: int | None = None) -> list:
+    """``[function(rows) for rows in slices of `block` over range(total)]``, on a thread pool.
+
+    For whole-brain passes that are independent per row block (the DSC conversion to ΔR2*, the
+    BSW fit and correction, the checks): each block is a few MiB of numpy work, which releases the
+    GIL, so two blocks really run on two cores and the results are the same as one after the other
+    (each block is computed alone, in the same order of operations). ``function`` must write only
+    its own rows. Serial where there is one block or one CPU."""
+    slices = [slice(start, min(start + block, total)) for start in range(0, total, block)]
+    workers = block_workers() if workers is None else max(int(workers), 1)
+    if len(slices) < 2 or workers < 2:
+        return [function(rows) for rows in slices]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(slices))) as pool:
+        return list(pool.map(function, slices))

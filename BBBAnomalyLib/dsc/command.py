@@ -95,6 +95,8 @@ def run(args) -> int:
 
 
 def _run(args, out_dir: Path) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..config import effective_configuration
     from ..core.errors import InputError
     from ..io import read_mask, read_volume
@@ -130,10 +132,14 @@ def _run(args, out_dir: Path) -> int:
               if args.second_echo else None)
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "nawm_mask", "tumor_mask") if getattr(args, key)}
-    result = run_dsc(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
-                     nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
-                     progress=printer, consume_input=True)  # the series is not used after: free it mid-run
-    result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
+    # The inputs' sha256 (for `bbbanomaly rerun`) is computed on a thread beside the run: hashing
+    # releases the GIL, and the run leaves a core idle while it waits for its file to inflate.
+    with ThreadPoolExecutor(1) as pool:
+        configuration = pool.submit(effective_configuration, args)
+        result = run_dsc(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
+                         nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
+                         progress=printer, consume_input=True)  # the series is not used after: free it mid-run
+        result.report["configuration"] = configuration.result()
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.devices import map_blocks
 from ..core.errors import InputError
 
 #: Fraction of the peak drop of the mean curve that marks the bolus arrival.
@@ -125,7 +126,8 @@ def signal_to_delta_r2s(curves: np.ndarray, baseline: Baseline, te: float, in_ai
     SNR 10 on the reference object). S is clipped to a small positive fraction of the arithmetic
     S0 before the logarithm (noise floor, saturated arteries).
 
-    Blocks of rows are converted one at a time, so the only full-size array is ``curves`` itself.
+    Blocks of rows are converted on a few threads (``map_blocks``), so the only full-size array is
+    ``curves`` itself.
     """
     if second is not None and not te2 > te:
         raise InputError(f"dual-echo DSC needs TE2 > TE1; got TE1={te} s, TE2={te2} s")
@@ -133,17 +135,18 @@ def signal_to_delta_r2s(curves: np.ndarray, baseline: Baseline, te: float, in_ai
     for echo in (curves, second) if second is not None else (curves,):
         check_baseline_signal(echo[:, base].mean(axis=1), in_aif)
     scale = -1.0 / te if second is None else 1.0 / (te2 - te)
-    clipped = 0
-    for start in range(0, curves.shape[0], CONVERSION_BLOCK):
-        rows = slice(start, start + CONVERSION_BLOCK)
+
+    def convert(rows: slice) -> int:
         block = curves[rows]
-        clipped += _log_ratio_in_place(block, base)
+        clipped = _log_ratio_in_place(block, base)
         if second is not None:
             other = np.array(second[rows], dtype=np.float32)
             clipped += _log_ratio_in_place(other, base)
             block -= other
         block *= np.float32(scale)
-    return clipped
+        return clipped
+
+    return sum(map_blocks(convert, curves.shape[0], CONVERSION_BLOCK))
 
 
 def _log_ratio_in_place(block: np.ndarray, base: slice) -> int:

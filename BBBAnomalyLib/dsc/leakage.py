@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
 
+from ..core.devices import map_blocks
+
 #: Voxels whose curve area exceeds the median by this many robust SDs are vessels, not brain tissue.
 VESSEL_AREA_MADS = 6.0
 
@@ -43,9 +45,10 @@ class BSWFit:
         k2, applied = self.applied_k2(min_t)
         integral = self.reference_integral.astype(np.float32)
         out = np.empty(curves.shape, np.float32) if out is None else out
-        for start in range(0, curves.shape[0], block):  # blocks: the outer product stays small
-            rows = slice(start, start + block)
+        def correct(rows: slice) -> None:  # blocks: the outer product stays small
             np.add(curves[rows], k2[rows, None] * integral[None, :], out=out[rows])
+
+        map_blocks(correct, curves.shape[0], block)
         return out, applied
 
 
@@ -90,8 +93,7 @@ def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = 
     k1 = np.empty(curves.shape[0], np.float32)
     k2 = np.empty(curves.shape[0], np.float32)
     k2_t = np.empty(curves.shape[0], np.float32)
-    for start in range(0, curves.shape[0], block):
-        rows = slice(start, start + block)
+    def fit(rows: slice) -> None:
         y = curves[rows, fit_from:]
         coef = (y @ pinv).astype(np.float64)
         sum_sq = np.einsum("nt,nt->n", y, y, dtype=np.float64)
@@ -101,4 +103,6 @@ def fit_bsw(curves: np.ndarray, times: np.ndarray, exclude: np.ndarray | None = 
             t = coef[:, 1] / np.sqrt(sigma2 * cov22)
         k1[rows], k2[rows] = coef[:, 0], coef[:, 1]
         k2_t[rows] = np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+
+    map_blocks(fit, curves.shape[0], block)  # independent row blocks, on a few threads
     return BSWFit(k1, k2, k2_t, ref, integral, nref)
