@@ -103,6 +103,9 @@ def test_the_fit_removes_a_known_shrinkage_of_mtt():
     group_ratio = (out / data["cbf_true"]).reshape(g, k).mean(axis=1)
     before = (data["cbf"] / data["cbf_true"]).reshape(g, k).mean(axis=1)
     assert np.median(np.abs(group_ratio - 1)) < 0.25 * np.median(np.abs(before - 1))
+    # only groups whose mean SD is below max_group_sd are fitted: none here
+    with pytest.raises(InputError, match="below 0.2"):
+        fit_calibration(data, sd_nodes=(0.3,), identity_sd=None, log_dt_nodes=(0.0,), steps=1, max_group_sd=0.2)
 
 
 def test_phae_model_applies_the_cards_calibration(tmp_path):

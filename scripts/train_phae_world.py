@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration-smooth", type=float, default=1e-2)
     ap.add_argument("--calibration-ridge", type=float, default=1e-3)
     ap.add_argument("--calibration-steps", type=int, default=800)
+    ap.add_argument("--calibration-max-sd", type=float, default=None,
+                    help="fit the calibration only on groups whose mean SD of log CBF is below this")
     args = ap.parse_args(argv)
     if args.calibrate:
         return calibrate(args, argv)
@@ -194,7 +196,8 @@ def calibrate(args, argv) -> int:
     print(f"simulated and ran {len(cases)} cases in {sim_s:.0f} s", flush=True)
     t1 = time.perf_counter()
     cal = fit_calibration(data, steps=args.calibration_steps, smooth=args.calibration_smooth,
-                          ridge=args.calibration_ridge, seed=args.seed, log=lambda line: print(line, flush=True))
+                          ridge=args.calibration_ridge, max_group_sd=args.calibration_max_sd, seed=args.seed,
+                          log=lambda line: print(line, flush=True))
     cal["fit"]["seconds"] = round(time.perf_counter() - t1 + sim_s, 1)
     cal["fitted_on"] = (f"{args.cases} NEW simulated cases x {args.curves} curves (seed {args.seed}) from "
                         f"BBBAnomalyLib.phantoms.dsc_curves.TRAINING, in groups of {args.repeats} sharing one truth; "

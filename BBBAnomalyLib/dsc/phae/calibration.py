@@ -132,17 +132,26 @@ def collect(network_or_weights, cases, chunk: int = 8192) -> dict:
 
 def fit_calibration(data: dict, sd_nodes=(0.15, 0.35, 0.6), identity_sd: float | None = 1.0,
                     log_dt_nodes=(math.log(0.9), math.log(2.3)), knots=DEFAULT_KNOTS, steps: int = 800,
-                    lr: float = 0.03, smooth: float = 1e-2, ridge: float = 1e-3, seed: int = 0, log=None) -> dict:
+                    lr: float = 0.03, smooth: float = 1e-2, ridge: float = 1e-3, max_group_sd: float | None = None,
+                    seed: int = 0, log=None) -> dict:
     """Fit the node maps (see the module text) on ``collect``'s output; returns the card's ``calibration``
     entry (with the fit's loss before and after).
 
     ``identity_sd``: a last node over s whose map is the identity (not fitted): where the network says its CBF
     is that uncertain (a noise-dominated curve), nothing is de-shrunk, and between the last fitted node and it
     the correction fades out. ``smooth`` penalises each map's squared second differences, ``ridge`` its squared
-    distance from the identity (per knot), so that thinly populated corners stay near the network's output."""
+    distance from the identity (per knot), so that thinly populated corners stay near the network's output.
+    ``max_group_sd``: fit only on the groups whose mean s is below it (the rest, noise-dominated, dominate the
+    loss otherwise)."""
     import torch
 
     torch.manual_seed(seed)
+    if max_group_sd is not None:
+        _, inverse, counts = np.unique(data["group"], return_inverse=True, return_counts=True)
+        group_sd = (np.bincount(inverse, np.nan_to_num(data["sd"], nan=np.inf)) / counts)[inverse]
+        data = {k: v[group_sd < max_group_sd] for k, v in data.items()}
+        if not data["group"].size:
+            raise InputError(f"no group of curves has a mean SD of log CBF below {max_group_sd}")
     ok = (data["cbf"] > 0) & (data["cbv"] > 0) & np.isfinite(data["sd"])
     _, inverse, counts = np.unique(data["group"], return_inverse=True, return_counts=True)
     knots_np = np.asarray(knots, float)
@@ -211,5 +220,5 @@ def fit_calibration(data: dict, sd_nodes=(0.15, 0.35, 0.6), identity_sd: float |
             "maps": np.round(maps.numpy(), 6).tolist(),
             "fit": {"curves": int(len(cbf)), "groups": int(len(counts)), "conditional_bias_before": round(before, 6),
                     "conditional_bias_after": round(after, 6), "steps": steps, "lr": lr, "smooth": smooth,
-                    "ridge": ridge, "fitted_sd_nodes": n_fit,
+                    "ridge": ridge, "fitted_sd_nodes": n_fit, "max_group_sd": max_group_sd,
                     "identity_sd_node": identity_sd is not None}}
