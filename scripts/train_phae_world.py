@@ -26,9 +26,13 @@ records all of it, the training domain used for out-of-distribution warnings, an
 
   # post-hoc de-shrinkage (issue 14, round 3): fit a monotone map of log MTT (per SD-of-log-CBF and frame-interval
   # node) on NEW training-generator groups of K curves sharing a truth, and write the same network with the map in
-  # its card (dsc/phae/calibration.py); nothing is retrained:
+  # its card (dsc/phae/calibration.py); nothing is retrained. Not bundled: on the dev sweep it did not lower the
+  # bias (docs/validation.md, round 3). As measured there:
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --calibrate dsc-phae-fast --cases 512 --seed 31 \
-      --name dsc-phae-cal
+      --calibration-max-sd 0.8 --calibration-steps 400 --name dsc-phae-cal --out DIR
+  # round 3's recipe (a), distillation + the conditional-bias term (seeds 20-22 measured, not bundled):
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --teacher dsc-phae-world --repeats 32 \
+      --bias-weight 4 --supervised-weight 0.1 --seed 22 --name dsc-phae-db --out DIR
 
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
