@@ -24,6 +24,7 @@ import numpy as np
 from ..app.curves import CurveSet
 from ..core.errors import InputError
 from ..io import read_mask
+from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from . import aif as aif_mod
@@ -32,7 +33,6 @@ from .conversion import (ConcentrationRows, concentration_from_ser, detect_basel
 from .exchange import ExchangeModel
 from .models import PKModel
 from .parameters import DCEParameters, InputKind, Model
-from .rls import release_freed_memory
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
 from .validation import check_series, check_t10_map, check_t10_values
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.memory import release_freed_memory
+
 SER_SCALE = 15.0  # the seed's normalisation constant; maps are shown x SER_SCALE x 100 (percent SER)
 BOX_ENTRIES = 4
 MAX_TRAINING_SER = 15.0  # training curves with a larger peak SER are dropped (seed)
@@ -379,24 +381,6 @@ def ser_reconstruction(model, ser: np.ndarray, times: np.ndarray, n_baseline: in
             out[rows] = ser_from_reconstruction(part, ser[rows], times, grid, post)
         del block_hat
     return out
-
-
-def release_freed_memory() -> None:
-    """Give freed heap memory back to the operating system (glibc's ``malloc_trim``; nothing elsewhere): after
-    each inference block, and the DCE pipeline after its fit. glibc keeps what was freed below its dynamic thresholds (raised to the largest block
-    freed, up to 32 MiB; the trim threshold twice that), and the next block's network input, torch's layer
-    outputs and numpy's temporaries did not all fit the holes left: on the whole-brain DCE object every 16,384-row
-    block left ~2-3 MiB more resident, 35 MiB (0.29x the series) after the RLS step (issue 17)."""
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        pass
 
 
 def _blocks(model, ser, times, n_baseline, n_frames, step, device, chunk):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..io import read_mask
+from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from . import thresholds as thr
@@ -101,6 +102,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
                            b0_threshold=params.b0_threshold, shell_tolerance=params.shell_tolerance,
                            min_directions=params.min_directions, erode=params.erode_mask,
                            chunk_voxels=params.chunk_voxels)
+    release_freed_memory()  # preprocessing's chunk and per-channel temporaries, before the network's (issue 17)
     warnings = list(prepared.warnings)
     brain = prepared.brain
     from .applicability import check_dwi_input
@@ -110,6 +112,8 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     with timer("network"):
         report_progress(0.5, f"running the {params.model.value} network")
         grid_score, recon = score(model, prepared.network_input, prepared.network_mask, params.vae_score)
+        prepared.network_input = None  # (64 x the model grid, float32: not needed after the network)
+    release_freed_memory()  # the network's activations
     with timer("maps"):
         report_progress(0.8, "anomaly map and mask")
         values = np.maximum(to_native(grid_score, prepared.grid_affine, brain, dwi.affine), 0.0)
