@@ -2,11 +2,17 @@
 
   python scripts/benchmark_dmri.py inference [--threads 2] [--model vae]
   python scripts/benchmark_dmri.py train-step [--threads 2] [--model vae] [--batch-size 2]
+  python scripts/benchmark_dmri.py memory [--model vae] [--out results.jsonl]
 
 inference: a 90×90×54 DWI with 1 b0 + 64 directions at 2.4 mm (the seed's acquisition; a phantom
 patient padded/cropped to that grid) through `run_dmri` with the bundled weights; wall time per
 step and the process's peak resident memory (ru_maxrss) beside its memory before the run (the
 volume is simulated in a child process and loaded, so the peak is the run's, plus the input).
+memory (issue 17: peak <= 2x the input series): the same DWI, each measure in a fresh process with torch (one
+thread) and the library imported first, the DWI loaded after: tracemalloc, the peak of numpy arrays alive at once
+during run_dmri with the DWI counted as 1x (torch's tensors are not seen); RSS, peak RSS (VmHWM) minus the RSS
+after the imports, over the DWI's bytes; and the network alone (the loaded model run once on its fixed
+64 x 40 x 48 x 40 input: VmHWM above the RSS before, a cost that does not grow with the DWI).
 train-step: optimizer steps of the bundled architecture on random-free phantom-like input
 (40×48×40×64, batch 2), median time per step after a warm-up. Each command runs in its own
 process so peak memory is its own.
@@ -88,6 +94,72 @@ def inference(args) -> dict:
             "tumor_voxel_auc": result.report["summary"]["tumor_overlap"].get("voxel_auc")}
 
 
+def _vm(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key + ":"))
+
+
+def memory_child(args) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from BBBAnomalyLib.core.volume import Acquisition, Volume
+    from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
+    import BBBAnomalyLib.dmri.inference  # noqa: F401  (torch's network modules: imports, not data)
+    import BBBAnomalyLib.metrics  # noqa: F401
+
+    if args.measure == "network":
+        from BBBAnomalyLib.dmri.inference import load_model, score
+
+        model = load_model(DMRIParameters(model=args.model).weights_name, args.model, "cpu")
+        x = np.full((model.spec.channels,) + tuple(model.spec.shape), 0.4, np.float32)
+        rss0 = _vm("VmRSS")
+        score(model, x, np.ones(model.spec.shape, bool))
+        return {"measure": "network", "model": args.model, "input_mib": x.nbytes / 2**20,
+                "network_peak_above_mib": (_vm("VmHWM") - rss0) / 2**20}
+    rss0 = _vm("VmRSS")
+    tracing = args.measure == "tracemalloc"
+    if tracing:
+        import tracemalloc
+
+        tracemalloc.start()
+    with np.load(args.input) as z:
+        dwi = Volume(z["data"], z["affine"], None, Acquisition(bvals=z["bvals"], bvecs=z["bvecs"]))
+        tumor = z["tumor"]
+    series = dwi.data.nbytes
+    if tracing:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+    result = run_dmri(dwi, DMRIParameters(model=args.model, device="cpu"), tumor_mask=tumor)
+    out = {"measure": args.measure, "model": args.model, "series_mib": series / 2**20,
+           "brain_voxels": result.report["brain_voxels"]}
+    if tracing:
+        _, peak = tracemalloc.get_traced_memory()
+        out["peak_x_series"] = (peak - before + series) / series
+    else:
+        out["peak_above_imports_x_series"] = (_vm("VmHWM") - rss0) / series
+        out["peak_above_imports_mib"] = (_vm("VmHWM") - rss0) / 2**20
+    return out
+
+
+def memory(args) -> list[dict]:
+    import os
+    import subprocess
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "volume.npz"
+        subprocess.run([sys.executable, __file__, "make-volume", "--out", str(path)], check=True)
+        for measure in ("tracemalloc", "rss", "network"):
+            proc = subprocess.run([sys.executable, __file__, "memory-child", "--measure", measure, "--model",
+                                   args.model, "--input", str(path)], capture_output=True, text=True, check=True)
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res["load_1min"] = os.getloadavg()[0]
+            rows.append(res)
+    return rows
+
+
 def train_step(args) -> dict:
     import torch
 
@@ -131,23 +203,32 @@ def train_step(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["inference", "train-step", "make-volume"])
+    parser.add_argument("what", choices=["inference", "train-step", "make-volume", "memory", "memory-child"])
     parser.add_argument("--model", choices=["vae", "recdisc"], default="vae")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", help="append the JSON result to this file (make-volume: the .npz to write)")
+    parser.add_argument("--measure", choices=["tracemalloc", "rss", "network"], help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.what == "memory-child":
+        print(json.dumps(memory_child(args)))
+        return 0
     if args.what == "make-volume":
         dwi, tumor = benchmark_volume()
         np.savez(args.out, data=dwi.data, affine=dwi.affine, bvals=dwi.acquisition.bvals,
                  bvecs=dwi.acquisition.bvecs, tumor=tumor)
         return 0
-    result = inference(args) if args.what == "inference" else train_step(args)
-    print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(result) + "\n")
+    if args.what == "memory":
+        results = memory(args)
+    else:
+        results = [inference(args) if args.what == "inference" else train_step(args)]
+    for result in results:
+        print(json.dumps(result, indent=1))
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(result) + "\n")
     return 0
 
 

@@ -177,6 +177,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         t10 = (t10_grid[analysed] if t10_grid is not None else params.t10)
         if t10_grid is not None:
             check_t10_values(t10)
+        del t10_grid  # (float64 on the whole grid: only the analysed voxels' values are used)
 
     report_progress(0.05, "converting to concentration")
     with timer("conversion"):
@@ -255,6 +256,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
                                                               params.max_delay, params.population_aif)
 
+    if rls_first:
+        release_freed_memory()  # what the RLS step's network and the conversion left, before the fit's chunks
     fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
     report_progress(fit_from, f"fitting {params.model.value}")
     # the brain's rows moved to the front in place (arterial voxels outside the brain, needed for the
