@@ -126,13 +126,14 @@ class EnhancerEnsemble(nn.Module):
     """``members`` MLPs over standardised features; outputs on the 0-255 scale."""
 
     def __init__(self, n_features: int = N_FEATURES, width: int = 64, members: int = 3,
-                 thresholds: tuple = THRESHOLDS, full_members: int = 1):
+                 thresholds: tuple = THRESHOLDS, full_members: int = 1, rule: dict | None = None):
         super().__init__()
         thresholds = tuple(float(t) for t in thresholds)
         if not 1 <= full_members <= members:
             raise ValueError("full_members must lie in 1..members")
+        self.rule = normalise_rule(rule)
         self.config = {"n_features": n_features, "width": width, "members": members, "thresholds": list(thresholds),
-                       "full_members": full_members}
+                       "full_members": full_members, "rule": dict(self.rule)}
         self.full_members = full_members
         self.thresholds = thresholds
         self.members = nn.ModuleList(EnhancerMLP(n_features, width, len(thresholds)) for _ in range(members))
@@ -180,24 +181,94 @@ def shrunk_change(expected: np.ndarray, epistemic_variance: np.ndarray, shrinkag
     return np.where(np.abs(e) >= floor, e * factor, 0.0).astype(np.float32)
 
 
+#: The second pass's rule (what weights without a ``rule`` in their card use): James-Stein k = 1, x score,
+#: nothing held back globally or at the surface.
+DEFAULT_RULE = {"alpha": 1.0, "score_power": 1.0, "surface_margin_mm": 0.0, "shrinkage": 1.0}
+#: The nested choice weighs 1 dB of brain PSNR like 0.01 of brain SSIM (fixed before any rule was scored).
+PSNR_DB_TO_SSIM = 0.01
+
+
+def normalise_rule(rule: dict | None) -> dict:
+    """``DEFAULT_RULE`` updated by ``rule``; one ValueError for an unknown key or a value out of range."""
+    out = dict(DEFAULT_RULE)
+    for key, value in (rule or {}).items():
+        if key not in DEFAULT_RULE:
+            raise ValueError(f"unknown enhancement rule key {key!r} (known: {', '.join(DEFAULT_RULE)})")
+        out[key] = float(value)
+    if not (0.0 <= out["alpha"] <= 1.0 and out["score_power"] >= 0 and out["surface_margin_mm"] >= 0
+            and out["shrinkage"] >= 0):
+        raise ValueError(f"enhancement rule out of range: {out}")
+    return out
+
+
 def added_enhancement(expected: np.ndarray, epistemic_variance: np.ndarray, score: np.ndarray,
-                      shrinkage: float = 1.0) -> np.ndarray:
-    """What the synthetic T1Gd adds to the T1: the positive part of the James-Stein-shrunk change, weighted
-    by the probability that the voxel brightens (``score``): ``max(shrunk E, 0) * score``."""
-    return (np.maximum(shrunk_change(expected, epistemic_variance, shrinkage), 0.0)
-            * np.clip(np.asarray(score, np.float32), 0.0, 1.0)).astype(np.float32)
+                      shrinkage: float | None = None, rule: dict | None = None,
+                      depth_mm: np.ndarray | None = None) -> np.ndarray:
+    """What the synthetic T1Gd adds to the T1 under ``rule`` (:data:`DEFAULT_RULE` keys):
+
+        alpha * max(James-Stein_k(E, V), 0) * score ** score_power * [depth > surface_margin_mm]
+
+    i.e. the positive part of the shrunk change, weighted by the probability that the voxel brightens,
+    scaled by a global factor and left out within a margin of the brain surface. ``shrinkage`` (if
+    given) overrides the rule's k. ``depth_mm`` (distance to the brain surface) is needed only for a
+    margin > 0. The rule of bundled weights is chosen by nested cross-validation (train script)."""
+    r = normalise_rule(rule)
+    k = r["shrinkage"] if shrinkage is None else float(shrinkage)
+    if r["alpha"] == 0.0:
+        return np.zeros(np.shape(expected), np.float32)
+    s = np.clip(np.asarray(score, np.float32), 0.0, 1.0)
+    out = np.maximum(shrunk_change(expected, epistemic_variance, k), 0.0) * (s ** np.float32(r["score_power"]))
+    if r["surface_margin_mm"] > 0:
+        if depth_mm is None:
+            raise ValueError("a surface margin needs the depth below the brain surface (depth_mm)")
+        out = np.where(np.asarray(depth_mm) > r["surface_margin_mm"], out, 0.0)
+    return (np.float32(r["alpha"]) * out).astype(np.float32)
+
+
+def candidate_rules(alphas=(0.1, 0.25, 0.5, 0.75, 1.0), score_powers=(1.0, 2.0, 4.0, 8.0),
+                    margins_mm=(0.0, 2.0, 3.0, 5.0), shrinkage: float = 1.0) -> list[dict]:
+    """The rules the nested cross-validation chooses from: adding nothing (alpha 0) first, then every
+    combination of a global factor alpha, the score's exponent and a surface margin (k fixed: an inner
+    model trained on one case has no between-case spread to calibrate it on)."""
+    rules = [normalise_rule({"alpha": 0.0, "shrinkage": shrinkage})]
+    rules += [normalise_rule({"alpha": a, "score_power": p, "surface_margin_mm": m, "shrinkage": shrinkage})
+              for a in alphas for p in score_powers for m in margins_mm if a > 0]
+    return rules
+
+
+def rule_objective(d_ssim: float, d_psnr_db: float) -> float:
+    """The worse of the SSIM gain and the scaled PSNR gain over the plain T1: a rule scores > 0 only if
+    it beats doing nothing on both."""
+    return float(min(d_ssim, PSNR_DB_TO_SSIM * d_psnr_db))
+
+
+def choose_rule(rules: list[dict], gains: list[list[tuple[float, float]]]) -> tuple[int, list[float]]:
+    """Index of the rule whose WORST :func:`rule_objective` over the validation cases is largest, and the
+    worst objective of every rule. ``gains[i][c]`` = (SSIM gain, PSNR gain in dB) of rule i on validation
+    case c, each against the plain T1 of that case. Ties keep the earlier rule (the candidate list starts
+    with adding nothing, then the weaker rules), so a rule must beat doing nothing strictly."""
+    if len(rules) != len(gains) or not rules:
+        raise ValueError("one list of validation gains per rule is needed")
+    worst = [min(rule_objective(ds, dp) for ds, dp in g) for g in gains]
+    best = 0
+    for i, w in enumerate(worst):
+        if w > worst[best]:
+            best = i
+    return best, worst
 
 
 def predict_maps(model: EnhancerEnsemble, t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm,
-                 shrinkage: float = 1.0) -> dict[str, np.ndarray]:
-    """Native-grid maps (0 off the brain): ``predicted_change`` E, ``added`` (shrunk, positive part),
-    ``enhancing_score`` (mean p(change > threshold)), ``uncertainty`` (predictive sd sqrt(V + A)),
-    ``epistemic_sd`` sqrt(V)."""
+                 shrinkage: float | None = None, rule: dict | None = None) -> dict[str, np.ndarray]:
+    """Native-grid maps (0 off the brain): ``predicted_change`` E, ``added`` (the weights' rule, see
+    :func:`added_enhancement`; ``rule`` overrides it, ``shrinkage`` its k), ``enhancing_score`` (mean
+    p(change > threshold)), ``uncertainty`` (predictive sd sqrt(V + A)), ``epistemic_sd`` sqrt(V)."""
     brain = np.asarray(brain, bool)
-    pred = model.predict(voxel_features(t1_0255, flair_0255, brain, voxel_mm))
+    features = voxel_features(t1_0255, flair_0255, brain, voxel_mm)
+    pred = model.predict(features)
     e, v = pred["expected"], pred["epistemic"]
     out = {}
-    added = added_enhancement(e, v, pred["score"], shrinkage)
+    added = added_enhancement(e, v, pred["score"], shrinkage, model.rule if rule is None else rule,
+                              features[:, FEATURE_NAMES.index("depth_mm")])
     for name, values in (("predicted_change", e), ("added", added),
                          ("enhancing_score", pred["score"]), ("uncertainty", np.sqrt(v + pred["aleatoric"])),
                          ("epistemic_sd", np.sqrt(v))):
@@ -225,12 +296,13 @@ def fit_ensemble(features: np.ndarray, targets: np.ndarray, groups: np.ndarray |
                  full_members: int = FULL_MEMBERS, progress=None) -> EnhancerEnsemble:
     """One member per subset of :func:`member_groups` (``groups``: the case index of each row; None =
     one case); loss = Gaussian NLL of the change + the binary cross-entropy of each threshold head;
-    Adam with a cosine schedule. Deterministic for a seed (on one thread)."""
+    Adam with a cosine schedule. Deterministic for a seed (on one thread), whatever ran before in the process."""
     features = np.asarray(features, np.float32)
     targets = np.asarray(targets, np.float32)
     groups = np.zeros(len(features), int) if groups is None else np.asarray(groups)
     names, group_index = np.unique(groups, return_inverse=True)
     subsets = member_groups(len(names), full_members)
+    torch.manual_seed(seed)  # before the members are built: their initialisation too depends on the seed only
     model = EnhancerEnsemble(features.shape[1], width, len(subsets), thresholds,
                              sum(len(sub) == len(names) for sub in subsets) if len(names) > 1 else len(subsets))
     model.feature_mean.copy_(torch.as_tensor(features.mean(0)))
@@ -259,3 +331,64 @@ def fit_ensemble(features: np.ndarray, targets: np.ndarray, groups: np.ndarray |
             if progress:
                 progress(k, epoch, float(loss))
     return model.eval()
+
+
+class SynthesisScorer:
+    """Brain PSNR and slice-wise SSIM of ``T1 + added`` against a real T1Gd, as scripts/validate_t1flair.py
+    measures them (seed 0-255 scale, L = 255, masked SSIM of ``metrics.ssim`` with a window of sigma 1.5
+    voxels in-plane and 0 across slices), and the same for the plain T1. The nested rule choice scores tens
+    of rules per case, so the SSIM is computed on the brain's bounding box plus a margin wider than the
+    window (the masked SSIM reads only voxels inside the mask: the crop gives the same value) and the
+    reference's local statistics are computed once (the same arithmetic as ``metrics.ssim``)."""
+
+    def __init__(self, t1_0255: np.ndarray, reference_0255: np.ndarray, brain: np.ndarray, slice_axis: int,
+                 window_sigma: float = 1.5, truncate: float = 3.5):
+        brain = np.asarray(brain, bool)
+        sigma = [window_sigma] * 3
+        sigma[slice_axis] = 0.0
+        self.sigma, self.truncate = sigma, truncate
+        pad = int(np.ceil(truncate * window_sigma)) + 2
+        self.box = tuple(slice(max(int(ix.min()) - pad, 0), int(ix.max()) + pad + 1) for ix in np.nonzero(brain))
+        self.brain = brain[self.box]
+        self.t1 = np.asarray(t1_0255, np.float32)[self.box][self.brain]
+        self.reference = np.asarray(reference_0255, np.float32)[self.box]
+        self._w = self.brain.astype(np.float64)
+        self._norm = self._g(self._w)
+        self._inside = self.brain & (self._norm > 0)
+        x = self.reference.astype(np.float64)
+        self._xm = x * self._w
+        self._mx = self._local_mean(self._xm)
+        self._vx = self._local_mean(self._xm * x) - self._mx * self._mx
+        self.baseline = self.metrics(np.zeros_like(self.t1), clip=False)
+
+    def _g(self, a):
+        return ndimage.gaussian_filter(a, self.sigma, mode="reflect", truncate=self.truncate)
+
+    def _local_mean(self, a):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self._g(self._w * a)[self._inside] / self._norm[self._inside]
+
+    def metrics(self, added_brain: np.ndarray, clip: bool = True) -> dict:
+        """``added_brain``: the added change on the brain's voxels (C order). The synthetic image is
+        clip(T1 + added, 0, 255) as in the pipeline; ``clip=False`` scores the unclipped T1 (the baseline)."""
+        from ..metrics import psnr
+
+        values = self.t1 + np.asarray(added_brain, np.float32)
+        if clip:
+            values = np.clip(values, 0.0, 255.0)
+        estimate = np.zeros(self.brain.shape, np.float32)
+        estimate[self.brain] = values
+        y = estimate.astype(np.float64)
+        ym = y * self._w
+        my = self._local_mean(ym)
+        vy = self._local_mean(ym * y) - my * my
+        cxy = self._local_mean(self._xm * y) - self._mx * my
+        c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
+        num = (2 * self._mx * my + c1) * (2 * cxy + c2)
+        den = (self._mx * self._mx + my * my + c1) * (self._vx + vy + c2)
+        return {"psnr_db": psnr(self.reference, estimate, self.brain, data_range=255.0),
+                "ssim": float(np.mean(num / den))}
+
+    def gains(self, added_brain: np.ndarray) -> dict:
+        m = self.metrics(added_brain)
+        return dict(m, d_psnr_db=m["psnr_db"] - self.baseline["psnr_db"], d_ssim=m["ssim"] - self.baseline["ssim"])

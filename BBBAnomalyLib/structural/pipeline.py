@@ -203,7 +203,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             report_progress(0.8, "predicting the enhancement")
             t1_0255 = from_unit(n_t1)
             enhancer_maps = predict_maps(enhancer.cpu(), t1_0255, from_unit(n_flair), brain, t1.voxel_sizes,
-                                         1.0 if params.shrinkage is None else params.shrinkage)
+                                         params.shrinkage)  # None: the rule in the weights' card
             added, spread = enhancer_maps["added"], enhancer_maps["uncertainty"]
             synthetic = np.where(brain, np.clip(t1_0255 + added, 0.0, 255.0), 0.0).astype(np.float32)
     values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
