@@ -360,7 +360,7 @@ def test_lazy_truncated_nifti_fails_with_one_line_when_its_frames_are_read(tmp_p
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, ">f4"])
 def test_lazy_gzip_series_is_inflated_by_zlib_with_nibabels_bytes(tmp_path, dtype):
-    """An unscaled .nii.gz series is read by io.nifti._GzipFrames (one zlib stream, a MiB per call)
+    """An unscaled .nii.gz series is read by io.nifti._GzipFrames (one zlib stream, 256 KiB per call)
     instead of nibabel's gzip reader, and returns exactly nibabel's frames: in order, out of order
     (the stream restarts), with the read-ahead thread, big-endian data in native order, and a
     file of concatenated gzip members."""

@@ -513,7 +513,7 @@ STAGE_FRAMES = 16
 #: Read the next frame block on a thread while this one is gathered: a .nii.gz inflates on one
 #: core while the other gathers. (Through nibabel's gzip reader this did not pay: it inflates
 #: ~8 KiB per call and the reading thread's Python loop and the gathers handed the GIL back and
-#: forth; the series' own zlib reader, io.nifti._GzipFrames, inflates a MiB per call.)
+#: forth; the series' own zlib reader, io.nifti._GzipFrames, inflates 256 KiB per call.)
 PREFETCH_FRAMES = True
 
 

@@ -90,7 +90,7 @@ class NiftiFrames(FrameSource):
     An unscaled single-file .nii.gz is read by :class:`_GzipFrames` instead (same bytes, checked
     against nibabel in the tests): nibabel goes through Python's ``gzip`` module, which inflates
     ~8 KiB per call and takes the GIL back between calls, so a read-ahead thread cannot overlap
-    decompression with the caller's work; one ``zlib`` call per MiB can."""
+    decompression with the caller's work; one ``zlib`` call per 256 KiB can."""
 
     def __init__(self, img, path: Path):
         self._proxy, self._path = img.dataobj, path
@@ -119,11 +119,12 @@ class _GzipFrames:
     """Frames of an unscaled, single-file .nii.gz inflated straight from the file with ``zlib``.
 
     Frame blocks read in order continue one decompression stream (a read that goes back starts
-    the stream again, as gzip must). Each ``zlib`` call inflates up to COMPRESSED_CHUNK of input
+    the stream again, as gzip must). Each ``zlib`` call inflates up to CHUNK bytes (of input, and of
+    output: the transient ``bytes`` stay small beside a frame block)
     and releases the GIL while it does, so a read-ahead thread (``FrameSource.blocks(prefetch=
     True)``) really runs beside the caller. Concatenated gzip members are followed."""
 
-    COMPRESSED_CHUNK = 1 << 20
+    CHUNK = 1 << 18
 
     @classmethod
     def for_image(cls, img, path: Path, shape, dtype) -> "_GzipFrames | None":
@@ -163,10 +164,10 @@ class _GzipFrames:
                 self._pending = self._inflate.unused_data
                 self._inflate = zlib.decompressobj(31)
             if not self._pending:
-                self._pending = self._file.read(self.COMPRESSED_CHUNK)
+                self._pending = self._file.read(self.CHUNK)
                 if not self._pending:
                     raise EOFError(f"the file ends {len(view) - filled} bytes short of the image data")
-            out = self._inflate.decompress(self._pending, len(view) - filled)
+            out = self._inflate.decompress(self._pending, min(len(view) - filled, self.CHUNK))
             self._pending = self._inflate.unconsumed_tail
             view[filled:filled + len(out)] = out
             filled += len(out)
