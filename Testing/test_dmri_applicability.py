@@ -31,4 +31,4 @@ def test_a_7_mm_18_slice_dwi_is_flagged_and_a_whole_2p5_mm_brain_is_not():
 def test_the_vae_is_reported_as_having_no_usable_operating_point():
     result = check_dwi_input(np.diag([2.5, 2.5, 2.5, 1.0]), _brain((64, 76, 60), (2.5, 2.5, 2.5)), "vae", "fixed")
     assert [c.name for c in result.checks if c.status == "warning"] == ["model"]
-    assert "RecDiscNet" in result.warnings[0] and "flags nothing" in result.warnings[0]
+    assert "RecDiscNet" in result.warnings[0] and "no label-free threshold finds the tumor core" in result.warnings[0]

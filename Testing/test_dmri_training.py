@@ -81,6 +81,17 @@ def test_single_process_vae_weights_run_in_the_pipeline(cases, tmp_path):
 
     with pytest.raises(InputError, match="not 'recdisc'"):
         run_dmri(dwi, DMRIParameters(model="recdisc", weights=str(path), device="cpu"))
+    # --init: fine-tuning starts from these weights (recorded in the card); another configuration is refused
+    tuned = train(cases / "cases", tmp_path / "tuned", "vae", epochs=1, batch_size=2, latent=4, widths=(4, 8, 8),
+                  grid=(16, 16, 16), voxel_mm=12.0, directions=16, val_fraction=0.34, device="cpu", threads=1,
+                  init=str(path), lr=1e-12)
+    tuned_card = json.loads(tuned.with_suffix(".json").read_text(encoding="utf-8"))
+    assert tuned_card["training"]["initialised_from"] == {"name": card["name"], "sha256": card["sha256"]}
+    start, end = torch.load(path, weights_only=True), torch.load(tuned, weights_only=True)
+    assert all(torch.allclose(start[k].float(), end[k].float(), atol=1e-3) for k in start)  # lr 1e-12: unchanged
+    with pytest.raises(InputError, match="differs"):
+        train(cases / "cases", tmp_path / "bad", "vae", epochs=1, batch_size=2, latent=8, widths=(4, 8, 8),
+              grid=(16, 16, 16), voxel_mm=12.0, directions=16, device="cpu", threads=1, init=str(path))
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(InputError, match="checksum"):
         run_dmri(dwi, DMRIParameters(model="vae", weights=str(path), device="cpu"))

@@ -160,10 +160,12 @@ def healthy_population(n: int, start: int, voxel_mm: float, models: list[str], t
 
 
 def calibrate(weights: str, templates: list[str], n: int, start: int, voxel_mm: float, quantile: float,
-              write: bool) -> dict:
+              write: bool, target_flagged: float | None = None) -> dict:
     """The fixed threshold of ``weights`` from healthy brains of its TRAINING templates on seeds it never saw
     (template t: start + 1000 t ...): the ``quantile`` of the healthy scores pooled over GM+WM of the analysed
     brains (every VAE score), and the fraction of healthy GM+WM that threshold then flags after the 3^3 opening.
+    ``target_flagged`` instead: the lowest threshold (searched over the pooled scores' quantiles 0.5-0.9995)
+    at which the mean flagged fraction after the opening is at most that (an operating point on healthy data).
     ``write``: store it in the card beside the weights as its fixed_threshold."""
     from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
     from BBBAnomalyLib.dmri.inference import VAE_SCORES, read_card
@@ -192,16 +194,26 @@ def calibrate(weights: str, templates: list[str], n: int, start: int, voxel_mm: 
     thresholds, flagged = {}, {}
     for s in scores:
         values = np.concatenate(pooled[s])
-        thresholds[s] = float(np.quantile(values, quantile))
+        if target_flagged is None:
+            thresholds[s] = float(np.quantile(values, quantile))
+        else:
+            candidates = np.unique(np.quantile(values, np.linspace(0.5, 0.9995, 120)))
+            for t in candidates:  # the flagged fraction falls as the threshold rises
+                if np.mean([anomaly_mask(a, b, t)[r].mean() for a, b, r in kept[s]]) <= target_flagged:
+                    break
+            thresholds[s] = float(t)
         flagged[s] = [float(anomaly_mask(a, b, thresholds[s])[r].mean()) for a, b, r in kept[s]]
     result = {
         "fixed_threshold": thresholds if kind == "vae" else thresholds["probability"],
-        "fixed_threshold_from": (f"{quantile * 100:g}th percentile of the healthy scores pooled over GM+WM of "
-                                 f"{n * len(templates)} healthy brains of the training templates "
-                                 f"({', '.join(templates)}) on seeds not trained on "
-                                 f"({'; '.join(f'{k} {v[0]}-{v[-1]}' for k, v in seeds.items())}); "
-                                 "python scripts/validate_dmri.py calibrate"),
-        "calibration": {"templates": templates, "seeds": seeds, "quantile": quantile, "voxel_mm": voxel_mm,
+        "fixed_threshold_from": (
+            (f"{quantile * 100:g}th percentile of the healthy scores pooled over GM+WM of " if target_flagged is None
+             else f"the lowest threshold flagging at most {target_flagged * 100:g} % of healthy GM+WM (after the "
+                  "3x3x3 opening, mean over brains) in ")
+            + f"{n * len(templates)} healthy brains of the training templates ({', '.join(templates)}) on seeds "
+            f"not trained on ({'; '.join(f'{k} {v[0]}-{v[-1]}' for k, v in seeds.items())}); "
+            "python scripts/validate_dmri.py calibrate"),
+        "calibration": {"templates": templates, "seeds": seeds, "voxel_mm": voxel_mm,
+                        **({"quantile": quantile} if target_flagged is None else {"target_flagged": target_flagged}),
                         "thresholds": thresholds,
                         "healthy_quantiles": {s: {q: float(np.quantile(np.concatenate(pooled[s]), float(q)))
                                                   for q in ("0.5", "0.9", "0.99", "0.995", "0.999")}
@@ -291,6 +303,8 @@ def main(argv=None) -> int:
     k.add_argument("--start", type=int, default=5000, help="first seed (template t: start + 1000 t)")
     k.add_argument("--quantile", type=float, default=0.995)
     k.add_argument("--voxel-mm", type=float, default=2.5)
+    k.add_argument("--target-flagged", type=float, help="instead of --quantile: the healthy fraction flagged "
+                   "after the opening to aim at (e.g. 0.01)")
     k.add_argument("--write", action="store_true", help="store the threshold in the weights' card")
     r = sub.add_parser("real-crop", help="dipy's real healthy 64-direction crop: scores and flagged fractions")
     r.add_argument("weights", nargs="+", help="bundled names or .pt paths")
@@ -300,7 +314,8 @@ def main(argv=None) -> int:
             print(json.dumps(row))
         return 0
     if args.command == "calibrate":
-        result = calibrate(args.weights, args.templates, args.n, args.start, args.voxel_mm, args.quantile, args.write)
+        result = calibrate(args.weights, args.templates, args.n, args.start, args.voxel_mm, args.quantile, args.write,
+                           args.target_flagged)
         print(json.dumps(result, indent=1))
         return 0
     if args.command == "healthy-population":

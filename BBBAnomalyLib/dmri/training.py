@@ -57,6 +57,8 @@ def register(models_subparsers, name: str) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/<name>.checkpoint.pt")
+    p.add_argument("--init", help="start from these weights (bundled name or .pt with its card; same model "
+                                  "configuration), e.g. to fine-tune dmri-recdisc-phantom on more anatomy")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0 = torch's default)")
     p.add_argument("--trained-on", default="", help="what the cases are (written to the model card)")
     p.set_defaults(run=lambda args: run(args, kind))
@@ -65,7 +67,7 @@ def register(models_subparsers, name: str) -> None:
 def run(args, kind: str) -> int:
     options = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "latent", "widths", "grid", "voxel_mm",
                                              "directions", "val_fraction", "device", "seed", "resume", "threads",
-                                             "trained_on", "name")}
+                                             "trained_on", "name", "init")}
     train(args.cases, args.out, kind, **options)
     return 0
 
@@ -101,7 +103,7 @@ def prepare_cases(folders: list[Path], spec, printer=print) -> dict:
 def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: float = 1e-3, latent: int = 128,
           widths=(24, 48, 64), grid=(40, 48, 40), voxel_mm: float = 4.0, directions: int = 64,
           val_fraction: float = 0.2, device: str = "auto", seed: int = 0, resume: bool = False, threads: int = 0,
-          trained_on: str = "", name: str | None = None, progress=None) -> Path | None:
+          trained_on: str = "", name: str | None = None, progress=None, init: str | None = None) -> Path | None:
     """Train and write OUT/<name>.pt + .json (on rank 0); returns the weights path on rank 0."""
     import torch
 
@@ -143,6 +145,17 @@ def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: f
     config = {"channels": directions, "grid": list(grid), "widths": list(widths)}
     config.update({"latent": latent, "norm": "group"} if kind == "vae" else {"norm": "group"})
     network = build(kind, config)
+    initialised_from = None
+    if init and not resume:
+        from .inference import load_model
+
+        start_from = load_model(init, kind, "cpu")
+        if start_from.card.get("config") != config:
+            raise InputError(f"--init {init}: its configuration {start_from.card.get('config')} differs from this "
+                             f"run's {config}; give matching --widths/--grid/--directions/--latent")
+        network.load_state_dict(start_from.network.state_dict())
+        initialised_from = {"name": start_from.card.get("name"), "sha256": start_from.card.get("sha256")}
+        say(f"initialised from {init}")
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.95)
     checkpoint = out / f"{name}.checkpoint.pt"
@@ -193,7 +206,8 @@ def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: f
         weights_path = _write_weights(out, name, kind, network, config, spec, x_all, mask_all,
                                       val_idx if len(val_idx) else train_idx, history, ctx, trained_on,
                                       batch_size=batch_size, lr=lr, seconds=time.time() - began,
-                                      n_train=len(train_idx), n_val=len(val_idx))
+                                      n_train=len(train_idx), n_val=len(val_idx),
+                                      **({"initialised_from": initialised_from} if initialised_from else {}))
         say(f"wrote {weights_path} and {weights_path.with_suffix('.json').name}")
     ctx.barrier()
     ctx.close()
