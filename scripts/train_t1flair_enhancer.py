@@ -2,17 +2,28 @@
 
   python scripts/train_t1flair_enhancer.py --out BBBAnomalyLib/weights                 # t1flair-enhancer-real
   python scripts/train_t1flair_enhancer.py --out folds --hold-out TCGA-DU-7294         # t1flair-enhancer-loo-DU-7294
-  python scripts/train_t1flair_enhancer.py --out folds --loo                           # all three folds + their scores
+  python scripts/train_t1flair_enhancer.py --out W --fold-out folds --loo --all --json nested.json
+                                                   # the three folds, each scored on its held-out case, and the
+                                                   # all-case model (the folds are its inner models)
 
-Every case folder of --data with a T1, a FLAIR and a T1Gd is a training case (brain = T1 > 0 and
-FLAIR > 0, as the cases are skull-stripped). Per case: the seed's 0-255 normalisation of the T1,
-FLAIR and T1Gd, the voxel features of enhancer.voxel_features, and the target T1Gd - T1;
---voxels brain voxels drawn at random (seed 0) per case. One ensemble member per left-out
-training case plus one on all (enhancer.member_groups). --hold-out leaves cases out (how
-docs/validation.md gets numbers on cases the weights never saw); --loo trains one fold per case and
-prints the held-out enhancing-voxel AUC and the brain PSNR of T1 + added against the plain T1
-(the full validation with SSIM is `validate_t1flair.py real --enhancer FOLD.pt`).
-About 1 min of one CPU core per fold on three cases.
+Every case folder of --data with a T1, a FLAIR and a T1Gd is a case (brain = T1 > 0 and FLAIR > 0,
+as the cases are skull-stripped). Per case: the seed's 0-255 normalisation of the T1, FLAIR and
+T1Gd, the voxel features of enhancer.voxel_features, and the target T1Gd - T1; --voxels brain
+voxels drawn at random per case. One ensemble member per left-out training case plus three on all
+(enhancer.member_groups).
+
+The rule that turns the prediction into the added enhancement (enhancer.added_enhancement: a
+global factor alpha, the score's exponent, a margin at the brain surface) is chosen by NESTED
+cross-validation inside the model's own training cases: for each training case v, a model on the
+other training cases, every enhancer.candidate_rules rule scored on v (brain PSNR and slice-wise
+SSIM of T1 + added against v's real T1Gd, beside v's plain T1, enhancer.SynthesisScorer); the rule
+with the best worst case of min(SSIM gain, 0.01 x PSNR gain in dB) wins, and adding nothing wins
+unless a rule beats it on every inner case (enhancer.choose_rule). So a fold never sees its
+held-out case, and the all-case model's rule is chosen on the three folds' held-out cases (its own
+training cases: in-sample, said on its card). The rule goes into the card's config. --hold-out
+leaves cases out; --loo trains one fold per case and reports its held-out numbers with the rule of
+its own nested choice (and, for transparency only, every rule on the held-out case in --json).
+About 15-50 s of one CPU core per model and 1-3 min per 81 rules scored on a case.
 """
 
 from __future__ import annotations
@@ -215,11 +226,11 @@ def main():
             cases[folder.name] = loaded
             print(f"{folder.name}: {len(loaded['target'])} brain voxels", file=sys.stderr)
     if len(cases) < 3:
-        sys.exit(f"error: {args.data} holds {len(cases)} case(s) with a T1, FLAIR and T1Gd; at least 3 are needed "
+        ap.error(f"{args.data} holds {len(cases)} case(s) with a T1, FLAIR and T1Gd; at least 3 are needed "
                  "(the rule is chosen by leave-one-case-out inside the training cases)")
     unknown = set(args.hold_out) - set(cases)
     if unknown:
-        sys.exit(f"error: --hold-out {', '.join(sorted(unknown))} is not a case of {args.data}")
+        ap.error(f"--hold-out {', '.join(sorted(unknown))} is not a case of {args.data}")
     out = Path(args.out)
     recipe = Recipe(cases, args.voxels, args.seed, args.epochs, candidate_rules())
     results = {"objective": "worst over the inner validation cases of min(SSIM gain, 0.01 x PSNR gain in dB), both "

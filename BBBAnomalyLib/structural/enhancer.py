@@ -36,6 +36,13 @@ variance V (their variance) and the aleatoric variance A (their mean predicted v
   Without the score weight the PSNR gain is larger but the SSIM falls (-0.03 on TCGA-FG-6692,
   -0.0008 on TCGA-DU-7294; with it +0.0003 / +0.0005 on DU-7294 / BraTS-GLI and -0.003 on FG-6692;
   docs/validation.md).
+* The weights' ``config["rule"]`` then scales that by a global factor alpha, raises the score to a
+  power and holds it back within a margin of the brain surface (:func:`added_enhancement`). The rule
+  is chosen by nested cross-validation on the training cases only (scripts/train_t1flair_enhancer.py:
+  a model on all training cases but one, every :func:`candidate_rules` rule scored on the one left
+  out against its plain T1; :func:`choose_rule` keeps the rule with the best worst case of
+  min(SSIM gain, 0.01 x PSNR gain in dB), adding nothing unless a rule beats it on every inner case).
+  Weights without a rule keep :data:`DEFAULT_RULE` (the second pass).
 """
 
 from __future__ import annotations
