@@ -487,8 +487,9 @@ class PKModel:
               "iy": np.einsum("tn,tn->n", int_ct, yt)}
         designs = [self._design(shifted(self.aif, self.times, d)) for d in self.delays]
         stacked = np.concatenate(designs)  # (n_delays·s, T): one product per voxel matrix for all delays
-        y_all, i_all = stacked @ yt, stacked @ int_ct  # (n_delays·s, n)
-        del int_ct
+        i_all = stacked @ int_ct  # (n_delays·s, n)
+        del int_ct  # before y_all is made: one (n_delays·s, n) product fewer beside the two (T, n) arrays
+        y_all = stacked @ yt
         best_coef = best_delay = best_sse = None
         s = designs[0].shape[0]
         for j, d in enumerate(self.delays):
