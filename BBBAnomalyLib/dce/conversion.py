@@ -103,31 +103,59 @@ def _spgr_inverse(ser, t10, flip_angle, tr, relaxivity):
     return ((r1 - 1.0 / t10) / relaxivity).astype(np.float32), clipped
 
 
-class ConcentrationRows:
-    """The concentration of (n, T) SER curves, converted on demand rather than held: ``rows[indices]`` (integer
-    or boolean) and ``blocks(size)`` give :func:`concentration_from_ser` of those rows, the same values as the
-    whole conversion (every step is per sample). For the steps that choose their voxels from the concentration
-    of a few rows (an AIF search region, the automatic AIF's candidates) before the SER is converted in place."""
+class _RowsOnDemand:
+    """(n, T) curves converted per sample on demand rather than held: ``rows[indices]`` (a slice, integer or
+    boolean indices) and ``blocks(size)`` give the conversion of those rows only, the same values as converting
+    every row at once (each step is per sample; the conversions run in float64 by ROW_BLOCK-row blocks)."""
 
-    def __init__(self, ser: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float):
-        self.ser, self.t10 = ser, np.asarray(t10, dtype=np.float64)
+    def __init__(self, curves: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float):
+        self.curves, self.t10 = curves, np.asarray(t10, dtype=np.float64)
         self.args = (flip_angle, tr, relaxivity)
-        self.shape = ser.shape
+        self.shape = curves.shape
+
+    def _convert(self, curves: np.ndarray, t10) -> np.ndarray:
+        raise NotImplementedError
 
     def _t10(self, rows):
         return self.t10[rows] if self.t10.ndim == 1 else self.t10
 
     def __getitem__(self, rows) -> np.ndarray:
-        rows = np.asarray(rows)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        return concentration_from_ser(self.ser[rows], self._t10(rows), *self.args)[0]
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows)
+            if rows.dtype == bool:
+                rows = np.flatnonzero(rows)
+        return self._convert(self.curves[rows], self._t10(rows))
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def blocks(self, size: int):
-        """(row slice, the concentration of those rows) for consecutive blocks of ``size`` rows."""
+        """(row slice, the conversion of those rows) for consecutive blocks of ``size`` rows."""
         for start in range(0, self.shape[0], size):
             rows = slice(start, start + size)
-            yield rows, concentration_from_ser(self.ser[rows], self._t10(rows), *self.args)[0]
+            yield rows, self[rows]
+
+    def rows_of(self, curves: np.ndarray, kept: np.ndarray):
+        """The same conversion over ``curves``, which hold this object's rows where ``kept`` (e.g. the brain's
+        rows after they were moved forward in place)."""
+        return type(self)(curves, self._t10(kept), *self.args)
+
+
+class ConcentrationRows(_RowsOnDemand):
+    """The concentration of (n, T) SER curves, converted on demand (:func:`concentration_from_ser`): for the steps
+    that choose their voxels from the concentration of a few rows (an AIF search region, the automatic AIF's
+    candidates) before the SER is converted in place."""
+
+    def _convert(self, curves, t10):
+        return concentration_from_ser(curves, t10, *self.args)[0]
+
+
+class SERRows(_RowsOnDemand):
+    """The SER of (n, T) concentration curves, converted on demand (:func:`ser_from_concentration`): the RLS of a
+    concentration input reads its SER by row blocks, without a second copy of the curves."""
+
+    def _convert(self, curves, t10):
+        return ser_from_concentration(curves, t10, *self.args)
 
 
 def ser_from_concentration(conc: np.ndarray, t10, flip_angle: float, tr: float, relaxivity: float) -> np.ndarray:

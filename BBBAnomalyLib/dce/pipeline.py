@@ -28,8 +28,8 @@ from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from . import aif as aif_mod
-from .conversion import (ConcentrationRows, concentration_from_ser, detect_baseline_frames, enhancement_ratio,
-                         ser_from_concentration)
+from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
+                         enhancement_ratio, ser_from_concentration)
 from .exchange import ExchangeModel
 from .models import PKModel
 from .parameters import DCEParameters, InputKind, Model
@@ -263,7 +263,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     # the brain's rows moved to the front in place (arterial voxels outside the brain, needed for the
     # AIF only, are left behind): a view, not a copy of the curves (with rls_first: already)
     brain_conc = conc if rls_first else _brain_rows(conc, in_brain)
-    if ser is not None:
+    if isinstance(ser, SERRows):  # (concentration input: over the brain's rows, now at the front)
+        ser = ser.rows_of(brain_conc, in_brain)
+    elif ser is not None:
         ser = brain_conc if ser is conc else _brain_rows(ser, in_brain)
     with timer("model_fit"):
         if params.model in (Model.TWO_CXM, Model.TWO_CUM):  # always nonlinear (.exchange)
@@ -383,14 +385,16 @@ def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: 
     SER curves of the rows back into the units of ``conc`` (for the RLS reconstruction).
 
     ``raw`` is converted in place (SER, then concentration when the SER is not needed: ``ser`` is
-    then None), so the run holds one float32 copy of the curves, two when the RLS needs both.
+    then None), so the run holds one float32 copy of the curves, two when the RLS needs both (a concentration
+    input's SER is read on demand, :class:`SERRows`).
     defer_concentration (SPGR): the SER only (``conc`` None, ``clipped`` 0); the caller converts it later."""
     r1 = params.relaxivity
     if mode == "concentration":
         conc = raw
         t10n = NOMINAL["t10"] if t10 is None else t10
         f, r = flip or NOMINAL["flip_angle"], tr or NOMINAL["tr"]
-        ser = ser_from_concentration(conc, t10n, f, r, r1) if need_ser else None
+        # the RLS reads the SER by row blocks, converted on demand (no second copy of the curves)
+        ser = SERRows(conc, t10n, f, r, r1) if need_ser else None
         return (conc, ser, "concentration (mM)",
                 lambda s, rows: concentration_from_ser(s, _rows(t10n, rows), f, r, r1)[0], 0)
     ser, _ = enhancement_ratio(raw, n_base, out=raw)

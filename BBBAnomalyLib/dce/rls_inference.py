@@ -35,7 +35,7 @@ class RLSOutput:
 
     maps: dict[str, np.ndarray]  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]
     info: dict  # for the report
-    ser: object = field(repr=False, default=None)  # the SER curves, or a function that recomputes them
+    ser: object = field(repr=False, default=None)  # the SER curves, a function or conversion.SERRows recomputing them
     grid: np.ndarray = field(repr=False, default=None)
     post: np.ndarray = field(repr=False, default=None)
     model: object = field(repr=False, default=None)
