@@ -47,8 +47,9 @@ def _torch_first_use(case: Path) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from BBBAnomalyLib.dce import DCEParameters, run_dce  # noqa: F401  (the imports of the RSS measure)
     from BBBAnomalyLib.core.memory import release_freed_memory
-    from BBBAnomalyLib.dce import DCEParameters, rls
+    from BBBAnomalyLib.dce import rls
     from BBBAnomalyLib.dce.rls_inference import inference_block, load_bundled
 
     import numpy as np
