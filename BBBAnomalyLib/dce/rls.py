@@ -322,23 +322,22 @@ def reconstruct(model, x: np.ndarray, device="cpu", chunk: int = 65536) -> np.nd
     return out
 
 
-def _forward(model, h):
-    """``model(h)`` for the autoencoder (nested Sequentials of Linear layers and activations) with its LeakyReLU
+def _forward(module, h):
+    """``module(h)`` for the autoencoder (nested Sequentials of Linear layers and activations) with its LeakyReLU
     and Sigmoid activations applied in place on each layer's output: the same kernels, so the same values,
-    without a second (rows, width) tensor per activation (inference only)."""
+    without a second (rows, width) tensor per activation (inference only). Any other module runs as itself."""
     import torch
     import torch.nn as nn
 
-    for layer in model.modules():
-        if isinstance(layer, nn.Sequential):
-            continue  # its children come next in modules()'s order (depth first)
-        if isinstance(layer, nn.LeakyReLU):
-            h = nn.functional.leaky_relu_(h, layer.negative_slope)
-        elif isinstance(layer, nn.Sigmoid):
-            h = torch.sigmoid_(h)
-        else:
-            h = layer(h)
-    return h
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            h = _forward(child, h)
+        return h
+    if isinstance(module, nn.LeakyReLU):
+        return nn.functional.leaky_relu_(h, module.negative_slope)
+    if isinstance(module, nn.Sigmoid):
+        return torch.sigmoid_(h)
+    return module(h)
 
 
 #: Rows per block of the numpy steps around the network (its input, the residual maps, the SER of the
