@@ -32,10 +32,10 @@ def healthy_case(seed: int, voxel_mm: float = 2.5):
                              n_directions=int(rng.choice([32, 48, 64])))
 
 
-def patient_case(seed: int, voxel_mm: float = 2.5, snr: float = 30.0, n_directions: int = 64):
+def patient_case(seed: int, voxel_mm: float = 2.5, snr: float = 30.0, n_directions: int = 64, anatomy=None):
     from BBBAnomalyLib.phantoms.dmri import make_dmri_phantom
 
-    return make_dmri_phantom(seed, voxel_mm=voxel_mm, snr=snr, n_directions=n_directions, tumor=True)
+    return make_dmri_phantom(seed, voxel_mm=voxel_mm, snr=snr, n_directions=n_directions, tumor=True, anatomy=anatomy)
 
 
 def write_cases(folder: Path, n: int, start: int, voxel_mm: float) -> None:
@@ -69,15 +69,21 @@ def write_population_cases(folder: Path, templates: list[str], n: int, start: in
             print(f"{name}_{seed:05d} ({time.time() - t0:.1f} s)", flush=True)
 
 
-def evaluate(n: int, start: int, voxel_mm: float, models: list[str], weights: dict[str, str]) -> dict:
+def evaluate(n: int, start: int, voxel_mm: float, models: list[str], weights: dict[str, str],
+             template: str | None = None) -> dict:
     from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
     from BBBAnomalyLib.dmri.thresholds import anomaly_mask, oracle_thresholds
     from BBBAnomalyLib.metrics import dice, roc_auc
 
     rows: dict = {}
     per_case = []
+    anatomy = None
+    if template:  # patients on another normal brain (scripts/normal_templates.py); default the shipped MNI152
+        from normal_templates import template as load_template, x_flipped_to_las
+
+        anatomy = x_flipped_to_las(load_template(template))
     for seed in range(start, start + n):
-        patient = patient_case(seed, voxel_mm)
+        patient = patient_case(seed, voxel_mm, anatomy=anatomy)
         gm_wm = patient.masks["gm_wm"]
         truth = patient.masks["tumor"]
         case = {"seed": seed, "tumor": patient.info["tumor"], "lesion_ml": float(truth.sum() * patient.dwi.voxel_volume_ml)}
@@ -286,6 +292,8 @@ def main(argv=None) -> int:
     e.add_argument("--models", nargs="+", default=["vae", "recdisc"])
     e.add_argument("--vae-weights")
     e.add_argument("--recdisc-weights")
+    e.add_argument("--template", choices=["mni152_fsl", "icbm2009a", "colin27"],
+                   help="patients on this normal brain (default: the shipped MNI152 anatomy)")
     e.add_argument("--out", help="JSON file for the results")
     h = sub.add_parser("healthy-population", help="false positives of the thresholds on several normal brains")
     h.add_argument("--n", type=int, default=2)
@@ -337,7 +345,7 @@ def main(argv=None) -> int:
         return 0
     t0 = time.time()
     result = evaluate(args.n, args.start, args.voxel_mm, args.models,
-                      {"vae": args.vae_weights, "recdisc": args.recdisc_weights})
+                      {"vae": args.vae_weights, "recdisc": args.recdisc_weights}, args.template)
     result["seconds"] = time.time() - t0
     result["command"] = "python scripts/validate_dmri.py " + " ".join(argv or sys.argv[1:])
     print(markdown(result))
