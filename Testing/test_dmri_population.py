@@ -55,20 +55,21 @@ def test_population_weights_load_behind_their_checksum_with_the_calibrated_thres
 
 
 @pytest.fixture(scope="module")
-def healthy_icbm():
+def healthy_brain():
+    # MNI152 FSL ships with the package (the phantoms' anatomy): no ../shared data needed here
     sys.path.insert(0, str(SCRIPTS))
     from validate_dmri import population_case
 
-    return population_case("icbm2009a", 5001, voxel_mm=3.5)
+    return population_case("mni152_fsl", 5001, voxel_mm=3.5)
 
 
-def test_a_run_thresholds_at_the_cards_calibrated_value(healthy_icbm, tmp_path):
+def test_a_run_thresholds_at_the_cards_calibrated_value(healthy_brain, tmp_path):
     name = POPULATION["recdisc"]
     card = registry.entry(name)
     t = _calibrated(card, "abs-mean")
     assert card["fixed_threshold"] == t != 0.5  # the calibrated number, not the seed's 0.5
-    brain = healthy_icbm.masks["brain"]
-    res = run_dmri(healthy_icbm.dwi, DMRIParameters(model="recdisc", weights=name, device="cpu"), brain_mask=brain)
+    brain = healthy_brain.masks["brain"]
+    res = run_dmri(healthy_brain.dwi, DMRIParameters(model="recdisc", weights=name, device="cpu"), brain_mask=brain)
     assert res.report["threshold"]["method"] == "fixed" and res.report["threshold"]["value"] == t
     assert res.report["model"]["weights"] == name
     anomaly, flagged = res.maps["anomaly"].data, res.maps["anomaly_mask"].data.astype(bool)
@@ -78,7 +79,7 @@ def test_a_run_thresholds_at_the_cards_calibrated_value(healthy_icbm, tmp_path):
     pt = tmp_path / card["file"]
     shutil.copy(registry.WEIGHTS_DIR / card["file"], pt)
     pt.with_suffix(".json").write_text(json.dumps({**card, "fixed_threshold": low}), encoding="utf-8")
-    other = run_dmri(healthy_icbm.dwi, DMRIParameters(model="recdisc", weights=str(pt), device="cpu"), brain_mask=brain)
+    other = run_dmri(healthy_brain.dwi, DMRIParameters(model="recdisc", weights=str(pt), device="cpu"), brain_mask=brain)
     assert other.report["threshold"]["value"] == low
     np.testing.assert_array_equal(other.maps["anomaly"].data, anomaly)  # same network, same scores
     more = other.maps["anomaly_mask"].data.astype(bool)
