@@ -80,10 +80,14 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     labels_a = np.array(labels)
                     for m, (cbf, err, sec) in res.items():
                         d = per.setdefault(m, {"bias": {k: [] for k in SWEEP_TISSUES}, "ccc": [], "s": 0.0,
-                                               "err_corr": []})
+                                               "err_corr": [], "offset": []})
+                        logs = []
                         for k in SWEEP_TISSUES:
                             sel = labels_a == k
                             d["bias"][k].append(100.0 * (np.mean(cbf[sel]) / np.mean(truth[sel]) - 1.0))
+                            logs.append(np.log(max(np.mean(cbf[sel]) / np.mean(truth[sel]), 1e-3)))
+                        # the case's offset: the geometric mean of its five tissues' ROI ratios (one AIF per case)
+                        d["offset"].append(100.0 * (np.exp(np.mean(logs)) - 1.0))
                         d["ccc"].append(metrics.lin_ccc(6000 * truth, 6000 * cbf))
                         d["s"] += sec
                         if err is not None:
@@ -92,7 +96,8 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                             d["err_corr"].append(float(spearmanr(err, np.abs(np.log(np.maximum(cbf, 1e-6) / truth)))[0]))
                 for m, d in per.items():
                     row = {"gain": gain, "dt": dt, "snr": snr, "method": m, "ccc": float(np.mean(d["ccc"])),
-                           "seconds": d["s"], **{f"bias_{k}": float(np.mean(v)) for k, v in d["bias"].items()}}
+                           "seconds": d["s"], **{f"bias_{k}": float(np.mean(v)) for k, v in d["bias"].items()},
+                           "case_offsets": [float(v) for v in d["offset"]]}
                     if d["err_corr"]:
                         row["rho_fit_error_abs_log_error"] = float(np.mean(d["err_corr"]))
                     rows.append(row)
@@ -101,13 +106,23 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
     return rows
 
 
-def dev_sweep(phae_model_factory, log=print, cases=3, n_per_tissue=200) -> list[dict]:
+def dev_sweep(phae_model_factory, log=print, cases=3, n_per_tissue=200, families=None, kernels=None) -> list[dict]:
     """The sweep's tissue classes on the TRAINING generator (gamma / Parker AIFs, exponential dispersion;
     leakage-free like the curves the pipeline hands PHAE after BSW correction), seeds from 50_000 (training
-    seeds are small integers): where a training recipe may be chosen, never on the held-apart set."""
+    seeds are small integers): where a training recipe may be chosen, never on the held-apart set.
+    ``families`` / ``kernels``: other training-side AIF families / dispersion kernels (e.g. one family a
+    variant was trained without: a dev-held-out family; never Georgiou or the gamma kernel)."""
+    settings = dc.replace(dc.TRAINING, leaky_fraction=0.0)
+    if families:
+        if "georgiou" in families:
+            raise ValueError("the Georgiou AIF is the held-apart family, not a dev family")
+        settings = dc.replace(settings, aif_families=tuple(families))
+    if kernels:
+        if "gamma" in kernels:
+            raise ValueError("the gamma dispersion kernel is the held-apart one, not a dev kernel")
+        settings = dc.replace(settings, aif_dispersion_kernel=tuple(kernels))
     return sweep(phae_model_factory, snrs=(20, 50), gains=(4.0, 2.0), frame_intervals=(1.2, 2.0), cases=cases,
-                 n_per_tissue=n_per_tissue, log=log, settings=dc.replace(dc.TRAINING, leaky_fraction=0.0),
-                 seed_base=50_000)
+                 n_per_tissue=n_per_tissue, log=log, settings=settings, seed_base=50_000)
 
 
 # --- OSIPI-style DSC reference object --------------------------------------------------------
@@ -336,6 +351,11 @@ def dev_summary(rows: list[dict]) -> dict:
         out[m] = {"mean_abs_bias_pct": float(np.mean(np.abs(b))), "bias_range_pct": [float(b.min()), float(b.max())],
                   "rows_within_15": f"{int((np.abs(b) <= 15).all(axis=1).sum())}/{len(rs)}",
                   "ccc_mean": float(np.mean([r["ccc"] for r in rs]))}
+        off = np.array([v for r in rs for v in r.get("case_offsets", [])])
+        if off.size:  # per-case offsets (geometric mean of the five tissues' ratios in one case)
+            out[m].update({"case_offset_range_pct": [float(off.min()), float(off.max())],
+                           "case_offset_mean_abs_pct": float(np.mean(np.abs(off))),
+                           "case_offset_sd_pct": float(np.std(off))})
     return out
 
 
@@ -352,6 +372,10 @@ def main(argv=None) -> int:
     ap.add_argument("--curves", type=int, default=150, help="curves per tissue class and case")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--families", nargs="+", default=None,
+                    help="AIF families of the dev generator (default: TRAINING's gamma and parker); e.g. a family a "
+                         "variant was trained without")
+    ap.add_argument("--kernels", nargs="+", default=None, help="dispersion kernels of the dev generator (default: exponential)")
     args = ap.parse_args(argv)
     import torch
 
@@ -360,11 +384,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     label = lambda w: f"{Path(w).parent.name}/{Path(w).stem}" if str(w).endswith(".pt") else str(w)  # noqa: E731
     factories = {label(w): (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in args.weights}
-    rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves)
+    try:
+        rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves,
+                         families=args.families, kernels=args.kernels)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = dev_summary(rows)
     for m, v in summary.items():
         print(f"{m}: mean |bias| {v['mean_abs_bias_pct']:.1f} %, range {v['bias_range_pct'][0]:+.0f}..."
-              f"{v['bias_range_pct'][1]:+.0f} %, rows within ±15 % {v['rows_within_15']}, CCC {v['ccc_mean']:.2f}")
+              f"{v['bias_range_pct'][1]:+.0f} %, rows within ±15 % {v['rows_within_15']}, CCC {v['ccc_mean']:.2f}, "
+              f"case offsets {v['case_offset_range_pct'][0]:+.0f}...{v['case_offset_range_pct'][1]:+.0f} % "
+              f"(mean |.| {v['case_offset_mean_abs_pct']:.1f}, SD {v['case_offset_sd_pct']:.1f})")
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1), encoding="utf-8")
     return 0

@@ -68,6 +68,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=32, help="K: curves per simulated truth (noise/residue realisations)")
     ap.add_argument("--encoder", choices=["grid", "conv"], default="grid")
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--deconv", type=float, nargs="+", default=None, metavar="THETA",
+                    help="grid encoder: also read the tissue curve deconvolved by the case's AIF (Tikhonov, these "
+                         "relative thresholds, e.g. 0.2 0.07 0.025) on a residue grid and its MTT-like ratios")
+    ap.add_argument("--settings", choices=["training", "wide"], default="training",
+                    help="the generator: dsc_curves.TRAINING (gamma, Parker; exponential dispersion) or TRAINING_WIDE "
+                         "(+ bigamma, skewgamma, lognormal; exponential, box, lagged-normal dispersion)")
+    ap.add_argument("--families", nargs="+", default=None,
+                    help="override the generator's AIF families (e.g. leave one out for a dev check)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "BBBAnomalyLib" / "weights")
     ap.add_argument("--name", default="dsc-phae-grid")
@@ -93,7 +101,7 @@ def main(argv=None) -> int:
 
     from BBBAnomalyLib.dsc.phae.domain import case_statistics, training_domain
     from BBBAnomalyLib.dsc.phae.training import save_weights, simulated_cases, train
-    from BBBAnomalyLib.phantoms.dsc_curves import TRAINING
+    from BBBAnomalyLib.phantoms import dsc_curves as dc
 
     from BBBAnomalyLib.core.errors import InputError
     from BBBAnomalyLib.dsc.phae.inference import load_network
@@ -106,13 +114,29 @@ def main(argv=None) -> int:
         except InputError as exc:
             print(f"error: --teacher: {exc}", file=sys.stderr)
             return 2
+    settings = dc.TRAINING_WIDE if args.settings == "wide" else dc.TRAINING
+    settings_name = "TRAINING_WIDE" if args.settings == "wide" else "TRAINING"
+    if args.families:
+        if "georgiou" in args.families:
+            print("error: --families: georgiou is the held-apart AIF family", file=sys.stderr)
+            return 2
+        settings = dc.replace(settings, aif_families=tuple(args.families))
+        settings_name += f" with AIF families {', '.join(args.families)}"
+    if args.deconv and args.encoder != "grid":
+        print("error: --deconv needs the grid encoder", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats)
+    try:
+        cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats, settings=settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     sim_s = time.perf_counter() - t0
     print(f"simulated {len(cases)} cases in {sim_s:.0f} s", flush=True)
     domain = training_domain([case_statistics(c.curves, c.aif, c.frame_interval) for c in cases])
     result = train(cases, epochs=args.epochs, batch=args.batch, lr=args.lr, device="cpu", seed=args.seed,
-                   config=({"encoder": "grid", "hidden": args.hidden, "uncertainty": True} if args.encoder == "grid"
+                   config=({"encoder": "grid", "hidden": args.hidden, "uncertainty": True,
+                            **({"deconv": list(args.deconv)} if args.deconv else {})} if args.encoder == "grid"
                            else {"min_delay_frames": 5.0, "uncertainty": True}),
                    supervised_weight=args.supervised_weight, delay_weight=args.delay_weight,
                    reconstruction_weight=args.reconstruction_weight, bias_weight=args.bias_weight,
@@ -121,7 +145,7 @@ def main(argv=None) -> int:
                    log=lambda line: print(line, flush=True))
     card = {
         "trained_on": (f"{args.cases} simulated cases x {args.curves} curves (seed {args.seed}) from "
-                       "BBBAnomalyLib.phantoms.dsc_curves.TRAINING"
+                       f"BBBAnomalyLib.phantoms.dsc_curves.{settings_name}"
                        + (f", in groups of {args.repeats} curves sharing one truth (MTT, CBV, delay, SNR, gain) with "
                           "their own noise, residue shape, dispersion and leakage" if args.repeats > 1 else "")
                        + (f"; a STUDENT distilled from the teacher {teacher_card['name']} (itself trained with a "
@@ -129,8 +153,13 @@ def main(argv=None) -> int:
                        + "; simulated only, never real data: not clinically validated"),
         "encoder": ("grid: MLP on the tissue curve resampled onto a fixed time grid around the AIF peak (-20..70 s, "
                     "0.75 s) plus log peak ratio, log CBV and a noise estimate; the AIF on the grid, the grid's coverage "
-                    "and log dt enter as a per-case bias" if args.encoder == "grid" else "conv: strided 1D CNN"),
-        "training_distribution": TRAINING.describe(),
+                    "and log dt enter as a per-case bias"
+                    + (f"; plus the tissue curve DECONVOLVED by the case's own AIF (scaled to unit area; Tikhonov filters "
+                       f"at relative thresholds {', '.join(f'{t:g}' for t in args.deconv)} on the zero-padded rfft) on a "
+                       "-6..36 s residue grid (folded into the first layer) and, per threshold, log(integral C / max R) "
+                       "over the delay window, the MTT such a method reports" if args.deconv else "")
+                    if args.encoder == "grid" else "conv: strided 1D CNN"),
+        "training_distribution": settings.describe(),
         "loss": (f"{args.reconstruction_weight} x reconstruction MAE of the normalised curves (self-supervised, physics "
                  f"decoder) + {args.supervised_weight} x Gaussian NLL of log CBF - log CBF_true with the predicted SD "
                  f"s (third output) + {args.delay_weight} x Huber(delay - delay_true) [frames]"

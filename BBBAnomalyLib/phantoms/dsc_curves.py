@@ -11,6 +11,11 @@ What a case draws is set by :class:`CurveSettings`; two presets exist and never 
   residues exponential, gamma, Lorentzian, box; T2*- and T1-dominant leakage in some curves; noise on the
   *signal* before the ΔR2* conversion (Rician), or, in a share of the cases, Gaussian noise on the
   concentration curves themselves ("concentration input", no conversion).
+* ``TRAINING_WIDE`` (issue 14, round 4): ``TRAINING`` with three more AIF families -- ``bigamma`` (a strong,
+  early second pass: 35-70 % of the first, 3-7 s later), ``skewgamma`` (a low-shape gamma variate with a long
+  tail) and ``lognormal`` (log-normal first pass and recirculation) -- and the measured AIF's dispersion kernel
+  drawn per case from exponential, box (uniform on [0, 2τ]) and lagged-normal (Gaussian ⊛ exponential). Never
+  Georgiou, never the gamma kernel. ``TRAINING`` and ``HELD_APART`` draw exactly as before.
 * ``HELD_APART``: the Georgiou 2019 population AIF (a family training never sees), gamma-kernel
   dispersion instead of the exponential one, fixed frame intervals / durations / SNRs chosen by the
   validation, its own seeds. Used only by scripts/validate_phae.py and the tests.
@@ -42,7 +47,7 @@ class CurveSettings:
     arrival: tuple[float, float] = (5.0, 25.0)  # s, bolus arrival in the AIF (capped at 35 % of the window)
     aif_peak: tuple[float, float] = (15.0, 80.0)  # 1/s, ΔR2* peak of the arterial curve
     aif_dispersion: tuple[float, float] = (0.0, 2.0)  # s, time constant applied to the *measured* AIF
-    aif_dispersion_kernel: str = "exponential"  # or "gamma" (held-apart)
+    aif_dispersion_kernel: str | tuple[str, ...] = "exponential"  # or "gamma" (held-apart); a tuple: one per case
     partial_volume: tuple[float, float] = (0.7, 1.0)  # arterial fraction of the AIF voxels
     mtt: tuple[float, float] = (1.0, 20.0)  # s, log-uniform
     cbv: tuple[float, float] = (0.005, 0.15)  # fraction, log-uniform
@@ -62,6 +67,11 @@ class CurveSettings:
 
 
 TRAINING = CurveSettings()
+#: issue 14, round 4: the training distribution widened in AIF shape: three more families (bigamma: a strong early
+#: second pass; skewgamma: a long-tailed low-shape first pass; lognormal) and three dispersion kernels of the
+#: measured AIF (exponential, box, lagged-normal) drawn per case. Never Georgiou, never the gamma kernel.
+TRAINING_WIDE = replace(TRAINING, aif_families=("gamma", "parker", "bigamma", "skewgamma", "lognormal"),
+                        aif_dispersion_kernel=("exponential", "box", "laggednormal"))
 HELD_APART = CurveSettings(aif_families=("georgiou",), aif_dispersion_kernel="gamma", frame_interval=(1.0, 1.0),
                            duration=(90.0, 90.0), concentration_input_fraction=0.0, leaky_fraction=0.0)
 
@@ -101,15 +111,64 @@ def arterial_function(rng: np.random.Generator, family: str, arrival: float, pea
         scale = peak / ref.max()
         return lambda t: scale * shape(np.maximum((np.asarray(t, float) - arrival) / (60.0 * stretch) + foot, 0.0),
                                        delay=0.0) * (np.asarray(t, float) >= arrival)
+    if family == "bigamma":  # a stronger and earlier second pass (recirculation 35-70 % of the first, 3-7 s later)
+        kw = dict(alpha=rng.uniform(1.5, 5.0), beta=rng.uniform(0.7, 2.0), recirculation_fraction=rng.uniform(0.35, 0.7),
+                  recirculation_delay=rng.uniform(3.0, 7.0), steady_state_fraction=rng.uniform(0.03, 0.15))
+        return lambda t: phys.gamma_variate_aif(t, arrival=arrival, peak=peak, **kw)
+    if family == "skewgamma":  # a low-shape gamma variate with a long tail (alpha 0.8-1.8, beta 2.5-5 s)
+        kw = dict(alpha=rng.uniform(0.8, 1.8), beta=rng.uniform(2.5, 5.0), recirculation_fraction=rng.uniform(0.0, 0.2),
+                  recirculation_delay=rng.uniform(8.0, 15.0), steady_state_fraction=rng.uniform(0.03, 0.15))
+        return lambda t: phys.gamma_variate_aif(t, arrival=arrival, peak=peak, **kw)
+    if family == "lognormal":  # log-normal first pass + a broader log-normal recirculation + a smooth plateau
+        mu, sig = np.log(rng.uniform(3.0, 9.0)), rng.uniform(0.3, 0.7)  # median 3-9 s after arrival
+        frac, lag, ss = rng.uniform(0.05, 0.35), rng.uniform(6.0, 14.0), rng.uniform(0.03, 0.15)
+
+        def lognormal(u, m, s_):
+            u = np.maximum(u, 1e-9)
+            return np.where(u > 1e-9, np.exp(-(np.log(u) - m) ** 2 / (2 * s_ * s_)) / u, 0.0)
+
+        ref_t = np.linspace(1e-3, 60.0, 6001)
+        ref = lognormal(ref_t, mu, sig)
+        norm, t_peak = ref.max(), float(ref_t[np.argmax(ref)])
+
+        def fn(t):
+            u = np.asarray(t, float) - arrival
+            first = lognormal(u, mu, sig) / norm
+            second = frac * lognormal(u - lag, mu + np.log(1.6), sig * 1.3) / norm
+            plateau = ss / (1.0 + np.exp(-(u - t_peak - lag) / 3.0))
+            return peak * (first + second + plateau) * (u > 0)
+        return fn
     raise ValueError(f"unknown AIF family {family!r}")
 
 
+DISPERSION_KERNELS = ("exponential", "gamma", "box", "laggednormal")
+
+
+def dispersion_kernel(t: np.ndarray, tau: float, kernel: str) -> np.ndarray:
+    """The (unnormalised) dispersion kernel at times t >= 0 with mean transit ``tau`` [s]: exponential
+    e^(-t/τ); gamma of shape 2 (the held-apart one); box (uniform on [0, 2τ]); laggednormal (a Gaussian of
+    mean τ/2 and SD τ/4 convolved with an exponential of mean τ/2, in closed form)."""
+    if kernel == "exponential":
+        return np.exp(-t / tau)
+    if kernel == "gamma":
+        return t * np.exp(-2.0 * t / tau)
+    if kernel == "box":
+        return (t <= 2.0 * tau).astype(float)
+    if kernel == "laggednormal":
+        from scipy.special import erfc
+
+        mu, sd, lam = 0.5 * tau, 0.25 * tau, 2.0 / tau  # exponentially modified Gaussian
+        arg = lam * (mu + lam * sd * sd - t)
+        return np.exp(np.minimum(0.5 * lam * (2.0 * mu + lam * sd * sd - 2.0 * t), 50.0)) * erfc(arg / (np.sqrt(2.0) * lam * sd))
+    raise ValueError(f"unknown dispersion kernel {kernel!r}; use one of {', '.join(DISPERSION_KERNELS)}")
+
+
 def _dispersed(values: np.ndarray, dt_fine: float, tau: float, kernel: str) -> np.ndarray:
-    """Convolve fine-grid rows with a unit-area dispersion kernel (exponential or gamma shape 2)."""
+    """Convolve fine-grid rows with a unit-area dispersion kernel (see ``dispersion_kernel``)."""
     if tau <= 0:
         return values
     t = np.arange(0.0, 12.0 * tau + dt_fine, dt_fine)
-    k = np.exp(-t / tau) if kernel == "exponential" else t * np.exp(-2.0 * t / tau)
+    k = dispersion_kernel(t, tau, kernel)
     k /= k.sum()
     from scipy.signal import fftconvolve
 
@@ -148,7 +207,10 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
 
     # the measured AIF: dispersed on its way to the measuring voxel, partial-volumed with tissue
     t_fine = np.arange(0.0, times[-1] + s.fine_dt, s.fine_dt)
-    ca_meas_fine = _dispersed(ca_true(t_fine), s.fine_dt, float(_uniform(rng, s.aif_dispersion)), s.aif_dispersion_kernel)
+    # one kernel (a string, draws nothing: existing presets unchanged) or one drawn per case from a tuple
+    kernel = (s.aif_dispersion_kernel if isinstance(s.aif_dispersion_kernel, str)
+              else str(rng.choice(s.aif_dispersion_kernel)))
+    ca_meas_fine = _dispersed(ca_true(t_fine), s.fine_dt, float(_uniform(rng, s.aif_dispersion)), kernel)
     ca_meas = np.interp(times, t_fine, ca_meas_fine)
     pv = float(_uniform(rng, s.partial_volume))
     tissue_mean = np.median(conc, axis=0) if n else 0.0
@@ -181,7 +243,7 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
         aif = _noisy_delta_r2s(art, s0a, s0a / float(np.median(snr_v)), te, stop, rng).mean(axis=0)
     truth = {"cbf": cbv / mtt * area_ratio, "cbv": cbv * area_ratio, "mtt": mtt, "delay": delay, "k2": k2,
              "residue": res_names, "snr": snr_v, "gain": gain, "dispersion": disp}
-    info = {"aif_family": family, "frame_interval": dt, "n_frames": n_frames, "arrival": arrival, "pv": pv,
+    info = {"aif_family": family, "dispersion_kernel": kernel, "frame_interval": dt, "n_frames": n_frames, "arrival": arrival, "pv": pv,
             "concentration_input": conc_in, "te": te}
     return CurveCase(curves.astype(np.float32), aif.astype(np.float32), dt, truth, info)
 
@@ -219,5 +281,5 @@ def simulate_curve_cases(n_cases: int, curves_per_case: int, seed: int = 0,
     return out
 
 
-__all__ = ["CurveSettings", "TRAINING", "HELD_APART", "CurveCase", "simulate_curve_case", "simulate_curve_cases",
+__all__ = ["CurveSettings", "TRAINING", "TRAINING_WIDE", "HELD_APART", "DISPERSION_KERNELS", "dispersion_kernel", "CurveCase", "simulate_curve_case", "simulate_curve_cases",
            "arterial_function", "replace"]

@@ -169,19 +169,24 @@ class PHAE(nn.Module):
             d2 = eye[:, 2:] - 2.0 * eye[:, 1:-1] + eye[:, :-2]
             w = torch.ones(n, 1, dtype=curves.dtype, device=curves.device)
             w[0] = w[-1] = 0.5
-            fast = case["fast"] = (torch.cat([case["enc"]["w_curve"].T, d2, w], dim=1).contiguous(),
+            cols = [case["enc"]["w_curve"].T, d2, w] + ([case["enc"]["w_max"]] if enc.deconv else [])
+            fast = case["fast"] = (torch.cat(cols, dim=1).contiguous(),
                                    torch.cat([case["op"].T, case["unit_area"][:, None]], dim=1).contiguous(),
                                    float(area(case["aif"])[0]))
         first, decoder, aif_area = fast
         hidden = case["enc"]["w_curve"].shape[0]
+        n_frames = curves.shape[-1]
         _, scale = normalise(curves)
         inv = 1.0 / scale
-        lin = curves @ first  # (B, hidden + n - 2 + 1)
-        c_area = lin[:, -1]
+        lin = curves @ first  # (B, hidden + n - 2 + 1 [+ K·W])
+        c_area = lin[:, hidden + n_frames - 2]
         extra = torch.stack([torch.log(scale / case["a_scale"].reshape(-1)[:1]),
                              torch.log((c_area / aif_area).clamp_min(1e-4)),
-                             torch.log(lin[:, hidden:-1].abs().mean(dim=-1) * inv / math.sqrt(6.0) + 1e-3)], dim=1)
+                             torch.log(lin[:, hidden:hidden + n_frames - 2].abs().mean(dim=-1) * inv / math.sqrt(6.0)
+                                       + 1e-3)], dim=1)
         h = torch.addmm(case["enc"]["bias"], extra, case["enc"]["w_extra"].T)
+        if enc.deconv:  # the deconvolved curves' MTT-like numbers (scale-invariant: raw curves give the same)
+            h.addmm_(enc.deconv_features(lin[:, hidden + n_frames - 1:], c_area * dt), case["enc"]["w_mtt"].T)
         h.addcmul_(lin[:, :hidden], inv[:, None])
         z = enc.head(enc.body(nn.functional.leaky_relu(h, enc.slope, inplace=True)))
         lo, hi = (math.log(v) for v in MTT_RANGE_S)
@@ -210,7 +215,7 @@ class PHAE(nn.Module):
                 raise ValueError("the grid encoder needs the frame interval dt")
             case = case if case is not None else self.case_terms(aif, dt)
             extra = curve_features(curves, c_n, c_scale, case["aif"], case["a_scale"])
-            out = self.encoder(c_n, extra, case["enc"])
+            out = self.encoder(c_n, extra, case["enc"], dt=dt)
             mtt, delay = out[0] / dt, out[1] / dt
             kernel = lorentzian_kernel(curves.shape[-1], mtt, delay, case["lead"])
             unit = kernel @ case["op"].T
@@ -239,6 +244,34 @@ class PHAE(nn.Module):
 #: the fixed time grid [s] the grid encoder reads, relative to the AIF's peak: start, stop, step
 GRID_S = (-20.0, 70.0, 0.75)
 DELAY_RANGE_S = (-5.0, 12.0)  # delay output bounds [s]: training draws -3..+5 s
+#: the residue grid [s] (lag after the AIF: start, stop, step) on which a ``deconv`` grid encoder reads the tissue
+#: curve deconvolved by the case's own AIF (issue 14, round 4)
+RESIDUE_GRID_S = (-6.0, 36.0, 1.0)
+RESIDUE_SCALE_S = 5.0  # the deconvolved residue (1/s, per unit of the peak-normalised curve) x this: O(1) inputs
+
+
+def deconvolution_operators(a_n: torch.Tensor, dt: float, thresholds, lead: int) -> torch.Tensor:
+    """(K, n, lead + n) real matrices D_k such that ``c @ D_k`` is the curve c (n frames) deconvolved by the AIF
+    with a Tikhonov filter conj(A) / (|A|² + (θ_k·max|A|)²) on the zero-padded (2n) rfft, for the relative
+    thresholds θ_k; column j is the residue at lag (j - lead) frames (negative lags wrap to the end of the padded
+    transform). The AIF is first scaled to unit area in seconds, so a curve c = Ca ⊛ (F·R) gives ≈ ∫Ca·F·R(t)
+    (a regularised estimate, as a Tikhonov SVD method would make at that threshold) and ∫c / max r is the MTT
+    such a method reports, whatever the AIF's size. Computed in float64, returned in a_n's dtype."""
+    a = a_n.reshape(-1).double()
+    n = a.numel()
+    big = 2 * n
+    w = torch.ones(n, dtype=torch.float64, device=a.device)
+    w[0] = w[-1] = 0.5
+    a_unit = a / ((a * w).sum() * dt).clamp_min(1e-12)  # unit area in seconds
+    spec = torch.fft.rfft(a_unit * dt, n=big)
+    power = spec.abs() ** 2
+    lam2 = (torch.as_tensor([float(t) for t in thresholds], dtype=torch.float64, device=a.device)[:, None]
+            * spec.abs().max()) ** 2
+    filt = spec.conj()[None, :] / (power[None, :] + lam2)  # (K, big/2 + 1)
+    eye = torch.fft.rfft(torch.eye(n, dtype=torch.float64, device=a.device), n=big)  # (n, big/2 + 1)
+    resp = torch.fft.irfft(filt[:, None, :] * eye[None, :, :], n=big)  # (K, n, big)
+    ops = torch.cat([resp[..., big - lead:], resp[..., :n]], dim=-1) if lead else resp[..., :n]
+    return ops.to(a_n.dtype)
 
 
 def interpolation_matrix(n_frames: int, dt: float, offsets_s: torch.Tensor, anchor_s: float) -> torch.Tensor:
@@ -267,10 +300,21 @@ class GridEncoder(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, depth: int = 2, slope: float = 0.02, grid=GRID_S,
-                 delay_range=DELAY_RANGE_S, uncertainty: bool = True):
+                 delay_range=DELAY_RANGE_S, uncertainty: bool = True, deconv=None, residue_grid=RESIDUE_GRID_S):
         super().__init__()
         self.config = {"encoder": "grid", "hidden": hidden, "depth": depth, "slope": slope, "grid": list(grid),
                        "delay_range": list(delay_range), "uncertainty": bool(uncertainty)}
+        #: relative Tikhonov thresholds of the deconvolved-curve inputs (None: the encoder of rounds 1-3)
+        self.deconv = tuple(float(t) for t in deconv) if deconv else ()
+        if self.deconv:
+            if any(not 0.0 < t < 1.0 for t in self.deconv):
+                raise ValueError("deconv thresholds are fractions of the AIF spectrum's maximum, in (0, 1)")
+            self.config.update({"deconv": list(self.deconv), "residue_grid": list(residue_grid)})
+            self.register_buffer("res_offsets", torch.arange(residue_grid[0], residue_grid[1] + 1e-9, residue_grid[2],
+                                                             dtype=torch.float32), persistent=False)
+            k = len(self.deconv)
+            # the deconvolved curves on the residue grid (folded into the first layer) + one MTT-like number each
+            self.deconv_in = nn.Linear(k * self.res_offsets.numel() + k, hidden, bias=False)
         self.register_buffer("offsets", torch.arange(grid[0], grid[1] + 1e-9, grid[2], dtype=torch.float32),
                              persistent=False)
         n_grid = self.offsets.numel()
@@ -298,11 +342,50 @@ class GridEncoder(nn.Module):
         n_grid = self.offsets.numel()
         w_curve = self.curve_in.weight[:, :n_grid] @ m  # (hidden, n): interpolation folded into the first layer
         bias = self.curve_in.bias + self.case_in(case_x)
-        return {"w_curve": w_curve, "w_extra": self.curve_in.weight[:, n_grid:], "bias": bias}
+        out = {"w_curve": w_curve, "w_extra": self.curve_in.weight[:, n_grid:], "bias": bias}
+        if self.deconv:
+            out.update(self._deconv_terms(a_n, dt))
+            out["w_curve"] = w_curve + out.pop("w_fold")
+        return out
 
-    def forward(self, c_n: torch.Tensor, extra: torch.Tensor, case: dict, mtt_range=MTT_RANGE_S):
+    def _deconv_terms(self, a_n: torch.Tensor, dt: float) -> dict:
+        """The deconvolution inputs' per-case linear maps: ``w_fold`` (hidden, n), the residue-grid part of the first
+        layer composed with interpolation and deconvolution (added to w_curve: no cost per voxel); ``w_max`` (n, K·W),
+        the residue at the W frames whose lag lies in the delay range, for the per-curve maximum; ``w_mtt`` (hidden,
+        K), the first-layer weights of the K MTT-like numbers log(∫C / max R_k) [s]."""
+        n = a_n.shape[-1]
+        k = len(self.deconv)
+        lead = int(math.ceil(-min(float(self.res_offsets[0]), self.delay_range[0], 0.0) / dt)) + 1
+        ops = deconvolution_operators(a_n, dt, self.deconv, lead)  # (K, n, lead + n)
+        n_lag = ops.shape[-1]
+        m = interpolation_matrix(n_lag, dt, self.res_offsets.cpu().double(), lead * dt).to(a_n.dtype).to(a_n.device)
+        n_res = self.res_offsets.numel()
+        w_res = self.deconv_in.weight[:, :k * n_res].reshape(-1, k, n_res)  # (hidden, K, n_res)
+        w_lag = torch.einsum("hkr,rl->khl", w_res, m)  # (K, hidden, lead + n): the small products first
+        w_fold = RESIDUE_SCALE_S * torch.bmm(w_lag, ops.transpose(1, 2)).sum(dim=0)  # (hidden, n)
+        lags = (torch.arange(n_lag, device=a_n.device) - lead) * dt
+        sel = (lags >= self.delay_range[0] - 1e-9) & (lags <= self.delay_range[1] + 1e-9)
+        w_max = ops[:, :, sel].permute(1, 0, 2).reshape(n, -1)  # (n, K·W), threshold-major
+        return {"w_fold": w_fold, "w_max": w_max.contiguous(), "window": int(sel.sum()),
+                "w_mtt": self.deconv_in.weight[:, k * n_res:]}
+
+    def deconv_features(self, r_window: torch.Tensor, c_area_s: torch.Tensor) -> torch.Tensor:
+        """(B, K) log of the MTT-like ratio ∫C dt / max R_k [s] over the delay window, clamped to 0.3-60 s (a curve
+        with a non-positive area or residue maximum gets 60 s): the central-volume MTT a Tikhonov deconvolution at
+        each threshold would report. Invariant to the curve's scale (so the same on raw and normalised curves)."""
+        peak = r_window.reshape(r_window.shape[0], len(self.deconv), -1).amax(dim=-1)
+        q = torch.where((c_area_s[:, None] > 0) & (peak > 0), peak / c_area_s[:, None].clamp_min(1e-30),
+                        torch.full_like(peak, 1.0 / 60.0))
+        return -torch.log(q.clamp(1.0 / 60.0, 1.0 / 0.3))
+
+    def forward(self, c_n: torch.Tensor, extra: torch.Tensor, case: dict, mtt_range=MTT_RANGE_S, dt=None):
         h = torch.addmm(case["bias"], c_n, case["w_curve"].T)
         h = torch.addmm(h, extra, case["w_extra"].T)
+        if self.deconv:
+            if dt is None:
+                raise ValueError("a deconv grid encoder needs the frame interval dt")
+            feats = self.deconv_features(c_n @ case["w_max"], area(c_n) * dt)
+            h = torch.addmm(h, feats, case["w_mtt"].T)
         h = nn.functional.leaky_relu(h, self.slope, inplace=not torch.is_grad_enabled())
         z = self.head(self.body(h))
         lo, hi = (math.log(v) for v in mtt_range)
