@@ -247,3 +247,57 @@ def test_the_segmentation_weight_shrinks_p_and_the_call_follows_it():
     strong = identification.contrastive_maximum([0.9] * 8, [0.1] * 8, calibration=(3.0, 0.0))
     strong.temper(0.9, "good segmentation")
     assert strong.call == "disrupted" and strong.probability < raw
+
+
+def test_the_record_on_real_scans_weighs_p_by_its_auc_and_size():
+    from BBBAnomalyLib.structural.real_evidence import MIN_RUNS_PER_CLASS, RealEvidence
+
+    record = lambda labels, ps: RealEvidence.from_card({"real_evidence": {"runs": [
+        {"label": y, "p": p} for y, p in zip(labels, ps)], "source": "test"}})
+    none = RealEvidence.from_card({})
+    assert none.weight == 0.0 and none.auc is None and "no record" in none.describe()
+    k = MIN_RUNS_PER_CLASS
+    perfect = record([1] * k + [0] * k, [0.9] * k + [0.1] * k)
+    assert perfect.auc == 1.0 and perfect.weight == 1.0
+    small = record([1] * (k - 1) + [0] * k, [0.9] * (k - 1) + [0.1] * k)
+    assert small.auc == 1.0 and small.weight == 0.0 and "too small" in small.describe()
+    inverted = record([1] * k + [0] * k, [0.1] * k + [0.9] * k)
+    assert inverted.auc == 0.0 and inverted.weight == 0.0
+    labels = [1] * 10 + [0] * 10
+    same = list(np.linspace(0.3, 0.7, 10)) * 2  # the same p for both classes: chance
+    assert record(labels, same).auc == pytest.approx(0.5) and record(labels, same).weight == 0.0
+    from BBBAnomalyLib.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    scores = rng.random(20)
+    auc = roc_auc(labels, scores)
+    assert record(labels, scores).weight == pytest.approx(np.clip((auc - 0.5) / 0.3, 0, 1))
+    with pytest.raises(ValueError, match="labels"):
+        record([2, 0], [0.5, 0.5])
+
+
+def test_bundled_identifiers_are_at_chance_on_real_scans_so_their_weight_is_zero():
+    from BBBAnomalyLib.structural.real_evidence import RealEvidence
+    from BBBAnomalyLib.weights import read_card
+
+    for name in ("t1flair-identifier-demo", "t1flair-identifier-phantom"):
+        card, _ = read_card(name)
+        evidence = RealEvidence.from_card(card)
+        assert evidence.n_disrupted >= 2 and evidence.n_intact >= 2 and evidence.auc <= 0.5
+        assert evidence.weight == 0.0
+
+
+def test_a_zero_weight_gives_p_one_half_and_keeps_the_identifiers_own_p():
+    status = identification.contrastive_maximum([0.9] * 8, [0.1] * 8, calibration=(3.0, 0.0))
+    raw = status.probability
+    status.temper(0.8, "segmentation weight 0.80")
+    assert status.call == "disrupted"  # still decided: nothing noted
+    assert not status.reasons
+    status.temper(0.0, "no real record", always_note=True)
+    assert status.probability == 0.5 and status.call == "indeterminate"
+    assert status.identifier_probability == raw  # the first p, not the one after the ROI weight
+    assert status.reasons == [f"no real record: p(disrupted) {0.5 + 0.8 * (raw - 0.5):.2f} shrunk to 0.50, "
+                              "inside the band 0.35-0.65"]
+    kept = identification.contrastive_maximum([0.9] * 8, [0.1] * 8, calibration=(3.0, 0.0))
+    kept.temper(1.0, "full weight", always_note=True)
+    assert kept.probability == raw and kept.identifier_probability is None and not kept.reasons

@@ -176,3 +176,43 @@ def test_runs_on_a_real_brats_space_case(shared_data):
     assert 0 <= synth.min() and synth.max() <= 255 and 30 < np.median(synth) < 200
     assert np.all(res.maps["anomaly"].data >= 0)
     assert res.report["bbb_status"]["call"] in ("intact", "disrupted", "indeterminate")
+
+
+def test_an_identifier_at_chance_on_real_scans_gives_a_patient_scan_no_call(slab, tmp_path):
+    """Issue 15: the bundled identifiers' leave-one-case-out record on real scans is at chance (their cards'
+    real_evidence), so on a patient scan p(disrupted) is shrunk to 0.5 and the call is indeterminate, saying why;
+    the phantom calibration is what `status_evidence="phantom"` reports; weights with a good real record keep
+    their p. The synthetic T1Gd (the enhancer's) does not depend on any of it."""
+    import shutil
+
+    from BBBAnomalyLib.structural.identification import call_from_probability
+    from BBBAnomalyLib.weights import WEIGHTS_DIR
+
+    base = dict(steps=1, device="cpu", anomaly_map=False)
+    run = lambda **kw: run_t1flair(slab.t1, slab.flair, T1FlairParameters(**base, **kw), brain_mask=slab.brain,
+                                   tumor_mask=slab.whole_tumor)
+    patient, phantom = run(), run(status_evidence="phantom")
+    real, own = patient.report["bbb_status"], phantom.report["bbb_status"]
+    assert real["probability"] == 0.5 and real["call"] == "indeterminate" and real["low_confidence"]
+    assert real["identifier_probability"] == pytest.approx(own["probability"], abs=1e-12)
+    assert real["real_evidence"]["weight"] == 0.0 and real["real_evidence"]["runs"] >= 4
+    assert any("record on real scans" in r for r in real["reasons"])
+    assert any("INDETERMINATE" in w and "record on real scans" in w for w in patient.report["warnings"])
+    assert own["real_evidence"] is None and patient.report["parameters"]["status_evidence"] == "real"
+    assert own["call"] == call_from_probability(own["probability"], own["indeterminate_band"]) or (
+        own["call"] == "indeterminate" and own["reasons"])
+    assert np.array_equal(patient.maps["synthetic_t1gd"].data, phantom.maps["synthetic_t1gd"].data)
+    from BBBAnomalyLib.structural.figures import t1flair_figure  # the figure shows both p's and the reason
+
+    drawn = t1flair_figure(tmp_path / "patient.png", slab.t1, slab.flair.data, patient, tumor=slab.whole_tumor)
+    assert drawn.stat().st_size > 10_000
+
+    # the same weights with a (made-up) record that separates 6 + 6 real runs perfectly: p is not shrunk
+    card = json.loads((WEIGHTS_DIR / "t1flair-identifier-demo.json").read_text(encoding="utf-8"))
+    card["real_evidence"] = {"runs": [{"label": k % 2, "p": 0.2 + 0.6 * (k % 2)} for k in range(12)], "source": "test"}
+    shutil.copy(WEIGHTS_DIR / "t1flair-identifier-demo.pt", tmp_path / "strong.pt")
+    (tmp_path / "strong.json").write_text(json.dumps(card), encoding="utf-8")
+    strong = run(identifier_weights=str(tmp_path / "strong.pt")).report["bbb_status"]
+    assert strong["real_evidence"]["weight"] == 1.0 and strong["probability"] == pytest.approx(own["probability"])
+    with pytest.raises(InputError, match="status_evidence"):
+        T1FlairParameters(status_evidence="clinical")

@@ -4,6 +4,8 @@
   python scripts/validate_t1flair.py phantoms --json OUT.json             # held-apart phantoms
   python scripts/validate_t1flair.py real --json OUT.json                 # ../shared/data/brats
   python scripts/validate_t1flair.py swap --json OUT.json                 # T1/FLAIR role checks (swap, T2, T1Gd)
+  python scripts/validate_t1flair.py evidence CARD.json REAL.json ...     # the identifier's record on real scans
+                                                                          # (leave-one-case-out `real` runs) into its card
   ... --synthesis W --identifier W --cae W   # other weights than the bundled defaults (e.g. a
                                              # leave-one-case-out fold: see docs/validation.md)
 
@@ -441,6 +443,35 @@ def cmd_real(args):
     _emit(out, args.json)
 
 
+def cmd_evidence(args):
+    """Write the identifier's record on real scans into its model card (``real_evidence``, read by
+    structural/real_evidence.py): every labelled run of the given `real` JSONs, which must come from weights
+    that never saw the case (leave-one-case-out folds of the card's recipe, or weights trained without real
+    cases). The p recorded is the pipeline's after the tumor ROI's weight, run with --status-evidence phantom
+    (or from before that option existed), i.e. the p that the record then weighs."""
+    from BBBAnomalyLib.structural.real_evidence import RealEvidence
+
+    runs = []
+    for path in args.real_json:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for case, entry in sorted(data["cases"].items()):
+            for roi_name, row in entry.items():
+                if "et_from_segmentation" not in row:
+                    continue  # no label (no segmentation): not evidence
+                status = row["bbb_status"]
+                if (status.get("real_evidence") or {}).get("weight", 1.0) < 1.0:
+                    raise SystemExit(f"{path}: {case} was run with --status-evidence real; rerun it with "
+                                     "--status-evidence phantom so that the record holds the identifier's own p")
+                runs.append({"case": case, "roi": roi_name, "label": int(row["et_from_segmentation"]),
+                             "p": float(status["probability"]), "weights": data["weights"]["identifier"]})
+    card_path = Path(args.card)
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["real_evidence"] = {"runs": runs, "source": args.source}
+    evidence = RealEvidence.from_card(card)
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    _emit({"card": str(card_path), **evidence.to_json(), "reason": evidence.describe()}, args.json)
+
+
 def _order_checks(t1, flair, brain, affine, axis) -> dict:
     from BBBAnomalyLib.structural.applicability import check_structural_input
 
@@ -509,7 +540,9 @@ def _parameters(args, steps=None) -> T1FlairParameters:
     """The pipeline's parameters with the weights chosen on the command line (default: bundled)."""
     chosen = {f"{k}_weights": getattr(args, k) for k in ("synthesis", "identifier", "cae", "enhancer")
               if getattr(args, k, None)}
-    return T1FlairParameters(steps=steps or args.steps, device="cpu", **chosen)
+    # phantoms: the phantom calibration as it is (where it was measured); real cases: --status-evidence
+    return T1FlairParameters(steps=steps or args.steps, device="cpu",
+                             status_evidence=getattr(args, "status_evidence", "phantom"), **chosen)
 
 
 def _weights_used(params) -> dict:
@@ -560,6 +593,13 @@ def main():
     sw.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
     sw.add_argument("--json")
     sw.set_defaults(func=cmd_swap)
+    ev = sub.add_parser("evidence", help="write an identifier's leave-one-case-out record on real scans into its card")
+    ev.add_argument("card", help="the identifier's model card (.json beside its .pt)")
+    ev.add_argument("real_json", nargs="+", help="JSON of `real` runs by weights that never saw the case")
+    ev.add_argument("--source", required=True, help="one line: which weights made the runs, when, with which ROIs")
+    ev.add_argument("--json")
+    ev.set_defaults(func=cmd_evidence)
+
     r = sub.add_parser("real")
     r.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brats"))
     r.add_argument("--steps", type=int, default=4)
@@ -568,6 +608,9 @@ def main():
     r.add_argument("--only", nargs="*", help="case folder names (default: all)")
     r.add_argument("--rois", nargs="+", choices=["segmentation", "reference"], default=["segmentation", "reference"],
                    help="which status ROIs to run: the segmentation head's, the reference segmentation (default both)")
+    r.add_argument("--status-evidence", choices=["real", "phantom"], default="real",
+                   help="real (default, what a user gets): p weighed by the identifier's record on real scans; "
+                        "phantom: the identifier's own p (to make a leave-one-case-out record for `evidence`)")
     r.set_defaults(func=cmd_real)
     for sp in (p, r, cal):
         for k in ("synthesis", "identifier", "cae", "enhancer"):

@@ -19,7 +19,10 @@ non-contrast T1 and a T2-FLAIR, without contrast agent.
    disrupted) and as if it did not (intact) -- with a deterministic few-step sampler (--steps).
 3. An identification CNN scores, on the tumor slices (--tumor-mask, or the diffusion model's
    segmentation head), which synthesis is self-consistent; the larger wins (contrastive maximum)
-   -> BBB status "intact" or "disrupted" with a calibrated probability.
+   -> BBB status "intact", "disrupted" or "indeterminate" from one calibrated probability. The
+   probability is calibrated on phantoms and, on a patient scan, weighed by the identifier's record
+   on real scans it never saw: the bundled identifiers are at chance there (docs/validation.md), so
+   every patient scan is "indeterminate" (p = 0.5) until weights with a real record are given.
 4. A 3D convolutional autoencoder trained on normal anatomy gives a voxel anomaly map and a
    patient-level score (seed cae-brain-anomaly).
 5. The synthetic T1Gd is the normalised T1 plus the enhancement a voxel-feature predictor expects
@@ -69,6 +72,11 @@ def register(sub) -> None:
                    help=f"enhancement predictor for the synthetic T1Gd (default: bundled {DEFAULT_ENHANCER}, three real "
                         "cases; 'none': the synthetic T1Gd from the diffusion syntheses)")
     m.add_argument("--no-anomaly", action="store_true", help="skip the 3D autoencoder anomaly map")
+    m.add_argument("--status-evidence", choices=["real", "phantom"], default="real",
+                   help="how far the BBB status's p(disrupted) is trusted. real (default): weighed by the identifier's "
+                        "leave-one-case-out record on real scans, which for the bundled identifiers is at chance, so a "
+                        "patient scan gets p = 0.5 and 'indeterminate'; phantom: the phantom calibration as it is "
+                        "(research on the project's simulated phantoms only)")
     add_output_options(p, "t1flair")
     p.set_defaults(run=run)
 
@@ -94,7 +102,7 @@ def _run(args, out_dir: Path) -> int:
     if str(chosen.get("enhancer_weights", "")).lower() == "none":
         chosen["enhancer_weights"] = None
     params = T1FlairParameters(steps=args.steps, device=args.device, seed=args.seed, size=args.size, threads=args.threads,
-                               anomaly_map=not args.no_anomaly, **chosen)
+                               anomaly_map=not args.no_anomaly, status_evidence=args.status_evidence, **chosen)
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.t1} and {args.flair}")
     t1, flair = read_volume(args.t1), read_volume(args.flair)

@@ -38,7 +38,8 @@ def run_demo(tmp: Path, printer, seed: int = 0):
     printer(0.0, "simulating a structural glioma phantom")
     phantom = make_structural_phantom(seed=seed)
     phantom.write(tmp / "t1flair_input", "phantom")
-    result = run_t1flair(phantom.t1, phantom.flair, T1FlairParameters(device="cpu"), brain_mask=phantom.brain,
+    result = run_t1flair(phantom.t1, phantom.flair, T1FlairParameters(device="cpu", status_evidence="phantom"),
+                         brain_mask=phantom.brain,
                          tumor_mask=phantom.whole_tumor, progress=sub_progress(printer, 0.05, 0.9))
     result.write(tmp / "t1flair")
     truth = normalise_0_255(phantom.t1gd.data, phantom.brain, "t1gd")

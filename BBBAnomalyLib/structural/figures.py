@@ -19,14 +19,21 @@ def orientation_letters(ax, colour: str = "yellow") -> None:
                 ha="center", va="center")
 
 
-def probability_panel(ax, probability: float, band, call: str, truth: str | None = None) -> None:
-    """p(disrupted) on a 0-1 axis with the indeterminate band shaded, the call, and the truth if known."""
+def probability_panel(ax, probability: float, band, call: str, truth: str | None = None,
+                      identifier_probability: float | None = None) -> None:
+    """p(disrupted) on a 0-1 axis with the indeterminate band shaded, the call, and the truth if known;
+    ``identifier_probability``: the identifier's own p before the ROI weight and the record on real scans
+    shrank it (drawn hollow, so a reader sees both what the network said and what the call rests on)."""
     low, high = band
     ax.axvspan(0, low, color="#4c9be8", alpha=0.35)
     ax.axvspan(low, high, color="0.75", alpha=0.6)
     ax.axvspan(high, 1, color="#e8674c", alpha=0.35)
     for x, text in ((low / 2, "intact"), ((low + high) / 2, "indeterminate"), ((high + 1) / 2, "disrupted")):
         ax.text(x, 0.82, text, ha="center", va="center", fontsize=7)
+    if identifier_probability is not None and abs(identifier_probability - probability) > 1e-9:
+        ax.plot([identifier_probability], [0.45], marker="v", markerfacecolor="none", color="0.3", markersize=9)
+        ax.text(identifier_probability, 0.62, f"identifier {identifier_probability:.2f}", ha="center", fontsize=6,
+                color="0.3")
     ax.plot([probability], [0.45], marker="v", color="black", markersize=9)
     ax.text(probability, 0.2, f"p = {probability:.2f}", ha="center", fontsize=8)
     ax.set_xlim(0, 1)
@@ -95,8 +102,11 @@ def t1flair_figure(path: str | Path, t1: Volume, flair: np.ndarray, result, real
         ax.set_yticks([])
         orientation_letters(ax)
     bbb = result.report["bbb_status"]
-    probability_panel(axes[-1], bbb["probability"], bbb.get("indeterminate_band", (0.35, 0.65)), bbb["call"], truth)
-    reasons = "; ".join(bbb.get("reasons", []))
+    probability_panel(axes[-1], bbb["probability"], bbb.get("indeterminate_band", (0.35, 0.65)), bbb["call"], truth,
+                      bbb.get("identifier_probability"))
+    import textwrap
+
+    reasons = "\n".join(textwrap.fill(r, 160) for r in bbb.get("reasons", []))  # long lines would leave the figure
     fig.suptitle(f"{title}  BBB: {bbb['call']} (p(disrupted) = {bbb['probability']:.2f}, band "
                  f"{bbb.get('indeterminate_band', [0.35, 0.65])[0]:.2f}-{bbb.get('indeterminate_band', [0.35, 0.65])[1]:.2f}; "
                  f"ROI: {bbb['tumor_roi']}, red{'; reference tumor dotted cyan' if reference is not None else ''})"

@@ -13,7 +13,9 @@ p(disrupted) = sigmoid(a (S+ - S-) + b) (Platt scaling; (a, b) fitted on calibra
 * p >= band[1] -> "disrupted"; p <= band[0] -> "intact"; otherwise "indeterminate";
 * an exact tie S+ = S- (both syntheses equally consistent, e.g. 1.00 / 1.00 or 0.00 / 0.00) is
   "indeterminate" whatever p says: the identifier could not tell the two apart;
-* the pipeline adds reasons of its own (an implausible tumor segmentation).
+* the pipeline shrinks p towards 0.5 by the tumor ROI's weight (tumor_roi.py) and, on a real scan, by
+  the identifier's record on real scans it never saw (real_evidence.py: an identifier at chance on
+  real scans gives p = 0.5), and adds reasons of its own (an implausible tumor segmentation).
 
 So the call can abstain but never contradicts p. ``INDETERMINATE_BAND`` (0.35, 0.65) was chosen on
 the calibration phantoms 6000-6019 (docs/validation.md); ``contrastive_winner`` keeps the seed's
@@ -108,7 +110,8 @@ class StatusCall:
     n_slices: int
     band: tuple[float, float] = INDETERMINATE_BAND
     reasons: list[str] = field(default_factory=list)  # why the call is indeterminate (empty otherwise)
-    identifier_probability: float | None = None  # p before the ROI weight shrank it (None: not shrunk)
+    identifier_probability: float | None = None  # p before any weight shrank it (None: not shrunk)
+    real_evidence: dict | None = None  # the identifier's record on real scans, when it weighed p (real_evidence.py)
 
     @property
     def contrastive_winner(self) -> str:
@@ -117,18 +120,24 @@ class StatusCall:
             return "disrupted" if self.s_enhancing > self.s_non_enhancing else "intact"
         return "tie"
 
-    def temper(self, weight: float, reason: str) -> None:
-        """p <- 0.5 + weight (p - 0.5) (weight in [0, 1]: how far the ROI can be trusted); the call is
-        recomputed from the new p, so it still never contradicts it (a tie stays indeterminate)."""
+    def temper(self, weight: float, reason: str, always_note: bool = False) -> None:
+        """p <- 0.5 + weight (p - 0.5) (weight in [0, 1]: how far the ROI, or the identifier's record on
+        real scans, can be trusted); the call is recomputed from the new p, so it still never contradicts
+        it (a tie stays indeterminate). ``identifier_probability`` keeps the p before any shrinking.
+        The reason is noted when the call turns indeterminate, or always with ``always_note``."""
         weight = float(np.clip(weight, 0.0, 1.0))
         if weight >= 1.0:
             return
-        self.identifier_probability = self.probability
-        self.probability = float(0.5 + weight * (self.probability - 0.5))
+        if self.identifier_probability is None:
+            self.identifier_probability = self.probability
+        before = self.probability
+        self.probability = float(0.5 + weight * (before - 0.5))
         call = call_from_probability(self.probability, self.band)
-        if self.call != "indeterminate" and call == "indeterminate":
-            self.reasons.append(f"{reason}: p(disrupted) {self.identifier_probability:.2f} shrunk to "
-                                f"{self.probability:.2f}, inside the band {self.band[0]:.2f}-{self.band[1]:.2f}")
+        turned = self.call != "indeterminate" and call == "indeterminate"
+        if turned or always_note:
+            self.reasons.append(f"{reason}: p(disrupted) {before:.2f} shrunk to {self.probability:.2f}"
+                                + (f", inside the band {self.band[0]:.2f}-{self.band[1]:.2f}" if call == "indeterminate"
+                                   else ""))
         self.call = "indeterminate" if self.call == "indeterminate" else call
 
     def make_indeterminate(self, reason: str) -> None:
@@ -141,7 +150,10 @@ class StatusCall:
                                            else self.identifier_probability),
                 "indeterminate_band": list(self.band), "reasons": list(self.reasons),
                 "rule": (f"disrupted if p(disrupted) >= {self.band[1]:.2f}, intact if <= {self.band[0]:.2f}, "
-                         "otherwise indeterminate; also indeterminate on a tie S+ = S- or an implausible tumor ROI"),
+                         "otherwise indeterminate; p is the phantom-calibrated identifier's, shrunk towards 0.5 by "
+                         "the tumor ROI's weight and, on real scans, by the identifier's record on real scans; "
+                         "also indeterminate on a tie S+ = S- or an implausible tumor ROI"),
+                "real_evidence": self.real_evidence,
                 "contrastive_winner": self.contrastive_winner,
                 "per_label_scores": {"enhancing": self.s_enhancing, "non_enhancing": self.s_non_enhancing,
                                      "mean_slice_score_enhancing": self.mean_enhancing,

@@ -10,6 +10,7 @@ DEFAULT_SYNTHESIS = "t1flair-diffusion-demo"
 DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
 DEFAULT_CAE = "t1flair-cae-population"  # normal anatomy of three template brains, no real case
 DEFAULT_ENHANCER = "t1flair-enhancer-real"  # voxel-feature enhancement predictor, three real cases (model card)
+STATUS_EVIDENCE = ("real", "phantom")  # how far p(disrupted) is trusted (real_evidence.py)
 
 
 @dataclass
@@ -30,6 +31,10 @@ class T1FlairParameters:
     segmentation_threshold: float = 0.5  # tumor = segmentation-head probability >= this
     min_tumor_ml: float = 1.0  # a segmented tumor smaller than this gives an indeterminate BBB status
     indeterminate_band: tuple = (0.35, 0.65)  # p(disrupted) inside it = indeterminate (chosen on phantoms 6000-6019)
+    # "real": p(disrupted) is weighed by the identifier's leave-one-case-out record on real scans (real_evidence.py;
+    # the bundled identifiers are at chance there, so a real scan gets p = 0.5, indeterminate); "phantom": the
+    # phantom calibration as it is, for research on the project's simulated phantoms only
+    status_evidence: str = "real"
     samples: int = 2  # sampler noises per ET label: their spread is part of the enhancement's uncertainty
     shrinkage: float | None = None  # k of max(0, 1 - k V / E^2); None = 1 with the enhancer (enhancer.py), else
     # band[1] / (1 - band[1]) for the diffusion syntheses' estimate (enhancement.py)
@@ -66,6 +71,10 @@ class T1FlairParameters:
             raise InputError("--threads must be >= 1")
         if self.chunk_slices < 1 or self.min_tumor_ml < 0:
             raise InputError("chunk_slices must be >= 1 and min_tumor_ml >= 0")
+        if str(self.status_evidence) not in STATUS_EVIDENCE:
+            raise InputError(f"status_evidence {self.status_evidence!r} is not one of {', '.join(STATUS_EVIDENCE)} "
+                             "('real' for patient scans; 'phantom' only for the project's simulated phantoms)")
+        self.status_evidence = str(self.status_evidence)
         low, high = (float(v) for v in self.indeterminate_band)
         if not 0.0 <= low < 0.5 < high <= 1.0:
             raise InputError("indeterminate_band must be (low, high) with 0 <= low < 0.5 < high <= 1, e.g. (0.35, 0.65)")

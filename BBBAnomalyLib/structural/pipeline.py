@@ -6,7 +6,8 @@ automatic) -> applicability checks (applicability.py) -> histogram-mode normalis
 slices resampled to the network size -> deterministic few-step synthesis with both ET labels and
 ``samples`` starting noises -> tumor ROI (the user's, or the segmentation head's with its
 plausibility, tumor_roi.py) -> contrastive maximum -> BBB status with three outcomes from one
-calibrated probability (identification.py) -> the synthetic T1Gd = normalised T1 + the predicted
+calibrated probability (identification.py), weighed on a real scan by the identifier's record on
+real scans (real_evidence.py) -> the synthetic T1Gd = normalised T1 + the predicted
 enhancement shrunk where the model is unsure, on the native T1 grid (enhancer.py: a voxel-feature
 ensemble; without enhancer weights, the syntheses' change, enhancement.py) -> 3D autoencoder
 anomaly map.
@@ -112,6 +113,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     from .enhancement import estimate_enhancement, native_synthesis
     from .identification import contrastive_maximum, slice_scores
     from .models import load
+    from .real_evidence import RealEvidence
     from .tumor_roi import choose_roi
 
     report_progress = progress or (lambda fraction, message: None)
@@ -181,6 +183,10 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         status = contrastive_maximum(plus, minus, params.slice_threshold,
                                      identifier.calibration.cpu().numpy().tolist(), params.indeterminate_band)
         status.temper(roi_info.weight, f"segmentation weight {roi_info.weight:.2f} (confidence and volume)")
+        if params.status_evidence == "real":  # phantom-calibrated p, weighed by the record on real scans
+            evidence = RealEvidence.from_card(icard)
+            status.real_evidence = evidence.to_json()
+            status.temper(evidence.weight, evidence.describe(), always_note=True)
         if roi_info.implausible:
             status.make_indeterminate(roi_info.implausible)
         bad = [c.name for c in applicability.checks if c.status != "ok" and "bbb_status" in c.affects]
