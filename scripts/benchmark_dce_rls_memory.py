@@ -24,7 +24,11 @@ Each measurement runs in a fresh Python process, with and without ``consume_inpu
 With ``auto``, scikit-learn's k-means is imported with the other imports (its modules are ~45 MiB of Python
 objects, not data; its import is reported apart, as torch's).
 
-usage:  python scripts/benchmark_dce_rls_memory.py [--slices all] [--rls auto] [--aif mask] [--json out.json]
+--repeats N measures every cell N times (fresh processes each); --kept-only leaves out the consume_input
+cells; --case DIR keeps the written case in DIR (made there once, reused by later runs).
+
+usage:  python scripts/benchmark_dce_rls_memory.py [--slices all] [--rls auto] [--aif mask] [--repeats 1]
+        [--kept-only] [--case DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -131,6 +135,9 @@ def main() -> int:
     ap.add_argument("--slices", default="all")
     ap.add_argument("--rls", default="auto")
     ap.add_argument("--aif", default="mask", choices=("mask", "region", "auto"))
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--kept-only", action="store_true", help="only the runs with the series kept")
+    ap.add_argument("--case", help="folder holding the written case (made once, reused)")
     ap.add_argument("--json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -143,18 +150,25 @@ def main() -> int:
     print(f"load average at start: {os.getloadavg()}")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        info = make_case(Path(tmp), "all" if args.slices == "all" else int(args.slices))
+        case = Path(args.case) if args.case else Path(tmp)
+        if (case / "case.json").exists():
+            info = json.loads((case / "case.json").read_text())
+        else:
+            case.mkdir(parents=True, exist_ok=True)
+            info = make_case(case, "all" if args.slices == "all" else int(args.slices))
         print(f"input: {info['voxels']} brain voxels x {info['frames']} frames; rls={args.rls}, aif={args.aif}")
-        for consume in (0, 1):
+        for consume in (0,) if args.kept_only else (0, 1):
             for measure in ("tracemalloc", "rss"):
-                proc = subprocess.run([sys.executable, __file__, "--rls", args.rls, "--aif", args.aif, "--child",
-                                       f"{tmp},{measure},{consume}"], capture_output=True, text=True, check=True)
-                res = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
-                res["load_1min"] = os.getloadavg()[0]
-                rows[f"{measure}, consume_input={bool(consume)}"] = res
-                print(f"{measure:<12} consume_input={bool(consume)!s:<6} {json.dumps(res)}", flush=True)
+                for repeat in range(args.repeats):
+                    proc = subprocess.run([sys.executable, __file__, "--rls", args.rls, "--aif", args.aif, "--child",
+                                           f"{case},{measure},{consume}"], capture_output=True, text=True, check=True)
+                    res = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+                    res["load_1min"] = os.getloadavg()[0]
+                    key = f"{measure}, consume_input={bool(consume)}" + (f", run {repeat + 1}" if args.repeats > 1 else "")
+                    rows[key] = res
+                    print(f"{measure:<12} consume_input={bool(consume)!s:<6} {json.dumps(res)}", flush=True)
         if args.rls != "none":
-            proc = subprocess.run([sys.executable, __file__, "--child", f"{tmp},torch,0"], capture_output=True,
+            proc = subprocess.run([sys.executable, __file__, "--child", f"{case},torch,0"], capture_output=True,
                                   text=True, check=True)
             res = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
             rows["torch first use"] = res

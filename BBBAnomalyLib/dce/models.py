@@ -347,10 +347,20 @@ class PKModel:
         return out
 
     def _chunk(self, n: int) -> int:
-        """Voxels per chunk: chunk_voxels at most, and at most 1/16 of the curves (but >= MIN_CHUNK):
-        a chunk's float64 (T, chunk) temporaries (two at a time) then stay within 1/4 of the
-        float32 curves, so the fit adds little to the memory the curves take."""
-        return max(1, min(self.chunk_voxels, max(MIN_CHUNK, -(-n // 16))))
+        """Voxels per chunk of the linear fit: sized by bytes against the curves. A chunk's float64
+        (T, chunk) curves and cumulative integral (16·T bytes a voxel, two at a time) stay within 1/16 of
+        the float32 curves (4·T bytes a voxel): chunk <= n/64, in whole multiples of MIN_CHUNK (at least
+        one), at most chunk_voxels. On a whole head (curves ~0.5x the series) that is <= ~0.03x the
+        series; 1/16 of the voxels (issue 17's first round) made it ~0.12x, resident from the first
+        chunk on. The chunk size moves the float64 parameters by rounding only (the products' summation
+        order: <= ~1e-10 relative measured), within one float32 ulp of every map (the maps of the
+        whole-brain reference object and the test phantoms are equal; Testing/test_dce_memory.py)."""
+        return max(1, min(self.chunk_voxels, MIN_CHUNK * max(1, n // (64 * MIN_CHUNK))))
+
+    def _refine_batch(self, n: int) -> int:
+        """Voxels per batch of the refinement: twice 1/16 of the curves (at least 2·MIN_CHUNK, at most
+        2·chunk_voxels), its float32 curves and state about the size of the linear fit's first chunks."""
+        return 2 * max(1, min(self.chunk_voxels, max(MIN_CHUNK, -(-n // 16))))
 
     def _delay_table(self, delay: np.ndarray):
         """The shifted AIFs (D, T) of the delays present and each voxel's row of it."""
@@ -559,7 +569,7 @@ class PKModel:
         cps = np.asarray(cps, dtype=np.float64)
         table_t = torch.as_tensor(np.ascontiguousarray(cps.T), dtype=f32, device=dev)  # (T, D)
         cc_table = torch.as_tensor((cps * cps).sum(1), dtype=f64, device=dev)  # Cp·Cp of each AIF
-        batch = 2 * self._chunk(n)  # float32 curves + state: about the linear fit's chunk memory
+        batch = self._refine_batch(n)
 
         def start(rows):
             g = torch.as_tensor(group[rows], device=dev)

@@ -31,7 +31,7 @@ from . import aif as aif_mod
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
 from .exchange import ExchangeModel
-from .models import PKModel
+from .models import PKFit, PKModel
 from .parameters import DCEParameters, InputKind, Model
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
 from .validation import check_series, check_t10_map, check_t10_values
@@ -177,6 +177,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         t10 = (t10_grid[analysed] if t10_grid is not None else params.t10)
         if t10_grid is not None:
             check_t10_values(t10)
+            t10 = _narrowed(t10)
         del t10_grid  # (float64 on the whole grid: only the analysed voxels' values are used)
 
     report_progress(0.05, "converting to concentration")
@@ -218,9 +219,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         ser = _brain_rows(ser, in_brain)
         rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
                                         warnings, lambda f, m: report_progress(0.1 + 0.4 * f, m))
+        s0_brain = None
         with timer("conversion"):
-            brain_t10 = _rows(t10, in_brain)
-            conc, clipped = concentration_from_ser(ser, brain_t10, flip, tr, params.relaxivity, out=ser)
+            conc, clipped = concentration_from_ser(ser, _rows(t10, in_brain), flip, tr, params.relaxivity, out=ser)
             if extra is not None:
                 extra, clipped_extra = concentration_from_ser(extra, _rows(t10, outside), flip, tr, params.relaxivity,
                                                               out=extra)
@@ -229,7 +230,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 warnings.insert(clip_warning_at, _clip_warning(clipped))
         if rls_out is not None:  # the SER is gone (now the concentration): the panel's RLS curves recompute it
             brain_conc_ = conc
-            rls_out.ser = lambda: ser_from_concentration(brain_conc_, brain_t10, flip, tr, params.relaxivity)
+            # (the brain's T10 taken when asked: not a copy held beside the maps)
+            rls_out.ser = lambda: ser_from_concentration(brain_conc_, _rows(t10, in_brain), flip, tr, params.relaxivity)
         ser = None
 
     aif_delay = None
@@ -300,7 +302,22 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         values["fit_r2"] = fit.r2
         # the summaries' float64 temporaries come and go before the maps on the grid exist (issue 17)
         summary = _summaries(values, masks, brain)
-        maps = {name: Volume(_scatter(brain, v), series.affine.copy()) for name, v in values.items()}
+        names = list(values)
+        del values
+        # What the maps hold is not kept twice beside them (issue 17: the result's own memory), and it is let go
+        # before the maps are made, so that the peak is the result itself: the fit narrowed to the float32 values
+        # of its maps, the RLS's per-voxel maps handed over to theirs.
+        if isinstance(fit, PKFit):
+            _narrow_fit(fit)
+        per_voxel = {**(rls_out.maps if rls_out is not None else {}), "delay": fit.delay, "fit_r2": fit.r2}
+        if rls_out is not None:
+            rls_out.maps = None
+        release_freed_memory()
+        maps = {}
+        for name in names:
+            value = per_voxel.pop(name) if name in per_voxel else getattr(fit, name)
+            maps[name] = Volume(_scatter(brain, value), series.affine.copy())  # float32: the same cast as before
+        del per_voxel, value
 
     report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial,
                      brain, masks, summary, maps, rls_out, unit, timer, warnings)
@@ -470,6 +487,25 @@ def _brain_rows(curves: np.ndarray, in_brain: np.ndarray, block: int = ROW_BLOCK
 
 def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
+
+
+def _narrow_fit(fit: PKFit) -> None:
+    """A fit whose summaries are made, narrowed to the values of its float32 maps before the maps are made (issue
+    17: not held twice, in float64, beside them): Ktrans, kep, vp, ve and R² as float32 (each exactly its map's
+    value, the same cast), the delays as float32 when that holds them exactly (grid values). The panel's model
+    curves (:meth:`PKModel.curves`, computed in float64) are then those of the written maps' parameters, within
+    a few float32 ulps of the curves of the float64 parameters (Testing/test_dce_memory.py)."""
+    for name in ("ktrans", "kep", "vp", "ve", "r2"):
+        setattr(fit, name, getattr(fit, name).astype(np.float32))
+    fit.delay = _narrowed(fit.delay)
+
+
+def _narrowed(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 when that holds them exactly (a float32 or integer T10 map: check_t10_map made them
+    float64), else as they are. The conversions take T10 as float64 (the same values), and the run keeps it until
+    the panel's curves are made (half the bytes)."""
+    narrow = values.astype(np.float32)
+    return narrow if np.array_equal(narrow, values) else values
 
 
 def _summaries(values: dict, masks: dict, brain: np.ndarray) -> dict:

@@ -33,7 +33,8 @@ class RLSOutput:
     output, which the run no longer holds (issue 17): :meth:`ser_reconstruction` recomputes them block by
     block, the same blocks as the run, so the same values."""
 
-    maps: dict[str, np.ndarray]  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]
+    maps: dict[str, np.ndarray] | None  # rls, rls_abs, rls_uncertainty per brain voxel [% SER]; None once
+    # run_dce has put them on the grid (DCEResult.maps: the same float32 values, not held twice)
     info: dict  # for the report
     ser: object = field(repr=False, default=None)  # the SER curves, a function or conversion.SERRows recomputing them
     grid: np.ndarray = field(repr=False, default=None)
@@ -221,9 +222,11 @@ MIN_BLOCK = 4096
 
 
 def inference_block(n: int, chunk_voxels: int) -> int:
-    """Rows per network pass: about 1/16 of the curves (as the model fit's chunks), whole multiples of
-    MIN_BLOCK, at most ``chunk_voxels``. The block's network input and output are float32 (rows, n_frames + 4),
-    ~2x a curve's bytes each with dce-rls-world's 125 entries on a 60-frame series: a fixed 65,536-row block
-    was 0.27x a 122 MiB whole-head series, and 0.85x a 37 MiB one, twice over (input and output)."""
-    sixteenth = -(-max(n, 1) // 16)
-    return max(1, min(int(chunk_voxels), MIN_BLOCK * -(-sixteenth // MIN_BLOCK)))
+    """Rows per network pass: about 1/64 of the curves (as the model fit's chunks), whole multiples of
+    MIN_BLOCK (rounded down, at least one), at most ``chunk_voxels``. The block's network input and output are
+    float32 (rows, n_frames + 4), ~2x a curve's bytes each with dce-rls-world's 125 entries on a 60-frame series:
+    1/64 of the curves keeps both within ~1/16 of the curves (~0.03x a whole-head series). Before: 1/16 of the
+    curves (0.17x the 122 MiB reference series, with torch's activations beside), and earlier a fixed
+    65,536-row block (0.27x that series, 0.85x a 37 MiB one, twice over). The block size changes no value
+    (every step is per row; Testing/test_dce_memory.py)."""
+    return max(1, min(int(chunk_voxels), MIN_BLOCK * max(1, max(n, 1) // (64 * MIN_BLOCK))))
