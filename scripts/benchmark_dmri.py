@@ -107,6 +107,7 @@ def memory_child(args) -> dict:
     from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
     import BBBAnomalyLib.dmri.inference  # noqa: F401  (torch's network modules: imports, not data)
     import BBBAnomalyLib.metrics  # noqa: F401
+    import sklearn.metrics  # noqa: F401  (imported lazily by the report's tumor-overlap AUC: ~14 MiB of modules)
 
     if args.measure == "network":
         from BBBAnomalyLib.dmri.inference import load_model, score

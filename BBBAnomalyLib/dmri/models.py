@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.memory import release_freed_memory
+
 KL_WEIGHT = 1.22e-5  # the seed's β
 
 
@@ -39,6 +41,88 @@ def _down(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
 
 def _up(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose3d(cin, cout, 2, stride=2), _norm(norm, cout), nn.LeakyReLU(0.01))
+
+
+def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for inference with the activations applied in place (issue 17: no second tensor of each
+    activation's size). Recurses into Sequentials; LeakyReLU/ReLU/Sigmoid run their in-place kernels (the same
+    element-wise operations, so the same values); any other module runs as itself. ``x`` may be overwritten:
+    pass a tensor nobody else needs."""
+    if isinstance(module, nn.Sequential):
+        for m in module:
+            x = _apply(m, x)
+        return x
+    if isinstance(module, nn.LeakyReLU):
+        return F.leaky_relu_(x, module.negative_slope)
+    if isinstance(module, nn.ReLU):
+        return torch.relu_(x)
+    if isinstance(module, nn.Sigmoid):
+        return torch.sigmoid_(x)
+    if isinstance(module, nn.Conv3d):
+        return _conv3d(module, x)
+    return module(x)
+
+
+#: Bytes of the per-conv temporaries that one slab of a convolution may make (see :func:`_conv3d`).
+SLAB_BYTES = 4 * 2 ** 20
+
+
+def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, by slabs of output planes (first spatial axis) where one call would make a temporary of more
+    than :data:`SLAB_BYTES` beside its output (issue 17):
+
+    * a strided conv (the first level of each encoder, on the 64-channel input): oneDNN copies its whole input
+      into its blocked layout first (18.75 MiB for the model-grid input), torch's native path unfolds it into
+      im2col columns (63 MiB); a slab of a strided conv is strided too, so it takes the same path;
+    * a conv that torch runs natively (not with oneDNN), which unfolds its whole input into im2col columns:
+      torch 2.x does so for a float32 batch of one with a kernel of at most 3, neither strided nor dilated,
+      when batch × channels × the first two spatial sizes ≤ 20480 (``ConvParams::use_mkldnn``; the
+      discriminator's second level: 15.8 MiB of columns); a slab is smaller, so it runs natively too.
+
+    Each output voxel is the same products over the same inputs (zeros where the padding is), so the values
+    are the same (Testing/test_dmri_memory.py); any other conv runs as itself."""
+    n, c, d, h, w = x.shape
+    k, stride, padding = conv.kernel_size, conv.stride, conv.padding
+    if (isinstance(padding, str) or conv.padding_mode != "zeros" or conv.groups != 1 or set(conv.dilation) != {1}
+            or x.device.type != "cpu"):
+        return conv(x)
+    d_out = (d + 2 * padding[0] - k[0]) // stride[0] + 1
+    h_out = (h + 2 * padding[1] - k[1]) // stride[1] + 1
+    w_out = (w + 2 * padding[2] - k[2]) // stride[2] + 1
+    if max(stride) > 1:
+        per_plane = stride[0] * c * h * w * x.element_size()  # the input's planes that one output plane adds
+    elif x.dtype == torch.float32 and n == 1 and max(k) <= 3 and n * c * d * h <= 20480:
+        per_plane = c * k[0] * k[1] * k[2] * h_out * w_out * x.element_size()  # im2col columns of one plane
+    else:
+        return conv(x)
+    if d_out * per_plane <= SLAB_BYTES or d_out < 2:
+        return conv(x)
+    planes = max(1, SLAB_BYTES // per_plane)
+    out = None
+    for start in range(0, d_out, planes):
+        stop = min(start + planes, d_out)
+        first, last = start * stride[0] - padding[0], (stop - 1) * stride[0] - padding[0] + k[0]  # input planes
+        lo, hi = max(first, 0), min(last, d)
+        slab = x[:, :, lo:hi]
+        if lo > first or hi < last:  # the zero padding of the first axis, where the slab has none
+            slab = F.pad(slab, (0, 0, 0, 0, lo - first, last - hi))
+        part = F.conv3d(slab, conv.weight, conv.bias, stride, (0, padding[1], padding[2]))
+        if out is None:
+            out = x.new_empty((n, part.shape[1], d_out, h_out, w_out))
+        out[:, :, start:stop] = part
+        del part, slab
+    return out
+
+
+def _take(inputs: list) -> torch.Tensor:
+    """The input batch out of its one-element list (the list is emptied: see :meth:`VAE.infer`)."""
+    if len(inputs) != 1:
+        raise ValueError("infer() takes a list holding exactly one input batch")
+    return inputs.pop()
+
+
+#: Planes (along the first grid axis) per slab of the VAE's "rms" residual: no temporary of the input's size.
+SLAB = 4
 
 
 def _check_grid(grid: tuple[int, int, int], levels: int) -> tuple[int, int, int]:
@@ -73,6 +157,20 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h = self.from_latent(z).view(z.shape[0], -1, *self.bottom)
         return torch.sigmoid(self.head(self.decoder(self.expand(h))))
+
+    def infer(self, inputs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction from μ, mean of the input over its channels (batch, gx, gy, gz)) for inference, with
+        bounded memory (issue 17): ``inputs`` is a one-element list holding the batch, emptied once the
+        encoder and the channel mean have read it, so that a caller passing its only reference lets the input
+        go before the decoder runs; activations and the output sigmoid in place. The same operations in the
+        same order as ``forward(x, sample=False)[0]``: the same values."""
+        x = _take(inputs)
+        mu = self.to_latent(_apply(self.encoder, x).flatten(1)).chunk(2, dim=1)[0]
+        x_mean = x.mean(dim=1)
+        del x
+        release_freed_memory()  # the encoder's temporaries (issue 17)
+        h = self.from_latent(mu).view(mu.shape[0], -1, *self.bottom)
+        return torch.sigmoid_(self.head(_apply(self.decoder, _apply(self.expand, h)))), x_mean
 
     def forward(self, x: torch.Tensor, sample: bool | None = None):
         """(reconstruction, μ, log σ²); samples z only in training mode unless ``sample`` says otherwise."""
@@ -113,6 +211,10 @@ class _ReconstructionNet(nn.Module):
     def forward(self, x):
         return torch.sigmoid(self.head(self.decoder(self.encoder(x))))
 
+    def infer(self, x):
+        """forward() with the activations and the output sigmoid in place (the same values)."""
+        return torch.sigmoid_(self.head(_apply(self.decoder, _apply(self.encoder, x))))
+
 
 class _DiscriminativeUNet(nn.Module):
     """Three-level U-Net with skips; ``base`` filters at full resolution."""
@@ -141,6 +243,36 @@ class _DiscriminativeUNet(nn.Module):
         d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
         return self.out(d1)[:, 0]
 
+    def first_conv_parts(self, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(weight on the reconstruction's channels, weight on the input's, bias) of the first 1×1×1 conv, whose
+        input is cat([reconstruction, input], 1) with ``channels`` each."""
+        first = self.enc1[0]
+        return first.weight[:, :channels], first.weight[:, channels:], first.bias
+
+    def infer_after_first(self, e1: torch.Tensor) -> torch.Tensor:
+        """The logits from the first conv's output (see :meth:`RecDiscNet.infer`), activations in place, each
+        skip tensor let go after its use; the full-resolution decoder conv as the sum of its two inputs' halves
+        (no concatenation at full resolution)."""
+        e1 = _apply(self.enc1[1:], e1)
+        release_freed_memory()
+        e2 = _apply(self.enc2, F.max_pool3d(e1, 2))
+        e3 = _apply(self.enc3, F.max_pool3d(e2, 2))
+        up = self.up2(e3)
+        del e3
+        d2 = _apply(self.dec2, torch.cat([up, e2], 1))
+        del up, e2
+        up = self.up1(d2)
+        del d2
+        release_freed_memory()  # the lower levels' temporaries, before the full-resolution tail
+        # dec1's conv on cat([up, e1], 1) as the sum of its two halves (no 32-channel full-resolution input)
+        conv, rest = self.dec1[0], self.dec1[1:]
+        half = up.shape[1]
+        d1 = F.conv3d(up, conv.weight[:, :half], conv.bias, conv.stride, conv.padding)
+        del up
+        d1.add_(F.conv3d(e1, conv.weight[:, half:], None, conv.stride, conv.padding))
+        del e1
+        return self.out(_apply(rest, d1))[:, 0]
+
 
 class RecDiscNet(nn.Module):
     def __init__(self, channels: int = 64, grid=(40, 48, 40), widths=(24, 48, 64), disc_filters: int = 16,
@@ -157,6 +289,29 @@ class RecDiscNet(nn.Module):
         """(reconstruction, anomaly logits (batch, gx, gy, gz))."""
         recon = self.reconstruction(x)
         return recon, self.discriminator(torch.cat([recon, x], 1))
+
+    def infer(self, inputs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() for inference with bounded memory (issue 17). ``inputs`` is a one-element list holding the
+        batch, emptied, so that a caller passing its only reference lets the input go once it is read: the
+        discriminator's first 1×1×1 conv on cat([recon, x], 1) is split into its two halves of weights,
+        conv(recon, W_r) + conv(x, W_x), and conv(x, W_x) is taken with the reconstruction's first level
+        before the rest of the reconstruction runs; no concatenation of the whole input with its
+        reconstruction (2 × 64 channels) and no input alive during the decoder. The reconstruction is the
+        same operations as forward()'s (the same values); the logits differ from forward()'s by the
+        float32 rounding of summing the 128 channels' products as 64 + 64 (Testing/test_dmri_memory.py)."""
+        x = _take(inputs)
+        w_recon, w_input, bias = self.discriminator.first_conv_parts(x.shape[1])
+        x_part = F.conv3d(x, w_input)
+        net = self.reconstruction
+        h = _apply(net.encoder[0], x)
+        del x
+        recon = torch.sigmoid_(net.head(_apply(net.decoder, _apply(net.encoder[1:], h))))
+        del h
+        release_freed_memory()  # the decoder's full-resolution temporaries, before the discriminator's (issue 17)
+        e1 = F.conv3d(recon, w_recon, bias).add_(x_part)
+        del x_part
+        release_freed_memory()
+        return recon, self.discriminator.infer_after_first(e1)
 
 
 def recdisc_loss(clean, recon, logits, labels, mask=None) -> torch.Tensor:

@@ -92,7 +92,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     with timer("model"):
         report_progress(0.05, "loading the model")
         try:
-            from .inference import load_model, score
+            from .inference import load_model, score_prepared
         except ImportError as exc:
             raise InputError(f"the diffusion anomaly models need PyTorch ({exc}); install torch") from None
         model = load_model(params.weights_name, params.model.value, params.device)
@@ -111,8 +111,8 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     warnings.extend(applicability.warnings)
     with timer("network"):
         report_progress(0.5, f"running the {params.model.value} network")
-        grid_score, recon = score(model, prepared.network_input, prepared.network_mask, params.vae_score)
-        prepared.network_input = None  # (64 x the model grid, float32: not needed after the network)
+        # takes the network input (64 x the model grid, float32) off `prepared` and lets it go once read (issue 17)
+        grid_score, recon = score_prepared(model, prepared, params.vae_score)
     release_freed_memory()  # the network's activations
     with timer("maps"):
         report_progress(0.8, "anomaly map and mask")

@@ -132,7 +132,8 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
         np.clip(att, 0.0, 1.0, out=att)
         np.power(att, exponent, out=att)
         out = signal[start:start + chunk_voxels]  # the product written straight into its rows
-        np.matmul(att, matrix32, out=out)
+        for s in range(0, att.shape[0], GEMM_ROWS):
+            np.matmul(att[s:s + GEMM_ROWS], matrix32, out=out[s:s + GEMM_ROWS])
         np.clip(out, 0.0, 1.0, out=out)
         del att
     check_diffusion_contrast(att_sum / max(rows.shape[0] * shell.index.size, 1), att_spread, spec.b_value)
@@ -144,6 +145,12 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
         raise InputError("the brain mask falls outside the model's field of view after resampling; check the "
                          "DWI's geometry (affine) and mask")
     return Prepared(network_input, network_mask, affine, brain, signal, shell, warnings)
+
+
+#: Rows per S/S0 x SH-matrix product. OpenBLAS's GEMM touches a packing buffer that grows with the rows of one
+#: call and stays resident (measured: 28.75 MiB at 65,536 x 64 rows with two threads, 4.3 MiB at 8,192); each
+#: output row is its own dot products over the same 64 columns, so the split gives the same values.
+GEMM_ROWS = 8192
 
 
 def _all_finite(values: np.ndarray, block: int = 8192) -> bool:
