@@ -99,10 +99,15 @@ def test_consuming_run_stays_under_twice_even_cropped_to_the_brain(phantom):
 
 def test_curves_on_demand_are_the_fits_model_curves(phantom):
     """The panel's curves: the measured curves are the run's concentration (brain rows, a view) and
-    the model curves are computed when asked, from the fit the result keeps: the float32 values of its
-    maps (issue 17: not a float64 copy of them beside the maps). They are the float64 fit's model curves
-    to within the rounding of its parameters to float32 (2^-24 relative each): |ΔC| <= 2^-24·(|Ktrans·E| +
-    |vp·Cp|) + the float32 rounding of the curve itself, a few float32 ulps of the largest value."""
+    the model curves are computed when asked, from the fit the result returns, which reads its values back
+    from the maps (issue 17: no per-voxel copy of them beside the maps): the float32 values the fit stored,
+    the delays as the grid's float64 values. They are the float64 fit's model curves to within the rounding of
+    its parameters to float32 (2^-24 relative each): |ΔC| <= 2^-24·(|Ktrans·E| + |vp·Cp|) + the float32
+    rounding of the curve itself, a few float32 ulps of the largest value. The report summarises the maps as
+    written."""
+    from BBBAnomalyLib.core.report import summarise
+    from BBBAnomalyLib.dce.models import PKModel
+
     acq = phantom.signal.acquisition
     params = DCEParameters(rls="none", flip_angle=acq.flip_angle, tr=acq.repetition_time)
     brain = phantom.masks["brain"]
@@ -111,17 +116,42 @@ def test_curves_on_demand_are_the_fits_model_curves(phantom):
     curves = result.curves()
     (label, fitted), = curves.fitted.items()
     assert label == "extended Tofts fit" and fitted.shape == curves.measured.shape
-    from BBBAnomalyLib.dce.models import PKModel
-
     kept = PKModel("extended-tofts", result.aif, result.times, max_delay=params.max_delay).fit(curves.measured)
     fit = result.extras["fit"]
-    for name, map_name in (("ktrans", "ktrans"), ("kep", "kep"), ("vp", "vp"), ("ve", "ve"), ("r2", "fit_r2"),
-                           ("delay", "delay")):
-        assert getattr(fit, name).dtype == np.float32, name  # not a float64 copy beside the maps
+    for name, map_name in (("ktrans", "ktrans"), ("kep", "kep"), ("vp", "vp"), ("ve", "ve"), ("r2", "fit_r2")):
+        assert getattr(fit, name).dtype == np.float32, name
         np.testing.assert_array_equal(getattr(fit, name), result.maps[map_name].data[brain], err_msg=name)
         np.testing.assert_array_equal(getattr(fit, name), getattr(kept, name).astype(np.float32), err_msg=name)
+        assert result.report["summary"]["brain"][map_name] == summarise(result.maps[map_name].data[brain])
+    np.testing.assert_array_equal(fit.delay, kept.delay)  # the grid's values (float64), as the fit chose them
+    assert len(np.unique(fit.delay)) > 1
     scale = np.abs(kept.fitted).max()
     np.testing.assert_allclose(fitted, kept.fitted, rtol=0, atol=4 * np.spacing(scale))
+
+
+def test_fit_stores_float32_as_the_maps_hold_it(phantom):
+    """PKModel.fit(dtype=float32) stores each chunk's float64 values as float32 maps hold them: equal to the
+    float64 fit cast afterwards, bit for bit (delays of a float32-exact grid too; a grid float32 cannot hold keeps
+    float64), and with --refine (refined in float64, cast at the end)."""
+    from BBBAnomalyLib.dce.models import PKModel
+
+    acq = phantom.signal.acquisition
+    result = run_dce(phantom.signal, DCEParameters(rls="none", flip_angle=acq.flip_angle, tr=acq.repetition_time),
+                     aif_mask=phantom.masks["aif"], brain_mask=phantom.masks["brain"], t10_map=phantom.truth["t10"])
+    measured = result.curves().measured
+    cases = [({"max_delay": 6.0}, measured), ({"max_delay": 6.3, "delay_step": 2.1}, measured)]
+    if __import__("importlib").util.find_spec("torch") is not None:
+        cases.append(({"max_delay": 6.0, "refine": True, "refine_iterations": 3}, measured[:20000]))
+    for settings, y in cases:
+        model = PKModel("extended-tofts", result.aif, result.times, **settings)
+        wide, narrow = model.fit(y, keep_fitted=False), model.fit(y, keep_fitted=False, dtype=np.float32)
+        for name in ("ktrans", "kep", "vp", "ve", "r2"):
+            assert narrow.__dict__[name].dtype == np.float32
+            np.testing.assert_array_equal(narrow.__dict__[name], wide.__dict__[name].astype(np.float32),
+                                          err_msg=f"{settings} {name}")
+        exact = np.array_equal(model.delays.astype(np.float32), model.delays)
+        assert narrow.delay.dtype == (np.float32 if exact else np.float64), settings
+        np.testing.assert_array_equal(narrow.delay, wide.delay.astype(narrow.delay.dtype))
 
 
 def test_helpers_equal_their_plain_forms():
@@ -356,10 +386,10 @@ def test_fit_chunks_are_sized_by_bytes_and_change_no_map(phantom):
 
 def test_result_holds_each_value_once(phantom):
     """What a run with the RLS returns holds the series (the caller's), the concentration curves (the panel's
-    measured curves), the maps on the grid and per brain voxel only what the panel's curves need: the fit as the
-    float32 values of its maps and the T10 values (float32 when exact). Before (issue 17, third round) it also
-    held the fit's six float64 parameters and the RLS maps per voxel beside their maps (+0.07x the series here,
-    RSS 1.98-2.03x on the whole-brain reference object), and the brain's T10 twice in float64."""
+    measured curves), the maps on the grid and per analysed voxel only the T10 values (float32 when exact): the
+    fit is read back from its maps. Before (issue 17, third round) it also held the fit's six float64
+    parameters and the RLS maps per voxel beside their maps (+0.12x the series here; RSS 1.98-2.03x on the
+    whole-brain reference object), and the brain's T10 twice in float64."""
     pytest.importorskip("torch")
     signal, masks, t10 = padded(phantom)
     acq = signal.acquisition
@@ -377,12 +407,14 @@ def test_result_holds_each_value_once(phantom):
     grid = series.data.shape[:3]
     voxels, frames = int(np.prod(grid)), series.data.shape[3]
     n_analysed = int((masks["brain"] | masks["aif"]).sum())
-    # curves (float32 frames) + the fit's 6 float32 values and the T10 (float32) per analysed voxel, the maps,
-    # the masks kept (brain, AIF voxels: one byte a grid voxel each) and 1 % of the series for the rest
-    expected = n_analysed * (4 * frames + 4 * 7) + len(result.maps) * 4 * voxels + 2 * voxels
+    # curves (float32 frames) and the T10 (float32) per analysed voxel, the maps, the masks kept (brain, AIF
+    # voxels: one byte a grid voxel each) and 1 % of the series for the rest
+    expected = n_analysed * (4 * frames + 4) + len(result.maps) * 4 * voxels + 2 * voxels
     print("held above the series / series", round((held - before) / series.data.nbytes, 3),
           "expected", round(expected / series.data.nbytes, 3))
     assert held - before <= expected + 0.01 * series.data.nbytes, ((held - before) / series.data.nbytes,
                                                                     expected / series.data.nbytes)
     assert result.extras["curve_data"]["rls"].maps is None  # the RLS maps live on the grid (result.maps) only
-    assert all(getattr(result.extras["fit"], name).dtype == np.float32 for name in ("ktrans", "kep", "vp", "ve", "r2"))
+    brain = masks["brain"]
+    for name, map_name in (("ktrans", "ktrans"), ("ve", "ve"), ("r2", "fit_r2")):  # the fit, read from the maps
+        np.testing.assert_array_equal(getattr(result.extras["fit"], name), result.maps[map_name].data[brain])

@@ -277,21 +277,29 @@ class PKModel:
         self.device = device
         self.chunk_voxels = chunk_voxels
 
-    def fit(self, curves: np.ndarray, progress=None, keep_fitted: bool = True) -> PKFit:
+    def fit(self, curves: np.ndarray, progress=None, keep_fitted: bool = True, dtype=np.float64) -> PKFit:
         """Fit every curve (n, T). keep_fitted=False leaves ``PKFit.fitted`` None (``curves(fit)``
         recomputes the model curves when they are wanted): one (n, T) array less to hold.
+        dtype: of the per-voxel parameters returned. The fit computes in float64 either way; float32 stores
+        each chunk's values as float32 maps would hold them (the same cast: half the memory during the fit,
+        issue 17), and the delays too when float32 holds the grid's values exactly (else float64). With
+        ``refine`` the linear fit is held in float64 for the refinement and cast at the end.
 
         BLAS is held to one thread inside (threadpoolctl, when installed): the fit's products are
         (n_delays·s x T) by (T x chunk), memory-bound, and a second BLAS thread's spin-waits made the
         linear fit take 3x the CPU time (1.1 s instead of 0.4 s for 262k voxels) next to other work."""
         with blas_threads(1):
-            return self._fit(curves, progress, keep_fitted)
+            return self._fit(curves, progress, keep_fitted, np.dtype(dtype))
 
-    def _fit(self, curves, progress, keep_fitted):
+    def _fit(self, curves, progress, keep_fitted, dtype):
         curves = np.asarray(curves)
         n = curves.shape[0]
         chunk = self._chunk(n)
-        out = {f: np.empty(n) for f in PKFit.__dataclass_fields__ if f != "fitted"}  # written chunk by chunk
+        store = np.dtype(np.float64) if self.refine else dtype  # (the refinement starts from float64)
+        out = {f: np.empty(n, store) for f in PKFit.__dataclass_fields__ if f != "fitted"}  # written chunk by chunk
+        delay_dtype = dtype if np.array_equal(self.delays.astype(dtype), self.delays) else np.dtype(np.float64)
+        if store != delay_dtype:
+            out["delay"] = np.empty(n, delay_dtype)
         out["fitted"] = np.empty(curves.shape, np.float32) if keep_fitted else None
         stages = 3 if self.refine else 1
         done = 0
@@ -325,6 +333,9 @@ class PKModel:
                                    out, rows)
                 del yt
                 report(min(chunk, n - start))
+        for name in ("ktrans", "kep", "vp", "ve", "r2"):
+            out[name] = out[name].astype(dtype, copy=False)  # (refined in float64: cast at the end)
+        out["delay"] = out["delay"].astype(delay_dtype, copy=False)
         return PKFit(**out)
 
     @staticmethod

@@ -278,11 +278,10 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                             chunk_voxels=params.chunk_voxels)
         fitting = lambda f: report_progress(fit_from + fit_span * f, f"fitting {params.model.value}")  # noqa: E731
         if isinstance(model, PKModel):  # model curves on demand (DCEResult.curves), not held with the maps
-            fit = model.fit(brain_conc, progress=fitting, keep_fitted=False)
-            fitted = lambda: model.curves(fit)  # noqa: E731
+            # the parameters stored as their float32 maps will hold them (the same cast; issue 17)
+            fit = model.fit(brain_conc, progress=fitting, keep_fitted=False, dtype=np.float32)
         else:
             fit = model.fit(brain_conc, progress=fitting)
-            fitted = fit.fitted
 
     measured = brain_conc
     if rls_wanted and not rls_first:  # relative enhancement (the SER is the curves) or concentration input
@@ -305,19 +304,26 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         names = list(values)
         del values
         # What the maps hold is not kept twice beside them (issue 17: the result's own memory), and it is let go
-        # before the maps are made, so that the peak is the result itself: the fit narrowed to the float32 values
-        # of its maps, the RLS's per-voxel maps handed over to theirs.
-        if isinstance(fit, PKFit):
-            _narrow_fit(fit)
-        per_voxel = {**(rls_out.maps if rls_out is not None else {}), "delay": fit.delay, "fit_r2": fit.r2}
+        # as the maps are made: the fit's and the RLS's per-voxel values are handed over to their maps, and the
+        # result's fit reads them back from the maps (MapFit).
+        per_voxel = dict(rls_out.maps) if rls_out is not None else {}
         if rls_out is not None:
             rls_out.maps = None
-        release_freed_memory()
+        from_maps = isinstance(fit, PKFit)
+        per_voxel.update({name: getattr(fit, name) for name in names if name not in per_voxel and name != "fit_r2"},
+                         fit_r2=fit.r2)
+        if from_maps:
+            fit = None  # (its arrays are held by per_voxel alone, each until its map is made)
+        release_freed_memory()  # (the summaries' temporaries)
         maps = {}
         for name in names:
-            value = per_voxel.pop(name) if name in per_voxel else getattr(fit, name)
-            maps[name] = Volume(_scatter(brain, value), series.affine.copy())  # float32: the same cast as before
-        del per_voxel, value
+            maps[name] = Volume(_scatter(brain, per_voxel.pop(name)), series.affine.copy())  # float32, as before
+            release_freed_memory()  # the values just handed over (smaller than a map: glibc would keep them)
+        if from_maps:
+            fit = MapFit(maps, brain, model.delays)
+            fitted = lambda: model.curves(fit.pkfit())  # noqa: E731  (model curves on demand, for the panel)
+        else:
+            fitted = fit.fitted
 
     report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial,
                      brain, masks, summary, maps, rls_out, unit, timer, warnings)
@@ -489,15 +495,33 @@ def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
 
 
-def _narrow_fit(fit: PKFit) -> None:
-    """A fit whose summaries are made, narrowed to the values of its float32 maps before the maps are made (issue
-    17: not held twice, in float64, beside them): Ktrans, kep, vp, ve and R² as float32 (each exactly its map's
-    value, the same cast), the delays as float32 when that holds them exactly (grid values). The panel's model
-    curves (:meth:`PKModel.curves`, computed in float64) are then those of the written maps' parameters, within
-    a few float32 ulps of the curves of the float64 parameters (Testing/test_dce_memory.py)."""
-    for name in ("ktrans", "kep", "vp", "ve", "r2"):
-        setattr(fit, name, getattr(fit, name).astype(np.float32))
-    fit.delay = _narrowed(fit.delay)
+class MapFit:
+    """The fit a run returns (``DCEResult.extras["fit"]``), read back from its maps: each field of :class:`PKFit`
+    is the brain voxels' float32 values of its map, gathered when asked (issue 17: the result holds each value
+    once), the delays as the grid's float64 values, and a field without a map the model's zero (vp of Tofts, kep
+    and ve of Patlak, the delay without a delay grid). The values the fit stored (``PKModel.fit(...,
+    dtype=float32)``), so the panel's model curves (:meth:`pkfit` to :meth:`PKModel.curves`) are those of the
+    written maps."""
+
+    FIELDS = {"ktrans": "ktrans", "kep": "kep", "ve": "ve", "vp": "vp", "delay": "delay", "r2": "fit_r2"}
+    fitted = None
+
+    def __init__(self, maps: dict, brain: np.ndarray, delays: np.ndarray):
+        self._maps, self._brain, self._delays = maps, brain, np.asarray(delays, dtype=np.float64)
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in MapFit.FIELDS:
+            raise AttributeError(name)
+        key = MapFit.FIELDS[name]
+        if key not in self._maps:
+            return np.zeros(int(self._brain.sum()), np.float64 if name == "delay" else np.float32)
+        values = self._maps[key].data[self._brain]
+        if name == "delay":  # the grid value each float32 delay rounds (the grid's steps are far apart)
+            return self._delays[np.searchsorted(0.5 * (self._delays[1:] + self._delays[:-1]), values)]
+        return values
+
+    def pkfit(self) -> PKFit:
+        return PKFit(**{name: getattr(self, name) for name in MapFit.FIELDS}, fitted=None)
 
 
 def _narrowed(values: np.ndarray) -> np.ndarray:
