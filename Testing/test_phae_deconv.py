@@ -143,3 +143,25 @@ def test_scripts_refuse_the_held_apart_family_with_one_line(tmp_path):
         run = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and "georgiou" in run.stderr.lower()
+
+
+def test_card_cbf_estimate_median_drops_only_the_log_normal_factor(tmp_path):
+    net = deconv_net(5, torch.float32)
+    case = dc.simulate_curve_case(np.random.default_rng(6), 300, dc.TRAINING_WIDE, frame_interval=1.2, n_frames=70)
+    fits = {}
+    for estimate in ("mean", "median", "mode"):
+        path = tmp_path / estimate / "dsc-phae-test.pt"
+        path.parent.mkdir()
+        torch.save(net.state_dict(), path)
+        registry.write_entry({"name": "dsc-phae-test", "model": "BBBAnomalyLib.dsc.phae.network:PHAE",
+                              "config": net.config, "cbf_estimate": estimate}, path)
+        if estimate == "mode":  # a value this version does not know: one clear error, not a silent default
+            with pytest.raises(Exception, match="cbf_estimate"):
+                PHAEModel(case.aif, 1.2, weights=str(path))
+            continue
+        fits[estimate] = PHAEModel(case.aif, 1.2, weights=str(path)).fit(case.curves, keep_curves=False)
+    s = fits["mean"].cbf_uncertainty
+    np.testing.assert_allclose(fits["median"].cbf * np.exp(-0.5 * s.astype(np.float64) ** 2), fits["mean"].cbf,
+                               rtol=1e-5, atol=1e-12)  # float32 flow and exp: a few float32 ulp
+    np.testing.assert_array_equal(fits["median"].tmax, fits["mean"].tmax)
+    assert np.all(fits["median"].cbf[fits["median"].cbf > 0] >= fits["mean"].cbf[fits["median"].cbf > 0])

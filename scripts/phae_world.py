@@ -24,7 +24,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script 
 from BBBAnomalyLib import metrics
 from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel
 from BBBAnomalyLib.phantoms import dsc_curves as dc
-from BBBAnomalyLib.perfusion.population_aif import georgiou_aif
+from BBBAnomalyLib.perfusion.population_aif import georgiou_aif, parker_aif
 
 #: ROI-like tissue classes of the sweep: CBF [ml/100 g/min], CBV [ml/100 ml], delay [s]
 SWEEP_TISSUES = {"GM": (60.0, 4.0, 0.0), "WM": (22.0, 2.6, 0.5), "tumor": (110.0, 6.0, 0.0),
@@ -132,11 +132,15 @@ OBJECT_TISSUES = [(10, 1.5), (15, 2.0), (20, 2.0), (20, 4.0), (30, 3.0), (35, 5.
 
 
 def reference_object(snr: float | None = None, dt: float = 1.0, n_frames: int = 120, seed: int = 20_000,
-                     voxels: int = 100):
-    """(curves (14·voxels, T) in mM, AIF (T,) mM, dt, true CBF, true CBV, labels); concentration input."""
+                     voxels: int = 100, aif: str = "georgiou"):
+    """(curves (14·voxels, T) in mM, AIF (T,) mM, dt, true CBF, true CBV, labels); concentration input.
+    ``aif="parker"``: the same object on the Parker AIF, a training family (the dev object, ``dev --object``)."""
     times = np.arange(n_frames) * dt
     arrival = 12.0
-    aif_fn = lambda t: georgiou_aif(np.asarray(t, float) / 60.0, delay=arrival / 60.0)  # noqa: E731  [mM]
+    if aif not in ("georgiou", "parker"):
+        raise ValueError(f"the reference object's AIF is georgiou (held apart) or parker (dev), not {aif!r}")
+    shape = georgiou_aif if aif == "georgiou" else parker_aif
+    aif_fn = lambda t: shape(np.asarray(t, float) / 60.0, delay=arrival / 60.0)  # noqa: E731  [mM]
     from BBBAnomalyLib.phantoms import dsc_physics as phys
 
     cbf = np.repeat([p[0] for p in OBJECT_TISSUES], voxels).astype(float)
@@ -376,6 +380,8 @@ def main(argv=None) -> int:
                     help="AIF families of the dev generator (default: TRAINING's gamma and parker); e.g. a family a "
                          "variant was trained without")
     ap.add_argument("--kernels", nargs="+", default=None, help="dispersion kernels of the dev generator (default: exponential)")
+    ap.add_argument("--object", action="store_true",
+                    help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
     import torch
 
@@ -396,8 +402,21 @@ def main(argv=None) -> int:
               f"{v['bias_range_pct'][1]:+.0f} %, rows within ±15 % {v['rows_within_15']}, CCC {v['ccc_mean']:.2f}, "
               f"case offsets {v['case_offset_range_pct'][0]:+.0f}...{v['case_offset_range_pct'][1]:+.0f} % "
               f"(mean |.| {v['case_offset_mean_abs_pct']:.1f}, SD {v['case_offset_sd_pct']:.1f})")
+    obj = {}
+    if args.object:
+        from functools import partial
+
+        for dt, frames in OBJECT_TIMINGS:
+            for snr in OBJECT_SNRS:
+                key = f"dt {dt:g} s, {frames} frames, SNR {'none' if snr is None else snr}"
+                obj[key] = _score_object_timing(factories, snr, dt, frames, partial(reference_object, aif="parker"))
+        for m in dict.fromkeys(m for v in obj.values() for m in v):
+            within = [v[m]["within"] for v in obj.values()]
+            med = [v[m]["cbf_median_error_pct"] for v in obj.values()]
+            print(f"dev object (Parker AIF) {m}: within {min(within)}-{max(within)}/14, CBF median error "
+                  f"{min(med):+.1f}...{max(med):+.1f} %")
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1), encoding="utf-8")
+        args.out.write_text(json.dumps({"rows": rows, "summary": summary, "object": obj}, indent=1), encoding="utf-8")
     return 0
 
 

@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", choices=["training", "wide"], default="training",
                     help="the generator: dsc_curves.TRAINING (gamma, Parker; exponential dispersion) or TRAINING_WIDE "
                          "(+ bigamma, skewgamma, lognormal; exponential, box, lagged-normal dispersion)")
+    ap.add_argument("--cbf-estimate", choices=["mean", "median"], default="mean",
+                    help="the card's CBF output: flow x exp(-s^2/2) (mean, the default) or the flow as is (median)")
     ap.add_argument("--families", nargs="+", default=None,
                     help="override the generator's AIF families (e.g. leave one out for a dev check)")
     ap.add_argument("--threads", type=int, default=1)
@@ -173,8 +175,11 @@ def main(argv=None) -> int:
                     f"(sha256 {str(teacher_card.get('sha256', ''))[:12]}...): |log flow - log flow_teacher| + |s - s_teacher| + "
                     f"{args.distill_delay_weight} x Huber(delay - delay_teacher) [frames], the teacher's outputs computed "
                     "once on these training curves" if teacher is not None else "")),
-        "cbf_output": "flow x exp(-s^2/2): the median estimate corrected so that ROI means of a log-normal error are "
-                      "unbiased; s is written as the phae_cbf_uncertainty map (SD of log CBF, in %)",
+        "cbf_output": ("flow x exp(-s^2/2): the median estimate corrected so that ROI means of a log-normal error are "
+                       "unbiased" if args.cbf_estimate == "mean" else
+                       "the flow as is (cbf_estimate: median): the NLL-trained median estimate, no exp(-s^2/2) factor")
+                      + "; s is written as the phae_cbf_uncertainty map (SD of log CBF, in %)",
+        **({"cbf_estimate": "median"} if args.cbf_estimate == "median" else {}),
         "training_domain": domain,
         "held_apart": "BBBAnomalyLib.phantoms.dsc_curves.HELD_APART (Georgiou AIF, gamma-kernel dispersion) and the "
                       "OSIPI-style object of scripts/validate_phae.py are never used in training",

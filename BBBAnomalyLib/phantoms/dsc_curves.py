@@ -210,7 +210,8 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
     # one kernel (a string, draws nothing: existing presets unchanged) or one drawn per case from a tuple
     kernel = (s.aif_dispersion_kernel if isinstance(s.aif_dispersion_kernel, str)
               else str(rng.choice(s.aif_dispersion_kernel)))
-    ca_meas_fine = _dispersed(ca_true(t_fine), s.fine_dt, float(_uniform(rng, s.aif_dispersion)), kernel)
+    tau = float(_uniform(rng, s.aif_dispersion))
+    ca_meas_fine = _dispersed(ca_true(t_fine), s.fine_dt, tau, kernel)
     ca_meas = np.interp(times, t_fine, ca_meas_fine)
     pv = float(_uniform(rng, s.partial_volume))
     tissue_mean = np.median(conc, axis=0) if n else 0.0
@@ -243,7 +244,7 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
         aif = _noisy_delta_r2s(art, s0a, s0a / float(np.median(snr_v)), te, stop, rng).mean(axis=0)
     truth = {"cbf": cbv / mtt * area_ratio, "cbv": cbv * area_ratio, "mtt": mtt, "delay": delay, "k2": k2,
              "residue": res_names, "snr": snr_v, "gain": gain, "dispersion": disp}
-    info = {"aif_family": family, "dispersion_kernel": kernel, "frame_interval": dt, "n_frames": n_frames, "arrival": arrival, "pv": pv,
+    info = {"aif_family": family, "dispersion_kernel": kernel, "aif_dispersion": tau, "frame_interval": dt, "n_frames": n_frames, "arrival": arrival, "pv": pv,
             "concentration_input": conc_in, "te": te}
     return CurveCase(curves.astype(np.float32), aif.astype(np.float32), dt, truth, info)
 

@@ -101,6 +101,12 @@ class PHAEModel:
             from .calibration import check_calibration
 
             self.calibration = check_calibration(self.card["calibration"], self.card.get("name", weights))
+        #: which CBF the SD output turns the flow into: "mean" (default, flow·e^(-s²/2)) or "median" (the flow as is;
+        #: issue 14, round 4: chosen on the dev sweep for weights trained without a teacher)
+        self.cbf_estimate = str(self.card.get("cbf_estimate", "mean"))
+        if self.cbf_estimate not in ("mean", "median"):
+            raise InputError(f"the weights {self.card.get('name', weights)} have cbf_estimate {self.cbf_estimate!r}; "
+                             "this version knows 'mean' and 'median'")
         self.network = network.to(self.device).eval()
         self._aif_t = torch.as_tensor(self.aif[None, :], device=self.device)
 
@@ -133,7 +139,7 @@ class PHAEModel:
                     res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - x, dim=1)
                                         / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12))
                 res["cbv"] = area(x) / aif_area
-                if "log_cbf_sd" in res:
+                if "log_cbf_sd" in res and self.cbf_estimate == "mean":
                     # the flow is a median estimate; exp(-s²/2) makes the mean of a log-normal error unbiased
                     res["flow"] = res["flow"] * torch.exp(-0.5 * res["log_cbf_sd"] ** 2)
                 for key in out:
