@@ -171,8 +171,10 @@ def test_network_working_set_without_whole_size_temporaries(kind):
     counted from when torch takes it: forward() kept the input to the end and made whole-size temporaries (the
     output sigmoid's second copy, the VAE residual x − recon, the RecDiscNet's 128-channel concatenation kept
     through the whole discriminator): 3.0x (VAE) / 5.4x (RecDiscNet) the input. infer() lets the input go once
-    read, applies activations in place and splits the concatenation: measured 1.39x / 2.0x (the reconstruction,
-    1x, is an output). Any of those temporaries back adds >= 1x."""
+    read, applies activations in place and splits the concatenation: measured 1.39-1.54x / 2.0x (the
+    reconstruction, 1x, is an output; the VAE's 1.54x with more than one torch thread, where its output conv runs
+    by slabs instead of through oneDNN's copies, which this count does not see). Any of those temporaries back
+    adds >= 1x."""
     import torch
 
     from BBBAnomalyLib.dmri.inference import score_prepared
@@ -193,26 +195,60 @@ def test_network_working_set_without_whole_size_temporaries(kind):
     assert prepared.network_input is None
     print(kind, "live tensors / input: forward", round(plain.peak / size, 2), "score_prepared", round(bounded.peak / size, 2))
     assert plain.peak >= 2.9 * size  # the count sees what it should
-    assert bounded.peak <= (1.5 if kind == "vae" else 2.1) * size, bounded.peak / size
+    assert bounded.peak <= (1.6 if kind == "vae" else 2.1) * size, bounded.peak / size
 
 
-def test_vae_inference_values():
-    """infer(): the reconstruction bit for bit (the same operations, activations in place); the "rms" score bit
-    for bit (the same residual, by slabs); "abs-mean" = |mean_k x − mean_k recon| instead of |mean_k (x − recon)|:
-    equal within the float32 rounding of two sums of K terms, (K + 2) u (mean|x| + mean|recon|) per voxel."""
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: then the whole-conv path and the slabs' path are the same (see models._conv)."""
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _exact(model, x: np.ndarray):
+    """The network's outputs in float64 (the same weights): the reference for the float32 rounding."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(model.network).double()
+    with torch.inference_mode():
+        t = torch.from_numpy(x[None]).double()
+        if model.kind == "vae":
+            recon = net(t, sample=False)[0]
+            return recon[0].numpy(), (t - recon).mean(dim=1).abs()[0].numpy()
+        recon, logits = net(t)
+        return recon[0].numpy(), torch.sigmoid(logits)[0].numpy()
+
+
+def _plain(model, x: np.ndarray):
+    import torch
+
+    with torch.inference_mode():
+        t = torch.from_numpy(x[None])
+        if model.kind == "vae":
+            recon = model.network(t, sample=False)[0]
+            return recon[0].numpy(), {"abs-mean": (t - recon).mean(dim=1).abs()[0].numpy(),
+                                      "rms": torch.sqrt(((t - recon) ** 2).mean(dim=1))[0].numpy()}
+        recon, logits = model.network(t)
+        return recon[0].numpy(), {"abs-mean": torch.sigmoid(logits)[0].numpy()}
+
+
+def test_vae_inference_values(one_torch_thread):
+    """One torch thread: the reconstruction bit for bit (the same operations, activations in place, the same conv
+    paths); the "rms" score bit for bit (the same residual, by slabs); "abs-mean" = |mean_k x − mean_k recon|
+    instead of |mean_k (x − recon)|: equal within the float32 rounding of two sums of K terms,
+    (K + 2) u (mean|x| + mean|recon|) per voxel."""
     from BBBAnomalyLib.dmri.inference import score
 
     model = _bundled("vae")
     x = _model_input(model)
     mask = np.ones(model.spec.shape, bool)
-    with torch.inference_mode():
-        t = torch.from_numpy(x[None])
-        recon = model.network(t, sample=False)[0]
-        plain = {"abs-mean": (t - recon).mean(dim=1).abs()[0].numpy(),
-                 "rms": torch.sqrt(((t - recon) ** 2).mean(dim=1))[0].numpy()}
-        recon = recon[0].numpy()
+    recon, plain = _plain(model, x)
     k = x.shape[0]
     bound = (k + 2) * U * (np.abs(x).mean(axis=0) + np.abs(recon).mean(axis=0))
     for name in ("abs-mean", "rms"):
@@ -224,28 +260,34 @@ def test_vae_inference_values():
             assert np.all(np.abs(got.astype(np.float64) - plain[name]) <= bound)
 
 
-def test_recdisc_inference_values():
-    """infer(): the reconstruction bit for bit; the discriminator's first 1x1x1 conv and its full-resolution decoder
-    conv as the sums of their two inputs' halves: a different float32 summation order, so the probabilities are
-    compared with an exact (float64) evaluation of the same network: infer() is as close to it as forward()."""
-    import copy
+@pytest.mark.parametrize("kind", ["vae", "recdisc"])
+def test_inference_as_accurate_as_forward(kind):
+    """With torch's threads as they are (several: the output convs by slabs on torch's native path instead of
+    oneDNN; RecDiscNet: the discriminator's 128-channel 1x1x1 conv and its full-resolution decoder conv as the
+    sums of their two inputs' halves), reconstruction and score differ from forward()'s by float32 rounding
+    only: compared with the same network evaluated in float64, score()/infer() is as close as forward()."""
+    from BBBAnomalyLib.dmri.inference import score
 
-    import torch
+    model = _bundled(kind)
+    x = _model_input(model)
+    exact_recon, exact_score = _exact(model, x)
+    recon, plain = _plain(model, x)
+    got, got_recon = score(model, x, np.ones(model.spec.shape, bool))
+    for name, new, old, exact in (("reconstruction", got_recon, recon, exact_recon),
+                                  ("score", got, plain["abs-mean"], exact_score)):
+        err_old, err_new = np.abs(old - exact).max(), np.abs(new - exact).max()
+        print(kind, name, "vs float64: forward", err_old, "infer", err_new)
+        assert err_new <= 2 * err_old + 8 * U, (name, err_old, err_new)
 
+
+def test_recdisc_reconstruction_bit_for_bit(one_torch_thread):
+    """One torch thread: RecDiscNet's reconstruction is forward()'s bit for bit."""
     from BBBAnomalyLib.dmri.inference import score
 
     model = _bundled("recdisc")
     x = _model_input(model)
-    mask = np.ones(model.spec.shape, bool)
-    with torch.inference_mode():
-        recon, logits = model.network(torch.from_numpy(x[None]))
-        exact = torch.sigmoid(copy.deepcopy(model.network).double()(torch.from_numpy(x[None]).double())[1])[0].numpy()
-    plain = torch.sigmoid(logits)[0].numpy()
-    got, got_recon = score(model, x, mask)
-    np.testing.assert_array_equal(got_recon, recon[0].numpy())
-    err_plain, err_new = np.abs(plain - exact).max(), np.abs(got - exact).max()
-    print("RecDiscNet probability vs float64: forward", err_plain, "infer", err_new)
-    assert err_new <= 4 * err_plain + 64 * U
+    recon, _ = _plain(model, x)
+    np.testing.assert_array_equal(score(model, x, np.ones(model.spec.shape, bool))[1], recon)
 
 
 @pytest.mark.parametrize("shape,stride", [((16, 20, 24, 20), 1), ((32, 10, 12, 10), 1), ((64, 40, 48, 40), 2),

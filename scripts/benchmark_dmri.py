@@ -2,14 +2,14 @@
 
   python scripts/benchmark_dmri.py inference [--threads 2] [--model vae]
   python scripts/benchmark_dmri.py train-step [--threads 2] [--model vae] [--batch-size 2]
-  python scripts/benchmark_dmri.py memory [--model vae] [--out results.jsonl]
+  python scripts/benchmark_dmri.py memory [--model vae] [--torch-threads 1] [--out results.jsonl]
 
 inference: a 90×90×54 DWI with 1 b0 + 64 directions at 2.4 mm (the seed's acquisition; a phantom
 patient padded/cropped to that grid) through `run_dmri` with the bundled weights; wall time per
 step and the process's peak resident memory (ru_maxrss) beside its memory before the run (the
 volume is simulated in a child process and loaded, so the peak is the run's, plus the input).
 memory (issue 17: peak <= 2x the input series): the same DWI, each measure in a fresh process with torch (one
-thread) and the library imported first, the DWI loaded after: tracemalloc, the peak of numpy arrays alive at once
+thread unless --torch-threads) and the library and scikit-learn's metrics (the report's AUC) imported first, the DWI loaded after: tracemalloc, the peak of numpy arrays alive at once
 during run_dmri with the DWI counted as 1x (torch's tensors are not seen); RSS, peak RSS (VmHWM, reset once the
 DWI is loaded: reading the .npz makes a transient copy) minus the RSS after the imports, over the DWI's bytes; and the network alone (the loaded model run once on its fixed
 64 x 40 x 48 x 40 input: VmHWM above the RSS before, a cost that does not grow with the DWI).
@@ -102,7 +102,7 @@ def _vm(key: str) -> int:
 def memory_child(args) -> dict:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
     from BBBAnomalyLib.core.volume import Acquisition, Volume
     from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
     import BBBAnomalyLib.dmri.inference  # noqa: F401  (torch's network modules: imports, not data)
@@ -157,8 +157,10 @@ def memory(args) -> list[dict]:
         subprocess.run([sys.executable, __file__, "make-volume", "--out", str(path)], check=True)
         for measure in ("tracemalloc", "rss", "network"):
             proc = subprocess.run([sys.executable, __file__, "memory-child", "--measure", measure, "--model",
-                                   args.model, "--input", str(path)], capture_output=True, text=True, check=True)
+                                   args.model, "--input", str(path), "--torch-threads", str(args.torch_threads)],
+                                  capture_output=True, text=True, check=True)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res["torch_threads"] = args.torch_threads
             res["load_1min"] = os.getloadavg()[0]
             rows.append(res)
     return rows
@@ -213,6 +215,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", help="append the JSON result to this file (make-volume: the .npz to write)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="memory: torch threads in each measure (1)")
     parser.add_argument("--measure", choices=["tracemalloc", "rss", "network"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -68,36 +68,67 @@ SLAB_BYTES = 4 * 2 ** 20
 
 
 def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``, by slabs of output planes (first spatial axis) where one call would make a temporary of more
-    than :data:`SLAB_BYTES` beside its output (issue 17):
+    """``conv(x)`` with bounded temporaries (:func:`_conv`); a conv with other padding, groups or dilation runs as
+    itself."""
+    if (isinstance(conv.padding, str) or conv.padding_mode != "zeros" or conv.groups != 1
+            or set(conv.dilation) != {1}):
+        return conv(x)
+    return _conv(x, conv.weight, conv.bias, conv.stride, conv.padding)
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, strided: bool) -> bool:
+    """Whether torch 2.x runs this float32 CPU conv (batch of one, no groups, no dilation) with oneDNN rather than
+    natively (``ConvParams::use_mkldnn``)."""
+    n, c, d, h = x.shape[:4]
+    k = weight.shape[2:]
+    return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and (strided or k[-1] != 1 or k[-2] != 1 or torch.get_num_threads() > 1)
+            and ((k[-1] > 3 and k[-2] > 3) or n * c * d * h > 20480))
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias, stride=1, padding=0) -> torch.Tensor:
+    """``F.conv3d(x, weight, bias, stride, padding)``, by slabs of output planes (first spatial axis) where one
+    call would make temporaries of more than :data:`SLAB_BYTES` beside its output (issue 17):
 
     * a strided conv (the first level of each encoder, on the 64-channel input): oneDNN copies its whole input
-      into its blocked layout first (18.75 MiB for the model-grid input), torch's native path unfolds it into
-      im2col columns (63 MiB); a slab of a strided conv is strided too, so it takes the same path;
-    * a conv that torch runs natively (not with oneDNN), which unfolds its whole input into im2col columns:
-      torch 2.x does so for a float32 batch of one with a kernel of at most 3, neither strided nor dilated,
-      when batch × channels × the first two spatial sizes ≤ 20480 (``ConvParams::use_mkldnn``; the
-      discriminator's second level: 15.8 MiB of columns); a slab is smaller, so it runs natively too.
+      into its blocked layout (18.75 MiB for the model-grid input), torch's native path unfolds it into im2col
+      columns (63 MiB);
+    * a conv that torch runs natively, which unfolds its whole input into im2col columns (the discriminator's
+      second level: 15.8 MiB);
+    * a 1×1×1 conv that torch runs with oneDNN (more than one thread, a large input): the input copied into
+      oneDNN's blocked layout and the output out of it (26 MiB for the VAE's output conv): it runs natively by
+      slabs thin enough that torch does so (a plain matrix product per slab, no columns).
 
-    Each output voxel is the same products over the same inputs (zeros where the padding is), so the values
-    are the same (Testing/test_dmri_memory.py); any other conv runs as itself."""
+    Each output voxel is the same dot product over the same inputs (zeros where the padding is); where a slab
+    runs on another path than the whole conv (oneDNN or native) only the float32 summation order differs
+    (Testing/test_dmri_memory.py). Full-resolution 3×3×3 convs on oneDNN (16 channels) run whole: natively
+    they cost ~9× the time. Other devices, dtypes and batches run whole."""
+    stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+    padding = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
     n, c, d, h, w = x.shape
-    k, stride, padding = conv.kernel_size, conv.stride, conv.padding
-    if (isinstance(padding, str) or conv.padding_mode != "zeros" or conv.groups != 1 or set(conv.dilation) != {1}
-            or x.device.type != "cpu"):
-        return conv(x)
+    k = tuple(weight.shape[2:])
+    if x.device.type != "cpu" or x.dtype != torch.float32 or n != 1:
+        return F.conv3d(x, weight, bias, stride, padding)
     d_out = (d + 2 * padding[0] - k[0]) // stride[0] + 1
     h_out = (h + 2 * padding[1] - k[1]) // stride[1] + 1
     w_out = (w + 2 * padding[2] - k[2]) // stride[2] + 1
-    if max(stride) > 1:
-        per_plane = stride[0] * c * h * w * x.element_size()  # the input's planes that one output plane adds
-    elif x.dtype == torch.float32 and n == 1 and max(k) <= 3 and n * c * d * h <= 20480:
-        per_plane = c * k[0] * k[1] * k[2] * h_out * w_out * x.element_size()  # im2col columns of one plane
+    strided = max(stride) > 1
+    onednn = _onednn(x, weight, strided)
+    columns = c * k[0] * k[1] * k[2] * h_out * w_out * x.element_size() if k != (1, 1, 1) else 0  # per plane
+    planes_native = max(1, 20480 // (n * c * h))  # input planes per slab that torch runs natively
+    if strided:
+        per_plane = max(stride[0] * c * h * w * x.element_size(), 0 if onednn else columns)
+        max_planes = d_out
+    elif not onednn:
+        per_plane, max_planes = columns, d_out
+    elif k == (1, 1, 1):
+        per_plane = (c + weight.shape[0]) * h * w * x.element_size()
+        max_planes = planes_native
     else:
-        return conv(x)
+        return F.conv3d(x, weight, bias, stride, padding)
     if d_out * per_plane <= SLAB_BYTES or d_out < 2:
-        return conv(x)
-    planes = max(1, SLAB_BYTES // per_plane)
+        return F.conv3d(x, weight, bias, stride, padding)
+    planes = max(1, min(SLAB_BYTES // max(per_plane, 1), max_planes))
     out = None
     for start in range(0, d_out, planes):
         stop = min(start + planes, d_out)
@@ -106,7 +137,7 @@ def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
         slab = x[:, :, lo:hi]
         if lo > first or hi < last:  # the zero padding of the first axis, where the slab has none
             slab = F.pad(slab, (0, 0, 0, 0, lo - first, last - hi))
-        part = F.conv3d(slab, conv.weight, conv.bias, stride, (0, padding[1], padding[2]))
+        part = F.conv3d(slab, weight, bias, stride, (0, padding[1], padding[2]))
         if out is None:
             out = x.new_empty((n, part.shape[1], d_out, h_out, w_out))
         out[:, :, start:stop] = part
@@ -170,7 +201,9 @@ class VAE(nn.Module):
         del x
         release_freed_memory()  # the encoder's temporaries (issue 17)
         h = self.from_latent(mu).view(mu.shape[0], -1, *self.bottom)
-        return torch.sigmoid_(self.head(_apply(self.decoder, _apply(self.expand, h)))), x_mean
+        h = _apply(self.decoder, _apply(self.expand, h))
+        release_freed_memory()  # the decoder's temporaries, before the full-resolution output
+        return torch.sigmoid_(_conv3d(self.head, h)), x_mean
 
     def forward(self, x: torch.Tensor, sample: bool | None = None):
         """(reconstruction, μ, log σ²); samples z only in training mode unless ``sample`` says otherwise."""
@@ -210,10 +243,6 @@ class _ReconstructionNet(nn.Module):
 
     def forward(self, x):
         return torch.sigmoid(self.head(self.decoder(self.encoder(x))))
-
-    def infer(self, x):
-        """forward() with the activations and the output sigmoid in place (the same values)."""
-        return torch.sigmoid_(self.head(_apply(self.decoder, _apply(self.encoder, x))))
 
 
 class _DiscriminativeUNet(nn.Module):
@@ -267,9 +296,9 @@ class _DiscriminativeUNet(nn.Module):
         # dec1's conv on cat([up, e1], 1) as the sum of its two halves (no 32-channel full-resolution input)
         conv, rest = self.dec1[0], self.dec1[1:]
         half = up.shape[1]
-        d1 = F.conv3d(up, conv.weight[:, :half], conv.bias, conv.stride, conv.padding)
+        d1 = _conv(up, conv.weight[:, :half], conv.bias, conv.stride, conv.padding)
         del up
-        d1.add_(F.conv3d(e1, conv.weight[:, half:], None, conv.stride, conv.padding))
+        d1.add_(_conv(e1, conv.weight[:, half:], None, conv.stride, conv.padding))
         del e1
         return self.out(_apply(rest, d1))[:, 0]
 
@@ -301,14 +330,16 @@ class RecDiscNet(nn.Module):
         float32 rounding of summing the 128 channels' products as 64 + 64 (Testing/test_dmri_memory.py)."""
         x = _take(inputs)
         w_recon, w_input, bias = self.discriminator.first_conv_parts(x.shape[1])
-        x_part = F.conv3d(x, w_input)
+        x_part = _conv(x, w_input, None)
         net = self.reconstruction
         h = _apply(net.encoder[0], x)
         del x
-        recon = torch.sigmoid_(net.head(_apply(net.decoder, _apply(net.encoder[1:], h))))
+        h = _apply(net.decoder, _apply(net.encoder[1:], h))
+        release_freed_memory()  # the decoder's temporaries, before the full-resolution output
+        recon = torch.sigmoid_(_conv3d(net.head, h))
         del h
         release_freed_memory()  # the decoder's full-resolution temporaries, before the discriminator's (issue 17)
-        e1 = F.conv3d(recon, w_recon, bias).add_(x_part)
+        e1 = _conv(recon, w_recon, bias).add_(x_part)
         del x_part
         release_freed_memory()
         return recon, self.discriminator.infer_after_first(e1)
