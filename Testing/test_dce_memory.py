@@ -79,7 +79,8 @@ def test_classic_run_peaks_under_twice_the_series(phantom, changes):
 
 
 def test_consuming_run_stays_under_twice_even_cropped_to_the_brain(phantom):
-    """Cropped tight (69 % brain), the series + curves + parameters + maps reach ~2.1x; releasing the
+    """Cropped tight (69 % brain), the series + curves + parameters + maps reached 2.09x (1.92x since the fit
+    stores float32 parameters in byte-sized chunks and the result holds each value once); releasing the
     series once its curves are gathered (consume_input, for a command line) keeps the peak at
     series + curves, with the same maps."""
     case = (phantom.signal, phantom.masks, phantom.truth["t10"])
@@ -90,7 +91,9 @@ def test_consuming_run_stays_under_twice_even_cropped_to_the_brain(phantom):
     assert freed.data is None and kept.data is not None
     # measured 1.82x: the curves are gathered while the series is still whole (+ masks, T10, a gather block)
     assert consumed_peak <= 2.0 and consumed_peak <= 1.0 + fraction + 0.15, (consumed_peak, fraction)
-    assert default_peak <= 1.0 + fraction + 0.5
+    # the series kept: + the fit's float32 parameters, its chunk and the maps (was + 0.40: float64 parameters
+    # beside the maps, 1/16 chunks)
+    assert default_peak <= 1.0 + fraction + 0.3, (default_peak, fraction)
     for name in default.maps:
         np.testing.assert_array_equal(default.maps[name].data, consumed.maps[name].data, err_msg=name)
     assert default.report["summary"] == consumed.report["summary"]
