@@ -1,11 +1,20 @@
 """Speed and memory of `run_t1flair` on a 240 x 240 x 155 case (the BraTS grid) on this machine.
 
   python scripts/benchmark_t1flair.py [--steps 4 2] [--threads N] [--json OUT.json]
+  python scripts/benchmark_t1flair.py --memory [--threads 1] [--json OUT.json]
 
 The case is the real BraTS 2023 case in ../shared/data/brats when present, else a structural
 phantom resampled onto a 1 mm 240 x 240 x 155 grid. Each configuration runs in a fresh process
 (peak resident memory = ru_maxrss of that process); the load average at the start is printed,
 because this CPU may be shared.
+
+--memory (issue 17: peak RSS <= 2x the input): the same case and defaults, each measure in a fresh process with
+torch, the library's T1/FLAIR modules and scipy/scikit-learn imported first and the two volumes read before the
+measure starts. The input counts as the T1 and the FLAIR in float32 (2 x 35.7 MiB on the 240 x 240 x 155 grid),
+whatever the files' dtype. tracemalloc: the peak of numpy arrays alive at once during run_t1flair, the inputs
+counted (torch's tensors are not seen). RSS: peak RSS (VmHWM, reset once the volumes are read) minus the RSS after
+the imports. Both also as the peak per pipeline step (the progress messages) and with the result's maps (the
+outputs, 8 float32 volumes of the T1 grid) reported apart.
 """
 
 from __future__ import annotations
@@ -56,14 +65,99 @@ print(json.dumps({{"source": source, "steps": {steps}, "wall_s": wall, "timings_
 """
 
 
+MEMORY_CHILD = r"""
+import json, sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+import torch
+torch.set_num_threads({threads} or torch.get_num_threads())
+import scipy.ndimage, sklearn.metrics  # noqa: F401
+from BBBAnomalyLib.structural import T1FlairParameters, run_t1flair
+from BBBAnomalyLib.structural import (applicability, cae, diffusion, enhancement, enhancer, identification,  # noqa
+                                      models, preprocessing, real_evidence, tumor_roi)
+import BBBAnomalyLib.metrics  # noqa: F401
+from BBBAnomalyLib.io import read_volume
+
+def vm(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key + ":"))
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+measure = {measure!r}
+tracing = measure == "tracemalloc"
+rss0 = vm("VmRSS")
+if tracing:
+    import tracemalloc
+    tracemalloc.start()
+t1 = read_volume({brats!r} + "/BraTS-GLI-00001-000-t1n.nii.gz")
+flair = read_volume({brats!r} + "/BraTS-GLI-00001-000-t2f.nii.gz")
+MIB = 2 ** 20
+inputs = 2 * 4 * t1.data.size  # T1 + FLAIR as float32
+held = t1.data.nbytes + flair.data.nbytes  # as read
+steps, last = [], ["start"]
+if tracing:
+    base, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    def peak_now():
+        return tracemalloc.get_traced_memory()[1] - base + held
+    def mark(message):
+        steps.append((last[0], peak_now() / MIB)); last[0] = message; tracemalloc.reset_peak()
+else:
+    import ctypes
+    reset_peak()
+    def peak_now():
+        return vm("VmHWM") - rss0
+    def mark(message):
+        steps.append((last[0], peak_now() / MIB)); last[0] = message; reset_peak()
+overall = [0]
+def progress(fraction, message):
+    overall[0] = max(overall[0], peak_now())
+    mark(message)
+res = run_t1flair(t1, flair, T1FlairParameters(device="cpu"), progress=progress)
+overall[0] = max(overall[0], peak_now())
+mark("end")
+outputs = sum(v.data.nbytes for v in res.maps.values())
+print(json.dumps({{"measure": measure, "input_mib": inputs / MIB, "input_as_read_mib": held / MIB,
+                  "outputs_mib": outputs / MIB, "peak_mib": overall[0] / MIB, "peak_x_input": overall[0] / inputs,
+                  "peak_minus_outputs_x_input": (overall[0] - outputs) / inputs,
+                  "torch_threads": torch.get_num_threads(),
+                  "steps_peak_mib": [[m, round(v, 1)] for m, v in steps[1:]]}}))
+"""
+
+
+def memory(args) -> list[dict]:
+    if not BRATS.is_dir():
+        raise SystemExit(f"--memory needs the BraTS case in {BRATS}")
+    rows = []
+    for measure in ("tracemalloc", "rss"):
+        load = os.getloadavg()
+        code = MEMORY_CHILD.format(repo=str(REPO), threads=args.threads, brats=str(BRATS), measure=measure)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["load_average_at_start"] = [round(v, 2) for v in load]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, nargs="+", default=[4])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json")
+    ap.add_argument("--memory", action="store_true", help="peak memory over the input (issue 17) instead of time")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from BBBAnomalyLib.core.report import machine_description
+
+    if args.memory:
+        out = {"machine": machine_description(), "runs": memory(args)}
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        return
 
     rows = []
     for steps in args.steps:

@@ -110,7 +110,8 @@ def to_native(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
         mats.append(interpolation_matrix(int(h - l), int(n), (0.5 - 0.5 * step) / step, 1.0 / step))
     out = np.zeros(brain.shape, np.float32)
     out[tuple(slice(l, h) for l, h in zip(lo, hi))] = resample_separable(volume, mats)
-    return np.where(brain, out, 0.0).astype(np.float32)
+    out[~brain] = 0.0  # as np.where(brain, out, 0.0), without two more volumes (issue 17)
+    return out
 
 
 @torch.no_grad()
