@@ -34,6 +34,11 @@ records all of it, the training domain used for out-of-distribution warnings, an
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --teacher dsc-phae-world --repeats 32 \
       --bias-weight 4 --supervised-weight 0.1 --seed 22 --name dsc-phae-db --out DIR
 
+  # round 4's recipe F (not bundled, docs/validation.md): no teacher, deconvolved-curve inputs, the six-family
+  # TRAINING_WIDE generator, the median CBF output (seeds 46, 48, 50 measured); --families leaves families out
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
+      --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --seed 48 --name dsc-phae-r4 --out DIR
+
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
 """
