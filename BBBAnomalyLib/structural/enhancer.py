@@ -47,6 +47,8 @@ variance V (their variance) and the aleatoric variance A (their mean predicted v
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -71,13 +73,26 @@ N_FEATURES = len(FEATURE_NAMES)
 
 def _masked_smooth(data: np.ndarray, weight: np.ndarray, weight_smooth: np.ndarray, sigma_vox) -> np.ndarray:
     num = ndimage.gaussian_filter(data * weight, sigma_vox, mode="constant", truncate=3.0)
-    return num / np.maximum(weight_smooth, 1e-3)
+    num /= np.maximum(weight_smooth, 1e-3)  # in place: the same float32 quotient, one volume fewer
+    return num
+
+
+def _box_image(image: np.ndarray, box, brain: np.ndarray) -> np.ndarray:
+    """float32 ``image[box]``, 0 off ``brain`` (= np.where(brain, image[box], 0.0), in one array)."""
+    out = np.array(np.asarray(image)[box], np.float32)
+    out[~brain] = 0.0
+    return out
 
 
 def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm) -> np.ndarray:
     """(n_brain_voxels, N_FEATURES) float32, in the order of ``FEATURE_NAMES`` (C order of ``brain``).
 
-    ``t1_0255``, ``flair_0255``: normalised images on the same grid (normalisation.normalise_0_255)."""
+    ``t1_0255``, ``flair_0255``: normalised images on the same grid (normalisation.normalise_0_255).
+
+    Memory (issue 17): each column is written into the one output as it is computed (a list of columns stacked at
+    the end held the matrix twice: 2 x 128 MiB on a 1 mm brain of 1.6 M voxels); deviations, local sd and gradient
+    are formed in place or on the brain's voxels; the gradient's float64 step runs by slabs. The same float32 and
+    float64 operations as before, so the same values (Testing/test_t1flair_memory.py)."""
     brain = np.asarray(brain, bool)
     voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
     if not brain.any():
@@ -86,35 +101,55 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
     # masked (constant-mode) averages, the 1 mm gradient (3-voxel reach) and the depth are the same.
     box = tuple(slice(max(int(ix.min()) - 4, 0), int(ix.max()) + 5) for ix in np.nonzero(brain))
     brain = brain[box]
-    # each column is written into the one (n, N_FEATURES) float32 output as it is computed (issue 17: a list of
-    # the columns stacked at the end held the features twice, 2 x 128 MiB on a 1 mm brain of 1.6 M voxels)
-    out = np.empty((int(brain.sum()), N_FEATURES), np.float32)
     w = brain.astype(np.float32)
-    t1 = np.where(brain, np.asarray(t1_0255, np.float32)[box], 0.0).astype(np.float32)
-    fl = np.where(brain, np.asarray(flair_0255, np.float32)[box], 0.0).astype(np.float32)
-    out[:, 0], out[:, 1], out[:, 2] = t1[brain], fl[brain], (t1 - fl)[brain]
+    t1, fl = _box_image(t1_0255, box, brain), _box_image(flair_0255, box, brain)
+    out = np.empty((int(brain.sum()), N_FEATURES), np.float32)
+    out[:, 0], out[:, 1] = t1[brain], fl[brain]
+    out[:, 2] = out[:, 0] - out[:, 1]  # (t1 - fl)[brain], element by element
     n_scales = len(SIGMAS_MM)
     for si, s in enumerate(SIGMAS_MM):
         sigma = s / voxel_mm
         ws = ndimage.gaussian_filter(w, sigma, mode="constant", truncate=3.0)
+        np.maximum(ws, 1e-3, out=ws)  # the denominator of every masked average at this scale
         for ci, img in enumerate((t1, fl)):
-            m = _masked_smooth(img, w, ws, sigma)
-            out[:, 3 + 2 * si + ci] = m[brain]  # "<c>_mean_<s>mm"
-            out[:, 3 + 2 * n_scales + 2 * si + ci] = (img - m)[brain]  # "<c>_dev_<s>mm"
-            if s == 2.5:
-                sq = _masked_smooth(img * img, w, ws, sigma)
-                out[:, 3 + 4 * n_scales + ci] = np.sqrt(np.maximum(sq - m * m, 0.0))[brain]  # "<c>_sd_2.5mm"
+            # _masked_smooth(img, w, ws, sigma): img * w is img itself (img is 0 off the brain, w its 0/1 mask)
+            m = ndimage.gaussian_filter(img, sigma, mode="constant", truncate=3.0)
+            m /= ws
+            m_b = m[brain]
+            out[:, 3 + 2 * si + ci] = m_b  # "<c>_mean_<s>mm"
+            out[:, 3 + 2 * n_scales + 2 * si + ci] = out[:, ci] - m_b  # "<c>_dev_<s>mm" = (img - m)[brain]
+            del m_b
+            if s == 2.5:  # "<c>_sd_2.5mm" = sqrt(max(sq - m * m, 0))[brain], in place
+                # (img * img) * w is img * img (0 off the brain)
+                sq = ndimage.gaussian_filter(img * img, sigma, mode="constant", truncate=3.0)
+                sq /= ws
+                m *= m
+                sq -= m
+                np.maximum(sq, 0.0, out=sq)
+                np.sqrt(sq, out=sq)
+                out[:, 3 + 4 * n_scales + ci] = sq[brain]
                 del sq
             del m
         del ws
+    del w
     for ci, img in enumerate((t1, fl)):
         smooth = ndimage.gaussian_filter(img, 1.0 / voxel_mm, mode="nearest", truncate=3.0)
         g = np.zeros_like(img)
         for axis in range(3):
-            d = np.gradient(smooth, axis=axis) / voxel_mm[axis] if img.shape[axis] > 1 else 0.0
-            g += d * d
-        out[:, 5 + 4 * n_scales + ci] = np.sqrt(g)[brain]  # "<c>_gradient"
-        del smooth, g, d
+            if img.shape[axis] <= 1:
+                continue  # (d = 0.0: g += 0)
+            d32 = np.gradient(smooth, axis=axis)
+            step = voxel_mm[axis]  # a float64 scalar: d32 / step is float64, as before; by slabs of a
+            other = 1 if axis == 0 else 0  # plane stack along another axis (the gradient is along ``axis``)
+            for lo in range(0, img.shape[other], 8):
+                sl = [slice(None)] * 3
+                sl[other] = slice(lo, lo + 8)
+                d = d32[tuple(sl)] / step
+                g[tuple(sl)] += d * d
+            del d32
+        out[:, 5 + 4 * n_scales + ci] = np.sqrt(g[brain])  # "<c>_gradient" = sqrt(g)[brain]
+        del smooth, g
+    del t1, fl
     depth = _depth_mm(brain, voxel_mm)
     out[:, 7 + 4 * n_scales] = depth
     out[:, 8 + 4 * n_scales] = np.log1p(depth)
@@ -286,27 +321,43 @@ def choose_rule(rules: list[dict], gains: list[list[tuple[float, float]]]) -> tu
     return best, worst
 
 
+class BrainMaps(Mapping):
+    """Native-grid float32 maps held as their brain voxels' values (C order of ``brain``); reading a map gives a
+    new full-grid array, 0 off the brain. Five maps of a 240 x 240 x 155 grid would be 170 MiB held at once
+    (issue 17); their brain values are 34 MiB on a 1 mm brain."""
+
+    def __init__(self, brain: np.ndarray, values: dict[str, np.ndarray]):
+        self.brain, self.brain_values = brain, values
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        full = np.zeros(self.brain.shape, np.float32)
+        full[self.brain] = self.brain_values[name]
+        return full
+
+    def __iter__(self):
+        return iter(self.brain_values)
+
+    def __len__(self) -> int:
+        return len(self.brain_values)
+
+
 def predict_maps(model: EnhancerEnsemble, t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm,
-                 shrinkage: float | None = None, rule: dict | None = None) -> dict[str, np.ndarray]:
-    """Native-grid maps (0 off the brain): ``predicted_change`` E, ``added`` (the weights' rule, see
-    :func:`added_enhancement`; ``rule`` overrides it, ``shrinkage`` its k), ``enhancing_score`` (mean
-    p(change > threshold)), ``uncertainty`` (predictive sd sqrt(V + A)), ``epistemic_sd`` sqrt(V)."""
+                 shrinkage: float | None = None, rule: dict | None = None) -> BrainMaps:
+    """Native-grid maps (0 off the brain; a :class:`BrainMaps`: each read makes the full array):
+    ``predicted_change`` E, ``added`` (the weights' rule, see :func:`added_enhancement`; ``rule`` overrides it,
+    ``shrinkage`` its k), ``enhancing_score`` (mean p(change > threshold)), ``uncertainty`` (predictive sd
+    sqrt(V + A)), ``epistemic_sd`` sqrt(V)."""
     brain = np.asarray(brain, bool)
     features = voxel_features(t1_0255, flair_0255, brain, voxel_mm)
     pred = model.predict(features)
     depth = features[:, FEATURE_NAMES.index("depth_mm")].copy()
     del features  # (n_brain, 21) float32, 128 MiB on a 1 mm brain: let go before the five maps are made (issue 17)
     e, v = pred["expected"], pred["epistemic"]
-    out = {}
     added = added_enhancement(e, v, pred["score"], shrinkage, model.rule if rule is None else rule, depth)
     del depth
-    for name, values in (("predicted_change", e), ("added", added),
-                         ("enhancing_score", pred["score"]), ("uncertainty", np.sqrt(v + pred["aleatoric"])),
-                         ("epistemic_sd", np.sqrt(v))):
-        full = np.zeros(brain.shape, np.float32)
-        full[brain] = values
-        out[name] = full
-    return out
+    values = {"predicted_change": e, "added": added, "enhancing_score": pred["score"],
+              "uncertainty": np.sqrt(v + pred["aleatoric"]), "epistemic_sd": np.sqrt(v)}
+    return BrainMaps(brain, {name: np.asarray(a, np.float32) for name, a in values.items()})
 
 
 def member_groups(n_groups: int, full_members: int = FULL_MEMBERS) -> list[list[int]]:
