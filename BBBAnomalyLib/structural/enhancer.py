@@ -101,7 +101,6 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
     # masked (constant-mode) averages, the 1 mm gradient (3-voxel reach) and the depth are the same.
     box = tuple(slice(max(int(ix.min()) - 4, 0), int(ix.max()) + 5) for ix in np.nonzero(brain))
     brain = brain[box]
-    w = brain.astype(np.float32)
     t1, fl = _box_image(t1_0255, box, brain), _box_image(flair_0255, box, brain)
     out = np.empty((int(brain.sum()), N_FEATURES), np.float32)
     out[:, 0], out[:, 1] = t1[brain], fl[brain]
@@ -109,50 +108,48 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
     n_scales = len(SIGMAS_MM)
     for si, s in enumerate(SIGMAS_MM):
         sigma = s / voxel_mm
-        ws = ndimage.gaussian_filter(w, sigma, mode="constant", truncate=3.0)
+        # the smoothed 0/1 brain mask (made afresh: the mask as float32 is not kept beside the images)
+        ws = ndimage.gaussian_filter(brain.astype(np.float32), sigma, mode="constant", truncate=3.0)
         np.maximum(ws, 1e-3, out=ws)  # the denominator of every masked average at this scale
         for ci, img in enumerate((t1, fl)):
-            # _masked_smooth(img, w, ws, sigma): img * w is img itself (img is 0 off the brain, w its 0/1 mask)
+            # _masked_smooth(., w, ws, sigma) with w the 0/1 mask: img * w is img itself (0 off the brain)
+            sq = None
+            if s == 2.5:  # sq first, so that its input square is gone before m is made
+                sq = ndimage.gaussian_filter(img * img, sigma, mode="constant", truncate=3.0)
+                sq /= ws
             m = ndimage.gaussian_filter(img, sigma, mode="constant", truncate=3.0)
             m /= ws
             m_b = m[brain]
             out[:, 3 + 2 * si + ci] = m_b  # "<c>_mean_<s>mm"
             out[:, 3 + 2 * n_scales + 2 * si + ci] = out[:, ci] - m_b  # "<c>_dev_<s>mm" = (img - m)[brain]
             del m_b
-            if s == 2.5:  # "<c>_sd_2.5mm" = sqrt(max(sq - m * m, 0))[brain], in place
-                # (img * img) * w is img * img (0 off the brain)
-                sq = ndimage.gaussian_filter(img * img, sigma, mode="constant", truncate=3.0)
-                sq /= ws
+            if sq is not None:  # "<c>_sd_2.5mm" = sqrt(max(sq - m * m, 0))[brain], in place
                 m *= m
                 sq -= m
                 np.maximum(sq, 0.0, out=sq)
                 np.sqrt(sq, out=sq)
                 out[:, 3 + 4 * n_scales + ci] = sq[brain]
-                del sq
-            del m
+            del m, sq
         del ws
-    del w
     for ci, img in enumerate((t1, fl)):
         smooth = ndimage.gaussian_filter(img, 1.0 / voxel_mm, mode="nearest", truncate=3.0)
         g = np.zeros_like(img)
         for axis in range(3):
             if img.shape[axis] <= 1:
                 continue  # (d = 0.0: g += 0)
-            d32 = np.gradient(smooth, axis=axis)
-            step = voxel_mm[axis]  # a float64 scalar: d32 / step is float64, as before; by slabs of a
-            other = 1 if axis == 0 else 0  # plane stack along another axis (the gradient is along ``axis``)
+            step = voxel_mm[axis]  # a float64 scalar: the gradient / step is float64, as before; by slabs of
+            other = 1 if axis == 0 else 0  # planes along another axis (np.gradient works along ``axis`` alone)
             for lo in range(0, img.shape[other], 8):
                 sl = [slice(None)] * 3
                 sl[other] = slice(lo, lo + 8)
-                d = d32[tuple(sl)] / step
+                d = np.gradient(smooth[tuple(sl)], axis=axis) / step
                 g[tuple(sl)] += d * d
-            del d32
         out[:, 5 + 4 * n_scales + ci] = np.sqrt(g[brain])  # "<c>_gradient" = sqrt(g)[brain]
         del smooth, g
     del t1, fl
     depth = _depth_mm(brain, voxel_mm)
     out[:, 7 + 4 * n_scales] = depth
-    out[:, 8 + 4 * n_scales] = np.log1p(depth)
+    out[:, 8 + 4 * n_scales] = np.log1p(depth, out=depth)
     return out
 
 
@@ -165,11 +162,14 @@ def _depth_mm(brain: np.ndarray, voxel_mm: np.ndarray) -> np.ndarray:
     total = None
     for axis in range(brain.ndim):
         index = np.arange(brain.shape[axis], dtype=np.int32).reshape([-1 if a == axis else 1 for a in range(brain.ndim)])
-        d = (ft[axis] - index)[brain].astype(np.float64)
+        ft[axis] -= index  # in place: the same int32 differences
+        d = ft[axis][brain].astype(np.float64)
         d *= voxel_mm[axis]
         np.multiply(d, d, d)
         total = d if total is None else np.add(total, d, out=total)
-    return np.sqrt(total)
+        del d
+    del ft
+    return np.sqrt(total, out=total)
 
 
 class EnhancerMLP(nn.Module):
