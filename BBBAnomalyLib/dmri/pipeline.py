@@ -43,17 +43,26 @@ class DMRIResult:
     maps: dict[str, Volume]
     brain_mask: np.ndarray
     report: dict
-    extras: dict = field(default_factory=dict)  # signal, reconstruction grid, grid affine (for curves)
+    # signal (a preprocessing.CanonicalSignal: makes the S/S0 again from the DWI), reconstruction grid, grid affine
+    extras: dict = field(default_factory=dict)
 
     def curves(self):
         """S/S0 on the model's canonical directions (x = direction index) for every analysed voxel,
-        with the network's reconstruction brought back to the same voxels as ``fitted``."""
+        with the network's reconstruction brought back to the same voxels as ``fitted``.
+
+        The measured S/S0 is made again from the DWI (issue 17: the run does not keep the (n_brain, 64) float32
+        array through the network; the same float32 steps as the run's, bit for bit): the DWI given to
+        ``run_dmri`` must be unchanged, and the result keeps a reference to it."""
         from ..app.curves import CurveSet
+        from .preprocessing import GEMM_ROWS
 
         e = self.extras
+        release_freed_memory()  # the run's freed heap, before the two (n_brain, 64) float32 arrays
         recon = to_native(e["reconstruction"], e["grid_affine"], self.brain_mask, e["affine"])
+        # after the reconstruction (its sampling temporaries gone), by small chunks (the same values)
+        signal = e["signal"](chunk_voxels=GEMM_ROWS) if callable(e["signal"]) else e["signal"]
         label = "VAE reconstruction" if self.report["parameters"]["model"] == "vae" else "RecDiscNet reconstruction"
-        return CurveSet(np.arange(e["signal"].shape[1], dtype=np.float64), self.brain_mask, e["signal"],
+        return CurveSet(np.arange(signal.shape[1], dtype=np.float64), self.brain_mask, signal,
                         "S/S0 (direction index)", {label: recon})
 
     def write(self, out_dir: str | Path, overwrite: bool = False, suffix: str = ".nii.gz") -> Path:
@@ -102,7 +111,9 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
                            b0_threshold=params.b0_threshold, shell_tolerance=params.shell_tolerance,
                            min_directions=params.min_directions, erode=params.erode_mask,
                            chunk_voxels=params.chunk_voxels)
-    release_freed_memory()  # preprocessing's chunk and per-channel temporaries, before the network's (issue 17)
+    # preprocessing's chunk and per-channel temporaries and its S/S0 array (not kept: prepare's signal_source
+    # makes it again for the curves), returned before the network's (issue 17)
+    release_freed_memory()
     warnings = list(prepared.warnings)
     brain = prepared.brain
     from .applicability import check_dwi_input
@@ -122,7 +133,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
         threshold = _threshold(params, model, values, anomaly, dwi)
         mask = thr.anomaly_mask(anomaly, brain, threshold, params.opening)
         mean_att = np.zeros(dwi.spatial_shape, np.float32)
-        mean_att[brain] = prepared.signal.mean(axis=1)
+        mean_att[brain] = prepared.mean_attenuation  # the S/S0's row means, taken in prepare
         maps = {"anomaly": Volume(anomaly, dwi.affine.copy()),
                 "anomaly_mask": Volume(mask.astype(np.uint8), dwi.affine.copy()),
                 "mean_attenuation": Volume(mean_att, dwi.affine.copy())}
@@ -146,7 +157,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
         "warnings": warnings,
     }
     report_progress(1.0, "done")
-    return DMRIResult(maps, brain, report, extras={"signal": prepared.signal, "reconstruction": recon,
+    return DMRIResult(maps, brain, report, extras={"signal": prepared.signal_source, "reconstruction": recon,
                                                    "grid_affine": prepared.grid_affine, "affine": dwi.affine.copy(),
                                                    "grid_score": grid_score})
 

@@ -59,6 +59,31 @@ class ModelInput:
         return affine
 
 
+@dataclass(frozen=True, eq=False)
+class CanonicalSignal:
+    """The native canonical S/S0 of the analysed voxels, made again from the series when asked for (issue 17:
+    the pipeline keeps this recipe, not the (n_brain, K) float32 array, 0.26x the benchmark DWI, through the
+    network). Calling it repeats prepare()'s float32 steps on the same rows: the same array, bit for bit (each
+    row is its own operations; the chunking does not enter). It reads ``data``: the series must be unchanged."""
+
+    data: np.ndarray  # the DWI's 4D data (a reference, not a copy)
+    brain: np.ndarray  # (x, y, z) bool analysed mask
+    index: np.ndarray  # the shell's volumes
+    s0: np.ndarray  # (n_brain,) float32 mean b0
+    matrix32: np.ndarray  # (n_shell, K) float32 SH resampling
+    exponent: np.ndarray  # (n_shell,) float32 b rescaling
+    chunk_voxels: int = 65536
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.s0.shape[0]), int(self.matrix32.shape[1])
+
+    def __call__(self, checks: dict | None = None, chunk_voxels: int | None = None) -> np.ndarray:
+        """The (n_brain, K) float32 S/S0; ``chunk_voxels`` (default: the run's) changes no value, only the size of
+        one chunk's temporaries (~ chunk x n_shell float32)."""
+        return _canonical_signal(self, checks, chunk_voxels or self.chunk_voxels)
+
+
 @dataclass
 class Prepared:
     """The network input of one DWI and what is needed to go back to its grid."""
@@ -67,9 +92,11 @@ class Prepared:
     network_mask: np.ndarray  # (gx, gy, gz) bool
     grid_affine: np.ndarray  # 4x4 of the model grid
     brain: np.ndarray  # (x, y, z) bool native analysed mask (eroded)
-    signal: np.ndarray  # (n_brain, K) float32 native canonical S/S0 of the analysed voxels
+    signal: np.ndarray | None  # (n_brain, K) float32 native canonical S/S0 (prepare(keep_signal=True); else None)
     shell: grad.Shell
     warnings: list[str] = field(default_factory=list)
+    mean_attenuation: np.ndarray | None = None  # (n_brain,) float32: signal.mean(axis=1)
+    signal_source: CanonicalSignal | None = None  # makes ``signal`` again on demand
 
 
 def check_dwi(dwi: Volume) -> None:
@@ -88,8 +115,12 @@ def check_dwi(dwi: Volume) -> None:
 
 def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: np.ndarray | None = None,
             b0_threshold: float = 150.0, shell_tolerance: float = 0.3, min_directions: int = 15,
-            erode: bool = True, chunk_voxels: int = 65536) -> Prepared:
-    """Preprocess ``dwi`` for a model (see the module docstring). Never modifies ``dwi``."""
+            erode: bool = True, chunk_voxels: int = 65536, keep_signal: bool = False) -> Prepared:
+    """Preprocess ``dwi`` for a model (see the module docstring). Never modifies ``dwi``.
+
+    The native canonical S/S0 ((n_brain, K) float32) is let go once the model-grid input is made; its row means
+    (``mean_attenuation``) and ``signal_source``, which makes it again from ``dwi``, are kept. ``keep_signal``
+    keeps the array itself in ``signal``."""
     check_dwi(dwi)
     acq = dwi.acquisition
     bvecs = grad.to_ras(acq.bvecs, dwi.affine, gradient_frame) if acq.bvecs is not None else None
@@ -103,6 +134,7 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
             warnings.append(note)
     brain = _analysed_region(brain_mask, erode)
     s0 = b0[brain].mean(axis=1)
+    del b0  # the b0 volumes' float32 copy
     if not np.isfinite(s0).all():
         raise InputError("the b0 volumes contain NaN or infinite values inside the brain mask; fix or mask them")
     bad = s0 <= 0
@@ -114,21 +146,49 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
         s0 = s0[~bad]
     matrix = grad.resampling_matrix(shell.directions, spec.directions, grad.sh_order_for(shell.unique_directions))
     exponent = (spec.b_value / shell.bvals).astype(np.float32)  # per-volume mono-exponential rescaling
-    rows = np.argwhere(brain)
-    signal = np.empty((rows.shape[0], spec.channels), np.float32)
-    matrix32 = matrix.T.astype(np.float32)
+    source = CanonicalSignal(dwi.data, brain, shell.index, s0, matrix.T.astype(np.float32), exponent,
+                             int(chunk_voxels))
+    checks: dict = {}
+    signal = source(checks)
+    above, att_sum, att_spread = checks["above"], checks["sum"], checks["spread"]
+    n_samples = signal.shape[0] * shell.index.size
+    check_diffusion_contrast(att_sum / max(n_samples, 1), att_spread, spec.b_value)
+    if above > 0.01 * signal.size:
+        warnings.append(f"{100 * above / n_samples:.1f} % of the diffusion-weighted samples "
+                        "exceed their b0 (noise, motion or a wrong b0) and were clipped to S/S0 = 1")
+    mean_attenuation = signal.mean(axis=1)
+    network_input, network_mask, affine = to_model_grid(signal, brain, dwi.affine, spec)
+    if not keep_signal:
+        signal = None  # issue 17: not alive through the network (the panel's curves make it again)
+    if not network_mask.any():
+        raise InputError("the brain mask falls outside the model's field of view after resampling; check the "
+                         "DWI's geometry (affine) and mask")
+    return Prepared(network_input, network_mask, affine, brain, signal, shell, warnings, mean_attenuation, source)
+
+
+def _canonical_signal(source: CanonicalSignal, checks: dict | None, chunk_voxels: int) -> np.ndarray:
+    """(n_brain, K) float32 canonical S/S0 of ``source``'s voxels, by chunks of its rows. With ``checks`` (a dict):
+    refuses non-finite samples and fills in "above" (samples > 1 before clipping), "sum" (float64 sum of S/S0)
+    and "spread" (largest within-chunk range) for prepare()'s contrast checks."""
+    rows = np.argwhere(source.brain)
+    if rows.shape[0] != source.s0.shape[0]:
+        raise ValueError(f"{rows.shape[0]} voxels in the mask for {source.s0.shape[0]} b0 values")
+    s0, matrix32, exponent = source.s0, source.matrix32, source.exponent
+    index = np.asarray(source.index)
+    signal = np.empty(source.shape, np.float32)
     above, att_sum, att_spread = 0, 0.0, 0.0
     for start in range(0, rows.shape[0], chunk_voxels):
         # the shell's samples of this chunk's voxels gathered straight from the series (no copy of the
         # weighted volumes, ~1x the series: issue 17), then the same float32 steps in place
         i, j, k = (axis[:, None] for axis in rows[start:start + chunk_voxels].T)
-        att = dwi.data[i, j, k, shell.index[None, :]].astype(np.float32, copy=False)  # a new array either way
+        att = source.data[i, j, k, index[None, :]].astype(np.float32, copy=False)  # a new array either way
         att /= s0[start:start + chunk_voxels, None]
-        if not _all_finite(att):
-            raise InputError("the diffusion-weighted volumes contain NaN or infinite values inside the brain mask")
-        above += _count_above_one(att)
-        att_sum += float(att.sum(dtype=np.float64))
-        att_spread = max(att_spread, float(np.ptp(att)) if att.size else 0.0)
+        if checks is not None:
+            if not _all_finite(att):
+                raise InputError("the diffusion-weighted volumes contain NaN or infinite values inside the brain mask")
+            above += _count_above_one(att)
+            att_sum += float(att.sum(dtype=np.float64))
+            att_spread = max(att_spread, float(np.ptp(att)) if att.size else 0.0)
         np.clip(att, 0.0, 1.0, out=att)
         np.power(att, exponent, out=att)
         out = signal[start:start + chunk_voxels]  # the product written straight into its rows
@@ -136,15 +196,9 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
             np.matmul(att[s:s + GEMM_ROWS], matrix32, out=out[s:s + GEMM_ROWS])
         np.clip(out, 0.0, 1.0, out=out)
         del att
-    check_diffusion_contrast(att_sum / max(rows.shape[0] * shell.index.size, 1), att_spread, spec.b_value)
-    if above > 0.01 * signal.size:
-        warnings.append(f"{100 * above / (rows.shape[0] * shell.index.size):.1f} % of the diffusion-weighted samples "
-                        "exceed their b0 (noise, motion or a wrong b0) and were clipped to S/S0 = 1")
-    network_input, network_mask, affine = to_model_grid(signal, brain, dwi.affine, spec)
-    if not network_mask.any():
-        raise InputError("the brain mask falls outside the model's field of view after resampling; check the "
-                         "DWI's geometry (affine) and mask")
-    return Prepared(network_input, network_mask, affine, brain, signal, shell, warnings)
+    if checks is not None:
+        checks.update(above=above, sum=att_sum, spread=att_spread)
+    return signal
 
 
 #: Rows per S/S0 x SH-matrix product. OpenBLAS's GEMM touches a packing buffer that grows with the rows of one
@@ -245,10 +299,15 @@ def to_native(grid_map: np.ndarray, grid_affine: np.ndarray, brain: np.ndarray, 
     (n_brain,) or (n_brain, C). Both grids are placed by their affines, so the geometry is exact."""
     ijk = np.argwhere(brain)
     world = affine @ np.c_[ijk, np.ones(len(ijk))].T
+    del ijk
     coords = (np.linalg.inv(grid_affine) @ world)[:3]
+    del world  # only the coordinates alive while sampling (issue 17)
     if grid_map.ndim == 3:
         return ndimage.map_coordinates(grid_map, coords, order=1, mode="nearest").astype(np.float32)
-    return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in grid_map], 1).astype(np.float32)
+    out = np.empty((coords.shape[1], grid_map.shape[0]), np.float32)  # issue 17: not a float64 (n, C) stack + copy
+    for c, channel in enumerate(grid_map):
+        out[:, c] = ndimage.map_coordinates(channel, coords, order=1, mode="nearest")  # the same float64 -> float32
+    return out
 
 
 def _sample_coords(grid_affine: np.ndarray, shape, affine: np.ndarray) -> np.ndarray:
