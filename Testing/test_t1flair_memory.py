@@ -159,3 +159,25 @@ def test_brain_maps_read_as_full_maps():
     assert list(maps) == ["a", "b"] and len(maps) == 2
     assert all(v.shape == brain.shape and v.dtype == np.float32 for v in maps.values())
     assert dict(maps.items())["b"].sum() == n
+
+
+def test_with_the_enhancer_the_syntheses_native_maps_are_not_made(monkeypatch):
+    """The enhancer's maps replace native_synthesis's three full volumes, so the pipeline must not make them
+    (issue 17: 3 x 35.7 MiB at the run's peak on a 1 mm case); without the enhancer they are the output."""
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+    from BBBAnomalyLib.structural import T1FlairParameters, enhancement, run_t1flair
+
+    ph = make_structural_phantom(5001, enhancing=True)
+    k = int(np.argmax((ph.seg.data > 0).sum(axis=(0, 1))))
+    cut = lambda a: np.ascontiguousarray(np.asarray(a)[:, :, k - 3:k + 3])
+    from BBBAnomalyLib.core.volume import Volume
+
+    t1, flair, brain = Volume(cut(ph.t1.data), ph.t1.affine), Volume(cut(ph.flair.data), ph.t1.affine), cut(ph.brain)
+    calls = []
+    real = enhancement.native_synthesis
+    monkeypatch.setattr(enhancement, "native_synthesis", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    fast = dict(steps=1, device="cpu", anomaly_map=False)
+    with_enhancer = run_t1flair(t1, flair, T1FlairParameters(**fast), brain_mask=brain)
+    assert calls == [] and "enhancement_probability" in with_enhancer.maps
+    run_t1flair(t1, flair, T1FlairParameters(enhancer_weights=None, **fast), brain_mask=brain)
+    assert calls == [1]

@@ -107,6 +107,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     import torch
 
     from ..core.devices import resolve_device
+    from ..core.memory import release_freed_memory
     from . import cae as cae_mod
     from .applicability import check_structural_input
     from .diffusion import sample_both_labels
@@ -152,6 +153,8 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     with timer("preprocessing"):
         report_progress(0.05, "normalising and resampling the slices")
         n_t1, n_flair = normalise(t1_data, brain, "t1"), normalise(flair_data, brain, "flair")
+        t1_shape = list(t1_data.shape)
+        del t1_data, t1_grid  # a float32 copy unless the T1 was float32 already: n_t1 is what is used from here
         grid = SliceGrid.around(brain, t1.affine, size)
         net_t1, net_flair = grid.to_network(n_t1, -1.0), grid.to_network(n_flair, -1.0)
     with timer("synthesis"), torch.inference_mode():
@@ -200,18 +203,24 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         natives = {label: synthesis_on_native_grid(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
                    for i, label in ((1, "enhancing"), (0, "non_enhancing"))}
         estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
-        synthetic, added, spread = native_synthesis(grid, estimate, from_unit(n_t1), brain)
+        if enhancer is None:  # with the enhancer its maps replace these three: not made (3 full volumes, issue 17)
+            synthetic, added, spread = native_synthesis(grid, estimate, from_unit(n_t1), brain)
+        del flair_data  # the FLAIR's float32 copy served the ROI; the network and 0-1 copies remain
     enhancer_maps = None
     if enhancer is not None:
         with timer("enhancer"):
             from .enhancer import predict_maps
 
             report_progress(0.8, "predicting the enhancement")
+            release_freed_memory()  # the syntheses' and the ROI's freed blocks, before the run's largest step
             t1_0255 = from_unit(n_t1)
             enhancer_maps = predict_maps(enhancer.cpu(), t1_0255, from_unit(n_flair), brain, t1.voxel_sizes,
                                          params.shrinkage)  # None: the rule in the weights' card
             added, spread = enhancer_maps["added"], enhancer_maps["uncertainty"]
-            synthetic = np.where(brain, np.clip(t1_0255 + added, 0.0, 255.0), 0.0).astype(np.float32)
+            synthetic = t1_0255 + added  # the same float32 arithmetic as np.where(brain, clip(...), 0), in place
+            del t1_0255
+            np.clip(synthetic, 0.0, 255.0, out=synthetic)
+            synthetic[~brain] = 0.0
     values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
     anomaly_report = None
     if cae is not None:
@@ -239,7 +248,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     cards = {"synthesis": dcard, "identifier": icard, "cae": ccard, "enhancer": ecard}
     report = {
         "pipeline": "t1flair",
-        "input": {"t1_shape": list(t1_data.shape), "flair_shape": list(np.shape(flair.data)),
+        "input": {"t1_shape": t1_shape, "flair_shape": list(np.shape(flair.data)),
                   "voxel_mm": t1.voxel_sizes.tolist(), "brain_voxels": int(brain.sum()),
                   "network_slices": int(len(grid.slices)), "network_size": size},
         "parameters": params.to_json(),
