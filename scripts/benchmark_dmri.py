@@ -2,7 +2,7 @@
 
   python scripts/benchmark_dmri.py inference [--threads 2] [--model vae]
   python scripts/benchmark_dmri.py train-step [--threads 2] [--model vae] [--batch-size 2]
-  python scripts/benchmark_dmri.py memory [--model vae] [--torch-threads 1] [--out results.jsonl]
+  python scripts/benchmark_dmri.py memory [--model vae] [--torch-threads 1] [--curves] [--out results.jsonl]
 
 inference: a 90×90×54 DWI with 1 b0 + 64 directions at 2.4 mm (the seed's acquisition; a phantom
 patient padded/cropped to that grid) through `run_dmri` with the bundled weights; wall time per
@@ -12,7 +12,9 @@ memory (issue 17: peak <= 2x the input series): the same DWI, each measure in a 
 thread unless --torch-threads) and the library and scikit-learn's metrics (the report's AUC) imported first, the DWI loaded after: tracemalloc, the peak of numpy arrays alive at once
 during run_dmri with the DWI counted as 1x (torch's tensors are not seen); RSS, peak RSS (VmHWM, reset once the
 DWI is loaded: reading the .npz makes a transient copy) minus the RSS after the imports, over the DWI's bytes; and the network alone (the loaded model run once on its fixed
-64 x 40 x 48 x 40 input: VmHWM above the RSS before, a cost that does not grow with the DWI).
+64 x 40 x 48 x 40 input: VmHWM above the RSS before, a cost that does not grow with the DWI); with --curves also
+rss-curves: the RSS measure over run_dmri and then result.curves() (the panel worker's path: the measured S/S0 and
+the reconstruction on the brain's voxels, two (n_brain, 64) float32 arrays, made after the run).
 train-step: optimizer steps of the bundled architecture on random-free phantom-like input
 (40×48×40×64, batch 2), median time per step after a warm-up. Each command runs in its own
 process so peak memory is its own.
@@ -135,6 +137,8 @@ def memory_child(args) -> dict:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
     result = run_dmri(dwi, DMRIParameters(model=args.model, device="cpu"), tumor_mask=tumor)
+    if args.measure == "rss-curves":
+        result.curves()
     out = {"measure": args.measure, "model": args.model, "series_mib": series / 2**20,
            "brain_voxels": result.report["brain_voxels"]}
     if tracing:
@@ -155,7 +159,7 @@ def memory(args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "volume.npz"
         subprocess.run([sys.executable, __file__, "make-volume", "--out", str(path)], check=True)
-        for measure in ("tracemalloc", "rss", "network"):
+        for measure in ("tracemalloc", "rss", "network") + (("rss-curves",) if args.curves else ()):
             proc = subprocess.run([sys.executable, __file__, "memory-child", "--measure", measure, "--model",
                                    args.model, "--input", str(path), "--torch-threads", str(args.torch_threads)],
                                   capture_output=True, text=True, check=True)
@@ -216,7 +220,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", help="append the JSON result to this file (make-volume: the .npz to write)")
     parser.add_argument("--torch-threads", type=int, default=1, help="memory: torch threads in each measure (1)")
-    parser.add_argument("--measure", choices=["tracemalloc", "rss", "network"], help=argparse.SUPPRESS)
+    parser.add_argument("--curves", action="store_true", help="memory: also the RSS over run_dmri + result.curves()")
+    parser.add_argument("--measure", choices=["tracemalloc", "rss", "network", "rss-curves"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.what == "memory-child":
