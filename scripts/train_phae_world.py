@@ -38,6 +38,9 @@ records all of it, the training domain used for out-of-distribution warnings, an
   # TRAINING_WIDE generator, the median CBF output (seeds 46, 48, 50 measured); --families leaves families out
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
       --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --seed 48 --name dsc-phae-r4 --out DIR
+  # round 5: recipe F + a case context that reveals the measured AIF's dispersion (docs/validation.md, round 5)
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
+      --settings wide --deconv 0.2 0.07 0.025 --context --cbf-estimate median --seed 48 --name dsc-phae-r5 --out DIR
 
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
@@ -76,6 +79,10 @@ def main(argv=None) -> int:
     ap.add_argument("--deconv", type=float, nargs="+", default=None, metavar="THETA",
                     help="grid encoder: also read the tissue curve deconvolved by the case's AIF (Tikhonov, these "
                          "relative thresholds, e.g. 0.2 0.07 0.025) on a residue grid and its MTT-like ratios")
+    ap.add_argument("--context", action="store_true",
+                    help="grid encoder: also read a CASE context (network.case_context: the voxel-median of the "
+                         "peak-normalised Tikhonov residues at 0.07 and 0.025 on a -6..12 s lag grid, and the median "
+                         "noise level) as a per-case bias (issue 14, round 5)")
     ap.add_argument("--settings", choices=["training", "wide"], default="training",
                     help="the generator: dsc_curves.TRAINING (gamma, Parker; exponential dispersion) or TRAINING_WIDE "
                          "(+ bigamma, skewgamma, lognormal; exponential, box, lagged-normal dispersion)")
@@ -129,8 +136,8 @@ def main(argv=None) -> int:
             return 2
         settings = dc.replace(settings, aif_families=tuple(args.families))
         settings_name += f" with AIF families {', '.join(args.families)}"
-    if args.deconv and args.encoder != "grid":
-        print("error: --deconv needs the grid encoder", file=sys.stderr)
+    if (args.deconv or args.context) and args.encoder != "grid":
+        print("error: --deconv and --context need the grid encoder", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:
@@ -143,7 +150,8 @@ def main(argv=None) -> int:
     domain = training_domain([case_statistics(c.curves, c.aif, c.frame_interval) for c in cases])
     result = train(cases, epochs=args.epochs, batch=args.batch, lr=args.lr, device="cpu", seed=args.seed,
                    config=({"encoder": "grid", "hidden": args.hidden, "uncertainty": True,
-                            **({"deconv": list(args.deconv)} if args.deconv else {})} if args.encoder == "grid"
+                            **({"deconv": list(args.deconv)} if args.deconv else {}),
+                            **({"context": {}} if args.context else {})} if args.encoder == "grid"
                            else {"min_delay_frames": 5.0, "uncertainty": True}),
                    supervised_weight=args.supervised_weight, delay_weight=args.delay_weight,
                    reconstruction_weight=args.reconstruction_weight, bias_weight=args.bias_weight,
@@ -165,6 +173,9 @@ def main(argv=None) -> int:
                        f"at relative thresholds {', '.join(f'{t:g}' for t in args.deconv)} on the zero-padded rfft) on a "
                        "-6..36 s residue grid (folded into the first layer) and, per threshold, log(integral C / max R) "
                        "over the delay window, the MTT such a method reports" if args.deconv else "")
+                    + ("; plus a CASE context in the per-case bias (network.case_context, from all of the case's curves: "
+                       "the voxel-median of the peak-normalised residues at 0.07 and 0.025 on a -6..12 s lag grid and "
+                       "the median log noise level), which reveals how dispersed the measured AIF is" if args.context else "")
                     if args.encoder == "grid" else "conv: strided 1D CNN"),
         "training_distribution": settings.describe(),
         "loss": (f"{args.reconstruction_weight} x reconstruction MAE of the normalised curves (self-supervised, physics "

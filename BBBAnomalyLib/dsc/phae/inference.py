@@ -124,7 +124,10 @@ class PHAEModel:
         fitted = np.empty(curves.shape, np.float32) if keep_curves else None
         with torch.inference_mode():
             # grid encoder: the AIF's share of the first layer and the decoder's convolution matrix, once per case
-            case = self.network.case_terms(self._aif_t, self.dt) if getattr(self.network, "is_grid", False) else None
+            # (a context network also reads one case-level vector from all of these curves: dsc/phae/network.case_context)
+            context = (self.network.case_context(torch.from_numpy(curves), self._aif_t, self.dt)
+                       if getattr(self.network, "needs_context", False) else None)
+            case = self.network.case_terms(self._aif_t, self.dt, context) if getattr(self.network, "is_grid", False) else None
             aif_area = area(self._aif_t).clamp_min(1e-12)
             for start in range(0, n, self.chunk_voxels):
                 sl = slice(start, min(start + self.chunk_voxels, n))
@@ -182,16 +185,17 @@ class PHAEModel:
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
         gen = torch.Generator().manual_seed(seed)
         probe = data[: min(8192, data.shape[0])]
+        context = (net.case_context(data, self._aif_t, self.dt) if getattr(net, "needs_context", False) else None)
 
         def mean_loss():
             with torch.inference_mode():
-                return float(net(probe, self._aif_t, self.dt)["loss"].mean())
+                return float(net(probe, self._aif_t, self.dt, context=context)["loss"].mean())
 
         before = mean_loss()
         start, done = time.perf_counter(), 0
         for done in range(1, steps + 1):
             idx = torch.randint(0, data.shape[0], (min(batch, data.shape[0]),), generator=gen)
-            loss = net(data[idx], self._aif_t, self.dt)["loss"].mean()
+            loss = net(data[idx], self._aif_t, self.dt, context=context)["loss"].mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

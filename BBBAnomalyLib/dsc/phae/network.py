@@ -141,17 +141,27 @@ class PHAE(nn.Module):
     def is_grid(self) -> bool:
         return isinstance(self.encoder, GridEncoder)
 
-    def case_terms(self, aif: torch.Tensor, dt: float) -> dict:
+    @property
+    def needs_context(self) -> bool:
+        return self.is_grid and self.encoder.context is not None
+
+    def case_context(self, curves: torch.Tensor, aif: torch.Tensor, dt: float) -> torch.Tensor | None:
+        """The case context this network reads (``case_context`` over all of the case's curves), or None."""
+        if not self.needs_context:
+            return None
+        return case_context(curves, aif, dt, self.encoder.context["thresholds"], self.encoder.context["grid"])
+
+    def case_terms(self, aif: torch.Tensor, dt: float, context: torch.Tensor | None = None) -> dict:
         """Grid encoder: everything that is the same for every curve of a case (one AIF, one dt), computed
         once and passed to forward(case=...) for each chunk of curves. Must be recomputed after the
-        weights change (training, adaptation)."""
+        weights change (training, adaptation). ``context``: the case's ``case_context`` (networks that read one)."""
         a_n, a_scale = normalise(aif.reshape(1, -1))
         lead = self.encoder.lead_frames(dt)
         op = convolution_matrix(a_n[0], lead)
         n = a_n.shape[-1]
         w = torch.ones(n, dtype=a_n.dtype, device=a_n.device)
         w[0] = w[-1] = 0.5
-        return {"enc": self.encoder.case_terms(a_n, dt), "op": op, "unit_area": op.T @ w, "lead": lead,
+        return {"enc": self.encoder.case_terms(a_n, dt, context), "op": op, "unit_area": op.T @ w, "lead": lead,
                 "a_scale": a_scale, "aif": aif.reshape(1, -1), "dt": float(dt)}
 
     @torch.inference_mode()
@@ -205,15 +215,21 @@ class PHAE(nn.Module):
             res["log_cbf_sd"] = nn.functional.softplus(z[:, 2]) + 0.02
         return res
 
-    def forward(self, curves: torch.Tensor, aif: torch.Tensor, dt: float | None = None, case: dict | None = None) -> dict:
+    def forward(self, curves: torch.Tensor, aif: torch.Tensor, dt: float | None = None, case: dict | None = None,
+                context: torch.Tensor | None = None) -> dict:
         """dt [s]: bounds MTT to MTT_RANGE_S (without it, to MTT_RANGE_FRAMES frames). Why bound in
         seconds: an unbounded short MTT in a noise-dominated voxel makes CBF = CBV/MTT explode, and
-        ROI means of CBF are dominated by those voxels (seen on the reference object at SNR 50)."""
+        ROI means of CBF are dominated by those voxels (seen on the reference object at SNR 50).
+        ``context``: a context network's case context; if omitted it is computed from ``curves`` (the case's curves
+        must all be here then: training passes the whole case's context with each batch)."""
         c_n, c_scale = normalise(curves)
         if self.is_grid:
             if dt is None:
                 raise ValueError("the grid encoder needs the frame interval dt")
-            case = case if case is not None else self.case_terms(aif, dt)
+            if case is None:
+                if context is None and self.needs_context:
+                    context = self.case_context(curves, aif, dt)
+                case = self.case_terms(aif, dt, context)
             extra = curve_features(curves, c_n, c_scale, case["aif"], case["a_scale"])
             out = self.encoder(c_n, extra, case["enc"], dt=dt)
             mtt, delay = out[0] / dt, out[1] / dt
@@ -274,6 +290,46 @@ def deconvolution_operators(a_n: torch.Tensor, dt: float, thresholds, lead: int)
     return ops.to(a_n.dtype)
 
 
+#: default case context (issue 14, round 5): the voxel-median of the peak-normalised Tikhonov residues at these
+#: thresholds on this lag grid [s], plus the median log noise level
+CONTEXT_THRESHOLDS = (0.07, 0.025)
+CONTEXT_GRID_S = (-6.0, 12.0, 1.0)
+CONTEXT_MAX_VOXELS = 32768
+
+
+def case_context(curves: torch.Tensor, aif: torch.Tensor, dt: float, thresholds=CONTEXT_THRESHOLDS,
+                 grid=CONTEXT_GRID_S, max_voxels: int = CONTEXT_MAX_VOXELS) -> torch.Tensor:
+    """One case's context (K·G + 1,): for each threshold θ_k, the median over the case's voxels of its tissue curve
+    deconvolved by the AIF (``deconvolution_operators``) on the lag grid and divided by its maximum there, then the
+    median over voxels of log(mean |second difference| / max |C|) (a relative noise level). Scale-free (neither
+    the curves' nor the AIF's units matter). A measured AIF more dispersed than the tissue's true input gives
+    residues that start before lag 0 and fall faster (issue 14, round 5: on TRAINING_WIDE cases a linear map of
+    this vector predicts the AIF's dispersion τ with cross-validated R² 0.78). At most ``max_voxels`` voxels, an
+    even stride through the given order, enter the medians. Computed in float64, returned in the curves' dtype."""
+    c = curves.reshape(-1, curves.shape[-1])
+    if c.shape[0] > max_voxels:
+        c = c[torch.linspace(0, c.shape[0] - 1, max_voxels, device=c.device).long()]
+    c = c.double()
+    n = c.shape[-1]
+    lo, hi, step = (float(v) for v in grid)
+    lead = int(math.ceil(max(-lo, 0.0) / dt)) + 1
+    a_n, _ = normalise(aif.reshape(1, -1).double())
+    ops = deconvolution_operators(a_n, dt, thresholds, lead)  # (K, n, lead + n)
+    offs = torch.arange(lo, hi + 1e-9, step, dtype=torch.float64)
+    m = interpolation_matrix(ops.shape[-1], dt, offs, lead * dt).to(c.device)  # (G, lead + n)
+    r = c @ torch.einsum("knl,gl->ngk", ops, m).reshape(n, -1)  # (B, G·K), grid-major
+    r = r.reshape(c.shape[0], offs.numel(), len(thresholds))
+    peak = r.amax(dim=1)  # (B, K)
+    out = []
+    for k in range(len(thresholds)):
+        ok = peak[:, k] > 0
+        rk = r[ok, :, k] / peak[ok, k:k + 1] if bool(ok.any()) else torch.zeros(1, offs.numel(), dtype=torch.float64)
+        out.append(rk.median(dim=0).values)
+    noise = torch.log((c[:, 2:] - 2.0 * c[:, 1:-1] + c[:, :-2]).abs().mean(dim=-1) / c.abs().amax(dim=-1).clamp_min(1e-30)
+                      + 1e-6).median()
+    return torch.cat(out + [noise.reshape(1)]).to(curves.dtype)
+
+
 def interpolation_matrix(n_frames: int, dt: float, offsets_s: torch.Tensor, anchor_s: float) -> torch.Tensor:
     """(L, n) linear-interpolation weights from frames k·dt onto the times anchor + offsets (held at the
     first / last frame outside the acquisition, like np.interp), so that grid values = M @ curve."""
@@ -300,7 +356,8 @@ class GridEncoder(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, depth: int = 2, slope: float = 0.02, grid=GRID_S,
-                 delay_range=DELAY_RANGE_S, uncertainty: bool = True, deconv=None, residue_grid=RESIDUE_GRID_S):
+                 delay_range=DELAY_RANGE_S, uncertainty: bool = True, deconv=None, residue_grid=RESIDUE_GRID_S,
+                 context=None):
         super().__init__()
         self.config = {"encoder": "grid", "hidden": hidden, "depth": depth, "slope": slope, "grid": list(grid),
                        "delay_range": list(delay_range), "uncertainty": bool(uncertainty)}
@@ -315,6 +372,20 @@ class GridEncoder(nn.Module):
             k = len(self.deconv)
             # the deconvolved curves on the residue grid (folded into the first layer) + one MTT-like number each
             self.deconv_in = nn.Linear(k * self.res_offsets.numel() + k, hidden, bias=False)
+        #: case context (issue 14, round 5): None, or {"thresholds": [...], "grid": [lo, hi, step]} (``case_context``)
+        self.context = None
+        if context is not None and context is not False:  # {} or True: the defaults
+            context = context if isinstance(context, dict) else {}
+            ctx = {"thresholds": [float(t) for t in context.get("thresholds", CONTEXT_THRESHOLDS)],
+                   "grid": [float(v) for v in context.get("grid", CONTEXT_GRID_S)]}
+            if any(not 0.0 < t < 1.0 for t in ctx["thresholds"]):
+                raise ValueError("context thresholds are fractions of the AIF spectrum's maximum, in (0, 1)")
+            self.context = ctx
+            self.config["context"] = ctx
+            lo, hi, step = ctx["grid"]
+            n_ctx = len(ctx["thresholds"]) * len(torch.arange(lo, hi + 1e-9, step)) + 1
+            self.context_in = nn.Linear(n_ctx, hidden, bias=False)
+            nn.init.zeros_(self.context_in.weight)  # starts as the encoder without context
         self.register_buffer("offsets", torch.arange(grid[0], grid[1] + 1e-9, grid[2], dtype=torch.float32),
                              persistent=False)
         n_grid = self.offsets.numel()
@@ -329,8 +400,9 @@ class GridEncoder(nn.Module):
     def lead_frames(self, dt: float) -> int:
         return int(math.ceil(-min(self.delay_range[0], 0.0) / dt)) + 1
 
-    def case_terms(self, a_n: torch.Tensor, dt: float) -> dict:
-        """What every curve of a case shares: the folded first layer (hidden, n) and its bias (hidden,)."""
+    def case_terms(self, a_n: torch.Tensor, dt: float, context: torch.Tensor | None = None) -> dict:
+        """What every curve of a case shares: the folded first layer (hidden, n) and its bias (hidden,) (with a
+        context encoder, the case's ``case_context`` enters the bias)."""
         n = a_n.shape[-1]
         a = a_n.reshape(-1)[:n]
         smooth = nn.functional.avg_pool1d(a[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
@@ -342,6 +414,10 @@ class GridEncoder(nn.Module):
         n_grid = self.offsets.numel()
         w_curve = self.curve_in.weight[:, :n_grid] @ m  # (hidden, n): interpolation folded into the first layer
         bias = self.curve_in.bias + self.case_in(case_x)
+        if self.context is not None:
+            if context is None:
+                raise ValueError("this encoder reads a case context: pass the case's curves (case_context)")
+            bias = bias + self.context_in(context.to(bias.dtype).reshape(-1))
         out = {"w_curve": w_curve, "w_extra": self.curve_in.weight[:, n_grid:], "bias": bias}
         if self.deconv:
             out.update(self._deconv_terms(a_n, dt))

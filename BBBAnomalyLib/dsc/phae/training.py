@@ -86,6 +86,11 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
     shards = [(share(c.curves, group_size(c)), torch.as_tensor(c.aif[None, :]), float(c.frame_interval),
                None if c.truth is None else (share(c.truth["cbf"], group_size(c)), share(c.truth["delay"], group_size(c))),
                group_size(c)) for c in cases]
+    # a context network (issue 14, round 5) reads one number vector per case, from all of the case's curves
+    unwrapped_net = getattr(model, "module", model)
+    contexts = [unwrapped_net.case_context(torch.as_tensor(np.asarray(c.curves, np.float32)), torch.as_tensor(c.aif[None, :]),
+                                           float(c.frame_interval)) if getattr(unwrapped_net, "needs_context", False)
+                else None for c in cases]
     targets = None
     if teacher is not None and distill_weight:
         t0 = time.perf_counter()
@@ -105,7 +110,8 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
             x, aif, dt, truth, k = shards[i]
             per = max(batch // k, 1)
             idx = (perms[i][b * per:(b + 1) * per][:, None] * k + torch.arange(k)[None, :]).reshape(-1)
-            out = model(x[idx].to(ctx.device), aif.to(ctx.device), dt)
+            out = model(x[idx].to(ctx.device), aif.to(ctx.device), dt,
+                        **({} if contexts[i] is None else {"context": contexts[i].to(ctx.device)}))
             loss = reconstruction_weight * out["loss"].mean()
             if truth is not None and (supervised_weight or delay_weight):
                 cbf_true, delay_true = (t[idx].to(ctx.device) for t in truth)
