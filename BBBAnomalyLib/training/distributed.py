@@ -57,6 +57,13 @@ class DistributedContext:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # A DistributedDataParallel wrapper that is garbage but not yet collected (a reference cycle)
+                # keeps the gloo process group alive into interpreter shutdown, where tearing down gloo's
+                # threads can abort the process ("terminate called without an active exception"), seen under
+                # load after the weights were written. Collect it while the interpreter is whole.
+                import gc
+
+                gc.collect()
                 dist.destroy_process_group()
 
 
