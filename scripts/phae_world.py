@@ -106,12 +106,18 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
     return rows
 
 
-def dev_sweep(phae_model_factory, log=print, cases=3, n_per_tissue=200, families=None, kernels=None) -> list[dict]:
+def dev_sweep(phae_model_factory, log=print, cases=3, n_per_tissue=200, families=None, kernels=None,
+              gains=(4.0, 2.0), snrs=(20, 50)) -> list[dict]:
     """The sweep's tissue classes on the TRAINING generator (gamma / Parker AIFs, exponential dispersion;
     leakage-free like the curves the pipeline hands PHAE after BSW correction), seeds from 50_000 (training
     seeds are small integers): where a training recipe may be chosen, never on the held-apart set.
     ``families`` / ``kernels``: other training-side AIF families / dispersion kernels (e.g. one family a
-    variant was trained without: a dev-held-out family; never Georgiou or the gamma kernel)."""
+    variant was trained without: a dev-held-out family; never Georgiou or the gamma kernel). ``gains`` /
+    ``snrs``: the tissue gains and SNRs of the rows (default 4, 2 and 20, 50; gain 1 is the low-CNR regime of the
+    project's own phantom, a GM signal drop of a few per cent: issue 14, round 6)."""
+    gains, snrs = tuple(float(g) for g in gains), tuple(snrs)
+    if not gains or not snrs or min(gains) <= 0 or min(snrs) <= 0:
+        raise ValueError("the dev sweep's gains and SNRs must be positive")
     settings = dc.replace(dc.TRAINING, leaky_fraction=0.0)
     if families:
         if "georgiou" in families:
@@ -121,7 +127,7 @@ def dev_sweep(phae_model_factory, log=print, cases=3, n_per_tissue=200, families
         if "gamma" in kernels:
             raise ValueError("the gamma dispersion kernel is the held-apart one, not a dev kernel")
         settings = dc.replace(settings, aif_dispersion_kernel=tuple(kernels))
-    return sweep(phae_model_factory, snrs=(20, 50), gains=(4.0, 2.0), frame_intervals=(1.2, 2.0), cases=cases,
+    return sweep(phae_model_factory, snrs=snrs, gains=gains, frame_intervals=(1.2, 2.0), cases=cases,
                  n_per_tissue=n_per_tissue, log=log, settings=settings, seed_base=50_000)
 
 
@@ -345,9 +351,11 @@ def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int 
     return out
 
 
-def dev_summary(rows: list[dict]) -> dict:
+def dev_summary(rows: list[dict], gain: float | None = None, snr: float | None = None) -> dict:
     """Per method: mean |ROI bias| over rows x tissues, the bias range, rows with every tissue within ±15 %,
-    mean CCC (the dev-sweep table of docs/validation.md)."""
+    mean CCC (the dev-sweep table of docs/validation.md); ``gain`` / ``snr``: only the rows with that tissue
+    gain / SNR."""
+    rows = [r for r in rows if (gain is None or r["gain"] == gain) and (snr is None or r["snr"] == snr)]
     out = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == m]
@@ -380,6 +388,9 @@ def main(argv=None) -> int:
                     help="AIF families of the dev generator (default: TRAINING's gamma and parker); e.g. a family a "
                          "variant was trained without")
     ap.add_argument("--kernels", nargs="+", default=None, help="dispersion kernels of the dev generator (default: exponential)")
+    ap.add_argument("--gains", type=float, nargs="+", default=[4.0, 2.0],
+                    help="tissue gains of the dev rows (default 4 2; 1 = the low-CNR regime, a GM drop of a few per cent)")
+    ap.add_argument("--snrs", type=float, nargs="+", default=[20, 50], help="SNRs of the dev rows (default 20 50)")
     ap.add_argument("--object", action="store_true",
                     help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
@@ -392,16 +403,24 @@ def main(argv=None) -> int:
     factories = {label(w): (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in args.weights}
     try:
         rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves,
-                         families=args.families, kernels=args.kernels)
+                         families=args.families, kernels=args.kernels, gains=args.gains,
+                         snrs=[int(v) if float(v).is_integer() else v for v in args.snrs])
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = dev_summary(rows)
+    by_gain_snr = {f"gain {g:g} SNR {n:g}": dev_summary(rows, gain=g, snr=n)
+                   for g in dict.fromkeys(r["gain"] for r in rows) for n in dict.fromkeys(r["snr"] for r in rows)}
     for m, v in summary.items():
         print(f"{m}: mean |bias| {v['mean_abs_bias_pct']:.1f} %, range {v['bias_range_pct'][0]:+.0f}..."
               f"{v['bias_range_pct'][1]:+.0f} %, rows within ±15 % {v['rows_within_15']}, CCC {v['ccc_mean']:.2f}, "
               f"case offsets {v['case_offset_range_pct'][0]:+.0f}...{v['case_offset_range_pct'][1]:+.0f} % "
               f"(mean |.| {v['case_offset_mean_abs_pct']:.1f}, SD {v['case_offset_sd_pct']:.1f})")
+    if len(by_gain_snr) > 1:
+        for key, summ in by_gain_snr.items():
+            print(f"  {key}: " + "; ".join(f"{m} mean |bias| {v['mean_abs_bias_pct']:.1f} % ({v['bias_range_pct'][0]:+.0f}..."
+                                           f"{v['bias_range_pct'][1]:+.0f}), CCC {v['ccc_mean']:.2f}"
+                                           for m, v in summ.items()))
     obj = {}
     if args.object:
         from functools import partial
@@ -416,7 +435,8 @@ def main(argv=None) -> int:
             print(f"dev object (Parker AIF) {m}: within {min(within)}-{max(within)}/14, CBF median error "
                   f"{min(med):+.1f}...{max(med):+.1f} %")
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "summary": summary, "object": obj}, indent=1), encoding="utf-8")
+        args.out.write_text(json.dumps({"rows": rows, "summary": summary, "by_gain_snr": by_gain_snr, "object": obj},
+                                       indent=1), encoding="utf-8")
     return 0
 
 

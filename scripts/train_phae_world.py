@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                            else {"min_delay_frames": 5.0, "uncertainty": True}),
                    supervised_weight=args.supervised_weight, delay_weight=args.delay_weight,
                    reconstruction_weight=args.reconstruction_weight, bias_weight=args.bias_weight,
-                   bias_unbiased=args.bias_estimator == "ustat", teacher=teacher,
+                   bias_unbiased=args.bias_estimator == "ustat", bias_estimate=args.cbf_estimate, teacher=teacher,
                    distill_weight=args.distill_weight, distill_delay_weight=args.distill_delay_weight,
                    log=lambda line: print(line, flush=True))
     card = {
@@ -184,7 +184,9 @@ def main(argv=None) -> int:
                  + (f" + {args.bias_weight} x conditional bias over each group of {args.repeats} curves sharing a truth, "
                     + ("(mean_k CBF_k / CBF_true - 1)^2" if args.bias_estimator == "mean"
                        else "U-statistic mean_(i!=j) (r_i - 1)(r_j - 1)")
-                    + " with CBF_k = flow x exp(-s^2/2), s held fixed" if args.bias_weight and args.repeats > 1 else "")
+                    + (" with CBF_k = flow x exp(-s^2/2), s held fixed" if args.cbf_estimate == "mean"
+                       else " with CBF_k = the flow as is (the card's median output)")
+                    if args.bias_weight and args.repeats > 1 else "")
                  + ": SUPERVISED on simulated truth (CBF relative to the measured AIF's area); the reconstruction "
                  "term is the self-supervised part"
                  + (f" + {args.distill_weight} x DISTILLATION toward the teacher {teacher_card['name']!s} "

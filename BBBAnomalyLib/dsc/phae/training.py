@@ -41,8 +41,8 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
           device: str = "auto", seed: int = 0, network=None, config: dict | None = None,
           out_dir: str | Path | None = None, resume: bool = False, log=print, context=None,
           supervised_weight: float = 1.0, delay_weight: float = 0.05, reconstruction_weight: float = 1.0,
-          bias_weight: float = 0.0, bias_unbiased: bool = False, teacher=None, distill_weight: float = 1.0,
-          distill_delay_weight: float = 0.1) -> dict:
+          bias_weight: float = 0.0, bias_unbiased: bool = False, bias_estimate: str = "mean", teacher=None,
+          distill_weight: float = 1.0, distill_delay_weight: float = 0.1) -> dict:
     """Train (or fine-tune ``network``) on ``cases``; returns {"network", "history", "seconds"}.
 
     ``teacher`` (a trained PHAE, e.g. ``load_network("dsc-phae-world")[0]``): distillation. The teacher's
@@ -52,7 +52,13 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
 
     With out_dir, rank 0 writes ``checkpoint.pt`` after every epoch (``resume=True`` continues from it).
     Adam with cosine decay of the learning rate to 5 % over the epochs.
+
+    ``bias_estimate``: which CBF estimate the conditional-bias term makes unbiased, the one the card will
+    output: "mean" (flow·exp(-s²/2), s held fixed; the default and every card before issue 14 round 6) or
+    "median" (the flow as is, for cards with ``cbf_estimate: median``).
     """
+    if bias_estimate not in ("mean", "median"):
+        raise ValueError(f"bias_estimate must be 'mean' or 'median', not {bias_estimate!r}")
     import torch
 
     from ...training import all_reduce_mean, distributed_context, load_checkpoint, save_checkpoint
@@ -127,11 +133,11 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
                 loss = loss + supervised_weight * sup + delay_weight * torch.nn.functional.smooth_l1_loss(
                     out["delay"], delay_true / dt)
                 if bias_weight and k > 1:
-                    # conditional bias: the mean estimate (what inference outputs, flow·exp(-s²/2), s held fixed)
-                    # averaged over the k realisations of one truth should equal it; clamped so that a rare
-                    # noise-dominated curve cannot dominate the batch
+                    # conditional bias: the estimate inference outputs (mean: flow·exp(-s²/2), s held fixed;
+                    # median: the flow as is) averaged over the k realisations of one truth should equal it;
+                    # clamped so that a rare noise-dominated curve cannot dominate the batch
                     mean_est = out["flow"] / dt
-                    if "log_cbf_sd" in out:
+                    if "log_cbf_sd" in out and bias_estimate == "mean":
                         mean_est = mean_est * torch.exp(-0.5 * out["log_cbf_sd"].detach() ** 2)
                     loss = loss + bias_weight * conditional_bias_loss(mean_est / cbf_true, k, bias_unbiased)
             if targets is not None:
