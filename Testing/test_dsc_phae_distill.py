@@ -95,14 +95,14 @@ def test_a_distilled_card_names_its_teacher(tmp_path):
 
 
 def test_the_bundled_student_names_its_teacher_and_follows_it():
-    """dsc-phae-fast (the default): a grid student of dsc-phae-world whose card says so, and whose CBF follows the
+    """dsc-phae-fast (the default until round 6): a grid student of dsc-phae-world whose card says so, and whose CBF follows the
     teacher's curve by curve far more closely than the independently trained dsc-phae-grid does."""
     from BBBAnomalyLib import weights
-    from BBBAnomalyLib.dsc.phae import DEFAULT_WEIGHTS, PHAEModel
+    from BBBAnomalyLib.dsc.phae import PHAEModel
     from BBBAnomalyLib.phantoms import dsc_curves as dc
 
-    net, card = load_network(DEFAULT_WEIGHTS)
-    assert DEFAULT_WEIGHTS == "dsc-phae-fast" and net.is_grid
+    net, card = load_network("dsc-phae-fast")
+    assert net.is_grid
     teacher_card, _ = weights.read_card(card["teacher"]["name"])
     assert card["teacher"]["sha256"] == teacher_card["sha256"] and "DISTILLATION" in card["loss"]
     assert "STUDENT" in card["trained_on"] and "not clinically validated" in card["trained_on"]

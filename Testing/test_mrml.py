@@ -330,7 +330,7 @@ def test_phae_from_the_panel_gives_maps_and_its_reconstruction(scene, dsc_phanto
                               {"method": "phae", "device": "cpu"})
     job, _, _ = run_in_scene(request, tmp_path)
     outputs = mrml.import_results(job.output_dir, proxy, "DSC phae")
-    assert outputs.report["phae"]["weights"] == "dsc-phae-fast"  # the default PHAE weights
+    assert outputs.report["phae"]["weights"] == "dsc-phae-wide"  # the default PHAE weights
     cbv = node_array(outputs.map_nodes["cbv"])
     gm, wm = dsc_phantom.masks["gm"], dsc_phantom.masks["wm"]
     assert cbv[gm].mean() > 1.5 * cbv[wm].mean()

@@ -72,9 +72,10 @@ def register(sub) -> None:
                         help="BSW leakage correction (default) or none")
     phae = p.add_argument_group("PHAE (--method phae)")
     phae.add_argument("--weights", metavar="NAME|FILE.pt",
-                      help="PHAE weights: a bundled name or a .pt from `bbbanomaly train phae` (default dsc-phae-fast)")
+                      help="PHAE weights: a bundled name or a .pt from `bbbanomaly train phae` (default dsc-phae-wide)")
     phae.add_argument("--adapt", action="store_true",
-                      help="fine-tune PHAE on this case's own curves first (self-supervised, < 1 min on CPU)")
+                      help="fine-tune PHAE on this case's own curves first (self-supervised, < 1 min on CPU); with the "
+                           "supervised default weights it overestimates CBF (warned in the report)")
     phae.add_argument("--adapt-steps", type=int, default=150, help="optimizer steps of --adapt (default 150)")
     phae.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device for PHAE")
     method.add_argument("--kh", type=float, default=0.73, help="hematocrit factor kH (default 0.73)")

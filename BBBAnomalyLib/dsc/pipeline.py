@@ -391,6 +391,12 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     if params.phae_adapt:
         report_progress(0.35, "adapting PHAE to this case")
         phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)
+        if "SUPERVISED" in str(model.card.get("loss", "")):
+            # adaptation optimises the reconstruction alone, which these weights were never calibrated on
+            warnings.append(f"--adapt fine-tuned {model.card.get('name')} on the reconstruction loss alone, but these "
+                            "weights were trained with a supervised CBF term: on the project's reference phantom "
+                            "adaptation raised the default weights' ROI-mean CBF by 70-111 % (SNR 50-10; "
+                            "docs/validation.md, PHAE round 6); compare with the map made without --adapt")
     from .phae.domain import case_statistics, out_of_domain
 
     stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]))

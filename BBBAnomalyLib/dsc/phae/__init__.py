@@ -2,10 +2,11 @@
 
 encoder -> MTT and delay (and the SD of log CBF); flow from areas; decoder = Lorentzian residue × flow
 convolved with the AIF on the data's sampled window; loss = MAE of the reconstruction (plus supervised terms
-on simulated truth for the bundled dsc-phae-world and dsc-phae-grid; distillation toward dsc-phae-world for the
-default dsc-phae-fast). Two encoders: the seed-like strided 1D CNN on the (C, Ca) pair (``dsc-phae-sim``,
+on simulated truth for the bundled dsc-phae-world, dsc-phae-grid and the default dsc-phae-wide; distillation toward
+dsc-phae-world for dsc-phae-fast). Two encoders: the seed-like strided 1D CNN on the (C, Ca) pair (``dsc-phae-sim``,
 ``dsc-phae-world``) and the grid encoder, an MLP on the curve resampled onto a fixed time grid around the AIF
-peak with its linear steps folded per case (``dsc-phae-grid``, ``dsc-phae-fast``; ~1/50 of the CNN's cost).
+peak with its linear steps folded per case (``dsc-phae-grid``, ``dsc-phae-fast``; ~1/50 of the CNN's cost), in
+``dsc-phae-wide`` also reading the curve deconvolved by the case's AIF at three Tikhonov thresholds.
 
 Modules: ``physics`` (decoder), ``network`` (encoder + PHAE), ``inference`` (PHAEModel: fit and
 per-case adaptation), ``simulate`` (training curves), ``training`` (loop, DDP, data from folders),
