@@ -20,8 +20,9 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
   csvd      block-circulant SVD (threshold 0.1); delay-insensitive
   osvd      block-circulant SVD, per-voxel threshold by oscillation index (default; Wu 2003)
   tikhonov  Tikhonov on the circulant matrix, per-voxel GCV (Calamante 2003)
-  phae      physics-informed autoencoder (Fayolle 2025), self-supervised; bundled weights trained on
-            simulated curves; --adapt fine-tunes it on this case first (needs PyTorch)
+  phae      physics-informed autoencoder (Fayolle 2025); the bundled weights were trained on simulated
+            curves only (not clinically validated); --adapt fine-tunes them on this case first, which
+            overestimates CBF with the default weights (needs PyTorch)
 
 BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the curves.
 Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
