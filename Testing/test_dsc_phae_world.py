@@ -92,6 +92,14 @@ def test_no_domain_warning_inside_the_training_ranges():
     assert len(out_of_domain({**stats, "frame_interval_s": 5.0}, card_domain)) == 1
 
 
+def test_a_case_below_the_trained_contrast_to_noise_is_told_the_direction_of_the_error():
+    domain = {"curve_cnr": [1.85, 31.0]}
+    (low,) = out_of_domain({"curve_cnr": 1.5}, domain)
+    (high,) = out_of_domain({"curve_cnr": 40.0}, domain)
+    assert "biased low" in low and "compare with oSVD" in low
+    assert "biased low" not in high and "outside the range" in high
+
+
 def test_supervised_term_teaches_cbf_that_reconstruction_alone_does_not():
     from BBBAnomalyLib.dsc.phae.training import simulated_cases, train
 

@@ -61,7 +61,11 @@ def out_of_domain(stats: dict, domain: dict | None, what: str = "the PHAE weight
         if value is None or lo <= value <= hi:
             continue
         label, unit = DESCRIPTIONS.get(key, (key, ""))
+        # below the trained noise range the error has a known direction (issue 14, round 6): say it
+        direction = (" (at such contrast-to-noise learned CBF is biased low: the default weights -16 to -46 % in grey "
+                     "matter on the project's reference phantom at SNR 35-20, docs/validation.md)"
+                     if key == "curve_cnr" and value < lo else "")
         warnings.append(f"{label} {value:.3g}{(' ' + unit) if unit else ''} is outside the range {what} were "
-                        f"trained on ({lo:.3g}-{hi:.3g}{(' ' + unit) if unit else ''}): treat the learned maps "
-                        "with caution and compare with oSVD")
+                        f"trained on ({lo:.3g}-{hi:.3g}{(' ' + unit) if unit else ''}){direction}: treat the learned "
+                        "maps with caution and compare with oSVD")
     return warnings
