@@ -130,3 +130,28 @@ def test_dev_cli_refuses_a_nonpositive_gain_with_one_line():
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "gains" in run.stderr
+
+
+def test_group_cases_mix_single_truth_cases_with_grouped_ones(tmp_path, monkeypatch):
+    seen = {}
+    real = training.train
+
+    def spy(cases, **kw):
+        seen["cases"] = cases
+        return real(cases, **kw)
+
+    monkeypatch.setattr(training, "train", spy)
+    rc = _train_script().main(["--cases", "3", "--group-cases", "1", "--curves", "16", "--epochs", "1", "--repeats",
+                               "4", "--bias-weight", "1", "--seed", "2", "--name", "w", "--out", str(tmp_path)])
+    assert rc == 0
+    cases = seen["cases"]
+    assert [c.truth["group_size"] for c in cases] == [1, 1, 4]
+    # the single-truth cases are the ones --repeats 1 draws with this seed (the grouped ones from another stream)
+    for a, b in zip(cases[:2], simulated_cases(2, 16, seed=2)):
+        np.testing.assert_array_equal(a.curves, b.curves)
+    grouped = cases[2].truth["cbf"].reshape(-1, 4)
+    assert grouped.shape == (4, 4)  # 16 curves = 4 groups of 4; the truth is relative to one AIF: one value a group
+    np.testing.assert_allclose(grouped, grouped[:, :1].repeat(4, axis=1), rtol=1e-6)
+    card = json.loads((tmp_path / "w.json").read_text())
+    assert card["group_cases"] == 1 and "1 of the cases (seed 100002) in groups of 4" in card["trained_on"]
+    assert _train_script().main(["--cases", "2", "--group-cases", "3", "--repeats", "4", "--out", str(tmp_path)]) == 2

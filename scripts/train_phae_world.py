@@ -74,6 +74,10 @@ def main(argv=None) -> int:
     ap.add_argument("--bias-estimator", choices=["mean", "ustat"], default="mean",
                     help="(mean_k r_k - 1)^2 (default) or its variance-free U-statistic (see conditional_bias_loss)")
     ap.add_argument("--repeats", type=int, default=32, help="K: curves per simulated truth (noise/residue realisations)")
+    ap.add_argument("--group-cases", type=int, default=None, metavar="N",
+                    help="with --repeats K > 1: only N of the --cases are drawn in groups of K (the batches the "
+                         "conditional-bias term sees; their own seed stream, --seed + 100000), the other cases hold one "
+                         "truth per curve as with --repeats 1; default: every case in groups (issue 14, round 6)")
     ap.add_argument("--encoder", choices=["grid", "conv"], default="grid")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--deconv", type=float, nargs="+", default=None, metavar="THETA",
@@ -139,9 +143,17 @@ def main(argv=None) -> int:
     if (args.deconv or args.context) and args.encoder != "grid":
         print("error: --deconv and --context need the grid encoder", file=sys.stderr)
         return 2
+    if args.group_cases is not None and (args.repeats < 2 or not 0 < args.group_cases <= args.cases):
+        print("error: --group-cases needs --repeats >= 2 and 1 <= N <= --cases", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
-        cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats, settings=settings)
+        if args.group_cases is None:
+            cases = simulated_cases(args.cases, args.curves, seed=args.seed, repeats=args.repeats, settings=settings)
+        else:  # the single-truth cases as --repeats 1 draws them, then the grouped ones from their own stream
+            cases = (simulated_cases(args.cases - args.group_cases, args.curves, seed=args.seed, settings=settings)
+                     + simulated_cases(args.group_cases, args.curves, seed=args.seed + 100_000, repeats=args.repeats,
+                                       settings=settings))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -161,8 +173,12 @@ def main(argv=None) -> int:
     card = {
         "trained_on": (f"{args.cases} simulated cases x {args.curves} curves (seed {args.seed}) from "
                        f"BBBAnomalyLib.phantoms.dsc_curves.{settings_name}"
-                       + (f", in groups of {args.repeats} curves sharing one truth (MTT, CBV, delay, SNR, gain) with "
-                          "their own noise, residue shape, dispersion and leakage" if args.repeats > 1 else "")
+                       + ((", in groups" if args.group_cases is None else
+                           f"; {args.group_cases} of the cases (seed {args.seed + 100_000}) in groups")
+                          + f" of {args.repeats} curves sharing one truth (MTT, CBV, delay, SNR, gain) with "
+                          "their own noise, residue shape, dispersion and leakage"
+                          + ("" if args.group_cases is None else ", the others one truth per curve")
+                          if args.repeats > 1 else "")
                        + (f"; a STUDENT distilled from the teacher {teacher_card['name']} (itself trained with a "
                           "supervised term on simulated truth)" if teacher is not None else "")
                        + "; simulated only, never real data: not clinically validated"),
@@ -209,6 +225,7 @@ def main(argv=None) -> int:
                         "trained": teacher_card.get("trained_on"), "loss": teacher_card.get("loss")}}
            if teacher is not None else {}),
         "seed": args.seed, "repeats": args.repeats, "bias_weight": args.bias_weight,
+        **({"group_cases": args.group_cases} if args.group_cases is not None else {}),
         "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "loss_history": result["history"],
         "data_seconds": round(sim_s, 1), "train_seconds": round(result["seconds"], 1),
         "mtt_output": "central volume: MTT = (area C / area Ca) / CBF",
