@@ -41,6 +41,11 @@ records all of it, the training domain used for out-of-distribution warnings, an
   # round 5: recipe F + a case context that reveals the measured AIF's dispersion (docs/validation.md, round 5)
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
       --settings wide --deconv 0.2 0.07 0.025 --context --cbf-estimate median --seed 48 --name dsc-phae-r5 --out DIR
+  # round 6: recipe F + the conditional-bias term on the card's median output (groups of 32; --group-cases 512: half
+  # the cases in groups, the other half as F draws them). Not adopted: the low-CNR ROI bias falls only as far as the
+  # voxel CCC falls (docs/validation.md, issue 14 round 6b); e.g.
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 32 --bias-weight 1 --supervised-weight 1.0 \
+      --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --seed 48 --name dsc-phae-r6 --out DIR
 
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
