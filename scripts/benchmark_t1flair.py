@@ -14,7 +14,8 @@ measure starts. The input counts as the T1 and the FLAIR in float32 (2 x 35.7 Mi
 whatever the files' dtype. tracemalloc: the peak of numpy arrays alive at once during run_t1flair, the inputs
 counted (torch's tensors are not seen). RSS: peak RSS (VmHWM, reset once the volumes are read) minus the RSS after
 the imports. Both also as the peak per pipeline step (the progress messages) and with the result's maps (the
-outputs, 8 float32 volumes of the T1 grid) reported apart.
+outputs, 8 float32 volumes of the T1 grid) reported apart. --crop F measures a central box of F x each axis instead
+(same case): several F give the peak's fixed part (intercept) and its cost per input MiB (slope).
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ if tracing:
     tracemalloc.start()
 t1 = read_volume({brats!r} + "/BraTS-GLI-00001-000-t1n.nii.gz")
 flair = read_volume({brats!r} + "/BraTS-GLI-00001-000-t2f.nii.gz")
+crop = {crop!r}
+if crop < 1.0:  # a central box, crop x each side: how the peak scales with the input (fixed vs per-voxel cost)
+    import numpy as np
+    from BBBAnomalyLib.core.volume import Volume
+    lo = [int(round(n * (1 - crop) / 2)) for n in t1.shape[:3]]
+    box = tuple(slice(a, a + max(16, int(round(n * crop)))) for a, n in zip(lo, t1.shape[:3]))
+    shift = np.eye(4); shift[:3, 3] = lo
+    t1, flair = (Volume(np.ascontiguousarray(v.data[box]), v.affine @ shift) for v in (t1, flair))
 MIB = 2 ** 20
 inputs = 2 * 4 * t1.data.size  # T1 + FLAIR as float32
 held = t1.data.nbytes + flair.data.nbytes  # as read
@@ -120,7 +129,7 @@ res = run_t1flair(t1, flair, T1FlairParameters(device="cpu"), progress=progress)
 overall[0] = max(overall[0], peak_now())
 mark("end")
 outputs = sum(v.data.nbytes for v in res.maps.values())
-print(json.dumps({{"measure": measure, "input_mib": inputs / MIB, "input_as_read_mib": held / MIB,
+print(json.dumps({{"measure": measure, "crop": crop, "shape": list(t1.shape), "input_mib": inputs / MIB, "input_as_read_mib": held / MIB,
                   "outputs_mib": outputs / MIB, "peak_mib": overall[0] / MIB, "peak_x_input": overall[0] / inputs,
                   "peak_minus_outputs_x_input": (overall[0] - outputs) / inputs,
                   "torch_threads": torch.get_num_threads(),
@@ -134,7 +143,8 @@ def memory(args) -> list[dict]:
     rows = []
     for measure in ("tracemalloc", "rss"):
         load = os.getloadavg()
-        code = MEMORY_CHILD.format(repo=str(REPO), threads=args.threads, brats=str(BRATS), measure=measure)
+        code = MEMORY_CHILD.format(repo=str(REPO), threads=args.threads, brats=str(BRATS), measure=measure,
+                                   crop=float(args.crop))
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["load_average_at_start"] = [round(v, 2) for v in load]
@@ -149,6 +159,9 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json")
     ap.add_argument("--memory", action="store_true", help="peak memory over the input (issue 17) instead of time")
+    ap.add_argument("--crop", type=float, default=1.0,
+                    help="--memory on a central box of this fraction of each axis (e.g. 0.4 0.6 0.8: how the peak "
+                         "scales with the input, i.e. what is fixed cost and what is per voxel)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from BBBAnomalyLib.core.report import machine_description
