@@ -81,8 +81,7 @@ def test_run_dsc_phae_gives_sensible_maps_with_the_classic_shape(phae_result, ds
     for tissue in ("gm", "wm"):
         assert 0.9 < roi_ratio(res, ph, "cbv_corrected", tissue) < 1.1, tissue
     assert res.report["phae"]["weights"] == DEFAULT_WEIGHTS == "dsc-phae-wide"
-    fitted = res.extras["fitted_curves"]
-    assert fitted.shape == (int(res.brain_mask.sum()), res.times.size) and fitted.dtype == np.float32
+    assert "fitted_curves" not in res.extras  # only with keep_curves (the panel): test_model_curves_are_built_only...
 
 
 def test_clean_phantom_cbf_and_mtt_within_tolerance_of_truth_with_the_self_supervised_weights(clean_phantom):
@@ -118,6 +117,20 @@ def test_fitted_curves_follow_the_measured_mean_curve(dsc_phantom, name, toleran
     measured = res.delta_r2s.data[res.brain_mask][gm].mean(axis=0)
     model = res.extras["fitted_curves"][gm].mean(axis=0)
     assert np.abs(model - measured).max() < tolerance * measured.max()
+
+
+def test_model_curves_are_built_only_for_the_panel_and_change_no_map(dsc_phantom):
+    """Without keep_curves the decoder's (n, T) model curves are not made (memory, issue 17); the maps are the same."""
+    m = dsc_phantom.masks
+    kw = dict(aif_mask=m["aif"], brain_mask=m["brain"])
+    plain = run_dsc(dsc_phantom.signal, DSCParameters(method="phae", **UNITLESS), **kw)
+    panel = run_dsc(dsc_phantom.signal, DSCParameters(method="phae", **UNITLESS), keep_curves=True, **kw)
+    fitted = panel.extras["fitted_curves"]
+    assert "fitted_curves" not in plain.extras
+    assert fitted.shape == (int(panel.brain_mask.sum()), panel.times.size) and fitted.dtype == np.float32
+    assert set(plain.maps) == set(panel.maps)
+    for name in plain.maps:
+        np.testing.assert_array_equal(plain.maps[name].data, panel.maps[name].data, err_msg=name)
 
 
 def test_adapt_runs_reports_and_does_not_worsen_the_fit(dsc_phantom):

@@ -92,6 +92,22 @@ def test_no_domain_warning_inside_the_training_ranges():
     assert len(out_of_domain({**stats, "frame_interval_s": 5.0}, card_domain)) == 1
 
 
+def test_case_statistics_in_blocks_equal_the_whole_float64_computation(monkeypatch):
+    """The tissue CNR is computed in float64 blocks of rows (memory); the numbers are those of the whole array."""
+    from BBBAnomalyLib.dsc.phae import domain
+
+    case = dc.simulate_curve_case(np.random.default_rng(11), 300, dc.TRAINING, frame_interval=1.3, n_frames=70)
+    c = case.curves.astype(float)
+    noise = np.median(np.abs(np.diff(c, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
+    expected = np.median(np.abs((c[:, :-2] + c[:, 1:-1] + c[:, 2:]) / 3.0).max(axis=1) / np.maximum(noise, 1e-12))
+    monkeypatch.setattr(domain, "_BLOCK", 7)  # 300 rows: 43 blocks, the last one short
+    assert case_statistics(case.curves, case.aif, case.frame_interval)["curve_cnr"] == expected
+    # more rows than max_curves: an even pick of rows, the same for any block size
+    picked = case_statistics(case.curves, case.aif, case.frame_interval, max_curves=100)["curve_cnr"]
+    monkeypatch.setattr(domain, "_BLOCK", 2048)
+    assert case_statistics(case.curves, case.aif, case.frame_interval, max_curves=100)["curve_cnr"] == picked
+
+
 def test_a_case_below_the_trained_contrast_to_noise_is_told_the_direction_of_the_error():
     domain = {"curve_cnr": [1.85, 31.0]}
     (low,) = out_of_domain({"curve_cnr": 1.5}, domain)

@@ -22,7 +22,7 @@ under the same machine load. Peak RSS is shown beside the size of the float32 se
 and the RSS of the same process before the run (interpreter and imports).
 
 usage:  python scripts/benchmark_dsc_floor.py [--voxels 0.1 0.25 1] [--frames 60 120] [--repeats 3]
-                                              [--methods osvd csvd tikhonov ssvd] [--json out.json]
+                                              [--methods osvd csvd tikhonov ssvd [phae]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("osvd", "csvd", "tikhonov", "ssvd")
+LEARNED = ("phae",)  # on request (--methods ... phae): torch and the network are imported before the RSS base
 TE = 0.03
 
 
@@ -147,6 +148,10 @@ def _measure(argv) -> None:
     import BBBAnomalyLib.dsc.pipeline  # noqa: F401  (imports outside the timing and the RSS base)
     import nibabel  # noqa: F401
     import scipy.integrate  # noqa: F401
+    if what in LEARNED:  # importing torch (~0.3 GB) is not the run's work; its first pass and the weights are
+        import torch  # noqa: F401
+        import BBBAnomalyLib.dsc.phae.inference  # noqa: F401
+        import BBBAnomalyLib.dsc.phae.network  # noqa: F401
 
     # Peak RSS of the run alone: Linux resets the high-water mark VmHWM to the current RSS when 5 is
     # written to /proc/self/clear_refs. (getrusage's ru_maxrss cannot be reset and, on Linux, even
@@ -200,7 +205,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voxels", type=float, nargs="+", default=[0.1, 0.25, 1.0], help="millions of voxels")
     ap.add_argument("--frames", type=int, nargs="+", default=[60, 120])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + LEARNED,
+                    help="methods to run end to end (default: the four classic ones; add phae for the learned one)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args(argv)

@@ -403,7 +403,9 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     phae_report["case_statistics"] = stats
     warnings.extend(out_of_domain(stats, model.card.get("training_domain"),
                                   f"the PHAE weights {model.card.get('name')}"))
-    fit = model.fit(brain_curves, progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
+    # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
+    fit = model.fit(brain_curves, keep_curves=keep_fitted,
+                    progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
     phae_report["fit_loss"] = summarise(fit.loss)
     return fit, {"phae": phae_report}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_BLOCK = 2048  # curves per float64 block in case_statistics
+
 #: statistics and how they are described in a warning
 DESCRIPTIONS = {
     "frame_interval_s": ("frame interval", "s"),
@@ -35,13 +37,18 @@ def case_statistics(curves: np.ndarray, aif: np.ndarray, dt: float, max_curves: 
     hi = peak_i
     while hi < n - 1 and half[hi + 1]:
         hi += 1
-    curves = np.asarray(curves, float)
-    if curves.shape[0] > max_curves:
-        curves = curves[np.linspace(0, curves.shape[0] - 1, max_curves).astype(int)]
-    # noise from first differences (robust: the median ignores the bolus's steep frames)
-    noise = np.median(np.abs(np.diff(curves, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
-    smooth = (curves[:, :-2] + curves[:, 1:-1] + curves[:, 2:]) / 3.0 if n > 3 else curves
-    cnr = np.abs(smooth).max(axis=1) / np.maximum(noise, 1e-12)
+    curves = np.asarray(curves)
+    rows = (np.linspace(0, curves.shape[0] - 1, max_curves).astype(int) if curves.shape[0] > max_curves
+            else np.arange(curves.shape[0]))
+    cnr = np.empty(rows.size)
+    # in float64 blocks of rows (each row's numbers are its own): a float64 copy of all the curves would cost
+    # up to 2x the series (memory goal of issue 17)
+    for start in range(0, rows.size, _BLOCK):
+        block = np.asarray(curves[rows[start:start + _BLOCK]], float)
+        # noise from first differences (robust: the median ignores the bolus's steep frames)
+        noise = np.median(np.abs(np.diff(block, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
+        smooth = (block[:, :-2] + block[:, 1:-1] + block[:, 2:]) / 3.0 if n > 3 else block
+        cnr[start:start + block.shape[0]] = np.abs(smooth).max(axis=1) / np.maximum(noise, 1e-12)
     return {"frame_interval_s": float(dt), "duration_s": float(dt * (n - 1)),
             "aif_rise_s": float(dt * (peak_i - foot)), "aif_fwhm_s": float(dt * (hi - lo + 1)),
             "curve_cnr": float(np.median(cnr))}
