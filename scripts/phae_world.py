@@ -34,20 +34,20 @@ OSVD = {"oSVD 0.095": 0.095, "oSVD 0.035": 0.035}
 
 
 def _methods(curves, aif, dt, phae_model_factory):
-    """{method: (cbf [1/s], fit_error or None, seconds)} on the same curves; phae_model_factory: one
-    factory (method "PHAE") or {label: factory} (methods "PHAE <label>")."""
+    """{method: (cbf [1/s], fit_error or None, seconds, tmax [s] or None)} on the same curves;
+    phae_model_factory: one factory (method "PHAE") or {label: factory} (methods "PHAE <label>")."""
     out = {}
     for name, oi in OSVD.items():
         t = time.perf_counter()
         fit = DeconvolutionModel(aif, dt, "osvd", oi_target=oi).fit(curves)
-        out[name] = (fit.cbf, None, time.perf_counter() - t)
+        out[name] = (fit.cbf, None, time.perf_counter() - t, fit.tmax)
     factories = phae_model_factory if isinstance(phae_model_factory, dict) else {"": phae_model_factory}
     for label, factory in factories.items():
         t = time.perf_counter()
         fit = factory(aif, dt).fit(curves, keep_curves=False)
-        out[f"PHAE {label}".strip()] = (fit.cbf, fit.fit_error, time.perf_counter() - t)
+        out[f"PHAE {label}".strip()] = (fit.cbf, fit.fit_error, time.perf_counter() - t, getattr(fit, "tmax", None))
     cbv = np.trapezoid(curves, dx=dt, axis=1) / np.trapezoid(aif, dx=dt)
-    out["trivial CBV/4.5 s"] = (cbv / TRIVIAL_MTT_S, None, 0.0)
+    out["trivial CBV/4.5 s"] = (cbv / TRIVIAL_MTT_S, None, 0.0, None)
     return out
 
 
@@ -78,14 +78,16 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     labels = list(np.repeat(names, n_per_tissue))
                     res = _methods(curves, aif, dt, phae_model_factory)
                     labels_a = np.array(labels)
-                    for m, (cbf, err, sec) in res.items():
+                    for m, (cbf, err, sec, tmax) in res.items():
                         d = per.setdefault(m, {"bias": {k: [] for k in SWEEP_TISSUES}, "ccc": [], "s": 0.0,
-                                               "err_corr": [], "offset": []})
+                                               "err_corr": [], "offset": [], "tmax": {k: [] for k in SWEEP_TISSUES}})
                         logs = []
                         for k in SWEEP_TISSUES:
                             sel = labels_a == k
                             d["bias"][k].append(100.0 * (np.mean(cbf[sel]) / np.mean(truth[sel]) - 1.0))
                             logs.append(np.log(max(np.mean(cbf[sel]) / np.mean(truth[sel]), 1e-3)))
+                            if tmax is not None:  # the ROI-mean Tmax minus the tissue's true delay [s]
+                                d["tmax"][k].append(float(np.mean(tmax[sel]) - SWEEP_TISSUES[k][2]))
                         # the case's offset: the geometric mean of its five tissues' ROI ratios (one AIF per case)
                         d["offset"].append(100.0 * (np.exp(np.mean(logs)) - 1.0))
                         d["ccc"].append(metrics.lin_ccc(6000 * truth, 6000 * cbf))
@@ -97,7 +99,8 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                 for m, d in per.items():
                     row = {"gain": gain, "dt": dt, "snr": snr, "method": m, "ccc": float(np.mean(d["ccc"])),
                            "seconds": d["s"], **{f"bias_{k}": float(np.mean(v)) for k, v in d["bias"].items()},
-                           "case_offsets": [float(v) for v in d["offset"]]}
+                           "case_offsets": [float(v) for v in d["offset"]],
+                           **{f"tmax_error_{k}": float(np.mean(v)) for k, v in d["tmax"].items() if v}}
                     if d["err_corr"]:
                         row["rho_fit_error_abs_log_error"] = float(np.mean(d["err_corr"]))
                     rows.append(row)
@@ -207,7 +210,7 @@ def _score_object_timing(factory, snr, dt, frames, curves_fn):
     t_cbf = np.array([p[0] for p in OBJECT_TISSUES], float)
     t_cbv = np.array([p[1] for p in OBJECT_TISSUES], float)
     out = {}
-    for m, (cbf, _, sec) in res.items():
+    for m, (cbf, _, sec, _tmax) in res.items():
         cbf_m = np.array([np.mean(6000.0 * cbf[labels == i]) for i in range(len(OBJECT_TISSUES))])
         cbv_m = np.array([np.mean(cbv[labels == i]) for i in range(len(OBJECT_TISSUES))])
         err = cbf_m - t_cbf
@@ -362,13 +365,69 @@ def dev_summary(rows: list[dict], gain: float | None = None, snr: float | None =
         b = np.array([[r["bias_" + k] for k in SWEEP_TISSUES] for r in rs])
         out[m] = {"mean_abs_bias_pct": float(np.mean(np.abs(b))), "bias_range_pct": [float(b.min()), float(b.max())],
                   "rows_within_15": f"{int((np.abs(b) <= 15).all(axis=1).sum())}/{len(rs)}",
-                  "ccc_mean": float(np.mean([r["ccc"] for r in rs]))}
+                  "ccc_mean": float(np.mean([r["ccc"] for r in rs])),
+                  "bias_by_tissue_pct": {k: float(np.mean(b[:, i])) for i, k in enumerate(SWEEP_TISSUES)}}
+        if all(f"tmax_error_{k}" in r for r in rs for k in SWEEP_TISSUES):  # mean ROI Tmax - true delay [s]
+            out[m]["tmax_error_by_tissue_s"] = {k: float(np.mean([r[f"tmax_error_{k}"] for r in rs]))
+                                                for k in SWEEP_TISSUES}
         off = np.array([v for r in rs for v in r.get("case_offsets", [])])
         if off.size:  # per-case offsets (geometric mean of the five tissues' ratios in one case)
             out[m].update({"case_offset_range_pct": [float(off.min()), float(off.max())],
                            "case_offset_mean_abs_pct": float(np.mean(np.abs(off))),
                            "case_offset_sd_pct": float(np.std(off))})
     return out
+
+
+#: the delay check's tissues (CBF ml/100 g/min, CBV ml/100 ml), each at every fixed delay of the check
+DELAY_TISSUES = {"GM": (60.0, 4.0), "WM": (22.0, 2.6), "tumor": (110.0, 6.0)}
+
+
+def delay_check(phae_model_factory, delays=(0.0, 2.0, 4.0), gains=(4.0, 1.0), snrs=(20, 50), frame_interval=1.5,
+                duration=90.0, cases=3, n_per_tissue=200, settings=None, seed_base=60_000, log=print) -> list[dict]:
+    """Tmax error and ROI-mean CBF bias at FIXED tissue delays on the training-side generator (default
+    ``TRAINING_WIDE`` without leakage, ΔR2* input), seeds from 60_000 (never training seeds; issue 14, round 7).
+    Per (gain, SNR, case) one AIF and one noise draw serve every delay (the same seed), so rows at different
+    delays differ only in the delay. Rows: gain, snr, delay, method, per tissue the ROI-mean CBF bias [%], the
+    mean and median Tmax minus the true delay [s], and the CCC over the row's curves."""
+    settings = dc.replace(dc.TRAINING_WIDE, leaky_fraction=0.0) if settings is None else settings
+    names = list(DELAY_TISSUES)
+    par = np.repeat(np.array([DELAY_TISSUES[k] for k in names]), n_per_tissue, axis=0)
+    labels = np.repeat(names, n_per_tissue)
+    rows = []
+    for gain in gains:
+        for snr in snrs:
+            for delay in delays:
+                per = {}
+                for c in range(cases):
+                    rng = np.random.default_rng(seed_base + 101 * c + int(snr) * 1000 + int(gain) * 7)
+                    cc = dc.simulate_curve_case(rng, len(par), settings, frame_interval=frame_interval,
+                                                n_frames=int(round(duration / frame_interval)), snr=float(snr),
+                                                tissue_gain=float(gain), concentration_input=False,
+                                                mtt=60.0 * par[:, 1] / par[:, 0], cbv=par[:, 1] / 100.0,
+                                                delay=float(delay))
+                    truth = cc.truth["cbf"]
+                    for m, (cbf, _err, _sec, tmax) in _methods(cc.curves, cc.aif, frame_interval,
+                                                               phae_model_factory).items():
+                        d = per.setdefault(m, {"bias": {k: [] for k in names}, "tmax_mean": {k: [] for k in names},
+                                               "tmax_median": {k: [] for k in names}, "ccc": []})
+                        d["ccc"].append(metrics.lin_ccc(6000 * truth, 6000 * cbf))
+                        for k in names:
+                            sel = labels == k
+                            d["bias"][k].append(100.0 * (np.mean(cbf[sel]) / np.mean(truth[sel]) - 1.0))
+                            if tmax is not None:
+                                d["tmax_mean"][k].append(float(np.mean(tmax[sel])) - delay)
+                                d["tmax_median"][k].append(float(np.median(tmax[sel])) - delay)
+                for m, d in per.items():
+                    row = {"gain": gain, "snr": snr, "delay": delay, "method": m, "ccc": float(np.mean(d["ccc"])),
+                           **{f"bias_{k}": float(np.mean(v)) for k, v in d["bias"].items()},
+                           **{f"tmax_error_{k}": float(np.mean(v)) for k, v in d["tmax_mean"].items() if v},
+                           **{f"tmax_median_error_{k}": float(np.mean(v)) for k, v in d["tmax_median"].items() if v}}
+                    rows.append(row)
+                    log(f"gain {gain:g} SNR {snr} delay {delay:g} s {m}: CCC {row['ccc']:.2f} "
+                        + " ".join(f"{k} {row['bias_' + k]:+.0f}%"
+                                   + (f" Tmax {row['tmax_error_' + k]:+.2f}s" if 'tmax_error_' + k in row else "")
+                                   for k in names))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -378,7 +437,10 @@ def main(argv=None) -> int:
     import json
 
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("part", choices=["dev"])
+    ap.add_argument("part", choices=["dev", "delay"],
+                    help="dev: the dev sweep; delay: delay_check (fixed tissue delays --delays on TRAINING_WIDE)")
+    ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 2.0, 4.0],
+                    help="delay: the fixed tissue delays [s] (default 0 2 4)")
     ap.add_argument("--weights", nargs="+", required=True, help="bundled names or .pt paths")
     ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--curves", type=int, default=150, help="curves per tissue class and case")
@@ -401,6 +463,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     label = lambda w: f"{Path(w).parent.name}/{Path(w).stem}" if str(w).endswith(".pt") else str(w)  # noqa: E731
     factories = {label(w): (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in args.weights}
+    if args.part == "delay":
+        return _main_delay(args, factories)
     try:
         rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves,
                          families=args.families, kernels=args.kernels, gains=args.gains,
@@ -421,6 +485,11 @@ def main(argv=None) -> int:
             print(f"  {key}: " + "; ".join(f"{m} mean |bias| {v['mean_abs_bias_pct']:.1f} % ({v['bias_range_pct'][0]:+.0f}..."
                                            f"{v['bias_range_pct'][1]:+.0f}), CCC {v['ccc_mean']:.2f}"
                                            for m, v in summ.items()))
+    for key, summ in (by_gain_snr if len(by_gain_snr) > 1 else {"all rows": summary}).items():
+        for m, v in summ.items():
+            if "tmax_error_by_tissue_s" in v:  # the delayed classes: hypoperfused +3 s, early -1.5 s, WM +0.5 s
+                print(f"  {key} {m}: " + ", ".join(f"{k} {v['bias_by_tissue_pct'][k]:+.0f} % / Tmax "
+                                                   f"{v['tmax_error_by_tissue_s'][k]:+.2f} s" for k in SWEEP_TISSUES))
     obj = {}
     if args.object:
         from functools import partial
@@ -437,6 +506,27 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "by_gain_snr": by_gain_snr, "object": obj},
                                        indent=1), encoding="utf-8")
+    return 0
+
+
+def _main_delay(args, factories) -> int:
+    import json
+
+    if not args.gains or not args.snrs or min(args.gains) <= 0 or min(args.snrs) <= 0:
+        print("error: the delay check's gains and SNRs must be positive", file=sys.stderr)
+        return 2
+    rows = delay_check(factories, delays=tuple(args.delays), gains=tuple(args.gains),
+                       snrs=tuple(int(v) if float(v).is_integer() else v for v in args.snrs), cases=args.cases,
+                       n_per_tissue=args.curves, log=lambda s: None)
+    print("| gain | SNR | delay (s) | method | " + " | ".join(f"{k} CBF bias / Tmax error" for k in DELAY_TISSUES)
+          + " | CCC |")
+    print("|---" * (5 + len(DELAY_TISSUES)) + "|")
+    for r in rows:
+        print(f"| {r['gain']:g} | {r['snr']:g} | {r['delay']:g} | {r['method']} | "
+              + " | ".join(f"{r['bias_' + k]:+.0f} %" + (f" / {r['tmax_error_' + k]:+.2f} s" if 'tmax_error_' + k in r
+                                                          else "") for k in DELAY_TISSUES) + f" | {r['ccc']:.2f} |")
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows}, indent=1), encoding="utf-8")
     return 0
 
 

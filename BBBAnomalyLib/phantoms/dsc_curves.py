@@ -8,6 +8,7 @@ What a case draws is set by :class:`CurveSettings`; two presets exist and never 
   ``dsc_physics.gamma_variate_aif``) and ``parker`` (the Parker 2006 population shape, time-stretched
   0.6-1.6x, rescaled to a ΔR2* peak), each with a random dispersion of the *measured* AIF and a
   partial-volume mix with tissue; frame interval 0.8-2.5 s; duration 50-150 s; tissue delay -3..+5 s;
+  a quarter of the curves at exactly zero delay (``delay_zero_fraction``);
   residues exponential, gamma, Lorentzian, box; T2*- and T1-dominant leakage in some curves; noise on the
   *signal* before the ΔR2* conversion (Rician), or, in a share of the cases, Gaussian noise on the
   concentration curves themselves ("concentration input", no conversion).
@@ -52,6 +53,11 @@ class CurveSettings:
     mtt: tuple[float, float] = (1.0, 20.0)  # s, log-uniform
     cbv: tuple[float, float] = (0.005, 0.15)  # fraction, log-uniform
     delay: tuple[float, float] = (-3.0, 5.0)  # s, tissue delay relative to the measured AIF
+    # share of curves with EXACTLY zero delay (a point mass in the delay prior; the rest uniform on ``delay``).
+    # The draw consumes the same random numbers whatever the value, so 0.25 (every preset) draws as before and
+    # another value changes only which curves sit at zero (issue 14, round 7: the point mass pulls low-CNR delay
+    # estimates to 0)
+    delay_zero_fraction: float = 0.25
     tissue_dispersion: tuple[float, float] = (0.0, 3.0)  # s (half the curves get none)
     residues: tuple[str, ...] = RESIDUE_FAMILIES
     leaky_fraction: float = 0.25  # share of curves with residual leakage
@@ -61,6 +67,10 @@ class CurveSettings:
     te: tuple[float, float] = (0.02, 0.045)  # s
     concentration_input_fraction: float = 0.2  # cases with Gaussian noise on concentration, no conversion
     fine_dt: float = 0.1
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.delay_zero_fraction) <= 1.0:
+            raise ValueError(f"delay_zero_fraction must lie in [0, 1], not {self.delay_zero_fraction}")
 
     def describe(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -193,7 +203,7 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
     mtt = np.broadcast_to(np.asarray(mtt, float), (n,)).copy() if mtt is not None else _log_uniform(rng, s.mtt, n)
     cbv = np.broadcast_to(np.asarray(cbv, float), (n,)).copy() if cbv is not None else _log_uniform(rng, s.cbv, n)
     delay = (np.broadcast_to(np.asarray(delay, float), (n,)).copy() if delay is not None
-             else np.where(rng.random(n) < 0.25, 0.0, _uniform(rng, s.delay, n)))
+             else np.where(rng.random(n) < s.delay_zero_fraction, 0.0, _uniform(rng, s.delay, n)))
     disp = np.where(rng.random(n) < 0.5, 0.0, _uniform(rng, s.tissue_dispersion, n))
     res_names = np.array([residue] * n if residue else rng.choice(s.residues, n))
     conc = np.empty((n, n_frames))
@@ -273,7 +283,7 @@ def simulate_curve_cases(n_cases: int, curves_per_case: int, seed: int = 0,
     out = []
     for _ in range(n_cases):
         truth = {"mtt": _log_uniform(rng, s.mtt, g), "cbv": _log_uniform(rng, s.cbv, g),
-                 "delay": np.where(rng.random(g) < 0.25, 0.0, _uniform(rng, s.delay, g)),
+                 "delay": np.where(rng.random(g) < s.delay_zero_fraction, 0.0, _uniform(rng, s.delay, g)),
                  "snr": _log_uniform(rng, s.snr, g), "tissue_gain": _log_uniform(rng, s.tissue_gain, g)}
         truth = {key: np.repeat(v, k) for key, v in truth.items()}
         case = simulate_curve_case(rng, g * k, settings, **{**truth, **kw})
