@@ -41,8 +41,10 @@ records all of it, the training domain used for out-of-distribution warnings, an
   # round 5: recipe F + a case context that reveals the measured AIF's dispersion (docs/validation.md, round 5)
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
       --settings wide --deconv 0.2 0.07 0.025 --context --cbf-estimate median --seed 48 --name dsc-phae-r5 --out DIR
-  # round 7: recipe F with no point mass at zero delay in the training prior (the 0.25 share pulled low-CNR delay
-  # estimates to 0 and MTT took up the rest; docs/validation.md, issue 14 round 7)
+  # round 7: recipe F with no point mass at zero delay in the training prior (hypothesis: the 0.25 share pulls low-CNR
+  # delay estimates to 0). Not adopted: Tmax errors with a delay fell only 18-21 % and the delayed tissues' CBF bias
+  # did not improve on dev; at low CNR the per-voxel delay regresses to the prior's mean whatever its point mass
+  # (docs/validation.md, issue 14 round 7); --delay-zero-fraction 0.1 was measured too
   OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
       --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --delay-zero-fraction 0 --seed 48 \
       --name dsc-phae-r7 --out DIR
