@@ -251,9 +251,6 @@ DSC = PipelineSpec(
                       "not clinically validated; read it beside oSVD and its fit-error and uncertainty maps)",
                       choices=(("osvd", "oSVD"), ("csvd", "cSVD"), ("ssvd", "sSVD"), ("tikhonov", "Tikhonov (GCV)"),
                                ("phae", "PHAE (learned)"))),
-        ParameterSpec("phae_adapt", "Adapt PHAE to this case", "per-case self-supervised fine-tuning of the "
-                      "bundled PHAE weights before inference (under a minute on CPU); PHAE only. It overestimates "
-                      "CBF with the default weights (+70 % and more on the reference phantom; the report warns)"),
         ParameterSpec("leakage_correction", "Leakage correction",
                       "Boxerman-Schmainda-Weisskoff correction of contrast leakage (recommended for glioma)",
                       choices=(("bsw", "BSW"), ("none", "none"))),

@@ -21,8 +21,8 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
   osvd      block-circulant SVD, per-voxel threshold by oscillation index (default; Wu 2003)
   tikhonov  Tikhonov on the circulant matrix, per-voxel GCV (Calamante 2003)
   phae      physics-informed autoencoder (Fayolle 2025); the bundled weights were trained on simulated
-            curves only (not clinically validated); --adapt fine-tunes them on this case first, which
-            overestimates CBF with the default weights (needs PyTorch)
+            curves only (not clinically validated); --adapt fine-tunes self-supervised weights
+            (--weights dsc-phae-sim) on this case first (needs PyTorch)
 
 BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the curves.
 Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
@@ -35,7 +35,8 @@ examples:
   bbbanomaly dsc dsc.nrrd --aif auto --nawm-mask nawm.nii.gz --tumor-mask tumor.nii.gz
   bbbanomaly dsc echo1.nii.gz --second-echo echo2.nii.gz --te 0.015 0.045 --frame-interval 1.5
   bbbanomaly dsc deltaR2s.nii.gz --input-kind concentration --times times.txt --method tikhonov
-  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --adapt
+  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae
+  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --weights dsc-phae-sim --adapt
 """
 
 
@@ -75,8 +76,9 @@ def register(sub) -> None:
     phae.add_argument("--weights", metavar="NAME|FILE.pt",
                       help="PHAE weights: a bundled name or a .pt from `bbbanomaly train phae` (default dsc-phae-wide)")
     phae.add_argument("--adapt", action="store_true",
-                      help="fine-tune PHAE on this case's own curves first (self-supervised, < 1 min on CPU); with the "
-                           "supervised default weights it overestimates CBF (warned in the report)")
+                      help="fine-tune self-supervised PHAE weights (e.g. --weights dsc-phae-sim) on this case's own curves "
+                           "first (< 1 min on CPU); refused for weights trained with a supervised CBF term, such as "
+                           "the default, which it would move off their calibration")
     phae.add_argument("--adapt-steps", type=int, default=150, help="optimizer steps of --adapt (default 150)")
     phae.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device for PHAE")
     method.add_argument("--kh", type=float, default=0.73, help="hematocrit factor kH (default 0.73)")

@@ -161,6 +161,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("nawm-mask", nawm_mask), ("tumor-mask", tumor_mask))
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)
+        _check_phae_adapt(params)
         if second_echo is not None:
             check_series(_header_only(second_echo), "the second echo")
             if not second_echo.same_grid(series) or second_echo.n_frames != series.n_frames:
@@ -378,6 +379,29 @@ def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report
     return fit, {}
 
 
+def _check_phae_adapt(params) -> None:
+    """--adapt only for self-supervised weights, refused before any work (issue 14, round 6).
+
+    Adaptation optimises the reconstruction alone. Weights trained with a supervised CBF term are moved
+    off that calibration: with the default dsc-phae-wide, GM CBF +70 / +79 / +111 % at SNR 50 / 20 / 10 on
+    the reference phantom. A map that wrong is worse than none, so such a run is refused."""
+    if params.method is not DeconvolutionMethod.PHAE or not params.phae_adapt:
+        return
+    try:
+        from .phae.inference import DEFAULT_WEIGHTS
+    except ImportError:  # no torch: the PHAE step says so, with what to do
+        return
+    from .. import weights as registry
+
+    name = params.phae_weights or DEFAULT_WEIGHTS
+    card, _ = registry.read_card(name)
+    if "SUPERVISED" in str(card.get("loss", "")):
+        raise InputError(f"--adapt fine-tunes PHAE on its reconstruction alone, which moves the weights "
+                         f"{card.get('name', name)} (trained with a supervised CBF term) off their calibration "
+                         "(+70 % CBF and more on the reference phantom): run without --adapt, or adapt "
+                         "self-supervised weights (--weights dsc-phae-sim)")
+
+
 def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False):
     """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first."""
     try:
@@ -391,12 +415,6 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     if params.phae_adapt:
         report_progress(0.35, "adapting PHAE to this case")
         phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)
-        if "SUPERVISED" in str(model.card.get("loss", "")):
-            # adaptation optimises the reconstruction alone, which these weights were never calibrated on
-            warnings.append(f"--adapt fine-tuned {model.card.get('name')} on the reconstruction loss alone, but these "
-                            "weights were trained with a supervised CBF term: on the project's reference phantom "
-                            "adaptation raised the default weights' ROI-mean CBF by 70-111 % (SNR 50-10; "
-                            "docs/validation.md, PHAE round 6); compare with the map made without --adapt")
     from .phae.domain import case_statistics, out_of_domain
 
     stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]))
