@@ -1,8 +1,12 @@
-"""Memory of the T1/FLAIR pipeline's enhancer step (issue 17: peak <= 2x the input).
+"""Memory of the T1/FLAIR pipeline (issue 17: peak <= 2x the input).
 
 The enhancer's voxel features are an (n_brain, 21) float32 matrix: 128 MiB on a 1 mm brain of 1.6 M voxels, 1.8x the
 T1 and FLAIR in float32 (2 x 35.7 MiB). They used to be built as 21 columns and stacked at the end, so the matrix
 existed twice at once. tracemalloc counts numpy buffers deterministically (no RSS noise, no timing).
+
+Second pass: the pipeline's eight maps are held as the brain's values (MapVolumes) and written one at a time; the
+syntheses, tumor probability, normalisation, FLAIR abnormality and tissue classes avoid full-grid temporaries. Each
+rewritten step is compared bit for bit with its former full-grid form (kept here as the reference).
 """
 
 import tracemalloc
@@ -181,3 +185,228 @@ def test_with_the_enhancer_the_syntheses_native_maps_are_not_made(monkeypatch):
     assert calls == [] and "enhancement_probability" in with_enhancer.maps
     run_t1flair(t1, flair, T1FlairParameters(enhancer_weights=None, **fast), brain_mask=brain)
     assert calls == [1]
+
+
+# --- the pipeline's maps as brain values, the steps' peaks (issue 17, second pass) -------------------------------
+def _grid_and_images(seed=0):
+    """A SliceGrid over an anisotropic, off-axis brain and network-grid images."""
+    from BBBAnomalyLib.structural.preprocessing import SliceGrid
+
+    shape = (37, 29, 11)
+    g = np.indices(shape)
+    c = (np.array(shape) - 1) / 2
+    brain = sum(((g[i] - c[i] - 1) / (0.4 * shape[i])) ** 2 for i in range(3)) <= 1
+    affine = np.diag([1.1, 0.9, 2.5, 1.0])
+    grid = SliceGrid.around(brain, affine, 24)
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1.0, 1.0, (len(grid.slices), 24, 24)).astype(np.float32)
+    return grid, brain, images, rng
+
+
+def test_to_native_values_equal_the_full_map():
+    grid, brain, images, _ = _grid_and_images()
+    for fill in (0.0, -1.0):
+        full = grid.to_native(images, fill=fill)
+        np.testing.assert_array_equal(grid.to_native_values(images, brain, fill=fill), full[brain])
+        assert full.flags.c_contiguous and full.dtype == np.float32
+
+
+def test_unit_conversions_equal_the_plain_form():
+    """to_unit / from_unit in place after their first step: the former three-array expressions, bit for bit;
+    normalise_0_255 takes the brain's values before the float64 conversion: the same."""
+    from BBBAnomalyLib.structural.normalisation import from_unit, normalise_0_255, to_unit
+
+    x = np.random.default_rng(2).uniform(-5, 260, (13, 17, 5)).astype(np.float32)
+    np.testing.assert_array_equal(to_unit(x), (np.asarray(x, np.float32) / 255.0 * 2.0 - 1.0).astype(np.float32))
+    np.testing.assert_array_equal(from_unit(x), ((np.asarray(x, np.float32) + 1.0) / 2.0 * 255.0).astype(np.float32))
+    assert to_unit(x).dtype == from_unit(x).dtype == np.float32
+    brain = x > 40
+    values = np.asarray(x, np.float64)[brain]  # the former order of operations, by hand
+    counts, edges = np.histogram(values, bins=254)
+    mode = 0.5 * (edges[int(np.argmax(counts))] + edges[int(np.argmax(counts)) + 1])
+    phi = float(np.sqrt(np.mean((mode - values) ** 2)))
+    plain = np.zeros(x.shape, np.float32)
+    plain[brain] = np.clip((values - mode) / phi * 31.0 + 99.0, 0.0, 255.0)
+    np.testing.assert_array_equal(normalise_0_255(x, brain, "t1"), plain)
+
+
+def _plain_synthesis(grid, synthesis, network_t1, native_t1, brain, detail_from_t1=True):
+    """synthesis_on_native_grid before issue 17's second pass (full-grid arrays): the reference."""
+    from BBBAnomalyLib.structural.normalisation import from_unit
+
+    if detail_from_t1:
+        change = from_unit(synthesis) - from_unit(network_t1)
+        native = from_unit(native_t1) + grid.to_native(change, fill=0.0)
+    else:
+        native = from_unit(np.clip(grid.to_native(synthesis, fill=-1.0), -1, 1))
+    return np.where(brain, np.clip(native, 0.0, 255.0), 0.0).astype(np.float32)
+
+
+def test_syntheses_as_brain_values_equal_the_plain_form():
+    from BBBAnomalyLib.structural.pipeline import synthesis_brain_values, synthesis_on_native_grid
+
+    grid, brain, synthesis, rng = _grid_and_images(4)
+    network_t1 = rng.uniform(-1.0, 1.0, synthesis.shape).astype(np.float32)
+    native_t1 = np.where(brain, rng.uniform(-1.0, 1.0, brain.shape), -1.0).astype(np.float32)
+    for detail in (True, False):
+        plain = _plain_synthesis(grid, synthesis, network_t1, native_t1, brain, detail)
+        np.testing.assert_array_equal(synthesis_on_native_grid(grid, synthesis, network_t1, native_t1, brain, detail),
+                                      plain)
+        np.testing.assert_array_equal(synthesis_brain_values(grid, synthesis, network_t1, native_t1, brain, detail),
+                                      plain[brain])
+
+
+def _plain_flair_abnormality(flair, brain, voxel_ml):
+    """tumor_roi.flair_abnormality before issue 17's second pass (float64 copy of the grid, whole-grid labels)."""
+    from BBBAnomalyLib.structural import tumor_roi as tr
+
+    values = np.asarray(flair, np.float64)[brain]
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median)))
+    bright = ndimage.binary_opening((np.asarray(flair) > median + tr.FLAIR_Z * max(mad, 1e-9)) & brain, iterations=1)
+    labels, n = ndimage.label(bright)
+    if n == 0:
+        return bright
+    sizes = ndimage.sum(bright, labels, np.arange(1, n + 1)) * voxel_ml
+    keep = np.flatnonzero(sizes >= tr.FLAIR_MIN_COMPONENT_ML) + 1
+    return np.isin(labels, keep)
+
+
+@pytest.mark.parametrize("touching", [False, True])
+def test_flair_abnormality_equals_the_plain_form(case, touching):
+    """Bright blobs of several sizes (some below 1 ml), one at the brain's edge; with ``touching`` the brain reaches
+    the grid's faces (the box is the whole grid there): the same mask and the same volume, bit for bit."""
+    from BBBAnomalyLib.structural import tumor_roi as tr
+
+    _, flair, brain, _ = case
+    flair, brain = flair.copy(), brain.copy()
+    if touching:
+        brain[:, :, :3] = True
+        flair[:, :, :3] = 95.0
+    g = np.indices(brain.shape)
+    for centre, radius in (((36, 40, 32), 6), ((20, 30, 20), 2), ((50, 50, 40), 4), ((36, 6, 32), 3)):
+        flair[sum((g[i] - centre[i]) ** 2 for i in range(3)) <= radius ** 2] = 240.0
+    flair *= brain
+    for voxel_ml in (0.0034, 0.02):
+        plain = _plain_flair_abnormality(flair, brain, voxel_ml)
+        assert 0 < plain.sum() < brain.sum()
+        np.testing.assert_array_equal(tr.flair_abnormality(flair, brain, voxel_ml), plain)
+        assert tr.flair_abnormality_ml(flair, brain, voxel_ml) == float(plain.sum() * voxel_ml)
+    assert tr.flair_abnormality_ml(np.where(brain, 100.0, 0.0).astype(np.float32), brain, 0.0034) == 0.0
+
+
+def test_tissue_classes_by_chunks_equal_the_plain_form():
+    from BBBAnomalyLib.structural.applicability import _nearest_centre
+
+    rng = np.random.default_rng(5)
+    x = rng.random((10_007, 2))
+    centres = np.array([(0.1, 0.1), (0.75, 0.35), (0.35, 0.75)])
+    plain = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(_nearest_centre(x, centres, chunk=1_000), plain)
+    np.testing.assert_array_equal(_nearest_centre(x, centres), plain)
+
+
+def test_map_volumes_read_as_volumes():
+    from BBBAnomalyLib.structural.pipeline import MapVolumes
+
+    brain = np.zeros((4, 5, 6), bool)
+    brain[1:3, 1:4, 2:5] = True
+    n = int(brain.sum())
+    affine = np.diag([1.0, 2.0, 3.0, 1.0])
+    maps = MapVolumes(brain, affine, {"a": np.arange(n, dtype=np.float32), "b": np.ones(n, np.float32)})
+    vol = maps["a"]
+    full = np.zeros(brain.shape, np.float32)
+    full[brain] = np.arange(n)
+    np.testing.assert_array_equal(vol.data, full)
+    np.testing.assert_array_equal(vol.affine, affine)
+    vol.data[:] = 7.0  # a read is the caller's own copy
+    vol.affine[0, 0] = 9.0
+    np.testing.assert_array_equal(maps["a"].data, full)
+    assert maps["a"].affine[0, 0] == 1.0
+    assert list(maps) == ["a", "b"] and maps.nbytes == 2 * 4 * n and "b" in maps and "c" not in maps
+
+
+@pytest.fixture(scope="module")
+def slab_run():
+    """The pipeline on a phantom slab with the defaults (enhancer, 3D autoencoder), one sampler step."""
+    from BBBAnomalyLib.core.volume import Volume
+    from BBBAnomalyLib.phantoms.structural import make_structural_phantom
+    from BBBAnomalyLib.structural import T1FlairParameters, run_t1flair
+
+    ph = make_structural_phantom(5001, enhancing=True)
+    k = int(np.argmax((ph.seg.data > 0).sum(axis=(0, 1))))
+    cut = lambda a: np.ascontiguousarray(np.asarray(a)[:, :, k - 4:k + 4])
+    t1, flair = Volume(cut(ph.t1.data), ph.t1.affine), Volume(cut(ph.flair.data), ph.t1.affine)
+    return t1, flair, run_t1flair(t1, flair, T1FlairParameters(steps=1, device="cpu"))
+
+
+def test_pipeline_maps_are_held_as_brain_values(slab_run):
+    """result.maps holds the brain's values (8 maps x 4 bytes x brain voxels, not 8 full volumes); each map reads as
+    the full Volume on the T1 grid, 0 off the brain, and the maps are the former full-grid formulas of the run's
+    own intermediates, bit for bit."""
+    from BBBAnomalyLib.core.report import summarise
+    from BBBAnomalyLib.core.volume import Volume
+    from BBBAnomalyLib.structural import cae as cae_mod
+    from BBBAnomalyLib.structural.models import load
+    from BBBAnomalyLib.structural.normalisation import from_unit, normalise
+    from BBBAnomalyLib.structural.pipeline import MapVolumes
+    from BBBAnomalyLib.structural.preprocessing import flair_on_t1_grid
+
+    t1, flair, res = slab_run
+    brain, ex = res.brain_mask, res.extras
+    assert isinstance(res.maps, MapVolumes) and len(res.maps) == 8
+    assert res.maps.nbytes == 8 * 4 * int(brain.sum()) < 8 * 4 * brain.size
+    full = {name: res.maps[name] for name in res.maps}
+    for name, vol in full.items():
+        assert vol.data.shape == t1.spatial_shape and vol.data.dtype == np.float32, name
+        np.testing.assert_array_equal(vol.affine, t1.affine)
+        assert not vol.data[~brain].any(), name
+    n_t1 = ex["normalised_t1"]
+    em = ex["enhancer_maps"]
+    t1_0255 = from_unit(n_t1)
+    np.testing.assert_array_equal(full["synthetic_t1gd"].data,
+                                  np.where(brain, np.clip(t1_0255 + em["added"], 0.0, 255.0), 0.0).astype(np.float32))
+    np.testing.assert_array_equal(full["enhancement"].data, em["added"])
+    np.testing.assert_array_equal(full["enhancement_uncertainty"].data, em["uncertainty"])
+    np.testing.assert_array_equal(full["enhancement_probability"].data, em["enhancing_score"])
+    for i, label in ((1, "enhancing"), (0, "non_enhancing")):
+        np.testing.assert_array_equal(full[f"synthetic_t1gd_{label}"].data,
+                                      _plain_synthesis(ex["grid"], ex["synthesis"][i], ex["network_t1"], n_t1, brain))
+    cae, card = load(res.report["parameters"]["cae_weights"], "cae", ex["device"])
+    n_flair = normalise(flair_on_t1_grid(Volume(np.asarray(t1.data, np.float32), t1.affine), flair, []), brain, "flair")
+    anomaly, score, _ = cae_mod.anomaly(cae, [n_t1, n_flair], brain, card["reshape"], ex["device"])
+    np.testing.assert_array_equal(full["anomaly"].data, anomaly)
+    assert res.report["anomaly"]["patient_score"] == score
+    for name, vol in full.items():  # the report's summaries: of the full maps at the brain and in the ROI
+        assert res.report["summary"]["brain"][name] == summarise(vol.data[brain]), name
+        assert res.report["summary"]["tumor_roi"][name] == summarise(vol.data[res.tumor_roi]), name
+
+
+def test_write_makes_one_full_map_at_a_time(slab_run, tmp_path, monkeypatch):
+    """result.write (the CLI's output, all or nothing) reads one map, writes it and lets it go before the next:
+    no written map's Volume is alive when the next is written; the files hold the maps exactly."""
+    import gc
+    import weakref
+
+    import BBBAnomalyLib.io as bio
+
+    _, _, res = slab_run
+    written, alive_before = [], []
+    real = bio.write_volume
+
+    def spy(volume, path):
+        gc.collect()
+        alive_before.append(sum(ref() is not None for ref in written))
+        out = real(volume, path)
+        if volume.data.dtype == np.float32:
+            written.append(weakref.ref(volume))
+        return out
+
+    monkeypatch.setattr(bio, "write_volume", spy)
+    out = res.write(tmp_path / "out")
+    assert len(written) == 8 and alive_before[:8] == [0] * 8
+    monkeypatch.undo()
+    for name in res.maps:
+        back = bio.read_volume(out / f"{name}.nii.gz")
+        np.testing.assert_array_equal(np.asarray(back.data, np.float32), res.maps[name].data)
+    np.testing.assert_array_equal(bio.read_volume(out / "brain_mask.nii.gz").data > 0, res.brain_mask)

@@ -13,8 +13,11 @@ torch, the library's T1/FLAIR modules and scipy/scikit-learn imported first and 
 measure starts. The input counts as the T1 and the FLAIR in float32 (2 x 35.7 MiB on the 240 x 240 x 155 grid),
 whatever the files' dtype. tracemalloc: the peak of numpy arrays alive at once during run_t1flair, the inputs
 counted (torch's tensors are not seen). RSS: peak RSS (VmHWM, reset once the volumes are read) minus the RSS after
-the imports. Both also as the peak per pipeline step (the progress messages) and with the result's maps (the
-outputs, 8 float32 volumes of the T1 grid) reported apart. --crop F measures a central box of F x each axis instead
+the imports. Both also as the peak per pipeline step (the progress messages) and with the result's maps reported
+apart: ``outputs_mib`` = the 8 maps as float32 volumes of the T1 grid, ``outputs_held_mib`` = what the result holds
+(the brain voxels' values since issue 17's MapVolumes); ``peak_minus_outputs_x_input`` subtracts the latter. Then
+the result is written as the CLI does (``result.write``, .nii.gz, to a temporary folder): ``peak_with_write_mib``
+is the peak of the run and the write together. --crop F measures a central box of F x each axis instead
 (same case): several F give the peak's fixed part (intercept) and its cost per input MiB (slope).
 """
 
@@ -127,11 +130,22 @@ def progress(fraction, message):
     mark(message)
 res = run_t1flair(t1, flair, T1FlairParameters(device="cpu"), progress=progress)
 overall[0] = max(overall[0], peak_now())
+mark("writing the outputs")
+run_peak = overall[0]
+# the CLI's write (result.write: .nii.gz, one full map at a time), measured on as its own step
+import tempfile
+with tempfile.TemporaryDirectory() as tmp:
+    res.write(tmp + "/out")
+with_write = max(run_peak, peak_now())
 mark("end")
-outputs = sum(v.data.nbytes for v in res.maps.values())
+n_voxels = int(np.prod(t1.shape[:3]))
+outputs = 4 * n_voxels * len(res.maps)  # the maps as full float32 volumes of the T1 grid
+outputs_held = getattr(res.maps, "nbytes", outputs)  # what the result holds (MapVolumes: the brain's values)
 print(json.dumps({{"measure": measure, "crop": crop, "shape": list(t1.shape), "input_mib": inputs / MIB, "input_as_read_mib": held / MIB,
-                  "outputs_mib": outputs / MIB, "peak_mib": overall[0] / MIB, "peak_x_input": overall[0] / inputs,
-                  "peak_minus_outputs_x_input": (overall[0] - outputs) / inputs,
+                  "outputs_mib": outputs / MIB, "outputs_held_mib": outputs_held / MIB,
+                  "peak_mib": run_peak / MIB, "peak_x_input": run_peak / inputs,
+                  "peak_minus_outputs_x_input": (run_peak - outputs_held) / inputs,
+                  "peak_with_write_mib": with_write / MIB, "peak_with_write_x_input": with_write / inputs,
                   "torch_threads": torch.get_num_threads(),
                   "steps_peak_mib": [[m, round(v, 1)] for m, v in steps[1:]]}}))
 """

@@ -47,12 +47,12 @@ variance V (their variance) and the aleatoric variance A (their mean predicted v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
+
+from .preprocessing import BrainMaps  # noqa: F401  (re-exported: it lived here)
 
 #: Gaussian scales (mm) of the neighbourhood features.
 SIGMAS_MM = (1.0, 2.5, 6.0)
@@ -77,6 +77,12 @@ def _masked_smooth(data: np.ndarray, weight: np.ndarray, weight_smooth: np.ndarr
     return num
 
 
+def feature_box(brain: np.ndarray) -> tuple[slice, ...]:
+    """The brain's bounding box + 4 voxels (clipped to the grid): all that :func:`voxel_features` reads. Features of
+    images cropped to it (with ``brain[box]``) are those of the whole images; the pipeline passes the crops."""
+    return tuple(slice(max(int(ix.min()) - 4, 0), int(ix.max()) + 5) for ix in np.nonzero(np.asarray(brain, bool)))
+
+
 def _box_image(image: np.ndarray, box, brain: np.ndarray) -> np.ndarray:
     """float32 ``image[box]``, 0 off ``brain`` (= np.where(brain, image[box], 0.0), in one array)."""
     out = np.array(np.asarray(image)[box], np.float32)
@@ -99,7 +105,7 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
         return np.zeros((0, N_FEATURES), np.float32)
     # Only the brain's bounding box (+4 voxels) is filtered: everything outside the brain is 0, so the
     # masked (constant-mode) averages, the 1 mm gradient (3-voxel reach) and the depth are the same.
-    box = tuple(slice(max(int(ix.min()) - 4, 0), int(ix.max()) + 5) for ix in np.nonzero(brain))
+    box = feature_box(brain)
     brain = brain[box]
     t1, fl = _box_image(t1_0255, box, brain), _box_image(flair_0255, box, brain)
     out = np.empty((int(brain.sum()), N_FEATURES), np.float32)
@@ -319,26 +325,6 @@ def choose_rule(rules: list[dict], gains: list[list[tuple[float, float]]]) -> tu
         if w > worst[best]:
             best = i
     return best, worst
-
-
-class BrainMaps(Mapping):
-    """Native-grid float32 maps held as their brain voxels' values (C order of ``brain``); reading a map gives a
-    new full-grid array, 0 off the brain. Five maps of a 240 x 240 x 155 grid would be 170 MiB held at once
-    (issue 17); their brain values are 34 MiB on a 1 mm brain."""
-
-    def __init__(self, brain: np.ndarray, values: dict[str, np.ndarray]):
-        self.brain, self.brain_values = brain, values
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        full = np.zeros(self.brain.shape, np.float32)
-        full[self.brain] = self.brain_values[name]
-        return full
-
-    def __iter__(self):
-        return iter(self.brain_values)
-
-    def __len__(self) -> int:
-        return len(self.brain_values)
 
 
 def predict_maps(model: EnhancerEnsemble, t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm,

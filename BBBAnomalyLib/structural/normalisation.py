@@ -34,7 +34,7 @@ def normalise_0_255(data: np.ndarray, brain: np.ndarray, contrast: str) -> np.nd
         c, v0 = CONSTANTS[contrast]
     except KeyError:
         raise ValueError(f"contrast must be one of {', '.join(CONSTANTS)}") from None
-    values = np.asarray(data, dtype=np.float64)[brain]
+    values = np.asarray(data)[brain].astype(np.float64)  # not a float64 copy of the whole grid (issue 17)
     if not np.isfinite(values).all():
         raise InputError(f"the {contrast.upper()} has NaN or infinite values inside the brain; replace them "
                          "(e.g. with 0) or give a brain mask that excludes them")
@@ -50,13 +50,20 @@ def normalise_0_255(data: np.ndarray, brain: np.ndarray, contrast: str) -> np.nd
 
 
 def to_unit(data_0_255: np.ndarray) -> np.ndarray:
-    """Step 6: [0, 255] -> [-1, 1]."""
-    return (np.asarray(data_0_255, np.float32) / 255.0 * 2.0 - 1.0).astype(np.float32)
+    """Step 6: [0, 255] -> [-1, 1] (x / 255 * 2 - 1 in float32; the steps after the first in place: one new
+    array instead of three, issue 17)."""
+    out = np.asarray(data_0_255, np.float32) / 255.0
+    out *= 2.0
+    out -= 1.0
+    return out
 
 
 def from_unit(data_unit) -> np.ndarray:
-    """Step 7: [-1, 1] -> [0, 255]."""
-    return ((np.asarray(data_unit, np.float32) + 1.0) / 2.0 * 255.0).astype(np.float32)
+    """Step 7: [-1, 1] -> [0, 255] ((x + 1) / 2 * 255 in float32, in place after the first step)."""
+    out = np.asarray(data_unit, np.float32) + 1.0
+    out /= 2.0
+    out *= 255.0
+    return out
 
 
 def normalise(data: np.ndarray, brain: np.ndarray, contrast: str) -> np.ndarray:

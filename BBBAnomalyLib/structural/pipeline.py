@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from .normalisation import from_unit, normalise
 from .parameters import T1FlairParameters
-from .preprocessing import SliceGrid, automatic_brain_mask, flair_on_t1_grid, slice_axis
+from .preprocessing import BrainMaps, SliceGrid, automatic_brain_mask, flair_on_t1_grid, slice_axis
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
@@ -53,11 +53,33 @@ MAP_INFO = {
 ProgressCallback = Callable[[float, str], None]
 
 
+class MapVolumes(BrainMaps):
+    """The result's maps: name -> :class:`Volume` on the T1 grid (the T1's affine), 0 off the brain.
+
+    Held as the brain voxels' float32 values (C order of ``brain``), not as full volumes: eight maps of a
+    240 x 240 x 155 grid are 272 MiB, 4x the T1 and FLAIR (issue 17); on a 1 mm brain of 1.6 M voxels their
+    brain values are 50 MiB. Reading a map makes a new full Volume (changing it does not change the result); a
+    writer reads one map at a time, so only one full volume is alive while the maps are written."""
+
+    def __init__(self, brain: np.ndarray, affine: np.ndarray, values: dict[str, np.ndarray]):
+        super().__init__(np.asarray(brain, bool), values)
+        self.affine = np.array(affine, np.float64)
+
+    def __getitem__(self, name: str) -> Volume:
+        return Volume(super().__getitem__(name), self.affine.copy())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the brain values; each full volume read is ``brain.size * 4`` more while it lives)."""
+        return sum(int(v.nbytes) for v in self.brain_values.values())
+
+
 @dataclass
 class T1FlairResult:
-    """Maps (Volumes on the T1 grid with the T1 affine), the masks used and a JSON-ready report."""
+    """Maps (Volumes on the T1 grid with the T1 affine: a :class:`MapVolumes`, each map made when read), the
+    masks used and a JSON-ready report."""
 
-    maps: dict[str, Volume]
+    maps: Mapping[str, Volume]
     brain_mask: np.ndarray
     tumor_roi: np.ndarray
     report: dict
@@ -72,12 +94,14 @@ class T1FlairResult:
         from ..io import write_volume
         from ..core.outputs import atomic_output_dir
 
-        template = next(iter(self.maps.values()))
+        affine = getattr(self.maps, "affine", None)
+        if affine is None:
+            affine = next(iter(self.maps.values())).affine
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-            for name, vol in self.maps.items():
-                write_volume(vol, tmp / f"{name}{suffix}")
+            for name in self.maps:  # one full volume at a time (MapVolumes: made here, dropped after writing)
+                write_volume(self.maps[name], tmp / f"{name}{suffix}")
             for name, mask in (("brain_mask", self.brain_mask), ("tumor_roi", self.tumor_roi)):
-                write_volume(Volume(mask.astype(np.uint8), template.affine.copy()), tmp / f"{name}{suffix}")
+                write_volume(Volume(mask.astype(np.uint8), np.array(affine, np.float64)), tmp / f"{name}{suffix}")
             dump_json(self.report, tmp / "report.json")
         return Path(out_dir).resolve()
 
@@ -170,10 +194,12 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         synth, seg = samples[0], np.mean(segs, axis=0)
     with timer("identification"):
         report_progress(0.72, "deciding the BBB status")
-        tumor_probability = np.where(brain, np.clip(grid.to_native(seg), 0, 1), 0.0).astype(np.float32)
+        # the maps are kept as their brain voxels' values (MapVolumes, issue 17): every map is 0 off the brain
+        tumor_probability = np.clip(grid.to_native_values(seg, brain), 0, 1).astype(np.float32)
         voxel_ml = float(np.prod(t1.voxel_sizes[:3]) / 1000.0)
-        roi_info = choose_roi(user_tumor, tumor_probability, flair_data, brain, voxel_ml,
-                              params.segmentation_threshold, params.min_tumor_ml)
+        roi_info = choose_roi(user_tumor, BrainMaps(brain, {"p": tumor_probability})["p"], flair_data, brain,
+                              voxel_ml, params.segmentation_threshold, params.min_tumor_ml)
+        del flair_data  # the FLAIR's float32 copy served the ROI; the network and 0-1 copies remain
         roi = roi_info.mask
         net_roi = grid.to_network(roi.astype(np.float32))
         rows = np.flatnonzero(net_roi.reshape(len(net_roi), -1).max(axis=1) >= 0.25)
@@ -200,51 +226,55 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
                             + "; ".join(status.reasons))
     with timer("back_to_native"):
         report_progress(0.78, "writing the syntheses back on the T1 grid")
-        natives = {label: synthesis_on_native_grid(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
+        natives = {label: synthesis_brain_values(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
                    for i, label in ((1, "enhancing"), (0, "non_enhancing"))}
         estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
         if enhancer is None:  # with the enhancer its maps replace these three: not made (3 full volumes, issue 17)
-            synthetic, added, spread = native_synthesis(grid, estimate, from_unit(n_t1), brain)
-        del flair_data  # the FLAIR's float32 copy served the ROI; the network and 0-1 copies remain
+            synthetic, added, spread = (v[brain] for v in native_synthesis(grid, estimate, from_unit(n_t1), brain))
     enhancer_maps = None
     if enhancer is not None:
         with timer("enhancer"):
-            from .enhancer import predict_maps
+            from .enhancer import feature_box, predict_maps
 
             report_progress(0.8, "predicting the enhancement")
             release_freed_memory()  # the syntheses' and the ROI's freed blocks, before the run's largest step
-            t1_0255 = from_unit(n_t1)
-            enhancer_maps = predict_maps(enhancer.cpu(), t1_0255, from_unit(n_flair), brain, t1.voxel_sizes,
-                                         params.shrinkage)  # None: the rule in the weights' card
-            added, spread = enhancer_maps["added"], enhancer_maps["uncertainty"]
-            synthetic = t1_0255 + added  # the same float32 arithmetic as np.where(brain, clip(...), 0), in place
-            del t1_0255
+            # only the brain's box (+4 voxels) is read by the features: the 0-255 images of that box, not of the grid
+            box = feature_box(brain)
+            on_box = predict_maps(enhancer.cpu(), from_unit(n_t1[box]), from_unit(n_flair[box]), brain[box],
+                                  t1.voxel_sizes, params.shrinkage)  # None: the rule in the weights' card
+            enhancer_maps = BrainMaps(brain, on_box.brain_values)  # the same values: the box keeps the C order
+            added, spread = enhancer_maps.brain_values["added"], enhancer_maps.brain_values["uncertainty"]
+            # np.where(brain, clip(T1 + added, 0, 255), 0) at the brain's voxels: the same float32 arithmetic
+            synthetic = from_unit(n_t1[brain])
+            synthetic += added
             np.clip(synthetic, 0.0, 255.0, out=synthetic)
-            synthetic[~brain] = 0.0
     values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
     anomaly_report = None
     if cae is not None:
         with timer("anomaly"), torch.inference_mode():
             report_progress(0.85, "3D autoencoder anomaly map")
-            values["anomaly"], score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device)
+            anomaly_map, score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device)
+            values["anomaly"] = anomaly_map[brain]  # 0 off the brain (cae.to_native)
+            del anomaly_map
             anomaly_report = {"patient_score": score, "patient_score_z": z,
                               "reference": ccard.get("score_reference", "the autoencoder's normal training cases"),
                               "note": "mean of the top 1 % voxel residuals; z against the normal reference of the "
                                       "weights' model card. Validation: the voxel map separates tumor from brain, the "
                                       "patient z does not separate gliomas from unseen normal brains (docs/validation.md)"}
     if enhancer_maps is not None:
-        values["enhancement_probability"] = enhancer_maps["enhancing_score"]
+        values["enhancement_probability"] = enhancer_maps.brain_values["enhancing_score"]
     values["tumor_probability"] = tumor_probability
     values["synthetic_t1gd_enhancing"] = natives["enhancing"]
     values["synthetic_t1gd_non_enhancing"] = natives["non_enhancing"]
-    maps = {name: Volume(v, t1.affine.copy()) for name, v in values.items()}
+    maps = MapVolumes(brain, t1.affine, values)
 
     bbb = dict(status.to_json(), **roi_info.to_json(), low_confidence=status.call == "indeterminate")
-    summary = {"brain": {n: summarise(v[brain]) for n, v in values.items()},
-               "tumor_roi": {n: summarise(v[roi]) for n, v in values.items()},
+    in_roi = roi[brain]  # the ROI is inside the brain: v[roi] of a full map is v_brain[in_roi], in the same order
+    summary = {"brain": {n: summarise(v) for n, v in values.items()},
+               "tumor_roi": {n: summarise(v[in_roi]) for n, v in values.items()},
                "enhancement_ml": float((added > 0).sum() * voxel_ml)}
-    if "anomaly" in values and (brain & ~roi).any():
-        summary["anomaly_tumor_to_rest"] = float(values["anomaly"][roi].mean() / max(values["anomaly"][brain & ~roi].mean(), 1e-9))
+    if "anomaly" in values and (~in_roi).any():
+        summary["anomaly_tumor_to_rest"] = float(values["anomaly"][in_roi].mean() / max(values["anomaly"][~in_roi].mean(), 1e-9))
     cards = {"synthesis": dcard, "identifier": icard, "cae": ccard, "enhancer": ecard}
     report = {
         "pipeline": "t1flair",
@@ -281,9 +311,22 @@ def synthesis_on_native_grid(grid: SliceGrid, synthesis: np.ndarray, network_t1:
     the native grid and added to the native-resolution normalised T1 (T1 and T1Gd share the seed's
     normalisation constants), so anatomy keeps the T1's detail instead of the network's 48-128 px;
     otherwise the synthesis itself is interpolated (blurred by the resampling)."""
+    brain = np.asarray(brain, bool)
+    out = np.zeros(brain.shape, np.float32)
+    out[brain] = synthesis_brain_values(grid, synthesis, network_t1, native_t1, brain, detail_from_t1)
+    return out
+
+
+def synthesis_brain_values(grid: SliceGrid, synthesis: np.ndarray, network_t1: np.ndarray, native_t1: np.ndarray,
+                           brain: np.ndarray, detail_from_t1: bool = True) -> np.ndarray:
+    """:func:`synthesis_on_native_grid` at the brain's voxels (C order; the map is 0 elsewhere): the same float32
+    operations voxel by voxel, without the native grid's full temporaries (issue 17)."""
+    brain = np.asarray(brain, bool)
     if detail_from_t1:
         change = from_unit(synthesis) - from_unit(network_t1)
-        native = from_unit(native_t1) + grid.to_native(change, fill=0.0)
+        native = grid.to_native_values(change, brain, fill=0.0)
+        del change
+        native += from_unit(np.asarray(native_t1)[brain])  # T1 + change: float addition is commutative
     else:
-        native = from_unit(np.clip(grid.to_native(synthesis, fill=-1.0), -1, 1))
-    return np.where(brain, np.clip(native, 0.0, 255.0), 0.0).astype(np.float32)
+        native = from_unit(np.clip(grid.to_native_values(synthesis, brain, fill=-1.0), -1, 1))
+    return np.clip(native, 0.0, 255.0, out=native)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,13 +104,22 @@ class SliceGrid:
 
     def to_native(self, images: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """A native 3D float32 array from (n_slices, size, size) images; ``fill`` off the brain slices."""
+        return np.ascontiguousarray(self._native_view(images, fill))
+
+    def to_native_values(self, images: np.ndarray, mask: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """``to_native(images, fill)[mask]`` (the values at ``mask``'s voxels, in its C order) without the
+        contiguous native copy: one native array instead of two (issue 17)."""
+        return self._native_view(images, fill)[np.asarray(mask, bool)]
+
+    def _native_view(self, images: np.ndarray, fill: float) -> np.ndarray:
+        """The native grid as a transposed view of one (slice axis, a, b) float32 array."""
         a, b, axis = self.axes
         back_a = native_from_network(self.shape[a], self.size, self.start[0], self.step[0])
         back_b = native_from_network(self.shape[b], self.size, self.start[1], self.step[1])
         planes = resample_separable(np.asarray(images, np.float32), [None, back_a, back_b])
         out = np.full((self.shape[axis], self.shape[a], self.shape[b]), fill, np.float32)
         out[self.slices] = planes
-        return np.ascontiguousarray(np.transpose(out, np.argsort((axis, a, b))))
+        return np.transpose(out, np.argsort((axis, a, b)))
 
 
 def native_from_network(n_native: int, size: int, start: float, step: float) -> np.ndarray:
@@ -168,3 +178,23 @@ def automatic_brain_mask(t1: np.ndarray, flair: np.ndarray, warnings: list[str])
     mask = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
     warnings.append(f"brain mask computed automatically ({how}, {int(mask.sum())} voxels)")
     return mask
+
+
+class BrainMaps(Mapping):
+    """Native-grid float32 maps held as their brain voxels' values (C order of ``brain``); reading a map gives a
+    new full-grid array, 0 off the brain. Five maps of a 240 x 240 x 155 grid would be 170 MiB held at once
+    (issue 17); their brain values are 34 MiB on a 1 mm brain."""
+
+    def __init__(self, brain: np.ndarray, values: dict[str, np.ndarray]):
+        self.brain, self.brain_values = brain, values
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        full = np.zeros(self.brain.shape, np.float32)
+        full[self.brain] = self.brain_values[name]
+        return full
+
+    def __iter__(self):
+        return iter(self.brain_values)
+
+    def __len__(self) -> int:
+        return len(self.brain_values)

@@ -30,18 +30,43 @@ MIN_CONFIDENCE, FULL_CONFIDENCE = 0.7, 0.85
 VOLUME_RATIO = (1 / 3, 3.0)
 
 
-def flair_abnormality(flair: np.ndarray, brain: np.ndarray, voxel_ml: float) -> np.ndarray:
-    """Label-free FLAIR-hyperintense region (bool), see the module docstring."""
-    values = np.asarray(flair, np.float64)[brain]
+def _abnormal_components(flair: np.ndarray, brain: np.ndarray, voxel_ml: float):
+    """(box, labels on the brain's bounding box, labels of the kept components, their voxel counts).
+
+    Memory (issue 17): the brain's values are taken before the float64 conversion (not a float64 copy of the
+    grid), and the threshold, opening and labelling run on the brain's bounding box: everything outside it is
+    False, the opening of a set is inside the set, so the components and their scan-order labels are the same."""
+    brain = np.asarray(brain, bool)
+    flair = np.asarray(flair)
+    values = flair[brain].astype(np.float64)
     median = float(np.median(values))
     mad = 1.4826 * float(np.median(np.abs(values - median)))
-    bright = ndimage.binary_opening((np.asarray(flair) > median + FLAIR_Z * max(mad, 1e-9)) & brain, iterations=1)
+    del values
+    box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(brain)) if brain.any() else \
+        tuple(slice(0, 0) for _ in brain.shape)
+    bright = ndimage.binary_opening((flair[box] > median + FLAIR_Z * max(mad, 1e-9)) & brain[box], iterations=1)
     labels, n = ndimage.label(bright)
     if n == 0:
-        return bright
-    sizes = ndimage.sum(bright, labels, np.arange(1, n + 1)) * voxel_ml
-    keep = np.flatnonzero(sizes >= FLAIR_MIN_COMPONENT_ML) + 1
-    return np.isin(labels, keep)
+        return box, labels, np.zeros(0, np.int64), np.zeros(0)
+    counts = ndimage.sum(bright, labels, np.arange(1, n + 1))  # voxels per component (exact in float64)
+    keep = np.flatnonzero(counts * voxel_ml >= FLAIR_MIN_COMPONENT_ML)
+    return box, labels, keep + 1, counts[keep]
+
+
+def flair_abnormality(flair: np.ndarray, brain: np.ndarray, voxel_ml: float) -> np.ndarray:
+    """Label-free FLAIR-hyperintense region (bool), see the module docstring."""
+    box, labels, kept, _ = _abnormal_components(flair, brain, voxel_ml)
+    out = np.zeros(np.shape(brain), bool)
+    if kept.size:
+        out[box] = np.isin(labels, kept)
+    return out
+
+
+def flair_abnormality_ml(flair: np.ndarray, brain: np.ndarray, voxel_ml: float) -> float:
+    """The volume (ml) of :func:`flair_abnormality`, ``float(mask.sum() * voxel_ml)``, from the components' voxel
+    counts (no mask is made)."""
+    _, _, _, counts = _abnormal_components(flair, brain, voxel_ml)
+    return float(np.int64(round(float(counts.sum()))) * voxel_ml)
 
 
 @dataclass
@@ -84,7 +109,7 @@ def choose_roi(user_tumor, probability: np.ndarray, flair: np.ndarray, brain: np
     """The user's mask, or the segmentation head's tumor with its plausibility."""
     if user_tumor is not None:
         return TumorROI(user_tumor, "user", float(user_tumor.sum() * voxel_ml), None, None)
-    flair_ml = float(flair_abnormality(flair, brain, voxel_ml).sum() * voxel_ml)
+    flair_ml = flair_abnormality_ml(flair, brain, voxel_ml)
     tumor = (probability >= threshold) & brain
     if not tumor.any():
         peak = float(probability.max())
