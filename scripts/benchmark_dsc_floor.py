@@ -22,7 +22,7 @@ under the same machine load. Peak RSS is shown beside the size of the float32 se
 and the RSS of the same process before the run (interpreter and imports).
 
 usage:  python scripts/benchmark_dsc_floor.py [--voxels 0.1 0.25 1] [--frames 60 120] [--repeats 3]
-                                              [--methods osvd csvd tikhonov ssvd [phae]] [--json out.json]
+                                              [--methods osvd csvd tikhonov ssvd [phae phae-per-voxel]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("osvd", "csvd", "tikhonov", "ssvd")
-LEARNED = ("phae",)  # on request (--methods ... phae): torch and the network are imported before the RSS base
+#: phae-per-voxel = --method phae --no-pooled-delay (issue 14, round 8: what the pooled delay costs)
+LEARNED = ("phae", "phae-per-voxel")  # on request (--methods ... phae): torch and the network are imported before the RSS base
 TE = 0.03
 
 
@@ -127,9 +128,10 @@ def floor(folder: Path, out: Path, baseline: tuple[int, int], chunk: int = 16384
 def end_to_end(folder: Path, out: Path, method: str) -> None:
     from BBBAnomalyLib.cli import main as cli_main
 
+    extra = ["--no-pooled-delay"] if method == "phae-per-voxel" else []
     rc = cli_main(["dsc", str(folder / "signal.nii.gz"), "--aif-mask", str(folder / "mask_aif.nii.gz"),
-                   "--mask", str(folder / "mask_brain.nii.gz"), "--method", method, "--quiet",
-                   "--out", str(out)])
+                   "--mask", str(folder / "mask_brain.nii.gz"), "--method", method.split("-")[0], "--quiet",
+                   "--out", str(out)] + extra)
     if rc not in (0, None):
         raise SystemExit(f"bbbanomaly dsc --method {method} exited {rc}")
 

@@ -10,6 +10,14 @@ same phantoms as oSVD (OI 0.095). Settings: noiseless and SNR 100 / 50 / 35 / 20
 
     python scripts/phae_own_phantom.py --weights dsc-phae-wide dsc-phae-fast --out own.json    # ~10 s per weights
     python scripts/phae_own_phantom.py --table own.json                                      # tables only
+    python scripts/phae_own_phantom.py --per-voxel-delay --out own.json     # each weights also without the pooled delay
+    python scripts/phae_own_phantom.py --geometry --per-voxel-delay --out geo.json   # the delay-geometry set (round 8)
+
+--geometry (issue 14, round 8) runs a second set built after the pooled delay was designed and never used to tune
+it: the delay varies *within* the brain (one hemisphere 3 s late, as behind a carotid stenosis, spliced from two
+phantoms with the same noise; the tumour alone 3 s late; 3 s late with 1.5 s vascular dispersion; a later, lower
+AIF with 2 s delay at Δt 1 s and 2 s), at SNR 50 and 20. Its table adds the median GM Tmax of the delayed and the
+undelayed tissue against their true delays.
 
 Prints a summary (per SNR the range of the ROI-mean CBF bias over GM, WM and rim; how many settings at SNR >= 20
 have all three within +/-15 %; in how many settings Lin's CCC of CBF with truth is >= oSVD's) and a per-setting
@@ -40,29 +48,78 @@ def settings() -> list[dict]:
     return out
 
 
-def measure(weights: list[str], log=print) -> list[dict]:
-    from validate_phae import accuracy_record, run
+def geometry_settings() -> list[dict]:
+    """Round 8's held-apart delay geometries (see the module doc), each at SNR 50 and 20."""
+    out = []
+    for snr in (50, 20):
+        out += [dict(snr=snr, seed=3, hemisphere_delay=3.0), dict(snr=snr, seed=3, tumor_delay=3.0),
+                dict(snr=snr, seed=3, tissue_delay=3.0, dispersion=1.5),
+                dict(snr=snr, seed=3, tissue_delay=2.0, bolus_arrival=22.0, aif_peak=35.0, frame_interval=1.0),
+                dict(snr=snr, seed=3, tissue_delay=2.0, bolus_arrival=22.0, aif_peak=35.0, frame_interval=2.0)]
+    return out
 
+
+def make_setting(setting: dict):
+    """The phantom of one setting, and a bool map of its delayed tissue (None where all tissue shares one delay).
+    hemisphere_delay: the right half of the slab (voxel x >= the middle) from a phantom delayed by that much, the
+    left half from the undelayed one; same seed, so the same noise, truth and AIF."""
+    import dataclasses
+
+    import numpy as np
+
+    from BBBAnomalyLib.core.volume import Volume
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
 
+    setting = dict(setting)
+    hemisphere = setting.pop("hemisphere_delay", None)
+    phantom = make_dsc_phantom(**setting)
+    if hemisphere is None:
+        return phantom, (phantom.masks["enhancing"] | phantom.masks["core"]) if setting.get("tumor_delay") else None
+    late = make_dsc_phantom(**setting, tissue_delay=hemisphere)
+    right = np.zeros(phantom.masks["brain"].shape, bool)
+    right[right.shape[0] // 2:] = True
+    data = np.where(right[..., None], late.signal.data, phantom.signal.data)
+    signal = Volume(data, phantom.signal.affine, phantom.signal.times, phantom.signal.acquisition)
+    return dataclasses.replace(phantom, signal=signal), right
+
+
+def measure(weights: list[str], log=print, per_voxel_delay: bool = False, geometry: bool = False) -> list[dict]:
+    import numpy as np
+    from validate_phae import accuracy_record, run
+
     methods = [(REFERENCE, {"method": "osvd", "osvd_oi_target": 0.095})]
-    methods += [(w, {"method": "phae", "device": "cpu", "phae_weights": w}) for w in weights]
+    for w in weights:
+        methods.append((w, {"method": "phae", "device": "cpu", "phae_weights": w}))
+        if per_voxel_delay:
+            methods.append((f"{w}, per-voxel delay", {"method": "phae", "device": "cpu", "phae_weights": w,
+                                                      "phae_pooled_delay": False}))
     rows = []
-    for setting in settings():
-        phantom = make_dsc_phantom(**setting)
+    for setting in (geometry_settings() if geometry else settings()):
+        phantom, delayed = make_setting(setting)
+        gm = phantom.masks["gm"] & ~phantom.masks["aif"]
         for label, overrides in methods:
             res, _ = run(phantom, overrides)
             rec = accuracy_record(phantom, res)
-            rows.append({**setting, "method": label, "gm": rec["gm"]["cbf"], "wm": rec["wm"]["cbf"],
-                         "rim": rec["enhancing"]["cbf"], "ccc": rec["ccc_cbf"], "mtt_gm": rec["gm"]["mtt"],
-                         "mtt_wm": rec["wm"]["mtt"]})
+            row = {**setting, "method": label, "gm": rec["gm"]["cbf"], "wm": rec["wm"]["cbf"],
+                   "rim": rec["enhancing"]["cbf"], "ccc": rec["ccc_cbf"], "mtt_gm": rec["gm"]["mtt"],
+                   "mtt_wm": rec["wm"]["mtt"]}
+            if geometry:
+                tmax = res.maps["tmax"].data
+                region = delayed if delayed is not None else np.ones(gm.shape, bool)
+                late = gm & region if setting.get("tumor_delay") is None else (region & ~phantom.masks["aif"])
+                row["tmax_late"] = float(np.median(tmax[late]))
+                row["tmax_early"] = float(np.median(tmax[gm & ~region])) if (gm & ~region).any() else None
+            rows.append(row)
         log(f"done {setting}")
     return rows
 
 
 def _setting_key(r: dict) -> str:
     key = "noiseless" if r["snr"] is None else f"SNR {r['snr']:g}"
-    for field, name in (("frame_interval", "Δt {:g} s"), ("tissue_delay", "delay {:g} s"), ("duration", "{:g} s long")):
+    for field, name in (("frame_interval", "Δt {:g} s"), ("tissue_delay", "delay {:g} s"), ("duration", "{:g} s long"),
+                        ("hemisphere_delay", "right hemisphere {:g} s late"), ("tumor_delay", "tumour {:g} s late"),
+                        ("dispersion", "dispersion {:g} s"), ("bolus_arrival", "AIF at {:g} s"),
+                        ("aif_peak", "AIF peak {:g}/s")):
         if field in r:
             key += ", " + name.format(r[field])
     return key + ("" if r["snr"] is None else f", noise {r['seed']}")
@@ -95,6 +152,14 @@ def tables(rows: list[dict]) -> str:
         lines.append(f"| {key} | " + " | ".join(
             f"{cell[m]['gm']:+.0f} / {cell[m]['wm']:+.0f} / {cell[m]['rim']:+.0f} ({cell[m]['ccc']:.2f})" if m in cell else ""
             for m in methods) + " |")
+    if any("tmax_late" in r for r in rows):
+        lines += ["", "Median Tmax (s) of the delayed tissue (GM, or the tumour) / of the undelayed GM, per setting "
+                  "(true: the delay named / 0 s):", "", "| setting | " + " | ".join(methods) + " |",
+                  "|" + "---|" * (len(methods) + 1)]
+        for key, cell in per_setting.items():
+            lines.append(f"| {key} | " + " | ".join(
+                (f"{cell[m]['tmax_late']:.1f}" + ("" if cell[m].get("tmax_early") is None else f" / {cell[m]['tmax_early']:.1f}"))
+                if m in cell else "" for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -105,6 +170,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="write the rows as JSON")
     ap.add_argument("--table", type=Path, help="print the tables of a JSON written by --out, measure nothing")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--per-voxel-delay", action="store_true",
+                    help="also run each weights without the pooled delay (--no-pooled-delay), labelled so")
+    ap.add_argument("--geometry", action="store_true", help="the round-8 delay-geometry set instead of the 35 settings")
     args = ap.parse_args(argv)
     if args.table:
         rows = json.loads(args.table.read_text(encoding="utf-8"))
@@ -112,7 +180,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-        rows = measure(args.weights)
+        rows = measure(args.weights, per_voxel_delay=args.per_voxel_delay, geometry=args.geometry)
         if args.out:
             args.out.write_text(json.dumps(rows, indent=0), encoding="utf-8")
     print(tables(rows))

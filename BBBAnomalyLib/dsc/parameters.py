@@ -59,6 +59,8 @@ class DSCParameters:
     phae_weights: str | None = None
     phae_adapt: bool = False  # per-case self-supervised fine-tuning before inference (< 1 min CPU)
     phae_adapt_steps: int = 150
+    # the bolus delay of each ~8 mm block, removed from its voxels' curves before the network (dsc/phae/pooled_delay.py)
+    phae_pooled_delay: bool = True
     device: str = "auto"  # torch device for PHAE: auto, cpu or cuda
     extra: dict = field(default_factory=dict)
 

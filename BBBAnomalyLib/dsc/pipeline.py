@@ -153,6 +153,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     warnings: list[str] = []
     # The grid, kept apart from the data: with consume_input the data is released mid-run.
     spatial_shape, input_shape, affine = series.spatial_shape, list(series.shape), series.affine.copy()
+    voxel_sizes = series.voxel_sizes
 
     with timer("checks"):
         report_progress(0.0, "checking the input")
@@ -283,7 +284,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("deconvolution"):
         deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
         fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
-                                       keep_fitted=keep_curves)
+                                       keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes)
     if not keep_curves:  # the curves are done with: the maps do not sit on top of them
         del raw, curves, brain_curves
 
@@ -366,7 +367,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
 
 # ---------------------------------------------------------------------------------------------
-def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False):
+def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
+                        brain=None, voxel_sizes=None):  # brain, voxel_sizes: PHAE only
     model = DeconvolutionModel(
         aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
         csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
@@ -402,8 +404,10 @@ def _check_phae_adapt(params) -> None:
                          "self-supervised weights (--weights dsc-phae-sim)")
 
 
-def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False):
-    """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first."""
+def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
+                     brain=None, voxel_sizes=None):
+    """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first; with
+    params.phae_pooled_delay, each voxel's curve is moved earlier by its neighbourhood's bolus delay first."""
     try:
         from .phae import PHAEModel
     except ImportError as exc:  # torch missing: the classic methods still work
@@ -421,8 +425,12 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     phae_report["case_statistics"] = stats
     warnings.extend(out_of_domain(stats, model.card.get("training_domain"),
                                   f"the PHAE weights {model.card.get('name')}"))
+    delays = None
+    if params.phae_pooled_delay and brain is not None:
+        report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
+        delays, phae_report["pooled_delay"] = model.pooled_delays(brain_curves, brain, voxel_sizes)
     # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
-    fit = model.fit(brain_curves, keep_curves=keep_fitted,
+    fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays,
                     progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
     phae_report["fit_loss"] = summarise(fit.loss)
     return fit, {"phae": phae_report}

@@ -113,29 +113,48 @@ class PHAEModel:
         self._aif_t = torch.as_tensor(self.aif[None, :], device=self.device)
 
     # ------------------------------------------------------------------------------------
-    def fit(self, curves: np.ndarray, keep_curves: bool = True, progress=None) -> PHAEFit:
-        """Encode and decode (n_voxels, N) curves in chunks; returns a PHAEFit."""
+    def fit(self, curves: np.ndarray, keep_curves: bool = True, progress=None, delay_shift=None,
+            context_from: np.ndarray | None = None) -> PHAEFit:
+        """Encode and decode (n_voxels, N) curves in chunks; returns a PHAEFit.
+
+        delay_shift: optional (n_voxels,) delays [s] known from elsewhere (:meth:`pooled_delays`): each curve is
+        moved earlier by its delay before the network sees it, and the delay is added back to Tmax. CBV, the
+        fit error and the model curves refer to the curves as given. context_from: the case's curves for a context
+        network's case context when ``curves`` are not all of them (the pooled delay's block means)."""
         import torch
+
+        from .pooled_delay import shift_earlier
 
         curves = np.asarray(curves, dtype=np.float32)
         if curves.ndim != 2 or curves.shape[1] != self.aif.size:
             raise ValueError(f"curves must be (n_voxels, {self.aif.size}); got {curves.shape}")
         n = curves.shape[0]
+        if delay_shift is not None:
+            delay_shift = np.asarray(delay_shift, np.float32)
+            if delay_shift.shape != (n,):
+                raise ValueError(f"delay_shift must be ({n},); got {delay_shift.shape}")
         out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss", "fit_error", "cbv", "log_cbf_sd")}
         out["log_cbf_sd"][:] = np.nan
         fitted = np.empty(curves.shape, np.float32) if keep_curves else None
         with torch.inference_mode():
             # grid encoder: the AIF's share of the first layer and the decoder's convolution matrix, once per case
             # (a context network also reads one case-level vector from all of these curves: dsc/phae/network.case_context)
-            context = (self.network.case_context(torch.from_numpy(curves), self._aif_t, self.dt)
+            context = (self.network.case_context(torch.from_numpy(curves if context_from is None else
+                                                                  np.asarray(context_from, np.float32)), self._aif_t, self.dt)
                        if getattr(self.network, "needs_context", False) else None)
             case = self.network.case_terms(self._aif_t, self.dt, context) if getattr(self.network, "is_grid", False) else None
             aif_area = area(self._aif_t).clamp_min(1e-12)
             for start in range(0, n, self.chunk_voxels):
                 sl = slice(start, min(start + self.chunk_voxels, n))
                 x = torch.as_tensor(curves[sl], device=self.device)
+                given = x
+                if delay_shift is not None:
+                    # whole frames: interpolating between frames would average their noise, and the network
+                    # reads the curve's noise level (second differences) to decide how far to trust it
+                    frames = torch.as_tensor(np.rint(delay_shift[sl] / self.dt), device=self.device)
+                    x = shift_earlier(x, frames)
                 if case is not None:  # grid encoder: folded inference, model curves written in place
-                    direct = keep_curves and self.device.type == "cpu"
+                    direct = keep_curves and self.device.type == "cpu" and delay_shift is None
                     res = self.network.infer(x, case, torch.from_numpy(fitted[sl]) if direct else None)
                     if direct:
                         res.pop("fitted")
@@ -143,7 +162,13 @@ class PHAEModel:
                     res = self.network(x, self._aif_t, self.dt, case=case)
                     res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - x, dim=1)
                                         / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12))
-                res["cbv"] = area(x) / aif_area
+                if delay_shift is not None:
+                    res["delay"] = res["delay"] + frames
+                    if "fitted" in res:  # back onto the given curves' time axis (moved later again)
+                        res["fitted"] = shift_earlier(res["fitted"], -frames)
+                        res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - given, dim=1)
+                                            / torch.linalg.vector_norm(given, dim=1).clamp_min(1e-12))
+                res["cbv"] = area(given) / aif_area
                 if "log_cbf_sd" in res and self.cbf_estimate == "mean":
                     # the flow is a median estimate; exp(-s²/2) makes the mean of a log-normal error unbiased
                     res["flow"] = res["flow"] * torch.exp(-0.5 * res["log_cbf_sd"] ** 2)
@@ -166,6 +191,42 @@ class PHAEModel:
         return PHAEFit(cbf=cbf, tmax=out["delay"] * self.dt, mtt=mtt, loss=out["loss"], fitted=fitted,
                        fit_error=out["fit_error"],
                        cbf_uncertainty=None if np.isnan(out["log_cbf_sd"]).all() else out["log_cbf_sd"])
+
+    # ------------------------------------------------------------------------------------
+    def pooled_delays(self, curves: np.ndarray, brain: np.ndarray, voxel_sizes, max_passes: int = 3) -> tuple[np.ndarray, dict]:
+        """Per voxel the bolus delay [s] of its ~8 mm neighbourhood (dsc/phae/pooled_delay.py): the network run on
+        the blocks' mean curves, interpolated back. ``curves`` are the brain's, in np.flatnonzero(brain) order.
+        Returns the delays and a summary for the report."""
+        from .pooled_delay import block_grid, block_means, shift_earlier, voxel_delays
+
+        brain = np.asarray(brain, bool)
+        if curves.shape[0] != int(brain.sum()):
+            raise ValueError(f"{curves.shape[0]} curves for a brain mask of {int(brain.sum())} voxels")
+        labels, block, grid_shape = block_grid(brain, voxel_sizes)
+        means, used, counts = block_means(curves, labels, int(np.prod(grid_shape)))
+        # The block means still carry some noise, and the network's delay shrinks towards its prior in noise: a
+        # few passes, each on the block curves moved by the delay found so far, estimate what is left until it
+        # is under a quarter frame (bounded to the network's delay range so that a block without signal, e.g.
+        # CSF, cannot drift)
+        import torch
+
+        from .network import DELAY_RANGE_S
+
+        lo, hi = getattr(getattr(self.network, "encoder", None), "delay_range", DELAY_RANGE_S)
+        block_delay = np.zeros(len(means), np.float32)
+        passes = 0
+        for passes in range(1, max_passes + 1):
+            moved = shift_earlier(torch.from_numpy(means), torch.from_numpy(block_delay / self.dt)).numpy()
+            step = self.fit(moved, keep_curves=False, context_from=curves).tmax
+            block_delay = np.clip(block_delay + step, lo, hi).astype(np.float32)
+            if np.abs(step).max() < 0.25 * self.dt:
+                break
+        delays = voxel_delays(block_delay, used, counts, block, grid_shape, brain)
+        summary = {"block_voxels": [int(b) for b in block], "blocks": int(used.size),
+                   "shifted_voxels": int((np.rint(delays / self.dt) != 0).sum()), "passes": passes,
+                   "delay_s": {"median": float(np.median(delays)), "p05": float(np.percentile(delays, 5)),
+                               "p95": float(np.percentile(delays, 95))}}
+        return delays, summary
 
     # ------------------------------------------------------------------------------------
     def adapt(self, curves: np.ndarray, steps: int = 150, batch: int = 1024, lr: float = 3e-4,
