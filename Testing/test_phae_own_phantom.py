@@ -35,3 +35,24 @@ def test_summary_counts_settings_within_15_percent_and_ccc_against_osvd(mod):
     # CCC: 1.0 >= 0.9 and 0.3 >= 0.3 count, 0.5 < 0.6 does not
     assert "| 1/2 | 2/3 |" in line, line
     assert "+15 / +0 / -7 (0.50)" in text
+
+
+def test_geometry_set_and_its_hemisphere_splice(mod):
+    """Round 8's delay-geometry set: 10 settings; a 'hemisphere' phantom is the undelayed one on the left and the
+    delayed one on the right, with the same truth and the same AIF."""
+    import numpy as np
+
+    from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+
+    geo = mod.geometry_settings()
+    assert len(geo) == 10 and {g["snr"] for g in geo} == {50, 20}
+    assert sum("hemisphere_delay" in g for g in geo) == 2 and sum("tumor_delay" in g for g in geo) == 2
+    spliced, right = mod.make_setting(dict(snr=50, seed=3, slices=2, hemisphere_delay=3.0))
+    early = make_dsc_phantom(snr=50, seed=3, slices=2)
+    late = make_dsc_phantom(snr=50, seed=3, slices=2, tissue_delay=3.0)
+    assert right[right.shape[0] // 2:].all() and not right[: right.shape[0] // 2].any()
+    np.testing.assert_array_equal(spliced.signal.data[~right], early.signal.data[~right])
+    np.testing.assert_array_equal(spliced.signal.data[right], late.signal.data[right])
+    assert not np.array_equal(early.signal.data[right], late.signal.data[right])
+    _, tumour = mod.make_setting(dict(snr=50, seed=3, slices=2, tumor_delay=3.0))
+    assert tumour is not None and tumour.any()
