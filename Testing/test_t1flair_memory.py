@@ -410,3 +410,112 @@ def test_write_makes_one_full_map_at_a_time(slab_run, tmp_path, monkeypatch):
         back = bio.read_volume(out / f"{name}.nii.gz")
         np.testing.assert_array_equal(np.asarray(back.data, np.float32), res.maps[name].data)
     np.testing.assert_array_equal(bio.read_volume(out / "brain_mask.nii.gz").data > 0, res.brain_mask)
+
+
+def test_distance_at_equals_scipy():
+    """distance_at: scipy's Euclidean distance read at any voxels (here not the mask's own), bit for bit."""
+    from BBBAnomalyLib.structural.preprocessing import distance_at
+
+    rng = np.random.default_rng(6)
+    shape, voxel = (29, 35, 21), np.array([1.1, 0.8, 2.0])
+    mask = rng.random(shape) > 0.03
+    where = rng.random(shape) > 0.5
+    np.testing.assert_array_equal(distance_at(mask, where, voxel),
+                                  ndimage.distance_transform_edt(mask, sampling=voxel)[where])
+
+
+def _plain_tissue_order(t1, flair, brain, voxel_mm, sample=100_000):
+    """applicability.tissue_order before issue 17's second pass (whole-array classes, scipy's box distances)."""
+    from BBBAnomalyLib.structural.applicability import _kmeans
+
+    brain = np.asarray(brain, bool)
+    voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
+    a, b = np.asarray(t1)[brain].astype(np.float64), np.asarray(flair)[brain].astype(np.float64)
+    step = max(1, a.size // sample)
+    ranks = np.stack([np.searchsorted(np.sort(v[::step]), v) / max(v[::step].size, 1) for v in (a, b)], 1)
+    centres = _kmeans(ranks[::step], [(0.1, 0.1), (0.75, 0.35), (0.35, 0.75)])
+    label = np.argmin(((ranks[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    csf = int(np.argmin(centres.sum(1)))
+    tissue = [i for i in range(3) if i != csf]
+    box = tuple(slice(max(int(ix.min()) - 3, 0), int(ix.max()) + 4) for ix in np.nonzero(brain))
+    full = np.full(brain.shape, -1, np.int8)
+    full[brain] = label
+    full = full[box]
+    edge = ndimage.distance_transform_edt(full != csf, sampling=voxel_mm) <= 2.5
+    edge |= ndimage.distance_transform_edt(full >= 0, sampling=voxel_mm) <= 2.5
+    near = [float(np.mean(edge[full == i])) if np.any(full == i) else 0.0 for i in tissue]
+    gm, wm = (tissue[0], tissue[1]) if near[0] >= near[1] else (tissue[1], tissue[0])
+    return {"t1_wm_minus_gm": float(centres[wm, 0] - centres[gm, 0]),
+            "flair_gm_minus_wm": float(centres[gm, 1] - centres[wm, 1]),
+            "near_csf_fraction_gm": max(near), "near_csf_fraction_wm": min(near)}
+
+
+def test_tissue_order_equals_the_plain_form(case):
+    from BBBAnomalyLib.structural.applicability import tissue_order
+
+    t1, flair, brain, _ = case
+    for voxel, sample in (((1.5, 1.5, 1.5), 100_000), ((0.9, 1.0, 2.5), 5_000)):
+        assert tissue_order(t1, flair, brain, voxel, sample) == _plain_tissue_order(t1, flair, brain, voxel, sample)
+
+
+def test_automatic_mask_equals_the_plain_form():
+    """The component sizes by bincount instead of ndimage.sum: the same mask (largest component, holes filled),
+    with a smaller component beside the brain and a hole inside it."""
+    from BBBAnomalyLib.structural.preprocessing import automatic_brain_mask
+
+    g = np.indices((40, 44, 30))
+    head = sum(((g[i] - c) / r) ** 2 for i, (c, r) in enumerate(((20, 14), (22, 16), (15, 11)))) <= 1
+    t1 = np.where(head, 100.0, 0.0).astype(np.float32)
+    t1[18:21, 20:23, 14:16] = 0.0  # a hole
+    t1[2:6, 2:6, 2:6] = 80.0  # another component
+    flair = np.where(t1 > 0, 70.0, 0.0).astype(np.float32)
+    signal = (t1 > 0) & (flair > 0)
+    opened = ndimage.binary_opening(signal, iterations=1)
+    labels, n = ndimage.label(opened)
+    sizes = ndimage.sum(opened, labels, index=np.arange(1, n + 1))
+    plain = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+    assert n == 2
+    np.testing.assert_array_equal(automatic_brain_mask(t1, flair, []), plain)
+
+
+@pytest.mark.parametrize("planes", [1, 7, 20, None])
+def test_feature_blocks_equal_the_plain_form(case, planes):
+    """voxel_feature_blocks: slabs of the brain's box with a halo wider than every filter's reach; their rows,
+    concatenated, are the plain features bit for bit (isotropic, and thin voxels along the slab axis: a wider halo)."""
+    t1, flair, brain, voxel = case
+    for vox in (voxel, (0.8, 1.5, 2.0)):
+        blocks = list(enh.voxel_feature_blocks(t1, flair, brain, vox, planes=planes))
+        assert planes is None and len(blocks) == 1 or len(blocks) > 1
+        np.testing.assert_array_equal(np.concatenate(blocks), _plain_features(t1, flair, brain, vox))
+
+
+def test_prediction_by_blocks_equals_the_whole():
+    """predict_blocks joins rows across blocks so that the networks see the chunks predict() would: bit for bit."""
+    import torch
+
+    from BBBAnomalyLib.structural.models import load
+
+    model, _ = load("t1flair-enhancer-real", "enhancer", torch.device("cpu"))
+    rng = np.random.default_rng(7)
+    features = (rng.standard_normal((20_000, enh.N_FEATURES)) * 30 + 100).astype(np.float32)
+    whole = model.predict(features, chunk=4_096)
+    cuts = np.cumsum([3_000, 5_000, 100, 9_000])
+    blocks = np.split(features, cuts)
+    by_blocks = model.predict_blocks(iter(blocks), len(features), chunk=4_096)
+    for key in whole:
+        np.testing.assert_array_equal(by_blocks[key], whole[key])
+    with pytest.raises(ValueError, match="rows"):
+        model.predict_blocks(iter(blocks[:2]), len(features), chunk=4_096)
+
+
+def test_predict_maps_by_slabs_equals_the_whole_box(case):
+    import torch
+
+    from BBBAnomalyLib.structural.models import load
+
+    t1, flair, brain, voxel = case
+    model, _ = load("t1flair-enhancer-real", "enhancer", torch.device("cpu"))
+    whole = enh.predict_maps(model, t1, flair, brain, voxel, block_planes=None)
+    slabs = enh.predict_maps(model, t1, flair, brain, voxel, block_planes=9)
+    for name in whole:
+        np.testing.assert_array_equal(slabs.brain_values[name], whole.brain_values[name])

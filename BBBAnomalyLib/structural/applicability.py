@@ -132,13 +132,17 @@ def tissue_order(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_mm,
     7 mm against 0.15-0.36 for white matter; 0.29-0.49 against 0.03-0.07 on template phantoms). Returns ``t1_wm_minus_gm`` (> 0 on a T1: white matter is brighter)
     and ``flair_gm_minus_wm`` (> 0 on most FLAIRs, but not all: TCGA-DU-7294's FLAIR has white
     matter brighter), in rank units, and the two classes' CSF-adjacent fractions."""
-    from scipy import ndimage
+    from .preprocessing import distance_at
 
     brain = np.asarray(brain, bool)
     voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
-    a, b = np.asarray(t1)[brain].astype(np.float64), np.asarray(flair)[brain].astype(np.float64)
-    step = max(1, a.size // sample)
-    ranks = np.stack([np.searchsorted(np.sort(v[::step]), v) / max(v[::step].size, 1) for v in (a, b)], 1)
+    n = int(brain.sum())
+    step = max(1, n // sample)
+    ranks = np.empty((n, 2))  # column by column, each image's brain values let go after its ranks (issue 17)
+    for j, image in enumerate((t1, flair)):
+        v = np.asarray(image)[brain].astype(np.float64)
+        ranks[:, j] = np.searchsorted(np.sort(v[::step]), v) / max(v[::step].size, 1)
+        del v
     centres = _kmeans(ranks[::step], [(0.1, 0.1), (0.75, 0.35), (0.35, 0.75)])
     label = _nearest_centre(ranks, centres)
     csf = int(np.argmin(centres.sum(1)))
@@ -148,9 +152,12 @@ def tissue_order(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_mm,
     full = np.full(brain.shape, -1, np.int8)
     full[brain] = label
     full = full[box]
-    edge = ndimage.distance_transform_edt(full != csf, sampling=voxel_mm) <= 2.5
-    edge |= ndimage.distance_transform_edt(full >= 0, sampling=voxel_mm) <= 2.5
-    near = [float(np.mean(edge[full == i])) if np.any(full == i) else 0.0 for i in tissue]
+    inside = full >= 0
+    # the distances are read at the brain's voxels only (distance_at: scipy's distances there, not its whole-box
+    # float64 arrays, issue 17); edge[full == i] of the box is edge_b[label == i], the same voxels in the same order
+    edge = distance_at(full != csf, inside, voxel_mm) <= 2.5
+    edge |= distance_at(inside, inside, voxel_mm) <= 2.5
+    near = [float(np.mean(edge[label == i])) if np.any(label == i) else 0.0 for i in tissue]
     gm, wm = (tissue[0], tissue[1]) if near[0] >= near[1] else (tissue[1], tissue[0])
     return {"t1_wm_minus_gm": float(centres[wm, 0] - centres[gm, 0]),
             "flair_gm_minus_wm": float(centres[gm, 1] - centres[wm, 1]),
@@ -206,6 +213,8 @@ def check_structural_input(t1_data: np.ndarray, flair_data: np.ndarray, affine: 
               "skull-stripped brains and the automatic mask may keep scalp: skull-strip first (e.g. HD-BET, "
               "SynthStrip) or give --mask"))
 
+    # the grey/white order first, before this function's own float64 brain values exist (issue 17); appended below
+    order = tissue_order(t1_data, flair_data, brain, vox) if int(brain.sum()) >= 1000 else None
     t1v, flv = np.asarray(t1_data)[brain].astype(np.float64), np.asarray(flair_data)[brain].astype(np.float64)
     if t1v.size >= 100:
         step = max(1, t1v.size // 200_000)  # ranks of a subsample: enough for medians of the top 2 %
@@ -223,8 +232,7 @@ def check_structural_input(t1_data: np.ndarray, flair_data: np.ndarray, affine: 
                   "the real cases)", "ok" if ok else "warning", ALL_MAPS,
                   "" if ok else f"the FLAIR's brightest voxels are the darkest on the T1 (median rank {t1_in_flair_top:.2f}): "
                   "CSF-like, as in a T2-weighted image without fluid suppression; a T2-FLAIR is expected"))
-    if t1v.size >= 1000:
-        order = tissue_order(t1_data, flair_data, brain, vox)
+    if order is not None:
         t1_order, flair_order = order["t1_wm_minus_gm"], order["flair_gm_minus_wm"]
         ok = t1_order >= MIN_T1_WM_GM
         if ok:

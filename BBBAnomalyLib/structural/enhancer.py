@@ -53,6 +53,7 @@ from scipy import ndimage
 from torch import nn
 
 from .preprocessing import BrainMaps  # noqa: F401  (re-exported: it lived here)
+from .preprocessing import distance_at
 
 #: Gaussian scales (mm) of the neighbourhood features.
 SIGMAS_MM = (1.0, 2.5, 6.0)
@@ -98,18 +99,72 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
     Memory (issue 17): each column is written into the one output as it is computed (a list of columns stacked at
     the end held the matrix twice: 2 x 128 MiB on a 1 mm brain of 1.6 M voxels); deviations, local sd and gradient
     are formed in place or on the brain's voxels; the gradient's float64 step runs by slabs. The same float32 and
-    float64 operations as before, so the same values (Testing/test_t1flair_memory.py)."""
+    float64 operations as before, so the same values (Testing/test_t1flair_memory.py). :func:`voxel_feature_blocks`
+    gives the same rows block by block without the whole matrix (the pipeline's way)."""
+    brain = np.asarray(brain, bool)
+    out = np.empty((int(brain.sum()), N_FEATURES), np.float32)
+    for _ in voxel_feature_blocks(t1_0255, flair_0255, brain, voxel_mm, planes=None, out=out):
+        pass  # the one block is ``out`` itself
+    return out
+
+
+#: Planes (along the brain box's first axis) of one block of :func:`voxel_feature_blocks` in the pipeline.
+BLOCK_PLANES = 48
+
+
+def _reach(sigma_vox: float) -> int:
+    """Voxels a truncate=3 Gaussian of this sd reads on each side (scipy's radius)."""
+    return int(3.0 * float(sigma_vox) + 0.5)
+
+
+def voxel_feature_blocks(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm,
+                         planes: int | None = BLOCK_PLANES, out: np.ndarray | None = None):
+    """The rows of :func:`voxel_features` block by block, in order (their concatenation is its matrix, bit for bit).
+
+    The brain's box is cut into slabs of ``planes`` planes along its first axis (None: one slab); each is filtered
+    with a halo of planes wider than every filter's reach (the Gaussians' truncate radius, the gradient's smoothing
+    + 1), so its inner planes see the same voxels through the same operations as the whole box would: the same
+    values. Memory (issue 17): one slab's features and filter temporaries at a time instead of the (n_brain, 21)
+    matrix (131 MiB on a 1 mm brain) and the whole box's. ``out``: write the rows there (n_brain rows) instead of new
+    blocks (the blocks are then its row views)."""
     brain = np.asarray(brain, bool)
     voxel_mm = np.asarray(voxel_mm, np.float64)[:3]
     if not brain.any():
-        return np.zeros((0, N_FEATURES), np.float32)
+        return
     # Only the brain's bounding box (+4 voxels) is filtered: everything outside the brain is 0, so the
     # masked (constant-mode) averages, the 1 mm gradient (3-voxel reach) and the depth are the same.
     box = feature_box(brain)
-    brain = brain[box]
-    t1, fl = _box_image(t1_0255, box, brain), _box_image(flair_0255, box, brain)
-    out = np.empty((int(brain.sum()), N_FEATURES), np.float32)
-    out[:, 0], out[:, 1] = t1[brain], fl[brain]
+    inside = brain[box]
+    depth = _depth_mm(inside, voxel_mm)  # float64 at the brain's voxels (a whole-box distance, made once)
+    n0 = inside.shape[0]
+    planes = n0 if planes is None else max(1, int(planes))
+    halo = max(max(_reach(s / voxel_mm[0]) for s in SIGMAS_MM), _reach(1.0 / voxel_mm[0]) + 1) + 1
+    per_plane = inside.reshape(n0, -1).sum(axis=1)
+    row = 0
+    for lo in range(0, n0, planes):
+        hi = min(lo + planes, n0)
+        a, b = (lo, hi) if (lo, hi) == (0, n0) else (max(lo - halo, 0), min(hi + halo, n0))
+        rows = int(per_plane[lo:hi].sum())
+        if rows == 0:
+            continue
+        slab = (slice(box[0].start + a, box[0].start + b),) + tuple(box[1:])
+        block = out[row:row + rows] if out is not None else np.empty((rows, N_FEATURES), np.float32)
+        _fill_features(block, t1_0255, flair_0255, brain[slab], slab, (lo - a, hi - a), voxel_mm,
+                       depth[row:row + rows])
+        row += rows
+        yield block
+        del block
+
+
+def _fill_features(out: np.ndarray, t1_0255, flair_0255, brain: np.ndarray, slab, inner, voxel_mm, depth):
+    """The features of ``brain``'s voxels in the planes ``inner`` = (first, stop) of ``slab`` into ``out``."""
+    t1, fl = _box_image(t1_0255, slab, brain), _box_image(flair_0255, slab, brain)
+    if inner == (0, brain.shape[0]):
+        sel = brain
+    else:
+        sel = np.zeros_like(brain)
+        sel[inner[0]:inner[1]] = brain[inner[0]:inner[1]]
+    out[:, 0], out[:, 1] = t1[sel], fl[sel]
     out[:, 2] = out[:, 0] - out[:, 1]  # (t1 - fl)[brain], element by element
     n_scales = len(SIGMAS_MM)
     for si, s in enumerate(SIGMAS_MM):
@@ -125,7 +180,7 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
                 sq /= ws
             m = ndimage.gaussian_filter(img, sigma, mode="constant", truncate=3.0)
             m /= ws
-            m_b = m[brain]
+            m_b = m[sel]
             out[:, 3 + 2 * si + ci] = m_b  # "<c>_mean_<s>mm"
             out[:, 3 + 2 * n_scales + 2 * si + ci] = out[:, ci] - m_b  # "<c>_dev_<s>mm" = (img - m)[brain]
             del m_b
@@ -134,7 +189,7 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
                 sq -= m
                 np.maximum(sq, 0.0, out=sq)
                 np.sqrt(sq, out=sq)
-                out[:, 3 + 4 * n_scales + ci] = sq[brain]
+                out[:, 3 + 4 * n_scales + ci] = sq[sel]
             del m, sq
         del ws
     for ci, img in enumerate((t1, fl)):
@@ -150,32 +205,18 @@ def voxel_features(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarra
                 sl[other] = slice(lo, lo + 8)
                 d = np.gradient(smooth[tuple(sl)], axis=axis) / step
                 g[tuple(sl)] += d * d
-        out[:, 5 + 4 * n_scales + ci] = np.sqrt(g[brain])  # "<c>_gradient" = sqrt(g)[brain]
+        out[:, 5 + 4 * n_scales + ci] = np.sqrt(g[sel])  # "<c>_gradient" = sqrt(g)[brain]
         del smooth, g
     del t1, fl
-    depth = _depth_mm(brain, voxel_mm)
     out[:, 7 + 4 * n_scales] = depth
-    out[:, 8 + 4 * n_scales] = np.log1p(depth, out=depth)
-    return out
+    out[:, 8 + 4 * n_scales] = np.log1p(depth)
 
 
 def _depth_mm(brain: np.ndarray, voxel_mm: np.ndarray) -> np.ndarray:
     """``ndimage.distance_transform_edt(brain, sampling=voxel_mm)[brain]`` with the same float64 operations in
-    the same order, evaluated at the brain's voxels only: scipy's distance step makes the index grid, the
-    difference and its float64 copy for the whole box (3 + 3 + 6 times the box's int32 feature transform
-    beside it: 190 MiB on a 1 mm brain, issue 17); here one axis at a time, on the brain's voxels."""
-    ft = ndimage.distance_transform_edt(brain, sampling=voxel_mm, return_distances=False, return_indices=True)
-    total = None
-    for axis in range(brain.ndim):
-        index = np.arange(brain.shape[axis], dtype=np.int32).reshape([-1 if a == axis else 1 for a in range(brain.ndim)])
-        ft[axis] -= index  # in place: the same int32 differences
-        d = ft[axis][brain].astype(np.float64)
-        d *= voxel_mm[axis]
-        np.multiply(d, d, d)
-        total = d if total is None else np.add(total, d, out=total)
-        del d
-    del ft
-    return np.sqrt(total, out=total)
+    the same order, evaluated at the brain's voxels only (preprocessing.distance_at: not scipy's whole-box
+    index grid, difference and float64 copy, 190 MiB on a 1 mm brain, issue 17)."""
+    return distance_at(brain, brain, voxel_mm)
 
 
 class EnhancerMLP(nn.Module):
@@ -228,18 +269,47 @@ class EnhancerEnsemble(nn.Module):
         members' variance of E), ``aleatoric`` A, and ``score`` = p(change > t) of the members trained on every
         training case (the last ``full_members``), averaged over them and the thresholds: the enhancing-voxel
         score. (The other members each miss a case; they serve the spread, not the ranking.)"""
+        return self.predict_blocks([features], len(features), chunk)
+
+    @torch.no_grad()
+    def predict_blocks(self, blocks, n: int, chunk: int = 32_768) -> dict[str, np.ndarray]:
+        """:meth:`predict` of the rows of ``blocks`` (an iterable of (rows, N_FEATURES) arrays, ``n`` rows in all,
+        e.g. :func:`voxel_feature_blocks`) without their whole matrix: the networks see the same chunks of
+        ``chunk`` rows as ``predict(np.concatenate(blocks))`` (a chunk that spans two blocks is joined from them),
+        so the same values."""
         self.eval()
-        n = len(features)
         out = {k: np.empty(n, np.float32) for k in ("expected", "epistemic", "aleatoric", "score")}
-        for i in range(0, n, chunk):
-            x = torch.as_tensor(np.asarray(features[i:i + chunk], np.float32))
-            means, variances, probs = self.member_outputs(x)
-            out["expected"][i:i + chunk] = means.mean(0).numpy()
-            out["epistemic"][i:i + chunk] = (means.var(0, unbiased=True) if means.shape[0] > 1
-                                             else torch.zeros_like(means[0])).numpy()
-            out["aleatoric"][i:i + chunk] = variances.mean(0).numpy()
-            out["score"][i:i + chunk] = probs[-self.full_members:].mean(dim=(0, 2)).numpy()
+        done, pending, waiting = 0, [], 0  # rows predicted; rows of a chunk not yet complete
+        for block in blocks:
+            pos = 0
+            if waiting:
+                take = min(chunk - waiting, len(block))
+                pending.append(np.array(block[:take], np.float32))
+                waiting, pos = waiting + take, take
+                if waiting == chunk:
+                    self._predict_chunk(np.concatenate(pending), out, done)
+                    done, pending, waiting = done + chunk, [], 0
+            while len(block) - pos >= chunk:
+                self._predict_chunk(block[pos:pos + chunk], out, done)
+                done, pos = done + chunk, pos + chunk
+            if pos < len(block):
+                pending, waiting = [np.array(block[pos:], np.float32)], len(block) - pos
+        if waiting:
+            self._predict_chunk(np.concatenate(pending), out, done)
+            done += waiting
+        if done != n:
+            raise ValueError(f"the blocks hold {done} rows, not {n}")
         return out
+
+    def _predict_chunk(self, features: np.ndarray, out: dict, i: int) -> None:
+        x = torch.as_tensor(np.asarray(features, np.float32))
+        means, variances, probs = self.member_outputs(x)
+        k = len(x)
+        out["expected"][i:i + k] = means.mean(0).numpy()
+        out["epistemic"][i:i + k] = (means.var(0, unbiased=True) if means.shape[0] > 1
+                                     else torch.zeros_like(means[0])).numpy()
+        out["aleatoric"][i:i + k] = variances.mean(0).numpy()
+        out["score"][i:i + k] = probs[-self.full_members:].mean(dim=(0, 2)).numpy()
 
 
 def shrunk_change(expected: np.ndarray, epistemic_variance: np.ndarray, shrinkage: float = 1.0,
@@ -328,19 +398,28 @@ def choose_rule(rules: list[dict], gains: list[list[tuple[float, float]]]) -> tu
 
 
 def predict_maps(model: EnhancerEnsemble, t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.ndarray, voxel_mm,
-                 shrinkage: float | None = None, rule: dict | None = None) -> BrainMaps:
+                 shrinkage: float | None = None, rule: dict | None = None,
+                 block_planes: int | None = BLOCK_PLANES) -> BrainMaps:
     """Native-grid maps (0 off the brain; a :class:`BrainMaps`: each read makes the full array):
     ``predicted_change`` E, ``added`` (the weights' rule, see :func:`added_enhancement`; ``rule`` overrides it,
     ``shrinkage`` its k), ``enhancing_score`` (mean p(change > threshold)), ``uncertainty`` (predictive sd
-    sqrt(V + A)), ``epistemic_sd`` sqrt(V)."""
+    sqrt(V + A)), ``epistemic_sd`` sqrt(V). The features are made and predicted ``block_planes`` planes of the
+    brain's box at a time (:func:`voxel_feature_blocks`; None: the whole box at once): the same values."""
     brain = np.asarray(brain, bool)
-    features = voxel_features(t1_0255, flair_0255, brain, voxel_mm)
-    pred = model.predict(features)
-    depth = features[:, FEATURE_NAMES.index("depth_mm")].copy()
-    del features  # (n_brain, 21) float32, 128 MiB on a 1 mm brain: let go before the five maps are made (issue 17)
+    n = int(brain.sum())
+    depth = np.empty(n, np.float32)  # the features' depth column (the rule's surface margin)
+    column = FEATURE_NAMES.index("depth_mm")
+
+    def blocks():  # slab by slab (issue 17: not the (n_brain, 21) matrix, 131 MiB on a 1 mm brain)
+        row = 0
+        for block in voxel_feature_blocks(t1_0255, flair_0255, brain, voxel_mm, planes=block_planes):
+            depth[row:row + len(block)] = block[:, column]
+            row += len(block)
+            yield block
+
+    pred = model.predict_blocks(blocks(), n)
     e, v = pred["expected"], pred["epistemic"]
     added = added_enhancement(e, v, pred["score"], shrinkage, model.rule if rule is None else rule, depth)
-    del depth
     values = {"predicted_change": e, "added": added, "enhancing_score": pred["score"],
               "uncertainty": np.sqrt(v + pred["aleatoric"]), "epistemic_sd": np.sqrt(v)}
     return BrainMaps(brain, {name: np.asarray(a, np.float32) for name, a in values.items()})

@@ -7,10 +7,14 @@ slices resampled to the network size -> deterministic few-step synthesis with bo
 ``samples`` starting noises -> tumor ROI (the user's, or the segmentation head's with its
 plausibility, tumor_roi.py) -> contrastive maximum -> BBB status with three outcomes from one
 calibrated probability (identification.py), weighed on a real scan by the identifier's record on
-real scans (real_evidence.py) -> the synthetic T1Gd = normalised T1 + the predicted
-enhancement shrunk where the model is unsure, on the native T1 grid (enhancer.py: a voxel-feature
-ensemble; without enhancer weights, the syntheses' change, enhancement.py) -> 3D autoencoder
-anomaly map.
+real scans (real_evidence.py) -> 3D autoencoder anomaly map -> the synthetic T1Gd = normalised T1 + the
+predicted enhancement shrunk where the model is unsure, on the native T1 grid (enhancer.py: a
+voxel-feature ensemble; without enhancer weights, the syntheses' change, enhancement.py).
+
+Memory (issue 17): every map is 0 off the brain and is held as its brain voxels' values
+(:class:`MapVolumes`); ``result.maps[name]`` makes the full Volume when it is read, and
+``result.write`` writes one at a time. Full-grid arrays are let go as soon as their last step is
+done (the FLAIR's float32 copy after the ROI, its normalised copy before the enhancer).
 """
 
 from __future__ import annotations
@@ -192,6 +196,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             segs.append(seg_k)
         samples = np.stack(samples)  # (K, 2, n, H, W)
         synth, seg = samples[0], np.mean(segs, axis=0)
+        del cond, segs  # the stacked network inputs and the per-sample segmentations (issue 17)
     with timer("identification"):
         report_progress(0.72, "deciding the BBB status")
         # the maps are kept as their brain voxels' values (MapVolumes, issue 17): every map is 0 off the brain
@@ -228,39 +233,47 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         report_progress(0.78, "writing the syntheses back on the T1 grid")
         natives = {label: synthesis_brain_values(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
                    for i, label in ((1, "enhancing"), (0, "non_enhancing"))}
-        estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
+        estimate = None
         if enhancer is None:  # with the enhancer its maps replace these three: not made (3 full volumes, issue 17)
+            estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
             synthetic, added, spread = (v[brain] for v in native_synthesis(grid, estimate, from_unit(n_t1), brain))
-    enhancer_maps = None
-    if enhancer is not None:
-        with timer("enhancer"):
-            from .enhancer import feature_box, predict_maps
-
-            report_progress(0.8, "predicting the enhancement")
-            release_freed_memory()  # the syntheses' and the ROI's freed blocks, before the run's largest step
-            # only the brain's box (+4 voxels) is read by the features: the 0-255 images of that box, not of the grid
-            box = feature_box(brain)
-            on_box = predict_maps(enhancer.cpu(), from_unit(n_t1[box]), from_unit(n_flair[box]), brain[box],
-                                  t1.voxel_sizes, params.shrinkage)  # None: the rule in the weights' card
-            enhancer_maps = BrainMaps(brain, on_box.brain_values)  # the same values: the box keeps the C order
-            added, spread = enhancer_maps.brain_values["added"], enhancer_maps.brain_values["uncertainty"]
-            # np.where(brain, clip(T1 + added, 0, 255), 0) at the brain's voxels: the same float32 arithmetic
-            synthetic = from_unit(n_t1[brain])
-            synthetic += added
-            np.clip(synthetic, 0.0, 255.0, out=synthetic)
-    values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
-    anomaly_report = None
-    if cae is not None:
+    anomaly, anomaly_report = None, None
+    if cae is not None:  # before the enhancer (issue 17): the full normalised FLAIR can go before the run's largest step
         with timer("anomaly"), torch.inference_mode():
-            report_progress(0.85, "3D autoencoder anomaly map")
+            report_progress(0.8, "3D autoencoder anomaly map")
             anomaly_map, score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device)
-            values["anomaly"] = anomaly_map[brain]  # 0 off the brain (cae.to_native)
+            anomaly = anomaly_map[brain]  # 0 off the brain (cae.to_native)
             del anomaly_map
             anomaly_report = {"patient_score": score, "patient_score_z": z,
                               "reference": ccard.get("score_reference", "the autoencoder's normal training cases"),
                               "note": "mean of the top 1 % voxel residuals; z against the normal reference of the "
                                       "weights' model card. Validation: the voxel map separates tumor from brain, the "
                                       "patient z does not separate gliomas from unseen normal brains (docs/validation.md)"}
+    enhancer_maps = None
+    if enhancer is not None:
+        with timer("enhancer"):
+            from .enhancer import feature_box, predict_maps
+
+            report_progress(0.85, "predicting the enhancement")
+            # only the brain's box (+4 voxels) is read by the features: the 0-255 images of that box, not of the grid
+            box = feature_box(brain)
+            t1_box, flair_box = from_unit(n_t1[box]), from_unit(n_flair[box])
+            del n_flair
+            release_freed_memory()  # the syntheses', the ROI's and the FLAIR's freed blocks, before the largest step
+            on_box = predict_maps(enhancer.cpu(), t1_box, flair_box, brain[box], t1.voxel_sizes,
+                                  params.shrinkage)  # None: the rule in the weights' card
+            del t1_box, flair_box
+            enhancer_maps = BrainMaps(brain, on_box.brain_values)  # the same values: the box keeps the C order
+            added, spread = enhancer_maps.brain_values["added"], enhancer_maps.brain_values["uncertainty"]
+            # np.where(brain, clip(T1 + added, 0, 255), 0) at the brain's voxels: the same float32 arithmetic
+            synthetic = from_unit(n_t1[brain])
+            synthetic += added
+            np.clip(synthetic, 0.0, 255.0, out=synthetic)
+        # the syntheses' enhancement estimate (the result's extras; the maps are the enhancer's), made after its peak
+        estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
+    values = {"synthetic_t1gd": synthetic, "enhancement": added, "enhancement_uncertainty": spread}
+    if anomaly is not None:
+        values["anomaly"] = anomaly
     if enhancer_maps is not None:
         values["enhancement_probability"] = enhancer_maps.brain_values["enhancing_score"]
     values["tumor_probability"] = tumor_probability

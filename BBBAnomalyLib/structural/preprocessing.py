@@ -174,7 +174,9 @@ def automatic_brain_mask(t1: np.ndarray, flair: np.ndarray, warnings: list[str])
     labels, n = ndimage.label(mask)
     if n == 0:
         raise InputError("no brain found for the automatic mask; give --mask")
-    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    # the components' voxel counts (ndimage.sum(mask, labels, 1..n) counted the same voxels through int64 labels
+    # and float64 weights of the whole grid: +150 MiB on a 240 x 240 x 155 grid, issue 17)
+    sizes = np.bincount(labels[labels > 0], minlength=n + 1)[1:]
     mask = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
     warnings.append(f"brain mask computed automatically ({how}, {int(mask.sum())} voxels)")
     return mask
@@ -198,3 +200,24 @@ class BrainMaps(Mapping):
 
     def __len__(self) -> int:
         return len(self.brain_values)
+
+
+def distance_at(mask: np.ndarray, where: np.ndarray, voxel_mm) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask, sampling=voxel_mm)[where]`` with scipy's float64 operations in the
+    same order, evaluated at ``where``'s voxels only (C order): scipy's distance step makes the index grid, the
+    difference and its float64 copy for the whole array (3 + 3 + 6 times its int32 feature transform beside it:
+    ~190 MiB on a 1 mm brain's box, issue 17); here one axis at a time, at ``where``."""
+    where = np.asarray(where, bool)
+    voxel_mm = np.asarray(voxel_mm, np.float64)
+    ft = ndimage.distance_transform_edt(mask, sampling=voxel_mm, return_distances=False, return_indices=True)
+    total = None
+    for axis in range(where.ndim):
+        index = np.arange(where.shape[axis], dtype=np.int32).reshape([-1 if a == axis else 1 for a in range(where.ndim)])
+        ft[axis] -= index  # in place: the same int32 differences
+        d = ft[axis][where].astype(np.float64)
+        d *= voxel_mm[axis]
+        np.multiply(d, d, d)
+        total = d if total is None else np.add(total, d, out=total)
+        del d
+    del ft
+    return np.sqrt(total, out=total)
