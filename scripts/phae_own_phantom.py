@@ -10,8 +10,11 @@ same phantoms as oSVD (OI 0.095). Settings: noiseless and SNR 100 / 50 / 35 / 20
 
     python scripts/phae_own_phantom.py --weights dsc-phae-wide dsc-phae-fast --out own.json    # ~10 s per weights
     python scripts/phae_own_phantom.py --table own.json                                      # tables only
-    python scripts/phae_own_phantom.py --per-voxel-delay --out own.json     # each weights also without the pooled delay
-    python scripts/phae_own_phantom.py --geometry --per-voxel-delay --out geo.json   # the delay-geometry set (round 8)
+    python scripts/phae_own_phantom.py --ablations --out own.json     # each weights also without round 8's pooling
+    python scripts/phae_own_phantom.py --geometry --ablations --out geo.json   # the delay-geometry set (round 8)
+
+--ablations adds, per weights, "W, no guided pooling" (--no-guided-pooling: the pooled delay alone) and "W, per
+voxel" (--no-guided-pooling --no-pooled-delay: the maps before round 8).
 
 --geometry (issue 14, round 8) runs a second set built after the pooled delay was designed and never used to tune
 it: the delay varies *within* the brain (one hemisphere 3 s late, as behind a carotid stenosis, spliced from two
@@ -83,16 +86,18 @@ def make_setting(setting: dict):
     return dataclasses.replace(phantom, signal=signal), right
 
 
-def measure(weights: list[str], log=print, per_voxel_delay: bool = False, geometry: bool = False) -> list[dict]:
+def measure(weights: list[str], log=print, ablations: bool = False, geometry: bool = False) -> list[dict]:
     import numpy as np
     from validate_phae import accuracy_record, run
 
     methods = [(REFERENCE, {"method": "osvd", "osvd_oi_target": 0.095})]
     for w in weights:
         methods.append((w, {"method": "phae", "device": "cpu", "phae_weights": w}))
-        if per_voxel_delay:
-            methods.append((f"{w}, per-voxel delay", {"method": "phae", "device": "cpu", "phae_weights": w,
-                                                      "phae_pooled_delay": False}))
+        if ablations:
+            methods.append((f"{w}, no guided pooling", {"method": "phae", "device": "cpu", "phae_weights": w,
+                                                        "phae_guided_pooling": False}))
+            methods.append((f"{w}, per voxel", {"method": "phae", "device": "cpu", "phae_weights": w,
+                                                "phae_guided_pooling": False, "phae_pooled_delay": False}))
     rows = []
     for setting in (geometry_settings() if geometry else settings()):
         phantom, delayed = make_setting(setting)
@@ -170,8 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="write the rows as JSON")
     ap.add_argument("--table", type=Path, help="print the tables of a JSON written by --out, measure nothing")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--per-voxel-delay", action="store_true",
-                    help="also run each weights without the pooled delay (--no-pooled-delay), labelled so")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also run each weights without guided pooling, and without it and the pooled delay")
     ap.add_argument("--geometry", action="store_true", help="the round-8 delay-geometry set instead of the 35 settings")
     args = ap.parse_args(argv)
     if args.table:
@@ -180,7 +185,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-        rows = measure(args.weights, per_voxel_delay=args.per_voxel_delay, geometry=args.geometry)
+        rows = measure(args.weights, ablations=args.ablations, geometry=args.geometry)
         if args.out:
             args.out.write_text(json.dumps(rows, indent=0), encoding="utf-8")
     print(tables(rows))

@@ -59,6 +59,7 @@ MAP_STYLES = {
     "enhancement": (INFERNO, "positive"), "enhancement_uncertainty": (VIRIDIS, "positive"),
     "enhancement_probability": (INFERNO, "fraction"),
     "phae_fit_error": (VIRIDIS, "positive"), "phae_cbf_uncertainty": (VIRIDIS, "positive"),
+    "phae_pooled_curves": (VIRIDIS, "positive"),
 }
 #: Maps a pipeline may add later are styled by what their name says they are.
 SUFFIX_STYLES = (("_uncertainty", (VIRIDIS, "positive")), ("_error", (VIRIDIS, "positive")),

@@ -61,6 +61,9 @@ class DSCParameters:
     phae_adapt_steps: int = 150
     # the bolus delay of each ~8 mm block, removed from its voxels' curves before the network (dsc/phae/pooled_delay.py)
     phae_pooled_delay: bool = True
+    # each voxel's curve averaged with its 3x3x3 neighbours, weighted by how alike their pre-contrast signal S0 is
+    # (perfusion/guided_pooling.py); signal input only (concentration input has no S0)
+    phae_guided_pooling: bool = True
     device: str = "auto"  # torch device for PHAE: auto, cpu or cuda
     extra: dict = field(default_factory=dict)
 

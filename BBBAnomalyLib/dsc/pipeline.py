@@ -50,6 +50,9 @@ MAP_INFO = {
                             "how far to trust the voxel's learned CBF/MTT (high = the curve was not reproduced)"),
     "phae_cbf_uncertainty": ("%", "PHAE only: the network's predicted SD of log CBF x 100 (about the relative SD of the "
                                   "voxel's CBF), trained on simulated truth"),
+    "phae_pooled_curves": ("curves", "PHAE with guided pooling only: the effective number of neighbouring curves averaged "
+                                     "into the voxel's (1 = its own curve alone, up to 27); where it is high, detail finer "
+                                     "than 3 voxels within tissue of equal baseline signal is smoothed away"),
 }
 
 ProgressCallback = Callable[[float, str], None]
@@ -204,6 +207,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         detection, detection_kind = _detection_curve(raw[:n_brain], None if raw2 is None else raw2[:n_brain],
                                                      kind, te, te2)
         baseline = detect_baseline(detection, params.skip_frames, detection_kind, params.baseline_frames)
+        # PHAE's guided pooling reads the pre-contrast signal S0, which the conversion overwrites
+        guide = _pooling_guide(raw[:n_brain], baseline, params)
         curves, clipped = _convert(raw, raw2, baseline, params, te, te2, in_aif)
         del raw2
     # The baseline comes from the brain-mean curve; an artery can see the bolus earlier than the
@@ -284,7 +289,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("deconvolution"):
         deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
         fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
-                                       keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes)
+                                       keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes, guide=guide)
+        guide = None  # S0 per voxel: read by the pooling only
     if not keep_curves:  # the curves are done with: the maps do not sit on top of them
         del raw, curves, brain_curves
 
@@ -309,6 +315,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             values["phae_fit_error"] = 100.0 * fit.fit_error
         if getattr(fit, "cbf_uncertainty", None) is not None:
             values["phae_cbf_uncertainty"] = 100.0 * fit.cbf_uncertainty
+        if getattr(fit, "pooled_curves", None) is not None:
+            values["phae_pooled_curves"] = fit.pooled_curves
         if k2 is not None:
             values["k2"] = k2
         if "nawm-mask" in masks:
@@ -368,7 +376,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
 # ---------------------------------------------------------------------------------------------
 def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                        brain=None, voxel_sizes=None):  # brain, voxel_sizes: PHAE only
+                        brain=None, voxel_sizes=None, guide=None):  # brain, voxel_sizes, guide: PHAE only
     model = DeconvolutionModel(
         aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
         csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
@@ -405,7 +413,7 @@ def _check_phae_adapt(params) -> None:
 
 
 def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                     brain=None, voxel_sizes=None):
+                     brain=None, voxel_sizes=None, guide=None):
     """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first; with
     params.phae_pooled_delay, each voxel's curve is moved earlier by its neighbourhood's bolus delay first."""
     try:
@@ -429,11 +437,42 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     if params.phae_pooled_delay and brain is not None:
         report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
         delays, phae_report["pooled_delay"] = model.pooled_delays(brain_curves, brain, voxel_sizes)
+    pooling = None
+    if params.phae_guided_pooling and brain is not None:
+        pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params)
     # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
-    fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays,
+    fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays, pooling=pooling,
                     progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
+    if fit.pooled_curves is not None:
+        phae_report["guided_pooling"]["effective_curves"] = summarise(fit.pooled_curves)
     phae_report["fit_loss"] = summarise(fit.loss)
     return fit, {"phae": phae_report}
+
+
+def _pooling_guide(brain_signal: np.ndarray, baseline, params: DSCParameters):
+    """(S0 per brain voxel, its noise SD) for PHAE's guided pooling, or None where it does not apply."""
+    if params.method is not DeconvolutionMethod.PHAE or not params.phae_guided_pooling:
+        return None
+    if params.input_kind is not InputKind.SIGNAL or baseline.stop - baseline.first < 2:
+        return None
+    from ..perfusion.guided_pooling import baseline_guide
+
+    return baseline_guide(brain_signal, slice(baseline.first, baseline.stop))
+
+
+def _guided_pooling(brain, guide, voxel_sizes, params):
+    """The GuidedPooling of this case and its report entry (pooling None, with the reason, where it cannot run)."""
+    from ..perfusion.guided_pooling import RANGE_K, GuidedPooling
+
+    if guide is None:
+        why = ("concentration input has no pre-contrast signal to guide it"
+               if params.input_kind is not InputKind.SIGNAL else "the baseline has fewer than 2 frames")
+        return None, {"applied": False, "why": why}
+    s0, sd = guide
+    if not sd > 0:
+        return None, {"applied": False, "why": "the baseline has no noise: nothing to pool"}
+    pooling = GuidedPooling(brain, s0, sd, voxel_sizes)
+    return pooling, {"applied": True, "range_k": RANGE_K, "s0_noise_sd": sd, "reach_voxels": list(pooling.reach)}
 
 
 def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameters):

@@ -45,6 +45,7 @@ class PHAEFit:
     adaptation: dict | None = None
     fit_error: np.ndarray | None = None
     cbf_uncertainty: np.ndarray | None = None  # predicted SD of log CBF (≈ relative SD), weights with that output
+    pooled_curves: np.ndarray | None = None  # with guided pooling: the effective number of curves averaged per voxel
 
     def __post_init__(self):
         if self.regularisation is None:
@@ -114,12 +115,14 @@ class PHAEModel:
 
     # ------------------------------------------------------------------------------------
     def fit(self, curves: np.ndarray, keep_curves: bool = True, progress=None, delay_shift=None,
-            context_from: np.ndarray | None = None) -> PHAEFit:
+            context_from: np.ndarray | None = None, pooling=None) -> PHAEFit:
         """Encode and decode (n_voxels, N) curves in chunks; returns a PHAEFit.
 
         delay_shift: optional (n_voxels,) delays [s] known from elsewhere (:meth:`pooled_delays`): each curve is
         moved earlier by its delay before the network sees it, and the delay is added back to Tmax. CBV, the
-        fit error and the model curves refer to the curves as given. context_from: the case's curves for a context
+        fit error and the model curves refer to the curves as given (pooled, with ``pooling``). pooling: a
+        :class:`~BBBAnomalyLib.perfusion.guided_pooling.GuidedPooling` over these curves' voxels: each voxel's curve
+        is replaced by its S0-guided neighbourhood mean before anything else. context_from: the case's curves for a context
         network's case context when ``curves`` are not all of them (the pooled delay's block means)."""
         import torch
 
@@ -133,7 +136,9 @@ class PHAEModel:
             delay_shift = np.asarray(delay_shift, np.float32)
             if delay_shift.shape != (n,):
                 raise ValueError(f"delay_shift must be ({n},); got {delay_shift.shape}")
-        out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss", "fit_error", "cbv", "log_cbf_sd")}
+        out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss", "fit_error", "cbv", "log_cbf_sd",
+                                                    "pooled")}
+        out["pooled"][:] = 1.0
         out["log_cbf_sd"][:] = np.nan
         fitted = np.empty(curves.shape, np.float32) if keep_curves else None
         with torch.inference_mode():
@@ -146,7 +151,11 @@ class PHAEModel:
             aif_area = area(self._aif_t).clamp_min(1e-12)
             for start in range(0, n, self.chunk_voxels):
                 sl = slice(start, min(start + self.chunk_voxels, n))
-                x = torch.as_tensor(curves[sl], device=self.device)
+                if pooling is not None:
+                    pooled, out["pooled"][sl] = pooling.pool(curves, sl)
+                    x = torch.as_tensor(pooled, device=self.device)
+                else:
+                    x = torch.as_tensor(curves[sl], device=self.device)
                 given = x
                 if delay_shift is not None:
                     # whole frames: interpolating between frames would average their noise, and the network
@@ -190,7 +199,8 @@ class PHAEModel:
                 mtt = np.where(cbf > 0, out["cbv"] / cbf, 0.0).astype(np.float32)
         return PHAEFit(cbf=cbf, tmax=out["delay"] * self.dt, mtt=mtt, loss=out["loss"], fitted=fitted,
                        fit_error=out["fit_error"],
-                       cbf_uncertainty=None if np.isnan(out["log_cbf_sd"]).all() else out["log_cbf_sd"])
+                       cbf_uncertainty=None if np.isnan(out["log_cbf_sd"]).all() else out["log_cbf_sd"],
+                       pooled_curves=out["pooled"] if pooling is not None else None)
 
     # ------------------------------------------------------------------------------------
     def pooled_delays(self, curves: np.ndarray, brain: np.ndarray, voxel_sizes, max_passes: int = 3) -> tuple[np.ndarray, dict]:

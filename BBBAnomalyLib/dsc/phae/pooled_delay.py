@@ -34,7 +34,7 @@ def block_grid(brain: np.ndarray, voxel_sizes, block_mm: float = BLOCK_MM):
     block = np.clip(np.rint(block_mm / np.maximum(sizes, 1e-6)), 1, 8).astype(int)
     grid_shape = tuple(int(-(-s // b)) for s, b in zip(brain.shape, block))
     coords = np.nonzero(brain)
-    labels = np.ravel_multi_index(tuple(c // b for c, b in zip(coords, block)), grid_shape)
+    labels = np.ravel_multi_index(tuple(c // b for c, b in zip(coords, block)), grid_shape).astype(np.int32)
     return labels, block, grid_shape
 
 

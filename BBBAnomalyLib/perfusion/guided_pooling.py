@@ -1,0 +1,123 @@
+"""Edge-preserving pooling of perfusion curves over neighbouring voxels, guided by the pre-contrast image.
+
+Why: at low contrast-to-noise a single voxel's curve cannot tell its flow apart from noise, and every per-voxel
+estimator is then biased (PHAE towards its training prior, oSVD through its truncation). Averaging a voxel with
+its neighbours would help, but blind averaging mixes grey matter, white matter and CSF (tried and rejected in
+issue 14, round 7). The pre-contrast (baseline) signal S0 separates those tissues far better than any single
+voxel's bolus curve does: it is averaged over all baseline frames and its T2*/proton-density contrast is large
+(on the project's phantom at SNR 20, GM vs WM AUC 0.99 from S0, 0.58 from CBV). So each voxel takes a weighted
+mean of the curves in its 3x3x3 neighbourhood (in-plane only where slices are thicker than 3 mm), a neighbour's
+weight falling with its S0 difference measured in units of that difference's noise: a joint bilateral filter
+whose range kernel is set by the data's own noise, so it pools strongly where the case is noisy and hardly at
+all where S0 differences exceed noise (high SNR, tissue boundaries, vessels).
+
+The weight of neighbour j for voxel i is exp(-d^2 / 2) with d = (S0_i - S0_j) / (K * sqrt(2) * sd(S0)), where
+sd(S0) = sigma / sqrt(baseline frames) is the noise of one voxel's baseline mean and K = RANGE_K noise units.
+What it costs: detail at the scale of the neighbourhood whose S0 does not differ (a one-voxel hot spot inside
+tissue of the same baseline signal is averaged with its neighbours).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+#: the range kernel's width in units of the noise of an S0 difference (chosen on the project's phantom at
+#: SNR 20-50 between 1 and 2, issue 14 round 8; docs/validation.md)
+RANGE_K = 2.0
+#: slices (or any axis) thicker than this pool in-plane only
+MAX_NEIGHBOUR_MM = 3.0
+#: neighbours below this weight are not read
+MIN_WEIGHT = 1e-3
+
+
+class GuidedPooling:
+    """The neighbourhood weights of every brain voxel (np.flatnonzero(brain) order), applied to rows of curves.
+
+    >>> pooling = GuidedPooling(brain, s0, s0_sd, voxel_sizes)
+    >>> pooled = pooling.pool(curves, slice(0, 8192))     # the first 8192 voxels' pooled curves
+    """
+
+    def __init__(self, brain: np.ndarray, guide: np.ndarray, guide_sd: float, voxel_sizes, k: float = RANGE_K):
+        brain = np.asarray(brain, bool)
+        guide = np.asarray(guide, np.float32)  # S0 differences of ~1e-4 relative are far below any noise
+        if guide.shape != (int(brain.sum()),):
+            raise ValueError(f"guide must hold one value per brain voxel ({int(brain.sum())}); got {guide.shape}")
+        if not (np.isfinite(guide_sd) and guide_sd > 0):
+            raise ValueError(f"the guide's noise SD must be finite and > 0; got {guide_sd}")
+        self.n = int(brain.sum())
+        # neighbour lookup without bounds checks: the voxels' indices in a volume padded by one voxel of -1
+        padded = np.full(tuple(d + 2 for d in brain.shape), -1, np.int32)
+        padded[tuple(slice(1, -1) for _ in brain.shape)][brain] = np.arange(self.n, dtype=np.int32)
+        self.lookup = padded.ravel()
+        self.flat = np.ravel_multi_index(tuple(c + 1 for c in np.nonzero(brain)), padded.shape).astype(
+            np.int32 if padded.size < 2**31 - 1 else np.int64)
+        self.guide = guide
+        self.scale = float(k * np.sqrt(2.0) * guide_sd)
+        sizes = np.asarray(voxel_sizes, float)[: brain.ndim]
+        reach = [1 if s <= MAX_NEIGHBOUR_MM else 0 for s in sizes]
+        self.offsets = [o for o in itertools.product(*[range(-r, r + 1) for r in reach]) if any(o)]
+        strides = np.array([int(np.prod(padded.shape[a + 1:])) for a in range(brain.ndim)])
+        self.deltas = [int(np.dot(o, strides)) for o in self.offsets]
+        self.reach = tuple(reach)
+
+    def neighbours(self, rows: slice):
+        """For the voxels in `rows`: (indices, weights), each (len(offsets), m); a missing neighbour, or one below
+        MIN_WEIGHT, has weight 0 (and its own voxel's index)."""
+        rows = slice(*rows.indices(self.n))
+        flat, own = self.flat[rows], self.guide[rows]
+        m = flat.size
+        idx = np.empty((len(self.deltas), m), np.int32)
+        w = np.empty((len(self.deltas), m), np.float32)
+        self_index = np.arange(rows.start, rows.stop, dtype=np.int32)
+        for k, delta in enumerate(self.deltas):
+            j = self.lookup[flat + delta]
+            found = j >= 0
+            j = np.where(found, j, self_index)
+            d = (own - self.guide[j]).astype(np.float64) / self.scale
+            weight = np.where(found, np.exp(-0.5 * d * d), 0.0)
+            weight[weight < MIN_WEIGHT] = 0.0
+            idx[k], w[k] = j, weight
+        return idx, w
+
+    def pool(self, curves: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted mean of each voxel's curve (weight 1) and its neighbours': (n_rows, T) float32 (one sparse
+        product), and per voxel the effective number of curves pooled, (sum w)^2 / sum w^2 (1 = none)."""
+        from scipy import sparse
+
+        rows = slice(*rows.indices(self.n))
+        idx, w = self.neighbours(rows)
+        m, width = idx.shape[1], idx.shape[0] + 1
+        total = 1.0 + w.sum(axis=0, dtype=np.float64)
+        cols = np.empty((m, width), np.int32)
+        cols[:, 0] = np.arange(rows.start, rows.stop)
+        cols[:, 1:] = idx.T
+        vals = np.empty((m, width), np.float32)
+        vals[:, 0] = 1.0
+        vals[:, 1:] = w.T
+        vals /= total[:, None].astype(np.float32)
+        keep = vals > 0  # row-major: each row's kept neighbours stay in order (the voxel itself always first)
+        indptr = np.zeros(m + 1, np.int64)
+        np.cumsum(keep.sum(axis=1), out=indptr[1:])
+        weights = sparse.csr_matrix((vals[keep], cols[keep], indptr), shape=(m, curves.shape[0]))
+        out = np.asarray(weights @ curves, dtype=np.float32)
+        effective = total ** 2 / (1.0 + (w.astype(np.float64) ** 2).sum(axis=0))
+        return out, effective.astype(np.float32)
+
+
+def baseline_guide(signal_rows: np.ndarray, baseline: slice, block: int = 16384) -> tuple[np.ndarray, float]:
+    """S0 per voxel (the mean of its baseline frames) and the noise SD of that mean: the median over voxels of
+    the baseline frames' standard deviation, divided by sqrt(number of baseline frames). In blocks of rows: the
+    caller's series and curves are alive at this point, so no temporary as large as the baseline frames."""
+    n_rows = signal_rows.shape[0]
+    frames = range(*baseline.indices(signal_rows.shape[1]))
+    if len(frames) < 2:
+        raise ValueError("the pre-contrast baseline has fewer than 2 frames: no noise estimate for pooling")
+    s0 = np.empty(n_rows, np.float32)
+    sd = np.empty(n_rows, np.float32)
+    for start in range(0, n_rows, block):
+        base = np.asarray(signal_rows[start:start + block, baseline], np.float64)
+        s0[start:start + block] = base.mean(axis=1)
+        sd[start:start + block] = base.std(axis=1, ddof=1)
+    return s0, float(np.median(sd)) / np.sqrt(len(frames))
