@@ -519,3 +519,34 @@ def test_predict_maps_by_slabs_equals_the_whole_box(case):
     slabs = enh.predict_maps(model, t1, flair, brain, voxel, block_planes=9)
     for name in whole:
         np.testing.assert_array_equal(slabs.brain_values[name], whole.brain_values[name])
+
+
+def test_roi_from_brain_values_equals_the_full_map():
+    """choose_roi on the tumor probability's brain values, with the FLAIR abnormality measured beforehand (the
+    pipeline's way since issue 17), decides what it decides on the full map with the FLAIR: every branch."""
+    from BBBAnomalyLib.structural.tumor_roi import choose_roi, flair_abnormality_ml
+
+    g = np.indices((60, 60, 40))
+    brain = ((g[0] - 30) ** 2 + (g[1] - 30) ** 2 + ((g[2] - 20) * 1.3) ** 2) < 26 ** 2
+    lesion = ((g[0] - 22) ** 2 + (g[1] - 30) ** 2 + (g[2] - 20) ** 2) < 7 ** 2
+    rng = np.random.default_rng(0)
+    flair = np.where(brain, 100 + 5 * rng.standard_normal(brain.shape), 0.0).astype(np.float32)
+    flair[lesion] += 60
+    smooth = np.clip(ndimage.gaussian_filter(lesion.astype(np.float32), 2.0), 0, 1) * brain
+    tiny = np.zeros_like(lesion)
+    tiny[22, 30, 19:21] = True
+    huge = brain & (g[0] > 25)
+    ml = 0.008
+    flair_ml = flair_abnormality_ml(flair, brain, ml)
+    cases = [(None, smooth * 0.95), (None, tiny * 0.95), (None, huge * 0.95), (None, smooth * 0.6),
+             (None, smooth * 0.2), (None, np.zeros(brain.shape)), (tiny, smooth * 0.0)]
+    seen = []
+    for user, probability in cases:
+        probability = probability.astype(np.float32)
+        full = choose_roi(user, probability, flair, brain, ml)
+        values = choose_roi(user, probability[brain], None, brain, ml, flair_ml=flair_ml if user is None else None)
+        np.testing.assert_array_equal(values.mask, full.mask)
+        assert values.to_json() == full.to_json() and values.implausible == full.implausible
+        seen.append(full.implausible)
+    assert seen[0] == "" and "tiny" in seen[1] and "far from" in seen[2] and "uncertain" in seen[3]
+    assert "found no tumor" in seen[4] and "found no tumor" in seen[5] and seen[6] == ""

@@ -67,5 +67,10 @@ def from_unit(data_unit) -> np.ndarray:
 
 
 def normalise(data: np.ndarray, brain: np.ndarray, contrast: str) -> np.ndarray:
-    """Steps 1-6: the network's input on [-1, 1]; -1 outside the brain."""
-    return to_unit(normalise_0_255(data, brain, contrast))
+    """Steps 1-6: the network's input on [-1, 1]; -1 outside the brain (to_unit's float32 steps, in place on the
+    0-255 array this function made: one volume, issue 17)."""
+    out = normalise_0_255(data, brain, contrast)
+    out /= 255.0
+    out *= 2.0
+    out -= 1.0
+    return out

@@ -143,7 +143,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     from .identification import contrastive_maximum, slice_scores
     from .models import load
     from .real_evidence import RealEvidence
-    from .tumor_roi import choose_roi
+    from .tumor_roi import choose_roi, flair_abnormality_ml
 
     report_progress = progress or (lambda fraction, message: None)
     timer, warnings = Timer(), []
@@ -180,9 +180,15 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
                             "trained at; results may degrade")
     with timer("preprocessing"):
         report_progress(0.05, "normalising and resampling the slices")
-        n_t1, n_flair = normalise(t1_data, brain, "t1"), normalise(flair_data, brain, "flair")
         t1_shape = list(t1_data.shape)
+        n_t1 = normalise(t1_data, brain, "t1")
         del t1_data, t1_grid  # a float32 copy unless the T1 was float32 already: n_t1 is what is used from here
+        n_flair = normalise(flair_data, brain, "flair")
+        voxel_ml = float(np.prod(t1.voxel_sizes[:3]) / 1000.0)
+        # the FLAIR abnormality (the segmented tumor's plausibility) is all the ROI needs of the FLAIR's float32
+        # copy: measured here, so that the copy goes now instead of after the synthesis (issue 17)
+        flair_ml = flair_abnormality_ml(flair_data, brain, voxel_ml) if user_tumor is None else None
+        del flair_data
         grid = SliceGrid.around(brain, t1.affine, size)
         net_t1, net_flair = grid.to_network(n_t1, -1.0), grid.to_network(n_flair, -1.0)
     with timer("synthesis"), torch.inference_mode():
@@ -201,10 +207,9 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         report_progress(0.72, "deciding the BBB status")
         # the maps are kept as their brain voxels' values (MapVolumes, issue 17): every map is 0 off the brain
         tumor_probability = np.clip(grid.to_native_values(seg, brain), 0, 1).astype(np.float32)
-        voxel_ml = float(np.prod(t1.voxel_sizes[:3]) / 1000.0)
-        roi_info = choose_roi(user_tumor, BrainMaps(brain, {"p": tumor_probability})["p"], flair_data, brain,
-                              voxel_ml, params.segmentation_threshold, params.min_tumor_ml)
-        del flair_data  # the FLAIR's float32 copy served the ROI; the network and 0-1 copies remain
+        del seg
+        roi_info = choose_roi(user_tumor, tumor_probability, None, brain, voxel_ml, params.segmentation_threshold,
+                              params.min_tumor_ml, flair_ml=flair_ml)
         roi = roi_info.mask
         net_roi = grid.to_network(roi.astype(np.float32))
         rows = np.flatnonzero(net_roi.reshape(len(net_roi), -1).max(axis=1) >= 0.25)

@@ -104,20 +104,36 @@ class TumorROI:
                 "roi_weight": self.weight}
 
 
-def choose_roi(user_tumor, probability: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_ml: float,
-               threshold: float = 0.5, min_tumor_ml: float = MIN_TUMOR_ML) -> TumorROI:
-    """The user's mask, or the segmentation head's tumor with its plausibility."""
+def choose_roi(user_tumor, probability: np.ndarray, flair: np.ndarray | None, brain: np.ndarray, voxel_ml: float,
+               threshold: float = 0.5, min_tumor_ml: float = MIN_TUMOR_ML, *, flair_ml: float | None = None) -> TumorROI:
+    """The user's mask, or the segmentation head's tumor with its plausibility.
+
+    ``probability``: the head's probability on the grid (0 off the brain), or its brain voxels' values (C order
+    of ``brain``; issue 17: no full volume). ``flair_ml``: :func:`flair_abnormality_ml` computed beforehand (then
+    ``flair`` is not read and may be None)."""
     if user_tumor is not None:
         return TumorROI(user_tumor, "user", float(user_tumor.sum() * voxel_ml), None, None)
-    flair_ml = flair_abnormality_ml(flair, brain, voxel_ml)
-    tumor = (probability >= threshold) & brain
+    if flair_ml is None:
+        flair_ml = flair_abnormality_ml(flair, brain, voxel_ml)
+    brain = np.asarray(brain, bool)
+    probability = np.asarray(probability)
+    if probability.shape != brain.shape:  # brain values: the same voxels, in the same order, as the full map's
+        inside = probability >= threshold
+        tumor = np.zeros(brain.shape, bool)
+        tumor[brain] = inside
+    else:
+        inside = None
+        tumor = (probability >= threshold) & brain
     if not tumor.any():
-        peak = float(probability.max())
-        fallback = (probability >= 0.5 * peak) & brain if peak > 0 else brain.copy()
+        peak = float(probability.max())  # the brain's values are >= 0: the same maximum as the full map's zeros
+        fallback = brain.copy()
+        if peak > 0:  # (probability >= peak / 2) & brain
+            hit = probability >= 0.5 * peak
+            fallback[brain] = hit if inside is not None else hit[brain]
         return TumorROI(fallback, "segmentation head", 0.0, peak, flair_ml,
                         f"the segmentation head found no tumor (highest probability {peak:.2f}); give a tumor ROI")
     volume = float(tumor.sum() * voxel_ml)
-    confidence = float(probability[tumor].mean())
+    confidence = float((probability[inside] if inside is not None else probability[tumor]).mean())
     roi = TumorROI(tumor, "segmentation head", volume, confidence, flair_ml)
     if volume < min_tumor_ml:
         roi.implausible = f"the segmented tumor is tiny ({volume:.1f} ml < {min_tumor_ml:g} ml); give a tumor ROI"
