@@ -53,6 +53,7 @@ from scipy import ndimage
 from torch import nn
 
 from .preprocessing import BrainMaps  # noqa: F401  (re-exported: it lived here)
+from ..core.memory import release_freed_memory
 from .preprocessing import distance_at
 
 #: Gaussian scales (mm) of the neighbourhood features.
@@ -154,6 +155,8 @@ def voxel_feature_blocks(t1_0255: np.ndarray, flair_0255: np.ndarray, brain: np.
         _fill_features(block, t1_0255, flair_0255, brain[slab], slab, (lo - a, hi - a), voxel_mm,
                        depth[row:row + rows])
         row += rows
+        if planes < n0:
+            release_freed_memory()  # the slab's filter temporaries: not kept resident for the next slab
         yield block
         del block
 
@@ -296,6 +299,7 @@ class EnhancerEnsemble(nn.Module):
                 done, pos = done + chunk, pos + chunk
             if pos < len(block):
                 pending, waiting = [np.array(block[pos:], np.float32)], len(block) - pos
+            del block  # not alive while the next block is made
         if waiting:
             self._predict_chunk(np.concatenate(pending), out, done)
             done += waiting
@@ -418,6 +422,7 @@ def predict_maps(model: EnhancerEnsemble, t1_0255: np.ndarray, flair_0255: np.nd
             depth[row:row + len(block)] = block[:, column]
             row += len(block)
             yield block
+            del block
 
     pred = model.predict_blocks(blocks(), n)
     e, v = pred["expected"], pred["epistemic"]

@@ -164,6 +164,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         applicability = check_structural_input(t1_data, flair_data, t1.affine, brain, slice_axis(t1.affine),
                                                mask_given=brain_mask is not None)
         warnings.extend(applicability.warnings)
+    release_freed_memory()  # between steps (issue 17): the checks' freed temporaries are not kept resident
     device = resolve_device(params.device)
     with timer("load_models"):
         report_progress(0.03, "loading the models")
@@ -189,6 +190,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         # copy: measured here, so that the copy goes now instead of after the synthesis (issue 17)
         flair_ml = flair_abnormality_ml(flair_data, brain, voxel_ml) if user_tumor is None else None
         del flair_data
+        release_freed_memory()
         grid = SliceGrid.around(brain, t1.affine, size)
         net_t1, net_flair = grid.to_network(n_t1, -1.0), grid.to_network(n_flair, -1.0)
     with timer("synthesis"), torch.inference_mode():
@@ -234,6 +236,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         if status.call == "indeterminate":
             warnings.append(f"BBB status INDETERMINATE (p(disrupted) = {status.probability:.2f}): "
                             + "; ".join(status.reasons))
+    release_freed_memory()
     with timer("back_to_native"):
         report_progress(0.78, "writing the syntheses back on the T1 grid")
         natives = {label: synthesis_brain_values(grid, synth[i], net_t1, n_t1, brain, params.detail_from_t1)
@@ -243,6 +246,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             estimate = estimate_enhancement(samples, net_t1, status.probability, params.effective_shrinkage)
             synthetic, added, spread = (v[brain] for v in native_synthesis(grid, estimate, from_unit(n_t1), brain))
     anomaly, anomaly_report = None, None
+    release_freed_memory()
     if cae is not None:  # before the enhancer (issue 17): the full normalised FLAIR can go before the run's largest step
         with timer("anomaly"), torch.inference_mode():
             report_progress(0.8, "3D autoencoder anomaly map")
