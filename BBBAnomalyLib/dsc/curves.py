@@ -24,6 +24,9 @@ def dsc_curve_set(result) -> CurveSet:
     measured = result.delta_r2s.data[brain]
     method = result.report["parameters"]["method"]
     label = FIT_LABELS.get(method, f"{method} fit")
+    if result.report.get("phae", {}).get("guided_pooling", {}).get("applied"):
+        # the network fitted the voxel's S0-guided neighbourhood mean, not the noisier curve plotted beside it
+        label += " (of the neighbourhood mean)"
     fitted = {}
     if "fitted_curves" in result.extras:  # computed in the run's own pass (keep_curves=True), every method
         fitted[label] = np.asarray(result.extras["fitted_curves"], np.float32)
