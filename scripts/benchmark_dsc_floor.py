@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("osvd", "csvd", "tikhonov", "ssvd")
-#: phae-per-voxel = --method phae --no-pooled-delay (issue 14, round 8: what the pooled delay costs)
+#: phae-per-voxel = --method phae --no-pooled-delay --no-guided-pooling (issue 14, round 8: what the two cost)
 LEARNED = ("phae", "phae-per-voxel")  # on request (--methods ... phae): torch and the network are imported before the RSS base
 TE = 0.03
 
@@ -128,7 +128,7 @@ def floor(folder: Path, out: Path, baseline: tuple[int, int], chunk: int = 16384
 def end_to_end(folder: Path, out: Path, method: str) -> None:
     from BBBAnomalyLib.cli import main as cli_main
 
-    extra = ["--no-pooled-delay"] if method == "phae-per-voxel" else []
+    extra = ["--no-pooled-delay", "--no-guided-pooling"] if method == "phae-per-voxel" else []
     rc = cli_main(["dsc", str(folder / "signal.nii.gz"), "--aif-mask", str(folder / "mask_aif.nii.gz"),
                    "--mask", str(folder / "mask_brain.nii.gz"), "--method", method.split("-")[0], "--quiet",
                    "--out", str(out)] + extra)
