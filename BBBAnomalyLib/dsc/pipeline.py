@@ -429,7 +429,12 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
         phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)
     from .phae.domain import case_statistics, out_of_domain
 
-    stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]))
+    pooling = None
+    if params.phae_guided_pooling and brain is not None:
+        pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params)
+    # the training ranges describe the curves the network reads: with guided pooling, the pooled ones
+    stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]),
+                            read_rows=None if pooling is None else (lambda rows: pooling.pool(brain_curves, rows)[0]))
     phae_report["case_statistics"] = stats
     warnings.extend(out_of_domain(stats, model.card.get("training_domain"),
                                   f"the PHAE weights {model.card.get('name')}"))
@@ -437,9 +442,6 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     if params.phae_pooled_delay and brain is not None:
         report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
         delays, phae_report["pooled_delay"] = model.pooled_delays(brain_curves, brain, voxel_sizes)
-    pooling = None
-    if params.phae_guided_pooling and brain is not None:
-        pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params)
     # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
     fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays, pooling=pooling,
                     progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))

@@ -62,15 +62,20 @@ class GuidedPooling:
         self.deltas = [int(np.dot(o, strides)) for o in self.offsets]
         self.reach = tuple(reach)
 
-    def neighbours(self, rows: slice):
-        """For the voxels in `rows`: (indices, weights), each (len(offsets), m); a missing neighbour, or one below
-        MIN_WEIGHT, has weight 0 (and its own voxel's index)."""
-        rows = slice(*rows.indices(self.n))
-        flat, own = self.flat[rows], self.guide[rows]
+    def _rows(self, rows) -> np.ndarray:
+        """Row indices of a slice or an index array."""
+        if isinstance(rows, slice):
+            return np.arange(*rows.indices(self.n), dtype=np.int32)
+        return np.asarray(rows, np.int32)
+
+    def neighbours(self, rows):
+        """For the voxels in `rows` (a slice or row indices): (indices, weights), each (len(offsets), m); a missing
+        neighbour, or one below MIN_WEIGHT, has weight 0 (and its own voxel's index)."""
+        self_index = self._rows(rows)
+        flat, own = self.flat[self_index], self.guide[self_index]
         m = flat.size
         idx = np.empty((len(self.deltas), m), np.int32)
         w = np.empty((len(self.deltas), m), np.float32)
-        self_index = np.arange(rows.start, rows.stop, dtype=np.int32)
         for k, delta in enumerate(self.deltas):
             j = self.lookup[flat + delta]
             found = j >= 0
@@ -81,17 +86,18 @@ class GuidedPooling:
             idx[k], w[k] = j, weight
         return idx, w
 
-    def pool(self, curves: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted mean of each voxel's curve (weight 1) and its neighbours': (n_rows, T) float32 (one sparse
-        product), and per voxel the effective number of curves pooled, (sum w)^2 / sum w^2 (1 = none)."""
+    def pool(self, curves: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted mean of each voxel's curve (weight 1) and its neighbours' for the voxels in `rows` (a slice or
+        row indices): (n_rows, T) float32 (one sparse product), and per voxel the effective number of curves
+        pooled, (sum w)^2 / sum w^2 (1 = none)."""
         from scipy import sparse
 
-        rows = slice(*rows.indices(self.n))
-        idx, w = self.neighbours(rows)
+        own = self._rows(rows)
+        idx, w = self.neighbours(own)
         m, width = idx.shape[1], idx.shape[0] + 1
         total = 1.0 + w.sum(axis=0, dtype=np.float64)
         cols = np.empty((m, width), np.int32)
-        cols[:, 0] = np.arange(rows.start, rows.stop)
+        cols[:, 0] = own
         cols[:, 1:] = idx.T
         vals = np.empty((m, width), np.float32)
         vals[:, 0] = 1.0

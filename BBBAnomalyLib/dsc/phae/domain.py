@@ -22,8 +22,11 @@ DESCRIPTIONS = {
 }
 
 
-def case_statistics(curves: np.ndarray, aif: np.ndarray, dt: float, max_curves: int = 20000) -> dict:
-    """Frame interval, duration, AIF rise time and FWHM [s] and the median tissue CNR of a case."""
+def case_statistics(curves: np.ndarray, aif: np.ndarray, dt: float, max_curves: int = 20000, read_rows=None) -> dict:
+    """Frame interval, duration, AIF rise time and FWHM [s] and the median tissue CNR of a case.
+
+    read_rows: rows -> (len(rows), T) curves, to measure the curves the network reads when they are not the stored
+    ones (guided pooling: ``lambda rows: pooling.pool(curves, rows)[0]``); default ``curves[rows]``."""
     aif = np.asarray(aif, float)
     n = aif.size
     peak_i = int(np.argmax(aif))
@@ -44,7 +47,8 @@ def case_statistics(curves: np.ndarray, aif: np.ndarray, dt: float, max_curves: 
     # in float64 blocks of rows (each row's numbers are its own): a float64 copy of all the curves would cost
     # up to 2x the series (memory goal of issue 17)
     for start in range(0, rows.size, _BLOCK):
-        block = np.asarray(curves[rows[start:start + _BLOCK]], float)
+        picked = rows[start:start + _BLOCK]
+        block = np.asarray(curves[picked] if read_rows is None else read_rows(picked), float)
         # noise from first differences (robust: the median ignores the bolus's steep frames)
         noise = np.median(np.abs(np.diff(block, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
         smooth = (block[:, :-2] + block[:, 1:-1] + block[:, 2:]) / 3.0 if n > 3 else block
@@ -69,8 +73,9 @@ def out_of_domain(stats: dict, domain: dict | None, what: str = "the PHAE weight
             continue
         label, unit = DESCRIPTIONS.get(key, (key, ""))
         # below the trained noise range the error has a known direction (issue 14, round 6): say it
-        direction = (" (at such contrast-to-noise learned CBF is biased low: the default weights -16 to -46 % in grey "
-                     "matter on the project's reference phantom at SNR 35-20, docs/validation.md)"
+        direction = (" (at such contrast-to-noise of the curves the network reads, learned CBF is biased low: the "
+                     "default weights per voxel -16 to -46 % in grey matter on the project's reference phantom at SNR "
+                     "35-20, docs/validation.md)"
                      if key == "curve_cnr" and value < lo else "")
         warnings.append(f"{label} {value:.3g}{(' ' + unit) if unit else ''} is outside the range {what} were "
                         f"trained on ({lo:.3g}-{hi:.3g}{(' ' + unit) if unit else ''}){direction}: treat the learned "
