@@ -59,7 +59,7 @@ class GuidedPooling:
         reach = [1 if s <= MAX_NEIGHBOUR_MM else 0 for s in sizes]
         self.offsets = [o for o in itertools.product(*[range(-r, r + 1) for r in reach]) if any(o)]
         strides = np.array([int(np.prod(padded.shape[a + 1:])) for a in range(brain.ndim)])
-        self.deltas = [int(np.dot(o, strides)) for o in self.offsets]
+        self.deltas = np.array([int(np.dot(o, strides)) for o in self.offsets], dtype=self.flat.dtype)
         self.reach = tuple(reach)
 
     def _rows(self, rows) -> np.ndarray:
@@ -69,21 +69,22 @@ class GuidedPooling:
         return np.asarray(rows, np.int32)
 
     def neighbours(self, rows):
-        """For the voxels in `rows` (a slice or row indices): (indices, weights), each (len(offsets), m); a missing
-        neighbour, or one below MIN_WEIGHT, has weight 0 (and its own voxel's index)."""
-        self_index = self._rows(rows)
-        flat, own = self.flat[self_index], self.guide[self_index]
-        m = flat.size
-        idx = np.empty((len(self.deltas), m), np.int32)
-        w = np.empty((len(self.deltas), m), np.float32)
-        for k, delta in enumerate(self.deltas):
-            j = self.lookup[flat + delta]
-            found = j >= 0
-            j = np.where(found, j, self_index)
-            d = (own - self.guide[j]).astype(np.float64) / self.scale
-            weight = np.where(found, np.exp(-0.5 * d * d), 0.0)
-            weight[weight < MIN_WEIGHT] = 0.0
-            idx[k], w[k] = j, weight
+        """For the voxels in `rows` (a slice or row indices): (indices, weights), each (m, 1 + len(offsets)), the
+        voxel itself first with weight 1; a missing neighbour, or one below MIN_WEIGHT, has weight 0 (and the
+        voxel's own index)."""
+        own = self._rows(rows)
+        m = own.size
+        idx = np.empty((m, 1 + len(self.deltas)), np.int32)
+        idx[:, 0] = own
+        # every neighbour of every voxel in one gather (no bounds checks: the padding holds -1)
+        np.take(self.lookup, self.flat[own][:, None] + self.deltas[None, :], out=idx[:, 1:])
+        missing = idx < 0
+        np.copyto(idx, own[:, None], where=missing)
+        d = self.guide[idx]
+        d -= d[:, :1]
+        d *= np.float32(1.0 / self.scale)  # float32: S0 differences in units of the range width
+        w = np.exp(-0.5 * d * d)
+        w[missing | (w < MIN_WEIGHT)] = 0.0
         return idx, w
 
     def pool(self, curves: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -92,23 +93,15 @@ class GuidedPooling:
         pooled, (sum w)^2 / sum w^2 (1 = none)."""
         from scipy import sparse
 
-        own = self._rows(rows)
-        idx, w = self.neighbours(own)
-        m, width = idx.shape[1], idx.shape[0] + 1
-        total = 1.0 + w.sum(axis=0, dtype=np.float64)
-        cols = np.empty((m, width), np.int32)
-        cols[:, 0] = own
-        cols[:, 1:] = idx.T
-        vals = np.empty((m, width), np.float32)
-        vals[:, 0] = 1.0
-        vals[:, 1:] = w.T
-        vals /= total[:, None].astype(np.float32)
-        keep = vals > 0  # row-major: each row's kept neighbours stay in order (the voxel itself always first)
-        indptr = np.zeros(m + 1, np.int64)
-        np.cumsum(keep.sum(axis=1), out=indptr[1:])
-        weights = sparse.csr_matrix((vals[keep], cols[keep], indptr), shape=(m, curves.shape[0]))
+        idx, w = self.neighbours(rows)
+        m, width = idx.shape
+        total = w.sum(axis=1, dtype=np.float64)
+        effective = total ** 2 / (w.astype(np.float64) ** 2).sum(axis=1)
+        w /= total[:, None].astype(np.float32)
+        # zero weights stay in the matrix: filtering them costs more than multiplying them
+        weights = sparse.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, m * width + 1, width)),
+                                    shape=(m, curves.shape[0]))
         out = np.asarray(weights @ curves, dtype=np.float32)
-        effective = total ** 2 / (1.0 + (w.astype(np.float64) ** 2).sum(axis=0))
         return out, effective.astype(np.float32)
 
 

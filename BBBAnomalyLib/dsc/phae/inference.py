@@ -119,14 +119,15 @@ class PHAEModel:
         """Encode and decode (n_voxels, N) curves in chunks; returns a PHAEFit.
 
         delay_shift: optional (n_voxels,) delays [s] known from elsewhere (:meth:`pooled_delays`): each curve is
-        moved earlier by its delay before the network sees it, and the delay is added back to Tmax. CBV, the
-        fit error and the model curves refer to the curves as given (pooled, with ``pooling``). pooling: a
-        :class:`~BBBAnomalyLib.perfusion.guided_pooling.GuidedPooling` over these curves' voxels: each voxel's curve
-        is replaced by its S0-guided neighbourhood mean before anything else. context_from: the case's curves for a context
-        network's case context when ``curves`` are not all of them (the pooled delay's block means)."""
+        moved earlier by its delay (in whole frames) before the network sees it, and the delay is added back to Tmax.
+        pooling: a :class:`~BBBAnomalyLib.perfusion.guided_pooling.GuidedPooling` over these curves' voxels: each
+        voxel's curve is replaced by its S0-guided neighbourhood mean before anything else. CBV and the model curves
+        refer to the (pooled) curves on their own time axis, the fit error to the curve the network read.
+        context_from: the case's curves for a context network's case context when ``curves`` are not all of them
+        (the pooled delay's block means)."""
         import torch
 
-        from .pooled_delay import shift_earlier
+        from .pooled_delay import shift_whole_frames
 
         curves = np.asarray(curves, dtype=np.float32)
         if curves.ndim != 2 or curves.shape[1] != self.aif.size:
@@ -160,8 +161,8 @@ class PHAEModel:
                 if delay_shift is not None:
                     # whole frames: interpolating between frames would average their noise, and the network
                     # reads the curve's noise level (second differences) to decide how far to trust it
-                    frames = torch.as_tensor(np.rint(delay_shift[sl] / self.dt), device=self.device)
-                    x = shift_earlier(x, frames)
+                    frames = torch.as_tensor(np.rint(delay_shift[sl] / self.dt).astype(np.int64), device=self.device)
+                    x = shift_whole_frames(x, frames)
                 if case is not None:  # grid encoder: folded inference, model curves written in place
                     direct = keep_curves and self.device.type == "cpu" and delay_shift is None
                     res = self.network.infer(x, case, torch.from_numpy(fitted[sl]) if direct else None)
@@ -173,10 +174,8 @@ class PHAEModel:
                                         / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12))
                 if delay_shift is not None:
                     res["delay"] = res["delay"] + frames
-                    if "fitted" in res:  # back onto the given curves' time axis (moved later again)
-                        res["fitted"] = shift_earlier(res["fitted"], -frames)
-                        res["fit_error"] = (torch.linalg.vector_norm(res["fitted"] - given, dim=1)
-                                            / torch.linalg.vector_norm(given, dim=1).clamp_min(1e-12))
+                    if keep_curves and "fitted" in res:  # back onto the given curves' time axis (moved later)
+                        res["fitted"] = shift_whole_frames(res["fitted"], -frames)
                 res["cbv"] = area(given) / aif_area
                 if "log_cbf_sd" in res and self.cbf_estimate == "mean":
                     # the flow is a median estimate; exp(-s²/2) makes the mean of a log-normal error unbiased

@@ -94,3 +94,15 @@ def shift_earlier(x, frames):
     lo = pos.floor().clamp(max=n_frames - 2).long()
     frac = pos - lo
     return torch.lerp(x.gather(1, lo), x.gather(1, lo + 1), frac)
+
+
+def shift_whole_frames(x, frames):
+    """:func:`shift_earlier` for whole frames (an integer tensor): one gather, nothing interpolated, and the curves
+    themselves where no row moves."""
+    import torch
+
+    if not bool(frames.any()):
+        return x
+    n_frames = x.shape[1]
+    index = (torch.arange(n_frames, device=x.device)[None, :] + frames.long()[:, None]).clamp_(0, n_frames - 1)
+    return x.gather(1, index)
