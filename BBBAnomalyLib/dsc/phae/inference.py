@@ -70,6 +70,19 @@ def load_network(weights: str | None = None, device: str = "cpu"):
     return net.to(device).eval(), card
 
 
+def pooled_chunks(pooling, curves: np.ndarray, chunks: list[slice]):
+    """Yield ``pooling.pool(curves, chunk)`` for each chunk in order, the next one computed in a worker thread
+    while the caller works on the current one (one chunk ahead: two pooled chunks in memory at most)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        ahead = worker.submit(pooling.pool, curves, chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            current = ahead.result()
+            ahead = worker.submit(pooling.pool, curves, chunks[k + 1]) if k + 1 < len(chunks) else None
+            yield current
+
+
 class PHAEModel:
     """PHAE bound to one AIF and frame interval (dipy-style Model -> Fit, like DeconvolutionModel).
 
@@ -150,10 +163,13 @@ class PHAEModel:
                        if getattr(self.network, "needs_context", False) else None)
             case = self.network.case_terms(self._aif_t, self.dt, context) if getattr(self.network, "is_grid", False) else None
             aif_area = area(self._aif_t).clamp_min(1e-12)
-            for start in range(0, n, self.chunk_voxels):
-                sl = slice(start, min(start + self.chunk_voxels, n))
-                if pooling is not None:
-                    pooled, out["pooled"][sl] = pooling.pool(curves, sl)
+            chunks = [slice(start, min(start + self.chunk_voxels, n)) for start in range(0, n, self.chunk_voxels)]
+            # guided pooling of the next chunk runs in a second thread while the network reads this one (numpy's
+            # gathers and scipy's sparse product release the GIL): on two or more cores its cost is mostly hidden
+            prefetch = pooled_chunks(pooling, curves, chunks) if pooling is not None else None
+            for sl in chunks:
+                if prefetch is not None:
+                    pooled, out["pooled"][sl] = next(prefetch)
                     x = torch.as_tensor(pooled, device=self.device)
                 else:
                     x = torch.as_tensor(curves[sl], device=self.device)
