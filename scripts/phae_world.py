@@ -312,12 +312,14 @@ def world_tables(res: dict) -> str:
 
 
 def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int = 5, frames: int = 60,
-                       threads: int | None = None) -> dict:
+                       threads: int | None = None, round8: bool = False) -> dict:
     """Seconds for the deconvolution step on every brain curve of the whole-brain reference object
     (MNI152 2 mm, ~262k voxels, Δt 1.5 s), oSVD and each PHAE weights, one process, with the same number of
     threads for both (oSVD's chunk workers = torch's threads = ``threads``, default torch's current count).
     One warm-up each, then ``repeats`` rounds that run every method once in turn (so that a change of the
-    machine's load hits all alike); the median per method, and the 1-minute load average before and after."""
+    machine's load hits all alike); the median per method, and the 1-minute load average before and after.
+    round8: also each weights with issue 14 round 8's steps as run_dsc runs them by default (the pooled delay, then
+    the S0-guided pooling of the curves: "PHAE W + pooling"; the guide from the object's baseline signal)."""
     import os
     import statistics
 
@@ -333,12 +335,23 @@ def whole_brain_timing(weights=("dsc-phae-sim", "dsc-phae-world"), repeats: int 
     res = run_dsc(ph.signal, DSCParameters(), aif_mask=ph.masks["aif"], brain_mask=ph.masks["brain"], keep_curves=True)
     curves = np.ascontiguousarray(res.delta_r2s.data[res.brain_mask])
     aif, dt = res.aif, float(res.times[1] - res.times[0])
+    brain, voxel_sizes, base = res.brain_mask, ph.signal.voxel_sizes, res.extras["baseline"]
+    guide = None
+    if round8:
+        from BBBAnomalyLib.perfusion.guided_pooling import GuidedPooling, baseline_guide
+
+        guide = baseline_guide(np.asarray(ph.signal.data)[brain], slice(base.first, base.stop))
     del ph, res
 
     fits = {"oSVD": (lambda m=DeconvolutionModel(aif, dt, "osvd", workers=threads): m.fit(curves))}
     for w in weights:
         key = f"{Path(w).parent.name}/{Path(w).stem}" if str(w).endswith(".pt") else str(w)
         fits[f"PHAE {key}"] = (lambda m=PHAEModel(aif, dt, weights=w, device="cpu"): m.fit(curves))
+        if round8:
+            def pooled(m=PHAEModel(aif, dt, weights=w, device="cpu")):
+                delays = m.pooled_delays(curves, brain, voxel_sizes)[0]
+                return m.fit(curves, delay_shift=delays, pooling=GuidedPooling(brain, *guide, voxel_sizes))
+            fits[f"PHAE {key} + pooling"] = pooled
     runs = {k: [] for k in fits}
     load_before = os.getloadavg()[0]
     for fn in fits.values():
