@@ -12,7 +12,10 @@ sets, every one through ``run_dsc`` as ``bbbanomaly dsc`` runs (kH = rho = 1, br
              Reported: the ROI-mean bias over all GM, Lin's CCC, and the contrast kept: (mean CBF of high-flow GM /
              mean of low-flow GM) estimated over true (1 = kept, 0 = flattened to one value).
   texture    S0 made less informative: every voxel's signal scaled by an independent factor (log-normal, SD 10 %,
-             as large as two thirds of the GM/WM S0 contrast), so that neighbours of different tissue can match.
+             as large as two thirds of the GM/WM S0 contrast, or SD 3 %), so that neighbours of different tissue
+             can match.
+  field      a smooth multiplicative field over the slab (coil shading: Gaussian-smoothed noise, sigma 20 mm,
+             scaled to SD 10 %), which changes S0 slowly and should cost nothing.
 
 Methods: oSVD (OI 0.095), PHAE per voxel (--no-guided-pooling), PHAE (default: guided pooling), and, to show how
 much of the gain is the pooling rather than the network, oSVD run on the same pooled curves (script-level: the
@@ -48,6 +51,8 @@ def settings() -> list[dict]:
     out = [dict(set="own", snr=snr) for snr in (100, 50, 35, 20)]
     out += [dict(set="checker", snr=snr, cell=cell) for snr in (50, 20) for cell in (1, 3)]
     out += [dict(set="texture", snr=snr) for snr in (50, 20)]
+    out += [dict(set="texture", snr=snr, sd=0.03) for snr in (50, 20)]
+    out += [dict(set="field", snr=snr) for snr in (50, 20)]
     return out
 
 
@@ -61,10 +66,17 @@ def make(setting: dict):
     common = dict(snr=setting["snr"], seed=5)
     if setting["set"] == "own":
         return make_dsc_phantom(**common), None
-    if setting["set"] == "texture":
+    if setting["set"] in ("texture", "field"):
         ph = make_dsc_phantom(**common)
         rng = np.random.default_rng(11)
-        factor = np.exp(rng.normal(0.0, 0.1, ph.masks["brain"].shape)).astype(np.float32)
+        if setting["set"] == "texture":
+            factor = np.exp(rng.normal(0.0, setting.get("sd", 0.1), ph.masks["brain"].shape)).astype(np.float32)
+        else:
+            from scipy import ndimage
+
+            field = ndimage.gaussian_filter(rng.standard_normal(ph.masks["brain"].shape),
+                                            20.0 / np.asarray(ph.signal.voxel_sizes), mode="reflect")
+            factor = np.exp(0.1 * field / field[ph.masks["brain"]].std()).astype(np.float32)
         factor[ph.masks["aif"]] = 1.0  # the arteries keep their signal (the AIF is not the question here)
         data = np.asarray(ph.signal.data) * factor[..., None]
         return dataclasses.replace(ph, signal=Volume(data, ph.signal.affine, ph.signal.times, ph.signal.acquisition)), None
@@ -134,9 +146,9 @@ def tables(rows: list[dict]) -> str:
     lines = ["| set | SNR | " + " | ".join(METHODS) + " |", "|" + "---|" * (len(METHODS) + 2)]
     keyed = {}
     for r in rows:
-        keyed.setdefault((r["set"], r["snr"], r.get("cell")), {})[r["method"]] = r
-    for (name, snr, cell), cells in keyed.items():
-        label = name + (f", {cell}-voxel cells" if cell else "")
+        keyed.setdefault((r["set"], r["snr"], r.get("cell"), r.get("sd")), {})[r["method"]] = r
+    for (name, snr, cell, sd), cells in keyed.items():
+        label = name + (f", {cell}-voxel cells" if cell else "") + (f", SD {100 * sd:g} %" if sd else "")
 
         def fmt(r):
             text = f"{r['gm']:+.0f} / {r['wm']:+.0f} / {r['enhancing']:+.0f} ({r['ccc']:.2f})"
