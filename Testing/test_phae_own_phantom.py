@@ -56,3 +56,18 @@ def test_geometry_set_and_its_hemisphere_splice(mod):
     assert not np.array_equal(early.signal.data[right], late.signal.data[right])
     _, tumour = mod.make_setting(dict(snr=50, seed=3, slices=2, tumor_delay=3.0))
     assert tumour is not None and tumour.any()
+
+
+@pytest.mark.shared_data
+def test_phantoms_can_be_built_on_another_brain(mod, shared_data, monkeypatch):
+    """--anatomy icbm2009a: every following DSC phantom on the ICBM 2009a brain (../shared templates), not the
+    shipped MNI152 FSL map; restored afterwards by monkeypatch."""
+    import BBBAnomalyLib.phantoms.dsc as dsc_phantom
+    from BBBAnomalyLib.phantoms.anatomy import load_anatomy
+
+    monkeypatch.setattr(dsc_phantom, "load_anatomy", dsc_phantom.load_anatomy)  # undone after the test
+    mod.use_anatomy("icbm2009a")
+    other = dsc_phantom.make_dsc_phantom(snr=50, slices=2)
+    shipped = load_anatomy()
+    assert other.masks["brain"].shape[:2] != shipped.brain.shape[:2]
+    assert other.masks["gm"].any() and other.masks["wm"].any() and other.masks["aif"].any()

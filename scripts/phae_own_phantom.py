@@ -13,6 +13,10 @@ same phantoms as oSVD (OI 0.095). Settings: noiseless and SNR 100 / 50 / 35 / 20
     python scripts/phae_own_phantom.py --ablations --out own.json     # each weights also without round 8's pooling
     python scripts/phae_own_phantom.py --geometry --ablations --out geo.json   # the delay-geometry set (round 8)
 
+--anatomy icbm2009a | colin27 builds every phantom on another brain (scripts/normal_templates.py: the ICBM 2009a
+probability maps, or the Colin27 single-subject brain segmented by a Gaussian mixture; both at 2 mm, in the same
+LAS orientation as the shipped MNI152 map) instead of the MNI152 FSL map the pooling was designed on.
+
 --ablations adds, per weights, "W, no guided pooling" (--no-guided-pooling: the pooled delay alone) and "W, per
 voxel" (--no-guided-pooling --no-pooled-delay: the maps before round 8).
 
@@ -60,6 +64,16 @@ def geometry_settings() -> list[dict]:
                 dict(snr=snr, seed=3, tissue_delay=2.0, bolus_arrival=22.0, aif_peak=35.0, frame_interval=1.0),
                 dict(snr=snr, seed=3, tissue_delay=2.0, bolus_arrival=22.0, aif_peak=35.0, frame_interval=2.0)]
     return out
+
+
+def use_anatomy(name: str) -> None:
+    """Build every following DSC phantom on another brain (see the module doc)."""
+    import normal_templates
+
+    import BBBAnomalyLib.phantoms.dsc as dsc_phantom
+
+    anatomy = normal_templates.x_flipped_to_las(normal_templates.template(name))
+    dsc_phantom.load_anatomy = lambda: anatomy
 
 
 def make_setting(setting: dict):
@@ -178,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ablations", action="store_true",
                     help="also run each weights without guided pooling, and without it and the pooled delay")
     ap.add_argument("--geometry", action="store_true", help="the round-8 delay-geometry set instead of the 35 settings")
+    ap.add_argument("--anatomy", choices=["mni152_fsl", "icbm2009a", "colin27"], default="mni152_fsl",
+                    help="the brain the phantoms are built on (default: the shipped MNI152 FSL map)")
     args = ap.parse_args(argv)
     if args.table:
         rows = json.loads(args.table.read_text(encoding="utf-8"))
@@ -185,7 +201,11 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        if args.anatomy != "mni152_fsl":
+            use_anatomy(args.anatomy)
         rows = measure(args.weights, ablations=args.ablations, geometry=args.geometry)
+        for r in rows:
+            r["anatomy"] = args.anatomy
         if args.out:
             args.out.write_text(json.dumps(rows, indent=0), encoding="utf-8")
     print(tables(rows))
