@@ -127,7 +127,7 @@ def test_no_pooled_delay_belongs_to_phae(tmp_path, capsys):
     code = main(["dsc", str(tmp_path / "dsc.nii.gz"), "--method", "osvd", "--no-pooled-delay", "--out",
                  str(tmp_path / "out")])
     assert code == 2
-    assert "--no-guided-pooling belong to --method phae" in capsys.readouterr().err
+    assert "--guided-pooling belong to --method phae" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -17,8 +17,9 @@ same phantoms as oSVD (OI 0.095). Settings: noiseless and SNR 100 / 50 / 35 / 20
 probability maps, or the Colin27 single-subject brain segmented by a Gaussian mixture; both at 2 mm, in the same
 LAS orientation as the shipped MNI152 map) instead of the MNI152 FSL map the pooling was designed on.
 
---ablations adds, per weights, "W, no guided pooling" (--no-guided-pooling: the pooled delay alone) and "W, per
-voxel" (--no-guided-pooling --no-pooled-delay: the maps before round 8).
+--ablations adds, per weights, "W, guided pooling always" (--guided-pooling on; the default, auto, pools only below a
+baseline tSNR of 45), "W, no guided pooling" (--guided-pooling off: the pooled delay alone) and "W, per voxel"
+(--guided-pooling off --no-pooled-delay: the maps before round 8).
 
 --geometry (issue 14, round 8) runs a second set built after the pooled delay was designed and never used to tune
 it: the delay varies *within* the brain (one hemisphere 3 s late, as behind a carotid stenosis, spliced from two
@@ -108,6 +109,8 @@ def measure(weights: list[str], log=print, ablations: bool = False, geometry: bo
     for w in weights:
         methods.append((w, {"method": "phae", "device": "cpu", "phae_weights": w}))
         if ablations:
+            methods.append((f"{w}, guided pooling always", {"method": "phae", "device": "cpu", "phae_weights": w,
+                                                            "phae_guided_pooling": "on"}))
             methods.append((f"{w}, no guided pooling", {"method": "phae", "device": "cpu", "phae_weights": w,
                                                         "phae_guided_pooling": False}))
             methods.append((f"{w}, per voxel", {"method": "phae", "device": "cpu", "phae_weights": w,

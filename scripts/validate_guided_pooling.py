@@ -17,7 +17,8 @@ sets, every one through ``run_dsc`` as ``bbbanomaly dsc`` runs (kH = rho = 1, br
   field      a smooth multiplicative field over the slab (coil shading: Gaussian-smoothed noise, sigma 20 mm,
              scaled to SD 10 %), which changes S0 slowly and should cost nothing.
 
-Methods: oSVD (OI 0.095), PHAE per voxel (--no-guided-pooling), PHAE (default: guided pooling), and, to show how
+Methods: oSVD (OI 0.095), PHAE per voxel (--guided-pooling off), PHAE with --guided-pooling on (the default, auto,
+pools only below a baseline tSNR of 45: here at SNR 35 and 20), and, to show how
 much of the gain is the pooling rather than the network, oSVD run on the same pooled curves (script-level: the
 CLI offers the pooling to PHAE only).
 
@@ -134,7 +135,7 @@ def measure(log=print) -> list[dict]:
         osvd = _run(ph, method="osvd", osvd_oi_target=0.095)
         maps = {METHODS[0]: osvd.maps["cbf"].data,
                 METHODS[1]: _run(ph, method="phae", device="cpu", phae_guided_pooling=False).maps["cbf"].data,
-                METHODS[2]: _run(ph, method="phae", device="cpu").maps["cbf"].data,
+                METHODS[2]: _run(ph, method="phae", device="cpu", phae_guided_pooling="on").maps["cbf"].data,
                 METHODS[3]: osvd_on_pooled_curves(ph, osvd)}
         for method, cbf in maps.items():
             rows.append({**setting, "method": method, **record(ph, cbf, high)})

@@ -21,10 +21,11 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
   osvd      block-circulant SVD, per-voxel threshold by oscillation index (default; Wu 2003)
   tikhonov  Tikhonov on the circulant matrix, per-voxel GCV (Calamante 2003)
   phae      physics-informed autoencoder (Fayolle 2025); the bundled weights were trained on simulated
-            curves only (not clinically validated). By default each voxel's curve is first averaged with
-            neighbours of like pre-contrast signal (map phae_pooled_curves: how many) and the bolus delay
-            of each ~8 mm block is removed: unbiased at low SNR on the reference phantom, but detail
-            finer than 3 voxels inside tissue of equal baseline signal is smoothed (--no-guided-pooling);
+            curves only (not clinically validated). By default the bolus delay of each ~8 mm block is
+            removed, and in noisy cases (baseline temporal SNR < 45) each voxel's curve is averaged with
+            neighbours of like pre-contrast signal (map phae_pooled_curves: how many): unbiased at low
+            SNR on the reference phantoms, but detail finer than 3 voxels inside tissue of equal baseline
+            signal is smoothed (--guided-pooling auto|on|off);
             --adapt fine-tunes self-supervised weights (--weights dsc-phae-sim) on this case first
             (needs PyTorch)
 
@@ -41,7 +42,7 @@ examples:
   bbbanomaly dsc deltaR2s.nii.gz --input-kind concentration --times times.txt --method tikhonov
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --weights dsc-phae-sim --adapt
-  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --no-guided-pooling   # per-voxel detail
+  bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --guided-pooling off   # per-voxel detail
 """
 
 
@@ -90,12 +91,14 @@ def register(sub) -> None:
                            "~8 mm block (from its mean curve) is removed from its voxels' curves first: a single voxel's "
                            "delay estimate shrinks towards zero in noise, and CBF then comes out low (-32 %% at SNR 50 "
                            "with a 4 s delay on the reference phantom, -9 %% with pooling)")
-    phae.add_argument("--no-guided-pooling", dest="guided_pooling", action="store_false",
-                      help="give the network each voxel's own curve. By default (signal input) a voxel's curve is "
-                           "averaged with its 3x3x3 neighbours (in-plane where slices are > 3 mm), each weighted by how "
-                           "alike its pre-contrast signal is, in units of that signal's noise: tissues of different "
-                           "baseline signal (GM, WM, CSF, tumour) are not mixed, and the pooling fades where the case "
-                           "has little noise. Costs detail within tissue of equal baseline signal")
+    phae.add_argument("--guided-pooling", choices=["auto", "on", "off"], default="auto",
+                      help="average each voxel's curve with its 3x3x3 neighbours (in-plane where slices are > 3 mm), each "
+                           "weighted by how alike its pre-contrast signal is, in units of that signal's noise: tissues "
+                           "of different baseline signal (GM, WM, CSF, tumour) are not mixed. auto (default): only when "
+                           "the baseline's temporal SNR is below 45, where per-voxel CBF is biased low; on: always; "
+                           "off: never. Costs detail within tissue of equal baseline signal (signal input only)")
+    phae.add_argument("--no-guided-pooling", dest="guided_pooling", action="store_const", const="off",
+                      help="the same as --guided-pooling off")
     phae.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device for PHAE")
     method.add_argument("--kh", type=float, default=0.73, help="hematocrit factor kH (default 0.73)")
     method.add_argument("--density", type=float, default=1.04, help="brain density ρ in g/ml (default 1.04)")
@@ -123,8 +126,8 @@ def _run(args, out_dir: Path) -> int:
     from ..core.progress import ConsolePrinter
     from .pipeline import run_dsc
 
-    if (args.weights or args.adapt or not args.pooled_delay or not args.guided_pooling) and args.method != "phae":
-        raise InputError("--weights, --adapt, --no-pooled-delay and --no-guided-pooling belong to --method phae")
+    if (args.weights or args.adapt or not args.pooled_delay or args.guided_pooling != "auto") and args.method != "phae":
+        raise InputError("--weights, --adapt, --no-pooled-delay and --guided-pooling belong to --method phae")
     if args.times and args.frame_interval:
         raise InputError("give --times or --frame-interval, not both")
     if args.aif == "mask" and not args.aif_mask:

@@ -62,8 +62,9 @@ class DSCParameters:
     # the bolus delay of each ~8 mm block, removed from its voxels' curves before the network (dsc/phae/pooled_delay.py)
     phae_pooled_delay: bool = True
     # each voxel's curve averaged with its 3x3x3 neighbours, weighted by how alike their pre-contrast signal S0 is
-    # (perfusion/guided_pooling.py); signal input only (concentration input has no S0)
-    phae_guided_pooling: bool = True
+    # (perfusion/guided_pooling.py); signal input only (concentration input has no S0). "auto": only where the
+    # baseline's temporal SNR is below guided_pooling.AUTO_MAX_TSNR; "on" / True always; "off" / False never
+    phae_guided_pooling: str | bool = "auto"
     device: str = "auto"  # torch device for PHAE: auto, cpu or cuda
     extra: dict = field(default_factory=dict)
 
@@ -97,6 +98,10 @@ class DSCParameters:
                                    hint="the frames dropped at the start, usually 1")
         self.chunk_voxels = integer(self.chunk_voxels, "chunk_voxels", 1, 10**8)
         self.phae_adapt_steps = integer(self.phae_adapt_steps, "--adapt-steps", 1, 100000)
+        pooling = {True: "on", False: "off"}.get(self.phae_guided_pooling, self.phae_guided_pooling)
+        if pooling not in ("auto", "on", "off"):
+            raise InputError(f"--guided-pooling must be auto, on or off; got {self.phae_guided_pooling!r}")
+        self.phae_guided_pooling = pooling
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.baseline_frames is not None:

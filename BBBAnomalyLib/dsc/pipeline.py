@@ -430,7 +430,7 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     from .phae.domain import case_statistics, out_of_domain
 
     pooling = None
-    if params.phae_guided_pooling and brain is not None:
+    if params.phae_guided_pooling != "off" and brain is not None:
         pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params)
     # the training ranges describe the curves the network reads: with guided pooling, the pooled ones
     stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]),
@@ -453,28 +453,36 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
 
 def _pooling_guide(brain_signal: np.ndarray, baseline, params: DSCParameters):
     """(S0 per brain voxel, its noise SD) for PHAE's guided pooling, or None where it does not apply."""
-    if params.method is not DeconvolutionMethod.PHAE or not params.phae_guided_pooling:
+    if params.method is not DeconvolutionMethod.PHAE or params.phae_guided_pooling == "off":
         return None
     if params.input_kind is not InputKind.SIGNAL or baseline.stop - baseline.first < 2:
         return None
     from ..perfusion.guided_pooling import baseline_guide
 
-    return baseline_guide(brain_signal, slice(baseline.first, baseline.stop))
+    s0, sd = baseline_guide(brain_signal, slice(baseline.first, baseline.stop))
+    # temporal SNR of the baseline: the median S0 over the noise of one frame (sd is that of the baseline's mean)
+    tsnr = float(np.median(s0)) / (sd * np.sqrt(baseline.stop - baseline.first)) if sd > 0 else float("inf")
+    return s0, sd, tsnr
 
 
 def _guided_pooling(brain, guide, voxel_sizes, params):
     """The GuidedPooling of this case and its report entry (pooling None, with the reason, where it cannot run)."""
-    from ..perfusion.guided_pooling import RANGE_K, GuidedPooling
+    from ..perfusion.guided_pooling import AUTO_MAX_TSNR, RANGE_K, GuidedPooling
 
     if guide is None:
         why = ("concentration input has no pre-contrast signal to guide it"
                if params.input_kind is not InputKind.SIGNAL else "the baseline has fewer than 2 frames")
         return None, {"applied": False, "why": why}
-    s0, sd = guide
+    s0, sd, tsnr = guide
     if not sd > 0:
         return None, {"applied": False, "why": "the baseline has no noise: nothing to pool"}
+    entry = {"mode": params.phae_guided_pooling, "baseline_tsnr": round(tsnr, 1)}
+    if params.phae_guided_pooling == "auto" and tsnr >= AUTO_MAX_TSNR:
+        return None, {"applied": False, **entry,
+                      "why": f"the baseline's temporal SNR ({tsnr:.0f}) is at least {AUTO_MAX_TSNR:g}: each voxel's own "
+                             "curve is used (--guided-pooling on pools anyway)"}
     pooling = GuidedPooling(brain, s0, sd, voxel_sizes)
-    return pooling, {"applied": True, "range_k": RANGE_K, "s0_noise_sd": sd, "reach_voxels": list(pooling.reach)}
+    return pooling, {"applied": True, **entry, "range_k": RANGE_K, "s0_noise_sd": sd, "reach_voxels": list(pooling.reach)}
 
 
 def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameters):
