@@ -22,7 +22,7 @@ under the same machine load. Peak RSS is shown beside the size of the float32 se
 and the RSS of the same process before the run (interpreter and imports).
 
 usage:  python scripts/benchmark_dsc_floor.py [--voxels 0.1 0.25 1] [--frames 60 120] [--repeats 3]
-                                              [--methods osvd csvd tikhonov ssvd [phae phae-per-voxel]] [--json out.json]
+                                              [--methods osvd csvd tikhonov ssvd [phae phae-pooled phae-per-voxel]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("osvd", "csvd", "tikhonov", "ssvd")
-#: phae-per-voxel = --method phae --no-pooled-delay --no-guided-pooling (issue 14, round 8: what the two cost)
-LEARNED = ("phae", "phae-per-voxel")  # on request (--methods ... phae): torch and the network are imported before the RSS base
+#: issue 14, round 8: phae-pooled = --method phae --guided-pooling on (the default, auto, does not pool this SNR-50
+#: data: its baseline tSNR is above 45); phae-per-voxel = --method phae --no-pooled-delay --guided-pooling off
+LEARNED = ("phae", "phae-pooled", "phae-per-voxel")
+EXTRA_ARGS = {"phae-pooled": ["--guided-pooling", "on"], "phae-per-voxel": ["--no-pooled-delay", "--guided-pooling", "off"]}  # on request (--methods ... phae): torch and the network are imported before the RSS base
 TE = 0.03
 
 
@@ -128,7 +130,7 @@ def floor(folder: Path, out: Path, baseline: tuple[int, int], chunk: int = 16384
 def end_to_end(folder: Path, out: Path, method: str) -> None:
     from BBBAnomalyLib.cli import main as cli_main
 
-    extra = ["--no-pooled-delay", "--no-guided-pooling"] if method == "phae-per-voxel" else []
+    extra = EXTRA_ARGS.get(method, [])
     rc = cli_main(["dsc", str(folder / "signal.nii.gz"), "--aif-mask", str(folder / "mask_aif.nii.gz"),
                    "--mask", str(folder / "mask_brain.nii.gz"), "--method", method.split("-")[0], "--quiet",
                    "--out", str(out)] + extra)
