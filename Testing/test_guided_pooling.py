@@ -134,21 +134,24 @@ def test_guided_pooling_says_why_it_did_not_run():
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_automatic_pooling_runs_only_in_noisy_cases_and_on_forces_it():
-    """auto pools below a baseline temporal SNR of AUTO_MAX_TSNR (the phantom's SNR 20: tSNR ~22), not above it
-    (SNR 100: ~107), where it cost voxel accuracy on a single-subject brain; "on" pools anyway."""
+    """auto pools below a case contrast-to-noise of AUTO_MAX_CNR (the phantom's SNR 20: ~0.6), not above it (SNR 100:
+    ~3), where it cost voxel accuracy on a single-subject brain; "on" pools anyway."""
     from BBBAnomalyLib.dsc import DSCParameters, run_dsc
-    from BBBAnomalyLib.perfusion.guided_pooling import AUTO_MAX_TSNR
+    from BBBAnomalyLib.perfusion.guided_pooling import AUTO_MAX_CNR
     from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
 
-    def run(snr, mode):
-        ph = make_dsc_phantom(snr=snr, slices=2, seed=2)
-        return run_dsc(ph.signal, DSCParameters(method="phae", device="cpu", phae_guided_pooling=mode),
-                       aif_mask=ph.masks["aif"], brain_mask=ph.masks["brain"]).report["phae"]["guided_pooling"]
+    def run(snr, mode, **kw):
+        ph = make_dsc_phantom(snr=snr, slices=2, seed=2, **kw)
+        res = run_dsc(ph.signal, DSCParameters(method="phae", device="cpu", phae_guided_pooling=mode),
+                      aif_mask=ph.masks["aif"], brain_mask=ph.masks["brain"])
+        assert res.report["phae"]["guided_pooling"]["contrast_to_noise"] == res.report["contrast_to_noise"]
+        return res.report["phae"]["guided_pooling"]
 
     quiet, noisy, forced = run(100, "auto"), run(20, "auto"), run(100, "on")
-    assert not quiet["applied"] and quiet["baseline_tsnr"] > AUTO_MAX_TSNR and "temporal SNR" in quiet["why"]
-    assert noisy["applied"] and noisy["baseline_tsnr"] < AUTO_MAX_TSNR and noisy["mode"] == "auto"
+    assert not quiet["applied"] and quiet["contrast_to_noise"] > AUTO_MAX_CNR and "contrast-to-noise" in quiet["why"]
+    assert noisy["applied"] and noisy["contrast_to_noise"] < AUTO_MAX_CNR and noisy["mode"] == "auto"
     assert forced["applied"] and forced["mode"] == "on"
-    assert 0.8 * 100 < quiet["baseline_tsnr"] < 1.3 * 100  # median S0 (GM/WM 1.0-1.15 x S0_WM) over sigma
+    # the same SNR with a weaker bolus (a later, lower AIF): less contrast, so it pools where SNR 50 alone does not
+    assert not run(50, "auto")["applied"] and run(50, "auto", aif_peak=35.0, bolus_arrival=22.0)["applied"]
     with pytest.raises(InputError, match="auto, on or off"):
         DSCParameters(method="phae", phae_guided_pooling="sometimes")

@@ -22,7 +22,7 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
   tikhonov  Tikhonov on the circulant matrix, per-voxel GCV (Calamante 2003)
   phae      physics-informed autoencoder (Fayolle 2025); the bundled weights were trained on simulated
             curves only (not clinically validated). By default the bolus delay of each ~8 mm block is
-            removed, and in noisy cases (baseline temporal SNR < 45) each voxel's curve is averaged with
+            removed, and in low-contrast cases (contrast-to-noise < 1.35) each voxel's curve is averaged with
             neighbours of like pre-contrast signal (map phae_pooled_curves: how many): unbiased at low
             SNR on the reference phantoms, but detail finer than 3 voxels inside tissue of equal baseline
             signal is smoothed (--guided-pooling auto|on|off);
@@ -95,7 +95,8 @@ def register(sub) -> None:
                       help="average each voxel's curve with its 3x3x3 neighbours (in-plane where slices are > 3 mm), each "
                            "weighted by how alike its pre-contrast signal is, in units of that signal's noise: tissues "
                            "of different baseline signal (GM, WM, CSF, tumour) are not mixed. auto (default): only when "
-                           "the baseline's temporal SNR is below 45, where per-voxel CBF is biased low; on: always; "
+                           "the case's contrast-to-noise (brain mean-curve peak / a voxel's baseline noise, in the "
+                           "report) is below 1.35, where per-voxel CBF is biased low; on: always; "
                            "off: never. Costs detail within tissue of equal baseline signal (signal input only)")
     phae.add_argument("--no-guided-pooling", dest="guided_pooling", action="store_const", const="off",
                       help="the same as --guided-pooling off")

@@ -63,7 +63,7 @@ class DSCParameters:
     phae_pooled_delay: bool = True
     # each voxel's curve averaged with its 3x3x3 neighbours, weighted by how alike their pre-contrast signal S0 is
     # (perfusion/guided_pooling.py); signal input only (concentration input has no S0). "auto": only where the
-    # baseline's temporal SNR is below guided_pooling.AUTO_MAX_TSNR; "on" / True always; "off" / False never
+    # case's contrast-to-noise is below guided_pooling.AUTO_MAX_CNR; "on" / True always; "off" / False never
     phae_guided_pooling: str | bool = "auto"
     device: str = "auto"  # torch device for PHAE: auto, cpu or cuda
     extra: dict = field(default_factory=dict)

@@ -289,7 +289,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("deconvolution"):
         deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
         fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
-                                       keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes, guide=guide)
+                                       keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes, guide=guide,
+                                       contrast=contrast)
         guide = None  # S0 per voxel: read by the pooling only
     if not keep_curves:  # the curves are done with: the maps do not sit on top of them
         del raw, curves, brain_curves
@@ -376,7 +377,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
 # ---------------------------------------------------------------------------------------------
 def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                        brain=None, voxel_sizes=None, guide=None):  # brain, voxel_sizes, guide: PHAE only
+                        brain=None, voxel_sizes=None, guide=None, contrast=None):  # the last four: PHAE only
     model = DeconvolutionModel(
         aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
         csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
@@ -413,7 +414,7 @@ def _check_phae_adapt(params) -> None:
 
 
 def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                     brain=None, voxel_sizes=None, guide=None):
+                     brain=None, voxel_sizes=None, guide=None, contrast=None):
     """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first; with
     params.phae_pooled_delay, each voxel's curve is moved earlier by its neighbourhood's bolus delay first."""
     try:
@@ -431,7 +432,7 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
 
     pooling = None
     if params.phae_guided_pooling != "off" and brain is not None:
-        pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params)
+        pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params, contrast)
     # the training ranges describe the curves the network reads: with guided pooling, the pooled ones
     stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]),
                             read_rows=None if pooling is None else (lambda rows: pooling.pool(brain_curves, rows)[0]))
@@ -465,9 +466,9 @@ def _pooling_guide(brain_signal: np.ndarray, baseline, params: DSCParameters):
     return s0, sd, tsnr
 
 
-def _guided_pooling(brain, guide, voxel_sizes, params):
+def _guided_pooling(brain, guide, voxel_sizes, params, contrast=None):
     """The GuidedPooling of this case and its report entry (pooling None, with the reason, where it cannot run)."""
-    from ..perfusion.guided_pooling import AUTO_MAX_TSNR, RANGE_K, GuidedPooling
+    from ..perfusion.guided_pooling import AUTO_MAX_CNR, RANGE_K, GuidedPooling
 
     if guide is None:
         why = ("concentration input has no pre-contrast signal to guide it"
@@ -476,10 +477,11 @@ def _guided_pooling(brain, guide, voxel_sizes, params):
     s0, sd, tsnr = guide
     if not sd > 0:
         return None, {"applied": False, "why": "the baseline has no noise: nothing to pool"}
-    entry = {"mode": params.phae_guided_pooling, "baseline_tsnr": round(tsnr, 1)}
-    if params.phae_guided_pooling == "auto" and tsnr >= AUTO_MAX_TSNR:
+    cnr = float("inf") if contrast is None else float(contrast)
+    entry = {"mode": params.phae_guided_pooling, "contrast_to_noise": round(cnr, 3), "baseline_tsnr": round(tsnr, 1)}
+    if params.phae_guided_pooling == "auto" and cnr >= AUTO_MAX_CNR:
         return None, {"applied": False, **entry,
-                      "why": f"the baseline's temporal SNR ({tsnr:.0f}) is at least {AUTO_MAX_TSNR:g}: each voxel's own "
+                      "why": f"the case's contrast-to-noise ({cnr:.2f}) is at least {AUTO_MAX_CNR:g}: each voxel's own "
                              "curve is used (--guided-pooling on pools anyway)"}
     pooling = GuidedPooling(brain, s0, sd, voxel_sizes)
     return pooling, {"applied": True, **entry, "range_k": RANGE_K, "s0_noise_sd": sd, "reach_voxels": list(pooling.reach)}

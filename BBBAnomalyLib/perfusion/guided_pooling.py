@@ -30,11 +30,13 @@ RANGE_K = 2.0
 MAX_NEIGHBOUR_MM = 3.0
 #: neighbours below this weight are not read
 MIN_WEIGHT = 1e-3
-#: "auto" pools only below this temporal SNR of the baseline (median S0 / per-frame noise). Above it the per-voxel
-#: network was within +/-15 % on every brain tried, and pooling cost voxel accuracy on the single-subject Colin27 brain
-#: (CCC 0.81 -> 0.61 at SNR 100, 0.67 -> 0.59 at SNR 50); below it per-voxel CBF was 13-47 % low. Chosen between the
-#: phantoms' SNR 35 and 50 (measured tSNR ~38 and ~54; issue 14, round 8, docs/validation.md)
-AUTO_MAX_TSNR = 45.0
+#: "auto" pools only below this per-frame contrast-to-noise of the case (the brain's mean-curve peak over the median
+#: voxel's baseline SD, dsc.pipeline.contrast_to_noise). Above it the per-voxel network was within +/-15 % on every brain
+#: tried, and pooling cost voxel accuracy on the single-subject Colin27 brain (CCC 0.81 -> 0.61 at SNR 100, 0.67 ->
+#: 0.52-0.59 at SNR 50); below it per-voxel CBF was 13-47 % low. The phantoms read 1.02-1.28 at SNR 35 and 1.46-1.83
+#: at SNR 50 on the MNI152 and Colin27 brains; a later, lower AIF at SNR 50 reads 0.98-1.18, like SNR 35 (issue 14,
+#: rounds 8b-8c, docs/validation.md). Contrast, not the baseline's SNR: a low dose or a weak bolus lowers it too.
+AUTO_MAX_CNR = 1.35
 
 
 class GuidedPooling:
