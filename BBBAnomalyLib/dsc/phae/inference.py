@@ -9,6 +9,7 @@ loss (no labels exist to use), for a fixed number of steps.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -70,17 +71,39 @@ def load_network(weights: str | None = None, device: str = "cpu"):
     return net.to(device).eval(), card
 
 
-def pooled_chunks(pooling, curves: np.ndarray, chunks: list[slice]):
-    """Yield ``pooling.pool(curves, chunk)`` for each chunk in order, the next one computed in a worker thread
-    while the caller works on the current one (one chunk ahead: two pooled chunks in memory at most)."""
+def chunk_workers(device, workers: int | None, n_voxels: int, chunk_voxels: int) -> int:
+    """How many threads run PHAE's voxel chunks: 1 (serial) on CUDA (one stream), for a single chunk or on one
+    CPU; else ``workers`` (None: the CPUs this process may use, at most 4)."""
+    from ...core.devices import block_workers
+
+    workers = block_workers() if workers is None else max(int(workers), 1)
+    return 1 if device.type != "cpu" or n_voxels <= chunk_voxels else workers
+
+
+@contextlib.contextmanager
+def chunk_threads(workers: int):
+    """A thread pool of ``workers`` threads over PHAE's voxel chunks, torch held to one thread inside it; None
+    (run serially) for one worker.
+
+    Like the classic deconvolution's chunk pool (dsc/deconvolution.py): a chunk is a few small matrix products
+    (thousands of curves by ~120 frames), which torch runs without the GIL, so two chunks on two threads use two
+    cores, where torch's own threads, splitting each small product, gained little (and next to the guided
+    pooling's thread oversubscribed the cores). The guided pooling of a chunk runs in the same task (numpy's
+    gathers and scipy's sparse product release the GIL too). Each chunk is computed by one thread in the same
+    order of operations whatever the pool's size."""
+    if workers < 2:
+        yield None
+        return
+    import torch
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        ahead = worker.submit(pooling.pool, curves, chunks[0]) if chunks else None
-        for k in range(len(chunks)):
-            current = ahead.result()
-            ahead = worker.submit(pooling.pool, curves, chunks[k + 1]) if k + 1 < len(chunks) else None
-            yield current
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(previous)
 
 
 class PHAEModel:
@@ -105,6 +128,8 @@ class PHAEModel:
         self.dt = float(dt)
         self.device = resolve_device(device)
         self.chunk_voxels = int(chunk_voxels)
+        #: threads over voxel chunks on the CPU, one torch thread each (None: the CPUs, at most 4; chunk_threads)
+        self.workers = int(threads) if threads else None
         if threads:
             torch.set_num_threads(int(threads))
         if network is None:
@@ -162,14 +187,20 @@ class PHAEModel:
                                                                   np.asarray(context_from, np.float32)), self._aif_t, self.dt)
                        if getattr(self.network, "needs_context", False) else None)
             case = self.network.case_terms(self._aif_t, self.dt, context) if getattr(self.network, "is_grid", False) else None
+            if case is not None:  # the folded matrices too, before any worker thread reads the case
+                self.network.fast_terms(case, curves.shape[1])
             aif_area = area(self._aif_t).clamp_min(1e-12)
-            chunks = [slice(start, min(start + self.chunk_voxels, n)) for start in range(0, n, self.chunk_voxels)]
-            # guided pooling of the next chunk runs in a second thread while the network reads this one (numpy's
-            # gathers and scipy's sparse product release the GIL): on two or more cores its cost is mostly hidden
-            prefetch = pooled_chunks(pooling, curves, chunks) if pooling is not None else None
-            for sl in chunks:
-                if prefetch is not None:
-                    pooled, out["pooled"][sl] = next(prefetch)
+        workers = chunk_workers(self.device, self.workers, n, self.chunk_voxels)
+        # threads share chunk_voxels: the rows in flight, and so the working set (the deconvolution features alone
+        # are ~4 kB a row), stay what one thread had; the speed does not depend on it from ~2,000 rows up
+        rows = self.chunk_voxels if workers < 2 else max(1024, self.chunk_voxels // workers)
+        chunks = [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+        def run_chunk(sl: slice) -> int:
+            """Pool (optionally), shift (optionally) and infer one chunk, writing its rows of the outputs."""
+            with torch.inference_mode():  # thread-local: each worker thread enters it itself
+                if pooling is not None:
+                    pooled, out["pooled"][sl] = pooling.pool(curves, sl)
                     x = torch.as_tensor(pooled, device=self.device)
                 else:
                     x = torch.as_tensor(curves[sl], device=self.device)
@@ -201,8 +232,13 @@ class PHAEModel:
                         out[key][sl] = res[key].float().cpu().numpy()
                 if keep_curves and "fitted" in res:
                     fitted[sl] = res["fitted"].float().cpu().numpy()
+            return sl.stop
+
+        with chunk_threads(min(workers, len(chunks))) as pool:
+            # every chunk is computed alone with one torch thread (maps equal to a serial run's: Testing/test_phae_threads.py)
+            for stop in (pool.map(run_chunk, chunks) if pool is not None else map(run_chunk, chunks)):
                 if progress is not None:
-                    progress(sl.stop / max(n, 1))
+                    progress(stop / max(n, 1))
         cbf = out["flow"] / self.dt
         if self.calibration is not None and not np.isnan(out["log_cbf_sd"]).all():
             from .calibration import apply_calibration

@@ -165,6 +165,24 @@ class PHAE(nn.Module):
                 "a_scale": a_scale, "aif": aif.reshape(1, -1), "dt": float(dt)}
 
     @torch.inference_mode()
+    def fast_terms(self, case: dict, n: int) -> tuple:
+        """infer()'s folded matrices for a case of n frames, built once and kept in ``case["fast"]``:
+        [W₁·M | second differences | trapezoid weights (| the deconvolution's columns)] and [convolution | unit
+        areas], with the AIF's area. Called before chunks run on threads, so that no two threads build them."""
+        fast = case.get("fast")
+        if fast is None:
+            ref = case["op"]
+            eye = torch.eye(n, dtype=ref.dtype, device=ref.device)
+            d2 = eye[:, 2:] - 2.0 * eye[:, 1:-1] + eye[:, :-2]
+            w = torch.ones(n, 1, dtype=ref.dtype, device=ref.device)
+            w[0] = w[-1] = 0.5
+            cols = [case["enc"]["w_curve"].T, d2, w] + ([case["enc"]["w_max"]] if self.encoder.deconv else [])
+            fast = case["fast"] = (torch.cat(cols, dim=1).contiguous(),
+                                   torch.cat([case["op"].T, case["unit_area"][:, None]], dim=1).contiguous(),
+                                   float(area(case["aif"])[0]))
+        return fast
+
+    @torch.inference_mode()
     def infer(self, curves: torch.Tensor, case: dict, fitted_out: torch.Tensor | None = None) -> dict:
         """Grid encoder, inference only: forward()'s outputs (mtt, delay [frames], flow, log_cbf_sd, loss) plus
         fit_error = ||Ĉ - C|| / ||C||, with the per-case linear maps folded into two matrix products per chunk
@@ -172,18 +190,7 @@ class PHAE(nn.Module):
         areas in the other) and nothing normalised in memory: the same numbers in fewer passes over the
         (B, n) curves. ``fitted_out`` (B, n), if given, receives the model curves."""
         enc, dt = self.encoder, case["dt"]
-        fast = case.get("fast")
-        if fast is None:  # [W₁·M | second differences | trapezoid weights] and [convolution | unit areas]
-            n = curves.shape[-1]
-            eye = torch.eye(n, dtype=curves.dtype, device=curves.device)
-            d2 = eye[:, 2:] - 2.0 * eye[:, 1:-1] + eye[:, :-2]
-            w = torch.ones(n, 1, dtype=curves.dtype, device=curves.device)
-            w[0] = w[-1] = 0.5
-            cols = [case["enc"]["w_curve"].T, d2, w] + ([case["enc"]["w_max"]] if enc.deconv else [])
-            fast = case["fast"] = (torch.cat(cols, dim=1).contiguous(),
-                                   torch.cat([case["op"].T, case["unit_area"][:, None]], dim=1).contiguous(),
-                                   float(area(case["aif"])[0]))
-        first, decoder, aif_area = fast
+        first, decoder, aif_area = self.fast_terms(case, curves.shape[-1])
         hidden = case["enc"]["w_curve"].shape[0]
         n_frames = curves.shape[-1]
         _, scale = normalise(curves)
