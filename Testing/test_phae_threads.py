@@ -81,3 +81,21 @@ def test_one_worker_on_cuda_or_for_a_single_chunk():
     assert chunk_workers(cpu, None, 10_000, 4096) >= 1
     assert chunk_workers(cpu, 2, 4096, 4096) == 1  # one chunk: nothing to share
     assert chunk_workers(cuda, 4, 10**6, 4096) == 1  # one stream: serial
+
+
+def test_thread_counts_follow_the_cpus_this_process_may_use(monkeypatch):
+    """On a cluster node a job may own 1 of 64 cores: neither PHAE nor the classic deconvolution may start more
+    threads than the process's CPU affinity allows (os.cpu_count() would say 64)."""
+    import os
+
+    from BBBAnomalyLib.dsc import deconvolution
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform: the CPU count is all there is")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert chunk_workers(torch.device("cpu"), None, 10**6, 4096) == 1
+    with deconvolution._chunk_workers(100, None) as pool:
+        assert pool is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert chunk_workers(torch.device("cpu"), None, 10**6, 4096) == 4  # at most 4

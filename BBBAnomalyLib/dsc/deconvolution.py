@@ -49,13 +49,12 @@ against the explicit L x L matrix SVD to float32 rounding.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 
-from ..core.devices import blas_threads
+from ..core.devices import blas_threads, block_workers
 from .parameters import DeconvolutionMethod
 
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
@@ -439,7 +438,7 @@ def _chunk_workers(n_chunks: int, workers: int | None):
     threadpoolctl (not bundled with Slicer) BLAS cannot be held to one thread, so chunks run
     serially with BLAS's own threading.
     """
-    workers = min(os.cpu_count() or 1, 4) if workers is None else max(int(workers), 1)
+    workers = block_workers() if workers is None else max(int(workers), 1)  # the CPUs this process may use
     if n_chunks < 2 or workers < 2:
         with blas_threads(1 if workers < 2 else None):
             yield None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,7 +26,7 @@ from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import FrameSource, Volume
 from . import aif as aif_mod
 from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
-from ..core.devices import blas_threads, map_blocks
+from ..core.devices import blas_threads, block_workers, map_blocks
 from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
@@ -114,7 +113,7 @@ class DSCResult:
             # zlib releases the GIL: compressing the maps on threads uses every core.
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            with ThreadPoolExecutor(block_workers()) as pool:
                 list(pool.map(lambda job: write_volume(*job), files))
             np.savetxt(tmp / "aif.csv", np.column_stack([self.times, self.aif]), delimiter=",",
                        header="time_s,aif_delta_r2s_per_s", comments="", fmt="%.6g")
