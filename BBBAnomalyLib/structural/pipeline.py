@@ -14,7 +14,7 @@ voxel-feature ensemble; without enhancer weights, the syntheses' change, enhance
 Memory (issue 17): every map is 0 off the brain and is held as its brain voxels' values
 (:class:`MapVolumes`); ``result.maps[name]`` makes the full Volume when it is read, and
 ``result.write`` writes one at a time. Full-grid arrays are let go as soon as their last step is
-done (the FLAIR's float32 copy after the ROI, its normalised copy before the enhancer).
+done (the FLAIR's float32 copy after the ROI, the normalised T1 and FLAIR before the enhancer).
 """
 
 from __future__ import annotations
@@ -267,7 +267,9 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             # only the brain's box (+4 voxels) is read by the features: the 0-255 images of that box, not of the grid
             box = feature_box(brain)
             t1_box, flair_box = from_unit(n_t1[box]), from_unit(n_flair[box])
-            del n_flair
+            # the synthetic T1Gd's base: the T1 at the brain's voxels on the 0-255 scale (from_unit is per voxel)
+            synthetic = from_unit(n_t1[brain])
+            del n_flair, n_t1  # the full normalised volumes (2 x 1x the T1 grid) go before the run's largest step
             release_freed_memory()  # the syntheses', the ROI's and the FLAIR's freed blocks, before the largest step
             on_box = predict_maps(enhancer.cpu(), t1_box, flair_box, brain[box], t1.voxel_sizes,
                                   params.shrinkage)  # None: the rule in the weights' card
@@ -275,7 +277,6 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             enhancer_maps = BrainMaps(brain, on_box.brain_values)  # the same values: the box keeps the C order
             added, spread = enhancer_maps.brain_values["added"], enhancer_maps.brain_values["uncertainty"]
             # np.where(brain, clip(T1 + added, 0, 255), 0) at the brain's voxels: the same float32 arithmetic
-            synthetic = from_unit(n_t1[brain])
             synthetic += added
             np.clip(synthetic, 0.0, 255.0, out=synthetic)
         # the syntheses' enhancement estimate (the result's extras; the maps are the enhancer's), made after its peak
@@ -321,7 +322,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     report_progress(1.0, "done")
     extras = {"status": status, "grid": grid, "synthesis": synth, "samples": samples, "enhancement": estimate,
               "network_roi": net_roi, "network_t1": net_t1, "network_flair": net_flair, "identifier": identifier,
-              "device": device, "normalised_t1": n_t1, "enhancer_maps": enhancer_maps}
+              "device": device, "enhancer_maps": enhancer_maps}
     return T1FlairResult(maps, brain, roi, report, extras=extras)
 
 
