@@ -152,6 +152,10 @@ def cohort(tmp_path_factory):
     return root
 
 
+#: $BBBANOMALY_THREADS before any run of this module (a --n-jobs run sets it for its children only)
+_THREADS_AT_IMPORT = __import__("os").environ.get("BBBANOMALY_THREADS")
+
+
 def tree_digest(folder: Path, skip: str | None = None) -> dict:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and not (skip and skip in p.parts)}
@@ -201,6 +205,25 @@ def test_derivatives_have_bids_names_sidecars_and_a_description(cohort, cohort_r
     assert report["configuration"]["options"]["aif_mask"].endswith("sub-01_ses-a_label-aif_mask.nii.gz")
     dce_report = json.loads((perf / "sub-01_ses-a_desc-extendedtofts_report.json").read_text())
     assert dce_report["configuration"]["options"]["rls"] == "none"  # from --pipeline-config
+
+
+def test_each_participant_process_used_its_share_of_the_cores(cohort, cohort_run):
+    """--n-jobs 2: each participant's process ran its pools on cores // 2 threads (at most 4), unless the user had
+    set $BBBANOMALY_THREADS; the parent's environment is left as it was."""
+    import os
+
+    from BBBAnomalyLib.core.devices import THREADS_ENV
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else max(1, cpus // 2)
+    assert os.environ.get(THREADS_ENV) == _THREADS_AT_IMPORT  # the run restored the parent's environment
+    perf = cohort / "derivatives" / "bbbanomaly" / "sub-01" / "ses-a" / "perf"
+    for name in ("sub-01_ses-a_desc-osvd_report.json", "sub-01_ses-a_desc-extendedtofts_report.json"):
+        assert json.loads((perf / name).read_text())["threads"] == max(1, min(cpus, share, 4)), name
+    if cpus >= 4 and not os.environ.get(THREADS_ENV):  # where halving shows: the parent itself is not held to it
+        from BBBAnomalyLib.core.devices import block_workers
+
+        assert block_workers() == min(cpus, 4)
 
 
 def test_group_table_holds_the_roi_ratios_of_every_run(cohort, cohort_run, capsys):

@@ -35,8 +35,9 @@ Outputs: OUT_DIR/bbbanomaly/sub-<label>/[ses-<label>/]perf|dwi|anat/
   `bbbanomaly rerun`), _aif.tsv, _roistats.json; dataset_description.json (DatasetType derivative).
 OUT_DIR may not lie inside BIDS_DIR unless it is BIDS_DIR/derivatives itself.
 
-Cohorts: --n-jobs N runs N participants at once on this machine (each uses its own process; set
-OMP_NUM_THREADS=1 for many jobs); on a cluster run one participant per SLURM array task
+Cohorts: --n-jobs N runs N participants at once on this machine, each in its own process with
+cores // N threads (BBBANOMALY_THREADS, OMP/MKL/OPENBLAS_NUM_THREADS, unless you set them yourself);
+on a cluster run one participant per SLURM array task
 (scripts/bids_slurm_array.sh), then `group` once.
 
 examples:
@@ -158,11 +159,25 @@ def _run_all(labels, bids_dir, root, pipelines, masks, configs, args) -> list[di
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    import os
+
+    from ..core.devices import thread_budget_env
+
     statuses = []
-    # spawn: a clean interpreter per worker (no forked torch/BLAS thread state), the same on every OS
-    with ProcessPoolExecutor(max_workers=min(args.n_jobs, len(labels)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+    jobs = min(args.n_jobs, len(labels))
+    # each participant's process gets cores // jobs threads (unless the user set the variables): N runs at once,
+    # each starting pools the size of the machine, would oversubscribe the cores many times over. Spawned
+    # processes inherit the environment when they start, during the submits below; it is restored after.
+    budget = thread_budget_env(jobs)
+    os.environ.update(budget)
+    try:
+        # spawn: a clean interpreter per worker (no forked torch/BLAS thread state), the same on every OS
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
         futures = {pool.submit(run_participant, bids_dir, root, label, *common): label for label in labels}
+    finally:
+        for name in budget:
+            os.environ.pop(name, None)
+    with pool:
         for future in as_completed(futures):
             label = futures[future]
             try:

@@ -83,12 +83,40 @@ def blas_threads(limit: int | None):
         yield
 
 
+#: Environment variable that caps the threads of this library's own pools (row blocks, deconvolution and PHAE
+#: chunks). `bbbanomaly bids --n-jobs N` sets it to cores // N in each participant's process, so that N runs at
+#: once do not each start a pool the size of the machine.
+THREADS_ENV = "BBBANOMALY_THREADS"
+
+
 def block_workers() -> int:
-    """Threads for row blocks of whole-brain array work: the CPUs this process may use, at most 4."""
+    """Threads for row blocks of whole-brain array work: the CPUs this process may use (its affinity), at most 4,
+    and at most ``$BBBANOMALY_THREADS`` where that is set."""
     import os
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get(THREADS_ENV, "").strip()
+    if limit:
+        try:
+            cpus = min(cpus, int(limit))
+        except ValueError:
+            raise InputError(f"{THREADS_ENV}={limit!r} is not a whole number: set it to the threads this "
+                             "program may use (e.g. 1), or unset it") from None
+        if cpus < 1:
+            raise InputError(f"{THREADS_ENV}={limit!r}: set it to at least 1, or unset it")
     return max(1, min(cpus, 4))
+
+
+def thread_budget_env(jobs: int) -> dict:
+    """The environment for one of ``jobs`` processes run at once on this machine: this library's pools and the
+    numeric libraries' threads (OpenMP, MKL, OpenBLAS; torch reads OMP_NUM_THREADS) each held to cores // jobs.
+    Variables the user set are kept."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = str(max(1, cpus // max(int(jobs), 1)))
+    names = (THREADS_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {name: share for name in names if not os.environ.get(name)}
 
 
 def map_blocks(function, total: int, block: int, workers: int | None = None) -> list:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..app.curves import CurveSet
 from ..core.errors import InputError
+from ..core.devices import block_workers
 from ..io import read_mask
 from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json, summarise, versions
@@ -551,6 +552,7 @@ def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curv
                   "flip_angle_deg": flip, "tr_s": tr},
         "parameters": params.to_json(),
         "versions": versions(),
+        "threads": block_workers(),  # this library's pools (row blocks of the conversion and the fits)
         "conversion": {"mode": mode, "semi_quantitative": mode == "relative", "baseline_frames": int(n_base)},
         "units": {"concentration": "mM" if mode != "relative" else "relative_enhancement",
                   "curves": unit, **{name: MAP_INFO[name][0] for name in maps}},

@@ -341,6 +341,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                   "frame_interval_s": float(times[1] - times[0]), "echo_time_s": te, "second_echo_time_s": te2},
         "parameters": params.to_json(),
         "versions": versions(),
+        "threads": block_workers(),  # this library's pools (the deconvolution's and PHAE's chunks, row blocks)
         "baseline": baseline.to_json(times),
         "aif": selection.to_json(times),
         "brain_voxels": int(brain.sum()),
