@@ -99,3 +99,27 @@ def test_thread_counts_follow_the_cpus_this_process_may_use(monkeypatch):
         assert pool is None
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
     assert chunk_workers(torch.device("cpu"), None, 10**6, 4096) == 4  # at most 4
+
+
+def test_a_cancel_stops_the_threaded_chunks_without_running_the_rest(case):
+    """The panel cancels through the progress callback: the chunks not yet started must not run on."""
+    from BBBAnomalyLib.core.errors import CancelledError
+
+    sim = case[0]
+    before = torch.get_num_threads()
+    try:
+        model = PHAEModel(sim.aif, sim.frame_interval, device="cpu", chunk_voxels=512, threads=2)  # 20 chunks of 256
+        torch.set_num_threads(1)
+        calls = []
+        infer = model.network.infer
+        model.network.infer = lambda *a, **k: (calls.append(1), infer(*a, **k))[1]
+
+        def cancel(fraction):
+            raise CancelledError("cancelled by the user")
+
+        with pytest.raises(CancelledError):
+            model.fit(sim.curves, keep_curves=False, progress=cancel)
+        assert len(calls) < 20 // 2, len(calls)  # measured: 2-4 of the 20 chunks ran
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -99,9 +99,17 @@ def chunk_threads(workers: int):
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(workers)
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            yield pool
+        yield pool
+    except BaseException:
+        # a cancel from the progress callback (or an error) stops at once: the chunks not yet started are dropped,
+        # not run to the end (pool.map submits them all at the start; its iterator also cancels them when the
+        # caller's loop is left, but only once it is collected: this does not depend on that)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
         torch.set_num_threads(previous)
 
