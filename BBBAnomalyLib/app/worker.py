@@ -12,7 +12,8 @@ exits: one job per process, so nothing of a run outlives it and Cancel still end
 empty line or the end of stdin (the panel closed it, or Slicer has gone) ends it without a run.
 
   {"event": "ready", "pid": 12345, "python": "...", "modules": [...]}  (warm only: imports done, waiting)
-  {"event": "started", "pid": 12345, "python": "..."}   (first: the pid the panel's Cancel must end)
+  {"event": "started", "pid": 12345, "python": "...", "priority": "nice 5"}   (first: the pid the panel's
+                                                         Cancel must end; the worker runs below the GUI's priority)
   {"event": "log", "message": "device: CUDA (NVIDIA ...)"}  (lines for the panel's log box)
   {"event": "progress", "fraction": 0.42, "message": "deconvolving (osvd)"}
   {"event": "maps", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...]}  (the panel's output:
@@ -136,6 +137,32 @@ def _wait_for_job(argv: list[str], printer: JsonLinePrinter) -> str | None:
 USAGE = "usage: python -m BBBAnomalyLib.app.worker JOB.json, or --wait [--preload PIPELINE]"
 
 
+#: How far below Slicer the worker process runs (a POSIX nice increment; "below normal" on Windows): the run takes
+#: the CPU time the GUI leaves, so the views stay responsive while it computes on every core. On an idle machine
+#: it changes nothing (nothing else wants the cores).
+WORKER_NICE = 5
+#: This process's priority as set when it started as a program (``lower_priority``); None when ``main`` is called
+#: in-process (tests, the in-process runner), which must not lower its caller's priority.
+PRIORITY: str | None = None
+
+
+def lower_priority(increment: int = WORKER_NICE) -> str:
+    """Lower this process's CPU priority; returns what it is now ("nice 5", "below normal", or "normal" where the
+    platform refused). A process cannot raise it again without privileges: call it only in the worker's own process."""
+    try:
+        if hasattr(os, "nice"):
+            return f"nice {os.nice(increment)}"
+        if sys.platform == "win32":
+            import ctypes
+
+            kernel32 = ctypes.windll.kernel32
+            if kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), 0x00004000):  # BELOW_NORMAL_PRIORITY_CLASS
+                return "below normal"
+    except (OSError, AttributeError):
+        pass
+    return "normal"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     printer = JsonLinePrinter()
@@ -161,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = [job_file]
     from .jobs import Job, run_job
 
-    printer.emit({"event": "started", "pid": os.getpid(), "python": sys.executable})
+    started = {"event": "started", "pid": os.getpid(), "python": sys.executable}
+    if PRIORITY is not None:
+        started["priority"] = PRIORITY
+    printer.emit(started)
     try:
         job = Job.load(argv[0])
         device = describe_device(job)
@@ -183,4 +213,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    PRIORITY = lower_priority()  # this process only: below the GUI that started it
     sys.exit(main())
