@@ -24,7 +24,8 @@ Inputs are NIfTI (.nii/.nii.gz with an optional BIDS .json sidecar), NRRD (.nrrd
 or a DICOM series folder. Times are in seconds. `bbbanomaly COMMAND --help` explains each command.
 
 Threads: the whole-brain work uses the CPUs this process may use (at most 4 for its own pools); set
-BBBANOMALY_THREADS=K to use fewer (reports record it as "threads"). torch and BLAS follow OMP_NUM_THREADS.
+BBBANOMALY_THREADS=K to use fewer (reports record it as "threads"). Inside those pools torch and BLAS
+run one thread each; elsewhere they follow OMP_NUM_THREADS.
 """
 
 
