@@ -14,6 +14,7 @@ sets, every one through ``run_dsc`` as ``bbbanomaly dsc`` runs (kH = rho = 1, br
   texture    S0 made less informative: every voxel's signal scaled by an independent factor (log-normal, SD 10 %,
              as large as two thirds of the GM/WM S0 contrast, or SD 3 %), so that neighbours of different tissue
              can match.
+             Also SD 5 % and 6 %: the level measured on real images (--real-texture).
   field      a smooth multiplicative field over the slab (coil shading: Gaussian-smoothed noise, sigma 20 mm,
              scaled to SD 10 %), which changes S0 slowly and should cost nothing.
 
@@ -24,6 +25,7 @@ CLI offers the pooling to PHAE only).
 
     python scripts/validate_guided_pooling.py --out /tmp/gp.json      # ~3 min on one thread
     python scripts/validate_guided_pooling.py --table /tmp/gp.json
+    python scripts/validate_guided_pooling.py --real-texture                # the real cases' texture level
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def settings() -> list[dict]:
     out += [dict(set="checker", snr=snr, cell=cell) for snr in (50, 20) for cell in (1, 3)]
     out += [dict(set="texture", snr=snr) for snr in (50, 20)]
     out += [dict(set="texture", snr=snr, sd=0.03) for snr in (50, 20)]
+    # the real images' level (--real-texture: a structural T2's local CoV in white matter, 4.6-6.2 % with its noise)
+    out += [dict(set="texture", snr=snr, sd=sd) for sd in (0.05, 0.06) for snr in (50, 20)]
     out += [dict(set="field", snr=snr) for snr in (50, 20)]
     return out
 
@@ -159,12 +163,66 @@ def tables(rows: list[dict]) -> str:
             "flow contrast kept\n\n" + "\n".join(lines) + "\n")
 
 
+#: the real cases of ../shared/data/brats: (folder, T1 file, T2 file)
+REAL_CASES = (("BraTS-GLI-00001-000", "BraTS-GLI-00001-000-t1n.nii.gz", "BraTS-GLI-00001-000-t2w.nii.gz"),
+              ("TCGA-DU-7294", "TCGA-DU-7294_t1_bet.nii.gz", "TCGA-DU-7294_t2_bet.nii.gz"),
+              ("TCGA-FG-6692", "TCGA-FG-6692_t1_bet.nii.gz", "TCGA-FG-6692_t2_bet.nii.gz"))
+
+
+def real_texture(folder: Path = ROOT.parent / "shared" / "data" / "brats") -> list[dict]:
+    """How much a real image's signal varies between neighbours of one tissue: the level of S0 texture the pooling
+    meets. A proxy: structural T2-weighted images of the real cases (no DSC baseline exists here), at 1 mm and at
+    2 mm (means of 2x2x2 blocks, the size of a DSC voxel at best). White matter = the 60th-97th percentile of the
+    brain's T1, eroded by one voxel, T2 within 50 % of its median (no oedema or tumour). Per case: the T2's CoV over
+    all of that white matter (with the coil's shading), the median CoV of 3x3x3 neighbourhoods inside it (what one
+    pooling neighbourhood sees), and the noise part of it (neighbouring voxels' difference, MAD, / sqrt 2)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    def down(a):
+        s = [d // 2 * 2 for d in a.shape]
+        return a[:s[0], :s[1], :s[2]].reshape(s[0] // 2, 2, s[1] // 2, 2, s[2] // 2, 2).mean(axis=(1, 3, 5))
+
+    rows = []
+    for case, t1_name, t2_name in REAL_CASES:
+        if not (folder / case / t2_name).is_file():
+            continue
+        t1 = np.asarray(nib.load(folder / case / t1_name).dataobj, np.float64)
+        t2 = np.asarray(nib.load(folder / case / t2_name).dataobj, np.float64)
+        for label, (a1, a2, brain) in {"1 mm": (t1, t2, t1 > 0),
+                                        "2 mm": (down(t1), down(t2), down((t1 > 0).astype(float)) > 0.99)}.items():
+            lo, hi = np.percentile(a1[brain], [60, 97])
+            wm = ndimage.binary_erosion(brain & (a1 > lo) & (a1 < hi), iterations=1)
+            median = np.median(a2[wm])
+            wm &= np.abs(a2 - median) < 0.5 * median
+            mean = ndimage.uniform_filter(a2, 3)
+            local = np.sqrt(np.maximum(ndimage.uniform_filter(a2 * a2, 3) - mean * mean, 0.0)) / np.maximum(mean, 1e-6)
+            inner = ndimage.binary_erosion(wm, iterations=1)
+            diff = (a2[1:] - a2[:-1])[inner[1:] & inner[:-1]]
+            rows.append({"case": case, "grid": label, "wm_voxels": int(wm.sum()),
+                         "cov_pct": 100 * float(a2[wm].std() / a2[wm].mean()),
+                         "local_cov_pct": 100 * float(np.median(local[inner])),
+                         "noise_pct": 100 * float(np.median(np.abs(diff)) / 0.6745 / np.sqrt(2) / median)})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="write the rows as JSON")
     ap.add_argument("--table", type=Path, help="print the table of a JSON written by --out, measure nothing")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--real-texture", action="store_true",
+                    help="only measure the S0-texture level of real images (../shared/data/brats), print it, and stop")
     args = ap.parse_args(argv)
+    if args.real_texture:
+        rows = real_texture()
+        if not rows:
+            print("error: no real case in ../shared/data/brats next to this checkout", file=sys.stderr)
+            return 2
+        for r in rows:
+            print(f"{r['case']} {r['grid']}: white matter {r['wm_voxels']} voxels, T2 CoV {r['cov_pct']:.1f} %, "
+                  f"median 3x3x3 CoV {r['local_cov_pct']:.1f} % (noise {r['noise_pct']:.1f} %)")
+        return 0
     if args.table:
         rows = json.loads(args.table.read_text(encoding="utf-8"))
     else:
