@@ -43,3 +43,10 @@ def test_real_images_texture_level_for_the_s0_pooling(shared_data):
     for r in rows:
         assert r["wm_voxels"] > (200_000 if r["grid"] == "1 mm" else 20_000), r
         assert 2.0 < r["noise_pct"] < r["local_cov_pct"] < 8.0 < r["cov_pct"] < 25.0, r
+    # the spatially correlated S0 factor of the "real texture" rows: texture without tissue contrast or shading
+    factor = module.real_texture_factor((74, 92, 12), shared_data / "brats")
+    textured = factor != 1.0
+    assert factor.shape == (74, 92, 12) and 0.7 <= factor.min() and factor.max() <= 1.3
+    assert 0.15 < textured.mean() < 0.6  # tissue interiors of the real brain (measured 0.28 of the block)
+    assert abs(float(factor[textured].mean()) - 1.0) < 0.03  # no tissue contrast left: a ratio to its class mean
+    assert 0.04 < float(factor[textured].std()) < 0.15  # measured 0.09

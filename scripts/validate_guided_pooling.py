@@ -15,6 +15,8 @@ sets, every one through ``run_dsc`` as ``bbbanomaly dsc`` runs (kH = rho = 1, br
              as large as two thirds of the GM/WM S0 contrast, or SD 3 %), so that neighbours of different tissue
              can match.
              Also SD 5 % and 6 %: the level measured on real images (--real-texture).
+  real texture  S0 scaled by a real T2's within-tissue texture (real_texture_factor; only with ../shared), spatially
+             correlated as in the image.
   field      a smooth multiplicative field over the slab (coil shading: Gaussian-smoothed noise, sigma 20 mm,
              scaled to SD 10 %), which changes S0 slowly and should cost nothing.
 
@@ -58,6 +60,61 @@ def settings() -> list[dict]:
     # the real images' level (--real-texture: a structural T2's local CoV in white matter, 4.6-6.2 % with its noise)
     out += [dict(set="texture", snr=snr, sd=sd) for sd in (0.05, 0.06) for snr in (50, 20)]
     out += [dict(set="field", snr=snr) for snr in (50, 20)]
+    if real_texture_factor((2, 2, 2)) is not None:  # with ../shared: a real T2's texture (real_texture_factor)
+        out += [dict(set="real texture", snr=snr) for snr in (50, 20)]
+    return out
+
+
+def real_texture_factor(shape, folder: Path = ROOT.parent / "shared" / "data" / "brats",
+                        case: str = "BraTS-GLI-00001-000") -> np.ndarray | None:
+    """An S0 factor with a real image's texture, for a phantom grid of ``shape`` (2 mm): the real case's T2 at 2 mm
+    (means of 2x2x2 blocks) divided, voxel by voxel, by the local mean of its own tissue class (3 k-means classes
+    of log T2 in the brain; normalised Gaussian smoothing within the class, sigma 2 voxels), in each class's interior
+    (eroded by a voxel; 1 at the classes' boundaries). Tissue contrast and
+    coil shading are divided out; what is left is the texture between neighbours of one tissue, spatially
+    correlated as in the image, plus the image's own noise (~3 %, so an upper bound). A central block of ``shape``
+    of the real brain, by array position (the anatomies are not registered: the factor carries no tissue contrast,
+    so where it lands does not matter); 1 outside the real brain; clipped to 0.7-1.3. None without the data."""
+    import nibabel as nib
+    from scipy import ndimage
+    from sklearn.cluster import KMeans
+
+    names = {c: (t1, t2) for c, t1, t2 in REAL_CASES}
+    t1_name, t2_name = names[case]
+    if not (folder / case / t2_name).is_file():
+        return None
+
+    def down(a):
+        s = [d // 2 * 2 for d in a.shape]
+        return a[:s[0], :s[1], :s[2]].reshape(s[0] // 2, 2, s[1] // 2, 2, s[2] // 2, 2).mean(axis=(1, 3, 5))
+
+    t1 = np.asarray(nib.load(folder / case / t1_name).dataobj, np.float64)
+    t2 = down(np.asarray(nib.load(folder / case / t2_name).dataobj, np.float64))
+    brain = ndimage.binary_erosion(down((t1 > 0).astype(float)) > 0.99, iterations=1) & (t2 > 0)
+    log_t2 = np.log(t2[brain])[:, None]
+    labels = KMeans(3, n_init=4, random_state=0).fit_predict(log_t2)
+    ratio = np.ones_like(t2)
+    for c in range(3):
+        member = np.zeros_like(brain)
+        member[brain] = labels == c
+        mean = (ndimage.gaussian_filter(np.where(member, t2, 0.0), 2.0)
+                / np.maximum(ndimage.gaussian_filter(member.astype(float), 2.0), 1e-6))
+        # inside the class only (eroded): a partial-volume voxel at a boundary has an S0 between two tissues and, in a
+        # real brain, a perfusion between them too, so its deviation is not texture (and would land on the wrong
+        # tissue here, the anatomies not being registered)
+        interior = ndimage.binary_erosion(member, iterations=1)
+        ratio[interior] = t2[interior] / mean[interior]
+    ratio = np.clip(ratio, 0.7, 1.3)
+    # a central block of the requested shape (the slab's 12 slices around the brain's middle axial slice)
+    centre = [int(np.mean(ix)) for ix in np.nonzero(brain)]
+    out = np.ones(shape, np.float32)
+    src, dst = [], []
+    for n, c, size in zip(shape, centre, ratio.shape):
+        lo = c - n // 2
+        a, b = max(lo, 0), min(lo + n, size)
+        src.append(slice(a, b))
+        dst.append(slice(a - lo, b - lo))
+    out[tuple(dst)] = ratio[tuple(src)]
     return out
 
 
@@ -71,10 +128,12 @@ def make(setting: dict):
     common = dict(snr=setting["snr"], seed=5)
     if setting["set"] == "own":
         return make_dsc_phantom(**common), None
-    if setting["set"] in ("texture", "field"):
+    if setting["set"] in ("texture", "field", "real texture"):
         ph = make_dsc_phantom(**common)
         rng = np.random.default_rng(11)
-        if setting["set"] == "texture":
+        if setting["set"] == "real texture":
+            factor = real_texture_factor(ph.masks["brain"].shape)
+        elif setting["set"] == "texture":
             factor = np.exp(rng.normal(0.0, setting.get("sd", 0.1), ph.masks["brain"].shape)).astype(np.float32)
         else:
             from scipy import ndimage
