@@ -16,6 +16,8 @@ Functions
 ---------
 relative_bias      mean voxelwise relative error, % (over voxels with truth > 0)
 ratio_of_means     mean(estimate) / mean(truth): the regional (ROI-average) bias
+ratio_bias         bias (%) of one ROI's mean relative to a reference ROI's (tumour/NAWM-style ratios)
+log_interval_coverage  how often truth lies inside estimate·exp(±z·sd) for a predicted SD of the log
 lin_ccc            Lin's concordance correlation coefficient (Lin, Biometrics 1989)
 pearson_r          Pearson's r (scipy.stats.pearsonr)
 roc_auc            area under the ROC curve (sklearn.metrics.roc_auc_score)
@@ -35,7 +37,7 @@ from scipy import ndimage, stats
 from scipy.spatial import distance
 
 __all__ = [
-    "relative_bias", "ratio_of_means", "lin_ccc", "pearson_r", "roc_auc", "youden_cutoff",
+    "relative_bias", "ratio_of_means", "ratio_bias", "log_interval_coverage", "lin_ccc", "pearson_r", "roc_auc", "youden_cutoff",
     "bootstrap_ci", "BootstrapCI", "YoudenCutoff", "psnr", "ssim", "dice",
 ]
 
@@ -84,6 +86,58 @@ def ratio_of_means(estimate, truth, mask=None) -> float:
     e, t = _pair(estimate, truth, mask)
     mt = t.mean() if t.size else 0.0
     return float(e.mean() / mt) if mt != 0 else float("nan")
+
+
+def ratio_bias(estimate, truth, roi, reference) -> float:
+    """Bias (%) of an ROI-mean ratio: ``100 · (ē_roi / ē_ref) / (t̄_roi / t̄_ref) - 100``.
+
+    What a reader of relative maps (rCBF, rCBV: tumour over normal-appearing white matter) sees: a
+    factor common to both ROIs (an AIF's scale, a partial-volumed arterial voxel) cancels, a bias that
+    differs between tissues (shrinkage toward a prior, noise floors) does not. ``roi`` and ``reference``
+    are boolean masks of the data's shape. NaN when a mean is zero.
+
+    >>> round(ratio_bias([2.0, 2.0, 1.0, 1.0], [1.0, 1.0, 0.5, 0.5], [1, 1, 0, 0], [0, 0, 1, 1]), 9)  # common x2
+    0.0
+    """
+    e_roi, t_roi = _pair(estimate, truth, roi)
+    e_ref, t_ref = _pair(estimate, truth, reference)
+    if not (e_roi.size and e_ref.size):
+        return float("nan")
+    denominators = e_ref.mean() * t_roi.mean()
+    return float(100.0 * (e_roi.mean() * t_ref.mean() / denominators - 1.0)) if denominators != 0 else float("nan")
+
+
+def log_interval_coverage(estimate, truth, log_sd, z: float = 1.96, informative_sd: float = 1.0, mask=None) -> dict:
+    """Calibration of a predicted SD of log(estimate) (e.g. PHAE's ``phae_cbf_uncertainty`` / 100).
+
+    The interval ``estimate · exp(±z · sd)`` should hold the (positive) truth in ~95 % of voxels for
+    z = 1.96 if the SD is honest. An estimate <= 0 has no log: its interval never holds the truth.
+    Voxels with ``sd >= informative_sd`` (100 % relative SD by default) say "unknown" rather than a
+    value, so the coverage is reported over the informative voxels and over all of them.
+
+    Returns a dict of fractions: ``coverage`` (informative voxels), ``coverage_all``, ``informative``
+    (share with sd < informative_sd), ``nonpositive`` (share with estimate <= 0) and
+    ``nonpositive_flagged`` (of those, the share the SD marks uninformative; NaN when there are none).
+
+    >>> r = log_interval_coverage([1.0, 1.0, -0.1], [1.1, 3.0, 1.0], [0.1, 0.1, 2.0])
+    >>> r["coverage"], round(r["informative"], 3), r["nonpositive_flagged"]
+    (0.5, 0.667, 1.0)
+    """
+    e, t = _pair(estimate, truth, mask)
+    s = _pair(log_sd, truth, mask)[0]
+    if not e.size:
+        return {k: float("nan") for k in ("coverage", "coverage_all", "informative", "nonpositive", "nonpositive_flagged")}
+    if np.any(t <= 0):
+        raise ValueError("log_interval_coverage needs a positive truth")
+    positive = e > 0
+    inside = np.zeros(e.shape, bool)
+    inside[positive] = np.abs(np.log(t[positive] / e[positive])) <= z * s[positive]
+    informative = s < informative_sd
+    nonpositive = ~positive
+    return {"coverage": float(inside[informative].mean()) if informative.any() else float("nan"),
+            "coverage_all": float(inside.mean()), "informative": float(informative.mean()),
+            "nonpositive": float(nonpositive.mean()),
+            "nonpositive_flagged": float((~informative[nonpositive]).mean()) if nonpositive.any() else float("nan")}
 
 
 # --- agreement ----------------------------------------------------------------------------------

@@ -219,3 +219,46 @@ def test_dice():
     assert dice(a, a) == 1.0
     assert dice(a, ~a) == 0.0
     assert dice(np.zeros(5), np.zeros(5)) == 1.0
+
+
+# --- ratio_bias and log_interval_coverage (issue 14, round 11: the numbers a reader of rCBF and of the
+# uncertainty map relies on) ------------------------------------------------------------------------------
+def test_ratio_bias_cancels_a_common_factor_and_keeps_a_tissue_one():
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.full(50, 60.0), np.full(50, 22.0)]
+    roi, ref = np.r_[np.ones(50, bool), np.zeros(50, bool)], np.r_[np.zeros(50, bool), np.ones(50, bool)]
+    noise = 1.0 + 0.01 * rng.standard_normal(100)
+    common = 1.4 * truth * noise  # an AIF-scale error: absolute bias +40 %, the ratio unbiased
+    assert abs(metrics.ratio_of_means(common, truth, roi) - 1.4) < 0.01
+    assert abs(metrics.ratio_bias(common, truth, roi, ref)) < 1.0
+    shrunk = np.where(ref, 1.3, 1.0) * truth  # the reference tissue over-read by 30 %: the ratio 1/1.3 of truth
+    assert metrics.ratio_bias(shrunk, truth, roi, ref) == pytest.approx(100 * (1 / 1.3 - 1), rel=1e-12)
+    assert np.isnan(metrics.ratio_bias(truth, truth, roi, np.zeros(100, bool)))
+
+
+def test_log_interval_coverage_reads_an_honest_and_an_overconfident_sd():
+    rng = np.random.default_rng(1)
+    n = 20_000
+    truth = rng.uniform(10, 100, n)
+    sd = rng.uniform(0.1, 0.6, n)
+    estimate = truth * np.exp(sd * rng.standard_normal(n))
+    honest = metrics.log_interval_coverage(estimate, truth, sd)
+    # binomial SD of a 95 % share over 20 000 voxels is 0.0015: 0.01 is > 6 of them
+    assert honest["coverage"] == pytest.approx(0.95, abs=0.01)
+    assert honest["informative"] == 1.0 and honest["nonpositive"] == 0.0 and np.isnan(honest["nonpositive_flagged"])
+    over = metrics.log_interval_coverage(estimate, truth, sd / 2)  # half the true spread: ±0.98 SD holds 67 %
+    assert over["coverage"] == pytest.approx(0.673, abs=0.015)
+    one_sd = metrics.log_interval_coverage(estimate, truth, sd, z=1.0)
+    assert one_sd["coverage"] == pytest.approx(0.683, abs=0.015)
+
+
+def test_log_interval_coverage_counts_nonpositive_estimates_as_misses_and_reports_their_flags():
+    truth = np.full(4, 50.0)
+    estimate = np.array([50.0, 0.0, -5.0, 49.0])
+    sd = np.array([0.2, 2.0, 0.5, 1.5])  # the zero flagged (sd >= 1), the negative one not
+    r = metrics.log_interval_coverage(estimate, truth, sd)
+    assert r["informative"] == 0.5 and r["coverage"] == 0.5  # informative: 50 (inside) and -5 (a miss)
+    assert r["coverage_all"] == 0.5  # 50 and 49 inside
+    assert r["nonpositive"] == 0.5 and r["nonpositive_flagged"] == 0.5
+    with pytest.raises(ValueError, match="positive truth"):
+        metrics.log_interval_coverage(estimate, np.zeros(4), sd)

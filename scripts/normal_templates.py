@@ -85,10 +85,15 @@ def colin27() -> Anatomy:
     img = nib.load(COLIN)
     t1 = np.asarray(img.dataobj, np.float32)
     brain = t1 > 0
-    values = t1[brain][:, None]
-    gmm = GaussianMixture(3, random_state=0).fit(values[:: max(1, values.shape[0] // 200_000)])
-    order = np.argsort(gmm.means_[:, 0])  # CSF darkest, WM brightest on a T1
-    post = gmm.predict_proba(values)[:, order]
+    values = t1[brain][:, None].astype(np.float64)
+    # one BLAS thread and float64: the mixture's sums (and so the segmentation) then do not depend on how many
+    # threads the machine runs (with float32 and the default threads, 1 and 2 threads gave different fractions)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        gmm = GaussianMixture(3, random_state=0).fit(values[:: max(1, values.shape[0] // 200_000)])
+        order = np.argsort(gmm.means_[:, 0])  # CSF darkest, WM brightest on a T1
+        post = gmm.predict_proba(values)[:, order]
     fractions = np.zeros(t1.shape + (3,), np.float32)
     fractions[brain] = post
     return _to_2mm(fractions, brain, img.affine)

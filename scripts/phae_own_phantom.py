@@ -124,7 +124,7 @@ def measure(weights: list[str], log=print, ablations: bool = False, geometry: bo
             rec = accuracy_record(phantom, res)
             row = {**setting, "method": label, "gm": rec["gm"]["cbf"], "wm": rec["wm"]["cbf"],
                    "rim": rec["enhancing"]["cbf"], "ccc": rec["ccc_cbf"], "mtt_gm": rec["gm"]["mtt"],
-                   "mtt_wm": rec["wm"]["mtt"]}
+                   "mtt_wm": rec["wm"]["mtt"], **trust_record(phantom, res)}
             if geometry:
                 tmax = res.maps["tmax"].data
                 region = delayed if delayed is not None else np.ones(gm.shape, bool)
@@ -134,6 +134,48 @@ def measure(weights: list[str], log=print, ablations: bool = False, geometry: bo
             rows.append(row)
         log(f"done {setting}")
     return rows
+
+
+def trust_record(phantom, res) -> dict:
+    """Issue 14, round 11: what a reader of relative maps and of the uncertainty map relies on. The rim/NAWM and
+    GM/NAWM CBF ratio biases (%; the pipeline's rCBF divides by the NAWM mean) and, for PHAE, the calibration of
+    ``phae_cbf_uncertainty`` over the brain's tissue (truth CBF > 0): the share of voxels whose truth lies in
+    CBF·exp(±1.96 SD) among the informative ones (SD < 100 %), their share, the share with CBF <= 0."""
+    import numpy as np
+
+    from BBBAnomalyLib import metrics
+
+    m = phantom.masks
+    est, truth = res.maps["cbf"].data, phantom.truth["cbf"].data
+    nawm = m["nawm"] & ~m["aif"]
+    out = {"rim_nawm": metrics.ratio_bias(est, truth, m["enhancing"] & ~m["aif"], nawm),
+           "gm_nawm": metrics.ratio_bias(est, truth, m["gm"] & ~m["aif"], nawm)}
+    if "phae_cbf_uncertainty" in res.maps:
+        tissue = m["brain"] & ~m["aif"] & (truth > 0)
+        cov = metrics.log_interval_coverage(est, truth, res.maps["phae_cbf_uncertainty"].data / 100.0, mask=tissue)
+        out.update({f"uncertainty_{k}": v for k, v in cov.items() if np.isfinite(v)})
+    return out
+
+
+def trust_table(rows: list[dict]) -> str:
+    """Per method: ratio biases (rim/NAWM, GM/NAWM) at SNR >= 20 and the uncertainty map's calibration."""
+    by_method = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r)
+    lines = ["| method | rim/NAWM CBF ratio bias, SNR ≥ 20 | GM/NAWM | settings with both within ±15 % | "
+             "95 % interval holds truth (informative voxels) | informative (SD < 100 %) | CBF <= 0 |", "|" + "---|" * 7]
+    rng = lambda v, f="{:+.0f}": f"{f.format(min(v))}…{f.format(max(v))}"  # noqa: E731
+    for method, rs in by_method.items():
+        noisy = [r for r in rs if r["snr"] is not None and r["snr"] >= 20 and "rim_nawm" in r]
+        if not noisy:
+            continue
+        within = sum(abs(r["rim_nawm"]) <= 15 and abs(r["gm_nawm"]) <= 15 for r in noisy)
+        cov = [r for r in rs if "uncertainty_coverage" in r]
+        cells = ([rng([100 * r["uncertainty_" + q] for r in cov], "{:.0f}") + " %"
+                  for q in ("coverage", "informative", "nonpositive")] if cov else ["—"] * 3)
+        lines.append(f"| {method} | {rng([r['rim_nawm'] for r in noisy])} % | {rng([r['gm_nawm'] for r in noisy])} % | "
+                     f"{within}/{len(noisy)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _setting_key(r: dict) -> str:
@@ -174,6 +216,9 @@ def tables(rows: list[dict]) -> str:
         lines.append(f"| {key} | " + " | ".join(
             f"{cell[m]['gm']:+.0f} / {cell[m]['wm']:+.0f} / {cell[m]['rim']:+.0f} ({cell[m]['ccc']:.2f})" if m in cell else ""
             for m in methods) + " |")
+    if any("rim_nawm" in r for r in rows):
+        lines += ["", "Ratios to NAWM (what the rCBF map reads) and the calibration of phae_cbf_uncertainty "
+                  "(over all settings):", "", trust_table(rows).rstrip("\n")]
     if any("tmax_late" in r for r in rows):
         lines += ["", "Median Tmax (s) of the delayed tissue (GM, or the tumour) / of the undelayed GM, per setting "
                   "(true: the delay named / 0 s):", "", "| setting | " + " | ".join(methods) + " |",

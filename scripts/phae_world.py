@@ -12,6 +12,7 @@ knows the blood volume).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -34,21 +35,26 @@ OSVD = {"oSVD 0.095": 0.095, "oSVD 0.035": 0.035}
 
 
 def _methods(curves, aif, dt, phae_model_factory):
-    """{method: (cbf [1/s], fit_error or None, seconds, tmax [s] or None)} on the same curves;
-    phae_model_factory: one factory (method "PHAE") or {label: factory} (methods "PHAE <label>")."""
+    """{method: (cbf [1/s], fit_error or None, seconds, tmax [s] or None, SD of log CBF or None)} on the same
+    curves; phae_model_factory: one factory (method "PHAE") or {label: factory} (methods "PHAE <label>")."""
     out = {}
     for name, oi in OSVD.items():
         t = time.perf_counter()
         fit = DeconvolutionModel(aif, dt, "osvd", oi_target=oi).fit(curves)
-        out[name] = (fit.cbf, None, time.perf_counter() - t, fit.tmax)
+        out[name] = (fit.cbf, None, time.perf_counter() - t, fit.tmax, None)
     factories = phae_model_factory if isinstance(phae_model_factory, dict) else {"": phae_model_factory}
     for label, factory in factories.items():
         t = time.perf_counter()
         fit = factory(aif, dt).fit(curves, keep_curves=False)
-        out[f"PHAE {label}".strip()] = (fit.cbf, fit.fit_error, time.perf_counter() - t, getattr(fit, "tmax", None))
+        out[f"PHAE {label}".strip()] = (fit.cbf, fit.fit_error, time.perf_counter() - t, getattr(fit, "tmax", None),
+                                        getattr(fit, "cbf_uncertainty", None))
     cbv = np.trapezoid(curves, dx=dt, axis=1) / np.trapezoid(aif, dx=dt)
-    out["trivial CBV/4.5 s"] = (cbv / TRIVIAL_MTT_S, None, 0.0, None)
+    out["trivial CBV/4.5 s"] = (cbv / TRIVIAL_MTT_S, None, 0.0, None, None)
     return out
+
+
+#: the reference tissue of the sweep's ratios (normal-appearing white matter, as rCBF maps use)
+RATIO_REFERENCE = "WM"
 
 
 def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_intervals=(1.0, 1.6, 2.2),
@@ -78,13 +84,17 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     labels = list(np.repeat(names, n_per_tissue))
                     res = _methods(curves, aif, dt, phae_model_factory)
                     labels_a = np.array(labels)
-                    for m, (cbf, err, sec, tmax) in res.items():
+                    for m, (cbf, err, sec, tmax, log_sd) in res.items():
                         d = per.setdefault(m, {"bias": {k: [] for k in SWEEP_TISSUES}, "ccc": [], "s": 0.0,
-                                               "err_corr": [], "offset": [], "tmax": {k: [] for k in SWEEP_TISSUES}})
+                                               "err_corr": [], "offset": [], "tmax": {k: [] for k in SWEEP_TISSUES},
+                                               "ratio": {k: [] for k in SWEEP_TISSUES if k != RATIO_REFERENCE},
+                                               "coverage": []})
                         logs = []
                         for k in SWEEP_TISSUES:
                             sel = labels_a == k
                             d["bias"][k].append(100.0 * (np.mean(cbf[sel]) / np.mean(truth[sel]) - 1.0))
+                            if k != RATIO_REFERENCE:  # what an rCBF map reads: the ROI over the case's own WM
+                                d["ratio"][k].append(metrics.ratio_bias(cbf, truth, sel, labels_a == RATIO_REFERENCE))
                             logs.append(np.log(max(np.mean(cbf[sel]) / np.mean(truth[sel]), 1e-3)))
                             if tmax is not None:  # the ROI-mean Tmax minus the tissue's true delay [s]
                                 d["tmax"][k].append(float(np.mean(tmax[sel]) - SWEEP_TISSUES[k][2]))
@@ -92,6 +102,8 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                         d["offset"].append(100.0 * (np.exp(np.mean(logs)) - 1.0))
                         d["ccc"].append(metrics.lin_ccc(6000 * truth, 6000 * cbf))
                         d["s"] += sec
+                        if log_sd is not None:  # the uncertainty map's calibration (issue 14, round 11)
+                            d["coverage"].append(metrics.log_interval_coverage(cbf, truth, log_sd))
                         if err is not None:
                             from scipy.stats import spearmanr
 
@@ -100,6 +112,16 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     row = {"gain": gain, "dt": dt, "snr": snr, "method": m, "ccc": float(np.mean(d["ccc"])),
                            "seconds": d["s"], **{f"bias_{k}": float(np.mean(v)) for k, v in d["bias"].items()},
                            "case_offsets": [float(v) for v in d["offset"]],
+                           **{f"ratio_bias_{k}": float(np.mean(v)) for k, v in d["ratio"].items()},
+                           **({f"uncertainty_{q}": float(np.mean([c[q] for c in d["coverage"]]))
+                               for q in ("coverage", "coverage_all", "informative", "nonpositive")}
+                              if d["coverage"] else {}),
+                           # of the curves with CBF <= 0, the share the map marks uninformative (SD >= 100 %),
+                           # weighted by each case's count; absent where no curve had CBF <= 0
+                           **({"uncertainty_nonpositive_flagged": float(
+                               sum(c["nonpositive"] * c["nonpositive_flagged"] for c in d["coverage"] if c["nonpositive"])
+                               / sum(c["nonpositive"] for c in d["coverage"]))}
+                              if any(c["nonpositive"] for c in d["coverage"]) else {}),
                            **{f"tmax_error_{k}": float(np.mean(v)) for k, v in d["tmax"].items() if v}}
                     if d["err_corr"]:
                         row["rho_fit_error_abs_log_error"] = float(np.mean(d["err_corr"]))
@@ -210,7 +232,7 @@ def _score_object_timing(factory, snr, dt, frames, curves_fn):
     t_cbf = np.array([p[0] for p in OBJECT_TISSUES], float)
     t_cbv = np.array([p[1] for p in OBJECT_TISSUES], float)
     out = {}
-    for m, (cbf, _, sec, _tmax) in res.items():
+    for m, (cbf, _, sec, _tmax, _sd) in res.items():
         cbf_m = np.array([np.mean(6000.0 * cbf[labels == i]) for i in range(len(OBJECT_TISSUES))])
         cbv_m = np.array([np.mean(cbv[labels == i]) for i in range(len(OBJECT_TISSUES))])
         err = cbf_m - t_cbf
@@ -391,6 +413,90 @@ def dev_summary(rows: list[dict], gain: float | None = None, snr: float | None =
     return out
 
 
+@contextlib.contextmanager
+def undispersed_measured_aif():
+    """Within the block the curve generator leaves the *measured* AIF undispersed: the same random draws (so the
+    same tissue curves, noise, tau drawn and ignored), only the AIF differs. An oracle for splitting the held-apart
+    sweep's miss into what the AIF's dispersion causes and what it does not (issue 14, round 11)."""
+    original = dc._dispersed
+    dc._dispersed = lambda values, dt_fine, tau, kernel: values
+    try:
+        yield
+    finally:
+        dc._dispersed = original
+
+
+def trust_summary(rows: list[dict]) -> dict:
+    """Per method and tissue gain (rows at SNR >= 20): the ROI-ratio biases against WM (what an rCBF map reads)
+    beside the absolute ROI biases, the rows with every tissue within ±15 % for each, and for methods with an
+    uncertainty map its calibration (coverage of the 95 % interval over informative curves, their share, the
+    share of CBF <= 0) over all SNRs (issue 14, round 11)."""
+    ratio_keys = [k for k in SWEEP_TISSUES if k != RATIO_REFERENCE]
+    out = {}
+    for m in dict.fromkeys(r["method"] for r in rows):
+        d = {}
+        for gain in sorted({r["gain"] for r in rows}, reverse=True):
+            rs = [r for r in rows if r["method"] == m and r["gain"] == gain and r["snr"] >= 20]
+            if not rs:
+                continue
+            b = np.array([[r["bias_" + k] for k in SWEEP_TISSUES] for r in rs])
+            q = np.array([[r["ratio_bias_" + k] for k in ratio_keys] for r in rs])
+            d[f"gain{gain:g}"] = {"abs_range": [float(b.min()), float(b.max())],
+                                  "abs_rows_within_15": f"{int((np.abs(b) <= 15).all(axis=1).sum())}/{len(rs)}",
+                                  "ratio_range": [float(q.min()), float(q.max())],
+                                  "ratio_rows_within_15": f"{int((np.abs(q) <= 15).all(axis=1).sum())}/{len(rs)}",
+                                  "ratio_mean_by_tissue": {k: float(np.mean(q[:, i])) for i, k in enumerate(ratio_keys)}}
+        cov = [r for r in rows if r["method"] == m and "uncertainty_coverage" in r]
+        if cov:
+            for gain in sorted({r["gain"] for r in cov}, reverse=True):
+                rg = [r for r in cov if r["gain"] == gain]
+                d.setdefault(f"gain{gain:g}", {})["uncertainty"] = {
+                    q: [float(min(r["uncertainty_" + q] for r in rg)), float(max(r["uncertainty_" + q] for r in rg))]
+                    for q in ("coverage", "coverage_all", "informative", "nonpositive")}
+                flagged = [r["uncertainty_nonpositive_flagged"] for r in rg if "uncertainty_nonpositive_flagged" in r]
+                if flagged:
+                    d[f"gain{gain:g}"]["uncertainty"]["nonpositive_flagged"] = [float(min(flagged)), float(max(flagged))]
+        out[m] = d
+    return out
+
+
+def trust_tables(rows: list[dict], title: str) -> str:
+    """Markdown: per row the ratio biases and the uncertainty map's calibration, then the summary."""
+    ratio_keys = [k for k in SWEEP_TISSUES if k != RATIO_REFERENCE]
+    lines = [f"##### {title}: ROI-ratio bias against the case's own WM (%), and the uncertainty map's calibration", "",
+             "| tissue gain | Δt (s) | SNR | method | " + " | ".join(f"{k}/WM" for k in ratio_keys)
+             + " | 95 % interval holds truth (informative curves) | informative (SD < 100 %) | CBF <= 0 | "
+               "of those, marked uninformative |",
+             "|---" * (8 + len(ratio_keys)) + "|"]
+    pct = lambda r, k: f"{100 * r[k]:.0f} %" if k in r else "—"  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['gain']:g} | {r['dt']:g} | {r['snr']:g} | {r['method']} | "
+                     + " | ".join(f"{r['ratio_bias_' + k]:+.0f}" for k in ratio_keys)
+                     + f" | {pct(r, 'uncertainty_coverage')} | {pct(r, 'uncertainty_informative')} | "
+                       f"{pct(r, 'uncertainty_nonpositive')} | {pct(r, 'uncertainty_nonpositive_flagged')} |")
+    summ = trust_summary(rows)
+    lines += ["", f"Summary ({title}; rows at SNR >= 20; the calibration over all SNRs):", "",
+              "| method | tissue gain | absolute ROI bias | rows within ±15 % | ratio-to-WM bias | rows within ±15 % | "
+              "mean ratio bias GM / tumor / hypoperfused / early | 95 % interval coverage | informative | CBF <= 0 | "
+              "CBF <= 0 marked uninformative |",
+              "|---" * 11 + "|"]
+    rng = lambda v, f="{:+.0f}": f"{f.format(v[0])}…{f.format(v[1])}"  # noqa: E731
+    for m, d in summ.items():
+        for g, v in d.items():
+            if "abs_range" not in v:
+                continue
+            u = v.get("uncertainty")
+            lines.append(f"| {m} | {g[4:]} | {rng(v['abs_range'])} % | {v['abs_rows_within_15']} | "
+                         f"{rng(v['ratio_range'])} % | {v['ratio_rows_within_15']} | "
+                         + " / ".join(f"{x:+.0f}" for x in v["ratio_mean_by_tissue"].values()) + " % | "
+                         + (f"{rng([100 * x for x in u['coverage']], '{:.0f}')} % | "
+                            f"{rng([100 * x for x in u['informative']], '{:.0f}')} % | "
+                            f"{rng([100 * x for x in u['nonpositive']], '{:.0f}')} % | "
+                            + (f"{rng([100 * x for x in u['nonpositive_flagged']], '{:.0f}')} % |"
+                               if "nonpositive_flagged" in u else "— |") if u else "— | — | — | — |"))
+    return "\n".join(lines) + "\n"
+
+
 #: the delay check's tissues (CBF ml/100 g/min, CBV ml/100 ml), each at every fixed delay of the check
 DELAY_TISSUES = {"GM": (60.0, 4.0), "WM": (22.0, 2.6), "tumor": (110.0, 6.0)}
 
@@ -419,7 +525,7 @@ def delay_check(phae_model_factory, delays=(0.0, 2.0, 4.0), gains=(4.0, 1.0), sn
                                                 mtt=60.0 * par[:, 1] / par[:, 0], cbv=par[:, 1] / 100.0,
                                                 delay=float(delay))
                     truth = cc.truth["cbf"]
-                    for m, (cbf, _err, _sec, tmax) in _methods(cc.curves, cc.aif, frame_interval,
+                    for m, (cbf, _err, _sec, tmax, _sd) in _methods(cc.curves, cc.aif, frame_interval,
                                                                phae_model_factory).items():
                         d = per.setdefault(m, {"bias": {k: [] for k in names}, "tmax_mean": {k: [] for k in names},
                                                "tmax_median": {k: [] for k in names}, "ccc": []})
@@ -450,8 +556,10 @@ def main(argv=None) -> int:
     import json
 
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("part", choices=["dev", "delay"],
-                    help="dev: the dev sweep; delay: delay_check (fixed tissue delays --delays on TRAINING_WIDE)")
+    ap.add_argument("part", choices=["dev", "delay", "trust"],
+                    help="dev: the dev sweep; delay: delay_check (fixed tissue delays --delays on TRAINING_WIDE); "
+                         "trust: ratios to WM and the uncertainty map's calibration on the held-apart sweep (the "
+                         "world part's rows) and on the dev sweep (--gains, --snrs)")
     ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 2.0, 4.0],
                     help="delay: the fixed tissue delays [s] (default 0 2 4)")
     ap.add_argument("--weights", nargs="+", required=True, help="bundled names or .pt paths")
@@ -466,6 +574,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gains", type=float, nargs="+", default=[4.0, 2.0],
                     help="tissue gains of the dev rows (default 4 2; 1 = the low-CNR regime, a GM drop of a few per cent)")
     ap.add_argument("--snrs", type=float, nargs="+", default=[20, 50], help="SNRs of the dev rows (default 20 50)")
+    ap.add_argument("--undispersed-aif", action="store_true",
+                    help="trust: also the held-apart cases with the measured AIF left undispersed (an oracle: what the "
+                         "AIF's dispersion accounts for)")
     ap.add_argument("--object", action="store_true",
                     help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
@@ -478,6 +589,8 @@ def main(argv=None) -> int:
     factories = {label(w): (lambda aif, dt, w=w: PHAEModel(aif, dt, weights=w)) for w in args.weights}
     if args.part == "delay":
         return _main_delay(args, factories)
+    if args.part == "trust":
+        return _main_trust(args, factories)
     try:
         rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves,
                          families=args.families, kernels=args.kernels, gains=args.gains,
@@ -519,6 +632,46 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "by_gain_snr": by_gain_snr, "object": obj},
                                        indent=1), encoding="utf-8")
+    return 0
+
+
+def _main_trust(args, factories) -> int:
+    """Issue 14, round 11: the held-apart sweep exactly as validate_phae.py --parts world runs it (Georgiou AIF,
+    gamma-dispersed measured AIF; gains 4 and 1, Δt 1 / 1.6 / 2.2 s, SNR 10-100, 2 cases x 200 curves per
+    tissue) and the dev sweep (training generator, other seeds), printed as ratio and calibration tables."""
+    import json
+
+    if not args.gains or not args.snrs or min(args.gains) <= 0 or min(args.snrs) <= 0:
+        print("error: the trust check's gains and SNRs must be positive", file=sys.stderr)
+        return 2
+    held = sweep(factories, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_intervals=(1.0, 1.6, 2.2),
+                 n_per_tissue=200, cases=2, log=lambda s: None)
+    dev = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves, gains=args.gains,
+                    snrs=[int(v) if float(v).is_integer() else v for v in args.snrs])
+    print(trust_tables(held, "Held-apart sweep (Georgiou AIF, gamma-dispersed measured AIF)"))
+    print(trust_tables(dev, "Dev sweep (training generator, seeds from 50 000)"))
+    result = {"held_apart": held, "dev": dev, "held_apart_summary": trust_summary(held), "dev_summary": trust_summary(dev)}
+    if args.undispersed_aif:
+        with undispersed_measured_aif():
+            oracle = sweep(factories, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_intervals=(1.0, 1.6, 2.2),
+                           n_per_tissue=200, cases=2, log=lambda s: None)
+        result.update({"held_apart_undispersed_aif": oracle, "held_apart_undispersed_aif_summary": trust_summary(oracle)})
+        print("##### The same held-apart cases with the measured AIF left undispersed (oracle), rows at SNR >= 20\n")
+        print("| method | tissue gain | measured AIF | absolute ROI bias | rows within ±15 % | case offsets (mean) | "
+              "ratio-to-WM bias | rows within ±15 % |\n" + "|---" * 8 + "|")
+        for m in dict.fromkeys(r["method"] for r in held):
+            for gain in (4.0, 1.0):
+                for label, rows in (("dispersed (held-apart)", held), ("undispersed (oracle)", oracle)):
+                    rs = [r for r in rows if r["method"] == m and r["gain"] == gain and r["snr"] >= 20]
+                    if not rs:
+                        continue
+                    v = trust_summary(rs)[m][f"gain{gain:g}"]
+                    off = np.array([o for r in rs for o in r["case_offsets"]])
+                    print(f"| {m} | {gain:g} | {label} | {v['abs_range'][0]:+.0f}…{v['abs_range'][1]:+.0f} % | "
+                          f"{v['abs_rows_within_15']} | {off.min():+.0f}…{off.max():+.0f} % ({off.mean():+.0f}) | "
+                          f"{v['ratio_range'][0]:+.0f}…{v['ratio_range'][1]:+.0f} % | {v['ratio_rows_within_15']} |")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
 

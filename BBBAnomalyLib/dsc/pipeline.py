@@ -449,7 +449,32 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     if fit.pooled_curves is not None:
         phae_report["guided_pooling"]["effective_curves"] = summarise(fit.pooled_curves)
     phae_report["fit_loss"] = summarise(fit.loss)
+    if fit.cbf_uncertainty is not None:
+        phae_report["cbf_uncertainty"] = _uncertainty_summary(fit.cbf, fit.cbf_uncertainty, warnings)
     return fit, {"phae": phae_report}
+
+
+#: a voxel whose predicted SD of log CBF is this or more says "unknown" rather than a value (100 % relative SD)
+UNINFORMATIVE_LOG_SD = 1.0
+#: warn when at least this share of the brain is uninformative (issue 14, round 11: 0-32 % of the own phantom's
+#: brain across its 35 settings; 20 % or more only at SNR 50, where the automatic pooling stays off)
+UNINFORMATIVE_WARN_FRACTION = 0.2
+
+
+def _uncertainty_summary(cbf: np.ndarray, log_sd: np.ndarray, warnings: list) -> dict:
+    """The report's account of phae_cbf_uncertainty over the brain: its distribution (%), the share of voxels it
+    marks uninformative (SD >= 100 %) and the share with CBF <= 0 (on held-apart and own phantoms every such voxel
+    was marked uninformative; docs/validation.md, round 11); a warning when much of the brain is uninformative."""
+    uninformative = log_sd >= UNINFORMATIVE_LOG_SD
+    share = float(uninformative.mean()) if uninformative.size else 0.0
+    out = {"percent": summarise(100.0 * log_sd), "uninformative_fraction": share,
+           "uninformative_sd_percent": 100.0 * UNINFORMATIVE_LOG_SD,
+           "nonpositive_cbf_fraction": float((cbf <= 0).mean()) if cbf.size else 0.0}
+    if share >= UNINFORMATIVE_WARN_FRACTION:
+        warnings.append(f"PHAE: in {100 * share:.0f} % of the brain the CBF's predicted SD is "
+                        f"{100 * UNINFORMATIVE_LOG_SD:.0f} % or more (map phae_cbf_uncertainty): read those voxels' CBF "
+                        "as unknown, not as low flow; ROI means and ratios to NAWM over many voxels are less affected")
+    return out
 
 
 def _pooling_guide(brain_signal: np.ndarray, baseline, params: DSCParameters):
