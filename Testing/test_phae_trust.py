@@ -120,3 +120,22 @@ def test_the_undispersed_aif_oracle_changes_the_measured_aif_and_nothing_else():
     assert not np.array_equal(plain.aif, dispersed.aif)
     # the baseline frames (before the bolus) carry the same noise draws: only the bolus differs
     np.testing.assert_array_equal(plain.aif[:3], dispersed.aif[:3])
+
+
+def test_deshrunk_check_undoes_gaussian_shrinkage_and_caps_the_factor():
+    """phae_world.Deshrunk (round 11's check): x = mu0 + (m - mu0) / (1 - s^2/s0^2), capped at 2, CBF <= 0 kept."""
+    pw = _script("phae_world")
+    from types import SimpleNamespace
+
+    mu0, s0 = np.log(0.007), 1.3
+    m = np.log(np.array([0.004, 0.012, 0.012, 0.012]))
+    s = np.array([0.0, 0.65, 1.2, 0.5])
+    check = pw.Deshrunk.__new__(pw.Deshrunk)
+    check.prior, check.max_factor = (mu0, s0), 2.0
+    check.model = SimpleNamespace(fit=lambda curves, keep_curves=False: SimpleNamespace(
+        cbf=np.r_[np.exp(m[:3]), -0.001], cbf_uncertainty=s, tmax=None))
+    out = check.fit(None).cbf
+    assert out[0] == pytest.approx(0.004, rel=1e-12)  # s = 0: nothing to undo
+    assert np.log(out[1]) == pytest.approx(mu0 + (m[1] - mu0) / (1 - 0.25), rel=1e-12)  # s/s0 = 0.5: factor 4/3
+    assert np.log(out[2]) == pytest.approx(mu0 + 2.0 * (m[2] - mu0), rel=1e-12)  # (1.2/1.3)^2 = 0.85: capped at 2
+    assert out[3] == -0.001

@@ -426,6 +426,37 @@ def undispersed_measured_aif():
         dc._dispersed = original
 
 
+def training_log_cbf_prior(cases: int = 60, curves: int = 256, seed: int = 5) -> tuple[float, float]:
+    """Mean and SD of log CBF [1/s] over the wide training generator's truth (the network's prior)."""
+    rng = np.random.default_rng(seed)
+    logs = np.concatenate([np.log(dc.simulate_curve_case(rng, curves, dc.TRAINING_WIDE).truth["cbf"])
+                           for _ in range(cases)])
+    return float(logs.mean()), float(logs.std())
+
+
+class Deshrunk:
+    """PHAE with its log-CBF shrinkage undone analytically (a check, not a shipped option; issue 14, round 11).
+
+    For a Gaussian prior N(mu0, s0^2) on log CBF and a Gaussian likelihood, the posterior's SD s and mean m give the
+    likelihood's own estimate x = mu0 + (m - mu0) / (1 - s^2 / s0^2); the factor is capped at ``max_factor`` where
+    s approaches s0. CBF <= 0 is left as it is."""
+
+    def __init__(self, aif, dt, prior: tuple[float, float], weights=None, max_factor: float = 2.0):
+        from BBBAnomalyLib.dsc.phae import PHAEModel
+
+        self.model, self.prior, self.max_factor = PHAEModel(aif, dt, weights=weights), prior, max_factor
+
+    def fit(self, curves, keep_curves=False):
+        from types import SimpleNamespace
+
+        fit = self.model.fit(curves, keep_curves=False)
+        mu0, s0 = self.prior
+        cbf, positive = fit.cbf.astype(np.float64), fit.cbf > 0
+        factor = 1.0 / np.clip(1.0 - (fit.cbf_uncertainty / s0) ** 2, 1.0 / self.max_factor, 1.0)
+        cbf[positive] = np.exp(mu0 + (np.log(cbf[positive]) - mu0) * factor[positive])
+        return SimpleNamespace(cbf=cbf, fit_error=None, tmax=fit.tmax, cbf_uncertainty=None)
+
+
 def trust_summary(rows: list[dict]) -> dict:
     """Per method and tissue gain (rows at SNR >= 20): the ROI-ratio biases against WM (what an rCBF map reads)
     beside the absolute ROI biases, the rows with every tissue within ±15 % for each, and for methods with an
@@ -574,6 +605,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gains", type=float, nargs="+", default=[4.0, 2.0],
                     help="tissue gains of the dev rows (default 4 2; 1 = the low-CNR regime, a GM drop of a few per cent)")
     ap.add_argument("--snrs", type=float, nargs="+", default=[20, 50], help="SNRs of the dev rows (default 20 50)")
+    ap.add_argument("--deshrink", action="store_true",
+                    help="trust: also each weights with its log-CBF shrinkage undone analytically (Deshrunk: a check)")
     ap.add_argument("--undispersed-aif", action="store_true",
                     help="trust: also the held-apart cases with the measured AIF left undispersed (an oracle: what the "
                          "AIF's dispersion accounts for)")
@@ -644,6 +677,11 @@ def _main_trust(args, factories) -> int:
     if not args.gains or not args.snrs or min(args.gains) <= 0 or min(args.snrs) <= 0:
         print("error: the trust check's gains and SNRs must be positive", file=sys.stderr)
         return 2
+    if args.deshrink:
+        prior = training_log_cbf_prior()
+        print(f"training prior of log CBF: mean {prior[0]:.3f}, SD {prior[1]:.3f}\n")
+        factories = {**factories, **{f"{k} deshrunk": (lambda aif, dt, w=w: Deshrunk(aif, dt, prior, weights=w))
+                                     for k, w in zip(list(factories), args.weights)}}
     held = sweep(factories, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_intervals=(1.0, 1.6, 2.2),
                  n_per_tissue=200, cases=2, log=lambda s: None)
     dev = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves, gains=args.gains,
