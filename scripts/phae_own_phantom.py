@@ -244,7 +244,12 @@ def main(argv=None) -> int:
                     help="the brain the phantoms are built on (default: the shipped MNI152 FSL map)")
     args = ap.parse_args(argv)
     if args.table:
-        rows = json.loads(args.table.read_text(encoding="utf-8"))
+        try:
+            rows = json.loads(args.table.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"error: --table {args.table}: cannot read its rows ({exc.__class__.__name__}); give the JSON that "
+                  "--out wrote", file=sys.stderr)
+            return 2
     else:
         import torch
 

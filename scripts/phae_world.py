@@ -58,9 +58,11 @@ RATIO_REFERENCE = "WM"
 
 
 def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_intervals=(1.0, 1.6, 2.2),
-          n_per_tissue=300, cases=3, residue_mix=True, log=print, settings=None, seed_base=10_000) -> list[dict]:
+          n_per_tissue=300, cases=3, residue=None, log=print, settings=None, seed_base=10_000) -> list[dict]:
     """ROI-mean CBF bias per tissue, CCC over all curves, per SNR / gain / frame interval.
 
+    residue: None draws each curve's residue from the generator's four families (the sweep as validated); a name
+    (e.g. "exponential", dsc_physics.residue) gives every curve that shape (issue 14, round 12: the miss by shape).
     settings: the generator (default ``dc.HELD_APART``). ``dev_sweep`` runs the same tissue classes on
     the *training* generator with other seeds: what a recipe may be chosen on, never the held-apart set."""
     settings = dc.HELD_APART if settings is None else settings
@@ -79,7 +81,7 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     cc = dc.simulate_curve_case(rng, len(par), settings, frame_interval=dt, **extra,
                                                 n_frames=int(round(90.0 / dt)), snr=float(snr), tissue_gain=gain,
                                                 mtt=60.0 * par[:, 1] / par[:, 0], cbv=par[:, 1] / 100.0,
-                                                delay=par[:, 2], residue=None if residue_mix else "exponential")
+                                                delay=par[:, 2], residue=residue)
                     curves, aif, truth = cc.curves, cc.aif, cc.truth["cbf"]
                     labels = list(np.repeat(names, n_per_tissue))
                     res = _methods(curves, aif, dt, phae_model_factory)
@@ -457,6 +459,149 @@ class Deshrunk:
         return SimpleNamespace(cbf=cbf, fit_error=None, tmax=fit.tmax, cbf_uncertainty=None)
 
 
+#: issue 14, round 12: the residue shapes of the residue check. The first four are the families both generators draw
+#: (and the training saw); gamma1.5 and gamma8 (transit-time shapes 1.5 and 8) no generator draws: shapes nothing was
+#: trained on, between the exponential (shape 1) and the drawn gamma (3), and between that and the box
+CHECK_RESIDUES = ("exponential", "lorentzian", "gamma", "box", "gamma1.5", "gamma8")
+
+
+def residue_check(phae_model_factory, residues=CHECK_RESIDUES, settings=None, snrs=(None, 50), gain=4.0,
+                  frame_intervals=(1.0, 1.6, 2.2), cases=2, n_per_tissue=100, seed_base=30_000,
+                  vascular_dispersion: float | None = None) -> list[dict]:
+    """ROI-mean CBF bias per residue shape: every curve of a row has the same residue, the sweep's five tissue
+    classes, no tissue dispersion (its own, physical bias is measured elsewhere), one AIF per case.
+    settings: the generator (default ``dc.HELD_APART``; ``dc.TRAINING_WIDE`` restricted to leakage-free ΔR2*
+    input for the dev reading). snr None = noiseless (SNR 10^5 on the signal).
+    vascular_dispersion β [s]: instead, the generator's vascular dispersion exp(-t/β)/β fixed at β, and the biases
+    over the curves that got it (the generator disperses half of them): how the same network reads a curve whose
+    flat look comes from transport, not from the capillary bed."""
+    disp = (0.0, 0.0) if vascular_dispersion is None else (float(vascular_dispersion),) * 2
+    settings = dc.replace(dc.HELD_APART if settings is None else settings, tissue_dispersion=disp,
+                          leaky_fraction=0.0, concentration_input_fraction=0.0)
+    names = list(SWEEP_TISSUES)
+    par = np.repeat(np.array([SWEEP_TISSUES[k] for k in names]), n_per_tissue, axis=0)
+    labels = np.repeat(names, n_per_tissue)
+    rows = []
+    for residue in residues:
+        for snr in snrs:
+            per, cover = {}, {}
+            for dt in frame_intervals:
+                for c in range(cases):
+                    # the same seed for every residue: the same AIFs and noise draws, only the shape differs
+                    rng = np.random.default_rng(seed_base + 97 * c + int(10 * dt) + (0 if snr is None else int(snr)))
+                    cc = dc.simulate_curve_case(rng, len(par), settings, frame_interval=dt,
+                                                n_frames=int(round(90.0 / dt)), snr=1e5 if snr is None else float(snr),
+                                                tissue_gain=gain, mtt=60.0 * par[:, 1] / par[:, 0], cbv=par[:, 1] / 100.0,
+                                                delay=par[:, 2], residue=residue, concentration_input=False)
+                    use = cc.truth["dispersion"] > 0 if vascular_dispersion is not None else np.ones(len(par), bool)
+                    for m, (cbf, _err, _sec, _tmax, log_sd) in _methods(cc.curves, cc.aif, dt, phae_model_factory).items():
+                        per.setdefault(m, []).append([100.0 * (np.mean(cbf[use & (labels == k)])
+                                                               / np.mean(cc.truth["cbf"][use & (labels == k)]) - 1.0)
+                                                      for k in names])
+                        if log_sd is not None:  # does the uncertainty map's 95 % interval still hold the truth?
+                            cover.setdefault(m, []).append(metrics.log_interval_coverage(cbf[use], cc.truth["cbf"][use],
+                                                                                         log_sd[use])["coverage"])
+            for m, b in per.items():
+                b = np.array(b)
+                rows.append({"residue": residue, "snr": snr, "gain": gain, "method": m,
+                             **({"vascular_dispersion_s": vascular_dispersion} if vascular_dispersion is not None else {}),
+                             **{f"bias_{k}": float(b[:, i].mean()) for i, k in enumerate(names)},
+                             "mean_abs_bias": float(np.abs(b.mean(axis=0)).mean()),
+                             **({"uncertainty_coverage": float(np.mean(cover[m]))} if m in cover else {}),
+                             "range": [float(b.min()), float(b.max())]})
+    return rows
+
+
+def residue_table(rows: list[dict]) -> str:
+    lines = ["| residue | SNR | method | " + " | ".join(SWEEP_TISSUES) + " | mean abs | range over cases |",
+             "|---" * (5 + len(SWEEP_TISSUES)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['residue']} | {'none' if r['snr'] is None else r['snr']:} | {r['method']} | "
+                     + " | ".join(f"{r['bias_' + k]:+.0f} %" for k in SWEEP_TISSUES)
+                     + f" | {r['mean_abs_bias']:.1f} % | {r['range'][0]:+.0f}…{r['range'][1]:+.0f} % |")
+    return "\n".join(lines)
+
+
+#: the held-apart sweep by residue shape (issue 14, round 12): the generator's mix as validated, then each shape alone
+SWEEP_RESIDUES = (None, "exponential", "lorentzian", "gamma1.5", "gamma", "box")
+
+
+def sweep_by_residue(phae_model_factory, residues=SWEEP_RESIDUES, snrs=(20, 50, 100), gains=(4.0, 1.0),
+                     frame_intervals=(1.0, 1.6, 2.2), n_per_tissue=200, cases=2) -> dict:
+    """The held-apart sweep (the world part's draws at SNR >= 20) once per residue shape; per shape, gain and method:
+    rows with every tissue within ±15 % (absolute and as a ratio to WM), the bias ranges and the mean CCC."""
+    out = {}
+    for residue in residues:
+        rows = sweep(phae_model_factory, snrs=snrs, gains=gains, frame_intervals=frame_intervals,
+                     n_per_tissue=n_per_tissue, cases=cases, residue=residue, log=lambda s: None)
+        summary = {}
+        for gain in gains:
+            for m in dict.fromkeys(r["method"] for r in rows):
+                rs = [r for r in rows if r["method"] == m and r["gain"] == gain]
+                b = np.array([[r["bias_" + k] for k in SWEEP_TISSUES] for r in rs])
+                rb = np.array([[r["ratio_bias_" + k] for k in SWEEP_TISSUES if k != RATIO_REFERENCE] for r in rs])
+                summary[f"gain {gain:g} {m}"] = {
+                    "rows_within_15": f"{int((np.abs(b) <= 15).all(axis=1).sum())}/{len(rs)}",
+                    "bias_range_pct": [float(b.min()), float(b.max())], "mean_abs_bias_pct": float(np.abs(b).mean()),
+                    "ratio_rows_within_15": f"{int((np.abs(rb) <= 15).all(axis=1).sum())}/{len(rs)}",
+                    "ratio_range_pct": [float(rb.min()), float(rb.max())],
+                    "ccc_mean": float(np.mean([r["ccc"] for r in rs]))}
+        out["mix" if residue is None else residue] = {"rows": rows, "summary": summary}
+    return out
+
+
+def sweep_by_residue_table(res: dict) -> str:
+    lines = ["| residue | gain | method | rows within ±15 % | bias range | mean abs bias | ratio-to-WM rows within ±15 % "
+             "| ratio range | CCC |", "|---" * 9 + "|"]
+    for residue, v in res.items():
+        for key, s_ in v["summary"].items():
+            if "0.035" in key or "trivial" in key:
+                continue
+            gain, method = key.split(" ", 2)[1], key.split(" ", 2)[2]
+            lines.append(f"| {residue} | {gain} | {method} | {s_['rows_within_15']} | {s_['bias_range_pct'][0]:+.0f}…"
+                         f"{s_['bias_range_pct'][1]:+.0f} % | {s_['mean_abs_bias_pct']:.1f} % | {s_['ratio_rows_within_15']} | "
+                         f"{s_['ratio_range_pct'][0]:+.0f}…{s_['ratio_range_pct'][1]:+.0f} % | {s_['ccc_mean']:.2f} |")
+    return "\n".join(lines)
+
+
+def residue_figure(res: dict, path, snr=50, methods=("oSVD 0.095", "PHAE dsc-phae-wide")) -> None:
+    """Bar chart: the ROI-mean CBF bias (mean over the five tissue classes, with their range) per residue shape on the
+    held-apart generator at ``snr``, beside the dispersed curves' (``residues`` part output)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # from the heavy-tailed Lorentzian through gamma transit-time shapes k = 1 (exponential) ... 8 to plug flow (box)
+    order = ("lorentzian", "exponential", "gamma1.5", "gamma", "gamma8", "box")
+    names = {"lorentzian": "Lorentzian", "exponential": "exponential\n(gamma k = 1)", "gamma1.5": "gamma k = 1.5\n(never drawn)",
+             "gamma": "gamma k = 3", "gamma8": "gamma k = 8\n(never drawn)", "box": "box\n(plug flow)"}
+    groups = [("held-apart", r) for r in order] + [
+        (f"held-apart, vascular dispersion {b:g} s", "exponential") for b in (1.0, 2.0)]
+    labels = [names[r] if key == "held-apart" else f"exponential +\ntransport β = {key.split()[-2]} s" for key, r in groups]
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=120)
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        means, lo, hi = [], [], []
+        for key, residue in groups:
+            row = next((r for r in res.get(key, []) if r["residue"] == residue and r["snr"] == snr and r["method"] == m),
+                       None)
+            b = [row[f"bias_{k}"] for k in SWEEP_TISSUES] if row else [np.nan]
+            means.append(np.mean(b)), lo.append(np.mean(b) - np.min(b)), hi.append(np.max(b) - np.mean(b))
+        x = np.arange(len(groups)) + (j - (len(methods) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=[lo, hi], capsize=2, label=m.replace("PHAE ", "PHAE (") + (")" if "PHAE" in m else ""))
+    ax.axhspan(-15, 15, color="0.9", zorder=0, label="±15 %")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(np.arange(len(groups)), labels, fontsize=8)
+    ax.set_ylabel("ROI-mean CBF bias (%)")
+    ax.set_title(f"CBF bias by the capillary residue's shape (held-apart AIF, SNR {snr}, tissue gain 4); bars: mean of "
+                 "five tissues, whiskers: their range", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def trust_summary(rows: list[dict]) -> dict:
     """Per method and tissue gain (rows at SNR >= 20): the ROI-ratio biases against WM (what an rCBF map reads)
     beside the absolute ROI biases, the rows with every tissue within ±15 % for each, and for methods with an
@@ -587,10 +732,12 @@ def main(argv=None) -> int:
     import json
 
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("part", choices=["dev", "delay", "trust"],
+    ap.add_argument("part", choices=["dev", "delay", "trust", "residues"],
                     help="dev: the dev sweep; delay: delay_check (fixed tissue delays --delays on TRAINING_WIDE); "
                          "trust: ratios to WM and the uncertainty map's calibration on the held-apart sweep (the "
-                         "world part's rows) and on the dev sweep (--gains, --snrs)")
+                         "world part's rows) and on the dev sweep (--gains, --snrs); residues: the ROI bias per "
+                         "residue shape (residue_check), noiseless and at SNR 50, on the training generator (dev) "
+                         "and the held-apart one, including two gamma shapes no generator draws")
     ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 2.0, 4.0],
                     help="delay: the fixed tissue delays [s] (default 0 2 4)")
     ap.add_argument("--weights", nargs="+", required=True, help="bundled names or .pt paths")
@@ -610,6 +757,9 @@ def main(argv=None) -> int:
     ap.add_argument("--undispersed-aif", action="store_true",
                     help="trust: also the held-apart cases with the measured AIF left undispersed (an oracle: what the "
                          "AIF's dispersion accounts for)")
+    ap.add_argument("--by-residue-sweep", action="store_true",
+                    help="residues: also the held-apart sweep (SNR 20-100, gains 4 and 1) once per residue shape "
+                         "(sweep_by_residue; ~1 min per weights)")
     ap.add_argument("--object", action="store_true",
                     help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
@@ -624,6 +774,22 @@ def main(argv=None) -> int:
         return _main_delay(args, factories)
     if args.part == "trust":
         return _main_trust(args, factories)
+    if args.part == "residues":
+        res = {"dev (TRAINING_WIDE)": residue_check(factories, settings=dc.TRAINING_WIDE),
+               "held-apart": residue_check(factories)}
+        for title, rows in res.items():
+            print(f"\n{title}, tissue gain 4, no tissue dispersion:\n\n" + residue_table(rows))
+        for beta in (1.0, 2.0):
+            key = f"held-apart, vascular dispersion {beta:g} s"
+            res[key] = residue_check(factories, residues=("exponential", "gamma1.5"), vascular_dispersion=beta)
+            print(f"\n{key} (the dispersed curves), tissue gain 4:\n\n" + residue_table(res[key]))
+        if args.by_residue_sweep:
+            res["held-apart sweep by residue"] = sweep_by_residue(factories)
+            print("\nheld-apart sweep (SNR 20-100) by residue shape:\n\n" + sweep_by_residue_table(res["held-apart sweep by residue"]))
+        if args.out:
+            args.out.write_text(json.dumps(res, indent=1), encoding="utf-8")
+            residue_figure(res, args.out.with_suffix(".png"))
+        return 0
     try:
         rows = dev_sweep(factories, log=lambda s: None, cases=args.cases, n_per_tissue=args.curves,
                          families=args.families, kernels=args.kernels, gains=args.gains,

@@ -221,7 +221,7 @@ def _artery_mask(brain: np.ndarray, affine) -> np.ndarray:
 
 # --- generation -------------------------------------------------------------------------------
 def _check(p: DSCPhantomParameters) -> None:
-    if p.residue not in phys.RESIDUES:
+    if not phys.is_residue(p.residue):
         raise ValueError(f"residue must be one of {phys.RESIDUES}, got {p.residue!r}")
     if p.frame_interval <= 0 or p.duration < 2 * p.frame_interval or p.te <= 0:
         raise ValueError("need frame_interval > 0 s, duration >= 2 frames and te > 0 s")

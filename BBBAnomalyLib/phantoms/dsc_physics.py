@@ -27,6 +27,26 @@ RESIDUES = ("exponential", "box", "lorentzian", "gamma")
 GAMMA_RESIDUE_SHAPE = 3.0  # shape k of the gamma transit-time distribution behind the "gamma" residue
 
 
+def gamma_shape(kind: str) -> float | None:
+    """The transit-time shape k of a gamma residue name: "gamma" is k = 3 (the one the generators draw);
+    "gamma<k>" (e.g. "gamma1.5", "gamma8", k >= 1) is any other, for checks on shapes nothing was trained on
+    (k = 1 is the exponential, k -> infinity the box). None for the other families or an invalid name."""
+    if kind == "gamma":
+        return GAMMA_RESIDUE_SHAPE
+    if isinstance(kind, str) and kind.startswith("gamma"):
+        try:
+            k = float(kind[5:])
+        except ValueError:
+            return None
+        return k if np.isfinite(k) and k >= 1.0 else None
+    return None
+
+
+def is_residue(kind: str) -> bool:
+    """A residue name :func:`residue` knows: one of RESIDUES or a "gamma<k>" shape."""
+    return kind in RESIDUES or gamma_shape(kind) is not None
+
+
 # --- arterial input ---------------------------------------------------------------------------
 def _gamma_density(t: np.ndarray, exponent: float, scale: float) -> np.ndarray:
     """Unit-area gamma variate t^a e^{-t/b} / (b^{a+1} Γ(a+1)) for t > 0, 0 otherwise (log-space: no overflow)."""
@@ -84,7 +104,8 @@ def residue(kind: str, t, mtt) -> np.ndarray:
     exponential: exp(-t/MTT) (one well-mixed compartment); box: 1 for t < MTT (plug flow);
     lorentzian: 1/(1 + (πt/(2·MTT))^2) (the PHAE decoder's residue; heavy tail);
     gamma: 1 - CDF of a gamma transit-time distribution with shape 3 and mean MTT (flat start, a
-    capillary-bed-like shape). Broadcasts t against mtt; R = 0 for t < 0.
+    capillary-bed-like shape); gamma<k>: the same with shape k (:func:`gamma_shape`). Broadcasts t against
+    mtt; R = 0 for t < 0.
     """
     t = np.asarray(t, dtype=np.float64)
     mtt = np.asarray(mtt, dtype=np.float64)
@@ -95,10 +116,11 @@ def residue(kind: str, t, mtt) -> np.ndarray:
         r = (tp < mtt).astype(np.float64)
     elif kind == "lorentzian":
         r = 1.0 / (1.0 + (np.pi * tp / (2.0 * mtt)) ** 2)
-    elif kind == "gamma":
-        r = 1.0 - gammainc(GAMMA_RESIDUE_SHAPE, tp * GAMMA_RESIDUE_SHAPE / mtt)
+    elif gamma_shape(kind) is not None:
+        k = gamma_shape(kind)
+        r = 1.0 - gammainc(k, tp * k / mtt)
     else:
-        raise ValueError(f"unknown residue {kind!r}; choose one of {RESIDUES}")
+        raise ValueError(f"unknown residue {kind!r}; choose one of {RESIDUES} or gamma<k>")
     return np.where(t >= 0, r, 0.0)
 
 
@@ -112,11 +134,11 @@ def residue_integral(kind: str, t, mtt) -> np.ndarray:
         return np.minimum(tp, mtt)
     if kind == "lorentzian":
         return (2.0 * mtt / np.pi) * np.arctan(np.pi * tp / (2.0 * mtt))
-    if kind == "gamma":
-        k = GAMMA_RESIDUE_SHAPE
+    if gamma_shape(kind) is not None:
+        k = gamma_shape(kind)
         x = tp * k / mtt
         return tp * (1.0 - gammainc(k, x)) + mtt * gammainc(k + 1.0, x)
-    raise ValueError(f"unknown residue {kind!r}; choose one of {RESIDUES}")
+    raise ValueError(f"unknown residue {kind!r}; choose one of {RESIDUES} or gamma<k>")
 
 
 # --- tissue curves ----------------------------------------------------------------------------
@@ -166,8 +188,8 @@ def tissue_concentration(
     piecewise-constant phantom has a handful — in chunks of `chunk` to bound memory; voxels then
     differ only by their CBV scale factor.
     """
-    if residue not in RESIDUES:
-        raise ValueError(f"unknown residue {residue!r}; choose one of {RESIDUES}")
+    if not is_residue(residue):
+        raise ValueError(f"unknown residue {residue!r}; choose one of {RESIDUES} or gamma<k>")
     times = np.asarray(times, dtype=np.float64).ravel()
     cbv, mtt, delay, dispersion = np.broadcast_arrays(
         *(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (cbv, mtt, delay, dispersion))

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .physics import area, convolution_matrix, decode, lorentzian_kernel
+from .physics import RESIDUE_MODELS, area, convolution_matrix, decode, residue_kernel
 
 MTT_RANGE_S = (0.5, 40.0)  # output bounds of MTT [s]: the training range 1-20 s with a margin
 MTT_RANGE_FRAMES = (0.25, 40.0)  # bounds when the frame interval is not given
@@ -210,7 +210,8 @@ class PHAE(nn.Module):
         mtt = torch.exp(lo + (hi - lo) * torch.sigmoid(z[:, 0])) / dt
         d_lo, d_hi = enc.delay_range
         delay = (d_lo + (d_hi - d_lo) * torch.sigmoid(z[:, 1] - 1.0)) / dt
-        unit = lorentzian_kernel(curves.shape[-1], mtt, delay, case["lead"]) @ decoder
+        box = enc.box_weight(z)
+        unit = residue_kernel(curves.shape[-1], mtt, delay, case["lead"], box) @ decoder
         flow_raw = c_area / unit[:, -1].clamp_min(1e-6)
         fitted = torch.mul(unit[:, :-1], flow_raw[:, None], out=fitted_out) if fitted_out is not None \
             else unit[:, :-1] * flow_raw[:, None]
@@ -220,6 +221,8 @@ class PHAE(nn.Module):
                "fit_error": torch.linalg.vector_norm(diff, dim=1) / torch.linalg.vector_norm(curves, dim=1).clamp_min(1e-12)}
         if enc.uncertainty:
             res["log_cbf_sd"] = nn.functional.softplus(z[:, 2]) + 0.02
+        if box is not None:
+            res["box_weight"] = box
         return res
 
     def forward(self, curves: torch.Tensor, aif: torch.Tensor, dt: float | None = None, case: dict | None = None,
@@ -240,7 +243,8 @@ class PHAE(nn.Module):
             extra = curve_features(curves, c_n, c_scale, case["aif"], case["a_scale"])
             out = self.encoder(c_n, extra, case["enc"], dt=dt)
             mtt, delay = out[0] / dt, out[1] / dt
-            kernel = lorentzian_kernel(curves.shape[-1], mtt, delay, case["lead"])
+            box = out[-1] if self.encoder.box_mix else None
+            kernel = residue_kernel(curves.shape[-1], mtt, delay, case["lead"], box)
             unit = kernel @ case["op"].T
             flow_n = area(c_n) / (kernel @ case["unit_area"]).clamp_min(1e-6)
             fitted_n = flow_n[:, None] * unit
@@ -256,8 +260,10 @@ class PHAE(nn.Module):
         loss = (fitted_n - c_n).abs().mean(dim=-1)
         ratio = c_scale / a_scale
         res = {"mtt": mtt, "delay": delay, "flow": flow_n * ratio, "fitted": fitted_n * c_scale[:, None], "loss": loss}
-        if len(out) > 2:
+        if self.encoder.uncertainty:
             res["log_cbf_sd"] = out[2]
+        if self.is_grid and self.encoder.box_mix:
+            res["box_weight"] = out[-1]
         return res
 
 
@@ -369,10 +375,16 @@ class GridEncoder(nn.Module):
 
     def __init__(self, hidden: int = 64, depth: int = 2, slope: float = 0.02, grid=GRID_S,
                  delay_range=DELAY_RANGE_S, uncertainty: bool = True, deconv=None, residue_grid=RESIDUE_GRID_S,
-                 context=None):
+                 context=None, residue: str = "lorentzian"):
         super().__init__()
+        if residue not in RESIDUE_MODELS:
+            raise ValueError(f"residue must be one of {', '.join(RESIDUE_MODELS)}, not {residue!r}")
         self.config = {"encoder": "grid", "hidden": hidden, "depth": depth, "slope": slope, "grid": list(grid),
                        "delay_range": list(delay_range), "uncertainty": bool(uncertainty)}
+        #: "lorentzian+box": one more output, the decoder residue's box weight (physics.residue_kernel; round 12)
+        self.box_mix = residue == "lorentzian+box"
+        if self.box_mix:  # written only when not the default: older cards and their checksums stay as they are
+            self.config["residue"] = residue
         #: relative Tikhonov thresholds of the deconvolved-curve inputs (None: the encoder of rounds 1-3)
         self.deconv = tuple(float(t) for t in deconv) if deconv else ()
         if self.deconv:
@@ -407,7 +419,7 @@ class GridEncoder(nn.Module):
         self.curve_in = nn.Linear(n_grid + 3, hidden)  # tissue curve on the grid + 3 per-curve numbers
         self.case_in = nn.Linear(2 * n_grid + 1, hidden, bias=False)  # AIF on the grid, coverage, log dt
         self.body = nn.Sequential(*[m for _ in range(depth - 1) for m in (nn.Linear(hidden, hidden), nn.LeakyReLU(slope))])
-        self.head = nn.Linear(hidden, 3 if uncertainty else 2)
+        self.head = nn.Linear(hidden, 2 + int(self.uncertainty) + int(self.box_mix))
 
     def lead_frames(self, dt: float) -> int:
         return int(math.ceil(-min(self.delay_range[0], 0.0) / dt)) + 1
@@ -480,9 +492,12 @@ class GridEncoder(nn.Module):
         mtt = torch.exp(lo + (hi - lo) * torch.sigmoid(z[:, 0]))
         d_lo, d_hi = self.delay_range
         delay = d_lo + (d_hi - d_lo) * torch.sigmoid(z[:, 1] - 1.0)
-        if self.uncertainty:
-            return mtt, delay, nn.functional.softplus(z[:, 2]) + 0.02
-        return mtt, delay
+        out = (mtt, delay) + ((nn.functional.softplus(z[:, 2]) + 0.02,) if self.uncertainty else ())
+        return out + ((self.box_weight(z),) if self.box_mix else ())
+
+    def box_weight(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The decoder residue's box weight in [0, 1] from the head's last output (None without the mixture)."""
+        return torch.sigmoid(z[:, -1]) if self.box_mix else None
 
 
 def curve_features(curves: torch.Tensor, c_n: torch.Tensor, c_scale: torch.Tensor, aif: torch.Tensor,
