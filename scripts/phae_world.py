@@ -53,6 +53,13 @@ def _methods(curves, aif, dt, phae_model_factory):
     return out
 
 
+def _tissue_rows(tissues: dict, n_per_tissue: int):
+    """(names, per-curve parameter rows (n, 3), per-curve tissue labels) for ``n_per_tissue`` curves of each tissue."""
+    names = list(tissues)
+    return (names, np.repeat(np.array([tissues[k] for k in names]), n_per_tissue, axis=0),
+            np.repeat(names, n_per_tissue))
+
+
 #: the reference tissue of the sweep's ratios (normal-appearing white matter, as rCBF maps use)
 RATIO_REFERENCE = "WM"
 
@@ -478,9 +485,7 @@ def residue_check(phae_model_factory, residues=CHECK_RESIDUES, settings=None, sn
     disp = (0.0, 0.0) if vascular_dispersion is None else (float(vascular_dispersion),) * 2
     settings = dc.replace(dc.HELD_APART if settings is None else settings, tissue_dispersion=disp,
                           leaky_fraction=0.0, concentration_input_fraction=0.0)
-    names = list(SWEEP_TISSUES)
-    par = np.repeat(np.array([SWEEP_TISSUES[k] for k in names]), n_per_tissue, axis=0)
-    labels = np.repeat(names, n_per_tissue)
+    names, par, labels = _tissue_rows(SWEEP_TISSUES, n_per_tissue)
     rows = []
     for residue in residues:
         for snr in snrs:
@@ -685,9 +690,7 @@ def delay_check(phae_model_factory, delays=(0.0, 2.0, 4.0), gains=(4.0, 1.0), sn
     delays differ only in the delay. Rows: gain, snr, delay, method, per tissue the ROI-mean CBF bias [%], the
     mean and median Tmax minus the true delay [s], and the CCC over the row's curves."""
     settings = dc.replace(dc.TRAINING_WIDE, leaky_fraction=0.0) if settings is None else settings
-    names = list(DELAY_TISSUES)
-    par = np.repeat(np.array([DELAY_TISSUES[k] for k in names]), n_per_tissue, axis=0)
-    labels = np.repeat(names, n_per_tissue)
+    names, par, labels = _tissue_rows(DELAY_TISSUES, n_per_tissue)
     rows = []
     for gain in gains:
         for snr in snrs:
