@@ -185,13 +185,13 @@ def test_the_sweep_takes_one_residue_shape():
 def test_the_sweep_by_residue_counts_rows_as_the_sweep_reads_them():
     factory = lambda aif, dt: PHAEModel(aif, dt, weights="dsc-phae-wide")  # noqa: E731
     res = phae_world.sweep_by_residue(factory, residues=(None, "box"), snrs=(50,), gains=(4.0,), frame_intervals=(1.6,),
-                                      n_per_tissue=10, cases=1)
+                                      n_per_tissue=10, cases=1, seed_bases=(10_000,))
     assert list(res) == ["mix", "box"]
     for v in res.values():
         row = next(r for r in v["rows"] if r["method"] == "PHAE")
         s = v["summary"]["gain 4 PHAE"]
         within = all(abs(row[f"bias_{k}"]) <= 15 for k in phae_world.SWEEP_TISSUES)
-        assert s["rows_within_15"] == f"{int(within)}/1"
+        assert s["rows_within_15"] == f"{int(within)}/1" == s["rows_within_15_per_seed_base"]["10000"]
         assert s["bias_range_pct"] == [min(row[f"bias_{k}"] for k in phae_world.SWEEP_TISSUES),
                                        max(row[f"bias_{k}"] for k in phae_world.SWEEP_TISSUES)]
     assert "| box | 4 | PHAE |" in phae_world.sweep_by_residue_table(res)
@@ -240,3 +240,16 @@ def test_residue_check_with_vascular_dispersion_reads_the_dispersed_curves_lower
     for m in ("PHAE", "oSVD 0.095"):
         assert dispersed[m]["vascular_dispersion_s"] == 2.0
         assert dispersed[m]["bias_GM"] < plain[m]["bias_GM"] - 5
+
+
+def test_the_sweep_by_residue_redraws_the_rows_from_other_seeds():
+    factory = lambda aif, dt: PHAEModel(aif, dt, weights="dsc-phae-wide")  # noqa: E731
+    kw = dict(residues=("exponential",), snrs=(50,), gains=(4.0,), frame_intervals=(1.6,), n_per_tissue=10, cases=1)
+    two = phae_world.sweep_by_residue(factory, seed_bases=(10_000, 20_000), **kw)["exponential"]
+    assert two["summary"]["gain 4 PHAE"]["rows_within_15"].endswith("/2")
+    first = [r for r in two["rows"] if r["method"] == "PHAE"]
+    assert [r["seed_base"] for r in first] == [10_000, 20_000] and first[0]["bias_GM"] != first[1]["bias_GM"]
+    # the first seed set is the world part's draws: the same numbers as the sweep alone
+    alone = next(r for r in phae_world.sweep(factory, snrs=(50,), gains=(4.0,), frame_intervals=(1.6,), n_per_tissue=10,
+                                             cases=1, residue="exponential", log=lambda s: None) if r["method"] == "PHAE")
+    assert first[0]["bias_GM"] == alone["bias_GM"]
