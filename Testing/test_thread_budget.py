@@ -36,3 +36,32 @@ def test_each_of_n_jobs_gets_its_share_and_user_settings_are_kept(eight_cpus, mo
     assert thread_budget_env(16)[THREADS_ENV] == "1"  # never 0
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stands
     assert "OMP_NUM_THREADS" not in thread_budget_env(2) and thread_budget_env(2)[THREADS_ENV] == "4"
+
+
+def test_map_summaries_on_threads_are_the_serial_ones_in_the_maps_order(monkeypatch):
+    import threading
+
+    import numpy as np
+
+    from BBBAnomalyLib.core import report
+
+    rng = np.random.default_rng(0)
+    values = {name: rng.gamma(2.0 + i, 10.0, 5000).astype(np.float32) for i, name in enumerate(("cbf", "cbv", "mtt", "tmax"))}
+    values["mtt"][:7] = np.nan  # non-finite values are left out, as summarise does
+    inside = rng.random(5000) < 0.3
+    serial = {name: report.summarise(v) for name, v in values.items()}
+    threads = set()
+    original = report.summarise
+
+    def recording(v):
+        threads.add(threading.get_ident())
+        return original(v)
+
+    monkeypatch.setattr(report, "summarise", recording)
+    got = report.summarise_maps(values, workers=2)
+    assert list(got) == list(values) and got == serial
+    assert report.summarise_maps(values, inside, workers=2) == {n: original(v[inside]) for n, v in values.items()}
+    assert threading.get_ident() not in threads  # the maps went to the pool
+    threads.clear()
+    monkeypatch.setenv(THREADS_ENV, "1")  # one thread allowed: no pool at all
+    assert report.summarise_maps(values) == serial and threads == {threading.get_ident()}

@@ -21,7 +21,7 @@ jobs on a shared machine disturb less). The floor and all methods of one size ru
 under the same machine load. Peak RSS is shown beside the size of the float32 series in memory
 and the RSS of the same process before the run (interpreter and imports).
 
-usage:  python scripts/benchmark_dsc_floor.py [--voxels 0.1 0.25 1] [--frames 60 120] [--repeats 3]
+usage:  python scripts/benchmark_dsc_floor.py [--voxels 0.1 0.25 1] [--frames 60 120] [--repeats 3] [--rounds 1]
                                               [--methods osvd csvd tikhonov ssvd [phae phae-pooled phae-per-voxel]] [--json out.json]
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,7 +147,7 @@ def _measure(argv) -> None:
     counter = iter(range(10**6))
 
     def run():  # a fresh output folder each run: no run pays for deleting the last one's maps
-        out = folder / f"out_{what}_{next(counter)}"
+        out = folder / "runs" / f"{what}_{next(counter)}"  # the parent removes runs/ after each child
         return floor(folder, out, tuple(baseline)) if what == "floor" else end_to_end(folder, out, what)
 
     import BBBAnomalyLib.dsc.pipeline  # noqa: F401  (imports outside the timing and the RSS base)
@@ -202,6 +203,14 @@ def measure(what: str, folder: Path, repeats: int, baseline) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _over_rounds(measures: list[dict]) -> dict:
+    """One method's rounds as one measurement: the median over rounds of each number, the rounds kept."""
+    keys = ("seconds", "cpu_seconds", "peak_rss_mb", "rss_before_mb", "traced_peak_mb")
+    out = {k: statistics.median(m[k] for m in measures) for k in keys}
+    out["rounds"] = [{k: m[k] for k in keys} for m in measures] if len(measures) > 1 else []
+    return out
+
+
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         _measure(sys.argv[2:])
@@ -212,6 +221,9 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + LEARNED,
                     help="methods to run end to end (default: the four classic ones; add phae for the learned one)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="fresh child processes per method, the methods taking turns (median over rounds reported, "
+                         "each round's median in the JSON): on a shared machine 5-7 rounds separate a few per cent")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args(argv)
 
@@ -223,10 +235,15 @@ def main(argv=None) -> int:
             for mvox in args.voxels:
                 case = make_case(Path(tmp) / f"{mvox}_{frames}", mvox, frames)
                 row = dict(case, load=os.getloadavg()[0], results={}, start=time.strftime("%H:%M:%S", time.gmtime()))
-                for what in ["floor", *args.methods]:
-                    row["results"][what] = measure(what, Path(tmp) / f"{mvox}_{frames}", args.repeats, case["baseline"])
-                    print(f"  {case['voxels']:>9,} x {frames:3d}  {what:9s} {row['results'][what]['seconds']:7.2f} s  "
-                          f"peak RSS {row['results'][what]['peak_rss_mb']:7.0f} MiB", file=sys.stderr, flush=True)
+                rounds = {}
+                for r in range(args.rounds):  # the methods take turns, so a change in the machine's load hits all
+                    for what in ["floor", *args.methods]:
+                        m = measure(what, Path(tmp) / f"{mvox}_{frames}", args.repeats, case["baseline"])
+                        rounds.setdefault(what, []).append(m)
+                        print(f"  {case['voxels']:>9,} x {frames:3d}  {what:14s} round {r + 1}: {m['seconds']:7.2f} s  "
+                              f"peak RSS {m['peak_rss_mb']:7.0f} MiB", file=sys.stderr, flush=True)
+                        shutil.rmtree(Path(tmp) / f"{mvox}_{frames}" / "runs", ignore_errors=True)
+                row["results"] = {what: _over_rounds(ms) for what, ms in rounds.items()}
                 rows.append(row)
     print(f"machine: {machine_description()}; 1-min load average at each size's start shown\n")
     head = "| voxels × frames | series | start (UTC) | load | floor | " + " | ".join(f"{m} (× floor)" for m in args.methods) + " |"

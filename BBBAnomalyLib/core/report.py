@@ -75,6 +75,24 @@ def summarise(values: np.ndarray) -> dict:
             "p5": float(p5), "p95": float(p95)}
 
 
+def summarise_maps(values: dict, inside: np.ndarray | None = None, workers: int | None = None) -> dict:
+    """{name: summarise(map[inside])} for every map, the maps on threads (numpy's partition, the percentiles'
+    cost, releases the GIL: a whole brain's dozen maps take about half the time on two cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .devices import block_workers
+
+    def one(item):
+        name, v = item
+        return name, summarise(v if inside is None else v[inside])
+
+    workers = block_workers() if workers is None else workers
+    if workers <= 1 or len(values) <= 1:
+        return dict(map(one, values.items()))
+    with ThreadPoolExecutor(min(workers, len(values))) as pool:
+        return dict(pool.map(one, values.items()))
+
+
 def _default(obj):
     if isinstance(obj, np.generic):
         return obj.item()

@@ -26,7 +26,7 @@ from ..core.errors import InputError
 from ..core.devices import block_workers
 from ..io import read_mask
 from ..core.memory import release_freed_memory
-from ..core.report import Timer, dump_json, summarise, versions
+from ..core.report import Timer, dump_json, summarise_maps, versions
 from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
@@ -535,11 +535,11 @@ def _narrowed(values: np.ndarray) -> np.ndarray:
 
 def _summaries(values: dict, masks: dict, brain: np.ndarray) -> dict:
     """The report's summary of every map over the brain (and tumor / non-tumor with a tumor mask)."""
-    summary = {"brain": {name: summarise(v) for name, v in values.items()}}
+    summary = {"brain": summarise_maps(values)}
     if "tumor-mask" in masks:
         inside = masks["tumor-mask"][brain]
-        summary["tumor"] = {name: summarise(v[inside]) for name, v in values.items()}
-        summary["non_tumor"] = {name: summarise(v[~inside]) for name, v in values.items()}
+        summary["tumor"] = summarise_maps(values, inside)
+        summary["non_tumor"] = summarise_maps(values, ~inside)
     return summary
 
 

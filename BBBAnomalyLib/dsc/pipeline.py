@@ -22,7 +22,7 @@ from scipy.integrate import trapezoid
 
 from ..core.errors import InputError
 from ..io import read_mask
-from ..core.report import Timer, dump_json, summarise, versions
+from ..core.report import Timer, dump_json, summarise, summarise_maps, versions
 from ..core.volume import FrameSource, Volume
 from . import aif as aif_mod
 from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
@@ -347,7 +347,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         "brain_voxels": int(brain.sum()),
         "contrast_to_noise": round(float(contrast), 3),
         "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
-        "summary": {"brain": {name: summarise(v) for name, v in values.items()}},
+        "summary": {"brain": summarise_maps(values)},
         "timings_s": timer.seconds,
         "warnings": warnings,
     }
@@ -357,7 +357,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     for label, key in (("nawm", "nawm-mask"), ("tumor", "tumor-mask")):
         if key in masks:
             inside = masks[key][brain]
-            report["summary"][label] = {name: summarise(v[inside]) for name, v in values.items()}
+            report["summary"][label] = summarise_maps(values, inside)
     if "nawm-mask" in masks and "tumor-mask" in masks:
         report["summary"]["tumor_to_nawm"] = tumor_to_nawm(report["summary"], values, warnings)
     if second_echo is None and "tumor-mask" in masks:

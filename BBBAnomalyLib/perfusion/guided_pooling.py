@@ -123,7 +123,11 @@ def baseline_guide(signal_rows: np.ndarray, baseline: slice, block: int = 16384)
     s0 = np.empty(n_rows, np.float32)
     sd = np.empty(n_rows, np.float32)
     for start in range(0, n_rows, block):
-        base = np.asarray(signal_rows[start:start + block, baseline], np.float64)
-        s0[start:start + block] = base.mean(axis=1)
-        sd[start:start + block] = base.std(axis=1, ddof=1)
+        # frames along the first axis: the few-frame reductions become whole-row adds (half the time of
+        # mean/std along a short last axis)
+        base = np.array(signal_rows[start:start + block, baseline].T, np.float64)
+        mean = base.sum(axis=0) / len(frames)
+        base -= mean
+        s0[start:start + block] = mean
+        sd[start:start + block] = np.sqrt(np.einsum("ij,ij->j", base, base) / (len(frames) - 1))
     return s0, float(np.median(sd)) / np.sqrt(len(frames))
