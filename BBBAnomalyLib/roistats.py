@@ -40,20 +40,26 @@ def reference_ratio(value, reference: dict, stat: str = "mean") -> tuple[float |
     return float(value / ref), None
 
 
-def map_unit(name: str, folder=None) -> str:
-    """The unit of a map called ``name``: from the run's report.json in ``folder`` when there is one
-    (it knows e.g. that DCE maps are semi-quantitative), else from the pipelines' map tables."""
+def _report_entry(name: str, folder) -> dict:
+    """The map's entry in the run's report.json in ``folder`` ({} when there is none or it cannot be read)."""
     import json
     from pathlib import Path
 
-    if folder is not None:
-        report = Path(folder) / "report.json"
-        try:
-            unit = json.loads(report.read_text(encoding="utf-8"))["maps"][name]["unit"]
-            if isinstance(unit, str):
-                return unit
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    if folder is None:
+        return {}
+    try:
+        entry = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))["maps"][name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def map_unit(name: str, folder=None) -> str:
+    """The unit of a map called ``name``: from the run's report.json in ``folder`` when there is one
+    (it knows e.g. that DCE maps are semi-quantitative), else from the pipelines' map tables."""
+    unit = _report_entry(name, folder).get("unit")
+    if isinstance(unit, str):
+        return unit
     from .dce.pipeline import MAP_INFO as DCE_MAPS
     from .dmri.pipeline import MAP_INFO as DMRI_MAPS
     from .dsc.pipeline import MAP_INFO as DSC_MAPS
@@ -65,6 +71,13 @@ def map_unit(name: str, folder=None) -> str:
     return ""
 
 
+def map_caveat(name: str, folder=None) -> str:
+    """What the run's report.json says a reader of an ROI mean of this map must know that no per-voxel map shows
+    (e.g. PHAE CBF's bias by capillary transit shape, dsc/phae/systematic.py); "" where it says nothing."""
+    caveat = _report_entry(name, folder).get("caveat")
+    return caveat if isinstance(caveat, str) else ""
+
+
 def region_stats(values: np.ndarray, voxel_volume_ml: float) -> dict:
     """Statistics of the finite values of a region (NaN/inf voxels are left out and counted)."""
     stats = summarise(values)
@@ -74,15 +87,16 @@ def region_stats(values: np.ndarray, voxel_volume_ml: float) -> dict:
 
 
 def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarray | None = None,
-                   roi_name: str = "roi", reference_name: str = "reference", units: dict[str, str] | None = None
-                   ) -> dict:
+                   roi_name: str = "roi", reference_name: str = "reference", units: dict[str, str] | None = None,
+                   caveats: dict[str, str] | None = None) -> dict:
     """Per map: stats in `roi` (and in `reference`) and the ratios roi/reference of mean and median.
 
     maps: name -> 3D Volume, all on one grid; roi/reference: boolean masks on that grid.
     Returns {"maps": {name: {roi_name: {...}, reference_name: {...}, "ratio_mean": r, "ratio_median": r}},
     "roi": roi_name, "reference": reference_name}. A ratio is None, with the reason in
     ``"ratio_warnings"``, when the reference makes it meaningless (see :func:`reference_ratio`).
-    units: name -> unit, kept in each map's entry (``"unit"``).
+    units: name -> unit, kept in each map's entry (``"unit"``); caveats: name -> what its run's report says an
+    ROI mean of it keeps (:func:`map_caveat`), kept as ``"caveat"`` where not empty.
     """
     if not maps:
         raise InputError("no maps given")
@@ -99,6 +113,8 @@ def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarr
     result = {"roi": roi_name, "reference": reference_name if reference is not None else None, "maps": {}}
     for name, vol in maps.items():
         entry = {"unit": (units or {}).get(name, "")}
+        if (caveats or {}).get(name):
+            entry["caveat"] = caveats[name]
         entry.update({label: region_stats(vol.data[m], vol.voxel_volume_ml) for label, m in masks.items()})
         if reference is not None:
             why = []
@@ -131,5 +147,6 @@ def format_table(stats: dict) -> str:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     notes = [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
+    notes += [f"note: {name}: {e['caveat']}" for name, e in stats["maps"].items() if e.get("caveat")]
     return "\n".join(["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                       for r in rows] + notes)

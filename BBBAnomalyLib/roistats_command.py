@@ -17,8 +17,10 @@ example:
   bbbanomaly roi-stats out/*.nii.gz --roi tumor.nii.gz --reference nawm.nii.gz --json stats.json
 
 Masks must be on the maps' grid (nonzero = inside). NaN voxels are left out and counted. Units come
-from the run's report.json beside the maps (else from the pipelines' map tables). A ratio is n/a,
-with a note, when the reference mean is 0, of the other sign, or indistinguishable from 0.
+from the run's report.json beside the maps (else from the pipelines' map tables), and so does a note
+on what an ROI mean of a map keeps that no per-voxel map shows (PHAE CBF: its bias by capillary
+transit shape). A ratio is n/a, with a note, when the reference mean is 0, of the other sign, or
+indistinguishable from 0.
 """
 
 
@@ -44,19 +46,19 @@ def map_name(path: str) -> str:
 
 def run(args) -> int:
     from .io import read_mask, read_volume
-    from .roistats import format_table, map_unit, roi_statistics
+    from .roistats import format_table, map_caveat, map_unit, roi_statistics
 
-    maps, units = {}, {}
+    maps, units, caveats = {}, {}, {}
     for path in args.maps:
         name = map_name(path)
-        unit = map_unit(name, Path(path).parent)
+        unit, caveat = map_unit(name, Path(path).parent), map_caveat(name, Path(path).parent)
         if name in maps:
             name = str(Path(path).with_suffix(""))
-        maps[name], units[name] = read_volume(path), unit
+        maps[name], units[name], caveats[name] = read_volume(path), unit, caveat
     first = next(iter(maps.values()))
     roi = read_mask(args.roi, first, "roi")
     reference = read_mask(args.reference, first, "reference") if args.reference else None
-    stats = roi_statistics(maps, roi, reference, args.roi_name, args.reference_name, units)
+    stats = roi_statistics(maps, roi, reference, args.roi_name, args.reference_name, units, caveats)
     if args.json == "-":
         json.dump(stats, sys.stdout, indent=2)
         print()

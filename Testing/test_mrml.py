@@ -192,6 +192,7 @@ def test_dsc_run_from_a_sequence_and_aif_roi_matches_the_command_line(scene, dsc
             else:
                 assert cell == pytest.approx(value, rel=1e-4), (name, column)
     assert stats["maps"]["cbv_corrected"]["ratio_mean"] > 1.3  # the phantom's tumor has raised CBV
+    assert "caveat" not in columns  # oSVD's maps carry no ROI-mean caveat
 
 
 def test_dsc_run_with_segment_aif_and_curves(scene, dsc_phantom, dsc_files, tmp_path):
@@ -341,6 +342,15 @@ def test_phae_from_the_panel_gives_maps_and_its_reconstruction(scene, dsc_phanto
     assert "phae_pooled_curves" not in outputs.map_nodes
     mean = curves.mean(gm)
     assert np.corrcoef(mean["measured"], mean[label])[0, 1] > 0.95
+    # the ROI-mean bias by transit shape (dsc/phae/systematic.py) rides on the CBF node into the ratio table
+    note = outputs.report["maps"]["cbf"]["caveat"]
+    assert outputs.map_nodes["cbf"].GetAttribute("BBBAnomaly.Caveat") == note and "plug flow" in note
+    assert outputs.map_nodes["cbv"].GetAttribute("BBBAnomaly.Caveat") is None
+    table, _ = mrml.ratio_table(outputs.map_nodes, dsc_phantom.masks["tumor"], dsc_phantom.masks["nawm"])
+    columns = {table.GetColumnName(c): c for c in range(table.GetNumberOfColumns())}
+    rows = {table.GetCellText(r, columns["map"]): r for r in range(table.GetNumberOfRows())}
+    assert table.GetCellText(rows["cbf"], columns["caveat"]) == note
+    assert table.GetCellText(rows["cbv"], columns["caveat"]) == ""
 
 
 def test_dce_aif_roi_box_from_the_panel_is_searched_for_its_artery(scene, tmp_path):

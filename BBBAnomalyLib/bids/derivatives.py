@@ -176,9 +176,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 # --- ROI ratios per run ---------------------------------------------------------------------------
-def roi_ratios(maps: dict[str, Path], job: Job, dest_brain_mask: Path | None) -> dict | None:
+def roi_ratios(maps: dict[str, Path], job: Job, dest_brain_mask: Path | None, caveats: dict | None = None) -> dict | None:
     """Tumor vs NAWM (else vs the analysed brain outside the tumor) statistics of every map, or None
-    without a tumor mask. Written as *_roistats.json; `bids ... group` collects them."""
+    without a tumor mask. Written as *_roistats.json; `bids ... group` collects them. caveats: map name -> what the
+    run's report says an ROI mean of it keeps (roistats.map_caveat), kept in the map's entry."""
     from ..io import read_mask, read_volume
     from ..roistats import roi_statistics
 
@@ -198,7 +199,7 @@ def roi_ratios(maps: dict[str, Path], job: Job, dest_brain_mask: Path | None) ->
         reference, ref_name = read_mask(str(dest_brain_mask), grid, "brain mask") & ~tumor, "brain_outside_tumor"
     else:
         return None
-    stats = roi_statistics(volumes, tumor, reference, "tumor", ref_name)
+    stats = roi_statistics(volumes, tumor, reference, "tumor", ref_name, caveats=caveats)
     stats["source"] = job.source.path.name
     stats["pipeline"] = job.pipeline
     return stats

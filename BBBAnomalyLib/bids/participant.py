@@ -105,14 +105,25 @@ def _run_job(job, index: int, tmp: Path, bids_dir: Path, extra: dict) -> dict:
     args = parser.parse_args(COMMAND[job.pipeline])
     args.run(args)
     participant_root = tmp
+    from ..roistats import map_caveat
+
+    caveats = {name: map_caveat(name, work) for name in _report_maps(work)}  # read before the report moves
     maps, desc = place_outputs(work, participant_root, job, bids_dir)
     dest = target_folder(participant_root, job)
     brain = next(iter(dest.glob(f"{prefix(job)}_label-brain_desc-{desc}_mask.nii*")), None)
-    stats = roi_ratios(maps, job, brain)
+    stats = roi_ratios(maps, job, brain, caveats)
     if stats is not None:
         (dest / f"{prefix(job)}_desc-{desc}_roistats.json").write_text(json.dumps(stats, indent=2) + "\n",
                                                                        encoding="utf-8")
     return {"pipeline": job.pipeline, "source": job.source.path.name, "maps": sorted(maps)}
+
+
+def _report_maps(work: Path) -> list[str]:
+    try:
+        maps = json.loads((work / "report.json").read_text(encoding="utf-8")).get("maps", {})
+    except (OSError, ValueError):
+        return []
+    return list(maps) if isinstance(maps, dict) else []
 
 
 def _write_status(root: Path, label: str, status: dict) -> None:

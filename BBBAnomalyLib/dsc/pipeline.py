@@ -354,6 +354,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     if k2 is not None:
         report["leakage_correction"] = bsw_report
     report.update(extra_report)
+    systematic = (report.get("phae") or {}).get("roi_systematic_bias")
+    if systematic and "cbf" in report["maps"]:  # shown beside a ROI ratio of this map (roi-stats, the panel's table)
+        report["maps"]["cbf"]["caveat"] = systematic["note"]
     for label, key in (("nawm", "nawm-mask"), ("tumor", "tumor-mask")):
         if key in masks:
             inside = masks[key][brain]
@@ -451,6 +454,11 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     phae_report["fit_loss"] = summarise(fit.loss)
     if fit.cbf_uncertainty is not None:
         phae_report["cbf_uncertainty"] = _uncertainty_summary(fit.cbf, fit.cbf_uncertainty, warnings)
+    from .phae.systematic import roi_systematic_bias
+
+    systematic = roi_systematic_bias(model.card)  # what an ROI mean keeps that the per-voxel map cannot show
+    if systematic is not None:
+        phae_report["roi_systematic_bias"] = systematic
     return fit, {"phae": phae_report}
 
 

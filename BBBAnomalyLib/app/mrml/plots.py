@@ -47,12 +47,14 @@ def _add_column(table_node, name: str, values, kind: str = "double"):
 def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarray | None = None,
                 roi_name: str = "tumor", reference_name: str = "NAWM", table_node=None, name: str = "ROI ratios"):
     """A table node: per map, mean/median/sd/volume in the ROI (and reference) and the ROI/reference
-    ratios of the means and medians, computed as `bbbanomaly roi-stats` does. Returns (node, stats)."""
+    ratios of the means and medians, computed as `bbbanomaly roi-stats` does, and a caveat column where a map's
+    run says what its ROI mean keeps that no per-voxel map shows. Returns (node, stats)."""
     from ...roistats import roi_statistics
     from .inputs import volume_from_node
 
     maps = {key: volume_from_node(node) for key, node in map_nodes.items()}
-    stats = roi_statistics(maps, roi_mask, reference_mask, roi_name, reference_name)
+    caveats = {key: node.GetAttribute(ATTRIBUTE_PREFIX + "Caveat") or "" for key, node in map_nodes.items()}
+    stats = roi_statistics(maps, roi_mask, reference_mask, roi_name, reference_name, caveats=caveats)
     table = _table(name, table_node)
     entries = stats["maps"]
     _add_column(table, "map", list(entries), "string")
@@ -64,6 +66,8 @@ def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarra
     if reference_mask is not None:
         _add_column(table, f"{roi_name}/{reference_name} mean", [e["ratio_mean"] for e in entries.values()])
         _add_column(table, f"{roi_name}/{reference_name} median", [e["ratio_median"] for e in entries.values()])
+    if any(e.get("caveat") for e in entries.values()):  # e.g. PHAE CBF's bias by capillary transit shape
+        _add_column(table, "caveat", [e.get("caveat", "") for e in entries.values()], "string")
     return table, stats
 
 

@@ -211,9 +211,13 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
         node.SetIJKToRASMatrix(local)
         if parent is not None:
             node.SetAndObserveTransformNodeID(parent.GetID())
-        unit = (units.get(name) or {}).get("unit", "") if isinstance(units.get(name), dict) else ""
+        entry = units.get(name) if isinstance(units.get(name), dict) else {}
+        unit = entry.get("unit", "")
+        caveat = entry.get("caveat")  # what an ROI mean of this map keeps that no per-voxel map shows
         node.SetAttribute(ATTRIBUTE_PREFIX + "Map", name)
         node.SetAttribute(ATTRIBUTE_PREFIX + "Unit", unit)
+        if isinstance(caveat, str) and caveat:
+            node.SetAttribute(ATTRIBUTE_PREFIX + "Caveat", caveat)
         node.SetAttribute(ATTRIBUTE_PREFIX + "Pipeline", str(report.get("pipeline", "")))
         node.SetAttribute(ATTRIBUTE_PREFIX + "OutputDir", str(output_dir))
         node.SetAttribute(ATTRIBUTE_PREFIX + "InputNodeID", input_node.GetID())  # the overlay's background

@@ -1,0 +1,67 @@
+"""The systematic bias of PHAE's ROI-mean CBF that no per-voxel map shows, as a reader of a ROI needs it.
+
+Why: ``phae_cbf_uncertainty`` is honest voxel by voxel (its 95 % intervals hold the truth in 93-100 % of voxels),
+but an ROI mean averages the noise away and keeps any offset the voxels share. Issue 14, round 12 measured the
+largest such offset on held-apart simulations: the shape of the tissue's residue (its capillary transit-time
+distribution), which one curve cannot reveal. Exponential-like tissue reads about right; a more homogeneous bed
+(gamma transit times of shape k > 1, plug flow) reads high; transport (vascular) dispersion reads low. The
+numbers are those the weights' model card records (``metrics.cbf_bias_by_residue_shape_round12``), so each
+set of weights states its own; weights whose card lacks them state nothing.
+
+What it feeds: the DSC report (``report["phae"]["roi_systematic_bias"]`` and a ``caveat`` on the CBF map's entry),
+which ``bbbanomaly roi-stats`` and the Slicer panel's ROI table show beside a PHAE CBF ratio.
+"""
+
+from __future__ import annotations
+
+#: the card's metric holding the per-shape ROI-mean biases (docs/validation.md, issue 14 round 12)
+CARD_METRIC = "cbf_bias_by_residue_shape_round12"
+#: shapes as the card names them -> how a reader would call them
+SHAPES = {"exponential": "exponential", "lorentzian": "Lorentzian", "gamma_k1.5 (never drawn)": "gamma k 1.5",
+          "gamma_k3": "gamma k 3", "gamma_k8 (never drawn)": "gamma k 8", "box": "plug flow"}
+
+
+def _range(values) -> list[float] | None:
+    try:
+        numbers = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    except (TypeError, ValueError):
+        return None
+    return [min(numbers), max(numbers)] if numbers else None
+
+
+def roi_systematic_bias(card: dict) -> dict | None:
+    """The per-shape % bias of an ROI mean recorded on ``card`` (noiseless and SNR 50), the transport-dispersion
+    bias, and one sentence for a reader; None where the card records none."""
+    metric = (card.get("metrics") or {}).get(CARD_METRIC)
+    if not isinstance(metric, dict):
+        return None
+    by_shape = {}
+    for key, label in SHAPES.items():
+        rng = _range((metric.get("mean_roi_bias_pct_noiseless_snr50") or {}).get(key))
+        if rng is not None:
+            by_shape[label] = rng
+    dispersion = {k: float(v) for k, v in (metric.get("vascular_dispersion_exponential_gm_pct_noiseless") or {}).items()
+                  if isinstance(v, (int, float))}
+    if not by_shape:
+        return None
+    right = [v for k, v in by_shape.items() if k in ("exponential", "Lorentzian")]
+    high = {k: v for k, v in by_shape.items() if k not in ("exponential", "Lorentzian")}
+    parts = []
+    if right:
+        parts.append(f"{min(r[0] for r in right):+.0f}..{max(r[1] for r in right):+.0f} % for exponential-like "
+                     "capillary transit")
+    if high:
+        lo, hi = min(v[0] for v in high.values()), max(v[1] for v in high.values())
+        parts.append(f"{lo:+.0f}..{hi:+.0f} % for more homogeneous transit ({', '.join(high)})")
+    if dispersion:
+        parts.append(f"{min(dispersion.values()):+.0f}..{max(dispersion.values()):+.0f} % under 1-2 s of transport "
+                     "dispersion")
+    listed = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+    note = (f"On held-apart simulations an ROI mean of PHAE CBF reads on average {listed}. One curve cannot tell "
+            "these apart and phae_cbf_uncertainty does not include them: compare ratios between tissues of similar "
+            "transit, and with oSVD (docs/validation.md, issue 14 round 12)")
+    return {"cbf_roi_mean_bias_pct_by_residue_shape": by_shape, "cbf_roi_mean_bias_pct_transport_dispersion": dispersion,
+            "measured_on": metric.get("measured_on", ""), "note": note}
+
+
+__all__ = ["roi_systematic_bias", "CARD_METRIC"]

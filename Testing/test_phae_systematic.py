@@ -1,0 +1,105 @@
+"""Issue 14, round 13: the ROI-mean bias of PHAE CBF that no per-voxel map shows (dsc/phae/systematic.py) reaches
+the reader of a ROI: the report, `bbbanomaly roi-stats` and (test_mrml.py) the panel's ratio table."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from BBBAnomalyLib.cli import main as cli_main
+from BBBAnomalyLib.dsc.phae.systematic import CARD_METRIC, roi_systematic_bias
+from BBBAnomalyLib.io import write_volume
+from BBBAnomalyLib.core.volume import Volume
+from BBBAnomalyLib.weights import read_card
+
+
+def _card(name="dsc-phae-wide"):
+    return read_card(name)[0]
+
+
+def test_the_numbers_are_the_cards_own_and_a_card_without_them_states_nothing():
+    card = _card()
+    metric = card["metrics"][CARD_METRIC]["mean_roi_bias_pct_noiseless_snr50"]
+    out = roi_systematic_bias(card)
+    shapes = out["cbf_roi_mean_bias_pct_by_residue_shape"]
+    assert shapes["plug flow"] == sorted(float(v) for v in metric["box"])
+    assert shapes["exponential"] == sorted(float(v) for v in metric["exponential"])
+    assert out["cbf_roi_mean_bias_pct_transport_dispersion"] == {
+        k: float(v) for k, v in card["metrics"][CARD_METRIC]["vascular_dispersion_exponential_gm_pct_noiseless"].items()}
+    # the sentence is built from those numbers: change the card and the note follows
+    changed = copy.deepcopy(card)
+    changed["metrics"][CARD_METRIC]["mean_roi_bias_pct_noiseless_snr50"]["box"] = [70, 90]
+    assert "+90 %" in roi_systematic_bias(changed)["note"] and "+90 %" not in out["note"]
+    lo = min(v[0] for k, v in shapes.items() if k not in ("exponential", "Lorentzian"))
+    hi = max(v[1] for v in shapes.values())
+    assert f"{lo:+.0f}..{hi:+.0f} %" in out["note"] and "phae_cbf_uncertainty does not include" in out["note"]
+    assert roi_systematic_bias(_card("dsc-phae-fast")) is None  # never measured for those weights
+    assert roi_systematic_bias({"metrics": {CARD_METRIC: {"mean_roi_bias_pct_noiseless_snr50": {"box": "n/a"}}}}) is None
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_phae_run_carries_the_note_to_its_cbf_entry_and_roi_stats_prints_it(dsc_phantom, tmp_path, capsys):
+    from BBBAnomalyLib.dsc import DSCParameters, run_dsc
+
+    m = dsc_phantom.masks
+    runs = {}
+    for method in ("phae", "osvd"):
+        res = run_dsc(dsc_phantom.signal, DSCParameters(method=method, kh=1.0, density=1.0, device="cpu"),
+                      aif_mask=m["aif"], brain_mask=m["brain"])
+        runs[method] = res.write(tmp_path / method)
+    report = json.loads((runs["phae"] / "report.json").read_text(encoding="utf-8"))
+    note = report["phae"]["roi_systematic_bias"]["note"]
+    assert report["maps"]["cbf"]["caveat"] == note
+    assert [k for k, v in report["maps"].items() if "caveat" in v] == ["cbf"]  # the other maps state nothing
+    assert not any("caveat" in v for v in json.loads((runs["osvd"] / "report.json").read_text())["maps"].values())
+    for label in ("tumor", "nawm"):
+        write_volume(Volume(m[label].astype(np.uint8), dsc_phantom.signal.affine), tmp_path / f"{label}.nii.gz")
+    capsys.readouterr()
+    args = ["--roi", str(tmp_path / "tumor.nii.gz"), "--reference", str(tmp_path / "nawm.nii.gz")]
+    assert cli_main(["roi-stats", str(runs["phae"] / "cbf.nii.gz"), str(runs["phae"] / "cbv.nii.gz"), *args]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: cbf: {note}" in printed and "note: cbv" not in printed
+    assert cli_main(["roi-stats", str(runs["osvd"] / "cbf.nii.gz"), *args, "--json", "-"]) == 0
+    assert "caveat" not in json.loads(capsys.readouterr().out)["maps"]["cbf"]
+    assert cli_main(["roi-stats", str(runs["phae"] / "cbf.nii.gz"), *args, "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["maps"]["cbf"]["caveat"] == note
+
+
+def test_bids_roistats_keep_the_caveat_of_the_runs_report(tmp_path):
+    """`bbbanomaly bids ... participant` reads the caveats from the run's report.json before its outputs are moved
+    into BIDS names, and the participant's *_roistats.json keeps them beside the ratios."""
+    from types import SimpleNamespace
+
+    from BBBAnomalyLib.bids.derivatives import roi_ratios
+    from BBBAnomalyLib.bids.participant import _report_maps
+    from BBBAnomalyLib.roistats import map_caveat
+
+    work = tmp_path / "work"
+    work.mkdir()
+    note = "an ROI mean of this map reads high for plug flow"
+    (work / "report.json").write_text(json.dumps({"maps": {"cbf": {"unit": "ml/100 g/min", "caveat": note},
+                                                           "cbv": {"unit": "ml/100 g"}}}), encoding="utf-8")
+    caveats = {name: map_caveat(name, work) for name in _report_maps(work)}
+    assert caveats == {"cbf": note, "cbv": ""}
+    assert _report_maps(tmp_path / "missing") == [] and map_caveat("cbf", tmp_path / "missing") == ""
+    affine = np.eye(4)
+    rng = np.random.default_rng(0)
+    tumor = np.zeros((6, 6, 4), bool)
+    tumor[1:3, 1:3] = True
+    nawm = np.zeros_like(tumor)
+    nawm[4:, 4:] = True
+    paths = {}
+    for name in ("cbf", "cbv"):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        write_volume(Volume(rng.uniform(1, 2, tumor.shape).astype(np.float32), affine), paths[name])
+    for label, mask in (("tumor", tumor), ("nawm", nawm)):
+        write_volume(Volume(mask.astype(np.uint8), affine), tmp_path / f"{label}.nii.gz")
+    job = SimpleNamespace(masks={"tumor": tmp_path / "tumor.nii.gz", "nawm": tmp_path / "nawm.nii.gz"},
+                          source=SimpleNamespace(path=tmp_path / "sub-01_dsc.nii.gz"), pipeline="dsc")
+    stats = roi_ratios(paths, job, None, caveats)
+    assert stats["maps"]["cbf"]["caveat"] == note and "caveat" not in stats["maps"]["cbv"]
+    assert stats["maps"]["cbf"]["ratio_mean"] is not None
