@@ -253,3 +253,29 @@ def test_the_sweep_by_residue_redraws_the_rows_from_other_seeds():
     alone = next(r for r in phae_world.sweep(factory, snrs=(50,), gains=(4.0,), frame_intervals=(1.6,), n_per_tissue=10,
                                              cases=1, residue="exponential", log=lambda s: None) if r["method"] == "PHAE")
     assert first[0]["bias_GM"] == alone["bias_GM"]
+
+
+def test_the_sweep_draws_each_curve_from_a_mix_of_shapes(monkeypatch, capsys):
+    """Round 13: the held-apart sweep with each curve's residue drawn from a given mix (e.g. without plug flow)."""
+    factory = lambda aif, dt: PHAEModel(aif, dt, weights="dsc-phae-wide")  # noqa: E731
+    drawn, original = [], dc.simulate_curve_case
+
+    def recording(rng, n, settings=dc.TRAINING, **kw):
+        case = original(rng, n, settings, **kw)
+        drawn.append((settings, set(case.truth["residue"])))
+        return case
+
+    monkeypatch.setattr(dc, "simulate_curve_case", recording)
+    res = phae_world.sweep_by_residue(factory, residues=(("exponential", "gamma1.5"),), snrs=(50,), gains=(4.0,),
+                                      frame_intervals=(1.6,), n_per_tissue=20, cases=1, seed_bases=(10_000,))
+    assert list(res) == ["mix of exponential+gamma1.5"]
+    (settings, shapes), = drawn
+    assert shapes == {"exponential", "gamma1.5"}  # every curve one of the two, both drawn
+    # the rest of the held-apart generator is unchanged: its AIF family and dispersion kernel
+    assert settings.aif_families == dc.HELD_APART.aif_families and settings.residues == ("exponential", "gamma1.5")
+    assert settings.aif_dispersion_kernel == dc.HELD_APART.aif_dispersion_kernel
+    monkeypatch.setattr(dc, "simulate_curve_case", original)
+    capsys.readouterr()
+    assert phae_world.main(["residues", "--weights", "dsc-phae-wide", "--mix", "exponential,plug"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plug" in err[0]

@@ -69,12 +69,15 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
     """ROI-mean CBF bias per tissue, CCC over all curves, per SNR / gain / frame interval.
 
     residue: None draws each curve's residue from the generator's four families (the sweep as validated); a name
-    (e.g. "exponential", dsc_physics.residue) gives every curve that shape (issue 14, round 12: the miss by shape).
+    (e.g. "exponential", dsc_physics.residue) gives every curve that shape (issue 14, round 12: the miss by shape);
+    a tuple of names draws each curve's shape from those (round 13: mixes without the flat-topped shapes).
     settings: the generator (default ``dc.HELD_APART``). ``dev_sweep`` runs the same tissue classes on
     the *training* generator with other seeds: what a recipe may be chosen on, never the held-apart set."""
     settings = dc.HELD_APART if settings is None else settings
     # ΔR2* input on the dev sweep (the held-apart preset has no concentration input and draws as before)
     extra = {} if settings is dc.HELD_APART else {"concentration_input": False}
+    if residue is not None and not isinstance(residue, str):  # a mix of shapes: each curve draws one of them
+        settings, residue = dc.replace(settings, residues=tuple(residue)), None
     rows = []
     for gain in gains:
         for dt in frame_intervals:
@@ -559,7 +562,8 @@ def sweep_by_residue(phae_model_factory, residues=SWEEP_RESIDUES, snrs=(20, 50, 
                     "rows_within_15_per_seed_base": {
                         str(base): f"{int((np.abs(b[[r['seed_base'] == base for r in rs]]) <= 15).all(axis=1).sum())}"
                                    f"/{sum(r['seed_base'] == base for r in rs)}" for base in seed_bases}}
-        out["mix" if residue is None else residue] = {"rows": rows, "summary": summary}
+        key = "mix" if residue is None else residue if isinstance(residue, str) else "mix of " + "+".join(residue)
+        out[key] = {"rows": rows, "summary": summary}
     return out
 
 
@@ -772,6 +776,9 @@ def main(argv=None) -> int:
     ap.add_argument("--by-residue-sweep", action="store_true",
                     help="residues: also the held-apart sweep (SNR 20-100, gains 4 and 1) once per residue shape "
                          "(sweep_by_residue; ~1 min per weights)")
+    ap.add_argument("--mix", nargs="+", metavar="SHAPES", default=None,
+                    help="residues: only the held-apart sweep (gain 4, SNR 20-100, three seed sets) with each curve's "
+                         "residue drawn from a mix, one mix per comma-separated list, e.g. exponential,lorentzian,gamma1.5")
     ap.add_argument("--object", action="store_true",
                     help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
@@ -786,6 +793,20 @@ def main(argv=None) -> int:
         return _main_delay(args, factories)
     if args.part == "trust":
         return _main_trust(args, factories)
+    if args.part == "residues" and args.mix:
+        from BBBAnomalyLib.phantoms.dsc_physics import is_residue
+
+        mixes = [tuple(m.split(",")) for m in args.mix]
+        bad = [name for mix in mixes for name in mix if not is_residue(name)]
+        if bad:
+            print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
+                  "gamma<k> (k >= 1)", file=sys.stderr)
+            return 2
+        res = sweep_by_residue(factories, residues=[None, *mixes], gains=(4.0,))
+        print("held-apart sweep (gain 4, SNR 20-100) by mix of residue shapes:\n\n" + sweep_by_residue_table(res))
+        if args.out:
+            args.out.write_text(json.dumps(res, indent=1), encoding="utf-8")
+        return 0
     if args.part == "residues":
         res = {"dev (TRAINING_WIDE)": residue_check(factories, settings=dc.TRAINING_WIDE),
                "held-apart": residue_check(factories)}
