@@ -326,15 +326,20 @@ def test_a_user_runs_every_pipeline_from_the_panel(panel, pipeline, tmp_path):
     ui.voxelCurveButton.click()
     assert "not on the image" in ui.statusLabel.text
 
-    # ROI ratios and export
+    # ROI ratios and export; a map whose run states an ROI-mean caveat (PHAE CBF's, set by the bridge from the report:
+    # test_mrml.py) gets it in the table and, whole, in the log
+    caveat_map = next(iter(outputs.map_nodes))
+    outputs.map_nodes[caveat_map].SetAttribute("BBBAnomaly.Caveat", "reads high for plug flow (test)")
     ui.ratiosButton.click()
     table = widget.ratioTableNode
     assert table is not None and table.GetName() == f"{run['name']} ROI ratios", standins.SLOT_ERRORS
+    assert f"Read the ROI mean of {caveat_map} with care: reads high for plug flow (test)" in ui.logTextEdit.toPlainText()
     standins.ANSWERS["save_file"] = str(tmp_path / "ratios.csv")
     ui.exportButton.click()
     with open(tmp_path / "ratios.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     assert rows[0][:2] == ["map", "unit"] and {r[0] for r in rows[1:]} == set(outputs.map_nodes)
+    assert rows[0][-1] == "caveat" and {r[0]: r[-1] for r in rows[1:]}[caveat_map] == "reads high for plug flow (test)"
     assert json.loads((tmp_path / "ratios report.json").read_text(encoding="utf-8"))["maps"]
     assert standins.SLOT_ERRORS == []
 

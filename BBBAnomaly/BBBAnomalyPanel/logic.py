@@ -229,6 +229,13 @@ class PanelLogic:
         return table
 
     @staticmethod
+    def mapCaveats(outputs):
+        """{map: what its ROI mean keeps that no per-voxel map shows}, for the log beside the ratio table."""
+        from BBBAnomalyLib.app import mrml
+
+        return mrml.map_caveats(outputs.map_nodes)
+
+    @staticmethod
     def showTable(table):
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         selection = slicer.app.applicationLogic().GetSelectionNode()

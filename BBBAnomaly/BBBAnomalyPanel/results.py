@@ -42,6 +42,9 @@ class ResultsMixin:
             return
         self.logic.showTable(self.ratioTableNode)
         self.log(_("ROI ratio table: {name}").format(name=self.ratioTableNode.GetName()))
+        # the table's caveat column is one line per map; the log box shows the whole sentence
+        for name, caveat in self.logic.mapCaveats(self.lastRun["outputs"]).items():
+            self.log(_("Read the ROI mean of {name} with care: {caveat}").format(name=name, caveat=caveat))
 
     def curves(self):
         from BBBAnomalyLib.app.curves import CurveSet, curves_in

@@ -28,7 +28,7 @@ from .inputs import (
     InputInfo, _input_parts, describe_input, find_sequence, mask_from_region, mask_from_roi, mask_from_segment,
     masks_on_input, node_arrays, node_header, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid
 )
-from .plots import PALETTE, curve_plot, export_table, ratio_table, table_rows
+from .plots import PALETTE, curve_plot, export_table, map_caveats, ratio_table, table_rows
 from .runs import RunOutputs, RunRequest, import_results, prepare_job, remove_run, run_folders, write_job_input
 from .samples import (
     SAMPLES, Sample, _fill_volume_node, add_dwi, add_roi, add_segmentation, add_series, add_volume_node,
@@ -41,7 +41,7 @@ __all__ = [
     "InputInfo", "describe_input", "find_sequence", "mask_from_region", "mask_from_roi", "mask_from_segment",
     "masks_on_input", "node_arrays", "node_header", "ras_to_voxel", "reference_grid", "volume_from_node",
     "voxel_in_grid",
-    "PALETTE", "curve_plot", "export_table", "ratio_table", "table_rows",
+    "PALETTE", "curve_plot", "export_table", "map_caveats", "ratio_table", "table_rows",
     "RunOutputs", "RunRequest", "import_results", "prepare_job", "remove_run", "run_folders", "write_job_input",
     "SAMPLES", "Sample", "add_dwi", "add_roi", "add_segmentation", "add_series", "add_volume_node",
     "load_dce_demo", "load_dmri_demo", "load_dsc_demo", "load_sample", "load_t1flair_demo", "roi_around",

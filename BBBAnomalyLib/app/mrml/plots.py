@@ -44,6 +44,13 @@ def _add_column(table_node, name: str, values, kind: str = "double"):
     return array
 
 
+def map_caveats(map_nodes: dict) -> dict:
+    """{key: caveat} of the map nodes whose run's report says what their ROI mean keeps that no per-voxel map shows
+    (the ``BBBAnomaly.Caveat`` attribute the bridge sets, e.g. PHAE CBF's bias by capillary transit shape)."""
+    found = {key: node.GetAttribute(ATTRIBUTE_PREFIX + "Caveat") for key, node in map_nodes.items()}
+    return {key: caveat for key, caveat in found.items() if caveat}
+
+
 def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarray | None = None,
                 roi_name: str = "tumor", reference_name: str = "NAWM", table_node=None, name: str = "ROI ratios"):
     """A table node: per map, mean/median/sd/volume in the ROI (and reference) and the ROI/reference
@@ -53,7 +60,7 @@ def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarra
     from .inputs import volume_from_node
 
     maps = {key: volume_from_node(node) for key, node in map_nodes.items()}
-    caveats = {key: node.GetAttribute(ATTRIBUTE_PREFIX + "Caveat") or "" for key, node in map_nodes.items()}
+    caveats = map_caveats(map_nodes)
     stats = roi_statistics(maps, roi_mask, reference_mask, roi_name, reference_name, caveats=caveats)
     table = _table(name, table_node)
     entries = stats["maps"]
