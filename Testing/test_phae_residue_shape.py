@@ -212,16 +212,20 @@ def test_train_script_records_the_residue_model_and_the_dispersion_range(tmp_pat
 
     rc = _train_script().main(["--cases", "2", "--curves", "32", "--epochs", "1", "--repeats", "1", "--bias-weight", "0",
                                "--settings", "wide", "--residue", "lorentzian+box", "--tissue-dispersion", "0", "0",
-                               "--seed", "1", "--name", "w", "--out", str(tmp_path)])
+                               "--residues", "exponential", "gamma1.5", "--seed", "1", "--name", "w", "--out", str(tmp_path)])
     assert rc == 0
     card = json.loads((tmp_path / "w.json").read_text())
     assert card["config"]["residue"] == "lorentzian+box" and "box of the same MTT" in card["encoder"]
     assert card["training_distribution"]["tissue_dispersion"] == [0.0, 0.0]
     assert "tissue dispersion 0-0 s" in card["trained_on"]
+    # round 13: the training curves' residue shapes (here without the box: plug flow)
+    assert card["training_distribution"]["residues"] == ["exponential", "gamma1.5"]
+    assert "residues exponential, gamma1.5" in card["trained_on"]
 
 
 @pytest.mark.parametrize("args, word", [(["--tissue-dispersion", "2", "1"], "--tissue-dispersion"),
-                                        (["--encoder", "conv", "--residue", "lorentzian+box"], "--residue")])
+                                        (["--encoder", "conv", "--residue", "lorentzian+box"], "--residue"),
+                                        (["--residues", "exponential", "plug"], "--residues")])
 def test_train_script_refuses_bad_round12_options_with_one_line(tmp_path, args, word, capsys):
     rc = _train_script().main(["--cases", "2", "--out", str(tmp_path), *args])
     assert rc == 2

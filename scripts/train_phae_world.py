@@ -125,6 +125,10 @@ def main(argv=None) -> int:
                     help="the generator's vascular (tissue) dispersion range [s] for the half of the curves that get "
                          "one (default: the preset's 0 3); 0 0 = none (issue 14, round 12: a dispersed curve looks like a "
                          "flat-topped residue, and the two need opposite corrections)")
+    ap.add_argument("--residues", nargs="+", default=None, metavar="SHAPE",
+                    help="the residue shapes the generator draws each training curve from (default: the preset's "
+                         "exponential gamma lorentzian box); e.g. without box (plug flow), a diagnostic of issue 14 "
+                         "round 13: the issue asks for all four in the default's training")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "BBBAnomalyLib" / "weights")
     ap.add_argument("--name", default="dsc-phae-grid")
@@ -184,6 +188,16 @@ def main(argv=None) -> int:
             return 2
         settings = dc.replace(settings, tissue_dispersion=(float(lo), float(hi)))
         settings_name += f" with tissue dispersion {lo:g}-{hi:g} s"
+    if args.residues is not None:
+        from BBBAnomalyLib.phantoms.dsc_physics import is_residue
+
+        bad = [name for name in args.residues if not is_residue(name)]
+        if bad:
+            print(f"error: --residues: unknown shape(s) {', '.join(bad)}: use exponential, gamma, lorentzian, box or "
+                  "gamma<k> (k >= 1)", file=sys.stderr)
+            return 2
+        settings = dc.replace(settings, residues=tuple(args.residues))
+        settings_name += f" with residues {', '.join(args.residues)}"
     if (args.deconv or args.context or args.residue != "lorentzian") and args.encoder != "grid":
         print("error: --deconv, --context and --residue need the grid encoder", file=sys.stderr)
         return 2
