@@ -103,3 +103,21 @@ def test_bids_roistats_keep_the_caveat_of_the_runs_report(tmp_path):
     stats = roi_ratios(paths, job, None, caveats)
     assert stats["maps"]["cbf"]["caveat"] == note and "caveat" not in stats["maps"]["cbv"]
     assert stats["maps"]["cbf"]["ratio_mean"] is not None
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_dsc_command_prints_the_note_beside_a_phae_cbf_ratio(dsc_files, tmp_path, capsys):
+    args = ["--aif-mask", str(dsc_files / "mask_aif.nii.gz"), "--nawm-mask", str(dsc_files / "mask_nawm.nii.gz"),
+            "--tumor-mask", str(dsc_files / "mask_tumor.nii.gz")]
+    for method in ("phae", "osvd"):
+        capsys.readouterr()
+        device = ["--device", "cpu"] if method == "phae" else []
+        assert cli_main(["dsc", str(dsc_files / "signal.nii.gz"), *args, "--method", method, *device,
+                         "--out", str(tmp_path / method)]) == 0
+        printed = capsys.readouterr().out
+        assert "tumor/NAWM:" in printed and "cbf" in printed.split("tumor/NAWM:")[1].splitlines()[0]
+        report = json.loads((tmp_path / method / "report.json").read_text(encoding="utf-8"))
+        if method == "phae":
+            assert f"  note: cbf: {report['maps']['cbf']['caveat']}" in printed
+        else:
+            assert "note: cbf" not in printed

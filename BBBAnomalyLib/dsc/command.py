@@ -182,5 +182,8 @@ def print_summary(result, written: Path) -> None:
     ratios = rep["summary"].get("tumor_to_nawm")
     if ratios:
         print("  tumor/NAWM: " + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items() if n in ("cbv", "cbv_corrected", "cbf")))
+        caveat = rep["maps"].get("cbf", {}).get("caveat")
+        if caveat and ratios.get("cbf") is not None:  # PHAE: the ratio keeps what no per-voxel map shows
+            print(f"  note: cbf: {caveat}")
     for w in rep["warnings"]:
         print(f"  warning: {w}")
