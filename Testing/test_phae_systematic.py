@@ -34,7 +34,6 @@ def test_the_numbers_are_the_cards_own_and_a_card_without_them_states_nothing():
     lo = min(v[0] for k, v in shapes.items() if k not in ("exponential", "Lorentzian"))
     hi = max(v[1] for v in shapes.values())
     assert f"{lo:+.0f}..{hi:+.0f} %" in out["note"] and "phae_cbf_uncertainty does not include" in out["note"]
-    assert roi_systematic_bias(_card("dsc-phae-fast")) is None  # never measured for those weights
     assert roi_systematic_bias({"metrics": {CARD_METRIC: {"mean_roi_bias_pct_noiseless_snr50": {"box": "n/a"}}}}) is None
 
 
@@ -121,3 +120,40 @@ def test_the_dsc_command_prints_the_note_beside_a_phae_cbf_ratio(dsc_files, tmp_
             assert f"  note: cbf: {report['maps']['cbf']['caveat']}" in printed
         else:
             assert "note: cbf" not in printed
+
+
+def test_every_bundled_phae_card_holds_its_own_measured_numbers():
+    """The cards' metric is computed by phae_world.residue_card_metric from a `residues` run kept in docs/figures
+    (round 12 for the default, round 13 for the others), never typed: recomputing gives the card's numbers."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import phae_world
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    runs = {"dsc-phae-wide": "phae_round12_residues.json"}
+    runs.update({name: "phae_round13_residues_other_weights.json"
+                 for name in ("dsc-phae-fast", "dsc-phae-world", "dsc-phae-grid", "dsc-phae-sim")})
+    for name, figure in runs.items():
+        res = json.loads((root / "docs" / "figures" / figure).read_text(encoding="utf-8"))
+        computed = phae_world.residue_card_metric(res, f"PHAE {name}")
+        card = _card(name)["metrics"][CARD_METRIC]
+        for key in ("mean_roi_bias_pct_noiseless_snr50", "vascular_dispersion_exponential_gm_pct_noiseless"):
+            assert card[key] == computed[key], (name, key)
+        assert roi_systematic_bias(_card(name)) is not None
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_after_adapt_the_note_says_the_numbers_are_the_bundled_weights(dsc_phantom):
+    from BBBAnomalyLib.dsc import DSCParameters, run_dsc
+
+    m = dsc_phantom.masks
+    res = run_dsc(dsc_phantom.signal, DSCParameters(method="phae", kh=1.0, density=1.0, device="cpu",
+                                                     phae_weights="dsc-phae-sim", phae_adapt=True, phae_adapt_steps=2),
+                  aif_mask=m["aif"], brain_mask=m["brain"])
+    note = res.report["phae"]["roi_systematic_bias"]["note"]
+    assert "--adapt fine-tuned them on this case" in note and res.report["maps"]["cbf"]["caveat"] == note
+    assert note.startswith(roi_systematic_bias(_card("dsc-phae-sim"))["note"])

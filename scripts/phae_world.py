@@ -530,6 +530,37 @@ def residue_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: card names of the shapes residue_check reads (the keys dsc/phae/systematic.py knows)
+CARD_SHAPES = {"exponential": "exponential", "lorentzian": "lorentzian", "gamma1.5": "gamma_k1.5 (never drawn)",
+               "gamma": "gamma_k3", "gamma8": "gamma_k8 (never drawn)", "box": "box"}
+
+
+def residue_card_metric(res: dict, method: str) -> dict:
+    """The model card's ``cbf_bias_by_residue_shape_round12`` for one method of a ``residues`` run (``res`` as its
+    --out JSON holds it): per shape the held-apart ROI-mean bias averaged over the five tissues, noiseless and at
+    SNR 50; the GM bias of dispersed exponential curves at β 1 and 2 s, noiseless. What dsc/phae/systematic.py turns
+    into the report's ROI caveat, so computed here, never typed."""
+    def tissue_mean(row):
+        return round(float(np.mean([row["bias_" + k] for k in SWEEP_TISSUES])))
+
+    rows = [r for r in res["held-apart"] if r["method"] == method]
+    by_shape = {}
+    for residue, key in CARD_SHAPES.items():
+        got = {r["snr"]: tissue_mean(r) for r in rows if r["residue"] == residue}
+        if None in got and 50 in got:
+            by_shape[key] = [got[None], got[50]]
+    dispersion = {}
+    for beta in (1, 2):
+        for r in res.get(f"held-apart, vascular dispersion {beta} s", []):
+            if r["method"] == method and r["residue"] == "exponential" and r["snr"] is None:
+                dispersion[f"beta_{beta}s"] = round(float(r["bias_GM"]))
+    return {"measured_on": "held-apart generator (Georgiou AIF, gamma-dispersed measured AIF), the sweep's 5 tissue "
+                           "classes, gain 4, dt 1/1.6/2.2 s, every curve with one residue shape, no vascular dispersion; "
+                           "scripts/phae_world.py residues",
+            "mean_roi_bias_pct_noiseless_snr50": by_shape,
+            "vascular_dispersion_exponential_gm_pct_noiseless": dispersion}
+
+
 #: the held-apart sweep by residue shape (issue 14, round 12): the generator's mix as validated, then each shape alone
 SWEEP_RESIDUES = (None, "exponential", "lorentzian", "gamma1.5", "gamma", "box")
 
@@ -779,6 +810,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mix", nargs="+", metavar="SHAPES", default=None,
                     help="residues: only the held-apart sweep (gain 4, SNR 20-100, three seed sets) with each curve's "
                          "residue drawn from a mix, one mix per comma-separated list, e.g. exponential,lorentzian,gamma1.5")
+    ap.add_argument("--update-cards", action="store_true",
+                    help="residues: write each bundled weights' per-shape ROI bias into its model card "
+                         "(metrics.cbf_bias_by_residue_shape_round12: the report's ROI caveat, dsc/phae/systematic.py)")
     ap.add_argument("--object", action="store_true",
                     help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
@@ -816,6 +850,8 @@ def main(argv=None) -> int:
             key = f"held-apart, vascular dispersion {beta:g} s"
             res[key] = residue_check(factories, residues=("exponential", "gamma1.5"), vascular_dispersion=beta)
             print(f"\n{key} (the dispersed curves), tissue gain 4:\n\n" + residue_table(res[key]))
+        if args.update_cards:
+            _update_cards(res, args.weights)
         if args.by_residue_sweep:
             res["held-apart sweep by residue"] = sweep_by_residue(factories)
             print("\nheld-apart sweep (SNR 20-100) by residue shape:\n\n" + sweep_by_residue_table(res["held-apart sweep by residue"]))
@@ -865,6 +901,28 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "by_gain_snr": by_gain_snr, "object": obj},
                                        indent=1), encoding="utf-8")
     return 0
+
+
+def _update_cards(res: dict, weights) -> None:
+    """Each bundled weights' card gets its own residue_card_metric (other keys of the metric, e.g. round 12's sweep
+    rows of the default, are kept); .pt paths are skipped: their cards are not the bundled ones."""
+    import json
+
+    from BBBAnomalyLib.weights import read_card
+
+    for w in weights:
+        if str(w).endswith(".pt"):
+            print(f"{w}: not a bundled name, card left alone")
+            continue
+        _, path = read_card(w)
+        card_path = Path(path).with_suffix(".json")
+        raw = card_path.read_text(encoding="utf-8")
+        card = json.loads(raw)
+        metric = card.setdefault("metrics", {}).setdefault("cbf_bias_by_residue_shape_round12", {})
+        metric.update(residue_card_metric(res, f"PHAE {w}"))
+        card_path.write_text(json.dumps(card, indent=2 if raw.startswith('{\n  "') else 1, ensure_ascii=False) + "\n",
+                             encoding="utf-8")
+        print(f"{card_path.name}: ROI bias by residue shape written")
 
 
 def _main_trust(args, factories) -> int:

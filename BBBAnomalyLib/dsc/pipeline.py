@@ -458,6 +458,9 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
 
     systematic = roi_systematic_bias(model.card)  # what an ROI mean keeps that the per-voxel map cannot show
     if systematic is not None:
+        if params.phae_adapt:  # the card measured the weights as bundled, not as fine-tuned on this case
+            systematic["note"] += ("; these are the bundled weights' numbers, and --adapt fine-tuned them on this case, "
+                                   "so they may not hold")
         phae_report["roi_systematic_bias"] = systematic
     return fit, {"phae": phae_report}
 
