@@ -70,12 +70,18 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
 
     residue: None draws each curve's residue from the generator's four families (the sweep as validated); a name
     (e.g. "exponential", dsc_physics.residue) gives every curve that shape (issue 14, round 12: the miss by shape);
-    a tuple of names draws each curve's shape from those (round 13: mixes without the flat-topped shapes).
+    a tuple of names draws each curve's shape from those (round 13: mixes without the flat-topped shapes); a dict
+    {tissue: name} gives each tissue class its own shape (round 14: a tumour's shape unlike the rest of the case).
     settings: the generator (default ``dc.HELD_APART``). ``dev_sweep`` runs the same tissue classes on
     the *training* generator with other seeds: what a recipe may be chosen on, never the held-apart set."""
     settings = dc.HELD_APART if settings is None else settings
     # ΔR2* input on the dev sweep (the held-apart preset has no concentration input and draws as before)
     extra = {} if settings is dc.HELD_APART else {"concentration_input": False}
+    by_tissue = residue if isinstance(residue, dict) else None  # {tissue: shape}: tissues of different shapes
+    if by_tissue is not None:
+        residue = None
+        if set(by_tissue) != set(SWEEP_TISSUES):
+            raise ValueError(f"a residue per tissue needs every tissue of the sweep: {', '.join(SWEEP_TISSUES)}")
     if residue is not None and not isinstance(residue, str):  # a mix of shapes: each curve draws one of them
         settings, residue = dc.replace(settings, residues=tuple(residue)), None
     rows = []
@@ -91,7 +97,8 @@ def sweep(phae_model_factory, snrs=(10, 20, 50, 100), gains=(4.0, 1.0), frame_in
                     cc = dc.simulate_curve_case(rng, len(par), settings, frame_interval=dt, **extra,
                                                 n_frames=int(round(90.0 / dt)), snr=float(snr), tissue_gain=gain,
                                                 mtt=60.0 * par[:, 1] / par[:, 0], cbv=par[:, 1] / 100.0,
-                                                delay=par[:, 2], residue=residue)
+                                                delay=par[:, 2], residue=residue if by_tissue is None else
+                                                np.repeat([by_tissue[k] for k in names], n_per_tissue))
                     curves, aif, truth = cc.curves, cc.aif, cc.truth["cbf"]
                     labels = list(np.repeat(names, n_per_tissue))
                     res = _methods(curves, aif, dt, phae_model_factory)
@@ -175,9 +182,12 @@ OBJECT_TISSUES = [(10, 1.5), (15, 2.0), (20, 2.0), (20, 4.0), (30, 3.0), (35, 5.
 
 
 def reference_object(snr: float | None = None, dt: float = 1.0, n_frames: int = 120, seed: int = 20_000,
-                     voxels: int = 100, aif: str = "georgiou"):
+                     voxels: int = 100, aif: str = "georgiou", residue: str = "exponential"):
     """(curves (14·voxels, T) in mM, AIF (T,) mM, dt, true CBF, true CBV, labels); concentration input.
-    ``aif="parker"``: the same object on the Parker AIF, a training family (the dev object, ``dev --object``)."""
+    ``aif="parker"``: the same object on the Parker AIF, a training family (the dev object, ``dev --object``).
+    ``residue``: every tissue's capillary residue (dsc_physics names, e.g. "gamma3", "box"; issue 14, round 14:
+    the object under the transit shapes of the held-apart sweep and of published DSC objects); the same noise
+    draws for every shape."""
     times = np.arange(n_frames) * dt
     arrival = 12.0
     if aif not in ("georgiou", "parker"):
@@ -189,7 +199,7 @@ def reference_object(snr: float | None = None, dt: float = 1.0, n_frames: int = 
     cbf = np.repeat([p[0] for p in OBJECT_TISSUES], voxels).astype(float)
     cbv = np.repeat([p[1] for p in OBJECT_TISSUES], voxels).astype(float)
     mtt = 60.0 * cbv / cbf
-    conc = phys.tissue_concentration(times, aif_fn, cbv / 100.0, mtt, 0.0, 0.0, residue="exponential")
+    conc = phys.tissue_concentration(times, aif_fn, cbv / 100.0, mtt, 0.0, 0.0, residue=residue)
     aif = aif_fn(times)
     if snr is not None:
         rng = np.random.default_rng(seed)
@@ -254,6 +264,47 @@ def _score_object_timing(factory, snr, dt, frames, curves_fn):
                   "cbf_median_error_pct": float(np.median(err / t_cbf) * 100.0),
                   "cbf_estimates": [round(float(v), 1) for v in cbf_m], "seconds": sec}
     return out
+
+
+#: the capillary transit shapes the object is scored under (round 14): the exponential it was built with, the sweep's
+#: other three, and two gamma shapes nothing draws
+OBJECT_RESIDUES = ("exponential", "lorentzian", "gamma1.5", "gamma", "gamma8", "box")
+
+
+def object_by_residue(phae_model_factory, residues=OBJECT_RESIDUES, timings=OBJECT_TIMINGS, snrs=OBJECT_SNRS,
+                      log=print) -> dict:
+    """The OSIPI-style object (held-apart Georgiou AIF) with every tissue's residue of one shape, per shape:
+    {residue: {setting: {method: scores}}} as the world part scores the object (``_score_object_timing``). The same
+    noise draws for every shape, so the shapes differ only in the curves' form."""
+    from functools import partial
+
+    res = {}
+    for residue in residues:
+        res[residue] = {}
+        for dt, frames in timings:
+            for snr in snrs:
+                key = f"dt {dt:g} s, {frames} frames, SNR {'none' if snr is None else snr}"
+                res[residue][key] = _score_object_timing(phae_model_factory, snr, dt, frames,
+                                                         partial(reference_object, residue=residue))
+        log(f"object, {residue}: " + ", ".join(
+            f"{m} {min(v[m]['within'] for v in res[residue].values())}-"
+            f"{max(v[m]['within'] for v in res[residue].values())}/14" for m in next(iter(res[residue].values()))))
+    return res
+
+
+def object_by_residue_table(res: dict) -> str:
+    """Markdown: per residue shape and method, tissues within the object's tolerance (worst-best of its settings),
+    settings with >= 13/14, and the CBF median error (signed, and |.|) over the settings."""
+    lines = ["| residue | method | tissues within tolerance (worst–best) | settings with ≥ 13/14 | CBF median error | "
+             "CBF median \\|error\\| |", "|---|---|---|---|---|---|"]
+    for residue, settings in res.items():
+        for m in next(iter(settings.values())):
+            within = [v[m]["within"] for v in settings.values()]
+            med = [v[m]["cbf_median_error_pct"] for v in settings.values()]
+            mabs = [v[m]["cbf_median_abs_error_pct"] for v in settings.values()]
+            lines.append(f"| {residue} | {m} | {min(within)}–{max(within)}/14 | {sum(w >= 13 for w in within)}/"
+                         f"{len(within)} | {min(med):+.1f}…{max(med):+.1f} % | {min(mabs):.1f}–{max(mabs):.1f} % |")
+    return "\n".join(lines)
 
 
 def world_summary(res: dict, reference: str = "oSVD 0.095") -> dict:
@@ -592,8 +643,13 @@ def sweep_by_residue(phae_model_factory, residues=SWEEP_RESIDUES, snrs=(20, 50, 
                     "ccc_mean": float(np.mean([r["ccc"] for r in rs])),
                     "rows_within_15_per_seed_base": {
                         str(base): f"{int((np.abs(b[[r['seed_base'] == base for r in rs]]) <= 15).all(axis=1).sum())}"
-                                   f"/{sum(r['seed_base'] == base for r in rs)}" for base in seed_bases}}
-        key = "mix" if residue is None else residue if isinstance(residue, str) else "mix of " + "+".join(residue)
+                                   f"/{sum(r['seed_base'] == base for r in rs)}" for base in seed_bases},
+                    # per tissue: where one tissue has another shape than the rest (round 14), its own range
+                    "bias_range_by_tissue_pct": {k: [float(b[:, i].min()), float(b[:, i].max())]
+                                                 for i, k in enumerate(SWEEP_TISSUES)}}
+        key = ("mix" if residue is None else residue if isinstance(residue, str)
+               else ", ".join(f"{k} {v}" for k, v in residue.items()) if isinstance(residue, dict)
+               else "mix of " + "+".join(residue))
         out[key] = {"rows": rows, "summary": summary}
     return out
 
@@ -779,12 +835,13 @@ def main(argv=None) -> int:
     import json
 
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("part", choices=["dev", "delay", "trust", "residues"],
+    ap.add_argument("part", choices=["dev", "delay", "trust", "residues", "object"],
                     help="dev: the dev sweep; delay: delay_check (fixed tissue delays --delays on TRAINING_WIDE); "
                          "trust: ratios to WM and the uncertainty map's calibration on the held-apart sweep (the "
                          "world part's rows) and on the dev sweep (--gains, --snrs); residues: the ROI bias per "
                          "residue shape (residue_check), noiseless and at SNR 50, on the training generator (dev) "
-                         "and the held-apart one, including two gamma shapes no generator draws")
+                         "and the held-apart one, including two gamma shapes no generator draws; object: the "
+                         "OSIPI-style object (held-apart AIF, 9 timings/SNRs) once per residue shape (--residues)")
     ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 2.0, 4.0],
                     help="delay: the fixed tissue delays [s] (default 0 2 4)")
     ap.add_argument("--weights", nargs="+", required=True, help="bundled names or .pt paths")
@@ -810,9 +867,14 @@ def main(argv=None) -> int:
     ap.add_argument("--mix", nargs="+", metavar="SHAPES", default=None,
                     help="residues: only the held-apart sweep (gain 4, SNR 20-100, three seed sets) with each curve's "
                          "residue drawn from a mix, one mix per comma-separated list, e.g. exponential,lorentzian,gamma1.5")
+    ap.add_argument("--tumour-shape", nargs="+", metavar="SHAPE", default=None,
+                    help="residues: only the held-apart sweep (gain 4, SNR 20-100, three seed sets) with every tissue "
+                         "exponential but the tumour, once per SHAPE (a case whose tumour's transit differs from the rest)")
     ap.add_argument("--update-cards", action="store_true",
                     help="residues: write each bundled weights' per-shape ROI bias into its model card "
                          "(metrics.cbf_bias_by_residue_shape_round12: the report's ROI caveat, dsc/phae/systematic.py)")
+    ap.add_argument("--residues", nargs="+", default=list(OBJECT_RESIDUES), metavar="SHAPE",
+                    help="object: the residue shapes (default: " + " ".join(OBJECT_RESIDUES) + "; gamma<k> for any k >= 1)")
     ap.add_argument("--object", action="store_true",
                     help="also the OSIPI-style object on the Parker AIF (a training family: the dev object), 9 settings")
     args = ap.parse_args(argv)
@@ -827,6 +889,32 @@ def main(argv=None) -> int:
         return _main_delay(args, factories)
     if args.part == "trust":
         return _main_trust(args, factories)
+    if args.part == "object":
+        return _main_object(args, factories)
+    if args.part == "residues" and args.tumour_shape:
+        from BBBAnomalyLib.phantoms.dsc_physics import is_residue
+
+        bad = [name for name in args.tumour_shape if not is_residue(name)]
+        if bad:
+            print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
+                  "gamma<k> (k >= 1)", file=sys.stderr)
+            return 2
+        cases = [{k: (shape if k == "tumor" else "exponential") for k in SWEEP_TISSUES} for shape in args.tumour_shape]
+        res = sweep_by_residue(factories, residues=cases, gains=(4.0,))
+        print("held-apart sweep (gain 4, SNR 20-100), every tissue exponential but the tumour:\n")
+        print("| tumour's shape | method | tumour bias range | other tissues' bias range | rows within ±15 % |\n"
+              "|---|---|---|---|---|")
+        for shape, v in zip(args.tumour_shape, res.values()):
+            for key, s_ in v["summary"].items():
+                if "0.035" in key or "trivial" in key:
+                    continue
+                t = s_["bias_range_by_tissue_pct"]["tumor"]
+                rest = [x for k, r in s_["bias_range_by_tissue_pct"].items() if k != "tumor" for x in r]
+                print(f"| {shape} | {key.split(' ', 2)[2]} | {t[0]:+.0f}…{t[1]:+.0f} % | {min(rest):+.0f}…{max(rest):+.0f} % "
+                      f"| {s_['rows_within_15']} |")
+        if args.out:
+            args.out.write_text(json.dumps(res, indent=1), encoding="utf-8")
+        return 0
     if args.part == "residues" and args.mix:
         from BBBAnomalyLib.phantoms.dsc_physics import is_residue
 
@@ -900,6 +988,24 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "by_gain_snr": by_gain_snr, "object": obj},
                                        indent=1), encoding="utf-8")
+    return 0
+
+
+def _main_object(args, factories) -> int:
+    import json
+
+    from BBBAnomalyLib.phantoms.dsc_physics import is_residue
+
+    bad = [r for r in args.residues if not is_residue(r)]
+    if bad:
+        print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
+              "gamma<k> (k >= 1)", file=sys.stderr)
+        return 2
+    res = object_by_residue(factories, residues=tuple(args.residues), log=lambda s: None)
+    print("OSIPI-style object (Georgiou AIF; dt 1/1.5/2 s; noiseless, SNR 50, 20) by residue shape:\n\n"
+          + object_by_residue_table(res))
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=1), encoding="utf-8")
     return 0
 
 

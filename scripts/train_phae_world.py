@@ -125,6 +125,10 @@ def main(argv=None) -> int:
                     help="the generator's vascular (tissue) dispersion range [s] for the half of the curves that get "
                          "one (default: the preset's 0 3); 0 0 = none (issue 14, round 12: a dispersed curve looks like a "
                          "flat-topped residue, and the two need opposite corrections)")
+    ap.add_argument("--case-residue", type=float, default=None, metavar="FRACTION",
+                    help="share of each training case's curves that take the case's one residue shape (drawn per case); "
+                         "the rest per curve (default 0: per curve only). With --context: can the case context learn "
+                         "the case's dominant capillary transit shape? (issue 14, round 14)")
     ap.add_argument("--residues", nargs="+", default=None, metavar="SHAPE",
                     help="the residue shapes the generator draws each training curve from (default: the preset's "
                          "exponential gamma lorentzian box); e.g. without box (plug flow), a diagnostic of issue 14 "
@@ -188,6 +192,12 @@ def main(argv=None) -> int:
             return 2
         settings = dc.replace(settings, tissue_dispersion=(float(lo), float(hi)))
         settings_name += f" with tissue dispersion {lo:g}-{hi:g} s"
+    if args.case_residue is not None:
+        if not 0.0 <= args.case_residue <= 1.0:
+            print(f"error: --case-residue is a share of curves in [0, 1], not {args.case_residue:g}", file=sys.stderr)
+            return 2
+        settings = dc.replace(settings, case_residue_fraction=float(args.case_residue))
+        settings_name += f" with {args.case_residue:.0%} of each case's curves of one residue shape"
     if args.residues is not None:
         from BBBAnomalyLib.phantoms.dsc_physics import is_residue
 

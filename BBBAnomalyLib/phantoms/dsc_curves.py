@@ -60,6 +60,10 @@ class CurveSettings:
     delay_zero_fraction: float = 0.25
     tissue_dispersion: tuple[float, float] = (0.0, 3.0)  # s (half the curves get none)
     residues: tuple[str, ...] = RESIDUE_FAMILIES
+    # share of a case's curves that take the case's ONE residue shape (drawn from ``residues`` per case); the rest
+    # draw theirs per curve. 0 (every preset): per curve only, and no extra random numbers are drawn (issue 14,
+    # round 14: can a case context learn the case's dominant capillary transit shape?)
+    case_residue_fraction: float = 0.0
     leaky_fraction: float = 0.25  # share of curves with residual leakage
     k2: tuple[float, float] = (0.0, 0.015)  # 1/s, |BSW K2|; sign + (T2*) or - (T1) at random
     snr: tuple[float, float] = (8.0, 150.0)  # baseline S0 / sigma, log-uniform
@@ -71,6 +75,8 @@ class CurveSettings:
     def __post_init__(self):
         if not 0.0 <= float(self.delay_zero_fraction) <= 1.0:
             raise ValueError(f"delay_zero_fraction must lie in [0, 1], not {self.delay_zero_fraction}")
+        if not 0.0 <= float(self.case_residue_fraction) <= 1.0:
+            raise ValueError(f"case_residue_fraction must lie in [0, 1], not {self.case_residue_fraction}")
 
     def describe(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -188,7 +194,7 @@ def _dispersed(values: np.ndarray, dt_fine: float, tau: float, kernel: str) -> n
 def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: CurveSettings = TRAINING, *,
                         frame_interval: float | None = None, n_frames: int | None = None, snr=None,
                         tissue_gain=None, aif_family: str | None = None, mtt=None, cbv=None, delay=None,
-                        residue: str | None = None, concentration_input: bool | None = None) -> CurveCase:
+                        residue: str | np.ndarray | None = None, concentration_input: bool | None = None) -> CurveCase:
     """One case drawn from ``settings``; keyword overrides fix a quantity (sweeps)."""
     s = settings
     dt = float(frame_interval if frame_interval is not None else _uniform(rng, s.frame_interval))
@@ -205,7 +211,14 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
     delay = (np.broadcast_to(np.asarray(delay, float), (n,)).copy() if delay is not None
              else np.where(rng.random(n) < s.delay_zero_fraction, 0.0, _uniform(rng, s.delay, n)))
     disp = np.where(rng.random(n) < 0.5, 0.0, _uniform(rng, s.tissue_dispersion, n))
-    res_names = np.array([residue] * n if residue else rng.choice(s.residues, n))
+    # residue: one name for every curve, or one name per curve (an array: tissues of different shapes in one case)
+    res_names = (np.asarray(residue, dtype=str).copy() if isinstance(residue, np.ndarray)
+                 else np.array([residue] * n if residue else rng.choice(s.residues, n)))
+    if res_names.shape != (n,):
+        raise ValueError(f"residue names must be one per curve ({n}); got {res_names.shape}")
+    if residue is None and s.case_residue_fraction > 0:  # drawn after the per-curve shapes: fraction 0 draws as before
+        dominant = str(rng.choice(s.residues))
+        res_names = np.where(rng.random(n) < s.case_residue_fraction, dominant, res_names)
     conc = np.empty((n, n_frames))
     for name in np.unique(res_names):
         sel = res_names == name
