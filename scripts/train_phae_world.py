@@ -179,12 +179,17 @@ def main(argv=None) -> int:
             return 2
         settings = dc.replace(settings, aif_families=tuple(args.families))
         settings_name += f" with AIF families {', '.join(args.families)}"
-    if args.delay_zero_fraction is not None:
-        if not 0.0 <= args.delay_zero_fraction <= 1.0:
-            print(f"error: --delay-zero-fraction must lie in [0, 1], not {args.delay_zero_fraction:g}", file=sys.stderr)
+    # shares of the curves in [0, 1]: (option, settings field, how the card's trained_on says it)
+    for flag, field, said in (("delay_zero_fraction", "delay_zero_fraction", "with delay_zero_fraction {:g}"),
+                              ("case_residue", "case_residue_fraction", "with {:.0%} of each case's curves of one residue shape")):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if not 0.0 <= value <= 1.0:
+            print(f"error: --{flag.replace('_', '-')} is a share of curves in [0, 1], not {value:g}", file=sys.stderr)
             return 2
-        settings = dc.replace(settings, delay_zero_fraction=float(args.delay_zero_fraction))
-        settings_name += f" with delay_zero_fraction {args.delay_zero_fraction:g}"
+        settings = dc.replace(settings, **{field: float(value)})
+        settings_name += " " + said.format(value)
     if args.tissue_dispersion is not None:
         lo, hi = args.tissue_dispersion
         if not 0.0 <= lo <= hi:
@@ -192,12 +197,6 @@ def main(argv=None) -> int:
             return 2
         settings = dc.replace(settings, tissue_dispersion=(float(lo), float(hi)))
         settings_name += f" with tissue dispersion {lo:g}-{hi:g} s"
-    if args.case_residue is not None:
-        if not 0.0 <= args.case_residue <= 1.0:
-            print(f"error: --case-residue is a share of curves in [0, 1], not {args.case_residue:g}", file=sys.stderr)
-            return 2
-        settings = dc.replace(settings, case_residue_fraction=float(args.case_residue))
-        settings_name += f" with {args.case_residue:.0%} of each case's curves of one residue shape"
     if args.residues is not None:
         from BBBAnomalyLib.phantoms.dsc_physics import is_residue
 
