@@ -155,3 +155,29 @@ def test_automatic_pooling_runs_only_in_noisy_cases_and_on_forces_it():
     assert not run(50, "auto")["applied"] and run(50, "auto", aif_peak=35.0, bolus_arrival=22.0)["applied"]
     with pytest.raises(InputError, match="auto, on or off"):
         DSCParameters(method="phae", phae_guided_pooling="sometimes")
+
+
+def test_the_sparse_product_is_the_same_sum_through_torch_or_scipy(monkeypatch):
+    """torch's CSR product (PHAE's path) and scipy's (without torch, or 64-bit indices) give each row the same
+    weighted sum, to float32 rounding of a sum of `width` terms of magnitude <= max|curve|."""
+    import builtins
+
+    from BBBAnomalyLib.perfusion import guided_pooling as gp
+
+    rng = np.random.default_rng(3)
+    n, width, frames = 500, 27, 60
+    dense = rng.standard_normal((n, frames)).astype(np.float32)
+    columns = rng.integers(0, n, size=(200, width)).astype(np.int32)
+    values = rng.random((200, width)).astype(np.float32)
+    values /= values.sum(axis=1, keepdims=True)
+    exact = np.einsum("rk,rkt->rt", values.astype(np.float64), dense[columns].astype(np.float64))
+    tol = width * np.finfo(np.float32).eps * np.abs(dense).max()
+    through_torch = gp._csr_product(values.ravel(), columns.ravel(), width, dense)
+    through_scipy = gp._csr_product(values.ravel(), columns.ravel().astype(np.int64), width, dense)
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "torch" else real_import(name, *a, **k))
+    without_torch = gp._csr_product(values.ravel(), columns.ravel(), width, dense)
+    for got in (through_torch, through_scipy, without_torch):
+        assert got.dtype == np.float32 and got.shape == (200, frames)
+        np.testing.assert_allclose(got, exact, rtol=0, atol=tol)

@@ -98,18 +98,38 @@ class GuidedPooling:
         """Weighted mean of each voxel's curve (weight 1) and its neighbours' for the voxels in `rows` (a slice or
         row indices): (n_rows, T) float32 (one sparse product), and per voxel the effective number of curves
         pooled, (sum w)^2 / sum w^2 (1 = none)."""
-        from scipy import sparse
-
         idx, w = self.neighbours(rows)
         m, width = idx.shape
         total = w.sum(axis=1, dtype=np.float64)
         effective = total ** 2 / (w.astype(np.float64) ** 2).sum(axis=1)
         w /= total[:, None].astype(np.float32)
         # zero weights stay in the matrix: filtering them costs more than multiplying them
-        weights = sparse.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, m * width + 1, width)),
-                                    shape=(m, curves.shape[0]))
-        out = np.asarray(weights @ curves, dtype=np.float32)
-        return out, effective.astype(np.float32)
+        return _csr_product(w.ravel(), idx.ravel(), width, curves), effective.astype(np.float32)
+
+
+def _csr_product(values: np.ndarray, columns: np.ndarray, width: int, dense: np.ndarray) -> np.ndarray:
+    """(m, T) float32 product of the CSR matrix whose every row holds ``width`` entries (``values`` at ``columns``,
+    row-major) with ``dense`` (n, T) float32. torch's CSR product where torch is installed (the PHAE pipeline, the
+    one caller: pool() in 0.75-0.93x of the time, issue 14 round 14, docs/benchmarks.md), scipy's otherwise. Each
+    row is the same sum over its entries whichever rows share the call."""
+    m = values.size // width
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the PHAE pipeline needs torch anyway
+        torch = None
+    if torch is None or columns.dtype != np.int32:
+        from scipy import sparse
+
+        matrix = sparse.csr_matrix((values, columns, np.arange(0, m * width + 1, width)), shape=(m, dense.shape[0]))
+        return np.asarray(matrix @ dense, dtype=np.float32)
+    import warnings
+
+    with warnings.catch_warnings():  # "CSR support is in beta" (the API's stability; tests check the product)
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(torch.arange(0, m * width + 1, width, dtype=torch.int32),
+                                         torch.from_numpy(columns), torch.from_numpy(values),
+                                         size=(m, dense.shape[0]), check_invariants=False)
+        return (matrix @ torch.from_numpy(np.ascontiguousarray(dense, np.float32))).numpy()
 
 
 def baseline_guide(signal_rows: np.ndarray, baseline: slice, block: int = 16384) -> tuple[np.ndarray, float]:
