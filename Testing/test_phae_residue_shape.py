@@ -380,3 +380,83 @@ def test_the_round14_object_figure_is_what_the_object_part_computes():
                                        rtol=2e-3, atol=0.1)  # estimates are kept rounded to 0.1 ml/100 g/min
     # what the README states: plug flow fails the tolerance with PHAE, passes with oSVD
     assert res["box"][key]["PHAE dsc-phae-wide"]["within"] <= 8 <= 13 <= res["box"][key]["oSVD 0.095"]["within"]
+
+
+# --- round 15: normal tissue of another transit shape than the tumour ---------------------------------------------
+
+
+def test_the_sweep_by_residue_gives_each_tissues_ratio_to_wm_range():
+    """A tissue per shape (normal tissue plug flow, the tumour exponential): its ratio to WM per row, as read."""
+    factory = lambda aif, dt: PHAEModel(aif, dt, weights="dsc-phae-wide")  # noqa: E731
+    shapes = {k: ("exponential" if k == "tumor" else "box") for k in phae_world.SWEEP_TISSUES}
+    res = phae_world.sweep_by_residue(factory, residues=(shapes,), snrs=(50,), gains=(4.0,), frame_intervals=(1.6,),
+                                      n_per_tissue=10, cases=1, seed_bases=(10_000, 20_000))
+    (key, v), = res.items()
+    assert key.startswith("GM box") and "tumor exponential" in key
+    rows = [r for r in v["rows"] if r["method"] == "PHAE"]
+    got = v["summary"]["gain 4 PHAE"]["ratio_range_by_tissue_pct"]
+    assert set(got) == set(phae_world.SWEEP_TISSUES) - {phae_world.RATIO_REFERENCE}
+    assert got["tumor"] == [min(r["ratio_bias_tumor"] for r in rows), max(r["ratio_bias_tumor"] for r in rows)]
+    # the ratio is the tissues' two biases combined, as a reader divides ROI means
+    for r in rows:
+        assert r["ratio_bias_tumor"] == pytest.approx(100 * ((1 + r["bias_tumor"] / 100) / (1 + r["bias_WM"] / 100) - 1),
+                                                      rel=1e-6, abs=1e-6)
+
+
+def test_the_background_shape_is_checked_with_one_line(capsys):
+    assert phae_world.main(["residues", "--weights", "dsc-phae-wide", "--tumour-shape", "box",
+                            "--background-shape", "plug"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plug" in err[0]
+
+
+def test_every_pair_of_shapes_runs_and_draws_the_ratio_grid(tmp_path, monkeypatch, capsys):
+    """--background-shape with several shapes: each (normal tissue, tumour) pair once, the ratio table per pair, a
+    nested JSON and the heat map; one background keeps round 14's JSON layout."""
+    import functools
+    import json
+
+    small = functools.partial(phae_world.sweep_by_residue, snrs=(50,), frame_intervals=(1.6,), n_per_tissue=10,
+                              cases=1, seed_bases=(10_000,))
+    monkeypatch.setattr(phae_world, "sweep_by_residue", small)
+    out = tmp_path / "pairs.json"
+    assert phae_world.main(["residues", "--weights", "dsc-phae-wide", "--tumour-shape", "exponential", "box",
+                            "--background-shape", "exponential", "box", "--out", str(out)]) == 0
+    pairs = json.loads(out.read_text())
+    assert list(pairs) == ["exponential", "box"] and all(list(v) == ["exponential", "box"] for v in pairs.values())
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    ratios = phae_world.shape_pair_ratios(pairs, "PHAE dsc-phae-wide")
+    row = next(r for r in pairs["box"]["exponential"]["rows"] if r["method"] == "PHAE dsc-phae-wide")
+    assert ratios[("box", "exponential")]["mean_pct"] == pytest.approx(row["ratio_bias_tumor"])
+    # the tumour really is exponential and the rest plug flow in that pair: the tumour reads lower than the rest
+    assert row["bias_tumor"] < min(row[f"bias_{k}"] for k in ("GM", "WM"))
+    text = capsys.readouterr().out
+    assert "| box | exponential | " in text and text.count("every tissue") == 2
+    one = tmp_path / "one.json"
+    assert phae_world.main(["residues", "--weights", "dsc-phae-wide", "--tumour-shape", "box", "--out", str(one)]) == 0
+    assert list(json.loads(one.read_text())) == ["GM exponential, WM exponential, tumor box, hypoperfused exponential, "
+                                                 "early exponential"]
+    assert not one.with_suffix(".png").exists()
+
+
+def test_the_round15_shape_pairs_are_what_the_sweep_computes():
+    """docs/figures/phae_round15_shape_pairs.json (docs/validation.md, round 15): one row of one pair is reproduced
+    (ratios kept to 1e-3 %-points; the float32 network moves them far less), and the counts the docs state hold."""
+    import json
+
+    kept = json.loads((Path(__file__).resolve().parents[1] / "docs" / "figures" /
+                       "phae_round15_shape_pairs.json").read_text(encoding="utf-8"))
+    shapes = {k: ("exponential" if k == "tumor" else "box") for k in phae_world.SWEEP_TISSUES}
+    factory = {"dsc-phae-wide": lambda aif, dt: PHAEModel(aif, dt, weights="dsc-phae-wide")}
+    rows = phae_world.sweep(factory, snrs=(50,), gains=(4.0,), frame_intervals=(1.6,), n_per_tissue=200, cases=2,
+                            residue=shapes, log=lambda s: None, seed_base=10_000)
+    for m in ("PHAE dsc-phae-wide", "oSVD 0.095"):
+        now = next(r for r in rows if r["method"] == m)
+        then = next(r for r in kept["box"]["exponential"]["rows"]
+                    if r["method"] == m and r["snr"] == 50 and r["dt"] == 1.6 and r["seed_base"] == 10_000)
+        assert now["ratio_bias_tumor"] == pytest.approx(then["ratio_bias_tumor"], abs=0.01)
+    ratios = {m: phae_world.shape_pair_ratios(kept, m) for m in ("PHAE dsc-phae-wide", "oSVD 0.095")}
+    closer = sum(ratios["PHAE dsc-phae-wide"][p]["mean_abs_pct"] < ratios["oSVD 0.095"][p]["mean_abs_pct"]
+                 for p in ratios["oSVD 0.095"])
+    within = {m: sum(int(v["within_15"].split("/")[0]) for v in r.values()) for m, r in ratios.items()}
+    assert (len(ratios["oSVD 0.095"]), closer, within["PHAE dsc-phae-wide"], within["oSVD 0.095"]) == (16, 13, 154, 59)

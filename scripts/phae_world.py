@@ -646,7 +646,11 @@ def sweep_by_residue(phae_model_factory, residues=SWEEP_RESIDUES, snrs=(20, 50, 
                                    f"/{sum(r['seed_base'] == base for r in rs)}" for base in seed_bases},
                     # per tissue: where one tissue has another shape than the rest (round 14), its own range
                     "bias_range_by_tissue_pct": {k: [float(b[:, i].min()), float(b[:, i].max())]
-                                                 for i, k in enumerate(SWEEP_TISSUES)}}
+                                                 for i, k in enumerate(SWEEP_TISSUES)},
+                    # and its ratio to WM (round 15: the ratio a reader takes when WM's transit differs from it)
+                    "ratio_range_by_tissue_pct": {k: [float(rb[:, i].min()), float(rb[:, i].max())]
+                                                  for i, k in enumerate(t for t in SWEEP_TISSUES
+                                                                        if t != RATIO_REFERENCE)}}
         key = ("mix" if residue is None else residue if isinstance(residue, str)
                else ", ".join(f"{k} {v}" for k, v in residue.items()) if isinstance(residue, dict)
                else "mix of " + "+".join(residue))
@@ -869,7 +873,12 @@ def main(argv=None) -> int:
                          "residue drawn from a mix, one mix per comma-separated list, e.g. exponential,lorentzian,gamma1.5")
     ap.add_argument("--tumour-shape", nargs="+", metavar="SHAPE", default=None,
                     help="residues: only the held-apart sweep (gain 4, SNR 20-100, three seed sets) with every tissue "
-                         "exponential but the tumour, once per SHAPE (a case whose tumour's transit differs from the rest)")
+                         "exponential (or --background-shape) but the tumour, once per SHAPE (a case whose tumour's "
+                         "transit differs from the rest)")
+    ap.add_argument("--background-shape", nargs="+", metavar="SHAPE", default=["exponential"],
+                    help="with --tumour-shape: the residue of every tissue but the tumour (default exponential; e.g. box "
+                         "for near-plug-flow normal tissue beside a heterogeneous tumour). Several: every pair of "
+                         "background and tumour shape, and with --out a figure of the tumour/WM ratio's bias per pair")
     ap.add_argument("--update-cards", action="store_true",
                     help="residues: write each bundled weights' per-shape ROI bias into its model card "
                          "(metrics.cbf_bias_by_residue_shape_round12: the report's ROI caveat, dsc/phae/systematic.py)")
@@ -892,29 +901,7 @@ def main(argv=None) -> int:
     if args.part == "object":
         return _main_object(args, factories)
     if args.part == "residues" and args.tumour_shape:
-        from BBBAnomalyLib.phantoms.dsc_physics import is_residue
-
-        bad = [name for name in args.tumour_shape if not is_residue(name)]
-        if bad:
-            print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
-                  "gamma<k> (k >= 1)", file=sys.stderr)
-            return 2
-        cases = [{k: (shape if k == "tumor" else "exponential") for k in SWEEP_TISSUES} for shape in args.tumour_shape]
-        res = sweep_by_residue(factories, residues=cases, gains=(4.0,))
-        print("held-apart sweep (gain 4, SNR 20-100), every tissue exponential but the tumour:\n")
-        print("| tumour's shape | method | tumour bias range | other tissues' bias range | rows within ±15 % |\n"
-              "|---|---|---|---|---|")
-        for shape, v in zip(args.tumour_shape, res.values()):
-            for key, s_ in v["summary"].items():
-                if "0.035" in key or "trivial" in key:
-                    continue
-                t = s_["bias_range_by_tissue_pct"]["tumor"]
-                rest = [x for k, r in s_["bias_range_by_tissue_pct"].items() if k != "tumor" for x in r]
-                print(f"| {shape} | {key.split(' ', 2)[2]} | {t[0]:+.0f}…{t[1]:+.0f} % | {min(rest):+.0f}…{max(rest):+.0f} % "
-                      f"| {s_['rows_within_15']} |")
-        if args.out:
-            args.out.write_text(json.dumps(res, indent=1), encoding="utf-8")
-        return 0
+        return _main_tumour_shape(args, factories)
     if args.part == "residues" and args.mix:
         from BBBAnomalyLib.phantoms.dsc_physics import is_residue
 
@@ -988,6 +975,118 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "by_gain_snr": by_gain_snr, "object": obj},
                                        indent=1), encoding="utf-8")
+    return 0
+
+
+def shape_pairs(factories, tumour_shapes, background_shapes, **kw) -> dict:
+    """The held-apart sweep (gain 4, SNR 20-100, three seed sets) once per pair of shapes: every tissue but the tumour
+    of the background's shape, the tumour of its own. {background: {tumour: sweep_by_residue entry}} (round 15: the
+    tumour/WM ratio a reader takes when normal tissue and tumour differ in capillary transit)."""
+    out = {}
+    for bg in background_shapes:
+        cases = [{k: (shape if k == "tumor" else bg) for k in SWEEP_TISSUES} for shape in tumour_shapes]
+        res = sweep_by_residue(factories, residues=cases, gains=(4.0,), **kw)
+        out[bg] = dict(zip(tumour_shapes, res.values()))
+    return out
+
+
+def shape_pair_ratios(pairs: dict, method: str) -> dict:
+    """Per pair: the tumour/WM ratio's bias over the rows of ``method`` (mean, mean |.|, range, rows within ±15 %)."""
+    out = {}
+    for bg, by_tumour in pairs.items():
+        for tumour, v in by_tumour.items():
+            rb = np.array([r["ratio_bias_tumor"] for r in v["rows"] if r["method"] == method])
+            out[(bg, tumour)] = {"mean_pct": float(rb.mean()), "mean_abs_pct": float(np.abs(rb).mean()),
+                                 "range_pct": [float(rb.min()), float(rb.max())],
+                                 "within_15": f"{int((np.abs(rb) <= 15).sum())}/{len(rb)}"}
+    return out
+
+
+def shape_pair_figure(pairs: dict, path, methods=("oSVD 0.095", "PHAE dsc-phae-wide")) -> None:
+    """Heat maps, one per method: the mean bias of the tumour/WM CBF ratio per (normal tissue's shape, tumour's shape)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bgs = list(pairs)
+    tumours = list(next(iter(pairs.values())))
+    names = {"exponential": "exponential", "gamma": "gamma k 3", "box": "plug flow"}
+    name = lambda r: names.get(r, r.replace("gamma", "gamma k "))  # noqa: E731
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 1.4, 3.4), dpi=120, squeeze=False,
+                             layout="constrained")
+    for i_ax, (ax, m) in enumerate(zip(axes[0], methods)):
+        r = shape_pair_ratios(pairs, m)
+        grid = np.array([[r[(bg, t)]["mean_pct"] for t in tumours] for bg in bgs])
+        im = ax.imshow(grid, cmap="RdBu_r", vmin=-60, vmax=60)
+        for i, bg in enumerate(bgs):
+            for j, t in enumerate(tumours):
+                ax.text(j, i, f"{grid[i, j]:+.0f} %\n{r[(bg, t)]['within_15']}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(tumours)), [name(t) for t in tumours], fontsize=7, rotation=20)
+        ax.set_yticks(range(len(bgs)), [name(b) for b in bgs] if i_ax == 0 else [], fontsize=7)
+        ax.set_xlabel("tumour's residue", fontsize=8)
+        if i_ax == 0:
+            ax.set_ylabel("every other tissue's residue", fontsize=8)
+        ax.set_title(m, fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8).set_label("mean bias of tumour/WM CBF (%)", fontsize=8)
+    fig.suptitle("tumour/WM CBF ratio by transit shape (held-apart sweep, gain 4, SNR 20-100; text: mean bias, rows "
+                 "within ±15 %)", fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _main_tumour_shape(args, factories) -> int:
+    from BBBAnomalyLib.phantoms.dsc_physics import is_residue
+
+    bad = [name for name in [*args.tumour_shape, *args.background_shape] if not is_residue(name)]
+    if bad:
+        print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
+              "gamma<k> (k >= 1)", file=sys.stderr)
+        return 2
+    pairs = shape_pairs(factories, args.tumour_shape, args.background_shape)
+    for bg, by_tumour in pairs.items():
+        print(f"held-apart sweep (gain 4, SNR 20-100), every tissue {bg} but the tumour:\n")
+        print("| tumour's shape | method | tumour bias range | other tissues' bias range | tumour/WM ratio bias range "
+              "| rows within ±15 % |\n|---|---|---|---|---|---|")
+        for shape, v in by_tumour.items():
+            for key, s_ in v["summary"].items():
+                if "0.035" in key or "trivial" in key:
+                    continue
+                t = s_["bias_range_by_tissue_pct"]["tumor"]
+                rest = [x for k, r in s_["bias_range_by_tissue_pct"].items() if k != "tumor" for x in r]
+                r = s_["ratio_range_by_tissue_pct"]["tumor"]
+                print(f"| {shape} | {key.split(' ', 2)[2]} | {t[0]:+.0f}…{t[1]:+.0f} % | {min(rest):+.0f}…{max(rest):+.0f} % "
+                      f"| {r[0]:+.0f}…{r[1]:+.0f} % | {s_['rows_within_15']} |")
+        print()
+    methods = [m for m in dict.fromkeys(r["method"] for v in next(iter(pairs.values())).values() for r in v["rows"])
+               if "0.035" not in m and "trivial" not in m]
+    print("tumour/WM CBF ratio, mean bias (mean |bias|; rows within ±15 %) per pair of shapes:\n")
+    print("| other tissues | tumour | " + " | ".join(methods) + " |\n|---|---|" + "---|" * len(methods))
+    ratios = {m: shape_pair_ratios(pairs, m) for m in methods}
+    for bg, by_tumour in pairs.items():
+        for t in by_tumour:
+            print(f"| {bg} | {t} | " + " | ".join(f"{ratios[m][(bg, t)]['mean_pct']:+.0f} % "
+                                                   f"({ratios[m][(bg, t)]['mean_abs_pct']:.0f} %; "
+                                                   f"{ratios[m][(bg, t)]['within_15']})" for m in methods) + " |")
+    if args.out:
+        import json
+
+        # rows of the methods the tables show, with their numbers (to 1e-3) and not the per-case lists: the file stays
+        # small enough to keep beside the docs; the summaries keep every method
+        for by_t in pairs.values():
+            for v in by_t.values():
+                v["rows"] = [{k: (round(x, 3) if isinstance(x, float) else x) for k, x in r.items()
+                              if k in ("method", "gain", "dt", "snr", "seed_base", "ccc") or k.startswith("bias_")
+                              or k.startswith("ratio_bias_")}
+                             for r in v["rows"] if r["method"] in methods]
+        # one background keeps round 14's layout ({"GM exponential, ..., tumor box": entry}); several nest by background
+        res = pairs if len(pairs) > 1 else {
+            ", ".join(f"{k} {t if k == 'tumor' else bg}" for k in SWEEP_TISSUES): v
+            for bg, by_t in pairs.items() for t, v in by_t.items()}
+        args.out.write_text(json.dumps(res, separators=(",", ":")), encoding="utf-8")
+        if len(pairs) > 1:
+            shape_pair_figure(pairs, args.out.with_suffix(".png"),
+                              methods=[m for m in methods if m.startswith("oSVD 0.095") or m.startswith("PHAE")])
     return 0
 
 
