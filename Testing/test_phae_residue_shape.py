@@ -460,3 +460,22 @@ def test_the_round15_shape_pairs_are_what_the_sweep_computes():
                  for p in ratios["oSVD 0.095"])
     within = {m: sum(int(v["within_15"].split("/")[0]) for v in r.values()) for m, r in ratios.items()}
     assert (len(ratios["oSVD 0.095"]), closer, within["PHAE dsc-phae-wide"], within["oSVD 0.095"]) == (16, 13, 154, 59)
+
+
+def test_card_update_from_pairs_needs_several_shapes_and_says_so_before_running(capsys, monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("the pairs ran before the options were checked")
+
+    monkeypatch.setattr(phae_world, "shape_pairs", never)
+    assert phae_world.main(["residues", "--weights", "dsc-phae-wide", "--tumour-shape", "box", "exponential",
+                            "--update-cards"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--background-shape" in err[0]
+
+
+def test_the_ratio_card_metric_groups_pairs_by_which_side_is_more_homogeneous():
+    rows = lambda v: {"rows": [{"method": "m", "ratio_bias_tumor": v}]}  # noqa: E731
+    pairs = {"exponential": {"exponential": rows(1.0), "box": rows(50.0)},
+             "box": {"exponential": rows(-40.0), "box": rows(-20.0)}}
+    got = phae_world.shape_pair_card_metric(pairs, "m")["mean_ratio_bias_pct"]
+    assert got == {"same_shape": [-20, 1], "tumour_more_homogeneous": [50, 50], "tumour_less_homogeneous": [-40, -40]}

@@ -37,6 +37,28 @@ def test_the_numbers_are_the_cards_own_and_a_card_without_them_states_nothing():
     assert roi_systematic_bias({"metrics": {CARD_METRIC: {"mean_roi_bias_pct_noiseless_snr50": {"box": "n/a"}}}}) is None
 
 
+def test_the_ratio_ranges_join_the_note_where_the_card_has_them():
+    """Round 15: the tumour/NAWM ratio's bias by pair of shapes, from the card, in the order the note says them."""
+    from BBBAnomalyLib.dsc.phae.systematic import CARD_RATIO_METRIC
+
+    card = copy.deepcopy(_card())
+    card["metrics"].pop(CARD_RATIO_METRIC, None)
+    plain = roi_systematic_bias(card)
+    assert "tumour/NAWM" not in plain["note"] and plain["tumour_nawm_ratio_bias_pct_by_shape_pair"] == {}
+    card["metrics"][CARD_RATIO_METRIC] = {"mean_ratio_bias_pct": {"tumour_less_homogeneous": [-50, -15],
+                                                                  "same_shape": [-24, 0],
+                                                                  "tumour_more_homogeneous": [53, 4]}}
+    out = roi_systematic_bias(card)
+    assert list(out["tumour_nawm_ratio_bias_pct_by_shape_pair"]) == ["same_shape", "tumour_more_homogeneous",
+                                                                     "tumour_less_homogeneous"]
+    assert out["tumour_nawm_ratio_bias_pct_by_shape_pair"]["tumour_more_homogeneous"] == [4.0, 53.0]
+    assert out["note"].startswith(plain["note"])
+    assert ("As a tumour/NAWM ratio it reads on average -24..+0 % where both share a transit shape, +4..+53 % where "
+            "the tumour's transit is more homogeneous than NAWM's and -50..-15 % where it is less homogeneous") in out["note"]
+    card["metrics"][CARD_RATIO_METRIC] = {"mean_ratio_bias_pct": {"same_shape": "n/a"}}
+    assert roi_systematic_bias(card)["note"] == plain["note"]
+
+
 torch = pytest.importorskip("torch")
 
 
@@ -144,6 +166,17 @@ def test_every_bundled_phae_card_holds_its_own_measured_numbers():
         for key in ("mean_roi_bias_pct_noiseless_snr50", "vascular_dispersion_exponential_gm_pct_noiseless"):
             assert card[key] == computed[key], (name, key)
         assert roi_systematic_bias(_card(name)) is not None
+    # round 15: the tumour/WM ratio by pair of shapes (the default's run, then the other weights')
+    from BBBAnomalyLib.dsc.phae.systematic import CARD_RATIO_METRIC
+
+    pair_runs = {"dsc-phae-wide": "phae_round15_shape_pairs.json"}
+    pair_runs.update({name: "phae_round15_shape_pairs_other_weights.json"
+                      for name in ("dsc-phae-fast", "dsc-phae-world", "dsc-phae-grid", "dsc-phae-sim")})
+    for name, figure in pair_runs.items():
+        pairs = json.loads((root / "docs" / "figures" / figure).read_text(encoding="utf-8"))
+        computed = phae_world.shape_pair_card_metric(pairs, f"PHAE {name}")
+        assert _card(name)["metrics"][CARD_RATIO_METRIC] == computed, name
+        assert "As a tumour/NAWM ratio" in roi_systematic_bias(_card(name))["note"]
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -881,7 +881,9 @@ def main(argv=None) -> int:
                          "background and tumour shape, and with --out a figure of the tumour/WM ratio's bias per pair")
     ap.add_argument("--update-cards", action="store_true",
                     help="residues: write each bundled weights' per-shape ROI bias into its model card "
-                         "(metrics.cbf_bias_by_residue_shape_round12: the report's ROI caveat, dsc/phae/systematic.py)")
+                         "(metrics.cbf_bias_by_residue_shape_round12: the report's ROI caveat, dsc/phae/systematic.py); "
+                         "with --tumour-shape and several --background-shape, the tumour/WM ratio's bias by pair "
+                         "(metrics.tumour_wm_ratio_bias_by_shape_pair_round15)")
     ap.add_argument("--residues", nargs="+", default=list(OBJECT_RESIDUES), metavar="SHAPE",
                     help="object: the residue shapes (default: " + " ".join(OBJECT_RESIDUES) + "; gamma<k> for any k >= 1)")
     ap.add_argument("--object", action="store_true",
@@ -1002,6 +1004,48 @@ def shape_pair_ratios(pairs: dict, method: str) -> dict:
     return out
 
 
+#: transit shapes from the most heterogeneous to the most homogeneous (round 15's pairs are read in this order)
+HOMOGENEITY_ORDER = ("lorentzian", "exponential", "gamma1.5", "gamma", "gamma8", "box")
+
+
+def shape_pair_card_metric(pairs: dict, method: str) -> dict:
+    """The card's ``tumour_wm_ratio_bias_by_shape_pair_round15`` (systematic.CARD_RATIO_METRIC) for one method of a pair run: the range of the
+    pairs' mean tumour/WM ratio bias where tumour and the rest share a shape, where the tumour's transit is more
+    homogeneous than the rest's, and where it is less (HOMOGENEITY_ORDER). Computed, never typed."""
+    ratios = shape_pair_ratios(pairs, method)
+    groups = {"same_shape": [], "tumour_more_homogeneous": [], "tumour_less_homogeneous": []}
+    for (bg, tumour), v in ratios.items():
+        step = HOMOGENEITY_ORDER.index(tumour) - HOMOGENEITY_ORDER.index(bg)
+        key = "same_shape" if step == 0 else "tumour_more_homogeneous" if step > 0 else "tumour_less_homogeneous"
+        groups[key].append(v["mean_pct"])
+    return {"measured_on": "held-apart sweep (Georgiou AIF, gamma-dispersed measured AIF), gain 4, SNR 20/50/100, "
+                           "dt 1/1.6/2.2 s, three seed sets; every tissue but the tumour of one shape, the tumour of "
+                           f"another, shapes {', '.join(dict.fromkeys(b for b, _ in ratios))}; "
+                           "scripts/phae_world.py residues --tumour-shape ... --background-shape ...",
+            "mean_ratio_bias_pct": {k: [round(min(v)), round(max(v))] for k, v in groups.items() if v}}
+
+
+def _update_ratio_cards(pairs: dict, weights) -> None:
+    """Each bundled weights' card gets its own shape_pair_card_metric; .pt paths are skipped."""
+    import json
+
+    from BBBAnomalyLib.dsc.phae.systematic import CARD_RATIO_METRIC
+    from BBBAnomalyLib.weights import read_card
+
+    for w in weights:
+        if str(w).endswith(".pt"):
+            print(f"{w}: not a bundled name, card left alone")
+            continue
+        _, path = read_card(w)
+        card_path = Path(path).with_suffix(".json")
+        raw = card_path.read_text(encoding="utf-8")
+        card = json.loads(raw)
+        card.setdefault("metrics", {})[CARD_RATIO_METRIC] = shape_pair_card_metric(pairs, f"PHAE {w}")  # systematic.py
+        card_path.write_text(json.dumps(card, indent=2 if raw.startswith('{\n  "') else 1, ensure_ascii=False) + "\n",
+                             encoding="utf-8")
+        print(f"{card_path.name}: tumour/WM ratio bias by pair of shapes written")
+
+
 def shape_pair_figure(pairs: dict, path, methods=("oSVD 0.095", "PHAE dsc-phae-wide")) -> None:
     """Heat maps, one per method: the mean bias of the tumour/WM CBF ratio per (normal tissue's shape, tumour's shape)."""
     import matplotlib
@@ -1043,6 +1087,10 @@ def _main_tumour_shape(args, factories) -> int:
         print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
               "gamma<k> (k >= 1)", file=sys.stderr)
         return 2
+    if args.update_cards and (len(set(args.background_shape)) < 2 or len(set(args.tumour_shape)) < 2):
+        print("error: --update-cards with --tumour-shape needs two or more shapes in both --tumour-shape and "
+              "--background-shape (the pairs the card's ratio ranges are read from)", file=sys.stderr)
+        return 2
     pairs = shape_pairs(factories, args.tumour_shape, args.background_shape)
     for bg, by_tumour in pairs.items():
         print(f"held-apart sweep (gain 4, SNR 20-100), every tissue {bg} but the tumour:\n")
@@ -1068,6 +1116,8 @@ def _main_tumour_shape(args, factories) -> int:
             print(f"| {bg} | {t} | " + " | ".join(f"{ratios[m][(bg, t)]['mean_pct']:+.0f} % "
                                                    f"({ratios[m][(bg, t)]['mean_abs_pct']:.0f} %; "
                                                    f"{ratios[m][(bg, t)]['within_15']})" for m in methods) + " |")
+    if args.update_cards:
+        _update_ratio_cards(pairs, args.weights)
     if args.out:
         import json
 

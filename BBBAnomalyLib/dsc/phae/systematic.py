@@ -8,6 +8,11 @@ distribution), which one curve cannot reveal. Exponential-like tissue reads abou
 numbers are those the weights' model card records (``metrics.cbf_bias_by_residue_shape_round12``), so each
 set of weights states its own; weights whose card lacks them state nothing.
 
+Round 15 added the tumour/NAWM ratio a reader takes: an offset both tissues share cancels in it, one they do not
+share does not. Where the card records the ratio's bias by pair of shapes (``tumour_wm_ratio_bias_by_shape_pair_round15``:
+the same shape, the tumour's transit more homogeneous than the rest's, less homogeneous), the note gives those
+ranges too.
+
 What it feeds: the DSC report (``report["phae"]["roi_systematic_bias"]`` and a ``caveat`` on the CBF map's entry),
 which ``bbbanomaly roi-stats`` and the Slicer panel's ROI table show beside a PHAE CBF ratio.
 """
@@ -16,6 +21,12 @@ from __future__ import annotations
 
 #: the card's metric holding the per-shape ROI-mean biases (docs/validation.md, issue 14 round 12)
 CARD_METRIC = "cbf_bias_by_residue_shape_round12"
+#: the card's metric holding the tumour/NAWM ratio's bias by pair of shapes (round 15)
+CARD_RATIO_METRIC = "tumour_wm_ratio_bias_by_shape_pair_round15"
+#: its groups of pairs -> how the note says them
+RATIO_GROUPS = {"same_shape": "where both share a transit shape",
+                "tumour_more_homogeneous": "where the tumour's transit is more homogeneous than NAWM's",
+                "tumour_less_homogeneous": "where it is less homogeneous"}
 #: shapes as the card names them -> how a reader would call them
 SHAPES = {"exponential": "exponential", "lorentzian": "Lorentzian", "gamma_k1.5 (never drawn)": "gamma k 1.5",
           "gamma_k3": "gamma k 3", "gamma_k8 (never drawn)": "gamma k 8", "box": "plug flow"}
@@ -60,8 +71,28 @@ def roi_systematic_bias(card: dict) -> dict | None:
     note = (f"On held-apart simulations an ROI mean of PHAE CBF reads on average {listed}. One curve cannot tell "
             "these apart and phae_cbf_uncertainty does not include them: compare ratios between tissues of similar "
             "transit, and with oSVD (docs/validation.md, issue 14 round 12)")
+    ratio = _ratio_bias(card)
+    if ratio:
+        said = [f"{v[0]:+.0f}..{v[1]:+.0f} % {RATIO_GROUPS[k]}" for k, v in ratio.items()]
+        note += (". As a tumour/NAWM ratio it reads on average " + ", ".join(said[:-1])
+                 + (" and " if len(said) > 1 else "") + said[-1] + " (round 15)")
     return {"cbf_roi_mean_bias_pct_by_residue_shape": by_shape, "cbf_roi_mean_bias_pct_transport_dispersion": dispersion,
+            "tumour_nawm_ratio_bias_pct_by_shape_pair": ratio,
             "measured_on": metric.get("measured_on", ""), "note": note}
 
 
-__all__ = ["roi_systematic_bias", "CARD_METRIC"]
+def _ratio_bias(card: dict) -> dict:
+    """{group: [low, high] %} of the card's round-15 ratio metric, groups in RATIO_GROUPS' order; {} where absent."""
+    metric = (card.get("metrics") or {}).get(CARD_RATIO_METRIC)
+    ranges = metric.get("mean_ratio_bias_pct") if isinstance(metric, dict) else None
+    if not isinstance(ranges, dict):
+        return {}
+    out = {}
+    for key in RATIO_GROUPS:
+        rng = _range(ranges.get(key))
+        if rng is not None:
+            out[key] = rng
+    return out
+
+
+__all__ = ["roi_systematic_bias", "CARD_METRIC", "CARD_RATIO_METRIC"]
