@@ -479,3 +479,25 @@ def test_the_ratio_card_metric_groups_pairs_by_which_side_is_more_homogeneous():
              "box": {"exponential": rows(-40.0), "box": rows(-20.0)}}
     got = phae_world.shape_pair_card_metric(pairs, "m")["mean_ratio_bias_pct"]
     assert got == {"same_shape": [-20, 1], "tumour_more_homogeneous": [50, 50], "tumour_less_homogeneous": [-40, -40]}
+
+
+@pytest.mark.parametrize("bad", [["0", "100"], ["200", "100"]])
+def test_train_script_takes_an_snr_range_and_refuses_a_bad_one(tmp_path, capsys, bad):
+    """Round 15: --snr LO HI sets the generator's log-uniform SNR range (the card says so, and the curves drawn
+    follow it); a range that is not 0 < LO <= HI is refused with one line before anything is simulated."""
+    import json
+
+    rc = _train_script().main(["--cases", "2", "--curves", "32", "--epochs", "1", "--repeats", "1", "--bias-weight", "0",
+                               "--settings", "wide", "--snr", "300", "1000", "--seed", "1", "--name", "w",
+                               "--out", str(tmp_path / "ok")])
+    assert rc == 0
+    card = json.loads((tmp_path / "ok" / "w.json").read_text())
+    assert card["training_distribution"]["snr"] == [300.0, 1000.0] and "with SNR 300-1000" in card["trained_on"]
+    settings = dc.replace(dc.TRAINING_WIDE, snr=(300.0, 1000.0))
+    drawn = dc.simulate_curve_case(np.random.default_rng(0), 64, settings).truth["snr"]
+    assert drawn.min() >= 300.0 and drawn.max() <= 1000.0
+    capsys.readouterr()
+    assert _train_script().main(["--cases", "2", "--snr", *bad, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--snr" in err[0]
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
