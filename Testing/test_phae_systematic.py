@@ -156,26 +156,23 @@ def test_every_bundled_phae_card_holds_its_own_measured_numbers():
         import phae_world
     finally:
         sys.path.remove(str(root / "scripts"))
-    runs = {"dsc-phae-wide": "phae_round12_residues.json"}
-    runs.update({name: "phae_round13_residues_other_weights.json"
-                 for name in ("dsc-phae-fast", "dsc-phae-world", "dsc-phae-grid", "dsc-phae-sim")})
-    for name, figure in runs.items():
-        res = json.loads((root / "docs" / "figures" / figure).read_text(encoding="utf-8"))
+    from BBBAnomalyLib.dsc.phae.systematic import CARD_RATIO_METRIC
+
+    others = ("dsc-phae-fast", "dsc-phae-world", "dsc-phae-grid", "dsc-phae-sim")
+
+    def kept(default_run, others_run):  # {weights: its kept run}: the default's, then the other weights'
+        runs = {"dsc-phae-wide": default_run, **{name: others_run for name in others}}
+        return {name: json.loads((root / "docs" / "figures" / f).read_text(encoding="utf-8")) for name, f in runs.items()}
+
+    for name, res in kept("phae_round12_residues.json", "phae_round13_residues_other_weights.json").items():
         computed = phae_world.residue_card_metric(res, f"PHAE {name}")
         card = _card(name)["metrics"][CARD_METRIC]
         for key in ("mean_roi_bias_pct_noiseless_snr50", "vascular_dispersion_exponential_gm_pct_noiseless"):
             assert card[key] == computed[key], (name, key)
         assert roi_systematic_bias(_card(name)) is not None
-    # round 15: the tumour/WM ratio by pair of shapes (the default's run, then the other weights')
-    from BBBAnomalyLib.dsc.phae.systematic import CARD_RATIO_METRIC
-
-    pair_runs = {"dsc-phae-wide": "phae_round15_shape_pairs.json"}
-    pair_runs.update({name: "phae_round15_shape_pairs_other_weights.json"
-                      for name in ("dsc-phae-fast", "dsc-phae-world", "dsc-phae-grid", "dsc-phae-sim")})
-    for name, figure in pair_runs.items():
-        pairs = json.loads((root / "docs" / "figures" / figure).read_text(encoding="utf-8"))
-        computed = phae_world.shape_pair_card_metric(pairs, f"PHAE {name}")
-        assert _card(name)["metrics"][CARD_RATIO_METRIC] == computed, name
+    # round 15: the tumour/WM ratio by pair of shapes
+    for name, pairs in kept("phae_round15_shape_pairs.json", "phae_round15_shape_pairs_other_weights.json").items():
+        assert _card(name)["metrics"][CARD_RATIO_METRIC] == phae_world.shape_pair_card_metric(pairs, f"PHAE {name}"), name
         assert "As a tumour/NAWM ratio" in roi_systematic_bias(_card(name))["note"]
 
 

@@ -1026,24 +1026,13 @@ def shape_pair_card_metric(pairs: dict, method: str) -> dict:
 
 
 def _update_ratio_cards(pairs: dict, weights) -> None:
-    """Each bundled weights' card gets its own shape_pair_card_metric; .pt paths are skipped."""
-    import json
-
+    """Each bundled weights' card gets its own shape_pair_card_metric (systematic.py reads it)."""
     from BBBAnomalyLib.dsc.phae.systematic import CARD_RATIO_METRIC
-    from BBBAnomalyLib.weights import read_card
 
-    for w in weights:
-        if str(w).endswith(".pt"):
-            print(f"{w}: not a bundled name, card left alone")
-            continue
-        _, path = read_card(w)
-        card_path = Path(path).with_suffix(".json")
-        raw = card_path.read_text(encoding="utf-8")
-        card = json.loads(raw)
-        card.setdefault("metrics", {})[CARD_RATIO_METRIC] = shape_pair_card_metric(pairs, f"PHAE {w}")  # systematic.py
-        card_path.write_text(json.dumps(card, indent=2 if raw.startswith('{\n  "') else 1, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
-        print(f"{card_path.name}: tumour/WM ratio bias by pair of shapes written")
+    def put(metrics, w):
+        metrics[CARD_RATIO_METRIC] = shape_pair_card_metric(pairs, f"PHAE {w}")
+
+    _write_cards(weights, put, "tumour/WM ratio bias by pair of shapes")
 
 
 def shape_pair_figure(pairs: dict, path, methods=("oSVD 0.095", "PHAE dsc-phae-wide")) -> None:
@@ -1160,7 +1149,16 @@ def _main_object(args, factories) -> int:
 
 def _update_cards(res: dict, weights) -> None:
     """Each bundled weights' card gets its own residue_card_metric (other keys of the metric, e.g. round 12's sweep
-    rows of the default, are kept); .pt paths are skipped: their cards are not the bundled ones."""
+    rows of the default, are kept)."""
+    def put(metrics, w):
+        metrics.setdefault("cbf_bias_by_residue_shape_round12", {}).update(residue_card_metric(res, f"PHAE {w}"))
+
+    _write_cards(weights, put, "ROI bias by residue shape")
+
+
+def _write_cards(weights, put, said: str) -> None:
+    """put(card["metrics"], name) on each bundled weights' card, written back in its own indentation; .pt paths are
+    skipped: their cards are not the bundled ones."""
     import json
 
     from BBBAnomalyLib.weights import read_card
@@ -1173,11 +1171,10 @@ def _update_cards(res: dict, weights) -> None:
         card_path = Path(path).with_suffix(".json")
         raw = card_path.read_text(encoding="utf-8")
         card = json.loads(raw)
-        metric = card.setdefault("metrics", {}).setdefault("cbf_bias_by_residue_shape_round12", {})
-        metric.update(residue_card_metric(res, f"PHAE {w}"))
+        put(card.setdefault("metrics", {}), w)
         card_path.write_text(json.dumps(card, indent=2 if raw.startswith('{\n  "') else 1, ensure_ascii=False) + "\n",
                              encoding="utf-8")
-        print(f"{card_path.name}: ROI bias by residue shape written")
+        print(f"{card_path.name}: {said} written")
 
 
 def _main_trust(args, factories) -> int:
