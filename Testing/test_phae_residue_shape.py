@@ -501,3 +501,38 @@ def test_train_script_takes_an_snr_range_and_refuses_a_bad_one(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--snr" in err[0]
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+def test_groups_can_share_their_residue_shape_and_the_default_draws_as_before():
+    """Round 15: simulate_curve_cases(group_residue=True) gives each group of K curves one transit shape (so the
+    conditional-bias term sees the bias per shape); without it the groups' curves mix shapes exactly as before."""
+    kw = dict(n_cases=2, curves_per_case=64, seed=3, settings=dc.TRAINING_WIDE, repeats=8)
+    before = dc.simulate_curve_cases(**kw)
+    again = dc.simulate_curve_cases(**kw, group_residue=False)
+    for a, b in zip(before, again):
+        np.testing.assert_array_equal(a.curves, b.curves)
+    mixed = [len(set(c.truth["residue"][c.truth["group"] == g])) for c in before for g in range(8)]
+    assert max(mixed) > 1  # the old groups mix shapes
+    shared = dc.simulate_curve_cases(**kw, group_residue=True)
+    for c in shared:
+        for g in range(8):
+            names = set(c.truth["residue"][c.truth["group"] == g])
+            assert len(names) == 1 and names <= set(dc.TRAINING_WIDE.residues)
+        # the rest of the group's truth is still shared
+        assert all(len(set(c.truth["mtt"][c.truth["group"] == g].round(9))) == 1 for g in range(8))
+    assert len({str(n) for c in shared for n in c.truth["residue"]}) > 1  # groups differ from one another
+
+
+def test_train_script_records_shape_sharing_groups_and_needs_groups_for_them(tmp_path, capsys):
+    import json
+
+    rc = _train_script().main(["--cases", "2", "--curves", "64", "--epochs", "1", "--repeats", "8", "--bias-weight", "1",
+                               "--group-shape", "--settings", "wide", "--seed", "1", "--name", "w",
+                               "--out", str(tmp_path / "ok")])
+    assert rc == 0
+    card = json.loads((tmp_path / "ok" / "w.json").read_text())
+    assert "each group of curves sharing its residue shape" in card["trained_on"]
+    capsys.readouterr()
+    assert _train_script().main(["--cases", "2", "--repeats", "1", "--group-shape", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--group-shape" in err[0]

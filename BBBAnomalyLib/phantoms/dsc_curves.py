@@ -282,12 +282,15 @@ def _noisy_delta_r2s(delta, s0, sigma, te, stop, rng) -> np.ndarray:
 
 
 def simulate_curve_cases(n_cases: int, curves_per_case: int, seed: int = 0,
-                         settings: CurveSettings = TRAINING, repeats: int = 1, **kw) -> list[CurveCase]:
+                         settings: CurveSettings = TRAINING, repeats: int = 1, group_residue: bool = False,
+                         **kw) -> list[CurveCase]:
     """``n_cases`` cases; with ``repeats`` = K > 1 each case holds curves_per_case // K *groups* of K curves
     that share one truth (MTT, CBV, delay, SNR, tissue gain, and the case's AIF) and differ in their noise,
     residue shape, tissue dispersion and leakage: rows [g·K, (g+1)·K) are group g (``truth["group"]``).
     What a group's estimates average to is the estimator's bias conditional on that truth (training
-    penalises it, see dsc/phae/training.py)."""
+    penalises it, see dsc/phae/training.py). ``group_residue``: a group also shares its residue shape (drawn per
+    group from ``settings.residues``), so that bias is conditional on the transit shape too (issue 14, round 15;
+    drawn after the rest, so False draws as before)."""
     rng = np.random.default_rng(seed)
     if repeats <= 1:
         return [simulate_curve_case(rng, curves_per_case, settings, **kw) for _ in range(n_cases)]
@@ -299,6 +302,8 @@ def simulate_curve_cases(n_cases: int, curves_per_case: int, seed: int = 0,
                  "delay": np.where(rng.random(g) < s.delay_zero_fraction, 0.0, _uniform(rng, s.delay, g)),
                  "snr": _log_uniform(rng, s.snr, g), "tissue_gain": _log_uniform(rng, s.tissue_gain, g)}
         truth = {key: np.repeat(v, k) for key, v in truth.items()}
+        if group_residue:
+            truth["residue"] = np.repeat(rng.choice(s.residues, g), k).astype(str)
         case = simulate_curve_case(rng, g * k, settings, **{**truth, **kw})
         case.truth["group"] = np.repeat(np.arange(g), k)
         out.append(case)
