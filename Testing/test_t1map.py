@@ -161,3 +161,28 @@ def test_t1map_output_reruns_and_dce_refuses_a_vfa_on_another_grid(vfa_files, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not on the DCE grid" in err[0]
     assert not (tmp / "dce_out").exists()
+
+
+def test_dce_t10_from_vfa_takes_a_b1_map_that_is_zero_outside_the_head(tmp_path):
+    """A real B1 map is 0 outside the head. The T10 fit for DCE covers the voxels with signal, so such a map is
+    taken (it used to be refused for every voxel of the volume) and the background gets the median T10."""
+    from BBBAnomalyLib.core.volume import Volume
+    from BBBAnomalyLib.t1map.pipeline import t10_map_from_vfa
+
+    head = np.zeros((6, 5, 4), bool)
+    head[1:5, 1:4, 1:3] = True
+    t1 = np.where(head, 1.3, 1.0)
+    angles, tr = [2.0, 5.0, 15.0], 0.0054
+    # simulated with 0.9 x the nominal angles, which the B1 map says: T10 comes back exact
+    s = spgr_signal(np.where(head, 1000.0, 0.0).ravel(), 1 / t1.ravel(), np.array(angles) * 0.9, tr)
+    s = s.reshape(head.shape + (3,))
+    paths = []
+    for k, a in enumerate(angles):
+        paths.append(str(tmp_path / f"fa{k}.nii.gz"))
+        _write(paths[-1], s[..., k], {"FlipAngle": a, "RepetitionTime": tr})
+    _write(tmp_path / "b1.nii.gz", np.where(head, 0.9, 0.0))
+    series = Volume(np.zeros(head.shape + (4,), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    t10, info = t10_map_from_vfa(paths, series, b1_path=str(tmp_path / "b1.nii.gz"))
+    np.testing.assert_allclose(t10.data[head], 1.3, rtol=1e-4)
+    np.testing.assert_allclose(t10.data[~head], 1.3, rtol=1e-4)  # the median of the fitted voxels
+    assert info["b1_map"] and info["voxels_filled_with_median"] == int((~head).sum())

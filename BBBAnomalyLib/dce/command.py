@@ -142,6 +142,10 @@ def _run(args, out_dir: Path) -> int:
         raise InputError("--aif auto chooses the arterial voxels itself; leave out --aif-mask/--population-aif")
     if args.vfa and args.t10:
         raise InputError("give --t10 or --vfa (a T10 map is computed from it), not both")
+    if not args.vfa and (args.b1 or args.vfa_flip_angles or args.vfa_tr is not None):
+        # they shape only the T10 fit of --vfa: without it they were silently ignored
+        raise InputError("--b1, --vfa-flip-angles and --vfa-tr belong to --vfa (the T10 map fitted from a VFA "
+                         "series); add --vfa FILES or leave them out")
     if args.rls_weights and args.rls not in ("bundled", "auto"):
         raise InputError(f"--rls-weights is used only with --rls bundled or auto (this run has --rls {args.rls}); "
                          "add --rls bundled or leave --rls-weights out")

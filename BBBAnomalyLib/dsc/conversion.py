@@ -100,6 +100,17 @@ def check_baseline_signal(s0: np.ndarray, in_aif: np.ndarray | None = None) -> N
 CONVERSION_BLOCK = 8192
 
 
+def check_echo_times(te1: float, te2: float) -> None:
+    """Dual echo divides by TE2 - TE1: equal echo times give 0/0 (NaN curves, then a misleading
+    baseline error). A shorter second echo means the series or the TEs were given in the wrong
+    order (the pipeline takes the first series as the short echo). Called wherever the two TEs are
+    used, so they are refused the same way from --te, the files' metadata or Python."""
+    if not te2 > te1:
+        raise InputError(f"dual-echo DSC needs a second echo time longer than the first; got TE1={te1:g} s and "
+                         f"TE2={te2:g} s. Give --te TE1 TE2 with TE1 < TE2 (the first series the shorter echo, "
+                         "--second-echo the longer one)")
+
+
 def dual_echo_detection_curve(echo1: np.ndarray, echo2: np.ndarray, te1: float, te2: float) -> np.ndarray:
     """The curve on which a dual-echo series' bolus arrival is detected: ln(S̄1/S̄2)/(TE2 - TE1).
 
@@ -107,6 +118,7 @@ def dual_echo_detection_curve(echo1: np.ndarray, echo2: np.ndarray, te1: float, 
     arrival on the first (short-TE) echo alone, as before, let those T1 effects -- which can raise
     the short-TE signal during the bolus and hide its small T2* drop -- move the detected arrival
     (reported at 15 s where the bolus arrived at 64.5 s)."""
+    check_echo_times(te1, te2)
     m1 = np.asarray(echo1, np.float64).mean(axis=0)
     m2 = np.asarray(echo2, np.float64).mean(axis=0)
     tiny = np.finfo(np.float64).tiny
@@ -129,8 +141,8 @@ def signal_to_delta_r2s(curves: np.ndarray, baseline: Baseline, te: float, in_ai
     Blocks of rows are converted on a few threads (``map_blocks``), so the only full-size array is
     ``curves`` itself.
     """
-    if second is not None and not te2 > te:
-        raise InputError(f"dual-echo DSC needs TE2 > TE1; got TE1={te} s, TE2={te2} s")
+    if second is not None:
+        check_echo_times(te, te2)
     base = slice(baseline.first, baseline.stop)
     for echo in (curves, second) if second is not None else (curves,):
         check_baseline_signal(echo[:, base].mean(axis=1), in_aif)

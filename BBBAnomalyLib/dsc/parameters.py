@@ -88,6 +88,10 @@ class DSCParameters:
         self.echo_time = optional_number(self.echo_time, "--te", 0.0, 1.0, low_open=True, high_open=True, hint=te_hint)
         self.second_echo_time = optional_number(self.second_echo_time, "the second --te", 0.0, 1.0, low_open=True,
                                                 high_open=True, hint=te_hint)
+        if self.echo_time is not None and self.second_echo_time is not None:
+            from .conversion import check_echo_times
+
+            check_echo_times(self.echo_time, self.second_echo_time)  # 0/0 in the dual-echo conversion otherwise
         self.osvd_oi_target = number(self.osvd_oi_target, "--oi-target", 0.0, 1.0, low_open=True, high_open=True,
                                      hint="the oSVD oscillation-index target is 0.095 in vivo, 0.035 in simulations")
         self.ssvd_threshold = number(self.ssvd_threshold, "ssvd_threshold", 0.0, 1.0, low_open=True, high_open=True)

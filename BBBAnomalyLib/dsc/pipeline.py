@@ -25,7 +25,8 @@ from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, summarise_maps, versions
 from ..core.volume import FrameSource, Volume
 from . import aif as aif_mod
-from .conversion import Baseline, detect_baseline, dual_echo_detection_curve, signal_to_delta_r2s
+from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_detection_curve,
+                         signal_to_delta_r2s)
 from ..core.devices import blas_threads, block_workers, map_blocks
 from .deconvolution import DeconvolutionModel
 from .leakage import fit_bsw
@@ -535,6 +536,8 @@ def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameter
         te2 = params.second_echo_time if params.second_echo_time is not None else second_echo.acquisition.echo_time
         if te2 is None:
             raise InputError("dual-echo input needs the second echo time: give two values to --te (TE1 TE2)")
+        # here, before any voxel is read: the TEs may come from the files' metadata, not only --te
+        check_echo_times(float(te), float(te2))
     return float(te), (float(te2) if te2 is not None else None)
 
 

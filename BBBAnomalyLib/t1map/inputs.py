@@ -21,28 +21,37 @@ class VFASeries:
     tr: float
 
 
-def check_vfa(signals: Volume, flip_angles, tr) -> VFASeries:
+#: The options that set the flip angles and TR, named in the errors: `dce --vfa` has its own
+#: (--vfa-flip-angles, --vfa-tr), and its --tr is the DCE series' TR, not the VFA's.
+T1MAP_FLAGS = ("--flip-angles", "--tr")
+
+
+def check_vfa(signals: Volume, flip_angles, tr, flags: tuple[str, str] = T1MAP_FLAGS) -> VFASeries:
     """Turn bad acquisition values into one-line errors: at least two distinct angles, degrees, seconds."""
+    angle_flag, tr_flag = flags
     if not signals.is_4d:
         raise InputError("the VFA series is 3D; give one 4D file (a frame per flip angle) or several 3D files")
     if flip_angles is None:
-        raise InputError("the flip angles of the VFA series are unknown; give --flip-angles DEG DEG ... (one per "
+        raise InputError(f"the flip angles of the VFA series are unknown; give {angle_flag} DEG DEG ... (one per "
                          "frame) or files whose sidecars carry FlipAngle")
     angles = np.asarray(flip_angles, dtype=np.float64).ravel()
     if angles.size != signals.n_frames:
         raise InputError(f"{angles.size} flip angles for {signals.n_frames} VFA frames; give one angle per frame")
-    if np.any(angles <= 0) or np.any(angles >= 90):
-        raise InputError(f"flip angles {angles.tolist()} are not all in (0, 90) degrees; give them in degrees")
+    # written so that NaN fails it: `nan <= 0` is False, and a NaN angle made every map 0 with exit 0
+    if not np.all((angles > 0) & (angles < 90)):
+        raise InputError(f"flip angles {angles.tolist()} are not all finite numbers in (0, 90) degrees; give them "
+                         f"in degrees, e.g. {angle_flag} 2 5 12")
     if np.unique(angles).size < 2:
         raise InputError("VFA T1 mapping needs at least two different flip angles")
     if tr is None:
-        raise InputError("the VFA repetition time is unknown; give --tr SECONDS (e.g. 0.0054 for 5.4 ms)")
-    if not 0 < tr < 1:
-        raise InputError(f"TR = {tr} does not look like seconds; give --tr in seconds (e.g. 0.0054 for 5.4 ms)")
+        raise InputError(f"the VFA repetition time is unknown; give {tr_flag} SECONDS (e.g. 0.0054 for 5.4 ms)")
+    if not 0 < tr < 1:  # (NaN fails this too)
+        raise InputError(f"TR = {tr} does not look like seconds; give {tr_flag} in seconds (e.g. 0.0054 for 5.4 ms)")
     return VFASeries(signals, angles, float(tr))
 
 
-def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None) -> VFASeries:
+def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None,
+             flags: tuple[str, str] = T1MAP_FLAGS) -> VFASeries:
     """The VFA series of ``paths`` (one 4D file, or several 3D files on one grid); flags win over metadata."""
     from ..io import read_volume
 
@@ -51,7 +60,7 @@ def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None) -> VFA
         series = volumes[0]
         acq = series.acquisition
         tr = tr if tr is not None else acq.repetition_time
-        return check_vfa(series, flip_angles, tr)
+        return check_vfa(series, flip_angles, tr, flags)
     first = volumes[0]
     for path, vol in zip(paths, volumes):
         if vol.is_4d and vol.n_frames != 1:
@@ -62,12 +71,13 @@ def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None) -> VFA
         found = [v.acquisition.flip_angle for v in volumes]
         if any(a is None for a in found):
             missing = [p for p, a in zip(paths, found) if a is None]
-            raise InputError(f"no FlipAngle in the metadata of {', '.join(missing)}; give --flip-angles DEG ...")
+            raise InputError(f"no FlipAngle in the metadata of {', '.join(missing)}; give {flags[0]} DEG ...")
         flip_angles = found
     if tr is None:
         trs = {v.acquisition.repetition_time for v in volumes} - {None}
         if len(trs) > 1:
-            raise InputError(f"the VFA files have different TRs {sorted(trs)}; VFA needs one TR (give --tr to force)")
+            raise InputError(f"the VFA files have different TRs {sorted(trs)}; VFA needs one TR "
+                             f"(give {flags[1]} to force)")
         tr = trs.pop() if trs else None
     data = np.stack([np.asarray(v.data).reshape(first.spatial_shape) for v in volumes], axis=-1)
-    return check_vfa(Volume(data, first.affine.copy()), flip_angles, tr)
+    return check_vfa(Volume(data, first.affine.copy()), flip_angles, tr, flags)

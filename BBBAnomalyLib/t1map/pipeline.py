@@ -81,16 +81,30 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
     angles = np.broadcast_to(vfa.flip_angles, (int(inside.sum()), vfa.flip_angles.size))
     b1_info = None
     if b1 is not None:
-        b1_data = np.asarray(b1.data[..., 0] if b1.data.ndim == 4 else b1.data, dtype=np.float64)
+        shape = tuple(b1.data.shape)
+        # Only a single-volume 4D file is a 3D map: taking frame 0 of any 4D file let the VFA series
+        # itself pass as a B1 map ("looked like percent", T1 10x off, exit 0).
+        if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
+            raise InputError(f"the B1 map has shape {shape}; it must be one 3D map of the relative flip angle "
+                             "(actual/nominal, about 1) on the VFA grid. Was the VFA series or a multi-volume B1 "
+                             "acquisition given as --b1?")
+        b1_data = np.asarray(b1.data[..., 0] if len(shape) == 4 else b1.data, dtype=np.float64)
         if not signals.same_grid(Volume(b1_data, b1.affine)):
             raise InputError("the B1 map is not on the VFA grid; resample it onto the VFA series grid first")
         values = b1_data[inside]
-        if np.median(values) > 10:  # a percent map (100 = nominal)
-            values = values / 100.0
-            warnings.append("the B1 map looked like percent (median > 10) and was divided by 100")
         if not np.isfinite(values).all() or np.any(values <= 0):
             raise InputError("the B1 map has zero, negative or non-finite values inside the mask; fill them "
                              "(e.g. with 1) or exclude those voxels with --mask")
+        median = float(np.median(values))
+        if median > 10:  # a percent map (100 = nominal)
+            values = values / 100.0
+            warnings.append("the B1 map looked like percent (median > 10) and was divided by 100")
+        # Neither about 1 nor about 100 (a map of angles in degrees, a scanner's raw units, another
+        # image): scaling every flip angle by it would give T1 maps that are wrong by that factor.
+        if not 0.2 <= float(np.median(values)) <= 3:
+            raise InputError(f"the B1 map's median inside the mask is {median:.3g}: neither a relative flip-angle map "
+                             "(actual/nominal, about 1) nor one in percent (about 100); convert it to actual/nominal "
+                             "(e.g. divide a map of measured angles by the nominal angle)")
         angles = angles * values[:, None]
         b1_info = summarise(values)
     report_progress(0.1, f"fitting T1 ({method.value})")
@@ -138,12 +152,15 @@ def t10_map_from_vfa(paths: list[str], series: Volume, flip_angles=None, tr: flo
     from ..io import read_volume
     from .inputs import read_vfa
 
-    vfa = read_vfa(paths, flip_angles, tr)
+    vfa = read_vfa(paths, flip_angles, tr, flags=("--vfa-flip-angles", "--vfa-tr"))
     if not series.same_grid(vfa.signals):
         raise InputError(f"the VFA series (shape {vfa.signals.spatial_shape}) is not on the DCE grid "
                          f"{series.spatial_shape}; resample it onto the DCE series first, or give --t10")
     b1 = read_volume(b1_path) if b1_path else None
-    result = run_t1map(vfa, T1Method.NONLINEAR, b1=b1, mask=np.ones(series.spatial_shape, bool))
+    # Fit where the VFA series has signal (run_t1map's automatic mask), not everywhere: a real B1 map is 0 outside
+    # the head, and fitting there made every `dce --b1` fail on the background; the background takes the median
+    # T10 below, like any voxel whose fit failed.
+    result = run_t1map(vfa, T1Method.NONLINEAR, b1=b1)
     t1 = result.maps["t1"].data.astype(np.float64)
     ok = result.maps["fit_ok"].data > 0
     if not ok.any():
