@@ -139,10 +139,18 @@ def _option_value(args: list[str], flag: str, const: str | None = None) -> str |
 def load_file(path) -> dict:
     """A configuration file as a dict (JSON, TOML, YAML by extension); one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config '{path}' is a folder, not a file; give the JSON, TOML or YAML file in it")
     if not path.is_file():
         raise InputError(f"config file '{path}' not found; check the path")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:  # e.g. the series (.nii.gz) given as --config by mistake
+        raise InputError(f"config file '{path}' is not a text file; --config takes a JSON, TOML or YAML text "
+                         "file (--dump-defaults prints one to start from)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read config file '{path}' ({exc.strerror or exc}); check its permissions") from None
     try:
         if suffix == ".toml":
             try:

@@ -32,7 +32,10 @@ def register(sub) -> None:
     p.add_argument("--reference", help="reference mask, e.g. NAWM; gives the ROI/reference ratios")
     p.add_argument("--roi-name", default="roi", help="label of the ROI in the output (default: roi)")
     p.add_argument("--reference-name", default="reference", help="label of the reference (default: reference)")
-    p.add_argument("--json", metavar="FILE", help="also write the statistics as JSON ('-' for stdout only)")
+    p.add_argument("--json", metavar="FILE", help="also write the statistics as JSON ('-' for stdout only); "
+                                                  "an existing FILE is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --json FILE (never one of the command's inputs)")
     p.set_defaults(run=run)
 
 
@@ -44,10 +47,29 @@ def map_name(path: str) -> str:
     return name
 
 
+def input_paths(args) -> list[Path]:
+    """Every file the command reads: the maps and masks with their companions (sidecar, NRRD data
+    file) and the report.json beside each map (its units); --json may replace none of them."""
+    from .config import input_files
+
+    paths = []
+    for path in [*args.maps, args.roi, args.reference]:
+        if path and Path(path).exists():
+            paths.extend(input_files(Path(path)))
+            report = Path(path).resolve().parent / "report.json"
+            if path in args.maps and report.is_file():
+                paths.append(report)
+    return paths
+
+
 def run(args) -> int:
+    from .core.outputs import check_output_file, write_output_file
     from .io import read_mask, read_volume
     from .roistats import format_table, map_caveat, map_unit, roi_statistics
 
+    json_out = args.json if args.json and args.json != "-" else None
+    if json_out:  # refused before the work, not after reading every map
+        check_output_file(json_out, args.overwrite, input_paths(args))
     maps, units, caveats = {}, {}, {}
     for path in args.maps:
         name = map_name(path)
@@ -64,7 +86,7 @@ def run(args) -> int:
         print()
         return 0
     print(format_table(stats))
-    if args.json:
-        Path(args.json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        print(f"\nstatistics written to {Path(args.json).resolve()}")
+    if json_out:
+        written = write_output_file(json_out, json.dumps(stats, indent=2) + "\n", args.overwrite, input_paths(args))
+        print(f"\nstatistics written to {written}")
     return 0

@@ -7,13 +7,15 @@ The promises (docs/reliability.md lists the tests behind each):
   Ctrl-C or SIGTERM removes it; after a SIGKILL or a power cut the next run that claims the same
   destination removes it (its owner process is gone).
 * **Only our own folders are replaced.** A finished folder holds a manifest, ``.bbbanomaly.json``,
-  listing every file written. ``--overwrite`` replaces a folder only when it has that manifest and
-  nothing else in it: a folder holding the user's files, an input of the run, or a folder from
-  before manifests existed is refused, whatever the flag says.
+  listing every file written with its size and sha256. ``--overwrite`` replaces a folder only when it
+  has that manifest, nothing else in it, and every listed file is still what we wrote: a folder
+  holding the user's files (added, edited or swapped in under one of our names), an input of the run,
+  a mount point, or a folder from before manifests existed is refused, whatever the flag says.
 * **Claimed before the work.** :func:`claim_output_dir` checks the destination and takes a lock
   (``.<name>.bbbanomaly-lock``, created atomically) *before* the computation, so a run that cannot
   write fails in a second instead of after minutes, and two runs cannot both write one folder.
   :func:`atomic_output_dir` uses the claim this process holds on the folder, or claims it itself.
+  The parent folders a claim creates are removed again (when still empty) if nothing was published.
 * **Ordinary permissions.** The partial folder is made private while it is written and gets the
   user's umask (like ``mkdir``) when it is published.
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -94,14 +98,36 @@ def _files_in(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):  # in chunks: a map can be hundreds of MB
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksum(path: Path) -> dict | None:
+    """{"size", "sha256"} of a regular file; None for a folder or a symbolic link."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
 def write_manifest(folder: Path) -> Path:
-    """List every file of a finished result folder in its manifest (the proof that we wrote it)."""
+    """List every file of a finished result folder in its manifest (the proof that we wrote it).
+
+    Each file's size and sha256 are recorded so that ``--overwrite`` can tell our file from the
+    user's edit of it (or the user's own file put under our name). Hashing reads every file back once
+    more when it is written (about a second per GB, small beside the run); "files" stays the plain
+    list of names that manifests without checksums had, so both kinds read alike.
+    """
     entries = [f for f in _files_in(folder) if f != MANIFEST and f != _PARTIAL_MARK]
     from .. import __version__
 
+    checksums = {f: c for f in entries if (c := _checksum(folder / f)) is not None}
     manifest = {"program": _PROGRAM, "version": __version__,
                 "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "files": entries}
+                "files": entries, "checksums": checksums}
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return path
@@ -116,6 +142,36 @@ def foreign_entries(folder: Path) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return entries or [MANIFEST + " (missing)"]
     return [f for f in entries if f not in ours]
+
+
+def changed_entries(folder: Path) -> list[str]:
+    """Files listed with a checksum in the manifest of ``folder`` that are no longer what bbbanomaly
+    wrote (the user edited them, or put a file of their own under that name).
+
+    A manifest without checksums (written before they were recorded) lists none, as before; a file
+    that is gone is no loss. The size is compared first, so only a same-size file is hashed; each
+    check reads the listed files once (twice per ``--overwrite`` run: before the work and before the
+    swap), which is the price of never deleting an edited map.
+    """
+    try:
+        checksums = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("checksums", {})
+    except (OSError, ValueError, AttributeError):
+        return []  # no readable manifest: foreign_entries refuses the folder already
+    if not isinstance(checksums, dict):
+        return [MANIFEST + " (its checksums are unreadable)"]
+    changed = []
+    for name, recorded in sorted(checksums.items()):
+        path = folder / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            same = (isinstance(recorded, dict) and not path.is_symlink() and path.is_file()
+                    and path.stat().st_size == recorded.get("size") and _sha256(path) == recorded.get("sha256"))
+        except OSError:
+            same = False  # unreadable: we cannot prove it is ours
+        if not same:
+            changed.append(name)
+    return changed
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -139,6 +195,9 @@ def _check_destination(out: Path, overwrite: bool, inputs) -> None:
     """Refuse a destination we may not write (see the module's promises)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose another --out")
+    if out.is_dir() and os.path.ismount(out):  # the folder is replaced by a rename, which a mount point refuses
+        raise InputError(f"output folder {out} is a mount point, which bbbanomaly cannot replace; choose a folder "
+                         f"inside it (e.g. --out {out / 'results'}) or another --out")
     for inp in inputs:
         if inp is None:
             continue
@@ -155,6 +214,12 @@ def _check_destination(out: Path, overwrite: bool, inputs) -> None:
         example = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise InputError(f"--overwrite refused: {out} holds files bbbanomaly did not write ({example}); only a folder "
                          "written by bbbanomaly is replaced: move those files or choose another --out")
+    changed = changed_entries(out)
+    if changed:
+        example = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        it = "them" if len(changed) > 1 else "it"
+        raise InputError(f"--overwrite refused: in {out}, {example} changed after bbbanomaly wrote {it} (edited or "
+                         f"replaced by another file); move {it} out of the folder to keep {it}, or choose another --out")
 
 
 # --- the claim ------------------------------------------------------------------------------------
@@ -168,6 +233,7 @@ class OutputClaim:
         self.lock = out.parent / f".{out.name}.bbbanomaly-lock"
         self._held = False
         self._writers: list = []
+        self._made: list[Path] = []  # parent folders this claim created, outermost first
 
     def add_writer(self, write) -> None:
         """``write(folder)`` runs inside the partial folder after the result's own files, so extra
@@ -177,7 +243,7 @@ class OutputClaim:
     def acquire(self) -> "OutputClaim":
         _check_destination(self.out, self.overwrite, self.inputs)
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._made = make_parents(self.out)
         except OSError as exc:
             raise InputError(f"cannot create the folder {self.out.parent} ({exc.strerror or exc}); "
                              "choose an --out where you can write") from None
@@ -190,9 +256,11 @@ class OutputClaim:
                     with contextlib.suppress(OSError):
                         self.lock.unlink()
                     continue
+                self._remove_made()
                 raise InputError(f"another bbbanomaly run is writing {self.out} (lock {self.lock.name}); wait for it "
                                  "to finish or choose another --out") from None
             except OSError as exc:
+                self._remove_made()
                 raise InputError(f"cannot write in {self.out.parent} ({exc.strerror or exc}); choose an --out where "
                                  "you can write") from None
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -209,12 +277,49 @@ class OutputClaim:
             self._held = False
         if _CLAIMS.get(self.out) is self:
             del _CLAIMS[self.out]
+        if not self.out.exists():  # nothing was published: a failed run leaves no empty folders of its own
+            self._remove_made()
+
+    def _remove_made(self) -> None:
+        remove_empty_folders(self._made)
+        self._made = []
 
     def __enter__(self) -> "OutputClaim":
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing parent folders of ``path``; returns those created, outermost first, so that
+    a failed run can remove exactly them (:func:`remove_empty_folders`) and never a folder it found."""
+    missing = [p for p in path.parents if not p.exists()][::-1]
+    made = []
+    for folder in missing:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                remove_empty_folders(made)
+                raise
+            continue  # made meanwhile by someone else: not ours to remove
+        except OSError:
+            remove_empty_folders(made)
+            raise
+        made.append(folder)
+    if not path.parent.is_dir():  # an existing file where the folder should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent))
+    return made
+
+
+def remove_empty_folders(made: list[Path]) -> None:
+    """Remove folders from :func:`make_parents`, innermost first, each only while it is empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()  # fails on a folder that is not empty: what is in it stays
+        except OSError:
+            return
 
 
 def claim_output_dir(out_dir: str | os.PathLike, overwrite: bool = False, inputs=()) -> OutputClaim:
@@ -227,6 +332,83 @@ def claim_output_dir(out_dir: str | os.PathLike, overwrite: bool = False, inputs
     if out in _CLAIMS:  # already claimed by this process (e.g. the command, then the worker code)
         return _CLAIMS[out]
     return OutputClaim(out, overwrite, inputs).acquire()
+
+
+# --- one output file (roi-stats --json) -----------------------------------------------------------
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, inputs=(), option: str = "--json") -> Path:
+    """Refuse a destination file we may not write, before the work; returns it as an absolute path.
+
+    An input of the command (``inputs``, compared by path and by inode, so a hard link counts) is
+    never replaced, whatever ``overwrite`` says; nor a folder, a symbolic link or a device. Any other
+    existing file is replaced only with ``overwrite``. Raises :class:`InputError` with a one-line reason.
+    """
+    raw = Path(path).expanduser()
+    if raw.is_symlink():  # replacing it would act on the link or on whatever it points to: neither is asked
+        raise InputError(f"{option} {raw} is a symbolic link; give the real file or another name")
+    target = raw.resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        inp = Path(inp)
+        same = target == inp.resolve()
+        with contextlib.suppress(OSError):
+            same = same or (target.exists() and os.path.samefile(target, inp))
+        if same:
+            raise InputError(f"{option} {target} is an input of this command and is never overwritten; choose "
+                             "another file name")
+    if target.is_dir():
+        raise InputError(f"{option} {target} is a folder; give a file name, e.g. {option} {target / 'stats.json'}")
+    if target.exists():
+        if not target.is_file():
+            raise InputError(f"{option} {target} exists and is not a regular file; choose another file name")
+        if not overwrite:
+            raise InputError(f"{option} {target} already exists; choose another file name, or pass --overwrite to "
+                             "replace it")
+    for folder in target.parents:  # the nearest existing folder on the way must be a folder we may write in
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"cannot write {option} {target}: {folder} is a file, not a folder; choose another "
+                                 "file name")
+            if not os.access(folder, os.W_OK | os.X_OK):  # also EROFS: a read-only filesystem
+                raise InputError(f"cannot write {option} {target}: no permission to write in {folder} (or it is "
+                                 "read-only); choose a file in a folder where you can write")
+            break
+    return target
+
+
+def write_output_file(path: str | os.PathLike, text: str, overwrite: bool = False, inputs=(),
+                      option: str = "--json") -> Path:
+    """Write ``text`` to ``path`` complete or not at all: a temporary file beside it, then os.replace.
+
+    The destination is checked again (:func:`check_output_file`) just before, in case it appeared
+    while the command worked. Missing parent folders are created, like ``--out``'s, and removed
+    again if the write fails. Returns the absolute path written.
+    """
+    target = check_output_file(path, overwrite, inputs, option)
+    try:
+        made = make_parents(target)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {target.parent} for {option} ({exc.strerror or exc}); choose a "
+                         "file in a folder where you can write") from None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # the data is on disk before the name points at it (power cut)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a written file gets the umask, like open()
+        os.replace(tmp, target)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        remove_empty_folders(made)
+        if not isinstance(exc, OSError):
+            raise
+        raise InputError(f"cannot write {option} {target} ({exc.strerror or exc}); choose a file in a folder where "
+                         "you can write; nothing was written") from None
+    return target
 
 
 def _umask() -> int:
@@ -259,10 +441,13 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
     if own_claim:
         claim = OutputClaim(out, overwrite, ()).acquire()
     try:
+        tmp = None
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
             (tmp / _PARTIAL_MARK).write_text(json.dumps(_owner_record()), encoding="utf-8")
         except OSError as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise InputError(f"cannot write in {out.parent} ({exc.strerror or exc}); choose an --out where you can "
                              "write") from None
         try:
@@ -282,18 +467,35 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
         # The folder may have changed while we computed: check again just before replacing it.
         try:
             _check_destination(out, overwrite or claim.overwrite, claim.inputs)
-        except InputError:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        old = None
-        if out.exists():
-            if not any(out.iterdir()):
-                out.rmdir()
-            else:
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                out.rename(old)
-                (old / _PARTIAL_MARK).write_text(json.dumps(_owner_record()), encoding="utf-8")
-        tmp.rename(out)
+        old, emptied = None, False
+        try:
+            if out.exists():
+                if not any(out.iterdir()):
+                    out.rmdir()
+                    emptied = True
+                else:
+                    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                    out.rename(old)
+                    (old / _PARTIAL_MARK).write_text(json.dumps(_owner_record()), encoding="utf-8")
+            tmp.rename(out)
+        except BaseException as exc:
+            # Put back what was there (the user's empty folder, our previous results) and drop ours.
+            with contextlib.suppress(OSError):
+                if old is not None and not out.exists():
+                    (old / _PARTIAL_MARK).unlink(missing_ok=True)
+                    old.rename(out)
+                elif emptied and not out.exists():
+                    out.mkdir()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not isinstance(exc, OSError):
+                raise
+            hint = (" (a mount point or a folder in use cannot be replaced: choose a folder inside it)"
+                    if exc.errno == errno.EBUSY else "")
+            raise InputError(f"could not put the results in place at {out} ({exc.strerror or exc}){hint}; choose "
+                             "another --out; nothing was written") from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
