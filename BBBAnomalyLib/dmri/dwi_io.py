@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,10 @@ def read_dwi(path, bval=None, bvec=None) -> Volume:
 
 def read_fsl_table(bval, bvec, n_volumes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
-        bvals = np.loadtxt(bval, dtype=np.float64, ndmin=1).ravel()
-        bvecs = np.loadtxt(bvec, dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():  # an empty file: numpy warns on stderr; the count check below says it
+            warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+            bvals = np.loadtxt(bval, dtype=np.float64, ndmin=1).ravel()
+            bvecs = np.loadtxt(bvec, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as exc:
         raise InputError(f"could not read the FSL gradient table '{bval}' / '{bvec}': {exc}") from None
     if bvals.size != n_volumes:

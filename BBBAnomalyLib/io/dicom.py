@@ -46,8 +46,17 @@ POSITION_TOL_MM = 0.01
 
 def list_series(directory) -> list[tuple[str, int, str]]:
     """(SeriesInstanceUID, number of files, SeriesDescription) for each series in a folder."""
+    # GDCM prints an ITK warning ("No Series were found", file, line, address) straight to stderr for a
+    # folder without DICOM files; read_dicom_series says so in one line, so the warning is switched off
+    # for this probe and the setting restored.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     out = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory)):
+    for uid in uids:
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(directory), uid)
         out.append((uid, len(files), _read_headers(files[:1])[0][0].get("description", "")))
     return out

@@ -15,20 +15,24 @@ non-uniform times exactly; we always write it for 4D data with known times.
 Sidecar ``x.json`` next to ``x.nii.gz``: BIDS keys EchoTime [s], RepetitionTime [s],
 FlipAngle [deg], MagneticFieldStrength [T], SeriesDescription, VolumeTiming [s], plus a
 ``BBBAnomaly`` object for what BIDS has no key for (echo_times, extra). Reading it is optional;
+a value of the wrong type or out of range is refused with one line naming the file and the field;
 on write a stale sidecar/bval/bvec of the same name is removed so it cannot describe new data.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..core.checks import number
 from ..core.errors import InputError
 from ..core.volume import Acquisition, FrameSource, Volume
-from ._common import TIME_UNITS, check_echo_time, staged_files, stem_of, storable, uniform_interval
+from ._common import TIME_UNITS, staged_files, stem_of, storable, uniform_interval
 
 
 def sidecar_paths(path: Path, suffix: str) -> dict[str, Path]:
@@ -213,6 +217,45 @@ def _header_times(header, n: int) -> np.ndarray | None:
     return (t0 + np.arange(n) * dt) * scale
 
 
+#: Range checks of the sidecar's numbers: (low, high, high_open, what the value is, the option that
+#: gives it instead). EchoTime has the range of ``--te``. For RepetitionTime and FlipAngle only what
+#: every sequence satisfies: this reads the sidecar of any input, and DSC, DWI and FLAIR have TRs of
+#: seconds and spin-echo flip angles up to 180 degrees, so ``--tr``'s and ``--flip-angle``'s DCE
+#: ranges would refuse good files; TE -0.03, TR -0.005 or a flip angle of 0 or 720 fit no sequence.
+_SIDECAR_RANGES = {
+    "EchoTime": (0.0, 1.0, True, "the echo time in seconds (e.g. 0.03 for 30 ms)", "--te"),
+    "RepetitionTime": (0.0, math.inf, True, "the repetition time in seconds (e.g. 0.005 for 5 ms)", "--tr"),
+    "FlipAngle": (0.0, 180.0, False, "the flip angle in degrees (e.g. 15)", "--flip-angle"),
+    "MagneticFieldStrength": (0.0, math.inf, True, "the field strength in tesla (e.g. 3)", None),
+}
+
+
+def _sidecar_number(value, key: str, field: str, path: Path) -> float | None:
+    """A number of the sidecar checked like the option that sets it (``core.checks.number``), else
+    one InputError line naming the sidecar and the field. ``key`` picks the range, ``field`` is how
+    the message names the value (``EchoTime1``, ``BBBAnomaly.echo_times``)."""
+    if value is None:
+        return None
+    low, high, high_open, what, option = _SIDECAR_RANGES[key]
+    flag = f"{field} in the JSON sidecar '{path}'"
+    hint = f"it is {what}: correct it or delete it" + (
+        f" (where it is needed, {option} gives it on the command line)" if option else "")
+    if isinstance(value, bool):  # JSON true is no number, though float(True) is 1 (a TE of 1 s)
+        raise InputError(f"{flag} must be a number, got {json.dumps(value)}; {hint}")
+    return number(value, flag, low, high, low_open=True, high_open=high_open, hint=hint)
+
+
+def _sidecar_times(value, key: str, path: Path) -> np.ndarray:
+    """The frame onsets of the sidecar: a list of finite numbers, else one InputError line."""
+    if not isinstance(value, list) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        shown = json.dumps(value)
+        raise InputError(f"{key} in the JSON sidecar '{path}' must be a list of finite frame onsets in seconds, got "
+                         f"{shown if len(shown) <= 60 else shown[:57] + '...'}; correct it, or delete it and give "
+                         "--frame-interval or --times on the command line")
+    return np.asarray(value, dtype=np.float64)
+
+
 def _read_sidecar(path: Path, n: int) -> tuple[Acquisition, np.ndarray | None]:
     if not path.is_file():
         return Acquisition(), None
@@ -222,34 +265,42 @@ def _read_sidecar(path: Path, n: int) -> tuple[Acquisition, np.ndarray | None]:
             raise ValueError("the top level is not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"the JSON sidecar '{path}' is not valid JSON ({e}); fix or remove it") from e
-    own = d.get("BBBAnomaly", {}) or {}
+    own = {} if d.get("BBBAnomaly") is None else d["BBBAnomaly"]
+    extra = own.get("extra") if isinstance(own, dict) else None
+    for field, value in (("BBBAnomaly", own), ("BBBAnomaly.extra", extra)):
+        if value is not None and not isinstance(value, dict):
+            raise InputError(f"{field} in the JSON sidecar '{path}' must be a JSON object ({{...}}), got "
+                             f"{json.dumps(value)[:60]}; correct or delete it")
 
     def num(key):
         v = d.get(key)
-        return None if v is None or isinstance(v, (list, dict)) else float(v)
+        # A list or object (per-volume values of some converters) is not one value: left unknown, as before.
+        return None if isinstance(v, (list, dict)) else _sidecar_number(v, key.replace("Excitation", ""), key, path)
 
     te = d.get("EchoTime")
-    echo_times = own.get("echo_times")
+    echo_times, field = own.get("echo_times"), "BBBAnomaly.echo_times"
     if isinstance(te, list):  # some converters list every echo
-        echo_times, te = te, (te[0] if te else None)
+        echo_times, field, te = te, "EchoTime", (te[0] if te else None)
     elif echo_times is None and d.get("EchoTime1") is not None and d.get("EchoTime2") is not None:
-        echo_times = [d["EchoTime1"], d["EchoTime2"]]
-    for v in echo_times or ():
-        check_echo_time(float(v), f"sidecar '{path}'")
+        echo_times = [_sidecar_number(d[k], "EchoTime", k, path) for k in ("EchoTime1", "EchoTime2")]
+    if echo_times is not None and not isinstance(echo_times, list):
+        raise InputError(f"{field} in the JSON sidecar '{path}' must be a list of echo times in seconds "
+                         f"(e.g. [0.015, 0.045]), got {json.dumps(echo_times)[:60]}; correct or delete it")
     acq = Acquisition(
-        echo_time=check_echo_time(None if te is None else float(te), f"sidecar '{path}'"),
-        echo_times=None if echo_times is None else tuple(float(v) for v in echo_times),
+        echo_time=_sidecar_number(te, "EchoTime", "EchoTime", path),
+        echo_times=None if echo_times is None else tuple(_sidecar_number(v, "EchoTime", field, path)
+                                                         for v in echo_times),
         repetition_time=num("RepetitionTimeExcitation") if d.get("RepetitionTimeExcitation") is not None
         else num("RepetitionTime"),
         flip_angle=num("FlipAngle"),
         field_strength=num("MagneticFieldStrength"),
         description=str(d.get("SeriesDescription", "") or own.get("description", "")),
-        extra=dict(own.get("extra", {}) or {}),
+        extra=dict(extra or {}),
     )
     times = None
     for key in ("VolumeTiming", "FrameTimesStart"):
         if d.get(key) is not None:
-            times = np.asarray(d[key], dtype=np.float64).ravel()
+            times = _sidecar_times(d[key], key, path)
             if times.size != n:
                 raise InputError(
                     f"the sidecar '{path}' lists {times.size} {key} values but the image has {n} frames; "
@@ -263,8 +314,10 @@ def _read_fsl_gradients(bval: Path, bvec: Path, n: int):
     if not bval.is_file():
         return None, None
     try:
-        bvals = np.loadtxt(bval, dtype=np.float64, ndmin=1).ravel()
-        bvecs = np.loadtxt(bvec, dtype=np.float64, ndmin=2) if bvec.is_file() else None
+        with warnings.catch_warnings():  # an empty file: numpy warns on stderr; the count check below says it
+            warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+            bvals = np.loadtxt(bval, dtype=np.float64, ndmin=1).ravel()
+            bvecs = np.loadtxt(bvec, dtype=np.float64, ndmin=2) if bvec.is_file() else None
     except ValueError as e:
         raise InputError(f"could not parse '{bval}'/'{bvec}' as FSL b-values/vectors: {e}") from e
     if n and bvals.size != n:
