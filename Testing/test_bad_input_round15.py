@@ -172,3 +172,40 @@ def test_dce_refuses_bad_vfa_and_b1_options(dce, tmp_path, capsys, extra, keywor
     extra = [a.format(**{k: str(v) for k, v in dce.items()}) for a in extra]
     refused(["dce", dce["series"], "--aif-mask", dce["aif"], *DCE_BASE, *extra, "--out", out], capsys,
             dce["series"].parent, out, keywords)
+
+
+# --- values from the files' metadata get the options' ranges (round 15, after the audit) -----------------------
+@pytest.mark.parametrize("sidecar, keywords", [
+    ('{"FlipAngle": 120, "RepetitionTime": 0.005}', ("flip angle in the input's metadata", "(0, 90)", "--flip-angle")),
+    ('{"FlipAngle": 15, "RepetitionTime": 1.5}', ("TR in the input's metadata", "(0, 1)", "--tr")),
+], ids=["flip-120", "tr-1.5"])
+def test_dce_checks_the_flip_angle_and_tr_its_file_gives(dce, tmp_path, capsys, sidecar, keywords):
+    """A sidecar's 120 degrees is a valid flip angle for some sequence (the reader takes it) but no DCE SPGR one:
+    with a T10 the conversion would give meaningless concentrations, so the file's value gets --flip-angle's range."""
+    series = dce["series"]
+    series.with_name(series.name.replace(".nii.gz", ".json")).write_text(sidecar)
+    out = tmp_path / "out"
+    refused(["dce", series, "--aif-mask", dce["aif"], "--t10", "1.4", "--rls", "none", "--out", out], capsys,
+            series.parent, out, keywords)
+
+
+@pytest.mark.parametrize("fields, keywords", [
+    ('{"echo_time": "abc"}', ("echo_time", "BBBAnomaly.Acquisition", "must be a number")),
+    ('{"echo_time": -0.03}', ("echo_time", "(0, 1)")),
+    ('{"echo_time": 0.03, "echo_times": 5}', ("echo_times", "list")),
+    ('{"echo_time": 0.03, "flip_angle": true}', ("flip_angle", "must be a number")),
+    ('["not", "an", "object"]', ("BBBAnomaly.Acquisition", "JSON object")),
+], ids=["te-text", "te-negative", "echo-times-number", "flip-true", "not-an-object"])
+def test_an_nrrd_acquisition_field_is_checked_like_a_sidecar(dsc, tmp_path, capsys, fields, keywords):
+    import SimpleITK as sitk
+
+    from BBBAnomalyLib.io import read_volume, write_volume
+
+    path = tmp_path / "in" / "signal.nrrd"
+    write_volume(read_volume(dsc["series"]), path)
+    img = sitk.ReadImage(str(path))
+    img.SetMetaData("BBBAnomaly.Acquisition", fields)
+    sitk.WriteImage(img, str(path))
+    out = tmp_path / "out"
+    refused(["dsc", path, "--aif-mask", dsc["aif"], "--frame-interval", "1.5", "--out", out], capsys,
+            path.parent, out, keywords)

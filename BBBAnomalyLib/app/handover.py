@@ -118,7 +118,7 @@ def _read(path) -> tuple[np.ndarray, dict]:
         header["affine"] = check_geometry(np.array(header["affine"], np.float64).reshape(4, 4), str(path))
         times = header.get("times")
         header["times"] = None if times is None else np.array(times, np.float64)
-        header["acquisition"] = acquisition_from_dict(header.get("acquisition") or {})
+        header["acquisition"] = acquisition_from_dict(header.get("acquisition") or {}, "its acquisition")
     except (TypeError, ValueError) as exc:
         raise InputError(f"{header_path(path)}: {exc}") from None
     return array, header

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..app.curves import CurveSet
+from ..core.checks import number
 from ..core.errors import InputError
 from ..core.devices import block_workers
 from ..io import read_mask
@@ -395,8 +396,14 @@ def _conversion_mode(series: Volume, params: DCEParameters, have_map: bool, warn
         if missing:
             raise InputError(f"signal -> concentration with T10 needs the flip angle and TR, which the file does not "
                              f"give: add {' and '.join(missing)} (or drop --t10 for relative enhancement)")
-        if tr > 1:
-            raise InputError(f"TR = {tr} from the file does not look like seconds; give --tr in seconds")
+        # values from the file's metadata get the options' own ranges: a file's 120° or 1.5 "s" would give
+        # meaningless concentrations without a word (the metadata readers accept any sequence's values)
+        if params.flip_angle is None:
+            flip = number(flip, "the flip angle in the input's metadata", 0.0, 90.0, low_open=True, high_open=True,
+                          hint="a DCE SPGR flip angle in degrees (e.g. 15); give --flip-angle DEG to override it")
+        if params.tr is None:
+            tr = number(tr, "the TR in the input's metadata", 0.0, 1.0, low_open=True, high_open=True,
+                        hint="a DCE SPGR repetition time in seconds (e.g. 0.005); give --tr S to override it")
         return "spgr", float(flip), float(tr)
     warnings.append("no T10 given: relative enhancement (S/S0 - 1) is used as concentration, so Ktrans, ve and vp "
                     "are semi-quantitative; give --t10 (a value or a map), --flip-angle and --tr for mM")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.checks import number
 from ..core.errors import InputError
 from ..core.volume import Acquisition
 
@@ -191,14 +193,41 @@ def itk_to_affine(spacing, origin, direction) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
-def acquisition_from_dict(d: dict) -> Acquisition:
-    """Inverse of :meth:`Acquisition.to_json`; unknown keys go to `extra` rather than being lost."""
+#: What every sequence's stored acquisition satisfies (the JSON sidecar reader's ranges, io/nifti.py): TE in
+#: (0, 1) s like --te; TR, field strength > 0; a flip angle in (0, 180] degrees (spin echoes reach 180).
+_ACQUISITION_RANGES = {"echo_time": (0.0, 1.0, True), "repetition_time": (0.0, math.inf, True),
+                       "flip_angle": (0.0, 180.0, False), "field_strength": (0.0, math.inf, True)}
+
+
+def _acquisition_number(value, name: str, source: str) -> float:
+    low, high, high_open = _ACQUISITION_RANGES["echo_time" if name == "echo_times" else name]
+    if isinstance(value, bool):  # float(True) is 1: a TE of 1 s from a JSON true
+        raise InputError(f"{name} in {source} must be a number, got {value!r}; correct or remove it")
+    return number(value, f"{name} in {source}", low, high, low_open=True, high_open=high_open,
+                  hint="correct or remove it")
+
+
+def acquisition_from_dict(d: dict, source: str = "the acquisition metadata") -> Acquisition:
+    """Inverse of :meth:`Acquisition.to_json`; unknown keys go to `extra` rather than being lost.
+    The numbers are checked like the JSON sidecar's (one InputError line naming ``source`` and the field): an NRRD
+    header's or a hand-over's ``echo_time: "abc"`` used to end in a TypeError, and -0.03 was taken."""
+    if not isinstance(d, dict):
+        raise InputError(f"{source} must be a JSON object of acquisition fields, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(Acquisition)}
     kw = {k: v for k, v in d.items() if k in names}
-    extra = dict(kw.pop("extra", {}) or {})
+    extra = kw.pop("extra", {}) or {}
+    if not isinstance(extra, dict):
+        raise InputError(f"'extra' in {source} must be a JSON object, got {type(extra).__name__}")
+    extra = dict(extra)
     extra.update({k: v for k, v in d.items() if k not in names})
+    for name in _ACQUISITION_RANGES:
+        if kw.get(name) is not None:
+            kw[name] = _acquisition_number(kw[name], name, source)
     if kw.get("echo_times") is not None:
-        kw["echo_times"] = tuple(float(v) for v in kw["echo_times"])
+        if not isinstance(kw["echo_times"], (list, tuple)):
+            raise InputError(f"echo_times in {source} must be a list of echo times in seconds, got "
+                             f"{kw['echo_times']!r}; correct or remove it")
+        kw["echo_times"] = tuple(_acquisition_number(v, "echo_times", source) for v in kw["echo_times"])
     for key in ("bvals", "bvecs"):
         if kw.get(key) is not None:
             kw[key] = np.asarray(kw[key], dtype=np.float64)

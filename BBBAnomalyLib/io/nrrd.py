@@ -217,9 +217,10 @@ def _multivolume_times(meta: dict, n: int, acq: Acquisition) -> np.ndarray | Non
 def _acquisition(meta: dict, path: Path) -> Acquisition:
     if ACQ_KEY in meta:
         try:
-            acq = acquisition_from_dict(json.loads(meta[ACQ_KEY]))
+            fields = json.loads(meta[ACQ_KEY])
         except (ValueError, TypeError) as e:
             raise InputError(f"the '{ACQ_KEY}' field in '{path}' is not valid JSON ({e}); remove it") from e
+        acq = acquisition_from_dict(fields, f"the '{ACQ_KEY}' field of '{path}'")  # its own one-line errors
     else:
         acq = Acquisition()
 
