@@ -278,3 +278,25 @@ def test_overwrite_still_replaces_an_unchanged_folder_and_one_with_an_old_manife
     with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "map.txt").write_text("third", encoding="utf-8")
     assert (out / "map.txt").read_text(encoding="utf-8") == "third"
+
+
+def test_an_output_folder_that_cannot_be_listed_is_one_line(tmp_path, monkeypatch):
+    """A folder the user may not read (the tests run as root, so the permission error is simulated): we cannot tell
+    what it holds, so it is refused with one line instead of a PermissionError traceback."""
+    from pathlib import Path
+
+    from BBBAnomalyLib.core import outputs
+    from BBBAnomalyLib.core.errors import InputError
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self == out:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(InputError, match="cannot look inside the output folder .*Permission denied"):
+        outputs._check_destination(out, True, [])

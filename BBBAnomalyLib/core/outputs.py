@@ -204,7 +204,12 @@ def _check_destination(out: Path, overwrite: bool, inputs) -> None:
         inp = Path(inp).resolve()
         if inp == out or _inside(inp, out):
             raise InputError(f"the output folder {out} holds the input {inp}; choose an --out outside the inputs' folders")
-    if not out.exists() or not any(out.iterdir()):
+    try:
+        empty = not out.exists() or not any(out.iterdir())
+    except OSError as exc:  # a folder we may not list (permissions): we cannot know what it holds
+        raise InputError(f"cannot look inside the output folder {out} ({exc.strerror or exc}); choose an --out you "
+                         "can read and write") from None
+    if empty:
         return
     if not overwrite:
         raise InputError(f"output folder {out} already exists and is not empty; choose another --out, or pass "
