@@ -62,3 +62,36 @@ def test_bad_options_get_one_line(args, capsys):
     assert ident.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+# --- --roi: can 100 voxels tell their shape? --------------------------------------------------------------------
+def test_the_grid_fit_returns_a_template_curves_flow_and_grid_point_exactly():
+    times = np.arange(60) * 2.0
+    aif = ident._aif(times)
+    unit, grid = ident.templates(times, aif, "gamma")
+    k = 20 * len(ident.DELAY_GRID) + 9  # an on-grid MTT and delay
+    curves = np.stack([0.45 * unit[:, k], 0.0 * unit[:, k]])
+    rss, cbf, best = ident.grid_fit(curves, unit)
+    assert best[0] == k and cbf[0] == pytest.approx(0.45, rel=1e-12)
+    # the residual is ||y||^2 - 2 c <y, u> + c^2 ||u||^2: zero up to the rounding of ||y||^2's size
+    assert abs(rss[0]) <= 1e-12 * float(curves[0] @ curves[0])
+    assert cbf[1] == 0.0  # a flat curve has no flow, not a negative one
+    assert tuple(grid[k]) == (ident.MTT_GRID[20], ident.DELAY_GRID[9])
+
+
+def test_an_roi_tells_plug_flow_from_exponential_transit_and_reads_its_flow():
+    rows = ident.roi_selection(snrs=(None,), truths=("exponential", "box"), timings=((1.5, 80),), voxels=3)
+    by = {r["truth"]: r for r in rows}
+    for truth in ("exponential", "box"):
+        assert by[truth]["chosen"].count(truth) >= 12  # of the 14 tissues
+        assert abs(np.median(by[truth]["cbf_error_chosen_pct"])) < 5
+    # assuming the exponential reads plug flow far too high: what the shape choice corrects
+    assert np.median(by["box"]["cbf_error_exponential_pct"]) > 100
+
+
+def test_the_kept_roi_selection_is_what_the_script_computes():
+    kept = json.loads((ROOT / "docs" / "figures" / "phae_round15_roi_shape.json").read_text(encoding="utf-8"))
+    now = ident.roi_selection(snrs=(20,), truths=("exponential",), dispersions=(2.0,), timings=((1.0, 120),))
+    then = next(r for r in kept if (r["dt"], r["snr"], r["truth"], r["dispersion_s"]) == (1.0, 20, "exponential", 2.0))
+    assert now[0]["chosen"] == then["chosen"]
+    np.testing.assert_allclose(now[0]["cbf_error_chosen_pct"], then["cbf_error_chosen_pct"], rtol=1e-9, atol=1e-9)
