@@ -38,7 +38,14 @@ def default_out_dir(input_path: str, pipeline: str) -> Path:
 
 
 def out_dir_of(args, input_path: str, pipeline: str) -> Path:
-    return Path(args.out) if getattr(args, "out", None) else default_out_dir(input_path, pipeline)
+    out = getattr(args, "out", None)
+    if out is not None and not str(out).strip():
+        # an empty --out (a shell variable that was not set) used to fall back to the default folder silently
+        from .core.errors import InputError
+
+        raise InputError("--out is empty; give the output folder, or leave --out out for "
+                         f"<input name>_{pipeline}/ in the current folder")
+    return Path(out) if out else default_out_dir(input_path, pipeline)
 
 
 def claimed_output(out_dir: Path, args, input_names: tuple[str, ...]):

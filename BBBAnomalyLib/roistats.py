@@ -148,5 +148,10 @@ def format_table(stats: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     notes = [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
     notes += [f"note: {name}: {e['caveat']}" for name, e in stats["maps"].items() if e.get("caveat")]
+    # the statistics are of the finite voxels; say so where some were not (they are in the JSON too)
+    notes += [f"note: {name}: {e[label]['non_finite_voxels']} of the {label} voxels are NaN or infinite in the map "
+              "and were left out of its statistics"
+              for name, e in stats["maps"].items() for label in (roi, ref)
+              if label and e.get(label, {}).get("non_finite_voxels")]
     return "\n".join(["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                       for r in rows] + notes)

@@ -209,3 +209,11 @@ def test_an_nrrd_acquisition_field_is_checked_like_a_sidecar(dsc, tmp_path, caps
     out = tmp_path / "out"
     refused(["dsc", path, "--aif-mask", dsc["aif"], "--frame-interval", "1.5", "--out", out], capsys,
             path.parent, out, keywords)
+
+
+def test_an_empty_out_is_refused_not_replaced_by_the_default_folder(dsc, tmp_path, capsys, monkeypatch):
+    """`--out "$UNSET"` used to write to <input>_dsc/ in the current folder without a word."""
+    monkeypatch.chdir(tmp_path)
+    refused(["dsc", dsc["series"], "--aif-mask", dsc["aif"], "--frame-interval", "1.5", "--out", ""], capsys,
+            dsc["series"].parent, tmp_path / "signal_dsc", ("--out is empty", "leave --out out"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

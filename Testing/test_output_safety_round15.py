@@ -300,3 +300,27 @@ def test_an_output_folder_that_cannot_be_listed_is_one_line(tmp_path, monkeypatc
     monkeypatch.setattr(Path, "iterdir", iterdir)
     with pytest.raises(InputError, match="cannot look inside the output folder .*Permission denied"):
         outputs._check_destination(out, True, [])
+
+
+def test_roi_stats_says_when_voxels_of_a_region_were_left_out(tmp_path, capsys):
+    """NaN voxels are left out of the statistics (they are no values); the table now says how many, per region."""
+    import nibabel as nib
+    import numpy as np
+
+    from BBBAnomalyLib.cli import main
+
+    data = np.full((6, 6, 3), 2.0, np.float32)
+    data[1, 1, 1] = np.nan
+    data[2, 2, 1] = np.inf
+    roi = np.zeros((6, 6, 3), np.uint8)
+    roi[:3, :3, :] = 1
+    ref = np.zeros_like(roi)
+    ref[4:, 4:, :] = 1
+    for name, arr in (("cbf", data), ("tumor", roi), ("nawm", ref)):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    capsys.readouterr()
+    assert main(["roi-stats", str(tmp_path / "cbf.nii.gz"), "--roi", str(tmp_path / "tumor.nii.gz"),
+                 "--reference", str(tmp_path / "nawm.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "note: cbf: 2 of the roi voxels are NaN or infinite in the map and were left out" in out
+    assert "reference voxels are NaN" not in out
