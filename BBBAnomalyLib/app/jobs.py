@@ -23,6 +23,7 @@ The runners live in :mod:`BBBAnomalyLib.app.runners` (re-exported here).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -70,7 +71,7 @@ class Job:
                 raise InputError(f"job input {key!r} must be a file path (a string), not {type(path).__name__}")
             if not os.path.isabs(path):
                 raise InputError(f"job input {key!r} must be an absolute path, not {path!r}")
-            if not Path(path).is_file() and not Path(path).is_dir():
+            if not _exists(path, f"job input {key!r}"):
                 raise InputError(f"job input {key!r}: {path} does not exist")
         if not isinstance(self.parameters, dict):
             raise InputError("the job's 'parameters' must be an object {name: value}")
@@ -79,6 +80,14 @@ class Job:
         if not os.path.isabs(self.output_dir):
             raise InputError(f"the job's output_dir must be an absolute path, not {self.output_dir!r} (a relative "
                              "one would depend on the worker's working folder)")
+        _exists(self.output_dir, "the job's output_dir")  # a NUL, an over-long name, a symlink loop: one line
+        for name, value in self.parameters.items():
+            # a weights file given by path resolves like the inputs: a relative one would depend on the worker's
+            # working folder (bundled names have no folder part and no .pt)
+            if (isinstance(name, str) and name.endswith("weights") and isinstance(value, str)
+                    and ("/" in value or "\\" in value or value.endswith(".pt")) and not os.path.isabs(value)):
+                raise InputError(f"the job's parameter {name!r} must be a bundled weights name or an absolute path to "
+                                 f"a .pt file, not {value!r}")
         if self.output_format not in OUTPUT_FORMATS:
             raise InputError(f"the job's output_format {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
         if self.suffix not in JOB_SUFFIXES:
@@ -104,6 +113,8 @@ class Job:
                 data = json.load(fh)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read job file {path}: {exc}") from None
+        except RecursionError:  # JSON nested thousands deep: no job looks like that
+            raise InputError(f"cannot read job file {path}: it is nested too deeply to be a job") from None
         if not isinstance(data, dict):
             raise InputError(f"job file {path} must hold a JSON object")
         known = {f.name for f in fields(cls)}
@@ -115,16 +126,35 @@ class Job:
         return cls(**data)
 
 
+def _exists(path: str, what: str) -> bool:
+    """Whether ``path`` is a file or a folder (False when nothing is there). A path the system cannot even look up
+    (a NUL byte, a name too long, a symbolic-link loop, a folder we may not enter) and something that is neither
+    (a device, a pipe) are one InputError line naming ``what``."""
+    try:
+        p = Path(path)
+        if p.is_file() or p.is_dir():
+            return True
+        if p.exists():
+            raise InputError(f"{what}: {path} is not a file or a folder (a device or a pipe?)")
+        return False
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{what} {path!r} cannot be used: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def read_job_input(path: str):
     """A job input as a Volume: a handed-over ``.npy`` array (with its header) or any file
     :func:`BBBAnomalyLib.io.read_volume` reads."""
-    if path.endswith(".npy"):
-        from . import handover
+    try:
+        if path.endswith(".npy"):
+            from . import handover
 
-        return handover.read_volume(path)
-    from ..io import read_volume
+            return handover.read_volume(path)
+        from ..io import read_volume
 
-    return read_volume(path)
+        return read_volume(path)
+    except PermissionError as exc:  # a folder or file this worker's user may not read
+        raise InputError(f"cannot read job input {path}: {exc.strerror or 'permission denied'}; give a file this "
+                         "user can read") from None
 
 
 def curves_dir(output_dir) -> Path:
@@ -178,7 +208,15 @@ def run_job(job: Job, progress=None, emit=None) -> dict:
             raise InputError(f"the {spec.label} pipeline takes no input named {key!r}; it takes "
                              f"{', '.join(s.key for s in spec.inputs)}") from None
     report = progress or (lambda fraction, message: None)
-    with claim_output_dir(job.output_dir, overwrite=job.overwrite, inputs=job.inputs.values()) as claim:
+    with contextlib.ExitStack() as claims:
+        claim = claims.enter_context(claim_output_dir(job.output_dir, overwrite=job.overwrite,
+                                                      inputs=job.inputs.values()))
+        if job.output_format == "arrays" and job.save_curves:
+            # the curves' own folder is checked and locked with the maps' before any work: claimed only when they
+            # were written, a user's folder there failed the job after its maps were out, and a folder holding an
+            # input could be replaced (the inputs were not checked against it)
+            claims.enter_context(claim_output_dir(curves_dir(job.output_dir), overwrite=job.overwrite,
+                                                  inputs=job.inputs.values()))
         report(0.0, "reading the inputs")
         volumes = {key: read_job_input(path) for key, path in job.inputs.items()}
         for key, vol in volumes.items():

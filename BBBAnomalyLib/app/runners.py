@@ -71,6 +71,12 @@ class InProcessRunner:
             self._events.append({"event": "error", "kind": "input", "message": str(exc)})
         except CancelledError:
             self._events.append({"event": "cancelled"})
+        except Exception as exc:  # noqa: BLE001 - as the worker reports it: an event, never a traceback in Slicer
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)  # for the Python console, as the worker's goes to worker.log
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            self._events.append({"event": "error", "kind": "internal", "message": f"{type(exc).__name__}: {message}"})
         return self
 
     def poll(self) -> list[dict]:

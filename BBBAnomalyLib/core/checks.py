@@ -22,7 +22,7 @@ def number(value, flag: str, low: float, high: float, *, hint: str = "", low_ope
     """
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float (10**400)
         raise InputError(f"{flag} must be a number, got {value!r}{'; ' + hint if hint else ''}") from None
     inside = (math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high))
     if not inside:

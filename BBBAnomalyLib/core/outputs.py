@@ -185,10 +185,14 @@ def _inside(path: Path, folder: Path) -> bool:
 def _resolve(out_dir) -> Path:
     """The absolute destination; a symbolic link as the folder itself is refused (replacing it would
     act on whatever it points to)."""
-    raw = Path(out_dir).expanduser()
-    if raw.is_symlink():
-        raise InputError(f"output folder {raw} is a symbolic link; give the real folder or another --out")
-    return raw.resolve()
+    try:
+        raw = Path(out_dir).expanduser()
+        if raw.is_symlink():
+            raise InputError(f"output folder {raw} is a symbolic link; give the real folder or another --out")
+        return raw.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symbolic-link loop
+        raise InputError(f"output folder {str(out_dir)!r} cannot be used: {getattr(exc, 'strerror', None) or exc}; "
+                         "choose another --out") from None
 
 
 def _check_destination(out: Path, overwrite: bool, inputs) -> None:
