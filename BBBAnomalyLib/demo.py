@@ -50,7 +50,26 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def check_options(args) -> None:
+    """Refuse, before anything is simulated, an empty --out and a --snr, --seed or --slices that the
+    reference objects cannot use (one line each; --slices is made "all" or an int)."""
+    from .core.checks import integer, number
+    from .core.errors import InputError
+    from .phantoms.anatomy import load_anatomy
+
+    if args.out is not None and not str(args.out).strip():
+        raise InputError("--out is empty; give the output folder, or leave --out out for ./bbbanomaly-demo")
+    number(args.snr, "--snr", 0.0, 1e6, low_open=True,
+           hint="the white-matter baseline SNR, e.g. 50 (the default); 20 is noisy, 500 nearly noise-free")
+    integer(args.seed, "--seed", 0, 2**32 - 1, hint="any whole number from 0, e.g. 0 (the default)")
+    if str(args.slices) != "all":
+        nz = load_anatomy().shape[2]
+        args.slices = integer(args.slices, "--slices", 1, nz,
+                              hint=f"the number of axial slices (default 12), or 'all' for the whole brain ({nz})")
+
+
 def run(args) -> int:
+    check_options(args)
     from .dsc import DSCParameters, run_dsc
     from .dsc.command import print_summary
     from .figures import dsc_figure

@@ -324,3 +324,14 @@ def test_roi_stats_says_when_voxels_of_a_region_were_left_out(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "note: cbf: 2 of the roi voxels are NaN or infinite in the map and were left out" in out
     assert "reference voxels are NaN" not in out
+
+
+def test_a_symbolic_link_as_out_is_said_once(tmp_path):
+    from BBBAnomalyLib.core import outputs
+    from BBBAnomalyLib.core.errors import InputError
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(InputError) as err:
+        outputs.claim_output_dir(tmp_path / "link")
+    assert str(err.value).count("symbolic link") == 1 and "cannot be used" not in str(err.value)

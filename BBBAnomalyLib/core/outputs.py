@@ -190,6 +190,8 @@ def _resolve(out_dir) -> Path:
         if raw.is_symlink():
             raise InputError(f"output folder {raw} is a symbolic link; give the real folder or another --out")
         return raw.resolve()
+    except InputError:
+        raise
     except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symbolic-link loop
         raise InputError(f"output folder {str(out_dir)!r} cannot be used: {getattr(exc, 'strerror', None) or exc}; "
                          "choose another --out") from None
