@@ -18,6 +18,8 @@ derivatives to OUT_DIR/bbbanomaly/; then `group` collects a cohort table of tumo
                others; the exit status is 1 when any failed.
   group        OUT_DIR/bbbanomaly/group/roi_ratios.tsv (or .csv): one row per participant, session,
                run and map with the tumor and reference means/medians and their ratios.
+Each run rewrites its own failures.tsv, logs/ status files and group table; a file of yours under one
+of those names (or a link) is never replaced: the run stops first with one line saying which.
 
 Inputs read (.nii/.nii.gz, sub-<label>/[ses-<label>/]):
   dsc      perf/ or anat/ *_dsc (echo-1/echo-2 pairs: dual echo); EchoTime, VolumeTiming
@@ -73,7 +75,13 @@ def check_locations(bids_dir: Path, output_dir: Path) -> Path:
     """OUT_DIR/bbbanomaly, refusing to write inside the raw dataset (except its derivatives/)."""
     from ..core.errors import InputError
 
-    out = Path(output_dir).expanduser().resolve()
+    try:
+        out = Path(output_dir).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symbolic-link loop
+        raise InputError(f"OUT_DIR {str(output_dir)!r} cannot be used ({getattr(exc, 'strerror', None) or exc}); "
+                         "choose another OUT_DIR") from None
+    if out.exists() and not out.is_dir():
+        raise InputError(f"OUT_DIR {out} is a file, not a folder; choose a folder (results go to its bbbanomaly/)")
     derivatives = bids_dir / "derivatives"
     if out == bids_dir or (_inside(out, bids_dir) and out != derivatives):
         raise InputError(f"OUT_DIR {out} lies inside the input dataset; use {derivatives} (results go to its "
@@ -95,7 +103,7 @@ def parse_pipelines(text: str) -> list[str]:
     names = [n.strip() for n in str(text).split(",") if n.strip()]
     bad = [n for n in names if n not in PIPELINES]
     if bad or not names:
-        raise InputError(f"--pipelines '{text}': choose from {', '.join(PIPELINES)} (comma-separated)")
+        raise InputError(f"--pipelines {str(text)!r}: choose from {', '.join(PIPELINES)} (comma-separated)")
     return list(dict.fromkeys(names))
 
 
@@ -106,27 +114,32 @@ def run(args) -> int:
     bids_dir = check_dataset(Path(args.bids_dir))
     root = check_locations(bids_dir, Path(args.output_dir))
     if args.analysis_level == "group":
+        from .derivatives import check_own_file
         from .group import write_table
-        from .participant import collect_failures, write_failures
+        from .layout import label_of
+        from .participant import collect_failures, is_failures, write_failures
 
-        labels = [lab[4:] if lab.startswith("sub-") else lab for lab in args.participant_label or []]
+        labels = [label_of(lab) for lab in args.participant_label or []]
+        failed = collect_failures(root)
+        if failed:  # checked before the table is written: both are written, or neither
+            check_own_file(root / "failures.tsv", "failures table", is_failures, other="")
         table, rows = write_table(root, labels, args.table_format)
         people = {r["participant_id"] for r in rows}
         print(f"cohort table: {len(rows)} rows from {len(people)} participants -> {table}")
-        failed = collect_failures(root)
         if failed:
-            print(f"note: {len(failed)} participant(s) failed their last run: see {write_failures(root)}")
+            print(f"note: {len(failed)} participant(s) failed their last run: see {write_failures(root, failed)}")
         return 0
     if args.n_jobs < 1:
         raise InputError("--n-jobs must be at least 1")
     pipelines = parse_pipelines(args.pipelines)
     labels = participants(bids_dir, args.participant_label)
     if args.masks and not Path(args.masks).is_dir():
-        raise InputError(f"--masks '{args.masks}' is not a folder")
+        raise InputError(f"--masks {args.masks!r} is not a folder")
     from .derivatives import ensure_dataset_description
-    from .participant import load_pipeline_configs, write_failures
+    from .participant import check_outputs, load_pipeline_configs, write_failures
 
     configs = load_pipeline_configs(args.pipeline_config)
+    check_outputs(root, labels)  # the user's files under the app's names: refused before any work
     ensure_dataset_description(root, bids_dir)
     masks = str(Path(args.masks).resolve()) if args.masks else None
     statuses = _run_all(labels, str(bids_dir), str(root), pipelines, masks, configs, args)
@@ -147,7 +160,7 @@ def _report(status: dict) -> None:
 
 
 def _run_all(labels, bids_dir, root, pipelines, masks, configs, args) -> list[dict]:
-    from .participant import _write_status, run_participant
+    from .participant import record_status, run_participant
 
     common = (pipelines, masks, configs, args.overwrite, args.verbose)
     if args.n_jobs == 1 or len(labels) == 1:
@@ -185,7 +198,7 @@ def _run_all(labels, bids_dir, root, pipelines, masks, configs, args) -> list[di
             except Exception as exc:  # the worker process died (out of memory, killed): still one line
                 status = {"participant": f"sub-{label}", "pipeline": "", "jobs": [],
                           "error": f"worker process died ({type(exc).__name__}: {exc})".splitlines()[0]}
-                _write_status(Path(root), label, status)
+                record_status(Path(root), label, status)
             statuses.append(status)
             _report(status)
     return sorted(statuses, key=lambda s: s["participant"])

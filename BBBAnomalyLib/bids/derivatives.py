@@ -17,9 +17,7 @@ the pipeline's map name without underscores (cbv_corrected -> cbvcorrected). The
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -149,30 +147,146 @@ def dataset_description(bids_dir: Path) -> dict:
 
 
 def ensure_dataset_description(root: Path, bids_dir: Path) -> None:
-    """Write <root>/dataset_description.json (atomically; safe from parallel tasks), refuse a foreign one."""
+    """Write <root>/dataset_description.json (atomically; safe from parallel tasks), refuse a foreign one.
+
+    A description this app wrote and nobody edited is refreshed (the version and the source dataset of
+    the latest run); one naming BBBAnomaly in GeneratedBy that the user edited (Authors, License, a DOI
+    as source ...) is kept as it is: BIDS curators edit the description of a derivatives dataset, and
+    losing that to a rerun would surprise them more than a GeneratedBy version of an earlier run.
+    """
     path = root / "dataset_description.json"
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-            names = [g.get("Name") for g in existing.get("GeneratedBy", []) if isinstance(g, dict)]
-        except (ValueError, AttributeError):
-            names = []
-        if NAME not in names:
-            raise InputError(f"'{root}' holds another dataset (its dataset_description.json was not written by "
-                             f"{NAME}); choose another OUT_DIR")
-    root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(dataset_description(bids_dir), indent=2) + "\n")
+    if check_description(root) == "edited":
+        return
+    write_own_file(path, json.dumps(dataset_description(bids_dir), indent=2) + "\n", "dataset_description.json",
+                   _unedited_description)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def check_description(root: Path) -> str:
+    """"absent", "ours" (written by this app, unedited: may be refreshed) or "edited" (ours, edited by the
+    user: kept); InputError for another dataset's description, a link, a folder, unreadable bytes."""
+    path = root / "dataset_description.json"
+    text = read_existing(path, "dataset_description.json")
+    if text is None:
+        return "absent"
+    if _unedited_description(text):
+        return "ours"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        existing = json.loads(text)
+        names = [g.get("Name") for g in existing.get("GeneratedBy", []) if isinstance(g, dict)]
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        names = []
+    if NAME not in names:
+        raise InputError(f"'{root}' holds another dataset (its dataset_description.json was not written by "
+                         f"{NAME}); choose another OUT_DIR")
+    return "edited"
+
+
+def _unedited_description(text: str) -> bool:
+    """True when ``text`` is a dataset_description.json exactly as :func:`dataset_description` writes it
+    (byte for byte), whatever the version, package list, BIDS version and local source folder it names."""
+    try:
+        existing = json.loads(text)
+        generated, = existing["GeneratedBy"]
+        source, = existing["SourceDatasets"]
+        template = dataset_description(Path("/"))
+        ours = template["GeneratedBy"][0]
+        fixed = ours["Description"].partition("software: ")[0]
+        if not (isinstance(generated["Version"], str) and isinstance(existing["BIDSVersion"], str)
+                and str(generated["Description"]).startswith(fixed) and set(source) == {"URL"}
+                and str(source["URL"]).startswith("file:")):
+            return False
+        template["BIDSVersion"] = existing["BIDSVersion"]
+        template["SourceDatasets"] = [{"URL": source["URL"]}]
+        ours["Version"], ours["Description"] = generated["Version"], generated["Description"]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return False
+    return text == json.dumps(template, indent=2) + "\n"
+
+
+# --- the app's own files beside the participants' folders -----------------------------------------
+# Besides the sub-<label>/ folders (written complete-or-absent with a checksummed manifest, see
+# core.outputs) the app writes four kinds of file in OUT_DIR/bbbanomaly/ that every later run rewrites:
+# dataset_description.json, failures.tsv, logs/sub-<label>_status.json and group/roi_ratios.tsv|csv.
+# Several processes write them at once (--n-jobs, a SLURM array task per participant), so they cannot
+# share a record of checksums without a lock that a killed task on another node would leave behind.
+# Instead each file is recognised as the app's by its content: it must be exactly what the app writes
+# (the same columns or keys, the same layout, byte for byte). What a BIDS-app user expects: the app
+# refreshes its own summary and status files on every run, and never replaces a file of theirs. Anything
+# else under one of these names (their own table or notes, a symbolic link, a folder, binary bytes) is
+# refused with one line before any participant runs, whatever --overwrite says (that flag is about the
+# participants' folders); they move it away or choose another OUT_DIR. dataset_description.json is
+# kept as it is when the user edited one that names BBBAnomaly (see ensure_dataset_description).
+_MAX_OWN_FILE = 64 << 20  # a failures or cohort table of a large study is a few MB; beyond this, not ours
+
+
+def check_folder(folder: Path, what: str, link_ok: bool = False, other: str = "choose another OUT_DIR") -> None:
+    """A folder the app writes in (its logs/ and group/; OUT_DIR/bbbanomaly with ``link_ok``, where a
+    link to another disk is the user's own setup): absent or a real folder."""
+    if folder.is_symlink() and not link_ok:
+        raise InputError(f"{folder} is a symbolic link; bbbanomaly writes its {what} there and never writes "
+                         f"through a link: remove the link{_or(other)}")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} exists and is not a folder; bbbanomaly needs a folder there for its {what}: "
+                         f"move that file away{_or(other)}")
+
+
+def read_existing(path: Path, what: str, other: str = "choose another OUT_DIR") -> str | None:
+    """The text of an existing file where the app writes ``what``; None when there is none. A symbolic
+    link, a folder, a device or bytes that are not UTF-8 text are refused (one line)."""
+    if path.parent.exists() and not path.parent.is_dir():
+        check_folder(path.parent, what, other=other)
+    if path.is_symlink():
+        raise InputError(f"{path} is a symbolic link, not the {what} bbbanomaly wrote; it never replaces a link: "
+                         f"remove the link{_or(other)}")
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file, so not the {what} bbbanomaly wrote; move it "
+                         f"away{_or(other)}")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_OWN_FILE + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc}), so cannot tell whether bbbanomaly wrote "
+                         f"it; make it readable or move it away{_or(other)}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or len(data) > _MAX_OWN_FILE:
+        raise InputError(not_ours(path, what, other))
+    return text
+
+
+def not_ours(path: Path, what: str, other: str = "choose another OUT_DIR") -> str:
+    return (f"{path} was not written by bbbanomaly (it is not a {what} as bbbanomaly writes it) and is never "
+            f"replaced: move it out of {path.parent} to keep it{_or(other)}")
+
+
+def _or(other: str) -> str:
+    return f", or {other}" if other else ""
+
+
+def check_own_file(path: Path, what: str, is_ours, other: str = "choose another OUT_DIR") -> bool:
+    """Before the work: True when ``path`` holds the app's own earlier ``what`` (``is_ours(text)``), False
+    when there is no file; InputError for anything else."""
+    text = read_existing(path, what, other)
+    if text is None:
+        return False
+    if not is_ours(text):
+        raise InputError(not_ours(path, what, other))
+    return True
+
+
+def write_own_file(path: Path, text: str, what: str, is_ours, other: str = "choose another OUT_DIR") -> Path:
+    """Write ``text`` to ``path`` complete or not at all, replacing only the app's own earlier file
+    (checked again just before: a user's file may have been put there while the participants ran)."""
+    from ..core.outputs import write_output_file
+
+    check_own_file(path, what, is_ours, other)
+    # overwrite: a file that appeared since the check above is another task's (a SLURM array starts all
+    # at once, each writing dataset_description.json); links and folders are still refused there.
+    return write_output_file(path, text, overwrite=True, option=f"the {what}")
 
 
 # --- ROI ratios per run ---------------------------------------------------------------------------

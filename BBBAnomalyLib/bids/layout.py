@@ -86,17 +86,62 @@ def label_of(value: str, kind: str = "participant") -> str:
     """'sub-01' or '01' -> '01' (BIDS labels are alphanumeric)."""
     label = value[4:] if value.startswith(("sub-", "ses-")) else value
     if not re.fullmatch(r"[A-Za-z0-9]+", label):
-        raise InputError(f"{kind} label '{value}' is not a BIDS label (letters and digits only, e.g. 01 or sub-01)")
+        raise InputError(f"{kind} label {value!r} is not a BIDS label (letters and digits only, e.g. 01 or sub-01)")
     return label
 
 
 def check_dataset(bids_dir: Path) -> Path:
-    bids_dir = Path(bids_dir).resolve()
+    try:
+        bids_dir = Path(bids_dir).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symbolic-link loop
+        raise InputError(f"BIDS folder {str(bids_dir)!r} cannot be used ({getattr(exc, 'strerror', None) or exc}); "
+                         "give the dataset's root folder") from None
     if not bids_dir.is_dir():
         raise InputError(f"BIDS folder '{bids_dir}' not found; give the dataset's root folder")
     if not (bids_dir / "dataset_description.json").is_file():
         raise InputError(f"'{bids_dir}' has no dataset_description.json; give the root folder of a BIDS dataset")
+    read_description(bids_dir)
     return bids_dir
+
+
+#: a dataset_description.json is a few hundred bytes; one larger than this is not one
+_MAX_DESCRIPTION = 1 << 20
+
+
+def read_description(bids_dir: Path) -> dict:
+    """The dataset's dataset_description.json as a dict; InputError (one line) when it cannot be read or is
+    not a JSON object. No field is read from it today (the derivatives name the dataset by its folder), so
+    wrong-typed or missing fields are tolerated; a field read in future must be checked here."""
+    path = bids_dir / "dataset_description.json"
+    fix = ('fix it: a JSON object such as {"Name": "my study", "BIDSVersion": "1.9.0"}, or give the root folder '
+           "of another BIDS dataset")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_DESCRIPTION + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc}); make it readable or give another BIDS "
+                         "dataset") from None
+    problem = None
+    if len(data) > _MAX_DESCRIPTION:
+        problem = f"is over {_MAX_DESCRIPTION >> 20} MB"
+    else:
+        try:
+            description = json.loads(data.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text"
+        except ValueError as exc:
+            where = f" (line {exc.lineno}, column {exc.colno}: {exc.msg})" if hasattr(exc, "lineno") else ""
+            problem = f"is not valid JSON{where}"
+        except RecursionError:
+            problem = "is not valid JSON (nested too deeply)"
+        else:
+            if not isinstance(description, dict):
+                kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(
+                    type(description), "a number")
+                problem = f"holds {kind} instead of a JSON object"
+    if problem:
+        raise InputError(f"'{bids_dir}' is not a valid BIDS dataset: its dataset_description.json {problem}; {fix}")
+    return description
 
 
 def participants(bids_dir: Path, labels: list[str] | None = None) -> list[str]:

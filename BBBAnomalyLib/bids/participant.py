@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import traceback
 from pathlib import Path
 
 from ..core.errors import InputError
-from .derivatives import place_outputs, roi_ratios, target_folder, prefix, write_text_atomic
+from .derivatives import (check_description, check_folder, check_own_file, place_outputs, prefix, roi_ratios,
+                          target_folder, write_own_file)
 from .layout import PIPELINES, discover
 
 COMMAND = {"dsc": ["dsc"], "dce": ["dce"], "dmri": ["dmri"], "t1flair": ["t1flair"]}
@@ -34,7 +36,7 @@ def load_pipeline_configs(items: list[str] | None) -> dict[str, dict]:
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep or name not in PIPELINES:
-            raise InputError(f"--pipeline-config takes NAME=FILE with NAME one of {', '.join(PIPELINES)}, not '{item}'")
+            raise InputError(f"--pipeline-config takes NAME=FILE with NAME one of {', '.join(PIPELINES)}, not {item!r}")
         values = validate(leaf_parser(parser, COMMAND[name]), load_file(path), source=f"pipeline config {path}")
         clash = sorted(set(values) & MANAGED)
         if clash:
@@ -74,7 +76,7 @@ def run_participant(bids_dir: str, root: str, label: str, pipelines: list[str], 
     except Exception as exc:  # a bug: one line here, the traceback in the status file
         status["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         status["traceback"] = traceback.format_exc()
-    _write_status(root, label, status)
+    record_status(root, label, status)
     return status
 
 
@@ -126,31 +128,89 @@ def _report_maps(work: Path) -> list[str]:
     return list(maps) if isinstance(maps, dict) else []
 
 
+# --- the status files and failures.tsv (see derivatives: the app's own files beside the participants) --
+STATUS_KEYS = ("participant", "pipeline", "jobs", "error", "traceback")
+FAILURES_HEADER = "participant_id\tpipeline\terror"
+
+
+def status_path(root: Path, label: str) -> Path:
+    return root / "logs" / f"sub-{label}_status.json"
+
+
+def is_status(text: str, label: str | None = None) -> bool:
+    """True when ``text`` is a status file exactly as :func:`_write_status` writes it (of ``label``)."""
+    try:
+        status = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return (isinstance(status, dict) and set(status) <= set(STATUS_KEYS) and {"participant", "error"} <= set(status)
+            and isinstance(status["participant"], str) and re.fullmatch(r"sub-[A-Za-z0-9]+", status["participant"])
+            is not None and (label is None or status["participant"] == f"sub-{label}")
+            and text == json.dumps(status, indent=2) + "\n")
+
+
+def is_failures(text: str) -> bool:
+    """True when ``text`` is a failures.tsv exactly as :func:`write_failures` writes it."""
+    lines = text.split("\n")
+    if lines[0] != FAILURES_HEADER or lines[-1] != "":
+        return False
+    for line in lines[1:-1]:
+        fields = line.split("\t")
+        if (len(fields) != 3 or not re.fullmatch(r"sub-[A-Za-z0-9]+", fields[0])
+                or fields[1] not in (*PIPELINES, "-") or fields[2] != " ".join(fields[2].split())):
+            return False
+    return True
+
+
+def check_outputs(root: Path, labels: list[str]) -> None:
+    """Before any participant runs: every file of the derivatives folder this run will write beside the
+    participants' folders is absent or the app's own (InputError, one line, otherwise)."""
+    check_folder(root, "derivatives", link_ok=True)
+    check_description(root)
+    check_own_file(root / "failures.tsv", "failures table", is_failures)
+    check_folder(root / "logs", "status files")
+    for label in labels:
+        check_own_file(status_path(root, label), "status file", lambda text, label=label: is_status(text, label))
+
+
 def _write_status(root: Path, label: str, status: dict) -> None:
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(logs / f"sub-{label}_status.json", json.dumps(status, indent=2) + "\n")
+    check_folder(root / "logs", "status files")
+    write_own_file(status_path(root, label), json.dumps(status, indent=2) + "\n", "status file",
+                   lambda text: is_status(text, label))
+
+
+def record_status(root: Path, label: str, status: dict) -> None:
+    """Write the participant's status file; when that is refused (a file of the user's was put there
+    while it ran), its result line says so instead of raising: the other participants go on."""
+    try:
+        _write_status(root, label, status)
+    except InputError as exc:
+        status["error"] = (f"{status['error']}; " if status["error"] else "") + f"status not recorded: {exc}"
 
 
 def collect_failures(root: Path) -> list[dict]:
-    """Every participant whose last run failed (from logs/sub-*_status.json)."""
+    """Every participant whose last run failed (from logs/sub-*_status.json; files the app did not write
+    there are left out)."""
     failed = []
     for path in sorted((root / "logs").glob("sub-*_status.json")):
         try:
-            status = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            if path.is_symlink() or not path.is_file():
+                continue
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
             continue
+        if not is_status(text, path.name[4:-len("_status.json")]):
+            continue
+        status = json.loads(text)
         if status.get("error"):
             failed.append(status)
     return failed
 
 
-def write_failures(root: Path) -> Path:
+def write_failures(root: Path, failed: list[dict] | None = None) -> Path:
     """failures.tsv: participant, pipeline, error (one line each) of every participant failing now."""
-    rows = ["participant_id\tpipeline\terror"]
-    for s in collect_failures(root):
-        error = " ".join(str(s["error"]).split()).replace("\t", " ")
+    rows = [FAILURES_HEADER]
+    for s in collect_failures(root) if failed is None else failed:
+        error = " ".join(str(s["error"]).split())
         rows.append(f"{s['participant']}\t{s.get('pipeline') or '-'}\t{error}")
-    path = root / "failures.tsv"
-    write_text_atomic(path, "\n".join(rows) + "\n")
-    return path
+    return write_own_file(root / "failures.tsv", "\n".join(rows) + "\n", "failures table", is_failures)
