@@ -135,6 +135,9 @@ def run(args) -> int:
             print("warning: " + not_separated_warning("this autoencoder") + " (e.g. a cohort too varied for the "
                   "synthetic probe); the model card says so", file=sys.stderr)
         if context.is_main:
+            from ..training.checkpoints import require_finite
+
+            require_finite(model, final)  # a diverged model writes nothing (not weights without a card)
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             weights = out / f"{args.name}.pt"

@@ -49,7 +49,8 @@ def register(models_subparsers, name: str) -> None:
     p.add_argument("--batch-size", type=int, default=2, help="volumes per step and process (default 2)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate; ×0.95 per epoch (default 1e-3)")
     p.add_argument("--latent", type=int, default=128, help="VAE latent size (default 128)")
-    p.add_argument("--widths", type=int, nargs=3, default=[24, 48, 64], help="channels of the 3 levels")
+    p.add_argument("--widths", type=int, nargs=3, default=[24, 48, 64],
+                   help="channels of the 3 levels (each at most 8 or a multiple of 8)")
     p.add_argument("--grid", type=int, nargs=3, default=[40, 48, 40], help="field of view in voxels (÷8)")
     p.add_argument("--voxel-mm", type=float, default=4.0, help="voxel size of the field of view (default 4)")
     p.add_argument("--directions", type=int, default=64, help="canonical gradient directions (default 64)")
@@ -107,7 +108,7 @@ def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: f
     """Train and write OUT/<name>.pt + .json (on rank 0); returns the weights path on rank 0."""
     import torch
 
-    from ..training import all_reduce_mean, distributed_context, load_checkpoint, save_checkpoint
+    from ..training import all_reduce_mean, distributed_context, load_checkpoint, require_finite, save_checkpoint
     from .gradients import canonical_directions
     from .models import build
     from .preprocessing import ModelInput
@@ -163,7 +164,7 @@ def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: f
     if resume:
         if not checkpoint.is_file():
             raise InputError(f"--resume: no checkpoint {checkpoint}")
-        state = load_checkpoint(checkpoint, network, optimizer)
+        state = load_checkpoint(checkpoint, network, optimizer, require=("epoch", "scheduler"))
         start = int(state["epoch"]) + 1
         scheduler.load_state_dict(state["scheduler"])
         history = list(state.get("history", []))
@@ -203,6 +204,7 @@ def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: f
         ctx.barrier()
     weights_path = None
     if ctx.is_main:
+        require_finite(network, history[-1]["train_loss"] if history else None)  # diverged: no weights
         weights_path = _write_weights(out, name, kind, network, config, spec, x_all, mask_all,
                                       val_idx if len(val_idx) else train_idx, history, ctx, trained_on,
                                       batch_size=batch_size, lr=lr, seconds=time.time() - began,

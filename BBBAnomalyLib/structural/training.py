@@ -140,7 +140,7 @@ def _train(args, model, dataset, loss_fn, card: dict, context):
     """Epochs of minibatch Adam with DDP, a checkpoint per epoch and resume; writes weights + card."""
     import torch
 
-    from ..training import all_reduce_mean, load_checkpoint, save_checkpoint
+    from ..training import all_reduce_mean, load_checkpoint, require_finite, save_checkpoint
     from ..weights import write_entry
 
     out = Path(args.out)
@@ -181,6 +181,7 @@ def _train(args, model, dataset, loss_fn, card: dict, context):
     raw = getattr(model, "module", model)
     context.barrier()
     if context.is_main:
+        require_finite(raw, history[-1] if history else None)  # a diverged training writes no weights
         weights = out / f"{args.name}.pt"
         torch.save(raw.state_dict(), weights)
         card = dict(card, name=args.name, config=raw.config, command=_command(),
@@ -364,9 +365,11 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
     if context.is_main:
         import torch
 
+        from ..training import require_finite
         from ..weights import write_entry
 
         card = dict(card, calibration=finish(raw))
+        require_finite(raw)  # the calibration's numbers too
         out = Path(args.out)
         torch.save(raw.state_dict(), out / f"{name}.pt")
         card = dict(card, name=name, config=raw.config, command=_command(),

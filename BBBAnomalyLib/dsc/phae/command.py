@@ -19,6 +19,9 @@ bundled ones: --init dsc-phae-sim) to fine-tune on your own data.
 
 Writes OUT/<name>.pt and OUT/<name>.json (model card with sha256), and OUT/checkpoint.pt after every
 epoch (--resume continues). Use the weights with `bbbanomaly dsc ... --method phae --weights OUT/<name>.pt`.
+Files of those names that an earlier `bbbanomaly train` did not write are never replaced; --out must not
+lie inside CASES. A training that diverges (loss NaN: --lr too large) stops with an error and writes no
+weights. At most 10000000 simulated curves in all (N x --curves-per-case).
 
 examples:
   bbbanomaly train phae cases/ --out phae_run --epochs 10 --init dsc-phae-sim
@@ -31,17 +34,18 @@ def register(models, name: str = "phae") -> None:
     p = models.add_parser(name, help="DSC physics-informed autoencoder (self-supervised)", description=HELP,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", nargs="?", help="folder of cases (sub-folders with signal.nii.gz)")
-    p.add_argument("--simulate", type=int, metavar="N", help="train on N simulated cases instead of CASES")
+    p.add_argument("--simulate", type=int, metavar="N", help="train on N simulated cases instead of CASES "
+                                                             "(N x --curves-per-case at most 10000000)")
     p.add_argument("--curves-per-case", type=int, default=500, help="simulated curves per case (default 500)")
     p.add_argument("--max-curves", type=int, default=20000, help="brain curves sampled per real case (default 20000)")
     p.add_argument("--te", type=float, help="echo time [s] when the series has none in its metadata")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (not inside CASES)")
     p.add_argument("--name", default="dsc-phae", help="weights name (default dsc-phae)")
     p.add_argument("--init", help="start from these weights (bundled name or .pt path)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=12, help="passes over the curves (default 12)")
+    p.add_argument("--batch", type=int, default=1024, help="curves per step (default 1024)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -61,6 +65,9 @@ def run(args) -> int:
         raise InputError("give a CASES folder or --simulate N (one of them)")
     if args.epochs < 1 or args.batch < 1:
         raise InputError("--epochs and --batch must be >= 1")
+    if args.resume and not (Path(args.out) / "checkpoint.pt").is_file():  # as dmri and structural: not from scratch
+        raise InputError(f"--resume: no checkpoint {Path(args.out) / 'checkpoint.pt'}; leave --resume out to start "
+                         "a new training")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -77,6 +84,11 @@ def run(args) -> int:
                    log=lambda line: print(line, flush=True))
     ctx = result["context"]
     if ctx.is_main:
+        from ...train_command import check_training_output
+        from ...training import require_finite
+
+        require_finite(result["network"], result["history"][-1] if result["history"] else None)
+        check_training_output(args.out, args.name)  # again: a file may have appeared there while it trained
         card = {"trained_on": data, "command": "bbbanomaly " + " ".join(sys.argv[1:]) if sys.argv else "",
                 "world_size": ctx.world_size, "epochs": args.epochs, "loss_history": result["history"],
                 "data_seconds": round(prep_s, 1), "train_seconds": round(result["seconds"], 1)}
