@@ -186,6 +186,20 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and not line.lstrip().startswith("[")]
 
 
+def one_line_refusal(argv: list[str], capsys, *keywords: str) -> str:
+    """Run the CLI: exit 2, exactly one error line holding every keyword (case-insensitive), no traceback; returns
+    the line (the checks on inputs and outputs are the caller's; :func:`assert_refused` does both)."""
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert code == 2, f"exit {code}; stderr:\n{captured.err}\nstdout:\n{captured.out}"
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    for word in keywords:
+        assert word.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
 def assert_refused(argv: list[str], capsys, inputs: Path, out: Path, keywords: tuple[str, ...]) -> str:
     """Run the CLI; assert exit 2, one error line holding every keyword (case-insensitive), no
     traceback, nothing written at ``out`` (nor a hidden partial folder beside it), inputs unchanged.

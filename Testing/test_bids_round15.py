@@ -25,24 +25,14 @@ import pytest
 from BBBAnomalyLib.bids.layout import check_dataset
 from BBBAnomalyLib.cli import main
 
-from bad_input_helpers import SHAPE, dsc_signal, error_lines, save_nifti
+from bad_input_helpers import SHAPE, dsc_signal, one_line_refusal, save_nifti
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def refused(argv: list[str], capsys, *keywords: str) -> str:
-    """Run the CLI: exit 2, exactly one error line holding every keyword, no traceback."""
-    capsys.readouterr()
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = error_lines(captured.err)
-    assert code == 2, f"exit {code}; stderr:\n{captured.err}\nstdout:\n{captured.out}"
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    for word in keywords:
-        assert word.lower() in lines[0].lower(), lines[0]
-    return lines[0]
+refused = one_line_refusal  # exit 2, one line with every keyword, no traceback
 
 
 def umask() -> int:

@@ -25,20 +25,10 @@ from BBBAnomalyLib.cli import main
 from BBBAnomalyLib.core import outputs
 from BBBAnomalyLib.core.outputs import MANIFEST, atomic_output_dir, claim_output_dir
 
-from bad_input_helpers import AFFINE, SHAPE, error_lines, tree_hashes, write_dsc_case
+from bad_input_helpers import AFFINE, SHAPE, one_line_refusal, tree_hashes, write_dsc_case
 
 
-def refused(argv: list[str], capsys, *keywords: str) -> str:
-    """Run the CLI: exit 2, exactly one error line holding every keyword, no traceback."""
-    capsys.readouterr()
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = error_lines(captured.err)
-    assert code == 2, f"exit {code}; stderr:\n{captured.err}"
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    for word in keywords:
-        assert word.lower() in lines[0].lower(), lines[0]
-    return lines[0]
+refused = one_line_refusal  # exit 2, one line with every keyword, no traceback
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -15,23 +15,14 @@ from BBBAnomalyLib.cli import build_parser, main
 from BBBAnomalyLib.core.errors import InputError
 from BBBAnomalyLib.train_command import check_training_output, limits_of, training_files
 
-from bad_input_helpers import error_lines
+from bad_input_helpers import one_line_refusal
 
 #: The smallest phae training: one simulated case of 10 curves, one epoch (well under a second).
 TINY_PHAE = ["--simulate", "1", "--curves-per-case", "10", "--epochs", "1", "--batch", "4", "--threads", "1",
              "--device", "cpu"]
 
 
-def _refused(argv, capsys, *keywords) -> str:
-    capsys.readouterr()
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = error_lines(captured.err)
-    assert code == 2, f"exit {code}; stderr:\n{captured.err}"
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    for word in keywords:
-        assert word.lower() in lines[0].lower(), lines[0]
-    return lines[0]
+_refused = one_line_refusal  # exit 2, one line with every keyword, no traceback
 
 
 def _tree(folder: Path) -> dict:
