@@ -278,3 +278,27 @@ def test_phae_resume_without_a_checkpoint_is_refused_not_started_from_scratch(tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume: no checkpoint" in err[0]
     assert list(out.iterdir()) == []
+
+
+def test_weights_and_cards_are_written_whole_or_not_at_all(tmp_path):
+    """A crash while writing (here: the writer raises half way) leaves the previous file as it was and no
+    temporary file behind; a completed write gets the umask like open() would."""
+    import os
+
+    from BBBAnomalyLib.weights import replace_atomically
+
+    target = tmp_path / "w.json"
+    target.write_text("old card")
+
+    def half(tmp):
+        Path(tmp).write_text("half a ca")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        replace_atomically(target, half)
+    assert target.read_text() == "old card" and sorted(p.name for p in tmp_path.iterdir()) == ["w.json"]
+    replace_atomically(target, lambda tmp: Path(tmp).write_text("new card"))
+    assert target.read_text() == "new card" and sorted(p.name for p in tmp_path.iterdir()) == ["w.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

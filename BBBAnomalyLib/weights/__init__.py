@@ -157,12 +157,37 @@ def instantiate(cls, card: dict, state: dict, name_or_path):
     return model
 
 
+def replace_atomically(path: str | Path, write) -> Path:
+    """``write(temporary path)`` beside ``path``, then os.replace onto it: the file is complete or the old one stays
+    (a crash while writing weights or a card used to leave half a file that a later run refused as a user's)."""
+    import contextlib
+    import os
+    import tempfile
+
+    from ..core.outputs import _umask
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a written file gets the umask, like open()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def write_entry(card: dict, weights_file: str | Path) -> Path:
     """Write ``<name>.json`` beside ``weights_file`` with its sha256 filled in (used by training scripts)."""
     weights_file = Path(weights_file)
     card = dict(card, file=weights_file.name, sha256=sha256(weights_file))
-    out = weights_file.with_suffix(".json")
-    with open(out, "w", encoding="utf-8") as fh:
-        json.dump(card, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-    return out
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(card, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+
+    return replace_atomically(weights_file.with_suffix(".json"), write)
