@@ -7,10 +7,7 @@ not NaN weights with exit 0. A file that is not a checkpoint is one clear error 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from ..core.errors import InputError
@@ -51,24 +48,10 @@ def save_checkpoint(path: str | Path, model, optimizer=None, epoch: int = 0, **e
     state = {"state_dict": _unwrap(model).state_dict(), "epoch": int(epoch), **extra}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    # a unique temporary name: a fixed one (checkpoint.pt.partial) could be a user's file
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a checkpoint gets the umask, like open()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    from ..weights import replace_atomically
 
-
-def _umask() -> int:
-    from ..core.outputs import _umask as umask
-
-    return umask()
+    # a unique temporary name beside it (a fixed one, checkpoint.pt.partial, could be a user's file), then os.replace
+    return replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path, model, optimizer=None, map_location="cpu", require=("epoch",)) -> dict:
