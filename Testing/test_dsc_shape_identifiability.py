@@ -95,3 +95,54 @@ def test_the_kept_roi_selection_is_what_the_script_computes():
     then = next(r for r in kept if (r["dt"], r["snr"], r["truth"], r["dispersion_s"]) == (1.0, 20, "exponential", 2.0))
     assert now[0]["chosen"] == then["chosen"]
     np.testing.assert_allclose(now[0]["cbf_error_chosen_pct"], then["cbf_error_chosen_pct"], rtol=1e-9, atol=1e-9)
+
+
+# --- --roi --signal-noise (issue 14, round 16): the noise a DSC pipeline measures ----------------------------------
+def test_signal_noise_is_the_log_of_a_noisy_signal_and_vanishes_without_noise():
+    r2s = np.linspace(0.0, 60.0, 7)
+    rng = np.random.default_rng(0)
+    huge = ident._signal_noise(r2s, 1e12, rng)  # σ = 1e-12 S0: the back-conversion alone
+    np.testing.assert_allclose(huge, r2s, rtol=0, atol=1e-6)
+    noisy = ident._signal_noise(np.zeros((20000, 1)), 20.0, np.random.default_rng(1))
+    # at baseline ΔR2* = -ln(1 + n)/TE with n ~ N(0, 1/20): SD ≈ (1/20)/TE
+    assert np.std(noisy) == pytest.approx(1.0 / 20.0 / ident.ECHO_TIME_S, rel=0.05)
+
+
+def test_without_noise_the_signal_model_tells_every_shape_like_the_concentration_model():
+    rows = ident.roi_selection(snrs=(None,), truths=("exponential", "box"), timings=((1.5, 80),), voxels=3,
+                               noise="signal")
+    for r in rows:
+        assert r["noise"] == "signal"
+        assert r["chosen"].count(r["truth"]) >= 12
+        assert abs(np.median(r["cbf_error_chosen_pct"])) < 5  # the common ΔR2* scale cancels in CBF
+
+
+def test_the_kept_signal_noise_selection_is_what_the_script_computes():
+    """The round-16 finding: at S0/σ = 20 every ROI of exponential tissue chooses plug flow."""
+    kept = json.loads((ROOT / "docs" / "figures" / "phae_round16_roi_shape_signal_noise.json").read_text(encoding="utf-8"))
+    now = ident.roi_selection(snrs=(20,), truths=("exponential",), timings=((2.0, 60),), noise="signal")
+    then = next(r for r in kept if (r["dt"], r["snr"], r["truth"], r["dispersion_s"]) == (2.0, 20, "exponential", 0.0))
+    assert now[0]["chosen"] == then["chosen"]
+    assert now[0]["chosen"].count("box") == 14
+    np.testing.assert_allclose(now[0]["cbf_error_chosen_pct"], then["cbf_error_chosen_pct"], rtol=1e-6, atol=1e-6)
+
+
+def test_signal_noise_needs_roi(capsys):
+    assert ident.main(["--signal-noise"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --signal-noise goes with --roi"]
+
+
+def test_case_evidence_names_every_shape_without_noise_and_plug_flow_at_signal_snr_20():
+    """--case-evidence (round 16): the whole object's least-squares evidence is right without noise, and at S0/σ = 20
+    on the signal it chooses plug flow for exponential tissue: the finding docs/validation.md reports."""
+    rows = ident.case_evidence_rows(snrs_concentration=(None,), snrs_signal=(20,), own_phantom=False)
+    clean = [r for r in rows if r["noise"] == "concentration"]
+    for r in clean:
+        expected = "exponential" if r["truth"] == "lorentzian" else r["truth"]
+        assert r["sum"]["chosen"] == expected and r["log"]["chosen"] == expected
+    noisy = next(r for r in rows if r["noise"] == "signal" and r["truth"] == "exponential")
+    assert noisy["sum"]["chosen"] == "box" and noisy["log"]["chosen"] == "box"
+    kept = json.loads((ROOT / "docs" / "figures" / "phae_round16_case_evidence.json").read_text(encoding="utf-8"))
+    then = next(r for r in kept if r["set"] == "object" and r["truth"] == "exponential" and r["noise"] == "signal"
+                and r["snr"] == 20)
+    np.testing.assert_allclose(noisy["sum"]["evidence"], then["sum"]["evidence"], atol=2e-6)

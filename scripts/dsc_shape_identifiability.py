@@ -147,20 +147,41 @@ def grid_fit(curves: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rss[rows, best], cbf[rows, best], best
 
 
+#: signal-noise model (``roi_selection(noise="signal")``): the AIF's peak ΔR2* [1/s] and the echo time [s], as the
+#: project's own DSC phantom (phantoms/dsc.py: aif_peak 50, te 0.03)
+AIF_PEAK_R2S = 50.0
+ECHO_TIME_S = 0.03
+
+
+def _signal_noise(delta_r2s: np.ndarray, snr: float, rng) -> np.ndarray:
+    """ΔR2* [1/s] measured through a noisy signal: S/S0 = exp(-TE·ΔR2*) + N(0, 1/SNR), back-converted (clipped at
+    1e-3 of S0, as a magnitude image never reaches 0). SNR = S0/σ, the own phantom's definition."""
+    sig = np.exp(-ECHO_TIME_S * delta_r2s) + rng.standard_normal(delta_r2s.shape) / snr
+    return -np.log(np.clip(sig, 1e-3, None)) / ECHO_TIME_S
+
+
 def roi_selection(snrs=(None, 50, 20), truths=CANDIDATES, dispersions=(0.0,), timings=((1.0, 120), (2.0, 60)),
-                  voxels: int = 100, seed: int = 20_000) -> list[dict]:
+                  voxels: int = 100, seed: int = 20_000, noise: str = "concentration") -> list[dict]:
     """The OSIPI-style object's tissues as ROIs of ``voxels`` curves: each ROI is fitted under every candidate shape
     (grid ML per voxel, RSS summed over the ROI), the shape with the least RSS is chosen, and the ROI's CBF is the
     mean of its voxels' CBF under that shape. Returned per (timing, SNR, true shape, transport dispersion): the
     shape chosen in each of the 14 tissues, and the median |CBF error| under the chosen shape and under the
-    exponential (a method that assumes it). Same noise model and draws as ``phae_world.reference_object``."""
+    exponential (a method that assumes it). Same noise model and draws as ``phae_world.reference_object``.
+
+    ``noise="signal"`` (issue 14, round 16): instead, the curves and the AIF become ΔR2* (AIF peak 50 1/s) and are
+    measured through a noisy signal (``_signal_noise``, SNR = S0/σ as in the own phantom), so the noise is what a DSC
+    pipeline sees (larger at the bolus peak, log-transformed) and the AIF the fits use is measured too, with its own
+    noise. CBF is unchanged by the common ΔR2* scale."""
+    if noise not in ("concentration", "signal"):
+        raise ValueError(f"noise must be 'concentration' or 'signal', not {noise!r}")
     from phae_world import OBJECT_TISSUES
 
     rows = []
     for dt, frames in timings:
         times = np.arange(frames) * dt
         aif = _aif(times)
-        units = {c: templates(times, aif, c)[0] for c in CANDIDATES}
+        scale = AIF_PEAK_R2S / aif.max()  # concentration -> ΔR2* (noise="signal")
+        units = {c: templates(times, aif, c)[0] for c in CANDIDATES} if noise == "concentration" else None
         cbf_t = np.repeat([p[0] for p in OBJECT_TISSUES], voxels).astype(float)
         cbv_t = np.repeat([p[1] for p in OBJECT_TISSUES], voxels).astype(float)
         labels = np.repeat(np.arange(len(OBJECT_TISSUES)), voxels)
@@ -170,10 +191,16 @@ def roi_selection(snrs=(None, 50, 20), truths=CANDIDATES, dispersions=(0.0,), ti
                                                   residue=truth)
                 for snr in snrs:
                     curves = clean.copy()
-                    if snr is not None:
+                    roi_units = units
+                    if noise == "signal":
+                        rng = np.random.default_rng(seed)
+                        measured = scale * aif if snr is None else _signal_noise(scale * aif, snr, rng)
+                        curves = scale * curves if snr is None else _signal_noise(scale * curves, snr, rng)
+                        roi_units = {c: templates(times, measured, c)[0] for c in CANDIDATES}
+                    elif snr is not None:
                         sigma = NOISE_FRACTION_OF_AIF_PEAK * aif.max() / snr
                         curves = curves + sigma * np.random.default_rng(seed).standard_normal(curves.shape)
-                    fits = {c: grid_fit(curves, units[c]) for c in CANDIDATES}
+                    fits = {c: grid_fit(curves, roi_units[c]) for c in CANDIDATES}
                     chosen, err_chosen, err_exp = [], [], []
                     for i, (f_true, _) in enumerate(OBJECT_TISSUES):
                         sel = labels == i
@@ -183,7 +210,7 @@ def roi_selection(snrs=(None, 50, 20), truths=CANDIDATES, dispersions=(0.0,), ti
                         # templates are per 1 ml/ml/min: x 100 gives ml/100 g/min
                         err_chosen.append(100 * (100 * fits[best][1][sel].mean() / f_true - 1))
                         err_exp.append(100 * (100 * fits["exponential"][1][sel].mean() / f_true - 1))
-                    rows.append({"dt": dt, "frames": frames, "snr": snr, "truth": truth, "dispersion_s": beta,
+                    rows.append({"dt": dt, "frames": frames, "snr": snr, "truth": truth, "dispersion_s": beta, "noise": noise,
                                  "chosen": chosen, "cbf_error_chosen_pct": err_chosen,
                                  "cbf_error_exponential_pct": err_exp})
     return rows
@@ -206,6 +233,68 @@ def selection_table(rows) -> str:
     return "\n".join(lines)
 
 
+# --- the case-level evidence (issue 14, round 16): which shape does a whole case's least-squares fit choose? --------
+def case_evidence_rows(snrs_concentration=(None, 50, 20), snrs_signal=(100, 50, 20), own_phantom=True) -> list[dict]:
+    """shape_evidence.evidence (both statistics) on (1) the OSIPI-style object (Δt 1.5 s, 80 frames, 14 tissues x 100
+    curves) under each shape, with Gaussian noise on concentration and the true AIF, and with noise on the signal of
+    the ΔR2* curves and of the AIF (``_signal_noise``); (2) the project's own DSC phantom (exponential residues) as the
+    DSC pipeline measures it: its ΔR2* brain curves and automatic AIF (``scripts/phae_own_phantom.py`` settings),
+    unweighted and with the echo-time weights. Each row: the chosen shape and the evidence vector."""
+    import torch
+
+    from BBBAnomalyLib.dsc.phae.shape_evidence import EVIDENCE_SHAPES, evidence
+
+    def pick(curves, aif, dt, **kw):
+        out = {}
+        for stat in ("sum", "log"):
+            e = evidence(torch.from_numpy(np.ascontiguousarray(curves, np.float32)),
+                         torch.from_numpy(np.ascontiguousarray(aif, np.float32)), dt, statistic=stat, **kw)
+            out[stat] = {"chosen": EVIDENCE_SHAPES[int(e.argmin())], "evidence": [round(float(v), 6) for v in e]}
+        return out
+
+    from phae_world import reference_object
+
+    rows = []
+    for truth in CANDIDATES + ("lorentzian",):
+        for snr in snrs_concentration:
+            c, a, dt, *_ = reference_object(snr, dt=1.5, n_frames=80, residue=truth)
+            rows.append({"set": "object", "truth": truth, "noise": "concentration", "snr": snr, **pick(c, a, dt)})
+        clean, a, dt, *_ = reference_object(None, dt=1.5, n_frames=80, residue=truth)
+        scale = AIF_PEAK_R2S / a.max()
+        for snr in snrs_signal:
+            rng = np.random.default_rng(20_000)
+            rows.append({"set": "object", "truth": truth, "noise": "signal", "snr": snr,
+                         **pick(_signal_noise(scale * clean, snr, rng), _signal_noise(scale * a, snr, rng), dt)})
+    if own_phantom:
+        import phae_own_phantom as own
+        from BBBAnomalyLib.dsc.parameters import DSCParameters
+        from BBBAnomalyLib.dsc.pipeline import run_dsc
+
+        for setting in own.settings()[::4]:
+            phantom, _ = own.make_setting(setting)
+            res = run_dsc(phantom.signal, DSCParameters(method="csvd"), aif_mask=phantom.masks.get("aif"),
+                          brain_mask=phantom.masks.get("brain"), keep_curves=True)
+            curves = res.delta_r2s.data[res.brain_mask]
+            dt = float(res.times[1] - res.times[0])
+            row = {"set": "own phantom", "truth": "exponential", "noise": "signal", "snr": setting.get("snr"),
+                   "setting": setting, **pick(curves, res.aif, dt)}
+            row["log, TE-weighted"] = pick(curves, res.aif, dt, echo_time=phantom.params.te)["log"]
+            rows.append(row)
+    return rows
+
+
+def case_evidence_table(rows) -> str:
+    lines = ["| set | true shape | noise | SNR | chosen: ΣRSS | chosen: geometric mean | chosen: TE-weighted |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tw = r.get("log, TE-weighted", {}).get("chosen", "")
+        snr = "none" if r["snr"] is None else format(r["snr"], "g")
+        extra = "" if r["set"] == "object" else f" ({', '.join(f'{k} {v}' for k, v in r['setting'].items() if k != 'snr')})"
+        lines.append(f"| {r['set']}{extra} | {r['truth']} | {r['noise']} | {snr} | {r['sum']['chosen']} | "
+                     f"{r['log']['chosen']} | {tw} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -217,15 +306,30 @@ def main(argv=None) -> int:
                     help="instead: can an ROI of 100 voxels tell its shape? Grid maximum likelihood under each candidate "
                          "shape, the least summed residual chosen, for every shape and with transport dispersion "
                          "(roi_selection; ~30 s)")
+    ap.add_argument("--signal-noise", action="store_true",
+                    help="with --roi: noise on the SIGNAL of ΔR2* curves and of the AIF (S0/σ = SNR, TE 30 ms, AIF peak "
+                         "50 1/s: what a DSC pipeline measures) instead of Gaussian noise on concentration with the true "
+                         "AIF (issue 14, round 16)")
+    ap.add_argument("--case-evidence", action="store_true",
+                    help="instead: which shape the whole case's least-squares evidence (dsc/phae/shape_evidence.py) "
+                         "chooses, on the object under each noise model and on the own DSC phantom (case_evidence_rows; "
+                         "~1 min; issue 14, round 16)")
     args = ap.parse_args(argv)
     bad = [k for k in args.shapes if not k >= 1.0] + [s for s in args.snrs if not s > 0]
     if bad:
         print(f"error: shapes must be >= 1 and SNRs > 0, not {', '.join(f'{v:g}' for v in bad)}", file=sys.stderr)
         return 2
-    if args.roi:
+    if args.signal_noise and not args.roi:
+        print("error: --signal-noise goes with --roi", file=sys.stderr)
+        return 2
+    if args.case_evidence:
+        rows = case_evidence_rows()
+        print(case_evidence_table(rows))
+    elif args.roi:
         snrs = (None, *args.snrs)  # noiseless first
-        rows = roi_selection(snrs=snrs) + roi_selection(snrs=snrs, truths=("exponential", "gamma"),
-                                                        dispersions=(1.0, 2.0))
+        noise = "signal" if args.signal_noise else "concentration"
+        rows = roi_selection(snrs=snrs, noise=noise) + roi_selection(snrs=snrs, truths=("exponential", "gamma"),
+                                                                     dispersions=(1.0, 2.0), noise=noise)
         print(selection_table(rows))
     else:
         rows = object_bounds(snrs=tuple(args.snrs), shapes=tuple(args.shapes))

@@ -884,6 +884,10 @@ def main(argv=None) -> int:
                          "(metrics.cbf_bias_by_residue_shape_round12: the report's ROI caveat, dsc/phae/systematic.py); "
                          "with --tumour-shape and several --background-shape, the tumour/WM ratio's bias by pair "
                          "(metrics.tumour_wm_ratio_bias_by_shape_pair_round15)")
+    ap.add_argument("--told-shape", choices=["estimate", "truth"], default="estimate",
+                    help="object, for weights told the transit shape (train_phae_world.py --shape-code): the case's best "
+                         "shape by shape_evidence (estimate, what a user gets) or each object's true shape (truth: an "
+                         "oracle, what the network reads when the shape is right; issue 14, round 16)")
     ap.add_argument("--residues", nargs="+", default=list(OBJECT_RESIDUES), metavar="SHAPE",
                     help="object: the residue shapes (default: " + " ".join(OBJECT_RESIDUES) + "; gamma<k> for any k >= 1)")
     ap.add_argument("--object", action="store_true",
@@ -1139,7 +1143,18 @@ def _main_object(args, factories) -> int:
         print(f"error: unknown residue shape(s) {', '.join(bad)}: use exponential, lorentzian, gamma, box or "
               "gamma<k> (k >= 1)", file=sys.stderr)
         return 2
-    res = object_by_residue(factories, residues=tuple(args.residues), log=lambda s: None)
+    if args.told_shape == "truth":  # round 16: a shape-told network is given each object's true shape (an oracle)
+        from BBBAnomalyLib.dsc.phae import PHAEModel
+
+        res = {}
+        for r in args.residues:
+            told = "exponential" if r == "lorentzian" else r  # the Lorentzian codes as the exponential
+            oracle = {f"{label} told {told}": (lambda aif, dt, w=w, told=told: PHAEModel(aif, dt, weights=w,
+                                                                                              transit_shape=told))
+                      for label, w in zip(factories, args.weights)}
+            res.update(object_by_residue(oracle, residues=(r,), log=lambda s: None))
+    else:
+        res = object_by_residue(factories, residues=tuple(args.residues), log=lambda s: None)
     print("OSIPI-style object (Georgiou AIF; dt 1/1.5/2 s; noiseless, SNR 50, 20) by residue shape:\n\n"
           + object_by_residue_table(res))
     if args.out:

@@ -62,6 +62,16 @@ records all of it, the training domain used for out-of-distribution warnings, an
       --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --residue lorentzian+box --seed 48 \
       --name dsc-phae-mix --out DIR
 
+  # round 16 (docs/validation.md): the case's transit shape from its own curves (dsc/phae/shape_evidence.py). Measured,
+  # none bundled: (A) the shape evidence in the case context, with most of each training case's curves of one shape,
+  # and (B) a network TOLD each curve's shape (1/k code; at inference the case's best shape by the evidence); 1024 and
+  # 4096 cases (--cases 4096) each
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
+      --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --context --shape-evidence --case-residue 0.8 \
+      --seed 48 --name dsc-phae-se --out DIR
+  OMP_NUM_THREADS=1 nice -n 10 python scripts/train_phae_world.py --repeats 1 --bias-weight 0 --supervised-weight 1.0 \
+      --settings wide --deconv 0.2 0.07 0.025 --cbf-estimate median --shape-code --seed 48 --name dsc-phae-sc --out DIR
+
 --teacher takes a bundled PHAE weights name or a .pt with its card; anything else (another method's weights, a
 missing file) exits with status 2 and one line.
 """
@@ -107,6 +117,16 @@ def main(argv=None) -> int:
                     help="grid encoder: also read a CASE context (network.case_context: the voxel-median of the "
                          "peak-normalised Tikhonov residues at 0.07 and 0.025 on a -6..12 s lag grid, and the median "
                          "noise level) as a per-case bias (issue 14, round 5)")
+    ap.add_argument("--shape-evidence", action="store_true",
+                    help="grid encoder, with --context: the case context also holds how well each capillary transit "
+                         "shape (exponential, gamma k 1.5 / 3 / 8, plug flow) explains the case's curves "
+                         "(shape_evidence.evidence: a least-squares fit per curve on an MTT x delay grid, the residuals "
+                         "summed over the case; issue 14, round 16). Pair with --case-residue so that training cases "
+                         "have a dominant shape")
+    ap.add_argument("--shape-code", action="store_true",
+                    help="grid encoder: TELL the network each curve's capillary transit shape (1/k of its gamma "
+                         "transit shape: exponential 1, gamma k 3 1/3, plug flow 0; the Lorentzian 1); at inference the "
+                         "case's best shape by shape_evidence.best_shape is told (issue 14, round 16)")
     ap.add_argument("--residue", choices=["lorentzian", "lorentzian+box"], default="lorentzian",
                     help="grid encoder: the decoder's residue, the seed's Lorentzian (default) or a mixture of it with "
                          "a box of the same MTT, its weight a fourth output (issue 14, round 12)")
@@ -170,6 +190,7 @@ def main(argv=None) -> int:
 
     from BBBAnomalyLib.core.errors import InputError
     from BBBAnomalyLib.dsc.phae.inference import load_network
+    from BBBAnomalyLib.dsc.phae.shape_evidence import EVIDENCE_SHAPES
 
     torch.set_num_threads(args.threads)
     teacher, teacher_card = None, None
@@ -222,6 +243,12 @@ def main(argv=None) -> int:
             return 2
         settings = dc.replace(settings, residues=tuple(args.residues))
         settings_name += f" with residues {', '.join(args.residues)}"
+    if args.shape_evidence and not args.context:
+        print("error: --shape-evidence is part of the case context: add --context", file=sys.stderr)
+        return 2
+    if args.shape_code and args.encoder != "grid":
+        print("error: --shape-code needs the grid encoder", file=sys.stderr)
+        return 2
     if (args.deconv or args.context or args.residue != "lorentzian") and args.encoder != "grid":
         print("error: --deconv, --context and --residue need the grid encoder", file=sys.stderr)
         return 2
@@ -252,8 +279,10 @@ def main(argv=None) -> int:
     result = train(cases, epochs=args.epochs, batch=args.batch, lr=args.lr, device="cpu", seed=args.seed,
                    config=({"encoder": "grid", "hidden": args.hidden, "uncertainty": True,
                             **({"deconv": list(args.deconv)} if args.deconv else {}),
-                            **({"context": {}} if args.context else {}),
-                            **({"residue": args.residue} if args.residue != "lorentzian" else {})} if args.encoder == "grid"
+                            **({"context": {"shape_evidence": list(EVIDENCE_SHAPES)} if args.shape_evidence else {}}
+                               if args.context else {}),
+                            **({"residue": args.residue} if args.residue != "lorentzian" else {}),
+                            **({"shape_code": True} if args.shape_code else {})} if args.encoder == "grid"
                            else {"min_delay_frames": 5.0, "uncertainty": True}),
                    supervised_weight=args.supervised_weight, delay_weight=args.delay_weight,
                    reconstruction_weight=args.reconstruction_weight, bias_weight=args.bias_weight,
@@ -282,6 +311,13 @@ def main(argv=None) -> int:
                     + ("; plus a CASE context in the per-case bias (network.case_context, from all of the case's curves: "
                        "the voxel-median of the peak-normalised residues at 0.07 and 0.025 on a -6..12 s lag grid and "
                        "the median log noise level), which reveals how dispersed the measured AIF is" if args.context else "")
+                    + ("; plus, in that context, the case's evidence for each capillary transit shape (exponential, "
+                       "gamma k 1.5 / 3 / 8, plug flow: log of the summed least-squares residual of each curve's best fit "
+                       "on an MTT x delay grid under that shape, minus the best shape's; dsc/phae/shape_evidence.py)"
+                       if args.shape_evidence else "")
+                    + ("; TOLD each curve's capillary transit shape as a homogeneity code 1/k (training: the simulated "
+                       "truth, the Lorentzian as 1; inference: the case's best shape by shape_evidence.best_shape, one "
+                       "code for the whole case)" if args.shape_code else "")
                     + ("; the decoder's residue is (1 - w) x Lorentzian + w x box of the same MTT and delay, w a fourth "
                        "output (a flat-topped residue is fitted at its own MTT)" if args.residue != "lorentzian" else "")
                     if args.encoder == "grid" else "conv: strided 1D CNN"),

@@ -123,7 +123,7 @@ class PHAEModel:
     """
 
     def __init__(self, aif: np.ndarray, dt: float, weights: str | None = None, device: str = "cpu",
-                 chunk_voxels: int = 8192, threads: int | None = None, network=None):
+                 chunk_voxels: int = 8192, threads: int | None = None, network=None, transit_shape: str | None = None):
         import torch
 
         from ...core.devices import resolve_device
@@ -157,6 +157,17 @@ class PHAEModel:
             raise InputError(f"the weights {self.card.get('name', weights)} have cbf_estimate {self.cbf_estimate!r}; "
                              "this version knows 'mean' and 'median'")
         self.network = network.to(self.device).eval()
+        #: a network told the capillary transit shape (issue 14, round 16; none is bundled): the shape given here, or,
+        #: when None, the case's best shape by shape_evidence.best_shape, set by each fit
+        self.transit_shape = transit_shape
+        self._shape_given = transit_shape is not None
+        if self._shape_given:
+            from .shape_evidence import homogeneity_code
+
+            try:
+                homogeneity_code(str(transit_shape))
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
         self._aif_t = torch.as_tensor(self.aif[None, :], device=self.device)
 
     # ------------------------------------------------------------------------------------
@@ -194,7 +205,17 @@ class PHAEModel:
             context = (self.network.case_context(torch.from_numpy(curves if context_from is None else
                                                                   np.asarray(context_from, np.float32)), self._aif_t, self.dt)
                        if getattr(self.network, "needs_context", False) else None)
-            case = self.network.case_terms(self._aif_t, self.dt, context) if getattr(self.network, "is_grid", False) else None
+            shape_code = None
+            if getattr(self.network, "needs_shape", False):  # round 16: the case's best transit shape, told to the network
+                from .shape_evidence import best_shape, homogeneity_code
+
+                if not self._shape_given:
+                    self.transit_shape = best_shape(torch.from_numpy(curves if context_from is None else
+                                                                     np.asarray(context_from, np.float32)),
+                                                    self._aif_t, self.dt)
+                shape_code = homogeneity_code(self.transit_shape)
+            case = (self.network.case_terms(self._aif_t, self.dt, context, shape_code)
+                    if getattr(self.network, "is_grid", False) else None)
             if case is not None:  # the folded matrices too, before any worker thread reads the case
                 self.network.fast_terms(case, curves.shape[1])
             aif_area = area(self._aif_t).clamp_min(1e-12)

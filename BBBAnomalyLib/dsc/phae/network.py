@@ -149,9 +149,16 @@ class PHAE(nn.Module):
         """The case context this network reads (``case_context`` over all of the case's curves), or None."""
         if not self.needs_context:
             return None
-        return case_context(curves, aif, dt, self.encoder.context["thresholds"], self.encoder.context["grid"])
+        return case_context(curves, aif, dt, self.encoder.context["thresholds"], self.encoder.context["grid"],
+                            shape_evidence=self.encoder.context.get("shape_evidence"))
 
-    def case_terms(self, aif: torch.Tensor, dt: float, context: torch.Tensor | None = None) -> dict:
+    @property
+    def needs_shape(self) -> bool:
+        """A network told the capillary transit shape (issue 14, round 16: ``GridEncoder(shape_code=True)``)."""
+        return self.is_grid and self.encoder.shape_code
+
+    def case_terms(self, aif: torch.Tensor, dt: float, context: torch.Tensor | None = None,
+                   shape_code: float | None = None) -> dict:
         """Grid encoder: everything that is the same for every curve of a case (one AIF, one dt), computed
         once and passed to forward(case=...) for each chunk of curves. Must be recomputed after the
         weights change (training, adaptation). ``context``: the case's ``case_context`` (networks that read one)."""
@@ -161,7 +168,7 @@ class PHAE(nn.Module):
         n = a_n.shape[-1]
         w = torch.ones(n, dtype=a_n.dtype, device=a_n.device)
         w[0] = w[-1] = 0.5
-        return {"enc": self.encoder.case_terms(a_n, dt, context), "op": op, "unit_area": op.T @ w, "lead": lead,
+        return {"enc": self.encoder.case_terms(a_n, dt, context, shape_code), "op": op, "unit_area": op.T @ w, "lead": lead,
                 "a_scale": a_scale, "aif": aif.reshape(1, -1), "dt": float(dt)}
 
     @torch.inference_mode()
@@ -190,6 +197,8 @@ class PHAE(nn.Module):
         areas in the other) and nothing normalised in memory: the same numbers in fewer passes over the
         (B, n) curves. ``fitted_out`` (B, n), if given, receives the model curves."""
         enc, dt = self.encoder, case["dt"]
+        if enc.shape_code and not case["enc"].get("shape_folded"):
+            raise ValueError("this network is told the capillary transit shape: pass shape_code to case_terms")
         first, decoder, aif_area = self.fast_terms(case, curves.shape[-1])
         hidden = case["enc"]["w_curve"].shape[0]
         n_frames = curves.shape[-1]
@@ -226,7 +235,7 @@ class PHAE(nn.Module):
         return res
 
     def forward(self, curves: torch.Tensor, aif: torch.Tensor, dt: float | None = None, case: dict | None = None,
-                context: torch.Tensor | None = None) -> dict:
+                context: torch.Tensor | None = None, shape_code: torch.Tensor | None = None) -> dict:
         """dt [s]: bounds MTT to MTT_RANGE_S (without it, to MTT_RANGE_FRAMES frames). Why bound in
         seconds: an unbounded short MTT in a noise-dominated voxel makes CBF = CBV/MTT explode, and
         ROI means of CBF are dominated by those voxels (seen on the reference object at SNR 50).
@@ -241,7 +250,7 @@ class PHAE(nn.Module):
                     context = self.case_context(curves, aif, dt)
                 case = self.case_terms(aif, dt, context)
             extra = curve_features(curves, c_n, c_scale, case["aif"], case["a_scale"])
-            out = self.encoder(c_n, extra, case["enc"], dt=dt)
+            out = self.encoder(c_n, extra, case["enc"], dt=dt, shape_code=shape_code)
             mtt, delay = out[0] / dt, out[1] / dt
             box = out[-1] if self.encoder.box_mix else None
             kernel = residue_kernel(curves.shape[-1], mtt, delay, case["lead"], box)
@@ -308,13 +317,17 @@ def deconvolution_operators(a_n: torch.Tensor, dt: float, thresholds, lead: int)
 CONTEXT_THRESHOLDS = (0.07, 0.025)
 CONTEXT_GRID_S = (-6.0, 12.0, 1.0)
 CONTEXT_MAX_VOXELS = 32768
+#: the shape evidence (log ΣRSS ratios, 0.01-0.5 at SNR 20-50 on 700 curves) times this: O(1) inputs
+SHAPE_EVIDENCE_SCALE = 10.0
 
 
 def case_context(curves: torch.Tensor, aif: torch.Tensor, dt: float, thresholds=CONTEXT_THRESHOLDS,
-                 grid=CONTEXT_GRID_S, max_voxels: int = CONTEXT_MAX_VOXELS) -> torch.Tensor:
+                 grid=CONTEXT_GRID_S, max_voxels: int = CONTEXT_MAX_VOXELS, shape_evidence=None) -> torch.Tensor:
     """One case's context (K·G + 1,): for each threshold θ_k, the median over the case's voxels of its tissue curve
     deconvolved by the AIF (``deconvolution_operators``) on the lag grid and divided by its maximum there, then the
-    median over voxels of log(mean |second difference| / max |C|) (a relative noise level). Scale-free (neither
+    median over voxels of log(mean |second difference| / max |C|) (a relative noise level), then, with
+    ``shape_evidence`` (a list of transit shapes; issue 14, round 16), SHAPE_EVIDENCE_SCALE x each shape's
+    ``shape_evidence.evidence`` (how much worse it explains the case's curves than the best shape). Scale-free (neither
     the curves' nor the AIF's units matter). A measured AIF more dispersed than the tissue's true input gives
     residues that start before lag 0 and fall faster (issue 14, round 5: on TRAINING_WIDE cases a linear map of
     this vector predicts the AIF's dispersion τ with cross-validated R² 0.78). At most ``max_voxels`` voxels, an
@@ -345,6 +358,12 @@ def case_context(curves: torch.Tensor, aif: torch.Tensor, dt: float, thresholds=
     d2 = torch.add(c[:, 2:], c[:, 1:-1], alpha=-2.0).add_(c[:, :-2]).abs_()
     big = torch.maximum(c.amax(dim=-1), -c.amin(dim=-1))  # = max |C|
     noise = torch.log(d2.mean(dim=-1) / big.clamp_min(1e-30) + 1e-6).median()
+    if shape_evidence:
+        from .shape_evidence import evidence
+
+        out.append(noise.reshape(1))
+        return torch.cat(out + [SHAPE_EVIDENCE_SCALE * evidence(curves.reshape(-1, n), aif, dt, tuple(shape_evidence))
+                                .double()]).to(curves.dtype)
     return torch.cat(out + [noise.reshape(1)]).to(curves.dtype)
 
 
@@ -375,7 +394,7 @@ class GridEncoder(nn.Module):
 
     def __init__(self, hidden: int = 64, depth: int = 2, slope: float = 0.02, grid=GRID_S,
                  delay_range=DELAY_RANGE_S, uncertainty: bool = True, deconv=None, residue_grid=RESIDUE_GRID_S,
-                 context=None, residue: str = "lorentzian"):
+                 context=None, residue: str = "lorentzian", shape_code: bool = False):
         super().__init__()
         if residue not in RESIDUE_MODELS:
             raise ValueError(f"residue must be one of {', '.join(RESIDUE_MODELS)}, not {residue!r}")
@@ -402,14 +421,26 @@ class GridEncoder(nn.Module):
             context = context if isinstance(context, dict) else {}
             ctx = {"thresholds": [float(t) for t in context.get("thresholds", CONTEXT_THRESHOLDS)],
                    "grid": [float(v) for v in context.get("grid", CONTEXT_GRID_S)]}
+            if context.get("shape_evidence"):  # round 16: only written when used, so older cards load unchanged
+                from .shape_evidence import _gamma_k
+
+                ctx["shape_evidence"] = [str(v) for v in context["shape_evidence"]]
+                for name in ctx["shape_evidence"]:
+                    _gamma_k(name)  # an unknown shape fails here, not at the first case
             if any(not 0.0 < t < 1.0 for t in ctx["thresholds"]):
                 raise ValueError("context thresholds are fractions of the AIF spectrum's maximum, in (0, 1)")
             self.context = ctx
             self.config["context"] = ctx
             lo, hi, step = ctx["grid"]
-            n_ctx = len(ctx["thresholds"]) * len(torch.arange(lo, hi + 1e-9, step)) + 1
+            n_ctx = len(ctx["thresholds"]) * len(torch.arange(lo, hi + 1e-9, step)) + 1 + len(ctx.get("shape_evidence", []))
             self.context_in = nn.Linear(n_ctx, hidden, bias=False)
             nn.init.zeros_(self.context_in.weight)  # starts as the encoder without context
+        #: round 16: the network is TOLD the capillary transit shape, as a homogeneity code 1/k per curve (training: the
+        #: simulated truth; inference: the case's best shape by shape_evidence.evidence), through one more input column
+        self.shape_code = bool(shape_code)
+        if self.shape_code:  # written only when used: older cards and their checksums stay as they are
+            self.config["shape_code"] = True
+            self.shape_in = nn.Linear(1, hidden, bias=False)
         self.register_buffer("offsets", torch.arange(grid[0], grid[1] + 1e-9, grid[2], dtype=torch.float32),
                              persistent=False)
         n_grid = self.offsets.numel()
@@ -424,7 +455,8 @@ class GridEncoder(nn.Module):
     def lead_frames(self, dt: float) -> int:
         return int(math.ceil(-min(self.delay_range[0], 0.0) / dt)) + 1
 
-    def case_terms(self, a_n: torch.Tensor, dt: float, context: torch.Tensor | None = None) -> dict:
+    def case_terms(self, a_n: torch.Tensor, dt: float, context: torch.Tensor | None = None,
+                   shape_code: float | None = None) -> dict:
         """What every curve of a case shares: the folded first layer (hidden, n) and its bias (hidden,) (with a
         context encoder, the case's ``case_context`` enters the bias)."""
         n = a_n.shape[-1]
@@ -442,7 +474,10 @@ class GridEncoder(nn.Module):
             if context is None:
                 raise ValueError("this encoder reads a case context: pass the case's curves (case_context)")
             bias = bias + self.context_in(context.to(bias.dtype).reshape(-1))
-        out = {"w_curve": w_curve, "w_extra": self.curve_in.weight[:, n_grid:], "bias": bias}
+        if self.shape_code and shape_code is not None:  # one shape for the whole case: folded into the bias
+            bias = bias + float(shape_code) * self.shape_in.weight[:, 0]
+        out = {"w_curve": w_curve, "w_extra": self.curve_in.weight[:, n_grid:], "bias": bias,
+               "shape_folded": shape_code is not None}
         if self.deconv:
             out.update(self._deconv_terms(a_n, dt))
             out["w_curve"] = w_curve + out.pop("w_fold")
@@ -478,9 +513,15 @@ class GridEncoder(nn.Module):
                         torch.full_like(peak, 1.0 / 60.0))
         return -torch.log(q.clamp(1.0 / 60.0, 1.0 / 0.3))
 
-    def forward(self, c_n: torch.Tensor, extra: torch.Tensor, case: dict, mtt_range=MTT_RANGE_S, dt=None):
+    def forward(self, c_n: torch.Tensor, extra: torch.Tensor, case: dict, mtt_range=MTT_RANGE_S, dt=None,
+                shape_code: torch.Tensor | None = None):
         h = torch.addmm(case["bias"], c_n, case["w_curve"].T)
         h = torch.addmm(h, extra, case["w_extra"].T)
+        if self.shape_code:  # per curve (training: each curve's own shape), unless the case's was folded in
+            if shape_code is not None:
+                h = h + shape_code.to(h.dtype).reshape(-1, 1) * self.shape_in.weight[:, 0]
+            elif not case.get("shape_folded"):
+                raise ValueError("this network is told the capillary transit shape: pass shape_code")
         if self.deconv:
             if dt is None:
                 raise ValueError("a deconv grid encoder needs the frame interval dt")

@@ -92,6 +92,11 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
     shards = [(share(c.curves, group_size(c)), torch.as_tensor(c.aif[None, :]), float(c.frame_interval),
                None if c.truth is None else (share(c.truth["cbf"], group_size(c)), share(c.truth["delay"], group_size(c))),
                group_size(c)) for c in cases]
+    # a shape-told network (issue 14, round 16) reads each curve's simulated transit shape as a homogeneity code
+    needs_shape = getattr(getattr(model, "module", model), "needs_shape", False)
+    if needs_shape and any(c.truth is None or "shape_code" not in c.truth for c in cases):
+        raise InputError("a network told the transit shape trains on simulated cases that carry it (truth shape_code)")
+    codes = [share(c.truth["shape_code"], group_size(c)) if needs_shape else None for c in cases]
     # a context network (issue 14, round 5) reads one number vector per case, from all of the case's curves
     unwrapped_net = getattr(model, "module", model)
     contexts = [unwrapped_net.case_context(torch.as_tensor(np.asarray(c.curves, np.float32)), torch.as_tensor(c.aif[None, :]),
@@ -117,7 +122,8 @@ def train(cases: list[TrainingCase], *, epochs: int = 20, batch: int = 1024, lr:
             per = max(batch // k, 1)
             idx = (perms[i][b * per:(b + 1) * per][:, None] * k + torch.arange(k)[None, :]).reshape(-1)
             out = model(x[idx].to(ctx.device), aif.to(ctx.device), dt,
-                        **({} if contexts[i] is None else {"context": contexts[i].to(ctx.device)}))
+                        **({} if contexts[i] is None else {"context": contexts[i].to(ctx.device)}),
+                        **({} if codes[i] is None else {"shape_code": codes[i][idx].to(ctx.device)}))
             loss = reconstruction_weight * out["loss"].mean()
             if truth is not None and (supervised_weight or delay_weight):
                 cbf_true, delay_true = (t[idx].to(ctx.device) for t in truth)
@@ -222,8 +228,11 @@ def simulated_cases(n_cases: int, curves_per_case: int, seed: int = 0, supervise
     (what the conditional-bias term of ``train(bias_weight=...)`` needs)."""
     from ...phantoms.dsc_curves import simulate_curve_cases
 
+    from .shape_evidence import homogeneity_code
+
     return [TrainingCase(c.curves, c.aif, c.frame_interval, f"sim{i}",
-                         {"cbf": c.truth["cbf"], "delay": c.truth["delay"], "group_size": max(int(repeats), 1)}
+                         {"cbf": c.truth["cbf"], "delay": c.truth["delay"], "group_size": max(int(repeats), 1),
+                          "shape_code": np.array([homogeneity_code(str(r)) for r in c.truth["residue"]], np.float32)}
                          if supervised else None)
             for i, c in enumerate(simulate_curve_cases(n_cases, curves_per_case, seed, repeats=repeats, **kw))]
 
