@@ -38,8 +38,12 @@ def register(sub) -> None:
     p.add_argument("--out", default="bbbanomaly-demo", help="output folder (default: ./bbbanomaly-demo)")
     p.add_argument("--method", default="osvd", choices=["ssvd", "csvd", "osvd", "tikhonov", "phae"],
                    help="deconvolution method (default osvd)")
-    p.add_argument("--snr", type=float, default=50.0, help="baseline SNR of white matter (default 50)")
-    p.add_argument("--slices", default="12", help="axial slices of the phantom, or 'all' (default 12)")
+    p.add_argument("--snr", type=float, default=None,
+                   help="baseline SNR of white matter: the DSC and DCE objects (default 50) and the diffusion phantom's b0 "
+                        "(default 30); the T1/FLAIR phantom has a fixed noise level")
+    p.add_argument("--slices", default=None,
+                   help="axial slices of the DSC and DCE objects, or 'all' (default 12); the diffusion and T1/FLAIR "
+                        "phantoms have a fixed extent")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--pipeline", choices=["dsc", "dce", "t1flair", "dmri", "all"], default="all",
                    help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR "
@@ -59,6 +63,22 @@ def check_options(args) -> None:
 
     if args.out is not None and not str(args.out).strip():
         raise InputError("--out is empty; give the output folder, or leave --out out for ./bbbanomaly-demo")
+    pipeline = getattr(args, "pipeline", "all")
+    # an option a demo cannot use is refused, not silently ignored (the diffusion and T1/FLAIR phantoms have their
+    # own extent; the T1/FLAIR phantom its own noise)
+    names = {"dmri": "diffusion", "t1flair": "T1/FLAIR"}
+    if args.slices is not None and pipeline in names:
+        raise InputError(f"--slices sets the DSC and DCE objects' extent; the {names[pipeline]} phantom has a fixed "
+                         "one: leave --slices out (or use --pipeline dsc, dce or all)")
+    if args.snr is not None and pipeline == "t1flair":
+        raise InputError("--snr sets the DSC, DCE and diffusion phantoms' noise; the T1/FLAIR phantom has a fixed "
+                         "noise level: leave --snr out")
+    #: the diffusion phantom's b0 SNR: the user's --snr, else its own default (30, not the DSC/DCE objects' 50)
+    args.dmri_snr = args.snr
+    if args.snr is None:
+        args.snr = 50.0
+    if args.slices is None:
+        args.slices = "12"
     number(args.snr, "--snr", 0.0, 1e6, low_open=True,
            hint="the white-matter baseline SNR, e.g. 50 (the default); 20 is noisy, 500 nearly noise-free")
     integer(args.seed, "--seed", 0, 2**32 - 1, hint="any whole number from 0, e.g. 0 (the default)")
@@ -108,11 +128,15 @@ def run(args) -> int:
                    title=f"BBBAnomaly demo: DSC reference object, SNR {args.snr:g}, {args.method}")
         others = {}
         if args.pipeline == "all":  # every pipeline, in one all-or-nothing folder
+            if args.dmri_snr is not None and not args.quiet:
+                print(f"note: --snr {args.snr:g} applies to the DSC, DCE and diffusion objects; the T1/FLAIR phantom keeps "
+                      "its own noise level")
             from .dmri import demo as dmri_demo
             from .structural import demo as t1flair_demo
 
             others["dce"] = (dce_demo, dce_demo.run_inside(args, tmp, printer))
-            others["dmri"] = (dmri_demo, dmri_demo.run_demo(tmp, printer, seed=args.seed))
+            others["dmri"] = (dmri_demo, dmri_demo.run_demo(tmp, printer, seed=args.seed,
+                                                            **({"snr": args.dmri_snr} if args.dmri_snr is not None else {})))
             others["t1flair"] = (t1flair_demo, t1flair_demo.run_demo(tmp, printer, seed=args.seed))
         printer(1.0, "done")
     print_summary(result, out / "dsc")

@@ -38,7 +38,9 @@ def run_standalone(args) -> int:
     printer = ConsolePrinter(quiet=getattr(args, "quiet", False))
     out = Path(args.out).resolve()
     with atomic_output_dir(out, overwrite=getattr(args, "overwrite", False)) as tmp:
-        result, phantom = run_demo(tmp, printer, seed=getattr(args, "seed", 0))
+        dmri_snr = getattr(args, "dmri_snr", None)  # the user's --snr (demo.check_options), else the phantom's 30
+        result, phantom = run_demo(tmp, printer, seed=getattr(args, "seed", 0),
+                                   **({"snr": dmri_snr} if dmri_snr is not None else {}))
         printer(1.0, "done")
     print_summary(result, phantom, out)
     return 0
