@@ -294,7 +294,7 @@ def _card_of_weights(card_path: Path, weights: Path) -> bool:
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         return isinstance(card, dict) and card.get("sha256") == sha256(weights)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
 
 

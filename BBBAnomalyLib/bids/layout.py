@@ -200,6 +200,8 @@ def metadata(bids_dir: Path, image: BIDSFile) -> tuple[dict, dict]:
             d = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"sidecar '{path}' is not valid JSON ({exc}); fix it") from exc
+        except RecursionError:  # nested thousands deep: no sidecar looks like that
+            raise InputError(f"sidecar '{path}' is nested too deeply to be a sidecar; fix it") from None
         if not isinstance(d, dict):
             raise InputError(f"sidecar '{path}' must hold a JSON object")
         merged.update(d)

@@ -265,6 +265,8 @@ def _read_sidecar(path: Path, n: int) -> tuple[Acquisition, np.ndarray | None]:
             raise ValueError("the top level is not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"the JSON sidecar '{path}' is not valid JSON ({e}); fix or remove it") from e
+    except RecursionError:  # nested thousands deep: no sidecar looks like that
+        raise InputError(f"the JSON sidecar '{path}' is nested too deeply to be a sidecar; fix or remove it") from None
     own = {} if d.get("BBBAnomaly") is None else d["BBBAnomaly"]
     extra = own.get("extra") if isinstance(own, dict) else None
     for field, value in (("BBBAnomaly", own), ("BBBAnomaly.extra", extra)):

@@ -220,6 +220,8 @@ def _acquisition(meta: dict, path: Path) -> Acquisition:
             fields = json.loads(meta[ACQ_KEY])
         except (ValueError, TypeError) as e:
             raise InputError(f"the '{ACQ_KEY}' field in '{path}' is not valid JSON ({e}); remove it") from e
+        except RecursionError:
+            raise InputError(f"the '{ACQ_KEY}' field in '{path}' is nested too deeply; remove it") from None
         acq = acquisition_from_dict(fields, f"the '{ACQ_KEY}' field of '{path}'")  # its own one-line errors
     else:
         acq = Acquisition()

@@ -64,7 +64,7 @@ def _read_card_file(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             card = json.load(fh)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(f"the model card {path} of {what} cannot be read ({type(exc).__name__}); "
                          "reinstall the extension or retrain with the command in the card") from None
     if not isinstance(card, dict):
