@@ -459,6 +459,12 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Scr
                     self.ui.statusLabel.text = _("Cancelled while the curves were written: the maps are loaded, "
                                                  "their curves were not kept.")
                     self.log(_("cancelled after the maps were loaded; the worker has ended, no curves were kept"))
+                elif event.get("published"):  # Cancel came as the results were put in place: they are complete there
+                    where = ", ".join(event["published"])
+                    self.ui.statusLabel.text = _("Cancelled after the results were written to {where}; nothing was "
+                                                 "added to the scene.").format(where=where)
+                    self.log(_("cancelled after the results were complete in {where}; nothing was imported")
+                             .format(where=where))
                 else:
                     self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
                     self.log(_("cancelled; the worker has ended and nothing was imported"))

@@ -93,13 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     previous = None
     if threading.current_thread() is threading.main_thread():  # signals can only be set there
         previous = signal.signal(signal.SIGTERM, _cancel_on_sigterm)
+    from .core import outputs
+
+    published_before = len(outputs.PUBLISHED)
     try:
         return int(args.run(args) or 0)
     except InputError as exc:
         print(f"bbbanomaly {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CancelledError, KeyboardInterrupt):
-        print(f"bbbanomaly {args.command}: cancelled; nothing was written", file=sys.stderr)
+        written = outputs.PUBLISHED[published_before:]
+        if written:  # the cancel came after a folder was complete (core/outputs.py holds it during the renames)
+            print(f"bbbanomaly {args.command}: cancelled after these results were complete: "
+                  f"{', '.join(str(p) for p in written)}", file=sys.stderr)
+        else:
+            print(f"bbbanomaly {args.command}: cancelled; nothing was written", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

@@ -438,3 +438,28 @@ def test_the_in_slicer_self_test_runs_through_the_launcher(panel):
     module, widget, slicer = panel
     result = unittest.TextTestRunner(stream=open(os.devnull, "w")).run(module.BBBAnomalyTest("test_DSCPhantom"))
     assert result.wasSuccessful() and not result.skipped, result.errors + result.failures
+
+
+def test_a_cancel_that_came_after_the_results_were_written_says_where(panel, tmp_path):
+    """Round 16: the runner's final ``cancelled`` names a folder the worker had already completed (Cancel held while
+    it was put in place); the panel says so instead of "nothing was added" alone, and imports nothing."""
+    module, widget, slicer = panel
+
+    class Finished:  # a runner whose worker ended after Cancel, its results complete at tmp_path/out
+        cancelled, finished, prestarted = True, False, False
+
+        def poll(self):
+            return [{"event": "cancelled", "published": [str(tmp_path / "out")]}]
+
+    saved_runner, saved_last = widget.runner, widget.lastRun
+    maps_before = len(map_nodes(slicer))
+    try:
+        widget.lastRun = None
+        widget.runner = Finished()
+        widget.onPoll()
+        text = widget.ui.statusLabel.text
+        assert text.startswith("Cancelled after the results were written to") and str(tmp_path / "out") in text
+        assert "nothing was added to the scene" in text
+        assert len(map_nodes(slicer)) == maps_before
+    finally:
+        widget.runner, widget.lastRun = saved_runner, saved_last

@@ -158,6 +158,8 @@ class WorkerProcess:
         self._proc: subprocess.Popen | None = None
         self._final: dict | None = None
         self._cancelled = False
+        #: result folders the worker reported complete after Cancel was pressed (its events are not passed on)
+        self._published: list[str] = []
         self._warm = False
         self.preload: str | None = None  # the pipeline a warm worker imported ahead for
         self.ready: dict | None = None  # a warm worker's "ready" event (pid, modules it imported)
@@ -284,7 +286,7 @@ class WorkerProcess:
             return
         if event["event"] == "_exit":
             if self._cancelled:
-                self._final = {"event": "cancelled"}
+                self._final = {"event": "cancelled", **({"published": list(self._published)} if self._published else {})}
             else:  # died without saying why (killed, crashed interpreter)
                 self._final = {"event": "error", "kind": "internal", "log": str(self.log_file),
                                "message": f"the worker stopped unexpectedly (exit code {event['code']}); "
@@ -292,6 +294,10 @@ class WorkerProcess:
             events.append(self._final)
             return
         if self._cancelled:  # Cancel is final: no progress, no done, no error after it
+            # ... but a folder the worker had already completed is there: the final "cancelled" names it
+            done = event.get("published", []) if event["event"] == "cancelled" else (
+                [event["output_dir"]] if event["event"] in ("maps", "done") and event.get("output_dir") else [])
+            self._published += [str(p) for p in done if str(p) not in self._published]
             return
         if event["event"] in FINAL_EVENTS:
             self._final = event

@@ -20,7 +20,8 @@ empty line or the end of stdin (the panel closed it, or Slicer has gone) ends it
                                                          maps complete, curves being written)
   {"event": "done", "output_dir": "...", "maps": ["cbv", ...], "warnings": [...], "curves": "..." or null}
   {"event": "error", "kind": "input", "message": "the AIF mask is empty ..."}
-  {"event": "cancelled"}
+  {"event": "cancelled"}                                  (+ "published": [...] when a result folder was already
+                                                         complete: a cancel held while it was put in place)
 
 A user error (bad input) is one readable message (kind "input"); anything else is kind
 "internal", with the traceback in stderr (the runner sends it to worker.log). SIGTERM cancels:
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if job_file is None:  # the panel closed our stdin without a job (or has gone)
             return 0
         argv = [job_file]
+    from ..core import outputs
     from .jobs import Job, run_job
 
     started = {"event": "started", "pid": os.getpid(), "python": sys.executable}
@@ -203,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         printer.emit({"event": "error", "kind": "input", "message": str(exc)})
         return 2
     except (CancelledError, KeyboardInterrupt):
-        printer.emit({"event": "cancelled"})
+        # a cancel that came after a folder was complete says which (the runner passes it on to the panel)
+        printer.emit({"event": "cancelled", **({"published": [str(p) for p in outputs.PUBLISHED]}
+                                                if outputs.PUBLISHED else {})})
         return 130
     except Exception as exc:  # noqa: BLE001 - reported to the panel, traceback to the log
         traceback.print_exc(file=sys.stderr)

@@ -18,6 +18,10 @@ The promises (docs/reliability.md lists the tests behind each):
   The parent folders a claim creates are removed again (when still empty) if nothing was published.
 * **Ordinary permissions.** The partial folder is made private while it is written and gets the
   user's umask (like ``mkdir``) when it is published.
+* **A cancel never lands half-way through publishing.** Ctrl-C and SIGTERM (the CLI's, the panel's Cancel) are
+  held during the few renames that replace the destination: one that arrives there puts the previous folder back
+  and cancels with nothing written; one that arrives while the previous results are being removed cancels after the
+  new ones are complete. :data:`PUBLISHED` lists what this process published, so a cancel can say which.
 """
 
 from __future__ import annotations
@@ -42,6 +46,32 @@ _PROGRAM = "bbbanomaly"
 
 #: The claims this process holds: resolved destination -> OutputClaim.
 _CLAIMS: dict[Path, "OutputClaim"] = {}
+#: every folder this process published (in order): what a cancel that came after a publication reports as written
+PUBLISHED: list[Path] = []
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM (and Windows' SIGBREAK) in the main thread: their handlers only record them. Yields
+    the list of the signals received; the previous handlers are back on exit. In another thread (no signal handler
+    can be set there) nothing is held and the list stays empty."""
+    import signal
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, n)]
+    saved = {}
+    try:
+        for name in names:
+            sig = getattr(signal, name)
+            saved[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+        yield received
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 # --- which process owns a leftover ----------------------------------------------------------------
@@ -475,25 +505,10 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        # The folder may have changed while we computed: check again just before replacing it.
-        try:
-            _check_destination(out, overwrite or claim.overwrite, claim.inputs)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         old, emptied = None, False
-        try:
-            if out.exists():
-                if not any(out.iterdir()):
-                    out.rmdir()
-                    emptied = True
-                else:
-                    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                    out.rename(old)
-                    (old / _PARTIAL_MARK).write_text(json.dumps(_owner_record()), encoding="utf-8")
-            tmp.rename(out)
-        except BaseException as exc:
-            # Put back what was there (the user's empty folder, our previous results) and drop ours.
+
+        def put_back():
+            """What was there before (the user's empty folder, our previous results) back in place; ours dropped."""
             with contextlib.suppress(OSError):
                 if old is not None and not out.exists():
                     (old / _PARTIAL_MARK).unlink(missing_ok=True)
@@ -501,14 +516,57 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
                 elif emptied and not out.exists():
                     out.mkdir()
             shutil.rmtree(tmp, ignore_errors=True)
-            if not isinstance(exc, OSError):
+
+        # A cancel is held from the last check to the end of the renames: arriving there it would otherwise leave
+        # the new results published and the previous ones in a hidden folder while the run reports "cancelled".
+        with _signals_held() as held:
+            # The folder may have changed while we computed: check again just before replacing it.
+            try:
+                _check_destination(out, overwrite or claim.overwrite, claim.inputs)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            hint = (" (a mount point or a folder in use cannot be replaced: choose a folder inside it)"
-                    if exc.errno == errno.EBUSY else "")
-            raise InputError(f"could not put the results in place at {out} ({exc.strerror or exc}){hint}; choose "
-                             "another --out; nothing was written") from None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                if out.exists():
+                    if not any(out.iterdir()):
+                        out.rmdir()
+                        emptied = True
+                    else:
+                        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                        out.rename(old)
+                        (old / _PARTIAL_MARK).write_text(json.dumps(_owner_record()), encoding="utf-8")
+                tmp.rename(out)
+            except BaseException as exc:
+                put_back()
+                if not isinstance(exc, OSError):
+                    raise
+                hint = (" (a mount point or a folder in use cannot be replaced: choose a folder inside it)"
+                        if exc.errno == errno.EBUSY else "")
+                raise InputError(f"could not put the results in place at {out} ({exc.strerror or exc}){hint}; "
+                                 "choose another --out; nothing was written") from None
+            rolled_back = False
+            if held:  # cancelled while publishing: the user asked for nothing to change, so nothing does
+                try:
+                    out.rename(tmp)
+                    rolled_back = True
+                except OSError:  # cannot take it back: the new results stay, complete, and the cancel says so
+                    pass
+                if rolled_back:
+                    put_back()
+        if rolled_back:
+            from .errors import CancelledError
+
+            raise CancelledError("cancelled; nothing was written")
+        # The previous results go; a cancel now comes after the new ones are complete, and says so (PUBLISHED).
+        late = list(held)
+        with _signals_held() as held:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            PUBLISHED.append(out)
+        if held or late:
+            from .errors import CancelledError
+
+            raise CancelledError(f"cancelled after the results were complete in {out}")
     finally:
         if own_claim:
             claim.release()
