@@ -139,3 +139,27 @@ def test_the_runner_names_a_folder_the_worker_completed_after_cancel(tmp_path):
     for event in ({"event": "cancelled"}, {"event": "_exit", "code": 130}):
         plain._take(event, events)
     assert events == [{"event": "cancelled"}]
+
+
+def test_a_progress_line_is_written_whole():
+    """The console's progress line goes out in one write with its newline: with print()'s two writes, a Ctrl-C or
+    SIGTERM handled between them glued "cancelled; nothing was written" to the progress line, where a reader (and
+    test_interruption.py, under OpenBLAS's SandyBridge kernel's timing) no longer saw it."""
+    from BBBAnomalyLib.core.progress import ConsolePrinter
+
+    class Recording:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            pass
+
+    stream = Recording()
+    printer = ConsolePrinter(stream=stream)
+    printer(0.1, "reading")
+    printer(0.5, "deconvolving")
+    assert len(stream.writes) == 2
+    assert all(w.startswith("[") and w.endswith(")\n") and w.count("\n") == 1 for w in stream.writes)

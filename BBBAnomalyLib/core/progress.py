@@ -27,7 +27,10 @@ class ConsolePrinter:
             return
         self._last = (fraction, message)
         elapsed = time.perf_counter() - self.start
-        print(f"[{100 * fraction:3.0f}%] {message} ({elapsed:.1f} s)", file=self.stream, flush=True)
+        # one write of the whole line: print() writes the text and its newline separately, and a Ctrl-C or SIGTERM
+        # handled between the two glued "cancelled; nothing was written" to the end of this progress line
+        self.stream.write(f"[{100 * fraction:3.0f}%] {message} ({elapsed:.1f} s)\n")
+        self.stream.flush()
 
 
 def sub_progress(progress, start: float, stop: float):
