@@ -163,3 +163,25 @@ def test_a_progress_line_is_written_whole():
     printer(0.5, "deconvolving")
     assert len(stream.writes) == 2
     assert all(w.startswith("[") and w.endswith(")\n") and w.count("\n") == 1 for w in stream.writes)
+
+
+def test_a_handler_installed_outside_python_is_left_alone(tmp_path, monkeypatch):
+    """In an application embedding Python (Slicer) a signal's handler may be a C one: getsignal() says None and
+    signal.signal() could not put it back. Such a signal is not held; publishing works as before."""
+    real_getsignal, real_signal = signal.getsignal, signal.signal
+    touched = []
+
+    def getsignal(sig):
+        return None if sig == signal.SIGINT else real_getsignal(sig)
+
+    def set_signal(sig, handler):
+        touched.append(sig)
+        return real_signal(sig, handler)
+
+    monkeypatch.setattr(signal, "getsignal", getsignal)
+    monkeypatch.setattr(signal, "signal", set_signal)
+    out = tmp_path / "out"
+    _publish(out, "old")
+    _publish(out, "new", overwrite=True)
+    assert (out / "a.txt").read_text() == "new" and _hidden_siblings(out) == []
+    assert signal.SIGINT not in touched and signal.SIGTERM in touched

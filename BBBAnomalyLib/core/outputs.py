@@ -67,7 +67,14 @@ def _signals_held():
     try:
         for name in names:
             sig = getattr(signal, name)
-            saved[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+            if signal.getsignal(sig) is None:
+                # a handler installed outside Python (an application embedding it, e.g. Slicer's): Python could not
+                # put it back, so it is left alone
+                continue
+            try:
+                saved[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+            except (ValueError, OSError):  # not settable here: that signal is simply not held
+                pass
         yield received
     finally:
         for sig, handler in saved.items():
