@@ -144,9 +144,24 @@ def sh_order_for(n_unique: int) -> int:
     return 6 if n_unique >= 28 else 4
 
 
+def _spherical_harmonic():
+    """scipy's Y_n^m as ``f(degree, order, polar, azimuth)``.
+
+    Why two names: scipy 1.15 added ``sph_harm_y(n, m, polar, azimuth)`` and 1.17 removed the older
+    ``sph_harm(m, n, azimuth, polar)`` (other argument order, the same function). Slicer 5.10 ships scipy 1.13,
+    which has only the older one, and runs the dMRI pipeline with its own scipy.
+    """
+    import scipy.special
+
+    if hasattr(scipy.special, "sph_harm_y"):
+        return scipy.special.sph_harm_y
+    older = scipy.special.sph_harm
+    return lambda degree, order, polar, azimuth: older(order, degree, azimuth, polar)
+
+
 def sh_basis(directions: np.ndarray, order: int) -> np.ndarray:
     """Real symmetric spherical harmonics (even degrees up to ``order``) at unit ``directions``: (n, n_coef)."""
-    from scipy.special import sph_harm_y
+    sph_harm_y = _spherical_harmonic()
 
     x, y, z = np.asarray(directions, dtype=np.float64).T
     polar = np.arccos(np.clip(z, -1, 1))

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.integrate import cumulative_trapezoid
+from scipy.integrate import cumulative_trapezoid, trapezoid  # not np.trapezoid: numpy >= 2.0 only (Slicer <= 5.8 ships 1.26)
 
 from ..perfusion.population_aif import georgiou_aif, parker_aif
 from . import dsc_physics as phys
@@ -240,7 +240,7 @@ def simulate_curve_case(rng: np.random.Generator, n_curves: int, settings: Curve
     tissue_mean = np.median(conc, axis=0) if n else 0.0
     ca_meas = pv * ca_meas + (1.0 - pv) * tissue_mean
     # truth relative to the measured AIF's area (what any deconvolution of this AIF can recover)
-    area_ratio = np.trapezoid(ca_true(times), times) / max(np.trapezoid(ca_meas, times), 1e-12)
+    area_ratio = trapezoid(ca_true(times), times) / max(trapezoid(ca_meas, times), 1e-12)
 
     conc_in = concentration_input if concentration_input is not None else bool(rng.random() < s.concentration_input_fraction)
     # a scalar fixes the value, a tuple (lo, hi) is a range, an ndarray gives one value per curve

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.integrate import trapezoid  # not np.trapezoid: numpy >= 2.0 only
 
 from ...core.errors import InputError
 
@@ -117,7 +118,7 @@ def collect(network_or_weights, cases, chunk: int = 8192) -> dict:
         model.calibration = None
         fit = model.fit(case.curves, keep_curves=False)
         dt = float(case.frame_interval)
-        cbv = np.trapezoid(case.curves, dx=dt, axis=1) / np.trapezoid(case.aif, dx=dt)
+        cbv = trapezoid(case.curves, dx=dt, axis=1) / trapezoid(case.aif, dx=dt)
         k = int(case.truth.get("group_size", 1)) if isinstance(case.truth, dict) else 1
         n = case.curves.shape[0]
         out["cbf"].append(fit.cbf)
