@@ -680,6 +680,9 @@ class ScriptedLoadableModuleWidget:
         if self.parent.layout() is None:
             QVBoxLayout(self.parent)
         self.layout = self.parent.layout()
+        # qSlicerAbstractModuleWidget's isEntered property: Slicer sets it while the module is shown (a test sets it)
+        if not hasattr(self.parent, "isEntered"):
+            self.parent.isEntered = False
         self.moduleName = type(self).__name__.removesuffix("Widget")
 
     def resourcePath(self, filename):
@@ -735,8 +738,16 @@ BLOCKER: ImportBlocker | None = None
 PIP_TO_MODULE = {"nibabel": "nibabel", "scikit-learn": "sklearn", "matplotlib": "matplotlib", "torch": "torch"}
 
 
+#: set True to make pip_install / installTorch fail as Slicer's do offline (CalledProcessError from the pip run)
+PIP_FAILS = False
+
+
 def pip_install(requirements, **kwargs):
     PIP_CALLS.append(requirements)
+    if PIP_FAILS:
+        import subprocess
+
+        raise subprocess.CalledProcessError(1, "pip install")
     names = requirements if isinstance(requirements, list) else requirements.split()
     if BLOCKER is not None:
         for requirement in names:
@@ -876,6 +887,10 @@ def install(home=None, block=()):
 
         def installTorch(self, askConfirmation=True, torchVersionRequirement=None):
             DIALOGS.append(("installTorch", torchVersionRequirement))
+            if PIP_FAILS:  # SlicerPyTorch runs light-the-torch through slicer.util._executePythonModule, which raises
+                import subprocess
+
+                raise subprocess.CalledProcessError(1, "light_the_torch")
             return None
 
     torch_utils.PyTorchUtilsLogic = PyTorchUtilsLogic

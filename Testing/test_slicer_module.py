@@ -171,8 +171,9 @@ def test_module_compiles_and_defines_the_four_classes():
     test_methods = {n.name for n in classes["BBBAnomalyTest"].body if isinstance(n, ast.FunctionDef)}
     assert {"setUp", "runTest", "test_LibraryImports", "test_DSCPhantom"} <= test_methods
     run_test = next(n for n in classes["BBBAnomalyTest"].body if isinstance(n, ast.FunctionDef) and n.name == "runTest")
-    called = {ast.unparse(n.func) for n in ast.walk(run_test) if isinstance(n, ast.Call)}
-    assert {"self.test_LibraryImports", "self.test_DSCPhantom"} <= called, "runTest must run every self-test"
+    # each self-test is called from runTest, directly or from a loop over them (the widget test runs runTest itself)
+    referenced = {ast.unparse(n) for n in ast.walk(run_test) if isinstance(n, ast.Attribute)}
+    assert {"self.test_LibraryImports", "self.test_DSCPhantom"} <= referenced, "runTest must run every self-test"
 
 
 def test_module_metadata():
@@ -365,7 +366,11 @@ def test_extension_cmake_metadata_and_structure():
     assert ["BBBAnomaly"] in _cmake_calls(text, "project")
     assert _cmake_set(text, "EXTENSION_CATEGORY") == ["Quantification"]
     assert _cmake_set(text, "EXTENSION_DEPENDS") == ["PyTorch"]
-    assert "Apache License 2.0" in _cmake_set(text, "EXTENSION_DESCRIPTION")[0]
+    description = _cmake_set(text, "EXTENSION_DESCRIPTION")
+    assert len(description) == 1 and "Apache License 2.0" in description[0]
+    # SlicerExtensionCPack.cmake passes ${EXTENSION_DESCRIPTION} unquoted: CMake would split it at each ';' and the
+    # Extensions Manager would show only the part before the first one (round 17's Slicer audit)
+    assert ";" not in description[0]
     assert _cmake_set(text, "EXTENSION_CONTRIBUTORS")[0].strip() and _cmake_set(text, "EXTENSION_STATUS")
     # Issue 13, defect 10: only URLs that exist. Until the repository is published there is none,
     # and a drawing is never passed off as an application screenshot.

@@ -65,8 +65,22 @@ standins.ANSWERS["confirm"] = False  # the self-test asks; declined, it skips an
 import os
 result = unittest.TextTestRunner(stream=open(os.devnull, "w")).run(module.BBBAnomalyTest("test_DSCPhantom"))
 facts["self_test_skipped"] = [reason for _, reason in result.skipped]
+before = len(standins.CALLS)
+module.BBBAnomalyTest().runTest()  # "Reload and Test" calls runTest() itself, outside unittest: a skip must not raise
+facts["reload_and_test_said"] = [c[1][0] for c in standins.CALLS[before:] if c[0] == "delayDisplay"]
 standins.ANSWERS["confirm"] = True
 del standins.DIALOGS[:]
+standins.PIP_FAILS = True  # offline: pip fails
+ui.installButton.click()
+facts["failed_install_errors"] = [text for kind, text in standins.DIALOGS if kind == "error"]
+facts["failed_install_status"] = ui.statusLabel.text
+facts["banner_visible_after_failed_install"] = ui.dependencyWidget.visible
+facts["torch_install_failed_returns"] = widget.logic.ensureTorch(ask=False)
+facts["failed_torch_errors"] = [text for kind, text in standins.DIALOGS if kind == "error"][1:]
+facts["slot_errors_after_failed_install"] = [repr(e) for e in standins.SLOT_ERRORS]
+standins.PIP_FAILS = False
+del standins.DIALOGS[:]
+del standins.PIP_CALLS[:]
 ui.pipelineSelector.setCurrentIndex(ui.pipelineSelector.findData("dsc"))
 ui.installButton.click()
 facts["pip_calls"] = standins.PIP_CALLS
@@ -101,6 +115,16 @@ def test_panel_opens_on_a_stock_slicer_and_offers_the_packages_once():
     assert facts["forms"]["t1flair"], "a pipeline whose parameters need no extra package shows its form"
     assert facts["slot_errors_before_install"] == []
     assert len(facts["self_test_skipped"]) == 1 and "nibabel" in facts["self_test_skipped"][0]
+    # Reload and Test (runTest called directly): the import test passes, the declined DSC run is said as skipped
+    said = facts["reload_and_test_said"]
+    assert "Test passed" in said and any(s.startswith("test_DSCPhantom skipped") and "nibabel" in s for s in said), said
+    # offline: a failed pip or PyTorch install is one error dialog that says what to do, not a slot traceback
+    assert len(facts["failed_install_errors"]) == 1 and "Could not install" in facts["failed_install_errors"][0]
+    assert "nibabel" in facts["failed_install_errors"][0] and "nothing was run" in facts["failed_install_errors"][0]
+    assert facts["banner_visible_after_failed_install"] and "nothing was done" in facts["failed_install_status"]
+    assert facts["torch_install_failed_returns"] is False
+    assert len(facts["failed_torch_errors"]) == 1 and "Could not install PyTorch" in facts["failed_torch_errors"][0]
+    assert facts["slot_errors_after_failed_install"] == []
     assert len(facts["confirm_dialogs"]) == 1 and "nibabel" in facts["confirm_dialogs"][0]
     assert facts["pip_calls"] and "nibabel>=5.0" in facts["pip_calls"][0]
     assert not facts["banner_visible_after"] and "method" in facts["dsc_form_after"]
@@ -151,6 +175,7 @@ def panel(tmp_path_factory):
     module = standins.import_module_file(MODULE_PY)
     widget = module.BBBAnomalyWidget()
     widget.setup()
+    widget.parent.isEntered = True  # the user's path below happens with the module shown
     yield module, widget, slicer
     widget.cleanup()
     mrml.SAMPLES.update(original)
@@ -412,6 +437,52 @@ def test_choices_persist_in_the_parameter_node_and_survive_save_and_reload(panel
     assert ui.deviceSelector.currentData == "cpu"
     assert ui.inputSelector.currentNode().GetName() == series_name
     assert (ui.tumorSegmentSelector.currentNode().GetName(), ui.tumorSegmentSelector.currentSegmentID()) == tumor
+
+
+def test_a_scene_closed_or_loaded_follows_whether_the_module_is_shown(panel, tmp_path):
+    """As Slicer's module template (round 17's Slicer audit): File > Close Scene adds no parameter node to the new
+    scene while the module is not shown (enter() does); a scene loaded while it is shown shows its stored choices at
+    once, without leaving and entering the module."""
+    module, widget, slicer = panel
+    ui = widget.ui
+
+    def parameter_nodes():
+        scene = slicer.mrmlScene
+        nodes = [scene.GetNthNodeByClass(i, "vtkMRMLScriptedModuleNode")
+                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode"))]
+        return [n for n in nodes if n.GetAttribute("ModuleName") == "BBBAnomaly"]
+
+    try:
+        widget.parent.isEntered = False
+        slicer.mrmlScene.Clear(False)
+        standins.new_scene(slicer)
+        assert parameter_nodes() == [] and standins.SLOT_ERRORS == []
+        widget.parent.isEntered = True
+        widget.enter()
+        assert len(parameter_nodes()) == 1
+        slicer.mrmlScene.Clear(False)
+        standins.new_scene(slicer)
+        assert len(parameter_nodes()) == 1  # shown: the new scene gets it at once
+
+        load_sample(widget, "dsc")
+        set_parameters(widget, {"method": "tikhonov"})
+        select(ui.deviceSelector, "cpu")
+        scene_file = tmp_path / "shown.mrml"
+        slicer.mrmlScene.SetRootDirectory(str(tmp_path))
+        slicer.mrmlScene.SetURL(str(scene_file))
+        assert slicer.mrmlScene.Commit()
+        slicer.mrmlScene.Clear(False)
+        standins.new_scene(slicer)
+        select(ui.pipelineSelector, "dce")
+        select(ui.deviceSelector, "auto")
+        slicer.mrmlScene.SetURL(str(scene_file))
+        slicer.mrmlScene.Import()  # no enter(): the module stays shown while the scene loads
+        assert ui.pipelineSelector.currentData == "dsc"
+        assert widget.parameterWidgets["method"].currentData == "tikhonov"
+        assert ui.deviceSelector.currentData == "cpu"
+        assert standins.SLOT_ERRORS == []
+    finally:
+        widget.parent.isEntered = True
 
 
 def test_sample_data_are_registered_for_every_pipeline(panel):

@@ -42,9 +42,18 @@ class PanelLogic:
                   "Install them now (a minute, needs the internet)?").format(packages=", ".join(missing)),
                 windowTitle=_("BBBAnomaly: install packages")):
             return False
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(missing)
-        importlib.invalidate_caches()
+        try:
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(missing)
+        except Exception as exc:  # offline, a proxy, no write access: pip's error would escape the button's slot
+            slicer.util.errorDisplay(
+                _("Could not install {packages}: {error}. Check the internet connection (or install them from "
+                  "Slicer's Python console with slicer.util.pip_install) and try again; nothing was run.").format(
+                    packages=", ".join(missing), error=exc),
+                windowTitle=_("BBBAnomaly: install packages"))
+            return False
+        finally:
+            importlib.invalidate_caches()  # whatever pip managed to install before it failed is visible
         return True
 
     def ensureDependencies(self, needsTorch, ask=True):
@@ -64,7 +73,13 @@ class PanelLogic:
             return False
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(askConfirmation=ask, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
+            try:
+                torch = torchLogic.installTorch(askConfirmation=ask,
+                                                torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
+            except Exception as exc:  # light-the-torch or pip failed: say so instead of a traceback in the console
+                slicer.util.errorDisplay(_("Could not install PyTorch: {error}. Install it from the PyTorch "
+                                           "extension's module and try again; nothing was run.").format(error=exc))
+                return False
             return torch is not None
         return True  # the worker checks the version (MINIMUM_TORCH_VERSION) when it imports torch
 
