@@ -33,6 +33,12 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line that says what is wrong and where help is
     (argparse's default prints the whole usage block first, burying the message)."""
 
+    def __init__(self, *args, **kwargs):
+        # No prefixes of long options: `--aif-m` must not silently mean `--aif-mask`, and a prefix that is
+        # unique today would change meaning when an option is added (round 17's user audit)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
@@ -86,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv is None:
         return 0
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, so that the line names `bbbanomaly dsc --help`
+        from .config import find_command
+
+        leaf = find_command(parser, argv)[1] or parser
+        leaf.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -254,11 +254,26 @@ def test_a_derivative_report_reruns_to_the_same_map(cohort, cohort_run, tmp_path
     assert np.array_equal(a, b, equal_nan=True)
 
 
-def test_existing_participants_need_overwrite_and_one_can_be_selected(cohort, cohort_run, capsys):
+def test_existing_participants_are_kept_or_need_overwrite_and_one_can_be_selected(cohort, cohort_run, capsys):
+    """A rerun over the dataset keeps a participant's complete results and does not call it failed (round 17's
+    user audit: it was listed in failures.tsv, its results intact, with "choose another --out", an option bids
+    lacks); a folder holding a user's file is refused with what to do; --overwrite computes again."""
     args = ["bids", str(cohort), str(cohort / "derivatives"), "participant", "--pipelines", "dsc",
             "--participant-label", "sub-02", "--masks", str(cohort / "derivatives" / "masks")]
+    app = cohort / "derivatives" / "bbbanomaly"
+    status_before = (app / "logs" / "sub-02_status.json").read_text()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sub-02: kept its results from an earlier run" in out and "1 kept from an earlier run, 0 failed" in out
+    assert "sub-02" not in (app / "failures.tsv").read_text()
+    assert (app / "logs" / "sub-02_status.json").read_text() == status_before
+    notes = app / "sub-02" / "my_notes.txt"
+    notes.write_text("the radiologist's notes")
     assert main(args) == 1
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds files bbbanomaly did not write" in err and "my_notes.txt" in err and "--out" not in err
+    assert notes.read_text() == "the radiologist's notes"
+    notes.unlink()
     assert main(args + ["--overwrite"]) == 0
     perf = cohort / "derivatives" / "bbbanomaly" / "sub-02" / "perf"
     assert not list(perf.glob("*extendedtofts*"))  # replaced as a whole: only what this run made

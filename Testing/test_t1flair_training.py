@@ -46,7 +46,18 @@ def _run(args):
     assert main(args) == 0
 
 
-def test_training_commands_run_a_step_and_resume(cases, tmp_path):
+def _announced_weights(err: str) -> list[str]:
+    """The files a trainer's last "weights: PATH (+ CARD ...)" line names."""
+    import re
+
+    lines = [line for line in err.splitlines() if line.startswith("weights: ")]
+    assert lines, err
+    match = re.match(r"weights: (\S+) \(\+ (\S+?)[;)]", lines[-1])
+    assert match, lines[-1]
+    return [match.group(1), os.path.join(os.path.dirname(match.group(1)), match.group(2))]
+
+
+def test_training_commands_run_a_step_and_resume(cases, tmp_path, capsys):
     out = tmp_path / "run"
     tiny = ["--device", "cpu", "--max-batches", "1", "--batch-size", "4", "--width", "4"]
     _run(["train", "t1gd-diffusion", str(cases / "tumor"), "--out", str(out), "--size", "16", "--epochs", "1", *tiny])
@@ -66,8 +77,11 @@ def test_training_commands_run_a_step_and_resume(cases, tmp_path):
     model, card = load(str(out / "bbb-identifier.pt"), "identifier", torch.device("cpu"))
     assert card["calibration"]["platt_a"] >= 0 and np.isclose(float(model.calibration[0]), card["calibration"]["platt_a"])
     assert not (out / "bbb-identifier.uncalibrated.pt").exists()
+    # the files the command names at its end are the ones it kept (round 17: it named the deleted uncalibrated pair)
+    assert _announced_weights(capsys.readouterr().err) == [str(out / "bbb-identifier.pt"), str(out / "bbb-identifier.json")]
     _run(["train", "cae", str(cases / "normal"), "--out", str(out), "--epochs", "1", "--shape", "16", "16", "16",
           "--device", "cpu", "--width", "4"])
+    assert _announced_weights(capsys.readouterr().err) == [str(out / "cae.pt"), str(out / "cae.json")]
     cae_card = json.loads((out / "cae.json").read_text(encoding="utf-8"))
     assert cae_card["reshape"] == {"mode": "global", "shape": [16, 16, 16]}
     assert cae_card["calibration"]["patient_score_sd"] >= 0

@@ -15,7 +15,8 @@ derivatives to OUT_DIR/bbbanomaly/; then `group` collects a cohort table of tumo
   participant  discover each participant's inputs (all sessions) and run the pipelines; every
                sub-<label>/ folder is written complete or not at all. A failed participant is one
                line on the screen and in OUT_DIR/bbbanomaly/failures.tsv and does not stop the
-               others; the exit status is 1 when any failed.
+               others; the exit status is 1 when any failed. A participant whose complete results
+               are already there is kept (not run again, not a failure) unless --overwrite.
   group        OUT_DIR/bbbanomaly/group/roi_ratios.tsv (or .csv): one row per participant, session,
                run and map with the tumor and reference means/medians and their ratios.
 Each run rewrites its own failures.tsv, logs/ status files and group table; a file of yours under one
@@ -145,7 +146,9 @@ def run(args) -> int:
     statuses = _run_all(labels, str(bids_dir), str(root), pipelines, masks, configs, args)
     failures = write_failures(root)
     bad = [s for s in statuses if s["error"]]
-    print(f"{len(statuses)} participant(s): {len(statuses) - len(bad)} done, {len(bad)} failed"
+    kept = [s for s in statuses if s.get("kept")]
+    print(f"{len(statuses)} participant(s): {len(statuses) - len(bad) - len(kept)} done, "
+          + (f"{len(kept)} kept from an earlier run, " if kept else "") + f"{len(bad)} failed"
           + (f" (listed in {failures})" if bad else "") + f"; derivatives in {root}")
     return 1 if bad else 0
 
@@ -154,6 +157,8 @@ def _report(status: dict) -> None:
     if status["error"]:
         where = f" ({status['pipeline']})" if status.get("pipeline") else ""
         print(f"{status['participant']}: FAILED{where}: {status['error']}", file=sys.stderr, flush=True)
+    elif status.get("kept"):
+        print(f"{status['participant']}: {status['kept']}", flush=True)
     else:
         runs = ", ".join(f"{j['pipeline']} {j['source']}" for j in status["jobs"])
         print(f"{status['participant']}: done ({runs})", flush=True)

@@ -58,6 +58,9 @@ def run_participant(bids_dir: str, root: str, label: str, pipelines: list[str], 
     bids_dir, root = Path(bids_dir), Path(root)
     status = {"participant": f"sub-{label}", "pipeline": "", "jobs": [], "error": None}
     try:
+        kept = _earlier_results(root / f"sub-{label}", overwrite)
+        if kept is not None:  # not a failure: its status file (of the run that wrote them) stays as it is
+            return dict(status, kept=kept)
         jobs = discover(bids_dir, label, pipelines, Path(masks_dir) if masks_dir else None)
         if not jobs:
             raise InputError(f"no input for {', '.join(pipelines)} (see `bbbanomaly bids --help` for the names read)")
@@ -78,6 +81,25 @@ def run_participant(bids_dir: str, root: str, label: str, pipelines: list[str], 
         status["traceback"] = traceback.format_exc()
     record_status(root, label, status)
     return status
+
+
+def _earlier_results(folder: Path, overwrite: bool) -> str | None:
+    """Without --overwrite, a participant whose complete, unedited results are already there is kept, not run
+    again and not reported as failed (a BIDS app is rerun over a dataset to add participants): the line to
+    report. A folder that holds anything else is refused with what to do (the bids command has no --out)."""
+    from ..core.outputs import changed_entries, foreign_entries
+
+    try:
+        if overwrite or not folder.is_dir() or folder.is_symlink() or not any(folder.iterdir()):
+            return None
+    except OSError:
+        return None  # the claim in run_participant says what is wrong with it
+    odd = foreign_entries(folder) + changed_entries(folder)
+    if not odd:
+        return f"kept its results from an earlier run in {folder} (pass --overwrite to compute them again)"
+    example = ", ".join(odd[:3]) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+    raise InputError(f"{folder} already exists and holds files bbbanomaly did not write or that were changed "
+                     f"({example}); move them out (or the folder away), then run again")
 
 
 class _Tee(io.TextIOBase):

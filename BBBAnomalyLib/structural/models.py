@@ -13,6 +13,11 @@ def read_card(name_or_path: str) -> tuple[dict, str]:
     return card, str(name_or_path)
 
 
+def _kind_phrase(kind) -> str:
+    """'a cae model', or for a card of another pipeline (no 'kind') 'weights of another pipeline'."""
+    return f"a {kind} model" if kind else "weights of another pipeline"
+
+
 def load(name_or_path: str, kind: str, device):
     """(model on device in eval mode, card). ``kind``: diffusion, identifier, cae or enhancer."""
     from .cae import ConvAutoencoder3D
@@ -24,6 +29,7 @@ def load(name_or_path: str, kind: str, device):
                "enhancer": EnhancerEnsemble}
     card, source = read_card(name_or_path)
     if card.get("kind") != kind:
-        raise InputError(f"weights {name_or_path!r} are a {card.get('kind', 'unknown')} model, not a {kind} model")
+        raise InputError(f"weights {name_or_path!r} are {_kind_phrase(card.get('kind'))}, not a {kind} model; "
+                         "give weights trained for this step")
     model = registry.instantiate(classes[kind], card, registry.load_state_dict(source), name_or_path)
     return model.to(device).eval(), card

@@ -136,7 +136,7 @@ def register(models_subparsers, name: str) -> None:
 
 
 # --- shared loop --------------------------------------------------------------------------
-def _train(args, model, dataset, loss_fn, card: dict, context):
+def _train(args, model, dataset, loss_fn, card: dict, context, announce: bool = True):
     """Epochs of minibatch Adam with DDP, a checkpoint per epoch and resume; writes weights + card."""
     import torch
 
@@ -190,7 +190,8 @@ def _train(args, model, dataset, loss_fn, card: dict, context):
                                   learning_rate=args.lr, processes=context.world_size, loss_per_epoch=history,
                                   seconds=round(time.perf_counter() - start, 1)))
         write_entry(card, weights)
-        print(f"weights: {weights} (+ {weights.with_suffix('.json').name})", file=sys.stderr)
+        if announce:  # _train_then names its own final, calibrated file instead of this intermediate one
+            print(f"weights: {weights} (+ {weights.with_suffix('.json').name})", file=sys.stderr)
     return raw, history
 
 
@@ -359,7 +360,7 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
     args.name = f"{name}.uncalibrated"
     start = time.perf_counter()
     try:
-        raw, history = _train(args, model, dataset, loss_fn, card, context)
+        raw, history = _train(args, model, dataset, loss_fn, card, context, announce=False)
     finally:
         args.name = name
     if context.is_main:
@@ -380,6 +381,8 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
         write_entry(card, out / f"{name}.pt")
         for stale in (out / f"{name}.uncalibrated.pt", out / f"{name}.uncalibrated.json"):
             stale.unlink(missing_ok=True)
+        print(f"weights: {out / f'{name}.pt'} (+ {name}.json; the checkpoint for --resume: "
+              f"{name}.uncalibrated.checkpoint.pt)", file=sys.stderr)
 
 
 # --- cae -----------------------------------------------------------------------------------------

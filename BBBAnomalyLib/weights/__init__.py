@@ -48,6 +48,14 @@ def available() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
 
 
+def _listed_for(name: str) -> str:
+    """The bundled names to offer after a wrong ``name``: those of its pipeline (the part before the first '-',
+    e.g. every dsc-* for 'dsc-phae-wid'), else all of them."""
+    names = available()
+    family = [n for n in names if "-" in name and n.split("-")[0] == name.split("-")[0]]
+    return ", ".join(family or names) or "none"
+
+
 def _is_path(name_or_path: str | Path) -> bool:
     """A path (a .pt file, or anything with a folder part) rather than a bundled name."""
     text = str(name_or_path)
@@ -56,7 +64,7 @@ def _is_path(name_or_path: str | Path) -> bool:
 
 def _check_name(name: str) -> None:
     if not name or not set(name) <= _NAME_CHARS or ".." in name or name.startswith("."):
-        raise InputError(f"{name!r} is not a bundled weights name (available: {', '.join(available()) or 'none'}); "
+        raise InputError(f"{name!r} is not a bundled weights name (available: {_listed_for(name)}); "
                          "give a name from that list or the path of a .pt file with its .json card beside it")
 
 
@@ -80,7 +88,7 @@ def entry(name: str) -> dict:
     _check_name(str(name))
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.is_file():
-        raise InputError(f"no bundled weights named {name!r}; available: {', '.join(available()) or 'none'}")
+        raise InputError(f"no bundled weights named {name!r}; available: {_listed_for(name)}")
     return _read_card_file(path, f"the bundled weights {name!r}")
 
 
