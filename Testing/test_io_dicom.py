@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import locale
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -16,6 +18,15 @@ AXIAL = (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
 SPACING = (0.9, 1.1)  # column spacing (along ROW), row spacing (along COL)
 DZ = 2.5
 ORIGIN = np.array([-100.5, -80.25, 30.0])
+
+
+@pytest.fixture(autouse=True)
+def _keep_locale():
+    """GDCM's DICOM writer leaves the process in the C locale (Python then decodes child output as ASCII); put
+    the locale back after each test so that later tests in the same run are unaffected."""
+    before = locale.setlocale(locale.LC_ALL, None)
+    yield
+    locale.setlocale(locale.LC_ALL, before)
 
 
 def tm(seconds: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import InputError
-from ..io.timing import check_dynamic_timing
+from ..io.timing import check_dynamic_timing, missing_times_message
 from ..core.volume import Volume
 
 #: Fewer frames than this cannot hold a baseline, an uptake and a wash-out phase.
@@ -24,7 +24,7 @@ def check_series(series: Volume, params=None) -> None:
         raise InputError(f"the DCE series has {series.n_frames} frames; at least {MIN_FRAMES} are needed "
                          "(pre-contrast baseline, uptake and wash-out)")
     if series.times is None:
-        raise InputError("the DCE series has no frame times; give --times FILE or --frame-interval SECONDS")
+        raise InputError(missing_times_message(series, "the DCE series"))
     if np.any(np.diff(series.times) <= 0):
         raise InputError("the frame times of the DCE series are not strictly increasing; check --times "
                          "(one time per frame, in seconds, in acquisition order)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import InputError
-from ..io.timing import check_dynamic_timing
+from ..io.timing import check_dynamic_timing, missing_times_message
 from ..core.volume import FrameSource, Volume
 
 #: Fewer frames than this cannot hold a baseline, a bolus and its wash-out.
@@ -36,7 +36,7 @@ def check_series(series: Volume, what: str, params=None) -> None:
         raise InputError(f"{what} has {series.n_frames} frames; at least {MIN_FRAMES} are needed "
                          "(baseline, bolus passage and wash-out)")
     if series.times is None:
-        raise InputError(f"{what} has no frame times; give --times FILE or --frame-interval SECONDS")
+        raise InputError(missing_times_message(series, what))
     if np.any(np.diff(series.times) <= 0):
         raise InputError(f"the frame times of {what} are not strictly increasing; check --times")
     if np.iscomplexobj(series.data) or series.data.dtype.kind not in "biuf":

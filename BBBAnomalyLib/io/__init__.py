@@ -67,7 +67,9 @@ def write_volume(volume: Volume, path) -> Path:
 
     Creates the parent folder. Float data is stored as float32, integer/bool data (masks,
     labels) as integers. Geometry, frame times and acquisition metadata are kept (NIfTI: header
-    + JSON sidecar + bval/bvec; NRRD: header fields). Returns the path written.
+    + JSON sidecar + bval/bvec; NRRD: header fields). Returns the path written. A sheared voxel
+    grid (a gantry-tilted DICOM series) is refused for NIfTI, whose qform ITK and 3D Slicer would
+    read millimetres off; NRRD stores it exactly.
     """
     if not isinstance(volume, Volume):
         raise InputError(f"write_volume needs a Volume, got {type(volume).__name__}")

@@ -2,6 +2,10 @@
 
 Geometry: the affine is nibabel's best affine (sform when its code is set, else qform). We write
 NIfTI-1 (every tool reads it), with sform and qform both set to the affine (code 1, scanner).
+A qform holds no shear, and ITK (so 3D Slicer) reads the qform when the sform is not orthogonal:
+a sheared grid (a gantry-tilted DICOM series) would be placed wrongly there, 16 mm for a 15 degree
+tilt. Writing one whose qform would move a corner voxel more than ``SHEAR_TOLERANCE_MM`` is
+refused in one line that points to NRRD (``--format nrrd``), which stores it exactly.
 NIfTI-1 stores the affine as float32, so an affine that did not come from a NIfTI file
 (DICOM, NRRD, computed) comes back rounded to float32 (~1e-5 mm at 100 mm): far below the
 grid tolerance, and exact for maps written on the grid of a NIfTI input.
@@ -21,6 +25,7 @@ on write a stale sidecar/bval/bvec of the same name is removed so it cannot desc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -333,7 +338,33 @@ def _read_fsl_gradients(bval: Path, bvec: Path, n: int):
 
 
 # --- writing ----------------------------------------------------------------------------
+#: How far (mm) the qform of a written file may place a corner voxel from the affine: more is a
+#: sheared grid, which NIfTI cannot hold for ITK/Slicer (rounded DICOM positions stay far below).
+SHEAR_TOLERANCE_MM = 0.05
+
+
+def check_nifti_geometry(affine: np.ndarray, shape, path) -> None:
+    """InputError when a NIfTI file cannot hold ``affine`` for every reader: a sheared voxel grid (gantry
+    tilt) whose qform, what ITK and 3D Slicer use for a non-orthogonal sform, puts voxels elsewhere."""
+    nib = _nibabel()
+    affine = np.asarray(affine, dtype=np.float64)
+    header = nib.Nifti1Header()
+    header.set_qform(affine, code=1)
+    corners = np.array(list(itertools.product(*[(0, max(int(n) - 1, 0)) for n in tuple(shape)[:3]])), float)
+    corners = np.c_[corners, np.ones(len(corners))]
+    worst = float(np.linalg.norm((corners @ (header.get_qform() - affine).T)[:, :3], axis=1).max())
+    if worst > SHEAR_TOLERANCE_MM:
+        axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+        skew = max(abs(90.0 - math.degrees(math.acos(np.clip(abs(axes[:, i] @ axes[:, j]), 0.0, 1.0))))
+                   for i, j in ((0, 1), (0, 2), (1, 2)))
+        raise InputError(f"cannot write '{Path(path).name}' as NIfTI: its voxel grid is sheared (axes {skew:.3g} degrees off "
+                         f"square, e.g. a gantry-tilted series), which a NIfTI qform cannot hold; ITK and 3D Slicer "
+                         f"would place voxels up to {worst:.3g} mm off. Write NRRD instead, which is exact "
+                         "(--format nrrd, or a .nrrd file name)")
+
+
 def write_nifti(volume: Volume, path: Path, suffix: str) -> None:
+    check_nifti_geometry(volume.affine, volume.spatial_shape, path)
     data = storable(volume.data)
     nib = _nibabel()
     img = nib.Nifti1Image(data, volume.affine, dtype=data.dtype)

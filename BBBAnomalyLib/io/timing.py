@@ -112,6 +112,19 @@ def check_dynamic_timing(times, what: str) -> np.ndarray:
     return t
 
 
+def missing_times_message(volume: Volume, what: str) -> str:
+    """The line for a dynamic series without frame times: why the file's clock was not usable when the reader
+    knows (``acquisition.extra["frame_times_unusable"]``, e.g. a DICOM AcquisitionTime in whole seconds), and
+    how to give the timing."""
+    extra = getattr(volume.acquisition, "extra", None) or {}
+    why = extra.get("frame_times_unusable")
+    if why:
+        hint = extra.get("frame_interval_hint")
+        return (f"{what} has no usable frame times: {why}; give --frame-interval SECONDS"
+                f"{f' ({hint})' if hint else ''} or --times FILE")
+    return f"{what} has no frame times; give --times FILE or --frame-interval SECONDS"
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)
