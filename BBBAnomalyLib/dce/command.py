@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from ..cli_options import add_output_options, output_suffix
-
-from .parameters import DCEParameters, InputKind, Model, RLSSource
+from .parameters import (MASK_OUTPUTS, MODEL_MAPS, OTHER_OUTPUTS, RLS_MAPS, VE_DEPENDENT_MAPS, DCEParameters,
+                         InputKind, Model, RLSSource)
 
 #: BBBAnomalyLib.perfusion.population_aif.POPULATION_AIFS' names (listed here so --help imports no scipy; a test keeps them equal)
 POPULATION_AIF_NAMES = ["parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath"]
+
+
+def _outputs_help() -> str:
+    """The outputs paragraph of --help, from the tables the pipeline writes by (.parameters; a test keeps a run's
+    files equal to them)."""
+    default = ", ".join(MODEL_MAPS["extended-tofts"])
+    others = "; ".join(f"{name}: {', '.join(maps)}" for name, maps in MODEL_MAPS.items() if name != "extended-tofts")
+    return (f"Outputs (in --out, default <input>_dce/), on the input grid as <map>.nii.gz (or .nrrd with --format "
+            f"nrrd): {', '.join(RLS_MAPS)} (the RLS maps; not with --rls none), the model's maps ({default} for "
+            f"extended-tofts; {others}), delay (not with --max-delay 0) and fit_r2; {MASK_OUTPUTS[0]}, "
+            f"{MASK_OUTPUTS[1]} (the arterial voxels averaged: --aif-mask or --aif auto), "
+            f"{', '.join(OTHER_OUTPUTS[:-1])} and {OTHER_OUTPUTS[-1]}. {', '.join(VE_DEPENDENT_MAPS)} (those of them the model has) are 0 "
+            "where the data do not determine ve (the report's ve_determination says how many voxels). Units: Ktrans and kep 1/min, "
+            "ve and vp fractions, RLS % SER, delay s.")
+
 
 HELP = """\
 BBB leakage maps from a T1-weighted dynamic contrast-enhanced (DCE) series.
 
 Model-free: the residual leakage signal (RLS) of an autoencoder of normal enhancement curves
-(trained on this case's normal-appearing brain in seconds, --rls case, or bundled weights,
---rls bundled): rls (leakage), rls_vascular and rls_abs, in percent signal enhancement.
+(bundled weights, --rls bundled, or trained on this case's normal-appearing brain, --rls case):
+rls (leakage), rls_abs and rls_uncertainty, in percent signal enhancement.
 Classic, beside it: Tofts / extended Tofts (default) / Patlak fitted to every voxel (linear least
 squares, optional --refine), or the two-compartment exchange/uptake models (--model 2cxm|2cum: Fp,
-PS, ve, vp, E, Tc; linear initialisation + Levenberg-Marquardt), with a per-voxel bolus delay up to
+PS, ve, vp, E, Tc; linear initialisation + Levenberg-Marquardt; they need frames <= ~2 s to
+separate Fp from PS, and the report warns on slower series), with a per-voxel bolus delay up to
 --max-delay seconds.
 
 Signal -> concentration: SPGR with T10 (--t10 seconds or a T10 map, or --vfa FILES to map it from a
@@ -31,10 +48,7 @@ with --aif-search only the arterial voxels of the region, e.g. a box drawn aroun
 --aif auto (arterial voxels chosen automatically, written as aif_mask), or --population-aif NAME
 (parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
 shifted to the bolus arrival.
-Outputs (in --out, default <input>_dce/): rls, rls_vascular, rls_abs, ktrans, ve, vp, kep (2CXM/2CUM:
-fp, ps, ve, vp, ktrans, e, tc, te), delay,
-fit_r2 as <map>.nii.gz (or .nrrd with --format nrrd) on the input grid, brain_mask, aif.csv and
-report.json. Units: Ktrans and kep 1/min, ve and vp fractions, RLS % SER, delay s.
+""" + textwrap.fill(_outputs_help(), 100) + """
 
 examples:
   bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --flip-angle 15 --tr 0.005 --out results
@@ -190,10 +204,18 @@ def print_summary(result, written: Path) -> None:
         stats = rep["summary"].get(region)
         if stats:
             print(f"  {region} medians: " + ", ".join(
-                f"{n} {stats[n]['median']:.3g}" for n in ("rls", "ktrans", "fp", "ps", "ve", "vp")
-                if stats.get(n, {}).get("n")))
+                f"{n} {stats[n]['median']:.3g}" + _determined_share(n, stats)
+                for n in ("rls", "ktrans", "fp", "ps", "ve", "vp") if stats.get(n, {}).get("n")))
             if region == "tumor":
                 continue
             break
     for w in rep["warnings"]:
         print(f"  warning: {w}")
+
+
+def _determined_share(name: str, stats: dict) -> str:
+    """' (in the N % of voxels where the data determine it)' after ve's median: it is summarised over those only."""
+    if name != "ve" or not stats.get("fit_r2", {}).get("n"):
+        return ""
+    share = stats["ve"]["n"] / stats["fit_r2"]["n"]
+    return "" if share >= 1 else f" (in the {100 * share:.0f} % of voxels where the data determine it)"

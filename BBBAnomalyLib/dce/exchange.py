@@ -47,13 +47,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .models import _segment_weights, cumulative_integral, shifted
+from .models import _segment_weights, backflux_norm, backflux_snr, cumulative_integral, shifted
 
 #: Bounds of the fit, ml/ml/min for Fp and PS: far outside anything perfused tissue shows, but
 #: they keep the exponentials finite on noise-only voxels.
 FP_BOUNDS = (1e-4, 20.0)
 PS_BOUNDS = (0.0, 10.0)
 V_BOUNDS = (1e-4, 1.0)
+#: The two-compartment models separate Fp from PS on the first pass, which lasts a few seconds: they need frames
+#: at most this far apart [s] (docs/validation.md, issue 16: OSIPI objects at 0.5 s; our objects at 1-5 s, where
+#: 5 s frames lose 17 % of the delays and double the Fp error at 0.02 mM noise); the pipeline warns above it
+#: (by more than FRAME_INTERVAL_TOLERANCE, for timing jitter).
+MAX_FRAME_INTERVAL_S = 2.0
+FRAME_INTERVAL_TOLERANCE = 0.05
 #: Start of the nonlinear fit where the linear solution is not physical (typical grey matter).
 GENERIC_START = {"fp": 0.5, "ps": 0.02, "ve": 0.2, "vp": 0.05}
 
@@ -189,6 +195,24 @@ class ExchangeModel:
             if progress is not None:
                 progress(min(1.0, (start + self.chunk_voxels) / max(n, 1)))
         return ExchangeFit(*(np.concatenate([getattr(p, f) for p in parts]) for f in ExchangeFit.__dataclass_fields__))
+
+    def ve_backflux_snr(self, curves: np.ndarray, fit: ExchangeFit) -> np.ndarray:
+        """Per voxel: the backflux of the interstitium (:func:`.models.backflux_norm` of Ktrans = E·Fp with the
+        Tofts-equivalent rate Ktrans/ve, the 2CXM's PS << Fp limit) over the noise SD of the fit residual. 2CUM has
+        no ve: 0."""
+        curves = np.asarray(curves)
+        n, n_frames = curves.shape
+        if self.uptake or n == 0:
+            return np.zeros(n)
+        sse = np.empty(n)
+        for start in range(0, n, self.chunk_voxels):
+            rows = slice(start, start + self.chunk_voxels)
+            sse[rows] = ((np.asarray(curves[rows], dtype=np.float64) - fit.fitted[rows]) ** 2).sum(axis=1)
+        ve = np.asarray(fit.ve, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kep = np.where(ve > 0, fit.ktrans / np.where(ve > 0, ve, 1.0), 0.0)
+        norm = backflux_norm(self.aif, self.times, fit.delay, fit.ktrans, kep)
+        return backflux_snr(norm, sse, n_frames - 4 - (1 if self.delays.size > 1 else 0))
 
     # --- linear least squares over the delay grid ----------------------------------------------
     def _linear(self, y, int_ct, int2_ct):

@@ -1,5 +1,12 @@
-"""The DCE figure: input frame, curves (measured, model fit, RLS reconstruction), RLS, vascular
-RLS, Ktrans and the true Ktrans when known. Uses the shared helpers of :mod:`BBBAnomalyLib.figures`."""
+"""The DCE figure: input frame, curves (measured, model fit, the RLS network's output), RLS, its
+uncertainty, Ktrans and the true Ktrans when known. Uses the shared helpers of :mod:`BBBAnomalyLib.figures`.
+
+The dotted curves are what the RLS autoencoder returns for the ROI's curves (``DCEResult.curves()``,
+"RLS reconstruction"), mapped back to the curves' units exactly (an identity network gives the measured
+curve back: Testing/test_dce_outputs_round17.py). The networks are early-stopped where leaky curves stand
+out, i.e. projection-like: on the demo object dce-rls-world returns a low, late-peaking generic curve for
+normal brain (NAWM peak SER 0.33 vs 0.63 measured) and almost nothing for the tumour, so the curve is
+labelled as the network's output, not as a fit that should follow the measured one."""
 
 from __future__ import annotations
 
@@ -9,6 +16,13 @@ import numpy as np
 
 from ..figures import _contours, _overlay, _pyplot, axial_slice, ras_slice_index
 from ..core.volume import Volume
+
+
+#: The legend's name of the dotted RLS curve, and the note under it: the early-stopped network is not a fit.
+RLS_LABEL = "RLS network output (not a fit)"
+RLS_NOTE = ("dotted: the early-stopped (projection-like) RLS network's\n"
+            "output; it need not follow normal curves. RLS is the\n"
+            "positive part of mean(measured - dotted), in % SER")
 
 
 def dce_figure(path: str | Path, series: Volume, result, masks: dict[str, np.ndarray],
@@ -36,11 +50,13 @@ def dce_figure(path: str | Path, series: Volume, result, masks: dict[str, np.nda
             continue
         ax.plot(curves.times, mean["measured"], color=color, lw=2, label=f"{name} measured")
         for label, style in zip([lbl for lbl in mean if lbl != "measured"], ("--", ":")):
-            ax.plot(curves.times, mean[label], color=color, ls=style, lw=1.5, label=f"{name} {label}")
+            ax.plot(curves.times, mean[label], color=color, ls=style, lw=1.5,
+                    label=f"{name} {RLS_LABEL if label == 'RLS reconstruction' else label}")
     ax.set_xlabel("time (s)")
     ax.set_ylabel(curves.unit)
-    ax.legend(fontsize=7)
-    ax.set_title("ROI curves, model fit and RLS reconstruction")
+    rls_shown = "RLS reconstruction" in curves.fitted
+    ax.legend(fontsize=7, title=RLS_NOTE if rls_shown else None, title_fontsize=6.5)
+    ax.set_title("ROI curves, model fit and RLS network output" if rls_shown else "ROI curves and model fit")
     panels = [("rls", "RLS", "inferno"), ("rls_uncertainty", "RLS uncertainty (noise SE)", "viridis"),
               ("ktrans", "Ktrans", "magma")]
     if truth is not None and "ktrans" in truth:

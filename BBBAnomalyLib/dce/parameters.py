@@ -28,6 +28,47 @@ class RLSSource(str, enum.Enum):
     NONE = "none"  # classic maps only
 
 
+#: Map name -> (unit, description); a run writes its maps in this order (the first is the headline map). The
+#: pipeline's report, `bbbanomaly dce --help` and :func:`output_maps` read this table (kept here, beside the
+#: parameters, so that --help imports no numpy).
+MAP_INFO = {
+    "rls": ("% SER", "residual leakage signal: positive mean residual of the autoencoder (leakage)"),
+    "rls_abs": ("% SER", "mean absolute residual of the autoencoder (its normal-brain level is the network's own "
+                         "reconstruction error, not abnormality)"),
+    "rls_uncertainty": ("% SER", "standard error of the RLS from the curve's own noise: RLS below ~2x this is noise"),
+    "ktrans": ("1/min", "volume transfer constant Ktrans"),
+    "ve": ("fraction", "extravascular extracellular volume fraction (Ktrans/kep); 0 where the data do not "
+                       "determine it (report: ve_determination)"),
+    "vp": ("fraction", "plasma volume fraction"),
+    "kep": ("1/min", "rate constant kep = Ktrans/ve; 0 where ve is not determined"),
+    "fp": ("ml/100 ml/min", "plasma flow Fp (two-compartment models)"),
+    "ps": ("1/min", "permeability-surface area product PS (two-compartment models)"),
+    "e": ("fraction", "extraction fraction E = PS/(Fp + PS)"),
+    "tc": ("s", "capillary transit time Tc = vp/Fp"),
+    "te": ("s", "interstitial mean transit time Te = ve/PS (2CXM); 0 where ve is not determined"),
+    "delay": ("s", "bolus delay of the voxel relative to the AIF (best of the delay grid)"),
+    "fit_r2": ("1", "coefficient of determination of the model fit (fit quality)"),
+}
+#: The RLS maps (:func:`.rls.residual_maps`), written unless --rls none (or the per-case RLS was skipped).
+RLS_MAPS = ("rls", "rls_abs", "rls_uncertainty")
+#: The maps of each pharmacokinetic model, in the order written.
+MODEL_MAPS = {"tofts": ("ktrans", "ve", "kep"), "extended-tofts": ("ktrans", "ve", "vp", "kep"),
+              "patlak": ("ktrans", "vp"), "2cxm": ("fp", "ps", "ve", "vp", "ktrans", "e", "tc", "te"),
+              "2cum": ("fp", "ps", "vp", "ktrans", "e", "tc")}
+#: Maps set to 0 (not analysed) where the data do not determine ve (models.ve_determined).
+VE_DEPENDENT_MAPS = ("ve", "kep", "te")
+#: The masks a run writes beside its maps: aif_mask only when AIF voxels were used (--aif-mask, --aif auto).
+MASK_OUTPUTS = ("brain_mask", "aif_mask")
+#: The other files of a run's output folder.
+OTHER_OUTPUTS = ("aif.csv", "report.json")
+
+
+def output_maps(model, rls: bool = True, delay: bool = True) -> list[str]:
+    """The maps a run writes, in order: the RLS maps (``rls``), the model's, delay (``delay``: --max-delay > 0)
+    and fit_r2."""
+    return [*(RLS_MAPS if rls else ()), *MODEL_MAPS[Model(model).value], *(("delay",) if delay else ()), "fit_r2"]
+
+
 #: Largest --max-delay [s]: bolus delays between an artery and tissue are seconds, and the delay
 #: grid (1 s steps) costs one model fit per step.
 MAX_DELAY_S = 60.0

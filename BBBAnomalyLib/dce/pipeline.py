@@ -32,32 +32,17 @@ from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
+from . import exchange, models
 from .exchange import ExchangeModel
 from .models import PKFit, PKModel
-from .parameters import DCEParameters, InputKind, Model
+from .parameters import MAP_INFO, VE_DEPENDENT_MAPS, DCEParameters, InputKind, Model
+from .parameters import MODEL_MAPS as _MODEL_MAPS
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
 from .validation import check_series, check_t10_map, check_t10_values
 
-#: Map name -> (unit, description); outputs come in this order (the first is the headline map).
-MAP_INFO = {
-    "rls": ("% SER", "residual leakage signal: positive mean residual of the autoencoder (leakage)"),
-    "rls_abs": ("% SER", "mean absolute residual of the autoencoder"),
-    "rls_uncertainty": ("% SER", "standard error of the RLS from the curve's own noise: RLS below ~2x this is noise"),
-    "ktrans": ("1/min", "volume transfer constant Ktrans"),
-    "ve": ("fraction", "extravascular extracellular volume fraction (Ktrans/kep)"),
-    "vp": ("fraction", "plasma volume fraction"),
-    "kep": ("1/min", "rate constant kep = Ktrans/ve"),
-    "fp": ("ml/100 ml/min", "plasma flow Fp (two-compartment models)"),
-    "ps": ("1/min", "permeability-surface area product PS (two-compartment models)"),
-    "e": ("fraction", "extraction fraction E = PS/(Fp + PS)"),
-    "tc": ("s", "capillary transit time Tc = vp/Fp"),
-    "te": ("s", "interstitial mean transit time Te = ve/PS (2CXM)"),
-    "delay": ("s", "bolus delay of the voxel relative to the AIF (best of the delay grid)"),
-    "fit_r2": ("1", "coefficient of determination of the model fit (fit quality)"),
-}
-MODEL_MAPS = {Model.TOFTS: ("ktrans", "ve", "kep"), Model.EXTENDED_TOFTS: ("ktrans", "ve", "vp", "kep"),
-              Model.PATLAK: ("ktrans", "vp"), Model.TWO_CXM: ("fp", "ps", "ve", "vp", "ktrans", "e", "tc", "te"),
-              Model.TWO_CUM: ("fp", "ps", "vp", "ktrans", "e", "tc")}
+#: MAP_INFO (map name -> (unit, description), in the order written) and the maps of each model live in
+#: .parameters, where `bbbanomaly dce --help` reads them too (without numpy).
+MODEL_MAPS = {Model(name): maps for name, maps in _MODEL_MAPS.items()}
 #: Used to express concentration input as SER for the RLS network when T10/flip/TR are unknown.
 NOMINAL = {"t10": 1.4, "flip_angle": 15.0, "tr": 0.005}
 SUFFIXES = (".nii.gz", ".nii", ".nrrd")
@@ -284,6 +269,14 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             fit = model.fit(brain_conc, progress=fitting, keep_fitted=False, dtype=np.float32)
         else:
             fit = model.fit(brain_conc, progress=fitting)
+        # what the data do not determine is said, not presented as a measurement (round 17's user audit): values
+        # at a bound of the fit (before ve's undetermined voxels are set to 0), the two-compartment models on slow
+        # frames, and ve (kep, Te) where the curve carries no backflux above its noise
+        _check_two_compartment_sampling(params.model, times, warnings)
+        fit_bounds = _fit_bounds(params.model, fit, warnings)
+        ve_info, ve_known, curve_kep = None, None, None
+        if "ve" in MODEL_MAPS[params.model]:
+            ve_info, ve_known, curve_kep = _mark_undetermined_ve(model, fit, brain_conc, masks, brain, warnings)
 
     measured = brain_conc
     if rls_wanted and not rls_first:  # relative enhancement (the SER is the curves) or concentration input
@@ -302,7 +295,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             values["delay"] = fit.delay
         values["fit_r2"] = fit.r2
         # the summaries' float64 temporaries come and go before the maps on the grid exist (issue 17)
-        summary = _summaries(values, masks, brain)
+        summary = _summaries(values, masks, brain, ve_known)
         names = list(values)
         del values
         # What the maps hold is not kept twice beside them (issue 17: the result's own memory), and it is let go
@@ -316,13 +309,14 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                          fit_r2=fit.r2)
         if from_maps:
             fit = None  # (its arrays are held by per_voxel alone, each until its map is made)
+        ve_known = None
         release_freed_memory()  # (the summaries' temporaries)
         maps = {}
         for name in names:
             maps[name] = Volume(_scatter(brain, per_voxel.pop(name)), series.affine.copy())  # float32, as before
             release_freed_memory()  # the values just handed over (smaller than a map: glibc would keep them)
         if from_maps:
-            fit = MapFit(maps, brain, model.delays)
+            fit = MapFit(maps, brain, model.delays, curve_kep)
             fitted = lambda: model.curves(fit.pkfit())  # noqa: E731  (model curves on demand, for the panel)
         else:
             fitted = fit.fitted
@@ -331,6 +325,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                      brain, masks, summary, maps, rls_out, unit, timer, warnings)
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
+    report["fit_bounds"] = fit_bounds
+    if ve_info is not None:
+        report["ve_determination"] = ve_info
     report_progress(1.0, "done")
     aif_voxels = arterial.copy() if arterial is not None else None
     curve_data = {"measured": measured, "fitted": fitted, "unit": unit,
@@ -514,8 +511,11 @@ class MapFit:
     FIELDS = {"ktrans": "ktrans", "kep": "kep", "ve": "ve", "vp": "vp", "delay": "delay", "r2": "fit_r2"}
     fitted = None
 
-    def __init__(self, maps: dict, brain: np.ndarray, delays: np.ndarray):
+    def __init__(self, maps: dict, brain: np.ndarray, delays: np.ndarray, curve_kep: np.ndarray | None = None):
+        """curve_kep: the fit's kep of the voxels whose ve the data do not determine (written as 0 in the kep and
+        ve maps, in brain order): :meth:`pkfit` puts them back, so the model curves are the fit's."""
         self._maps, self._brain, self._delays = maps, brain, np.asarray(delays, dtype=np.float64)
+        self._curve_kep = curve_kep
 
     def __getattr__(self, name):
         if name.startswith("_") or name not in MapFit.FIELDS:
@@ -529,7 +529,13 @@ class MapFit:
         return values
 
     def pkfit(self) -> PKFit:
-        return PKFit(**{name: getattr(self, name) for name in MapFit.FIELDS}, fitted=None)
+        """The fit as the model's curves need it: the maps' values, with the fit's kep where ve was not
+        determined (ve is 0 there and nowhere else: a determined ve is > 0)."""
+        fields = {name: getattr(self, name) for name in MapFit.FIELDS}
+        if self._curve_kep is not None and self._curve_kep.size:
+            hidden = fields["ve"] == 0
+            fields["kep"][hidden] = self._curve_kep  # (a gathered copy of the map's values)
+        return PKFit(**fields, fitted=None)
 
 
 def _narrowed(values: np.ndarray) -> np.ndarray:
@@ -540,14 +546,108 @@ def _narrowed(values: np.ndarray) -> np.ndarray:
     return narrow if np.array_equal(narrow, values) else values
 
 
-def _summaries(values: dict, masks: dict, brain: np.ndarray) -> dict:
-    """The report's summary of every map over the brain (and tumor / non-tumor with a tumor mask)."""
-    summary = {"brain": summarise_maps(values)}
+def _summaries(values: dict, masks: dict, brain: np.ndarray, ve_known: np.ndarray | None = None) -> dict:
+    """The report's summary of every map over the brain (and tumor / non-tumor with a tumor mask). ve, kep and Te
+    are summarised over the voxels whose ve the data determine (``ve_known``; elsewhere they are 0, not analysed)."""
+    regions = {"brain": None}
     if "tumor-mask" in masks:
         inside = masks["tumor-mask"][brain]
-        summary["tumor"] = summarise_maps(values, inside)
-        summary["non_tumor"] = summarise_maps(values, ~inside)
+        regions.update(tumor=inside, non_tumor=~inside)
+    dependent = [name for name in VE_DEPENDENT_MAPS if name in values] if ve_known is not None else []
+    summary = {}
+    for region, inside in regions.items():
+        stats = summarise_maps({k: v for k, v in values.items() if k not in dependent}, inside)
+        if dependent:
+            known = ve_known if inside is None else ve_known & inside
+            stats.update(summarise_maps({name: values[name] for name in dependent}, known))
+        summary[region] = {name: stats[name] for name in values}  # the maps' order
     return summary
+
+
+#: Share of the brain voxels at a bound of the fit above which the report warns (a few voxels always are).
+BOUND_WARNING_SHARE = 0.01
+
+
+def _fit_bounds(model: Model, fit, warnings: list[str]) -> dict:
+    """{map: {"side", "bound", "share"}}: the share of the brain voxels whose value sits at a bound of the fit
+    (there the value is the fit's limit, not a measurement), and a warning for those at >= BOUND_WARNING_SHARE.
+    ve at its bounds (and kep, which bounds it) is told by the ve determination instead."""
+    if model in (Model.TWO_CXM, Model.TWO_CUM):
+        checks = [("fp", "upper", 100.0 * exchange.FP_BOUNDS[1]), ("fp", "lower", 100.0 * exchange.FP_BOUNDS[0]),
+                  ("ps", "upper", exchange.PS_BOUNDS[1]), ("vp", "upper", exchange.V_BOUNDS[1])]
+    elif model in (Model.EXTENDED_TOFTS, Model.PATLAK):
+        checks = [("vp", "upper", 1.0)]
+    else:
+        checks = []
+    out, told = {}, []
+    for name, side, bound in checks:
+        values = np.asarray(getattr(fit, name))
+        at = values >= bound * (1 - 1e-5) if side == "upper" else values <= bound * (1 + 1e-5)
+        share = float(at.mean()) if values.size else 0.0
+        out[f"{name}_{side}"] = {"map": name, "side": side, "bound": bound, "share": share}
+        if share >= BOUND_WARNING_SHARE:
+            told.append(f"{'Fp' if name == 'fp' else 'PS' if name == 'ps' else name} at its {side} bound "
+                        f"({bound:g} {MAP_INFO[name][0]}) in {100 * share:.1f} %")
+    if told:
+        warnings.append("fit bounds reached: " + "; ".join(told) + " of the brain voxels; there the map holds the "
+                        "fit's limit, not a measurement" + (
+                            " (Fp at a bound: the curves do not determine the plasma flow)"
+                            if any(t.startswith("Fp") for t in told) else ""))
+    return out
+
+
+def _check_two_compartment_sampling(model: Model, times: np.ndarray, warnings: list[str]) -> None:
+    """A warning when the frames are too far apart for 2CXM/2CUM to separate Fp from PS (the run goes on)."""
+    if model not in (Model.TWO_CXM, Model.TWO_CUM):
+        return
+    interval = float(np.median(np.diff(times)))
+    if interval > exchange.MAX_FRAME_INTERVAL_S * (1 + exchange.FRAME_INTERVAL_TOLERANCE):
+        dependent = "Fp, PS, E, Tc, ve and Te" if model is Model.TWO_CXM else "Fp, PS, E and Tc"
+        warnings.append(f"{model.value}: the frames are {interval:.3g} s apart, and the two-compartment models need "
+                        f"frames <= ~{exchange.MAX_FRAME_INTERVAL_S:g} s to separate the plasma flow Fp from PS (the "
+                        f"first pass spans a few frames): {dependent} are poorly determined on this series; extended "
+                        "Tofts (the default) or Patlak suit it")
+
+
+def _mark_undetermined_ve(model, fit, curves: np.ndarray, masks: dict, brain: np.ndarray, warnings: list[str]):
+    """(report entry, the voxels whose ve the data determine, the fit's kep of the others or None): ve (kep, Te) is
+    set to 0 in the fit (0 = not analysed: transparent in the panel) where the backflux of the extravascular space
+    is below models.VE_MIN_BACKFLUX_SNR noise SDs or the fit sits at a bound (models.ve_determined), and a warning
+    gives the share. Where Ktrans ~ 0 (intact BBB) ve is the size of a compartment nothing enters: the fit left it
+    at its bound, 1, in 40-80 % of normal brain, which read as a measurement."""
+    snr = model.ve_backflux_snr(curves, fit)
+    if isinstance(fit, PKFit):
+        known = models.ve_determined(snr, fit.ve, fit.kep)
+    else:  # 2CXM: ve within its bounds, PS neither 0 (no exchange) nor at its bound
+        known = (models.ve_determined(snr, fit.ve, ve_bounds=exchange.V_BOUNDS)
+                 & (fit.ps > exchange.PS_BOUNDS[0]) & (fit.ps < exchange.PS_BOUNDS[1]))
+    del snr
+    hidden = ~known
+    curve_kep = fit.kep[hidden].copy() if isinstance(fit, PKFit) else None  # for the model curves (MapFit)
+    for name in VE_DEPENDENT_MAPS:
+        values = getattr(fit, name, None)
+        if values is not None:
+            values[hidden] = 0
+    n, n_hidden = known.size, int(hidden.sum())
+    info = {"determined_voxels": n - n_hidden, "undetermined_voxels": n_hidden,
+            "undetermined_share": n_hidden / max(n, 1),
+            "criterion": f"backflux >= {models.VE_MIN_BACKFLUX_SNR:g} noise SDs of the fit residual and the fit "
+                         f"inside its bounds ({'ve, kep' if isinstance(fit, PKFit) else 've, PS'})",
+            "maps_set_to_0": [name for name in VE_DEPENDENT_MAPS if getattr(fit, name, None) is not None]}
+    where = ""
+    if "tumor-mask" in masks:
+        inside = masks["tumor-mask"][brain]
+        for region, rows in (("tumor", inside), ("non_tumor", ~inside)):
+            info[f"{region}_undetermined_share"] = float(hidden[rows].mean()) if rows.any() else 0.0
+        where = (f" ({100 * info['non_tumor_undetermined_share']:.0f} % of the non-tumor brain, "
+                 f"{100 * info['tumor_undetermined_share']:.0f} % of the tumor)")
+    if n_hidden:
+        maps = " and ".join(info["maps_set_to_0"])
+        warnings.append(f"ve was not determined by the data in {100 * info['undetermined_share']:.1f} % of the brain "
+                        f"voxels{where}: there Ktrans is too small (intact BBB) or the backflux too slow or too fast "
+                        f"for the curve to show the extravascular volume above its noise, or the fit sat at a bound. "
+                        f"{maps} are 0 there (not analysed) and their summaries cover the other voxels")
+    return info, known, curve_kep
 
 
 def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,

@@ -29,6 +29,8 @@ CASES/<case>/signal.nii.gz (or dce.*; 4D, frame times in the sidecar or --frame-
 optional mask_brain.*, mask_tumor.* and mask_aif.* (tumor and AIF voxels are not trained on).
 Writes OUT/<name>.pt (state dict) and OUT/<name>.json (model card with sha256, the command and
 the protocol); use it with `bbbanomaly dce SERIES --rls bundled --rls-weights OUT/<name>.pt`.
+It also leaves OUT/<name>.checkpoint.pt (the training checkpoint: the kept state and the epoch
+count), which `bbbanomaly dce` does not need.
 
 examples:
   bbbanomaly train dce-rls cases/ --out run1 --epochs 2
@@ -40,7 +42,8 @@ def register(models_subparsers, name: str) -> None:
     p = models_subparsers.add_parser(name, help="DCE RLS autoencoder (normal enhancement curves)", description=HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", help="folder of case folders")
-    p.add_argument("--out", required=True, help="output folder for <name>.pt and <name>.json")
+    p.add_argument("--out", required=True, help="output folder for <name>.pt, <name>.json and the training "
+                   "checkpoint <name>.checkpoint.pt")
     p.add_argument("--name", default="dce-rls", help="weights name (default dce-rls)")
     p.add_argument("--epochs", type=int, default=2,
                    help="epochs (default 2): keep the number of steps near a per-case training's (~1000); a longer "
@@ -165,7 +168,8 @@ def run(args) -> int:
                                    "(score <= 0): the RLS map may not show leakage"),
             }
             write_entry(card, weights)
-            print(f"weights written to {weights} (+ {weights.with_suffix('.json').name})", file=sys.stderr)
+            print(f"weights written to {weights} (+ {weights.with_suffix('.json').name}; the training checkpoint "
+                  f"{args.name}.checkpoint.pt is not needed to run `bbbanomaly dce`)", file=sys.stderr)
         context.barrier()
     finally:
         context.close()
