@@ -13,7 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from bad_input_helpers import AFFINE, assert_refused, dsc_signal, save_nifti, save_nifti_raw_affine, write_dsc_case
+from bad_input_helpers import (AFFINE, assert_refused, dsc_signal, run_subprocess, save_nifti, save_nifti_raw_affine,
+                               write_dsc_case)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +111,16 @@ def test_bad_files_are_refused_at_read_time(case, tmp_path, capsys, make, keywor
     args = make(folder, case)
     out = tmp_path / "out"
     assert_refused(["dsc", *args, "--te", "0.03", "--out", str(out)], capsys, folder, out, keywords)
+
+
+def test_bad_files_need_no_traceback_in_a_real_process(case, tmp_path):
+    """What a user's shell shows (docs/reliability.md §3) for files refused at read time: one line, exit 2."""
+    folder = Path(case["series"]).parent
+    for make in (lambda: [_nrrd_complex(folder)], lambda: [_truncated(folder, case)], lambda: [_nifti_rgb(folder)]):
+        done = run_subprocess(["dsc", *make(), "--out", str(tmp_path / "out"), "--quiet"], tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not (tmp_path / "out").exists()
 
 
 def test_roi_stats_refuses_a_map_with_an_unusable_affine(case, tmp_path, capsys):

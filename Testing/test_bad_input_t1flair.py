@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bad_input_helpers import assert_refused, save_nifti, save_nifti_raw_affine, structural_pair, write_structural_case
+from bad_input_helpers import (assert_refused, run_subprocess, save_nifti, save_nifti_raw_affine, structural_pair,
+                               write_structural_case)
 
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])
 
@@ -43,3 +44,13 @@ def test_t1flair_refuses_bad_input(case, tmp_path, capsys, extra, keywords):
     out = tmp_path / "out"
     assert_refused(["t1flair", *[str(a) for a in extra(case)], "--out", str(out)], capsys, case["t1"].parent, out,
                    keywords)
+
+
+def test_the_refusals_need_no_traceback_in_a_real_process(case, tmp_path):
+    """What a user's shell shows (docs/reliability.md §3): one line on stderr, exit 2, nothing written."""
+    for name in ("4d-t1", "brain-mask-on-another-grid"):
+        extra = dict((c[0], c[1]) for c in CASES)[name](case)
+        done = run_subprocess(["t1flair", *[str(a) for a in extra], "--out", str(tmp_path / "out"), "--quiet"], tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not (tmp_path / "out").exists()
