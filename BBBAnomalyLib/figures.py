@@ -101,12 +101,8 @@ def dsc_figure(path: str | Path, series: Volume, result, masks: dict[str, np.nda
 
 
 def dsc_unit(result, name: str) -> str:
-    """The unit a DSC map is really in: with kH = ρ = 1 the 'per 100 g' of the report is per 100 ml."""
-    unit = result.report["maps"][name]["unit"]
-    p = result.report["parameters"]
-    if p.get("kh") == 1 and p.get("density") == 1:
-        unit = unit.replace("/100 g", "/100 ml")
-    return unit
+    """The unit of a DSC map, as its run's report gives it (per 100 ml with density 1: dsc.pipeline.map_info)."""
+    return result.report["maps"][name]["unit"]
 
 
 def truth_in_estimate_units(true_cbv: Volume, result) -> tuple[Volume, str]:

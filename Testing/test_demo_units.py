@@ -43,10 +43,15 @@ def test_demo_all_runs_the_four_pipelines_into_one_folder(tmp_path, monkeypatch,
 
 
 class _Result:
+    """A run's result as far as the figure reads it: the units as run_dsc records them for these kH and ρ."""
+
     def __init__(self, kh, density):
+        from BBBAnomalyLib.dsc import DSCParameters
+        from BBBAnomalyLib.dsc.pipeline import map_info
+
+        info = map_info(DSCParameters(kh=kh, density=density))
         self.report = {"parameters": {"kh": kh, "density": density},
-                       "maps": {"cbv": {"unit": "ml/100 g"}, "cbv_corrected": {"unit": "ml/100 g"},
-                                "cbf": {"unit": "ml/100 g/min"}}}
+                       "maps": {name: {"unit": info[name][0]} for name in ("cbv", "cbv_corrected", "cbf")}}
         self.maps = {"cbv": None, "cbv_corrected": None}
 
 

@@ -60,7 +60,7 @@ def target_folder(participant_root: Path, job: Job) -> Path:
 def place_outputs(work: Path, participant_root: Path, job: Job, bids_dir: Path) -> tuple[dict[str, Path], str]:
     """Move a pipeline's output folder into BIDS names; returns ({map name: new path}, the run's method)."""
     report = json.loads((work / "report.json").read_text(encoding="utf-8"))
-    info = _map_info(job.pipeline)
+    info = {**_map_info(job.pipeline), **_report_info(report)}
     dest = target_folder(participant_root, job)
     dest.mkdir(parents=True, exist_ok=True)
     pre = prefix(job)
@@ -115,6 +115,18 @@ def _map_info(pipeline: str) -> dict:
 
     module = {"dsc": "dsc", "dce": "dce", "dmri": "dmri", "t1flair": "structural"}[pipeline]
     return getattr(importlib.import_module(f"BBBAnomalyLib.{module}.pipeline"), "MAP_INFO", {})
+
+
+def _report_info(report: dict) -> dict:
+    """{map: (unit, description)} as the run's report gives them: the run knows what its parameters made of each
+    map (a DSC run with density 1 is per 100 ml, a PHAE CBF is no residue maximum); the pipeline's table is the
+    fallback."""
+    maps = report.get("maps")
+    out = {}
+    for name, entry in (maps.items() if isinstance(maps, dict) else ()):
+        if isinstance(entry, dict) and isinstance(entry.get("unit"), str) and isinstance(entry.get("description"), str):
+            out[name] = (entry["unit"], entry["description"])
+    return out
 
 
 def _sidecar(own: Path, info, sources: list[str], name: str) -> dict:

@@ -19,17 +19,63 @@ POPULATION_LEAD_FRACTION = 0.5
 #: the mean of the cluster's MIN_TOP_PEAKS highest peaks.
 TOP_PEAK_FRACTION = 0.5
 MIN_TOP_PEAKS = 5
+#: An AIF whose peak is below this many times the brain's median tissue peak looks like tissue, not an artery
+#: (:func:`BBBAnomalyLib.perfusion.arterial.tissue_peak_ratio`), and is refused: fitted to it, the brain is all
+#: plasma (a white-matter mask gave brain vp = 1, round 17's audit). Physics: whole blood (plasma fraction 1 - Hct
+#: ≈ 0.58) against tissue whose plasma volume vp is 0.01-0.05, so an artery's concentration peaks 10-50 times the
+#: brain's median, still several times with partial volume. Relative enhancement (no T10) compresses it: the
+#: arterial SER saturates (SPGR), and the threshold is set for that case.
+#: Measured (round 17, the DCE reference object, 4-12 slices, SNR 15-40, 2-10 s frames, Parker or Georgiou AIF):
+#: its arterial mask 30-31 with the true T10 map (29-30 as concentration input, 61-108 with --t10 1.4) and 8.3-9.4
+#: as relative enhancement; the automatic AIF 25-37 (T10 map); the arterial mask widened in-plane so that 25 % of
+#: its voxels are artery 8.2-8.4 (T10 map) / 2.8-2.9 (relative), 11 % artery 9.6-11 (--t10 1.4) / 1.7-1.8
+#: (relative; vp then ~10x too high); the bad-input tests' synthetic case 8.2 (relative). Tissue drawn as the AIF
+#: (40 voxels): NAWM 0.6-0.7, WM 1.0-1.2, GM 2.1-2.7, enhancing rim 2.9-3.8 (grey matter and rim masks can pass).
+#: 1.5 is 5.5x below a real arterial mask in relative enhancement (20x with a T10 map) and 1.9x below a
+#: 25 %-arterial mask (5.5x with a T10 map).
+MIN_AIF_TISSUE_PEAK_RATIO = 1.5
 
 
 def aif_from_mask(curves: np.ndarray, in_aif: np.ndarray, hematocrit: float) -> np.ndarray:
-    """Mean blood curve of the AIF voxels -> plasma Cp (T,)."""
+    """Mean blood curve of the AIF voxels -> plasma Cp (T,). The other rows of ``curves`` (the brain's, when it
+    holds them) are the tissue the AIF is compared with: a mask that peaks hardly above them is refused."""
+    blood = _mean_blood(curves, in_aif)
+    check_aif_is_arterial(blood, curves, in_aif, _early_frames(blood.size), "the AIF mask's mean curve",
+                          "draw the mask on a large artery (e.g. the MCA or ICA), or use --aif auto or "
+                          "--population-aif parker")
+    return blood / (1.0 - hematocrit)
+
+
+def _mean_blood(curves: np.ndarray, in_aif: np.ndarray) -> np.ndarray:
     if not in_aif.any():
         raise InputError("the AIF mask has no voxel inside the analysed region; draw it on an artery in the image")
     blood = curves[in_aif].mean(axis=0, dtype=np.float64)
     if blood.max() <= 0:
         raise InputError("the AIF mask's mean curve does not enhance; is it drawn on an artery (e.g. a MCA branch "
                          "or the internal carotid)? Or use --population-aif parker")
-    return blood / (1.0 - hematocrit)
+    return blood
+
+
+def _early_frames(n_frames: int) -> slice:
+    """The frames taken as pre-contrast where the baseline is not given: the first 5 % (at least 2), as
+    :func:`crossing_time` takes them."""
+    return slice(0, max(2, n_frames // 20))
+
+
+def check_aif_is_arterial(blood: np.ndarray, curves, in_aif: np.ndarray, baseline: slice, source: str,
+                          fix: str) -> float | None:
+    """Refuse an AIF (blood curve) that peaks hardly higher than the brain's tissue: Ktrans, ve and vp fitted to it
+    would describe tissue against tissue. ``curves`` (n, T): the analysed rows (an array, or rows converted on
+    demand), ``in_aif``: boolean (n,), the AIF's. Returns the measured ratio (None where there is no reference)."""
+    from ..perfusion import arterial
+
+    ratio = arterial.tissue_peak_ratio(blood, curves, in_aif, baseline)
+    if ratio is not None and ratio < MIN_AIF_TISSUE_PEAK_RATIO:
+        raise InputError(
+            f"{source} looks like tissue, not an artery: its peak is only {ratio:.1f} times the brain's median tissue "
+            f"peak (an artery's is 10 times or more in mM, 5 or more as relative enhancement; at least "
+            f"{MIN_AIF_TISSUE_PEAK_RATIO:g} is needed); {fix}")
+    return ratio
 
 
 def aif_in_region(curves: np.ndarray, in_region: np.ndarray, n_baseline: int, hematocrit: float
@@ -44,7 +90,14 @@ def aif_in_region(curves: np.ndarray, in_region: np.ndarray, n_baseline: int, he
         raise InputError("the AIF region has no voxel with signal inside the analysed region; draw it around an artery")
     peaks = region.max(axis=1) - region[:, :max(n_baseline, 1)].mean(axis=1)
     keep = arterial_in_region(peaks)
-    return aif_from_mask(region, keep, hematocrit), keep
+    blood = _mean_blood(region, keep)
+    chosen = np.zeros(len(curves), bool)
+    chosen[np.flatnonzero(in_region)[keep]] = True
+    check_aif_is_arterial(blood, curves, chosen, slice(0, max(n_baseline, 1)),
+                          "the AIF chosen in the --aif-search region",
+                          "draw the region around a large artery (e.g. the MCA or ICA), or use --aif auto or "
+                          "--population-aif parker")
+    return blood / (1.0 - hematocrit), keep
 
 
 def crossing_time(curve: np.ndarray, times: np.ndarray, fraction: float = ARRIVAL_FRACTION) -> float:
@@ -102,6 +155,10 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit:
     if blood.max() - base.mean() <= 3.0 * noise:
         raise InputError("the automatically chosen AIF shows no contrast bolus; give --aif-mask on an artery "
                          "or --population-aif parker")
+    in_aif = np.zeros(len(curves), bool)
+    in_aif[chosen] = True
+    check_aif_is_arterial(blood, curves, in_aif, slice(0, max(n_baseline, 1)), "the automatically chosen AIF",
+                          "give --aif-mask on a large artery (e.g. the MCA or ICA) or --population-aif parker")
     return blood / (1.0 - hematocrit), chosen
 
 

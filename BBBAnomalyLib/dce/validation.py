@@ -65,3 +65,28 @@ def check_t10_values(values: np.ndarray) -> None:
     if np.median(values) > 20:
         raise InputError(f"the T10 map's median is {np.median(values):.0f}: it looks like milliseconds; "
                          "give T10 in seconds (divide the map by 1000)")
+
+
+def check_masks_for_input(series: Volume, masks: dict, mode: str, params) -> None:
+    """Masks the input needs, checked before any voxel is converted (``masks`` as run_dce reads them: "mask",
+    "aif-mask", ...; ``mode``: 'concentration', 'spgr' or 'relative').
+
+    * Concentration input (mM) has no signal level that separates brain from background (the background is 0 mM
+      like unenhanced tissue, vessels are far above both): an automatic mask split vessels from tissue, so --mask
+      is required, as for DSC's ΔR2* input.
+    * An AIF mask (not a search region, which leaves its signal-free voxels out) whose voxels have no signal lies
+      outside the imaged anatomy: said so, rather than as analysed voxels with a zero pre-contrast signal."""
+    if mode == "concentration":
+        if masks.get("mask") is None:
+            raise InputError("concentration input (mM) has no signal level that separates brain from background, so "
+                             "no automatic brain mask is made: give the brain mask with --mask")
+        return
+    arterial = masks.get("aif-mask")
+    if arterial is None or params.aif_region or series.data is None:
+        return
+    silent = ~(np.asarray(series.data[arterial]) > 0).any(axis=1)  # no positive sample in any frame
+    if silent.any():
+        where = ("its voxels have no signal" if silent.all() else
+                 f"{int(silent.sum())} of its {silent.size} voxels have no signal")
+        raise InputError(f"the AIF mask lies outside the imaged anatomy: {where}. Draw it on an artery inside the head "
+                         "(e.g. the MCA or ICA), on the series grid, or use --aif auto or --population-aif parker")

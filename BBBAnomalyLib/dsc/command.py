@@ -33,13 +33,15 @@ BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the c
 Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
 as <map>.nii.gz (.nrrd with --format nrrd) on the input grid, aif.csv, aif_mask, brain_mask, report.json.
 Units: CBV ml/100 g, CBF ml/100 g/min, MTT and Tmax s, K2 1/s (with kH 0.73, ρ 1.04 g/ml;
---kh 1 --density 1 gives ml/100 ml as used by reference data).
+--kh 1 --density 1 gives ml/100 ml as used by reference data: with --density 1 the report says per 100 ml).
+An AIF that peaks hardly above the brain's tissue (a mask drawn on tissue) is refused, as is
+concentration input without --mask (no automatic brain mask can be made from ΔR2*).
 
 examples:
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --te 0.03 --out results
   bbbanomaly dsc dsc.nrrd --aif auto --nawm-mask nawm.nii.gz --tumor-mask tumor.nii.gz
   bbbanomaly dsc echo1.nii.gz --second-echo echo2.nii.gz --te 0.015 0.045 --frame-interval 1.5
-  bbbanomaly dsc deltaR2s.nii.gz --input-kind concentration --times times.txt --method tikhonov
+  bbbanomaly dsc deltaR2s.nii.gz --input-kind concentration --mask brain.nii.gz --times times.txt --method tikhonov
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --weights dsc-phae-sim --adapt
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --method phae --guided-pooling off   # per-voxel detail
@@ -57,12 +59,13 @@ def register(sub) -> None:
     io.add_argument("--aif-search", action="store_true",
                     help="treat --aif-mask as a search region (e.g. a box around an artery): average only its "
                          "arterial voxels (peak >= half the region's 90th-percentile peak), ignore background")
-    io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
+    io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu; required with "
+                                                 "--input-kind concentration)")
     io.add_argument("--nawm-mask", metavar="MASK", help="normal-appearing white matter: gives rcbv and rcbf")
     io.add_argument("--tumor-mask", metavar="MASK", help="tumor: left out of the BSW reference; summarised in the report")
     io.add_argument("--second-echo", metavar="SERIES", help="second echo of a dual-echo acquisition (needs two --te)")
     io.add_argument("--input-kind", choices=[k.value for k in InputKind], default="signal",
-                    help="'signal' (default) or 'concentration' for data already in ΔR2*")
+                    help="'signal' (default) or 'concentration' for data already in ΔR2* (needs --mask)")
     timing = p.add_argument_group("timing and acquisition")
     timing.add_argument("--times", metavar="FILE", help="frame times in seconds, one per frame (text/CSV)")
     timing.add_argument("--frame-interval", type=float, metavar="S", help="seconds between frames")
@@ -175,7 +178,9 @@ def print_summary(result, written: Path) -> None:
     print(f"DSC maps ({rep['parameters']['method']}) written to {written}")
     print(f"  maps: {', '.join(f'{n}.nii.gz' for n in result.maps)}; aif.csv; report.json")
     aif = rep["aif"]
-    print(f"  AIF: {aif['method']}, {aif['n_voxels']} voxels, peak {aif['peak']:.3g} 1/s at {aif['peak_time_s']:.1f} s")
+    ratio = aif.get("tissue_peak_ratio")
+    print(f"  AIF: {aif['method']}, {aif['n_voxels']} voxels, peak {aif['peak']:.3g} 1/s at {aif['peak_time_s']:.1f} s"
+          + (f" ({ratio:.3g}x the brain's median tissue peak)" if ratio is not None else ""))
     brain = rep["summary"]["brain"]
     print("  brain medians: " + ", ".join(
         f"{n} {brain[n]['median']:.3g}" for n in ("cbv", "cbf", "mtt") if brain.get(n, {}).get("n")))

@@ -32,7 +32,8 @@ class DSCParameters:
 
     Units: seconds for times, ml/100 g for CBV, ml/100 g/min for CBF; kH and density give the
     conversion ``CBV = 100 * kh / density * ∫C/∫Ca``. ``kh=1, density=1`` is the unit-less
-    (ml/100 ml) convention of most digital reference objects.
+    (ml/100 ml) convention of most digital reference objects; with ``density=1`` the maps are per
+    100 ml of tissue (:attr:`tissue_unit`), and the report, roi-stats and BIDS sidecars say so.
     """
 
     method: DeconvolutionMethod = DeconvolutionMethod.OSVD
@@ -125,6 +126,12 @@ class DSCParameters:
     def scale(self) -> float:
         """kH/ρ: the hematocrit and density factor applied to CBV and CBF."""
         return self.kh / self.density
+
+    @property
+    def tissue_unit(self) -> str:
+        """What CBV and CBF are given per: "100 g" (dividing by the density ρ turns a volume of tissue into its
+        mass), or "100 ml" with ρ = 1 (no conversion: per volume of tissue, as digital reference objects give them)."""
+        return "100 ml" if self.density == 1 else "100 g"
 
     def to_json(self) -> dict:
         from ..core.report import parameters_to_json

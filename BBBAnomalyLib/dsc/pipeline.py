@@ -55,7 +55,30 @@ MAP_INFO = {
                                      "than 3 voxels within tissue of equal baseline signal is smoothed away"),
 }
 
+#: What PHAE's maps are where they differ from the deconvolution's (dsc/phae: the encoder reads each curve with the
+#: AIF and gives MTT and bolus delay; a Lorentzian residue of that MTT and delay, convolved with the AIF, is scaled
+#: to the curve's area: its flow is the CBF).
+PHAE_MAP_INFO = {
+    "cbf": "cerebral blood flow, PHAE's estimate: the flow of the physics-informed autoencoder's fitted residue "
+           "(its MTT and delay), the curve's CBV over that residue's MTT (de-shrunk where the weights' card holds a "
+           "calibration); not a residue maximum",
+    "mtt": "mean transit time of PHAE's fitted residue (the encoder's; CBV/CBF where the weights' card says "
+           "central volume)",
+    "tmax": "PHAE's bolus delay: the time its fitted residue peaks",
+}
+
 ProgressCallback = Callable[[float, str], None]
+
+
+def map_info(params: DSCParameters) -> dict[str, tuple[str, str]]:
+    """:data:`MAP_INFO` for one run: CBV and CBF per 100 g or, with density 1, per 100 ml (the unit follows kH and
+    ρ here, in one place: report.json, roi-stats, the BIDS sidecars and the figures read it from the report); and
+    what PHAE's maps are, for a PHAE run."""
+    per = params.tissue_unit
+    info = {name: (unit.replace("/100 g", f"/{per}"), text) for name, (unit, text) in MAP_INFO.items()}
+    if params.method is DeconvolutionMethod.PHAE:
+        info.update({name: (info[name][0], text) for name, text in PHAE_MAP_INFO.items()})
+    return info
 
 #: Below this per-frame contrast-to-noise ratio of the brain, deconvolved CBF is biased by noise
 #: (measured on the reference object: Tikhonov-GCV 0.3-0.4x truth and cSVD 1.4-1.5x in NAWM at
@@ -336,6 +359,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
     aif_voxels = np.zeros(spatial_shape, bool)
     aif_voxels.ravel()[order[selection.voxels]] = True
+    info = map_info(params)
     report = {
         "pipeline": "dsc",
         "input": {"shape": input_shape, "frames": int(input_shape[3]),
@@ -347,7 +371,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         "aif": selection.to_json(times),
         "brain_voxels": int(brain.sum()),
         "contrast_to_noise": round(float(contrast), 3),
-        "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
+        "maps": {name: {"unit": info[name][0], "description": info[name][1]} for name in maps},
         "summary": {"brain": summarise_maps(values)},
         "timings_s": timer.seconds,
         "warnings": warnings,
@@ -356,8 +380,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         report["leakage_correction"] = bsw_report
     report.update(extra_report)
     systematic = (report.get("phae") or {}).get("roi_systematic_bias")
-    if systematic and "cbf" in report["maps"]:  # shown beside a ROI ratio of this map (roi-stats, the panel's table)
-        report["maps"]["cbf"]["caveat"] = systematic["note"]
+    if systematic:  # shown beside a ROI ratio of these maps (roi-stats, the panel's table, the BIDS roistats)
+        for name, key in (("cbf", "note"), ("rcbf", "ratio_note")):
+            if name in report["maps"] and systematic.get(key):
+                report["maps"][name]["caveat"] = systematic[key]
     for label, key in (("nawm", "nawm-mask"), ("tumor", "tumor-mask")):
         if key in masks:
             inside = masks[key][brain]
@@ -460,8 +486,9 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     systematic = roi_systematic_bias(model.card)  # what an ROI mean keeps that the per-voxel map cannot show
     if systematic is not None:
         if params.phae_adapt:  # the card measured the weights as bundled, not as fine-tuned on this case
-            systematic["note"] += ("; these are the bundled weights' numbers, and --adapt fine-tuned them on this case, "
-                                   "so they may not hold")
+            for key in ("note", "ratio_note"):
+                systematic[key] += ("; these are the bundled weights' numbers, and --adapt fine-tuned them on this "
+                                    "case, so they may not hold")
         phae_report["roi_systematic_bias"] = systematic
     return fit, {"phae": phae_report}
 

@@ -13,8 +13,9 @@ share does not. Where the card records the ratio's bias by pair of shapes (``tum
 the same shape, the tumour's transit more homogeneous than the rest's, less homogeneous), the note gives those
 ranges too.
 
-What it feeds: the DSC report (``report["phae"]["roi_systematic_bias"]`` and a ``caveat`` on the CBF map's entry),
-which ``bbbanomaly roi-stats`` and the Slicer panel's ROI table show beside a PHAE CBF ratio.
+What it feeds: the DSC report (``report["phae"]["roi_systematic_bias"]`` and a ``caveat`` on the entries of the CBF
+map, ``note``, and of its ratio to NAWM, rcbf, ``ratio_note``), which ``bbbanomaly roi-stats``, the Slicer panel's ROI
+table and the BIDS app's roistats show beside a PHAE CBF ratio.
 """
 
 from __future__ import annotations
@@ -72,13 +73,22 @@ def roi_systematic_bias(card: dict) -> dict | None:
             "these apart and phae_cbf_uncertainty does not include them: compare ratios between tissues of similar "
             "transit, and with oSVD (docs/validation.md, issue 14 round 12)")
     ratio = _ratio_bias(card)
+    ratio_note = RATIO_LEAD + note
     if ratio:
         said = [f"{v[0]:+.0f}..{v[1]:+.0f} % {RATIO_GROUPS[k]}" for k, v in ratio.items()]
-        note += (". As a tumour/NAWM ratio it reads on average " + ", ".join(said[:-1])
-                 + (" and " if len(said) > 1 else "") + said[-1] + " (round 15)")
+        as_ratio = ("As a tumour/NAWM ratio it reads on average " + ", ".join(said[:-1])
+                    + (" and " if len(said) > 1 else "") + said[-1])
+        note += f". {as_ratio} (round 15)"
+        ratio_note = (f"{RATIO_LEAD}{as_ratio}. One curve cannot tell the transit shapes apart: compare with oSVD "
+                      "(docs/validation.md, issue 14 round 15)")
     return {"cbf_roi_mean_bias_pct_by_residue_shape": by_shape, "cbf_roi_mean_bias_pct_transport_dispersion": dispersion,
             "tumour_nawm_ratio_bias_pct_by_shape_pair": ratio,
-            "measured_on": metric.get("measured_on", ""), "note": note}
+            "measured_on": metric.get("measured_on", ""), "note": note, "ratio_note": ratio_note}
+
+
+#: How the caveat of a PHAE CBF ratio map (rcbf) begins: what cancels in a ratio and what does not.
+RATIO_LEAD = ("rcbf is PHAE CBF over its NAWM mean: a bias both tissues share cancels, one they do not share (a "
+              "different capillary transit shape) stays. ")
 
 
 def _ratio_bias(card: dict) -> dict:
