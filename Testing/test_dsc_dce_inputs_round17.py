@@ -254,10 +254,13 @@ def test_a_phae_rcbf_carries_the_transit_shape_caveat_and_osvd_none(dsc, tmp_pat
     assert "caveat" not in json.loads(capsys.readouterr().out)["maps"]["rcbf"]
 
 
-def test_the_dsc_help_example_for_concentration_input_gives_a_mask():
-    from BBBAnomalyLib.dsc import command
+@pytest.mark.parametrize("pipeline", ["dsc", "dce"])
+def test_the_help_examples_for_concentration_input_give_a_mask(pipeline):
+    """A concentration input is refused without --mask, so every help example of one gives it."""
+    import importlib
 
+    command = importlib.import_module(f"BBBAnomalyLib.{pipeline}.command")
     text = Path(command.__file__).read_text(encoding="utf-8")
-    for line in text.splitlines():
-        if "--input-kind concentration" in line and "bbbanomaly dsc" in line:
-            assert "--mask" in line, line
+    examples = [line for line in text.splitlines() if "--input-kind concentration" in line
+                and f"bbbanomaly {pipeline}" in line]
+    assert examples and all("--mask" in line for line in examples), examples

@@ -53,7 +53,7 @@ shifted to the bolus arrival.
 examples:
   bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --flip-angle 15 --tr 0.005 --out results
   bbbanomaly dce dce.nrrd --population-aif parker --tumor-mask tumor.nii.gz --model patlak
-  bbbanomaly dce conc.nii.gz --input-kind concentration --frame-interval 5 --rls bundled
+  bbbanomaly dce conc.nii.gz --input-kind concentration --mask brain.nii.gz --frame-interval 5 --rls bundled
   bbbanomaly dce dce.nii.gz --vfa fa02.nii.gz fa05.nii.gz fa15.nii.gz --aif auto --model 2cxm
 """
 

@@ -84,12 +84,44 @@ def write_volume(volume: Volume, path) -> Path:
     return path
 
 
+def _same_voxels_reordered(grid: Volume, reference: Volume) -> np.ndarray | None:
+    """``grid``'s data in ``reference``'s voxel order when both cover exactly the same voxel centres, stored with
+    the axes permuted or reversed (a mask saved by another tool in another orientation, e.g. RAS vs LPS storage),
+    else None. Exact: whole voxels are moved, nothing is interpolated."""
+    if grid.affine.shape != (4, 4) or reference.same_grid(grid):
+        return None
+    try:
+        to_reference = np.linalg.solve(reference.affine, grid.affine)  # mask voxel index -> reference voxel index
+    except np.linalg.LinAlgError:
+        return None
+    linear, offset = to_reference[:3, :3], to_reference[:3, 3]
+    rounded = np.rint(linear)
+    # a signed permutation within the grids' own tolerance (GRID_TOLERANCE_MM over the largest voxel edge)
+    tol = 1e-3
+    if (not np.allclose(linear, rounded, atol=tol) or not np.all(np.abs(rounded).sum(axis=0) == 1)
+            or not np.all(np.abs(rounded).sum(axis=1) == 1) or not np.allclose(offset, np.rint(offset), atol=tol)):
+        return None
+    perm, flips = [], []
+    for ref_axis in range(3):
+        mask_axis = int(np.flatnonzero(rounded[ref_axis])[0])
+        sign = rounded[ref_axis, mask_axis]
+        size = reference.spatial_shape[ref_axis]
+        if grid.spatial_shape[mask_axis] != size or int(np.rint(offset[ref_axis])) != (0 if sign > 0 else size - 1):
+            return None  # not the same voxels: another extent or a shift
+        perm.append(mask_axis)
+        if sign < 0:
+            flips.append(ref_axis)
+    data = np.transpose(grid.data, perm)
+    return np.flip(data, axis=tuple(flips)) if flips else data
+
+
 def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
     """A boolean 3D mask (nonzero = inside) on `reference`'s voxel grid.
 
     path_or_array: a mask/label file, a Volume, or an array of the reference's spatial shape (an
     array carries no geometry, so only its shape is checked). A 4D file with a single frame is
-    accepted as 3D. Errors name the mask: 4D, another grid, or empty.
+    accepted as 3D. A mask of the same voxels stored in another axis order or direction is reordered (exact).
+    Errors name the mask: 4D, another grid, or empty.
     """
     if isinstance(path_or_array, Volume):
         vol, where = path_or_array, "given as a Volume"
@@ -108,6 +140,10 @@ def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
         raise InputError(f"mask '{name}' ({where}) is 4D with shape {data.shape}; a mask must be a single 3D "
                          "volume (e.g. export one segment as a labelmap in Slicer)")
     grid = Volume(data, vol.affine)
+    reoriented = _same_voxels_reordered(grid, reference)
+    if reoriented is not None:  # the same voxels stored in another axis order or direction: take them as they are
+        grid = Volume(reoriented, reference.affine)
+        data = reoriented
     if not reference.same_grid(grid):
         # One line for the user; both affines go to the log (the CLI shows it with --verbose).
         _log.info("mask %r affine:\n%s\ninput affine:\n%s", name, grid.affine, reference.affine)
