@@ -264,3 +264,29 @@ def test_the_help_examples_for_concentration_input_give_a_mask(pipeline):
     examples = [line for line in text.splitlines() if "--input-kind concentration" in line
                 and f"bbbanomaly {pipeline}" in line]
     assert examples and all("--mask" in line for line in examples), examples
+
+
+# --- an AIF no bolus gives: the conversion blew up ------------------------------------------------------------
+def test_a_dce_aif_peaking_above_any_bolus_is_refused_and_a_real_one_kept(dce_files, tmp_path, capsys):
+    """With a scalar --t10 shorter than blood's, the automatic AIF chose voxels whose signal exceeds the SPGR maximum
+    and peaked at ~1000 mM (the demo: brain vp 0.0002, exit 0). Refused; the arterial mask with the same T10 is not."""
+    from BBBAnomalyLib.dce import aif
+
+    out = tmp_path / "auto"
+    base = ["dce", str(dce_files / "dce.nii.gz"), "--mask", str(dce_files / "brain.nii.gz"), "--rls", "none"]
+    line = assert_refused([*base, "--aif", "auto", "--t10", "0.8", "--out", str(out)], capsys, dce_files, out,
+                          ("chosen automatically", "mM of plasma concentration", "SPGR maximum", "T10 map"))
+    assert float(line.split("peaks at ")[1].split(" mM")[0]) > aif.MAX_PLASMA_PEAK_MM
+    assert main([*base, "--aif-mask", str(dce_files / "aif.nii.gz"), "--t10", "1.4", "--out", str(tmp_path / "ok"),
+                 "--quiet"]) == 0
+    assert 1.0 < max(np.loadtxt(tmp_path / "ok" / "aif.csv", delimiter=",", skiprows=1)[:, 1]) < aif.MAX_PLASMA_PEAK_MM
+
+
+def test_the_plasma_peak_check_reads_the_input_kind():
+    from BBBAnomalyLib.dce import aif
+
+    curve = np.array([0.0, 1.0, 250.0, 30.0])
+    with pytest.raises(InputError, match="in mM\\? \\(values in µM"):
+        aif.check_plasma_peak(curve, "concentration", "from --aif-mask")
+    aif.check_plasma_peak(curve, "relative", "from --aif-mask")  # relative enhancement has no mM scale
+    aif.check_plasma_peak(curve / 10, "spgr", "from --aif-mask")

@@ -36,6 +36,32 @@ MIN_TOP_PEAKS = 5
 MIN_AIF_TISSUE_PEAK_RATIO = 1.5
 
 
+#: An AIF in mM whose plasma concentration peaks above this is refused: no bolus gives it, the conversion does.
+#: Physiology: a 0.1 mmol/kg bolus peaks at about 3-10 mM in arterial blood (Parker's population AIF 6 mM), so
+#: 5-17 mM in plasma (Hct 0.42); a double dose or a fast injection about twice that. Measured (round 17, the DCE
+#: demo object): the arterial mask with the true T10 map 10.5 mM, with a scalar --t10 1.4 (blood's T10 there is
+#: 1.6 s) 25 mM; the automatic AIF with --t10 1.4 1060 mM, because it chose voxels whose signal exceeds the SPGR
+#: maximum for that T10, where the inversion blows up (its maps were meaningless: brain vp 0.0002). 100 mM is 4x
+#: above the highest real case here and 10x below that failure.
+MAX_PLASMA_PEAK_MM = 100.0
+
+
+def check_plasma_peak(cp: np.ndarray, mode: str, source: str) -> None:
+    """Refuse a plasma AIF (mM) that peaks above :data:`MAX_PLASMA_PEAK_MM` (``mode``: the conversion, "spgr" from
+    signal with T10, "concentration" as given; relative enhancement has no such scale and is not checked)."""
+    if mode == "relative" or cp.size == 0:
+        return
+    peak = float(np.nanmax(cp))
+    if peak <= MAX_PLASMA_PEAK_MM:
+        return
+    why = ("is the concentration input in mM? (values in µM are 1000 times larger)" if mode == "concentration" else
+           "its signal lies near or above the SPGR maximum for the T10 given, where the conversion to concentration "
+           "blows up; give a T10 map or --vfa (blood's T10 is about 1.6-2.0 s), or draw --aif-mask on a large "
+           "artery, or use --population-aif parker")
+    raise InputError(f"the AIF ({source}) peaks at {peak:.3g} mM of plasma concentration, more than any contrast "
+                     f"bolus gives (about 5-30 mM; at most {MAX_PLASMA_PEAK_MM:g} is accepted): {why}")
+
+
 def aif_from_mask(curves: np.ndarray, in_aif: np.ndarray, hematocrit: float) -> np.ndarray:
     """Mean blood curve of the AIF voxels -> plasma Cp (T,). The other rows of ``curves`` (the brain's, when it
     holds them) are the tissue the AIF is compared with: a mask that peaks hardly above them is refused."""
