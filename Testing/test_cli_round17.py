@@ -90,3 +90,15 @@ def test_the_t1flair_demo_says_why_its_synthesis_is_worse_than_the_plain_t1(tmp_
     assert "adds 0.8 units on average to this phantom's normal brain, whose true enhancement there is 0.2" in out
     demo.print_summary(result(0.2), phantom, t1n + 0.2, tmp_path)  # as good as the truth: nothing to explain
     assert "note:" not in capsys.readouterr().out
+
+
+def test_the_dsc_summary_names_the_files_in_the_format_written(tmp_path, capsys):
+    from bad_input_helpers import write_dsc_case
+
+    case = write_dsc_case(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["dsc", str(case["series"]), "--aif-mask", str(case["aif"]), "--mask", str(case["mask"]),
+                 "--format", "nrrd", "--out", str(out), "--quiet"]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("maps:"))
+    names = [n.strip() for n in listed.split("maps:")[1].split(";")[0].split(",")]
+    assert names and all(n.endswith(".nrrd") and (out / n).is_file() for n in names), listed

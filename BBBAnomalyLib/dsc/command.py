@@ -169,14 +169,14 @@ def _run(args, out_dir: Path) -> int:
                          progress=printer, consume_input=True)  # the series is not used after: free it mid-run
         result.report["configuration"] = configuration.result()
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
-    print_summary(result, written)
+    print_summary(result, written, output_suffix(args))
     return 0
 
 
-def print_summary(result, written: Path) -> None:
+def print_summary(result, written: Path, suffix: str = ".nii.gz") -> None:
     rep = result.report
     print(f"DSC maps ({rep['parameters']['method']}) written to {written}")
-    print(f"  maps: {', '.join(f'{n}.nii.gz' for n in result.maps)}; aif.csv; report.json")
+    print(f"  maps: {', '.join(f'{n}{suffix}' for n in result.maps)}; aif.csv; report.json")
     aif = rep["aif"]
     ratio = aif.get("tissue_peak_ratio")
     print(f"  AIF: {aif['method']}, {aif['n_voxels']} voxels, peak {aif['peak']:.3g} 1/s at {aif['peak_time_s']:.1f} s"
