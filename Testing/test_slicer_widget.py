@@ -407,6 +407,16 @@ def test_a_warm_worker_that_died_is_replaced_and_one_not_needed_is_ended(panel, 
     assert not spare.work_dir.exists() and widget.logic.warmWorker is None
 
 
+def save_scene_and_close(slicer, scene_file):
+    """File > Save the scene to ``scene_file``, then File > Close Scene; returns the file to load again."""
+    slicer.mrmlScene.SetRootDirectory(str(scene_file.parent))
+    slicer.mrmlScene.SetURL(str(scene_file))
+    assert slicer.mrmlScene.Commit()
+    slicer.mrmlScene.Clear(False)
+    standins.new_scene(slicer)
+    return scene_file
+
+
 def test_choices_persist_in_the_parameter_node_and_survive_save_and_reload(panel, tmp_path):
     """The panel's choices live in the scene (parameter node) and come back after a save and reload."""
     module, widget, slicer = panel
@@ -421,12 +431,7 @@ def test_choices_persist_in_the_parameter_node_and_survive_save_and_reload(panel
     select(ui.pipelineSelector, "dce")  # what was chosen for DSC stays in the node
     select(ui.pipelineSelector, "dsc")
     assert widget.parameterWidgets["method"].currentData == "tikhonov"
-    scene_file = tmp_path / "scene.mrml"
-    slicer.mrmlScene.SetRootDirectory(str(tmp_path))
-    slicer.mrmlScene.SetURL(str(scene_file))
-    assert slicer.mrmlScene.Commit()
-    slicer.mrmlScene.Clear(False)
-    standins.new_scene(slicer)
+    scene_file = save_scene_and_close(slicer, tmp_path / "scene.mrml")
     select(ui.pipelineSelector, "dce")
     slicer.mrmlScene.SetURL(str(scene_file))
     slicer.mrmlScene.Import()
@@ -467,12 +472,7 @@ def test_a_scene_closed_or_loaded_follows_whether_the_module_is_shown(panel, tmp
         load_sample(widget, "dsc")
         set_parameters(widget, {"method": "tikhonov"})
         select(ui.deviceSelector, "cpu")
-        scene_file = tmp_path / "shown.mrml"
-        slicer.mrmlScene.SetRootDirectory(str(tmp_path))
-        slicer.mrmlScene.SetURL(str(scene_file))
-        assert slicer.mrmlScene.Commit()
-        slicer.mrmlScene.Clear(False)
-        standins.new_scene(slicer)
+        scene_file = save_scene_and_close(slicer, tmp_path / "shown.mrml")
         select(ui.pipelineSelector, "dce")
         select(ui.deviceSelector, "auto")
         slicer.mrmlScene.SetURL(str(scene_file))
