@@ -250,3 +250,19 @@ def test_the_pipelines_map_order_is_the_tables(result):
 def test_train_dce_rls_help_names_the_checkpoint(capsys):
     text = _help(["train", "dce-rls", "--help"], capsys)
     assert "<name>.checkpoint.pt" in text and "<name>.json" in text
+
+
+def test_an_roi_reader_of_ve_is_told_about_its_zeros(phantom, result, tmp_path, capsys):
+    """ve/kep are 0 where undetermined, and an ROI mean counts those zeros: roi-stats says so from the report."""
+    share = result.report["ve_determination"]["undetermined_share"]
+    for name in result.report["ve_determination"]["maps_set_to_0"]:
+        caveat = result.report["maps"][name]["caveat"]
+        assert f"{100 * share:.0f} % of this brain" in caveat and "counts those zeros" in caveat
+    out = tmp_path / "run"
+    result.write(out)
+    from BBBAnomalyLib.io import write_volume
+
+    roi = phantom.masks["tumor"].astype(np.uint8)
+    write_volume(result.maps["ve"].with_data(roi), tmp_path / "tumor.nii.gz")
+    assert main(["roi-stats", str(out / "ve.nii.gz"), "--roi", str(tmp_path / "tumor.nii.gz")]) == 0
+    assert "counts those zeros" in capsys.readouterr().out

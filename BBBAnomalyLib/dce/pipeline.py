@@ -333,6 +333,14 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     report["fit_bounds"] = fit_bounds
     if ve_info is not None:
         report["ve_determination"] = ve_info
+        share = ve_info.get("undetermined_share")
+        if share:  # said where an ROI of these maps is read (roi-stats, the panel's ratio table, BIDS roistats)
+            for name in ve_info.get("maps_set_to_0", ()):
+                if name in report["maps"]:
+                    report["maps"][name]["caveat"] = (
+                        f"{name} is 0 where the data do not determine ve ({100 * share:.0f} % of this brain, mostly "
+                        "normal tissue with Ktrans near 0); an ROI mean or ratio counts those zeros, so read it where "
+                        "ve is determined (the enhancing tumour), not as a tumour/NAWM ratio")
     report_progress(1.0, "done")
     aif_voxels = arterial.copy() if arterial is not None else None
     curve_data = {"measured": measured, "fitted": fitted, "unit": unit,
