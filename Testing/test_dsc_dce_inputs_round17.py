@@ -280,6 +280,12 @@ def test_a_dce_aif_peaking_above_any_bolus_is_refused_and_a_real_one_kept(dce_fi
     assert main([*base, "--aif-mask", str(dce_files / "aif.nii.gz"), "--t10", "1.4", "--out", str(tmp_path / "ok"),
                  "--quiet"]) == 0
     assert 1.0 < max(np.loadtxt(tmp_path / "ok" / "aif.csv", delimiter=",", skiprows=1)[:, 1]) < aif.MAX_PLASMA_PEAK_MM
+    # a single T10 shorter than blood's was used for the artery too: said, with what it does to the maps
+    warnings = json.loads((tmp_path / "ok" / "report.json").read_text())["warnings"]
+    assert any("arterial blood's T10" in w and "Ktrans, ve and vp too low" in w for w in warnings), warnings
+    assert main([*base, "--population-aif", "parker", "--t10", "1.4", "--out", str(tmp_path / "pop"), "--quiet"]) == 0
+    warnings = json.loads((tmp_path / "pop" / "report.json").read_text())["warnings"]
+    assert not any("arterial blood's T10" in w for w in warnings)  # a population AIF is not converted
 
 
 def test_the_plasma_peak_check_reads_the_input_kind():

@@ -250,6 +250,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     if aif_delay is None:  # a measured AIF (mask, search region, automatic): its peak must be one a bolus gives
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
+        if mode == "spgr" and t10_map is None and params.t10 is not None and params.t10 < aif_mod.BLOOD_T10_S[0]:
+            warnings.append(aif_mod.blood_t10_warning(params.t10))
     if rls_first:
         release_freed_memory()  # what the RLS step's network and the conversion left, before the fit's chunks
     fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
