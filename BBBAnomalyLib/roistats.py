@@ -102,14 +102,14 @@ def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarr
         raise InputError("no maps given")
     first = next(iter(maps.values()))
     for name, vol in maps.items():
+        if not isinstance(vol, Volume):
+            raise InputError(f"map '{name}' must be a Volume (its grid is needed), got {type(vol).__name__}")
         if vol.is_4d:
             raise InputError(f"map '{name}' is 4D; roi-stats works on 3D maps")
         if not vol.same_grid(first):
             raise InputError(f"map '{name}' is not on the grid of '{next(iter(maps))}'; all maps must share one grid")
     masks = {roi_name: roi} if reference is None else {roi_name: roi, reference_name: reference}
-    for label, m in masks.items():
-        if m.shape != first.spatial_shape:
-            raise InputError(f"the {label} mask has shape {m.shape}, the maps {first.spatial_shape}")
+    masks = {label: _inside(m, label, first) for label, m in masks.items()}
     result = {"roi": roi_name, "reference": reference_name if reference is not None else None, "maps": {}}
     for name, vol in maps.items():
         entry = {"unit": (units or {}).get(name, "")}
@@ -126,6 +126,23 @@ def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarr
                 entry["ratio_warnings"] = why
         result["maps"][name] = entry
     return result
+
+
+def _inside(mask, label: str, grid: Volume) -> np.ndarray:
+    """A mask (bool, 0/1 or 0/255 integers, float, a list, or a Volume on the maps' grid) as a boolean array:
+    nonzero and not NaN is inside. An integer mask used as an index would pick whole rows instead of voxels."""
+    if isinstance(mask, Volume):
+        if not grid.same_grid(mask):
+            raise InputError(f"the {label} mask is not on the maps' voxel grid; resample it onto the maps")
+        mask = mask.data[..., 0] if mask.is_4d and mask.n_frames == 1 else mask.data
+    m = np.asarray(mask)
+    if m.shape != grid.spatial_shape:
+        raise InputError(f"the {label} mask has shape {m.shape}, the maps {grid.spatial_shape}")
+    if m.dtype == bool:
+        return m
+    if m.dtype.kind not in "biuf":
+        raise InputError(f"the {label} mask holds {m.dtype} values; give a boolean or numeric mask (nonzero = inside)")
+    return (m != 0) & ~np.isnan(m) if m.dtype.kind == "f" else m != 0
 
 
 def format_table(stats: dict) -> str:

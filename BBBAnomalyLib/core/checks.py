@@ -9,7 +9,10 @@ traceback from torch. Comparisons alone let NaN through (``nan <= 0`` is False),
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+import numpy as np
 
 from .errors import InputError
 
@@ -47,3 +50,53 @@ def integer(value, flag: str, low: int, high: int, *, hint: str = "") -> int:
 
 def optional_number(value, flag: str, low: float, high: float, **kw) -> float | None:
     return None if value is None else number(value, flag, low, high, **kw)
+
+
+def parameters(params, cls, function: str):
+    """A private copy of a pipeline's parameter dataclass (None: the defaults); anything else (a dict, a
+    method name) is one InputError instead of an AttributeError from deep inside the run."""
+    if params is None:
+        return cls()
+    if not isinstance(params, cls):
+        raise InputError(f"{function} takes its parameters as {cls.__name__}(...), got {type(params).__name__}; "
+                         f"e.g. {function}(..., {cls.__name__}(...)) (fields: see help({cls.__name__}))")
+    return dataclasses.replace(params)
+
+
+def curve(values, what: str):
+    """A 1D finite float64 curve (an AIF, frame times), else InputError naming ``what``."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"the {what} must be a sequence of numbers, got {type(values).__name__}") from None
+    if arr.ndim != 1:
+        raise InputError(f"the {what} must be one curve, a 1D array; got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"the {what} holds NaN or infinite values; give finite numbers")
+    return arr
+
+
+def aif_and_times(aif, times):
+    """A plasma AIF (T,) and its frame times (T,) in s, strictly increasing, else InputError."""
+    aif, times = curve(aif, "AIF"), curve(times, "frame times")
+    if aif.size != times.size:
+        raise InputError(f"the AIF has {aif.size} values but {times.size} frame times were given; give one AIF "
+                         "value per frame")
+    if np.any(np.diff(times) <= 0):
+        raise InputError("the frame times are not strictly increasing; give them in seconds, in acquisition order")
+    return aif, times
+
+
+def curve_matrix(curves, n_frames: int):
+    """Curves as an (n_voxels, n_frames) real array (a list is accepted), else InputError."""
+    try:
+        arr = np.asarray(curves)
+    except ValueError:
+        raise InputError(f"curves must be an (n_voxels, {n_frames}) array of numbers") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"curves must be an (n_voxels, {n_frames}) array of real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != n_frames:
+        hint = "; for one curve pass curves[None]" if arr.ndim == 1 and arr.size == n_frames else ""
+        raise InputError(f"curves must be an (n_voxels, {n_frames}) array, one row per voxel and one column per "
+                         f"frame; got shape {arr.shape}{hint}")
+    return arr

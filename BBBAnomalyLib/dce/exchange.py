@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import checks
 from .models import _segment_weights, backflux_norm, backflux_snr, cumulative_integral, shifted
 
 #: Bounds of the fit, ml/ml/min for Fp and PS: far outside anything perfused tissue shows, but
@@ -178,8 +179,7 @@ class ExchangeModel:
 
     def __init__(self, aif: np.ndarray, times: np.ndarray, uptake: bool = False, max_delay: float = 0.0,
                  delay_step: float = 1.0, iterations: int = 40, chunk_voxels: int = 16384):
-        self.aif = np.asarray(aif, dtype=np.float64)
-        self.times = np.asarray(times, dtype=np.float64)
+        self.aif, self.times = checks.aif_and_times(aif, times)
         self.t_min = self.times / 60.0
         self.uptake = uptake
         n_delays = int(np.floor(max_delay / delay_step + 1e-9)) + 1 if max_delay > 0 else 1
@@ -188,6 +188,7 @@ class ExchangeModel:
         self.chunk_voxels = chunk_voxels
 
     def fit(self, curves: np.ndarray, progress=None) -> ExchangeFit:
+        curves = checks.curve_matrix(curves, self.times.size)
         n = curves.shape[0]
         parts = []
         for start in range(0, n, self.chunk_voxels):  # chunks bound the (n, T, p) Jacobians

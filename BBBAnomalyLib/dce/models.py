@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import checks
 from ..core.devices import blas_threads
+from ..core.errors import InputError
 from .parameters import Model
 
 KEP_MAX = 10.0  # [1/min]; faster exchange is indistinguishable from vp at clinical frame rates
@@ -338,9 +340,11 @@ class PKModel:
     def __init__(self, model: Model | str, aif: np.ndarray, times: np.ndarray, max_delay: float = 0.0,
                  delay_step: float = 1.0, refine: bool = False, refine_iterations: int = 15,
                  device: str = "cpu", chunk_voxels: int = 65536):
-        self.model = Model(model)
-        self.aif = np.asarray(aif, dtype=np.float64)
-        self.times = np.asarray(times, dtype=np.float64)
+        try:
+            self.model = Model(model)
+        except ValueError:
+            raise InputError(f"{model!r} is not a model; choose one of {', '.join(m.value for m in Model)}") from None
+        self.aif, self.times = checks.aif_and_times(aif, times)
         self.t_min = self.times / 60.0
         n_delays = int(np.floor(max_delay / delay_step + 1e-9)) + 1 if max_delay > 0 else 1
         self.delays = np.arange(n_delays) * delay_step
@@ -364,7 +368,7 @@ class PKModel:
             return self._fit(curves, progress, keep_fitted, np.dtype(dtype))
 
     def _fit(self, curves, progress, keep_fitted, dtype):
-        curves = np.asarray(curves)
+        curves = checks.curve_matrix(curves, self.times.size)
         n = curves.shape[0]
         chunk = self._chunk(n)
         store = np.dtype(np.float64) if self.refine else dtype  # (the refinement starts from float64)

@@ -14,7 +14,6 @@ voxels before the RLS, from the concentration of those rows converted on demand.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..app.curves import CurveSet
-from ..core.checks import number
+from ..core.checks import number, parameters as check_parameters
 from ..core.errors import InputError
 from ..core.devices import block_workers
 from ..io import read_mask
@@ -117,7 +116,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 change, instead of 1x + the curves + the maps). Off by default: a caller's Volume
                 is never modified unless it asks for this.
     """
-    params = dataclasses.replace(params) if params is not None else DCEParameters()
+    params = check_parameters(params, DCEParameters, "run_dce")
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
     warnings: list[str] = []

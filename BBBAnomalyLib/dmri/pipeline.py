@@ -9,13 +9,13 @@ and a 3³ opening (:mod:`.thresholds`) -> maps and report.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..core.checks import parameters as check_parameters
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.memory import release_freed_memory
@@ -90,7 +90,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     nawm_mask, tumor_mask: summarised in the report (tumor: also its overlap with the anomaly mask).
     progress:   callback(fraction, message); raise CancelledError from it to stop.
     """
-    params = dataclasses.replace(params) if params is not None else DMRIParameters()
+    params = check_parameters(params, DMRIParameters, "run_dmri")
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
     with timer("checks"):

@@ -54,7 +54,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from ..core import checks
 from ..core.devices import blas_threads, block_workers
+from ..core.errors import InputError
 from .parameters import DeconvolutionMethod
 
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
@@ -162,9 +164,13 @@ class DeconvolutionModel:
     def __init__(self, aif: np.ndarray, dt: float, method: DeconvolutionMethod | str = "osvd",
                  ssvd_threshold: float = 0.2, csvd_threshold: float = 0.1, oi_target: float = 0.095,
                  n_lambdas: int = 40, chunk_voxels: int = 16384, workers: int | None = None):
-        self.aif = np.asarray(aif, dtype=np.float64)
-        self.dt = float(dt)
-        self.method = DeconvolutionMethod(method)
+        self.aif = checks.curve(aif, "AIF")
+        self.dt = checks.number(dt, "dt (the frame interval, s)", 0.0, 3600.0, low_open=True)
+        try:
+            self.method = DeconvolutionMethod(method)
+        except ValueError:
+            raise InputError(f"{method!r} is not a deconvolution method; choose one of "
+                             f"{', '.join(m.value for m in DeconvolutionMethod if m.value != 'phae')}") from None
         self.ssvd_threshold = ssvd_threshold
         self.csvd_threshold = csvd_threshold
         self.oi_target = oi_target
@@ -180,7 +186,7 @@ class DeconvolutionModel:
         self._sv = np.abs(self._spectrum)  # singular values, one per rFFT bin
         self._smax = float(self._sv.max())
         if not self._smax > 0:
-            raise ValueError("the AIF is zero: nothing to deconvolve")
+            raise InputError("the AIF is zero: nothing to deconvolve")
         if self.method is DeconvolutionMethod.CSVD:
             self._threshold = self.csvd_threshold
             self._pinv_t = self._operator(self._sv >= self.csvd_threshold * self._smax)
@@ -194,7 +200,7 @@ class DeconvolutionModel:
         matrix = toeplitz_matrix(self.aif, self.dt)
         u, s, vt = np.linalg.svd(matrix)
         if not s[0] > 0:
-            raise ValueError("the AIF is zero: nothing to deconvolve")
+            raise InputError("the AIF is zero: nothing to deconvolve")
         keep = s >= self.ssvd_threshold * s[0]
         # b = V diag(1/σ) Uᵀ c, one N x N operator.
         self._pinv_t = ((u[:, keep] / s[keep]) @ vt[keep]).astype(np.float32)
@@ -272,9 +278,7 @@ class DeconvolutionModel:
             keep_fitted: bool = False) -> DeconvolutionFit:
         """Deconvolve (n_voxels, N) curves in chunks of ``chunk_voxels``; ``keep_fitted`` also
         returns each voxel's model curve (:meth:`synthesize` of its residue, float32)."""
-        curves = np.asarray(curves)
-        if curves.ndim != 2 or curves.shape[1] != self.n:
-            raise ValueError(f"curves must be (n_voxels, {self.n}); got {curves.shape}")
+        curves = checks.curve_matrix(curves, self.n)
         nvox = curves.shape[0]
         cbf = np.empty(nvox, np.float32)
         tmax = np.empty(nvox, np.float32)

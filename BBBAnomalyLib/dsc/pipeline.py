@@ -11,7 +11,6 @@ voxels; nothing loops over voxels in Python.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable
 import numpy as np
 from scipy.integrate import trapezoid
 
+from ..core.checks import parameters as check_parameters
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, summarise_maps, versions
@@ -92,7 +92,7 @@ def _with_single_threaded_blas(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         params = kwargs.get("params", args[1] if len(args) > 1 else None)
-        learned = params is not None and str(getattr(params.method, "value", params.method)) == "phae"
+        learned = isinstance(params, DSCParameters) and params.method is DeconvolutionMethod.PHAE
         with blas_threads(None if learned else 1):
             return function(*args, **kwargs)
     return wrapper
@@ -173,7 +173,12 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     (an automatic brain mask first takes one pass for the temporal mean), so the full series and
     its float32 copy are never both in memory, and the Volume stays unread.
     """
-    params = dataclasses.replace(params) if params is not None else DSCParameters()
+    params = check_parameters(params, DSCParameters, "run_dsc")
+    # a plain array has no grid or frame times: one line here, not an AttributeError below
+    for what, volume in (("the DSC series", series), ("the second echo", second_echo)):
+        if not isinstance(volume, Volume) and (volume is not None or volume is series):
+            raise InputError(f"{what} must be a Volume, got {type(volume).__name__}; e.g. "
+                             "BBBAnomalyLib.io.read_volume(path) or Volume(data, affine, times)")
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
     warnings: list[str] = []

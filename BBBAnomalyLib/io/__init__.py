@@ -44,6 +44,8 @@ def read_volume(path, *, times=None, frame_interval: float | None = None, lazy: 
     frame block (the DSC pipeline gathers its voxels so, never holding the whole series), and
     the first use of ``.data`` reads it whole. Other formats and 3D images are read at once.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"read_volume needs a file or folder path, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise InputError(f"input '{path}' not found; check the path ({SUPPORTED})")
@@ -123,6 +125,9 @@ def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
     accepted as 3D. A mask of the same voxels stored in another axis order or direction is reordered (exact).
     Errors name the mask: 4D, another grid, or empty.
     """
+    if not isinstance(reference, Volume):
+        raise InputError(f"the reference of mask '{name}' must be a Volume (the input whose grid the mask is on), "
+                         f"got {type(reference).__name__}")
     if isinstance(path_or_array, Volume):
         vol, where = path_or_array, "given as a Volume"
     elif isinstance(path_or_array, (str, os.PathLike)):

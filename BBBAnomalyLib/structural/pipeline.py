@@ -19,13 +19,13 @@ done (the FLAIR's float32 copy after the ROI, the normalised T1 and FLAIR before
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
+from ..core.checks import parameters as check_parameters
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, versions
@@ -121,7 +121,7 @@ def run_t1flair(t1: Volume, flair: Volume, params: T1FlairParameters | None = No
     """
     import torch
 
-    params = dataclasses.replace(params) if params is not None else T1FlairParameters()
+    params = check_parameters(params, T1FlairParameters, "run_t1flair")
     previous_threads = torch.get_num_threads()
     if params.threads:
         torch.set_num_threads(int(params.threads))
