@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from BBBAnomalyLib.dsc import DSCParameters, run_dsc  # noqa: E402
-from BBBAnomalyLib.dsc import pipeline  # noqa: E402
+from BBBAnomalyLib.dsc import phae_step  # noqa: E402
 from BBBAnomalyLib.dsc.phae import PHAEModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +40,13 @@ def test_uncertainty_summary_counts_uninformative_voxels_and_warns_only_when_the
     cbf = np.r_[np.full(75, 0.01), np.full(20, 0.005), np.zeros(5)]
     sd = np.r_[np.full(75, 0.3), np.full(20, 1.2), np.full(5, 2.0)]  # 25 % at or above 100 %
     warnings = []
-    out = pipeline._uncertainty_summary(cbf, sd, warnings)
+    out = phae_step._uncertainty_summary(cbf, sd, warnings)
     assert out["uninformative_fraction"] == 0.25 and out["nonpositive_cbf_fraction"] == 0.05
     assert out["percent"]["median"] == pytest.approx(30.0) and out["uninformative_sd_percent"] == 100.0
     assert len(warnings) == 1 and "25 % of the brain" in warnings[0] and "unknown, not as low flow" in warnings[0]
     quiet = []
     sd[75:90] = 0.5  # 10 % left uninformative: below the 20 % warning share
-    assert pipeline._uncertainty_summary(cbf, sd, quiet)["uninformative_fraction"] == pytest.approx(0.10)
+    assert phae_step._uncertainty_summary(cbf, sd, quiet)["uninformative_fraction"] == pytest.approx(0.10)
     assert quiet == []
 
 

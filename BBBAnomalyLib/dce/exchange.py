@@ -15,7 +15,7 @@ the impulse response is bi-exponential (derived from the ODEs, checked in the te
     2CUM   R(t) = Fp [ E + (1 - E) e^{-kp t} ],  E = PS/(Fp + PS)      (ve -> infinity: no backflux)
 
 and Ct = R ⊛ ca is computed exactly for an AIF piecewise linear between frames by the recursion of
-:func:`.models.exp_convolution`.
+:func:`.kinetics.exp_convolution`.
 
 Linear forms (Flouri, Lesnic & Sourbron, MRM 2016;76:998): R's Laplace transform is a ratio of
 polynomials, so integrating the ODE twice makes Ct linear in four (three) coefficients:
@@ -48,7 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import checks
-from .models import _segment_weights, backflux_norm, backflux_snr, cumulative_integral, shifted
+from .backflux import backflux_norm, backflux_snr
+from .kinetics import _segment_weights, cumulative_integral, shifted
 
 #: Bounds of the fit, ml/ml/min for Fp and PS: far outside anything perfused tissue shows, but
 #: they keep the exponentials finite on noise-only voxels.
@@ -102,7 +103,7 @@ def _rates(fp, ps, ve, vp, uptake: bool):
 def exp_convolution_rows(cp: np.ndarray, t: np.ndarray, k: np.ndarray, derivative: bool = False):
     """E_i = ∫_0^{t_i} cp(τ) e^{-k (t_i - τ)} dτ for a per-row AIF cp (n, T) (each voxel its own
     delay) and rate k (n,), cp piecewise linear on t; with ``derivative`` also dE/dk. The same
-    exact recursion as :func:`.models.exp_convolution`, E_i = e^{-kh} E_{i-1} + wa·cp_{i-1} + wb·cp_i,
+    exact recursion as :func:`.kinetics.exp_convolution`, E_i = e^{-kh} E_{i-1} + wa·cp_{i-1} + wb·cp_i,
     differentiated term by term (the weights' k-derivatives by central differences, once per step)."""
     n, n_t = cp.shape
     # column-major outputs: writing one frame for every voxel is then a contiguous write
@@ -198,7 +199,7 @@ class ExchangeModel:
         return ExchangeFit(*(np.concatenate([getattr(p, f) for p in parts]) for f in ExchangeFit.__dataclass_fields__))
 
     def ve_backflux_snr(self, curves: np.ndarray, fit: ExchangeFit) -> np.ndarray:
-        """Per voxel: the backflux of the interstitium (:func:`.models.backflux_norm` of Ktrans = E·Fp with the
+        """Per voxel: the backflux of the interstitium (:func:`.backflux.backflux_norm` of Ktrans = E·Fp with the
         Tofts-equivalent rate Ktrans/ve, the 2CXM's PS << Fp limit) over the noise SD of the fit residual. 2CUM has
         no ve: 0."""
         curves = np.asarray(curves)

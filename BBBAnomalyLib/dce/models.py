@@ -19,6 +19,10 @@ Layout (issue 17): a chunk of curves is held as (T, n), frames as rows, so the r
 frames and the reductions along them run on contiguous rows; the small normal equations are solved
 element-wise over the voxels (LDLᵀ), and the refinement makes one pass over the frames per
 iteration (model, exact ∂/∂kep and the sums its step needs) on the voxels not yet converged.
+
+The model arithmetic (the recursive convolution, its derivative, the LM sums, the small SPD solves, the
+model curves, the delayed AIF, the kep range) is in :mod:`.kinetics`; whether a fit determines ve (the
+backflux test) is in :mod:`.backflux`. Both are re-exported here under their old names.
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ import numpy as np
 from ..core import checks
 from ..core.devices import blas_threads
 from ..core.errors import InputError
+from .backflux import _perpendicular, _span_gram_inverses, backflux_snr
+from .backflux import VE_MIN_BACKFLUX_SNR, backflux_norm, ve_determined  # noqa: F401  (re-exported)
+from .kinetics import (KEP_MAX, KEP_MIN, _exp_convolution_rows, _lm_sums, _segment_weights, _solve2_spd,
+                       _solve3_spd, cumulative_integral, shifted)
+from .kinetics import (_segment_derivatives, _torch_segment_weights, exp_convolution,  # noqa: F401
+                       model_curves)  # (re-exported: imported from here by callers and tests)
 from .parameters import Model
 
-KEP_MAX = 10.0  # [1/min]; faster exchange is indistinguishable from vp at clinical frame rates
 #: The smallest chunk of voxels the fit splits its input into (see PKModel._chunk).
 MIN_CHUNK = 4096
-KEP_MIN = 1e-4  # [1/min]; the refinement's lower bound (kep = 0 is the Patlak limit)
 #: The refinement stops a voxel once a step gains less than this fraction of its SSE (or could at
 #: most, by the Gauss-Newton model): with ~57 residual degrees of freedom that is < 6e-4 σ² of
 #: SSE, i.e. the parameters within ~3 % of their statistical standard error of the optimum.
@@ -43,278 +51,6 @@ REFINE_FTOL = 1e-5
 #: ... or once its damping grew past this with no step accepted (a minimum or a bound: steps
 #: that small change nothing measurable).
 REFINE_LAMBDA_STOP = 1e3
-#: ve (and kep = Ktrans/ve) reaches a curve only through the backflux of the extravascular space: the part of the
-#: EES uptake Ktrans·E(kep) that neither an irreversible uptake (∝ ∫Cp: kep -> 0, the Patlak limit, ve -> infinity)
-#: nor a plasma-like term (∝ Cp: kep -> infinity, fast exchange, ve indistinguishable from vp) can reproduce. Where
-#: that part is smaller than this many noise standard deviations (the fit residual's, per frame, as a norm over the
-#: frames), ve is not determined by the data (:func:`ve_determined`). Measured in round 17 on the DCE reference
-#: object (12 slices, extended Tofts, artery AIF, true T10): 93-95 % of the brain is below it (GM/WM 94-98 %: intact
-#: BBB; the 2-6 % left are what a 2-SD threshold passes by chance), the enhancing rim 0.1 % at SNR 50 (seed 0),
-#: 1.7 % at SNR 40 and 7 % at SNR 20 (seed 101; ve errors 0.07-0.6 there, 0.012 above it), so the rim's median
-#: |ve error| of docs/validation.md is unchanged (0.010 at SNR 40, 0.020 at SNR 20).
-VE_MIN_BACKFLUX_SNR = 2.0
-
-
-def cumulative_integral(y: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Cumulative trapezoid along the last axis, starting at 0 (same length as t)."""
-    y = np.asarray(y, dtype=np.float64)
-    steps = 0.5 * (y[..., 1:] + y[..., :-1]) * np.diff(t)
-    return np.concatenate([np.zeros(y.shape[:-1] + (1,)), np.cumsum(steps, axis=-1)], axis=-1)
-
-
-def _segment_weights(k, h):
-    """Weights (wa, wb) with ∫_0^h (a + (b - a) s/h) e^{-k (h - s)} ds = wa·a + wb·b, stable as k -> 0."""
-    x = k * h
-    small = x < 1e-3
-    xs = np.where(small, 1.0, x)
-    one_minus = -np.expm1(-xs)
-    wb = np.where(small, h * (0.5 - x / 6.0), (h / xs) * (1.0 - one_minus / xs))
-    wa = np.where(small, h * (0.5 - x / 3.0), h * one_minus / xs - wb)
-    return wa, wb
-
-
-def exp_convolution(cp: np.ndarray, t: np.ndarray, kep: np.ndarray, xp=np) -> np.ndarray:
-    """E(t_i) = ∫_0^{t_i} Cp(τ) e^{-kep (t_i - τ)} dτ for each kep (n,), Cp piecewise linear on t: (n, T).
-
-    Recursive: E_i = e^{-kep h} E_{i-1} + wa·Cp_{i-1} + wb·Cp_i — a loop over frames, every voxel at
-    once (numpy or torch arrays through ``xp``). ``cp`` is one AIF (T,) shared by all voxels, or one
-    per voxel (n, T)."""
-    out = _exp_convolution_rows(cp, t, kep, xp)
-    # one contiguous (n, T) copy (as np.stack made): callers reduce along frames, and a strided
-    # view would change the summation order of those reductions (last-bit differences)
-    return np.ascontiguousarray(out.T) if xp is np else out.T.contiguous()
-
-
-def _exp_convolution_rows(cp, t, kep, xp=np):
-    """``exp_convolution`` with frames as rows: (T, n)."""
-    # frames are rows of a (T, n) array written in place and transposed once at the end: writing
-    # column i of an (n, T) array is a strided access (10x slower), and stacking columns afterwards
-    # cost three temporaries per frame. The arithmetic and its order are unchanged:
-    # E_i = ((decay·E_{i-1}) + wa·Cp_{i-1}) + wb·Cp_i, so the result is bit-identical to the stacked form.
-    if xp is np and kep.dtype.kind != "f":
-        kep = kep.astype(np.float64)  # integer rates: the result is real (as kep * 0.0 made it before)
-    out = xp.empty((t.shape[0],) + tuple(kep.shape), dtype=kep.dtype) if xp is np else \
-        xp.empty((t.shape[0],) + tuple(kep.shape), dtype=kep.dtype, device=kep.device)
-    out[0] = 0.0
-    per_voxel = getattr(cp, "ndim", 1) == 2
-    if per_voxel:  # frames as contiguous rows, as the output
-        cp = np.ascontiguousarray(cp.T) if xp is np else cp.T.contiguous()
-    weights = {}  # per distinct frame interval (one for uniform sampling): computed once, not per frame
-    for i in range(1, t.shape[0]):
-        h = round(float(t[i] - t[i - 1]), 12)
-        if h not in weights:
-            if xp is np:
-                weights[h] = (*_segment_weights(kep, h), np.exp(-kep * h))
-            else:
-                weights[h] = (*_torch_segment_weights(kep, h), xp.exp(-kep * h))
-        wa, wb, decay = weights[h]
-        row = out[i]
-        xp.multiply(decay, out[i - 1], out=row)
-        row += wa * (cp[i - 1] if per_voxel else float(cp[i - 1]))
-        row += wb * (cp[i] if per_voxel else float(cp[i]))
-    return out
-
-
-
-
-def _f_moment(x, m, terms=8):
-    """f_m(x) = ∫_0^1 v^m e^{-x v} dv by its series Σ_j (-x)^j / (j! (m + j + 1)) (small x: no cancellation)."""
-    out = np.zeros_like(x)
-    term = np.ones_like(x)
-    factorial = 1.0
-    for j in range(terms):
-        out += term / (factorial * (m + j + 1))
-        term = term * -x
-        factorial *= j + 1
-    return out
-
-
-def _segment_derivatives(k, h):
-    """(d wa/dk, d wb/dk) of ``_segment_weights``: -h²·f2(x) and -h²·(f1(x) - f2(x)), x = k·h, with
-    f_m(x) = ∫_0^1 v^m e^{-x v} dv (closed form above x = 0.05, where its cancellation costs < 1e-10
-    relative in float64; the series below, truncated after 8 terms: < 1e-14 relative)."""
-    x = k * h
-    small = x < 0.05
-    xs = np.where(small, 1.0, x)
-    e = np.exp(-xs)
-    f1 = np.where(small, _f_moment(x, 1), (1.0 - e * (1.0 + xs)) / (xs * xs))
-    f2 = np.where(small, _f_moment(x, 2), (2.0 - e * (xs * xs + 2.0 * xs + 2.0)) / (xs * xs * xs))
-    return -h * h * f2, -h * h * (f1 - f2)
-
-
-def _solve3_spd(a00, a01, a02, a11, a12, a22, b0, b1, b2):
-    """x = A⁻¹b for many symmetric positive definite 3x3 systems at once (arrays of any equal shape):
-    LDLᵀ elimination written out element-wise (no pivoting: A is SPD). Works on numpy and torch."""
-    l10 = a01 / a00
-    l20 = a02 / a00
-    d1 = a11 - l10 * a01
-    u12 = a12 - l20 * a01
-    l21 = u12 / d1
-    d2 = a22 - l20 * a02 - l21 * u12
-    z1 = b1 - l10 * b0
-    z2 = (b2 - l20 * b0 - l21 * z1) / d2
-    x1 = z1 / d1 - l21 * z2
-    x0 = b0 / a00 - l10 * x1 - l20 * z2
-    return x0, x1, z2
-
-
-def _solve2_spd(a00, a01, a11, b0, b1):
-    l10 = a01 / a00
-    d1 = a11 - l10 * a01
-    x1 = (b1 - l10 * b0) / d1
-    return b0 / a00 - l10 * x1, x1
-
-
-def _lm_sums(Y, table_t, group, k, e, v, steps, extended):
-    """One pass over the frames at (Ktrans k, kep e, vp v) (float64 (m,) tensors): the sums over
-    frames (9, m) float64 of r·r, E·E, E·∂E, E·Cp, ∂E·∂E, ∂E·Cp, E·r, ∂E·r and Cp·r, r the residual,
-    E(kep) the recursive convolution and ∂E its exact derivative by kep (the recursion differentiated:
-    ∂E_i = decay·∂E_{i-1} - h·decay·E_{i-1} + wa'·Cp_{i-1} + wb'·Cp_i). Y: (T, m) curves, frames as
-    rows, in the working precision; table_t: (T, D) the AIFs, group: (m,) each voxel's column of it
-    (gathered frame by frame: no (T, m) copy of the AIFs); steps: the T-1 frame intervals [min]."""
-    import torch
-
-    dev, f32, f64 = Y.device, Y.dtype, torch.float64
-    n_frames = Y.shape[0]
-    m = Y.shape[1]
-    weights = {}
-    kep64 = e.cpu().numpy()
-    for h in set(steps):  # per distinct frame interval: the segment weights, their derivatives, decay
-        wa, wb = _segment_weights(kep64, h)
-        dwa, dwb = _segment_derivatives(kep64, h)
-        decay = np.exp(-kep64 * h)
-        weights[h] = [torch.as_tensor(w, dtype=f32, device=dev) for w in (wa, wb, dwa, dwb, decay, h * decay)]
-    k32, v32 = k.to(f32), v.to(f32)
-    sums = torch.zeros((9, m), dtype=f32, device=dev)
-    rr, ee, ed, ec, dd, dc, er, dr, cr = sums
-    conv = torch.zeros((2, m), dtype=f32, device=dev)  # E of the previous and the current frame
-    deriv = torch.zeros((2, m), dtype=f32, device=dev)
-    r = torch.empty(m, dtype=f32, device=dev)
-    aif = torch.empty((2, m), dtype=f32, device=dev)  # each voxel's AIF at the previous and the current frame
-    torch.index_select(table_t[0], 0, group, out=aif[0])
-    if extended:  # frame 0: E = ∂E = 0, r = y - vp·Cp
-        torch.addcmul(Y[0], v32, aif[0], value=-1.0, out=r)
-        rr.addcmul_(r, r)
-        cr.addcmul_(aif[0], r)
-    else:
-        rr.addcmul_(Y[0], Y[0])
-    for i in range(1, n_frames):
-        wa, wb, dwa, dwb, decay, h_decay = weights[steps[i - 1]]
-        prev, cur = conv[(i - 1) % 2], conv[i % 2]
-        dprev, dcur = deriv[(i - 1) % 2], deriv[i % 2]
-        c0, c1 = aif[(i - 1) % 2], aif[i % 2]
-        torch.index_select(table_t[i], 0, group, out=c1)
-        torch.mul(decay, dprev, out=dcur)  # ∂E_i = decay·∂E_{i-1} - h·decay·E_{i-1} + wa'·c0 + wb'·c1
-        dcur.addcmul_(h_decay, prev, value=-1.0)
-        dcur.addcmul_(dwa, c0)
-        dcur.addcmul_(dwb, c1)
-        torch.mul(decay, prev, out=cur)  # E_i = decay·E_{i-1} + wa·c0 + wb·c1
-        cur.addcmul_(wa, c0)
-        cur.addcmul_(wb, c1)
-        torch.addcmul(Y[i], k32, cur, value=-1.0, out=r)
-        if extended:
-            r.addcmul_(v32, c1, value=-1.0)
-            ec.addcmul_(cur, c1)
-            dc.addcmul_(dcur, c1)
-            cr.addcmul_(c1, r)
-        rr.addcmul_(r, r)
-        ee.addcmul_(cur, cur)
-        ed.addcmul_(cur, dcur)
-        dd.addcmul_(dcur, dcur)
-        er.addcmul_(cur, r)
-        dr.addcmul_(dcur, r)
-    return sums.to(f64)
-
-
-def _torch_segment_weights(k, h):
-    import torch
-
-    x = k * h
-    small = x < 1e-3
-    xs = torch.where(small, torch.ones_like(x), x)
-    one_minus = -torch.expm1(-xs)
-    wb = torch.where(small, h * (0.5 - x / 6.0), (h / xs) * (1.0 - one_minus / xs))
-    wa = torch.where(small, h * (0.5 - x / 3.0), h * one_minus / xs - wb)
-    return wa, wb
-
-
-def _span_gram_inverses(table: np.ndarray, t_min: np.ndarray):
-    """(D, 2, 2) inverses of the Gram matrices of {Cp, ∫Cp} of each AIF row of ``table`` (D, T), and ∫Cp (D, T)."""
-    integral = cumulative_integral(table, t_min)
-    gram = np.stack([np.stack([(table * table).sum(1), (table * integral).sum(1)], -1),
-                     np.stack([(table * integral).sum(1), (integral * integral).sum(1)], -1)], -2)
-    return np.linalg.pinv(gram), integral
-
-
-def _perpendicular(ee, ec, ei, inverses, group):
-    """E·E minus its projection onto span{Cp, ∫Cp} (the squared norm of E's part outside it), >= 0."""
-    a = inverses[group]
-    q = a[:, 0, 0] * ec * ec + 2.0 * a[:, 0, 1] * ec * ei + a[:, 1, 1] * ei * ei
-    return np.maximum(ee - q, 0.0)
-
-
-def backflux_norm(aif: np.ndarray, times: np.ndarray, delay: np.ndarray, ktrans: np.ndarray, kep: np.ndarray,
-                  chunk: int = 16384) -> np.ndarray:
-    """Ktrans·‖E(kep)⊥‖ per voxel: the norm over the frames of the part of the EES uptake curve Ktrans·E(kep)
-    (E(kep) = ∫ Cp(τ) e^{-kep (t - τ)} dτ, Cp the AIF shifted by the voxel's delay [s]) outside span{Cp, ∫Cp}:
-    the only part of a curve that carries ve (see :data:`VE_MIN_BACKFLUX_SNR`). Units of the curves."""
-    times = np.asarray(times, dtype=np.float64)
-    t_min = times / 60.0
-    delay = np.asarray(delay, dtype=np.float64)
-    ktrans, kep = (np.asarray(a, dtype=np.float64) for a in (ktrans, kep))
-    delays, group = np.unique(delay, return_inverse=True)
-    table = np.stack([shifted(aif, times, d) for d in delays]) if delays.size else np.zeros((0, times.size))
-    inverses, integral = _span_gram_inverses(table, t_min)
-    out = np.zeros(ktrans.shape[0])
-    for g in range(delays.size):
-        idx = np.flatnonzero(group == g)
-        for start in range(0, idx.size, chunk):
-            rows = idx[start:start + chunk]
-            e = _exp_convolution_rows(table[g], t_min, kep[rows])  # (T, m)
-            ee = np.einsum("tm,tm->m", e, e)
-            ec, ei = table[g] @ e, integral[g] @ e
-            out[rows] = ktrans[rows] * np.sqrt(_perpendicular(ee, ec, ei, inverses, np.full(rows.size, g)))
-    return out
-
-
-def backflux_snr(norm: np.ndarray, sse: np.ndarray, dof: int) -> np.ndarray:
-    """``norm`` over the noise SD sqrt(SSE/dof) of each voxel's fit (inf where the fit is exact and norm > 0)."""
-    sigma = np.sqrt(np.maximum(np.asarray(sse, dtype=np.float64), 0.0) / max(int(dof), 1))
-    norm = np.asarray(norm, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sigma > 0, norm / np.where(sigma > 0, sigma, 1.0), np.where(norm > 0, np.inf, 0.0))
-
-
-def ve_determined(snr: np.ndarray, ve: np.ndarray, kep: np.ndarray | None = None,
-                  ve_bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """Voxels whose ve the data determine: the backflux stands >= VE_MIN_BACKFLUX_SNR noise SDs above noise
-    (:func:`backflux_norm`) and the fit is not on a bound (ve strictly inside ``ve_bounds``; kep strictly inside
-    (KEP_MIN, KEP_MAX) when given: kep = 0 is the Patlak limit, KEP_MAX fast exchange). Where Ktrans is ~0 ve is
-    the size of a compartment nothing enters: the fit then leaves it at its bound (ve = 1 in most normal brain)."""
-    ve = np.asarray(ve)
-    ok = np.asarray(snr) >= VE_MIN_BACKFLUX_SNR  # (NaN: not determined)
-    ok &= np.isfinite(ve) & (ve > ve_bounds[0]) & (ve < ve_bounds[1])
-    if kep is not None:
-        kep = np.asarray(kep)
-        ok &= (kep > KEP_MIN) & (kep < KEP_MAX)
-    return ok
-
-
-def model_curves(model: Model, cp: np.ndarray, t_min: np.ndarray, ktrans, kep, vp) -> np.ndarray:
-    """Tissue curves (n, T) [mM] of the model for per-voxel parameters (1/min, fraction)."""
-    model = Model(model)
-    ktrans, kep, vp = (np.asarray(a, dtype=np.float64) for a in (ktrans, kep, vp))
-    if model is Model.PATLAK:
-        return vp[:, None] * cp + ktrans[:, None] * cumulative_integral(cp, t_min)
-    out = ktrans[:, None] * exp_convolution(cp, t_min, kep)
-    if model is Model.EXTENDED_TOFTS:
-        out += vp[:, None] * cp
-    return out
-
-
-def shifted(cp: np.ndarray, t: np.ndarray, delay: float) -> np.ndarray:
-    """The AIF arriving ``delay`` later (linear interpolation, zero before the first sample)."""
-    return np.interp(t - delay, t, cp, left=0.0) if delay else np.asarray(cp, dtype=np.float64)
 
 
 @dataclass

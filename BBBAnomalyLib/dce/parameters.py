@@ -55,7 +55,7 @@ RLS_MAPS = ("rls", "rls_abs", "rls_uncertainty")
 MODEL_MAPS = {"tofts": ("ktrans", "ve", "kep"), "extended-tofts": ("ktrans", "ve", "vp", "kep"),
               "patlak": ("ktrans", "vp"), "2cxm": ("fp", "ps", "ve", "vp", "ktrans", "e", "tc", "te"),
               "2cum": ("fp", "ps", "vp", "ktrans", "e", "tc")}
-#: Maps set to 0 (not analysed) where the data do not determine ve (models.ve_determined).
+#: Maps set to 0 (not analysed) where the data do not determine ve (backflux.ve_determined).
 VE_DEPENDENT_MAPS = ("ve", "kep", "te")
 #: The masks a run writes beside its maps: aif_mask only when AIF voxels were used (--aif-mask, --aif auto).
 MASK_OUTPUTS = ("brain_mask", "aif_mask")

@@ -31,7 +31,7 @@ from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
-from . import exchange, models
+from . import backflux, exchange
 from .exchange import ExchangeModel
 from .models import PKFit, PKModel
 from .parameters import MAP_INFO, VE_DEPENDENT_MAPS, DCEParameters, InputKind, Model
@@ -626,14 +626,14 @@ def _check_two_compartment_sampling(model: Model, times: np.ndarray, warnings: l
 def _mark_undetermined_ve(model, fit, curves: np.ndarray, masks: dict, brain: np.ndarray, warnings: list[str]):
     """(report entry, the voxels whose ve the data determine, the fit's kep of the others or None): ve (kep, Te) is
     set to 0 in the fit (0 = not analysed: transparent in the panel) where the backflux of the extravascular space
-    is below models.VE_MIN_BACKFLUX_SNR noise SDs or the fit sits at a bound (models.ve_determined), and a warning
+    is below backflux.VE_MIN_BACKFLUX_SNR noise SDs or the fit sits at a bound (backflux.ve_determined), and a warning
     gives the share. Where Ktrans ~ 0 (intact BBB) ve is the size of a compartment nothing enters: the fit left it
     at its bound, 1, in 40-80 % of normal brain, which read as a measurement."""
     snr = model.ve_backflux_snr(curves, fit)
     if isinstance(fit, PKFit):
-        known = models.ve_determined(snr, fit.ve, fit.kep)
+        known = backflux.ve_determined(snr, fit.ve, fit.kep)
     else:  # 2CXM: ve within its bounds, PS neither 0 (no exchange) nor at its bound
-        known = (models.ve_determined(snr, fit.ve, ve_bounds=exchange.V_BOUNDS)
+        known = (backflux.ve_determined(snr, fit.ve, ve_bounds=exchange.V_BOUNDS)
                  & (fit.ps > exchange.PS_BOUNDS[0]) & (fit.ps < exchange.PS_BOUNDS[1]))
     del snr
     hidden = ~known
@@ -645,7 +645,7 @@ def _mark_undetermined_ve(model, fit, curves: np.ndarray, masks: dict, brain: np
     n, n_hidden = known.size, int(hidden.sum())
     info = {"determined_voxels": n - n_hidden, "undetermined_voxels": n_hidden,
             "undetermined_share": n_hidden / max(n, 1),
-            "criterion": f"backflux >= {models.VE_MIN_BACKFLUX_SNR:g} noise SDs of the fit residual and the fit "
+            "criterion": f"backflux >= {backflux.VE_MIN_BACKFLUX_SNR:g} noise SDs of the fit residual and the fit "
                          f"inside its bounds ({'ve, kep' if isinstance(fit, PKFit) else 've, PS'})",
             "maps_set_to_0": [name for name in VE_DEPENDENT_MAPS if getattr(fit, name, None) is not None]}
     where = ""

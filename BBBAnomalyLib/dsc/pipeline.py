@@ -7,6 +7,9 @@ Steps: check the input -> pick the voxels (brain mask, given or automatic) -> de
 arrival and baseline -> convert to ΔR2*(t) -> AIF (mask or automatic) -> BSW leakage correction
 -> deconvolution (sSVD/cSVD/oSVD/Tikhonov) -> maps and report. Every step is vectorised over
 voxels; nothing loops over voxels in Python.
+
+The gather of the analysed voxels' curves from the series (in memory or left in its file) is in
+:mod:`.gather`; the PHAE deconvolution step and its report entries are in :mod:`.phae_step`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from ..core.checks import parameters as check_parameters
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, summarise_maps, versions
-from ..core.volume import FrameSource, Volume
+from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_detection_curve,
                          signal_to_delta_r2s)
 from ..core.devices import blas_threads, block_workers, map_blocks
 from .deconvolution import DeconvolutionModel
+from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
+from .phae_step import _check_phae_adapt, _deconvolve_phae, _pooling_guide
 from .validation import (
     automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv, reference_ratios, tumor_to_nawm,
     uniform_times
@@ -425,137 +430,6 @@ def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report
     return fit, {}
 
 
-def _check_phae_adapt(params) -> None:
-    """--adapt only for self-supervised weights, refused before any work (issue 14, round 6).
-
-    Adaptation optimises the reconstruction alone. Weights trained with a supervised CBF term are moved
-    off that calibration: with the default dsc-phae-wide, GM CBF +70 / +79 / +111 % at SNR 50 / 20 / 10 on
-    the reference phantom. A map that wrong is worse than none, so such a run is refused."""
-    if params.method is not DeconvolutionMethod.PHAE or not params.phae_adapt:
-        return
-    try:
-        from .phae.inference import DEFAULT_WEIGHTS
-    except ImportError:  # no torch: the PHAE step says so, with what to do
-        return
-    from .. import weights as registry
-
-    name = params.phae_weights or DEFAULT_WEIGHTS
-    card, _ = registry.read_card(name)
-    if "SUPERVISED" in str(card.get("loss", "")):
-        raise InputError(f"--adapt fine-tunes PHAE on its reconstruction alone, which moves the weights "
-                         f"{card.get('name', name)} (trained with a supervised CBF term) off their calibration "
-                         "(+70 % CBF and more on the reference phantom): run without --adapt, or adapt "
-                         "self-supervised weights (--weights dsc-phae-sim)")
-
-
-def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                     brain=None, voxel_sizes=None, guide=None, contrast=None):
-    """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first; with
-    params.phae_pooled_delay, each voxel's curve is moved earlier by its neighbourhood's bolus delay first."""
-    try:
-        from .phae import PHAEModel
-    except ImportError as exc:  # torch missing: the classic methods still work
-        raise InputError(f"--method phae needs PyTorch ({exc}); use osvd or tikhonov, or install torch") from None
-    model = PHAEModel(aif_curve, float(times[1] - times[0]), weights=params.phae_weights, device=params.device,
-                      chunk_voxels=min(params.chunk_voxels, 8192))
-    phae_report = {"weights": model.card.get("name"), "weights_sha256": model.card.get("sha256"),
-                   "device": str(model.device)}
-    if params.phae_adapt:
-        report_progress(0.35, "adapting PHAE to this case")
-        phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)
-    from .phae.domain import case_statistics, out_of_domain
-
-    pooling = None
-    if params.phae_guided_pooling != "off" and brain is not None:
-        pooling, phae_report["guided_pooling"] = _guided_pooling(brain, guide, voxel_sizes, params, contrast)
-    # the training ranges describe the curves the network reads: with guided pooling, the pooled ones
-    stats = case_statistics(brain_curves, aif_curve, float(times[1] - times[0]),
-                            read_rows=None if pooling is None else (lambda rows: pooling.pool(brain_curves, rows)[0]))
-    phae_report["case_statistics"] = stats
-    warnings.extend(out_of_domain(stats, model.card.get("training_domain"),
-                                  f"the PHAE weights {model.card.get('name')}"))
-    delays = None
-    if params.phae_pooled_delay and brain is not None:
-        report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
-        delays, phae_report["pooled_delay"] = model.pooled_delays(brain_curves, brain, voxel_sizes)
-    # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
-    fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays, pooling=pooling,
-                    progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
-    if fit.pooled_curves is not None:
-        phae_report["guided_pooling"]["effective_curves"] = summarise(fit.pooled_curves)
-    phae_report["fit_loss"] = summarise(fit.loss)
-    if fit.cbf_uncertainty is not None:
-        phae_report["cbf_uncertainty"] = _uncertainty_summary(fit.cbf, fit.cbf_uncertainty, warnings)
-    from .phae.systematic import roi_systematic_bias
-
-    systematic = roi_systematic_bias(model.card)  # what an ROI mean keeps that the per-voxel map cannot show
-    if systematic is not None:
-        if params.phae_adapt:  # the card measured the weights as bundled, not as fine-tuned on this case
-            for key in ("note", "ratio_note"):
-                systematic[key] += ("; these are the bundled weights' numbers, and --adapt fine-tuned them on this "
-                                    "case, so they may not hold")
-        phae_report["roi_systematic_bias"] = systematic
-    return fit, {"phae": phae_report}
-
-
-#: a voxel whose predicted SD of log CBF is this or more says "unknown" rather than a value (100 % relative SD)
-UNINFORMATIVE_LOG_SD = 1.0
-#: warn when at least this share of the brain is uninformative (issue 14, round 11: 0-32 % of the own phantom's
-#: brain across its 35 settings; 20 % or more only at SNR 50, where the automatic pooling stays off)
-UNINFORMATIVE_WARN_FRACTION = 0.2
-
-
-def _uncertainty_summary(cbf: np.ndarray, log_sd: np.ndarray, warnings: list) -> dict:
-    """The report's account of phae_cbf_uncertainty over the brain: its distribution (%), the share of voxels it
-    marks uninformative (SD >= 100 %) and the share with CBF <= 0 (on held-apart and own phantoms every such voxel
-    was marked uninformative; docs/validation.md, round 11); a warning when much of the brain is uninformative."""
-    uninformative = log_sd >= UNINFORMATIVE_LOG_SD
-    share = float(uninformative.mean()) if uninformative.size else 0.0
-    out = {"percent": summarise(100.0 * log_sd), "uninformative_fraction": share,
-           "uninformative_sd_percent": 100.0 * UNINFORMATIVE_LOG_SD,
-           "nonpositive_cbf_fraction": float((cbf <= 0).mean()) if cbf.size else 0.0}
-    if share >= UNINFORMATIVE_WARN_FRACTION:
-        warnings.append(f"PHAE: in {100 * share:.0f} % of the brain the CBF's predicted SD is "
-                        f"{100 * UNINFORMATIVE_LOG_SD:.0f} % or more (map phae_cbf_uncertainty): read those voxels' CBF "
-                        "as unknown, not as low flow; ROI means and ratios to NAWM over many voxels are less affected")
-    return out
-
-
-def _pooling_guide(brain_signal: np.ndarray, baseline, params: DSCParameters):
-    """(S0 per brain voxel, its noise SD) for PHAE's guided pooling, or None where it does not apply."""
-    if params.method is not DeconvolutionMethod.PHAE or params.phae_guided_pooling == "off":
-        return None
-    if params.input_kind is not InputKind.SIGNAL or baseline.stop - baseline.first < 2:
-        return None
-    from ..perfusion.guided_pooling import baseline_guide
-
-    s0, sd = baseline_guide(brain_signal, slice(baseline.first, baseline.stop))
-    # temporal SNR of the baseline: the median S0 over the noise of one frame (sd is that of the baseline's mean)
-    tsnr = float(np.median(s0)) / (sd * np.sqrt(baseline.stop - baseline.first)) if sd > 0 else float("inf")
-    return s0, sd, tsnr
-
-
-def _guided_pooling(brain, guide, voxel_sizes, params, contrast=None):
-    """The GuidedPooling of this case and its report entry (pooling None, with the reason, where it cannot run)."""
-    from ..perfusion.guided_pooling import AUTO_MAX_CNR, RANGE_K, GuidedPooling
-
-    if guide is None:
-        why = ("concentration input has no pre-contrast signal to guide it"
-               if params.input_kind is not InputKind.SIGNAL else "the baseline has fewer than 2 frames")
-        return None, {"applied": False, "why": why}
-    s0, sd, tsnr = guide
-    if not sd > 0:
-        return None, {"applied": False, "why": "the baseline has no noise: nothing to pool"}
-    cnr = float("inf") if contrast is None else float(contrast)
-    entry = {"mode": params.phae_guided_pooling, "contrast_to_noise": round(cnr, 3), "baseline_tsnr": round(tsnr, 1)}
-    if params.phae_guided_pooling == "auto" and cnr >= AUTO_MAX_CNR:
-        return None, {"applied": False, **entry,
-                      "why": f"the case's contrast-to-noise ({cnr:.2f}) is at least {AUTO_MAX_CNR:g}: each voxel's own "
-                             "curve is used (--guided-pooling on pools anyway)"}
-    pooling = GuidedPooling(brain, s0, sd, voxel_sizes)
-    return pooling, {"applied": True, **entry, "range_k": RANGE_K, "s0_noise_sd": sd, "reach_voxels": list(pooling.reach)}
-
-
 def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameters):
     if params.input_kind is InputKind.CONCENTRATION:
         return None, None
@@ -612,127 +486,6 @@ def _detection_curve(raw, raw2, kind: str, te, te2) -> tuple[np.ndarray, str]:
     return dual_echo_detection_curve(raw, raw2, te, te2), "concentration"
 
 
-def _voxels(volume: Volume):
-    """The series' voxels as they are: an array, or the FrameSource of a series left in its file."""
-    return volume.source if volume.source is not None else volume.data
-
-
-def _header_only(volume: Volume) -> Volume:
-    """The volume for checks that read only its shape, dtype, times and metadata: a lazily read
-    series gets a stand-in whose data is one broadcast zero of its dtype (nothing is read)."""
-    if volume.source is None:
-        return volume
-    data = np.broadcast_to(np.zeros((), volume.dtype), volume.shape)
-    return Volume(data, volume.affine, volume.times, volume.acquisition)
-
-
-def _voxel_order(brain: np.ndarray, arterial: np.ndarray | None) -> np.ndarray:
-    """Flat (C-order) indices of the analysed voxels: the brain's, then arterial voxels outside it."""
-    order = np.flatnonzero(brain)
-    if arterial is not None:
-        order = np.concatenate([order, np.flatnonzero(arterial & ~brain)])
-    return order
-
-
-def _curves(data, order: np.ndarray, resample) -> np.ndarray:
-    """(len(order), T) float32 curves of the voxels at flat (C-order) indices `order`, gathered in
-    one pass (no intermediate copy in the input's dtype, which may be the size of the whole series).
-    ``data``: a 4D array, or a FrameSource read frame block by frame block (never whole)."""
-    if isinstance(data, FrameSource):
-        return _curves_from_frames(data, order, resample)
-    spatial, frames = data.shape[:3], data.shape[3]
-    out = np.empty((order.size, frames), np.float32)
-    if data.flags.c_contiguous or data.flags.f_contiguous:
-        layout = "C" if data.flags.c_contiguous else "F"
-        flat = data.reshape((-1, frames), order=layout)  # a view for either memory layout
-        if flat.dtype == out.dtype and layout == "C":  # straight into the output: no temporary block
-            # (np.take would first copy a non-contiguous view whole: F-ordered input goes by blocks)
-            np.take(flat, order, axis=0, out=out, mode="clip")  # "raise" would buffer a whole copy; rows are valid
-        else:
-            by_frame = flat.T if layout == "F" else None  # (T, voxels), C-ordered: each frame contiguous
-            for start in range(0, order.size, GATHER_BLOCK):  # a non-float32 input casts a block at a time
-                block = slice(start, start + GATHER_BLOCK)
-                if layout == "C":
-                    out[block] = flat[order[block]]
-                else:  # a frame-major gather (contiguous reads per frame), then a small transpose
-                    out[block] = np.take(by_frame, _f_order(order[block], spatial), axis=1).T
-    else:
-        out[:] = data.reshape(-1, frames)[order]
-    return resample(out) if resample is not None else out
-
-
-#: Voxels gathered per block from an in-memory series, and the frame block read from a file.
-GATHER_BLOCK = 8192
-FRAME_BLOCK_BYTES = 16 * 2**20
-#: Frames staged frame-major before they are transposed into the rows of the curves (64 bytes a row).
-STAGE_FRAMES = 16
-#: Read the next frame block on a thread while this one is gathered: a .nii.gz inflates on one
-#: core while the other gathers. (Through nibabel's gzip reader this did not pay: it inflates
-#: ~8 KiB per call and the reading thread's Python loop and the gathers handed the GIL back and
-#: forth; the series' own zlib reader, io.nifti._GzipFrames, inflates 256 KiB per call.)
-PREFETCH_FRAMES = True
-
-
-def _f_order(order: np.ndarray, spatial) -> np.ndarray:
-    """Fortran-order (x fastest, as NIfTI stores a frame) flat indices of C-order flat indices."""
-    x, rest = np.divmod(order, spatial[1] * spatial[2])
-    y, z = np.divmod(rest, spatial[2])
-    return x + spatial[0] * (y + spatial[1] * z)
-
-
-def _curves_from_frames(source: FrameSource, order: np.ndarray, resample) -> np.ndarray:
-    """The gather of :func:`_curves` from a series left in its file: frame blocks are read in
-    order (one pass; a .nii.gz is decompressed once) and each frame's voxels gathered into a frame-major staging buffer of STAGE_FRAMES frames,
-    which is then transposed into the rows: every row then receives 64 contiguous bytes at once
-    (writing each block's few frames straight into the rows touched every cache line of the
-    curves once per block: 3x slower at 1 M voxels). Memory: the float32 curves, the staging
-    buffer (16 frames of the analysed voxels) and a frame block (at most 1/32 of the series and
-    16 MiB) with nibabel's read buffer."""
-    spatial, frames = source.shape[:3], source.shape[3]
-    out = np.empty((order.size, frames), np.float32)
-    rows = np.empty(order.size, np.intp)
-    for start in range(0, order.size, 2**20):  # in blocks: no unravelled index triples for every voxel
-        rows[start:start + 2**20] = _f_order(order[start:start + 2**20], spatial)
-    width = min(STAGE_FRAMES, frames)
-    stage = np.empty((width, order.size), np.float32)
-    chunk = 4 * GATHER_BLOCK
-    staged, stage_first = 0, 0
-
-    def flush():
-        # Parts of 8192 rows (4 MiB at 120 frames): in cache whichever order numpy copies in, and
-        # few enough calls not to wait for the GIL that the reading thread holds between reads.
-        for start in range(0, order.size, GATHER_BLOCK):
-            part = slice(start, start + GATHER_BLOCK)
-            out[part, stage_first:stage_first + staged] = stage[:staged, part].T
-
-    for first, block in source.blocks(min(FRAME_BLOCK_BYTES, max(source.nbytes // 32, 1)), prefetch=PREFETCH_FRAMES):
-        k = block.shape[3]
-        by_frame = block.reshape((-1, k), order="F").T  # (k, voxels), each frame contiguous: a view
-        done = 0
-        while done < k:
-            m = min(k - done, width - staged)
-            for start in range(0, order.size, chunk):
-                part = slice(start, start + chunk)
-                stage[staged:staged + m, part] = np.take(by_frame[done:done + m], rows[part], axis=1)
-            staged, done = staged + m, done + m
-            if staged == width:
-                flush()
-                stage_first, staged = stage_first + staged, 0
-        del block, by_frame
-    if staged:
-        flush()
-    return resample(out) if resample is not None else out
-
-
-def _check_finite(curves: np.ndarray, block: int = 8192) -> None:
-    if not all(map_blocks(lambda rows: bool(np.isfinite(curves[rows]).all()), curves.shape[0], block)):
-        bad = int((~np.isfinite(curves)).any(axis=1).sum())
-        raise InputError(
-            f"{bad} voxels inside the analysed region contain NaN or infinite values; replace them "
-            "(e.g. with 0) or exclude them with --mask"
-        )
-
-
 def _trapezoid_weights(times: np.ndarray) -> np.ndarray:
     """w with curves @ w = the trapezoid integral over `times` (float32)."""
     w = np.zeros(times.size)
@@ -740,21 +493,6 @@ def _trapezoid_weights(times: np.ndarray) -> np.ndarray:
     w[:-1] += gaps / 2
     w[1:] += gaps / 2
     return w.astype(np.float32)
-
-
-def _drop_background(data, region: np.ndarray) -> np.ndarray:
-    """A search region without its background voxels (a box near the skull reaches into the air,
-    whose zero signal has no ΔR2*): voxels whose temporal mean is below 5 % of the region's largest.
-    ``data``: the series array, or its FrameSource (the region's voxels are then read in one pass)."""
-    if isinstance(data, FrameSource):
-        mean = _curves(data, np.flatnonzero(region), None).mean(axis=1)
-    else:
-        mean = data[region].mean(axis=1)
-    keep = np.zeros_like(region)
-    keep[region] = mean > 0.05 * mean.max() if mean.size and mean.max() > 0 else False
-    if not keep.any():
-        raise InputError("the AIF region holds no voxel with signal; draw it on an artery")
-    return keep
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
