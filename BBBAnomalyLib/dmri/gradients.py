@@ -96,6 +96,11 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
     if not np.isfinite(bvals).all() or (bvals < 0).any():
         raise InputError("the b-values contain NaN, infinite or negative values; check the bval file")
     b0 = np.flatnonzero(bvals < b0_threshold)
+    if b0.size == bvals.size and bvals.max() > 0:  # every volume a "b0": b-values in ms/µm² (1.0 for 1000)?
+        units = ("they look like ms/µm² (b = 1.0 is 1000 s/mm²): multiply the bval file by 1000"
+                 if bvals.max() <= 10 else "there is no diffusion-weighted volume; check the bval file")
+        raise InputError(f"every b-value is below the b0 threshold {b0_threshold:g} s/mm² (largest "
+                         f"{bvals.max():g}): the bval file must hold s/mm² (b0 = 0, the shell about 1000); {units}")
     if b0.size == 0:
         raise InputError(f"no b0 volume (b < {b0_threshold:g} s/mm²) among b-values {_shells(bvals)}: "
                          "S/S0 needs at least one non-diffusion-weighted volume")
@@ -118,6 +123,10 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
                         f"(b = {_shells(bvals[ignored])}) were ignored: the model uses one shell")
     index = np.flatnonzero(on_shell)
     directions = bvecs[index] / norms[index, None]
+    if (np.abs(norms[index] - 1) > 0.1).any():  # FSL bvecs are unit vectors; some tables scale b by |g|²
+        warnings.append(f"the gradient directions of the shell are not unit vectors (lengths {norms[index].min():.2f}-"
+                        f"{norms[index].max():.2f}); they were normalised and b taken from the bval file as it is. "
+                        "If the lengths encode the b-value (b·|g|²), give the b-values per volume in the bval file")
     unique = count_unique(directions)
     if unique < min_directions:
         raise InputError(f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; at least "

@@ -129,9 +129,16 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
     warnings = list(shell.warnings)
     b0 = dwi.data[..., shell.b0].astype(np.float32)
     if brain_mask is None:
-        brain_mask, note = automatic_mask(b0.mean(axis=3))
+        mean_b0 = b0.mean(axis=3)
+        brain_mask, note = automatic_mask(mean_b0)
         if note:
             warnings.append(note)
+        holes = non_finite_in_head(mean_b0, brain_mask)
+        if holes:
+            warnings.append(f"{holes} voxels in or at the edge of the head have a NaN or infinite b0 and were left out "
+                            "of the automatic mask: the anomaly map is 0 there, not normal tissue. Fix them (e.g. "
+                            "replace with 0) or give a --mask that excludes them")
+        del mean_b0
     brain = _analysed_region(brain_mask, erode)
     s0 = b0[brain].mean(axis=1)
     del b0  # the b0 volumes' float32 copy
@@ -156,6 +163,10 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
     if above > 0.01 * signal.size:
         warnings.append(f"{100 * above / n_samples:.1f} % of the diffusion-weighted samples "
                         "exceed their b0 (noise, motion or a wrong b0) and were clipped to S/S0 = 1")
+    if checks["below"] > 0.01 * signal.size:
+        warnings.append(f"{100 * checks['below'] / n_samples:.1f} % of the diffusion-weighted samples in the brain are "
+                        "negative (magnitude DWIs are >= 0: an intensity offset, a signed difference or phase image?) "
+                        "and were clipped to S/S0 = 0; the anomaly map of such a series is not meaningful")
     mean_attenuation = signal.mean(axis=1)
     network_input, network_mask, affine = to_model_grid(signal, brain, dwi.affine, spec)
     if not keep_signal:
@@ -168,15 +179,15 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
 
 def _canonical_signal(source: CanonicalSignal, checks: dict | None, chunk_voxels: int) -> np.ndarray:
     """(n_brain, K) float32 canonical S/S0 of ``source``'s voxels, by chunks of its rows. With ``checks`` (a dict):
-    refuses non-finite samples and fills in "above" (samples > 1 before clipping), "sum" (float64 sum of S/S0)
-    and "spread" (largest within-chunk range) for prepare()'s contrast checks."""
+    refuses non-finite samples and fills in "above" (samples > 1 before clipping), "below" (samples < 0), "sum"
+    (float64 sum of S/S0) and "spread" (largest within-chunk range) for prepare()'s contrast checks."""
     rows = np.argwhere(source.brain)
     if rows.shape[0] != source.s0.shape[0]:
         raise ValueError(f"{rows.shape[0]} voxels in the mask for {source.s0.shape[0]} b0 values")
     s0, matrix32, exponent = source.s0, source.matrix32, source.exponent
     index = np.asarray(source.index)
     signal = np.empty(source.shape, np.float32)
-    above, att_sum, att_spread = 0, 0.0, 0.0
+    above, below, att_sum, att_spread = 0, 0, 0.0, 0.0
     for start in range(0, rows.shape[0], chunk_voxels):
         # the shell's samples of this chunk's voxels gathered straight from the series (no copy of the
         # weighted volumes, ~1x the series: issue 17), then the same float32 steps in place
@@ -187,6 +198,7 @@ def _canonical_signal(source: CanonicalSignal, checks: dict | None, chunk_voxels
             if not _all_finite(att):
                 raise InputError("the diffusion-weighted volumes contain NaN or infinite values inside the brain mask")
             above += _count_above_one(att)
+            below += _count_below_zero(att)
             att_sum += float(att.sum(dtype=np.float64))
             att_spread = max(att_spread, float(np.ptp(att)) if att.size else 0.0)
         np.clip(att, 0.0, 1.0, out=att)
@@ -197,7 +209,7 @@ def _canonical_signal(source: CanonicalSignal, checks: dict | None, chunk_voxels
         np.clip(out, 0.0, 1.0, out=out)
         del att
     if checks is not None:
-        checks.update(above=above, sum=att_sum, spread=att_spread)
+        checks.update(above=above, below=below, sum=att_sum, spread=att_spread)
     return signal
 
 
@@ -210,6 +222,11 @@ GEMM_ROWS = 8192
 def _all_finite(values: np.ndarray, block: int = 8192) -> bool:
     """np.isfinite(values).all() by row blocks (no boolean temporary of the chunk's size)."""
     return all(np.isfinite(values[s:s + block]).all() for s in range(0, values.shape[0], block))
+
+
+def _count_below_zero(values: np.ndarray, block: int = 8192) -> int:
+    """int((values < 0).sum()) by row blocks."""
+    return sum(int(np.count_nonzero(values[s:s + block] < 0)) for s in range(0, values.shape[0], block))
 
 
 def _count_above_one(values: np.ndarray, block: int = 8192) -> int:
@@ -260,6 +277,16 @@ def automatic_mask(b0: np.ndarray) -> tuple[np.ndarray, str]:
     sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
     mask = labels == (int(np.argmax(sizes)) + 1)
     return ndimage.binary_fill_holes(mask), ""
+
+
+def non_finite_in_head(b0: np.ndarray, head: np.ndarray) -> int:
+    """Voxels with a NaN/inf ``b0`` inside or next to (3 voxels) the automatic head mask: a hole in the map that
+    the mask left silently (NaN background far from the head is not counted)."""
+    bad = ~np.isfinite(b0)
+    if not bad.any():
+        return 0
+    near = ndimage.binary_dilation(np.asarray(head, bool), iterations=3)
+    return int(np.count_nonzero(bad & near))
 
 
 def _analysed_region(brain_mask: np.ndarray, erode: bool) -> np.ndarray:
