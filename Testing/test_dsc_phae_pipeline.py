@@ -209,3 +209,27 @@ def test_train_phae_with_two_processes_under_torchrun(case_folder, tmp_path, fre
     card = json.loads((out / "dsc-phae.json").read_text(encoding="utf-8"))
     assert card["world_size"] == 2
     load_network(str(out / "dsc-phae.pt"))
+
+
+def test_the_transit_gate_is_reported_and_quiet_on_exponential_tissue(phae_result):
+    """Issue 14, round 18: every PHAE run reads the transit gate; the phantom's exponential tissue does not fire it."""
+    gate = phae_result.report["phae"]["transit_gate"]
+    assert gate["fired"] is False and gate["statistic"] < gate["threshold"] and gate["voxels"] > 100
+    assert not any("capillary transit the weights" in w for w in phae_result.report["warnings"])
+
+
+def test_the_transit_gate_warns_on_plug_flow_tissue_and_changes_no_map():
+    """Plug-flow tissue without noise: the report warns and names oSVD; PHAE's maps are those of a run without the
+    gate (the gate reads the curves, it does not touch them)."""
+    from unittest import mock
+
+    phantom = make_dsc_phantom(snr=None, slices=4, leakage=0.0, residue="box", seed=2)
+    res = run(phantom)
+    gate = res.report["phae"]["transit_gate"]
+    assert gate["fired"] is True and gate["homogeneous_shape"] == "box"
+    line = [w for w in res.report["warnings"] if "capillary transit the weights" in w]
+    assert len(line) == 1 and "--method osvd" in line[0]
+    with mock.patch("BBBAnomalyLib.dsc.phae_step._transit_gate"):
+        quiet = run(phantom)
+    assert "transit_gate" not in quiet.report["phae"]
+    np.testing.assert_array_equal(quiet.maps["cbf"].data, res.maps["cbf"].data)

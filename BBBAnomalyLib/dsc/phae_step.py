@@ -2,8 +2,8 @@
 
 Held apart from :mod:`.pipeline` because it is one method's concern, not the pipeline's order of steps:
 the --adapt refusal made before any work (:func:`_check_phae_adapt`), the step itself
-(:func:`_deconvolve_phae`: weights, domain checks, pooled delay, inference, systematic bias), the report's
-account of the CBF uncertainty map (:func:`_uncertainty_summary`) and the guided pooling's inputs
+(:func:`_deconvolve_phae`: weights, domain checks and the transit gate, pooled delay, inference, systematic bias),
+the report's account of the CBF uncertainty map (:func:`_uncertainty_summary`) and the guided pooling's inputs
 (:func:`_pooling_guide`, :func:`_guided_pooling`). torch and the PHAE package are imported only inside
 the functions: importing this module stays cheap.
 """
@@ -66,6 +66,7 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     phae_report["case_statistics"] = stats
     warnings.extend(out_of_domain(stats, model.card.get("training_domain"),
                                   f"the PHAE weights {model.card.get('name')}"))
+    _transit_gate(aif_curve, times, brain_curves, model.card.get("name"), phae_report, warnings)
     delays = None
     if params.phae_pooled_delay and brain is not None:
         report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
@@ -88,6 +89,18 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
                                     "case, so they may not hold")
         phae_report["roi_systematic_bias"] = systematic
     return fit, {"phae": phae_report}
+
+
+def _transit_gate(aif_curve, times, brain_curves, weights, phae_report, warnings) -> None:
+    """Do the case's curves reject the exponential-leaning transit PHAE was trained for? The report's entry, and a
+    warning naming oSVD where they do (dsc/phae/transit_gate.py; changes no map)."""
+    from .phae.transit_gate import transit_gate
+
+    gate = transit_gate(brain_curves, aif_curve, float(times[1] - times[0]))
+    phae_report["transit_gate"] = gate.report()
+    line = gate.warning(weights)
+    if line is not None:
+        warnings.append(line)
 
 
 #: a voxel whose predicted SD of log CBF is this or more says "unknown" rather than a value (100 % relative SD)

@@ -9,12 +9,13 @@ peak with its linear steps folded per case (``dsc-phae-grid``, ``dsc-phae-fast``
 ``dsc-phae-wide`` also reading the curve deconvolved by the case's AIF at three Tikhonov thresholds.
 
 Modules: ``physics`` (decoder), ``network`` (encoder + PHAE), ``inference`` (PHAEModel: fit and
-per-case adaptation), ``simulate`` (training curves), ``training`` (loop, DDP, data from folders),
-``command`` (`bbbanomaly train phae`). torch is imported only when PHAE is used.
+per-case adaptation), ``transit_gate`` (do the case's curves reject the weights' transit prior?), ``simulate``
+(training curves), ``training`` (loop, DDP, data from folders), ``command`` (`bbbanomaly train phae`). torch is imported only when PHAE is used.
 """
 
 from ...core._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     'inference': ['DEFAULT_WEIGHTS', 'PHAEFit', 'PHAEModel', 'load_network'],
+    'transit_gate': ['TransitGate', 'transit_gate'],
 })
