@@ -128,3 +128,23 @@ def test_first_pass_areas_are_scipys_without_its_whole_size_temporaries():
     finally:
         tracemalloc.stop()
     assert peak < 0.5 * curves.nbytes  # the areas (0.05x here) + one block's temporaries (~0.16x)
+
+
+def test_the_automatic_aif_on_one_t10_for_every_voxel_is_refused_before_any_work(phantom, tmp_path, capsys):
+    """With one --t10 for all voxels, long-T10 voxels (CSF) look arterial: on this object --aif auto chose no artery
+    voxel at --t10 1.6 and 1.8 (tumour Ktrans -52 % / +12 %, exit 0). Refused in one line naming the fixes; with a
+    T10 map it still runs (test_cli_aif_auto_and_its_errors), and a drawn mask with the same scalar T10 too."""
+    from BBBAnomalyLib.cli import main
+
+    for t10 in (1.6, 1.8):
+        with pytest.raises(InputError, match="--aif auto needs a T10 map"):
+            run_dce(phantom.signal, DCEParameters(rls="none", aif_auto=True, t10=t10),
+                    brain_mask=phantom.masks["brain"])
+    phantom.write(tmp_path / "ph")
+    base = ["dce", str(tmp_path / "ph" / "signal.nii.gz"), "--rls", "none", "--quiet",
+            "--mask", str(tmp_path / "ph" / "mask_brain.nii.gz"), "--t10", "1.6"]
+    assert main([*base, "--aif", "auto", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--aif-mask" in err[0] and "--population-aif parker" in err[0]
+    assert not (tmp_path / "bad").exists()
+    assert main([*base, "--aif-mask", str(tmp_path / "ph" / "mask_aif.nii.gz"), "--out", str(tmp_path / "ok")]) == 0

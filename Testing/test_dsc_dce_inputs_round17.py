@@ -76,6 +76,8 @@ def dce_files(dce, tmp_path_factory):
     for name in ("brain", "aif"):
         save_nifti(folder / f"{name}.nii.gz", dce.masks[name].astype(np.uint8), dce.signal.affine)
     save_nifti(folder / "wm_as_aif.nii.gz", _tissue_mask(dce.masks, "nawm").astype(np.uint8), dce.signal.affine)
+    # one T10 of 0.8 s for every voxel, as a map (a scalar --t10 is refused with --aif auto since round 18)
+    save_nifti(folder / "t10_0.8.nii.gz", np.full(dce.masks["brain"].shape, 0.8, np.float32), dce.signal.affine)
     outside = np.zeros(dce.masks["brain"].shape, bool)
     outside[:3, :3, :] = True  # a corner of the field of view: no signal
     assert not (outside & dce.masks["brain"]).any()
@@ -268,13 +270,15 @@ def test_the_help_examples_for_concentration_input_give_a_mask(pipeline):
 
 # --- an AIF no bolus gives: the conversion blew up ------------------------------------------------------------
 def test_a_dce_aif_peaking_above_any_bolus_is_refused_and_a_real_one_kept(dce_files, tmp_path, capsys):
-    """With a scalar --t10 shorter than blood's, the automatic AIF chose voxels whose signal exceeds the SPGR maximum
-    and peaked at ~1000 mM (the demo: brain vp 0.0002, exit 0). Refused; the arterial mask with the same T10 is not."""
+    """With one T10 shorter than blood's for every voxel, the automatic AIF chose voxels whose signal exceeds the SPGR
+    maximum and peaked at ~1000 mM (the demo: brain vp 0.0002, exit 0). Refused; the arterial mask with the same T10
+    is not. (Given as a scalar, such a T10 is now refused with --aif auto before any work: round 18.)"""
     from BBBAnomalyLib.dce import aif
 
     out = tmp_path / "auto"
     base = ["dce", str(dce_files / "dce.nii.gz"), "--mask", str(dce_files / "brain.nii.gz"), "--rls", "none"]
-    line = assert_refused([*base, "--aif", "auto", "--t10", "0.8", "--out", str(out)], capsys, dce_files, out,
+    line = assert_refused([*base, "--aif", "auto", "--t10", str(dce_files / "t10_0.8.nii.gz"), "--out", str(out)],
+                          capsys, dce_files, out,
                           ("chosen automatically", "mM of plasma concentration", "SPGR maximum", "T10 map"))
     assert float(line.split("peaks at ")[1].split(" mM")[0]) > aif.MAX_PLASMA_PEAK_MM
     assert main([*base, "--aif-mask", str(dce_files / "aif.nii.gz"), "--t10", "1.4", "--out", str(tmp_path / "ok"),

@@ -317,6 +317,11 @@ DCE = PipelineSpec(
                       choices=(("signal", "signal"), ("concentration", "concentration (mM)"))),
         ParameterSpec("t10", "T10 (s)", "pre-contrast T1 of tissue in seconds; unknown = relative enhancement "
                       "(semi-quantitative Ktrans)", minimum=0.0, maximum=10.0, decimals=2, optional=True),
+        # beside T10: a single tissue T10 used for the artery reads the AIF too high (dce.aif.BLOOD_T10_S)
+        ParameterSpec("blood_t10", "Blood T10 (s)", "pre-contrast T1 of arterial blood in seconds, for the measured "
+                      "AIF (an AIF region or the automatic AIF) in place of the tissue T10 or map there; about 1.65 s "
+                      "at 3 T, 1.45 s at 1.5 T; unknown = the tissue's T10. Not used for the Parker population AIF",
+                      minimum=0.0, maximum=10.0, decimals=2, optional=True),
         ParameterSpec("relaxivity", "Relaxivity r1", "1/(s·mM) of the contrast agent", minimum=0.1, maximum=20.0,
                       decimals=2, advanced=True),
         ParameterSpec("hematocrit", "Hematocrit", "blood -> plasma for the AIF; 0 when the AIF is plasma",

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..perfusion.population_aif import plasma_population_aif
-from .conversion import ARRIVAL_FRACTION
+from .conversion import ARRIVAL_FRACTION, concentration_from_ser
 
 #: A population AIF is placed this much earlier than the detected tissue arrival, as a fraction of
 #: the delay search range (tissue can only be later than its AIF, and the brain-mean curve crosses
@@ -46,17 +46,95 @@ MIN_AIF_TISSUE_PEAK_RATIO = 1.5
 MAX_PLASMA_PEAK_MM = 100.0
 
 
-#: Arterial blood's pre-contrast T1 [s] at 1.5-3 T (about 1.4-1.6 s at 1.5 T, 1.6-2.0 s at 3 T in the literature;
+#: Arterial blood's pre-contrast T1 [s] at 1.5-3 T (about 1.4-1.5 s at 1.5 T, 1.6-1.9 s at 3 T in the literature:
+#: 1.66 s for arterial blood of Hct 0.42 in vitro at 3 T, Lu et al., MRM 2004;52:679; 1.84 s in vivo in the internal
+#: carotid at 3 T, Li et al., MRM 2017 (PMC5250597); about 1.44 s at 1.5 T, Stanisz et al., MRM 2005;54:507;
 #: the DCE demo object uses 1.6 s). A single --t10 shorter than this, used for the AIF's voxels too, makes the
 #: measured AIF's concentration too high: on the demo object --t10 1.4 gave 25 mM for the arterial mask where the
-#: true T10 map gives 10.5 mM.
+#: true T10 map gives 10.5 mM. --blood-t10 (DCEParameters.blood_t10) gives the AIF its own T10.
 BLOOD_T10_S = (1.6, 2.0)
 
 
 def blood_t10_warning(t10: float) -> str:
     return (f"the measured AIF was converted with the single T10 given ({t10:g} s), but arterial blood's T10 is about "
             f"{BLOOD_T10_S[0]:g}-{BLOOD_T10_S[1]:g} s: its concentration reads too high and Ktrans, ve and vp too low "
-            "(on the demo object --t10 1.4 read the AIF 2.4 times high); give a T10 map or --vfa for quantitative maps")
+            "(on the demo object --t10 1.4 read the AIF 2.4 times high); give --blood-t10 SECONDS (arterial blood's "
+            "T10, e.g. 1.65 at 3 T) for the AIF, or a T10 map or --vfa for quantitative maps")
+
+
+def blood_t10_in_use(params, mode: str, warnings: list[str]) -> float | None:
+    """``params.blood_t10`` where it converts a measured AIF from signal (``mode`` "spgr" and no population AIF;
+    call it once the population AIF is decided), else None: a given value is then ignored, with a warning that says
+    why (there is no conversion of the AIF for it to change). A warning, not a refusal: the Parker AIF is the
+    default when no AIF mask is given, and a configuration file may set blood_t10 for all runs."""
+    if params.blood_t10 is None:
+        return None
+    why = (f"the {params.population_aif} population AIF is already in mM (nothing of it is converted)"
+           if params.population_aif is not None else
+           "the input is concentration (nothing is converted)" if mode == "concentration" else
+           "no tissue T10 was given, so the curves are relative enhancement, not mM; add --t10 (seconds or a map) or "
+           "--vfa" if mode == "relative" else None)
+    if why is None:
+        return params.blood_t10
+    warnings.append(f"--blood-t10 {params.blood_t10:g} was ignored: {why}")
+    return None
+
+
+def warn_single_t10(params, mode: str, have_map: bool, blood_t10: float | None, warnings: list[str]) -> None:
+    """The warning of :func:`blood_t10_warning` for a measured AIF converted with a single --t10 shorter than blood's
+    (not with --blood-t10, which gives the AIF its own T10, nor with a map, which holds the artery's own)."""
+    if mode == "spgr" and not have_map and blood_t10 is None and params.t10 is not None and params.t10 < BLOOD_T10_S[0]:
+        warnings.append(blood_t10_warning(params.t10))
+
+
+def refuse_auto_aif_on_one_t10(params, mode: str, have_map: bool, have_aif_mask: bool) -> None:
+    """The automatic AIF is refused on concentration from one --t10 for every voxel, before any work.
+
+    Why: with a single T10, voxels whose own T10 is long (CSF, about 4 s) are converted with one far too short, and
+    the SPGR inversion turns their noise into large "concentration" peaks that look arterial. On the DCE demo object
+    (and the 4-slice test object) --aif auto chose no arterial voxel at all with --t10 1.6 or 1.8 (AIF peak 57 or
+    13 mM, tumour Ktrans -55 % or +15 %, exit 0), and an AIF of 1,060 mM with 1.2 or 1.4; with the true T10 map it
+    chose the artery (Ktrans -2 %). A T10 map (or --vfa) gives every voxel its own T10; a drawn mask or a search box
+    does not depend on the choice."""
+    if params.aif_auto and params.population_aif is None and not have_aif_mask and mode == "spgr" and not have_map:
+        raise InputError("--aif auto needs a T10 map (--t10 MAP or --vfa): with one T10 for every voxel, voxels of "
+                         "long T10 such as CSF look arterial (on the demo object it chose no artery voxel); draw "
+                         "--aif-mask on an artery, give --aif-search around one, or use --population-aif parker")
+
+
+def blood_aif(ser: np.ndarray, blood_t10: float, flip_angle: float, tr: float, relaxivity: float,
+              hematocrit: float, warnings: list[str]) -> np.ndarray:
+    """Plasma Cp (T,) of the measured AIF's voxels from their SER curves (n, T), converted with blood's T10 (every
+    voxel the same: the artery's blood, whatever the tissue T10 or the T10 map holds there) and averaged as
+    :func:`aif_from_mask` averages. The voxels were chosen, and checked to be arterial, on the tissue-T10
+    concentration, as without --blood-t10: the option changes the AIF's values, never which voxels it averages
+    (a search region's or the automatic AIF's choice is the tissue T10's; give a T10 map for the automatic AIF: with
+    one --t10 for all, CSF-rich voxels of long T10 can look arterial)."""
+    conc, clipped = concentration_from_ser(ser, blood_t10, flip_angle, tr, relaxivity)
+    if clipped:
+        warnings.append(f"{clipped} samples of the AIF lay above the SPGR maximum signal for --blood-t10 "
+                        f"{blood_t10:g} s and were clipped before the inversion (noise on a saturated artery, or a "
+                        "blood T10 that is too short)")
+    return conc.mean(axis=0, dtype=np.float64) / (1.0 - hematocrit)
+
+
+def aif_t10_record(params, mode: str, t10, in_aif: np.ndarray | None, blood_t10: float | None) -> dict:
+    """The report's aif.t10: the T10 [s] the AIF was converted with (``value``; None when it was not converted) and
+    its ``source`` ("--blood-t10", "scalar --t10", "map": the median of the map over the AIF voxels, each of which
+    was converted with its own; or why nothing was converted). With --blood-t10, ``replaces`` is the tissue T10 that
+    the AIF's voxels would have had (the scalar, or the map's median there)."""
+    if params.population_aif is not None or mode != "spgr":
+        why = (f"population AIF {params.population_aif}, already in mM" if params.population_aif is not None else
+               "concentration input" if mode == "concentration" else "relative enhancement: no T10")
+        return {"value": None, "source": f"not converted ({why})"}
+    if np.ndim(t10) == 0:
+        tissue = {"value": float(t10), "source": "scalar --t10"}
+    else:
+        tissue = {"value": float(np.median(np.asarray(t10)[in_aif])), "source": "map",
+                  "statistic": "median over the AIF voxels"}
+    if blood_t10 is None:
+        return tissue
+    return {"value": float(blood_t10), "source": "--blood-t10", "replaces": tissue}
 
 
 def check_plasma_peak(cp: np.ndarray, mode: str, source: str) -> None:

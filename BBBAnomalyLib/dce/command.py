@@ -10,6 +10,17 @@ from ..cli_options import add_output_options, output_suffix
 from .parameters import (MASK_OUTPUTS, MODEL_MAPS, OTHER_OUTPUTS, RLS_MAPS, VE_DEPENDENT_MAPS, DCEParameters,
                          InputKind, Model, RLSSource)
 
+#: --blood-t10's help. The typical values are those of .aif.BLOOD_T10_S's comment, with their sources: arterial blood
+#: 1.66 s in vitro at 3 T (Hct 0.42, Lu et al. 2004), 1.84 s in vivo in the carotid at 3 T (Li et al. 2017), about
+#: 1.44 s at 1.5 T (Stanisz et al. 2005).
+BLOOD_T10_HELP = ("pre-contrast T1 of arterial blood in seconds, for the measured AIF only (--aif-mask, --aif-search, "
+                  "--aif auto): its voxels are converted to concentration with this T10 instead of --t10 (with a T10 "
+                  "map or --vfa it overrides the map in the AIF's voxels); the tissue keeps its T10. Typical: about "
+                  "1.65 s at 3 T (1.6-1.9 s reported), 1.45 s at 1.5 T; longer with a low hematocrit. Without it "
+                  "the AIF takes the tissue's T10, and a single --t10 of tissue (white matter ~1 s, grey ~1.4 s) "
+                  "reads the AIF too high and Ktrans, ve, vp too low (the tissue's own T10 error remains: a T10 map "
+                  "or --vfa is best for the tissue). Ignored, with a report warning, for a population AIF, "
+                  "concentration input or without a tissue T10")
 #: BBBAnomalyLib.perfusion.population_aif.POPULATION_AIFS' names (listed here so --help imports no scipy; a test keeps them equal)
 POPULATION_AIF_NAMES = ["parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath"]
 
@@ -43,15 +54,19 @@ separate Fp from PS, and the report warns on slower series), with a per-voxel bo
 Signal -> concentration: SPGR with T10 (--t10 seconds or a T10 map, or --vfa FILES to map it from a
 variable-flip-angle series), --flip-angle, --tr and
 --relaxivity; without T10, relative enhancement (S/S0 - 1) is used and Ktrans is semi-quantitative.
+A measured AIF is converted with the tissue's T10 unless --blood-t10 gives arterial blood's own
+(about 1.65 s at 3 T): with a single --t10 of tissue the AIF reads too high and Ktrans, ve, vp too low.
 AIF: the mean curve of --aif-mask (blood; --hematocrit converts to plasma, 0 if already plasma;
 with --aif-search only the arterial voxels of the region, e.g. a box drawn around an artery),
---aif auto (arterial voxels chosen automatically, written as aif_mask), or --population-aif NAME
+--aif auto (arterial voxels chosen automatically, written as aif_mask; needs a T10 map or --vfa),
+or --population-aif NAME
 (parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
 shifted to the bolus arrival.
 """ + textwrap.fill(_outputs_help(), 100) + """
 
 examples:
   bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --flip-angle 15 --tr 0.005 --out results
+  bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --blood-t10 1.65 --out results
   bbbanomaly dce dce.nrrd --population-aif parker --tumor-mask tumor.nii.gz --model patlak
   bbbanomaly dce conc.nii.gz --input-kind concentration --mask brain.nii.gz --frame-interval 5 --rls bundled
   bbbanomaly dce dce.nii.gz --vfa fa02.nii.gz fa05.nii.gz fa15.nii.gz --aif auto --model 2cxm
@@ -70,7 +85,8 @@ def register(sub) -> None:
     io.add_argument("--population-aif", choices=POPULATION_AIF_NAMES, help="population AIF instead of a mask "
                     "(parker is the default when no --aif-mask and no --aif auto; mcgrath is a rat AIF)")
     io.add_argument("--aif", choices=["mask", "auto"], help="'auto': choose arterial voxels automatically "
-                    "(Mouridsen clustering + peak height; written as aif_mask); 'mask' needs --aif-mask")
+                    "(Mouridsen clustering + peak height; written as aif_mask; needs a T10 map or --vfa: with one "
+                    "--t10 for every voxel, CSF looks arterial); 'mask' needs --aif-mask")
     io.add_argument("--mask", metavar="MASK", help="brain mask: voxels to analyse (default: automatic, Otsu)")
     io.add_argument("--tumor-mask", metavar="MASK", help="tumor: left out of RLS training; summarised in the report")
     io.add_argument("--input-kind", choices=[k.value for k in InputKind], default="signal",
@@ -79,6 +95,7 @@ def register(sub) -> None:
     acq.add_argument("--times", metavar="FILE", help="frame times in seconds, one per frame (text/CSV)")
     acq.add_argument("--frame-interval", type=float, metavar="S", help="seconds between frames")
     acq.add_argument("--t10", metavar="S|MAP", help="pre-contrast T1 in seconds: a value (e.g. 1.4) or a T10 map")
+    acq.add_argument("--blood-t10", type=float, metavar="S", help=BLOOD_T10_HELP)
     acq.add_argument("--vfa", nargs="+", metavar="FILE", help="variable-flip-angle series (one 4D file or a 3D file "
                      "per angle) on the DCE grid: its T1 map (`bbbanomaly t1map`, nonlinear) is the T10 map")
     acq.add_argument("--vfa-flip-angles", type=float, nargs="+", metavar="DEG",
@@ -174,8 +191,8 @@ def _run(args, out_dir: Path) -> int:
         printer(0.02, "T10 map from the VFA series")
         t10_map, vfa_info = t10_map_from_vfa(args.vfa, series, args.vfa_flip_angles, args.vfa_tr, args.b1)
     params = DCEParameters(
-        model=args.model, input_kind=args.input_kind, t10=t10, flip_angle=args.flip_angle, tr=args.tr,
-        relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
+        model=args.model, input_kind=args.input_kind, t10=t10, blood_t10=args.blood_t10, flip_angle=args.flip_angle,
+        tr=args.tr, relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
         aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
@@ -189,9 +206,17 @@ def _run(args, out_dir: Path) -> int:
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     if vfa_info is not None:
         result.report["t10_from_vfa"] = vfa_info
+        _source_is_vfa(result.report["aif"]["t10"])
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0
+
+
+def _source_is_vfa(aif_t10: dict) -> None:
+    """The report's aif.t10 with the T10 map named as the --vfa fit's (the pipeline sees a map only)."""
+    for entry in (aif_t10, aif_t10.get("replaces") or {}):
+        if entry.get("source") == "map":
+            entry["source"] = "map (--vfa)"
 
 
 def print_summary(result, written: Path) -> None:
@@ -199,7 +224,10 @@ def print_summary(result, written: Path) -> None:
     print(f"DCE maps ({rep['parameters']['model']}, RLS {rep['parameters']['rls']}) written to {written}")
     print(f"  maps: {', '.join(result.maps)}; aif.csv; report.json")
     aif = rep["aif"]
-    print(f"  AIF: {aif['source']}, peak {aif['peak']:.3g} {rep['units']['concentration']} at {aif['peak_time_s']:.1f} s")
+    t10 = aif.get("t10") or {}
+    converted = f"; converted with T10 {t10['value']:.3g} s ({t10['source']})" if t10.get("value") is not None else ""
+    print(f"  AIF: {aif['source']}, peak {aif['peak']:.3g} {rep['units']['concentration']} at "
+          f"{aif['peak_time_s']:.1f} s{converted}")
     for region in ("tumor", "non_tumor", "brain"):
         stats = rep["summary"].get(region)
         if stats:

@@ -81,6 +81,9 @@ class DCEParameters:
 
     t10: baseline T1 [s] of all voxels when no T10 map is given; None (and no map) means relative
     enhancement, and Ktrans is then semi-quantitative (the report says so).
+    blood_t10: baseline T1 [s] of arterial blood, used for the measured AIF's voxels (mask, search
+    region, automatic) in place of ``t10`` or the T10 map there; None converts the AIF with the tissue's
+    T10 (see :func:`.aif.blood_t10_in_use`). Not used for a population AIF (already in mM).
     population_aif: a population AIF ("parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath")
     shifted to the detected bolus arrival, used when no AIF mask is given; aif_auto: choose arterial
     voxels automatically instead (the chosen voxels are returned as the aif_mask).
@@ -96,6 +99,7 @@ class DCEParameters:
     model: Model = Model.EXTENDED_TOFTS
     input_kind: InputKind = InputKind.SIGNAL
     t10: float | None = None  # [s]
+    blood_t10: float | None = None  # [s]; arterial blood's, for the measured AIF only
     flip_angle: float | None = None  # [deg]; from the file's metadata when not given
     tr: float | None = None  # [s]; from the file's metadata when not given
     relaxivity: float = 4.5  # r1 [1/(s·mM)]
@@ -140,6 +144,9 @@ class DCEParameters:
         # --max-delay asked for an endless delay grid).
         self.t10 = optional_number(self.t10, "--t10", 0.05, 10.0,
                                    hint="T10 in seconds, e.g. 1.4 (a value above 10 is probably in ms)")
+        self.blood_t10 = optional_number(self.blood_t10, "--blood-t10", 0.05, 10.0,
+                                         hint="arterial blood's T10 in seconds, e.g. 1.65 at 3 T (a value above 10 "
+                                              "is probably in ms)")
         self.flip_angle = optional_number(self.flip_angle, "--flip-angle", 0.0, 90.0, low_open=True, high_open=True,
                                           hint="the flip angle in degrees, e.g. 15")
         self.tr = optional_number(self.tr, "--tr", 0.0, 1.0, low_open=True, high_open=True,

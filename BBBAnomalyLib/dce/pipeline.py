@@ -141,6 +141,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         elif "aif-mask" in masks and params.population_aif is not None:
             warnings.append("both an AIF mask and a population AIF were given: the AIF mask was used")
             params.population_aif = None
+        blood_t10 = aif_mod.blood_t10_in_use(params, mode, warnings)  # (None where it converts nothing)
+        aif_mod.refuse_auto_aif_on_one_t10(params, mode, t10_grid is not None, "aif-mask" in masks)
 
     with timer("masking"):
         brain = masks.get("mask")
@@ -183,15 +185,17 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         # SPGR with the RLS: the RLS runs on the SER first, which then becomes the concentration in place, so the
         # SER and concentration curves are never held at once (the same values: every step is per sample or per row)
         rls_first = rls_wanted and mode == "spgr"
+        # --blood-t10 converts the AIF's voxels from their SER: the SER is kept until the AIF is known (as for the RLS)
+        ser_first = rls_first or blood_t10 is not None
         conc, ser, unit, to_units, clipped = _convert(raw, n_base, mode, t10, flip, tr, params, rls_wanted,
-                                                      defer_concentration=rls_first)
+                                                      defer_concentration=ser_first)
         del raw
         clip_warning_at = len(warnings)
         if clipped:
             warnings.append(_clip_warning(clipped))
 
     rls_out, rls_skipped, aif_curve = None, None, None
-    if rls_first and _aif_chooses_voxels(arterial, params):
+    if ser_first and _aif_chooses_voxels(arterial, params):
         # An AIF search region or the automatic AIF choose their voxels from the concentration, and the RLS leaves
         # them out of per-case training: chosen now, from the concentration of the rows they read (the region's;
         # the brain's block by block, then the candidates'), converted on demand from the SER (the same values as
@@ -200,13 +204,18 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         with timer("aif"):
             aif_curve, arterial = _aif_choosing_voxels(ConcentrationRows(ser, t10, flip, tr, params.relaxivity),
                                                        params, arterial, analysed, brain, times, n_base)
-    if rls_first:
+    aif_blood = None
+    if ser_first:
+        if blood_t10 is not None:  # the AIF's voxels (drawn, or chosen above) from their SER, with blood's T10
+            aif_blood = aif_mod.blood_aif(ser[arterial[analysed]], blood_t10, flip, tr, params.relaxivity,
+                                          params.hematocrit, warnings)
         outside = ~in_brain
         # AIF-mask rows outside the brain (a few): converted apart (not needed once the AIF is known)
         extra = ser[outside] if outside.any() and aif_curve is None else None
         ser = _brain_rows(ser, in_brain)
-        rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
-                                        warnings, lambda f, m: report_progress(0.1 + 0.4 * f, m))
+        if rls_first:
+            rls_out, rls_skipped = _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer,
+                                            warnings, lambda f, m: report_progress(0.1 + 0.4 * f, m))
         s0_brain = None
         with timer("conversion"):
             conc, clipped = concentration_from_ser(ser, _rows(t10, in_brain), flip, tr, params.relaxivity, out=ser)
@@ -223,10 +232,10 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         ser = None
 
     aif_delay = None
-    if aif_curve is None:  # (a search region or the automatic AIF with the RLS: chosen above)
+    if aif_curve is None:  # (a search region or the automatic AIF with the RLS or --blood-t10: chosen above)
         report_progress(0.5 if rls_first else 0.1, "arterial input function")
         with timer("aif"):
-            if rls_first and extra is not None:  # the AIF mask's rows in their analysed order, from both parts
+            if ser_first and extra is not None:  # the AIF mask's rows in their analysed order, from both parts
                 aif_rows = np.flatnonzero(arterial[analysed])
                 part = in_brain[aif_rows]
                 blood = np.empty((aif_rows.size, times.size), np.float32)
@@ -246,18 +255,19 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
                                                               params.max_delay, params.population_aif)
 
+    if aif_blood is not None:  # (the voxels were chosen and checked on the tissue-T10 curve above)
+        aif_curve = aif_blood
     if aif_delay is None:  # a measured AIF (mask, search region, automatic): its peak must be one a bolus gives
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
-        if mode == "spgr" and t10_map is None and params.t10 is not None and params.t10 < aif_mod.BLOOD_T10_S[0]:
-            warnings.append(aif_mod.blood_t10_warning(params.t10))
+        aif_mod.warn_single_t10(params, mode, t10_map is not None, blood_t10, warnings)
     if rls_first:
         release_freed_memory()  # what the RLS step's network and the conversion left, before the fit's chunks
     fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
     report_progress(fit_from, f"fitting {params.model.value}")
     # the brain's rows moved to the front in place (arterial voxels outside the brain, needed for the
-    # AIF only, are left behind): a view, not a copy of the curves (with rls_first: already)
-    brain_conc = conc if rls_first else _brain_rows(conc, in_brain)
+    # AIF only, are left behind): a view, not a copy of the curves (with ser_first: already)
+    brain_conc = conc if ser_first else _brain_rows(conc, in_brain)
     if isinstance(ser, SERRows):  # (concentration input: over the brain's rows, now at the front)
         ser = ser.rows_of(brain_conc, in_brain)
     elif ser is not None:
@@ -329,6 +339,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
     report = _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial,
                      brain, masks, summary, maps, rls_out, unit, timer, warnings)
+    in_aif = arterial[analysed] if arterial is not None else None
+    report["aif"]["t10"] = aif_mod.aif_t10_record(params, mode, t10, in_aif, blood_t10)
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report["fit_bounds"] = fit_bounds
