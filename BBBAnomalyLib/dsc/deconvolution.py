@@ -165,6 +165,11 @@ class DeconvolutionModel:
                  ssvd_threshold: float = 0.2, csvd_threshold: float = 0.1, oi_target: float = 0.095,
                  n_lambdas: int = 40, chunk_voxels: int = 16384, workers: int | None = None):
         self.aif = checks.curve(aif, "AIF")
+        if self.aif.size > 1 and np.isfinite(self.aif).all() and int(np.argmax(self.aif)) == self.aif.size - 1:
+            # the bolus cut off by the end of the series: oSVD read GM CBF 31.8 for a true 60 with no error (PHAE
+            # refuses the same AIF, inference.py)
+            raise InputError(f"the AIF peaks at its last frame (frame {self.aif.size - 1}): the bolus passage is not "
+                             "in the series; give the AIF of the whole series (frames in acquisition order)")
         self.dt = checks.number(dt, "dt (the frame interval, s)", 0.0, 3600.0, low_open=True)
         try:
             self.method = DeconvolutionMethod(method)

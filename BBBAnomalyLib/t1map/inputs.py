@@ -24,30 +24,50 @@ class VFASeries:
 #: The options that set the flip angles and TR, named in the errors: `dce --vfa` has its own
 #: (--vfa-flip-angles, --vfa-tr), and its --tr is the DCE series' TR, not the VFA's.
 T1MAP_FLAGS = ("--flip-angles", "--tr")
+#: ... and for a VFASeries built in Python, which run_t1map checks the same way
+PYTHON_FLAGS = ("VFASeries flip_angles", "VFASeries tr")
 
 
 def check_vfa(signals: Volume, flip_angles, tr, flags: tuple[str, str] = T1MAP_FLAGS) -> VFASeries:
     """Turn bad acquisition values into one-line errors: at least two distinct angles, degrees, seconds."""
     angle_flag, tr_flag = flags
+    if not isinstance(signals, Volume):  # an array was an AttributeError ('spatial_shape') from run_t1map
+        raise InputError(f"the VFA series must be a Volume (x, y, z, k), one frame per flip angle, got "
+                         f"{type(signals).__name__}; e.g. Volume(array, affine) or read_vfa(paths)")
     if not signals.is_4d:
         raise InputError("the VFA series is 3D; give one 4D file (a frame per flip angle) or several 3D files")
     if flip_angles is None:
         raise InputError(f"the flip angles of the VFA series are unknown; give {angle_flag} DEG DEG ... (one per "
                          "frame) or files whose sidecars carry FlipAngle")
-    angles = np.asarray(flip_angles, dtype=np.float64).ravel()
+    try:  # a string among them was numpy's bare ValueError
+        angles = np.asarray(flip_angles, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"flip angles {flip_angles!r} are not numbers; give them in degrees, e.g. {angle_flag} 2 5 12"
+                         ) from None
     if angles.size != signals.n_frames:
         raise InputError(f"{angles.size} flip angles for {signals.n_frames} VFA frames; give one angle per frame")
     # written so that NaN fails it: `nan <= 0` is False, and a NaN angle made every map 0 with exit 0
     if not np.all((angles > 0) & (angles < 90)):
         raise InputError(f"flip angles {angles.tolist()} are not all finite numbers in (0, 90) degrees; give them "
                          f"in degrees, e.g. {angle_flag} 2 5 12")
+    if angles.max() <= np.pi / 2:
+        # radians (2, 5, 12 degrees are 0.035, 0.087, 0.21) pass as degrees and gave T1 = 1000 s, the fit's bound,
+        # in every voxel; no VFA protocol has all its angles under 1.6 degrees (no T1 contrast there)
+        raise InputError(f"flip angles {angles.tolist()} are all under {np.pi / 2:.3g} degrees: are they radians? give "
+                         f"them in degrees (np.degrees(...)), e.g. {angle_flag} 2 5 12")
     if np.unique(angles).size < 2:
         raise InputError("VFA T1 mapping needs at least two different flip angles")
     if tr is None:
         raise InputError(f"the VFA repetition time is unknown; give {tr_flag} SECONDS (e.g. 0.0054 for 5.4 ms)")
+    try:  # one number ("0.0054" and np.array([0.0054]) too); a string was a TypeError from the comparison
+        tr = float(np.asarray(tr, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        raise InputError(f"TR = {tr!r} is not one number; give {tr_flag} in seconds (e.g. 0.0054 for 5.4 ms)") from None
     if not 0 < tr < 1:  # (NaN fails this too)
         raise InputError(f"TR = {tr} does not look like seconds; give {tr_flag} in seconds (e.g. 0.0054 for 5.4 ms)")
-    return VFASeries(signals, angles, float(tr))
+    if signals.dtype.kind not in "biuf":  # complex: numpy kept the real part with a warning
+        raise InputError(f"the VFA series has {signals.dtype} values; give magnitude images (e.g. np.abs(...))")
+    return VFASeries(signals, angles, tr)
 
 
 def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None,

@@ -13,8 +13,8 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
-from .inputs import VFASeries
-from .vfa import fit_vfa_linear, fit_vfa_nonlinear
+from .inputs import PYTHON_FLAGS, VFASeries, check_vfa
+from .vfa import R1_BOUNDS, fit_vfa_linear, fit_vfa_nonlinear
 
 MAP_INFO = {
     "r1": ("1/s", "longitudinal relaxation rate R1 = 1/T1"),
@@ -62,24 +62,47 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
         the largest-signal angle, i.e. not background)."""
     from ..io import read_mask
 
-    method = T1Method(method)
+    if not isinstance(vfa, VFASeries):  # a tuple or dict was an AttributeError ('signals')
+        raise InputError(f"run_t1map takes a VFASeries(signals, flip_angles, tr), e.g. from read_vfa(paths), got "
+                         f"{type(vfa).__name__}")
+    # A VFASeries built in Python has not been through read_vfa's checks: flip angles as a list were an
+    # AttributeError, one too few a bare ValueError, radians, TR in ms or TR 0 T1 maps of 1000 s or 1 s with fit_ok 1
+    vfa = check_vfa(vfa.signals, vfa.flip_angles, vfa.tr, PYTHON_FLAGS)
+    try:
+        method = T1Method(str(getattr(method, "value", method)).lower())
+    except ValueError:
+        raise InputError(f"{method!r} is not a T1 method; choose one of "
+                         f"{', '.join(m.value for m in T1Method)}") from None
     report_progress = progress or (lambda f, m: None)
     timer = Timer()
     warnings: list[str] = []
     signals = vfa.signals
     data = np.asarray(signals.data, dtype=np.float64)
-    if not np.isfinite(data).all():
-        raise InputError("the VFA series contains NaN or infinite values; replace them (e.g. with 0)")
     with timer("mask"):
         if mask is not None:
             inside = read_mask(mask, signals, "mask")
+            # only the mask's voxels are fitted: a NaN outside it (e.g. a scanner's NaN background) was refused too,
+            # with no word of the mask
+            bad = int(np.count_nonzero(~np.isfinite(data[inside]).all(axis=1)))
         else:
+            bad = int(np.count_nonzero(~np.isfinite(data).all(axis=3)))
+        if bad:
+            raise InputError(f"{bad} voxels {'inside the mask ' if mask is not None else ''}of the VFA series contain "
+                             "NaN or infinite values; replace them (e.g. with 0) or give a mask that leaves them out")
+        if mask is None:
             brightest = data.max(axis=3)
             inside = brightest > 0.05 * np.percentile(brightest, 99)
         if not inside.any():
             raise InputError("no voxel with signal in the VFA series (or the mask is empty)")
     angles = np.broadcast_to(vfa.flip_angles, (int(inside.sum()), vfa.flip_angles.size))
     b1_info = None
+    if b1 is not None and not isinstance(b1, Volume):
+        # an array on the series grid, as masks are taken (an array was an AttributeError: 'affine')
+        b1 = np.asarray(b1)
+        if b1.shape[:3] != signals.spatial_shape:
+            raise InputError(f"the B1 map has shape {b1.shape} but the VFA grid is {signals.spatial_shape}; give a "
+                             "Volume or an array on the VFA grid")
+        b1 = Volume(b1, signals.affine)
     if b1 is not None:
         shape = tuple(b1.data.shape)
         # Only a single-volume 4D file is a 3D map: taking frame 0 of any 4D file let the VFA series
@@ -117,10 +140,18 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
             rows = slice(start, start + CHUNK)
             m0[rows], r1[rows] = fit(s[rows], angles[rows], vfa.tr)
             report_progress(0.1 + 0.85 * min(1.0, (start + CHUNK) / s.shape[0]), "fitting T1")
-    ok = np.isfinite(r1) & (r1 > 0) & np.isfinite(m0)
+    # A T1 at the fit's bounds (10 ms, 1000 s: vfa.R1_BOUNDS) is not tissue but the nonlinear fit clipped there: TR
+    # in microseconds gave T1 = 10 ms in every voxel with fit_ok 1. A negative M0 is a negative signal, not tissue.
+    ok = np.isfinite(r1) & (r1 > R1_BOUNDS[0]) & (r1 < R1_BOUNDS[1]) & np.isfinite(m0) & (m0 > 0)
     if (~ok).any():
+        units = ("; that is most of the voxels: check that the flip angles are in degrees and TR in seconds"
+                 if (~ok).sum() > 0.5 * ok.size else "")
         warnings.append(f"{int((~ok).sum())} voxels gave no physical T1 (no T1 weighting between the angles or no "
-                        "signal); their T1/R1 are 0 and fit_ok is 0")
+                        f"signal); their T1/R1 are 0 and fit_ok is 0{units}")
+    negative = int((s < 0).any(axis=1).sum())
+    if negative:  # magnitude images are >= 0 (dmri's check, round 17): a signed or offset series fits nonsense
+        warnings.append(f"{negative} voxels have negative VFA signal (magnitude images are >= 0: an intensity offset, "
+                        "a signed difference or a phase image?); their T1 is not meaningful")
     values = {"r1": np.where(ok, r1, 0.0), "t1": np.where(ok, 1.0 / np.where(ok, r1, 1.0), 0.0),
               "m0": np.where(ok, m0, 0.0), "fit_ok": ok.astype(np.float64)}
     maps = {}

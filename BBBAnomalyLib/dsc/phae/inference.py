@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...core import checks
 from ...core.errors import InputError
 from .physics import area
 
@@ -69,6 +70,23 @@ def load_network(weights: str | None = None, device: str = "cpu"):
     registry.check_model(card, "BBBAnomalyLib.dsc.phae.network:PHAE", name)
     net = registry.instantiate(PHAE, card, registry.load_state_dict(name), name)
     return net.to(device).eval(), card
+
+
+def finite_curves(curves, n_frames: int, what: str = "curves") -> np.ndarray:
+    """``curves`` as an (n_voxels, n_frames) float32 array with no NaN or inf, else one InputError.
+
+    A scripting user's curves reach PHAE without the DSC pipeline's checks: a (T,) curve was a bare ValueError, a
+    NaN curve a silent NaN voxel in fit, a RuntimeError deep in torch in pooled_delays (its block mean is NaN) and
+    NaN weights in adapt (every later fit all NaN). Checked by row blocks: one pass, 0.5 % of a whole-brain fit,
+    where np.isfinite(curves).all() would allocate a boolean per value and take ~25x longer."""
+    curves = np.asarray(checks.curve_matrix(curves, n_frames), dtype=np.float32)
+    block = 8192
+    if not all(np.isfinite(curves[s:s + block]).all() for s in range(0, curves.shape[0], block)):
+        bad = np.flatnonzero(~np.isfinite(curves).all(axis=1))
+        raise InputError(f"{bad.size} of the {curves.shape[0]} {what} (rows {bad[:5].tolist()}"
+                         f"{' ...' if bad.size > 5 else ''}) hold NaN or infinite values; replace them (e.g. with 0) "
+                         "or leave those voxels out")
+    return curves
 
 
 def chunk_workers(device, workers: int | None, n_voxels: int, chunk_voxels: int) -> int:
@@ -128,16 +146,28 @@ class PHAEModel:
 
         from ...core.devices import resolve_device
 
-        self.aif = np.asarray(aif, dtype=np.float32)
-        if self.aif.ndim != 1 or self.aif.size < 8:
-            raise InputError("PHAE needs an AIF of at least 8 frames")
+        from ...io.timing import MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S
+
+        # one InputError naming the problem: a (1, T) AIF was "needs at least 8 frames", a NaN one "no positive peak"
+        self.aif = checks.curve(aif, "AIF").astype(np.float32)
+        if self.aif.size < 8:
+            raise InputError(f"PHAE needs an AIF of at least 8 frames; got {self.aif.size}")
         if not np.isfinite(self.aif).all() or not self.aif.max() > 0:
             raise InputError("the AIF has no positive peak (or non-finite values): nothing to deconvolve")
-        self.dt = float(dt)
+        if int(np.argmax(self.aif)) == self.aif.size - 1:
+            # the network reads the curves on a grid around the AIF's peak: with the bolus cut off, CBF came out
+            # 40 % low on the reference phantom with no error (the fit error was the only sign)
+            raise InputError(f"the AIF peaks at its last frame (frame {self.aif.size - 1}): the bolus passage is not "
+                             "in the series; give the AIF of the whole series (frames in acquisition order)")
+        # the frame interval of a dynamic series (io/timing.py): dt 0 was a ZeroDivisionError, -1.5 a math domain
+        # error, 0.0015 an IndexError inside the network, 1500 (milliseconds) CBF 4x low without a word
+        self.dt = checks.number(dt, "dt (the frame interval, s)", MIN_FRAME_INTERVAL_S, MAX_FRAME_INTERVAL_S,
+                                hint="give seconds, e.g. 1.5 (a value in milliseconds divided by 1000)")
         self.device = resolve_device(device)
-        self.chunk_voxels = int(chunk_voxels)
-        #: threads over voxel chunks on the CPU, one torch thread each (None: the CPUs, at most 4; chunk_threads)
-        self.workers = int(threads) if threads else None
+        self.chunk_voxels = checks.integer(chunk_voxels, "chunk_voxels", 1, 2**31 - 1)
+        #: threads over voxel chunks on the CPU, one torch thread each (None: the CPUs, at most 4; chunk_threads);
+        #: 0 or None is the default, a negative count was torch's RuntimeError
+        self.workers = checks.integer(threads, "threads", 1, 4096) if threads else None
         if threads:
             torch.set_num_threads(int(threads))
         if network is None:
@@ -186,14 +216,16 @@ class PHAEModel:
 
         from .pooled_delay import shift_whole_frames
 
-        curves = np.asarray(curves, dtype=np.float32)
-        if curves.ndim != 2 or curves.shape[1] != self.aif.size:
-            raise ValueError(f"curves must be (n_voxels, {self.aif.size}); got {curves.shape}")
+        curves = finite_curves(curves, self.aif.size)
         n = curves.shape[0]
         if delay_shift is not None:
             delay_shift = np.asarray(delay_shift, np.float32)
             if delay_shift.shape != (n,):
-                raise ValueError(f"delay_shift must be ({n},); got {delay_shift.shape}")
+                raise InputError(f"delay_shift must be ({n},), one delay [s] per curve; got {delay_shift.shape}")
+            # a NaN delay was cast to the smallest int64 and every curve replaced by its first frame (no warning)
+            if not np.all(np.abs(delay_shift) <= self.aif.size * self.dt):
+                raise InputError(f"delay_shift holds NaN, infinite or delays beyond the {self.aif.size * self.dt:g} s "
+                                 "series; give delays in seconds (e.g. from pooled_delays)")
         out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss", "fit_error", "cbv", "log_cbf_sd",
                                                     "pooled")}
         out["pooled"][:] = 1.0
@@ -232,7 +264,10 @@ class PHAEModel:
                     pooled, out["pooled"][sl] = pooling.pool(curves, sl)
                     x = torch.as_tensor(pooled, device=self.device)
                 else:
-                    x = torch.as_tensor(curves[sl], device=self.device)
+                    # a read-only array (np.load(mmap_mode="r"), a frombuffer) made torch warn about undefined behaviour
+                    # on writes: nothing writes into x, but a chunk-sized copy keeps the user's output clean
+                    rows = curves[sl] if curves.flags.writeable else np.array(curves[sl])
+                    x = torch.as_tensor(rows, device=self.device)
                 given = x
                 if delay_shift is not None:
                     # whole frames: interpolating between frames would average their noise, and the network
@@ -289,10 +324,23 @@ class PHAEModel:
         Returns the delays and a summary for the report."""
         from .pooled_delay import block_grid, block_means, shift_earlier, voxel_delays
 
-        brain = np.asarray(brain, bool)
+        # a list of curves was an AttributeError, a NaN curve a RuntimeError from torch, an empty mask numpy's
+        # "zero-size array", voxel sizes NaN/(2, 2)/2.0 a ValueError or IndexError from the block grid
+        curves = finite_curves(curves, self.aif.size)
+        brain = np.asarray(brain) != 0
+        if not brain.any():
+            raise InputError("the brain mask is empty: pooled_delays needs the brain's voxels (nonzero = inside)")
         if curves.shape[0] != int(brain.sum()):
-            raise ValueError(f"{curves.shape[0]} curves for a brain mask of {int(brain.sum())} voxels")
-        labels, block, grid_shape = block_grid(brain, voxel_sizes)
+            raise InputError(f"{curves.shape[0]} curves for a brain mask of {int(brain.sum())} voxels; give one curve "
+                             "per brain voxel, in np.flatnonzero(brain) order")
+        try:  # one size for every axis (an isotropic scalar too), in mm
+            sizes = np.broadcast_to(np.asarray(voxel_sizes, np.float64).ravel()[: brain.ndim], (brain.ndim,))
+        except (TypeError, ValueError):
+            sizes = np.full(brain.ndim, np.nan)
+        if not np.all((sizes > 0) & np.isfinite(sizes)):
+            raise InputError(f"voxel_sizes must be {brain.ndim} positive voxel edges in mm, one per axis of the brain "
+                             f"mask (e.g. volume.voxel_sizes); got {voxel_sizes!r}")
+        labels, block, grid_shape = block_grid(brain, sizes)
         means, used, counts = block_means(curves, labels, int(np.prod(grid_shape)))
         # The block means still carry some noise, and the network's delay shrinks towards its prior in noise: a
         # few passes, each on the block curves moved by the delay found so far, estimate what is left until it
@@ -329,7 +377,15 @@ class PHAEModel:
         """
         import torch
 
-        curves = np.asarray(curves, dtype=np.float32)
+        # a NaN curve made every weight NaN (and every later fit all NaN) without an error; a (T,) curve, an empty
+        # array, batch 0 or max_voxels 0 were IndexErrors and RuntimeErrors from torch
+        curves = finite_curves(curves, self.aif.size)
+        if curves.shape[0] == 0:
+            raise InputError("adapt needs at least one curve")
+        steps = checks.integer(steps, "steps", 0, 10**7)
+        batch = checks.integer(batch, "batch", 1, 10**7)
+        max_voxels = checks.integer(max_voxels, "max_voxels", 1, 10**9)
+        lr = checks.number(lr, "lr", 0.0, 1.0, low_open=True)
         rng = np.random.default_rng(seed)
         pick = rng.choice(curves.shape[0], size=min(max_voxels, curves.shape[0]), replace=False)
         data = torch.as_tensor(curves[pick], device=self.device)
