@@ -1,0 +1,146 @@
+"""The panel's run: Apply starts the background worker, a timer polls its events into the log, progress bar and
+status line, Cancel ends it, and its maps are loaded the moment they are complete.
+
+Moved out of BBBAnomaly.py (the widget) as a mixin like the form, the parameter node and the Results section: it
+is the part that follows one run's life, apart from the inputs and the results. Rules it keeps: Cancel is final (the
+runner ends the worker's whole process tree and passes on nothing after it), and nothing is imported after a
+cancelled run.
+"""
+
+import logging
+import os
+import time
+
+import slicer
+from slicer.i18n import tr as _
+
+
+class RunMixin:
+    """For BBBAnomalyWidget: starting, following, cancelling and loading a run (``self.runner``, ``self.lastRun``)."""
+
+    def log(self, message):
+        if message and message != self._lastLogMessage:
+            self.ui.logTextEdit.appendPlainText(time.strftime("%H:%M:%S ") + message)
+            self._lastLogMessage = message
+
+    def onApply(self):
+        from BBBAnomalyLib.core.errors import InputError
+
+        if not self.ensurePanelDependencies():
+            return
+        spec = self.currentSpec()
+        if spec.torch_needed(self.parameterValues()) and not self.logic.ensureTorch():
+            self.ui.statusLabel.text = _("This pipeline needs PyTorch; nothing was run.")
+            return
+        request = self.collectRequest()
+        self.ui.logTextEdit.clear()
+        self._lastLogMessage = None
+        try:
+            with slicer.util.WaitCursor():
+                self.runner = self.logic.startRun(request)
+        except InputError as exc:
+            self.ui.statusLabel.text = str(exc)
+            self.log(str(exc))
+            slicer.util.errorDisplay(str(exc), windowTitle=_("BBBAnomaly: cannot start"))
+            return
+        self.runRequest = request
+        self.log(_("{pipeline}: inputs written to {folder}").format(
+            pipeline=spec.label, folder=os.path.dirname(self.runner.job.output_dir)))
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = _("Starting {pipeline}...").format(pipeline=spec.label)
+        self.runStarted = time.monotonic()
+        self.pollTimer.start()
+        self.updateApplyState()
+
+    def onCancel(self):
+        if self.runner is not None and not self.runner.finished:
+            self.ui.statusLabel.text = _("Cancelling...")
+            self.log(_("cancel requested: stopping the worker and every process it started"))
+            self.runner.cancel()
+            self.updateApplyState()
+
+    def onPoll(self):
+        runner = self.runner
+        if runner is None:
+            self.pollTimer.stop()
+            return
+        for event in runner.poll():
+            kind = event["event"]
+            if kind == "started":
+                self.log(_("worker started (process {pid})").format(pid=event.get("pid")) + (
+                    _(", started before Apply with its imports done") if getattr(runner, "prestarted", False) else ""))
+            elif kind == "log":
+                self.log(event.get("message", ""))
+                if event.get("message", "").startswith("device:"):
+                    self.ui.deviceLabel.text = event["message"]
+            elif kind == "progress":
+                self.ui.progressBar.value = int(100 * event["fraction"])
+                self.ui.statusLabel.text = event["message"]
+                self.log(event["message"])
+            elif kind == "maps":  # the maps are complete: on screen now, their curves follow
+                self.onRunDone(runner, event)
+            elif kind == "done":
+                self.onRunDone(runner, event)
+            elif kind == "error":
+                self.ui.statusLabel.text = _("Failed: {message}").format(message=event["message"])
+                self.log(_("error: {message}").format(message=event["message"])
+                         + (f" ({_('details in')} {event['log']})" if event.get("log") else ""))
+                slicer.util.errorDisplay(event["message"], windowTitle=_("BBBAnomaly"))
+            elif kind == "cancelled":
+                if self.lastRun is not None and self.lastRun.get("runner") is runner:  # after its maps
+                    self.ui.statusLabel.text = _("Cancelled while the curves were written: the maps are loaded, "
+                                                 "their curves were not kept.")
+                    self.log(_("cancelled after the maps were loaded; the worker has ended, no curves were kept"))
+                elif event.get("published"):  # Cancel came as the results were put in place: they are complete there
+                    where = ", ".join(event["published"])
+                    self.ui.statusLabel.text = _("Cancelled after the results were written to {where}; nothing was "
+                                                 "added to the scene.").format(where=where)
+                    self.log(_("cancelled after the results were complete in {where}; nothing was imported")
+                             .format(where=where))
+                else:
+                    self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+                    self.log(_("cancelled; the worker has ended and nothing was imported"))
+        if runner.finished:
+            self.pollTimer.stop()
+            self.ui.progressBar.visible = False
+            self.logic.cleanupRun(runner)
+            self.updateApplyState()
+            if self.ui.inputSelector.currentNode() is not None:
+                self.prestartWorker()  # for the next Apply
+
+    def onRunDone(self, runner, event):
+        """``maps``: load the maps (the panel's runs announce them before their curves are written);
+        ``done``: load them if that has not happened, and note where the curves are."""
+        if runner is not self.runner or getattr(runner, "cancelled", False):
+            return  # belt and braces: the runner already drops everything after Cancel
+        loaded = self.lastRun is not None and self.lastRun.get("runner") is runner
+        if not loaded:
+            request = self.runRequest
+            try:
+                with slicer.util.WaitCursor():
+                    outputs = self.logic.finishRun(runner, request, replace=self.ui.replaceCheckBox.checked,
+                                                   opacity=self.ui.opacitySlider.value)
+            except Exception as exc:
+                logging.exception("BBBAnomaly: loading the results failed")
+                self.ui.statusLabel.text = _("Could not load the results: {error}").format(error=exc)
+                return
+            self.lastRun = {"outputs": outputs, "request": request, "event": event, "runner": runner, "curves": None,
+                            "name": next(iter(outputs.map_nodes.values())).GetAttribute("BBBAnomaly.RunName")}
+            self.curveCache = None
+            self.ui.outputMapSelector.setCurrentNode(next(iter(outputs.map_nodes.values())))
+            for warning in event.get("warnings") or []:
+                self.log(_("warning: {text}").format(text=warning))
+        outputs = self.lastRun["outputs"]
+        if event["event"] == "maps":
+            self.ui.statusLabel.text = _("Maps loaded in {seconds:.1f} s: {maps}; keeping their curves...").format(
+                seconds=time.monotonic() - self.runStarted, maps=", ".join(outputs.map_nodes))
+            self.log(self.ui.statusLabel.text)
+            return
+        self.lastRun["event"] = event
+        self.lastRun["curves"] = event.get("curves")
+        warnings = event.get("warnings") or []
+        self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {maps}.").format(
+            seconds=time.monotonic() - self.runStarted, maps=", ".join(outputs.map_nodes)) + "".join(
+            "\n" + _("Warning: ") + w for w in warnings)
+        self.log(self.ui.statusLabel.text.splitlines()[0])
