@@ -14,7 +14,7 @@ import pytest
 
 from BBBAnomalyLib import Volume
 from BBBAnomalyLib.dce import DCEParameters, run_dce
-from BBBAnomalyLib.dce.pipeline import _brain_rows, _gather_curves, _rows_mean
+from BBBAnomalyLib.dce.gather import _brain_rows, _gather_curves, _rows_mean
 from BBBAnomalyLib.phantoms.dce import make_dce_phantom
 
 

@@ -140,7 +140,7 @@ def test_2cxm_on_5_s_frames_warns_about_the_interval_and_the_bounds(phantom):
 
 def test_the_interval_warning_only_for_two_compartment_models_on_slow_frames():
     from BBBAnomalyLib.dce.parameters import Model
-    from BBBAnomalyLib.dce.pipeline import _check_two_compartment_sampling
+    from BBBAnomalyLib.dce.run_report import _check_two_compartment_sampling
 
     for model, step, warned in ((Model.TWO_CXM, 2.0, False), (Model.TWO_CUM, 1.0, False), (Model.TWO_CUM, 3.0, True),
                                 (Model.EXTENDED_TOFTS, 5.0, False)):

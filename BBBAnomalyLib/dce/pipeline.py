@@ -10,6 +10,9 @@ autoencoder (trained on this case's normal-appearing brain, or bundled weights) 
 With SPGR concentration the RLS runs on the SER before the fit, and the SER then becomes the concentration
 in place (one float32 copy of the curves, issue 17); an AIF search region or the automatic AIF choose their
 voxels before the RLS, from the concentration of those rows converted on demand.
+
+The gather of the analysed voxels' curves (and the scatter of their values back to the grid) is in :mod:`.gather`;
+the report, its map summaries and the fit's caveats (bounds reached, ve undetermined) are in :mod:`.run_report`.
 """
 
 from __future__ import annotations
@@ -23,20 +26,21 @@ import numpy as np
 from ..app.curves import CurveSet
 from ..core.checks import number, parameters as check_parameters
 from ..core.errors import InputError
-from ..core.devices import block_workers
 from ..io import read_mask
 from ..core.memory import release_freed_memory
-from ..core.report import Timer, dump_json, summarise_maps, versions
+from ..core.report import Timer, dump_json
 from ..core.volume import Volume
 from . import aif as aif_mod
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
-from . import backflux, exchange
 from .exchange import ExchangeModel
+from .gather import _brain_rows, _check_finite, _gather_curves, _rows_mean, _scatter
 from .models import PKFit, PKModel
-from .parameters import MAP_INFO, VE_DEPENDENT_MAPS, DCEParameters, InputKind, Model
+from .parameters import DCEParameters, InputKind, Model
+from .parameters import MAP_INFO  # noqa: F401  (re-exported: roistats and the tests read it here)
 from .parameters import MODEL_MAPS as _MODEL_MAPS
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
+from .run_report import _check_two_compartment_sampling, _fit_bounds, _mark_undetermined_ve, _report, _summaries
 from .validation import check_series, check_t10_map, check_t10_values
 
 #: MAP_INFO (map name -> (unit, description), in the order written) and the maps of each model live in
@@ -462,66 +466,6 @@ def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: 
             lambda s, rows: concentration_from_ser(s, _rows(t10, rows), flip, tr, r1)[0], clipped)
 
 
-#: Rows handled per block by the gathers and reductions over the curves (bounds their temporaries).
-ROW_BLOCK = 8192
-
-
-def _gather_curves(data: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """(len(order), T) float32 curves of the voxels at flat C-order indices ``order`` of a 4D array,
-    gathered by blocks: no intermediate copy in the input's dtype, nor of a non-contiguous input."""
-    frames = data.shape[3]
-    out = np.empty((order.size, frames), np.float32)
-    if data.flags.c_contiguous or data.flags.f_contiguous:
-        layout = "C" if data.flags.c_contiguous else "F"
-        flat = data.reshape((-1, frames), order=layout)  # a view for either memory layout
-        by_frame = flat.T if layout == "F" else None  # (T, voxels), each frame contiguous; voxels in F order
-        for start in range(0, order.size, ROW_BLOCK):
-            rows = slice(start, start + ROW_BLOCK)
-            if layout == "C":
-                out[rows] = flat[order[rows]]
-            else:  # a frame-major gather (contiguous reads per frame), then a small transpose
-                spatial = data.shape[:3]
-                order_f = np.ravel_multi_index(np.unravel_index(order[rows], spatial), spatial, order="F")
-                out[rows] = np.take(by_frame, order_f, axis=1).T
-    else:
-        out[:] = data.reshape(-1, frames)[order]
-    return out
-
-
-def _check_finite(curves: np.ndarray) -> None:
-    for start in range(0, curves.shape[0], ROW_BLOCK):
-        if not np.isfinite(curves[start:start + ROW_BLOCK]).all():
-            bad = sum(int((~np.isfinite(curves[s:s + ROW_BLOCK])).any(axis=1).sum())
-                      for s in range(0, curves.shape[0], ROW_BLOCK))
-            raise InputError(f"{bad} voxels inside the analysed region contain NaN or infinite values; replace them "
-                             "(e.g. with 0) or exclude them with --mask")
-
-
-def _rows_mean(curves: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """curves[rows].mean(axis=0) without gathering the rows into a copy: as it was when every row is
-    taken, else summed in float64 by blocks (a float32 result)."""
-    if rows.all():
-        return curves.mean(axis=0)
-    idx = np.flatnonzero(rows)
-    total = np.zeros(curves.shape[1], np.float64)
-    for start in range(0, idx.size, ROW_BLOCK):
-        total += curves[idx[start:start + ROW_BLOCK]].sum(axis=0, dtype=np.float64)
-    return (total / max(idx.size, 1)).astype(np.float32)
-
-
-def _brain_rows(curves: np.ndarray, in_brain: np.ndarray, block: int = ROW_BLOCK) -> np.ndarray:
-    """curves[in_brain] as the leading rows of ``curves`` itself (moved forward in place by
-    blocks: each block is gathered before it is written, and a row never moves backwards, so no
-    row is overwritten before it is read); a view of them is returned."""
-    if in_brain.all():
-        return curves
-    idx = np.flatnonzero(in_brain)
-    for start in range(0, idx.size, block):
-        rows = idx[start:start + block]
-        curves[start:start + rows.size] = curves[rows]
-    return curves[:idx.size]
-
-
 def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
 
@@ -570,142 +514,3 @@ def _narrowed(values: np.ndarray) -> np.ndarray:
     the panel's curves are made (half the bytes)."""
     narrow = values.astype(np.float32)
     return narrow if np.array_equal(narrow, values) else values
-
-
-def _summaries(values: dict, masks: dict, brain: np.ndarray, ve_known: np.ndarray | None = None) -> dict:
-    """The report's summary of every map over the brain (and tumor / non-tumor with a tumor mask). ve, kep and Te
-    are summarised over the voxels whose ve the data determine (``ve_known``; elsewhere they are 0, not analysed)."""
-    regions = {"brain": None}
-    if "tumor-mask" in masks:
-        inside = masks["tumor-mask"][brain]
-        regions.update(tumor=inside, non_tumor=~inside)
-    dependent = [name for name in VE_DEPENDENT_MAPS if name in values] if ve_known is not None else []
-    summary = {}
-    for region, inside in regions.items():
-        stats = summarise_maps({k: v for k, v in values.items() if k not in dependent}, inside)
-        if dependent:
-            known = ve_known if inside is None else ve_known & inside
-            stats.update(summarise_maps({name: values[name] for name in dependent}, known))
-        summary[region] = {name: stats[name] for name in values}  # the maps' order
-    return summary
-
-
-#: Share of the brain voxels at a bound of the fit above which the report warns (a few voxels always are).
-BOUND_WARNING_SHARE = 0.01
-
-
-def _fit_bounds(model: Model, fit, warnings: list[str]) -> dict:
-    """{map: {"side", "bound", "share"}}: the share of the brain voxels whose value sits at a bound of the fit
-    (there the value is the fit's limit, not a measurement), and a warning for those at >= BOUND_WARNING_SHARE.
-    ve at its bounds (and kep, which bounds it) is told by the ve determination instead."""
-    if model in (Model.TWO_CXM, Model.TWO_CUM):
-        checks = [("fp", "upper", 100.0 * exchange.FP_BOUNDS[1]), ("fp", "lower", 100.0 * exchange.FP_BOUNDS[0]),
-                  ("ps", "upper", exchange.PS_BOUNDS[1]), ("vp", "upper", exchange.V_BOUNDS[1])]
-    elif model in (Model.EXTENDED_TOFTS, Model.PATLAK):
-        checks = [("vp", "upper", 1.0)]
-    else:
-        checks = []
-    out, told = {}, []
-    for name, side, bound in checks:
-        values = np.asarray(getattr(fit, name))
-        at = values >= bound * (1 - 1e-5) if side == "upper" else values <= bound * (1 + 1e-5)
-        share = float(at.mean()) if values.size else 0.0
-        out[f"{name}_{side}"] = {"map": name, "side": side, "bound": bound, "share": share}
-        if share >= BOUND_WARNING_SHARE:
-            told.append(f"{'Fp' if name == 'fp' else 'PS' if name == 'ps' else name} at its {side} bound "
-                        f"({bound:g} {MAP_INFO[name][0]}) in {100 * share:.1f} %")
-    if told:
-        warnings.append("fit bounds reached: " + "; ".join(told) + " of the brain voxels; there the map holds the "
-                        "fit's limit, not a measurement" + (
-                            " (Fp at a bound: the curves do not determine the plasma flow)"
-                            if any(t.startswith("Fp") for t in told) else ""))
-    return out
-
-
-def _check_two_compartment_sampling(model: Model, times: np.ndarray, warnings: list[str]) -> None:
-    """A warning when the frames are too far apart for 2CXM/2CUM to separate Fp from PS (the run goes on)."""
-    if model not in (Model.TWO_CXM, Model.TWO_CUM):
-        return
-    interval = float(np.median(np.diff(times)))
-    if interval > exchange.MAX_FRAME_INTERVAL_S * (1 + exchange.FRAME_INTERVAL_TOLERANCE):
-        dependent = "Fp, PS, E, Tc, ve and Te" if model is Model.TWO_CXM else "Fp, PS, E and Tc"
-        warnings.append(f"{model.value}: the frames are {interval:.3g} s apart, and the two-compartment models need "
-                        f"frames <= ~{exchange.MAX_FRAME_INTERVAL_S:g} s to separate the plasma flow Fp from PS (the "
-                        f"first pass spans a few frames): {dependent} are poorly determined on this series; extended "
-                        "Tofts (the default) or Patlak suit it")
-
-
-def _mark_undetermined_ve(model, fit, curves: np.ndarray, masks: dict, brain: np.ndarray, warnings: list[str]):
-    """(report entry, the voxels whose ve the data determine, the fit's kep of the others or None): ve (kep, Te) is
-    set to 0 in the fit (0 = not analysed: transparent in the panel) where the backflux of the extravascular space
-    is below backflux.VE_MIN_BACKFLUX_SNR noise SDs or the fit sits at a bound (backflux.ve_determined), and a warning
-    gives the share. Where Ktrans ~ 0 (intact BBB) ve is the size of a compartment nothing enters: the fit left it
-    at its bound, 1, in 40-80 % of normal brain, which read as a measurement."""
-    snr = model.ve_backflux_snr(curves, fit)
-    if isinstance(fit, PKFit):
-        known = backflux.ve_determined(snr, fit.ve, fit.kep)
-    else:  # 2CXM: ve within its bounds, PS neither 0 (no exchange) nor at its bound
-        known = (backflux.ve_determined(snr, fit.ve, ve_bounds=exchange.V_BOUNDS)
-                 & (fit.ps > exchange.PS_BOUNDS[0]) & (fit.ps < exchange.PS_BOUNDS[1]))
-    del snr
-    hidden = ~known
-    curve_kep = fit.kep[hidden].copy() if isinstance(fit, PKFit) else None  # for the model curves (MapFit)
-    for name in VE_DEPENDENT_MAPS:
-        values = getattr(fit, name, None)
-        if values is not None:
-            values[hidden] = 0
-    n, n_hidden = known.size, int(hidden.sum())
-    info = {"determined_voxels": n - n_hidden, "undetermined_voxels": n_hidden,
-            "undetermined_share": n_hidden / max(n, 1),
-            "criterion": f"backflux >= {backflux.VE_MIN_BACKFLUX_SNR:g} noise SDs of the fit residual and the fit "
-                         f"inside its bounds ({'ve, kep' if isinstance(fit, PKFit) else 've, PS'})",
-            "maps_set_to_0": [name for name in VE_DEPENDENT_MAPS if getattr(fit, name, None) is not None]}
-    where = ""
-    if "tumor-mask" in masks:
-        inside = masks["tumor-mask"][brain]
-        for region, rows in (("tumor", inside), ("non_tumor", ~inside)):
-            info[f"{region}_undetermined_share"] = float(hidden[rows].mean()) if rows.any() else 0.0
-        where = (f" ({100 * info['non_tumor_undetermined_share']:.0f} % of the non-tumor brain, "
-                 f"{100 * info['tumor_undetermined_share']:.0f} % of the tumor)")
-    if n_hidden:
-        maps = " and ".join(info["maps_set_to_0"])
-        warnings.append(f"ve was not determined by the data in {100 * info['undetermined_share']:.1f} % of the brain "
-                        f"voxels{where}: there Ktrans is too small (intact BBB) or the backflux too slow or too fast "
-                        f"for the curve to show the extravascular volume above its noise, or the fit sat at a bound. "
-                        f"{maps} are 0 there (not analysed) and their summaries cover the other voxels")
-    return info, known, curve_kep
-
-
-def _report(series, input_shape, params, mode, flip, tr, n_base, times, aif_curve, aif_delay, arterial, brain, masks,
-            summary, maps, rls_out, unit, timer, warnings) -> dict:
-    report = {
-        "pipeline": "dce",
-        "input": {"shape": input_shape, "frames": int(input_shape[3]),
-                  "frame_interval_s": float(np.median(np.diff(times))), "duration_s": float(times[-1] - times[0]),
-                  "flip_angle_deg": flip, "tr_s": tr},
-        "parameters": params.to_json(),
-        "versions": versions(),
-        "threads": block_workers(),  # this library's pools (row blocks of the conversion and the fits)
-        "conversion": {"mode": mode, "semi_quantitative": mode == "relative", "baseline_frames": int(n_base)},
-        "units": {"concentration": "mM" if mode != "relative" else "relative_enhancement",
-                  "curves": unit, **{name: MAP_INFO[name][0] for name in maps}},
-        "aif": {"source": (("region" if params.aif_region else "mask") if "aif-mask" in masks else
-                           "auto" if arterial is not None else params.population_aif),
-                "n_voxels": int(arterial.sum()) if arterial is not None else 0,
-                "peak": float(aif_curve.max()), "peak_time_s": float(times[int(np.argmax(aif_curve))]),
-                **({"population_delay_s": aif_delay} if aif_delay is not None else {})},
-        "brain_voxels": int(brain.sum()),
-        "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
-        "summary": summary,
-        "timings_s": timer.seconds,
-        "warnings": warnings,
-    }
-    if rls_out is not None:
-        report["rls"] = rls_out.info
-    return report
-
-
-def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = np.zeros(mask.shape, np.float32)
-    out[mask] = values
-    return out
