@@ -24,9 +24,20 @@ Inputs are NIfTI (.nii/.nii.gz with an optional BIDS .json sidecar), NRRD (.nrrd
 or a DICOM series folder. Times are in seconds. `bbbanomaly COMMAND --help` explains each command.
 
 Threads: the whole-brain work uses the CPUs this process may use (at most 4 for its own pools); set
-BBBANOMALY_THREADS=K to use fewer (reports record it as "threads"). Inside those pools torch and BLAS
-run one thread each; elsewhere they follow OMP_NUM_THREADS.
+BBBANOMALY_THREADS=K to use fewer (the DSC and DCE reports record it as "threads"). Inside those pools
+torch and BLAS run one thread each; elsewhere they follow OMP_NUM_THREADS.
 """
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, but an option's help is never wrapped at a hyphen: `--aif-search` printed as `--aif-` and
+    `search` on the next line, which reads as an option that does not exist (so did weights names such as
+    `t1flair-diffusion-phantom`). The descriptions stay as written (RawDescription)."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -55,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .structural import command as t1flair_command
     from .t1map import command as t1map_command
 
-    parser = OneLineErrorParser(prog="bbbanomaly", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="bbbanomaly", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"BBBAnomalyLib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     demo.register(sub)
@@ -71,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     bids.register(sub)
     rerun_command.register(sub)
     config.install(parser)
+    for _, leaf in config._leaves(parser, ()):  # every command's help: options never split at a hyphen
+        leaf.formatter_class = HelpFormatter
     return parser
 
 

@@ -12,6 +12,9 @@ import argparse
 from pathlib import Path
 
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
+#: The manifest every output folder holds beside the results (core/outputs.py's MANIFEST; named here so that --help
+#: imports nothing more; a test keeps the two equal)
+MANIFEST = ".bbbanomaly.json"
 
 
 def add_output_options(parser: argparse.ArgumentParser, pipeline: str, formats: bool = True) -> None:
@@ -22,7 +25,8 @@ def add_output_options(parser: argparse.ArgumentParser, pipeline: str, formats: 
         out.add_argument("--format", choices=list(FORMATS), default="nifti",
                          help="map format: nifti (.nii.gz, default) or nrrd (.nrrd, float64 geometry, for Slicer)")
     out.add_argument("--overwrite", action="store_true",
-                     help="replace an existing output folder, only if bbbanomaly wrote it (it never deletes other files)")
+                     help=f"replace an existing output folder, only if bbbanomaly wrote it: every run writes "
+                          f"{MANIFEST}, the manifest of its files, beside its results (it never deletes other files)")
     out.add_argument("--quiet", action="store_true", help="no progress messages")
 
 

@@ -35,7 +35,8 @@ def register(sub) -> None:
                                   "derivatives)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <original output name>_rerun); it must not "
                                                 "hold the report or an input")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder, only if bbbanomaly wrote it (it never deletes other files)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(run=run)
 
@@ -66,8 +67,8 @@ def load_configuration(report_path) -> dict:
                          "read") from None
     config = report.get("configuration") if isinstance(report, dict) else None
     if not isinstance(config, dict) or not config.get("command") or not isinstance(config.get("options"), dict):
-        raise InputError(f"report '{path}' records no command configuration (written by the panel, by Python "
-                         "code or by an older version); it cannot be rerun")
+        raise InputError(f"report '{path}' records no command configuration (written by `bbbanomaly demo`, by the "
+                         "panel, by Python code or by an older version); it cannot be rerun")
     bad = _structure_error(config)
     if bad:
         raise InputError(f"report '{path}': {bad}; it cannot be rerun (restore the report as the run wrote it)")

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 HELP = """\
-Statistics of one or more maps inside a ROI (e.g. the tumor) and a reference region (e.g. normal-
-appearing white matter), and the ROI/reference ratio of each map's mean and median. The tumor/NAWM
-ratio of CBV is the rCBV that radiologists read.
+Statistics of one or more maps inside a ROI (e.g. the tumor) and a reference region (e.g.
+normal-appearing white matter), and the ROI/reference ratio of each map's mean and median. The
+tumor/NAWM ratio of CBV is the rCBV that radiologists read.
 
 example:
   bbbanomaly roi-stats out/cbv_corrected.nii.gz out/cbf.nii.gz --roi tumor.nii.gz --reference nawm.nii.gz

@@ -121,6 +121,7 @@ def register(sub) -> None:
         getattr(importlib.import_module(module_name), function)(models, name)
     for name, trainer in models.choices.items():  # every trainer checks its input and output, before training
         _document_limits(trainer, limits_of(name))
+        _document_files(trainer, name)
         trainer.set_defaults(run=_guarded(trainer.get_default("run"), name, trainer))
     p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
 
@@ -135,6 +136,25 @@ def _document_limits(parser, limits: dict[str, Limit]) -> None:
         else:
             shown = action.default is not None and action.default is not argparse.SUPPRESS
             action.help = limit.text() + (" (default %(default)s)" if shown else "")
+
+
+def _document_files(parser, model: str) -> None:
+    """--out and --resume name the files this trainer leaves in --out, from :func:`training_files` (the table the
+    overwrite check uses), not from each trainer's own words: the identifier's and the autoencoder's checkpoint is
+    <name>.uncalibrated.checkpoint.pt (their help said <name>.checkpoint.pt, which --resume then did not find),
+    and `train dmri-*` also keeps its preprocessed cases (which no help named)."""
+    files = training_files(model, "<name>")
+    weights, card = (next(f for f, kind in files if kind == k) for k in ("weights", "card"))
+    checkpoint = next(f for f, kind in files if kind == "checkpoint")
+    prepared = next((f for f, kind in files if kind == "prepared"), None)  # the first: the kept cache
+    kept = f"{weights}, {card} and the checkpoint file {checkpoint}" if not prepared else \
+        f"{weights}, {card}, the checkpoint file {checkpoint} and the preprocessed cases {prepared} (reused " \
+        "while the cases and the model input are unchanged)"
+    for action in parser._actions:
+        if action.dest == "out":
+            action.help = f"output folder for {kept}; not inside the training data"
+        elif action.dest == "resume":
+            action.help = f"continue from OUT/{checkpoint}"
 
 
 def _guarded(run, model: str | None = None, parser=None):

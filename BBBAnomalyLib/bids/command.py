@@ -35,7 +35,9 @@ whose other entities match the image's; a tumor mask gives the ROI ratios.
 Outputs: OUT_DIR/bbbanomaly/sub-<label>/[ses-<label>/]perf|dwi|anat/
   sub-<label>[_ses-<label>]_<source entities>_desc-<method>_<map>.nii.gz (+ .json: Sources, Units),
   ..._label-<name>_desc-<method>_mask.nii.gz, ..._desc-<method>_report.json (rerunnable with
-  `bbbanomaly rerun`), _aif.tsv, _roistats.json; dataset_description.json (DatasetType derivative).
+  `bbbanomaly rerun`), _aif.tsv, _roistats.json; sub-<label>/log/sub-<label>_log.txt (what the
+  pipelines printed) and sub-<label>/.bbbanomaly.json (the manifest of the participant's folder);
+  dataset_description.json (DatasetType derivative).
 OUT_DIR may not lie inside BIDS_DIR unless it is BIDS_DIR/derivatives itself.
 
 Cohorts: --n-jobs N runs N participants at once on this machine, each in its own process with

@@ -34,7 +34,8 @@ def _outputs_help() -> str:
             f"nrrd): {', '.join(RLS_MAPS)} (the RLS maps; not with --rls none), the model's maps ({default} for "
             f"extended-tofts; {others}), delay (not with --max-delay 0) and fit_r2; {MASK_OUTPUTS[0]}, "
             f"{MASK_OUTPUTS[1]} (the arterial voxels averaged: --aif-mask or --aif auto), "
-            f"{', '.join(OTHER_OUTPUTS[:-1])} and {OTHER_OUTPUTS[-1]}. {', '.join(VE_DEPENDENT_MAPS)} (those of them the model has) are 0 "
+            f"{', '.join(OTHER_OUTPUTS)} and .bbbanomaly.json (the manifest of what was written). "
+            f"{', '.join(VE_DEPENDENT_MAPS)} (those of them the model has) are 0 "
             "where the data do not determine ve (the report's ve_determination says how many voxels). Units: Ktrans and kep 1/min, "
             "ve and vp fractions, RLS % SER, delay s.")
 
@@ -62,7 +63,7 @@ with --aif-search only the arterial voxels of the region, e.g. a box drawn aroun
 or --population-aif NAME
 (parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
 shifted to the bolus arrival.
-""" + textwrap.fill(_outputs_help(), 100) + """
+""" + textwrap.fill(_outputs_help(), 100, break_on_hyphens=False) + """
 
 examples:
   bbbanomaly dce dce.nii.gz --aif-mask aif.nii.gz --t10 1.4 --flip-angle 15 --tr 0.005 --out results

@@ -30,8 +30,9 @@ Bundled weights were trained on healthy diffusion PHANTOMS (BBBAnomalyLib.phanto
 on patients: a demonstration, not clinically validated. Retrain on your own healthy controls
 with `bbbanomaly train dmri-vae` / `dmri-recdisc`.
 
-Outputs (in --out, default <input>_dmri/): anomaly.nii.gz, anomaly_mask.nii.gz,
-mean_attenuation.nii.gz, brain_mask.nii.gz (the analysed, eroded mask) and report.json.
+Outputs (in --out, default <input>_dmri/), as <map>.nii.gz (.nrrd with --format nrrd) on the input
+grid: anomaly, anomaly_mask, mean_attenuation, brain_mask (the analysed, eroded mask); report.json and
+.bbbanomaly.json (the manifest of what was written).
 
 examples:
   bbbanomaly dmri dwi.nii.gz --bval dwi.bval --bvec dwi.bvec --out results

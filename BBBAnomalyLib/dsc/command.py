@@ -30,8 +30,11 @@ selected automatically (--aif auto, Mouridsen 2006). Curves are deconvolved by t
             (needs PyTorch)
 
 BSW leakage correction (Boxerman 2006; on by default) fits K2 and corrects the curves.
-Outputs (in --out, default <input>_dsc/): cbv, cbv_corrected, cbf, mtt, tmax, k2 [, rcbv, rcbf]
-as <map>.nii.gz (.nrrd with --format nrrd) on the input grid, aif.csv, aif_mask, brain_mask, report.json.
+Outputs (in --out, default <input>_dsc/), as <map>.nii.gz (.nrrd with --format nrrd) on the input grid:
+cbv, cbf, mtt, tmax; cbv_corrected and k2 (not with --leakage-correction none); rcbv and rcbf (with
+--nawm-mask); with --method phae also phae_fit_error, phae_cbf_uncertainty (weights with that output,
+such as the default) and phae_pooled_curves (where guided pooling ran); aif_mask, brain_mask; aif.csv,
+report.json and .bbbanomaly.json (the manifest of what was written).
 Units: CBV ml/100 g, CBF ml/100 g/min, MTT and Tmax s, K2 1/s (with kH 0.73, ρ 1.04 g/ml;
 --kh 1 --density 1 gives ml/100 ml as used by reference data: with --density 1 the report says per 100 ml).
 An AIF that peaks hardly above the brain's tissue (a mask drawn on tissue) is refused, as is

@@ -29,10 +29,13 @@ non-contrast T1 and a T2-FLAIR, without contrast agent.
    (--enhancer-weights), shrunk to 0 where its models disagree; enhancement_probability ranks the
    voxels that brighten with contrast.
 
-Outputs (in --out, default <T1 name>_t1flair/): synthetic_t1gd, enhancement, enhancement_uncertainty, anomaly,
-enhancement_probability, tumor_probability, synthetic_t1gd_enhancing, synthetic_t1gd_non_enhancing, brain_mask, tumor_roi
-(.nii.gz on the T1 grid) and report.json with bbb_status = {call, probability, indeterminate_band,
-reasons, per_label_scores, tumor_roi, ...} and applicability = {checks, maps}. Intensities of the syntheses are on the seed's 0-255 normalised scale.
+Outputs (in --out, default <T1 name>_t1flair/), as <map>.nii.gz (.nrrd with --format nrrd) on the T1 grid:
+synthetic_t1gd, enhancement, enhancement_uncertainty, enhancement_probability (not with --enhancer-weights
+none), anomaly (not with --no-anomaly), tumor_probability, synthetic_t1gd_enhancing,
+synthetic_t1gd_non_enhancing, brain_mask, tumor_roi; report.json with bbb_status = {call, probability,
+indeterminate_band, reasons, per_label_scores, tumor_roi, ...} and applicability = {checks, maps}; and
+.bbbanomaly.json (the manifest of what was written). Intensities of the syntheses are on the seed's 0-255
+normalised scale.
 
 The bundled weights are a demonstration, not a clinical model: trained for minutes on a CPU on
 simulated phantoms, then fine-tuned with two real cases (the default *-demo weights; the
@@ -59,7 +62,8 @@ def register(sub) -> None:
     m.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     m.add_argument("--seed", type=int, default=0, help="sampler noise seed (same seed, same result)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a busy CPU)")
-    m.add_argument("--size", type=int, help="network in-plane size (default: that of the synthesis weights)")
+    m.add_argument("--size", type=int, help="network in-plane size (default: that of the synthesis weights); a "
+                                            "multiple of 8 from 16 to 4096")
     m.add_argument("--synthesis-weights", metavar="NAME|FILE.pt",
                    help=f"diffusion weights (default: bundled {DEFAULT_SYNTHESIS}, phantoms + 2 real cases; "
                         "t1flair-diffusion-phantom: phantoms only)")

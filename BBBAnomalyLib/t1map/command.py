@@ -16,7 +16,8 @@ the metadata or --tr (seconds). --b1 MAP: relative flip-angle map (actual/nomina
 recognised) on the same grid, which corrects each voxel's angles.
 Fit: --method nonlinear (default; least squares on the signal, from the linear solution) or linear
 (DESPOT1 straight line). Look-Locker/inversion recovery is not implemented.
-Outputs (in --out, default <input>_t1map/): r1 [1/s], t1 [s], m0, fit_ok, mask, report.json.
+Outputs (in --out, default <input>_t1map/), as <map>.nii.gz (.nrrd with --format nrrd): r1 [1/s],
+t1 [s], m0, fit_ok, mask; report.json and .bbbanomaly.json (the manifest of what was written).
 The T1 map feeds DCE directly: `bbbanomaly dce SERIES --t10 OUT/t1.nii.gz`, or give the VFA files to
 `bbbanomaly dce --vfa ...`.
 
