@@ -18,12 +18,15 @@ tumor with raised CBV and BBB leakage, an artery for the AIF, recirculation and 
 known ground-truth maps. By default all four pipelines (--pipeline all: DSC, DCE, diffusion anomaly,
 T1/FLAIR); --pipeline NAME runs one of them. Writes:
 
-  OUT/input/   the simulated DSC series (signal.nii.gz + BIDS signal.json), masks and true maps
-  OUT/dsc/     the maps (cbv, cbv_corrected, cbf, mtt, tmax, k2, rcbv, rcbf), aif.csv, report.json
+  OUT/input/   the simulated DSC series (signal.nii.gz + BIDS signal.json), masks, true maps, the true
+               AIF (aif.tsv) and the object's parameters (phantom.json)
+  OUT/dsc/     the maps (cbv, cbv_corrected, cbf, mtt, tmax, k2, rcbv, rcbf), aif_mask, brain_mask,
+               aif.csv, report.json
   OUT/dsc_demo.png  a figure: input frame, AIF and tumor/NAWM curves, CBV/CBF/MTT overlays
   OUT/dce_input/, OUT/dce/, OUT/dce_demo.png   the same for DCE (RLS beside Ktrans)
-  OUT/dmri_input/, OUT/dmri/, OUT/dmri_demo.png   diffusion anomaly (a phantom patient)
+  OUT/dmri_input/, OUT/dmri/, OUT/dmri_demo.png, OUT/dmri_demo_curves.png   diffusion anomaly (a phantom patient)
   OUT/t1flair_input/, OUT/t1flair/, OUT/t1flair_demo.png   T1/FLAIR: synthetic T1Gd, BBB status
+  and in OUT/ and each results folder .bbbanomaly.json, the manifest of what was written
 
 example:
   bbbanomaly demo --out demo
@@ -49,7 +52,8 @@ def register(sub) -> None:
                    help="reference object(s) to run: DSC, DCE (OUT/dce_input, OUT/dce, OUT/dce_demo.png), T1/FLAIR "
                         "(OUT/t1flair_input, OUT/t1flair, OUT/t1flair_demo.png), diffusion anomaly (OUT/dmri_input, "
                         "OUT/dmri, OUT/dmri_demo.png) or all four (default)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder, only if bbbanomaly wrote it (it never "
+                   "deletes other files)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(run=run)
 

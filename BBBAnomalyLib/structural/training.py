@@ -30,14 +30,14 @@ few real cases, the real ones used several times per epoch (--repeat 1 8). --ini
 fine-tunes existing weights (e.g. the bundled ones) instead of starting from random."""
 
 
-def _common(p, name: str, epochs: int):
+def _common(p, name: str, epochs: int, architecture: str):
     p.add_argument("cases", nargs="+", help="folder(s) of case folders, or case folders themselves (see above)")
     p.add_argument("--repeat", type=int, nargs="+", metavar="N",
                    help="times each CASES folder's cases are used per epoch, one N per CASES in order (default 1 "
                         "each): oversamples a few real cases among many phantoms")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="fine-tune: start from these weights (bundled name, or .pt with its .json card) instead of "
-                        "random; the architecture (width, size, crop) is theirs and overrides --width/--size/--crop")
+                        f"random; the architecture is theirs and overrides {architecture}")
     p.add_argument("--out", required=True, help="output folder for <name>.pt, <name>.json and the checkpoint")
     p.add_argument("--name", default=name, help=f"weights name (default {name})")
     p.add_argument("--epochs", type=int, default=epochs)
@@ -93,7 +93,7 @@ def register(models_subparsers, name: str) -> None:
     p = models_subparsers.add_parser(name, help=helps[name], description=f"{helps[name]}.\n\n{LAYOUT}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if name == "t1gd-diffusion":
-        _common(p, "t1gd-diffusion", 20)
+        _common(p, "t1gd-diffusion", 20, "--width and --size")
         p.add_argument("--size", type=int, default=64, help="in-plane network size (default 64)")
         p.add_argument("--width", type=int, default=16, help="U-Net base width (default 16)")
         p.add_argument("--tumor-weight", type=float, default=4.0, help="extra L1 weight of tumor pixels (default 4)")
@@ -108,7 +108,7 @@ def register(models_subparsers, name: str) -> None:
                             "the label from standing for the case (its scanner) when few real cases are mixed in")
         p.set_defaults(run=run_diffusion)
     elif name == "bbb-identifier":
-        _common(p, "bbb-identifier", 10)
+        _common(p, "bbb-identifier", 10, "--width and --crop")
         p.add_argument("--synthesis", required=True, help="diffusion weights (.pt with its .json, or bundled name)")
         p.add_argument("--steps", type=int, default=4, help="sampler steps for the syntheses (default 4)")
         p.add_argument("--width", type=int, default=16)
@@ -118,7 +118,7 @@ def register(models_subparsers, name: str) -> None:
                             "which is optimistic when the identifier memorises them")
         p.set_defaults(run=run_identifier)
     else:
-        _common(p, "cae", 30)
+        _common(p, "cae", 30, "--width")
         p.add_argument("--reshape", choices=["global", "clustered"], default="global",
                        help="one shape for all (global) or the seed's clustered reshape")
         p.add_argument("--shape", type=int, nargs=3, default=[48, 56, 48], help="global shape (multiples of 8)")
