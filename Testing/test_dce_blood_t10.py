@@ -261,3 +261,23 @@ def test_the_panel_offers_blood_t10_beside_t10():
     assert names[names.index("t10") + 1] == "blood_t10"
     spec = DCE.parameters[names.index("blood_t10")]
     assert spec.optional and not spec.advanced and DCE.default_parameters()["blood_t10"] is None
+
+
+@pytest.mark.parametrize("params", [dict(rls="none", blood_t10=1.6), dict(rls="bundled")])
+def test_an_aif_mask_reaching_outside_the_brain_is_still_compared_with_the_tissue(phantom, params):
+    """With --blood-t10 or the RLS the SER is kept first and an AIF mask that reaches outside the analysed brain is
+    gathered from both parts; the tissue check then had only the AIF's own rows to compare with, and a white-matter
+    mask passed (AIF peak 0.18 mM, exit 0). It is refused as on the plain path."""
+    m = phantom.masks
+    rows = np.argwhere(m["nawm"] & ~m["aif"])[:40]
+    wm = np.zeros_like(m["brain"])
+    wm[tuple(rows.T)] = True
+    brain = m["brain"].copy()
+    brain[tuple(rows[0])] = False  # one of the mask's voxels outside the analysed brain
+    with pytest.raises(InputError, match="looks like tissue, not an artery"):
+        run_dce(phantom.signal, DCEParameters(**params), brain_mask=brain, aif_mask=wm, t10_map=phantom.truth["t10"])
+    artery = m["aif"].copy()
+    artery[tuple(rows[0])] = True  # the real artery with the same outside voxel still runs
+    res = run_dce(phantom.signal, DCEParameters(**params), brain_mask=brain, aif_mask=artery,
+                  t10_map=phantom.truth["t10"])
+    assert res.aif.max() > 5.0

@@ -245,7 +245,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 blood = np.empty((aif_rows.size, times.size), np.float32)
                 blood[part] = conc[(np.cumsum(in_brain) - 1)[aif_rows[part]]]
                 blood[~part] = extra[(np.cumsum(outside) - 1)[aif_rows[~part]]]
-                aif_curve = aif_mod.aif_from_mask(blood, np.ones(aif_rows.size, bool), params.hematocrit)
+                aif_curve = aif_mod.aif_from_mask(blood, np.ones(aif_rows.size, bool), params.hematocrit,
+                                                  tissue=conc, tissue_in_aif=arterial[analysed][in_brain])
                 del blood, extra
             elif arterial is not None and not params.aif_region:
                 aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
