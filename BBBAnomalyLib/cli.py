@@ -7,6 +7,7 @@ parser and turns user errors into one clear line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -86,10 +87,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class QuietOnClosedPipe:
+    """``sys.stdout`` that goes quiet when its reader has gone (`bbbanomaly demo | head -1`): the run goes on and
+    completes its outputs, and what it prints after that is dropped. Without it the next print raised
+    BrokenPipeError: a traceback, and a run stopped half-way through what it was printing or writing."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text):
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._go_quiet()
+        return len(text)
+
+    def flush(self):
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._go_quiet()
+
+    def _go_quiet(self):
+        self._gone = True
+        try:  # the descriptor too, so that the interpreter's last flush at exit has nowhere to fail
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # a stream without a descriptor (a test's capture)
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # never die on 'ΔR2*' in a terminal without UTF-8
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    if not isinstance(sys.stdout, QuietOnClosedPipe):
+        sys.stdout = QuietOnClosedPipe(sys.stdout)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:  # answer at once: nothing else to import
         print(f"BBBAnomalyLib {__version__}")

@@ -402,3 +402,47 @@ def test_training_help_names_the_files_it_leaves_and_resume_the_real_checkpoint(
         assert name.replace("n.", "<name>.", 1) in text
     assert main([*argv, "--epochs", "2", "--resume"]) == 0  # the checkpoint --resume's help names is found
     capsys.readouterr()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback_and_the_run_completes(tmp_path):
+    """`bbbanomaly demo | head -1`: the next print raised BrokenPipeError, a traceback that stopped the demo while it
+    printed its comparison with the truth. stdout now goes quiet when its reader has gone; the run completes."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "BBBAnomalyLib", "demo", "--pipeline", "dsc", "--slices", "3",
+                             "--out", str(tmp_path / "demo")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes, as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert first and "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert (tmp_path / "demo" / ".bbbanomaly.json").exists() and (tmp_path / "demo" / "dsc_demo.png").exists()
+
+
+def test_quiet_on_closed_pipe_drops_writes_after_the_reader_went():
+    from BBBAnomalyLib.cli import QuietOnClosedPipe
+
+    class Gone:
+        def __init__(self):
+            self.text = []
+
+        def write(self, text):
+            if len(self.text) >= 1:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.text.append(text)
+            return len(text)
+
+        def flush(self):
+            if len(self.text) >= 1:
+                raise BrokenPipeError(32, "Broken pipe")
+
+    inner = Gone()
+    out = QuietOnClosedPipe(inner)
+    assert out.write("first\n") == 6
+    out.flush()  # the reader has gone now: no exception, and nothing more reaches the stream
+    assert out.write("second\n") == 7
+    out.flush()
+    assert inner.text == ["first\n"]
