@@ -97,6 +97,26 @@ def structural_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return t1, flair
 
 
+def tissue_mask(masks, name: str, n: int = 40) -> np.ndarray:
+    """``n`` voxels of one tissue of a phantom, away from its artery: what a user draws as the AIF when the artery was
+    missed (rounds 17 and 18's tests of AIFs drawn on tissue)."""
+    from scipy.ndimage import binary_dilation
+
+    chosen = np.argwhere(masks[name] & ~binary_dilation(masks["aif"], iterations=2))[:n]
+    out = np.zeros(masks["brain"].shape, bool)
+    out[tuple(chosen.T)] = True
+    return out
+
+
+def sloppy_artery_mask(masks, reach: int) -> np.ndarray:
+    """A phantom's arterial mask widened in-plane by ``reach`` voxels: 2x2 arterial voxels in 4x4 (reach 1: 25 % of
+    the mask is artery) or 6x6 (reach 2: 11 %), a partial-volume AIF as a hurried ROI gives."""
+    from scipy.ndimage import binary_dilation
+
+    size = 2 * reach + 1
+    return binary_dilation(masks["aif"], structure=np.ones((size, size, 1), bool)) & masks["brain"]
+
+
 def save_nifti(path: Path, data, affine=AFFINE, *, dt: float | None = None, sidecar: str | None = None,
                dtype=None) -> Path:
     """Write ``data`` as NIfTI (frame interval ``dt`` in the header, optional JSON sidecar text)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bad_input_helpers import assert_refused, save_nifti
+from bad_input_helpers import assert_refused, save_nifti, sloppy_artery_mask, tissue_mask
 from scipy.ndimage import binary_dilation
 
 from BBBAnomalyLib.core.errors import InputError
@@ -33,18 +33,7 @@ def noisy():
     return make_dsc_phantom(snr=50, slices=4, seed=3)
 
 
-def _tissue_mask(masks, name: str, n: int = 40) -> np.ndarray:
-    """``n`` voxels of one tissue, away from the artery (as round 17's tests draw them)."""
-    chosen = np.argwhere(masks[name] & ~binary_dilation(masks["aif"], iterations=2))[:n]
-    out = np.zeros(masks["brain"].shape, bool)
-    out[tuple(chosen.T)] = True
-    return out
-
-
-def _sloppy(masks, reach: int) -> np.ndarray:
-    """The arterial mask widened in-plane: reach 1 -> 25 % of its voxels are artery, 2 -> 11 %."""
-    size = 2 * reach + 1
-    return binary_dilation(masks["aif"], structure=np.ones((size, size, 1), bool)) & masks["brain"]
+_tissue_mask, _sloppy = tissue_mask, sloppy_artery_mask  # (bad_input_helpers: shared with round 17/18's tests)
 
 
 def _recording(monkeypatch):
