@@ -233,3 +233,20 @@ def test_the_transit_gate_warns_on_plug_flow_tissue_and_changes_no_map():
         quiet = run(phantom)
     assert "transit_gate" not in quiet.report["phae"]
     np.testing.assert_array_equal(quiet.maps["cbf"].data, res.maps["cbf"].data)
+
+
+def test_phae_options_given_with_another_method_are_named_as_ignored(dsc_phantom):
+    """Round 18's CLI audit: --weights, --adapt, --adapt-steps ... with --method osvd were ignored without a
+    word, and a user who typed them believed PHAE ran. The report says so; a plain oSVD run says nothing of it."""
+    m = dsc_phantom.masks
+
+    def warnings(**params):
+        res = run_dsc(dsc_phantom.signal, DSCParameters(**{"method": "osvd", **params}), aif_mask=m["aif"],
+                      brain_mask=m["brain"])
+        return [w for w in res.report["warnings"] if "apply to --method phae only" in w]
+
+    assert warnings() == []
+    assert warnings(device="cpu") == []  # the device is a machine preference the panel passes with every run
+    line, = warnings(phae_weights="dsc-phae-sim", phae_adapt=True, phae_adapt_steps=10, device="cpu")
+    assert all(option in line for option in ("--weights", "--adapt", "--adapt-steps")) and "osvd" in line
+    assert "--guided-pooling" not in line and "--device" not in line

@@ -40,6 +40,25 @@ def _check_phae_adapt(params) -> None:
                          "self-supervised weights (--weights dsc-phae-sim)")
 
 
+#: the PHAE-only parameters and the options that set them (the report names the options a user typed). Not the
+#: device: a machine preference the panel passes with every run of a pipeline that can use torch
+PHAE_ONLY_OPTIONS = {"phae_weights": "--weights", "phae_adapt": "--adapt", "phae_adapt_steps": "--adapt-steps",
+                     "phae_pooled_delay": "--no-pooled-delay", "phae_guided_pooling": "--guided-pooling"}
+
+
+def _phae_options_unused(params, warnings: list) -> None:
+    """A warning naming PHAE's options given with another --method: they were silently ignored (round 18's CLI
+    audit), and a user who typed --weights or --adapt believed PHAE ran."""
+    if params.method is DeconvolutionMethod.PHAE:
+        return
+    defaults = DSCParameters()
+    given = [option for field, option in PHAE_ONLY_OPTIONS.items()
+             if str(getattr(params, field)) != str(getattr(defaults, field))]
+    if given:
+        warnings.append(f"{', '.join(given)} apply to --method phae only and were ignored (this run used "
+                        f"{params.method.value})")
+
+
 def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
                      brain=None, voxel_sizes=None, guide=None, contrast=None):
     """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first; with

@@ -35,7 +35,7 @@ from .deconvolution import DeconvolutionModel
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
-from .phae_step import _check_phae_adapt, _deconvolve_phae, _pooling_guide
+from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .validation import (
     automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv, reference_ratios, tumor_to_nawm,
     uniform_times
@@ -199,6 +199,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)
         _check_phae_adapt(params)
+        _phae_options_unused(params, warnings)
         if second_echo is not None:
             check_series(_header_only(second_echo), "the second echo")
             if not second_echo.same_grid(series) or second_echo.n_frames != series.n_frames:
