@@ -248,16 +248,32 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     # The baseline comes from the brain-mean curve; an artery can see the bolus earlier than the
     # average tissue (a delayed tumor or hemisphere). Then the baseline would include the arterial
     # up-slope, lowering the AIF and inflating CBV: end it before the AIF arrives and select again.
+    # A drawn AIF is checked once, under the baseline kept: under the brain's baseline an artery that
+    # leads by more than its bolus looks like no bolus at all (a real arterial mask was refused with the
+    # tissue 6 s late; session 19's AIF audit). The automatic AIF is checked at each look, as before: at
+    # SNR 10 its first look was the one that refused a non-arterial choice (scripts/aif_plausibility.py),
+    # and a first look under a baseline holding the arteries' bolus is avoided by the step just below.
+    if in_aif is None and params.baseline_frames is None:
+        with timer("aif"):
+            early = _early_artery_baseline(curves[:n_brain], baseline, series, second_echo, order, resample,
+                                           raw2_given, kind, te, te2, params)
+        if early is not None:  # the loop below may still end it earlier, from the chosen voxels
+            warnings.append(f"the largest boluses (arteries) arrive at {times[early.arrival]:.1f} s and pass before the "
+                            f"brain average's bolus arrives ({times[baseline.arrival]:.1f} s): the baseline was "
+                            f"shortened to frames [{early.first}, {early.stop}) before choosing the AIF")
+            baseline = early
+            curves -= curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
     for attempt in range(2):
         base_slice = slice(baseline.first, baseline.stop)
+        last_look = params.baseline_frames is not None or attempt == 1
         report_progress(0.2, "selecting the AIF")
         with timer("aif"):
             if in_aif is not None:
                 select = aif_mod.aif_in_region if params.aif_region else aif_mod.aif_from_mask
-                selection = select(curves, in_aif, base_slice)
+                selection = select(curves, in_aif, base_slice, check=last_look)
             else:
                 selection = aif_mod.auto_aif(curves[:n_brain], times, base_slice, baseline.arrival)
-        if params.baseline_frames is not None or attempt == 1:
+        if last_look:
             break
         # The AIF voxels' input signals (the analysed copy was converted in place): a few rows,
         # kept aside when the AIF came from a mask, else read again from the input.
@@ -269,8 +285,14 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                             for vol in ((series, second_echo) if second_echo is not None else (series,))]
         detection, detection_kind = _detection_curve(arterial_raw[0], arterial_raw[1] if raw2_given else None,
                                                      kind, te, te2)
-        arterial_baseline = detect_baseline(detection, params.skip_frames, detection_kind)
-        if arterial_baseline.stop >= baseline.stop:
+        try:
+            arterial_baseline = detect_baseline(detection, params.skip_frames, detection_kind)
+        except InputError:  # no bolus of its own with frames before it (a mask on CSF): the checks below say so
+            arterial_baseline = baseline
+        if arterial_baseline.stop >= baseline.stop:  # the brain's baseline stands: check a drawn AIF under it
+            if in_aif is not None:
+                with timer("aif"):
+                    aif_mod.check_selection(selection, curves, base_slice)
             break
         if baseline.stop - arterial_baseline.stop > 1:  # one frame is the usual sharper arterial up-slope
             warnings.append(f"the AIF arrives at {times[arterial_baseline.arrival]:.1f} s, well before the brain "
@@ -446,6 +468,39 @@ def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameter
         # here, before any voxel is read: the TEs may come from the files' metadata, not only --te
         check_echo_times(float(te), float(te2))
     return float(te), (float(te2) if te2 is not None else None)
+
+
+#: the voxels :func:`_early_artery_baseline` reads as "the largest boluses": this share of the brain, at least 5
+EARLY_ARTERY_SHARE = 0.001
+
+
+def _early_artery_baseline(brain_curves, baseline: Baseline, series, second_echo, order, resample, raw2_given, kind,
+                           te, te2, params) -> Baseline | None:
+    """A shorter baseline where the brain's largest boluses (the arteries, before any AIF is chosen) PEAK inside
+    the brain average's baseline, else None.
+
+    Why: with the tissue several seconds late (6 s on the reference object), the arteries' whole first pass lies in
+    the baseline taken from the brain-mean curve; converted against it their curves start below zero, the automatic
+    selection's roughness is measured over their bolus, and it chose tissue: GM CBF 196-876 ml/100 g/min where the
+    arterial mask read 18-41, without a word, or was refused (session 19's AIF audit). An AIF mask needs no such
+    step: its own curve is the artery. Arteries that peak after the baseline ends are left to the loop in
+    :func:`run_dsc`, as before."""
+    n = brain_curves.shape[0]
+    k = min(n, max(5, int(round(EARLY_ARTERY_SHARE * n))))
+    if k < 5:
+        return None
+    peaks = brain_curves.max(axis=1)
+    top = np.sort(np.argpartition(peaks, n - k)[n - k:])
+    if int(np.argmax(brain_curves[top].mean(axis=0))) >= baseline.stop:
+        return None
+    raw = [_curves(_voxels(vol), order[top], resample)
+           for vol in ((series, second_echo) if second_echo is not None else (series,))]
+    detection, detection_kind = _detection_curve(raw[0], raw[1] if raw2_given else None, kind, te, te2)
+    try:
+        early = detect_baseline(detection, params.skip_frames, detection_kind)
+    except InputError:  # too few frames before them: keep the brain's baseline (its checks will say what is wrong)
+        return None
+    return Baseline(baseline.first, early.stop, early.arrival, True) if early.stop < baseline.stop else None
 
 
 def _convert(raw, raw2, baseline: Baseline, params: DSCParameters, te, te2, in_aif):
