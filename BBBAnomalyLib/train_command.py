@@ -161,6 +161,10 @@ def _guarded(run, model: str | None = None, parser=None):
     def guarded(args):
         from .core.outputs import remove_empty_folders
 
+        if model is not None and getattr(args, "command", None) == "train":
+            # cli.main's error line is "bbbanomaly <args.command>: error: ..."; argparse's own errors already say
+            # "bbbanomaly train MODEL: error", and a refused value (--epochs -1) said only "bbbanomaly train"
+            args.command = f"train {model}"
         if parser is not None:
             check_training_numbers(model, parser, args)
         out = training_out_dir(args)
@@ -192,6 +196,17 @@ def check_training_numbers(model: str, parser, args) -> None:
     from .core.checks import integer, number
     from .core.errors import InputError
 
+    if model == "dmri-recdisc":  # before its range: --latent -1 is as foreign to RecDiscNet as --latent 64
+        from .dmri.training import DEFAULT_LATENT
+
+        latent = getattr(args, "latent", DEFAULT_LATENT)
+        try:
+            other = float(latent) != DEFAULT_LATENT
+        except (TypeError, ValueError):
+            other = True
+        if other:
+            raise InputError(f"--latent {latent} is the VAE's latent size and applies to `train dmri-vae` only "
+                             "(RecDiscNet has no latent); leave --latent out")
     limits = limits_of(model)
     for action in parser._actions:
         limit = limits.get(action.dest)

@@ -135,6 +135,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         from .validation import check_masks_for_input  # concentration needs --mask; an AIF mask on no signal
         check_masks_for_input(series, masks, mode, params)
         times = np.asarray(series.times, dtype=np.float64)
+        _rls_options_unused(params, warnings)
         if params.rls.value != "none" or params.refine:  # torch is needed: fail now on --device cuda without one
             from ..core.devices import resolve_device
 
@@ -411,6 +412,25 @@ def _run_rls(ser, times, n_base, params, masks, brain, arterial, s0_brain, timer
 def _clip_warning(clipped: int) -> str:
     return (f"{clipped} samples lay above the SPGR maximum signal (noise on saturated voxels) and were clipped "
             "before the inversion")
+
+
+#: the RLS-only parameters and the options that set them: named in the report when given with --rls none
+RLS_ONLY_OPTIONS = {"rls_weights": "--rls-weights", "rls_epochs": "--rls-epochs"}
+
+
+def _rls_options_unused(params: DCEParameters, warnings: list[str]) -> None:
+    """A warning naming the RLS options given with --rls none: they were ignored without a word (session 19's audit;
+    the bundled/per-case split of --rls-epochs is said in rls_inference.run_rls)."""
+    unused = {"none": RLS_ONLY_OPTIONS, "case": {"rls_weights": "--rls-weights"}}.get(params.rls.value, {})
+    defaults = DCEParameters()
+    given = [option for field, option in unused.items()
+             if str(getattr(params, field)) != str(getattr(defaults, field))]
+    if given and params.rls.value == "none":
+        verb = "apply to the RLS only and were" if len(given) > 1 else "applies to the RLS only and was"
+        warnings.append(f"{', '.join(given)} {verb} ignored (this run used --rls none)")
+    elif given:
+        warnings.append("--rls-weights names bundled weights and was ignored: --rls case trains the RLS network on "
+                        "this case (use --rls bundled to use the weights)")
 
 
 def _conversion_mode(series: Volume, params: DCEParameters, have_map: bool, warnings: list[str]):

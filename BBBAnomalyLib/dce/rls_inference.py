@@ -161,6 +161,10 @@ def run_rls(ser: np.ndarray, times: np.ndarray, n_base: int, params: DCEParamete
         warnings.append(f"RLS: {'bundled weights' if source is RLSSource.BUNDLED else 'per-case network'} "
                         f"({reason})")
     if source is RLSSource.BUNDLED:
+        if params.rls_epochs != DCEParameters.rls_epochs:  # per-case training only: said, not silently dropped
+            how = "chosen by --rls auto" if params.rls is RLSSource.AUTO else "--rls bundled"
+            warnings.append(f"RLS: the bundled weights were used ({how}), so --rls-epochs {params.rls_epochs} was "
+                            "ignored; it applies to the per-case network (--rls case) only")
         with timer("rls_load"):
             model, n_frames, card = load_bundled(params.rls_weights)
         info.update(weights=params.rls_weights, frames=n_frames, sha256=card.get("sha256"))

@@ -115,6 +115,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     # makes it again for the curves), returned before the network's (issue 17)
     release_freed_memory()
     warnings = list(prepared.warnings)
+    _vae_options_unused(params, model.kind, warnings)
     brain = prepared.brain
     from .applicability import check_dwi_input
 
@@ -160,6 +161,24 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     return DMRIResult(maps, brain, report, extras={"signal": prepared.signal_source, "reconstruction": recon,
                                                    "grid_affine": prepared.grid_affine, "affine": dwi.affine.copy(),
                                                    "grid_score": grid_score})
+
+
+#: The options only the VAE reads (field -> its `bbbanomaly dmri` option): RecDiscNet's score is its probability.
+VAE_ONLY_OPTIONS = {"vae_score": "--vae-score"}
+
+
+def _vae_options_unused(params: DMRIParameters, kind: str, warnings: list) -> None:
+    """A warning naming the VAE's options given with another model: `--model recdisc --vae-score rms` was
+    silently ignored (as dsc's PHAE options were, see dsc.phae_step._phae_options_unused)."""
+    if kind == "vae":
+        return
+    defaults = DMRIParameters()
+    given = [f"{option} {getattr(params, name)}" for name, option in VAE_ONLY_OPTIONS.items()
+             if str(getattr(params, name)) != str(getattr(defaults, name))]
+    if given:
+        verb = ("applies", "was") if len(given) == 1 else ("apply", "were")
+        warnings.append(f"{', '.join(given)} {verb[0]} to --model vae only and {verb[1]} ignored (this run used "
+                        f"{kind})")
 
 
 def _threshold(params: DMRIParameters, model, values: np.ndarray, anomaly: np.ndarray, dwi: Volume) -> float:

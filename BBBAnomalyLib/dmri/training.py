@@ -37,6 +37,11 @@ examples:
 """
 
 
+#: The VAE's latent size unless --latent says otherwise; dmri-recdisc has no latent and refuses another value
+#: (train_command.check_training_numbers), which it used to ignore without a word.
+DEFAULT_LATENT = 128
+
+
 def register(models_subparsers, name: str) -> None:
     kind = name.split("-", 1)[1]
     label = {"vae": "3D variational autoencoder (DAE)", "recdisc": "RecDiscNet (reconstruction + discriminative U-Net)"}
@@ -48,7 +53,10 @@ def register(models_subparsers, name: str) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=2, help="volumes per step and process (default 2)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate; ×0.95 per epoch (default 1e-3)")
-    p.add_argument("--latent", type=int, default=128, help="VAE latent size (default 128)")
+    p.add_argument("--latent", type=int, default=DEFAULT_LATENT,
+                   help=f"VAE latent size (default {DEFAULT_LATENT})" if kind == "vae" else
+                   "the VAE's latent size, for `train dmri-vae` only: RecDiscNet has no latent, and a value other "
+                   f"than the default {DEFAULT_LATENT} is refused here")
     p.add_argument("--widths", type=int, nargs=3, default=[24, 48, 64],
                    help="channels of the 3 levels (each at most 8 or a multiple of 8)")
     p.add_argument("--grid", type=int, nargs=3, default=[40, 48, 40], help="field of view in voxels (÷8)")
@@ -101,11 +109,14 @@ def prepare_cases(folders: list[Path], spec, printer=print) -> dict:
     return {"x": np.stack(xs), "mask": np.stack(masks), "names": np.array([f.name for f in folders])}
 
 
-def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: float = 1e-3, latent: int = 128,
-          widths=(24, 48, 64), grid=(40, 48, 40), voxel_mm: float = 4.0, directions: int = 64,
-          val_fraction: float = 0.2, device: str = "auto", seed: int = 0, resume: bool = False, threads: int = 0,
-          trained_on: str = "", name: str | None = None, progress=None, init: str | None = None) -> Path | None:
+def train(cases, out, kind: str, *, epochs: int = 30, batch_size: int = 2, lr: float = 1e-3,
+          latent: int = DEFAULT_LATENT, widths=(24, 48, 64), grid=(40, 48, 40), voxel_mm: float = 4.0,
+          directions: int = 64, val_fraction: float = 0.2, device: str = "auto", seed: int = 0, resume: bool = False,
+          threads: int = 0, trained_on: str = "", name: str | None = None, progress=None,
+          init: str | None = None) -> Path | None:
     """Train and write OUT/<name>.pt + .json (on rank 0); returns the weights path on rank 0."""
+    if kind == "recdisc" and latent != DEFAULT_LATENT:  # as the command line refuses it (train_command.py)
+        raise InputError(f"latent={latent} is the VAE's latent size; RecDiscNet has no latent: leave it out")
     import torch
 
     from ..training import all_reduce_mean, distributed_context, load_checkpoint, require_finite, save_checkpoint

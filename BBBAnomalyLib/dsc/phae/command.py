@@ -30,14 +30,22 @@ examples:
 """
 
 
+#: the defaults of the two options that apply to one source of curves each: another value with the other source is
+#: refused (it was ignored without a word)
+CURVES_PER_CASE = 500
+MAX_CURVES = 20000
+
+
 def register(models, name: str = "phae") -> None:
     p = models.add_parser(name, help="DSC physics-informed autoencoder (self-supervised)", description=HELP,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", nargs="?", help="folder of cases (sub-folders with signal.nii.gz)")
     p.add_argument("--simulate", type=int, metavar="N", help="train on N simulated cases instead of CASES "
                                                              "(N x --curves-per-case at most 10000000)")
-    p.add_argument("--curves-per-case", type=int, default=500, help="simulated curves per case (default 500)")
-    p.add_argument("--max-curves", type=int, default=20000, help="brain curves sampled per real case (default 20000)")
+    p.add_argument("--curves-per-case", type=int, default=CURVES_PER_CASE,
+                   help=f"simulated curves per case, with --simulate only (default {CURVES_PER_CASE})")
+    p.add_argument("--max-curves", type=int, default=MAX_CURVES,
+                   help=f"brain curves sampled per real case, with CASES only (default {MAX_CURVES})")
     p.add_argument("--te", type=float, help="echo time [s] when the series has none in its metadata")
     p.add_argument("--out", required=True, help="output folder (not inside CASES)")
     p.add_argument("--name", default="dsc-phae", help="weights name (default dsc-phae)")
@@ -63,6 +71,12 @@ def run(args) -> int:
 
     if (args.cases is None) == (args.simulate is None):
         raise InputError("give a CASES folder or --simulate N (one of them)")
+    if args.simulate is not None and args.max_curves != MAX_CURVES:
+        raise InputError(f"--max-curves {args.max_curves} samples the curves of real CASES; with --simulate give "
+                         "--curves-per-case instead")
+    if args.simulate is None and args.curves_per_case != CURVES_PER_CASE:
+        raise InputError(f"--curves-per-case {args.curves_per_case} applies to --simulate only; with a CASES folder "
+                         "give --max-curves (brain curves sampled per case) instead")
     if args.epochs < 1 or args.batch < 1:
         raise InputError("--epochs and --batch must be >= 1")
     if args.resume and not (Path(args.out) / "checkpoint.pt").is_file():  # as dmri and structural: not from scratch
