@@ -177,6 +177,10 @@ def _parse(config: dict, out: str | None = None, overwrite: bool = False, quiet:
     recorded_out = options.get("out")
     if out is None:  # <original output folder name>_rerun in the current folder, never the original
         name = Path(recorded_out).name if isinstance(recorded_out, str) and recorded_out else ""
+        if report_path is not None and Path(report_path).name.endswith("_report.json"):
+            # a BIDS derivative's report (sub-01_desc-osvd_report.json) sits in a datatype folder shared by every
+            # participant's run ("perf"): its own name says which run it was
+            name = Path(report_path).name[: -len("_report.json")]
         if not name and report_path is not None:  # a run without --out recorded none: the report's folder
             name = Path(report_path).resolve().parent.name
         if name:

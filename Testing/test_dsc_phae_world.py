@@ -15,7 +15,9 @@ from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom  # noqa: E402
 WORLD = "dsc-phae-world"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: torch on one thread
+# torch on one thread (conftest); noiseless curves on purpose, outside the weights' training domain
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:.*outside the range the PHAE weights:UserWarning")]
 
 
 def test_generator_draws_the_wide_distribution_and_keeps_the_held_apart_family_out():

@@ -12,7 +12,9 @@ from BBBAnomalyLib.dsc.phae import PHAEModel  # noqa: E402
 from BBBAnomalyLib.dsc.phae.pooled_delay import block_grid, block_means, shift_earlier, voxel_delays  # noqa: E402
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# torch on one thread (conftest); noiseless curves on purpose, outside the weights' training domain
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:.*outside the range the PHAE weights:UserWarning")]
 UNITLESS = dict(kh=1.0, density=1.0, device="cpu")
 
 

@@ -122,7 +122,7 @@ class _Switch:
         gate = _gate(curves, self.aif, self.dt)
         _Switch.log.append(gate)
         if not gate["fired"]:
-            return PHAEModel(self.aif, self.dt).fit(curves)
+            return PHAEModel(self.aif, self.dt).fit(curves, domain_check=False)
         zeros = np.zeros(len(curves), np.float32)
         if self.to == "osvd":
             f = DeconvolutionModel(self.aif, self.dt, "osvd", oi_target=0.095).fit(curves)

@@ -36,7 +36,8 @@ Outputs: OUT_DIR/bbbanomaly/sub-<label>/[ses-<label>/]perf|dwi|anat/
   sub-<label>[_ses-<label>]_<source entities>_desc-<method>_<map>.nii.gz (+ .json: Sources, Units),
   ..._label-<name>_desc-<method>_mask.nii.gz, ..._desc-<method>_report.json (rerunnable with
   `bbbanomaly rerun`), _aif.tsv, _roistats.json; sub-<label>/log/sub-<label>_log.txt (what the
-  pipelines printed) and sub-<label>/.bbbanomaly.json (the manifest of the participant's folder);
+  pipelines printed, naming the files by these names) and sub-<label>/.bbbanomaly.json (the manifest
+  of the participant's folder);
   dataset_description.json (DatasetType derivative).
 OUT_DIR may not lie inside BIDS_DIR unless it is BIDS_DIR/derivatives itself.
 
@@ -70,7 +71,8 @@ def register(sub) -> None:
     p.add_argument("--n-jobs", type=int, default=1, help="participants run at once on this machine (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace participants' folders written before")
     p.add_argument("--table-format", choices=["tsv", "csv"], default="tsv", help="group table format (default tsv)")
-    p.add_argument("--verbose", action="store_true", help="also print each pipeline's summary")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print each pipeline's summary (as in the participant's log, once its folder is in place)")
     p.set_defaults(run=run)
 
 

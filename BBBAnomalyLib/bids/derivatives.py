@@ -57,8 +57,14 @@ def target_folder(participant_root: Path, job: Job) -> Path:
     return folder / DATATYPE[job.pipeline]
 
 
-def place_outputs(work: Path, participant_root: Path, job: Job, bids_dir: Path) -> tuple[dict[str, Path], str]:
-    """Move a pipeline's output folder into BIDS names; returns ({map name: new path}, the run's method)."""
+def place_outputs(work: Path, participant_root: Path, job: Job, bids_dir: Path,
+                  renamed: dict[str, Path] | None = None) -> tuple[dict[str, Path], str]:
+    """Move a pipeline's output folder into BIDS names; returns ({map name: new path}, the run's method).
+
+    ``renamed``, when given, is filled with {file name in ``work``: the file written for it}: every output the
+    pipeline wrote (a map's own sidecar gives the new sidecar, aif.csv the _aif.tsv), so that what the pipeline
+    printed about its folder can name the files where they are now."""
+    renamed = {} if renamed is None else renamed
     report = json.loads((work / "report.json").read_text(encoding="utf-8"))
     info = {**_map_info(job.pipeline), **_report_info(report)}
     dest = target_folder(participant_root, job)
@@ -83,14 +89,19 @@ def place_outputs(work: Path, participant_root: Path, job: Job, bids_dir: Path) 
                 new = dest / f"{pre}_desc-{method_label(job, report, name)}_{alnum(name)}{ext}"
                 maps[name] = new
             shutil.move(str(path), new)
+            renamed[path.name] = new
             side = _sidecar(work / f"{name}.json", info.get(name), sources, name)
-            new.with_name(new.name[: -len(ext)] + ".json").write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
+            new_side = new.with_name(new.name[: -len(ext)] + ".json")
+            new_side.write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
+            if (work / f"{name}.json").is_file():
+                renamed[f"{name}.json"] = new_side
         elif path.name == "aif.csv":
             rows = [line.split(",") for line in path.read_text(encoding="utf-8").splitlines() if line]
-            (dest / f"{pre}_desc-{main_desc}_aif.tsv").write_text(
-                "\n".join("\t".join(r) for r in rows) + "\n", encoding="utf-8")
+            renamed[path.name] = dest / f"{pre}_desc-{main_desc}_aif.tsv"
+            renamed[path.name].write_text("\n".join("\t".join(r) for r in rows) + "\n", encoding="utf-8")
         elif path.is_file():
-            shutil.move(str(path), dest / f"{pre}_desc-{main_desc}_{alnum(name)}{ext}")
+            renamed[path.name] = dest / f"{pre}_desc-{main_desc}_{alnum(name)}{ext}"
+            shutil.move(str(path), renamed[path.name])
     return maps, main_desc
 
 

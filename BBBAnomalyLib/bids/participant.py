@@ -64,15 +64,19 @@ def run_participant(bids_dir: str, root: str, label: str, pipelines: list[str], 
         jobs = discover(bids_dir, label, pipelines, Path(masks_dir) if masks_dir else None)
         if not jobs:
             raise InputError(f"no input for {', '.join(pipelines)} (see `bbbanomaly bids --help` for the names read)")
-        log = io.StringIO()
-        with atomic_output_dir(root / f"sub-{label}", overwrite=overwrite) as tmp:
+        final = root / f"sub-{label}"
+        log = []
+        with atomic_output_dir(final, overwrite=overwrite) as tmp:
             for i, job in enumerate(jobs):
                 status["pipeline"] = job.pipeline
-                with contextlib.redirect_stdout(log if not verbose else _Tee(log)):
-                    status["jobs"].append(_run_job(job, i, tmp, bids_dir, pipeline_configs.get(job.pipeline, {})))
+                record, printed = _run_job(job, i, tmp, final, bids_dir, pipeline_configs.get(job.pipeline, {}))
+                status["jobs"].append(record)
+                log.append(printed)
             shutil.rmtree(tmp / ".work", ignore_errors=True)
             (tmp / "log").mkdir(exist_ok=True)
-            (tmp / "log" / f"sub-{label}_log.txt").write_text(log.getvalue(), encoding="utf-8")
+            (tmp / "log" / f"sub-{label}_log.txt").write_text("".join(log), encoding="utf-8")
+        if verbose:  # once the folder is in place: the summaries name its files
+            print("".join(log), end="", flush=True)
         status["pipeline"] = ""
     except InputError as exc:
         status["error"] = str(exc)
@@ -102,18 +106,57 @@ def _earlier_results(folder: Path, overwrite: bool) -> str | None:
                      f"({example}); move them out (or the folder away), then run again")
 
 
-class _Tee(io.TextIOBase):
-    def __init__(self, log):
-        import sys
+def _run_job(job, index: int, tmp: Path, final: Path, bids_dir: Path, extra: dict) -> tuple[dict, str]:
+    """Run one job in ``tmp`` (the partial folder that becomes ``final``): (its status entry, what it printed).
 
-        self.log, self.out = log, sys.__stdout__
+    The pipeline writes its usual folder under tmp/.work and its report and summary name that folder; both
+    are rewritten to name the files where they will be once the participant's folder is in place (the
+    partial folder is gone by then)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        record, work, renamed = _run_pipeline(job, index, tmp, bids_dir, extra)
+    moved = {name: final / path.relative_to(tmp) for name, path in renamed.items()}
+    folder = final / target_folder(tmp, job).relative_to(tmp)
+    if "report.json" in renamed:
+        _report_names_final_folder(renamed["report.json"], work, folder)
+    return record, final_paths(printed.getvalue(), work, tmp, final, folder, moved)
 
-    def write(self, text):
-        self.log.write(text)
-        return self.out.write(text)
+
+def final_paths(text: str, work: Path, tmp: Path, final: Path, folder: Path, moved: dict[str, Path]) -> str:
+    """``text`` (what a pipeline printed about its folder ``work``, inside the partial folder ``tmp``) naming the
+    files where they are once ``tmp`` became ``final``: a file of ``work`` -> its new path in ``folder``, ``work``
+    itself -> ``folder``, any other path in ``tmp`` -> the same in ``final``, a bare output name (the
+    summary's "maps: cbv.nii.gz, ...; report.json") -> its BIDS name."""
+    import os
+    import re
+
+    paths: dict[str, str] = {}
+    for top in dict.fromkeys((tmp, Path(os.path.realpath(tmp)))):  # as given and as a pipeline may print it
+        base = top / work.relative_to(tmp)
+        paths.update({str(base / name): str(new) for name, new in moved.items()})
+        paths[str(base)] = str(folder)
+        paths[str(top)] = str(final)
+    names = {name: new.name for name, new in moved.items()}
+    end = r"(?![\w-]|\.\w)"  # not inside a longer name (a full stop after it ends a sentence)
+    pattern = "|".join([re.escape(p) + end for p in sorted(paths, key=len, reverse=True)]
+                       + [r"(?<![\w./\\-])" + re.escape(n) + end for n in sorted(names, key=len, reverse=True)])
+    return re.sub(pattern, lambda m: paths.get(m.group(0)) or names[m.group(0)], text)
 
 
-def _run_job(job, index: int, tmp: Path, bids_dir: Path, extra: dict) -> dict:
+def _report_names_final_folder(report_path: Path, work: Path, folder: Path) -> None:
+    """The report's recorded --out (the pipeline's folder in the partial folder, gone once the participant's
+    folder is in place) -> the folder its outputs went to; the rest of the report is left as it is."""
+    from ..core.report import dump_json
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    options = (report.get("configuration") or {}).get("options") if isinstance(report, dict) else None
+    out = options.get("out") if isinstance(options, dict) else None
+    if isinstance(out, str) and out and Path(out).resolve() == work.resolve():
+        options["out"] = str(folder)
+        dump_json(report, report_path)
+
+
+def _run_pipeline(job, index: int, tmp: Path, bids_dir: Path, extra: dict) -> tuple[dict, Path, dict[str, Path]]:
     from ..cli import build_parser
     from ..config import apply_values, leaf_parser
 
@@ -132,14 +175,15 @@ def _run_job(job, index: int, tmp: Path, bids_dir: Path, extra: dict) -> dict:
     from ..roistats import map_caveat
 
     caveats = {name: map_caveat(name, work) for name in _report_maps(work)}  # read before the report moves
-    maps, desc = place_outputs(work, participant_root, job, bids_dir)
+    renamed: dict[str, Path] = {}
+    maps, desc = place_outputs(work, participant_root, job, bids_dir, renamed)
     dest = target_folder(participant_root, job)
     brain = next(iter(dest.glob(f"{prefix(job)}_label-brain_desc-{desc}_mask.nii*")), None)
     stats = roi_ratios(maps, job, brain, caveats)
     if stats is not None:
         (dest / f"{prefix(job)}_desc-{desc}_roistats.json").write_text(json.dumps(stats, indent=2) + "\n",
                                                                        encoding="utf-8")
-    return {"pipeline": job.pipeline, "source": job.source.path.name, "maps": sorted(maps)}
+    return {"pipeline": job.pipeline, "source": job.source.path.name, "maps": sorted(maps)}, work, renamed
 
 
 def _report_maps(work: Path) -> list[str]:

@@ -232,9 +232,8 @@ def print_summary(result, written: Path) -> None:
     for region in ("tumor", "non_tumor", "brain"):
         stats = rep["summary"].get(region)
         if stats:
-            print(f"  {region} medians: " + ", ".join(
-                f"{n} {stats[n]['median']:.3g}" + _determined_share(n, stats)
-                for n in ("rls", "ktrans", "fp", "ps", "ve", "vp") if stats.get(n, {}).get("n")))
+            print(f"  {region} medians: " + ", ".join(filter(None, (
+                _median(n, stats) for n in ("rls", "ktrans", "fp", "ps", "ve", "vp")))))
             if region == "tumor":
                 continue
             break
@@ -242,9 +241,26 @@ def print_summary(result, written: Path) -> None:
         print(f"  warning: {w}")
 
 
+def _median(name: str, stats: dict) -> str:
+    """'<map> <median>' of a region's summary line ('' for a map the run has not or with no voxel there); ve
+    with the share of the voxels it is summarised over, or 've not determined ...' where the data determine it in
+    none of them (the report's summary of ve is then empty: there is no median to give)."""
+    n, total = stats.get(name, {}).get("n"), stats.get("fit_r2", {}).get("n")
+    if name == "ve" and name in stats and not n and total:
+        return f"ve not determined by the data in any of the {total} voxels"
+    return f"{name} {stats[name]['median']:.3g}" + _determined_share(name, stats) if n else ""
+
+
 def _determined_share(name: str, stats: dict) -> str:
-    """' (in the N % of voxels where the data determine it)' after ve's median: it is summarised over those only."""
+    """' (in the N % of voxels where the data determine it)' after ve's median: it is summarised over those only.
+    A share that would round to 0 % or 100 % without being either is '< 1 %' or '> 99 %', with the counts."""
     if name != "ve" or not stats.get("fit_r2", {}).get("n"):
         return ""
-    share = stats["ve"]["n"] / stats["fit_r2"]["n"]
-    return "" if share >= 1 else f" (in the {100 * share:.0f} % of voxels where the data determine it)"
+    n, total = stats["ve"]["n"], stats["fit_r2"]["n"]
+    share = n / total
+    if share >= 1:
+        return ""
+    if share < 0.01 or share >= 0.995:
+        bound = "< 1" if share < 0.01 else "> 99"
+        return f" (in {bound} % of voxels where the data determine it: {n} of {total})"
+    return f" (in the {100 * share:.0f} % of voxels where the data determine it)"

@@ -91,8 +91,9 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
         report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
         delays, phae_report["pooled_delay"] = model.pooled_delays(brain_curves, brain, voxel_sizes)
     # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
+    # domain_check=False: the lines are in the report's warnings above (fit's would be UserWarnings besides them)
     fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays, pooling=pooling,
-                    progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"))
+                    progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"), domain_check=False)
     if fit.pooled_curves is not None:
         phae_report["guided_pooling"]["effective_curves"] = summarise(fit.pooled_curves)
     phae_report["fit_loss"] = summarise(fit.loss)

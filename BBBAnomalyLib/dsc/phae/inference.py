@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,9 @@ class PHAEFit:
     fit_error: np.ndarray | None = None
     cbf_uncertainty: np.ndarray | None = None  # predicted SD of log CBF (≈ relative SD), weights with that output
     pooled_curves: np.ndarray | None = None  # with guided pooling: the effective number of curves averaged per voxel
+    #: the case outside the weights' training domain: one line per statistic (dsc/phae/domain.py), [] when inside
+    #: it or the card has no domain, None when fit ran with domain_check=False
+    domain_warnings: list[str] | None = None
 
     def __post_init__(self):
         if self.regularisation is None:
@@ -138,6 +142,18 @@ class PHAEModel:
     >>> model = PHAEModel(aif, dt=1.5)           # bundled weights, CPU
     >>> fit = model.fit(curves)                   # (n_voxels, n_frames) ΔR2* [1/s]
     >>> fit.cbf, fit.mtt, fit.tmax
+
+    Training domain: like ``bbbanomaly dsc --method phae``, :meth:`fit` compares the case (frame interval, duration,
+    AIF rise time and width, from the model's AIF and dt, and the median contrast-to-noise of the curves given to
+    fit, pooled when ``pooling`` is given; :func:`~BBBAnomalyLib.dsc.phae.domain.case_statistics`) with the range the
+    weights were trained on (the card's ``training_domain``). Outside it, each statistic out of range is one
+    ``UserWarning`` ("... is outside the range the PHAE weights <name> were trained on ...: treat the learned maps
+    with caution and compare with oSVD"), issued once per model for a statistic above or below its range (a model is
+    one case: fitting its voxels in parts does not repeat them), and every fit lists its lines in
+    ``fit.domain_warnings``. The maps are the same either way. ``fit(..., domain_check=False)`` skips the check (the
+    DSC pipeline makes it itself and writes the lines into its report's warnings); weights given as ``network=``
+    have no card, hence no domain to check. To silence the warnings: ``warnings.simplefilter("ignore",
+    UserWarning)`` around the fit.
     """
 
     def __init__(self, aif: np.ndarray, dt: float, weights: str | None = None, device: str = "cpu",
@@ -199,10 +215,11 @@ class PHAEModel:
             except ValueError as exc:
                 raise InputError(str(exc)) from None
         self._aif_t = torch.as_tensor(self.aif[None, :], device=self.device)
+        self._domain_warned: set[tuple[str, bool]] = set()  # (statistic, below its range) already warned about
 
     # ------------------------------------------------------------------------------------
     def fit(self, curves: np.ndarray, keep_curves: bool = True, progress=None, delay_shift=None,
-            context_from: np.ndarray | None = None, pooling=None) -> PHAEFit:
+            context_from: np.ndarray | None = None, pooling=None, domain_check: bool = True) -> PHAEFit:
         """Encode and decode (n_voxels, N) curves in chunks; returns a PHAEFit.
 
         delay_shift: optional (n_voxels,) delays [s] known from elsewhere (:meth:`pooled_delays`): each curve is
@@ -211,7 +228,9 @@ class PHAEModel:
         voxel's curve is replaced by its S0-guided neighbourhood mean before anything else. CBV and the model curves
         refer to the (pooled) curves on their own time axis, the fit error to the curve the network read.
         context_from: the case's curves for a context network's case context when ``curves`` are not all of them
-        (the pooled delay's block means)."""
+        (the pooled delay's block means).
+        domain_check: compare the case with the weights' training domain, a UserWarning per statistic outside it
+        (see the class's description); False: no check (``fit.domain_warnings`` is None)."""
         import torch
 
         from .pooled_delay import shift_whole_frames
@@ -226,6 +245,7 @@ class PHAEModel:
             if not np.all(np.abs(delay_shift) <= self.aif.size * self.dt):
                 raise InputError(f"delay_shift holds NaN, infinite or delays beyond the {self.aif.size * self.dt:g} s "
                                  "series; give delays in seconds (e.g. from pooled_delays)")
+        domain_lines = self._check_domain(curves, pooling) if domain_check else None  # (after the refusals)
         out = {k: np.empty(n, np.float32) for k in ("flow", "delay", "mtt", "loss", "fit_error", "cbv", "log_cbf_sd",
                                                     "pooled")}
         out["pooled"][:] = 1.0
@@ -315,7 +335,29 @@ class PHAEModel:
         return PHAEFit(cbf=cbf, tmax=out["delay"] * self.dt, mtt=mtt, loss=out["loss"], fitted=fitted,
                        fit_error=out["fit_error"],
                        cbf_uncertainty=None if np.isnan(out["log_cbf_sd"]).all() else out["log_cbf_sd"],
-                       pooled_curves=out["pooled"] if pooling is not None else None)
+                       pooled_curves=out["pooled"] if pooling is not None else None, domain_warnings=domain_lines)
+
+    def _check_domain(self, curves: np.ndarray, pooling=None) -> list[str]:
+        """The lines of :func:`~.domain.out_of_domain` for these curves (the pooled ones with ``pooling``, as the
+        network reads them), each warned (UserWarning, attributed to fit's caller) the first time this model finds
+        its statistic above or below the range. Reads at most 20,000 curves (case_statistics)."""
+        from .domain import case_statistics, out_of_domain
+
+        domain = self.card.get("training_domain")
+        if not domain or curves.shape[0] == 0:
+            return []
+        stats = case_statistics(curves, self.aif, self.dt,
+                                read_rows=None if pooling is None else (lambda rows: pooling.pool(curves, rows)[0]))
+        lines = []
+        for key, (lo, hi) in domain.items():
+            line = out_of_domain(stats, {key: (lo, hi)}, f"the PHAE weights {self.card.get('name')}")
+            if line:
+                lines += line
+                side = (key, bool(stats[key] < lo))
+                if side not in self._domain_warned:
+                    self._domain_warned.add(side)
+                    warnings.warn(line[0], UserWarning, stacklevel=3)
+        return lines
 
     # ------------------------------------------------------------------------------------
     def pooled_delays(self, curves: np.ndarray, brain: np.ndarray, voxel_sizes, max_passes: int = 3) -> tuple[np.ndarray, dict]:
@@ -355,7 +397,7 @@ class PHAEModel:
         passes = 0
         for passes in range(1, max_passes + 1):
             moved = shift_earlier(torch.from_numpy(means), torch.from_numpy(block_delay / self.dt)).numpy()
-            step = self.fit(moved, keep_curves=False, context_from=curves).tmax
+            step = self.fit(moved, keep_curves=False, context_from=curves, domain_check=False).tmax  # block means
             block_delay = np.clip(block_delay + step, lo, hi).astype(np.float32)
             if np.abs(step).max() < 0.25 * self.dt:
                 break
