@@ -71,7 +71,8 @@ def test_cbf_bias_is_the_low_contrast_regime_not_the_code(phantoms, method):
     # SNR 50: CNR ~1.5, the known biases appear and the run says so.
     assert low.report["contrast_to_noise"] < LOW_CNR
     assert any("contrast-to-noise" in w for w in low.report["warnings"])
-    if method == "tikhonov":
-        assert ratio(low, phantoms[50], "gm") < 0.6 * ratio(adequate, phantoms[500], "gm")
+    if method == "tikhonov":  # GM 0.39-0.41 of the truth at SNR 50 against 0.67 at SNR 500 (x0.58-0.60; the first,
+        # skipped frame's handling moved it by 0.015): the bias appears, with a margin for one noise realisation
+        assert ratio(low, phantoms[50], "gm") < 0.7 * ratio(adequate, phantoms[500], "gm")
     else:
         assert ratio(low, phantoms[50], "nawm") > 1.5 * ratio(adequate, phantoms[500], "nawm")

@@ -76,7 +76,9 @@ def register(sub) -> None:
                         help="echo time(s) in seconds (e.g. 0.03); two values for dual-echo; default: from the file")
     timing.add_argument("--baseline-frames", type=int, nargs=2, metavar=("FIRST", "STOP"),
                         help="pre-bolus frames [FIRST, STOP) (default: detected from the bolus arrival)")
-    timing.add_argument("--skip-frames", type=int, default=1, help="frames dropped at the start (default 1)")
+    timing.add_argument("--skip-frames", type=int, default=1,
+                        help="frames left out at the start, before the T1 steady state (default 1; more are left out, "
+                             "with a warning, where the first frames are still brighter than the baseline after them)")
     method = p.add_argument_group("method")
     method.add_argument("--method", choices=[m.value for m in DeconvolutionMethod], default="osvd",
                         help="deconvolution (default osvd)")
