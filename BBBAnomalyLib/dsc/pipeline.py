@@ -37,8 +37,8 @@ from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .validation import (
-    automatic_brain_mask, check_bsw_reference, check_series, negative_tumor_cbv, reference_ratios, tumor_to_nawm,
-    uniform_times
+    automatic_brain_mask, binned_grid, check_bsw_reference, check_series, frames_on_grid, negative_tumor_cbv,
+    reference_ratios, tumor_to_nawm, uniform_times
 )
 
 #: Map name -> (unit, description); the order is the order of the outputs.
@@ -207,6 +207,16 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         times, resample = uniform_times(series.times)
         if resample is not None:
             warnings.append(f"frame times are not uniform; curves resampled to a uniform {times[1] - times[0]:.3g} s grid")
+        step = float(times[1] - times[0])
+        binned = 1
+        if params.method in (DeconvolutionMethod.OSVD, DeconvolutionMethod.PHAE):  # set on 1-2.5 s frames
+            times, resample, binned = binned_grid(times, resample)
+        skip_frames, baseline_frames = frames_on_grid(params.skip_frames, params.baseline_frames, binned)
+        if binned > 1:
+            warnings.append(f"frames of {step:.3g} s were averaged in groups of {binned} ({binned * step:.3g} s frames): "
+                            "oSVD's oscillation target and PHAE's training hold for frames of 0.8 s and more (at 0.5 s "
+                            "oSVD read GM CBF 1.3-5x high on the reference object); maps and curves are on that grid "
+                            "(cSVD, sSVD and Tikhonov use every frame)")
 
     with timer("masking"):
         brain = masks.get("mask")
@@ -231,7 +241,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         # reading them again from a series left in its file would mean a second pass over it.
         aif_raw = None
         aif_rows = np.flatnonzero(arterial.ravel()[order]) if arterial is not None else None
-        if aif_rows is not None and params.baseline_frames is None and aif_rows.size <= max(4096, order.size // 50):
+        if aif_rows is not None and baseline_frames is None and aif_rows.size <= max(4096, order.size // 50):
             aif_raw = (aif_rows, [r[aif_rows] for r in ((raw, raw2) if raw2 is not None else (raw,))])
 
     report_progress(0.1, "converting signal to ΔR2*")
@@ -240,16 +250,16 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     with timer("conversion"):
         detection, detection_kind = _detection_curve(raw[:n_brain], None if raw2 is None else raw2[:n_brain],
                                                      kind, te, te2)
-        skip = params.skip_frames
-        if params.baseline_frames is None and detection_kind == "signal":
+        skip = skip_frames
+        if baseline_frames is None and detection_kind == "signal":
             skip = steady_state_skip(detection, skip)
-            if skip > params.skip_frames:
-                excess = 100.0 * (detection[params.skip_frames] / np.median(detection[skip:skip + 3]) - 1.0)
-                warnings.append(f"the first {skip} frames had not reached the steady state (frame "
-                                f"{params.skip_frames}'s brain-mean signal {excess:.1f} % above the baseline): they are "
-                                f"left out of the baseline and the curves (--skip-frames {skip} says so; "
+            if skip > skip_frames:
+                excess = 100.0 * (detection[skip_frames] / np.median(detection[skip:skip + 3]) - 1.0)
+                warnings.append(f"the first {skip * binned} frames had not reached the steady state (frame "
+                                f"{skip_frames * binned}'s brain-mean signal {excess:.1f} % above the baseline): they are "
+                                f"left out of the baseline and the curves (--skip-frames {skip * binned} says so; "
                                 f"--baseline-frames FIRST STOP sets the baseline)")
-        baseline = detect_baseline(detection, skip, detection_kind, params.baseline_frames)
+        baseline = detect_baseline(detection, skip, detection_kind, baseline_frames)
         # PHAE's guided pooling reads the pre-contrast signal S0, which the conversion overwrites
         guide = _pooling_guide(raw[:n_brain], baseline, params)
         curves, clipped = _convert(raw, raw2, baseline, params, te, te2, in_aif)
@@ -262,10 +272,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     # tissue 6 s late; session 19's AIF audit). The automatic AIF is checked at each look, as before: at
     # SNR 10 its first look was the one that refused a non-arterial choice (scripts/aif_plausibility.py),
     # and a first look under a baseline holding the arteries' bolus is avoided by the step just below.
-    if in_aif is None and params.baseline_frames is None:
+    if in_aif is None and baseline_frames is None:
         with timer("aif"):
             early = _early_artery_baseline(curves[:n_brain], baseline, series, second_echo, order, resample,
-                                           raw2_given, kind, te, te2, params)
+                                           raw2_given, kind, te, te2, skip)
         if early is not None:  # the loop below may still end it earlier, from the chosen voxels
             warnings.append(f"the largest boluses (arteries) arrive at {times[early.arrival]:.1f} s and pass before the "
                             f"brain average's bolus arrives ({times[baseline.arrival]:.1f} s): the baseline was "
@@ -274,7 +284,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             _rebase(curves, baseline)
     for attempt in range(2):
         base_slice = slice(baseline.first, baseline.stop)
-        last_look = params.baseline_frames is not None or attempt == 1
+        last_look = baseline_frames is not None or attempt == 1
         report_progress(0.2, "selecting the AIF")
         with timer("aif"):
             if in_aif is not None:
@@ -405,7 +415,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     report = {
         "pipeline": "dsc",
         "input": {"shape": input_shape, "frames": int(input_shape[3]),
-                  "frame_interval_s": float(times[1] - times[0]), "echo_time_s": te, "second_echo_time_s": te2},
+                  "frame_interval_s": step, "echo_time_s": te, "second_echo_time_s": te2},
+        "analysed_frames": {"frames": int(times.size), "frame_interval_s": float(times[1] - times[0]),
+                            "frames_averaged": binned},
         "parameters": params.to_json(),
         "versions": versions(),
         "threads": block_workers(),  # this library's pools (the deconvolution's and PHAE's chunks, row blocks)
@@ -484,7 +496,7 @@ EARLY_ARTERY_SHARE = 0.001
 
 
 def _early_artery_baseline(brain_curves, baseline: Baseline, series, second_echo, order, resample, raw2_given, kind,
-                           te, te2, params) -> Baseline | None:
+                           te, te2, skip: int) -> Baseline | None:
     """A shorter baseline where the brain's largest boluses (the arteries, before any AIF is chosen) PEAK inside
     the brain average's baseline, else None.
 
@@ -506,7 +518,7 @@ def _early_artery_baseline(brain_curves, baseline: Baseline, series, second_echo
            for vol in ((series, second_echo) if second_echo is not None else (series,))]
     detection, detection_kind = _detection_curve(raw[0], raw[1] if raw2_given else None, kind, te, te2)
     try:
-        early = detect_baseline(detection, params.skip_frames, detection_kind)
+        early = detect_baseline(detection, skip, detection_kind)
     except InputError:  # too few frames before them: keep the brain's baseline (its checks will say what is wrong)
         return None
     return Baseline(baseline.first, early.stop, early.arrival, True) if early.stop < baseline.stop else None
