@@ -113,7 +113,9 @@ def register(sub) -> None:
     method.add_argument("--model", choices=[m.value for m in Model], default="extended-tofts",
                         help="pharmacokinetic model (default extended-tofts)")
     method.add_argument("--max-delay", type=float, default=6.0, metavar="S",
-                        help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off)")
+                        help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off); raise it where "
+                             "the tumour or brain lags the AIF by more than that (the report warns and suggests a "
+                             "value)")
     method.add_argument("--refine", action="store_true", help="nonlinear (Levenberg-Marquardt) refinement of the fit")
     method.add_argument("--rls", choices=[s.value for s in RLSSource], default="auto",
                         help="RLS autoencoder: auto (default: the bundled weights for protocols inside their training "

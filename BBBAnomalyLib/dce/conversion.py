@@ -21,17 +21,28 @@ def detect_baseline_frames(mean_curve: np.ndarray) -> int:
     """Number of pre-contrast frames: those before the first frame whose rise above the early
     baseline reaches 10 % of the peak rise of the brain-mean curve, less one frame of margin (the
     frame before the crossing already holds the foot of the bolus; in an artery near SPGR
-    saturation a 1 % error in S0 is a 20 % error in peak concentration)."""
+    saturation a 1 % error in S0 is a 20 % error in peak concentration).
+
+    The early level is the median of the first 5 % of the frames (at least 2), or of the frames before the
+    crossing where the bolus arrives inside that window: 5 % of a long series of fast frames is longer than an
+    early bolus's baseline (600 frames of 1 s: 30 s, where a bolus arriving at 6 s had its first pass in the
+    "early" level, which then put the arrival after it: the baseline held the arterial bolus, the AIF of a real
+    arterial mask read 78 % low and Ktrans 78 % high, without a word; scripts/dce_unusual_acquisitions.py)."""
     curve = np.asarray(mean_curve, dtype=np.float64)
     n = curve.size
-    early = np.median(curve[: max(2, n // 20)])
-    rise = curve - early
-    peak = int(np.argmax(rise))
-    if rise[peak] <= 0:
-        raise InputError("the mean curve shows no contrast enhancement; is this a T1-weighted DCE series after "
-                         "injection? Give --baseline-frames to force a baseline")
-    above = np.flatnonzero(rise[: peak + 1] >= ARRIVAL_FRACTION * rise[peak])
-    stop = int(above[0])
+    window = max(2, n // 20)
+    while True:
+        early = np.median(curve[:window])
+        rise = curve - early
+        peak = int(np.argmax(rise))
+        if rise[peak] <= 0:
+            raise InputError("the mean curve shows no contrast enhancement; is this a T1-weighted DCE series after "
+                             "injection? Give --baseline-frames to force a baseline")
+        above = np.flatnonzero(rise[: peak + 1] >= ARRIVAL_FRACTION * rise[peak])
+        stop = int(above[0])
+        if stop >= window or window <= 2:
+            break
+        window = max(2, stop)  # the early window held the bolus: take the frames before its crossing
     if stop < 1:
         raise InputError("the enhancement starts in the first frame: there is no pre-contrast baseline. "
                          "Give --baseline-frames N if the first N frames are pre-contrast")

@@ -31,6 +31,7 @@ from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json
 from ..core.volume import Volume
 from . import aif as aif_mod
+from .arterial_baseline import _arterial_baseline
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
 from .exchange import ExchangeModel
@@ -40,7 +41,8 @@ from .parameters import DCEParameters, InputKind, Model
 from .parameters import MAP_INFO  # noqa: F401  (re-exported: roistats and the tests read it here)
 from .parameters import MODEL_MAPS as _MODEL_MAPS
 from .rls_inference import RLSOutput, TooFewTrainingVoxels, run_rls
-from .run_report import _check_two_compartment_sampling, _fit_bounds, _mark_undetermined_ve, _report, _summaries
+from .run_report import (_check_delay_range, _check_two_compartment_sampling, _fit_bounds, _mark_undetermined_ve,
+                         _report, _summaries)
 from .validation import check_series, check_t10_map, check_t10_values
 
 #: MAP_INFO (map name -> (unit, description), in the order written) and the maps of each model live in
@@ -181,6 +183,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             n_base = params.baseline_frames
         else:
             n_base = detect_baseline_frames(_rows_mean(raw, in_brain))
+            n_base = _arterial_baseline(raw, n_base, in_brain, arterial[analysed] if arterial is not None else None,
+                                        t10, flip, tr, params, mode, times, warnings)
         if n_base > times.size - 4:
             raise InputError(f"the baseline ({n_base} frames) leaves fewer than 4 post-contrast frames of "
                              f"{times.size}; check --baseline-frames")
@@ -247,10 +251,11 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 blood[part] = conc[(np.cumsum(in_brain) - 1)[aif_rows[part]]]
                 blood[~part] = extra[(np.cumsum(outside) - 1)[aif_rows[~part]]]
                 aif_curve = aif_mod.aif_from_mask(blood, np.ones(aif_rows.size, bool), params.hematocrit,
-                                                  tissue=conc, tissue_in_aif=arterial[analysed][in_brain])
+                                                  tissue=conc, tissue_in_aif=arterial[analysed][in_brain],
+                                                  n_baseline=n_base)
                 del blood, extra
             elif arterial is not None and not params.aif_region:
-                aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit)
+                aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit, n_baseline=n_base)
             elif _aif_chooses_voxels(arterial, params):
                 if arterial is None and mode == "relative":
                     # saturated arterial SER is neither the highest nor the sharpest curve
@@ -263,6 +268,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
     if aif_blood is not None:  # (the voxels were chosen and checked on the tissue-T10 curve above)
         aif_curve = aif_blood
+    aif_mod.warn_slow_frames(aif_curve, times, aif_delay is not None, warnings)
     if aif_delay is None:  # a measured AIF (mask, search region, automatic): its peak must be one a bolus gives
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
@@ -296,6 +302,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         # frames, and ve (kep, Te) where the curve carries no backflux above its noise
         _check_two_compartment_sampling(params.model, times, warnings)
         fit_bounds = _fit_bounds(params.model, fit, warnings)
+        delay_range = _check_delay_range(params.model, aif_curve, times, params.max_delay, brain_conc, fit, warnings)
         ve_info, ve_known, curve_kep = None, None, None
         if "ve" in MODEL_MAPS[params.model]:
             ve_info, ve_known, curve_kep = _mark_undetermined_ve(model, fit, brain_conc, masks, brain, warnings)
@@ -350,6 +357,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report["fit_bounds"] = fit_bounds
+    report["delay_range"] = {"max_delay_s": params.max_delay, "groups": delay_range}
     if ve_info is not None:
         report["ve_determination"] = ve_info
         share = ve_info.get("undetermined_share")

@@ -45,14 +45,20 @@ def first_pass_areas(first_pass: np.ndarray, times: np.ndarray) -> np.ndarray:
 def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: int,
                            n_clusters: int = 5, top_area: float = 0.10, min_relative_area: float = 0.2,
                            drop_rough: float = 0.25, seed: int = 0, rounds: int = 2,
-                           first_pass: tuple[int, np.ndarray] | None = None) -> np.ndarray | None:
+                           first_pass: tuple[int, np.ndarray] | None = None,
+                           same_timing: float = 0.0) -> np.ndarray | None:
     """Indices of the arterial voxels among (n, T) curves, or None when too few voxels carry a bolus.
 
     times [s]; baseline: the pre-contrast frames; arrival: frame of the bolus arrival; rounds: k-means
     rounds (2 as Mouridsen and DSC; 1 leaves the whole earliest cluster for a caller's own rule).
     first_pass: (:func:`first_pass_stop`, :func:`first_pass_areas` over ``curves[:, :stop]``) when the caller
     computed them itself, block by block (DCE: concentration curves converted on demand, never held whole);
-    ``curves`` is then read only as ``curves[indices]`` (rows: the candidates, ~10 % of them)."""
+    ``curves`` is then read only as ``curves[indices]`` (rows: the candidates, ~10 % of them).
+    same_timing: clusters whose first moment lies within this many seconds of the earliest one's are kept with it
+    (0: the earliest cluster alone, as Mouridsen and DSC). k-means splits curves of one timing and shape into
+    several clusters by their noise alone (the DCE object's arteries and the small vessels holding their blood,
+    first moments 0.03 s apart at 5 s frames), and the earliest of those by a noise-level margin may hold none of
+    the arteries: DCE keeps them together and then chooses by peak height (dce/aif.py, :func:`auto_aif`)."""
     from sklearn.cluster import KMeans
 
     if first_pass is None:
@@ -85,7 +91,10 @@ def select_arterial_voxels(curves: np.ndarray, times: np.ndarray, baseline: slic
         labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalised)
         used = np.unique(labels)
         first_moment = np.array([trapezoid(t_fp * normalised[labels == j].mean(axis=0), t_fp) for j in used])
-        earliest = labels == used[int(np.argmin(first_moment))]
+        if same_timing > 0:
+            earliest = np.isin(labels, used[first_moment <= first_moment.min() + same_timing])
+        else:
+            earliest = labels == used[int(np.argmin(first_moment))]
         chosen = candidates[earliest]
         if round_ and chosen.size < MIN_AIF_VOXELS:
             break  # refining further would average too few voxels to be robust to noise
