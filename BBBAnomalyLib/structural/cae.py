@@ -115,8 +115,26 @@ def to_native(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def anomaly(model, channels: list[np.ndarray], brain: np.ndarray, policy: dict, device=None):
-    """(voxel anomaly map on the native grid, patient score, patient z-score)."""
+def anomaly(model, channels: list[np.ndarray], brain: np.ndarray, policy: dict, device=None, affine=None):
+    """(voxel anomaly map on the native grid, patient score, patient z-score).
+
+    ``affine`` (the native grid's): the arrays are read in the storage order the weights were trained on --
+    left-right, anterior-posterior, superior-inferior, the top of the head last (preprocessing.canonical_axes) --
+    and the map is returned in the caller's order. The network's box is resampled to a fixed shape axis by axis,
+    so a brain stored sagittally or upside down would otherwise be squeezed into the wrong axes. Without it (or
+    for BraTS / phantom storage) the arrays are used as they are."""
+    if affine is not None:
+        from .preprocessing import canonical_axes
+
+        order, flip = canonical_axes(np.asarray(affine, np.float64))
+        if order != (0, 1, 2) or flip:
+            def view(a):
+                a = np.transpose(np.asarray(a), order)
+                return a[:, :, ::-1] if flip else a
+
+            native, score, z = anomaly(model, [view(c) for c in channels], view(brain), policy, device)
+            native = native[:, :, ::-1] if flip else native
+            return np.ascontiguousarray(np.transpose(native, np.argsort(order))), score, z
     device = device or torch.device("cpu")
     model.eval()
     lo, hi = brain_box(brain)

@@ -161,8 +161,9 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         user_tumor = read_mask(tumor_mask, t1_grid, "tumor-mask") & brain if tumor_mask is not None else None
         if user_tumor is not None and not user_tumor.any():
             raise InputError("the tumor mask does not overlap the brain mask; draw it inside the brain")
+        flair_affine = None if t1_grid.same_grid(flair) else flair.affine  # resampled: its own resolution is checked too
         applicability = check_structural_input(t1_data, flair_data, t1.affine, brain, slice_axis(t1.affine),
-                                               mask_given=brain_mask is not None)
+                                               mask_given=brain_mask is not None, flair_affine=flair_affine)
         warnings.extend(applicability.warnings)
     release_freed_memory()  # between steps (issue 17): the checks' freed temporaries are not kept resident
     device = resolve_device(params.device)
@@ -250,7 +251,8 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     if cae is not None:  # before the enhancer (issue 17): the full normalised FLAIR can go before the run's largest step
         with timer("anomaly"), torch.inference_mode():
             report_progress(0.8, "3D autoencoder anomaly map")
-            anomaly_map, score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device)
+            anomaly_map, score, z = cae_mod.anomaly(cae, [n_t1, n_flair], brain, ccard["reshape"], device,
+                                                        affine=t1.affine)
             anomaly = anomaly_map[brain]  # 0 off the brain (cae.to_native)
             del anomaly_map
             anomaly_report = {"patient_score": score, "patient_score_z": z,

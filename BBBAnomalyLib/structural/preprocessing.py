@@ -60,6 +60,31 @@ def slice_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(directions[2])))
 
 
+def in_plane_axes(affine: np.ndarray, axis: int | None = None) -> tuple[int, int]:
+    """The two voxel axes other than the slice axis, the one closer to left-right (RAS x) first.
+
+    Every image the structural weights were trained on is stored left-right, anterior-posterior,
+    superior-inferior (BraTS-space real cases and the MNI-grid phantoms), so the networks' rows run
+    left-right and their columns anterior-posterior. A file that stores the same voxels in another
+    axis order (a sagittal or coronal acquisition, a converter's choice) would otherwise reach the
+    networks transposed. The directions along the axes are left as stored: training saw both."""
+    directions = np.abs(affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0))
+    axis = slice_axis(affine) if axis is None else int(axis)
+    others = [i for i in range(3) if i != axis]
+    a, b = sorted(others, key=lambda i: -directions[0, i])  # stable: a tie keeps the stored order
+    return int(a), int(b)
+
+
+def canonical_axes(affine: np.ndarray) -> tuple[tuple[int, int, int], bool]:
+    """(voxel axes in the order left-right, anterior-posterior, superior-inferior; whether the last runs
+    superior to inferior): the transpose (and flip) that gives the trained storage order with the top of the
+    head at the high slice index, as every training case had (:func:`in_plane_axes`). ((0, 1, 2), False) for
+    BraTS (LPS) and the phantoms (LAS): their arrays are used as they are."""
+    axis = slice_axis(affine)
+    a, b = in_plane_axes(affine, axis)
+    return (a, b, axis), bool(affine[2, axis] < 0)
+
+
 @dataclass
 class SliceGrid:
     """The mapping between the native T1 grid and the network's square slices."""
@@ -74,7 +99,7 @@ class SliceGrid:
     @classmethod
     def around(cls, brain: np.ndarray, affine: np.ndarray, size: int) -> "SliceGrid":
         axis = slice_axis(affine)
-        a, b = [i for i in range(3) if i != axis]
+        a, b = in_plane_axes(affine, axis)  # left-right first, whatever the storage order (as in training)
         vox = np.linalg.norm(affine[:3, :3], axis=0)
         coords = np.argwhere(brain)
         if coords.size == 0:
@@ -158,12 +183,31 @@ def flair_on_t1_grid(t1: Volume, flair: Volume, warnings: list[str]) -> np.ndarr
                                     output_shape=t1.spatial_shape, order=1, mode="constant", cval=0.0)
 
 
+#: Above this fraction of negative values among an image's nonzero voxels it is zero-centred (z-scored or
+#: otherwise signed, background 0): its negative voxels are brain. Magnitude images have a few negatives from
+#: resampling undershoot at the brain's edge (0-0.9 % on the real cases), which the mask leaves out as before.
+SIGNED_FRACTION = 0.1
+
+
+def _negative_fraction(image: np.ndarray) -> float:
+    """Fraction of the nonzero voxels that are negative (counted through two boolean arrays, no float copy)."""
+    image = np.asarray(image)
+    nonzero = np.count_nonzero(image)
+    return float(np.count_nonzero(image < 0) / nonzero) if nonzero else 0.0
+
+
 def automatic_brain_mask(t1: np.ndarray, flair: np.ndarray, warnings: list[str]) -> np.ndarray:
     """Brain voxels: the nonzero voxels of skull-stripped input, else Otsu (with a warning)."""
     signal = (np.asarray(t1) > 0) & (np.asarray(flair) > 0)
     if signal.mean() < 0.95:  # >= 5 % exact zeros: skull-stripped (or background zeroed by the scanner)
+        signed = [name for name, image in (("T1", t1), ("FLAIR", flair)) if _negative_fraction(image) > SIGNED_FRACTION]
+        if signed:  # a z-scored brain is half negative: "> 0" would keep half of it, silently
+            signal = (np.asarray(t1) != 0) & (np.asarray(flair) != 0)
         mask = ndimage.binary_opening(signal, iterations=1)
-        how = "nonzero voxels, assuming skull-stripped input"
+        how = "nonzero voxels, assuming skull-stripped input" + (
+            f"; the {' and '.join(signed)} {'is' if len(signed) == 1 else 'are'} zero-centred (more than "
+            f"{100 * SIGNED_FRACTION:.0f} % of the nonzero voxels negative, e.g. z-scored), so negative voxels count as "
+            "brain" if signed else "")
     else:
         import SimpleITK as sitk
 
