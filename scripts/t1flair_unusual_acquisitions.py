@@ -142,8 +142,8 @@ def v_scale(factor, dtype="float32"):
 
 
 def v_slope(a, aff):
-    # int16 on disk with scl_slope 1/30: the file's numbers are 30x the intensities, nibabel scales them back
-    return {k: (a[k], aff, ("int16", 1.0 / 30.0)) for k in ("t1", "flair")}
+    # int16 on disk using its whole range, with the scl_slope (max |intensity| / 32000) that scales it back
+    return {k: (a[k], aff, ("int16", float(np.abs(a[k]).max()) / 32000.0)) for k in ("t1", "flair")}
 
 
 def v_uint16(a, aff):
