@@ -75,7 +75,8 @@ def register(sub) -> None:
     timing.add_argument("--te", type=float, nargs="+", metavar="S",
                         help="echo time(s) in seconds (e.g. 0.03); two values for dual-echo; default: from the file")
     timing.add_argument("--baseline-frames", type=int, nargs=2, metavar=("FIRST", "STOP"),
-                        help="pre-bolus frames [FIRST, STOP) (default: detected from the bolus arrival)")
+                        help="pre-bolus frames [FIRST, STOP) of the series as given, counted from 0 (default: detected from "
+                             "the bolus arrival); a non-uniform series keeps the resampled frames at their times")
     timing.add_argument("--skip-frames", type=int, default=1,
                         help="frames left out at the start, before the T1 steady state (default 1; more are left out, "
                              "with a warning, where the first frames are still brighter than the baseline after them)")

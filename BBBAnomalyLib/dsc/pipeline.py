@@ -37,8 +37,8 @@ from .leakage import fit_bsw
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .validation import (
-    automatic_brain_mask, binned_grid, check_bsw_reference, check_series, frames_on_grid, negative_tumor_cbv,
-    reference_ratios, tumor_to_nawm, uniform_times
+    automatic_brain_mask, binned_grid, check_bsw_reference, check_series, frames_on_grid, frames_on_uniform_grid,
+    negative_tumor_cbv, reference_ratios, tumor_to_nawm, uniform_times
 )
 
 #: Map name -> (unit, description); the order is the order of the outputs.
@@ -205,13 +205,15 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             if not second_echo.same_grid(series) or second_echo.n_frames != series.n_frames:
                 raise InputError("the second echo must have the same grid and frame count as the first")
         times, resample = uniform_times(series.times)
+        skip_frames, baseline_frames = params.skip_frames, params.baseline_frames
         if resample is not None:
             warnings.append(f"frame times are not uniform; curves resampled to a uniform {times[1] - times[0]:.3g} s grid")
+            skip_frames, baseline_frames = frames_on_uniform_grid(skip_frames, baseline_frames, series.times, times)
         step = float(times[1] - times[0])
         binned = 1
         if params.method in (DeconvolutionMethod.OSVD, DeconvolutionMethod.PHAE):  # set on 1-2.5 s frames
             times, resample, binned = binned_grid(times, resample)
-        skip_frames, baseline_frames = frames_on_grid(params.skip_frames, params.baseline_frames, binned)
+        skip_frames, baseline_frames = frames_on_grid(skip_frames, baseline_frames, binned)
         if binned > 1:
             warnings.append(f"frames of {step:.3g} s were averaged in groups of {binned} ({binned * step:.3g} s frames): "
                             "oSVD's oscillation target and PHAE's training hold for frames of 0.8 s and more (at 0.5 s "

@@ -126,6 +126,29 @@ def binned_grid(times: np.ndarray, resample=None):
     return grid, binned, k
 
 
+def frames_on_uniform_grid(skip_frames: int, baseline_frames, input_times: np.ndarray, grid: np.ndarray):
+    """A user's --skip-frames and --baseline-frames (input frame indices) on the uniform grid a non-uniform series is
+    resampled to (:func:`uniform_times`), by time: the input indices used to be applied to the grid as they were, so
+    with 0.5 s frames for 10 s and 1.5 s after, --baseline-frames 2 18 (1-8.5 s) became 3-25.5 s, bolus included.
+    Skipped: every grid frame interpolated from a skipped frame (before the first kept frame's time). Baseline: the
+    grid frames inside [time of FIRST, time of STOP - 1], which are interpolated from baseline frames only."""
+    times = np.asarray(input_times, dtype=np.float64)
+    grid = np.asarray(grid, dtype=np.float64)
+    tol = 1e-6 * float(grid[1] - grid[0])
+    skip = int(np.searchsorted(grid, times[min(skip_frames, times.size - 1)] - tol, side="left")) if skip_frames else 0
+    if baseline_frames is None:
+        return skip, None
+    first, stop = baseline_frames  # inside the series: check_series said so
+    start_s, end_s = times[first], times[stop - 1]
+    lo = int(np.searchsorted(grid, start_s - tol, side="left"))
+    hi = int(np.searchsorted(grid, end_s + tol, side="right"))
+    if hi - lo < 2:
+        raise InputError(f"--baseline-frames {first} {stop} covers {start_s:g}-{end_s:g} s, which holds {max(hi - lo, 0)} "
+                         f"frame(s) of the uniform {grid[1] - grid[0]:.3g} s grid this non-uniform series is resampled "
+                         "to; give a baseline spanning at least two grid frames")
+    return skip, (lo, hi)
+
+
 def frames_on_grid(skip_frames: int, baseline_frames, k: int):
     """A user's --skip-frames and --baseline-frames (input frame indices) on the grid of k-frame groups: every group
     holding a skipped frame is skipped; the baseline keeps the groups wholly inside it."""
