@@ -13,7 +13,8 @@ T1 (and R1, M0) maps from a variable-flip-angle (VFA) spoiled gradient-echo acqu
 Input: one 4D file with a frame per flip angle (give --flip-angles), or several 3D files, one per
 flip angle (the angles from their sidecars' FlipAngle, or --flip-angles in the same order). TR from
 the metadata or --tr (seconds). --b1 MAP: relative flip-angle map (actual/nominal; percent maps are
-recognised) on the same grid, which corrects each voxel's angles.
+recognised), which corrects each voxel's angles; a map on its own (usually coarser) grid is resampled
+onto the VFA grid from its measured voxels, with a warning.
 Fit: --method nonlinear (default; least squares on the signal, from the linear solution) or linear
 (DESPOT1 straight line). Look-Locker/inversion recovery is not implemented.
 Outputs (in --out, default <input>_t1map/), as <map>.nii.gz (.nrrd with --format nrrd): r1 [1/s],
@@ -34,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--flip-angles", type=float, nargs="+", metavar="DEG",
                    help="flip angles in degrees, one per frame/file (default: from the files' metadata)")
     p.add_argument("--tr", type=float, metavar="S", help="repetition time in seconds (default: from the metadata)")
-    p.add_argument("--b1", metavar="MAP", help="relative B1 (flip-angle) map on the same grid")
+    p.add_argument("--b1", metavar="MAP", help="relative B1 (flip-angle) map, actual/nominal or percent; on another grid it is resampled")
     p.add_argument("--mask", metavar="MASK", help="voxels to fit (default: all voxels with signal)")
     p.add_argument("--method", choices=["nonlinear", "linear"], default="nonlinear",
                    help="nonlinear least squares (default) or the DESPOT1 line")

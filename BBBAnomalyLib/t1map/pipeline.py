@@ -57,8 +57,8 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
               mask=None, progress: Callable[[float, str], None] | None = None) -> T1MapResult:
     """R1 [1/s], T1 [s] and M0 maps from a VFA series.
 
-    b1: relative flip-angle map (actual/nominal, ~1; a percent map is recognised and divided by 100)
-        on the series grid; mask: voxels to fit (default: signal above 5 % of the 99th percentile at
+    b1: relative flip-angle map (actual/nominal, ~1; a percent map is recognised and divided by 100), a Volume
+        (resampled onto the series grid when it is on another: :mod:`.b1`) or an array on the series grid; mask: voxels to fit (default: signal above 5 % of the 99th percentile at
         the largest-signal angle, i.e. not background)."""
     from ..io import read_mask
 
@@ -96,38 +96,13 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
             raise InputError("no voxel with signal in the VFA series (or the mask is empty)")
     angles = np.broadcast_to(vfa.flip_angles, (int(inside.sum()), vfa.flip_angles.size))
     b1_info = None
-    if b1 is not None and not isinstance(b1, Volume):
-        # an array on the series grid, as masks are taken (an array was an AttributeError: 'affine')
-        b1 = np.asarray(b1)
-        if b1.shape[:3] != signals.spatial_shape:
-            raise InputError(f"the B1 map has shape {b1.shape} but the VFA grid is {signals.spatial_shape}; give a "
-                             "Volume or an array on the VFA grid")
-        b1 = Volume(b1, signals.affine)
     if b1 is not None:
-        shape = tuple(b1.data.shape)
-        # Only a single-volume 4D file is a 3D map: taking frame 0 of any 4D file let the VFA series
-        # itself pass as a B1 map ("looked like percent", T1 10x off, exit 0).
-        if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
-            raise InputError(f"the B1 map has shape {shape}; it must be one 3D map of the relative flip angle "
-                             "(actual/nominal, about 1) on the VFA grid. Was the VFA series or a multi-volume B1 "
-                             "acquisition given as --b1?")
-        b1_data = np.asarray(b1.data[..., 0] if len(shape) == 4 else b1.data, dtype=np.float64)
-        if not signals.same_grid(Volume(b1_data, b1.affine)):
-            raise InputError("the B1 map is not on the VFA grid; resample it onto the VFA series grid first")
-        values = b1_data[inside]
-        if not np.isfinite(values).all() or np.any(values <= 0):
-            raise InputError("the B1 map has zero, negative or non-finite values inside the mask; fill them "
-                             "(e.g. with 1) or exclude those voxels with --mask")
-        median = float(np.median(values))
-        if median > 10:  # a percent map (100 = nominal)
-            values = values / 100.0
-            warnings.append("the B1 map looked like percent (median > 10) and was divided by 100")
-        # Neither about 1 nor about 100 (a map of angles in degrees, a scanner's raw units, another
-        # image): scaling every flip angle by it would give T1 maps that are wrong by that factor.
-        if not 0.2 <= float(np.median(values)) <= 3:
-            raise InputError(f"the B1 map's median inside the mask is {median:.3g}: neither a relative flip-angle map "
-                             "(actual/nominal, about 1) nor one in percent (about 100); convert it to actual/nominal "
-                             "(e.g. divide a map of measured angles by the nominal angle)")
+        from .b1 import b1_volume, on_vfa_grid, relative_b1
+
+        values, note = on_vfa_grid(b1_volume(b1, signals), signals, inside)
+        if note:
+            warnings.append(note)
+        values = relative_b1(values, warnings)
         angles = angles * values[:, None]
         b1_info = summarise(values)
     report_progress(0.1, f"fitting T1 ({method.value})")
