@@ -110,6 +110,11 @@ def roi_statistics(maps: dict[str, Volume], roi: np.ndarray, reference: np.ndarr
             raise InputError(f"map '{name}' is not on the grid of '{next(iter(maps))}'; all maps must share one grid")
     masks = {roi_name: roi} if reference is None else {roi_name: roi, reference_name: reference}
     masks = {label: _inside(m, label, first) for label, m in masks.items()}
+    if reference is not None and np.array_equal(masks[roi_name], masks[reference_name]):
+        # every ratio would be exactly 1: e.g. one label file with tumour and NAWM given as both, every label taken
+        raise InputError(f"the {roi_name} and {reference_name} masks are the same {int(masks[roi_name].sum())} voxels, so "
+                         "every ratio would be 1; give two regions (from one label file: --roi-label and "
+                         "--reference-label of roi-stats)")
     result = {"roi": roi_name, "reference": reference_name if reference is not None else None, "maps": {}}
     for name, vol in maps.items():
         entry = {"unit": (units or {}).get(name, "")}
@@ -163,7 +168,8 @@ def format_table(stats: dict) -> str:
             row += [fmt(e["ratio_mean"]), fmt(e["ratio_median"])]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    notes = [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
+    notes = [f"note: {n}" for n in stats.get("mask_notes", [])]
+    notes += [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
     notes += [f"note: {name}: {e['caveat']}" for name, e in stats["maps"].items() if e.get("caveat")]
     # the statistics are of the finite voxels; say so where some were not (they are in the JSON too)
     notes += [f"note: {name}: {e[label]['non_finite_voxels']} of the {label} voxels are NaN or infinite in the map "

@@ -86,10 +86,13 @@ def write_volume(volume: Volume, path) -> Path:
     return path
 
 
-def _same_voxels_reordered(grid: Volume, reference: Volume) -> np.ndarray | None:
-    """``grid``'s data in ``reference``'s voxel order when both cover exactly the same voxel centres, stored with
-    the axes permuted or reversed (a mask saved by another tool in another orientation, e.g. RAS vs LPS storage),
-    else None. Exact: whole voxels are moved, nothing is interpolated."""
+def _on_reference_lattice(grid: Volume, reference: Volume) -> np.ndarray | None:
+    """``grid``'s data placed on ``reference``'s voxels when its voxel centres lie on the same lattice: stored with
+    the axes permuted or reversed (a mask saved by another tool in another orientation, e.g. RAS vs LPS storage)
+    and/or cropped to a sub-block (Slicer writes a segmentation cropped to its segments when it has no reference
+    geometry; other tools crop too). Voxels of the reference outside the block are 0. None when it is not such a
+    lattice, or when a nonzero voxel of it lies outside the reference (a mask of another image or field of view).
+    Exact: whole voxels are moved, nothing is interpolated."""
     if grid.affine.shape != (4, 4) or reference.same_grid(grid):
         return None
     try:
@@ -103,28 +106,46 @@ def _same_voxels_reordered(grid: Volume, reference: Volume) -> np.ndarray | None
     if (not np.allclose(linear, rounded, atol=tol) or not np.all(np.abs(rounded).sum(axis=0) == 1)
             or not np.all(np.abs(rounded).sum(axis=1) == 1) or not np.allclose(offset, np.rint(offset), atol=tol)):
         return None
-    perm, flips = [], []
+    perm, flips, starts = [], [], []
     for ref_axis in range(3):
         mask_axis = int(np.flatnonzero(rounded[ref_axis])[0])
         sign = rounded[ref_axis, mask_axis]
-        size = reference.spatial_shape[ref_axis]
-        if grid.spatial_shape[mask_axis] != size or int(np.rint(offset[ref_axis])) != (0 if sign > 0 else size - 1):
-            return None  # not the same voxels: another extent or a shift
+        n = grid.spatial_shape[mask_axis]
         perm.append(mask_axis)
         if sign < 0:
             flips.append(ref_axis)
+        # the reference index of the block's first voxel, once the mask's axes run like the reference's
+        starts.append(int(np.rint(offset[ref_axis])) - (n - 1 if sign < 0 else 0))
     data = np.transpose(grid.data, perm)
-    return np.flip(data, axis=tuple(flips)) if flips else data
+    if flips:
+        data = np.flip(data, axis=tuple(flips))
+    if all(start == 0 for start in starts) and data.shape == reference.spatial_shape:
+        return data
+    source = tuple(slice(max(0, -a), min(n, size - a)) for a, n, size in zip(starts, data.shape,
+                                                                           reference.spatial_shape))
+    target = tuple(slice(max(0, a), max(0, a) + (s.stop - s.start)) for a, s in zip(starts, source))
+    inside = data[source] if all(s.stop > s.start for s in source) else data[:0, :0, :0]
+    if np.count_nonzero(np.nan_to_num(inside)) != np.count_nonzero(np.nan_to_num(data)):
+        return None  # part of the region lies outside the input: refused as another grid, as before
+    placed = np.zeros(reference.spatial_shape, data.dtype)
+    if inside.size:
+        placed[target] = inside
+    return placed
 
 
-def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
+def read_mask(path_or_array, reference: Volume, name: str, label=None) -> np.ndarray:
     """A boolean 3D mask (nonzero = inside) on `reference`'s voxel grid.
 
     path_or_array: a mask/label file, a Volume, or an array of the reference's spatial shape (an
     array carries no geometry, so only its shape is checked). A 4D file with a single frame is
-    accepted as 3D. A mask of the same voxels stored in another axis order or direction is reordered (exact).
+    accepted as 3D. A mask on the same voxel lattice stored in another axis order or direction, or cropped to a
+    sub-block, is placed on the reference's voxels (exact).
+    label: the region inside the file: a segment's name in a Slicer .seg.nrrd, or a label value (int or digits);
+    None takes every nonzero voxel, and refuses a Slicer segmentation holding several segments (:mod:`.segments`).
     Errors name the mask: 4D, another grid, or empty.
     """
+    from .segments import select, several_segments_message, slicer_segments
+
     if not isinstance(reference, Volume):
         raise InputError(f"the reference of mask '{name}' must be a Volume (the input whose grid the mask is on), "
                          f"got {type(reference).__name__}")
@@ -139,14 +160,19 @@ def read_mask(path_or_array, reference: Volume, name: str) -> np.ndarray:
                              "resample the mask onto the input grid")
         vol, where = Volume(arr, reference.affine), "given as an array"
     data = vol.data
+    segments = slicer_segments(path_or_array) if isinstance(path_or_array, (str, os.PathLike)) else []
+    if label is not None:
+        data = select(np.asarray(data), label, segments, name, where)
+    elif len(segments) > 1:
+        raise InputError(several_segments_message(name, where, segments))
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"mask '{name}' ({where}) is 4D with shape {data.shape}; a mask must be a single 3D "
                          "volume (e.g. export one segment as a labelmap in Slicer)")
     grid = Volume(data, vol.affine)
-    reoriented = _same_voxels_reordered(grid, reference)
-    if reoriented is not None:  # the same voxels stored in another axis order or direction: take them as they are
+    reoriented = _on_reference_lattice(grid, reference)
+    if reoriented is not None:  # the same lattice in another axis order or direction, or a crop: placed exactly
         grid = Volume(reoriented, reference.affine)
         data = reoriented
     if not reference.same_grid(grid):
