@@ -16,7 +16,11 @@ arterial recirculation and steady-state tail dominate both area and first moment
 artery look late. And a third: a candidate's area must also reach 20 % of the largest areas
 (the 5th largest, for robustness): Mouridsen worked on slices through the middle cerebral artery,
 where 10 % of the voxels include many arterial ones; over a whole brain, 10 % is thousands of
-noisy tissue voxels in which k-means cannot isolate a few dozen arterial curves.
+noisy tissue voxels in which k-means cannot isolate a few dozen arterial curves. Since session 20 the
+selection is noise-aware (perfusion/arterial_auto.py): candidates must stand 8 noise SDs out of the brain's
+first-pass areas, clusters of one timing (within the first moment's noise) are averaged together, and the
+automatic AIF is refused where its voxels stand fewer than ``MIN_AUTO_AIF_CLEARANCE`` noise SDs out: at SNR 5-10
+tissue had been chosen (GM CBF 1.7-9x the arterial mask's, exit 0), at SNR 20 often a single arterial voxel.
 """
 
 from __future__ import annotations
@@ -77,6 +81,15 @@ MIN_AIF_TISSUE_PEAK_RATIO = 2.0
 #: 10 and 19 of them; real masks lead by 0.61 or more, the arterial mask 1.01-2.57), and refuse every wrong mask the
 #: script draws, as before; the automatic AIF is still checked at each look (118 accepted, the SNR-10 one refused).
 MIN_AIF_TISSUE_LEAD = 0.4
+#: The automatic AIF is refused where the median of its voxels' first-pass areas stands fewer than this many noise
+#: SDs above the brain's median area (:func:`BBBAnomalyLib.perfusion.arterial_auto.area_noise_z`; its candidates must
+#: stand 8, ``POOL_NOISE_Z``). Choosing the arteries by a noisy area keeps the ones whose noise raised it: where the
+#: arteries' areas reach down to the pool's cut, the chosen AIF's area is biased high and CBV and CBF low. Measured
+#: (session 20, scripts/dsc_auto_aif_low_snr.py, the DSC object, 4 and 12 slices, frames 1-2 s, seeds 0-1, every
+#: chosen voxel arterial): the chosen AIF's first-pass area over the arterial mask's was 1.00-1.06 at SNR 10 and
+#: above (median clearance 17-46), 1.03-1.10 at SNR 7 (12-16), 1.04-1.25 at SNR 5 (9.0-12.0); 12 is 1.4x below
+#: every SNR-10 setting and refuses all but one SNR-5 setting (1.10).
+MIN_AUTO_AIF_CLEARANCE = 12.0
 
 
 @dataclass
@@ -86,6 +99,7 @@ class AIFSelection:
     method: str  # "mask" (all voxels averaged), "region" (arterial voxels chosen in a region) or "auto"
     tissue_peak_ratio: float | None = None  # peak over the brain's median tissue peak (None: not measured)
     tissue_lead: FirstPassLead | None = None  # its bolus's lead over the brain's median tissue (None: not measured)
+    noise_clearance: float | None = None  # automatic: its voxels' median first-pass area, in noise SDs over the brain's
 
     def to_json(self, times: np.ndarray) -> dict:
         peak = int(np.argmax(self.curve))
@@ -101,6 +115,8 @@ class AIFSelection:
         if self.tissue_lead is not None:  # how much earlier than the brain's median tissue its bolus passes
             out["tissue_lead_s"] = round(self.tissue_lead.seconds(times), 3)
             out["tissue_lead_spreads"] = round(self.tissue_lead.spreads, 3)
+        if self.noise_clearance is not None and np.isfinite(self.noise_clearance):
+            out["noise_clearance"] = round(self.noise_clearance, 2)
         return out
 
 
@@ -214,17 +230,34 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: in
              top_area: float = 0.10, min_relative_area: float = 0.2, drop_rough: float = 0.25,
              seed: int = 0, check: bool = True) -> AIFSelection:
     """Mouridsen-style automatic AIF over (n, N) ΔR2* curves; returns the chosen voxel indices, checked
-    (:func:`check_selection`) unless ``check=False``.
+    (:func:`check_selection`) unless ``check=False``. Noise-aware (session 20): only voxels whose first-pass area
+    stands clear of the brain's noise are candidates, and clusters of one timing are averaged together
+    (:func:`BBBAnomalyLib.perfusion.arterial_auto.select_arterial_voxels`); refused where too few stand clear.
 
     arrival: frame of the bolus arrival (from the baseline detection); it anchors the first pass.
     """
-    from ..perfusion.arterial_auto import select_arterial_voxels  # the rule DSC and DCE share
+    from ..perfusion import arterial_auto as rule  # the rule DSC and DCE share
 
-    candidates = select_arterial_voxels(curves, times, baseline, arrival, n_clusters=n_clusters, top_area=top_area,
-                                        min_relative_area=min_relative_area, drop_rough=drop_rough, seed=seed)
+    stop = rule.first_pass_stop(curves, arrival)
+    area = rule.first_pass_areas(curves[:, :stop], times[:stop])
+    noise_z = rule.area_noise_z(curves, times, baseline, stop, area)
+    candidates = rule.select_arterial_voxels(curves, times, baseline, arrival, n_clusters=n_clusters,
+                                             top_area=top_area, min_relative_area=min_relative_area,
+                                             drop_rough=drop_rough, seed=seed, first_pass=(stop, area),
+                                             noise_z=noise_z)
     if candidates is None:
-        raise InputError("too few voxels with a contrast bolus for automatic AIF selection; give --aif-mask")
-    selection = AIFSelection(curves[candidates].mean(axis=0, dtype=np.float64), candidates, "auto")
+        raise InputError(
+            f"the automatic AIF found no voxel whose bolus stands out of the noise (a first-pass area "
+            f"{rule.POOL_NOISE_Z:g} noise SDs above the brain's median): too noisy for a trustworthy automatic AIF; "
+            "draw --aif-mask on a large artery (e.g. the MCA or ICA)")
+    clearance = float(np.median(noise_z[candidates]))
+    if clearance < MIN_AUTO_AIF_CLEARANCE:
+        raise InputError(
+            f"the automatic AIF's voxels stand only {clearance:.1f} noise SDs out of the brain's first-pass areas (at "
+            f"least {MIN_AUTO_AIF_CLEARANCE:g} are needed; lower, choosing arteries by their noisy bolus biases CBV and "
+            "CBF): too noisy for a trustworthy automatic AIF; draw --aif-mask on a large artery (e.g. the MCA or ICA)")
+    selection = AIFSelection(curves[candidates].mean(axis=0, dtype=np.float64), candidates, "auto",
+                             noise_clearance=clearance)
     return check_selection(selection, curves, baseline) if check else selection
 
 
