@@ -164,12 +164,15 @@ def test_the_whole_brain_later_than_the_delay_grid_is_said():
 
 def test_slow_frames_say_that_the_first_pass_is_undersampled():
     """10 s frames: the arterial first pass (about 8 s wide) falls on one or two frames, and the rim's Ktrans read
-    -11 % to +9 % with the arterial mask depending on the bolus's timing against the frames (the Parker AIF -26 % to
-    +61 %), without a word. 5 s frames: no such warning."""
+    -11 % to +9 % with the arterial mask depending on the bolus's timing against the frames, without a word. 5 s
+    frames: no such warning. The Parker AIF (-26 % to +61 % at 10 s in session 19, warned from 8 s) is evaluated at
+    every delay since session 20 and read within 5 % up to 12 s frames (Testing/test_dce_population_aif_delay.py):
+    at 8 s it is no longer warned."""
     slow = run(phantom(frame_interval=10.0))
     assert said(slow, "the arterial first pass")
-    parker = run(phantom(frame_interval=8.0), "parker")
-    assert said(parker, "the population AIF's first pass")
+    ph8 = phantom(frame_interval=8.0)
+    parker = run(ph8, "parker")
+    assert not said(parker, "first pass") and abs(rim_ktrans_error(ph8, parker)) < 0.05
     assert not said(run(phantom()), "first pass")
 
 

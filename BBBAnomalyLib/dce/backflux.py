@@ -41,16 +41,18 @@ def _perpendicular(ee, ec, ei, inverses, group):
 
 
 def backflux_norm(aif: np.ndarray, times: np.ndarray, delay: np.ndarray, ktrans: np.ndarray, kep: np.ndarray,
-                  chunk: int = 16384) -> np.ndarray:
+                  chunk: int = 16384, exact_aif=None) -> np.ndarray:
     """Ktrans·‖E(kep)⊥‖ per voxel: the norm over the frames of the part of the EES uptake curve Ktrans·E(kep)
     (E(kep) = ∫ Cp(τ) e^{-kep (t - τ)} dτ, Cp the AIF shifted by the voxel's delay [s]) outside span{Cp, ∫Cp}:
-    the only part of a curve that carries ve (see :data:`VE_MIN_BACKFLUX_SNR`). Units of the curves."""
+    the only part of a curve that carries ve (see :data:`VE_MIN_BACKFLUX_SNR`). Units of the curves.
+    exact_aif: a population AIF evaluated at each delay (:class:`.population_placement.ExactPopulationAIF`)."""
     times = np.asarray(times, dtype=np.float64)
     t_min = times / 60.0
     delay = np.asarray(delay, dtype=np.float64)
     ktrans, kep = (np.asarray(a, dtype=np.float64) for a in (ktrans, kep))
     delays, group = np.unique(delay, return_inverse=True)
-    table = np.stack([shifted(aif, times, d) for d in delays]) if delays.size else np.zeros((0, times.size))
+    at = (lambda d: shifted(aif, times, d)) if exact_aif is None else exact_aif.values
+    table = np.stack([at(d) for d in delays]) if delays.size else np.zeros((0, times.size))
     inverses, integral = _span_gram_inverses(table, t_min)
     out = np.zeros(ktrans.shape[0])
     for g in range(delays.size):

@@ -176,10 +176,11 @@ class ExchangeModel:
 
     aif: Cp (T,) [mM]; times: (T,) seconds; max_delay, delay_step: the arterial-delay grid [s];
     iterations: Levenberg-Marquardt iterations (0 = the linear solution only, clipped to the bounds).
+    exact_aif: a population AIF known at any time (as for :class:`.models.PKModel`): each delay evaluates it.
     """
 
     def __init__(self, aif: np.ndarray, times: np.ndarray, uptake: bool = False, max_delay: float = 0.0,
-                 delay_step: float = 1.0, iterations: int = 40, chunk_voxels: int = 16384):
+                 delay_step: float = 1.0, iterations: int = 40, chunk_voxels: int = 16384, exact_aif=None):
         self.aif, self.times = checks.aif_and_times(aif, times)
         self.t_min = self.times / 60.0
         self.uptake = uptake
@@ -187,6 +188,12 @@ class ExchangeModel:
         self.delays = np.arange(n_delays) * delay_step
         self.iterations = iterations
         self.chunk_voxels = chunk_voxels
+        self.exact_aif = exact_aif
+
+    def _shifted(self, delay: float) -> np.ndarray:
+        if self.exact_aif is not None:
+            return self.exact_aif.values(delay)
+        return shifted(self.aif, self.times, delay)
 
     def fit(self, curves: np.ndarray, progress=None) -> ExchangeFit:
         curves = checks.curve_matrix(curves, self.times.size)
@@ -213,7 +220,7 @@ class ExchangeModel:
         ve = np.asarray(fit.ve, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             kep = np.where(ve > 0, fit.ktrans / np.where(ve > 0, ve, 1.0), 0.0)
-        norm = backflux_norm(self.aif, self.times, fit.delay, fit.ktrans, kep)
+        norm = backflux_norm(self.aif, self.times, fit.delay, fit.ktrans, kep, exact_aif=self.exact_aif)
         return backflux_snr(norm, sse, n_frames - 4 - (1 if self.delays.size > 1 else 0))
 
     # --- linear least squares over the delay grid ----------------------------------------------
@@ -227,8 +234,8 @@ class ExchangeModel:
         best_sse, best_coef, best_delay = np.full(n, np.inf), np.zeros((n, k_own + 2)), np.zeros(n)
         every = []  # the coefficients of every delay: the starts of the delay screening
         for d in self.delays:
-            cp = shifted(self.aif, self.times, d)
-            int_cp = cumulative_integral(cp, self.t_min)
+            cp = self._shifted(d)
+            int_cp = cumulative_integral(cp, self.t_min) if self.exact_aif is None else self.exact_aif.integral(d)
             shared = np.stack([int_cp, cumulative_integral(int_cp, self.t_min)])  # (2, T)
             k = k_own + 2
             gram = np.empty((n, k, k))
@@ -253,7 +260,7 @@ class ExchangeModel:
         int2_ct = cumulative_integral(int_ct, self.t_min)
         coef, delay, every = self._linear(y, int_ct, int2_ct)
         theta = self._start(coef)
-        aifs = np.stack([shifted(self.aif, self.times, d) for d in self.delays])  # (n_delays, T)
+        aifs = np.stack([self._shifted(d) for d in self.delays])  # (n_delays, T)
         index = np.rint(delay / self._step()).astype(int)
         if self.iterations and self.delays.size > 1:
             theta, index = self._screen_delays(y, aifs, every)

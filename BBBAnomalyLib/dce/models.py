@@ -71,11 +71,15 @@ class PKModel:
 
     aif: plasma Cp (T,) [mM]; times: (T,) seconds (need not be uniform); max_delay, delay_step: the
     bolus-delay grid in s; refine: Levenberg-Marquardt on the exact model after the linear fit.
+    exact_aif: an AIF known at any time (:class:`.population_placement.ExactPopulationAIF`, a population AIF on
+    these times, ``aif`` its values at delay 0): each delay of the grid then evaluates it at the shifted times and
+    takes its exact running integral, instead of interpolating ``aif``'s samples and summing them by trapezoids
+    (which lose a first pass that falls between coarse frames). None (a measured AIF): the samples, as before.
     """
 
     def __init__(self, model: Model | str, aif: np.ndarray, times: np.ndarray, max_delay: float = 0.0,
                  delay_step: float = 1.0, refine: bool = False, refine_iterations: int = 15,
-                 device: str = "cpu", chunk_voxels: int = 65536):
+                 device: str = "cpu", chunk_voxels: int = 65536, exact_aif=None):
         try:
             self.model = Model(model)
         except ValueError:
@@ -88,6 +92,21 @@ class PKModel:
         self.refine_iterations = refine_iterations
         self.device = device
         self.chunk_voxels = chunk_voxels
+        self.exact_aif = exact_aif
+
+    def _shifted(self, delay: float) -> np.ndarray:
+        """The AIF arriving ``delay`` s later on the frame times: exact for an exact AIF, else interpolated."""
+        if self.exact_aif is not None:
+            return self.exact_aif.values(delay)
+        return shifted(self.aif, self.times, delay)
+
+    def _exact_integrals(self, delay: np.ndarray) -> np.ndarray | None:
+        """Patlak's ∫Cp rows (D, T) for :meth:`_delay_table`'s rows of ``delay``, exact for an exact AIF; None
+        otherwise (the model pass then sums the table's samples by trapezoids, as the linear fit did)."""
+        if self.exact_aif is None or self.model is not Model.PATLAK:
+            return None
+        delays = np.unique(delay) if delay.size else self.delays[:1]
+        return np.stack([self.exact_aif.integral(d) for d in delays])
 
     def fit(self, curves: np.ndarray, progress=None, keep_fitted: bool = True, dtype=np.float64) -> PKFit:
         """Fit every curve (n, T). keep_fitted=False leaves ``PKFit.fitted`` None (``curves(fit)``
@@ -135,7 +154,7 @@ class PKModel:
             report(ktrans.size)
         if self.refine:
             group = np.searchsorted(self.delays, out["delay"])
-            table = np.stack([shifted(self.aif, self.times, d) for d in self.delays])
+            table = np.stack([self._shifted(d) for d in self.delays])
             out["ktrans"], out["kep"], out["vp"] = self._refine(curves, table, group, out["ktrans"], out["kep"],
                                                                 out["vp"], report)
             for start in range(0, n, chunk):
@@ -165,7 +184,8 @@ class PKModel:
         for start in range(0, n, chunk):
             rows = slice(start, start + chunk)
             model = np.empty((self.t_min.size, out[rows].shape[0]))
-            self._model_pass(None, table, group[rows], fit.ktrans[rows], fit.kep[rows], fit.vp[rows], model)
+            self._model_pass(None, table, group[rows], fit.ktrans[rows], fit.kep[rows], fit.vp[rows], model,
+                             integrals=self._exact_integrals(fit.delay))
             out[rows] = model.T
         return out
 
@@ -214,12 +234,12 @@ class PKModel:
     def _delay_table(self, delay: np.ndarray):
         """The shifted AIFs (D, T) of the delays present and each voxel's row of it."""
         delays = np.unique(delay) if delay.size else self.delays[:1]
-        return np.stack([shifted(self.aif, self.times, d) for d in delays]), np.searchsorted(delays, delay)
+        return np.stack([self._shifted(d) for d in delays]), np.searchsorted(delays, delay)
 
     # --- linear least squares over the delay grid ------------------------------------------------
-    def _design(self, cp: np.ndarray):
+    def _design(self, cp: np.ndarray, delay: float = 0.0):
         """The regressors shared by all voxels (k_shared, T); -∫Ct is added per voxel except for Patlak."""
-        int_cp = cumulative_integral(cp, self.t_min)
+        int_cp = cumulative_integral(cp, self.t_min) if self.exact_aif is None else self.exact_aif.integral(delay)
         if self.model is Model.PATLAK:
             return np.stack([cp, int_cp])
         if self.model is Model.TOFTS:
@@ -264,13 +284,14 @@ class PKModel:
         outside = (ktrans < 0) | (vp < 0) | (vp > 1) | (kep < 0) | (kep > KEP_MAX)
         return ktrans.copy(), kep.copy(), vp.copy(), outside
 
-    def _on_the_boundary(self, yt, cp, kep):
+    def _on_the_boundary(self, yt, cp, kep, delay: float = 0.0):
         """Least squares with kep fixed at its bound: Ct = Ktrans·E(kep) [+ vp·Cp] is linear in
         (Ktrans, vp); a negative one is set to 0 and the other refitted alone. Clipping the unconstrained
         solution instead keeps Ktrans = b1 - kep·vp from the wrong kep, which on noise-only voxels gave
         Ktrans 10-100 times the tumor's. yt: (T, m) curves, frames as rows."""
         if self.model is Model.PATLAK:
-            e = np.repeat(cumulative_integral(cp, self.t_min)[:, None], yt.shape[1], axis=1)
+            int_cp = cumulative_integral(cp, self.t_min) if self.exact_aif is None else self.exact_aif.integral(delay)
+            e = np.repeat(int_cp[:, None], yt.shape[1], axis=1)
         else:
             e = _exp_convolution_rows(cp, self.t_min, kep)
         ee, ey = np.einsum("tn,tn->n", e, e), np.einsum("tn,tn->n", e, yt)
@@ -285,7 +306,7 @@ class PKModel:
         kt, v = np.where(v < 0, k_only, kt), np.where(v < 0, 0.0, v)
         return kt, np.clip(v, 0.0, 1.0)
 
-    def _model_pass(self, yt, table, group, ktrans, kep, vp, out=None, backflux=None):
+    def _model_pass(self, yt, table, group, ktrans, kep, vp, out=None, backflux=None, integrals=None):
         """Frame by frame over (T, n): the model curve of each voxel (its AIF: row ``group`` of
         ``table``), written to ``out`` (T, n) when given; with curves ``yt`` (T, n), the residual and
         the total sums of squares (about the curve's mean) per voxel for R². The arithmetic of the
@@ -295,7 +316,8 @@ class PKModel:
         tab = np.ascontiguousarray(table.T)  # (T, D)
         patlak = self.model is Model.PATLAK
         if patlak:
-            int_tab = np.ascontiguousarray(cumulative_integral(table, self.t_min).T)
+            int_tab = np.ascontiguousarray((cumulative_integral(table, self.t_min) if integrals is None
+                                            else integrals).T)
         else:
             weights = {}
             kep = kep.astype(np.float64)
@@ -360,7 +382,7 @@ class PKModel:
             int_ct[i] += int_ct[i - 1]
         ss = {"yy": np.einsum("tn,tn->n", yt, yt), "ii": np.einsum("tn,tn->n", int_ct, int_ct),
               "iy": np.einsum("tn,tn->n", int_ct, yt)}
-        designs = [self._design(shifted(self.aif, self.times, d)) for d in self.delays]
+        designs = [self._design(self._shifted(d), d) for d in self.delays]
         stacked = np.concatenate(designs)  # (n_delays·s, T): one product per voxel matrix for all delays
         i_all = stacked @ int_ct  # (n_delays·s, n)
         del int_ct  # before y_all is made: one (n_delays·s, n) product fewer beside the two (T, n) arrays
@@ -382,14 +404,15 @@ class PKModel:
         table, group = self._delay_table(best_delay)
         for g in np.unique(group[outside]):  # boundary refit per delay of the grid (it needs the linear kep only)
             fix = np.flatnonzero((group == g) & outside)
-            ktrans[fix], vp[fix] = self._on_the_boundary(yt[:, fix], table[g], kep[fix])
+            ktrans[fix], vp[fix] = self._on_the_boundary(yt[:, fix], table[g], kep[fix], np.unique(best_delay)[g])
         return ktrans, kep, vp, best_delay
 
     def _finish_chunk(self, yt, ktrans, kep, vp, delay, out: dict, rows: slice):
         """ve, R² (and the model curves when kept) of a chunk's final parameters, written to ``out``."""
         table, group = self._delay_table(delay)
         fitted = np.empty_like(yt) if out["fitted"] is not None else None
-        resid, total = self._model_pass(yt, table, group, ktrans, kep, vp, fitted)
+        resid, total = self._model_pass(yt, table, group, ktrans, kep, vp, fitted,
+                                        integrals=self._exact_integrals(delay))
         with np.errstate(divide="ignore", invalid="ignore"):
             ve = np.where(kep > 0, np.clip(ktrans / np.where(kep > 0, kep, 1.0), 0.0, 1.0),
                           np.where(ktrans > 0, 1.0, 0.0))

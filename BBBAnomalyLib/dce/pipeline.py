@@ -240,7 +240,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             rls_out.ser = lambda: ser_from_concentration(brain_conc_, _rows(t10, in_brain), flip, tr, params.relaxivity)
         ser = None
 
-    aif_delay = None
+    aif_delay, exact_aif, placement = None, None, None
     if aif_curve is None:  # (a search region or the automatic AIF with the RLS or --blood-t10: chosen above)
         report_progress(0.5 if rls_first else 0.1, "arterial input function")
         with timer("aif"):
@@ -263,12 +263,18 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                                      "(seconds or a map) or --vfa, or use --aif-mask or --population-aif")
                 aif_curve, arterial = _aif_choosing_voxels(conc, params, arterial, analysed, brain, times, n_base)
             else:
-                aif_curve, aif_delay = aif_mod.population_aif(times, _rows_mean(conc, in_brain), params.hematocrit,
-                                                              params.max_delay, params.population_aif)
+                # (no AIF mask here: the analysed rows are the brain's)
+                aif_curve, exact_aif, placement = aif_mod.population_aif(
+                    times, conc, _rows_mean(conc, in_brain), n_base, params.hematocrit, params.max_delay,
+                    params.population_aif)
+                aif_delay = placement.arrival
 
     if aif_blood is not None:  # (the voxels were chosen and checked on the tissue-T10 curve above)
         aif_curve = aif_blood
-    aif_mod.warn_slow_frames(aif_curve, times, aif_delay is not None, warnings)
+    aif_mod.warn_slow_frames(aif_curve, times, aif_delay is not None, warnings,
+                             refine=params.refine and params.model not in (Model.TWO_CXM, Model.TWO_CUM))
+    if params.aif_auto and params.population_aif is None and "aif-mask" not in masks and mode == "spgr":
+        aif_mod.warn_short_auto_baseline(n_base, warnings)  # (each chosen artery's S0 from the few frames)
     if aif_delay is None:  # a measured AIF (mask, search region, automatic): its peak must be one a bolus gives
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
@@ -284,13 +290,16 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         ser = ser.rows_of(brain_conc, in_brain)
     elif ser is not None:
         ser = brain_conc if ser is conc else _brain_rows(ser, in_brain)
+    # a population AIF's delay grid starts before the arteries' arrival and reaches past the brain average's
+    beyond = placement.span - params.max_delay if placement is not None else 0.0
     with timer("model_fit"):
         if params.model in (Model.TWO_CXM, Model.TWO_CUM):  # always nonlinear (.exchange)
-            model = ExchangeModel(aif_curve, times, uptake=params.model is Model.TWO_CUM, max_delay=params.max_delay)
+            model = ExchangeModel(aif_curve, times, uptake=params.model is Model.TWO_CUM,
+                                  max_delay=params.max_delay + beyond, exact_aif=exact_aif)
         else:
-            model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay, refine=params.refine,
+            model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay + beyond, refine=params.refine,
                             refine_iterations=params.refine_iterations, device=params.device,
-                            chunk_voxels=params.chunk_voxels)
+                            chunk_voxels=params.chunk_voxels, exact_aif=exact_aif)
         fitting = lambda f: report_progress(fit_from + fit_span * f, f"fitting {params.model.value}")  # noqa: E731
         if isinstance(model, PKModel):  # model curves on demand (DCEResult.curves), not held with the maps
             # the parameters stored as their float32 maps will hold them (the same cast; issue 17)
@@ -302,7 +311,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         # frames, and ve (kep, Te) where the curve carries no backflux above its noise
         _check_two_compartment_sampling(params.model, times, warnings)
         fit_bounds = _fit_bounds(params.model, fit, warnings)
-        delay_range = _check_delay_range(params.model, aif_curve, times, params.max_delay, brain_conc, fit, warnings)
+        delay_range = _check_delay_range(params.model, aif_curve, times, params.max_delay, brain_conc, fit, warnings,
+                                         exact_aif=exact_aif, beyond=beyond)
         ve_info, ve_known, curve_kep = None, None, None
         if "ve" in MODEL_MAPS[params.model]:
             ve_info, ve_known, curve_kep = _mark_undetermined_ve(model, fit, brain_conc, masks, brain, warnings)
@@ -358,6 +368,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report["fit_bounds"] = fit_bounds
     report["delay_range"] = {"max_delay_s": params.max_delay, "groups": delay_range}
+    if placement is not None:  # where the population AIF was put, and the delay grid searched from it
+        report["aif"]["population_placement"] = placement.record(params.max_delay)
     if ve_info is not None:
         report["ve_determination"] = ve_info
         share = ve_info.get("undetermined_share")

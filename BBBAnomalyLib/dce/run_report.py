@@ -91,7 +91,7 @@ DELAY_PROBE_CHUNK = 512
 
 
 def _check_delay_range(model: Model, aif: np.ndarray, times: np.ndarray, max_delay: float, curves, fit,
-                       warnings: list[str]) -> dict:
+                       warnings: list[str], exact_aif=None, beyond: float = 0.0) -> dict:
     """{group: {"voxels", "later_share", "median_delay_s"}}: whether the tissue's bolus comes later than the delay
     grid (0 to --max-delay) reaches, with a warning naming the --max-delay that would reach it.
 
@@ -102,12 +102,17 @@ def _check_delay_range(model: Model, aif: np.ndarray, times: np.ndarray, max_del
     upstream of a tumour, or across a hemisphere, is seconds to more than ten. The check refits a sample of the
     voxels with a clear bolus (the brain's, and the leaky ones': a tumour is a small share of a brain) with the
     grid extended to MAX_DELAY_S, by the run's linear model (extended Tofts for the two-compartment models), and
-    counts the voxels that fit at least twice as well later than --max-delay."""
+    counts the voxels that fit at least twice as well later than --max-delay.
+
+    A population AIF (``exact_aif``, evaluated at every delay) is searched ``beyond`` s further than --max-delay
+    (its placement starts the grid before the arteries' arrival and reaches past the brain average's): the grid the
+    fit used is 0 to max_delay + beyond, and the --max-delay suggested is the later delay less ``beyond``."""
     from .models import PKModel
     from .parameters import MAX_DELAY_S
 
     out: dict = {}
-    if max_delay >= MAX_DELAY_S:
+    searched = max_delay + beyond
+    if searched >= MAX_DELAY_S:
         return out
     r2 = np.nan_to_num(np.asarray(fit.r2, dtype=np.float64), nan=0.0)
     clear = r2 >= DELAY_PROBE_MIN_R2
@@ -120,14 +125,14 @@ def _check_delay_range(model: Model, aif: np.ndarray, times: np.ndarray, max_del
             continue
         rows = rows[:: -(-rows.size // DELAY_PROBE_VOXELS)]
         sample = np.asarray(curves[rows], dtype=np.float32)  # (a few MiB at most: fitted in small chunks)
-        within = PKModel(probe, aif, times, max_delay=max_delay, chunk_voxels=DELAY_PROBE_CHUNK).fit(
-            sample, keep_fitted=False)
-        beyond = PKModel(probe, aif, times, max_delay=MAX_DELAY_S, chunk_voxels=DELAY_PROBE_CHUNK).fit(
-            sample, keep_fitted=False)
+        within = PKModel(probe, aif, times, max_delay=searched, chunk_voxels=DELAY_PROBE_CHUNK,
+                         exact_aif=exact_aif).fit(sample, keep_fitted=False)
+        extended = PKModel(probe, aif, times, max_delay=MAX_DELAY_S, chunk_voxels=DELAY_PROBE_CHUNK,
+                           exact_aif=exact_aif).fit(sample, keep_fitted=False)
         del sample
-        later = (beyond.delay > max_delay) & ((1.0 - beyond.r2) <= DELAY_BETTER_SSE * (1.0 - within.r2))
+        later = (extended.delay > searched) & ((1.0 - extended.r2) <= DELAY_BETTER_SSE * (1.0 - within.r2))
         share = float(later.mean())
-        delays = beyond.delay[later]
+        delays = extended.delay[later] - beyond
         out[name] = {"voxels": int(rows.size), "later_share": share,
                      "median_delay_s": float(np.median(delays)) if delays.size else None}
         if share >= DELAY_WARNING_SHARE:
