@@ -102,7 +102,7 @@ def register(sub) -> None:
     acq.add_argument("--vfa-flip-angles", type=float, nargs="+", metavar="DEG",
                      help="flip angles of --vfa, one per frame/file (default: from their metadata)")
     acq.add_argument("--vfa-tr", type=float, metavar="S", help="TR of --vfa in seconds (default: from its metadata)")
-    acq.add_argument("--b1", metavar="MAP", help="relative B1 map for the --vfa fit (same grid)")
+    acq.add_argument("--b1", metavar="MAP", help="relative B1 map for the --vfa fit (on another grid it is resampled)")
     acq.add_argument("--flip-angle", type=float, metavar="DEG", help="flip angle in degrees (default: from the file)")
     acq.add_argument("--tr", type=float, metavar="S", help="repetition time in seconds (default: from the file)")
     acq.add_argument("--relaxivity", type=float, default=4.5, help="r1 in 1/(s·mM) (default 4.5)")
