@@ -86,13 +86,14 @@ def write_volume(volume: Volume, path) -> Path:
     return path
 
 
-def _on_reference_lattice(grid: Volume, reference: Volume) -> np.ndarray | None:
-    """``grid``'s data placed on ``reference``'s voxels when its voxel centres lie on the same lattice: stored with
-    the axes permuted or reversed (a mask saved by another tool in another orientation, e.g. RAS vs LPS storage)
-    and/or cropped to a sub-block (Slicer writes a segmentation cropped to its segments when it has no reference
-    geometry; other tools crop too). Voxels of the reference outside the block are 0. None when it is not such a
-    lattice, or when a nonzero voxel of it lies outside the reference (a mask of another image or field of view).
-    Exact: whole voxels are moved, nothing is interpolated."""
+def _on_reference_lattice(grid: Volume, reference: Volume, block: bool = False) -> np.ndarray | None:
+    """``grid``'s data placed on ``reference``'s voxels when its voxel centres lie on the same lattice: the same
+    voxels stored with the axes permuted or reversed (a mask saved by another tool in another orientation, e.g. RAS
+    vs LPS storage), or with ``block`` a sub-block of them (a Slicer segmentation, which Slicer writes cropped to its
+    segments when it has no reference geometry; its voxels outside the block are 0). None when it is not such a
+    lattice, or when a nonzero voxel of it lies outside the reference. Other files of another extent are not taken
+    as crops: the same affine with another shape is as likely a mask of another image. Exact: whole voxels are
+    moved, nothing is interpolated."""
     if grid.affine.shape != (4, 4) or reference.same_grid(grid):
         return None
     try:
@@ -121,6 +122,8 @@ def _on_reference_lattice(grid: Volume, reference: Volume) -> np.ndarray | None:
         data = np.flip(data, axis=tuple(flips))
     if all(start == 0 for start in starts) and data.shape == reference.spatial_shape:
         return data
+    if not block:
+        return None
     source = tuple(slice(max(0, -a), min(n, size - a)) for a, n, size in zip(starts, data.shape,
                                                                            reference.spatial_shape))
     target = tuple(slice(max(0, a), max(0, a) + (s.stop - s.start)) for a, s in zip(starts, source))
@@ -138,8 +141,8 @@ def read_mask(path_or_array, reference: Volume, name: str, label=None) -> np.nda
 
     path_or_array: a mask/label file, a Volume, or an array of the reference's spatial shape (an
     array carries no geometry, so only its shape is checked). A 4D file with a single frame is
-    accepted as 3D. A mask on the same voxel lattice stored in another axis order or direction, or cropped to a
-    sub-block, is placed on the reference's voxels (exact).
+    accepted as 3D. A mask of the same voxels stored in another axis order or direction, or a Slicer segmentation
+    cropped to a block of the same voxel lattice, is placed on the reference's voxels (exact).
     label: the region inside the file: a segment's name in a Slicer .seg.nrrd, or a label value (int or digits);
     None takes every nonzero voxel, and refuses a Slicer segmentation holding several segments (:mod:`.segments`).
     Errors name the mask: 4D, another grid, or empty.
@@ -171,7 +174,7 @@ def read_mask(path_or_array, reference: Volume, name: str, label=None) -> np.nda
         raise InputError(f"mask '{name}' ({where}) is 4D with shape {data.shape}; a mask must be a single 3D "
                          "volume (e.g. export one segment as a labelmap in Slicer)")
     grid = Volume(data, vol.affine)
-    reoriented = _on_reference_lattice(grid, reference)
+    reoriented = _on_reference_lattice(grid, reference, block=bool(segments))
     if reoriented is not None:  # the same lattice in another axis order or direction, or a crop: placed exactly
         grid = Volume(reoriented, reference.affine)
         data = reoriented
