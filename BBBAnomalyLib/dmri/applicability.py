@@ -19,7 +19,18 @@ MAPS = ("anomaly", "anomaly_mask")
 WARN_VOXEL_MM, WARN_EXTENT_MM, WARN_SLICES = 4.0, 90.0, 20
 
 
-def check_dwi_input(affine: np.ndarray, brain: np.ndarray, model_kind: str, threshold: str) -> Applicability:
+#: The analysed brain's median apparent diffusivity (from the direction-averaged S/S0 at b = 1000, µm²/ms): healthy
+#: adult parenchyma 0.7-0.9; the phantoms (patients 1000, 1001, 3000, healthy 4000; SNR 10-40) and dipy's real crop
+#: 0.78-0.83. Outside: the b0 scaled unlike the diffusion-weighted volumes (per-volume rescale slopes not applied:
+#: b0 x 1.25 reads 1.00-1.04 and doubled RecDiscNet's anomaly volume, x 0.8 reads 0.56-0.59 and halved it), a wrong
+#: b-value, or a brain unlike the training.
+ADC_RANGE_UM2_MS = (0.65, 0.95)
+
+
+def check_dwi_input(affine: np.ndarray, brain: np.ndarray, model_kind: str, threshold: str,
+                    median_adc: float | None = None, mask: np.ndarray | None = None) -> Applicability:
+    """``median_adc``: the analysed brain's median apparent diffusivity, µm²/ms; ``mask``: the brain mask before
+    the erosion, for the field-of-view check (the eroded brain never reaches the array's edge). None: not checked."""
     vox = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     directions = np.abs(np.asarray(affine)[:3, :3] / vox)
     axis = int(np.argmax(directions[2]))  # the voxel axis closest to superior-inferior
@@ -39,6 +50,32 @@ def check_dwi_input(affine: np.ndarray, brain: np.ndarray, model_kind: str, thre
     add(Check("coverage", extent, "mm", "whole brain (>= 90 mm, >= 20 slices)", "ok" if ok else "warning", MAPS,
               "" if ok else f"the analysed brain spans {extent:.0f} mm in {slices.size} slices: partial coverage; the "
               "models and the label-free thresholds (Otsu, mean-pool) assume a whole brain"))
+    if mask is not None:
+        # a brain cut by the field of view (the top 20 % missing, 120 mm left: inside the coverage check) moved the
+        # maps (RecDiscNet r 0.93, the VAE's r 0.71 with the whole brain's run): the grid is centred on the brain
+        # it sees. The structural pipeline's rule (session 19): an outermost slice holding >= 25 % of the brain's
+        # largest cross-section
+        from ..structural.applicability import FOV_CUT_FRACTION, field_of_view_cut
+
+        cut, side = field_of_view_cut(mask, affine)
+        ok = cut < FOV_CUT_FRACTION
+        add(Check("field_of_view", round(float(cut), 3), "fraction of the brain's largest cross-section in an "
+                  "outermost slice", f"< {FOV_CUT_FRACTION:g} (whole brains)", "ok" if ok else "warning", MAPS,
+                  "" if ok else f"the brain is cut by the field of view: the outermost {side} slice still holds "
+                  f"{100 * cut:.0f} % of the brain's largest cross-section, so part of the brain is missing. The "
+                  "models centre their grid on the brain they see and were trained on whole brains: the anomaly map "
+                  "is outside the trained range; a field of view covering the whole brain would be within it"))
+    if median_adc is not None:
+        low, high = ADC_RANGE_UM2_MS
+        ok = low <= median_adc <= high
+        add(Check("diffusivity", round(float(median_adc), 3), "µm²/ms",
+                  f"median {low:g}-{high:g} (phantoms 0.78-0.83)",
+                  "ok" if ok else "warning", MAPS,
+                  "" if ok else f"the brain's median apparent diffusivity is {median_adc:.2f} µm²/ms (healthy adult "
+                  f"parenchyma 0.7-0.9; the models were trained at 0.78-0.83): is the b0 scaled unlike the "
+                  "diffusion-weighted volumes (per-volume rescale slopes not applied by the converter), or a b-value "
+                  "wrong? The models read S/S0 as it is, so a global shift moves the whole anomaly map; convert the "
+                  "series again with its scale factors applied, or check the bval file"))
     usable = model_kind != "vae"
     add(Check("model", model_kind, "", "recdisc (the VAE has no usable operating point)", "ok" if usable else "warning",
               MAPS, "" if usable else f"the VAE is a research option, not a usable detector: on held-apart phantom "

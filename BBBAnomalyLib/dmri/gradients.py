@@ -4,8 +4,9 @@ What is supported (and what is refused, with the reason):
 
 * at least one b0 volume (b < ``b0_threshold``, 150 s/mm² by default); several are averaged;
 * one shell within ``±shell_tolerance`` (30 %) of the model's b-value (1000 s/mm²); its attenuation
-  is rescaled mono-exponentially to b = 1000, ``(S/S0) ** (1000 / b)``, per volume (so b-values that
-  scatter around the nominal shell, as in dipy's 64-direction crop, are exact). Other shells of a
+  is rescaled mono-exponentially to b = 1000, ``(S/S0) ** (1000 / (b - b0_b))``, per volume (so b-values that
+  scatter around the nominal shell, as in dipy's 64-direction crop, are exact; ``b0_b`` is the b0 volumes' own
+  mean b, 0 unless a protocol acquires its reference at b = 5-50). Other shells of a
   multi-shell acquisition are ignored with a warning; an acquisition without such a shell (e.g. a
   b = 2000-only scan) is refused;
 * at least ``min_directions`` (15) unique directions (antipodal pairs count once) that span the sphere:
@@ -76,9 +77,10 @@ class Shell:
     nominal_b: float
     unique_directions: int
     warnings: list[str] = field(default_factory=list)
+    b0_b: float = 0.0  # mean b-value of the "b0" volumes (some protocols acquire b = 5-50 instead of 0)
 
     def to_json(self) -> dict:
-        return {"b0_volumes": int(self.b0.size), "shell_volumes": int(self.index.size),
+        return {"b0_volumes": int(self.b0.size), "b0_b": round(self.b0_b, 1), "shell_volumes": int(self.index.size),
                 "shell_b": round(self.nominal_b, 1), "unique_directions": self.unique_directions,
                 "sh_order": sh_order_for(self.unique_directions)}
 
@@ -109,15 +111,28 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
     low, high = target_b * (1 - tolerance), target_b * (1 + tolerance)
     on_shell = weighted & (bvals >= low) & (bvals <= high)
     if not on_shell.any():
+        lengths = norms[weighted & (norms > 1e-6)]
+        scaled = (f" The gradient vectors are {lengths.min():.2f}-{lengths.max():.2f} long: if their lengths encode the "
+                  "b-value (b·|g|², as DWMRI NRRD and some vendor tables do), write each volume's own b-value in the "
+                  "bval file and unit vectors in the bvec file." if lengths.size and np.ptp(lengths) > 0.1 else "")
         raise InputError(f"no shell near b = {target_b:g} s/mm² (accepted {low:g}–{high:g}); this acquisition has "
                          f"b = {_shells(bvals)}. The models were trained on b ≈ {target_b:g} single-shell data; "
                          "acquire (or extract) a b ≈ 1000 shell, or train a model on your own b-value with "
-                         "`bbbanomaly train dmri-vae`")
-    if not np.isfinite(bvecs[on_shell]).all() or (norms[on_shell] < 0.5).any():
-        raise InputError("some diffusion-weighted volumes on the shell have a zero or NaN gradient direction; "
+                         f"`bbbanomaly train dmri-vae`.{scaled}")
+    directionless = on_shell & (~np.isfinite(bvecs).all(axis=1) | (norms < 0.5))
+    if directionless[on_shell].all():
+        raise InputError("the diffusion-weighted volumes on the shell have a zero or NaN gradient direction; "
                          "check the bvec file (a b0 must have b below the b0 threshold)")
     warnings = []
-    ignored = weighted & ~on_shell
+    if directionless.any():
+        # Siemens' trace-weighted (TRACEW) and Philips' isotropic image: the mean of the shell's volumes, stored at
+        # the shell's b with a zero vector. It carries no direction for the SH fit; an ordinary series holding one
+        # was refused, though its other volumes are complete.
+        on_shell &= ~directionless
+        warnings.append(f"{int(directionless.sum())} volume(s) at b ≈ {target_b:g} have no gradient direction (a zero "
+                        "or NaN bvec: a trace-weighted/isotropic image as Siemens and Philips series carry, or a b0 "
+                        "with a wrong b-value) and were left out")
+    ignored = weighted & ~on_shell & ~directionless
     if ignored.any():
         warnings.append(f"{int(ignored.sum())} diffusion-weighted volumes outside the b ≈ {target_b:g} shell "
                         f"(b = {_shells(bvals[ignored])}) were ignored: the model uses one shell")
@@ -139,7 +154,7 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
     if np.linalg.cond(design) > 1e4:
         raise InputError("the gradient directions do not span the sphere (e.g. all in one plane); the signal "
                          "cannot be resampled to the model's directions")
-    return Shell(b0, index, bvals[index], directions, nominal, unique, warnings)
+    return Shell(b0, index, bvals[index], directions, nominal, unique, warnings, float(bvals[b0].mean()))
 
 
 def count_unique(directions: np.ndarray) -> int:

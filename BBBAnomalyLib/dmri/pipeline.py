@@ -119,7 +119,10 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     brain = prepared.brain
     from .applicability import check_dwi_input
 
-    applicability = check_dwi_input(dwi.affine, brain, model.kind, params.threshold.value)
+    # the direction-averaged S/S0's median as a diffusivity (mm²/s -> µm²/ms): a b0 scaled unlike the DW volumes
+    # shifts it
+    median_adc = -np.log(max(float(np.median(prepared.mean_attenuation)), 1e-6)) / model.spec.b_value * 1e3
+    applicability = check_dwi_input(dwi.affine, brain, model.kind, params.threshold.value, median_adc, prepared.mask)
     warnings.extend(applicability.warnings)
     with timer("network"):
         report_progress(0.5, f"running the {params.model.value} network")
@@ -152,6 +155,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
                       "opening_3x3x3": params.opening},
         "brain_voxels": int(brain.sum()),
         "applicability": applicability.to_json(),
+        "gradient_orientation": prepared.orientation.to_json() if prepared.orientation is not None else None,
         "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
         "summary": _summary(values, mask[brain], masks, brain, dwi),
         "timings_s": timer.seconds,
