@@ -34,6 +34,8 @@ from ..core.devices import blas_threads, block_workers, map_blocks
 from .deconvolution import DeconvolutionModel
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
+# LOW_CNR: below it (the brain's per-frame contrast-to-noise) CBF is biased, lower still not trustworthy (.low_cnr)
+from .low_cnr import LOW_CNR, low_cnr_warnings  # noqa: F401 (LOW_CNR is read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .validation import (
@@ -84,11 +86,6 @@ def map_info(params: DSCParameters) -> dict[str, tuple[str, str]]:
     if params.method is DeconvolutionMethod.PHAE:
         info.update({name: (info[name][0], text) for name, text in PHAE_MAP_INFO.items()})
     return info
-
-#: Below this per-frame contrast-to-noise ratio of the brain, deconvolved CBF is biased by noise
-#: (measured on the reference object: Tikhonov-GCV 0.3-0.4x truth and cSVD 1.4-1.5x in NAWM at
-#: CNR 1-2; inside the noiseless truncation band at CNR >= 9): Testing/test_dsc_accuracy_vs_truth.py.
-LOW_CNR = 5.0
 
 
 def _with_single_threaded_blas(function):
@@ -336,13 +333,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
     brain_curves = curves[:n_brain]  # a view
     contrast = contrast_to_noise(brain_curves, baseline)
-    if contrast < LOW_CNR and params.method is not DeconvolutionMethod.PHAE:
-        warnings.append(
-            f"low contrast-to-noise: the mean brain curve peaks at {contrast:.1f} x the per-frame baseline noise "
-            f"(below {LOW_CNR:g}); there CBF from deconvolution is biased, whatever the code: Tikhonov-GCV smooths "
-            "towards zero (0.3-0.4x truth on the reference object at CNR 1-2), fixed-threshold sSVD/cSVD take "
-            "noise peaks for flow in low-flow tissue (white matter up to 1.5x); oSVD is the least biased. CBV is "
-            "not affected")
+    first, later = low_cnr_warnings(contrast, params.method)  # by tier: which maps are (not) trustworthy
+    warnings[:0] = first
+    warnings.extend(later)
     aif_area = trapezoid(aif_curve, times)
     scale = params.scale
     # ∫ΔR2* of every brain voxel before the leakage correction changes the curves in place: one
