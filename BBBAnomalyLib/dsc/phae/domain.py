@@ -79,5 +79,6 @@ def out_of_domain(stats: dict, domain: dict | None, what: str = "the PHAE weight
                      if key == "curve_cnr" and value < lo else "")
         warnings.append(f"{label} {value:.3g}{(' ' + unit) if unit else ''} is outside the range {what} were "
                         f"trained on ({lo:.3g}-{hi:.3g}{(' ' + unit) if unit else ''}){direction}: treat the learned "
-                        "maps with caution and compare with oSVD")
+                        "maps with caution and compare with oSVD (where the run's contrast-to-noise is 1 or more: below it no "
+                        "deconvolution's CBF is trustworthy, dsc/low_cnr.py)")
     return warnings
