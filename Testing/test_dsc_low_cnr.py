@@ -85,6 +85,10 @@ def test_below_cnr_1_cbf_is_called_untrustworthy_first_and_is(snr10, method):
     assert over_truth(res, snr10, "cbv", "gm") == pytest.approx(1.0, abs=0.15)
     assert rim_ratio_over_truth(res, snr10, "cbv") == pytest.approx(1.0, abs=0.2)
     assert not any(w.startswith("low contrast-to-noise") for w in res.report["warnings"])  # one tier, not two
+    # ... and beside an ROI mean or ratio of those maps (roi-stats, the panel's ratio table read report["maps"])
+    caveats = {name: entry.get("caveat", "") for name, entry in res.report["maps"].items()}
+    assert all("not trustworthy at this run's contrast-to-noise" in caveats[n] for n in ("cbf", "mtt", "rcbf"))
+    assert not any("contrast-to-noise" in caveats.get(n, "") for n in ("cbv", "rcbv", "cbv_corrected"))
 
 
 def test_between_cnr_1_and_5_the_biased_line_quotes_what_the_run_reads():
@@ -98,6 +102,7 @@ def test_between_cnr_1_and_5_the_biased_line_quotes_what_the_run_reads():
         low, high = quoted_range(line, label)
         assert 0.9 * low <= value <= 1.1 * high, (label, value)
     assert "CBV and rCBV are not affected" in line
+    assert not any("contrast-to-noise" in e.get("caveat", "") for e in res.report["maps"].values())
     assert over_truth(res, phantom, "cbv", "gm") == pytest.approx(1.0, abs=0.07)
 
 
@@ -108,6 +113,7 @@ def test_below_the_cbv_floor_no_map_is_called_usable():
     assert res.report["contrast_to_noise"] < CBV_FLOOR_CNR
     head = res.report["warnings"][0]
     assert "NOT TRUSTWORTHY" in head and "even CBV is off" in head and "still usable" not in head
+    assert "not trustworthy" in res.report["maps"]["cbv"].get("caveat", "")
 
 
 def test_phae_below_cnr_025_its_cbf_ratios_are_called_untrustworthy_and_are():

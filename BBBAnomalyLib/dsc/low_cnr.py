@@ -80,3 +80,17 @@ def low_cnr_warnings(contrast: float, method: DeconvolutionMethod) -> tuple[list
                 "0.3-1.8x (fixed-threshold sSVD/cSVD take noise peaks for flow in low-flow tissue: up to 1.8x), and "
                 "the tumour/NAWM rCBF 0.4-1.1x the true ratio (Tikhonov 1.1-1.9x); oSVD is the least biased. CBV and "
                 "rCBV are not affected (within 8 %)"]
+
+
+def low_cnr_caveats(contrast: float, method: DeconvolutionMethod) -> dict[str, str]:
+    """{map name: caveat} for the maps a run at CNR ``contrast`` must not be read from: written into the report's
+    map entries, so that `roi-stats`, the panel's ratio table and the BIDS roistats show it beside an ROI mean or a
+    ratio of those maps (the warnings alone stay in the run's report and log)."""
+    floor = PHAE_UNTRUSTWORTHY_CNR if method is DeconvolutionMethod.PHAE else UNTRUSTWORTHY_CNR
+    if not contrast < floor:
+        return {}
+    note = (f"not trustworthy at this run's contrast-to-noise ({contrast:.2g}, below {floor:g}): see the run's first "
+            "warning (dsc/low_cnr.py)")
+    names = ("cbf", "mtt", "rcbf") if contrast >= CBV_FLOOR_CNR else ("cbf", "mtt", "rcbf", "cbv", "rcbv",
+                                                                       "cbv_corrected")
+    return {name: note for name in names}

@@ -35,7 +35,7 @@ from .deconvolution import DeconvolutionModel
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
 # LOW_CNR: below it (the brain's per-frame contrast-to-noise) CBF is biased, lower still not trustworthy (.low_cnr)
-from .low_cnr import LOW_CNR, low_cnr_warnings  # noqa: F401 (LOW_CNR is read from here by tests and scripts)
+from .low_cnr import LOW_CNR, low_cnr_caveats, low_cnr_warnings  # noqa: F401 (LOW_CNR is read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .validation import (
@@ -433,6 +433,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         for name, key in (("cbf", "note"), ("rcbf", "ratio_note")):
             if name in report["maps"] and systematic.get(key):
                 report["maps"][name]["caveat"] = systematic[key]
+    for name, caveat in low_cnr_caveats(contrast, params.method).items():  # beside their ROI means and ratios
+        if name in report["maps"]:
+            earlier = report["maps"][name].get("caveat")
+            report["maps"][name]["caveat"] = caveat + (f"; {earlier}" if earlier else "")
     for label, key in (("nawm", "nawm-mask"), ("tumor", "tumor-mask")):
         if key in masks:
             inside = masks[key][brain]
