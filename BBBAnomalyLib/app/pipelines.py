@@ -395,6 +395,11 @@ T1FLAIR = PipelineSpec(
         ParameterSpec("steps", "Sampler steps", "deterministic sampler steps of the synthesis (more = slower)",
                       minimum=1, maximum=50, decimals=0),
         ParameterSpec("anomaly_map", "Anomaly map", "run the 3D autoencoder anomaly map"),
+        ParameterSpec("bias_correct", "Bias-field correction", "intensity bias-field correction of the T1 and the "
+                      "FLAIR inside the brain before normalisation: none (default: the images as given) or N4 (the "
+                      "input volumes are not changed). On the real cases N4 also flattened the tumour's FLAIR signal "
+                      "and lowered the anomaly map's tumour AUC: for research",
+                      choices=(("none", "none"), ("n4", "N4")), advanced=True),
         ParameterSpec("seed", "Seed", "the sampler's starting noise: same seed, same synthesis",
                       minimum=0, maximum=100000, decimals=0, advanced=True),
     ),

@@ -11,6 +11,7 @@ DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
 DEFAULT_CAE = "t1flair-cae-population"  # normal anatomy of three template brains, no real case
 DEFAULT_ENHANCER = "t1flair-enhancer-real"  # voxel-feature enhancement predictor, three real cases (model card)
 STATUS_EVIDENCE = ("real", "phantom")  # how far p(disrupted) is trusted (real_evidence.py)
+BIAS_CORRECTION = ("n4", "none")  # intensity bias-field correction of the T1 and FLAIR (bias_field.py)
 
 
 @dataclass
@@ -42,6 +43,10 @@ class T1FlairParameters:
     detail_from_t1: bool = True  # per-label syntheses: their change added to the native-resolution T1 (pipeline.py)
     chunk_slices: int = 16  # slices per network batch (x2: both ET labels); bounds memory
     threads: int | None = None  # torch CPU threads during the run (None = torch's default); 1 is fastest on a busy CPU
+    # "n4": N4 bias-field correction of the T1 and of the FLAIR inside the brain before normalisation (bias_field.py);
+    # "none" (default): the images as given. Not the default because on the real cases N4 also flattened the
+    # tumour's FLAIR signal (anomaly tumour AUC 0.86 -> 0.45 on TCGA-FG-6692; scripts/t1flair_bias_field.py)
+    bias_correct: str = "none"
 
     def __post_init__(self):
         from ..core.checks import integer, number, optional_number
@@ -75,6 +80,11 @@ class T1FlairParameters:
             raise InputError(f"status_evidence {self.status_evidence!r} is not one of {', '.join(STATUS_EVIDENCE)} "
                              "('real' for patient scans; 'phantom' only for the project's simulated phantoms)")
         self.status_evidence = str(self.status_evidence)
+        if str(self.bias_correct) not in BIAS_CORRECTION:
+            raise InputError(f"bias_correct {self.bias_correct!r} is not one of {', '.join(BIAS_CORRECTION)} "
+                             "('n4' corrects the T1 and FLAIR's intensity bias field; 'none' for images already "
+                             "bias-corrected)")
+        self.bias_correct = str(self.bias_correct)
         low, high = (float(v) for v in self.indeterminate_band)
         if not 0.0 <= low < 0.5 < high <= 1.0:
             raise InputError("indeterminate_band must be (low, high) with 0 <= low < 0.5 < high <= 1, e.g. (0.35, 0.65)")

@@ -2,14 +2,14 @@
 
 ``run_t1flair`` is the one documented entry point; `bbbanomaly t1flair`, the Slicer panel and
 the worker are thin layers over it. Steps: FLAIR onto the T1 grid -> brain mask (given or
-automatic) -> applicability checks (applicability.py) -> histogram-mode normalisation -> brain
-slices resampled to the network size -> deterministic few-step synthesis with both ET labels and
-``samples`` starting noises -> tumor ROI (the user's, or the segmentation head's with its
-plausibility, tumor_roi.py) -> contrastive maximum -> BBB status with three outcomes from one
-calibrated probability (identification.py), weighed on a real scan by the identifier's record on
-real scans (real_evidence.py) -> 3D autoencoder anomaly map -> the synthetic T1Gd = normalised T1 + the
-predicted enhancement shrunk where the model is unsure, on the native T1 grid (enhancer.py: a
-voxel-feature ensemble; without enhancer weights, the syntheses' change, enhancement.py).
+automatic) -> N4 bias-field correction (``bias_correct``, bias_field.py) -> applicability checks
+(applicability.py) -> histogram-mode normalisation -> brain slices resampled to the network size ->
+deterministic few-step synthesis with both ET labels and ``samples`` starting noises -> tumor ROI (the
+user's, or the segmentation head's with its plausibility, tumor_roi.py) -> contrastive maximum -> BBB
+status with three outcomes from one calibrated probability (identification.py), weighed on a real scan by
+the identifier's record on real scans (real_evidence.py) -> 3D autoencoder anomaly map -> the synthetic
+T1Gd = normalised T1 + the predicted enhancement shrunk where the model is unsure, on the native T1 grid
+(enhancer.py: a voxel-feature ensemble; without enhancer weights, the syntheses' change, enhancement.py).
 
 Memory (issue 17): every map is 0 off the brain and is held as its brain voxels' values
 (:class:`MapVolumes`); ``result.maps[name]`` makes the full Volume when it is read, and
@@ -32,6 +32,7 @@ from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from .normalisation import from_unit, normalise
 from .parameters import T1FlairParameters
+from .bias_field import correct_pair
 from .preprocessing import BrainMaps, SliceGrid, automatic_brain_mask, flair_on_t1_grid, slice_axis
 
 #: Map name -> (unit, description); the order is the order of the outputs.
@@ -161,6 +162,14 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         user_tumor = read_mask(tumor_mask, t1_grid, "tumor-mask") & brain if tumor_mask is not None else None
         if user_tumor is not None and not user_tumor.any():
             raise InputError("the tumor mask does not overlap the brain mask; draw it inside the brain")
+    with timer("bias_field"):  # before the checks and the normalisation: everything after reads corrected images
+        if params.bias_correct != "none":
+            report_progress(0.01, "bias-field correction (N4)")
+        # new arrays when corrected (the inputs are never modified); voxels outside the brain keep their values
+        t1_data, flair_data, bias_report = correct_pair(t1_data, flair_data, brain, t1.voxel_sizes[:3],
+                                                        params.bias_correct, warnings, threads=params.threads)
+        t1_grid = Volume(t1_data, t1.affine)
+    with timer("checks"):
         flair_affine = None if t1_grid.same_grid(flair) else flair.affine  # resampled: its own resolution is checked too
         applicability = check_structural_input(t1_data, flair_data, t1.affine, brain, slice_axis(t1.affine),
                                                mask_given=brain_mask is not None, flair_affine=flair_affine)
@@ -311,6 +320,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         "device": str(device),
         "bbb_status": bbb,
         "applicability": applicability.to_json(),
+        "bias_field": bias_report,
         "anomaly": anomaly_report,
         "weights": {k: {"name": c.get("name"), "sha256": c.get("sha256"), "trained_on": c.get("trained_on")}
                     for k, c in cards.items() if c is not None},
