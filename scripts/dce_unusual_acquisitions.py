@@ -23,6 +23,12 @@ bolus at 30 s and half a frame later, the tumour 0/5 s behind the artery (--max-
 (it is not), by default with the mask and Parker (about 1 min):
 
     OMP_NUM_THREADS=1 python scripts/dce_unusual_acquisitions.py --population --kinds mask parker
+
+``--short-baseline`` runs session 20's early-bolus rows (the automatic AIF on 1-3 baseline frames): frames 2, 4 and
+5 s with the bolus placed for 1, 2 or 3 baseline frames (and at 1 s: the second frame holds the bolus' foot), 150 s,
+SNR 20, 30 and 40; held apart with ``--seed 4`` to ``7`` (developed on seeds 0-3):
+
+    OMP_NUM_THREADS=1 python scripts/dce_unusual_acquisitions.py --short-baseline --kinds mask auto --seed 4
 """
 
 from __future__ import annotations
@@ -116,6 +122,15 @@ POPULATION_SETTINGS = [
 ]
 
 
+#: session 20: the automatic AIF on an early bolus (``--short-baseline``)
+SHORT_BASELINE_SETTINGS = [
+    (f"dt {dt:g} s, arrival {arrival:g} s, SNR {snr:g}",
+     {"frame_interval": dt, "bolus_arrival": arrival, "duration": 150.0, "snr": snr}, None, {})
+    for dt, arrivals in ((2.0, (1.0, 3.0, 5.5)), (4.0, (2.0, 6.0, 10.5)), (5.0, (3.0, 8.0, 13.0)))
+    for arrival in arrivals for snr in (20.0, 30.0, 40.0)
+]
+
+
 def run_one(phantom: DCEPhantom, kind: str, extra: dict):
     t10 = Volume(phantom.truth["t10"].data, phantom.signal.affine)
     params = DCEParameters(rls="none", aif_auto=kind == "auto",
@@ -145,10 +160,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="settings whose label contains this")
     parser.add_argument("--kinds", nargs="+", default=["mask", "auto", "parker"])
     parser.add_argument("--population", action="store_true", help="session 20's population-AIF rows instead")
+    parser.add_argument("--short-baseline", action="store_true", help="session 20's early-bolus rows instead")
     args = parser.parse_args(argv)
     print("| setting | AIF | outcome | Ktrans rim | ve rim | vp rim | vp GM | AIF peak | baseline | warnings |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, overrides, change, extra in (POPULATION_SETTINGS if args.population else SETTINGS):
+    rows = POPULATION_SETTINGS if args.population else SHORT_BASELINE_SETTINGS if args.short_baseline else SETTINGS
+    for label, overrides, change, extra in rows:
         if args.only and args.only not in label:
             continue
         phantom = make_dce_phantom(**{"slices": args.slices, "seed": args.seed, "snr": 40.0, **overrides})

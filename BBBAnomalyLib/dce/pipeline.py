@@ -204,6 +204,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             warnings.append(_clip_warning(clipped))
 
     rls_out, rls_skipped, aif_curve = None, None, None
+    # the automatic AIF in mM: its voxels' mean SER converted once (aif.PooledConversion), over the analysed rows' T10
+    pool = aif_mod.PooledConversion(t10, flip, tr, params.relaxivity) if mode == "spgr" else None
     if ser_first and _aif_chooses_voxels(arterial, params):
         # An AIF search region or the automatic AIF choose their voxels from the concentration, and the RLS leaves
         # them out of per-case training: chosen now, from the concentration of the rows they read (the region's;
@@ -212,7 +214,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         report_progress(0.1, "arterial input function")
         with timer("aif"):
             aif_curve, arterial = _aif_choosing_voxels(ConcentrationRows(ser, t10, flip, tr, params.relaxivity),
-                                                       params, arterial, analysed, brain, times, n_base)
+                                                       params, arterial, analysed, brain, times, n_base, pool)
     aif_blood = None
     if ser_first:
         if blood_t10 is not None:  # the AIF's voxels (drawn, or chosen above) from their SER, with blood's T10
@@ -261,7 +263,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                     # saturated arterial SER is neither the highest nor the sharpest curve
                     raise InputError("the automatic AIF needs concentration, not relative enhancement: give --t10 "
                                      "(seconds or a map) or --vfa, or use --aif-mask or --population-aif")
-                aif_curve, arterial = _aif_choosing_voxels(conc, params, arterial, analysed, brain, times, n_base)
+                aif_curve, arterial = _aif_choosing_voxels(conc, params, arterial, analysed, brain, times, n_base,
+                                                           pool)
             else:
                 # (no AIF mask here: the analysed rows are the brain's)
                 aif_curve, exact_aif, placement = aif_mod.population_aif(
@@ -397,18 +400,20 @@ def _aif_chooses_voxels(arterial, params: DCEParameters) -> bool:
     return bool(params.aif_auto and params.population_aif is None)
 
 
-def _aif_choosing_voxels(curves, params: DCEParameters, arterial, analysed, brain, times, n_base):
+def _aif_choosing_voxels(curves, params: DCEParameters, arterial, analysed, brain, times, n_base, pool=None):
     """(plasma AIF, the voxels averaged as a mask on the grid) of an AIF search region (``arterial``) or of the
     automatic AIF (``arterial`` None: the analysed voxels are then the brain's), from the concentration curves of
     the analysed voxels: an array, or a :class:`ConcentrationRows` (read by rows: the region's; by blocks for the
-    automatic AIF's first-pass areas, then its candidates' rows)."""
+    automatic AIF's first-pass areas, then its candidates' rows). pool: :class:`aif_mod.PooledConversion` of the
+    analysed rows for the automatic AIF (SPGR concentration), else None."""
     if arterial is not None:
         aif_curve, keep = aif_mod.aif_in_region(curves, arterial[analysed], n_base, params.hematocrit)
         chosen = np.zeros(int(analysed.sum()), bool)
         chosen[np.flatnonzero(arterial[analysed])[keep]] = True
         return aif_curve, _scatter(analysed, chosen).astype(bool)  # the voxels actually averaged
     first_pass = aif_mod.first_pass_by_blocks(curves, times, n_base) if isinstance(curves, ConcentrationRows) else None
-    aif_curve, chosen = aif_mod.auto_aif(curves, times, n_base, params.hematocrit, params.seed, first_pass=first_pass)
+    aif_curve, chosen = aif_mod.auto_aif(curves, times, n_base, params.hematocrit, params.seed, first_pass=first_pass,
+                                         pool=pool)
     arterial = np.zeros(brain.shape, bool)
     arterial[tuple(np.argwhere(brain)[chosen].T)] = True  # the voxels averaged, as DSC reports them
     return aif_curve, arterial
