@@ -278,6 +278,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                              refine=params.refine and params.model not in (Model.TWO_CXM, Model.TWO_CUM))
     if params.aif_auto and params.population_aif is None and "aif-mask" not in masks and mode == "spgr":
         aif_mod.warn_short_auto_baseline(n_base, warnings)  # (each chosen artery's S0 from the few frames)
+    elif "aif-mask" in masks and mode == "spgr":  # a drawn mask or search region: per-voxel S0 (partial volumes)
+        aif_mod.warn_short_measured_baseline(n_base, "from the --aif-search region" if params.aif_region
+                                             else "from --aif-mask", warnings)
     if aif_delay is None:  # a measured AIF (mask, search region, automatic): its peak must be one a bolus gives
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
