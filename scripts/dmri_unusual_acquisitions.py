@@ -5,6 +5,7 @@
   python scripts/dmri_unusual_acquisitions.py --out /tmp/dmri_audit --variants fsl_flip_y b0_x1.25
   python scripts/dmri_unusual_acquisitions.py --out /tmp/dmri_audit --table            # the table from the stored runs
   python scripts/dmri_unusual_acquisitions.py --out /tmp/dmri_audit --orientation-check dev|held   # calibration
+  python scripts/dmri_unusual_acquisitions.py --out /tmp/dmri_audit --few-directions dev|held|sh|crop  # 6-14 dirs
 
 The object is the phantom patient ``--seed`` (default 1000, a development case; BBBAnomalyLib/phantoms/dmri.py):
 1 b0 + 64 directions at b = 1000, SNR 30, 2.5 mm LAS. Each variant is written to files (NIfTI + FSL bval/bvec
@@ -31,6 +32,11 @@ object sampled the same way at 2.5 mm (``res_2.5iso``).
 ``--orientation-check dev|held`` computes the fibre-coherence gradient check (BBBAnomalyLib/dmri/gradient_check.py)
 on the bundle phantoms (tubes of anisotropic tissue: the brain phantom's smooth fibre field cannot tell a flipped
 table from the right one) for the calibration rule in /work/notes/s20/dmri_unusual.md.
+
+``--few-directions dev|held|sh|crop`` compares 6-14 direction tables (jones6, siemens6, electrostatic 12/13/14),
+resampled through a diffusion tensor, with the same patient's 64-direction run (``sh``: the tensor against order-4
+SH at 15-30 directions; ``crop``: dipy's real crop subsampled, S/S0 error on the canonical directions), for the rule
+in /work/notes/s20/dmri_few_directions.md.
 """
 
 from __future__ import annotations
@@ -482,8 +488,10 @@ VARIANTS = {
     "hemisphere_30": ("acquisition", v_table(lambda: (np.r_[0.0, np.full(30, 1000.0)],
                                                       np.r_[np.zeros((1, 3)), canonical_directions(30)])),
                       "30 directions, one hemisphere, unrotated"),
-    "dirs_6": ("acquisition", v_table(lambda: table(6)), "6 directions"),
-    "dirs_12": ("acquisition", v_table(lambda: table(12)), "12 directions"),
+    "dirs_6": ("acquisition", v_table(lambda: table(6)), "6 directions (through a tensor)"),
+    "dirs_6_siemens": ("acquisition", v_table(lambda: scheme_table("siemens6")), "Siemens' 6-direction set (tensor)"),
+    "dirs_12": ("acquisition", v_table(lambda: table(12)), "12 directions (through a tensor)"),
+    "dirs_13": ("acquisition", v_table(lambda: table(13)), "13 directions (through a tensor)"),
     "dirs_20": ("acquisition", v_table(lambda: table(20)), "20 directions"),
     "dirs_30": ("acquisition", v_table(lambda: table(30)), "30 directions"),
     "b700": ("acquisition", v_table(lambda: table(64, 700.0)), "b = 700"),
@@ -808,6 +816,152 @@ def orientation_calibration(which: str, out: Path) -> None:
     (out / f"orientation_{which}.json").write_text(json.dumps(rows, indent=1, default=float))
 
 
+# --- clinical DTI with 6-14 directions: the tensor path against the 64-direction run (session 20) -----------------
+def scheme(name: str) -> np.ndarray:
+    """RAS unit directions of a standard scheme: 'jones6' (the icosahedron's 6 axes: Jones et al. 1999's optimum,
+    the electrostatic 6), 'siemens6' (the (1,0,1)-type set of Siemens' 6-direction DTI), 'electrostaticN'
+    (canonical_directions(N): electrostatic repulsion with antipodes, as Jones' and the vendors' N-direction sets)."""
+    if name == "jones6":
+        phi = (1 + 5 ** 0.5) / 2
+        g = np.array([[0, 1, phi], [0, -1, phi], [1, phi, 0], [-1, phi, 0], [phi, 0, 1], [phi, 0, -1]], float)
+    elif name == "siemens6":
+        g = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]], float)
+    else:
+        g = canonical_directions(int(name.removeprefix("electrostatic")))
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def scheme_table(name: str, seed: int = 7):
+    g = scheme(name)
+    rng = np.random.default_rng(seed)
+    return np.r_[0.0, 1000.0 * (1 + 0.01 * rng.uniform(-1, 1, len(g)))], np.r_[np.zeros((1, 3)), g]
+
+
+@contextlib.contextmanager
+def resampling_forced(path: str | None, floor: float | None = None):
+    """``path`` 'tensor' / 'sh': every shell resampled that way (None: the pipeline's choice); ``floor``: the tensor
+    path's log floor (None: tensor_resampling.LOG_FLOOR)."""
+    from BBBAnomalyLib.dmri import gradients, tensor_resampling
+
+    saved = gradients.SH_MIN_DIRECTIONS, tensor_resampling.LOG_FLOOR
+    if path is not None:
+        gradients.SH_MIN_DIRECTIONS = 10 ** 6 if path == "tensor" else 1
+    if floor is not None:
+        tensor_resampling.LOG_FLOOR = floor
+    try:
+        yield
+    finally:
+        gradients.SH_MIN_DIRECTIONS, tensor_resampling.LOG_FLOOR = saved
+
+
+def few_directions_compare(p, reference, model: str, path=None, floor=None) -> dict:
+    """RecDiscNet's (or the VAE's) map of phantom patient ``p`` against ``reference`` (the same patient's 64-direction
+    run: its result): r in the brain, tumour AUC and Dice inside GM+WM, as in run_variant."""
+    from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
+    from BBBAnomalyLib.metrics import dice, roc_auc
+
+    params = DMRIParameters(model=model, device="cpu", min_directions=6)
+    with resampling_forced(path, floor):
+        result = run_dmri(p.dwi, params)
+        used = result.report["input"]["resampling"]
+    out = {}
+    for label, res in (("run", result), ("ref", reference)):
+        region = p.masks["gm_wm"] & res.brain_mask
+        truth = p.masks["tumor"]
+        anomaly = res.maps["anomaly"].data
+        out[label] = {"auc": roc_auc(truth[region], anomaly[region]),
+                      "dice": dice(res.maps["anomaly_mask"].data[region] > 0, truth[region]),
+                      "volume_ml": res.report["summary"]["anomaly_volume_ml"]}
+    both = p.masks["brain"] & result.brain_mask & reference.brain_mask
+    r = float(np.corrcoef(result.maps["anomaly"].data[both], reference.maps["anomaly"].data[both])[0, 1])
+    return {"r": r, "auc": out["run"]["auc"], "dice": out["run"]["dice"], "volume_ml": out["run"]["volume_ml"],
+            "d_auc": out["run"]["auc"] - out["ref"]["auc"], "d_dice": out["run"]["dice"] - out["ref"]["dice"],
+            "resampling": used,
+            "warned": any("diffusion tensor" in w for w in result.report["warnings"])}
+
+
+FEW_SCHEMES = ("jones6", "siemens6", "electrostatic12", "electrostatic13", "electrostatic14")
+SH_RANGE = ("electrostatic15", "electrostatic20", "electrostatic27", "electrostatic30")
+
+
+def few_directions(which: str, out: Path) -> None:
+    """``dev``: patients 1000-1001, SNR 20/30/40, the log floor 0.001/0.01/0.03; ``held``: patients 3100-3105 (never
+    looked at before the rule in /work/notes/s20/dmri_few_directions.md), SNR 20/30/40, both models; ``sh``: the
+    tensor path against spherical harmonics at 15-30 directions (patients 3100-3105, SNR 30)."""
+    import torch
+
+    from BBBAnomalyLib.dmri import DMRIParameters, run_dmri
+
+    seeds = {"dev": (1000, 1001), "held": tuple(range(3100, 3106)), "sh": tuple(range(3100, 3106))}[which]
+    snrs = (30.0,) if which == "sh" else (20.0, 30.0, 40.0)
+    models = ("recdisc", "vae") if which == "held" else ("recdisc",)
+    torch.set_num_threads(1)
+    rows = []
+    for seed in seeds:
+        for snr in snrs:
+            p64 = patient(seed, snr=snr)
+            # the 64 runs' own spread: the same noise draws, another 64-direction table
+            cases = [("64 again", patient(seed, scheme_table("electrostatic64"), snr=snr), None, None)]
+            if which == "sh":
+                for name in SH_RANGE + ("electrostatic64",):
+                    p = patient(seed, scheme_table(name), snr=snr)
+                    cases += [(name + " sh", p, "sh", None), (name + " tensor", p, "tensor", None)]
+            else:
+                for name in FEW_SCHEMES:
+                    p = patient(seed, scheme_table(name), snr=snr)
+                    for floor in ((0.001, 0.01, 0.03) if which == "dev" else (None,)):
+                        cases.append((name + ("" if floor is None else f" floor {floor:g}"), p, None, floor))
+            for model in models:
+                reference = run_dmri(p64.dwi, DMRIParameters(model=model, device="cpu"))
+                for label, p, path, floor in cases:
+                    row = {"seed": seed, "snr": snr, "model": model, "case": label,
+                           **few_directions_compare(p, reference, model, path, floor)}
+                    rows.append(row)
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                          flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"few_directions_{which}.json").write_text(json.dumps(rows, indent=1, default=float))
+
+
+def few_directions_crop(out: Path) -> None:
+    """dipy's real 10³ crop (1 b0 + 64 directions at b ≈ 1000): the canonical S/S0 from subsets (the acquired
+    direction nearest each direction of a scheme) against the one from all 64 (order-6 SH)."""
+    import dataclasses
+
+    from BBBAnomalyLib.dmri import read_dwi
+    from BBBAnomalyLib.dmri.preprocessing import ModelInput, prepare
+
+    crop = read_dwi(REPO / "Testing" / "Data" / "dmri" / "small_64D.nii.gz")
+    acq = crop.acquisition
+    weighted = np.flatnonzero(acq.bvals > 150)
+    spec = ModelInput.default()
+    full = prepare(crop, spec, keep_signal=True, min_directions=6).signal
+    rows = []
+    for name in FEW_SCHEMES + SH_RANGE + ("electrostatic32", "electrostatic64"):
+        g = scheme(name)
+        cos = np.abs(g @ (acq.bvecs[weighted] / np.linalg.norm(acq.bvecs[weighted], axis=1, keepdims=True)).T)
+        picked = []
+        for row in cos:  # nearest acquired direction not taken yet
+            order = [i for i in np.argsort(-row) if i not in picked]
+            picked.append(order[0])
+        keep = np.r_[np.flatnonzero(acq.bvals <= 150), weighted[picked]]
+        sub = Volume(crop.data[..., keep], crop.affine, None,
+                     dataclasses.replace(acq, bvals=acq.bvals[keep], bvecs=acq.bvecs[keep]))
+        for path in (("sh", "tensor") if len(g) >= 15 else (None,)):
+            with resampling_forced(path):
+                prepared = prepare(sub, spec, keep_signal=True, min_directions=6)
+                used = prepared.shell.resampling
+            diff = prepared.signal - full
+            row = {"scheme": name, "resampling": used, "n": len(g),
+                   "worst_angle_deg": float(np.degrees(np.arccos(np.clip(cos[np.arange(len(g)), picked], 0, 1))).max()),
+                   "rms": float(np.sqrt((diff ** 2).mean())), "median_abs": float(np.median(np.abs(diff))),
+                   "mean_bias": float(diff.mean()), "p95_abs": float(np.quantile(np.abs(diff), 0.95))}
+            rows.append(row)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "few_directions_crop.json").write_text(json.dumps(rows, indent=1, default=float))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -818,7 +972,13 @@ def main(argv=None) -> int:
     parser.add_argument("--again", action="store_true", help="rerun variants already in runs.json")
     parser.add_argument("--table", action="store_true", help="print the table of the stored runs")
     parser.add_argument("--orientation-check", choices=["dev", "held"])
+    parser.add_argument("--few-directions", choices=["dev", "held", "sh", "crop"],
+                        help="6-14 directions through a tensor against the 64-direction run (session 20)")
     args = parser.parse_args(argv)
+    if args.few_directions:
+        (few_directions_crop(Path(args.out)) if args.few_directions == "crop"
+         else few_directions(args.few_directions, Path(args.out)))
+        return 0
     if args.orientation_check:
         orientation_calibration(args.orientation_check, Path(args.out))
         return 0

@@ -2,7 +2,8 @@
 
 The bundled dmri-* weights were trained on healthy diffusion phantoms at 2.5 mm isotropic covering
 the whole brain (b = 1000, 32-64 directions), on a 4 mm model grid. The b-value, the shell and the
-number of directions are already refused or rescaled by :mod:`.preprocessing`; here: voxel size
+number of directions are already refused, rescaled or (6-14 directions: through a tensor, with a
+warning) resampled by :mod:`.preprocessing`; here: voxel size
 (slice thickness, in-plane), coverage (brain extent and slices) and which model was chosen (the VAE
 has no usable label-free operating point, docs/validation.md). Same report block as the structural
 checks (:class:`BBBAnomalyLib.structural.applicability.Applicability`).

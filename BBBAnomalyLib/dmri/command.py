@@ -14,10 +14,11 @@ Anomaly map from a diffusion-weighted series with a model trained only on health
 (seed: diffusion-MRI anomaly detection in glioma).
 
 Input: a 4D DWI with at least one b0 and one shell near b = 1000 s/mm² (700–1300; rescaled to
-1000) with >= 15 unique directions. Other shells are ignored; b = 2000-only data is refused.
-The signal becomes S/S0, is resampled with spherical harmonics to the model's 64 canonical
-directions and, with its affine kept, to the model's field of view (40×48×40 voxels of 4 mm,
-centred on the brain); the map comes back onto the input grid.
+1000) with >= 6 unique directions. Other shells are ignored; b = 2000-only data is refused.
+The signal becomes S/S0, is resampled with spherical harmonics (15+ directions) or, for 6-14
+directions (clinical DTI), through a diffusion tensor (with a warning: crossing fibres are not
+represented) to the model's 64 canonical directions and, with its affine kept, to the model's
+field of view (40×48×40 voxels of 4 mm, centred on the brain); the map comes back onto the input grid.
 
   vae       3D variational autoencoder ("DAE"): score = |mean over directions of the S/S0
             reconstruction residual| (--vae-score rms: root mean square)
@@ -108,7 +109,7 @@ def print_summary(result, written: Path) -> None:
     print(f"  maps: {', '.join(f'{n}.nii.gz' for n in result.maps)}; brain_mask.nii.gz; report.json")
     shell = rep["input"]
     print(f"  shell b = {shell['shell_b']:g} s/mm², {shell['unique_directions']} directions, {shell['b0_volumes']} b0; "
-          f"SH order {shell['sh_order']}")
+          + (f"SH order {shell['sh_order']}" if shell.get("sh_order") else "resampled through a diffusion tensor"))
     s = rep["summary"]
     t = rep["threshold"]
     print(f"  threshold {t['method']} = {t['value']:.4g}; anomalous volume {s['anomaly_volume_ml']:.1f} ml "

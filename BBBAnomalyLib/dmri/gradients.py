@@ -9,10 +9,12 @@ What is supported (and what is refused, with the reason):
   mean b, 0 unless a protocol acquires its reference at b = 5-50). Other shells of a
   multi-shell acquisition are ignored with a warning; an acquisition without such a shell (e.g. a
   b = 2000-only scan) is refused;
-* at least ``min_directions`` (15) unique directions (antipodal pairs count once) that span the sphere:
-  the signal is fitted with real symmetric spherical harmonics of order 6 (28 coefficients) when
-  there are 28 or more directions, else order 4 (15), with Laplace–Beltrami regularisation
-  (λ = 0.001; Descoteaux 2007), and evaluated on the model's canonical directions.
+* at least ``min_directions`` unique directions (antipodal pairs count once) that span the sphere:
+  with 15 or more the signal is fitted with real symmetric spherical harmonics of order 6 (28 coefficients)
+  when there are 28 or more directions, else order 4 (15), with Laplace–Beltrami regularisation
+  (λ = 0.001; Descoteaux 2007), and evaluated on the model's canonical directions; with 6-14 (clinical DTI
+  protocols) through a log-linear diffusion-tensor fit instead (:mod:`.tensor_resampling`, with a warning:
+  crossing fibres are not represented). Fewer than 6 cannot determine a tensor and are refused.
 
 Gradient directions are used in world RAS. Slicer's DWI nodes give RAS; FSL ``.bvec`` files are
 in the image's axes with x flipped when the affine's determinant is positive: :func:`to_ras`
@@ -26,9 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import InputError
+from . import tensor_resampling as tensor
 
 SH_LAMBDA = 0.001  # Laplace-Beltrami weight: 0.006 (dipy's ODF default) biases exp(-bD) by ~0.02-0.05 in S/S0
 DUPLICATE_DEGREES = 3.0  # directions closer than this (or to each other's antipode) count once
+SH_MIN_DIRECTIONS = 15  # order-4 spherical harmonics have 15 coefficients; fewer go through a tensor
+#: The fewest unique directions accepted by default: 6-14 go through a tensor, chosen by a rule written before the
+#: held-apart phantom patients (docs/reliability.md, session 20; scripts/dmri_unusual_acquisitions.py --few-directions).
+DEFAULT_MIN_DIRECTIONS = 6
 
 
 def canonical_directions(n: int = 64) -> np.ndarray:
@@ -79,10 +86,16 @@ class Shell:
     warnings: list[str] = field(default_factory=list)
     b0_b: float = 0.0  # mean b-value of the "b0" volumes (some protocols acquire b = 5-50 instead of 0)
 
+    @property
+    def resampling(self) -> str:
+        """How the shell reaches the model's directions: "spherical harmonics" or "tensor" (6-14 directions)."""
+        return resampling_for(self.unique_directions)
+
     def to_json(self) -> dict:
+        sh = self.resampling == "spherical harmonics"
         return {"b0_volumes": int(self.b0.size), "b0_b": round(self.b0_b, 1), "shell_volumes": int(self.index.size),
                 "shell_b": round(self.nominal_b, 1), "unique_directions": self.unique_directions,
-                "sh_order": sh_order_for(self.unique_directions)}
+                "sh_order": sh_order_for(self.unique_directions) if sh else None, "resampling": self.resampling}
 
 
 def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, tolerance: float,
@@ -143,18 +156,34 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
                         f"{norms[index].max():.2f}); they were normalised and b taken from the bval file as it is. "
                         "If the lengths encode the b-value (b·|g|²), give the b-values per volume in the bval file")
     unique = count_unique(directions)
-    if unique < min_directions:
-        raise InputError(f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; at least "
-                         f"{min_directions} are needed to resample it to the model's directions (order-4 "
-                         "spherical harmonics)")
+    if unique < max(min_directions, tensor.TENSOR_MIN_DIRECTIONS):
+        raise InputError(too_few_directions(unique, min_directions, target_b))
     nominal = float(np.median(bvals[index]))
     if abs(nominal - target_b) > 0.05 * target_b:
         warnings.append(f"shell b = {nominal:g} s/mm² rescaled to b = {target_b:g} assuming mono-exponential decay")
-    design = sh_basis(directions, sh_order_for(unique))
-    if np.linalg.cond(design) > 1e4:
+    if resampling_for(unique) == "tensor":
+        spans = tensor.design_condition(directions) <= tensor.MAX_CONDITION
+    else:
+        spans = np.linalg.cond(sh_basis(directions, sh_order_for(unique))) <= 1e4
+    if not spans:
         raise InputError("the gradient directions do not span the sphere (e.g. all in one plane); the signal "
                          "cannot be resampled to the model's directions")
     return Shell(b0, index, bvals[index], directions, nominal, unique, warnings, float(bvals[b0].mean()))
+
+
+def too_few_directions(unique: int, min_directions: int, target_b: float) -> str:
+    """The refusal's line for a shell of ``unique`` directions under ``min_directions``."""
+    if unique < tensor.TENSOR_MIN_DIRECTIONS:
+        return (f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; at least "
+                f"{tensor.TENSOR_MIN_DIRECTIONS} are needed to resample it to the model's directions (a diffusion "
+                f"tensor has 6 unknowns; {SH_MIN_DIRECTIONS} for spherical harmonics)")
+    return (f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; this run asks for at least "
+            f"{min_directions} (min_directions). The default ({DEFAULT_MIN_DIRECTIONS}) resamples 6-14 directions "
+            "through a diffusion tensor, with a warning; lower DMRIParameters.min_directions to run it")
+
+
+def resampling_for(n_unique: int) -> str:
+    return "spherical harmonics" if n_unique >= SH_MIN_DIRECTIONS else "tensor"
 
 
 def count_unique(directions: np.ndarray) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from .gradients import DEFAULT_MIN_DIRECTIONS
+
 
 class Model(str, enum.Enum):
     VAE = "vae"  # 3D variational autoencoder ("DAE"); anomaly = reconstruction residual (vae_score)
@@ -33,7 +35,8 @@ class DMRIParameters:
     """Everything that shapes a diffusion-anomaly run.
 
     The models were trained on one shell near b = 1000 s/mm² resampled (spherical harmonics) to
-    their canonical gradient set; see :mod:`.gradients` for what acquisitions are accepted.
+    their canonical gradient set; a 6-14 direction shell goes through a diffusion tensor instead. See
+    :mod:`.gradients` for what acquisitions are accepted.
     """
 
     model: Model = Model.RECDISC  # the better of the two on the phantom patients (docs/validation.md)
@@ -44,7 +47,9 @@ class DMRIParameters:
     vae_score: str = "abs-mean"  # VAE residual: "abs-mean" over directions (the seed's code) or "rms"
     gradient_frame: GradientFrame = GradientFrame.RAS
     b0_threshold: float = 150.0  # volumes with b below this are b0 (s/mm²)
-    min_directions: int = 15  # fewest unique directions on the shell (order-4 SH needs 15)
+    # fewest unique directions on the shell: 15+ are resampled with spherical harmonics, 6-14 (clinical DTI)
+    # through a diffusion tensor with a warning (held-apart phantom patients, docs/reliability.md session 20)
+    min_directions: int = DEFAULT_MIN_DIRECTIONS
     shell_tolerance: float = 0.3  # accept a shell within ±30 % of the model's b-value (rescaled mono-exponentially)
     meanpool_mm: float = 38.4  # mean-pool window of the 'meanpool' threshold (16 × 2.4 mm, as in the seed)
     opening: bool = True  # 3×3×3 morphological opening of the anomaly mask

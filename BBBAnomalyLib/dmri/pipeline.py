@@ -106,7 +106,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
             raise InputError(f"the diffusion anomaly models need PyTorch ({exc}); install torch") from None
         model = load_model(params.weights_name, params.model.value, params.device)
     with timer("preprocessing"):
-        report_progress(0.1, "S/S0, spherical-harmonic resampling, field of view")
+        report_progress(0.1, "S/S0, resampling to the model's directions, field of view")
         prepared = prepare(dwi, model.spec, gradient_frame=params.gradient_frame, brain_mask=masks.get("mask"),
                            b0_threshold=params.b0_threshold, shell_tolerance=params.shell_tolerance,
                            min_directions=params.min_directions, erode=params.erode_mask,

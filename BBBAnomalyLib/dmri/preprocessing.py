@@ -5,7 +5,8 @@ Steps (all vectorised; the per-voxel ones run in chunks that bound memory):
 1. gradients to RAS and the one shell near b = 1000 (:mod:`.gradients`);
 2. brain mask (given, else Otsu on log of the mean b0), eroded by one voxel like the seed's 3³ erosion;
 3. S/S0 with S0 = mean of the b0 volumes, rescaled to b = 1000, clipped to [0, 1];
-4. spherical-harmonic resampling to the model's canonical directions (one matrix product);
+4. spherical-harmonic resampling to the model's canonical directions (one matrix product); a 6-14 direction
+   shell through a diffusion tensor instead (the same product on log S/S0, :mod:`.tensor_resampling`);
 5. a fixed field of view: trilinear resampling onto a RAS-aligned grid of the model's shape and
    voxel size, centred on the brain mask's centroid, with Gaussian anti-aliasing when the native
    voxels are smaller. The grid's affine is kept, so maps come back onto the native voxels exactly
@@ -70,9 +71,10 @@ class CanonicalSignal:
     brain: np.ndarray  # (x, y, z) bool analysed mask
     index: np.ndarray  # the shell's volumes
     s0: np.ndarray  # (n_brain,) float32 mean b0
-    matrix32: np.ndarray  # (n_shell, K) float32 SH resampling
+    matrix32: np.ndarray  # (n_shell, K) float32 SH resampling (the tensor path: on log S/S0)
     exponent: np.ndarray  # (n_shell,) float32 b rescaling
     chunk_voxels: int = 65536
+    log_domain: bool = False  # matrix32 acts on log(S/S0) (the tensor path of a 6-14 direction shell)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,7 +118,8 @@ def check_dwi(dwi: Volume) -> None:
 
 
 def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: np.ndarray | None = None,
-            b0_threshold: float = 150.0, shell_tolerance: float = 0.3, min_directions: int = 15,
+            b0_threshold: float = 150.0, shell_tolerance: float = 0.3,
+            min_directions: int = grad.DEFAULT_MIN_DIRECTIONS,
             erode: bool = True, chunk_voxels: int = 65536, keep_signal: bool = False) -> Prepared:
     """Preprocess ``dwi`` for a model (see the module docstring). Never modifies ``dwi``.
 
@@ -153,12 +156,19 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
         warnings.append(f"{int(bad.sum())} brain voxels have b0 <= 0 and were left out")
         brain[tuple(np.argwhere(brain)[bad].T)] = False
         s0 = s0[~bad]
-    matrix = grad.resampling_matrix(shell.directions, spec.directions, grad.sh_order_for(shell.unique_directions))
+    tensor_path = shell.resampling == "tensor"
+    if tensor_path:  # 6-14 directions: too few for spherical harmonics
+        from .tensor_resampling import tensor_resampling_matrix
+
+        matrix = tensor_resampling_matrix(shell.directions, spec.directions)
+    else:
+        matrix = grad.resampling_matrix(shell.directions, spec.directions,
+                                        grad.sh_order_for(shell.unique_directions))
     # per-volume mono-exponential rescaling to the model's b, from the b0 volumes' own b (0 in most protocols; a
     # "b0" at b = 50 read as b = 0 raised every S/S0 by exp(50 ADC): tumour volume -15 %, VAE AUC 0.72 -> 0.59)
     exponent = (spec.b_value / (shell.bvals - shell.b0_b)).astype(np.float32)
     source = CanonicalSignal(dwi.data, brain, shell.index, s0, matrix.T.astype(np.float32), exponent,
-                             int(chunk_voxels))
+                             int(chunk_voxels), log_domain=tensor_path)
     checks: dict = {}
     signal = source(checks)
     above, att_sum, att_spread = checks["above"], checks["sum"], checks["spread"]
@@ -171,6 +181,10 @@ def prepare(dwi: Volume, spec: ModelInput, *, gradient_frame="ras", brain_mask: 
         warnings.append(f"{100 * checks['below'] / n_samples:.1f} % of the diffusion-weighted samples in the brain are "
                         "negative (magnitude DWIs are >= 0: an intensity offset, a signed difference or phase image?) "
                         "and were clipped to S/S0 = 0; the anomaly map of such a series is not meaningful")
+    if tensor_path:
+        from .tensor_resampling import warning_text
+
+        warnings.append(warning_text(shell.unique_directions, checks["floored"] / max(n_samples, 1)))
     mean_attenuation = signal.mean(axis=1)
     orientation = _orientation_check(signal, brain, dwi.affine, spec)
     if orientation.warning:
@@ -198,14 +212,15 @@ def _orientation_check(signal: np.ndarray, brain: np.ndarray, affine: np.ndarray
 def _canonical_signal(source: CanonicalSignal, checks: dict | None, chunk_voxels: int) -> np.ndarray:
     """(n_brain, K) float32 canonical S/S0 of ``source``'s voxels, by chunks of its rows. With ``checks`` (a dict):
     refuses non-finite samples and fills in "above" (samples > 1 before clipping), "below" (samples < 0), "sum"
-    (float64 sum of S/S0) and "spread" (largest within-chunk range) for prepare()'s contrast checks."""
+    (float64 sum of S/S0), "spread" (largest within-chunk range) for prepare()'s contrast checks and "floored"
+    (samples raised to the tensor path's log floor)."""
     rows = np.argwhere(source.brain)
     if rows.shape[0] != source.s0.shape[0]:
         raise ValueError(f"{rows.shape[0]} voxels in the mask for {source.s0.shape[0]} b0 values")
     s0, matrix32, exponent = source.s0, source.matrix32, source.exponent
     index = np.asarray(source.index)
     signal = np.empty(source.shape, np.float32)
-    above, below, att_sum, att_spread = 0, 0, 0.0, 0.0
+    above, below, att_sum, att_spread, floored = 0, 0, 0.0, 0.0, 0
     for start in range(0, rows.shape[0], chunk_voxels):
         # the shell's samples of this chunk's voxels gathered straight from the series (no copy of the
         # weighted volumes, ~1x the series: issue 17), then the same float32 steps in place
@@ -222,12 +237,17 @@ def _canonical_signal(source: CanonicalSignal, checks: dict | None, chunk_voxels
         np.clip(att, 0.0, 1.0, out=att)
         np.power(att, exponent, out=att)
         out = signal[start:start + chunk_voxels]  # the product written straight into its rows
-        for s in range(0, att.shape[0], GEMM_ROWS):
-            np.matmul(att[s:s + GEMM_ROWS], matrix32, out=out[s:s + GEMM_ROWS])
+        if source.log_domain:  # the tensor path: the product on log(S/S0), then exp
+            from .tensor_resampling import resample_log_signal
+
+            floored += resample_log_signal(att, matrix32, out, GEMM_ROWS)
+        else:
+            for s in range(0, att.shape[0], GEMM_ROWS):
+                np.matmul(att[s:s + GEMM_ROWS], matrix32, out=out[s:s + GEMM_ROWS])
         np.clip(out, 0.0, 1.0, out=out)
         del att
     if checks is not None:
-        checks.update(above=above, below=below, sum=att_sum, spread=att_spread)
+        checks.update(above=above, below=below, sum=att_sum, spread=att_spread, floored=floored)
     return signal
 
 
