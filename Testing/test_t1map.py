@@ -146,20 +146,22 @@ def test_dce_population_aif_names_match_the_registry():
     assert POPULATION_AIF_NAMES == list(POPULATION_AIFS)
 
 
-def test_t1map_output_reruns_and_dce_refuses_a_vfa_on_another_grid(vfa_files, capsys):
+def test_t1map_output_reruns_and_dce_refuses_a_vfa_that_does_not_overlap(vfa_files, capsys):
     tmp, t1, paths = vfa_files
     assert main(["t1map", *map(str, paths), "--out", str(tmp / "first"), "--quiet"]) == 0
     assert main(["rerun", str(tmp / "first" / "report.json"), "--out", str(tmp / "again")]) == 0
     np.testing.assert_array_equal(nib.load(tmp / "again" / "t1.nii.gz").get_fdata(),
                                   nib.load(tmp / "first" / "t1.nii.gz").get_fdata())
     capsys.readouterr()
-    series = np.ones((6, 4, 3, 10), np.float32)  # a DCE series on another grid than the VFA files
+    series = np.ones((6, 4, 3, 10), np.float32)  # a DCE series far from the VFA files (another patient's?)
     series[..., 5:] = 2.0
-    nib.save(nib.Nifti1Image(series, np.diag([2.0, 2.0, 2.0, 1.0])), tmp / "dce.nii.gz")
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = 500.0
+    nib.save(nib.Nifti1Image(series, affine), tmp / "dce.nii.gz")
     assert main(["dce", str(tmp / "dce.nii.gz"), "--frame-interval", "5", "--flip-angle", "15", "--tr", "0.005",
                  "--vfa", *map(str, paths), "--rls", "none", "--out", str(tmp / "dce_out"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not on the DCE grid" in err[0]
+    assert len(err) == 1 and "does not overlap the DCE series" in err[0]
     assert not (tmp / "dce_out").exists()
 
 

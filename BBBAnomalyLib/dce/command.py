@@ -95,10 +95,12 @@ def register(sub) -> None:
     acq = p.add_argument_group("timing and acquisition")
     acq.add_argument("--times", metavar="FILE", help="frame times in seconds, one per frame (text/CSV)")
     acq.add_argument("--frame-interval", type=float, metavar="S", help="seconds between frames")
-    acq.add_argument("--t10", metavar="S|MAP", help="pre-contrast T1 in seconds: a value (e.g. 1.4) or a T10 map")
+    acq.add_argument("--t10", metavar="S|MAP", help="pre-contrast T1 in seconds: a value (e.g. 1.4) or a T10 map "
+                     "(on another grid it is read at the DCE voxels)")
     acq.add_argument("--blood-t10", type=float, metavar="S", help=BLOOD_T10_HELP)
     acq.add_argument("--vfa", nargs="+", metavar="FILE", help="variable-flip-angle series (one 4D file or a 3D file "
-                     "per angle) on the DCE grid: its T1 map (`bbbanomaly t1map`, nonlinear) is the T10 map")
+                     "per angle): its T1 map (`bbbanomaly t1map`, nonlinear) is the T10 map; on another grid than the "
+                     "DCE series it is fitted there and read at the DCE voxels")
     acq.add_argument("--vfa-flip-angles", type=float, nargs="+", metavar="DEG",
                      help="flip angles of --vfa, one per frame/file (default: from their metadata)")
     acq.add_argument("--vfa-tr", type=float, metavar="S", help="TR of --vfa in seconds (default: from its metadata)")

@@ -132,7 +132,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         check_series(series, params)
         masks = {name: read_mask(m, series, name) for name, m in
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("tumor-mask", tumor_mask)) if m is not None}
-        t10_grid = check_t10_map(t10_map, series) if t10_map is not None else None
+        t10_grid = check_t10_map(t10_map, series, warnings) if t10_map is not None else None
         mode, flip, tr = _conversion_mode(series, params, t10_grid is not None, warnings)
         from .validation import check_masks_for_input  # concentration needs --mask; an AIF mask on no signal
         check_masks_for_input(series, masks, mode, params)

@@ -39,27 +39,44 @@ def check_series(series: Volume, params=None) -> None:
                          f"are needed (give at most {series.n_frames - 4})")
 
 
-def check_t10_map(t10: Volume, series: Volume) -> np.ndarray:
-    """The T10 map as an array on the series grid, in seconds."""
+def check_t10_map(t10: Volume, series: Volume, warnings: list[str] | None = None) -> np.ndarray:
+    """The T10 map as an array on the series grid, in seconds.
+
+    A map on another grid (e.g. the T1 of a VFA series acquired at another resolution or field of view) is read at
+    the series' voxels from its measured (positive, finite) voxels (core.resampling), with a note in ``warnings``;
+    series voxels it does not cover are NaN, which check_t10_values refuses where they are analysed."""
     if not isinstance(t10, Volume):
         raise InputError(f"the T10 map must be a Volume, got {type(t10).__name__}")
     data = t10.data[..., 0] if t10.data.ndim == 4 and t10.data.shape[3] == 1 else t10.data
     if data.ndim != 3:
         raise InputError(f"the T10 map must be 3D; got shape {t10.data.shape}")
-    if not series.same_grid(Volume(data, t10.affine)):
-        from ..io._common import describe_grids
+    if series.same_grid(Volume(data, t10.affine)):
+        return np.asarray(data, dtype=np.float64)
+    from ..core.resampling import measured_at
+    from ..io._common import describe_grids
 
-        grids = describe_grids(Volume(data, t10.affine), series)
-        raise InputError(f"the T10 map is not on the DCE series grid ({grids}); "
-                         "resample it onto the series grid (e.g. Slicer 'Resample Scalar Volume' with the series "
-                         "as reference)")
-    return np.asarray(data, dtype=np.float64)
+    grids = describe_grids(Volume(data, t10.affine), series)
+    resampled = measured_at(Volume(np.asarray(data, np.float64), t10.affine), series.affine,
+                            np.indices(series.spatial_shape).reshape(3, -1).T)
+    if not resampled.covered.any():
+        raise InputError(f"the T10 map does not overlap the DCE series ({grids}); give the T10 map of this "
+                         "patient's session (check both files' orientation)")
+    if warnings is not None:
+        filled = f"; {resampled.filled} edge voxels took the nearest measured value" if resampled.filled else ""
+        warnings.append(f"the T10 map is not on the DCE series grid ({grids}) and was resampled onto it (trilinear, "
+                        f"from its measured voxels only{filled}); its partial volume at tissue edges carries into "
+                        "the concentrations there")
+    return resampled.values.reshape(series.spatial_shape)
 
 
 def check_t10_values(values: np.ndarray) -> None:
     """T10 inside the analysed voxels: finite, positive, in seconds."""
     if not np.isfinite(values).all() or np.any(values <= 0):
         bad = int((~np.isfinite(values) | (values <= 0)).sum())
+        if np.isnan(values).any():  # check_t10_map's mark for voxels a map on another grid does not cover
+            raise InputError(f"{int(np.isnan(values).sum())} analysed voxels lie outside the T10 map's field of "
+                             "view (or it has NaN there); give --mask with the voxels it covers, or a T10 map "
+                             "covering the brain")
         raise InputError(f"the T10 map has {bad} zero, negative or non-finite values inside the brain mask; "
                          "fill them (e.g. with 1.4 s) or exclude those voxels with --mask")
     if np.median(values) > 20:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.resampling import measured_at
 from ..core.volume import Volume
 
 #: A resampled B1 value needs measured voxels to carry at least this share of the trilinear weights; below it the
-#: voxel lies outside the map's field of view or in its background.
+#: voxel lies outside the map's field of view or in its background (core.resampling).
 MIN_MEASURED_WEIGHT = 0.25
 #: ... and such a voxel takes its nearest measured B1 value when that lies within this distance [mm] (or one B1 voxel).
 NEAREST_MM = 10.0
@@ -44,40 +45,20 @@ def on_vfa_grid(b1: Volume, signals: Volume, inside: np.ndarray) -> tuple[np.nda
     """(B1 values at the ``inside`` voxels of the VFA grid, a note when it was resampled, else None)."""
     if signals.same_grid(b1):
         return b1.data[inside], None
-    from scipy import ndimage
-
-    ijk = np.argwhere(inside)
-    world = signals.affine @ np.c_[ijk, np.ones(len(ijk))].T
-    coords = (np.linalg.inv(b1.affine) @ world)[:3]
     measured = np.isfinite(b1.data) & (b1.data > 0)
     if not measured.any():
         raise InputError("the B1 map has no positive value; give a relative flip-angle map (actual/nominal, about 1)")
-    values = np.where(measured, b1.data, 0.0)
-    weight = ndimage.map_coordinates(measured.astype(np.float64), coords, order=1, mode="constant", cval=0.0)
-    total = ndimage.map_coordinates(values, coords, order=1, mode="constant", cval=0.0)
-    covered = weight >= MIN_MEASURED_WEIGHT
-    result = np.divide(total, weight, out=np.zeros_like(total), where=covered)
-    voxel_b1 = np.sqrt((b1.affine[:3, :3] ** 2).sum(axis=0))
-    filled = 0
-    if not covered.all():
-        # The edge of the B1 map's own head mask rarely matches the VFA mask's: a smooth field is carried out to the
-        # VFA voxels within NEAREST_MM of a measured B1 voxel (its nearest one); beyond that the map does not cover them.
-        distance, nearest = ndimage.distance_transform_edt(~measured, sampling=voxel_b1, return_indices=True)
-        at = np.rint(coords[:, ~covered]).astype(int)
-        inside_map = np.all((at >= 0) & (at < np.asarray(measured.shape)[:, None]), axis=0)
-        at = np.clip(at, 0, np.asarray(measured.shape)[:, None] - 1)
-        near = inside_map & (distance[tuple(at)] <= max(NEAREST_MM, float(voxel_b1.max())))
-        if not near.all():
-            raise InputError(f"the B1 map (shape {b1.data.shape}) has no measured value near {int((~near).sum())} of "
-                             f"the {covered.size} voxels fitted: its field of view or its head mask is smaller than "
-                             "the VFA series'; give --mask with the voxels it covers, or a B1 map covering the head")
-        source = tuple(n[tuple(at)] for n in nearest)
-        result[~covered] = b1.data[source]
-        filled = int((~covered).sum())
-    note = (f"the B1 map (shape {list(b1.data.shape)}, {'x'.join(f'{v:.3g}' for v in voxel_b1)} mm) is not on the "
-            "VFA grid and was resampled onto it (trilinear, from its measured voxels only"
+    resampled = measured_at(b1, signals.affine, np.argwhere(inside), measured, NEAREST_MM, MIN_MEASURED_WEIGHT)
+    if not resampled.covered.all():
+        raise InputError(f"the B1 map (shape {b1.data.shape}) has no measured value near "
+                         f"{int((~resampled.covered).sum())} of the {inside.sum()} voxels fitted: its field of view or "
+                         "its head mask is smaller than the VFA series'; give --mask with the voxels it covers, or a B1 "
+                         "map covering the head")
+    filled = resampled.filled
+    note = (f"the B1 map (shape {list(b1.data.shape)}, {'x'.join(f'{v:.3g}' for v in resampled.voxel_mm)} mm) is not "
+            "on the VFA grid and was resampled onto it (trilinear, from its measured voxels only"
             + (f"; {filled} edge voxels took the nearest measured value" if filled else "") + ")")
-    return result, note
+    return resampled.values, note
 
 
 def relative_b1(values: np.ndarray, warnings: list[str]) -> np.ndarray:

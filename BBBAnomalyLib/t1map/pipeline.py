@@ -153,15 +153,16 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
 
 def t10_map_from_vfa(paths: list[str], series: Volume, flip_angles=None, tr: float | None = None,
                      b1_path: str | None = None) -> tuple[Volume, dict]:
-    """The T10 map [s] for a DCE series from VFA files on its grid (nonlinear fit), and what the report
-    should say about it. Voxels where the fit failed get the median T10 of the others (counted)."""
+    """The T10 map [s] for a DCE series from VFA files (nonlinear fit), and what the report should say about it.
+
+    On the DCE grid, voxels where the fit failed get the median T10 of the others (counted). On another grid (a VFA
+    series of another resolution or field of view) the map is returned on the VFA grid with 0 where the fit failed:
+    run_dce reads it at the series' voxels from the fitted voxels only (dce.validation.check_t10_map)."""
     from ..io import read_volume
     from .inputs import read_vfa
 
     vfa = read_vfa(paths, flip_angles, tr, flags=("--vfa-flip-angles", "--vfa-tr"))
-    if not series.same_grid(vfa.signals):
-        raise InputError(f"the VFA series (shape {vfa.signals.spatial_shape}) is not on the DCE grid "
-                         f"{series.spatial_shape}; resample it onto the DCE series first, or give --t10")
+    same_grid = series.same_grid(vfa.signals)
     b1 = read_volume(b1_path) if b1_path else None
     # Fit where the VFA series has signal (run_t1map's automatic mask), not everywhere: a real B1 map is 0 outside
     # the head, and fitting there made every `dce --b1` fail on the background; the background takes the median
@@ -171,8 +172,12 @@ def t10_map_from_vfa(paths: list[str], series: Volume, flip_angles=None, tr: flo
     ok = result.maps["fit_ok"].data > 0
     if not ok.any():
         raise InputError("no voxel of the VFA series gave a T1; check the flip angles and TR of --vfa")
-    filled = np.where(ok, t1, np.median(t1[ok]))
     info = {"flip_angles_deg": vfa.flip_angles.tolist(), "tr_s": vfa.tr, "b1_map": b1 is not None,
-            "method": "nonlinear", "voxels_filled_with_median": int((~ok).sum()),
-            "t10_median_s": float(np.median(t1[ok]))}
+            "method": "nonlinear", "t10_median_s": float(np.median(t1[ok]))}
+    if not same_grid:
+        info.update(grid="VFA grid, resampled onto the DCE series", vfa_shape=list(vfa.signals.spatial_shape),
+                    voxels_not_fitted=int((~ok).sum()))
+        return Volume(np.where(ok, t1, 0.0), vfa.signals.affine.copy()), info
+    filled = np.where(ok, t1, np.median(t1[ok]))
+    info["voxels_filled_with_median"] = int((~ok).sum())
     return Volume(filled, series.affine.copy()), info
