@@ -1,11 +1,12 @@
 """Session 21: a VFA series on another grid than the DCE series (`dce --vfa`, `--t10 MAP`).
 
 The DCE reference object (:func:`BBBAnomalyLib.phantoms.dce.make_dce_phantom`, 6 slices of 2 mm voxels, SNR 40) is
-run with extended Tofts, its arterial mask and `--blood-t10 1.6` (the object's blood T10; without it the coarse maps'
-partial volume in the artery made the AIF conversion blow up and the run was refused, as it should), the T10 given as: the true map; a VFA series (2/5/15 degrees,
-TR 5 ms, M0 1000, noiseless or SNR 100 at 15 degrees) on the DCE grid; the same VFA acquired on coarser grids
-(signals averaged over 2x2x1, 3x3x1 and 2x2x2 DCE voxels: the partial volume of a coarser acquisition), fitted on
-their own grid and read at the DCE voxels (dce.validation.check_t10_map); and one value, 1.4 s, for every voxel.
+run with extended Tofts, its arterial mask and `--blood-t10 1.6` (the object's blood T10; without it the coarse
+maps' partial volume in the artery made the AIF conversion blow up and the run was refused, as it should), the T10
+given as: the true map; a VFA series (2/5/15 degrees, TR 5 ms, M0 1000, noiseless or SNR 100 at 15 degrees) on the
+DCE grid; the same VFA acquired on coarser grids (signals averaged over 2x2x1, 3x3x1 and 2x2x2 DCE voxels: the
+partial volume of a coarser acquisition), fitted on their own grid and read at the DCE voxels
+(dce.validation.check_t10_map); and one value, 1.4 s, for every voxel.
 Printed per setting: the enhancing rim's Ktrans (median of the voxel's ratio to the truth, less 1, over its pure
 voxels), grey matter's vp the same way, and the median |Ktrans - Ktrans with the true T10| / true Ktrans over the
 brain voxels with Ktrans > 0. About 1 min on one core:
@@ -53,7 +54,8 @@ def scores(ph, result, reference) -> dict:
     leaky = m["brain"] & (truth["ktrans"].data > 0)
     return {"Ktrans rim": float(np.median(k[rim] / truth["ktrans"].data[rim]) - 1),
             "vp GM": float(np.median(result.maps["vp"].data[gm] / truth["vp"].data[gm]) - 1),
-            "|dKtrans| vs true T10": float(np.median(np.abs(k[leaky] - reference[leaky]) / truth["ktrans"].data[leaky]))}
+            "|dKtrans| vs true T10": float(np.median(np.abs(k[leaky] - reference[leaky])
+                                                     / truth["ktrans"].data[leaky]))}
 
 
 def main(argv=None) -> int:

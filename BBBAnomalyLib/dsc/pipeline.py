@@ -32,6 +32,7 @@ from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_
                          signal_to_delta_r2s, steady_state_skip)
 from ..core.devices import blas_threads, block_workers, map_blocks
 from .deconvolution import DeconvolutionModel
+from .aif_saturation import aif_saturation, saturation_hint
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
 # LOW_CNR: below it (the brain's per-frame contrast-to-noise) CBF is biased, lower still not trustworthy (.low_cnr)
@@ -288,7 +289,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         with timer("aif"):
             if in_aif is not None:
                 select = aif_mod.aif_in_region if params.aif_region else aif_mod.aif_from_mask
-                selection = select(curves, in_aif, base_slice, check=last_look)
+                with saturation_hint(curves, in_aif, base_slice, te if kind == "signal" and not raw2_given else None,
+                                     times):
+                    selection = select(curves, in_aif, base_slice, check=last_look)
             else:
                 selection = aif_mod.auto_aif(curves[:n_brain], times, base_slice, baseline.arrival)
         if last_look:
@@ -310,7 +313,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         if arterial_baseline.stop >= baseline.stop:  # the brain's baseline stands: check a drawn AIF under it
             if in_aif is not None:
                 with timer("aif"):
-                    aif_mod.check_selection(selection, curves, base_slice)
+                    with saturation_hint(curves, in_aif, base_slice,
+                                         te if kind == "signal" and not raw2_given else None, times):
+                        aif_mod.check_selection(selection, curves, base_slice)
             break
         if baseline.stop - arterial_baseline.stop > 1:  # one frame is the usual sharper arterial up-slope
             warnings.append(f"the AIF arrives at {times[arterial_baseline.arrival]:.1f} s, well before the brain "
@@ -330,6 +335,12 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
                         "before the logarithm (noise floor or saturated arteries)")
     aif_curve = selection.curve
+    saturation = None
+    if kind == "signal" and not raw2_given and te:  # a single echo's magnitude floor cuts the AIF's peak off
+        saturation = aif_saturation(curves[selection.voxels], slice(baseline.first, baseline.stop), te,
+                                    times)
+        if saturation.saturated:
+            warnings.append(saturation.warning(times, params.method.value))
 
     brain_curves = curves[:n_brain]  # a view
     contrast = contrast_to_noise(brain_curves, baseline)
@@ -417,7 +428,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         "versions": versions(),
         "threads": block_workers(),  # this library's pools (the deconvolution's and PHAE's chunks, row blocks)
         "baseline": baseline.to_json(times),
-        "aif": selection.to_json(times),
+        "aif": {**selection.to_json(times), **({"saturation": saturation.to_json(times)} if saturation else {})},
         "brain_voxels": int(brain.sum()),
         "contrast_to_noise": round(float(contrast), 3),
         "maps": {name: {"unit": info[name][0], "description": info[name][1]} for name in maps},
@@ -433,7 +444,11 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         for name, key in (("cbf", "note"), ("rcbf", "ratio_note")):
             if name in report["maps"] and systematic.get(key):
                 report["maps"][name]["caveat"] = systematic[key]
-    for name, caveat in low_cnr_caveats(contrast, params.method).items():  # beside their ROI means and ratios
+    caveats = low_cnr_caveats(contrast, params.method)
+    if saturation is not None and saturation.saturated:  # absolute values high; ratios hold (aif_saturation.py)
+        for name, caveat in saturation.caveats(params.method.value).items():
+            caveats[name] = caveats[name] + "; " + caveat if name in caveats else caveat
+    for name, caveat in caveats.items():  # beside their ROI means and ratios
         if name in report["maps"]:
             earlier = report["maps"][name].get("caveat")
             report["maps"][name]["caveat"] = caveat + (f"; {earlier}" if earlier else "")
