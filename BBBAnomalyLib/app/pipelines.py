@@ -369,6 +369,10 @@ DMRI = PipelineSpec(
                       "value, Otsu, or the maximum of the 16³ mean-pooled map",
                       choices=(("fixed", "fixed"), ("otsu", "Otsu"), ("meanpool", "mean-pool max"))),
         ParameterSpec("opening", "3³ opening", "morphological opening of the anomaly mask", advanced=True),
+        ParameterSpec("motion_correct", "Motion correction", "head motion between the volumes: none (default, every "
+                      "volume read as stored) or rigid (each volume registered into the first b0's frame, moved "
+                      "volumes resampled and their gradient directions rotated; about 0.8 s a volume)",
+                      choices=(("none", "none"), ("rigid", "rigid")), advanced=True),
     ),
     runner="BBBAnomalyLib.dmri.pipeline:run_dmri",
     needs_torch=True,

@@ -21,6 +21,13 @@ class Threshold(str, enum.Enum):
     MEANPOOL = "meanpool"  # max of the mean-pooled map (window of 16 voxels of the seed's 2.4 mm grid)
 
 
+class MotionCorrect(str, enum.Enum):
+    """Head motion between the volumes (:mod:`.motion`)."""
+
+    RIGID = "rigid"  # each volume registered rigidly into the first b0's frame, b-vectors rotated
+    NONE = "none"  # every volume read at the same voxel, as stored
+
+
 class GradientFrame(str, enum.Enum):
     RAS = "ras"  # gradient directions in world RAS (Slicer DWI nodes, read_dwi)
     FSL = "fsl"  # FSL bvec convention: image axes, x flipped when det(affine) > 0 (NIfTI + .bvec)
@@ -55,6 +62,12 @@ class DMRIParameters:
     opening: bool = True  # 3×3×3 morphological opening of the anomaly mask
     erode_mask: bool = True  # erode the brain mask by one voxel (3³), as the seed does, to drop the rim
     chunk_voxels: int = 65536  # voxels per batch of the per-voxel steps (SH fit, resampling)
+    # head motion between volumes: registered and undone (b-vectors rotated) or left as stored. "none" by a rule
+    # written before the held-apart patients (docs/reliability.md, session 21): on motion-free series the estimate
+    # found 0.3-0.4 mm (the rule asked < 0.2) and the registration costs ~35x the rest of the run's CPU; without it
+    # RecDiscNet's map moved little under random motion (AUC within 0.01 up to 4 mm RMS) but a 4 mm/4° step half-way
+    # through added 12-16 % anomaly volume. No motion estimate with "none" (the registration is the detector)
+    motion_correct: MotionCorrect = MotionCorrect.NONE
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -64,6 +77,7 @@ class DMRIParameters:
             self.model = Model(getattr(self.model, "value", self.model))
             self.threshold = Threshold(getattr(self.threshold, "value", self.threshold))
             self.gradient_frame = GradientFrame(getattr(self.gradient_frame, "value", self.gradient_frame))
+            self.motion_correct = MotionCorrect(getattr(self.motion_correct, "value", self.motion_correct))
         except ValueError as exc:
             raise InputError(f"{exc}; see `bbbanomaly dmri --help` for the choices") from None
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):

@@ -22,7 +22,7 @@ from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from . import thresholds as thr
-from .parameters import DMRIParameters, Threshold
+from .parameters import DMRIParameters, MotionCorrect, Threshold
 from .preprocessing import check_dwi, prepare, to_native
 
 #: Map name -> (unit, description); the order is the order of the outputs.
@@ -105,16 +105,28 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
         except ImportError as exc:
             raise InputError(f"the diffusion anomaly models need PyTorch ({exc}); install torch") from None
         model = load_model(params.weights_name, params.model.value, params.device)
+    analysed, gradient_frame, motion = dwi, params.gradient_frame, None
+    if params.motion_correct is MotionCorrect.RIGID:
+        with timer("motion"):
+            report_progress(0.07, "head motion between the volumes (rigid registration)")
+            from .motion import motion_step
+
+            # a new series when a volume moved (the input is never modified); else ``dwi`` itself
+            motion = motion_step(dwi, correct=True, gradient_frame=params.gradient_frame,
+                                 brain_mask=masks.get("mask"), b0_threshold=params.b0_threshold,
+                                 shell_tolerance=params.shell_tolerance, min_directions=params.min_directions,
+                                 target_b=model.spec.b_value)
+            analysed, gradient_frame = motion.dwi, motion.gradient_frame
     with timer("preprocessing"):
         report_progress(0.1, "S/S0, resampling to the model's directions, field of view")
-        prepared = prepare(dwi, model.spec, gradient_frame=params.gradient_frame, brain_mask=masks.get("mask"),
+        prepared = prepare(analysed, model.spec, gradient_frame=gradient_frame, brain_mask=masks.get("mask"),
                            b0_threshold=params.b0_threshold, shell_tolerance=params.shell_tolerance,
                            min_directions=params.min_directions, erode=params.erode_mask,
                            chunk_voxels=params.chunk_voxels)
     # preprocessing's chunk and per-channel temporaries and its S/S0 array (not kept: prepare's signal_source
     # makes it again for the curves), returned before the network's (issue 17)
     release_freed_memory()
-    warnings = list(prepared.warnings)
+    warnings = list(prepared.warnings) + (motion.warnings if motion is not None else [])
     _vae_options_unused(params, model.kind, warnings)
     brain = prepared.brain
     from .applicability import check_dwi_input
@@ -156,6 +168,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
         "brain_voxels": int(brain.sum()),
         "applicability": applicability.to_json(),
         "gradient_orientation": prepared.orientation.to_json() if prepared.orientation is not None else None,
+        "motion": motion.report if motion is not None else None,
         "maps": {name: {"unit": MAP_INFO[name][0], "description": MAP_INFO[name][1]} for name in maps},
         "summary": _summary(values, mask[brain], masks, brain, dwi),
         "timings_s": timer.seconds,
