@@ -80,3 +80,12 @@ def test_bad_arguments_are_refused(head):
         register_rigid(image, image[:-1], VOXEL)
     with pytest.raises(ValueError, match="non-empty"):
         register_rigid(image, image, VOXEL, mask=np.zeros(image.shape, bool))
+
+
+def test_an_image_thinner_than_four_voxels_is_refused_not_a_traceback_from_itk():
+    from BBBAnomalyLib.core.registration import can_register
+
+    thin = np.ones((20, 20, 3), np.float32)
+    assert not can_register(thin.shape) and can_register((20, 20, 4))
+    with pytest.raises(ValueError, match="at least 4 voxels along every axis"):
+        register_rigid(thin, thin, VOXEL)

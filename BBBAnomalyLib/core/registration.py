@@ -25,6 +25,14 @@ SMOOTHING_MM = (2.0, 1.0, 0.0)
 SAMPLING = 0.25
 HISTOGRAM_BINS = 32
 ITERATIONS = 200
+#: ITK smooths each level's image before shrinking it and its recursive Gaussian needs 4 voxels along every axis: a
+#: thinner image (a 2-3 slice slab) cannot be registered; callers check :func:`can_register` and say so.
+MIN_AXIS_VOXELS = 4
+
+
+def can_register(shape) -> bool:
+    """Whether an image of this (spatial) shape has the voxels along every axis that the registration needs."""
+    return min(int(n) for n in tuple(shape)[:3]) >= MIN_AXIS_VOXELS
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,9 @@ def register_rigid(fixed: np.ndarray, moving: np.ndarray, voxel_mm, mask: np.nda
     moving = np.asarray(moving, np.float32)
     if fixed.shape != moving.shape or fixed.ndim != 3:
         raise ValueError(f"rigid registration needs two 3D arrays of one shape, got {fixed.shape} and {moving.shape}")
+    if not can_register(fixed.shape):
+        raise ValueError(f"rigid registration needs at least {MIN_AXIS_VOXELS} voxels along every axis, got "
+                         f"{fixed.shape}")
     voxel_mm = np.asarray(voxel_mm, float)[:3]
     region = np.ones(fixed.shape, bool) if mask is None else np.asarray(mask, bool)
     if not region.any():

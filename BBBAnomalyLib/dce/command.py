@@ -118,6 +118,11 @@ def register(sub) -> None:
                         help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off); raise it where "
                              "the tumour or brain lags the AIF by more than that (the report warns and suggests a "
                              "value)")
+    method.add_argument("--motion-correct", choices=["rigid", "detect", "none"], default=DCEParameters.motion_correct,
+                        help="head motion during the series: rigid registers every frame to the first (mutual "
+                             "information), reports the displacement (report.json 'motion'), warns above half a "
+                             "voxel and resamples the frames that moved that far; detect reports and warns only; "
+                             "none does not look (default %(default)s)")
     method.add_argument("--refine", action="store_true", help="nonlinear (Levenberg-Marquardt) refinement of the fit")
     method.add_argument("--rls", choices=[s.value for s in RLSSource], default="auto",
                         help="RLS autoencoder: auto (default: the bundled weights for protocols inside their training "
@@ -201,7 +206,7 @@ def _run(args, out_dir: Path) -> int:
         aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
-        device=args.device,
+        device=args.device, motion_correct=args.motion_correct,
         threads=args.threads)
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "tumor_mask") if getattr(args, key)}

@@ -122,6 +122,10 @@ class DCEParameters:
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None = torch's default
     chunk_voxels: int = 65536
+    # head motion (perfusion/motion.py): "rigid" registers every frame to the first, reports the displacement (a
+    # warning over half a voxel) and resamples the frames that moved; "detect" reports and warns only; "none" does
+    # not look
+    motion_correct: str = "none"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -163,6 +167,8 @@ class DCEParameters:
                                            hint="the number of pre-contrast frames")
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
+        if self.motion_correct not in ("rigid", "detect", "none"):
+            raise InputError(f"--motion-correct must be rigid, detect or none; got {self.motion_correct!r}")
         if self.threads is not None:
             self.threads = integer(self.threads, "--threads", 1, 1024, hint="torch CPU threads, e.g. 1 or 2")
         self.refine_iterations = integer(self.refine_iterations, "refine_iterations", 1, 1000)

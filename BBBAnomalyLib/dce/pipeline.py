@@ -30,6 +30,7 @@ from ..io import read_mask
 from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json
 from ..core.volume import Volume
+from ..perfusion.motion import motion_step
 from . import aif as aif_mod
 from .arterial_baseline import _arterial_baseline
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
@@ -150,6 +151,11 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             params.population_aif = None
         blood_t10 = aif_mod.blood_t10_in_use(params, mode, warnings)  # (None where it converts nothing)
         aif_mod.refuse_auto_aif_on_one_t10(params, mode, t10_grid is not None, "aif-mask" in masks)
+
+    with timer("motion"):  # each frame registered to the first; resampled with --motion-correct rigid
+        report_progress(0.02, "checking for head motion")
+        series, _, motion = motion_step(series, masks.get("mask"), params.motion_correct, 0, warnings,
+                                        kind=params.input_kind.value)
 
     with timer("masking"):
         brain = masks.get("mask")
@@ -373,6 +379,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report["fit_bounds"] = fit_bounds
+    report["motion"] = motion
     report["delay_range"] = {"max_delay_s": params.max_delay, "groups": delay_range}
     if placement is not None:  # where the population AIF was put, and the delay grid searched from it
         report["aif"]["population_placement"] = placement.record(params.max_delay)

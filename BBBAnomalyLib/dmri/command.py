@@ -119,7 +119,7 @@ def print_summary(result, written: Path) -> None:
     print(f"  shell b = {shell['shell_b']:g} s/mm², {shell['unique_directions']} directions, {shell['b0_volumes']} b0; "
           + (f"SH order {shell['sh_order']}" if shell.get("sh_order") else "resampled through a diffusion tensor"))
     motion = rep.get("motion")
-    if motion:
+    if motion and "skipped" not in motion:
         print(f"  head motion: largest displacement {motion['max_displacement_mm']:.1f} mm (volume "
               f"{motion['worst_volume']}); {len(motion['resampled_volumes'])} volume(s) moved back (registered and "
               "resampled)")

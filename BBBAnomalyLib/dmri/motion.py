@@ -234,6 +234,14 @@ def motion_step(dwi: Volume, *, correct: bool, gradient_frame, brain_mask, b0_th
     from . import gradients as grad
     from .preprocessing import automatic_mask
 
+    from ..core.registration import MIN_AXIS_VOXELS, can_register
+
+    if not can_register(dwi.spatial_shape):
+        return MotionStep(dwi, getattr(gradient_frame, "value", gradient_frame),
+                          {"skipped": f"fewer than {MIN_AXIS_VOXELS} voxels along an axis"},
+                          [f"head motion was not checked (--motion-correct rigid): the series has "
+                           f"{min(dwi.spatial_shape)} voxels along an axis, and the registration needs at least "
+                           f"{MIN_AXIS_VOXELS}"])
     acq = dwi.acquisition
     bvecs = grad.to_ras(acq.bvecs, dwi.affine, gradient_frame) if acq.bvecs is not None else None
     shell = grad.select_shell(acq.bvals, bvecs, target_b=target_b, b0_threshold=b0_threshold,

@@ -85,6 +85,11 @@ def register(sub) -> None:
                         help="deconvolution (default osvd)")
     method.add_argument("--oi-target", type=float, default=0.095,
                         help="oSVD oscillation-index target (0.095 in vivo, 0.035 for simulations)")
+    method.add_argument("--motion-correct", choices=["rigid", "detect", "none"], default=DSCParameters.motion_correct,
+                        help="head motion during the series: rigid registers every frame to the first analysed "
+                             "one (mutual information), reports the displacement (report.json 'motion'), warns above half a "
+                             "voxel and resamples the frames that moved that far; detect reports and warns only; "
+                             "none does not look (default %(default)s)")
     method.add_argument("--leakage-correction", choices=[c.value for c in LeakageCorrection], default="bsw",
                         help="BSW leakage correction (default) or none")
     phae = p.add_argument_group("PHAE (--method phae)")
@@ -157,7 +162,8 @@ def _run(args, out_dir: Path) -> int:
         leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target, aif_region=args.aif_search,
         phae_weights=args.weights, phae_adapt=args.adapt, phae_adapt_steps=args.adapt_steps, device=args.device,
         phae_pooled_delay=args.pooled_delay, phae_guided_pooling=args.guided_pooling,
-        skip_frames=args.skip_frames, baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
+        motion_correct=args.motion_correct, skip_frames=args.skip_frames,
+        baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
     # lazy: a NIfTI series stays in its file; run_dsc gathers its voxels frame block by frame block

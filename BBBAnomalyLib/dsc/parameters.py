@@ -67,6 +67,10 @@ class DSCParameters:
     # case's contrast-to-noise is below guided_pooling.AUTO_MAX_CNR; "on" / True always; "off" / False never
     phae_guided_pooling: str | bool = "auto"
     device: str = "auto"  # torch device for PHAE: auto, cpu or cuda
+    # head motion (perfusion/motion.py): "rigid" registers every frame to the first analysed one, reports the
+    # displacement (a warning over half a voxel) and resamples the frames that moved; "detect" reports and warns only;
+    # "none" does not look
+    motion_correct: str = "none"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -109,6 +113,8 @@ class DSCParameters:
         self.phae_guided_pooling = pooling
         if str(getattr(self.device, "value", self.device)).lower() not in ("auto", "cpu", "cuda"):
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
+        if self.motion_correct not in ("rigid", "detect", "none"):
+            raise InputError(f"--motion-correct must be rigid, detect or none; got {self.motion_correct!r}")
         if self.baseline_frames is not None:
             try:
                 first, stop = self.baseline_frames

@@ -35,6 +35,7 @@ from .deconvolution import DeconvolutionModel
 from .aif_saturation import aif_saturation, saturation_hint
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
+from ..perfusion.motion import motion_step
 # LOW_CNR: below it (the brain's per-frame contrast-to-noise) CBF is biased, lower still not trustworthy (.low_cnr)
 from .low_cnr import LOW_CNR, low_cnr_caveats, low_cnr_warnings  # noqa: F401 (LOW_CNR is read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
@@ -217,6 +218,12 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                             "oSVD's oscillation target and PHAE's training hold for frames of 0.8 s and more (at 0.5 s "
                             "oSVD read GM CBF 1.3-5x high on the reference object); maps and curves are on that grid "
                             "(cSVD, sSVD and Tikhonov use every frame)")
+
+    with timer("motion"):  # each frame registered to the first analysed one; resampled with --motion-correct rigid
+        report_progress(0.02, "checking for head motion")
+        reference = params.baseline_frames[0] if params.baseline_frames is not None else params.skip_frames
+        series, second_echo, motion = motion_step(series, masks.get("mask"), params.motion_correct, reference,
+                                                  warnings, second_echo=second_echo, kind=params.input_kind.value)
 
     with timer("masking"):
         brain = masks.get("mask")
@@ -431,6 +438,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         "aif": {**selection.to_json(times), **({"saturation": saturation.to_json(times)} if saturation else {})},
         "brain_voxels": int(brain.sum()),
         "contrast_to_noise": round(float(contrast), 3),
+        "motion": motion,
         "maps": {name: {"unit": info[name][0], "description": info[name][1]} for name in maps},
         "summary": {"brain": summarise_maps(values)},
         "timings_s": timer.seconds,
