@@ -414,6 +414,11 @@ T1FLAIR = PipelineSpec(
                       "input volumes are not changed). On the real cases N4 also flattened the tumour's FLAIR signal "
                       "and lowered the anomaly map's tumour AUC: for research",
                       choices=(("none", "none"), ("n4", "N4")), advanced=True),
+        ParameterSpec("register", "FLAIR registration", "none (default): the FLAIR placed by the files' coordinates, "
+                      "with a warning when a quick estimate finds it more than 2 mm from the T1; rigid: the FLAIR "
+                      "registered to the T1 (mutual information inside the brain) and resampled once (the input "
+                      "volumes are not changed)",
+                      choices=(("none", "none"), ("rigid", "rigid")), advanced=True),
         ParameterSpec("seed", "Seed", "the sampler's starting noise: same seed, same synthesis",
                       minimum=0, maximum=100000, decimals=0, advanced=True),
     ),

@@ -8,15 +8,16 @@ from pathlib import Path
 from ..cli_options import add_output_options, output_suffix
 
 from .parameters import (BIAS_CORRECTION, DEFAULT_CAE, DEFAULT_ENHANCER, DEFAULT_IDENTIFIER, DEFAULT_SYNTHESIS,
-                         T1FlairParameters)
+                         REGISTRATION, T1FlairParameters)
 
 HELP = """\
 Synthetic contrast-enhanced T1 (T1Gd), blood-brain-barrier status and an anomaly map from a
 non-contrast T1 and a T2-FLAIR, without contrast agent.
 
-1. The FLAIR is resampled onto the T1 grid when its grid differs; the intensity bias field of each
-   image is corrected inside the brain (--bias-correct); histogram-mode normalisation (seed
-   cbsi-contrast-free-bbb-status); brain slices resampled to the network size.
+1. The FLAIR is resampled onto the T1 grid when its grid differs (and registered to the T1 with
+   --register rigid); the intensity bias field of each image is corrected inside the brain
+   (--bias-correct); histogram-mode normalisation (seed cbsi-contrast-free-bbb-status); brain
+   slices resampled to the network size.
 2. ET-guided conditional diffusion synthesises T1Gd twice -- as if the tumor enhanced (BBB
    disrupted) and as if it did not (intact) -- with a deterministic few-step sampler (--steps).
 3. An identification CNN scores, on the tumor slices (--tumor-mask, or the diffusion model's
@@ -85,6 +86,14 @@ def register(sub) -> None:
                         "are not changed and report.json's bias_field gives each field's range. On the real cases N4 "
                         "also flattened the tumour's FLAIR signal and lowered the anomaly map's tumour AUC (0.86 to "
                         "0.45 on TCGA-FG-6692), more than a ±15 %% field did: for research (docs/reliability.md)")
+    m.add_argument("--register", choices=list(REGISTRATION), default=T1FlairParameters.register,
+                   help="align the FLAIR to the T1 (default %(default)s). none: the FLAIR is placed by the files' "
+                        "coordinates alone; a quick rigid estimate warns when the two look misaligned by more than "
+                        "2 mm (the patient moves between series). rigid: a rigid registration (mutual information "
+                        "inside the brain) then corrects that motion and the FLAIR is resampled once; report.json's "
+                        "registration gives the motion found. On the real cases moved by 2-6 mm and 2-6 degrees it "
+                        "brought the maps back to the unmoved run's; not the default because it also changed the "
+                        "unmoved cases' maps (docs/reliability.md). The input files are not changed")
     m.add_argument("--status-evidence", choices=["real", "phantom"], default="real",
                    help="how far the BBB status's p(disrupted) is trusted. real (default): weighed by the identifier's "
                         "leave-one-case-out record on real scans, which for the bundled identifiers is at chance, so a "
@@ -115,7 +124,7 @@ def _run(args, out_dir: Path) -> int:
         chosen["enhancer_weights"] = None
     params = T1FlairParameters(steps=args.steps, device=args.device, seed=args.seed, size=args.size, threads=args.threads,
                                anomaly_map=not args.no_anomaly, status_evidence=args.status_evidence,
-                               bias_correct=args.bias_correct, **chosen)
+                               bias_correct=args.bias_correct, register=args.register, **chosen)
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.t1} and {args.flair}")
     t1, flair = read_volume(args.t1), read_volume(args.flair)

