@@ -8,7 +8,6 @@ map silently; the correction registers each volume rigidly and rotates its gradi
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -28,22 +27,6 @@ def rotation(axis, degrees):
     return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
 
 
-@contextlib.contextmanager
-def table_as(bvals, bvecs):
-    """make_dmri_phantom with this table (the same random draws as dmri_physics.gradient_table)."""
-    original = phys.gradient_table
-
-    def replacement(n_directions, rng, b_value=1000.0, n_b0=1, jitter=0.01):
-        rng.standard_normal((3, 3))
-        rng.uniform(-1, 1, n_directions)
-        return np.asarray(bvals, float), np.asarray(bvecs, float)
-
-    phys.gradient_table = replacement
-    try:
-        yield
-    finally:
-        phys.gradient_table = original
-
 
 @pytest.fixture(scope="module")
 def plain():
@@ -60,7 +43,7 @@ def acquire(plain, poses) -> Volume:
     for i, p in enumerate(poses):
         if p is not None:
             head[i] = a @ p.rotation.T @ a.T @ acq.bvecs[i]  # the tissue sees the gradient rotated back
-    with table_as(acq.bvals, head):
+    with phys.gradient_table_as(acq.bvals, head):
         noiseless = make_dmri_phantom(SEED, voxel_mm=VOXEL, n_directions=DIRECTIONS, snr=1e9, tumor=True).dwi.data
     data = noiseless.copy()
     for i, p in enumerate(poses):

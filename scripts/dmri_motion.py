@@ -32,7 +32,6 @@ scripts/dmri_unusual_acquisitions.py does.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -112,22 +111,6 @@ def inverse(fit: RigidFit) -> RigidFit:
 
 
 # --- the moved patient --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def table_as(bvals, bvecs):
-    """make_dmri_phantom with this table; the same random draws as dmri_physics.gradient_table."""
-    original = phys.gradient_table
-
-    def replacement(n_directions, rng, b_value=1000.0, n_b0=1, jitter=0.01):
-        rng.standard_normal((3, 3))
-        rng.uniform(-1, 1, n_directions)
-        return np.asarray(bvals, float), np.asarray(bvecs, float)
-
-    phys.gradient_table = replacement
-    try:
-        yield
-    finally:
-        phys.gradient_table = original
-
 
 class Patient:
     def __init__(self, seed: int, n_directions: int = 64):
@@ -147,7 +130,7 @@ class Patient:
             if p is not None:
                 head[i] = a @ p.rotation.T @ a.T @ self.bvecs[i]
         if any(p is not None for p in poses):
-            with table_as(self.bvals, head):
+            with phys.gradient_table_as(self.bvals, head):
                 noiseless = make_dmri_phantom(self.seed, tumor=True, snr=1e9, n_directions=len(self.bvals) - 1)
             data = noiseless.dwi.data.copy()
             for i, p in enumerate(poses):

@@ -82,28 +82,11 @@ def table(n: int, b=1000.0, n_b0: int = 1, seed: int = 7, full_sphere: bool = Fa
     return bvals, np.r_[np.zeros((n_b0, 3)), dirs]
 
 
-@contextlib.contextmanager
-def gradient_table_as(bvals, bvecs):
-    """make_dmri_phantom with this table. The replacement draws the same numbers from the phantom's generator as
-    dmri_physics.gradient_table (a 3x3 normal, then the b jitter), so subject, tumour and bias field stay."""
-    original = phys.gradient_table
-
-    def replacement(n_directions, rng, b_value=1000.0, n_b0=1, jitter=0.01):
-        rng.standard_normal((3, 3))
-        rng.uniform(-1, 1, n_directions)
-        return np.asarray(bvals, float), np.asarray(bvecs, float)
-
-    phys.gradient_table = replacement
-    try:
-        yield
-    finally:
-        phys.gradient_table = original
-
 
 def patient(seed: int, tab=None, snr: float = SNR, **kw):
     if tab is None:
         return make_dmri_phantom(seed, tumor=True, snr=snr, n_directions=64, **kw)
-    with gradient_table_as(*tab):
+    with phys.gradient_table_as(*tab):
         return make_dmri_phantom(seed, tumor=True, snr=snr, n_directions=64, **kw)
 
 

@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+import t1flair_bias_field as bias_audit  # noqa: E402  (measure: the AUCs, Dice and correlations)
 import t1flair_unusual_acquisitions as audit  # noqa: E402  (load_case, auc, CASES, BRATS)
 
 #: name -> (translation mm in world x, y, z; rotation degrees about world x, y, z). World = the NIfTI affine's frame.
@@ -165,26 +166,16 @@ def edge_zone(t1, brain, mm=3.0):
 
 
 def measure(row, folder: Path, arrays):
-    """AUCs, false-positive volumes and correlations against the unmoved run without registration."""
-    from BBBAnomalyLib.structural.normalisation import normalise_0_255
-
+    """AUCs, false-positive volumes and correlations against the unmoved run without registration (the AUCs, Dice and
+    correlations as the bias-field audit measures them; the false positives by zone here)."""
+    row = bias_audit.measure(row, folder, arrays)
     here = folder / f"{row['variant']}__{row['setting']}.npz"
     base = folder / "original__none.npz"
     if not here.exists() or not base.exists():
         return row
     m, b = dict(np.load(here)), dict(np.load(base))
     common = m["brain"] & b["brain"]
-    for k in ("synthetic_t1gd", "enhancement_probability", "anomaly"):
-        row[f"r_{k}"] = float(np.corrcoef(m[k][common], b[k][common])[0, 1])
-    t1n = normalise_0_255(arrays["t1"], b["brain"], "t1")
-    t1c = normalise_0_255(arrays["t1c"], b["brain"], "t1gd")
-    row["enhancing_auc"] = audit.auc(m["enhancement_probability"][common], (t1c - t1n > 30)[common])
     tumour = (arrays["seg"] > 0) if "seg" in arrays else np.zeros(common.shape, bool)
-    if "seg" in arrays:
-        row["anomaly_tumour_auc"] = audit.auc(m["anomaly"][common], tumour[common])
-        seg = (m["tumor_probability"] >= 0.5) & common
-        ref = tumour & common
-        row["tumour_dice"] = float(2 * (seg & ref).sum() / max(seg.sum() + ref.sum(), 1))
     # false positives: the non-tumour brain above the unmoved run's 99th percentile there (1 % by construction)
     healthy = common & ~ndimage.binary_dilation(tumour, iterations=3)
     threshold = np.percentile(b["anomaly"][healthy], 99)

@@ -11,6 +11,8 @@ are isotropic (λ∥ = λ⊥). Magnitude images get Rician noise. Units: mm²/s 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from scipy import ndimage
 
@@ -81,6 +83,27 @@ def gradient_table(n_directions: int, rng: np.random.Generator, b_value: float =
     dirs = canonical_directions(n_directions) @ rotation.T
     bvals = np.r_[np.zeros(n_b0), b_value * (1 + jitter * rng.uniform(-1, 1, n_directions))]
     return bvals, np.r_[np.zeros((n_b0, 3)), dirs]
+
+
+@contextlib.contextmanager
+def gradient_table_as(bvals, bvecs):
+    """Within the block, make_dmri_phantom acquires with this table (b-values, RAS directions) instead of its own.
+    The replacement draws the same numbers from the phantom's generator as :func:`gradient_table` (a 3x3 normal,
+    then the b jitter), so the subject, tumour and bias field stay those of the same seed (audit scripts and tests
+    of unusual tables and of motion)."""
+    global gradient_table
+    original = gradient_table
+
+    def replacement(n_directions, rng, b_value=1000.0, n_b0=1, jitter=0.01):
+        rng.standard_normal((3, 3))
+        rng.uniform(-1, 1, n_directions)
+        return np.asarray(bvals, float), np.asarray(bvecs, float)
+
+    gradient_table = replacement
+    try:
+        yield
+    finally:
+        gradient_table = original
 
 
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
