@@ -103,3 +103,13 @@ def test_the_pipeline_is_quiet_when_its_aif_does_not_saturate(runs):
     assert res.report["aif"]["saturation"]["saturated_frames"] == 0
     assert not any("noise floor in" in w for w in res.report["warnings"])
     assert "caveat" not in res.report["maps"]["cbv"]
+
+
+def test_a_refused_automatic_aif_is_told_its_likelier_cause_when_it_saturates():
+    """At a 600/s arterial peak (SNR 20) the automatic AIF's flat, late, saturated peak is refused as tissue or a
+    vein; the line now says the chosen voxels sit at the noise floor (it did not)."""
+    from BBBAnomalyLib.core.errors import InputError as Refused
+
+    ph = make_dsc_phantom(snr=20, aif_peak=600, slices=6, seed=0)
+    with pytest.raises(Refused, match="automatically chosen AIF.*noise floor for .* s around the bolus peak"):
+        run_dsc(ph.signal, DSCParameters(method="osvd", kh=1.0, density=1.0), brain_mask=ph.masks["brain"])

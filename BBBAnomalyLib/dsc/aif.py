@@ -228,13 +228,15 @@ def aif_in_region(curves: np.ndarray, in_region: np.ndarray, baseline: slice, ch
 
 def auto_aif(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: int, n_clusters: int = 5,
              top_area: float = 0.10, min_relative_area: float = 0.2, drop_rough: float = 0.25,
-             seed: int = 0, check: bool = True) -> AIFSelection:
+             seed: int = 0, check: bool = True, saturation_te: float | None = None) -> AIFSelection:
     """Mouridsen-style automatic AIF over (n, N) ΔR2* curves; returns the chosen voxel indices, checked
     (:func:`check_selection`) unless ``check=False``. Noise-aware (session 20): only voxels whose first-pass area
     stands clear of the brain's noise are candidates, and clusters of one timing are averaged together
     (:func:`BBBAnomalyLib.perfusion.arterial_auto.select_arterial_voxels`); refused where too few stand clear.
 
     arrival: frame of the bolus arrival (from the baseline detection); it anchors the first pass.
+    saturation_te: the echo time [s] of single-echo signal input: a refusal of chosen voxels whose peak is cut off at
+    the noise floor then says so (:func:`.aif_saturation.saturation_hint`).
     """
     from ..perfusion import arterial_auto as rule  # the rule DSC and DCE share
 
@@ -258,7 +260,12 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, baseline: slice, arrival: in
             "CBF): too noisy for a trustworthy automatic AIF; draw --aif-mask on a large artery (e.g. the MCA or ICA)")
     selection = AIFSelection(curves[candidates].mean(axis=0, dtype=np.float64), candidates, "auto",
                              noise_clearance=clearance)
-    return check_selection(selection, curves, baseline) if check else selection
+    if not check:
+        return selection
+    from .aif_saturation import saturation_hint
+
+    with saturation_hint(curves, _flags(candidates, curves.shape[0]), baseline, saturation_te, times):
+        return check_selection(selection, curves, baseline)
 
 
 def _flags(indices: np.ndarray, n: int) -> np.ndarray:

@@ -112,9 +112,10 @@ def aif_saturation(aif_voxel_curves: np.ndarray, baseline: slice, te: float, tim
 
 @contextmanager
 def saturation_hint(curves: np.ndarray, in_aif: np.ndarray, baseline: slice, te: float | None, times: np.ndarray):
-    """Re-raise a drawn AIF's refusal with the likelier cause when its voxels saturate: a cut-off peak is flat and
-    late, so the plausibility checks (dsc/aif.py) call it tissue or a vein and advise the large artery that
-    saturates (on the DSC object at a 600/s arterial peak, SNR 20: "looks like tissue or a vein")."""
+    """Re-raise an AIF's refusal (a drawn mask's, or the automatic AIF's chosen voxels) with the likelier cause when
+    its voxels saturate: a cut-off peak is flat and late, so the plausibility checks (dsc/aif.py) call it tissue or a
+    vein and advise the large artery that saturates (on the DSC object at a 600/s arterial peak, SNR 20: "looks like
+    tissue or a vein")."""
     try:
         yield
     except InputError as exc:

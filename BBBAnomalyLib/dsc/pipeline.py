@@ -300,7 +300,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                                      times):
                     selection = select(curves, in_aif, base_slice, check=last_look)
             else:
-                selection = aif_mod.auto_aif(curves[:n_brain], times, base_slice, baseline.arrival)
+                selection = aif_mod.auto_aif(curves[:n_brain], times, base_slice, baseline.arrival,
+                                             saturation_te=te if kind == "signal" and not raw2_given else None)
         if last_look:
             break
         # The AIF voxels' input signals (the analysed copy was converted in place): a few rows,
