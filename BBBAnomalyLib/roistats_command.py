@@ -85,7 +85,7 @@ def _several_labels(path: str, option: str) -> str:
 
 def run(args) -> int:
     from .core.errors import InputError
-    from .core.outputs import check_output_file, write_output_file
+    from .core.output_file import check_output_file, write_output_file
     from .io import read_mask, read_volume
     from .roistats import format_table, map_caveat, map_unit, roi_statistics
 

@@ -304,12 +304,24 @@ def check_own_file(path: Path, what: str, is_ours, other: str = "choose another 
 def write_own_file(path: Path, text: str, what: str, is_ours, other: str = "choose another OUT_DIR") -> Path:
     """Write ``text`` to ``path`` complete or not at all, replacing only the app's own earlier file
     (checked again just before: a user's file may have been put there while the participants ran)."""
-    from ..core.outputs import write_output_file
+    from ..core.output_file import write_output_file
 
     check_own_file(path, what, is_ours, other)
-    # overwrite: a file that appeared since the check above is another task's (a SLURM array starts all
-    # at once, each writing dataset_description.json); links and folders are still refused there.
-    return write_output_file(path, text, overwrite=True, option=f"the {what}")
+    # A file found there when it is linked into place (another task's: a SLURM array starts all at once, each
+    # writing dataset_description.json) is replaced only when it is still the app's own; a user's file put there
+    # since the check above is put back and the write refused.
+    return write_output_file(path, text, overwrite=True, option=f"the {what}",
+                             may_replace=lambda found: _is_own(found, is_ours))
+
+
+def _is_own(path: Path, is_ours) -> bool:
+    """True when the regular file ``path`` is the app's own (``is_ours`` of its text)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_OWN_FILE + 1)
+        return len(data) <= _MAX_OWN_FILE and bool(is_ours(data.decode("utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 # --- ROI ratios per run ---------------------------------------------------------------------------

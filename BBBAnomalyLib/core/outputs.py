@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .no_clobber import differences, snapshot
 from .processes import pid_alive
 
 MANIFEST = ".bbbanomaly.json"
@@ -382,83 +383,6 @@ def claim_output_dir(out_dir: str | os.PathLike, overwrite: bool = False, inputs
     return OutputClaim(out, overwrite, inputs).acquire()
 
 
-# --- one output file (roi-stats --json) -----------------------------------------------------------
-def check_output_file(path: str | os.PathLike, overwrite: bool = False, inputs=(), option: str = "--json") -> Path:
-    """Refuse a destination file we may not write, before the work; returns it as an absolute path.
-
-    An input of the command (``inputs``, compared by path and by inode, so a hard link counts) is
-    never replaced, whatever ``overwrite`` says; nor a folder, a symbolic link or a device. Any other
-    existing file is replaced only with ``overwrite``. Raises :class:`InputError` with a one-line reason.
-    """
-    raw = Path(path).expanduser()
-    if raw.is_symlink():  # replacing it would act on the link or on whatever it points to: neither is asked
-        raise InputError(f"{option} {raw} is a symbolic link; give the real file or another name")
-    target = raw.resolve()
-    for inp in inputs:
-        if inp is None:
-            continue
-        inp = Path(inp)
-        same = target == inp.resolve()
-        with contextlib.suppress(OSError):
-            same = same or (target.exists() and os.path.samefile(target, inp))
-        if same:
-            raise InputError(f"{option} {target} is an input of this command and is never overwritten; choose "
-                             "another file name")
-    if target.is_dir():
-        raise InputError(f"{option} {target} is a folder; give a file name, e.g. {option} {target / 'stats.json'}")
-    if target.exists():
-        if not target.is_file():
-            raise InputError(f"{option} {target} exists and is not a regular file; choose another file name")
-        if not overwrite:
-            raise InputError(f"{option} {target} already exists; choose another file name, or pass --overwrite to "
-                             "replace it")
-    for folder in target.parents:  # the nearest existing folder on the way must be a folder we may write in
-        if folder.exists():
-            if not folder.is_dir():
-                raise InputError(f"cannot write {option} {target}: {folder} is a file, not a folder; choose another "
-                                 "file name")
-            if not os.access(folder, os.W_OK | os.X_OK):  # also EROFS: a read-only filesystem
-                raise InputError(f"cannot write {option} {target}: no permission to write in {folder} (or it is "
-                                 "read-only); choose a file in a folder where you can write")
-            break
-    return target
-
-
-def write_output_file(path: str | os.PathLike, text: str, overwrite: bool = False, inputs=(),
-                      option: str = "--json") -> Path:
-    """Write ``text`` to ``path`` complete or not at all: a temporary file beside it, then os.replace.
-
-    The destination is checked again (:func:`check_output_file`) just before, in case it appeared
-    while the command worked. Missing parent folders are created, like ``--out``'s, and removed
-    again if the write fails. Returns the absolute path written.
-    """
-    target = check_output_file(path, overwrite, inputs, option)
-    try:
-        made = make_parents(target)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder {target.parent} for {option} ({exc.strerror or exc}); choose a "
-                         "file in a folder where you can write") from None
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())  # the data is on disk before the name points at it (power cut)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a written file gets the umask, like open()
-        os.replace(tmp, target)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        remove_empty_folders(made)
-        if not isinstance(exc, OSError):
-            raise
-        raise InputError(f"cannot write {option} {target} ({exc.strerror or exc}); choose a file in a folder where "
-                         "you can write; nothing was written") from None
-    return target
-
-
 def _umask() -> int:
     """The process umask, read without changing it where the OS allows (os.umask can only be read by
     setting it, which would briefly loosen a private umask for files other threads create)."""
@@ -472,6 +396,17 @@ def _umask() -> int:
     mask = os.umask(0o077)  # elsewhere: set the strictest while reading, then restore
     os.umask(mask)
     return mask
+
+
+def _listing_before_check(out: Path) -> dict[str, tuple]:
+    """:func:`.no_clobber.snapshot` of a destination folder ({} when there is none to replace)."""
+    if out.is_symlink() or not out.is_dir():
+        return {}
+    try:
+        return snapshot(out)
+    except OSError as exc:
+        raise InputError(f"cannot look inside the output folder {out} ({exc.strerror or exc}); choose an --out you "
+                         "can read and write") from None
 
 
 @contextlib.contextmanager
@@ -527,8 +462,10 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
         # A cancel is held from the last check to the end of the renames: arriving there it would otherwise leave
         # the new results published and the previous ones in a hidden folder while the run reports "cancelled".
         with _signals_held() as held:
-            # The folder may have changed while we computed: check again just before replacing it.
+            # The folder may have changed while we computed: check again just before replacing it. Its listing is
+            # taken first, so that a file dropped in or edited after the check shows once it is renamed aside.
             try:
+                before = _listing_before_check(out)
                 _check_destination(out, overwrite or claim.overwrite, claim.inputs)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -541,6 +478,13 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False):
                     else:
                         old = out.with_name(f".{out.name}.old-{os.getpid()}")
                         out.rename(old)
+                        touched = differences(before, snapshot(old))
+                        if touched:  # put back by put_back() below, with everything in it
+                            example = ", ".join(touched[:3]) + (f" and {len(touched) - 3} more" if len(touched) > 3
+                                                                else "")
+                            raise InputError(f"--overwrite refused: {out} changed while the results were being put "
+                                             f"in place ({example}); nothing was replaced: run again when nothing "
+                                             "else writes there, or choose another --out")
                         (old / _PARTIAL_MARK).write_text(json.dumps(_owner_record()), encoding="utf-8")
                 tmp.rename(out)
             except BaseException as exc:
