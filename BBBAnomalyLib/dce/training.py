@@ -103,7 +103,7 @@ def run(args) -> int:
     import torch
 
     from ..training import all_reduce_mean, distributed_context, save_checkpoint
-    from ..weights import write_entry
+    from ..weights import save_weights_and_card
     from .rls import BATCH_SIZE, LEARNING_RATE, train_autoencoder
 
     cases = Path(args.cases)
@@ -145,9 +145,6 @@ def run(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
             weights = out / f"{args.name}.pt"
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            tmp = weights.with_name(weights.name + ".partial")
-            torch.save(state, tmp)
-            tmp.replace(weights)
             save_checkpoint(out / f"{args.name}.checkpoint.pt", model, epoch=args.epochs)
             protocol = {key: float(np.median([p[key] for p in protocols])) for key in protocols[0]}
             card = {
@@ -167,7 +164,7 @@ def run(args) -> int:
                                    "" if separated else "; early stopping never separated the synthetic leaks "
                                    "(score <= 0): the RLS map may not show leakage"),
             }
-            write_entry(card, weights)
+            save_weights_and_card(lambda tmp: torch.save(state, tmp), weights, card)
             print(f"weights written to {weights} (+ {weights.with_suffix('.json').name}; the training checkpoint "
                   f"{args.name}.checkpoint.pt is not needed to run `bbbanomaly dce`)", file=sys.stderr)
         context.barrier()

@@ -293,7 +293,6 @@ def _write_weights(out, name, kind, network, config, spec, x_all, mask_all, cali
                  for s, v in healthy.items()}
     path = out / f"{name}.pt"
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in network.state_dict().items()}
-    torch.save(state, path)
     card = {
         "name": name, "kind": kind, "model": f"BBBAnomalyLib.dmri.models:{'VAE' if kind == 'vae' else 'RecDiscNet'}",
         "config": config, "input": spec.to_json(), "fixed_threshold": fixed, "fixed_threshold_from": how,
@@ -305,5 +304,5 @@ def _write_weights(out, name, kind, network, config, spec, x_all, mask_all, cali
                      "final_val_loss": history[-1]["val_loss"] if history else None, "versions": versions()},
         "stored_as": "float16 state dict (cast to float32 on load)",
     }
-    registry.write_entry(card, path)
+    registry.save_weights_and_card(lambda tmp: torch.save(state, tmp), path, card)
     return path

@@ -141,7 +141,7 @@ def _train(args, model, dataset, loss_fn, card: dict, context, announce: bool = 
     import torch
 
     from ..training import all_reduce_mean, load_checkpoint, require_finite, save_checkpoint
-    from ..weights import write_entry
+    from ..weights import save_weights_and_card
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,13 +183,13 @@ def _train(args, model, dataset, loss_fn, card: dict, context, announce: bool = 
     if context.is_main:
         require_finite(raw, history[-1] if history else None)  # a diverged training writes no weights
         weights = out / f"{args.name}.pt"
-        torch.save(raw.state_dict(), weights)
+        state = raw.state_dict()
         card = dict(card, name=args.name, config=raw.config, command=_command(),
                     trained_on=_trained_on(args),
                     training=dict(card.get("training", {}), epochs=args.epochs, batch_size=args.batch_size,
                                   learning_rate=args.lr, processes=context.world_size, loss_per_epoch=history,
                                   seconds=round(time.perf_counter() - start, 1)))
-        write_entry(card, weights)
+        save_weights_and_card(lambda tmp: torch.save(state, tmp), weights, card)
         if announce:  # _train_then names its own final, calibrated file instead of this intermediate one
             print(f"weights: {weights} (+ {weights.with_suffix('.json').name})", file=sys.stderr)
     return raw, history
@@ -367,18 +367,18 @@ def _train_then(args, model, dataset, loss_fn, card, context, finish):
         import torch
 
         from ..training import require_finite
-        from ..weights import write_entry
+        from ..weights import save_weights_and_card
 
         card = dict(card, calibration=finish(raw))
         require_finite(raw)  # the calibration's numbers too
         out = Path(args.out)
-        torch.save(raw.state_dict(), out / f"{name}.pt")
+        state = raw.state_dict()
         card = dict(card, name=name, config=raw.config, command=_command(),
                     trained_on=_trained_on(args),
                     training=dict(card["training"], epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                   processes=context.world_size, loss_per_epoch=history,
                                   seconds=round(time.perf_counter() - start, 1)))
-        write_entry(card, out / f"{name}.pt")
+        save_weights_and_card(lambda tmp: torch.save(state, tmp), out / f"{name}.pt", card)
         for stale in (out / f"{name}.uncalibrated.pt", out / f"{name}.uncalibrated.json"):
             stale.unlink(missing_ok=True)
         print(f"weights: {out / f'{name}.pt'} (+ {name}.json; the checkpoint for --resume: "

@@ -50,8 +50,20 @@ def save_checkpoint(path: str | Path, model, optimizer=None, epoch: int = 0, **e
         state["optimizer"] = optimizer.state_dict()
     from ..weights import replace_atomically
 
-    # a unique temporary name beside it (a fixed one, checkpoint.pt.partial, could be a user's file), then os.replace
-    return replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    # a unique temporary name beside it (a fixed one, checkpoint.pt.partial, could be a user's file), then linked into
+    # place over the previous epoch's checkpoint (or an earlier training's), never over a user's file
+    return replace_atomically(path, lambda tmp: torch.save(state, tmp), may_replace=is_checkpoint)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` loads (weights_only) as a checkpoint that :func:`save_checkpoint` writes."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 -- torch.load raises many types on a file that is not a checkpoint
+        return False
+    return isinstance(state, dict) and "state_dict" in state and "epoch" in state
 
 
 def load_checkpoint(path: str | Path, model, optimizer=None, map_location="cpu", require=("epoch",)) -> dict:

@@ -165,13 +165,35 @@ def instantiate(cls, card: dict, state: dict, name_or_path):
     return model
 
 
-def replace_atomically(path: str | Path, write) -> Path:
-    """``write(temporary path)`` beside ``path``, then os.replace onto it: the file is complete or the old one stays
-    (a crash while writing weights or a card used to leave half a file that a later run refused as a user's)."""
+#: (device, inode, size, mtime_ns) of each file this process put in place, by path: a later write may replace it
+_WRITTEN: dict[str, tuple[int, int, int, int]] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def written_here(found: Path, path: Path) -> bool:
+    """True when ``found`` is the very file this process last put at ``path`` (the previous epoch's checkpoint)."""
+    try:
+        return _WRITTEN.get(str(path)) == _stat_key(found)
+    except OSError:
+        return False
+
+
+def replace_atomically(path: str | Path, write, may_replace=None) -> Path:
+    """``write(temporary path)`` beside ``path``, then linked into place: the file is complete or the old one stays
+    (a crash while writing weights or a card used to leave half a file that a later run refused as a user's).
+
+    A file found at ``path`` then (trainings run for hours: a user may have put one there since the first check) is
+    replaced only when it is the one this process wrote there last, or when ``may_replace(found)`` accepts it;
+    otherwise it is left alone and :class:`InputError` says so (:func:`..core.no_clobber.link_into_place`)."""
     import contextlib
     import os
     import tempfile
 
+    from ..core.no_clobber import Taken, link_into_place
     from ..core.outputs import _umask
 
     path = Path(path)
@@ -180,16 +202,31 @@ def replace_atomically(path: str | Path, write) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a written file gets the umask, like open()
-        os.replace(tmp, path)
-    except BaseException:
+        link_into_place(Path(tmp), path,
+                        lambda found: written_here(found, path) or bool(may_replace and may_replace(found)))
+        _WRITTEN[str(path)] = _stat_key(path)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, Taken):
+            raise InputError(f"{path} appeared while bbbanomaly worked and was not written by it, so it was left "
+                             "alone; move it away (or choose another --out or --name) and run again") from None
         raise
     return path
 
 
+def is_model_card(found: Path) -> bool:
+    """True when ``found`` is a model card as :func:`write_entry` writes it (a JSON object with file and sha256)."""
+    try:
+        card = json.loads(Path(found).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(card, dict) and isinstance(card.get("file"), str) and isinstance(card.get("sha256"), str)
+
+
 def write_entry(card: dict, weights_file: str | Path) -> Path:
-    """Write ``<name>.json`` beside ``weights_file`` with its sha256 filled in (used by training scripts)."""
+    """Write ``<name>.json`` beside ``weights_file`` with its sha256 filled in (used by training scripts); an earlier
+    model card there is replaced, any other file is left alone (InputError)."""
     weights_file = Path(weights_file)
     card = dict(card, file=weights_file.name, sha256=sha256(weights_file))
 
@@ -198,4 +235,27 @@ def write_entry(card: dict, weights_file: str | Path) -> Path:
             json.dump(card, fh, indent=2, ensure_ascii=False)
             fh.write("\n")
 
-    return replace_atomically(weights_file.with_suffix(".json"), write)
+    return replace_atomically(weights_file.with_suffix(".json"), write, may_replace=is_model_card)
+
+
+def save_weights_and_card(save, weights_file: str | Path, card: dict) -> Path:
+    """The end of a training: ``save(temporary path)`` writes the state dict, which becomes ``weights_file`` (complete
+    or absent), then its model card. Only an earlier training's weights (the card beside them holds their sha256)
+    and card are replaced: a user's file put under either name during the training is left alone and the run ends
+    with one line (the trained state is not kept: nothing half-named is left behind)."""
+    weights_file = Path(weights_file)
+    card_file = weights_file.with_suffix(".json")
+
+    def earlier_weights(found: Path) -> bool:
+        try:
+            recorded = json.loads(card_file.read_text(encoding="utf-8"))
+            return isinstance(recorded, dict) and recorded.get("sha256") == sha256(found)
+        except (OSError, ValueError, RecursionError):
+            return False
+
+    if card_file.exists() and not is_model_card(card_file):  # before the weights: both are written or neither
+        raise InputError(f"{card_file} appeared while bbbanomaly worked and was not written by it, so it was left "
+                         "alone; move it away (or choose another --out or --name) and run again")
+    replace_atomically(weights_file, save, may_replace=earlier_weights)
+    write_entry(card, weights_file)
+    return weights_file

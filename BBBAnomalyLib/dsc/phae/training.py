@@ -281,13 +281,12 @@ def save_weights(network, out_dir: str | Path, name: str, card: dict) -> Path:
     """``<out_dir>/<name>.pt`` (state dict) and its model card ``<name>.json`` with the sha256."""
     import torch
 
-    from ...weights import replace_atomically, write_entry
+    from ...weights import save_weights_and_card
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))  # complete or the old file
-    write_entry({"name": name, "model": "BBBAnomalyLib.dsc.phae.network:PHAE", "config": network.config, **card},
-                path)
-    return path
+    return save_weights_and_card(lambda tmp: torch.save(state, tmp), path,  # complete or the old file
+                                 {"name": name, "model": "BBBAnomalyLib.dsc.phae.network:PHAE",
+                                  "config": network.config, **card})
