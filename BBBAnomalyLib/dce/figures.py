@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import _contours, _overlay, _pyplot, axial_slice, ras_slice_index
+from ..figures import _contours, _overlay, _pyplot, axial_slice, ras_slice_index, save_figure
 from ..core.volume import Volume
 
 
@@ -76,14 +76,4 @@ def dce_figure(path: str | Path, series: Volume, result, masks: dict[str, np.nda
             vmax = float(np.percentile(truth["ktrans"].data[result.brain_mask], 99.9))
         _overlay(axes[1, col], background, axial_slice(vol, k), brain, cmap, (0.0, max(vmax, 1e-6)),
                  f"{label} ({result.report['maps'][name]['unit']})")
-    for a in axes.ravel():
-        if a.images:
-            a.set_xticks([])
-            a.set_yticks([])
-            a.text(0.02, 0.5, "R", transform=a.transAxes, color="white", fontsize=9, va="center")
-    fig.suptitle(title or f"DCE leakage, {result.report['parameters']['model']}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, axes, title or f"DCE leakage, {result.report['parameters']['model']}", path)
