@@ -46,6 +46,14 @@ reader checks the geometry itself. What native codecs print to stderr during the
 "A marker ID was expected") is held back: passed on when the series is read, dropped when it is
 refused. A file whose pixel data cannot be decoded is refused in one line naming it.
 
+Intensities: GDCM applies each file's RescaleSlope/Intercept (the display value). Philips images are read as
+Philips' precise values, each image divided by its RescaleSlope times its private MR Scale Slope (2005,100E): only
+those are proportional to the signal across series (a VFA fit from one series per flip angle) and across images
+whose scale factors differ. Philips maps made on the scanner (DERIVED, or a RescaleType unit) and series whose
+private tags were removed keep their display values; a series where only some images have a usable scale slope is
+refused. ``acquisition.extra["intensity_scaling"]`` ("philips_precise" or "display") and ``["philips_scaling"]``
+say what was done; other vendors' series are read as before, with neither key (:mod:`.dicom_scaling`).
+
 Not handled: enhanced multi-frame files and mosaics (convert with dcm2niix) and multi-echo series
 (split them by echo first).
 """
@@ -67,6 +75,8 @@ from ..core.volume import Acquisition, Volume
 from ._common import LPS_TO_RAS
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
                            _groups, _vector)
+from .dicom_scaling import TAGS as SCALING_TAGS
+from .dicom_scaling import apply_divisors, is_philips, philips_private, scaling_plan
 
 _log = logging.getLogger("BBBAnomalyLib")
 
@@ -224,8 +234,14 @@ def _read_headers(files):
             reader.ReadImageInformation()
         except RuntimeError as e:
             raise InputError(f"could not read DICOM file '{f}': {str(e).strip().splitlines()[-1]}") from e
-        headers.append({name: reader.GetMetaData(tag).strip()
-                        for name, tag in TAGS.items() if reader.HasMetaDataKey(tag)})
+        header = {name: reader.GetMetaData(tag).strip()
+                  for name, tag in {**TAGS, **SCALING_TAGS}.items() if reader.HasMetaDataKey(tag)}
+        if is_philips(header):  # its private MR Scale Slope gives the precise values (dicom_scaling)
+            if not reader.GetLoadPrivateTags():  # from the first Philips file on, read once with private tags
+                reader.LoadPrivateTagsOn()
+                reader.ReadImageInformation()
+            header.update(philips_private(reader))
+        headers.append(header)
         size = tuple(reader.GetSize()) + (1,) * (3 - reader.GetDimension())
         sizes.append(size)
         spacings.append(tuple(reader.GetSpacing()[:2]))
@@ -345,10 +361,15 @@ def _acquisition(headers, series_uid, frame_source) -> Acquisition:
         return float(v[0]) * scale if v.size else None
 
     h = headers[0]
+    try:  # Philips: which values are read (precise or display); a series that cannot be scaled is refused by
+        scaling = scaling_plan(headers, [""] * len(headers), "").extra  # _read_pixels, which names a file
+    except InputError:
+        scaling = {}
     return Acquisition(
         echo_time=first("echo_time", 1e-3), repetition_time=first("repetition_time", 1e-3),
         flip_angle=first("flip"), field_strength=first("field"), description=h.get("description", ""),
-        extra={"series_uid": series_uid, "modality": h.get("modality", ""), "frame_grouping": frame_source},
+        extra={"series_uid": series_uid, "modality": h.get("modality", ""), "frame_grouping": frame_source,
+               **scaling},
     )
 
 
@@ -358,10 +379,14 @@ def _read_pixels(files, grid, pixel_ids, directory) -> np.ndarray:
     GDCM reports a float pixel type for a file whose RescaleSlope/Intercept is not an integer
     mapping; slices can differ (Philips), and the series reader takes the first file's type, so
     any float or mixed type reads every frame as float32 rather than truncating. A frame that
-    cannot be decoded is read again file by file to name the damaged file.
+    cannot be decoded is read again file by file to name the damaged file. Philips images with
+    their private scale slope are read as precise values (:mod:`.dicom_scaling`), float32.
     """
+    precise = _philips_divisors(files, directory)
     reader = sitk.ImageSeriesReader()
-    if len(set(pixel_ids)) > 1 or set(pixel_ids) & {sitk.sitkFloat32, sitk.sitkFloat64}:
+    if precise is not None:  # display values in double precision, divided by each file's RS * SS below
+        reader.SetOutputPixelType(sitk.sitkFloat64)
+    elif len(set(pixel_ids)) > 1 or set(pixel_ids) & {sitk.sitkFloat32, sitk.sitkFloat64}:
         reader.SetOutputPixelType(sitk.sitkFloat32)
     frames = []
     for f, row in enumerate(grid):
@@ -372,8 +397,18 @@ def _read_pixels(files, grid, pixel_ids, directory) -> np.ndarray:
         except RuntimeError as error:
             raise _undecodable(names, error, f, directory) from None
         arr = sitk.GetArrayFromImage(image)
-        frames.append(arr.reshape((len(row),) + arr.shape[-2:]))  # a one-slice frame comes back 2D
+        arr = arr.reshape((len(row),) + arr.shape[-2:])  # a one-slice frame comes back 2D
+        frames.append(arr if precise is None else apply_divisors(arr, precise[row]))
     return np.stack(frames, axis=-1).transpose(2, 1, 0, 3)  # (z, y, x, t) -> (x, y, z, t)
+
+
+def _philips_divisors(files, directory) -> np.ndarray | None:
+    """Per file, what its display values are divided by to give Philips' precise values; None (the values as
+    GDCM reads them) unless the series is Philips' with its private scale slopes. Only the first file is read
+    again for any other series."""
+    if not is_philips(_read_headers(files[:1])[0][0]):
+        return None
+    return scaling_plan(_read_headers(files)[0], files, directory).divisors
 
 
 def _undecodable(names, error: RuntimeError, frame: int, directory) -> InputError:

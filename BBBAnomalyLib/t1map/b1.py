@@ -30,6 +30,11 @@ def b1_volume(b1, signals: Volume) -> Volume:
             raise InputError(f"the B1 map has shape {b1.shape} but the VFA grid is {signals.spatial_shape}; give a "
                              "Volume or an array on the VFA grid")
         b1 = Volume(b1, signals.affine)
+    if b1.acquisition.extra.get("intensity_scaling") == "philips_precise":
+        # a map's display value is its unit (percent); dividing it by RS*SS (io.dicom_scaling) made it another number
+        raise InputError("the B1 map is a Philips DICOM series that reads as ordinary images (its ImageType names no "
+                         "map), so it was read as precise values, not in its unit; give the map converted with "
+                         "dcm2niix -p n (display values), or as NIfTI/NRRD in actual/nominal or percent")
     shape = tuple(b1.data.shape)
     # Only a single-volume 4D file is a 3D map: taking frame 0 of any 4D file let the VFA series
     # itself pass as a B1 map ("looked like percent", T1 10x off, exit 0).

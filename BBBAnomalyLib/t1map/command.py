@@ -12,9 +12,12 @@ T1 (and R1, M0) maps from a variable-flip-angle (VFA) spoiled gradient-echo acqu
 
 Input: one 4D file with a frame per flip angle (give --flip-angles), or several 3D files, one per
 flip angle (the angles from their sidecars' FlipAngle, or --flip-angles in the same order). TR from
-the metadata or --tr (seconds). --b1 MAP: relative flip-angle map (actual/nominal; percent maps are
-recognised), which corrects each voxel's angles; a map on its own (usually coarser) grid is resampled
-onto the VFA grid from its measured voxels, with a warning.
+the metadata or --tr (seconds). Philips DICOM folders are read as precise values (each image divided
+by its RescaleSlope x private MR Scale Slope), so series the scanner scaled differently fit right;
+Philips series without their private tags are fitted as displayed, with a warning.
+--b1 MAP: relative flip-angle map (actual/nominal; percent maps are recognised), which corrects each
+voxel's angles; a map on its own (usually coarser) grid is resampled onto the VFA grid from its
+measured voxels, with a warning.
 Fit: --method nonlinear (default; least squares on the signal, from the linear solution) or linear
 (DESPOT1 straight line). Look-Locker/inversion recovery is not implemented.
 Outputs (in --out, default <input>_t1map/), as <map>.nii.gz (.nrrd with --format nrrd): r1 [1/s],

@@ -77,6 +77,9 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
     timer = Timer()
     warnings: list[str] = []
     signals = vfa.signals
+    scaling = signals.acquisition.extra  # read_vfa's notes on Philips DICOM intensity scaling, if any
+    if scaling.get("vfa_scaling_warning"):
+        warnings.append(scaling["vfa_scaling_warning"])
     data = np.asarray(signals.data, dtype=np.float64)
     with timer("mask"):
         if mask is not None:
@@ -136,7 +139,9 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
         maps[name] = Volume(grid, signals.affine.copy())
     report = {
         "pipeline": "t1map",
-        "input": {"shape": list(signals.data.shape), "flip_angles_deg": vfa.flip_angles.tolist(), "tr_s": vfa.tr},
+        "input": {"shape": list(signals.data.shape), "flip_angles_deg": vfa.flip_angles.tolist(), "tr_s": vfa.tr,
+                  **({"intensity_scaling": scaling["vfa_intensity_scaling"]}
+                     if scaling.get("vfa_intensity_scaling") else {})},
         "parameters": {"method": method.value, "b1_map": b1 is not None},
         "versions": versions(),
         "voxels": int(inside.sum()),
@@ -174,6 +179,10 @@ def t10_map_from_vfa(paths: list[str], series: Volume, flip_angles=None, tr: flo
         raise InputError("no voxel of the VFA series gave a T1; check the flip angles and TR of --vfa")
     info = {"flip_angles_deg": vfa.flip_angles.tolist(), "tr_s": vfa.tr, "b1_map": b1 is not None,
             "method": "nonlinear", "t10_median_s": float(np.median(t1[ok]))}
+    if "intensity_scaling" in result.report["input"]:  # Philips DICOM: which values were fitted
+        info["intensity_scaling"] = result.report["input"]["intensity_scaling"]
+    if vfa.signals.acquisition.extra.get("vfa_scaling_warning"):
+        info["warnings"] = [vfa.signals.acquisition.extra["vfa_scaling_warning"]]
     if not same_grid:
         info.update(grid="VFA grid, resampled onto the DCE series", vfa_shape=list(vfa.signals.spatial_shape),
                     voxels_not_fitted=int((~ok).sum()))
