@@ -222,6 +222,12 @@ def _check_parameter_type(pipeline: str, name: str, value, hint):
 # --- the pipelines ------------------------------------------------------------------------
 _SERIES_TIP = ("the dynamic series: a volume sequence (how 4D DICOM loads), a MultiVolume or a 4D volume; "
                "frame times come from its attributes or from the acquisition fields below")
+#: --slice-timing (perfusion/slice_timing.py), the same for DSC and DCE
+_SLICE_TIMING = ParameterSpec(
+    "slice_timing", "Slice timing", "a 2D multi-slice series acquires each slice at its own time within the frame: "
+    "none (default) reads every slice at its frame's time (a warning where the series gives slice times); auto uses "
+    "the slice times the series carries (SliceTiming, the DICOM slices' times) and reads each slice against the AIF "
+    "at its own time", choices=(("none", "none"), ("auto", "auto")), advanced=True)
 _FRAME_INTERVAL = AcquisitionSpec(
     "frame_interval", "Frame interval", "s", 1.0,
     "seconds between frames; read from the sequence's time index or MultiVolume frame labels when they exist")
@@ -269,6 +275,7 @@ DSC = PipelineSpec(
                       "voxel) or rigid (also realigns the moved frames: removes most but not all of the error). "
                       "About 1 s a frame (DSC), 6 s (a 256x256x30 DCE frame)",
                       choices=(("none", "none"), ("detect", "detect"), ("rigid", "rigid")), advanced=True),
+        _SLICE_TIMING,
     ),
     acquisition=(
         _FRAME_INTERVAL,
@@ -342,6 +349,7 @@ DCE = PipelineSpec(
                       "voxel) or rigid (also realigns the moved frames: removes most but not all of the error). "
                       "About 1 s a frame (DSC), 6 s (a 256x256x30 DCE frame)",
                       choices=(("none", "none"), ("detect", "detect"), ("rigid", "rigid")), advanced=True),
+        _SLICE_TIMING,
     ),
     acquisition=(
         _FRAME_INTERVAL,

@@ -111,6 +111,11 @@ def register(sub) -> None:
     acq.add_argument("--hematocrit", type=float, default=0.42, help="blood -> plasma for the AIF (default 0.42; "
                      "0 when the AIF curve is already plasma)")
     acq.add_argument("--baseline-frames", type=int, metavar="N", help="pre-contrast frames (default: detected)")
+    # session 22 (dce/aif_t2star.py): the measured AIF's blood T2*
+    acq.add_argument("--te", type=float, metavar="S", help="echo time in seconds (default: from the file, e.g. BIDS "
+                     "EchoTime): the measured AIF's blood T2* at this TE is estimated and warned (report aif.t2star)")
+    acq.add_argument("--aif-t2star-correct", action="store_true", help="convert the measured AIF with its blood's "
+                     "T2* at the echo time (literature ΔR2* of whole blood; off by default: see report aif.t2star)")
     method = p.add_argument_group("method")
     method.add_argument("--model", choices=[m.value for m in Model], default="extended-tofts",
                         help="pharmacokinetic model (default extended-tofts)")
@@ -123,6 +128,12 @@ def register(sub) -> None:
                              "information), reports the displacement (report.json 'motion'), warns above half a "
                              "voxel and resamples the frames that moved that far; detect reports and warns only; "
                              "none does not look (default %(default)s)")
+    method.add_argument("--slice-timing", choices=["auto", "none"], default=DCEParameters.slice_timing,
+                        help="slice timing of a 2D multi-slice series: auto fits each slice with the AIF moved to that "
+                             "slice's acquisition time within the frame, where the file gives the slice times (a BIDS "
+                             "sidecar's SliceTiming, the DICOM slices' acquisition times; a drawn or automatic AIF, "
+                             "not the exchange models); none (default) ignores them (at 5 s frames each slice's vp "
+                             "was then off by up to 25 %%), and a warning says so where the file gives them")
     method.add_argument("--refine", action="store_true", help="nonlinear (Levenberg-Marquardt) refinement of the fit")
     method.add_argument("--rls", choices=[s.value for s in RLSSource], default="auto",
                         help="RLS autoencoder: auto (default: the bundled weights for protocols inside their training "
@@ -206,8 +217,8 @@ def _run(args, out_dir: Path) -> int:
         aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
-        device=args.device, motion_correct=args.motion_correct,
-        threads=args.threads)
+        device=args.device, motion_correct=args.motion_correct, slice_timing=args.slice_timing,
+        threads=args.threads, te=args.te, aif_t2star_correct=args.aif_t2star_correct)
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "tumor_mask") if getattr(args, key)}
     result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),

@@ -126,7 +126,15 @@ class DCEParameters:
     # warning over half a voxel) and resamples the frames that moved; "detect" reports and warns only; "none" does
     # not look
     motion_correct: str = "none"
+    # slice timing of a 2D multi-slice series (perfusion/slice_timing.py): "auto" fits each slice with the AIF moved
+    # to its acquisition time where the file gives the slice times; "none" (default, as DSC's) ignores them, with a
+    # warning where they differ
+    slice_timing: str = "none"
     extra: dict = field(default_factory=dict)
+    # session 22 (.aif_t2star): the echo time [s] for the measured AIF's blood T2* (None: the series' metadata), and
+    # whether the AIF's T2*-aware conversion replaces its T1-only one (off: the run says what it would change)
+    te: float | None = None
+    aif_t2star_correct: bool = False
 
     def __post_init__(self):
         from ..core.checks import integer, number, optional_number
@@ -169,6 +177,8 @@ class DCEParameters:
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.motion_correct not in ("rigid", "detect", "none"):
             raise InputError(f"--motion-correct must be rigid, detect or none; got {self.motion_correct!r}")
+        if self.slice_timing not in ("auto", "none"):
+            raise InputError(f"--slice-timing must be auto or none; got {self.slice_timing!r}")
         if self.threads is not None:
             self.threads = integer(self.threads, "--threads", 1, 1024, hint="torch CPU threads, e.g. 1 or 2")
         self.refine_iterations = integer(self.refine_iterations, "refine_iterations", 1, 1000)
@@ -177,6 +187,9 @@ class DCEParameters:
         self.rls_max_training_voxels = integer(self.rls_max_training_voxels, "rls_max_training_voxels", 100, 10**8)
         self.chunk_voxels = integer(self.chunk_voxels, "chunk_voxels", 1, 10**8)
         self.seed = integer(self.seed, "--seed", 0, 2**32 - 1)
+        from .aif_t2star import check_te  # (session 22: --te in seconds, one line otherwise)
+
+        self.te = check_te(self.te)
 
     def to_json(self) -> dict:
         from ..core.report import parameters_to_json

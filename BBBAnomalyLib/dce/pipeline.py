@@ -31,7 +31,8 @@ from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json
 from ..core.volume import Volume
 from ..perfusion.motion import motion_step
-from . import aif as aif_mod
+from ..perfusion import slice_timing
+from . import aif as aif_mod, aif_t2star
 from .arterial_baseline import _arterial_baseline
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
@@ -138,6 +139,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         from .validation import check_masks_for_input  # concentration needs --mask; an AIF mask on no signal
         check_masks_for_input(series, masks, mode, params)
         times = np.asarray(series.times, dtype=np.float64)
+        timing = slice_timing.series_timing(series.acquisition, series.spatial_shape,  # 2D multi-slice: each slice's
+                                            float(np.median(np.diff(times))) if times.size > 1 else None,  # time
+                                            params.slice_timing, "the DCE series", warnings)
         _rls_options_unused(params, warnings)
         if params.rls.value != "none" or params.refine:  # torch is needed: fail now on --device cuda without one
             from ..core.devices import resolve_device
@@ -248,7 +252,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             rls_out.ser = lambda: ser_from_concentration(brain_conc_, _rows(t10, in_brain), flip, tr, params.relaxivity)
         ser = None
 
-    aif_delay, exact_aif, placement = None, None, None
+    aif_delay, exact_aif, placement, t2star = None, None, None, None
     if aif_curve is None:  # (a search region or the automatic AIF with the RLS or --blood-t10: chosen above)
         report_progress(0.5 if rls_first else 0.1, "arterial input function")
         with timer("aif"):
@@ -291,6 +295,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
         aif_mod.warn_single_t10(params, mode, t10_map is not None, blood_t10, warnings)
+        aif_curve, t2star = aif_t2star.check_measured_aif(  # the blood's T2* at TE: said (corrected when asked)
+            aif_curve, series.acquisition, params, mode, t10, arterial[analysed] if arterial is not None else None,
+            blood_t10, flip, tr, times, n_base, warnings)
     if rls_first:
         release_freed_memory()  # what the RLS step's network and the conversion left, before the fit's chunks
     fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
@@ -305,15 +312,21 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     # a population AIF's delay grid starts before the arteries' arrival and reaches past the brain average's
     beyond = placement.span - params.max_delay if placement is not None else 0.0
     with timer("model_fit"):
+        # each slice's curves fitted with the AIF at that slice's acquisition time (perfusion/slice_timing.py)
+        offsets, timing_report = slice_timing.plan(
+            timing, params.slice_timing, np.flatnonzero(brain), np.flatnonzero(arterial) if arterial is not None
+            else np.zeros(0, int), brain.shape, float(np.median(np.diff(times))), warnings,
+            _slice_timing_unsupported(params, exact_aif, arterial), slice_timing.DCE_ERRORS, slice_timing.DCE_REMEDY)
         if params.model in (Model.TWO_CXM, Model.TWO_CUM):  # always nonlinear (.exchange)
             model = ExchangeModel(aif_curve, times, uptake=params.model is Model.TWO_CUM,
                                   max_delay=params.max_delay + beyond, exact_aif=exact_aif)
         else:
-            model = PKModel(params.model, aif_curve, times, max_delay=params.max_delay + beyond, refine=params.refine,
-                            refine_iterations=params.refine_iterations, device=params.device,
-                            chunk_voxels=params.chunk_voxels, exact_aif=exact_aif)
+            model = slice_timing.grouped(
+                lambda aif: PKModel(params.model, aif, times, max_delay=params.max_delay + beyond, refine=params.refine,
+                                    refine_iterations=params.refine_iterations, device=params.device,
+                                    chunk_voxels=params.chunk_voxels, exact_aif=exact_aif), aif_curve, times, offsets)
         fitting = lambda f: report_progress(fit_from + fit_span * f, f"fitting {params.model.value}")  # noqa: E731
-        if isinstance(model, PKModel):  # model curves on demand (DCEResult.curves), not held with the maps
+        if not isinstance(model, ExchangeModel):  # model curves on demand (DCEResult.curves), not held with the maps
             # the parameters stored as their float32 maps will hold them (the same cast; issue 17)
             fit = model.fit(brain_conc, progress=fitting, keep_fitted=False, dtype=np.float32)
         else:
@@ -376,10 +389,12 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                      brain, masks, summary, maps, rls_out, unit, timer, warnings)
     in_aif = arterial[analysed] if arterial is not None else None
     report["aif"]["t10"] = aif_mod.aif_t10_record(params, mode, t10, in_aif, blood_t10)
+    aif_t2star.add_to_report(report, t2star, aif_delay is not None)
     if rls_skipped:
         report["rls"] = {"source": params.rls.value, "skipped": rls_skipped}
     report["fit_bounds"] = fit_bounds
     report["motion"] = motion
+    report["slice_timing"] = timing_report
     report["delay_range"] = {"max_delay_s": params.max_delay, "groups": delay_range}
     if placement is not None:  # where the population AIF was put, and the delay grid searched from it
         report["aif"]["population_placement"] = placement.record(params.max_delay)
@@ -402,6 +417,18 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
 
 
 # ---------------------------------------------------------------------------------------------
+def _slice_timing_unsupported(params: DCEParameters, exact_aif, arterial) -> tuple[str, str] | None:
+    """(why, what to do) where known slice times cannot be used: one AIF for every voxel (the exchange models'
+    fit; a population AIF, placed on the brain's mean curve, has no slice of its own)."""
+    if params.model in (Model.TWO_CXM, Model.TWO_CUM):
+        return (f"the {params.model.value} fit reads one AIF for every voxel",
+                "read each slice's maps with that in mind, or fit extended-tofts with --slice-timing auto")
+    if exact_aif is not None or arterial is None:
+        return ("a population AIF has no slice of its own",
+                "draw --aif-mask on an artery and run with --slice-timing auto to have them used")
+    return None
+
+
 def _aif_chooses_voxels(arterial, params: DCEParameters) -> bool:
     """Whether the AIF step chooses its voxels from the concentration: an AIF search region, or the automatic
     AIF (not an AIF mask, taken as drawn, nor a population AIF)."""

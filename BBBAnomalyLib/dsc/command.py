@@ -90,6 +90,12 @@ def register(sub) -> None:
                              "one (mutual information), reports the displacement (report.json 'motion'), warns above half a "
                              "voxel and resamples the frames that moved that far; detect reports and warns only; "
                              "none does not look (default %(default)s)")
+    method.add_argument("--slice-timing", choices=["auto", "none"], default=DSCParameters.slice_timing,
+                        help="slice timing of a 2D multi-slice series: auto deconvolves each slice with the AIF moved to "
+                             "that slice's acquisition time within the frame, where the file gives the slice times (a "
+                             "BIDS sidecar's SliceTiming, the DICOM slices' acquisition times; PHAE: not corrected); "
+                             "none (default) ignores them: each slice's Tmax is then off by its offset (up to one "
+                             "frame interval), and a warning says so where the file gives them")
     method.add_argument("--leakage-correction", choices=[c.value for c in LeakageCorrection], default="bsw",
                         help="BSW leakage correction (default) or none")
     phae = p.add_argument_group("PHAE (--method phae)")
@@ -162,7 +168,7 @@ def _run(args, out_dir: Path) -> int:
         leakage_correction=args.leakage_correction, osvd_oi_target=args.oi_target, aif_region=args.aif_search,
         phae_weights=args.weights, phae_adapt=args.adapt, phae_adapt_steps=args.adapt_steps, device=args.device,
         phae_pooled_delay=args.pooled_delay, phae_guided_pooling=args.guided_pooling,
-        motion_correct=args.motion_correct, skip_frames=args.skip_frames,
+        motion_correct=args.motion_correct, slice_timing=args.slice_timing, skip_frames=args.skip_frames,
         baseline_frames=tuple(args.baseline_frames) if args.baseline_frames else None)
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")

@@ -57,6 +57,7 @@ import scipy.fft
 from ..core import checks
 from ..core.devices import blas_threads, block_workers
 from ..core.errors import InputError
+from ..perfusion.slice_timing import fit_by_acquisition_time
 from .parameters import DeconvolutionMethod
 
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
@@ -435,6 +436,28 @@ class DeconvolutionModel:
         spectrum *= self._tikhonov_filters[idx]
         residue = scipy.fft.irfft(spectrum, n=self.size, axis=1)[:, : self.n]
         return residue, (self._lambdas[idx] / self._smax).astype(np.float32), np.zeros(spectrum.shape[0], bool)
+
+
+def deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
+                       brain=None, voxel_sizes=None, guide=None, contrast=None,  # these four: PHAE only
+                       offsets=None):  # each curve's acquisition time relative to the AIF's: one AIF per offset
+    """The run's deconvolution (sSVD, cSVD, oSVD, Tikhonov) of the brain's curves: one model for every voxel, or with
+    ``offsets`` (a 2D multi-slice series' slice times, perfusion/slice_timing.py) one per acquisition offset, each
+    bound to the AIF moved to that time. Returns (fit, report entries)."""
+    def fit_group(aif, curves, progress):
+        model = DeconvolutionModel(
+            aif, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
+            csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
+            n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
+        return model.fit(curves, progress=progress, keep_fitted=keep_fitted)  # the model curves for the panel's plots
+
+    fit = fit_by_acquisition_time(
+        fit_group, aif_curve, times, brain_curves, offsets,
+        progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"))
+    if fit.unmet.any():
+        warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
+                        "the largest threshold was used there")
+    return fit, {}
 
 
 @contextlib.contextmanager

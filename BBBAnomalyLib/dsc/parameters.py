@@ -71,6 +71,10 @@ class DSCParameters:
     # displacement (a warning over half a voxel) and resamples the frames that moved; "detect" reports and warns only;
     # "none" does not look
     motion_correct: str = "none"
+    # slice timing of a 2D multi-slice series (perfusion/slice_timing.py): "auto" moves the AIF to each slice's
+    # acquisition time where the file gives the slice times (SliceTiming); "none" ignores them, with a warning where
+    # they differ (the default by session 22's rule, missed: see slice_timing.DEFAULT_WHY)
+    slice_timing: str = "none"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -115,6 +119,8 @@ class DSCParameters:
             raise InputError(f"device {self.device!r} is not one of auto, cpu, cuda")
         if self.motion_correct not in ("rigid", "detect", "none"):
             raise InputError(f"--motion-correct must be rigid, detect or none; got {self.motion_correct!r}")
+        if self.slice_timing not in ("auto", "none"):
+            raise InputError(f"--slice-timing must be auto or none; got {self.slice_timing!r}")
         if self.baseline_frames is not None:
             try:
                 first, stop = self.baseline_frames

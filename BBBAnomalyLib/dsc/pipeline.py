@@ -31,11 +31,12 @@ from . import aif as aif_mod
 from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_detection_curve,
                          signal_to_delta_r2s, steady_state_skip)
 from ..core.devices import blas_threads, block_workers, map_blocks
-from .deconvolution import DeconvolutionModel
+from .deconvolution import deconvolve_classic
 from .aif_saturation import aif_saturation, saturation_hint
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
 from ..perfusion.motion import motion_step
+from ..perfusion import slice_timing
 # LOW_CNR: below it (the brain's per-frame contrast-to-noise) CBF is biased, lower still not trustworthy (.low_cnr)
 from .low_cnr import LOW_CNR, low_cnr_caveats, low_cnr_warnings  # noqa: F401 (LOW_CNR is read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
@@ -209,6 +210,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             warnings.append(f"frame times are not uniform; curves resampled to a uniform {times[1] - times[0]:.3g} s grid")
             skip_frames, baseline_frames = frames_on_uniform_grid(skip_frames, baseline_frames, series.times, times)
         step = float(times[1] - times[0])
+        timing = slice_timing.series_timing(series.acquisition, spatial_shape, step, params.slice_timing,
+                                            "the DSC series", warnings)
         binned = 1
         if params.method in (DeconvolutionMethod.OSVD, DeconvolutionMethod.PHAE):  # set on 1-2.5 s frames
             times, resample, binned = binned_grid(times, resample)
@@ -375,11 +378,15 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             bsw_report = {"reference_voxels": bsw.n_reference, "corrected_voxels": int(applied.sum()),
                           "min_t": params.bsw_min_t, "k2": summarise(bsw.k2)}
 
-    with timer("deconvolution"):
-        deconvolve = _deconvolve_phae if params.method is DeconvolutionMethod.PHAE else _deconvolve_classic
+    with timer("deconvolution"):  # each slice's curves against the AIF at its acquisition time (slice_timing.py)
+        phae = params.method is DeconvolutionMethod.PHAE  # reads one AIF for all voxels: not corrected
+        offsets, timing_report = slice_timing.plan(
+            timing, params.slice_timing, order[:n_brain], order[selection.voxels], spatial_shape,
+            float(times[1] - times[0]), warnings, slice_timing.DSC_PHAE if phae else None, slice_timing.DSC_ERRORS)
+        deconvolve = _deconvolve_phae if phae else deconvolve_classic
         fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
                                        keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes, guide=guide,
-                                       contrast=contrast)
+                                       contrast=contrast, **({} if offsets is None else {"offsets": offsets}))
         guide = None  # S0 per voxel: read by the pooling only
     if not keep_curves:  # the curves are done with: the maps do not sit on top of them
         del raw, curves, brain_curves
@@ -440,6 +447,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         "brain_voxels": int(brain.sum()),
         "contrast_to_noise": round(float(contrast), 3),
         "motion": motion,
+        "slice_timing": timing_report,
         "maps": {name: {"unit": info[name][0], "description": info[name][1]} for name in maps},
         "summary": {"brain": summarise_maps(values)},
         "timings_s": timer.seconds,
@@ -483,20 +491,6 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
 
 
 # ---------------------------------------------------------------------------------------------
-def _deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                        brain=None, voxel_sizes=None, guide=None, contrast=None):  # the last four: PHAE only
-    model = DeconvolutionModel(
-        aif_curve, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
-        csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
-        n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
-    fit = model.fit(brain_curves, progress=lambda f: report_progress(0.35 + 0.55 * f, f"deconvolving ({params.method.value})"),
-                    keep_fitted=keep_fitted)  # the model curves for the panel's plots, in the same pass
-    if fit.unmet.any():
-        warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
-                        "the largest threshold was used there")
-    return fit, {}
-
-
 def _echo_times(series: Volume, second_echo: Volume | None, params: DSCParameters):
     if params.input_kind is InputKind.CONCENTRATION:
         return None, None

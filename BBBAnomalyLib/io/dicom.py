@@ -33,7 +33,9 @@ unwrapped), ContentTime) that increases from frame to frame at every slice posit
 whole-second resolution whose frame steps differ by 1 s (0, 1, 3, 4, 6 ... for frames 1.5 s apart)
 is not used: the times are None and ``acquisition.extra["frame_times_unusable"]`` says why, which
 the DSC/DCE checks show when asking for ``--frame-interval`` (with RepetitionTime as a hint when it
-fits the rounded times). None as well when no clock increases.
+fits the rounded times). None as well when no clock increases. Each slice's time within its frame (a 2D
+multi-slice series) from the same clock goes to ``acquisition.extra["slice_timing"]`` where it is the same in
+every frame within 10 ms and the clock has sub-second resolution (:func:`.dicom_frames._slice_times`).
 
 Geometry: voxel (i, j, k) = (column, row, slice sorted along the normal); the affine is built
 in LPS from ImageOrientationPatient, pixel spacing and the slice step between positions (so
@@ -74,7 +76,7 @@ from ..core.errors import InputError
 from ..core.volume import Acquisition, Volume
 from ._common import LPS_TO_RAS
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
-                           _groups, _vector)
+                           _groups, _slice_times, _vector)
 from .dicom_scaling import TAGS as SCALING_TAGS
 from .dicom_scaling import apply_divisors, is_philips, philips_private, scaling_plan
 
@@ -213,6 +215,9 @@ def _read_series(directory: Path, series_uid: str | None) -> Volume:
     acq = _acquisition(headers, series_uid, frame_source)
     times, time_source, unusable = _frame_times(headers, grid, acq.repetition_time)
     acq.extra["frame_timing"] = time_source
+    slice_timing, _ = _slice_times(headers, grid, time_source, directory)  # each slice's time within its frame
+    if slice_timing is not None:
+        acq.extra["slice_timing"] = slice_timing
     if unusable:
         acq.extra["frame_times_unusable"], hint = unusable
         if hint:

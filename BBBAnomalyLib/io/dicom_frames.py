@@ -303,3 +303,31 @@ def _coarse_clock(name: str, start: np.ndarray, repetition_time: float | None) -
     if repetition_time and span and span[0] - 1e-6 <= repetition_time <= span[1] + 1e-6:
         hint = f"RepetitionTime {repetition_time:g} s fits these times"
     return why, hint
+
+
+#: Slice times that differ from frame to frame by more than this [s] (beyond the clocks' 1-2.5 ms rounding) are no
+#: fixed slice order within the frame: left unknown rather than used.
+SLICE_TIME_JITTER_S = 0.01
+
+
+def _slice_times(headers, grid, time_source: str, directory) -> tuple[dict | None, str]:
+    """The acquisition time of each slice within its frame from the clock that gave the frame times
+    (``Acquisition.extra['slice_timing']``: BIDS SliceTiming order along k, the slices sorted along the normal), and
+    why not when not: a whole-second clock, a clock that gave no frame times, slice times that change from frame
+    to frame. All zeros for a series whose slices share each frame's time (a 3D acquisition)."""
+    if grid.shape[0] < 2:
+        return None, "single frame"
+    clock = dict(_clocks(headers)).get(time_source)
+    if clock is None:
+        return None, f"no per-slice clock ({time_source})"
+    if _whole_seconds(clock) and time_source in ("AcquisitionTime", "ContentTime", "AcquisitionDateTime"):
+        return None, f"the DICOM {time_source} has whole-second resolution"
+    per_slice = clock[grid]  # (frames, slices)
+    offsets = per_slice - per_slice.min(axis=1, keepdims=True)
+    typical = np.median(offsets, axis=0)
+    jitter = float(np.abs(offsets - typical).max())
+    if jitter > SLICE_TIME_JITTER_S:
+        return None, (f"the slices' {time_source} within a frame changes from frame to frame by up to {jitter:.3g} s "
+                      "(no fixed slice order)")
+    return {"times_s": [round(float(t), 6) for t in typical], "direction": "k",
+            "source": f"the DICOM {time_source} of each slice within its frame in '{directory}'"}, time_source

@@ -18,7 +18,9 @@ non-uniform times exactly; we always write it for 4D data with known times.
 
 Sidecar ``x.json`` next to ``x.nii.gz``: BIDS keys EchoTime [s], RepetitionTime [s],
 FlipAngle [deg], MagneticFieldStrength [T], SeriesDescription, VolumeTiming [s], plus a
-``BBBAnomaly`` object for what BIDS has no key for (echo_times, extra). Reading it is optional;
+``BBBAnomaly`` object for what BIDS has no key for (echo_times, extra). ``SliceTiming`` (s, one per slice along
+``SliceEncodingDirection``, default k) is kept as given in ``acquisition.extra['slice_timing']`` and written back as
+BIDS keys; the DSC and DCE pipelines check and use it (:mod:`..perfusion.slice_timing`). Reading the sidecar is optional;
 a value of the wrong type or out of range is refused with one line naming the file and the field;
 on write a stale sidecar/bval/bvec of the same name is removed so it cannot describe new data.
 """
@@ -304,6 +306,11 @@ def _read_sidecar(path: Path, n: int) -> tuple[Acquisition, np.ndarray | None]:
         description=str(d.get("SeriesDescription", "") or own.get("description", "")),
         extra=dict(extra or {}),
     )
+    if d.get("SliceTiming") is not None:
+        # kept as given (BIDS order along SliceEncodingDirection); checked by the pipelines that use it (DSC, DCE:
+        # perfusion/slice_timing.py), so that a sidecar's slice times never refuse a T1, FLAIR or DWI image
+        acq.extra["slice_timing"] = {"times_s": d["SliceTiming"], "direction": d.get("SliceEncodingDirection", "k"),
+                                     "source": f"SliceTiming in the JSON sidecar '{path}'"}
     times = None
     for key in ("VolumeTiming", "FrameTimesStart"):
         if d.get(key) is not None:
@@ -412,8 +419,15 @@ def _sidecar_dict(volume: Volume) -> dict:
     own = {}
     if a.echo_times:
         own["echo_times"] = [float(v) for v in a.echo_times]
-    if a.extra:
-        own["extra"] = a.extra
+    extra = dict(a.extra)
+    timing = extra.pop("slice_timing", None)  # perfusion.slice_timing.EXTRA_KEY: BIDS has its own keys for it
+    if isinstance(timing, dict) and isinstance(timing.get("times_s"), list):
+        d["SliceTiming"] = timing["times_s"]
+        d["SliceEncodingDirection"] = timing.get("direction", "k")
+    elif timing is not None:
+        extra["slice_timing"] = timing
+    if extra:
+        own["extra"] = extra
     if own:
         d["BBBAnomaly"] = own
     return d

@@ -20,7 +20,8 @@ What we read
      unless the axis label names something else (``frame``: Slicer's frame numbers -> unknown).
   A source is only used when it has one value per frame. TE/TR/flip from our
   ``BBBAnomaly.Acquisition`` JSON key, else Slicer's ``MultiVolume.DICOM.EchoTime`` /
-  ``RepetitionTime`` (ms) / ``FlipAngle`` (deg).
+  ``RepetitionTime`` (ms) / ``FlipAngle`` (deg). Slice times of a 2D multi-slice series: that JSON's
+  ``extra.slice_timing`` (or BIDS ``SliceTiming``/``SliceEncodingDirection`` keys in it), named after the file.
 
 What we write (4D)
   Slicer's original volume-sequence layout: a vector image with the frames as the first
@@ -223,6 +224,7 @@ def _acquisition(meta: dict, path: Path) -> Acquisition:
         except RecursionError:
             raise InputError(f"the '{ACQ_KEY}' field in '{path}' is nested too deeply; remove it") from None
         acq = acquisition_from_dict(fields, f"the '{ACQ_KEY}' field of '{path}'")  # its own one-line errors
+        _slice_timing(acq, path)
     else:
         acq = Acquisition()
 
@@ -238,6 +240,19 @@ def _acquisition(meta: dict, path: Path) -> Acquisition:
         acq.flip_angle = dicom_value("FlipAngle")
     check_echo_time(acq.echo_time, f"'{path}'")
     return acq
+
+
+def _slice_timing(acq: Acquisition, path: Path) -> None:
+    """Slice times in the acquisition JSON (``extra.slice_timing``, as written from a sidecar's or a DICOM series',
+    or BIDS ``SliceTiming``/``SliceEncodingDirection`` keys): kept as given, named after this file (the one to fix);
+    checked by the pipelines that use them (perfusion/slice_timing.py)."""
+    bids = acq.extra.pop("SliceTiming", None)
+    direction = acq.extra.pop("SliceEncodingDirection", "k")
+    if bids is not None and "slice_timing" not in acq.extra:
+        acq.extra["slice_timing"] = {"times_s": bids, "direction": direction}
+    entry = acq.extra.get("slice_timing")
+    if isinstance(entry, dict):
+        acq.extra["slice_timing"] = {**entry, "source": f"the slice_timing in the '{ACQ_KEY}' field of '{path}'"}
 
 
 def metadata_from_fields(fields: dict, n_frames: int, source: str) -> tuple[np.ndarray | None, Acquisition]:

@@ -75,7 +75,11 @@ class DCEPhantomParameters:
     snr: baseline WM signal / Rician σ (None = noiseless). duration / frame_interval: the
     acquisition (3-10 min at 1-10 s per frame in the validation). flip_angle [deg], tr [s],
     relaxivity r1 [1/(s·mM)], hematocrit. tumor_delay: extra bolus delay of the tumor [s].
-    slices: axial slab size centred on the tumor, 'all', or (k_start, k_stop)."""
+    slices: axial slab size centred on the tumor, 'all', or (k_start, k_stop).
+    dose: the AIF's scale (1 = the population curve). te [s]: simulate the blood's T2* at this echo time (None:
+    off, the object as before); blood_r2star: its (linear [1/(s·mM)], quadratic [1/(s·mM²)]) coefficients, None =
+    those of ``field_strength`` [T] (:data:`BBBAnomalyLib.dce.aif_t2star.BLOOD_R2STAR`; 3 T where None, as the
+    object's T10s); te and field_strength are written into the acquisition's metadata when given."""
 
     snr: float | None = 40.0
     frame_interval: float = 5.0
@@ -95,6 +99,10 @@ class DCEPhantomParameters:
     rim_thickness_mm: float = 6.0
     edema_thickness_mm: float = 6.0
     tissues: dict = field(default_factory=dict)
+    dose: float = 1.0
+    te: float | None = None
+    field_strength: float | None = None
+    blood_r2star: tuple[float, float] | None = None
 
 
 @dataclass
@@ -123,6 +131,8 @@ class DCEPhantom:
         _save(self.signal.data.astype(np.float32), self.signal.affine, out / "signal.nii.gz", p.frame_interval)
         sidecar = {"FlipAngle": p.flip_angle, "RepetitionTime": p.tr, "VolumeTiming": [float(t) for t in self.times],
                    "Description": "BBBAnomaly DCE digital reference object (simulated)"}
+        sidecar.update({key: value for key, value in (("EchoTime", p.te), ("MagneticFieldStrength", p.field_strength))
+                        if value is not None})
         (out / "signal.json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         for name, vol in self.truth.items():
             _save(vol.data.astype(np.uint8 if name == "labels" else np.float32), vol.affine, out / f"truth_{name}.nii.gz")
@@ -180,6 +190,8 @@ def make_dce_phantom(params: DCEPhantomParameters | None = None, **overrides) ->
         raise ValueError("need frame_interval > 0 s and at least 8 frames")
     if p.snr is not None and not p.snr > 0:
         raise ValueError("snr must be > 0 (or None for a noiseless phantom)")
+    if not p.dose > 0 or (p.te is not None and not 0 < p.te < 0.1):
+        raise ValueError("need dose > 0 and te None or in (0, 0.1) s")
     tissues = _tissue_table(p)
     anat = load_anatomy()
     k0, k1 = _slab(anat.shape, anat.affine, p)
@@ -218,6 +230,8 @@ def make_dce_phantom(params: DCEPhantomParameters | None = None, **overrides) ->
     n_frames = int(round(p.duration / p.frame_interval))
     times = np.arange(n_frames) * p.frame_interval
     cp = phys.plasma_aif(p.aif, p.bolus_arrival, p.hematocrit)
+    if p.dose != 1.0:
+        cp = _scaled(cp, p.dose)
     delay = np.zeros(len(COMPARTMENTS))
     for c in ("core",) + tuple(f"rim{i}" for i in range(N_SECTORS)):
         delay[COMPARTMENTS.index(c)] = p.tumor_delay
@@ -236,6 +250,7 @@ def make_dce_phantom(params: DCEPhantomParameters | None = None, **overrides) ->
     wm_signal = float(phys.spgr_signal(M0_WM, np.array([1.0 / tissues["wm"]["t10"]]), p.flip_angle, p.tr)[0])
     sigma = None if p.snr is None or not np.isfinite(p.snr) else wm_signal / p.snr
     rng = np.random.default_rng(p.seed)
+    blood_loss = _blood_t2star(p, fv, curves)  # None without te
     data = np.zeros(shape + (n_frames,), np.float32)
     conc = np.zeros(shape + (n_frames,), np.float32)
     flat, flat_c = data.reshape(-1, n_frames), conc.reshape(-1, n_frames)
@@ -243,10 +258,13 @@ def make_dce_phantom(params: DCEPhantomParameters | None = None, **overrides) ->
         c = slice(start, start + _CHUNK)
         ct = fv[c] @ curves
         r1 = 1.0 / v_t10[c, None] + p.relaxivity * ct
-        sig = phys.spgr_signal(v_m0[c], r1, p.flip_angle, p.tr).astype(np.float32)
+        sig = phys.spgr_signal(v_m0[c], r1, p.flip_angle, p.tr)
+        if blood_loss is not None:
+            sig = sig * blood_loss[c]
+        sig = sig.astype(np.float32)
         flat[idx[c]] = sig if sigma is None else phys.add_rician_noise(sig, sigma, rng)
         flat_c[idx[c]] = ct
-    acq = Acquisition(repetition_time=p.tr, flip_angle=p.flip_angle,
+    acq = Acquisition(repetition_time=p.tr, flip_angle=p.flip_angle, echo_time=p.te, field_strength=p.field_strength,
                       description="BBBAnomaly DCE digital reference object (simulated)",
                       extra={"phantom": "dce_dro", "snr": p.snr, "seed": p.seed})
     signal = Volume(data, affine, times, acq)
@@ -268,6 +286,25 @@ def make_dce_phantom(params: DCEPhantomParameters | None = None, **overrides) ->
     masks["vessels"] = masks["vessels"] | masks["small_vessels"]
     masks["pure"] = pure.reshape(shape) & brain
     return DCEPhantom(signal, truth, masks, cp(times), Volume(conc, affine.copy(), times), p)
+
+
+def _scaled(cp, dose: float):
+    return lambda t_s: dose * cp(t_s)
+
+
+def _blood_t2star(p: DCEPhantomParameters, fv: np.ndarray, curves: np.ndarray) -> np.ndarray | None:
+    """exp(-TE·Σ f·ΔR2*(Cb)) per brain voxel and frame over its blood compartments (artery, small vessels, vein), or
+    None where ``p.te`` is None. curves: (compartments, T) concentrations; a blood compartment's is whole blood's."""
+    if p.te is None:
+        return None
+    from ..dce.aif_t2star import blood_delta_r2star, blood_r2star_coefficients
+
+    coefficients = p.blood_r2star if p.blood_r2star is not None else blood_r2star_coefficients(p.field_strength)
+    rate = np.zeros((fv.shape[0], curves.shape[1]))
+    for name in ("artery", "vein"):
+        k = COMPARTMENTS.index(name)
+        rate += fv[:, k, None] * blood_delta_r2star(curves[k], coefficients)[None, :]
+    return np.exp(-p.te * rate)
 
 
 def _masks(shape, affine, brain, frac, enh, core, edema, artery, vein, ktrans, p) -> dict[str, np.ndarray]:
