@@ -228,6 +228,8 @@ def _run(args, out_dir: Path) -> int:
     if vfa_info is not None:
         result.report["t10_from_vfa"] = vfa_info
         _source_is_vfa(result.report["aif"]["t10"])
+        # what the VFA fit warned about (e.g. Philips series whose relative scale is unknown) is the run's warning too
+        result.report["warnings"].extend(w for w in vfa_info.get("warnings", []) if w not in result.report["warnings"])
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written)
     return 0
