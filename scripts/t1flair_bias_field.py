@@ -5,6 +5,9 @@
   python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --table               # the tables from the stored runs
   python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --fit-settings        # N4's shrink / iterations, measured
   python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --benchmark           # the added time, 240x240x155
+  python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --lesion-out          # + the runs with n4-lesion-out
+  python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --lesion-field        # N4's field in the tumour, per method
+  python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --flair-only          # diagnostic: T1 left uncorrected
 
 The real cases (../shared/data/brats; never written there) get smooth multiplicative fields, independent on the T1
 and on the FLAIR, whose shapes differ from the phantoms' training augmentation (exp of Gaussian-smoothed noise,
@@ -147,10 +150,15 @@ def measure(row, folder: Path, arrays):
     return row
 
 
-def plan(full: bool = False):
+def plan(full: bool = False, lesion_out: bool = False):
     """The runs, most telling first (a sweep cut short still answers the decision rule's first questions).
-    Without ``full``: the subset measured in session 20 on a shared 2-core machine."""
+    Without ``full``: the subset measured in session 20 on a shared 2-core machine. ``lesion_out``: then the same
+    n4 runs with the lesion left out of the fit (session 22), the unbiased and the ±30 %% ramp first."""
     runs = [("original", "none"), ("original", "n4")]
+    if lesion_out:
+        runs += [(v, "n4-lesion-out") for v in ("original", "ramp2_30", "gauss1_15", "audit_15", "audit_30",
+                                                 "poly1_15")]
+        return runs
     if full:
         first, rest = ("audit", "poly1", "gauss1", "ramp2"), ("poly2", "gauss2", "ramp0", "ramp1")
         runs += [(f"{s}_{a}", "n4") for a in (15, 30) for s in first]
@@ -180,7 +188,7 @@ def table(rows):
                 return fmt(r.get(key))
             return f"{r[key]:.3f} ({r[key] - b[key]:+.3f})"
         bf = r["bias_field"]
-        rng = "—" if bf["method"] != "n4" else "{:.2f}-{:.2f} / {:.2f}-{:.2f}".format(
+        rng = "—" if not bf["method"].startswith("n4") else "{:.2f}-{:.2f} / {:.2f}-{:.2f}".format(
             bf["t1"].get("field_p1", 1), bf["t1"].get("field_p99", 1), bf["flair"].get("field_p1", 1),
             bf["flair"].get("field_p99", 1))
         lines.append(f"| {r['case']} | {r['variant']} | {r['setting']} | {delta('anomaly_tumour_auc')} "
@@ -194,7 +202,7 @@ def summary(rows):
     """The decision rule's numbers: worst changes against the unbiased uncorrected run."""
     out = []
     base = {r["case"]: r for r in rows if r["variant"] == "original" and r["setting"] == "none"}
-    for setting in ("none", "n4"):
+    for setting in ("none", "n4", "n4-lesion-out"):
         for amp in ("original", "15", "30"):
             sel = [r for r in rows if r["setting"] == setting and (r["variant"] == "original" if amp == "original"
                                                                    else r["variant"].endswith("_" + amp))]
@@ -244,6 +252,72 @@ def fit_settings(case="TCGA-FG-6692"):
     return "\n".join(lines)
 
 
+def lesion_field(cases, k_values=(3.0,), dilations=(8.0,)):
+    """How much of the tumour's FLAIR signal N4's field takes: its log field's mean inside the segmented tumour
+    minus that in the rest of the brain (unbiased cases), plain and with the lesion left out, and what was left out."""
+    from BBBAnomalyLib.structural import bias_field as bf
+
+    lines = ["| case | fit | k | dilation mm | FLAIR field tumour - brain (log) | T1 (log) | left out ml "
+             "| tumour left out | lesion estimate s | N4 s (T1 + FLAIR) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for case in cases:
+        arrays, _ = audit.load_case(case)
+        if "seg" not in arrays:
+            continue
+        brain = (arrays["t1"] != 0) | (arrays["flair"] != 0)
+        seg = (arrays["seg"] > 0) & brain
+
+        def difference(image, corrected):
+            ok = brain & (image > 0)
+            log_field = np.log(image[ok] / corrected[ok])
+            return float(log_field[seg[ok]].mean() - log_field[~seg[ok]].mean())
+        settings = [("n4", None, None)] + [("n4-lesion-out", k, d) for k in k_values for d in dilations]
+        for method, k, dilation in settings:
+            mask, info, estimate_s = None, {}, 0.0
+            if k is not None:
+                started = time.perf_counter()
+                mask, info = bf.lesion_estimate(arrays["flair"], brain, (1.0, 1.0, 1.0), threads=1, k=k,
+                                                dilation_mm=dilation)
+                estimate_s = time.perf_counter() - started
+            started = time.perf_counter()
+            t1, _ = bf.correct(arrays["t1"], brain, (1.0, 1.0, 1.0), "T1", [], threads=1, exclude=mask)
+            flair, _ = bf.correct(arrays["flair"], brain, (1.0, 1.0, 1.0), "FLAIR", [], threads=1, exclude=mask)
+            n4_s = time.perf_counter() - started
+            covered = "—" if mask is None else f"{(mask & seg).sum() / seg.sum():.2f}"
+            lines.append(f"| {case} | {method} | {fmt(k, 1)} | {fmt(dilation, 0)} "
+                         f"| {difference(arrays['flair'], flair):+.3f} | {difference(arrays['t1'], t1):+.3f} "
+                         f"| {info.get('excluded_ml', '—')} | {covered} | {estimate_s:.1f} | {n4_s:.1f} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def flair_only(case, out: Path):
+    """Diagnostic: the unbiased case with n4-lesion-out applied to the FLAIR only (the T1 as given), to tell which
+    image's correction moves which map. Needs ``out/<case>/original__none.npz`` (a normal run first)."""
+    import shutil
+
+    from BBBAnomalyLib.structural import pipeline
+
+    folder = out / "flair_only" / case
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out / case / "original__none.npz", folder / "original__none.npz")
+    original = pipeline.correct_pair
+
+    def correct_flair_only(t1, flair, brain, voxel_mm, method, warnings, threads=None):
+        _, flair_out, report = original(t1, flair, brain, voxel_mm, method, warnings, threads=threads)
+        report["t1"] = {"method": "none (diagnostic: the T1 as given)", "field_p1": 1.0, "field_p99": 1.0}
+        return t1, flair_out, report
+    arrays, affine = audit.load_case(case)
+    pipeline.correct_pair = correct_flair_only
+    try:
+        row = run_one(case, "original", "n4-lesion-out", arrays, affine, folder)
+    finally:
+        pipeline.correct_pair = original
+    row = measure(row, folder, arrays)
+    return (f"{case}, n4-lesion-out on the FLAIR only: anomaly AUC {fmt(row.get('anomaly_tumour_auc'))}, "
+            f"enhancement AUC {fmt(row.get('enhancing_auc'))}, call {row['call']} (identifier p "
+            f"{fmt(row['identifier_p'])}), tumour Dice {fmt(row.get('tumour_dice'))}")
+
+
 def benchmark(case="TCGA-FG-6692", repeats=3):
     """The bias_field step alone (both images) on the 240x240x155 case, ``repeats`` times; torch/ITK threads: 2."""
     from BBBAnomalyLib.structural.bias_field import correct_pair
@@ -266,6 +340,12 @@ def main(argv=None):
     ap.add_argument("--full", action="store_true", help="every field shape and seed at both amplitudes (78 runs)")
     ap.add_argument("--fit-settings", action="store_true", help="measure N4's fit spacing and iterations")
     ap.add_argument("--benchmark", action="store_true", help="time the bias_field step on a 240x240x155 case")
+    ap.add_argument("--lesion-out", action="store_true",
+                    help="also run bias_correct n4-lesion-out (the lesion left out of N4's fit) on the fields")
+    ap.add_argument("--flair-only", action="store_true",
+                    help="diagnostic: n4-lesion-out on the FLAIR only, the T1 as given (unbiased cases)")
+    ap.add_argument("--lesion-field", action="store_true",
+                    help="measure N4's field inside the tumour (plain and lesion left out) on the TCGA cases")
     args = ap.parse_args(argv)
     if audit.BRATS.resolve() in args.out.resolve().parents:
         ap.error("write elsewhere than ../shared")
@@ -276,6 +356,14 @@ def main(argv=None):
     if args.benchmark:
         print(benchmark())
         return
+    if args.flair_only:
+        for case in args.cases:
+            print(flair_only(case, args.out), flush=True)
+        return
+    if args.lesion_field:
+        text = lesion_field([c for c in args.cases if c.startswith("TCGA")])
+        (args.out / "lesion_field.md").write_text(text + "\n")
+        return
     rows = []
     for case in args.cases:
         store = args.out / f"runs_{case}.json"
@@ -284,7 +372,7 @@ def main(argv=None):
         folder.mkdir(exist_ok=True)
         arrays, affine = audit.load_case(case)
         if not args.table:
-            for variant, setting in plan(args.full):
+            for variant, setting in plan(args.full, args.lesion_out):
                 key = f"{variant}/{setting}"
                 if key in runs:
                     continue

@@ -418,10 +418,13 @@ T1FLAIR = PipelineSpec(
                       minimum=1, maximum=50, decimals=0),
         ParameterSpec("anomaly_map", "Anomaly map", "run the 3D autoencoder anomaly map"),
         ParameterSpec("bias_correct", "Bias-field correction", "intensity bias-field correction of the T1 and the "
-                      "FLAIR inside the brain before normalisation: none (default: the images as given) or N4 (the "
-                      "input volumes are not changed). On the real cases N4 also flattened the tumour's FLAIR signal "
-                      "and lowered the anomaly map's tumour AUC: for research",
-                      choices=(("none", "none"), ("n4", "N4")), advanced=True),
+                      "FLAIR inside the brain before normalisation: none (default: the images as given), N4, or N4 "
+                      "with the FLAIR-hyperintense lesion left out of the fit (the input volumes are not changed). On "
+                      "the real cases N4 also flattened the tumour's FLAIR signal, lowered the anomaly map's tumour "
+                      "AUC and all but erased the tumour outline; with the lesion left out it kept the anomaly map "
+                      "but still lowered the enhancement map: both for research",
+                      choices=(("none", "none"), ("n4", "N4"), ("n4-lesion-out", "N4, lesion left out")),
+                      advanced=True),
         ParameterSpec("register", "FLAIR registration", "none (default): the FLAIR placed by the files' coordinates, "
                       "with a warning when a quick estimate finds it more than 2 mm from the T1; rigid: the FLAIR "
                       "registered to the T1 (mutual information inside the brain) and resampled once (the input "

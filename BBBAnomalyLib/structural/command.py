@@ -85,7 +85,10 @@ def register(sub) -> None:
                         "(ITK's 4 levels) fitted on a 4 mm copy and divided out at full resolution; the input files "
                         "are not changed and report.json's bias_field gives each field's range. On the real cases N4 "
                         "also flattened the tumour's FLAIR signal and lowered the anomaly map's tumour AUC (0.86 to "
-                        "0.45 on TCGA-FG-6692), more than a ±15 %% field did: for research (docs/reliability.md)")
+                        "0.45 on TCGA-FG-6692), more than a ±15 %% field did: for research (docs/reliability.md). "
+                        "n4-lesion-out: N4 fitted with the FLAIR-hyperintense lesion (found on a first coarse N4 "
+                        "pass, grown by 8 mm) left out, the field divided out everywhere; report.json's "
+                        "bias_field.lesion_excluded says what was left out")
     m.add_argument("--register", choices=list(REGISTRATION), default=T1FlairParameters.register,
                    help="align the FLAIR to the T1 (default %(default)s). none: the FLAIR is placed by the files' "
                         "coordinates alone; a quick rigid estimate warns when the two look misaligned by more than "

@@ -11,7 +11,7 @@ DEFAULT_IDENTIFIER = "t1flair-identifier-demo"
 DEFAULT_CAE = "t1flair-cae-population"  # normal anatomy of three template brains, no real case
 DEFAULT_ENHANCER = "t1flair-enhancer-real"  # voxel-feature enhancement predictor, three real cases (model card)
 STATUS_EVIDENCE = ("real", "phantom")  # how far p(disrupted) is trusted (real_evidence.py)
-BIAS_CORRECTION = ("n4", "none")  # intensity bias-field correction of the T1 and FLAIR (bias_field.py)
+BIAS_CORRECTION = ("n4", "none", "n4-lesion-out")  # intensity bias-field correction of the T1 and FLAIR (bias_field.py)
 REGISTRATION = ("rigid", "none")  # the FLAIR registered to the T1 after the world resampling (alignment.py)
 
 
@@ -46,7 +46,8 @@ class T1FlairParameters:
     threads: int | None = None  # torch CPU threads during the run (None = torch's default); 1 is fastest on a busy CPU
     # "n4": N4 bias-field correction of the T1 and of the FLAIR inside the brain before normalisation (bias_field.py);
     # "none" (default): the images as given. Not the default because on the real cases N4 also flattened the
-    # tumour's FLAIR signal (anomaly tumour AUC 0.86 -> 0.45 on TCGA-FG-6692; scripts/t1flair_bias_field.py)
+    # tumour's FLAIR signal (anomaly tumour AUC 0.86 -> 0.45 on TCGA-FG-6692; scripts/t1flair_bias_field.py);
+    # "n4-lesion-out": N4 fitted with the FLAIR-hyperintense lesion left out (bias_field.lesion_estimate)
     bias_correct: str = "none"
     # "rigid": the FLAIR registered to the T1 (mutual information inside the brain, alignment.py): a T1 and a FLAIR
     # of one session are not registered (the patient moves between series); "none" (default): placed by the files'

@@ -172,7 +172,8 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
             raise InputError("the tumor mask does not overlap the brain mask; draw it inside the brain")
     with timer("bias_field"):  # before the checks and the normalisation: everything after reads corrected images
         if params.bias_correct != "none":
-            report_progress(0.01, "bias-field correction (N4)")
+            report_progress(0.01, "bias-field correction (N4" + (", lesion left out)" if params.bias_correct
+                                                                  == "n4-lesion-out" else ")"))
         # new arrays when corrected (the inputs are never modified); voxels outside the brain keep their values
         t1_data, flair_data, bias_report = correct_pair(t1_data, flair_data, brain, t1.voxel_sizes[:3],
                                                         params.bias_correct, warnings, threads=params.threads)
