@@ -54,7 +54,8 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser("dsc", help="DSC perfusion maps (CBV/CBF/MTT/Tmax, leakage K2)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("series", help="4D DSC series: NIfTI, NRRD or a DICOM folder")
+    p.add_argument("series", help="4D DSC series: NIfTI, NRRD or a DICOM folder (a folder holding both echoes of a dual-echo "
+                   "series is read as dual-echo input)")
     io = p.add_argument_group("inputs")
     io.add_argument("--aif-mask", metavar="MASK", help="arterial voxels (nonzero) on the series grid")
     io.add_argument("--aif", choices=["mask", "auto"], default=None,
@@ -143,7 +144,7 @@ def _run(args, out_dir: Path) -> int:
 
     from ..config import effective_configuration
     from ..core.errors import InputError
-    from ..io import read_mask, read_volume
+    from ..io import read_mask
     from ..core.progress import ConsolePrinter
     from .pipeline import run_dsc
 
@@ -160,7 +161,7 @@ def _run(args, out_dir: Path) -> int:
     te = args.te or []
     if len(te) > 2:
         raise InputError("--te takes one echo time, or two for dual-echo data")
-    if len(te) == 2 and not args.second_echo:
+    if len(te) == 2 and not args.second_echo and not Path(args.series).is_dir():  # a DICOM folder: see below
         raise InputError("two echo times given but no --second-echo series")
     params = DSCParameters(
         method=args.method, input_kind=args.input_kind, echo_time=te[0] if te else None,
@@ -173,9 +174,7 @@ def _run(args, out_dir: Path) -> int:
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
     # lazy: a NIfTI series stays in its file; run_dsc gathers its voxels frame block by frame block
-    series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval, lazy=True)
-    second = (read_volume(args.second_echo, times=args.times, frame_interval=args.frame_interval, lazy=True)
-              if args.second_echo else None)
+    series, second, from_folder = _series_and_second_echo(args, te)
     masks = {key: read_mask(getattr(args, key), series, key.replace("_", "-"))
              for key in ("aif_mask", "mask", "nawm_mask", "tumor_mask") if getattr(args, key)}
     # The inputs' sha256 (for `bbbanomaly rerun`) is computed on a thread beside the run: hashing
@@ -186,9 +185,49 @@ def _run(args, out_dir: Path) -> int:
                          nawm_mask=masks.get("nawm_mask"), tumor_mask=masks.get("tumor_mask"), second_echo=second,
                          progress=printer, consume_input=True)  # the series is not used after: free it mid-run
         result.report["configuration"] = configuration.result()
+    if from_folder:
+        result.report["input"]["second_echo_source"] = from_folder
     written = result.write(out_dir, overwrite=args.overwrite, suffix=output_suffix(args))
     print_summary(result, written, output_suffix(args))
+    if from_folder:
+        print(f"  dual-echo: {from_folder}")
     return 0
+
+
+def _series_and_second_echo(args, te):
+    """(series, second echo or None, where the second echo came from when the series' DICOM folder held it).
+
+    A DICOM folder whose one series holds two echo times is dual-echo input (io.dicom_echoes): the first echo is
+    the series, the second its companion, each with its EchoTime; two --te values replace those. --second-echo
+    beside it, one --te, or more than two echoes are refused in one line."""
+    from ..core.errors import InputError
+    from ..io import read_volume
+    from ..io.dicom_echoes import read_echoes
+
+    timing = {"times": args.times, "frame_interval": args.frame_interval}
+    if Path(args.series).is_dir():
+        echoes = read_echoes(args.series, **timing)
+        if len(echoes) > 2:
+            raise InputError(f"the DICOM series in '{args.series}' has {len(echoes)} echo times; DSC takes one echo or "
+                             "two (dual-echo): put the two echoes to use in a folder of their own")
+        if len(echoes) == 2:
+            tes = [round(v.acquisition.echo_time * 1e3, 6) for v in echoes]
+            if args.second_echo:
+                raise InputError(f"'{args.series}' already holds both echoes of a dual-echo series (TE {tes[0]:g} and "
+                                 f"{tes[1]:g} ms); leave out --second-echo")
+            if len(te) == 1:
+                raise InputError(f"'{args.series}' holds a dual-echo series (TE {tes[0]:g} and {tes[1]:g} ms) but one "
+                                 "--te was given: give two values (TE1 TE2) or none to use the headers'")
+            source = f"the second echo of the DICOM folder's series ({echoes[1].acquisition.extra['echo']})"
+            return echoes[0], echoes[1], source
+        if len(te) == 2 and not args.second_echo:
+            raise InputError("two echo times given but no --second-echo series")
+        series = echoes[0]
+    else:
+        # lazy: a NIfTI series stays in its file; run_dsc gathers its voxels frame block by frame block
+        series = read_volume(args.series, **timing, lazy=True)
+    second = read_volume(args.second_echo, **timing, lazy=True) if args.second_echo else None
+    return series, second, None
 
 
 def print_summary(result, written: Path, suffix: str = ".nii.gz") -> None:

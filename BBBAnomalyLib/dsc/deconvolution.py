@@ -14,7 +14,8 @@ cSVD         block circulant of the AIF zero-padded   truncate σ < 0.1 σmax; d
              to L = 2N, the full L x L matrix (Wu)
 oSVD         the cSVD matrix                          per voxel: the lowest threshold whose
                                                       residue has oscillation index <= target
-Tikhonov     the cSVD matrix                          filter σ²/(σ²+λ²), λ per voxel by GCV
+Tikhonov     the cSVD matrix                          filter σ²/(σ²+λ²), λ per voxel by GCV (default),
+                                                      the L-curve corner, or fixed (``lambda_rule``)
 ===========  ======================================  ==========================================
 
 The circulant methods work in the frequency domain. A circulant matrix is diagonalised by the
@@ -58,6 +59,7 @@ from ..core import checks
 from ..core.devices import blas_threads, block_workers
 from ..core.errors import InputError
 from ..perfusion.slice_timing import fit_by_acquisition_time
+from .low_cnr import tikhonov_cap_warning
 from .parameters import DeconvolutionMethod
 
 #: oSVD threshold grid, as fractions of σmax (ascending). Geometric: equal steps (×1.25) in log σ,
@@ -71,6 +73,26 @@ OSVD_BLOCK_BYTES = 3 * 2**19
 #: Tikhonov: 512 voxels (spectra, power, GCV and the inverse FFT in cache): 1.22 µs/voxel at 120
 #: frames against 1.57 at 2048 (one thread, the same machine).
 TIKHONOV_BLOCK = 512
+#: The top of the Tikhonov λ grid, as a fraction of σmax: a voxel whose λ sits here got the most smoothing the grid
+#: allows (GCV without an interior minimum, at low CNR), and reads CBF low and MTT high (dsc/low_cnr.py).
+TIKHONOV_LAMBDA_CAP = 1.0
+TIKHONOV_RULES = ("gcv", "lcurve", "fixed:F (0 < F <= 1)")
+
+
+def parse_lambda_rule(rule) -> tuple[str, float | None]:
+    """('gcv' | 'lcurve' | 'fixed', F) from ``gcv``, ``lcurve`` or ``fixed:F`` (λ = F·σmax for every voxel)."""
+    text = str(rule).strip().lower()
+    if text in ("gcv", "lcurve"):
+        return text, None
+    if text.startswith("fixed:"):
+        try:
+            fraction = float(text.split(":", 1)[1])
+        except ValueError:
+            fraction = float("nan")
+        if 0.0 < fraction <= 1.0:
+            return "fixed", fraction
+    raise InputError(f"Tikhonov lambda rule {rule!r} is not one of {', '.join(TIKHONOV_RULES)}; "
+                     "e.g. 'gcv' (the default) or 'fixed:0.1'")
 PRODUCT_BLOCK = 2048  # sSVD and cSVD: one dense product per block (0.37 against 0.46 µs/voxel at 4096, 120 frames)
 
 
@@ -164,7 +186,8 @@ class DeconvolutionModel:
 
     def __init__(self, aif: np.ndarray, dt: float, method: DeconvolutionMethod | str = "osvd",
                  ssvd_threshold: float = 0.2, csvd_threshold: float = 0.1, oi_target: float = 0.095,
-                 n_lambdas: int = 40, chunk_voxels: int = 16384, workers: int | None = None):
+                 n_lambdas: int = 40, chunk_voxels: int = 16384, workers: int | None = None,
+                 lambda_rule: str = "gcv"):
         self.aif = checks.curve(aif, "AIF")
         if self.aif.size > 1 and np.isfinite(self.aif).all() and int(np.argmax(self.aif)) == self.aif.size - 1:
             # the bolus cut off by the end of the series: oSVD read GM CBF 31.8 for a true 60 with no error (PHAE
@@ -181,6 +204,7 @@ class DeconvolutionModel:
         self.csvd_threshold = csvd_threshold
         self.oi_target = oi_target
         self.n_lambdas = n_lambdas
+        self.lambda_rule, self.lambda_fraction = parse_lambda_rule(lambda_rule)
         self.chunk_voxels = chunk_voxels
         self.workers = workers  # threads over chunks; None = the CPU count (at most 4)
         self.n = self.aif.size
@@ -270,7 +294,9 @@ class DeconvolutionModel:
         sv, smax = self._sv, self._smax
         # Capped at σmax: at low CNR GCV keeps asking for more smoothing (towards the zero
         # solution); beyond σmax every residue is flattened, so the cap bounds the smoothing.
-        self._lambdas = smax * np.geomspace(1e-3, 1.0, self.n_lambdas)
+        self._lambdas = smax * np.geomspace(1e-3, TIKHONOV_LAMBDA_CAP, self.n_lambdas)
+        if self.lambda_rule == "fixed":  # one λ for every voxel: one filter, nothing to search
+            self._lambdas = np.array([smax * self.lambda_fraction])
         f = sv[None, :] ** 2 / (sv[None, :] ** 2 + self._lambdas[:, None] ** 2)  # (n_lambda, K)
         mult = bin_multiplicity(self.size)
         # GCV(λ) = ||A b_λ - c||² / (L - Σ f)²; by Parseval the numerator is
@@ -278,6 +304,9 @@ class DeconvolutionModel:
         self._gcv_weights = np.ascontiguousarray((mult * (1.0 - f) ** 2 / self.size).T, dtype=np.float32)
         self._gcv_denominator = ((self.size - (mult * f).sum(axis=1)) ** 2).astype(np.float32)
         self._tikhonov_filters = (f * np.conj(self._spectrum) / np.where(sv > 0, sv ** 2, 1.0)).astype(np.complex64)
+        # L-curve: ||b_λ||² = (1/L) Σ_k mult_k f_k² |C_k|² / |H_k|² (Parseval again), one more product.
+        inverse_power = np.where(sv > 0, 1.0 / np.where(sv > 0, sv ** 2, 1.0), 0.0)
+        self._norm_weights = np.ascontiguousarray((mult * f ** 2 * inverse_power / self.size).T, dtype=np.float32)
 
     # ------------------------------------------------------------------------------------
     def fit(self, curves: np.ndarray, keep_residue: bool = False, progress=None,
@@ -426,16 +455,40 @@ class DeconvolutionModel:
             met |= ok
 
     def _solve_tikhonov(self, spectrum: np.ndarray):
-        """Tikhonov filter factors f = σ²/(σ²+λ²); λ per voxel minimises GCV (closed form on |C_k|²)."""
-        power = spectrum.real ** 2
-        power += spectrum.imag ** 2
-        gcv = power @ self._gcv_weights  # (n, n_lambda) numerators
-        gcv /= self._gcv_denominator
-        idx = np.argmin(gcv, axis=1)
-        del power, gcv
+        """Tikhonov filter factors f = σ²/(σ²+λ²); λ per voxel by ``lambda_rule``: the minimum of GCV, or the
+        corner (maximum curvature) of the L-curve, both in closed form on |C_k|² over the grid; or one fixed λ."""
+        n = spectrum.shape[0]
+        if self.lambda_rule == "fixed":
+            idx = np.zeros(n, np.intp)
+        else:
+            power = spectrum.real ** 2
+            power += spectrum.imag ** 2
+            residual = power @ self._gcv_weights  # (n, n_lambda): ||A b_λ - c||² (GCV's numerators)
+            if self.lambda_rule == "gcv":
+                residual /= self._gcv_denominator
+                idx = np.argmin(residual, axis=1)
+            else:
+                idx = lcurve_corner(residual, power @ self._norm_weights)
+            del power, residual
         spectrum *= self._tikhonov_filters[idx]
         residue = scipy.fft.irfft(spectrum, n=self.size, axis=1)[:, : self.n]
-        return residue, (self._lambdas[idx] / self._smax).astype(np.float32), np.zeros(spectrum.shape[0], bool)
+        return residue, (self._lambdas[idx] / self._smax).astype(np.float32), np.zeros(n, bool)
+
+
+def lcurve_corner(residual_sq: np.ndarray, solution_sq: np.ndarray) -> np.ndarray:
+    """Per row, the grid index of the L-curve's corner: the maximum signed curvature of (log ||residual||,
+    log ||solution||) along a geometric λ grid (Hansen 1993; Calamante 2003 for DSC). The grid is uniform in log λ,
+    so derivatives are taken per step (the step cancels in the curvature). As λ rises the residual grows and the
+    solution shrinks; the corner turns counter-clockwise, so its curvature is positive."""
+    tiny = np.finfo(np.float64).tiny
+    x = 0.5 * np.log(np.maximum(residual_sq.astype(np.float64), tiny))
+    y = 0.5 * np.log(np.maximum(solution_sq.astype(np.float64), tiny))
+    dx, dy = np.gradient(x, axis=1), np.gradient(y, axis=1)
+    ddx, ddy = np.gradient(dx, axis=1), np.gradient(dy, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        curvature = (dx * ddy - ddx * dy) / (dx * dx + dy * dy) ** 1.5
+    curvature[~np.isfinite(curvature)] = -np.inf
+    return np.argmax(curvature, axis=1)
 
 
 def deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
@@ -448,7 +501,8 @@ def deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_
         model = DeconvolutionModel(
             aif, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
             csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
-            n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels)
+            n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels,
+            lambda_rule=params.tikhonov_lambda_rule)
         return model.fit(curves, progress=progress, keep_fitted=keep_fitted)  # the model curves for the panel's plots
 
     fit = fit_by_acquisition_time(
@@ -457,7 +511,19 @@ def deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_
     if fit.unmet.any():
         warnings.append(f"oSVD: {int(fit.unmet.sum())} voxels met no threshold for OI <= {params.osvd_oi_target}; "
                         "the largest threshold was used there")
-    return fit, {}
+    extra = {}
+    if params.method is DeconvolutionMethod.TIKHONOV:
+        rule, _ = parse_lambda_rule(params.tikhonov_lambda_rule)
+        # the share of voxels whose λ got the most smoothing the grid allows (a fixed λ is no choice: none)
+        searched = rule != "fixed" and fit.cbf.size > 0
+        at_cap = float(np.mean(fit.regularisation >= 0.999 * TIKHONOV_LAMBDA_CAP)) if searched else 0.0
+        extra["tikhonov"] = {"lambda_rule": str(params.tikhonov_lambda_rule),
+                             "lambda_over_smax_median": float(np.median(fit.regularisation)) if fit.cbf.size else None,
+                             "lambda_at_cap_share": round(at_cap, 4)}
+        line = tikhonov_cap_warning(at_cap, rule)
+        if line:
+            warnings.append(line)
+    return fit, extra
 
 
 @contextlib.contextmanager

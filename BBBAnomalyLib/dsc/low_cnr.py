@@ -94,3 +94,28 @@ def low_cnr_caveats(contrast: float, method: DeconvolutionMethod) -> dict[str, s
     names = ("cbf", "mtt", "rcbf") if contrast >= CBV_FLOOR_CNR else ("cbf", "mtt", "rcbf", "cbv", "rcbv",
                                                                        "cbv_corrected")
     return {name: note for name in names}
+
+
+
+#: Share of the brain's voxels whose Tikhonov λ sits at the top of its grid (σmax) from which the run warns. On the
+#: DSC reference object (scripts/dsc_tikhonov_lambda.py, session 22; 42 runs, SNR 20-700, Δt 1-2 s) GCV put 6-8 % of
+#: the brain there at the in-vivo CNR (4-21: CSF and other voxels without flow, which is right), 12-24 % at CNR 2-3 and
+#: 31-57 % at CNR 0.6-1.5. 25 % leaves room for a mask with much CSF or necrosis; CNR 2-5 is the 'biased' tier above.
+TIKHONOV_CAP_SHARE = 0.25
+
+
+def tikhonov_cap_warning(share: float, rule: str) -> str | None:
+    """A line for a Tikhonov run where ``share`` of the brain's voxels got λ at the top of the grid: there GCV (or the
+    L-curve) found no interior choice and smoothed the residue as far as the grid allows. It complements the CNR tiers
+    above (what any deconvolution reads at that CNR) with what Tikhonov's own choice did and what to use instead."""
+    if not share >= TIKHONOV_CAP_SHARE:
+        return None
+    head = (f"Tikhonov ({rule}): {100 * share:.0f} % of brain voxels have λ at the top of its grid (σmax): the "
+            "residue there is smoothed as far as the grid allows, so CBF reads low and MTT high. ")
+    if rule == "gcv":
+        sizes = ("On the reference object with 31-57 % at the top (CNR 0.6-1.5) GM CBF read 0.33-0.42x the truth and "
+                 "WM 0.37-0.63x in 3 of 4 settings (seed means; in the fourth 0.87x and 1.7x, one seed's noise peaks "
+                 "read as flow), GM MTT 3.0-4.0x; oSVD on the same runs: GM 0.5-0.89x, WM 0.8-1.6x, MTT 1.0-1.7x. ")
+    else:
+        sizes = "On the reference object the L-curve and fixed λ did not do better than GCV here (session 22). "
+    return head + sizes + "Prefer --method osvd; read CBV, which is not deconvolved"

@@ -49,6 +49,9 @@ class DSCParameters:
     csvd_threshold: float = 0.1
     osvd_oi_target: float = 0.095  # oscillation-index target; 0.095 in vivo, 0.035 in simulations (Wu 2003)
     tikhonov_lambdas: int = 40  # size of the GCV grid of λ, 1e-3 to 1 σmax
+    # how Tikhonov picks each voxel's λ: "gcv" (minimum of GCV over the grid), "lcurve" (the L-curve's corner over the
+    # grid) or "fixed:F" (λ = F·σmax everywhere); see deconvolution.py and docs/reliability.md (session 22)
+    tikhonov_lambda_rule: str = "gcv"
     # Baseline / bolus arrival. None = detected automatically.
     # True: the AIF mask is a search region (a ROI box around an artery); its arterial voxels are
     # chosen by peak height and background voxels are ignored. False: every voxel is averaged.
@@ -107,6 +110,10 @@ class DSCParameters:
         self.csvd_threshold = number(self.csvd_threshold, "csvd_threshold", 0.0, 1.0, low_open=True, high_open=True)
         self.bsw_min_t = number(self.bsw_min_t, "bsw_min_t", 0.0, 100.0, hint="2 is the default, 0 corrects everywhere")
         self.tikhonov_lambdas = integer(self.tikhonov_lambdas, "tikhonov_lambdas", 2, 1000)
+        from .deconvolution import parse_lambda_rule
+
+        parse_lambda_rule(self.tikhonov_lambda_rule)  # one clear line for a rule that is not one
+        self.tikhonov_lambda_rule = str(self.tikhonov_lambda_rule).strip().lower()
         self.skip_frames = integer(self.skip_frames, "--skip-frames", 0, 100000,
                                    hint="the frames dropped at the start, usually 1")
         self.chunk_voxels = integer(self.chunk_voxels, "chunk_voxels", 1, 10**8)

@@ -15,7 +15,10 @@ the fix: Siemens mosaic images (ImageType MOSAIC or Siemens' NumberOfImagesInMos
 convert with dcm2niix), a series mixing ImageType values (a DERIVED mean or MPR, phase beside
 magnitude images, a localizer), image sizes or slice orientations, and two images of one slice at
 one TemporalPositionIdentifier or one (sub-second) acquisition time (the series sent twice with
-new UIDs).
+new UIDs). A 3D series exported twice with new SOPInstanceUIDs (at every slice position images whose
+headers agree in all but SOPInstanceUID and InstanceNumber, and whose pixels are identical) is read
+once, with a warning (logged, and in ``acquisition.extra["duplicate_images"]``): it became a 2-frame
+series with no time between its frames (:func:`.dicom_frames._resent_copies`).
 
 Frames: all files at one slice position (ImagePositionPatient projected on the slice normal)
 form one time course. The frame of each file is its rank, among the files at the same position,
@@ -56,8 +59,9 @@ private tags were removed keep their display values; a series where only some im
 refused. ``acquisition.extra["intensity_scaling"]`` ("philips_precise" or "display") and ``["philips_scaling"]``
 say what was done; other vendors' series are read as before, with neither key (:mod:`.dicom_scaling`).
 
-Not handled: enhanced multi-frame files and mosaics (convert with dcm2niix) and multi-echo series
-(split them by echo first).
+Not handled: enhanced multi-frame files and mosaics (convert with dcm2niix). A multi-echo series
+(several EchoTime values) is refused here, one Volume per echo is :func:`.dicom_echoes.read_dicom_echoes`
+(which `bbbanomaly dsc` uses for a dual-echo DSC folder).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ from ..core.errors import InputError
 from ..core.volume import Acquisition, Volume
 from ._common import LPS_TO_RAS
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
-                           _groups, _slice_times, _vector)
+                           _groups, _resent_copies, _slice_times, _vector)
 from .dicom_scaling import TAGS as SCALING_TAGS
 from .dicom_scaling import apply_divisors, is_philips, philips_private, scaling_plan
 
@@ -181,6 +185,13 @@ def read_dicom_series(directory, series_uid: str | None = None) -> Volume:
 
 
 def _read_series(directory: Path, series_uid: str | None) -> Volume:
+    series_uid, images = _series_images(directory, series_uid)
+    return _volume(directory, series_uid, *images)
+
+
+def _series_images(directory: Path, series_uid: str | None) -> tuple[str, tuple[list, list, list, list]]:
+    """The series' UID and its images (files, headers, spacings, pixel ids), exact copies left out, after the
+    checks that hold for the whole series (one series, no multi-frame files, no mosaic, one kind and size)."""
     by_uid = _series_files(directory)
     if not by_uid:
         raise InputError(f"no DICOM series found in '{directory}' (subfolders are not searched); "
@@ -209,10 +220,21 @@ def _read_series(directory: Path, series_uid: str | None) -> Volume:
                          "supported; convert it to NIfTI with dcm2niix and read that")
     _refuse_mosaic(files, headers, series_uid, directory)
     _refuse_mixed_images(files, headers, sizes, series_uid, directory)
+    return series_uid, (files, headers, spacings, pixel_ids)
 
+
+def _volume(directory: Path, series_uid: str, files, headers, spacings, pixel_ids) -> Volume:
+    """The Volume of one series' images (of one echo, for :mod:`.dicom_echoes`)."""
+    copies = _resent_copies(files, headers, directory)  # a 3D series exported twice with new SOPInstanceUIDs
+    if copies is not None:
+        keep, duplicate_warning = copies
+        files, headers, spacings, pixel_ids = ([x[i] for i in keep] for x in (files, headers, spacings, pixel_ids))
+        _log.warning("%s", duplicate_warning)
     grid, frame_source = _frame_grid(headers, files, directory)
     affine = _affine(headers, grid, spacings[grid[0, 0]], directory)
     acq = _acquisition(headers, series_uid, frame_source)
+    if copies is not None:
+        acq.extra["duplicate_images"] = duplicate_warning
     times, time_source, unusable = _frame_times(headers, grid, acq.repetition_time)
     acq.extra["frame_timing"] = time_source
     slice_timing, _ = _slice_times(headers, grid, time_source, directory)  # each slice's time within its frame
