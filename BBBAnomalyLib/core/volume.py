@@ -44,6 +44,24 @@ class Acquisition:
         return out
 
 
+#: ``Acquisition.extra`` key: what a reader had to say about the file that the run should say too (e.g. a DICOM
+#: folder holding the same 3D series twice, read once). Readers append; every pipeline copies them into its report's
+#: warnings (:func:`read_warnings`), since a reader has no report of its own.
+READ_WARNINGS = "read_warnings"
+
+
+def read_warnings(*volumes) -> list[str]:
+    """The readers' warnings recorded on ``volumes`` (None and plain arrays skipped), each once, in order."""
+    found: list[str] = []
+    for volume in volumes:
+        acquisition = getattr(volume, "acquisition", None)
+        extra = getattr(acquisition, "extra", None) or {}
+        for warning in extra.get(READ_WARNINGS) or ():
+            if isinstance(warning, str) and warning not in found:
+                found.append(warning)
+    return found
+
+
 class FrameSource:
     """A 4D series read from its file frame block by frame block instead of held in memory.
 

@@ -29,7 +29,7 @@ from ..core.errors import InputError
 from ..io import read_mask
 from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json
-from ..core.volume import Volume
+from ..core.volume import Volume, read_warnings
 from ..perfusion.motion import motion_step
 from ..perfusion import slice_timing
 from . import aif as aif_mod, aif_t2star
@@ -127,7 +127,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     params = check_parameters(params, DCEParameters, "run_dce")
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
-    warnings: list[str] = []
+    warnings: list[str] = read_warnings(series)  # what the reader said about the file
 
     with timer("checks"):
         report_progress(0.0, "checking the input")

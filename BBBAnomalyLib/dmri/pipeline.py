@@ -20,7 +20,7 @@ from ..core.errors import InputError
 from ..io import read_mask
 from ..core.memory import release_freed_memory
 from ..core.report import Timer, dump_json, summarise, versions
-from ..core.volume import Volume
+from ..core.volume import Volume, read_warnings
 from . import thresholds as thr
 from .parameters import DMRIParameters, MotionCorrect, Threshold
 from .preprocessing import check_dwi, prepare, to_native
@@ -126,7 +126,7 @@ def run_dmri(dwi: Volume, params: DMRIParameters | None = None, *, brain_mask=No
     # preprocessing's chunk and per-channel temporaries and its S/S0 array (not kept: prepare's signal_source
     # makes it again for the curves), returned before the network's (issue 17)
     release_freed_memory()
-    warnings = list(prepared.warnings) + (motion.warnings if motion is not None else [])
+    warnings = read_warnings(dwi) + list(prepared.warnings) + (motion.warnings if motion is not None else [])
     _vae_options_unused(params, model.kind, warnings)
     brain = prepared.brain
     from .applicability import check_dwi_input

@@ -26,7 +26,7 @@ from ..core.checks import parameters as check_parameters
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, summarise_maps, versions
-from ..core.volume import Volume
+from ..core.volume import Volume, read_warnings
 from . import aif as aif_mod
 from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_detection_curve,
                          signal_to_delta_r2s, steady_state_skip)
@@ -186,7 +186,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                              "BBBAnomalyLib.io.read_volume(path) or Volume(data, affine, times)")
     report_progress = progress or (lambda fraction, message: None)
     timer = Timer()
-    warnings: list[str] = []
+    warnings: list[str] = read_warnings(series, second_echo)  # what the readers said about the files
     # The grid, kept apart from the data: with consume_input the data is released mid-run.
     spatial_shape, input_shape, affine = series.spatial_shape, list(series.shape), series.affine.copy()
     voxel_sizes = series.voxel_sizes

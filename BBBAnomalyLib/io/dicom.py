@@ -77,7 +77,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
-from ..core.volume import Acquisition, Volume
+from ..core.volume import READ_WARNINGS, Acquisition, Volume
 from ._common import LPS_TO_RAS
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
                            _groups, _resent_copies, _slice_times, _vector)
@@ -235,6 +235,7 @@ def _volume(directory: Path, series_uid: str, files, headers, spacings, pixel_id
     acq = _acquisition(headers, series_uid, frame_source)
     if copies is not None:
         acq.extra["duplicate_images"] = duplicate_warning
+        acq.extra.setdefault(READ_WARNINGS, []).append(duplicate_warning)  # the run's report says it too
     times, time_source, unusable = _frame_times(headers, grid, acq.repetition_time)
     acq.extra["frame_timing"] = time_source
     slice_timing, _ = _slice_times(headers, grid, time_source, directory)  # each slice's time within its frame

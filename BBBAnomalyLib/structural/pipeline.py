@@ -30,7 +30,7 @@ from ..core.checks import parameters as check_parameters
 from ..core.errors import InputError
 from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, versions
-from ..core.volume import Volume
+from ..core.volume import Volume, read_warnings
 from .normalisation import from_unit, normalise
 from .parameters import T1FlairParameters
 from .alignment import align_flair
@@ -149,7 +149,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     from .tumor_roi import choose_roi, flair_abnormality_ml
 
     report_progress = progress or (lambda fraction, message: None)
-    timer, warnings = Timer(), []
+    timer, warnings = Timer(), read_warnings(t1, flair)  # what the readers said about the files
     with timer("checks"):
         report_progress(0.0, "checking the input")
         if not isinstance(t1, Volume) or not isinstance(flair, Volume):

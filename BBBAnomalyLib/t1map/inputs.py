@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.volume import Acquisition, Volume
+from ..core.volume import READ_WARNINGS, Acquisition, Volume, read_warnings
 
 
 @dataclass
@@ -103,8 +103,10 @@ def read_vfa(paths: list[str], flip_angles=None, tr: float | None = None,
                              f"(give {flags[1]} to force)")
         tr = trs.pop() if trs else None
     data = np.stack([np.asarray(v.data).reshape(first.spatial_shape) for v in volumes], axis=-1)
-    return check_vfa(Volume(data, first.affine.copy(), acquisition=Acquisition(extra=_scaling_notes(paths, volumes))),
-                     flip_angles, tr, flags)
+    extra = _scaling_notes(paths, volumes)
+    if read_warnings(*volumes):  # what the readers said about each file (e.g. a DICOM series read once of two copies)
+        extra[READ_WARNINGS] = read_warnings(*volumes)
+    return check_vfa(Volume(data, first.affine.copy(), acquisition=Acquisition(extra=extra)), flip_angles, tr, flags)
 
 
 def _scaling_summary(extra: dict) -> str:

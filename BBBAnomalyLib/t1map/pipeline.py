@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.report import Timer, dump_json, summarise, versions
-from ..core.volume import Volume
+from ..core.volume import Volume, read_warnings
 from .inputs import PYTHON_FLAGS, VFASeries, check_vfa
 from .vfa import R1_BOUNDS, fit_vfa_linear, fit_vfa_nonlinear
 
@@ -75,8 +75,8 @@ def run_t1map(vfa: VFASeries, method: T1Method | str = T1Method.NONLINEAR, b1: V
                          f"{', '.join(m.value for m in T1Method)}") from None
     report_progress = progress or (lambda f, m: None)
     timer = Timer()
-    warnings: list[str] = []
     signals = vfa.signals
+    warnings: list[str] = read_warnings(signals)  # what the readers said about the files
     scaling = signals.acquisition.extra  # read_vfa's notes on Philips DICOM intensity scaling, if any
     if scaling.get("vfa_scaling_warning"):
         warnings.append(scaling["vfa_scaling_warning"])
