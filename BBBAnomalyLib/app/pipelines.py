@@ -338,6 +338,12 @@ DCE = PipelineSpec(
                       decimals=2, advanced=True),
         ParameterSpec("hematocrit", "Hematocrit", "blood -> plasma for the AIF; 0 when the AIF is plasma",
                       minimum=0.0, maximum=0.9, decimals=2, advanced=True),
+        # session 22 (dce/aif_dose.py): the Parker AIF is the curve of 0.1 mmol/kg; Ktrans, vp, ve scale with 1/dose
+        ParameterSpec("dose", "Contrast dose (mmol/kg)", "the dose given, in mmol/kg (not ml: 0.2 ml/kg of a 0.5 M "
+                      "agent is 0.1 mmol/kg), 0.01-0.3; scales the Parker population AIF (used with no AIF region), "
+                      "whose own dose is 0.1; unknown = 0.1. Set it for a split-dose, weight-capped or half-dose "
+                      "protocol. Not used with an AIF region or the automatic AIF (they carry the dose themselves)",
+                      minimum=0.0, maximum=0.3, decimals=3, optional=True, advanced=True),
         ParameterSpec("max_delay", "Max bolus delay (s)", "per-voxel delay searched from 0 to this (0 = off)",
                       minimum=0.0, maximum=30.0, decimals=1, advanced=True),
         ParameterSpec("refine", "Nonlinear refinement", "Levenberg-Marquardt refinement of the linear fit (torch)",

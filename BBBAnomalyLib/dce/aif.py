@@ -343,16 +343,18 @@ def aif_in_region(curves: np.ndarray, in_region: np.ndarray, n_baseline: int, he
 
 
 def population_aif(times: np.ndarray, curves, brain_mean: np.ndarray, n_baseline: int, hematocrit: float,
-                   max_delay: float, name: str = "parker"):
+                   max_delay: float, name: str = "parker", dose: float | None = None):
     """The named population plasma AIF placed in time (:func:`.population_placement.place_population_aif`: the
     delay search starts a margin before the arteries' arrival and reaches --max-delay past the later of theirs and
-    the brain average's). Returns (Cp on ``times`` at delay 0, :class:`~.population_placement.ExactPopulationAIF`
-    that the fit evaluates at every delay, :class:`~.population_placement.Placement`)."""
+    the brain average's) and scaled to ``dose`` [mmol/kg] (None: the model's own; :mod:`.aif_dose`). Returns (Cp on
+    ``times`` at delay 0, :class:`~.population_placement.ExactPopulationAIF` that the fit evaluates at every delay,
+    :class:`~.population_placement.Placement`)."""
+    from .aif_dose import dose_scale
     from .parameters import MAX_DELAY_S
     from .population_placement import ExactPopulationAIF, place_population_aif
 
     placement = place_population_aif(times, curves, brain_mean, n_baseline, max_delay, name, MAX_DELAY_S)
-    exact = ExactPopulationAIF(name, hematocrit, placement.arrival, times)
+    exact = ExactPopulationAIF(name, hematocrit, placement.arrival, times, scale=dose_scale(name, dose))
     return exact.values(0.0), exact, placement
 
 

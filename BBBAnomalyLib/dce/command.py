@@ -62,7 +62,9 @@ with --aif-search only the arterial voxels of the region, e.g. a box drawn aroun
 --aif auto (arterial voxels chosen automatically, written as aif_mask; needs a T10 map or --vfa),
 or --population-aif NAME
 (parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
-shifted to the bolus arrival.
+shifted to the bolus arrival. Every population curve was measured at 0.1 mmol/kg: give --dose
+(mmol/kg) for a split-dose, weight-capped or half-dose protocol (Ktrans, vp and ve scale with
+1 / the AIF's dose).
 """ + textwrap.fill(_outputs_help(), 100, break_on_hyphens=False) + """
 
 examples:
@@ -85,6 +87,9 @@ def register(sub) -> None:
                          "arterial voxels (peak >= half the region's 90th-percentile peak), ignore air")
     io.add_argument("--population-aif", choices=POPULATION_AIF_NAMES, help="population AIF instead of a mask "
                     "(parker is the default when no --aif-mask and no --aif auto; mcgrath is a rat AIF)")
+    io.add_argument("--dose", type=float, metavar="MMOL_PER_KG", help="contrast dose in mmol/kg (not ml or ml/kg: "
+                    "0.2 ml/kg of a 0.5 M agent is 0.1 mmol/kg) that scales the population AIF (default: the "
+                    "model's own, 0.1); for a split-dose, weight-capped or half-dose protocol. Not for a measured AIF")
     io.add_argument("--aif", choices=["mask", "auto"], help="'auto': choose arterial voxels automatically "
                     "(Mouridsen clustering + peak height; written as aif_mask; needs a T10 map or --vfa: with one "
                     "--t10 for every voxel, CSF looks arterial); 'mask' needs --aif-mask")
@@ -180,6 +185,7 @@ def _run(args, out_dir: Path) -> int:
     from ..core.errors import InputError
     from ..io import read_mask, read_volume
     from ..core.progress import ConsolePrinter
+    from .aif_dose import check_dose
     from .pipeline import run_dce
 
     if args.times and args.frame_interval:
@@ -192,6 +198,10 @@ def _run(args, out_dir: Path) -> int:
         raise InputError("--aif mask needs --aif-mask MASK")
     if args.aif == "auto" and (args.aif_mask or args.population_aif):
         raise InputError("--aif auto chooses the arterial voxels itself; leave out --aif-mask/--population-aif")
+    check_dose(args.dose)  # (before the series is read: one line, exit 2)
+    if args.dose is not None and (args.aif_mask or args.aif == "auto"):
+        raise InputError("--dose scales a population AIF; a measured AIF (--aif-mask, --aif auto) carries the dose "
+                         "itself: leave out --dose")
     if args.vfa and args.t10:
         raise InputError("give --t10 or --vfa (a T10 map is computed from it), not both")
     if not args.vfa and (args.b1 or args.vfa_flip_angles or args.vfa_tr is not None):
@@ -214,7 +224,7 @@ def _run(args, out_dir: Path) -> int:
     params = DCEParameters(
         model=args.model, input_kind=args.input_kind, t10=t10, blood_t10=args.blood_t10, flip_angle=args.flip_angle,
         tr=args.tr, relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
-        aif_region=args.aif_search, aif_auto=args.aif == "auto",
+        dose=args.dose, aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
         device=args.device, motion_correct=args.motion_correct, slice_timing=args.slice_timing,

@@ -87,6 +87,8 @@ class DCEParameters:
     population_aif: a population AIF ("parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath")
     shifted to the detected bolus arrival, used when no AIF mask is given; aif_auto: choose arterial
     voxels automatically instead (the chosen voxels are returned as the aif_mask).
+    dose: the contrast dose [mmol/kg] (0.01-0.3); a population AIF is scaled by dose / its model's dose
+    (:mod:`.aif_dose`); None = the model's own dose (0.1 mmol/kg). A measured AIF carries the dose itself: not used.
     hematocrit: blood -> plasma (Cp = Cb/(1 - Hct)); 0 when the AIF is already plasma.
     max_delay: per-voxel bolus delay searched from 0 to this many seconds (0 = off).
     refine: a batched nonlinear least-squares refinement (torch, Levenberg-Marquardt) after the
@@ -105,6 +107,7 @@ class DCEParameters:
     relaxivity: float = 4.5  # r1 [1/(s·mM)]
     hematocrit: float = 0.42
     population_aif: str | None = None  # a name of BBBAnomalyLib.perfusion.population_aif.POPULATION_AIFS
+    dose: float | None = None  # [mmol/kg]; scales a population AIF (.aif_dose); None = the model's own dose
     aif_auto: bool = False  # automatic arterial-voxel selection when no AIF mask is given (.aif.auto_aif)
     # True: the AIF mask is a search region (a ROI box around an artery); only its arterial voxels
     # (by peak height) are averaged and signal-free (air) voxels are ignored. False: all are averaged.
@@ -165,6 +168,9 @@ class DCEParameters:
                                   hint="TR in seconds, e.g. 0.005 for 5 ms")
         self.relaxivity = number(self.relaxivity, "--relaxivity", 0.0, 100.0, low_open=True,
                                  hint="r1 in 1/(s·mM), e.g. 4.5")
+        from .aif_dose import check_dose
+
+        self.dose = check_dose(self.dose)
         self.hematocrit = number(self.hematocrit, "--hematocrit", 0.0, 1.0, high_open=True,
                                  hint="0.42 typical; 0 when the AIF is already plasma")
         self.max_delay = number(self.max_delay, "--max-delay", 0.0, MAX_DELAY_S,

@@ -32,7 +32,7 @@ from ..core.report import Timer, dump_json
 from ..core.volume import Volume, read_warnings
 from ..perfusion.motion import motion_step
 from ..perfusion import slice_timing
-from . import aif as aif_mod, aif_t2star
+from . import aif as aif_mod, aif_dose, aif_t2star
 from .arterial_baseline import _arterial_baseline
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
@@ -279,7 +279,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 # (no AIF mask here: the analysed rows are the brain's)
                 aif_curve, exact_aif, placement = aif_mod.population_aif(
                     times, conc, _rows_mean(conc, in_brain), n_base, params.hematocrit, params.max_delay,
-                    params.population_aif)
+                    params.population_aif, params.dose)
                 aif_delay = placement.arrival
 
     if aif_blood is not None:  # (the voxels were chosen and checked on the tissue-T10 curve above)
@@ -396,8 +396,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     report["motion"] = motion
     report["slice_timing"] = timing_report
     report["delay_range"] = {"max_delay_s": params.max_delay, "groups": delay_range}
-    if placement is not None:  # where the population AIF was put, and the delay grid searched from it
-        report["aif"]["population_placement"] = placement.record(params.max_delay)
+    # a population AIF: where it was put, the delay grid searched from it, and its dose (.aif_dose)
+    report["aif"].update(aif_dose.report_entries(params, exact_aif, placement, warnings))
     if ve_info is not None:
         report["ve_determination"] = ve_info
         share = ve_info.get("undetermined_share")

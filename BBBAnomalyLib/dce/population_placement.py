@@ -50,20 +50,25 @@ class ExactPopulationAIF:
     """The named plasma population AIF on ``times`` [s], its own time zero at ``arrival`` [s]: ``values(delay)`` is
     the curve at times - arrival - delay (exactly 0 before it), ``integral(delay)`` its running integral from the
     arrival [mM·min], accumulated on a fine grid (not the trapezoid over the frames: the first pass falls between
-    the frames at coarse sampling)."""
+    the frames at coarse sampling). ``scale``: dose / the model's dose (:func:`.aif_dose.dose_scale`; 1 leaves the
+    curve exactly as published)."""
 
-    def __init__(self, name: str, hematocrit: float, arrival: float, times: np.ndarray):
+    def __init__(self, name: str, hematocrit: float, arrival: float, times: np.ndarray, scale: float = 1.0):
         self.name, self.hematocrit, self.arrival = name, float(hematocrit), float(arrival)
+        self.scale = float(scale)
         self.times = np.asarray(times, dtype=np.float64)
         span = float(self.times.max() - min(self.times.min(), self.arrival)) + 2 * FINE_STEP_S
         self._u = np.arange(0.0, span + FINE_STEP_S, FINE_STEP_S)  # [s] after the curve's own arrival
-        fine = plasma_population_aif(name, self._u / 60.0, self.hematocrit)
+        fine = self._scaled(plasma_population_aif(name, self._u / 60.0, self.hematocrit))
         steps = 0.5 * (fine[1:] + fine[:-1]) * (FINE_STEP_S / 60.0)
         self._running = np.concatenate([[0.0], np.cumsum(steps)])
 
+    def _scaled(self, curve: np.ndarray) -> np.ndarray:
+        return curve if self.scale == 1.0 else curve * self.scale  # (the model's own dose: bit-identical)
+
     def values(self, delay: float = 0.0) -> np.ndarray:
-        return plasma_population_aif(self.name, self.times / 60.0, self.hematocrit,
-                                     delay=(self.arrival + float(delay)) / 60.0)
+        return self._scaled(plasma_population_aif(self.name, self.times / 60.0, self.hematocrit,
+                                                  delay=(self.arrival + float(delay)) / 60.0))
 
     def integral(self, delay: float = 0.0) -> np.ndarray:
         return np.interp(self.times - self.arrival - float(delay), self._u, self._running, left=0.0)

@@ -221,6 +221,13 @@ POPULATION_AIFS = {
 }
 
 
+#: The contrast dose [mmol/kg] each population curve was measured at (its source's protocol, see each model above):
+#: Parker 2006 and Georgiou 2019 (Gd-DOTA) 0.1 in patients, Weinmann 1984 / Tofts & Kermode (Gd-DTPA) 0.1 (its D),
+#: Fritz-Hansen 1996 0.1 (the amplitudes are already mM at that dose), McGrath 2009 0.1 in the rat. A protocol
+#: with another dose scales the curve by dose / this (:mod:`BBBAnomalyLib.dce.aif_dose`).
+MODEL_DOSE_MMOL_PER_KG = {"parker": 0.1, "georgiou": 0.1, "fritz-hansen": 0.1, "weinmann": 0.1, "mcgrath": 0.1}
+
+
 def plasma_population_aif(name: str, t_minutes, hematocrit: float, delay: float = 0.0) -> np.ndarray:
     """Plasma Cp [mM] of the named population AIF at `t_minutes` (delay in minutes): blood curves
     (Parker, Georgiou, McGrath) are divided by (1 - Hct); Weinmann and Fritz-Hansen are plasma already."""
