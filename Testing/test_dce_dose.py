@@ -136,3 +136,14 @@ def test_the_panel_offers_the_dose():
     spec = {p.name: p for p in DCE.parameters}["dose"]
     assert spec.optional and spec.advanced and spec.maximum == 0.3
     assert DCE.default_parameters()["dose"] is None
+
+
+def test_the_default_population_aif_warning_names_its_dose(objects):
+    """With no AIF at all the run already warns that Parker was used; it now says Parker's dose and --dose."""
+    full = objects[0]
+    t10 = Volume(full.truth["t10"].data, full.signal.affine)
+    default = run_dce(full.signal, DCEParameters(rls="none"), brain_mask=full.masks["brain"], t10_map=t10)
+    line = next(w for w in default.report["warnings"] if "no AIF mask given" in w)
+    assert "0.1 mmol/kg" in line and "--dose" in line
+    given = run_dce(full.signal, DCEParameters(rls="none", dose=0.1), brain_mask=full.masks["brain"], t10_map=t10)
+    assert not any("mmol/kg" in w for w in given.report["warnings"] if "no AIF mask given" in w)

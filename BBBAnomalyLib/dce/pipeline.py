@@ -149,7 +149,10 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             resolve_device(params.device)
         if "aif-mask" not in masks and params.population_aif is None and not params.aif_auto:
             params.population_aif = "parker"
-            warnings.append("no AIF mask given: the Parker population AIF was used (--population-aif parker)")
+            warnings.append("no AIF mask given: the Parker population AIF was used (--population-aif parker), the curve "
+                            "of 0.1 mmol/kg: give --dose for another dose (Ktrans, vp and ve scale with it)"
+                            if params.dose is None else
+                            "no AIF mask given: the Parker population AIF was used (--population-aif parker)")
         elif "aif-mask" in masks and params.population_aif is not None:
             warnings.append("both an AIF mask and a population AIF were given: the AIF mask was used")
             params.population_aif = None
