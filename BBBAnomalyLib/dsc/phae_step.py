@@ -60,9 +60,11 @@ def _phae_options_unused(params, warnings: list) -> None:
 
 
 def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_progress, keep_fitted=False,
-                     brain=None, voxel_sizes=None, guide=None, contrast=None):
+                     brain=None, voxel_sizes=None, guide=None, contrast=None, offsets=None):
     """PHAE on the (leakage-corrected) brain curves; optional per-case adaptation first; with
-    params.phae_pooled_delay, each voxel's curve is moved earlier by its neighbourhood's bolus delay first."""
+    params.phae_pooled_delay, each voxel's curve is moved earlier by its neighbourhood's bolus delay first.
+    ``offsets`` (a 2D multi-slice series' slice times relative to the AIF's, perfusion/slice_timing.py): the curves
+    of each offset read with the AIF moved to that time (:func:`_fit_by_offset`); None: one AIF for every voxel."""
     try:
         from .phae import PHAEModel
     except ImportError as exc:  # torch missing: the classic methods still work
@@ -89,11 +91,17 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
     delays = None
     if params.phae_pooled_delay and brain is not None:
         report_progress(0.42, "PHAE: bolus delay of each neighbourhood")
-        delays, phae_report["pooled_delay"] = model.pooled_delays(brain_curves, brain, voxel_sizes)
-    # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
-    # domain_check=False: the lines are in the report's warnings above (fit's would be UserWarnings besides them)
-    fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays, pooling=pooling,
-                    progress=lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference"), domain_check=False)
+        delays, phae_report["pooled_delay"] = model.pooled_delays(
+            brain_curves, brain, voxel_sizes, **({} if offsets is None else {"offsets": offsets}))
+    progress = lambda f: report_progress(0.45 + 0.45 * f, "PHAE inference")  # noqa: E731
+    if offsets is None:
+        # the decoder's model curves are one more (n, T) array: only when the caller keeps curves (the panel's plots)
+        # domain_check=False: the lines are in the report's warnings above (fit's would be UserWarnings besides them)
+        fit = model.fit(brain_curves, keep_curves=keep_fitted, delay_shift=delays, pooling=pooling,
+                        progress=progress, domain_check=False)
+    else:
+        fit, phae_report["slice_timing"] = _fit_by_offset(model, aif_curve, times, brain_curves, offsets, delays,
+                                                          pooling, brain, guide, voxel_sizes, keep_fitted, progress)
     if fit.pooled_curves is not None:
         phae_report["guided_pooling"]["effective_curves"] = summarise(fit.pooled_curves)
     phae_report["fit_loss"] = summarise(fit.loss)
@@ -109,6 +117,36 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
                                     "case, so they may not hold")
         phae_report["roi_systematic_bias"] = systematic
     return fit, {"phae": phae_report}
+
+
+def _fit_by_offset(model, aif_curve, times, brain_curves, offsets, delays, pooling, brain, guide, voxel_sizes,
+                   keep_fitted, progress):
+    """PHAE with each group of curves acquired at one offset read against the AIF moved to that time (the classic
+    methods' correction, slice_timing.fit_by_acquisition_time): one model per offset sharing the network (the AIF
+    is a per-case input of the network, broadcast to every curve). The pooled delays already hold each block's mean
+    offset (PHAEModel.pooled_delays). Guided pooling stays within the group: a neighbour in an adjacent slice of
+    another offset shows its bolus at another time on the frame grid, and averaging it in would blur the timing
+    that the group's AIF is moved to (the pooling is in-plane anyway where slices are thicker than 3 mm, the
+    usual 2D DSC)."""
+    from ..perfusion.guided_pooling import GuidedPooling
+    from ..perfusion.slice_timing import fit_by_acquisition_time
+
+    brain_index = np.flatnonzero(brain) if pooling is not None else None
+
+    def fit_group(aif, curves, group_progress, rows):
+        group_pooling = None
+        if pooling is not None:  # the same S0 guide and noise, over this group's voxels only
+            within = np.zeros(brain.shape, bool)
+            within.flat[brain_index[rows]] = True  # rows ascending: np.flatnonzero(within) order
+            group_pooling = GuidedPooling(within, guide[0][rows], guide[1], voxel_sizes)
+        return model.with_aif(aif).fit(curves, keep_curves=keep_fitted, progress=group_progress,
+                                       delay_shift=None if delays is None else delays[rows],
+                                       context_from=brain_curves, pooling=group_pooling, domain_check=False)
+
+    fit = fit_by_acquisition_time(fit_group, aif_curve, times, brain_curves, offsets, progress, with_rows=True)
+    entry = {"applied": True, "guided_pooling": "within each offset group" if pooling is not None else None,
+             "pooled_delay": "block delays plus each block's mean offset" if delays is not None else None}
+    return fit, entry
 
 
 def _transit_gate(aif_curve, times, brain_curves, weights, phae_report, warnings) -> None:

@@ -379,10 +379,11 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                           "min_t": params.bsw_min_t, "k2": summarise(bsw.k2)}
 
     with timer("deconvolution"):  # each slice's curves against the AIF at its acquisition time (slice_timing.py)
-        phae = params.method is DeconvolutionMethod.PHAE  # reads one AIF for all voxels: not corrected
+        phae = params.method is DeconvolutionMethod.PHAE  # not corrected unless slice_timing.PHAE_BY_OFFSET (missed)
         offsets, timing_report = slice_timing.plan(
             timing, params.slice_timing, order[:n_brain], order[selection.voxels], spatial_shape,
-            float(times[1] - times[0]), warnings, slice_timing.DSC_PHAE if phae else None, slice_timing.DSC_ERRORS)
+            float(times[1] - times[0]), warnings,
+            slice_timing.DSC_PHAE if phae and not slice_timing.PHAE_BY_OFFSET else None, slice_timing.DSC_ERRORS)
         deconvolve = _deconvolve_phae if phae else deconvolve_classic
         fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
                                        keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes, guide=guide,

@@ -217,6 +217,19 @@ class PHAEModel:
         self._aif_t = torch.as_tensor(self.aif[None, :], device=self.device)
         self._domain_warned: set[tuple[str, bool]] = set()  # (statistic, below its range) already warned about
 
+    def with_aif(self, aif: np.ndarray) -> "PHAEModel":
+        """This model (the same network, card and calibration, adapted or not) bound to another AIF of the same
+        length: the AIF moved to a slice's acquisition time (perfusion/slice_timing.py), one model per offset."""
+        import torch
+
+        other = copy.copy(self)
+        other.aif = checks.curve(aif, "AIF").astype(np.float32)
+        if other.aif.shape != self.aif.shape or not np.isfinite(other.aif).all():
+            raise InputError(f"the moved AIF must have {self.aif.size} finite frames like the model's")
+        other._aif_t = torch.as_tensor(other.aif[None, :], device=self.device)
+        other._domain_warned = set()
+        return other
+
     # ------------------------------------------------------------------------------------
     def fit(self, curves: np.ndarray, keep_curves: bool = True, progress=None, delay_shift=None,
             context_from: np.ndarray | None = None, pooling=None, domain_check: bool = True) -> PHAEFit:
@@ -360,9 +373,14 @@ class PHAEModel:
         return lines
 
     # ------------------------------------------------------------------------------------
-    def pooled_delays(self, curves: np.ndarray, brain: np.ndarray, voxel_sizes, max_passes: int = 3) -> tuple[np.ndarray, dict]:
+    def pooled_delays(self, curves: np.ndarray, brain: np.ndarray, voxel_sizes, max_passes: int = 3,
+                      offsets: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """Per voxel the bolus delay [s] of its ~8 mm neighbourhood (dsc/phae/pooled_delay.py): the network run on
         the blocks' mean curves, interpolated back. ``curves`` are the brain's, in np.flatnonzero(brain) order.
+        ``offsets``: each voxel's acquisition time relative to the AIF's (a 2D multi-slice series, slice_timing.py),
+        for voxels then read against the AIF moved to their own time: a block mixing slices shows its bolus earlier
+        by its voxels' mean offset on the frame grid, which is added back, so that the delay is the one against the
+        moved AIFs (without it the network had to find that mean offset itself, and follows only part of a shift).
         Returns the delays and a summary for the report."""
         from .pooled_delay import block_grid, block_means, shift_earlier, voxel_delays
 
@@ -401,6 +419,9 @@ class PHAEModel:
             block_delay = np.clip(block_delay + step, lo, hi).astype(np.float32)
             if np.abs(step).max() < 0.25 * self.dt:
                 break
+        if offsets is not None:  # the block's mean acquisition offset (its block mean's timing), added back
+            block_offset = block_means(np.asarray(offsets, np.float32)[:, None], labels, int(np.prod(grid_shape)))[0]
+            block_delay = block_delay + block_offset[:, 0]
         delays = voxel_delays(block_delay, used, counts, block, grid_shape, brain)
         summary = {"block_voxels": [int(b) for b in block], "blocks": int(used.size),
                    "shifted_voxels": int((np.rint(delays / self.dt) != 0).sum()), "passes": passes,
