@@ -30,6 +30,16 @@ def add_output_options(parser: argparse.ArgumentParser, pipeline: str, formats: 
     out.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
+def add_motion_option(group, default: str, reference: str) -> None:
+    """``--motion-correct {rigid,detect,none}`` of the dynamic series (dsc, dce; perfusion/motion.py), every frame
+    registered to ``reference`` (e.g. "the first analysed one")."""
+    group.add_argument("--motion-correct", choices=["rigid", "detect", "none"], default=default,
+                       help=f"head motion during the series: rigid registers every frame to {reference} (mutual "
+                            "information), reports the displacement (report.json 'motion'), warns above half a "
+                            "voxel and resamples the frames that moved that far; detect reports and warns only; "
+                            "none does not look (default %(default)s)")
+
+
 def output_suffix(args) -> str:
     return FORMATS[getattr(args, "format", None) or "nifti"]
 

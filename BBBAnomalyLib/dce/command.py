@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from ..cli_options import add_output_options, output_suffix
+from ..cli_options import add_motion_option, add_output_options, output_suffix
 from .parameters import (MASK_OUTPUTS, MODEL_MAPS, OTHER_OUTPUTS, RLS_MAPS, VE_DEPENDENT_MAPS, DCEParameters,
                          InputKind, Model, RLSSource)
 
@@ -128,11 +128,7 @@ def register(sub) -> None:
                         help="largest per-voxel bolus delay searched, seconds (default 6; 0 = off); raise it where "
                              "the tumour or brain lags the AIF by more than that (the report warns and suggests a "
                              "value)")
-    method.add_argument("--motion-correct", choices=["rigid", "detect", "none"], default=DCEParameters.motion_correct,
-                        help="head motion during the series: rigid registers every frame to the first (mutual "
-                             "information), reports the displacement (report.json 'motion'), warns above half a "
-                             "voxel and resamples the frames that moved that far; detect reports and warns only; "
-                             "none does not look (default %(default)s)")
+    add_motion_option(method, DCEParameters.motion_correct, "the first")
     method.add_argument("--slice-timing", choices=["auto", "none"], default=DCEParameters.slice_timing,
                         help="slice timing of a 2D multi-slice series: auto fits each slice with the AIF moved to that "
                              "slice's acquisition time within the frame, where the file gives the slice times (a BIDS "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli_options import add_output_options, output_suffix
+from ..cli_options import add_motion_option, add_output_options, output_suffix
 
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 
@@ -86,11 +86,7 @@ def register(sub) -> None:
                         help="deconvolution (default osvd)")
     method.add_argument("--oi-target", type=float, default=0.095,
                         help="oSVD oscillation-index target (0.095 in vivo, 0.035 for simulations)")
-    method.add_argument("--motion-correct", choices=["rigid", "detect", "none"], default=DSCParameters.motion_correct,
-                        help="head motion during the series: rigid registers every frame to the first analysed "
-                             "one (mutual information), reports the displacement (report.json 'motion'), warns above half a "
-                             "voxel and resamples the frames that moved that far; detect reports and warns only; "
-                             "none does not look (default %(default)s)")
+    add_motion_option(method, DSCParameters.motion_correct, "the first analysed one")
     method.add_argument("--slice-timing", choices=["auto", "none"], default=DSCParameters.slice_timing,
                         help="slice timing of a 2D multi-slice series: auto deconvolves each slice with the AIF moved to "
                              "that slice's acquisition time within the frame, where the file gives the slice times (a "
