@@ -61,9 +61,11 @@ def test_n4_removes_a_known_smooth_field():
     removed -= removed.mean()
     error = np.sqrt(np.mean((removed - true) ** 2))
     assert error < 0.1 * true.std(), (error, true.std())
-    # the report's range: the ramp's ±20 % less the mean, as the multiplicative field divided out
+    # the report's range: the ramp's ±20 % (0.8-1.2) times the small field N4 finds on the clean image itself
+    # (0.91-1.09 at this fit grid), i.e. within about 0.73-1.31 (since session 22 the field is evaluated over the fit
+    # grid's own span: the earlier evaluation stretched it by 3-4 % and kept it under 1.25 here)
     assert info["method"] == "n4" and not warnings
-    assert 0.75 < info["field_min"] < 0.9 and 1.1 < info["field_max"] < 1.25
+    assert 0.7 < info["field_min"] < 0.9 and 1.1 < info["field_max"] < 1.32
     assert info["shrink"] == [4, 4, 4]
 
 

@@ -8,6 +8,7 @@
   python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --lesion-out          # + the runs with n4-lesion-out
   python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --lesion-field        # N4's field in the tumour, per method
   python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --flair-only          # diagnostic: T1 left uncorrected
+  python scripts/t1flair_bias_field.py --out /tmp/t1f_bias --field-evaluation    # where N4's time goes; field vs fit
 
 The real cases (../shared/data/brats; never written there) get smooth multiplicative fields, independent on the T1
 and on the FLAIR, whose shapes differ from the phantoms' training augmentation (exp of Gaussian-smoothed noise,
@@ -318,6 +319,56 @@ def flair_only(case, out: Path):
             f"{fmt(row['identifier_p'])}), tumour Dice {fmt(row.get('tumour_dice'))}")
 
 
+def field_evaluation(cases):
+    """Per case and image: CPU seconds of N4's fit and of evaluating its field (ITK's full-resolution evaluation of
+    sessions 20-22 against ``evaluate_log_field``), and each evaluation's |difference| from the B-spline N4 fitted,
+    at the brain's voxels: the exact B-spline over the shrunk grid's span every 0.5 voxel (Shrink's offsets are
+    multiples of half a voxel, so every image voxel is on that grid)."""
+    import SimpleITK as sitk
+
+    from BBBAnomalyLib.structural import bias_field as bf
+
+    lines = ["| case | image | fit CPU s | full-res evaluation CPU s | evaluate_log_field CPU s "
+             "| full-res: max / p99 abs. log error | evaluate_log_field: max / p99 |", "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        arrays, _ = audit.load_case(case)
+        brain = (arrays["t1"] != 0) | (arrays["flair"] != 0)
+        box = bf.brain_box(brain)
+        in_box = brain[box]
+        for name in ("t1", "flair"):
+            crop = np.asarray(arrays[name][box], np.float32)
+            image = sitk.GetImageFromArray(crop)
+            mask = sitk.GetImageFromArray((in_box & (crop > 0)).astype(np.uint8))
+            mask.CopyInformation(image)
+            factors = bf.shrink_factors((1.0, 1.0, 1.0))
+            small, small_mask = sitk.Shrink(image, factors), sitk.Shrink(mask, factors)
+            n4 = sitk.N4BiasFieldCorrectionImageFilter()
+            n4.SetMaximumNumberOfIterations(list(bf.ITERATIONS))
+            n4.SetConvergenceThreshold(bf.CONVERGENCE)
+            n4.SetNumberOfThreads(1)
+            seconds = [time.process_time()]
+            n4.Execute(small, small_mask)
+            seconds.append(time.process_time())
+            old = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image))
+            seconds.append(time.process_time())
+            new = bf.evaluate_log_field(n4, image, small, factors)
+            seconds.append(time.process_time())
+            reference = sitk.Image([8 * (n - 1) + 1 for n in small.GetSize()], sitk.sitkFloat32)
+            reference.SetOrigin(small.GetOrigin())
+            reference.SetSpacing([0.5, 0.5, 0.5])
+            exact = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(reference))
+            voxels = np.argwhere(in_box)
+            where = 2 * voxels - np.array([round(2 * v) for v in small.GetOrigin()[::-1]])
+            inside = np.all((where >= 0) & (where < np.array(exact.shape)), axis=1)
+            truth = exact[tuple(where[inside].T)]
+            errors = [np.abs(field[tuple(voxels[inside].T)] - truth) for field in (old, new)]
+            lines.append(f"| {case} | {name} | {seconds[1] - seconds[0]:.2f} | {seconds[2] - seconds[1]:.2f} "
+                         f"| {seconds[3] - seconds[2]:.2f} | "
+                         + " | ".join(f"{e.max():.4f} / {np.percentile(e, 99):.4f}" for e in errors) + " |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def benchmark(case="TCGA-FG-6692", repeats=3):
     """The bias_field step alone (both images) on the 240x240x155 case, ``repeats`` times; torch/ITK threads: 2."""
     from BBBAnomalyLib.structural.bias_field import correct_pair
@@ -344,6 +395,8 @@ def main(argv=None):
                     help="also run bias_correct n4-lesion-out (the lesion left out of N4's fit) on the fields")
     ap.add_argument("--flair-only", action="store_true",
                     help="diagnostic: n4-lesion-out on the FLAIR only, the T1 as given (unbiased cases)")
+    ap.add_argument("--field-evaluation", action="store_true",
+                    help="N4's fit vs field-evaluation CPU time and the evaluated field's error against the fit")
     ap.add_argument("--lesion-field", action="store_true",
                     help="measure N4's field inside the tumour (plain and lesion left out) on the TCGA cases")
     args = ap.parse_args(argv)
@@ -359,6 +412,10 @@ def main(argv=None):
     if args.flair_only:
         for case in args.cases:
             print(flair_only(case, args.out), flush=True)
+        return
+    if args.field_evaluation:
+        text = field_evaluation(args.cases)
+        (args.out / "field_evaluation.md").write_text(text + "\n")
         return
     if args.lesion_field:
         text = lesion_field([c for c in args.cases if c.startswith("TCGA")])
