@@ -14,6 +14,8 @@ there): GM CBF, CBV and Tmax per slice, tumour-rim/NAWM rCBV and rCBF, for oSVD,
     OMP_NUM_THREADS=1 python scripts/dsc_slice_timing.py --phae     # with PHAE (slower; not corrected: before = after)
     OMP_NUM_THREADS=1 python scripts/dsc_slice_timing.py --methods phae --phae-by-offset   # PHAE's measured correction
     OMP_NUM_THREADS=1 python scripts/dsc_slice_timing.py --dce      # a 2D multi-slice DCE: 3 and 5 s frames
+    OMP_NUM_THREADS=1 python scripts/dsc_slice_timing.py --align-aif  # AIF voxels aligned first (not adopted)
+    OMP_NUM_THREADS=1 python scripts/dsc_slice_timing.py --cost     # oSVD's cost; a shared oSVD start step (measured)
 
 DCE: the DCE object built the same way (its bolus o_z s earlier in slice z), extended Tofts with the true T10 map and
 the arterial mask in the two lowest slices, --rls none; per-slice medians of the enhancing rim's Ktrans and vp and of
@@ -192,6 +194,47 @@ def dce_rows(quick: bool):
                       f" | {out['off']['t']:.2f}/{out['on']['t']:.2f} |", flush=True)
 
 
+def cost_rows(slices=(12, 24), repeats=5):
+    """oSVD's run_dsc CPU time (the least of ``repeats``; interleaved, 1.5 s frames, SNR 50): 'none', 'auto', 'auto'
+    with the oSVD scan's start step sampled once for the run and shared by every offset group (only the speed depends
+    on it: the maps are checked bit-identical), and 'auto' with the AIF voxels aligned (--align-aif)."""
+    import time
+
+    from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel
+    from BBBAnomalyLib.perfusion import slice_timing
+
+    sampled, shared = DeconvolutionModel._osvd_first_step, {}
+
+    def first_step_once(self, curves, block):
+        if "step" not in shared:
+            shared["step"] = sampled(self, curves, block)
+        return shared["step"]
+
+    for nz in slices:
+        ph, timed = timed_object(slice_times("interleaved", nz, 1.5), slices=nz, seed=2, snr=50.0, frame_interval=1.5)
+        aif = ph.masks["aif"].copy()
+        aif[:, :, 2:] = False
+        out = {}
+        for label, mode, share, align in (("none", "none", False, False), ("auto", "auto", False, False),
+                                          ("shared start", "auto", True, False), ("aligned AIF", "auto", False, True)):
+            DeconvolutionModel._osvd_first_step = first_step_once if share else sampled
+            slice_timing.ALIGN_AIF_VOXELS = align
+            best = np.inf
+            for _ in range(repeats):
+                shared.clear()
+                start = time.process_time()
+                result = run_dsc(timed, DSCParameters(method="osvd", slice_timing=mode, **UNITLESS), aif_mask=aif,
+                                 brain_mask=ph.masks["brain"])
+                best = min(best, time.process_time() - start)
+            out[label] = (best, result)
+        DeconvolutionModel._osvd_first_step, slice_timing.ALIGN_AIF_VOXELS = sampled, False
+        same = all(np.array_equal(v.data, out["shared start"][1].maps[k].data) for k, v in out["auto"][1].maps.items())
+        base = out["none"][0]
+        print(f"{nz} slices, oSVD run_dsc CPU s: " + ", ".join(f"{k} {t:.3f} ({100 * (t / base - 1):+.0f} %)"
+                                                            for k, (t, _) in out.items()) +
+              f"; shared start's maps bit-identical to auto: {same}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phae", action="store_true", help="PHAE too")
@@ -210,7 +253,17 @@ def main(argv=None) -> int:
     parser.add_argument("--phase-matched", action="store_true",
                         help="also each corrected slice against the object acquired wholly at that slice's offset (the "
                              "AIF too): what is left once the sampling phase of the bolus is the same")
+    parser.add_argument("--align-aif", action="store_true",
+                        help="'auto' with the AIF voxels of each acquisition offset moved to each slice's time before "
+                             "they are averaged (measured, not adopted: slice_timing.ALIGN_AIF_VOXELS); without it "
+                             "their plain mean is moved")
+    parser.add_argument("--cost", action="store_true",
+                        help="oSVD's run time: auto, a shared oSVD start step, --align-aif")
     args = parser.parse_args(argv)
+    if args.align_aif:
+        from BBBAnomalyLib.perfusion import slice_timing
+
+        slice_timing.ALIGN_AIF_VOXELS = True
     if args.phae_by_offset:
         from BBBAnomalyLib.perfusion import slice_timing
 
@@ -218,6 +271,9 @@ def main(argv=None) -> int:
     PHAE_OPTIONS["phae_guided_pooling"] = args.guided_pooling
     if args.dce:
         dce_rows(args.quick)
+        return 0
+    if args.cost:
+        cost_rows()
         return 0
     methods = ["osvd", "csvd", "ssvd", "tikhonov"] + (["phae"] if args.phae else [])
     if args.methods:

@@ -255,7 +255,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             rls_out.ser = lambda: ser_from_concentration(brain_conc_, _rows(t10, in_brain), flip, tr, params.relaxivity)
         ser = None
 
-    aif_delay, exact_aif, placement, t2star = None, None, None, None
+    aif_delay, exact_aif, placement, t2star, aif_one_time = None, None, None, None, None
     if aif_curve is None:  # (a search region or the automatic AIF with the RLS or --blood-t10: chosen above)
         report_progress(0.5 if rls_first else 0.1, "arterial input function")
         with timer("aif"):
@@ -271,6 +271,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 del blood, extra
             elif arterial is not None and not params.aif_region:
                 aif_curve = aif_mod.aif_from_mask(conc, arterial[analysed], params.hematocrit, n_baseline=n_base)
+                aif_one_time = slice_timing.aif_at_one_time(  # --slice-timing auto: its voxels moved to one time first
+                    timing, params.slice_timing, aif_curve, lambda: conc[arterial[analysed]] / (1 - params.hematocrit),
+                    np.flatnonzero(arterial), brain.shape, times)
             elif _aif_chooses_voxels(arterial, params):
                 if arterial is None and mode == "relative":
                     # saturated arterial SER is neither the highest nor the sharpest curve
@@ -286,7 +289,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                 aif_delay = placement.arrival
 
     if aif_blood is not None:  # (the voxels were chosen and checked on the tissue-T10 curve above)
-        aif_curve = aif_blood
+        aif_curve, aif_one_time = aif_blood, None  # (not the mean the alignment read)
     aif_mod.warn_slow_frames(aif_curve, times, aif_delay is not None, warnings,
                              refine=params.refine and params.model not in (Model.TWO_CXM, Model.TWO_CUM))
     if params.aif_auto and params.population_aif is None and "aif-mask" not in masks and mode == "spgr":
@@ -298,9 +301,10 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
                                   else "from the --aif-search region" if params.aif_region else "chosen automatically")
         aif_mod.warn_single_t10(params, mode, t10_map is not None, blood_t10, warnings)
-        aif_curve, t2star = aif_t2star.check_measured_aif(  # the blood's T2* at TE: said (corrected when asked)
+        measured, (aif_curve, t2star) = aif_curve, aif_t2star.check_measured_aif(  # the blood's T2* at TE: said
             aif_curve, series.acquisition, params, mode, t10, arterial[analysed] if arterial is not None else None,
-            blood_t10, flip, tr, times, n_base, warnings)
+            blood_t10, flip, tr, times, n_base, warnings)  # (corrected when asked: then not the aligned mean)
+        aif_one_time = aif_one_time if np.array_equal(aif_curve, measured) else None
     if rls_first:
         release_freed_memory()  # what the RLS step's network and the conversion left, before the fit's chunks
     fit_from, fit_span = (0.55, 0.35) if rls_first else (0.15, 0.3)
@@ -327,7 +331,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
             model = slice_timing.grouped(
                 lambda aif: PKModel(params.model, aif, times, max_delay=params.max_delay + beyond, refine=params.refine,
                                     refine_iterations=params.refine_iterations, device=params.device,
-                                    chunk_voxels=params.chunk_voxels, exact_aif=exact_aif), aif_curve, times, offsets)
+                                    chunk_voxels=params.chunk_voxels, exact_aif=exact_aif),
+                aif_curve if offsets is None or aif_one_time is None else aif_one_time, times, offsets)
         fitting = lambda f: report_progress(fit_from + fit_span * f, f"fitting {params.model.value}")  # noqa: E731
         if not isinstance(model, ExchangeModel):  # model curves on demand (DCEResult.curves), not held with the maps
             # the parameters stored as their float32 maps will hold them (the same cast; issue 17)

@@ -346,6 +346,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         warnings.append(f"{clipped} samples fell below 0.1 % of their baseline signal and were clipped "
                         "before the logarithm (noise floor or saturated arteries)")
     aif_curve = selection.curve
+    # --slice-timing auto: the AIF voxels moved to one time, then averaged (here: the leakage correction edits curves)
+    aif_one_time = slice_timing.aif_at_one_time(timing, params.slice_timing, aif_curve,
+                                                lambda: curves[selection.voxels], order[selection.voxels],
+                                                spatial_shape, times)
     saturation = None
     if kind == "signal" and not raw2_given and te:  # a single echo's magnitude floor cuts the AIF's peak off
         saturation = aif_saturation(curves[selection.voxels], slice(baseline.first, baseline.stop), te,
@@ -385,9 +389,10 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             float(times[1] - times[0]), warnings,
             slice_timing.DSC_PHAE if phae and not slice_timing.PHAE_BY_OFFSET else None, slice_timing.DSC_ERRORS)
         deconvolve = _deconvolve_phae if phae else deconvolve_classic
-        fit, extra_report = deconvolve(aif_curve, times, brain_curves, params, warnings, report_progress,
-                                       keep_fitted=keep_curves, brain=brain, voxel_sizes=voxel_sizes, guide=guide,
-                                       contrast=contrast, **({} if offsets is None else {"offsets": offsets}))
+        fit, extra_report = deconvolve(aif_curve if offsets is None or phae else aif_one_time, times, brain_curves,
+                                       params, warnings, report_progress, keep_fitted=keep_curves, brain=brain,
+                                       voxel_sizes=voxel_sizes, guide=guide, contrast=contrast,
+                                       **({} if offsets is None else {"offsets": offsets}))
         guide = None  # S0 per voxel: read by the pooling only
     if not keep_curves:  # the curves are done with: the maps do not sit on top of them
         del raw, curves, brain_curves
