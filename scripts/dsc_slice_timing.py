@@ -197,7 +197,8 @@ def dce_rows(quick: bool):
 def cost_rows(slices=(12, 24), repeats=5):
     """oSVD's run_dsc CPU time (the least of ``repeats``; interleaved, 1.5 s frames, SNR 50): 'none', 'auto', 'auto'
     with the oSVD scan's start step sampled once for the run and shared by every offset group (only the speed depends
-    on it: the maps are checked bit-identical), and 'auto' with the AIF voxels aligned (--align-aif)."""
+    on it: the maps are checked bit-identical; since session 22 'auto' itself shares it, so the two rows measure the
+    same code), and 'auto' with the AIF voxels aligned (--align-aif)."""
     import time
 
     from BBBAnomalyLib.dsc.deconvolution import DeconvolutionModel

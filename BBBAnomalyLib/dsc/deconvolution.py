@@ -310,9 +310,12 @@ class DeconvolutionModel:
 
     # ------------------------------------------------------------------------------------
     def fit(self, curves: np.ndarray, keep_residue: bool = False, progress=None,
-            keep_fitted: bool = False) -> DeconvolutionFit:
+            keep_fitted: bool = False, osvd_first_step: int | None = None) -> DeconvolutionFit:
         """Deconvolve (n_voxels, N) curves in chunks of ``chunk_voxels``; ``keep_fitted`` also
-        returns each voxel's model curve (:meth:`synthesize` of its residue, float32)."""
+        returns each voxel's model curve (:meth:`synthesize` of its residue, float32). ``osvd_first_step``: the step
+        oSVD's threshold scans start at (by default sampled from the curves, :meth:`_osvd_first_step`); only the
+        speed depends on it, so the models of one run's slice groups share the first one's (``osvd_start`` after a
+        fit)."""
         curves = checks.curve_matrix(curves, self.n)
         nvox = curves.shape[0]
         cbf = np.empty(nvox, np.float32)
@@ -325,7 +328,8 @@ class DeconvolutionModel:
 
         block = self._block_voxels()
         if self.method is DeconvolutionMethod.OSVD:
-            self._osvd_start = self._osvd_first_step(curves, block)
+            self._osvd_start = (self._osvd_first_step(curves, block) if osvd_first_step is None
+                                else int(osvd_first_step))
 
         def solve(sl: slice) -> slice:
             # Blocks of a chunk: the spectra, residues and work arrays of one block stay in cache,
@@ -406,6 +410,11 @@ class DeconvolutionModel:
         count = 2 * self._osvd_counts[best]
         np.copyto(weights, 0.0, where=np.arange(weights.shape[0])[:, None] >= count[None, :])
         return weights.T @ self._osvd_synthesis_t, self._osvd_thresholds[best], ~met
+
+    @property
+    def osvd_start(self) -> int:
+        """The step the last :meth:`fit`'s oSVD threshold scans started at (0 for the other methods)."""
+        return getattr(self, "_osvd_start", 0)
 
     def _osvd_first_step(self, curves: np.ndarray, block: int) -> int:
         """The step the threshold scans start at: below all but the rarest choices (0.5 %) of a
@@ -497,13 +506,18 @@ def deconvolve_classic(aif_curve, times, brain_curves, params, warnings, report_
     """The run's deconvolution (sSVD, cSVD, oSVD, Tikhonov) of the brain's curves: one model for every voxel, or with
     ``offsets`` (a 2D multi-slice series' slice times, perfusion/slice_timing.py) one per acquisition offset, each
     bound to the AIF moved to that time. Returns (fit, report entries)."""
+    shared: dict = {}  # oSVD's first scan step, sampled once per run: each slice group's own sample cost +24-28 %
+
     def fit_group(aif, curves, progress):
         model = DeconvolutionModel(
             aif, times[1] - times[0], params.method, ssvd_threshold=params.ssvd_threshold,
             csvd_threshold=params.csvd_threshold, oi_target=params.osvd_oi_target,
             n_lambdas=params.tikhonov_lambdas, chunk_voxels=params.chunk_voxels,
             lambda_rule=params.tikhonov_lambda_rule)
-        return model.fit(curves, progress=progress, keep_fitted=keep_fitted)  # the model curves for the panel's plots
+        fit = model.fit(curves, progress=progress, keep_fitted=keep_fitted,  # the model curves for the panel's plots
+                        osvd_first_step=shared.get("osvd_start"))
+        shared.setdefault("osvd_start", model.osvd_start)
+        return fit
 
     fit = fit_by_acquisition_time(
         fit_group, aif_curve, times, brain_curves, offsets,
