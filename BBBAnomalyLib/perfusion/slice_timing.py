@@ -46,8 +46,9 @@ MODES = ("auto", "none")
 #: Tmax held (27-30 of 30 per method), CBF held for sSVD only (28 of 30; oSVD 0 of 10, cSVD 0 of 3, Tikhonov 10 of
 #: 15: 2-8 % is left, as much against the object acquired wholly at the slice's time: the spline-moved AIF differs
 #: from a sampled one by 0.3-0.5 % rms, which the truncated deconvolutions turn into a few % of CBF; cSVD at 2 s
-#: frames and SNR 50 read 2-3 % worse slices 7-8 % off), and the cost held except oSVD (+24-28 % of a 0.2-1 s run).
-DEFAULT_WHY = "the session 22 rule missed on CBF (oSVD, cSVD, Tikhonov) and on oSVD's cost"
+#: frames and SNR 50 read 2-3 % worse slices 7-8 % off), and the cost held except oSVD (+24-28 % of a 0.2-1 s run;
+#: since its groups share one sampled scan start, +1 % at 12 slices: docs/benchmarks.md).
+DEFAULT_WHY = "the session 22 rule missed on CBF (oSVD, cSVD, Tikhonov)"
 #: What 'auto' does, for the warning that says 'none' left known slice times out (scripts/dsc_slice_timing.py)
 AUTO_REMEDY = ("--slice-timing auto reads each slice against the AIF at its own time (measured: the worst slice's "
                "Tmax error from up to 1.9 s to under 0.3 s in 114 of 120 runs, sSVD's CBF from up to 40 % to under "
