@@ -23,38 +23,13 @@ from BBBAnomalyLib.dsc import DSCParameters, run_dsc  # noqa: E402
 from BBBAnomalyLib.perfusion import slice_timing  # noqa: E402
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom  # noqa: E402
 
-NZ, TR = 6, 1.5
-#: interleaved 0, 2, 4, 1, 3, 5: the acquisition time of each slice (index order)
-INTERLEAVED = np.array([0, 3, 1, 4, 2, 5]) * TR / NZ
-SETTING = dict(slices=NZ, seed=3, snr=None, frame_interval=TR, duration=60.0)
+from test_slice_timing import INTERLEAVED, NZ, SETTING, TR, low_aif, slice_medians, timed_series  # noqa: E402,F401
 
 
 def with_times(signal, times):
     acq = dataclasses.replace(signal.acquisition, extra={
         slice_timing.EXTRA_KEY: {"times_s": [float(t) for t in times], "direction": "k", "source": "test"}})
     return dataclasses.replace(signal, acquisition=acq)
-
-
-def timed_series(offsets, setting=SETTING):
-    """The DSC object whose slice z is sampled offsets[z] s after each frame time (the bolus that much earlier)."""
-    base = make_dsc_phantom(**setting)
-    data = np.array(base.signal.data)
-    for z, o in enumerate(offsets):
-        if o:
-            data[:, :, z] = make_dsc_phantom(**setting, bolus_arrival=15.0 - o).signal.data[:, :, z]
-    return base, with_times(dataclasses.replace(base.signal, data=data), offsets)
-
-
-def low_aif(ph):
-    aif = ph.masks["aif"].copy()
-    aif[:, :, 2:] = False  # drawn in the two lowest slices (acquired at 0 and 0.75 s)
-    return aif
-
-
-def slice_medians(result, ph, name):
-    gm = ph.masks["gm"] & ~ph.masks["aif"]
-    values = result.maps[name].data
-    return np.array([np.median(values[:, :, z][gm[:, :, z]]) for z in range(gm.shape[2])])
 
 
 def run(series, ph, **kw):

@@ -43,6 +43,21 @@ def timed_series(offsets, setting=SETTING):
     return base, dataclasses.replace(base.signal, data=data, acquisition=acq)
 
 
+def timed_dce(setting, offsets):
+    """The DCE object whose slice z is sampled offsets[z] s after each frame time (the bolus that much earlier), with
+    the slice times in its acquisition: (the object at its frame times, the timed series)."""
+    from BBBAnomalyLib.phantoms.dce import make_dce_phantom
+
+    base = make_dce_phantom(**setting)
+    data = np.array(base.signal.data)
+    for z, o in enumerate(offsets):
+        if o:
+            data[:, :, z] = make_dce_phantom(**setting, bolus_arrival=30.0 - o).signal.data[:, :, z]
+    acq = dataclasses.replace(base.signal.acquisition, extra={
+        slice_timing.EXTRA_KEY: {"times_s": list(offsets), "direction": "k", "source": "test"}})
+    return base, dataclasses.replace(base.signal, data=data, acquisition=acq)
+
+
 @pytest.fixture(scope="module")
 def interleaved():
     return timed_series(INTERLEAVED)
@@ -231,18 +246,10 @@ def test_dce_slices_acquired_later_in_a_5_s_frame_are_fitted_with_the_aif_at_the
     from BBBAnomalyLib.core.volume import Volume
     from BBBAnomalyLib.dce.parameters import DCEParameters
     from BBBAnomalyLib.dce.pipeline import run_dce
-    from BBBAnomalyLib.phantoms.dce import make_dce_phantom
 
-    setting = dict(slices=4, frame_interval=5.0, snr=None, seed=1, duration=200.0)
-    offsets = [0.0, 1.25, 2.5, 3.75]
-    base = make_dce_phantom(**setting)
-    data = np.array(base.signal.data)
-    for z, o in enumerate(offsets):
-        if o:
-            data[:, :, z] = make_dce_phantom(**setting, bolus_arrival=30.0 - o).signal.data[:, :, z]
-    acq = dataclasses.replace(base.signal.acquisition, extra={
-        slice_timing.EXTRA_KEY: {"times_s": offsets, "direction": "k", "source": "test"}})
-    timed = dataclasses.replace(base.signal, data=data, acquisition=acq)
+    base, timed = timed_dce(dict(slices=4, frame_interval=5.0, snr=None, seed=1, duration=200.0),
+                            [0.0, 1.25, 2.5, 3.75])
+    acq = timed.acquisition
     m = base.masks
     aif = m["aif"].copy()
     aif[:, :, 1:] = False

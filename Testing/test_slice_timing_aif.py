@@ -152,18 +152,12 @@ def test_dce_aif_in_slices_acquired_apart_is_aligned_before_averaging(monkeypatc
     from BBBAnomalyLib.core.volume import Volume
     from BBBAnomalyLib.dce.parameters import DCEParameters
     from BBBAnomalyLib.dce.pipeline import run_dce
+    from test_slice_timing import timed_dce
+
     from BBBAnomalyLib.phantoms.dce import make_dce_phantom
 
     setting = dict(slices=4, frame_interval=FRAME, snr=None, seed=1, duration=200.0)
-    offsets = list(np.array([0, 2, 1, 3]) * FRAME / 4)
-    base = make_dce_phantom(**setting)
-    data = np.array(base.signal.data)
-    for z, o in enumerate(offsets):
-        if o:
-            data[:, :, z] = make_dce_phantom(**setting, bolus_arrival=30.0 - o).signal.data[:, :, z]
-    acq = dataclasses.replace(base.signal.acquisition, extra={
-        slice_timing.EXTRA_KEY: {"times_s": offsets, "direction": "k", "source": "test"}})
-    timed = dataclasses.replace(base.signal, data=data, acquisition=acq)
+    base, timed = timed_dce(setting, list(np.array([0, 2, 1, 3]) * FRAME / 4))
     m = base.masks
     aif = m["aif"].copy()
     aif[:, :, 2:] = False
