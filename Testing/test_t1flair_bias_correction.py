@@ -180,7 +180,7 @@ def test_the_cli_option_reaches_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "run_t1flair", fake_run)
     for extra, expected in (([], T1FlairParameters().bias_correct), (["--bias-correct", "none"], "none"),
-                            (["--bias-correct", "n4"], "n4")):
+                            (["--bias-correct", "n4"], "n4"), (["--bias-correct", "n4-lesion-out"], "n4-lesion-out")):
         code = main(["t1flair", "--t1", str(case["t1"]), "--flair", str(case["flair"]), "--out",
                      str(tmp_path / f"out{len(seen)}"), *extra])
         assert code == 2 and seen[-1] == expected

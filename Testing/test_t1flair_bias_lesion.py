@@ -146,20 +146,4 @@ def test_the_default_is_unchanged_and_the_option_is_accepted():
         T1FlairParameters(bias_correct="n4-lesion")
 
 
-def test_the_cli_option_reaches_the_run(tmp_path, monkeypatch):
-    from bad_input_helpers import write_structural_case
-
-    from BBBAnomalyLib.cli import main
-    from BBBAnomalyLib.structural import pipeline
-
-    case = write_structural_case(tmp_path / "in")
-    seen = []
-
-    def fake_run(t1, flair, params, **kwargs):
-        seen.append(params.bias_correct)
-        raise InputError("stopped after the parameters")
-
-    monkeypatch.setattr(pipeline, "run_t1flair", fake_run)
-    code = main(["t1flair", "--t1", str(case["t1"]), "--flair", str(case["flair"]), "--out", str(tmp_path / "out"),
-                 "--bias-correct", "n4-lesion-out"])
-    assert code == 2 and seen == ["n4-lesion-out"]
+# the CLI option reaching the run: test_t1flair_bias_correction.py::test_the_cli_option_reaches_the_run
