@@ -1,6 +1,6 @@
 """What a DSC run's maps are worth at its contrast-to-noise: the warnings by tier.
 
-Why: the per-frame contrast-to-noise of the brain (:func:`.pipeline.contrast_to_noise`: the mean ΔR2* curve's
+Why: the per-frame contrast-to-noise of the brain (:func:`contrast_to_noise`: the mean ΔR2* curve's
 peak over the median voxel's baseline SD) decides what one voxel's deconvolution can read. Below 5 CBF is biased;
 below 1 it is noise, not flow: on the DSC reference object at SNR 5 the arterial mask gave cSVD GM CBF 150-480
 ml/100 g/min against ~30 at SNR 50, with exit 0 and only the 'biased' line, which said white matter "up to 1.5x".
@@ -18,6 +18,10 @@ tissue contrast: CNR 1.5 at its SNR 50).
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..core.devices import map_blocks
+from .conversion import Baseline
 from .parameters import DeconvolutionMethod
 
 #: Below this CNR deconvolved CBF is biased (the 'biased' tier; since issue 12).
@@ -119,3 +123,25 @@ def tikhonov_cap_warning(share: float, rule: str) -> str | None:
     else:
         sizes = "On the reference object the L-curve and fixed λ did not do better than GCV here (session 22). "
     return head + sizes + "Prefer --method osvd; read CBV, which is not deconvolved"
+
+
+def contrast_to_noise(brain_curves: np.ndarray, baseline: Baseline) -> float:
+    """Per-frame CNR of the brain: peak of the mean ΔR2* curve over the median voxel's baseline SD.
+
+    This is the contrast a single voxel's deconvolution works with (the residue's peak, CBF, is
+    read from one noisy curve); the mean curve's peak stands for typical tissue."""
+    base = slice(baseline.first, baseline.stop)
+    if baseline.stop - baseline.first < 2 or brain_curves.shape[0] == 0:
+        return float("inf")
+    mean = brain_curves.mean(axis=0, dtype=np.float64)
+    # The baseline SDs by blocks: std of a strided (n, baseline) slice builds several (n, baseline)
+    # temporaries, which would sit on top of the series and its curves.
+    sd = np.empty(brain_curves.shape[0], brain_curves.dtype)
+
+    def baseline_sd(rows: slice) -> None:
+        sd[rows] = brain_curves[rows, base].std(axis=1)
+
+    map_blocks(baseline_sd, sd.size, 8192)
+    noise = float(np.median(sd))
+    peak = float(mean.max() - mean[base].mean())
+    return peak / noise if noise > 0 else float("inf")

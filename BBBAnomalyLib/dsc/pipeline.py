@@ -30,7 +30,7 @@ from ..core.volume import Volume, read_warnings
 from . import aif as aif_mod
 from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_detection_curve,
                          signal_to_delta_r2s, steady_state_skip)
-from ..core.devices import blas_threads, block_workers, map_blocks
+from ..core.devices import blas_threads, block_workers
 from .deconvolution import deconvolve_classic
 from .aif_saturation import aif_saturation, saturation_hint
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
@@ -38,7 +38,8 @@ from .leakage import fit_bsw
 from ..perfusion.motion import motion_step
 from ..perfusion import slice_timing
 # LOW_CNR: below it (the brain's per-frame contrast-to-noise) CBF is biased, lower still not trustworthy (.low_cnr)
-from .low_cnr import LOW_CNR, low_cnr_caveats, low_cnr_warnings  # noqa: F401 (LOW_CNR is read from here by tests and scripts)
+from .low_cnr import LOW_CNR, contrast_to_noise, low_cnr_caveats, low_cnr_warnings  # noqa: F401 (LOW_CNR and
+# contrast_to_noise are read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .validation import (
@@ -565,28 +566,6 @@ def _rebase(curves: np.ndarray, baseline: Baseline) -> None:
     --skip-frames 5 over five such frames CBV came out negative (session 19's acquisition audit)."""
     curves -= curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
     curves[:, :baseline.first] = 0.0
-
-
-def contrast_to_noise(brain_curves: np.ndarray, baseline: Baseline) -> float:
-    """Per-frame CNR of the brain: peak of the mean ΔR2* curve over the median voxel's baseline SD.
-
-    This is the contrast a single voxel's deconvolution works with (the residue's peak, CBF, is
-    read from one noisy curve); the mean curve's peak stands for typical tissue."""
-    base = slice(baseline.first, baseline.stop)
-    if baseline.stop - baseline.first < 2 or brain_curves.shape[0] == 0:
-        return float("inf")
-    mean = brain_curves.mean(axis=0, dtype=np.float64)
-    # The baseline SDs by blocks: std of a strided (n, baseline) slice builds several (n, baseline)
-    # temporaries, which would sit on top of the series and its curves.
-    sd = np.empty(brain_curves.shape[0], brain_curves.dtype)
-
-    def baseline_sd(rows: slice) -> None:
-        sd[rows] = brain_curves[rows, base].std(axis=1)
-
-    map_blocks(baseline_sd, sd.size, 8192)
-    noise = float(np.median(sd))
-    peak = float(mean.max() - mean[base].mean())
-    return peak / noise if noise > 0 else float("inf")
 
 
 def _detection_curve(raw, raw2, kind: str, te, te2) -> tuple[np.ndarray, str]:
