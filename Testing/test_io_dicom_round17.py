@@ -174,15 +174,22 @@ def test_d2_exact_copies_are_ignored_and_other_extra_images_are_refused(tmp_path
     shutil.copytree(clean, phase)
     write_images(phase, data, image_type="ORIGINAL\\PRIMARY\\P\\ND", uid_tag="p")
     refused_by_cli(phase, tmp_path, capsys, "phase", "ORIGINAL\\PRIMARY\\P\\ND")
-    # (d) the series sent twice with new SOPInstanceUIDs: one frame would hold each slice twice
+    # (d) the series sent twice with new SOPInstanceUIDs: refused in round 17 (one frame would hold each slice
+    # twice); since session 23 the pixel-identical copies are read once with a warning
+    # (test_io_dicom_resent.py), and a second transmission with other pixels is refused in one line.
     resent = tmp_path / "resent"
     shutil.copytree(clean, resent)
     write_images(resent, data, uid_tag="r")
-    refused_by_cli(resent, tmp_path, capsys, "twice", "TemporalPositionIdentifier", "r_0")
+    vol = read_dicom_series(resent)
+    assert np.array_equal(vol.data, reference.data) and "r_0001.dcm" in vol.acquisition.extra["duplicate_images"]
+    other_pixels = tmp_path / "other_pixels"
+    shutil.copytree(clean, other_pixels)
+    write_images(other_pixels, data + 1, uid_tag="r")
+    refused_by_cli(other_pixels, tmp_path, capsys, "twice", "pixels differ", "r_0001.dcm")
     resent_no_tpi = tmp_path / "resent_no_tpi"
     write_images(resent_no_tpi, data, tpi=False)
-    write_images(resent_no_tpi, data, uid_tag="r", tpi=False)
-    refused_by_cli(resent_no_tpi, tmp_path, capsys, "twice", "AcquisitionTime")
+    write_images(resent_no_tpi, data + 1, uid_tag="r", tpi=False)
+    refused_by_cli(resent_no_tpi, tmp_path, capsys, "twice", "pixels differ")
 
 
 # --- D3 -----------------------------------------------------------------------------------------------

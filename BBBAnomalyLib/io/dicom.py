@@ -7,18 +7,20 @@ frame and stack them.
 
 One series per folder: a folder holding several SeriesInstanceUIDs is refused with the list of
 series (and an example file of each); put the series to analyse in a folder of its own (Python
-callers may pass ``series_uid``). Subfolders are not searched.
+callers may pass ``series_uid``). Subfolders are not searched. Where every other series holds only
+pixel-identical copies of the largest one's images (the series sent again), the largest is read, with a warning.
 
 Images in a series: exact copies (the same SOPInstanceUID with the same header, e.g. an export
 done twice into one folder) are ignored. Refused, each in one line that names an example file and
 the fix: Siemens mosaic images (ImageType MOSAIC or Siemens' NumberOfImagesInMosaic (0019,100A);
 convert with dcm2niix), a series mixing ImageType values (a DERIVED mean or MPR, phase beside
 magnitude images, a localizer), image sizes or slice orientations, and two images of one slice at
-one TemporalPositionIdentifier or one (sub-second) acquisition time (the series sent twice with
-new UIDs). A 3D series exported twice with new SOPInstanceUIDs (at every slice position images whose
-headers agree in all but SOPInstanceUID and InstanceNumber, and whose pixels are identical) is read
-once, with a warning (logged, and in ``acquisition.extra["duplicate_images"]``): it became a 2-frame
-series with no time between its frames (:func:`.dicom_frames._resent_copies`).
+one TemporalPositionIdentifier or one (sub-second) acquisition time. A series (3D or dynamic, whole
+or in part) sent twice with new SOPInstanceUIDs, into the same series or under a second
+SeriesInstanceUID in the folder (images whose headers agree in all but SOPInstanceUID and
+InstanceNumber, and whose pixels are identical) is read once, with a warning (logged, in
+``acquisition.extra["duplicate_images"]`` and ``["read_warnings"]``); a second transmission whose
+pixels differ is refused in one line that says so (:mod:`.dicom_resent`).
 
 Frames: all files at one slice position (ImagePositionPatient projected on the slice normal)
 form one time course. The frame of each file is its rank, among the files at the same position,
@@ -38,7 +40,8 @@ is not used: the times are None and ``acquisition.extra["frame_times_unusable"]`
 the DSC/DCE checks show when asking for ``--frame-interval`` (with RepetitionTime as a hint when it
 fits the rounded times). None as well when no clock increases. Each slice's time within its frame (a 2D
 multi-slice series) from the same clock goes to ``acquisition.extra["slice_timing"]`` where it is the same in
-every frame within 10 ms and the clock has sub-second resolution (:func:`.dicom_frames._slice_times`).
+every frame within 10 ms and the clock has sub-second resolution (:func:`.dicom_frames._slice_times`); where that
+clock gives none or all zeros, a GE series' per-slice TriggerTime (GE multi-phase EPI, :mod:`.dicom_ge`).
 
 Geometry: voxel (i, j, k) = (column, row, slice sorted along the normal); the affine is built
 in LPS from ImageOrientationPatient, pixel spacing and the slice step between positions (so
@@ -80,7 +83,9 @@ from ..core.errors import InputError
 from ..core.volume import READ_WARNINGS, Acquisition, Volume
 from ._common import LPS_TO_RAS
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
-                           _groups, _resent_copies, _slice_times, _vector)
+                           _groups, _slice_times, _vector)
+from .dicom_ge import ge_trigger_slice_times
+from .dicom_resent import find_copies, resent_series
 from .dicom_scaling import TAGS as SCALING_TAGS
 from .dicom_scaling import apply_divisors, is_philips, philips_private, scaling_plan
 
@@ -185,13 +190,14 @@ def read_dicom_series(directory, series_uid: str | None = None) -> Volume:
 
 
 def _read_series(directory: Path, series_uid: str | None) -> Volume:
-    series_uid, images = _series_images(directory, series_uid)
-    return _volume(directory, series_uid, *images)
+    series_uid, images, notes = _series_images(directory, series_uid)
+    return _volume(directory, series_uid, *images, notes=notes)
 
 
-def _series_images(directory: Path, series_uid: str | None) -> tuple[str, tuple[list, list, list, list]]:
-    """The series' UID and its images (files, headers, spacings, pixel ids), exact copies left out, after the
-    checks that hold for the whole series (one series, no multi-frame files, no mosaic, one kind and size)."""
+def _series_images(directory: Path, series_uid: str | None) -> tuple[str, tuple[list, list, list, list], list[str]]:
+    """The series' UID, its images (files, headers, spacings, pixel ids), exact copies left out, after the
+    checks that hold for the whole series (one series, no multi-frame files, no mosaic, one kind and size), and the
+    warnings of the choice (a second series in the folder that holds only copies of this one's images)."""
     by_uid = _series_files(directory)
     if not by_uid:
         raise InputError(f"no DICOM series found in '{directory}' (subfolders are not searched); "
@@ -202,12 +208,17 @@ def _series_images(directory: Path, series_uid: str | None) -> tuple[str, tuple[
                          f"'{_read_headers(files[:1])[0][0].get('description', '')}', e.g. '{_first_name(files)}')"
                          for uid, files in by_uid.items())
 
+    notes: list[str] = []
     if series_uid is None:
         if len(by_uid) > 1:
-            raise InputError(f"'{directory}' holds {len(by_uid)} DICOM series: {listing()}. One series is read per "
-                             "folder: put the files of the series to analyse in a folder of its own (in Python: "
-                             "read_dicom_series(folder, series_uid=...))")
-        series_uid = next(iter(by_uid))
+            series_uid, note = resent_series(by_uid, _read_headers, directory)  # the series sent again, new UIDs
+            if series_uid is None:
+                raise InputError(f"'{directory}' holds {len(by_uid)} DICOM series: {listing()}{note}. One series is "
+                                 "read per folder: put the files of the series to analyse in a folder of its own (in "
+                                 "Python: read_dicom_series(folder, series_uid=...))")
+            notes.append(note)
+        else:
+            series_uid = next(iter(by_uid))
     elif series_uid not in by_uid:
         raise InputError(f"series '{series_uid}' is not in '{directory}'; it holds: {listing()}")
     files = by_uid[series_uid]
@@ -220,25 +231,37 @@ def _series_images(directory: Path, series_uid: str | None) -> tuple[str, tuple[
                          "supported; convert it to NIfTI with dcm2niix and read that")
     _refuse_mosaic(files, headers, series_uid, directory)
     _refuse_mixed_images(files, headers, sizes, series_uid, directory)
-    return series_uid, (files, headers, spacings, pixel_ids)
+    return series_uid, (files, headers, spacings, pixel_ids), notes
 
 
-def _volume(directory: Path, series_uid: str, files, headers, spacings, pixel_ids) -> Volume:
-    """The Volume of one series' images (of one echo, for :mod:`.dicom_echoes`)."""
-    copies = _resent_copies(files, headers, directory)  # a 3D series exported twice with new SOPInstanceUIDs
-    if copies is not None:
-        keep, duplicate_warning = copies
-        files, headers, spacings, pixel_ids = ([x[i] for i in keep] for x in (files, headers, spacings, pixel_ids))
-        _log.warning("%s", duplicate_warning)
-    grid, frame_source = _frame_grid(headers, files, directory)
+def _volume(directory: Path, series_uid: str, files, headers, spacings, pixel_ids, notes=()) -> Volume:
+    """The Volume of one series' images (of one echo, for :mod:`.dicom_echoes`); ``notes``: warnings of
+    :func:`_series_images`."""
+    copies = find_copies(files, headers, directory)  # a series (or part of it) exported twice, new SOPInstanceUIDs
+    notes = list(notes)
+    if copies.keep is not None:
+        files, headers, spacings, pixel_ids = ([x[i] for i in copies.keep] for x in (files, headers, spacings,
+                                                                                      pixel_ids))
+        notes.append(copies.warning)
+    try:
+        grid, frame_source = _frame_grid(headers, files, directory)
+    except InputError:
+        if copies.differing:  # refused because of two images of one slice and time: say that their pixels differ
+            raise InputError(copies.refusal(directory)) from None
+        raise
+    for note in notes:
+        _log.warning("%s", note)
     affine = _affine(headers, grid, spacings[grid[0, 0]], directory)
     acq = _acquisition(headers, series_uid, frame_source)
-    if copies is not None:
-        acq.extra["duplicate_images"] = duplicate_warning
-        acq.extra.setdefault(READ_WARNINGS, []).append(duplicate_warning)  # the run's report says it too
+    if notes:
+        acq.extra["duplicate_images"] = " ".join(notes)
+        acq.extra.setdefault(READ_WARNINGS, []).extend(notes)  # the run's report says it too
     times, time_source, unusable = _frame_times(headers, grid, acq.repetition_time)
     acq.extra["frame_timing"] = time_source
     slice_timing, _ = _slice_times(headers, grid, time_source, directory)  # each slice's time within its frame
+    if slice_timing is None or not any(slice_timing["times_s"]):  # GE multi-phase EPI: the slices' TriggerTime
+        slice_timing = ge_trigger_slice_times(headers, files, grid, times, time_source, acq.repetition_time,
+                                              directory) or slice_timing
     if slice_timing is not None:
         acq.extra["slice_timing"] = slice_timing
     if unusable:

@@ -33,10 +33,10 @@ def read_dicom_echoes(directory, series_uid: str | None = None) -> list[Volume]:
     if not directory.is_dir():
         raise InputError(f"DICOM folder '{directory}' not found; give the folder that holds the series' files")
     with _itk_warnings_off(), _native_stderr_held():
-        series_uid, (files, headers, spacings, pixel_ids) = _series_images(directory, series_uid)
+        series_uid, (files, headers, spacings, pixel_ids), notes = _series_images(directory, series_uid)
         echo = _column(headers, "echo_time")
         if np.unique(echo[np.isfinite(echo)]).size <= 1:
-            return [_volume(directory, series_uid, files, headers, spacings, pixel_ids)]
+            return [_volume(directory, series_uid, files, headers, spacings, pixel_ids, notes)]
         if not np.all(np.isfinite(echo)):
             missing = [files[i] for i in np.flatnonzero(~np.isfinite(echo))]
             raise InputError(f"the series in '{directory}' has several echo times but {len(missing)} of its images "
@@ -47,7 +47,7 @@ def read_dicom_echoes(directory, series_uid: str | None = None) -> list[Volume]:
         for n, value in enumerate(values):
             ix = np.flatnonzero(np.abs(echo - value) <= ECHO_TIME_TOL_MS)
             volume = _volume(directory, series_uid, *([x[i] for i in ix] for x in (files, headers, spacings,
-                                                                                     pixel_ids)))
+                                                                                     pixel_ids)), notes)
             volume.acquisition.extra["echo"] = f"echo {n + 1} of {values.size}, EchoTime {value:g} ms"
             volumes.append(volume)
     first = volumes[0]

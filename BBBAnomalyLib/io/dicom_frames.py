@@ -12,7 +12,6 @@ import datetime as _dt
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..core.errors import InputError
 
@@ -146,47 +145,6 @@ def _frame_grid(headers, files, directory) -> tuple[np.ndarray, str]:
                          "slices: export the series without per-frame repositioning, or register the frames and give "
                          "a 4D NIfTI")
     return grid, source
-
-
-#: Header fields that a second export of the same images renews (the rest of the header stays as it was).
-_RENEWED_BY_EXPORT = ("sop_uid", "instance")
-
-
-def _resent_copies(files, headers, directory) -> tuple[list[int], str] | None:
-    """(indices to keep, the warning) when the images are a 3D series exported twice (or more) with new
-    SOPInstanceUIDs: files whose headers agree in everything but the SOPInstanceUID and InstanceNumber, and whose
-    pixels are identical, that once left out leave one image per slice position. The copies are left out: the
-    series would otherwise become a 2-frame series with no time between its frames (which a VFA fit given two flip
-    angles fitted in silence) or be refused as frames that cannot be told apart. None for anything else: a dynamic
-    series sent twice is refused by :func:`_group_frames` as before; images that differ in pixels are not copies."""
-    groups: dict[tuple, list[int]] = {}
-    for i, h in enumerate(headers):
-        groups.setdefault(tuple(sorted((k, v) for k, v in h.items() if k not in _RENEWED_BY_EXPORT)), []).append(i)
-    if len(groups) == len(headers):
-        return None
-    positions = {tuple(np.round(_vector(h.get("position"), 3), 3)) for h in headers}
-    if len(groups) != len(positions):  # not one image per slice position once the copies are out: not a 3D series
-        return None
-    reader = sitk.ImageFileReader()
-    for members in groups.values():
-        first = None
-        for i in members:
-            reader.SetFileName(str(files[i]))
-            try:
-                pixels = sitk.GetArrayFromImage(reader.Execute())
-            except RuntimeError:
-                return None  # the reader names an undecodable file when it reads the pixels
-            if first is None:
-                first = pixels
-            elif first.shape != pixels.shape or not np.array_equal(first, pixels):
-                return None
-    names = [Path(f).name for f in files]
-    keep = sorted(min(members, key=lambda i: names[i]) for members in groups.values())
-    pair = next(sorted(names[i] for i in members)[:2] for members in groups.values() if len(members) > 1)
-    left_out = len(headers) - len(keep)
-    return keep, (f"'{directory}' holds {left_out} pixel-identical copies of its {len(keep)} images under other "
-                  f"SOPInstanceUIDs (e.g. '{pair[0]}' and '{pair[1]}': the 3D series exported twice); one copy of each "
-                  "image is read")
 
 
 def _frames_moved(sorted_s: np.ndarray, gaps: np.ndarray):
