@@ -50,6 +50,7 @@ def _ensureLibraryImportable():
 
 _ensureLibraryImportable()  # only a path lookup
 
+from BBBAnomalyPanel.companions import CompanionInputsMixin  # noqa: E402  (light: slicer only)
 from BBBAnomalyPanel.form import ParameterFormMixin  # noqa: E402  (light: qt and slicer only)
 from BBBAnomalyPanel.logic import MINIMUM_TORCH_VERSION, PIP_PACKAGES, PanelLogic  # noqa: E402,F401
 from BBBAnomalyPanel.parameters import ParameterNodeMixin  # noqa: E402
@@ -107,14 +108,16 @@ def registerSampleData():
 #
 
 
-class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, RunMixin, ScriptedLoadableModuleWidget,
-                       VTKObservationMixin):
+class BBBAnomalyWidget(CompanionInputsMixin, ParameterFormMixin, ParameterNodeMixin, ResultsMixin, RunMixin,
+                       ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: inputs and parameters from the pipeline registry, a background run, results.
-    The parameter form, the parameter node, the run and the Results section are mixins in BBBAnomalyPanel/."""
+    The parameter form, the parameter node, the run, the Results section and the companion inputs (second echo)
+    are mixins in BBBAnomalyPanel/."""
 
     AIF_SOURCES = (("auto", "Automatic"), ("roi", "Markups ROI"), ("segment", "Segment"))
     #: parameter-node name -> widget attribute, for the node selectors whose choice is kept in the scene
-    NODE_SELECTORS = {"Input": "inputSelector", "SecondInput": "secondInputSelector", "AifRoi": "aifRoiSelector"}
+    NODE_SELECTORS = {"Input": "inputSelector", "SecondInput": "secondInputSelector", "SecondEcho": "secondEchoSelector",
+                      "AifRoi": "aifRoiSelector"}
     SEGMENT_SELECTORS = {"AifSegment": "aifSegmentSelector", "BrainSegment": "brainMaskSelector",
                          "NawmSegment": "nawmSegmentSelector", "TumorSegment": "tumorSegmentSelector"}
 
@@ -135,6 +138,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
         self._crosshairNode = None
         self._dependenciesDeclined = False
         self._lastLogMessage = None
+        self._dicomEchoes = None  # the input's DICOM series when it holds two echoes (mrml.dicom_echoes_of)
 
     # --- opening the panel ------------------------------------------------------------------------
     def setup(self):
@@ -178,6 +182,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
         # Slots that take no argument are connected to signals whose arguments they must not get.
         self.ui.pipelineSelector.connect("currentIndexChanged(int)", lambda index: self.onPipelineChanged())
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onInputChanged())
+        self.ui.secondEchoSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onSecondEchoChanged())
         self.ui.aifSourceSelector.connect("currentIndexChanged(int)", lambda index: self.onGUIChanged())
         for name in ("secondInputSelector", "aifRoiSelector"):
             getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onGUIChanged())
@@ -255,6 +260,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
 
     def acquisitionBoxes(self):
         return {"frame_interval": self.ui.frameIntervalSpinBox, "echo_time": self.ui.echoTimeSpinBox,
+                "second_echo_time": self.ui.secondEchoTimeSpinBox,
                 "repetition_time": self.ui.repetitionTimeSpinBox, "flip_angle": self.ui.flipAngleSpinBox}
 
     def onPipelineChanged(self):
@@ -267,6 +273,9 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
         self.ui.inputLabel.text = positional[0].label + ":"
         self.ui.inputSelector.toolTip = positional[0].tooltip
         self.ui.secondInputLabel.text = (positional[1].label + ":") if len(positional) > 1 else ""
+        companion = next((s for s in spec.inputs if s.same_grid_as), None)
+        self.ui.secondEchoLabel.text = (companion.label + ":") if companion else ""
+        self.ui.secondEchoSelector.toolTip = companion.tooltip if companion else ""
         self.buildParameterWidgets(spec)
         self.ui.deviceLabel.text = self.logic.deviceSummary()
         self.updateVisibility()
@@ -280,6 +289,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
         source = self.ui.aifSourceSelector.currentData
         rows = {
             ("secondInputLabel", "secondInputSelector"): len(positional) > 1,
+            ("secondEchoLabel", "secondEchoSelector"): any(s.same_grid_as for s in spec.inputs),
             ("aifSourceLabel", "aifSourceSelector"): "aif_mask" in keys,
             ("aifRoiLabel", "aifRoiSelector"): "aif_mask" in keys and source == "roi",
             ("aifSegmentLabel", "aifSegmentSelector"): "aif_mask" in keys and source == "segment",
@@ -291,6 +301,11 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
             for name in names:
                 getattr(self.ui, name).visible = visible
         acquisition = {a.name for a in spec.acquisition}
+        selectors = self.imageSelectors(spec)
+        for a in spec.acquisition:  # a value of an optional input (TE2) shows with its input, or while it has a value
+            if a.of_input and not (selectors[a.of_input].currentNode() is not None or self._dicomEchoes is not None
+                                   or self.acquisitionBoxes()[a.name].value > 0):
+                acquisition.discard(a.name)
         for name, box in self.acquisitionBoxes().items():
             box.visible = name in acquisition
             getattr(self.ui, box.objectName.replace("SpinBox", "Label")).visible = name in acquisition
@@ -301,6 +316,7 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
     def onInputChanged(self):
         node = self.ui.inputSelector.currentNode()
         self.ui.inputInfoLabel.text = ""
+        self._dicomEchoes = None
         for box in self.acquisitionBoxes().values():
             box.value = 0.0  # "unknown" until read or typed
         if node is not None:
@@ -322,7 +338,9 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
                                            ("flip_angle", acq.flip_angle, 1.0)):
                     if value is not None:
                         self.acquisitionBoxes()[name].value = value * scale
+                self.showDicomEchoes(node)
             self.prestartWorker()
+        self.fillCompanionAcquisition()
         self.onGUIChanged()
 
     def prestartWorker(self):
@@ -357,8 +375,8 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
         from BBBAnomalyLib.app.pipelines import InputRole
 
         spec = self.currentSpec()
-        images = [self.ui.inputSelector.currentNode(), self.ui.secondInputSelector.currentNode()]
-        inputs = {s.key: images.pop(0) if s.role is not InputRole.REGION else self.collectRegion(s.key)
+        selectors = self.imageSelectors(spec)
+        inputs = {s.key: selectors[s.key].currentNode() if s.role is not InputRole.REGION else self.collectRegion(s.key)
                   for s in spec.inputs}
         acquisition = {}
         for a in spec.acquisition:
@@ -372,7 +390,19 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
             return [_("the Python packages named above (Install)")]
         request = self.collectRequest()
         chosen = ("aif_mask",) if "aif_mask" in request.inputs and self.ui.aifSourceSelector.currentData != "auto" else ()
-        return self.currentSpec().missing(request.inputs, request.acquisition, request.parameters, chosen)
+        inputs = dict(request.inputs)
+        if self._dicomEchoes is not None and len(self._dicomEchoes.echo_times_ms) == 2:
+            for s in self.currentSpec().inputs:  # the series' own DICOM files give its second echo (and TE2)
+                if s.same_grid_as and inputs.get(s.key) is None:
+                    inputs[s.key] = self._dicomEchoes
+        missing = self.currentSpec().missing(inputs, request.acquisition, request.parameters, chosen)
+        try:  # a second echo that is not the series' companion (grid, frames): said before Apply, from attributes
+            from BBBAnomalyLib.app import mrml
+
+            missing += mrml.companion_problems(self.currentSpec(), request.inputs)
+        except ImportError:
+            pass
+        return missing
 
     def updateApplyState(self):
         running = self.runner is not None and not self.runner.finished
@@ -400,9 +430,9 @@ class BBBAnomalyWidget(ParameterFormMixin, ParameterNodeMixin, ResultsMixin, Run
         from BBBAnomalyLib.app.pipelines import InputRole, get_pipeline
 
         spec = get_pipeline(sample.pipeline)
-        images = [s.key for s in spec.inputs if s.role is not InputRole.REGION]
-        for key, selector in zip(images, (self.ui.inputSelector, self.ui.secondInputSelector)):
-            selector.setCurrentNode(sample.inputs[key])
+        images = [s.key for s in spec.inputs if s.role is not InputRole.REGION and not s.same_grid_as]
+        for key, selector in self.imageSelectors(spec).items():
+            selector.setCurrentNode(sample.inputs.get(key))
         self.ui.aifSourceSelector.setCurrentIndex(self.ui.aifSourceSelector.findData(sample.aif_source))
         if sample.aif_source == "roi":
             self.ui.aifRoiSelector.setCurrentNode(sample.inputs["aif_mask"])

@@ -213,7 +213,12 @@ class PanelLogic:
         folder, whose curves the curve plots read, unless the run produced nothing."""
         from BBBAnomalyLib.app.handover import header_path
 
+        workDir = os.path.dirname(runner.job.output_dir)
         for path in runner.job.inputs.values():
+            if os.path.isdir(path) and os.path.dirname(os.path.abspath(path)) == workDir:
+                # the links to a series' DICOM files (mrml.dicom_source.link_series; a link is removed, not its file)
+                shutil.rmtree(path, ignore_errors=True)
+                continue
             for name in (path, str(header_path(path)) if path.endswith(".npy") else None):
                 if name and os.path.isfile(name):
                     try:

@@ -129,6 +129,11 @@ class RunMixin:
                             "name": next(iter(outputs.map_nodes.values())).GetAttribute("BBBAnomaly.RunName")}
             self.curveCache = None
             self.ui.outputMapSelector.setCurrentNode(next(iter(outputs.map_nodes.values())))
+            echoes = outputs.report.get("input") or {}
+            if echoes.get("second_echo_time_s"):  # as the command line's summary says it
+                self.log(_("dual-echo: TE {te1:g} and {te2:g} ms{source}").format(
+                    te1=echoes["echo_time_s"] * 1e3, te2=echoes["second_echo_time_s"] * 1e3,
+                    source=f" ({echoes['second_echo_source']})" if echoes.get("second_echo_source") else ""))
             for warning in event.get("warnings") or []:
                 self.log(_("warning: {text}").format(text=warning))
         outputs = self.lastRun["outputs"]

@@ -8,7 +8,8 @@ to a runner. Two runners share one interface (``start``, ``poll``, ``cancel``, `
 * :class:`InProcessRunner` runs the same job synchronously in this process (tests, self-tests,
   scripting).
 
-Inputs are NRRD/NIfTI files, or the raw ``.npy`` arrays the panel hands over
+Inputs are NRRD/NIfTI files, DICOM folders (a DSC series folder holding two echoes is dual-echo input,
+:mod:`.echoes`), or the raw ``.npy`` arrays the panel hands over
 (:mod:`BBBAnomalyLib.app.handover`). ``output_format="volumes"`` writes the pipeline's own result
 folder (``<map><suffix>``, masks, report, ``curves.npz``); ``"arrays"`` (the panel) writes what the
 panel loads, without compression: ``<map>.npy`` + header, masks and ``report.json``, announced by a
@@ -218,7 +219,9 @@ def run_job(job: Job, progress=None, emit=None) -> dict:
             claims.enter_context(claim_output_dir(curves_dir(job.output_dir), overwrite=job.overwrite,
                                                   inputs=job.inputs.values()))
         report(0.0, "reading the inputs")
-        volumes = {key: read_job_input(path) for key, path in job.inputs.items()}
+        from .echoes import read_job_inputs
+
+        volumes, input_notes = read_job_inputs(spec, job)  # a dual-echo DICOM folder gives both echoes
         for key, vol in volumes.items():
             role = spec.input(key).role
             if role is InputRole.REGION and vol.is_4d and vol.n_frames > 1:
@@ -232,6 +235,8 @@ def run_job(job: Job, progress=None, emit=None) -> dict:
             torch.set_num_threads(int(job.torch_threads))
         result = spec.run(volumes, job.parameters, progress=progress, **options)
         del volumes
+        if input_notes:  # said in the report as the command line says it (report.json input.second_echo_source)
+            result.report.setdefault("input", {}).update(input_notes)
         warnings = list(result.report.get("warnings", []))
         curves_path = None
         if job.output_format == "arrays":

@@ -36,6 +36,9 @@ class InputSpec:
     tooltip: str = ""
     positional: bool = False  # passed positionally, before the parameters (the main image(s))
     passed_to_run: bool = True  # False: used by the panel only (e.g. NAWM as the ratio table's reference)
+    #: a companion series of that input (a dual-echo DSC's second echo): the same grid and frame count, checked
+    #: before anything is handed over; the panel shows it in its own selector row
+    same_grid_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,18 @@ class AcquisitionSpec:
     to_si: float  # display value * to_si = stored value
     tooltip: str
     needed_for: str = "always"  # "always"; "signal": not for concentration input; "quantitative": signal input with T10
+    #: the input whose node holds it and whose volume it describes ("": the main series); a value of an optional
+    #: input (TE2 of the second echo) is needed only when that input is given, and refused without it
+    of_input: str = ""
+    field: str = ""  # the Acquisition field on that input's volume ("": ``name``)
 
-    def needed(self, parameters: dict) -> bool:
+    @property
+    def acquisition_field(self) -> str:
+        return self.field or self.name
+
+    def needed(self, parameters: dict, inputs: dict | None = None) -> bool:
+        if self.of_input and (inputs or {}).get(self.of_input) is None:
+            return False
         signal = parameters.get("input_kind", "signal") != "concentration"
         if self.needed_for == "signal":
             return signal
@@ -149,8 +162,13 @@ class PipelineSpec:
         missing = [s.label for s in self.inputs if s.required and inputs.get(s.key) is None]
         missing += [f"{self.input(k).label} (or choose Automatic)" for k in chosen_regions if inputs.get(k) is None]
         for a in self.acquisition:
-            if (acquisition or {}).get(a.name) is None and a.needed(parameters or {}):
+            value = (acquisition or {}).get(a.name)
+            if value is None and a.needed(parameters or {}, inputs):
                 missing.append(f"{a.label} ({a.display_unit})")
+            elif value is not None and a.of_input and inputs.get(a.of_input) is None:
+                # one without the other: a TE2 typed for a second echo that was not chosen would be dropped in silence
+                missing.append(f"{self.input(a.of_input).label} (a {a.label} was entered: choose its series, "
+                               "or set the time back to unknown)")
         return missing
 
     def run(self, inputs: dict, parameters: dict | None = None, progress=None, **options):
@@ -248,6 +266,13 @@ DSC = PipelineSpec(
                   tooltip="normal-appearing white matter: gives rCBV and rCBF, and the reference of the ratio table"),
         InputSpec("tumor_mask", InputRole.REGION, "Tumor segment",
                   tooltip="kept out of the BSW leakage reference; summarised in the report and ratio table"),
+        # dual-echo DSC (the 2020 consensus's alternative to a preload): the T1-free ΔR2* from the two echoes' ratio
+        InputSpec("second_echo", InputRole.SERIES, "Second echo",
+                  tooltip="optional: the second (longer) echo of a dual-echo DSC series, on the same grid with the same "
+                          "frames; the ΔR2* then comes from the two echoes' ratio, free of T1 leakage effects. A series "
+                          "Slicer loaded from a DICOM series holding both echoes needs nothing here: the run reads "
+                          "both echoes from its DICOM files",
+                  same_grid_as="series"),
     ),
     parameters_class="BBBAnomalyLib.dsc.parameters:DSCParameters",
     parameters=(
@@ -281,6 +306,9 @@ DSC = PipelineSpec(
         _FRAME_INTERVAL,
         AcquisitionSpec("echo_time", "Echo time (TE)", "ms", 1e-3,
                         "TE of the series; read from the DICOM attributes when present", needed_for="signal"),
+        AcquisitionSpec("second_echo_time", "Second echo time (TE2)", "ms", 1e-3,
+                        "TE of the second echo (longer than TE); read from its DICOM attributes when present",
+                        needed_for="signal", of_input="second_echo", field="echo_time"),
     ),
     runner="BBBAnomalyLib.dsc.pipeline:run_dsc",
     torch_methods=("phae",),
@@ -292,7 +320,10 @@ DSC = PipelineSpec(
     extra={"curve_options": {"keep_curves": True}, "roi_aif_parameters": {"aif_region": True},
            "run_options": {"consume_input": True},
            # imported by a run, preloaded by the warm worker (arterial_auto: the automatic AIF, scikit-learn)
-           "preload": ("BBBAnomalyLib.perfusion.arterial", "BBBAnomalyLib.perfusion.arterial_auto")},
+           "preload": ("BBBAnomalyLib.perfusion.arterial", "BBBAnomalyLib.perfusion.arterial_auto"),
+           # a job's series given as a DICOM folder whose series holds two echo times is dual-echo input, as for
+           # `bbbanomaly dsc FOLDER`: echo 1 the series, echo 2 its second echo (app/echoes.py)
+           "echoes_in_folder": ("series", "second_echo", "echo_time", "second_echo_time")},
 )
 
 DCE = PipelineSpec(

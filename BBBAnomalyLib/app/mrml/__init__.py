@@ -6,6 +6,8 @@ By what it does:
 
 * :mod:`.inputs`  nodes -> library data: :func:`describe_input`, :func:`volume_from_node`,
   :func:`mask_from_region` (markups ROI, segment or labelmap -> mask), :func:`voxel_in_grid`;
+* :mod:`.dicom_source` a series Slicer loaded from a DICOM series holding two echoes (:func:`dicom_echoes_of`),
+  handed over as its DICOM files for a dual-echo run;
 * :mod:`.runs`    a run: :func:`prepare_job` (inputs -> raw arrays in the nodes' memory order + Job;
   nothing added to the scene) and :func:`import_results` (maps -> volume nodes in a subject-hierarchy folder);
 * :mod:`.views`   how maps look: :func:`apply_map_display` (colour, window preset, zero
@@ -28,8 +30,11 @@ from .inputs import (
     InputInfo, _input_parts, describe_input, find_sequence, mask_from_region, mask_from_roi, mask_from_segment,
     masks_on_input, node_arrays, node_header, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid
 )
+from .dicom_source import DicomEchoes, dicom_echoes_of, link_series
 from .plots import PALETTE, curve_plot, export_table, map_caveats, ratio_table, table_rows
-from .runs import RunOutputs, RunRequest, import_results, prepare_job, remove_run, run_folders, write_job_input
+from .runs import (
+    RunOutputs, RunRequest, check_companions, companion_problems, import_results, prepare_job, remove_run, run_folders, write_job_input
+)
 from .samples import (
     SAMPLES, Sample, _fill_volume_node, add_dwi, add_roi, add_segmentation, add_series, add_volume_node,
     load_dce_demo, load_dmri_demo, load_dsc_demo, load_sample, load_t1flair_demo, roi_around
@@ -42,7 +47,8 @@ __all__ = [
     "masks_on_input", "node_arrays", "node_header", "ras_to_voxel", "reference_grid", "volume_from_node",
     "voxel_in_grid",
     "PALETTE", "curve_plot", "export_table", "map_caveats", "ratio_table", "table_rows",
-    "RunOutputs", "RunRequest", "import_results", "prepare_job", "remove_run", "run_folders", "write_job_input",
+    "DicomEchoes", "dicom_echoes_of", "link_series",
+    "RunOutputs", "RunRequest", "check_companions", "companion_problems", "import_results", "prepare_job", "remove_run", "run_folders", "write_job_input",
     "SAMPLES", "Sample", "add_dwi", "add_roi", "add_segmentation", "add_series", "add_volume_node",
     "load_dce_demo", "load_dmri_demo", "load_dsc_demo", "load_sample", "load_t1flair_demo", "roi_around",
     "apply_map_display", "legend_of", "legend_title", "set_overlay_opacity", "show_overlay",

@@ -75,10 +75,11 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
     spec = get_pipeline(request.pipeline)
     if not spec.available:
         raise InputError(f"{spec.label}: {spec.unavailable}")
+    check_companions(spec, request)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    acquisition = {k: v for k, v in request.acquisition.items() if k != "frame_interval" and v is not None}
-    files, reference, geometry_node = {}, None, None
+    files, reference, geometry_node, headers = {}, None, None, {}
+    parameters = dict(request.parameters)
     for s in spec.inputs:
         node = request.inputs.get(s.key)
         if node is None:
@@ -87,9 +88,23 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
             continue
         if s.role is InputRole.REGION:
             continue
+        folder = _dual_echo_folder(spec, request, s.key, node, work_dir, parameters)
+        if folder is not None:  # Slicer mixed the series' two echoes: the worker reads them from its DICOM files
+            reference, geometry_node = node_header(node), _input_parts(node)[2]
+            files[s.key] = str(folder)
+            continue
         arrays = node_arrays(node)  # views of the node's memory: nothing is copied yet
         volume = node_header(node, frame_interval=request.acquisition.get("frame_interval"),
-                             acquisition=acquisition, arrays=arrays)
+                             acquisition=_acquisition_of(spec, request, s.key), arrays=arrays)
+        companion = headers.get(s.same_grid_as) if s.same_grid_as else None
+        if companion is not None and (
+                not volume.same_grid(companion) or volume.is_4d != companion.is_4d
+                or (volume.is_4d and volume.n_frames != companion.n_frames)):
+            main = spec.input(s.same_grid_as)
+            raise InputError(f"the {s.label} '{node.GetName()}' ({_shape_text(volume)}) is not on the grid of the "
+                             f"{main.label} '{request.inputs[main.key].GetName()}' ({_shape_text(companion)}) with "
+                             "its frame count; choose the other echo of that same acquisition")
+        headers[s.key] = volume
         if s.role in (InputRole.SERIES, InputRole.DWI) and not volume.is_4d:
             raise InputError(f"'{node.GetName()}' is a single 3D volume; the {spec.label} pipeline needs a 4D "
                              f"{s.label.lower()} (a volume sequence, MultiVolume or 4D volume)")
@@ -108,12 +123,118 @@ def prepare_job(request: RunRequest, work_dir: str | Path):
             continue
         mask = mask_from_region(region, reference, geometry_node, s.label)
         files[s.key] = str(handover.write_volume(Volume(mask, reference.affine), work_dir / f"{s.key}.npy"))
-    parameters = dict(request.parameters)
     aif = request.inputs.get("aif_mask")
     if aif is not None and not isinstance(aif, tuple) and aif.IsA("vtkMRMLMarkupsROINode"):
         parameters.update(spec.extra.get("roi_aif_parameters", {}))  # e.g. DSC: choose the arteries in the box
     job = Job(spec.name, files, parameters, str(work_dir / "output"), output_format="arrays")
     return job, reference
+
+
+def _acquisition_of(spec, request: RunRequest, key: str) -> dict:
+    """The acquisition values the panel has for input ``key`` (SI units, as Acquisition fields): those the spec
+    gives to that input (``of_input``: TE2 is the second echo's echo time); the main inputs get the rest."""
+    named = {a.name: a for a in spec.acquisition}
+    companion = bool(spec.input(key).same_grid_as)
+    out = {}
+    for name, value in request.acquisition.items():
+        a = named.get(name)
+        if name == "frame_interval" or value is None:
+            continue
+        if a is not None and a.of_input:
+            if a.of_input == key:
+                out[a.acquisition_field] = value
+        elif not companion:  # TE of the series is not the second echo's
+            out[a.acquisition_field if a is not None else name] = value
+    return out
+
+
+def check_companions(spec, request: RunRequest) -> None:
+    """One line for a companion series chosen wrongly: a TE2 without its series, or the series itself chosen as its
+    own second echo (the ratio of a series to itself is no ΔR2*)."""
+    for a in spec.acquisition:
+        if a.of_input and request.acquisition.get(a.name) is not None and request.inputs.get(a.of_input) is None:
+            if _holds_both_echoes(spec, request):  # the panel filled TE2 from the series' own DICOM headers
+                continue
+            raise InputError(f"a {a.label} was entered but no {spec.input(a.of_input).label} series was chosen: choose "
+                             "it in the Inputs section, or set the time back to unknown")
+    for s in spec.inputs:
+        node, main = request.inputs.get(s.key), request.inputs.get(s.same_grid_as) if s.same_grid_as else None
+        if node is not None and main is not None and node is main:
+            raise InputError(f"the {s.label} is '{node.GetName()}', the {spec.input(s.same_grid_as).label} itself; "
+                             "choose the other echo's series")
+
+
+def companion_problems(spec, inputs: dict) -> list[str]:
+    """What the Apply button says about a companion series (the second echo) before a run, from the nodes'
+    attributes and sizes only (no voxel is read): not the series itself, the series' grid size and frame count."""
+    from .inputs import describe_input
+
+    problems = []
+    for s in spec.inputs:
+        node = inputs.get(s.key)
+        main = inputs.get(s.same_grid_as) if s.same_grid_as else None
+        if node is None or main is None:
+            continue
+        label = spec.input(s.same_grid_as).label
+        if node is main:
+            problems.append(f"{s.label}: the other echo's series, not the {label} itself")
+            continue
+        try:
+            mine, theirs = describe_input(node), describe_input(main)
+        except InputError as exc:
+            problems.append(f"{s.label}: {exc}")
+            continue
+        if mine.shape != theirs.shape:
+            sizes = [" x ".join(map(str, info.shape[:3])) + (f", {info.frames} frames" if info.frames > 1 else "")
+                     for info in (mine, theirs)]
+            problems.append(f"{s.label} with the grid and frames of the {label} ('{node.GetName()}' is {sizes[0]}; "
+                            f"'{main.GetName()}' {sizes[1]})")
+    return problems
+
+
+def _holds_both_echoes(spec, request: RunRequest) -> bool:
+    """Whether the series is a node Slicer loaded from a DICOM series holding two echoes (its files give both)."""
+    split = spec.extra.get("echoes_in_folder")
+    node = request.inputs.get(split[0]) if split else None
+    if node is None:
+        return False
+    from .dicom_source import dicom_echoes_of
+
+    echoes = dicom_echoes_of(node)
+    return echoes is not None and len(echoes.echo_times_ms) == 2
+
+
+def _shape_text(volume: Volume) -> str:
+    return " x ".join(str(n) for n in volume.spatial_shape) + (f", {volume.n_frames} frames" if volume.is_4d else "")
+
+
+def _dual_echo_folder(spec, request: RunRequest, key: str, node, work_dir: Path, parameters: dict):
+    """For a series Slicer loaded from a DICOM series holding two echoes (:mod:`.dicom_source`), with no second
+    echo chosen: the series' files in a folder of their own (the job's input; the worker splits the echoes as
+    ``bbbanomaly dsc FOLDER`` does) and the panel's TE/TE2, if typed, as the run's echo times. None otherwise."""
+    split = spec.extra.get("echoes_in_folder")
+    if not split or key != split[0]:
+        return None
+    from .dicom_source import dicom_echoes_of, link_series
+
+    echoes = dicom_echoes_of(node)
+    if echoes is None:
+        return None
+    if request.inputs.get(split[1]) is not None:
+        raise InputError(f"'{node.GetName()}' already holds both echoes of its DICOM series (TE "
+                         f"{' and '.join(f'{te:g}' for te in echoes.echo_times_ms)} ms); leave the "
+                         f"{spec.input(split[1]).label} empty")
+    if len(echoes.echo_times_ms) > 2:
+        raise InputError(f"'{node.GetName()}' comes from a DICOM series with {len(echoes.echo_times_ms)} echo times; "
+                         "DSC takes one echo or two: export the two echoes to use as a series of their own")
+    named = {a.name: a for a in spec.acquisition}
+    typed = [request.acquisition.get(name) for name in split[2:]]
+    if typed[0] is not None and typed[1] is not None:  # two typed echo times replace the headers', as two --te do
+        parameters[split[2]], parameters[split[3]] = typed
+    elif typed[1] is not None:
+        raise InputError(f"'{node.GetName()}' holds two echoes: give both echo times or neither "
+                         f"({named[split[3]].label} was entered alone)")
+    return link_series(echoes, work_dir / f"{key}_dicom")
 
 
 @dataclass
