@@ -1,11 +1,25 @@
 """Shared fixtures: small DSC reference objects written to disk once per session."""
 
+import locale
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+#: The process's locale when the tests start. GDCM's DICOM writer leaves the process in the C locale, and a later
+#: test that decodes a child's output with ``text=True`` (the locale's encoding: ASCII in C) then fails on the
+#: child's "ΔR2*". A test file's own function-scoped fixture cannot undo it when a module-scoped fixture wrote the
+#: DICOM files (its "before" is already C), so the starting locale is put back after every test here.
+_STARTING_LOCALE = locale.setlocale(locale.LC_ALL, None)
+
+
+@pytest.fixture(autouse=True)
+def _starting_locale_after_each_test():
+    yield
+    if locale.setlocale(locale.LC_ALL, None) != _STARTING_LOCALE:
+        locale.setlocale(locale.LC_ALL, _STARTING_LOCALE)
 
 
 @pytest.fixture(scope="session")
