@@ -13,8 +13,9 @@ cleared by glomerular filtration, all first-order: nothing saturates at clinical
 pass and washout, scales by the same factor and its shape is the model's. (The injection's volume and rate at a fixed dose change the
 first pass's shape, which no population curve knows; a measured AIF carries all of that itself.)
 
-The readers keep no DICOM dose tags (ContrastBolusTotalDose (0018,1044) and ContrastBolusVolume (0018,1041) are in
-ml, which needs the agent's molarity; BIDS has no standard dose key), so nothing is read from the metadata."""
+Since session 23 a DICOM series' contrast tags (agent, ml, weight: :mod:`BBBAnomalyLib.io.dicom_contrast`) are turned
+into a stated dose where that is well defined (:mod:`.stated_dose`) and, where it differs from the dose assumed here by
+more than 20 %, offered in a warning with the --dose to pass; never applied by itself. BIDS has no standard dose key."""
 
 from __future__ import annotations
 
@@ -68,14 +69,21 @@ def dose_record(name: str, dose: float | None) -> dict:
     return record
 
 
-def report_entries(params, exact_aif, placement, warnings: list[str]) -> dict:
+def report_entries(params, exact_aif, placement, warnings: list[str], acquisition=None) -> dict:
     """What the run's ``report["aif"]`` gains: for a population AIF where it was put (``population_placement``) and
     its dose (:func:`dose_record`); for a measured AIF, which carries the dose itself, a warning where a dose was
-    given anyway (it was not used)."""
+    given anyway (it was not used). Where the series' header states the dose given (``acquisition.extra``, a DICOM
+    series), ``header_dose`` (session 23, :func:`.stated_dose.report_entry`: offered in a warning, never applied)."""
+    from .stated_dose import report_entry
+
+    entries = {}
     if placement is not None:
-        return {"population_placement": placement.record(params.max_delay),
-                "dose": dose_record(exact_aif.name, params.dose)}
-    if params.dose is not None:
+        entries = {"population_placement": placement.record(params.max_delay),
+                   "dose": dose_record(exact_aif.name, params.dose)}
+    elif params.dose is not None:
         warnings.append(f"--dose {params.dose:g} mmol/kg was not used: it scales a population AIF, and this run's AIF "
                         "was measured (it carries the dose itself); leave out --dose")
-    return {}
+    header = report_entry(acquisition, params, exact_aif.name if placement is not None else None, warnings)
+    if header is not None:
+        entries["header_dose"] = header
+    return entries

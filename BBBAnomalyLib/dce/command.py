@@ -64,7 +64,9 @@ or --population-aif NAME
 (parker, the default when no mask is given; georgiou, fritz-hansen, weinmann; mcgrath for rats),
 shifted to the bolus arrival. Every population curve was measured at 0.1 mmol/kg: give --dose
 (mmol/kg) for a split-dose, weight-capped or half-dose protocol (Ktrans, vp and ve scale with
-1 / the AIF's dose).
+1 / the AIF's dose). The dose a DICOM series' header states (its ContrastBolus tags and
+PatientWeight) is offered in a warning where it differs from that by more than 20 %, never
+applied by itself: --dose header applies it.
 """ + textwrap.fill(_outputs_help(), 100, break_on_hyphens=False) + """
 
 examples:
@@ -87,9 +89,11 @@ def register(sub) -> None:
                          "arterial voxels (peak >= half the region's 90th-percentile peak), ignore air")
     io.add_argument("--population-aif", choices=POPULATION_AIF_NAMES, help="population AIF instead of a mask "
                     "(parker is the default when no --aif-mask and no --aif auto; mcgrath is a rat AIF)")
-    io.add_argument("--dose", type=float, metavar="MMOL_PER_KG", help="contrast dose in mmol/kg (not ml or ml/kg: "
-                    "0.2 ml/kg of a 0.5 M agent is 0.1 mmol/kg) that scales the population AIF (default: the "
-                    "model's own, 0.1); for a split-dose, weight-capped or half-dose protocol. Not for a measured AIF")
+    io.add_argument("--dose", type=number_or_header, metavar="MMOL_PER_KG", help="contrast dose in mmol/kg (not ml "
+                    "or ml/kg: 0.2 ml/kg of a 0.5 M agent is 0.1 mmol/kg) that scales the population AIF (default: "
+                    "the model's own, 0.1); for a split-dose, weight-capped or half-dose protocol. 'header': the "
+                    "dose a DICOM series' header states (agent, ml, PatientWeight; refused where they define none); "
+                    "without --dose that dose is only offered in a warning. Not for a measured AIF")
     io.add_argument("--aif", choices=["mask", "auto"], help="'auto': choose arterial voxels automatically "
                     "(Mouridsen clustering + peak height; written as aif_mask; needs a T10 map or --vfa: with one "
                     "--t10 for every voxel, CSF looks arterial); 'mask' needs --aif-mask")
@@ -151,6 +155,12 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def number_or_header(text: str):
+    """--dose's value: 'header' (the dose the DICOM header states: dce/stated_dose.py) or a number [mmol/kg], whose
+    range _run checks (one line, exit 2)."""
+    return "header" if str(text).strip().lower() == "header" else float(text)
+
+
 def parse_t10(value: str | None, series):
     """(scalar seconds or None, map Volume or None) from --t10."""
     from ..core.errors import InputError
@@ -194,7 +204,9 @@ def _run(args, out_dir: Path) -> int:
         raise InputError("--aif mask needs --aif-mask MASK")
     if args.aif == "auto" and (args.aif_mask or args.population_aif):
         raise InputError("--aif auto chooses the arterial voxels itself; leave out --aif-mask/--population-aif")
-    check_dose(args.dose)  # (before the series is read: one line, exit 2)
+    from_header = args.dose == "header"  # (resolved once the series is read: dce/stated_dose.py)
+    if not from_header:
+        check_dose(args.dose)  # (before the series is read: one line, exit 2)
     if args.dose is not None and (args.aif_mask or args.aif == "auto"):
         raise InputError("--dose scales a population AIF; a measured AIF (--aif-mask, --aif auto) carries the dose "
                          "itself: leave out --dose")
@@ -210,6 +222,11 @@ def _run(args, out_dir: Path) -> int:
     printer = ConsolePrinter(quiet=args.quiet)
     printer(0.0, f"reading {args.series}")
     series = read_volume(args.series, times=args.times, frame_interval=args.frame_interval)
+    dose = args.dose
+    if from_header:
+        from .stated_dose import dose_from_header
+
+        dose = dose_from_header(series.acquisition)
     t10, t10_map = parse_t10(args.t10, series)
     vfa_info = None
     if args.vfa:
@@ -220,7 +237,7 @@ def _run(args, out_dir: Path) -> int:
     params = DCEParameters(
         model=args.model, input_kind=args.input_kind, t10=t10, blood_t10=args.blood_t10, flip_angle=args.flip_angle,
         tr=args.tr, relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
-        dose=args.dose, aif_region=args.aif_search, aif_auto=args.aif == "auto",
+        dose=dose, aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
         device=args.device, motion_correct=args.motion_correct, slice_timing=args.slice_timing,
@@ -230,6 +247,10 @@ def _run(args, out_dir: Path) -> int:
     result = run_dce(series, params, aif_mask=masks.get("aif_mask"), brain_mask=masks.get("mask"),
                      tumor_mask=masks.get("tumor_mask"), t10_map=t10_map, progress=printer,
                      consume_input=True)  # the series is not used after the gather: free it mid-run
+    if from_header:
+        from .stated_dose import mark_applied
+
+        mark_applied(result.report)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     if vfa_info is not None:
         result.report["t10_from_vfa"] = vfa_info

@@ -12,7 +12,8 @@ in place (one float32 copy of the curves, issue 17); an AIF search region or the
 voxels before the RLS, from the concentration of those rows converted on demand.
 
 The gather of the analysed voxels' curves (and the scatter of their values back to the grid) is in :mod:`.gather`;
-the report, its map summaries and the fit's caveats (bounds reached, ve undetermined) are in :mod:`.run_report`.
+the report, its map summaries and the fit's caveats (bounds reached, ve undetermined) are in :mod:`.run_report`;
+the fit the result returns, read back from its maps (:class:`MapFit`), is in :mod:`.map_fit`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, det
                          enhancement_ratio, ser_from_concentration)
 from .exchange import ExchangeModel
 from .gather import _brain_rows, _check_finite, _gather_curves, _rows_mean, _scatter
+from .map_fit import MapFit
 from .models import PKFit, PKModel
 from .parameters import DCEParameters, InputKind, Model
 from .parameters import MAP_INFO  # noqa: F401  (re-exported: roistats and the tests read it here)
@@ -404,8 +406,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     report["motion"] = motion
     report["slice_timing"] = timing_report
     report["delay_range"] = {"max_delay_s": params.max_delay, "groups": delay_range}
-    # a population AIF: where it was put, the delay grid searched from it, and its dose (.aif_dose)
-    report["aif"].update(aif_dose.report_entries(params, exact_aif, placement, warnings))
+    # a population AIF: where it was put, the delay grid searched from it, and its dose (.aif_dose); the dose the
+    # DICOM header states, where it does, checked against it (.stated_dose)
+    report["aif"].update(aif_dose.report_entries(params, exact_aif, placement, warnings, series.acquisition))
     if ve_info is not None:
         report["ve_determination"] = ve_info
         share = ve_info.get("undetermined_share")
@@ -559,44 +562,6 @@ def _convert(raw, n_base, mode, t10, flip, tr, params: DCEParameters, need_ser: 
 
 def _rows(t10, rows):
     return t10[rows] if np.ndim(t10) == 1 else t10
-
-
-class MapFit:
-    """The fit a run returns (``DCEResult.extras["fit"]``), read back from its maps: each field of :class:`PKFit`
-    is the brain voxels' float32 values of its map, gathered when asked (issue 17: the result holds each value
-    once), the delays as the grid's float64 values, and a field without a map the model's zero (vp of Tofts, kep
-    and ve of Patlak, the delay without a delay grid). The values the fit stored (``PKModel.fit(...,
-    dtype=float32)``), so the panel's model curves (:meth:`pkfit` to :meth:`PKModel.curves`) are those of the
-    written maps."""
-
-    FIELDS = {"ktrans": "ktrans", "kep": "kep", "ve": "ve", "vp": "vp", "delay": "delay", "r2": "fit_r2"}
-    fitted = None
-
-    def __init__(self, maps: dict, brain: np.ndarray, delays: np.ndarray, curve_kep: np.ndarray | None = None):
-        """curve_kep: the fit's kep of the voxels whose ve the data do not determine (written as 0 in the kep and
-        ve maps, in brain order): :meth:`pkfit` puts them back, so the model curves are the fit's."""
-        self._maps, self._brain, self._delays = maps, brain, np.asarray(delays, dtype=np.float64)
-        self._curve_kep = curve_kep
-
-    def __getattr__(self, name):
-        if name.startswith("_") or name not in MapFit.FIELDS:
-            raise AttributeError(name)
-        key = MapFit.FIELDS[name]
-        if key not in self._maps:
-            return np.zeros(int(self._brain.sum()), np.float64 if name == "delay" else np.float32)
-        values = self._maps[key].data[self._brain]
-        if name == "delay":  # the grid value each float32 delay rounds (the grid's steps are far apart)
-            return self._delays[np.searchsorted(0.5 * (self._delays[1:] + self._delays[:-1]), values)]
-        return values
-
-    def pkfit(self) -> PKFit:
-        """The fit as the model's curves need it: the maps' values, with the fit's kep where ve was not
-        determined (ve is 0 there and nowhere else: a determined ve is > 0)."""
-        fields = {name: getattr(self, name) for name in MapFit.FIELDS}
-        if self._curve_kep is not None and self._curve_kep.size:
-            hidden = fields["ve"] == 0
-            fields["kep"][hidden] = self._curve_kep  # (a gathered copy of the map's values)
-        return PKFit(**fields, fitted=None)
 
 
 def _narrowed(values: np.ndarray) -> np.ndarray:
