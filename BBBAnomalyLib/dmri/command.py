@@ -14,7 +14,9 @@ Anomaly map from a diffusion-weighted series with a model trained only on health
 (seed: diffusion-MRI anomaly detection in glioma).
 
 Input: a 4D DWI with at least one b0 and one shell near b = 1000 s/mm² (700–1300; rescaled to
-1000) with >= 6 unique directions. Other shells are ignored; b = 2000-only data is refused.
+1000) with >= 6 unique directions. Other shells are ignored; b = 2000-only data is refused, and so
+are a 3-direction ("3-scan trace") or b0 + trace-only DWI and a scanner's ADC map: they carry no
+direction information (use the patient's DTI series, or `bbbanomaly t1flair`).
 The signal becomes S/S0, is resampled with spherical harmonics (15+ directions) or, for 6-14
 directions (clinical DTI), through a diffusion tensor (with a warning: crossing fibres are not
 represented) to the model's 64 canonical directions and, with its affine kept, to the model's

@@ -14,7 +14,9 @@ What is supported (and what is refused, with the reason):
   when there are 28 or more directions, else order 4 (15), with Laplace–Beltrami regularisation
   (λ = 0.001; Descoteaux 2007), and evaluated on the model's canonical directions; with 6-14 (clinical DTI
   protocols) through a log-linear diffusion-tensor fit instead (:mod:`.tensor_resampling`, with a warning:
-  crossing fibres are not represented). Fewer than 6 cannot determine a tensor and are refused.
+  crossing fibres are not represented). Fewer than 6 cannot determine a tensor and are refused; the line of a
+  clinical 3-direction ("3-scan trace") or b0 + trace-only series says what it is and what to use instead
+  (:mod:`.clinical_dwi`).
 
 Gradient directions are used in world RAS. Slicer's DWI nodes give RAS; FSL ``.bvec`` files are
 in the image's axes with x flipped when the affine's determinant is positive: :func:`to_ras`
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from . import tensor_resampling as tensor
+from .clinical_dwi import ALTERNATIVES, directionless_shell, too_few_volumes
 
 SH_LAMBDA = 0.001  # Laplace-Beltrami weight: 0.006 (dipy's ODF default) biases exp(-bD) by ~0.02-0.05 in S/S0
 DUPLICATE_DEGREES = 3.0  # directions closer than this (or to each other's antipode) count once
@@ -103,6 +106,9 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
     """The b0 volumes and the one shell near ``target_b``; InputError naming what is missing."""
     bvals = np.asarray(bvals, dtype=np.float64).ravel()
     if bvecs is None:
+        few = too_few_volumes(bvals, target_b, b0_threshold, tolerance, tensor.TENSOR_MIN_DIRECTIONS)
+        if few:  # a b0 + trace series: no table of directions could make it usable, so say that, not "give --bvec"
+            raise InputError(few)
         raise InputError("the DWI has b-values but no gradient directions; give --bvec FILE (FSL format, 3 rows)")
     bvecs = np.asarray(bvecs, dtype=np.float64)
     if bvecs.shape != (bvals.size, 3):
@@ -133,9 +139,8 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
                          "acquire (or extract) a b ≈ 1000 shell, or train a model on your own b-value with "
                          f"`bbbanomaly train dmri-vae`.{scaled}")
     directionless = on_shell & (~np.isfinite(bvecs).all(axis=1) | (norms < 0.5))
-    if directionless[on_shell].all():
-        raise InputError("the diffusion-weighted volumes on the shell have a zero or NaN gradient direction; "
-                         "check the bvec file (a b0 must have b below the b0 threshold)")
+    if directionless[on_shell].all():  # b0 + trace-weighted images only: the clinical 3-direction DWI's export
+        raise InputError(directionless_shell(int(on_shell.sum()), target_b))
     warnings = []
     if directionless.any():
         # Siemens' trace-weighted (TRACEW) and Philips' isotropic image: the mean of the shell's volumes, stored at
@@ -173,10 +178,10 @@ def select_shell(bvals, bvecs, *, target_b: float, b0_threshold: float, toleranc
 
 def too_few_directions(unique: int, min_directions: int, target_b: float) -> str:
     """The refusal's line for a shell of ``unique`` directions under ``min_directions``."""
-    if unique < tensor.TENSOR_MIN_DIRECTIONS:
+    if unique < tensor.TENSOR_MIN_DIRECTIONS:  # a 3-direction ("3-scan trace") clinical DWI: what it is, what instead
         return (f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; at least "
                 f"{tensor.TENSOR_MIN_DIRECTIONS} are needed to resample it to the model's directions (a diffusion "
-                f"tensor has 6 unknowns; {SH_MIN_DIRECTIONS} for spherical harmonics)")
+                f"tensor has 6 unknowns; {SH_MIN_DIRECTIONS} for spherical harmonics). {ALTERNATIVES}")
     return (f"the b ≈ {target_b:g} shell has {unique} unique gradient directions; this run asks for at least "
             f"{min_directions} (min_directions). The default ({DEFAULT_MIN_DIRECTIONS}) resamples 6-14 directions "
             "through a diffusion tensor, with a warning; lower DMRIParameters.min_directions to run it")
