@@ -58,6 +58,16 @@ def detect_baseline_frames(mean_curve: np.ndarray) -> int:
     return kept
 
 
+def detect_brain_baseline_frames(brain_mean: np.ndarray) -> int:
+    """:func:`detect_baseline_frames` of the brain-mean curve, after checking that the series is one contrast
+    enhancement (not an ASL, BOLD, DSC or diffusion series: :func:`..dsc.series_kind.check_dce_curve`, session 23).
+    For the brain's mean only: single arterial curves are read by :func:`detect_baseline_frames` as before."""
+    from ..dsc.series_kind import check_dce_curve
+
+    check_dce_curve(brain_mean)
+    return detect_baseline_frames(brain_mean)
+
+
 def second_frame_holds_foot(curve: np.ndarray, peak_rise: float) -> bool:
     """Whether the second frame already holds the bolus' foot: its rise above the first frame exceeds
     FOOT_NOISE_SIGMAS times the noise of a difference of two frames (the noise read from the curve's second half:

@@ -38,7 +38,10 @@ report.json and .bbbanomaly.json (the manifest of what was written).
 Units: CBV ml/100 g, CBF ml/100 g/min, MTT and Tmax s, K2 1/s (with kH 0.73, ρ 1.04 g/ml;
 --kh 1 --density 1 gives ml/100 ml as used by reference data: with --density 1 the report says per 100 ml).
 An AIF that peaks hardly above the brain's tissue (a mask drawn on tissue) is refused, as is
-concentration input without --mask (no automatic brain mask can be made from ΔR2*).
+concentration input without --mask (no automatic brain mask can be made from ΔR2*). A series that is not one
+contrast bolus lowering the signal (ASL, BOLD, diffusion, a T1-weighted DCE series, one starting after its bolus) is
+refused, saying what it looks like; a spin-echo series (as its DICOM or BIDS sidecar says) is quantified as gradient
+echo with a warning that its absolute CBV/CBF are not comparable (read rCBV/rCBF against NAWM).
 
 examples:
   bbbanomaly dsc dsc.nii.gz --aif-mask aif.nii.gz --te 0.03 --out results

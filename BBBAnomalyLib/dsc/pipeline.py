@@ -42,6 +42,8 @@ from .low_cnr import LOW_CNR, contrast_to_noise, low_cnr_caveats, low_cnr_warnin
 # contrast_to_noise are read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
+from .series_kind import check_dsc_curve
+from .spin_echo import merge_caveats, sequence_step
 from .validation import (
     automatic_brain_mask, binned_grid, check_bsw_reference, check_series, frames_on_grid, frames_on_uniform_grid,
     negative_tumor_cbv, reference_ratios, tumor_to_nawm, uniform_times
@@ -199,6 +201,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                  (("aif-mask", aif_mask), ("mask", brain_mask), ("nawm-mask", nawm_mask), ("tumor-mask", tumor_mask))
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)
+        sequence = sequence_step(series.acquisition, te, warnings)  # spin or gradient echo; b-values, ASL refused
         _check_phae_adapt(params)
         _phae_options_unused(params, warnings)
         if second_echo is not None:
@@ -270,6 +273,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                                 f"{skip_frames * binned}'s brain-mean signal {excess:.1f} % above the baseline): they are "
                                 f"left out of the baseline and the curves (--skip-frames {skip * binned} says so; "
                                 f"--baseline-frames FIRST STOP sets the baseline)")
+        if detection_kind == "signal":  # one bolus that lowers the signal (not ASL, BOLD, DCE, DWI: .series_kind)
+            check_dsc_curve(detection, skip, baseline_frames)
         baseline = detect_baseline(detection, skip, detection_kind, baseline_frames)
         # PHAE's guided pooling reads the pre-contrast signal S0, which the conversion overwrites
         guide = _pooling_guide(raw[:n_brain], baseline, params)
@@ -443,7 +448,8 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     report = {
         "pipeline": "dsc",
         "input": {"shape": input_shape, "frames": int(input_shape[3]),
-                  "frame_interval_s": step, "echo_time_s": te, "second_echo_time_s": te2},
+                  "frame_interval_s": step, "echo_time_s": te, "second_echo_time_s": te2,
+                  **({"sequence": sequence} if sequence else {})},
         "analysed_frames": {"frames": int(times.size), "frame_interval_s": float(times[1] - times[0]),
                             "frames_averaged": binned},
         "parameters": params.to_json(),
@@ -469,6 +475,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             if name in report["maps"] and systematic.get(key):
                 report["maps"][name]["caveat"] = systematic[key]
     caveats = low_cnr_caveats(contrast, params.method)
+    merge_caveats(caveats, sequence)  # spin-echo DSC: absolute values not comparable (.spin_echo)
     if saturation is not None and saturation.saturated:  # absolute values high; ratios hold (aif_saturation.py)
         for name, caveat in saturation.caveats(params.method.value).items():
             caveats[name] = caveats[name] + "; " + caveat if name in caveats else caveat

@@ -85,6 +85,7 @@ from ._common import LPS_TO_RAS
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
                            _groups, _slice_times, _vector)
 from .dicom_contrast import contrast_extra
+from .sequence_type import sequence_extra_from_dicom
 from .dicom_ge import ge_trigger_slice_times
 from .dicom_resent import find_copies, resent_series
 from .dicom_scaling import TAGS as SCALING_TAGS
@@ -255,6 +256,7 @@ def _volume(directory: Path, series_uid: str, files, headers, spacings, pixel_id
     affine = _affine(headers, grid, spacings[grid[0, 0]], directory)
     acq = _acquisition(headers, series_uid, frame_source)
     acq.extra.update(contrast_extra(files))  # the contrast given, as the header states it (dce.stated_dose)
+    acq.extra.update(sequence_extra_from_dicom(files))  # spin or gradient echo, as the header says (io/sequence_type)
     if notes:
         acq.extra["duplicate_images"] = " ".join(notes)
         acq.extra.setdefault(READ_WARNINGS, []).extend(notes)  # the run's report says it too

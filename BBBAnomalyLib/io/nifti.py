@@ -20,7 +20,9 @@ Sidecar ``x.json`` next to ``x.nii.gz``: BIDS keys EchoTime [s], RepetitionTime 
 FlipAngle [deg], MagneticFieldStrength [T], SeriesDescription, VolumeTiming [s], plus a
 ``BBBAnomaly`` object for what BIDS has no key for (echo_times, extra). ``SliceTiming`` (s, one per slice along
 ``SliceEncodingDirection``, default k) is kept as given in ``acquisition.extra['slice_timing']`` and written back as
-BIDS keys; the DSC and DCE pipelines check and use it (:mod:`..perfusion.slice_timing`). Reading the sidecar is optional;
+BIDS keys; the DSC and DCE pipelines check and use it (:mod:`..perfusion.slice_timing`). The pulse-sequence keys
+(ScanningSequence, SequenceName, PulseSequenceType, ..., ArterialSpinLabelingType) go to ``acquisition.extra['sequence']``
+(:mod:`.sequence_type`; written back under ``BBBAnomaly.extra``). Reading the sidecar is optional;
 a value of the wrong type or out of range is refused with one line naming the file and the field;
 on write a stale sidecar/bval/bvec of the same name is removed so it cannot describe new data.
 """
@@ -40,6 +42,7 @@ from ..core.checks import number
 from ..core.errors import InputError
 from ..core.volume import Acquisition, FrameSource, Volume
 from ._common import TIME_UNITS, staged_files, stem_of, storable, uniform_interval
+from .sequence_type import sequence_extra_from_sidecar
 
 
 def sidecar_paths(path: Path, suffix: str) -> dict[str, Path]:
@@ -311,6 +314,8 @@ def _read_sidecar(path: Path, n: int) -> tuple[Acquisition, np.ndarray | None]:
         # perfusion/slice_timing.py), so that a sidecar's slice times never refuse a T1, FLAIR or DWI image
         acq.extra["slice_timing"] = {"times_s": d["SliceTiming"], "direction": d.get("SliceEncodingDirection", "k"),
                                      "source": f"SliceTiming in the JSON sidecar '{path}'"}
+    if "sequence" not in acq.extra:  # the sequence kind as the sidecar's BIDS keys say (io/sequence_type.py)
+        acq.extra.update(sequence_extra_from_sidecar(d))
     times = None
     for key in ("VolumeTiming", "FrameTimesStart"):
         if d.get(key) is not None:
