@@ -25,7 +25,9 @@ def read_dwi(path, bval=None, bvec=None) -> Volume:
     from ..io._common import file_kind
     from ..io.nrrd import dwmri_gradients
 
-    volume = read_volume(path)
+    # a table given here replaces the files beside the image: a stale x.bval (another export's, with or without the
+    # trace or a reversed b0) must not refuse the run before the user's corrected table is read
+    volume = read_volume(path, gradient_files=bval is None and bvec is None)
     if not volume.is_4d:
         raise InputError(f"'{path}' is 3D {volume.data.shape}; a DWI is 4D: the b0 and diffusion-weighted volumes. "
                          f"{SCANNER_MAP_NOTE}")

@@ -34,7 +34,8 @@ _log = logging.getLogger("BBBAnomalyLib")
 __all__ = ["read_volume", "write_volume", "read_times", "read_mask", "read_dicom_series", "list_series"]
 
 
-def read_volume(path, *, times=None, frame_interval: float | None = None, lazy: bool = False) -> Volume:
+def read_volume(path, *, times=None, frame_interval: float | None = None, lazy: bool = False,
+                gradient_files: bool = True) -> Volume:
     """Read a 3D volume or 4D series as a Volume (x, y, z[, t]) with a RAS affine.
 
     times: frame times in seconds (array, or a times file path), replacing the file's timing.
@@ -43,6 +44,7 @@ def read_volume(path, *, times=None, frame_interval: float | None = None, lazy: 
     lazy: a 4D NIfTI series is not read yet: the Volume's ``source`` reads it frame block by
     frame block (the DSC pipeline gathers its voxels so, never holding the whole series), and
     the first use of ``.data`` reads it whole. Other formats and 3D images are read at once.
+    gradient_files: False leaves a NIfTI's ``x.bval``/``x.bvec`` unread (a DWI given its own table).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"read_volume needs a file or folder path, got {type(path).__name__}")
@@ -51,7 +53,7 @@ def read_volume(path, *, times=None, frame_interval: float | None = None, lazy: 
         raise InputError(f"input '{path}' not found; check the path ({SUPPORTED})")
     kind, suffix = file_kind(path)
     if kind == "nifti":
-        volume = read_nifti(path, suffix, lazy=lazy)
+        volume = read_nifti(path, suffix, lazy=lazy, gradient_files=gradient_files)
     elif kind == "nrrd":
         volume = read_nrrd(path)
     else:

@@ -62,9 +62,11 @@ def _nibabel():
     return nibabel
 
 
-def read_nifti(path: Path, suffix: str, lazy: bool = False) -> Volume:
+def read_nifti(path: Path, suffix: str, lazy: bool = False, gradient_files: bool = True) -> Volume:
     """A Volume from a NIfTI file. ``lazy``: a 4D series stays in its file (a :class:`NiftiFrames`
-    source, read frame block by frame block by whoever uses it); 3D images are read at once."""
+    source, read frame block by frame block by whoever uses it); 3D images are read at once.
+    ``gradient_files`` False: the ``x.bval``/``x.bvec`` beside it are not read (the caller was given a table of its
+    own, which replaces them: a stale sibling table must not refuse the image it does not describe)."""
     nib = _nibabel()
     try:
         # keep_file_open: frame blocks read one after the other continue one (gzip) stream
@@ -92,7 +94,8 @@ def read_nifti(path: Path, suffix: str, lazy: bool = False) -> Volume:
     acq, side_times = _read_sidecar(side["json"], n)
     if side_times is not None:
         times = side_times
-    acq.bvals, acq.bvecs = _read_fsl_gradients(side["bval"], side["bvec"], n)
+    if gradient_files:
+        acq.bvals, acq.bvecs = _read_fsl_gradients(side["bval"], side["bvec"], n)
     return Volume(data, affine, times, acq)
 
 
