@@ -52,6 +52,7 @@ _ensureLibraryImportable()  # only a path lookup
 
 from BBBAnomalyPanel.companions import CompanionInputsMixin  # noqa: E402  (light: slicer only)
 from BBBAnomalyPanel.form import ParameterFormMixin  # noqa: E402  (light: qt and slicer only)
+from BBBAnomalyPanel.header_hints import HeaderHintsMixin  # noqa: E402  (light: qt and slicer only)
 from BBBAnomalyPanel.logic import MINIMUM_TORCH_VERSION, PIP_PACKAGES, PanelLogic  # noqa: E402,F401
 from BBBAnomalyPanel.parameters import ParameterNodeMixin  # noqa: E402
 from BBBAnomalyPanel.results import ResultsMixin  # noqa: E402
@@ -108,11 +109,11 @@ def registerSampleData():
 #
 
 
-class BBBAnomalyWidget(CompanionInputsMixin, ParameterFormMixin, ParameterNodeMixin, ResultsMixin, RunMixin,
-                       ScriptedLoadableModuleWidget, VTKObservationMixin):
+class BBBAnomalyWidget(CompanionInputsMixin, HeaderHintsMixin, ParameterFormMixin, ParameterNodeMixin, ResultsMixin,
+                       RunMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: inputs and parameters from the pipeline registry, a background run, results.
-    The parameter form, the parameter node, the run, the Results section and the companion inputs (second echo)
-    are mixins in BBBAnomalyPanel/."""
+    The parameter form, the parameter node, the run, the Results section, the companion inputs (second echo) and
+    the DICOM header's hints (the stated contrast dose) are mixins in BBBAnomalyPanel/."""
 
     AIF_SOURCES = (("auto", "Automatic"), ("roi", "Markups ROI"), ("segment", "Segment"))
     #: parameter-node name -> widget attribute, for the node selectors whose choice is kept in the scene
@@ -139,6 +140,8 @@ class BBBAnomalyWidget(CompanionInputsMixin, ParameterFormMixin, ParameterNodeMi
         self._dependenciesDeclined = False
         self._lastLogMessage = None
         self._dicomEchoes = None  # the input's DICOM series when it holds two echoes (mrml.dicom_echoes_of)
+        self.headerHintRows = {}  # parameter -> (row, label, Use button) under its field (HeaderHintsMixin)
+        self.headerHints = {}  # parameter -> what the input's DICOM header says about it
 
     # --- opening the panel ------------------------------------------------------------------------
     def setup(self):
@@ -340,6 +343,7 @@ class BBBAnomalyWidget(CompanionInputsMixin, ParameterFormMixin, ParameterNodeMi
                         self.acquisitionBoxes()[name].value = value * scale
                 self.showDicomEchoes(node)
             self.prestartWorker()
+        self.showHeaderHints(node)
         self.fillCompanionAcquisition()
         self.onGUIChanged()
 

@@ -5,7 +5,8 @@ from slicer.i18n import tr as _
 
 
 class ParameterFormMixin:
-    """For BBBAnomalyWidget: one widget per user parameter, defaults and tooltips from the registry."""
+    """For BBBAnomalyWidget: one widget per user parameter, defaults and tooltips from the registry (and, under a
+    parameter the input's DICOM header can state, a hint row: HeaderHintsMixin)."""
 
     def buildParameterWidgets(self, spec):
         for layout in (self.ui.parametersWidget.layout(), self.ui.advancedCollapsibleButton.layout()):
@@ -14,6 +15,7 @@ class ParameterFormMixin:
                 if item.widget():
                     item.widget().deleteLater()
         self.parameterWidgets = {}
+        self.headerHintRows = {}  # (their widgets went with the layout's items above)
         try:  # the defaults come from the pipeline's parameter class, whose package may need nibabel
             defaults = spec.default_parameters()
         except ImportError as exc:
@@ -54,6 +56,7 @@ class ParameterFormMixin:
             layout = (self.ui.advancedCollapsibleButton if p.advanced else self.ui.parametersWidget).layout()
             layout.addRow(p.label + ":", widget)
             self.parameterWidgets[p.name] = widget
+            self.addHeaderHintRow(spec, p.name, layout)  # e.g. the dose the input's DICOM header states
         self.ui.advancedCollapsibleButton.visible = any(p.advanced for p in spec.parameters)
 
     def parameterValues(self):

@@ -406,11 +406,16 @@ DCE = PipelineSpec(
 DMRI = PipelineSpec(
     name="dmri",
     label="Diffusion anomaly",
+    # session 23 (dmri/clinical_dwi.py): what a glioma clinic most often has cannot be used, and the run refuses it
     description="anomaly map from the raw diffusion-weighted signal (single shell near b = 1000) with models "
-                "trained only on healthy brains: a 3D variational autoencoder or RecDiscNet",
+                "trained only on healthy brains: a 3D variational autoencoder or RecDiscNet. Needs a DTI-type "
+                "series with at least 6 gradient directions; a clinical 3-direction (3-scan trace) DWI, a trace "
+                "image or the scanner's ADC map cannot be used (they hold the mean diffusivity only): use the "
+                "patient's DTI series if one was acquired, read the ADC map as it is, or run T1/FLAIR",
     inputs=(
         InputSpec("dwi", InputRole.DWI, "DWI", True, "a DWI node (b-values and gradients) or a 4D volume with "
-                  "b-values and gradients", positional=True),
+                  "b-values and gradients: at least 6 gradient directions on a shell near b = 1000 (a DTI series); "
+                  "not a clinical 3-direction/trace DWI or an ADC map", positional=True),
         InputSpec("brain_mask", InputRole.REGION, "Brain mask", tooltip="empty = automatic"),
         InputSpec("nawm_mask", InputRole.REGION, "NAWM segment", tooltip="reference of the ratio table"),
         InputSpec("tumor_mask", InputRole.REGION, "Tumor segment", tooltip="summarised in the report and ratio table"),

@@ -8,6 +8,8 @@ By what it does:
   :func:`mask_from_region` (markups ROI, segment or labelmap -> mask), :func:`voxel_in_grid`;
 * :mod:`.dicom_source` a series Slicer loaded from a DICOM series holding two echoes (:func:`dicom_echoes_of`),
   handed over as its DICOM files for a dual-echo run;
+* :mod:`.dicom_header` what a node's DICOM files say beyond the image (:func:`dicom_header_facts`: the contrast
+  given, spin or gradient echo), put into the acquisition a run receives, as the library's DICOM reader does;
 * :mod:`.runs`    a run: :func:`prepare_job` (inputs -> raw arrays in the nodes' memory order + Job;
   nothing added to the scene) and :func:`import_results` (maps -> volume nodes in a subject-hierarchy folder);
 * :mod:`.views`   how maps look: :func:`apply_map_display` (colour, window preset, zero
@@ -31,6 +33,7 @@ from .inputs import (
     masks_on_input, node_arrays, node_header, ras_to_voxel, reference_grid, volume_from_node, voxel_in_grid
 )
 from .dicom_source import DicomEchoes, dicom_echoes_of, link_series
+from .dicom_header import HEADER_READERS, dicom_header_facts, with_header_facts
 from .plots import PALETTE, curve_plot, export_table, map_caveats, ratio_table, table_rows
 from .runs import (
     RunOutputs, RunRequest, check_companions, companion_problems, import_results, prepare_job, remove_run, run_folders, write_job_input
@@ -47,7 +50,7 @@ __all__ = [
     "masks_on_input", "node_arrays", "node_header", "ras_to_voxel", "reference_grid", "volume_from_node",
     "voxel_in_grid",
     "PALETTE", "curve_plot", "export_table", "map_caveats", "ratio_table", "table_rows",
-    "DicomEchoes", "dicom_echoes_of", "link_series",
+    "DicomEchoes", "dicom_echoes_of", "link_series", "HEADER_READERS", "dicom_header_facts", "with_header_facts",
     "RunOutputs", "RunRequest", "check_companions", "companion_problems", "import_results", "prepare_job", "remove_run", "run_folders", "write_job_input",
     "SAMPLES", "Sample", "add_dwi", "add_roi", "add_segmentation", "add_series", "add_volume_node",
     "load_dce_demo", "load_dmri_demo", "load_dsc_demo", "load_sample", "load_t1flair_demo", "roi_around",

@@ -180,15 +180,18 @@ def node_header(node, *, frame_interval: float | None = None, times=None, acquis
     """The input's grid, frame times and acquisition as a :class:`Volume` whose voxels are not read
     (a zero-strided read-only stand-in of the input's shape and type): what a run checks before
     anything is written. Arguments as for :func:`volume_from_node`; ``arrays``: the node's
-    :func:`node_arrays`, when already taken."""
+    :func:`node_arrays`, when already taken. A node loaded from DICOM gets the header facts the library's DICOM
+    reader keeps in ``acquisition.extra`` (the contrast given, spin or gradient echo: :mod:`.dicom_header`), read
+    from its files, as ``bbbanomaly FOLDER`` would have them."""
     from ...io.timing import override_times
+    from .dicom_header import with_header_facts
 
     info = describe_input(node)
     _, _, geometry, _, _ = _input_parts(node)
     axes, parts = arrays or node_arrays(node)
     dtype = (parts[0] if axes == "tkji" else parts).dtype
     stand_in = np.broadcast_to(np.zeros((), dtype), _library_shape(axes, parts))
-    acq = info.acquisition
+    acq = with_header_facts(info.acquisition, node)
     for name, value in (acquisition or {}).items():
         if value is not None:
             if not hasattr(acq, name):
