@@ -3,7 +3,8 @@
 ``run_t1flair`` is the one documented entry point; `bbbanomaly t1flair`, the Slicer panel and
 the worker are thin layers over it. Steps: FLAIR onto the T1 grid (world coordinates; with ``register``
 "rigid" then registered to the T1, alignment.py) -> brain mask (given or automatic) -> N4 bias-field
-correction (``bias_correct``, bias_field.py) -> applicability checks (applicability.py) -> histogram-mode
+correction (``bias_correct``, bias_field.py) -> applicability checks (applicability.py; the post-operative cues of
+postop.py, compared with the enhancement map at the end) -> histogram-mode
 normalisation -> brain slices resampled to the network size ->
 deterministic few-step synthesis with both ET labels and ``samples`` starting noises -> tumor ROI (the
 user's, or the segmentation head's with its plausibility, tumor_roi.py) -> contrastive maximum -> BBB
@@ -144,6 +145,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     from .diffusion import sample_both_labels
     from .enhancement import estimate_enhancement, native_synthesis
     from .identification import contrastive_maximum, slice_scores
+    from .postop import find_post_operative, post_operative_report
     from .models import load
     from .real_evidence import RealEvidence
     from .tumor_roi import choose_roi, flair_abnormality_ml
@@ -183,6 +185,9 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         applicability = check_structural_input(t1_data, flair_data, t1.affine, brain, slice_axis(t1.affine),
                                                mask_given=brain_mask is not None, flair_affine=flair_affine)
         warnings.extend(applicability.warnings)
+        # post-operative anatomy (intrinsic T1 hyperintensity, a cavity): found here, compared with the enhancement
+        # map at the end (postop.py; it changes no map)
+        post_operative = find_post_operative(t1_data, flair_data, brain, t1.voxel_sizes[:3])
     release_freed_memory()  # between steps (issue 17): the checks' freed temporaries are not kept resident
     device = resolve_device(params.device)
     with timer("load_models"):
@@ -310,6 +315,10 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
     values["synthetic_t1gd_enhancing"] = natives["enhancing"]
     values["synthetic_t1gd_non_enhancing"] = natives["non_enhancing"]
     maps = MapVolumes(brain, t1.affine, values)
+    post_operative_block, post_checks, post_reasons = post_operative_report(post_operative, brain, added, roi)
+    applicability.checks.extend(post_checks)
+    warnings.extend(c.message for c in post_checks if c.status == "warning")
+    status.reasons.extend(post_reasons)
 
     bbb = dict(status.to_json(), **roi_info.to_json(), low_confidence=status.call == "indeterminate")
     in_roi = roi[brain]  # the ROI is inside the brain: v[roi] of a full map is v_brain[in_roi], in the same order
@@ -329,6 +338,7 @@ def _run(t1, flair, params, brain_mask, tumor_mask, progress) -> T1FlairResult:
         "device": str(device),
         "bbb_status": bbb,
         "applicability": applicability.to_json(),
+        "post_operative": post_operative_block,
         "registration": registration_report,
         "bias_field": bias_report,
         "anomaly": anomaly_report,
