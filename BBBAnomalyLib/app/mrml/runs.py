@@ -22,6 +22,7 @@ from .common import (
     ATTRIBUTE_PREFIX, RUN_FOLDER_ATTRIBUTE, _array_to_matrix, _slicer, _subject_hierarchy, ijk_to_ras, world_affine
 )
 from .inputs import _input_parts, mask_from_region, node_arrays, node_header
+from .map_grid import log_note, onto_node_grid
 
 
 @dataclass
@@ -307,8 +308,12 @@ def import_results(output_dir: str | Path, input_node, run_name: str, replace: b
             volume = read_volume(path)
             affine = volume.affine
             array = None if volume.is_4d else np.ascontiguousarray(np.swapaxes(volume.data.astype(np.float32), 0, 2))
-        if array is None or array.shape[::-1] != dims or not np.allclose(affine, reference_affine, atol=1e-3):
+        # a sub-voxel difference (Slicer regularised the DICOM slice positions) is placed voxel by voxel, with a note
+        array, note = onto_node_grid(array, affine, dims, reference_affine) if array is not None else (None, None)
+        if array is None:
             raise InputError(f"map '{name}' is not on the grid of '{input_node.GetName()}'; it cannot be overlaid")
+        if note:
+            log_note(note, input_node.GetName(), report)
         maps[name] = array
     if replace:
         for item in run_folders(run_name):
