@@ -1,7 +1,7 @@
 """The PHAE deconvolution step of ``run_dsc``: the pipeline's side of the learned method.
 
 Held apart from :mod:`.pipeline` because it is one method's concern, not the pipeline's order of steps:
-the --adapt refusal made before any work (:func:`_check_phae_adapt`), the step itself
+the checks made before any work (:func:`_check_phae_input`: the --adapt refusal, the dual-echo warning), the step itself
 (:func:`_deconvolve_phae`: weights, domain checks and the transit gate, pooled delay, inference, systematic bias),
 the report's account of the CBF uncertainty map (:func:`_uncertainty_summary`) and the guided pooling's inputs
 (:func:`_pooling_guide`, :func:`_guided_pooling`). torch and the PHAE package are imported only inside
@@ -40,6 +40,18 @@ def _check_phae_adapt(params) -> None:
                          "self-supervised weights (--weights dsc-phae-sim)")
 
 
+def _check_phae_input(params, warnings: list, dual_echo: bool) -> None:
+    """Before any work: the --adapt refusal (:func:`_check_phae_adapt`) and, for a dual-echo run, the warning that
+    PHAE's weights never saw dual-echo input, with the sizes measured on the reference object (phae/domain.py,
+    scripts/validate_phae_dual_echo.py). A warning, not a refusal: at SNR 50-100 the maps held up, and at SNR 20
+    the classic methods on the same curves were further off."""
+    _check_phae_adapt(params)
+    if dual_echo and params.method is DeconvolutionMethod.PHAE:
+        from .phae.domain import DUAL_ECHO_WARNING
+
+        warnings.append(DUAL_ECHO_WARNING)
+
+
 #: the PHAE-only parameters and the options that set them (the report names the options a user typed). Not the
 #: device: a machine preference the panel passes with every run of a pipeline that can use torch
 PHAE_ONLY_OPTIONS = {"phae_weights": "--weights", "phae_adapt": "--adapt", "phae_adapt_steps": "--adapt-steps",
@@ -71,8 +83,10 @@ def _deconvolve_phae(aif_curve, times, brain_curves, params, warnings, report_pr
         raise InputError(f"--method phae needs PyTorch ({exc}); use osvd or tikhonov, or install torch") from None
     model = PHAEModel(aif_curve, float(times[1] - times[0]), weights=params.phae_weights, device=params.device,
                       chunk_voxels=min(params.chunk_voxels, 8192))
+    from .phae.domain import TRAINED_INPUT
+
     phae_report = {"weights": model.card.get("name"), "weights_sha256": model.card.get("sha256"),
-                   "device": str(model.device)}
+                   "device": str(model.device), "trained_input": TRAINED_INPUT}
     if params.phae_adapt:
         report_progress(0.35, "adapting PHAE to this case")
         phae_report["adaptation"] = model.adapt(brain_curves, steps=params.phae_adapt_steps)

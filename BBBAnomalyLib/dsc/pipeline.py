@@ -41,7 +41,7 @@ from ..perfusion import slice_timing
 from .low_cnr import LOW_CNR, contrast_to_noise, low_cnr_caveats, low_cnr_warnings  # noqa: F401 (LOW_CNR and
 # contrast_to_noise are read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
-from .phae_step import _check_phae_adapt, _deconvolve_phae, _phae_options_unused, _pooling_guide
+from .phae_step import _check_phae_input, _deconvolve_phae, _phae_options_unused, _pooling_guide
 from .series_kind import check_dsc_curve
 from .spin_echo import merge_caveats, sequence_step
 from .validation import (
@@ -202,7 +202,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)
         sequence = sequence_step(series.acquisition, te, warnings)  # spin or gradient echo; b-values, ASL refused
-        _check_phae_adapt(params)
+        _check_phae_input(params, warnings, dual_echo=second_echo is not None)
         _phae_options_unused(params, warnings)
         if second_echo is not None:
             check_series(_header_only(second_echo), "the second echo")
