@@ -66,7 +66,9 @@ shifted to the bolus arrival. Every population curve was measured at 0.1 mmol/kg
 (mmol/kg) for a split-dose, weight-capped or half-dose protocol (Ktrans, vp and ve scale with
 1 / the AIF's dose). The dose a DICOM series' header states (its ContrastBolus tags and
 PatientWeight) is offered in a warning where it differs from that by more than 20 %, never
-applied by itself: --dose header applies it.
+applied by itself: --dose header applies it. Likewise the agent's published r1 (the agent the
+header names, at its field strength) where it differs from the default --relaxivity by more than
+15 %: --relaxivity header applies it.
 """ + textwrap.fill(_outputs_help(), 100, break_on_hyphens=False) + """
 
 examples:
@@ -116,7 +118,11 @@ def register(sub) -> None:
     acq.add_argument("--b1", metavar="MAP", help="relative B1 map for the --vfa fit (on another grid it is resampled)")
     acq.add_argument("--flip-angle", type=float, metavar="DEG", help="flip angle in degrees (default: from the file)")
     acq.add_argument("--tr", type=float, metavar="S", help="repetition time in seconds (default: from the file)")
-    acq.add_argument("--relaxivity", type=float, default=4.5, help="r1 in 1/(s·mM) (default 4.5)")
+    acq.add_argument("--relaxivity", type=number_or_header, default=4.5, metavar="R1|header",
+                     help="r1 of the contrast agent in 1/(s·mM) (default 4.5): with a population AIF Ktrans, vp and "
+                          "ve scale with 1 / r1 (a measured AIF cancels it). 'header': the published r1 of the agent "
+                          "a DICOM series' header names, at its MagneticFieldStrength (refused where there is none); "
+                          "without it that r1 is only offered in a warning")
     acq.add_argument("--hematocrit", type=float, default=0.42, help="blood -> plasma for the AIF (default 0.42; "
                      "0 when the AIF curve is already plasma)")
     acq.add_argument("--baseline-frames", type=int, metavar="N", help="pre-contrast frames (default: detected)")
@@ -156,8 +162,8 @@ def register(sub) -> None:
 
 
 def number_or_header(text: str):
-    """--dose's value: 'header' (the dose the DICOM header states: dce/stated_dose.py) or a number [mmol/kg], whose
-    range _run checks (one line, exit 2)."""
+    """--dose's and --relaxivity's value: 'header' (the dose the DICOM header states: dce/stated_dose.py; the r1 of
+    the agent it names: dce/stated_relaxivity.py) or a number, whose range is checked later (one line, exit 2)."""
     return "header" if str(text).strip().lower() == "header" else float(text)
 
 
@@ -227,6 +233,11 @@ def _run(args, out_dir: Path) -> int:
         from .stated_dose import dose_from_header
 
         dose = dose_from_header(series.acquisition)
+    relaxivity = args.relaxivity
+    if relaxivity == "header":  # (the agent the header names, at its field: dce/stated_relaxivity.py)
+        from .stated_relaxivity import relaxivity_from_header
+
+        relaxivity = relaxivity_from_header(series.acquisition)
     t10, t10_map = parse_t10(args.t10, series)
     vfa_info = None
     if args.vfa:
@@ -236,7 +247,7 @@ def _run(args, out_dir: Path) -> int:
         t10_map, vfa_info = t10_map_from_vfa(args.vfa, series, args.vfa_flip_angles, args.vfa_tr, args.b1)
     params = DCEParameters(
         model=args.model, input_kind=args.input_kind, t10=t10, blood_t10=args.blood_t10, flip_angle=args.flip_angle,
-        tr=args.tr, relaxivity=args.relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
+        tr=args.tr, relaxivity=relaxivity, hematocrit=args.hematocrit, population_aif=args.population_aif,
         dose=dose, aif_region=args.aif_search, aif_auto=args.aif == "auto",
         baseline_frames=args.baseline_frames, max_delay=args.max_delay, refine=args.refine, rls=args.rls,
         rls_weights=args.rls_weights or DCEParameters.rls_weights, rls_epochs=args.rls_epochs, seed=args.seed,
@@ -251,6 +262,10 @@ def _run(args, out_dir: Path) -> int:
         from .stated_dose import mark_applied
 
         mark_applied(result.report)
+    if args.relaxivity == "header":
+        from .stated_relaxivity import mark_applied as mark_relaxivity_applied
+
+        mark_relaxivity_applied(result.report)
     result.report["configuration"] = effective_configuration(args)  # for `bbbanomaly rerun`
     if vfa_info is not None:
         result.report["t10_from_vfa"] = vfa_info

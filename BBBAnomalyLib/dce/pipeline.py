@@ -33,7 +33,7 @@ from ..core.report import Timer, dump_json
 from ..core.volume import Volume, read_warnings
 from ..perfusion.motion import motion_step
 from ..perfusion import slice_timing
-from . import aif as aif_mod, aif_dose, aif_t2star
+from . import aif as aif_mod, aif_dose, aif_t2star, stated_relaxivity
 from .arterial_baseline import _arterial_baseline
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
@@ -409,6 +409,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     # a population AIF: where it was put, the delay grid searched from it, and its dose (.aif_dose); the dose the
     # DICOM header states, where it does, checked against it (.stated_dose)
     report["aif"].update(aif_dose.report_entries(params, exact_aif, placement, warnings, series.acquisition))
+    # the r1 of the agent the DICOM header names, against the r1 the curves were converted with (.stated_relaxivity)
+    stated_relaxivity.add_to_report(report, series.acquisition, params, mode,
+                                    exact_aif.name if placement is not None else None, warnings)
     if ve_info is not None:
         report["ve_determination"] = ve_info
         share = ve_info.get("undetermined_share")

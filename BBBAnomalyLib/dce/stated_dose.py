@@ -101,6 +101,12 @@ def agents_named(text: str | None) -> list[Agent]:
     return list(kept.values())
 
 
+def agents_in(record: dict) -> dict[str, Agent]:
+    """{name: agent} of the agents a contrast record names in ContrastBolusAgent or ContrastBolusIngredient (one
+    entry per agent, however many names it goes by; also read by :mod:`.stated_relaxivity`)."""
+    return {agent.name: agent for agent in agents_named(record.get("agent")) + agents_named(record.get("ingredient"))}
+
+
 def stated_dose(record: dict | None) -> dict | None:
     """The dose the header's contrast tags state: None where the series carries none (``record`` is
     ``acquisition.extra["contrast_bolus"]``); else ``{"dose_mmol_per_kg": float or None, "amount_mmol", "agent",
@@ -134,7 +140,7 @@ def _amount(record: dict, out: dict) -> str | None:
     if ingredient in NOT_GADOLINIUM:
         return f"ContrastBolusIngredient is {ingredient}: not a gadolinium agent"
     gadolinium = ingredient in ("GADOLINIUM", "GD")
-    named = {agent.name: agent for agent in agents_named(record.get("agent")) + agents_named(record.get("ingredient"))}
+    named = agents_in(record)
     if len(named) > 1:
         return f"the tags name {len(named)} agents ({', '.join(sorted(named))})"
     agent = next(iter(named.values()), None)
