@@ -5,7 +5,7 @@ flat series without any bolus too; a T1-weighted DCE series, a diffusion series 
 DSC were refused for "too few pre-bolus frames, lower --skip-frames"; the DCE side read a DSC or diffusion series as
 an enhancement (Ktrans maps of fit R² about 0 and -10). Nothing read which pulse sequence a series was: a spin-echo DSC
 series was quantified as gradient echo without a word. Now each such series is refused in one line that names what it
-looks like (BBBAnomalyLib/dsc/series_kind.py), and spin-echo DSC is recorded and warned about (dsc/spin_echo.py).
+looks like (BBBAnomalyLib/perfusion/series_kind.py), and spin-echo DSC is recorded and warned about (dsc/spin_echo.py).
 """
 
 import json
@@ -16,7 +16,7 @@ import pytest
 from BBBAnomalyLib.core.errors import InputError
 from BBBAnomalyLib.core.volume import Acquisition, Volume
 from BBBAnomalyLib.dsc import DSCParameters, run_dsc
-from BBBAnomalyLib.dsc import series_kind
+from BBBAnomalyLib.perfusion import series_kind
 from BBBAnomalyLib.io import read_volume
 from BBBAnomalyLib.io.sequence_type import classify
 from BBBAnomalyLib.phantoms.dce import make_dce_phantom
@@ -225,3 +225,22 @@ def test_a_dicom_series_keeps_its_sequence(tmp_path, monkeypatch):
     sequence = read_volume(tmp_path).acquisition.extra["sequence"]
     assert sequence["scanning_sequence"] == "EP\\SE" and sequence["sequence_name"] == "*epse2d1_128"
     assert sequence["echo"] == "spin_echo"
+
+
+def test_run_dce_refuses_the_dsc_object_and_a_diffusion_file(tmp_path):
+    """The DCE side wired (session 23): the DSC reference object run as DCE, and a series carrying b-values, are
+    refused in one line naming the right command (they gave Ktrans maps of fit R² -0.08 and -9.9 with exit 0)."""
+    import dataclasses
+
+    from BBBAnomalyLib.core.volume import Volume
+    from BBBAnomalyLib.dce import DCEParameters, run_dce
+    from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
+
+    dsc = make_dsc_phantom(slices=4, snr=50, seed=1)
+    params = DCEParameters(rls="none", t10=1.4, tr=0.005, flip_angle=15.0)
+    with pytest.raises(InputError, match="bbbanomaly dsc"):
+        run_dce(dsc.signal, params, brain_mask=dsc.masks["brain"])
+    acquisition = dataclasses.replace(dsc.signal.acquisition, bvals=np.r_[0.0, np.full(dsc.signal.n_frames - 1, 1000.0)])
+    with pytest.raises(InputError, match="bbbanomaly dmri"):
+        run_dce(Volume(dsc.signal.data, dsc.signal.affine, dsc.signal.times, acquisition), params,
+                brain_mask=dsc.masks["brain"])

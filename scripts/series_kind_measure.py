@@ -1,4 +1,4 @@
-"""Session 23: the series-kind rules (BBBAnomalyLib/dsc/series_kind.py) on ordinary DSC/DCE objects (must not fire)
+"""Session 23: the series-kind rules (BBBAnomalyLib/perfusion/series_kind.py) on ordinary DSC/DCE objects (must not fire)
 and on the six unusual series (must fire). Margins printed: episodes, rise/drop, tail/drop, max excursion / sigma.
 Run: OMP_NUM_THREADS=1 nice -n 5 python scripts/series_kind_measure.py (from the checkout)"""
 import sys
@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from BBBAnomalyLib.core.errors import InputError
 from BBBAnomalyLib.phantoms.dsc import make_dsc_phantom
 from BBBAnomalyLib.phantoms.dce import make_dce_phantom
-from BBBAnomalyLib.dsc import series_kind as sk
+from BBBAnomalyLib.perfusion import series_kind as sk
 from BBBAnomalyLib.dsc.conversion import steady_state_skip
 from BBBAnomalyLib.dsc.validation import automatic_brain_mask
 

@@ -58,13 +58,13 @@ def detect_baseline_frames(mean_curve: np.ndarray) -> int:
     return kept
 
 
-def detect_brain_baseline_frames(brain_mean: np.ndarray) -> int:
+def detect_brain_baseline_frames(brain_mean: np.ndarray, moved: bool = False) -> int:
     """:func:`detect_baseline_frames` of the brain-mean curve, after checking that the series is one contrast
-    enhancement (not an ASL, BOLD, DSC or diffusion series: :func:`..dsc.series_kind.check_dce_curve`, session 23).
+    enhancement (not an ASL, BOLD, DSC or diffusion series: :func:`..perfusion.series_kind.check_dce_curve`, session 23).
     For the brain's mean only: single arterial curves are read by :func:`detect_baseline_frames` as before."""
-    from ..dsc.series_kind import check_dce_curve
+    from ..perfusion.series_kind import check_dce_curve
 
-    check_dce_curve(brain_mean)
+    check_dce_curve(brain_mean, moved=moved)  # moved: uncorrected head motion (its level shift is no drop)
     return detect_baseline_frames(brain_mean)
 
 

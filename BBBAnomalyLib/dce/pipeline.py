@@ -33,9 +33,10 @@ from ..core.report import Timer, dump_json
 from ..core.volume import Volume, read_warnings
 from ..perfusion.motion import motion_step
 from ..perfusion import slice_timing
+from ..perfusion.series_kind import check_series_metadata
 from . import aif as aif_mod, aif_dose, aif_t2star, stated_relaxivity
 from .arterial_baseline import _arterial_baseline
-from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_baseline_frames,
+from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_brain_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
 from .exchange import ExchangeModel
 from .gather import _brain_rows, _check_finite, _gather_curves, _rows_mean, _scatter
@@ -161,6 +162,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         blood_t10 = aif_mod.blood_t10_in_use(params, mode, warnings)  # (None where it converts nothing)
         aif_mod.refuse_auto_aif_on_one_t10(params, mode, t10_grid is not None, "aif-mask" in masks)
 
+    check_series_metadata(series.acquisition, "the DCE series")  # b-values or an ASL sidecar: not a DCE series
     with timer("motion"):  # each frame registered to the first; resampled with --motion-correct rigid
         report_progress(0.02, "checking for head motion")
         series, _, motion = motion_step(series, masks.get("mask"), params.motion_correct, 0, warnings,
@@ -197,7 +199,9 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
         if params.baseline_frames is not None:
             n_base = params.baseline_frames
         else:
-            n_base = detect_baseline_frames(_rows_mean(raw, in_brain))
+            # the brain's mean is one contrast enhancement, not an ASL, BOLD, DSC or diffusion series (series_kind)
+            n_base = detect_brain_baseline_frames(_rows_mean(raw, in_brain), moved=bool(
+                motion.get("frames_over_threshold")) and not motion.get("frames_resampled"))
             n_base = _arterial_baseline(raw, n_base, in_brain, arterial[analysed] if arterial is not None else None,
                                         t10, flip, tr, params, mode, times, warnings)
         if n_base > times.size - 4:

@@ -42,7 +42,7 @@ from .low_cnr import LOW_CNR, contrast_to_noise, low_cnr_caveats, low_cnr_warnin
 # contrast_to_noise are read from here by tests and scripts)
 from .parameters import DeconvolutionMethod, DSCParameters, InputKind, LeakageCorrection
 from .phae_step import _check_phae_input, _deconvolve_phae, _phae_options_unused, _pooling_guide
-from .series_kind import check_dsc_curve
+from ..perfusion.series_kind import check_dsc_curve
 from .spin_echo import merge_caveats, sequence_step
 from .validation import (
     automatic_brain_mask, binned_grid, check_bsw_reference, check_series, frames_on_grid, frames_on_uniform_grid,
@@ -273,8 +273,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                                 f"{skip_frames * binned}'s brain-mean signal {excess:.1f} % above the baseline): they are "
                                 f"left out of the baseline and the curves (--skip-frames {skip * binned} says so; "
                                 f"--baseline-frames FIRST STOP sets the baseline)")
-        if detection_kind == "signal":  # one bolus that lowers the signal (not ASL, BOLD, DCE, DWI: .series_kind)
-            check_dsc_curve(detection, skip, baseline_frames)
+        if detection_kind == "signal":  # one bolus that lowers the signal (not ASL, BOLD, DCE, DWI: perfusion/series_kind)
+            check_dsc_curve(detection, skip, baseline_frames,  # an uncorrected head motion shifts the level
+                            moved=bool(motion.get("frames_over_threshold")) and not motion.get("frames_resampled"))
         baseline = detect_baseline(detection, skip, detection_kind, baseline_frames)
         # PHAE's guided pooling reads the pre-contrast signal S0, which the conversion overwrites
         guide = _pooling_guide(raw[:n_brain], baseline, params)

@@ -16,7 +16,7 @@ records the sequence, and the maps read as absolute values carry a caveat beside
 from __future__ import annotations
 
 from ..io.sequence_type import BOTH, EXTRA_KEY, GRADIENT, SPIN
-from .series_kind import check_series_metadata
+from ..perfusion.series_kind import check_series_metadata
 
 #: Gradient-echo DSC with a longer TE than this at 3 T or below is unusual (consensus: up to 50 ms at 1.5 T).
 LONG_GRADIENT_TE = 0.060
@@ -49,7 +49,7 @@ def sequence_step(acquisition, te: float | None, warnings: list[str]) -> dict | 
     """The report's record of the series' pulse sequence (None where the file says nothing about it), with the
     warnings a spin-echo series or a TE implausible for the sequence stated call for, appended to ``warnings``. A
     series whose metadata say it is no contrast-bolus series (b-values, ASL) is refused first
-    (:func:`.series_kind.check_series_metadata`)."""
+    (:func:`..perfusion.series_kind.check_series_metadata`)."""
     check_series_metadata(acquisition, "the DSC series")
     record = (getattr(acquisition, "extra", None) or {}).get(EXTRA_KEY)
     if not isinstance(record, dict):

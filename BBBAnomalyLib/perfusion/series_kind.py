@@ -14,7 +14,8 @@ the bolus where they hold it); its drop b - m(t) and rise m(t) - b; σ its noise
 label/control alternation is not noise). A change *stands out*
 above :data:`STANDS_OUT` σ. An *episode* is a stretch where the excursion exceeds half its maximum, ending only below a
 quarter (hysteresis: noise at the half level does not split one bolus; a bolus's recirculation stays below half its
-first pass). Used by :mod:`.pipeline` (DSC) and :mod:`..dce.conversion` (DCE).
+first pass). Used by :mod:`..dsc.pipeline` (DSC) and :mod:`..dce.conversion` (DCE): shared perfusion physics, so it
+lives in neither pipeline's package.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ ALTERNATES = 0.0005
 DSC_NO_BOLUS = 5.0
 #: A DCE curve whose largest rise is under this many noise SDs has no enhancement (the reference objects': 110+).
 DCE_NO_ENHANCEMENT = 10.0
+#: ... and only while that largest excursion is also under this fraction of the early level: on very coarse frames
+#: (31.5 s, 9 frames) the two-frame differences the noise is read from hold the enhancement itself, and a 38 % rise
+#: read as 6.3 "noise SDs" (the RLS domain test); a series without contrast, or BOLD (1-2 %), stays far below it.
+NO_CONTRAST_LEVEL = 0.05
 #: The largest b-value (s/mm²) that makes a series with several b-values a diffusion series.
 DIFFUSION_B = 50.0
 
@@ -145,11 +150,15 @@ def _periodic(curve: np.ndarray, start: int, shape: CurveShape, what: str, run_i
                          f"switches with its task blocks, where a bolus passes once; {run_instead}")
 
 
-def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, int] | None = None) -> None:
+def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, int] | None = None,
+                    moved: bool = False) -> None:
     """Refuse a single-echo DSC signal series whose brain-mean ``curve`` (frames from ``skip`` on) is not one bolus
     that lowers the signal: alternating (ASL), periodic (BOLD), rising (DCE, BOLD), falling and staying down
     (diffusion, or a series that ends inside the bolus), or with no drop out of its noise at all.
-    ``baseline_frames``: the user's [first, stop), read as the early level instead of the detector's early frames."""
+    ``baseline_frames``: the user's [first, stop), read as the early level instead of the detector's early frames.
+    ``moved``: head motion was found and left uncorrected (perfusion/motion.py; its warning says so). A head that
+    moved shifts the brain's mean level for the rest of the series (a 2 mm step: 3 % on the motion test's object),
+    which reads as a rise, or as a drop that stays: those two refusals are not made then."""
     n = np.asarray(curve).size
     if np.median(curve) < 0:  # negative magnitudes: the signal checks name that (conversion.check_baseline_signal)
         return
@@ -164,19 +173,19 @@ def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, in
     early = max(early_stop - start, 3)
     later = shape.rise[early:] if shape.rise.size > early else shape.rise
     drop, rise = float(shape.drop.max()), float(later.max())
-    if shape.stands_out(later) and rise > DOMINATES * max(drop, 0.0):
+    if not moved and shape.stands_out(later) and rise > DOMINATES * max(drop, 0.0):
         at = int(np.argmax(later)) + start + (shape.rise.size - later.size)
         raise InputError(f"{what}' signal rises instead of dropping: the brain's mean signal is "
                          f"{shape.percent(rise)} % above its first frames at frame {at} and never "
                          f"{shape.percent(drop)} % below them; a T1-weighted DCE series (run `bbbanomaly "
                          "dce`), a BOLD series, or a DSC series that starts after its bolus arrived (its signal only "
                          "recovers), not a whole T2*-weighted bolus (whose signal drops as it passes and comes back)")
-    if drop < DSC_NO_BOLUS * shape.sigma:
+    if drop < DSC_NO_BOLUS * shape.sigma and drop < NO_CONTRAST_LEVEL * abs(shape.level):
         raise InputError(f"no contrast bolus found in {what}: the brain's mean signal never drops by more than "
                          f"{drop / shape.sigma if shape.sigma else 0:.1f} times its frame-to-frame noise "
                          f"({shape.percent(drop)} %), so no bolus arrival can be located; is this the "
                          "DSC series (a BOLD or other series without contrast has no bolus)?")
-    if shape.stands_out(shape.drop):
+    if not moved and shape.stands_out(shape.drop):
         tail = float(np.median(shape.drop[-max(1, shape.drop.size // 4):]))
         if tail >= STAYS_DOWN * drop:
             given = (" (or --baseline-frames covers frames brighter than the rest, before the steady state)"
@@ -188,10 +197,11 @@ def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, in
                              f"inside the bolus (acquire or give the whole first pass){given}")
 
 
-def check_dce_curve(curve: np.ndarray, baseline_frames: int | None = None) -> None:
+def check_dce_curve(curve: np.ndarray, baseline_frames: int | None = None, moved: bool = False) -> None:
     """Refuse a DCE series whose brain-mean ``curve`` is not a rise: alternating (ASL), periodic (BOLD), dropping (a
     DSC bolus, a diffusion series, a series that starts after the injection) or with no rise out of its noise.
-    ``baseline_frames``: the user's pre-contrast frame count, read as the early level."""
+    ``baseline_frames``: the user's pre-contrast frame count, read as the early level. ``moved``: head motion found
+    and left uncorrected: its level shift can read as a drop, which is then not refused (as in :func:`check_dsc_curve`)."""
     n = np.asarray(curve).size
     if np.median(curve) < 0:  # negative magnitudes: the signal checks name that (conversion.enhancement_ratio)
         return
@@ -200,7 +210,7 @@ def check_dce_curve(curve: np.ndarray, baseline_frames: int | None = None) -> No
     what = "the DCE series"
     _periodic(curve, 0, shape, what, "give the T1-weighted dynamic contrast-enhanced series")
     drop, rise = float(shape.drop.max()), float(shape.rise.max())
-    if shape.stands_out(shape.drop) and drop > DOMINATES * max(rise, 0.0):
+    if not moved and shape.stands_out(shape.drop) and drop > DOMINATES * max(rise, 0.0):
         tail = float(np.median(shape.drop[-max(1, shape.drop.size // 4):]))
         if tail < 0.5 * drop:
             at = int(np.argmax(shape.drop))
@@ -213,7 +223,7 @@ def check_dce_curve(curve: np.ndarray, baseline_frames: int | None = None) -> No
                          f"{shape.percent(rise)} % above them; a diffusion series (b-values; run "
                          "`bbbanomaly dmri`), or a series that starts after the injection (a DCE series needs "
                          "pre-contrast frames)")
-    if rise < DCE_NO_ENHANCEMENT * shape.sigma:
+    if rise < DCE_NO_ENHANCEMENT * shape.sigma and rise < NO_CONTRAST_LEVEL * abs(shape.level):
         raise InputError(f"no contrast enhancement found in {what}: the brain's mean signal never rises by more than "
                          f"{rise / shape.sigma if shape.sigma else 0:.1f} times its frame-to-frame noise "
                          f"({shape.percent(rise)} %); is this the T1-weighted series acquired during and "
