@@ -257,6 +257,14 @@ def slicer_loaded_sequence(folder: Path, strategy: str, affine: np.ndarray):
                   "MultiVolume.NumberOfFrames": str(n_frames), "MultiVolume.FrameIdentifyingDICOMTagUnits": "ms",
                   "MultiVolume.FrameFileList": ",".join(ordered), "MultiVolume.DICOM.EchoTime": last["0018|0081"],
                   "MultiVolume.DICOM.RepetitionTime": last["0018|0080"], "MultiVolume.DICOM.FlipAngle": last["0018|1314"]}
+    return (*sequence_with_proxy(sequence, attributes, frames, affine), ordered)
+
+
+def sequence_with_proxy(sequence, attributes: dict, frames, affine: np.ndarray):
+    """(sequence, proxy): ``sequence`` given the MultiVolume ``attributes`` and one scalar volume per frame of
+    ``frames``, with a browser and a proxy volume node, as MultiVolumeImporterPlugin leaves a loaded series (shared
+    with test_panel_header_facts.py)."""
+    scene = slicer.mrmlScene
     for name, value in attributes.items():
         sequence.SetAttribute(name, value)
     for t, data in enumerate(frames):
@@ -270,7 +278,7 @@ def slicer_loaded_sequence(folder: Path, strategy: str, affine: np.ndarray):
     proxy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", sequence.GetName())
     mrml.samples._fill_volume_node(proxy, frames[0], affine)
     browser.AddProxyNode(proxy, sequence, False)
-    return sequence, proxy, ordered
+    return sequence, proxy
 
 
 @pytest.mark.parametrize("strategy", ["instance", "acquisition"])

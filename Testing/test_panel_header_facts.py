@@ -25,6 +25,7 @@ import slicer
 from bad_input_helpers import dce_signal
 from test_dce_header_dose import HALF, HALF_RECORD, write_dicom
 from test_io_dicom_round17 import _keep_locale  # noqa: F401  (autouse: the writer's locale)
+from test_panel_dual_echo import _headers, sequence_with_proxy
 
 from BBBAnomalyLib.app import handover, mrml
 from BBBAnomalyLib.app.header_hints import parameter_hints
@@ -46,13 +47,6 @@ def dce_dicom(tmp_path_factory):
     out = root / "cli"
     assert cli_main(["dce", str(folder), *CLI, "--out", str(out), "--quiet"]) == 0
     return folder, read_dicom_series(folder), json.loads((out / "report.json").read_text(encoding="utf-8"))
-
-
-def _headers(path: str) -> dict:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    reader.ReadImageInformation()
-    return {k: reader.GetMetaData(k).strip() for k in reader.GetMetaDataKeys()}
 
 
 def slicer_loaded_dce(folder: Path, affine: np.ndarray):
@@ -86,20 +80,7 @@ def slicer_loaded_dce(folder: Path, affine: np.ndarray):
                   "MultiVolume.FrameFileList": ",".join(ordered), "MultiVolume.DICOM.EchoTime": last["0018|0081"],
                   "MultiVolume.DICOM.RepetitionTime": last["0018|0080"],
                   "MultiVolume.DICOM.FlipAngle": last["0018|1314"]}
-    for name, value in attributes.items():
-        sequence.SetAttribute(name, value)
-    for n, data in enumerate(frames):
-        frame = slicer.vtkMRMLScalarVolumeNode()
-        mrml.samples._fill_volume_node(frame, data, affine)
-        sequence.SetDataNodeAtValue(frame, str(n))
-    if not scene.IsNodeClassRegistered("vtkMRMLSequenceBrowserNode"):
-        scene.RegisterNodeClass(slicer.vtkMRMLSequenceBrowserNode())
-    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", sequence.GetName() + " browser")
-    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
-    proxy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", sequence.GetName())
-    mrml.samples._fill_volume_node(proxy, frames[0], affine)
-    browser.AddProxyNode(proxy, sequence, False)
-    return sequence, proxy, ordered
+    return (*sequence_with_proxy(sequence, attributes, frames, affine), ordered)
 
 
 @pytest.fixture

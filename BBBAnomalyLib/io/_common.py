@@ -242,3 +242,17 @@ def check_echo_time(te: float | None, source: str) -> float | None:
             f"(e.g. {te / 1000:g}). Fix the file"
         )
     return te
+
+
+@contextlib.contextmanager
+def itk_warnings_off():
+    """ITK's global warning display (printed straight to the console) off for the caller's header reads, the caller's
+    setting put back. SimpleITK is imported here, not at the module's top: the Slicer bridge uses this too."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)

@@ -82,6 +82,7 @@ import SimpleITK as sitk
 from ..core.errors import InputError
 from ..core.volume import READ_WARNINGS, Acquisition, Volume
 from ._common import LPS_TO_RAS
+from ._common import itk_warnings_off as _itk_warnings_off  # (dicom_echoes reads it here too)
 from .dicom_frames import (POSITION_TOL_MM, _column, _describe_steps, _first_name, _frame_grid, _frame_times,
                            _groups, _slice_times, _vector)
 from .dicom_contrast import contrast_extra
@@ -103,17 +104,6 @@ TAGS = {
 }
 #: Siemens' private NumberOfImagesInMosaic, in the group its creator "SIEMENS MR HEADER" reserves.
 SIEMENS_CREATOR, MOSAIC_COUNT = "0019|0010", "0019|100a"
-
-
-@contextlib.contextmanager
-def _itk_warnings_off():
-    """ITK's global warning display off for the reader's own ITK calls, the caller's setting put back."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ exactly as ``bbbanomaly dsc FOLDER`` does (:mod:`BBBAnomalyLib.app.echoes`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,6 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import InputError
+
+
+def _itk_warnings_off():
+    """The library reader's :func:`...io._common.itk_warnings_off`, imported when used: importing this bridge module
+    stays free of the io package (SimpleITK, the readers) until a node's DICOM files are read."""
+    from ...io._common import itk_warnings_off
+
+    return itk_warnings_off()
+
 
 FRAME_FILES = "MultiVolume.FrameFileList"
 #: EchoTime values [ms] closer than this are one echo (as io.dicom_echoes.ECHO_TIME_TOL_MS)
@@ -64,19 +72,6 @@ class DicomEchoes:
 
         with _itk_warnings_off():
             return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(self.folder, self.series_uid))
-
-
-@contextlib.contextmanager
-def _itk_warnings_off():
-    """ITK's warnings (printed straight to the console) off for these header reads, the caller's setting put back."""
-    import SimpleITK as sitk
-
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _frame_files(node) -> list[str]:
