@@ -149,6 +149,10 @@ def test_a_dce_run_from_the_panel_warns_about_the_stated_dose_as_the_command_lin
     assert report["aif"]["header_dose"]["dose_mmol_per_kg"] == 0.05 and report["aif"]["header_dose"]["warned"]
     warned = header_dose_warnings(report)
     assert warned == header_dose_warnings(cli_report) and len(warned) == 1 and "--dose 0.05" in warned[0]
+    # the field strength, which a node does not carry, read from the files too: the agent's r1 is the one at 3 T
+    assert header["acquisition"]["field_strength"] == 3.0
+    assert report["conversion"]["header_relaxivity"] == cli_report["conversion"]["header_relaxivity"]
+    assert report["conversion"]["header_relaxivity"]["field_strength_t"] == 3.0
     # the suggested dose, given in the panel's field, is used and the header no longer warned about
     job, _ = mrml.prepare_job(mrml.RunRequest("dce", {"series": proxy}, {**PARAMETERS, "dose": 0.05}, {}),
                               tmp_path / "dosed")

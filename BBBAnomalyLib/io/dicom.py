@@ -418,6 +418,13 @@ def _acquisition(headers, series_uid, frame_source) -> Acquisition:
     )
 
 
+def field_strength_of(files) -> float | None:
+    """MagneticFieldStrength [T] of a series' files as :func:`read_dicom_series` keeps it in
+    ``Acquisition.field_strength`` (the first file's; None where absent): for the Slicer bridge, whose nodes do not
+    carry it (the DCE check of the header's contrast agent reads the r1 at this field, dce/stated_relaxivity.py)."""
+    return _acquisition(_read_headers(list(files)[:1])[0], "", "").field_strength
+
+
 def _read_pixels(files, grid, pixel_ids, directory) -> np.ndarray:
     """(x, y, z, t) array in the stored integer type, or float32 when GDCM applies a rescale.
 

@@ -36,15 +36,22 @@ def _reader(name: str):
     return getattr(importlib.import_module(module), function)
 
 
-def dicom_header_facts(node) -> dict:
-    """``{acquisition.extra key: record}`` from the DICOM files ``node`` was loaded from; ``{}`` when it names none,
-    when any of them has gone (the series was moved or deleted: a part of it would be a guess), or where a reader
-    cannot read them (only header facts: the run goes on as before, and says nothing it cannot know)."""
+def _node_files(node) -> list[str]:
+    """The DICOM files ``node`` was loaded from; [] when it names none or any of them has gone (the series was moved
+    or deleted: a part of it would be a guess)."""
     try:
         files = _frame_files(node)
     except Exception:  # noqa: BLE001 - a node that is not a volume: the run's own checks say what is wrong
-        return {}
-    if not files or not all(os.path.isfile(f) for f in files):
+        return []
+    return files if files and all(os.path.isfile(f) for f in files) else []
+
+
+def dicom_header_facts(node, files: list[str] | None = None) -> dict:
+    """``{acquisition.extra key: record}`` from the DICOM files ``node`` was loaded from (``files``: those files, when
+    already found); ``{}`` when it names none, when any of them has gone, or where a reader cannot read them (only
+    header facts: the run goes on as before, and says nothing it cannot know)."""
+    files = _node_files(node) if files is None else files
+    if not files:
         return {}
     facts: dict = {}
     with _itk_warnings_off():
@@ -59,6 +66,16 @@ def dicom_header_facts(node) -> dict:
 def with_header_facts(acquisition, node):
     """``acquisition`` (changed in place) with the node's :func:`dicom_header_facts` in ``extra``; a key the node's
     own acquisition already has (e.g. ``BBBAnomaly.Acquisition`` written by the library) is kept as it is."""
-    for key, record in dicom_header_facts(node).items():
+    files = _node_files(node)
+    for key, record in dicom_header_facts(node, files).items():
         acquisition.extra.setdefault(key, record)
+    if files and acquisition.field_strength is None:  # the field the header's agent's r1 is read at (DCE)
+        from ...core.errors import InputError
+        from ...io.dicom import field_strength_of
+
+        with _itk_warnings_off():
+            try:
+                acquisition.field_strength = field_strength_of(files)
+            except (InputError, RuntimeError, ValueError):  # an unreadable file: the run reads no field, as before
+                pass
     return acquisition
