@@ -364,9 +364,13 @@ def test_a_job_run_frees_its_own_copy_of_the_series(pipeline, dsc_files, tmp_pat
         return original(series, *args, **kwargs)
 
     monkeypatch.setattr(module, function, recording)
-    inputs = {"series": str(dsc_files / "signal.nii.gz")}
     if pipeline == "dsc":
-        inputs["aif_mask"] = str(dsc_files / "mask_aif.nii.gz")
+        inputs = {"series": str(dsc_files / "signal.nii.gz"), "aif_mask": str(dsc_files / "mask_aif.nii.gz")}
+    else:  # a DCE series (a DSC series is refused by DCE as a bolus that drops: perfusion/series_kind.py)
+        from BBBAnomalyLib.phantoms.dce import make_dce_phantom
+
+        case = make_dce_phantom(snr=40, slices=4, seed=0).write(tmp_path / "dce_case")
+        inputs = {"series": str(case / "signal.nii.gz")}
     done = run_job(Job(pipeline, inputs, {}, str(tmp_path / "out"), save_curves=False))
     assert seen["consume_input"] is True
     assert seen["series"].data is None  # freed by the run, not merely asked to be
