@@ -244,3 +244,12 @@ def test_run_dce_refuses_the_dsc_object_and_a_diffusion_file(tmp_path):
     with pytest.raises(InputError, match="bbbanomaly dmri"):
         run_dce(Volume(dsc.signal.data, dsc.signal.affine, dsc.signal.times, acquisition), params,
                 brain_mask=dsc.masks["brain"])
+
+
+def test_a_dce_series_cut_after_its_injection_run_as_dsc_names_dce():
+    """Its signal washes out and stays above nothing: the DSC line names the DCE command, not only diffusion."""
+    dce = make_dce_phantom(slices=4, snr=40, seed=1)
+    keep = dce.signal.times >= 40.0  # the bolus arrives at 30 s
+    cut = Volume(dce.signal.data[..., keep], dce.signal.affine, dce.signal.times[keep] - 40.0, dce.signal.acquisition)
+    with pytest.raises(InputError, match="falls and does not come back.*bbbanomaly dce"):
+        run_dsc(cut, DSCParameters(echo_time=0.03), brain_mask=dce.masks["brain"])

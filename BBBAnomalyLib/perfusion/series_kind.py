@@ -193,7 +193,9 @@ def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, in
             raise InputError(f"{what}' signal falls and does not come back: the brain's mean signal is still "
                              f"{shape.percent(tail)} % below its first frames over the last quarter of the series "
                              f"(its largest drop {shape.percent(drop)} %), where a bolus passes and the signal "
-                             "recovers; a diffusion series (b-values; run `bbbanomaly dmri`), or a series that ends "
+                             "recovers; a diffusion series (b-values; run `bbbanomaly dmri`), a T1-weighted DCE series that starts "
+                             "after its injection (its signal washes out; run `bbbanomaly dce` on a whole DCE series), "
+                             "or a series that ends "
                              f"inside the bolus (acquire or give the whole first pass){given}")
 
 
