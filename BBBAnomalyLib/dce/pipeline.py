@@ -34,7 +34,7 @@ from ..core.volume import Volume, read_warnings
 from ..perfusion.motion import motion_step
 from ..perfusion import slice_timing
 from ..perfusion.series_kind import check_series_metadata
-from . import aif as aif_mod, aif_dose, aif_t2star, stated_relaxivity
+from . import aif as aif_mod, aif_dose, aif_t2star, stated_relaxivity, view_sharing
 from .arterial_baseline import _arterial_baseline
 from .conversion import (ConcentrationRows, SERRows, concentration_from_ser, detect_brain_baseline_frames,
                          enhancement_ratio, ser_from_concentration)
@@ -416,6 +416,7 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
     # the r1 of the agent the DICOM header names, against the r1 the curves were converted with (.stated_relaxivity)
     stated_relaxivity.add_to_report(report, series.acquisition, params, mode,
                                     exact_aif.name if placement is not None else None, warnings)
+    view_sharing.add_to_report(report, series.acquisition, warnings)  # TWIST/DISCO/keyhole (.view_sharing)
     if ve_info is not None:
         report["ve_determination"] = ve_info
         share = ve_info.get("undetermined_share")
