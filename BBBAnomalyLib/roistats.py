@@ -168,13 +168,21 @@ def format_table(stats: dict) -> str:
             row += [fmt(e["ratio_mean"]), fmt(e["ratio_median"])]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join(["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                      for r in rows] + table_notes(stats))
+
+
+def table_notes(stats: dict, caveats: bool = True) -> list[str]:
+    """The "note: ..." lines printed under the table: how the masks were read, why a ratio is n/a, each map's
+    caveat (``caveats``), NaN voxels left out. The Slicer panel shows the same lines beside its ratio table."""
+    roi, ref = stats["roi"], stats["reference"]
     notes = [f"note: {n}" for n in stats.get("mask_notes", [])]
     notes += [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
-    notes += [f"note: {name}: {e['caveat']}" for name, e in stats["maps"].items() if e.get("caveat")]
+    if caveats:
+        notes += [f"note: {name}: {e['caveat']}" for name, e in stats["maps"].items() if e.get("caveat")]
     # the statistics are of the finite voxels; say so where some were not (they are in the JSON too)
     notes += [f"note: {name}: {e[label]['non_finite_voxels']} of the {label} voxels are NaN or infinite in the map "
               "and were left out of its statistics"
               for name, e in stats["maps"].items() for label in (roi, ref)
               if label and e.get(label, {}).get("non_finite_voxels")]
-    return "\n".join(["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                      for r in rows] + notes)
+    return notes

@@ -88,6 +88,7 @@ def _resolved_defaults() -> dict:
         ("dsc", "weights"): {PHAE_DEFAULT},
         ("dsc", "aif"): {"auto"},  # without --aif-mask: a run's report says so (test_dsc_help_names_exactly_...)
         ("dce", "rls_weights"): {DCEParameters.rls_weights},
+        ("dce", "relaxivity"): {DCEParameters().relaxivity},  # None = 4.5, resolved by DCEParameters (session 24)
         ("dmri", "weights"): {"dmri-<model>-phantom"},
         ("t1flair", "synthesis_weights"): {t1flair.DEFAULT_SYNTHESIS},
         ("t1flair", "identifier_weights"): {t1flair.DEFAULT_IDENTIFIER},

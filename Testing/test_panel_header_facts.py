@@ -223,7 +223,7 @@ def test_nodes_without_readable_dicom_files_hand_over_what_they_did(dce_dicom, s
 # --- what the panel shows ---------------------------------------------------------------------------------------
 def test_the_dose_hint_says_the_stated_dose_and_what_use_fills_in():
     hints = parameter_hints("dce", {"contrast_bolus": HALF_RECORD})
-    assert list(hints) == ["dose"]
+    assert list(hints) == ["dose", "relaxivity"]  # (gadobutrol, but no field strength: no r1; session 24)
     hint = hints["dose"]
     assert hint.text == "header: 0.05 mmol/kg (3.75 ml gadobutrol, 75 kg)" and hint.value == 0.05
     assert "3.75 ml (ContrastBolusTotalDose) x 1 mmol/ml (gadobutrol) / 75 kg (PatientWeight)" in hint.details

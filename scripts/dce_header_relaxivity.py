@@ -62,7 +62,7 @@ def main() -> None:
                                     repetition_time=phantom.signal.acquisition.repetition_time,
                                     field_strength=field, extra={EXTRA_KEY: {"agent": tag}}))
 
-        def run(aif_mask=None, relaxivity=4.5):
+        def run(aif_mask=None, relaxivity=None):  # None: the default r1 (session 24: a given 4.5 is a choice)
             return run_dce(series, DCEParameters(rls="none", relaxivity=relaxivity), aif_mask=aif_mask,
                            brain_mask=phantom.masks["brain"], t10_map=t10)
 

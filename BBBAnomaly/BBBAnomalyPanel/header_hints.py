@@ -1,6 +1,6 @@
 """What the input's DICOM header says about a parameter, shown under that parameter's field with a Use button
-(today the DCE contrast dose: ``BBBAnomalyLib.app.header_hints``; the facts are read from the node's DICOM files by
-``BBBAnomalyLib.app.mrml.dicom_header``, as the run itself gets them)."""
+(today the DCE contrast dose and the agent's relaxivity r1: ``BBBAnomalyLib.app.header_hints``; the facts are read
+from the node's DICOM files by ``BBBAnomalyLib.app.mrml.dicom_header``, as the run itself gets them)."""
 
 import logging
 
@@ -42,7 +42,11 @@ class HeaderHintsMixin:
                 from BBBAnomalyLib.app import mrml
                 from BBBAnomalyLib.app.header_hints import parameter_hints
 
-                self.headerHints = parameter_hints(self.currentSpec().name, mrml.dicom_header_facts(node))
+                # the acquisition a run of this node gets (node_header): its header facts and the field strength
+                # its DICOM files state (the agent's r1 is read at that field)
+                acquisition = mrml.with_header_facts(mrml.describe_input(node).acquisition, node)
+                self.headerHints = parameter_hints(self.currentSpec().name, acquisition.extra,
+                                                   acquisition.field_strength)
             except Exception:  # noqa: BLE001 - only a hint; the run reads the same facts and reports them
                 logging.exception("BBBAnomaly: reading the DICOM header of the input failed")
         parameters = {p.name: p for p in self.currentSpec().parameters}

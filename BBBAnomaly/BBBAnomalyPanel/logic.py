@@ -243,10 +243,13 @@ class PanelLogic:
 
     @staticmethod
     def ratioTable(outputs, tumorMask, nawmMask=None, name="ROI ratios"):
+        """(the table node, the notes `bbbanomaly roi-stats` prints under the same table but the maps' caveats,
+        which mapCaveats gives: why a ratio is n/a, NaN voxels left out)."""
         from BBBAnomalyLib.app import mrml
+        from BBBAnomalyLib.roistats import table_notes
 
-        table, _stats = mrml.ratio_table(outputs.map_nodes, tumorMask, nawmMask, name=name)
-        return table
+        table, stats = mrml.ratio_table(outputs.map_nodes, tumorMask, nawmMask, name=name)
+        return table, table_notes(stats, caveats=False)
 
     @staticmethod
     def mapCaveats(outputs):

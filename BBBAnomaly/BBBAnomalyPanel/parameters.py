@@ -4,6 +4,13 @@ import json
 
 import qt
 
+#: How a pipeline's stored parameters are written ("<pipeline>.ParametersFormat"; absent: before session 24).
+PARAMETERS_FORMAT = "2"
+#: {(pipeline, parameter): value}: what a scene saved before session 24 stored for a default that is now "unknown"
+#: (the DCE relaxivity's 4.5 is now None = the default, told apart from a chosen 4.5). Such a scene's value is the
+#: default it was then, so it comes back as "unknown": the run warns about the header's agent as it did.
+LEGACY_DEFAULTS = {("dce", "relaxivity"): 4.5}
+
 
 class ParameterNodeMixin:
     """For BBBAnomalyWidget: pipeline, parameters per pipeline, selected nodes and segments, AIF
@@ -23,6 +30,7 @@ class ParameterNodeMixin:
         pipeline = self.ui.pipelineSelector.currentData or "dsc"
         node.SetParameter("Pipeline", pipeline)
         node.SetParameter(f"{pipeline}.Parameters", json.dumps(self.parameterValues()))
+        node.SetParameter(f"{pipeline}.ParametersFormat", PARAMETERS_FORMAT)
         node.SetParameter("AifSource", self.ui.aifSourceSelector.currentData or "auto")
         node.SetParameter("Device", self.ui.deviceSelector.currentData or "auto")
         node.SetParameter("Replace", "true" if self.ui.replaceCheckBox.checked else "false")
@@ -54,11 +62,15 @@ class ParameterNodeMixin:
             return
         self._updatingGUI = True
         try:
-            stored = node.GetParameter(f"{self.ui.pipelineSelector.currentData}.Parameters")
+            pipeline = self.ui.pipelineSelector.currentData
+            stored = node.GetParameter(f"{pipeline}.Parameters")
+            legacy = node.GetParameter(f"{pipeline}.ParametersFormat") != PARAMETERS_FORMAT
             for name, value in (json.loads(stored) if stored else {}).items():
                 widget = self.parameterWidgets.get(name)
                 if widget is None:
                     continue
+                if legacy and (pipeline, name) in LEGACY_DEFAULTS and value == LEGACY_DEFAULTS[pipeline, name]:
+                    value = None  # that scene's default (see LEGACY_DEFAULTS)
                 if isinstance(widget, qt.QComboBox):
                     widget.setCurrentIndex(max(widget.findData(value), 0))
                 elif isinstance(widget, qt.QCheckBox):

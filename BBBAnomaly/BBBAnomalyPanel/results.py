@@ -35,8 +35,9 @@ class ResultsMixin:
             masks = self.segmentMasks()
             if "tumor" not in masks:
                 raise ValueError(_("pick a tumor segment (and a NAWM segment for the ratio)"))
-            self.ratioTableNode = self.logic.ratioTable(self.lastRun["outputs"], masks["tumor"], masks.get("NAWM"),
-                                                        name=f"{self.lastRun['name']} ROI ratios")
+            self.ratioTableNode, notes = self.logic.ratioTable(self.lastRun["outputs"], masks["tumor"],
+                                                               masks.get("NAWM"),
+                                                               name=f"{self.lastRun['name']} ROI ratios")
         except Exception as exc:
             slicer.util.errorDisplay(str(exc), windowTitle=_("BBBAnomaly: ROI ratios"))
             return
@@ -45,6 +46,8 @@ class ResultsMixin:
         # the table's caveat column is one line per map; the log box shows the whole sentence
         for name, caveat in self.logic.mapCaveats(self.lastRun["outputs"]).items():
             self.log(_("Read the ROI mean of {name} with care: {caveat}").format(name=name, caveat=caveat))
+        for note in notes:  # as `bbbanomaly roi-stats` prints them under its table (why a ratio is n/a, ...)
+            self.log(note)
 
     def curves(self):
         from BBBAnomalyLib.app.curves import CurveSet, curves_in

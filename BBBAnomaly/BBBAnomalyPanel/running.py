@@ -136,6 +136,12 @@ class RunMixin:
                     source=f" ({echoes['second_echo_source']})" if echoes.get("second_echo_source") else ""))
             for warning in event.get("warnings") or []:
                 self.log(_("warning: {text}").format(text=warning))
+            # what the command line prints after the same run: AIF, medians, tumour/NAWM ratios and the caveat a
+            # ratio keeps, the T1/FLAIR BBB status and every reason behind it (e.g. a resection cavity in the ROI)
+            from BBBAnomalyLib.app.run_summary import summary_lines
+
+            for line in summary_lines(request.pipeline, outputs.report, outputs.map_nodes):
+                self.log(line)
         outputs = self.lastRun["outputs"]
         if event["event"] == "maps":
             self.ui.statusLabel.text = _("Maps loaded in {seconds:.1f} s: {maps}; keeping their curves...").format(

@@ -129,8 +129,12 @@ class PipelineSpec:
             return {}
         from ..core.report import parameters_to_json
 
-        defaults = parameters_to_json(self.parameters_type()())
-        return {p.name: defaults[p.name] for p in self.parameters}
+        cls = self.parameters_type()
+        defaults = parameters_to_json(cls())
+        # an optional parameter whose field defaults to None that the dataclass resolves (DCE's relaxivity: None = 4.5,
+        # told apart from a chosen 4.5) starts at the panel's "unknown", not at the number it resolves to
+        unset = {f.name for f in dataclasses.fields(cls) if f.default is None}
+        return {p.name: None if p.optional and p.name in unset else defaults[p.name] for p in self.parameters}
 
     def make_parameters(self, values: dict | None = None):
         """The parameter dataclass from user values; unknown names are an error, not ignored."""
@@ -365,8 +369,12 @@ DCE = PipelineSpec(
                       "AIF (an AIF region or the automatic AIF) in place of the tissue T10 or map there; about 1.65 s "
                       "at 3 T, 1.45 s at 1.5 T; unknown = the tissue's T10. Not used for the Parker population AIF",
                       minimum=0.0, maximum=10.0, decimals=2, optional=True),
-        ParameterSpec("relaxivity", "Relaxivity r1", "1/(s·mM) of the contrast agent", minimum=0.1, maximum=20.0,
-                      decimals=2, advanced=True),
+        # session 24: "unknown" = the default r1 (DCEParameters resolves None), told apart from a chosen 4.5
+        ParameterSpec("relaxivity", "Relaxivity r1", "r1 of the contrast agent in 1/(s·mM); unknown = the default "
+                      "4.5. With the Parker population AIF (no AIF region) Ktrans, vp and ve scale with 1 / r1, and "
+                      "agents differ (gadoterate 3.3 at 1.5 T, gadobenate 6.2); an AIF region or the automatic AIF "
+                      "cancels it. Where the DICOM header names the agent, its published r1 is offered below",
+                      minimum=0.0, maximum=20.0, decimals=2, optional=True, advanced=True),
         ParameterSpec("hematocrit", "Hematocrit", "blood -> plasma for the AIF; 0 when the AIF is plasma",
                       minimum=0.0, maximum=0.9, decimals=2, advanced=True),
         # session 22 (dce/aif_dose.py): the Parker AIF is the curve of 0.1 mmol/kg; Ktrans, vp, ve scale with 1/dose

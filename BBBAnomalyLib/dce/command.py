@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 from ..cli_options import add_motion_option, add_output_options, output_suffix
-from .parameters import (MASK_OUTPUTS, MODEL_MAPS, OTHER_OUTPUTS, RLS_MAPS, VE_DEPENDENT_MAPS, DCEParameters,
-                         InputKind, Model, RLSSource)
+from .parameters import (DEFAULT_RELAXIVITY, MASK_OUTPUTS, MODEL_MAPS, OTHER_OUTPUTS, RLS_MAPS, VE_DEPENDENT_MAPS,
+                         DCEParameters, InputKind, Model, RLSSource)
 
 #: --blood-t10's help. The typical values are those of .aif.BLOOD_T10_S's comment, with their sources: arterial blood
 #: 1.66 s in vitro at 3 T (Hct 0.42, Lu et al. 2004), 1.84 s in vivo in the carotid at 3 T (Li et al. 2017), about
@@ -118,11 +118,13 @@ def register(sub) -> None:
     acq.add_argument("--b1", metavar="MAP", help="relative B1 map for the --vfa fit (on another grid it is resampled)")
     acq.add_argument("--flip-angle", type=float, metavar="DEG", help="flip angle in degrees (default: from the file)")
     acq.add_argument("--tr", type=float, metavar="S", help="repetition time in seconds (default: from the file)")
-    acq.add_argument("--relaxivity", type=number_or_header, default=4.5, metavar="R1|header",
-                     help="r1 of the contrast agent in 1/(s·mM) (default 4.5): with a population AIF Ktrans, vp and "
-                          "ve scale with 1 / r1 (a measured AIF cancels it). 'header': the published r1 of the agent "
-                          "a DICOM series' header names, at its MagneticFieldStrength (refused where there is none); "
-                          "without it that r1 is only offered in a warning")
+    # default None = DEFAULT_RELAXIVITY, resolved by DCEParameters: a given 4.5 is told from the default (session 24)
+    acq.add_argument("--relaxivity", type=number_or_header, default=None, metavar="R1|header",
+                     help=f"r1 of the contrast agent in 1/(s·mM) (default {DEFAULT_RELAXIVITY:g}): with a population "
+                          "AIF Ktrans, vp and ve scale with 1 / r1 (a measured AIF cancels it). 'header': the "
+                          "published r1 of the agent a DICOM series' header names, at its MagneticFieldStrength "
+                          "(refused where there is none); without it that r1 is offered in a warning where the "
+                          "default is used, and compared with an r1 given")
     acq.add_argument("--hematocrit", type=float, default=0.42, help="blood -> plasma for the AIF (default 0.42; "
                      "0 when the AIF curve is already plasma)")
     acq.add_argument("--baseline-frames", type=int, metavar="N", help="pre-contrast frames (default: detected)")

@@ -69,6 +69,11 @@ def output_maps(model, rls: bool = True, delay: bool = True) -> list[str]:
     return [*(RLS_MAPS if rls else ()), *MODEL_MAPS[Model(model).value], *(("delay",) if delay else ()), "fit_r2"]
 
 
+#: The r1 [1/(s·mM)] a run converts with when none is given (``DCEParameters.relaxivity`` None, ``--relaxivity`` left
+#: out, the panel's field at "default"): near gadobutrol's and gadodiamide's at 1.5-3 T. Kept apart from a given
+#: r1 (session 24): the header's agent is warned about only where the r1 was not chosen (.stated_relaxivity).
+DEFAULT_RELAXIVITY = 4.5
+
 #: Largest --max-delay [s]: bolus delays between an artery and tissue are seconds, and the delay
 #: grid (1 s steps) costs one model fit per step.
 MAX_DELAY_S = 60.0
@@ -87,6 +92,10 @@ class DCEParameters:
     population_aif: a population AIF ("parker", "georgiou", "fritz-hansen", "weinmann", "mcgrath")
     shifted to the detected bolus arrival, used when no AIF mask is given; aif_auto: choose arterial
     voxels automatically instead (the chosen voxels are returned as the aif_mask).
+    relaxivity: r1 of the agent [1/(s·mM)]; None = :data:`DEFAULT_RELAXIVITY` (4.5), resolved in ``__post_init__``
+    (the field then holds the number the run converts with) with ``relaxivity_given`` False; a number given (4.5
+    too) is the user's choice, ``relaxivity_given`` True. ``relaxivity_given`` is decided once and kept by
+    ``dataclasses.replace``; a report's parameters hold both.
     dose: the contrast dose [mmol/kg] (0.01-0.3); a population AIF is scaled by dose / its model's dose
     (:mod:`.aif_dose`); None = the model's own dose (0.1 mmol/kg). A measured AIF carries the dose itself: not used.
     hematocrit: blood -> plasma (Cp = Cb/(1 - Hct)); 0 when the AIF is already plasma.
@@ -104,7 +113,8 @@ class DCEParameters:
     blood_t10: float | None = None  # [s]; arterial blood's, for the measured AIF only
     flip_angle: float | None = None  # [deg]; from the file's metadata when not given
     tr: float | None = None  # [s]; from the file's metadata when not given
-    relaxivity: float = 4.5  # r1 [1/(s·mM)]
+    relaxivity: float | None = None  # r1 [1/(s·mM)]; None = DEFAULT_RELAXIVITY, resolved in __post_init__
+    relaxivity_given: bool | None = None  # decided from relaxivity when None (given unless None); then kept
     hematocrit: float = 0.42
     population_aif: str | None = None  # a name of BBBAnomalyLib.perfusion.population_aif.POPULATION_AIFS
     dose: float | None = None  # [mmol/kg]; scales a population AIF (.aif_dose); None = the model's own dose
@@ -166,8 +176,16 @@ class DCEParameters:
                                           hint="the flip angle in degrees, e.g. 15")
         self.tr = optional_number(self.tr, "--tr", 0.0, 1.0, low_open=True, high_open=True,
                                   hint="TR in seconds, e.g. 0.005 for 5 ms")
-        self.relaxivity = number(self.relaxivity, "--relaxivity", 0.0, 100.0, low_open=True,
-                                 hint="r1 in 1/(s·mM), e.g. 4.5")
+        # the default r1 resolved here, once: the field holds the number converted with, relaxivity_given whether it
+        # was chosen (an explicit 4.5 is not the default: the header's agent is then compared, not warned about)
+        if self.relaxivity_given is None:
+            self.relaxivity_given = self.relaxivity is not None
+        self.relaxivity = number(DEFAULT_RELAXIVITY if self.relaxivity is None else self.relaxivity, "--relaxivity",
+                                 0.0, 100.0, low_open=True, hint="r1 in 1/(s·mM), e.g. 4.5")
+        if not isinstance(self.relaxivity_given, bool):
+            raise InputError(f"relaxivity_given must be true or false, got {self.relaxivity_given!r}")
+        if not self.relaxivity_given and self.relaxivity != DEFAULT_RELAXIVITY:
+            self.relaxivity_given = True  # (another number is a choice, whatever the flag said)
         from .aif_dose import check_dose
 
         self.dose = check_dose(self.dose)

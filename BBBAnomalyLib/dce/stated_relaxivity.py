@@ -41,10 +41,11 @@ commercial agents": Tweedle, Radiology 2019, doi:10.1148/radiol.2019192113), sai
 from __future__ import annotations
 
 from ..io.dicom_contrast import EXTRA_KEY
+from .parameters import DEFAULT_RELAXIVITY
 from .stated_dose import agents_in
 
-#: The r1 a run converts with when none is given (DCEParameters.relaxivity's default; a test keeps them equal).
-DEFAULT_R1 = 4.5
+#: The r1 a run converts with when none is given (DCEParameters.relaxivity None; session 24: one constant).
+DEFAULT_R1 = DEFAULT_RELAXIVITY
 #: THE RULE (set before any measurement, session 23): with a population AIF, SPGR concentrations and the default r1,
 #: the header's agent is warned about where its published r1 at the series' field differs from the r1 used by more
 #: than 15 %. With a population AIF the maps' error is r1 agent / r1 used - 1 (proportional, as the dose's), and the
@@ -150,7 +151,10 @@ def report_entry(acquisition, params, mode: str, population_name: str | None, wa
     if stated is None:
         return None
     used = float(params.relaxivity)
-    default = used == DEFAULT_R1
+    # session 24: the r1 the user chose (4.5 too) is told from the default by the parameters themselves; an object
+    # without the flag is read as before (the default's value is the default)
+    given = getattr(params, "relaxivity_given", None)
+    default = used == DEFAULT_R1 if given is None else not given
     entry = {**stated, "used": False,
              "compared_with": {"r1": used, "source": "the default r1" if default else "--relaxivity"}}
     if stated["r1"] is not None:

@@ -1,8 +1,9 @@
 """The PHAE deconvolution step of ``run_dsc``: the pipeline's side of the learned method.
 
 Held apart from :mod:`.pipeline` because it is one method's concern, not the pipeline's order of steps:
-the checks made before any work (:func:`_check_phae_input`: the --adapt refusal, the dual-echo warning), the step itself
-(:func:`_deconvolve_phae`: weights, domain checks and the transit gate, pooled delay, inference, systematic bias),
+the checks made before any work (:func:`_check_phae_input`: the --adapt refusal, the dual-echo and the echo-time
+warnings), the step itself (:func:`_deconvolve_phae`: weights, domain checks and the transit gate, pooled delay,
+inference, systematic bias),
 the report's account of the CBF uncertainty map (:func:`_uncertainty_summary`) and the guided pooling's inputs
 (:func:`_pooling_guide`, :func:`_guided_pooling`). torch and the PHAE package are imported only inside
 the functions: importing this module stays cheap.
@@ -40,16 +41,39 @@ def _check_phae_adapt(params) -> None:
                          "self-supervised weights (--weights dsc-phae-sim)")
 
 
-def _check_phae_input(params, warnings: list, dual_echo: bool) -> None:
-    """Before any work: the --adapt refusal (:func:`_check_phae_adapt`) and, for a dual-echo run, the warning that
+def _check_phae_input(params, warnings: list, dual_echo: bool, te: float | None = None) -> None:
+    """Before any work: the --adapt refusal (:func:`_check_phae_adapt`); for a dual-echo run, the warning that
     PHAE's weights never saw dual-echo input, with the sizes measured on the reference object (phae/domain.py,
-    scripts/validate_phae_dual_echo.py). A warning, not a refusal: at SNR 50-100 the maps held up, and at SNR 20
-    the classic methods on the same curves were further off."""
+    scripts/validate_phae_dual_echo.py; a warning, not a refusal: at SNR 50-100 the maps held up, and at SNR 20 the
+    classic methods on the same curves were further off); for a single-echo signal run at an echo time ``te`` [s]
+    outside the TE range the weights' card says they were trained at, a line saying so with what that was measured
+    to cost (phae/domain.py: echo_time_warning; scripts/validate_phae_te_domain.py)."""
     _check_phae_adapt(params)
-    if dual_echo and params.method is DeconvolutionMethod.PHAE:
+    if params.method is not DeconvolutionMethod.PHAE:
+        return
+    if dual_echo:
         from .phae.domain import DUAL_ECHO_WARNING
 
         warnings.append(DUAL_ECHO_WARNING)
+    elif te is not None and params.input_kind is InputKind.SIGNAL:
+        card = _phae_card(params)
+        if card is not None:
+            from .phae.domain import echo_time_warning
+
+            line = echo_time_warning(te, card)
+            if line is not None:
+                warnings.append(line)
+
+
+def _phae_card(params) -> dict | None:
+    """The model card of the weights this PHAE run will load (None without torch: the PHAE step then says so)."""
+    try:
+        from .phae.inference import DEFAULT_WEIGHTS
+    except ImportError:
+        return None
+    from .. import weights as registry
+
+    return registry.read_card(params.phae_weights or DEFAULT_WEIGHTS)[0]
 
 
 #: the PHAE-only parameters and the options that set them (the report names the options a user typed). Not the

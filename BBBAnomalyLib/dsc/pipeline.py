@@ -202,7 +202,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                  if m is not None}
         te, te2 = _echo_times(series, second_echo, params)
         sequence = sequence_step(series.acquisition, te, warnings)  # spin or gradient echo; b-values, ASL refused
-        _check_phae_input(params, warnings, dual_echo=second_echo is not None)
+        _check_phae_input(params, warnings, dual_echo=second_echo is not None, te=te)
         _phae_options_unused(params, warnings)
         if second_echo is not None:
             check_series(_header_only(second_echo), "the second echo")
@@ -273,9 +273,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
                                 f"{skip_frames * binned}'s brain-mean signal {excess:.1f} % above the baseline): they are "
                                 f"left out of the baseline and the curves (--skip-frames {skip * binned} says so; "
                                 f"--baseline-frames FIRST STOP sets the baseline)")
-        if detection_kind == "signal":  # one bolus that lowers the signal (not ASL, BOLD, DCE, DWI: perfusion/series_kind)
-            check_dsc_curve(detection, skip, baseline_frames,  # an uncorrected head motion shifts the level
-                            moved=bool(motion.get("frames_over_threshold")) and not motion.get("frames_resampled"))
+        check_dsc_curve(detection, skip, baseline_frames,  # one bolus (not ASL, BOLD, DCE, DWI: perfusion/series_kind)
+                        moved=bool(motion.get("frames_over_threshold")) and not motion.get("frames_resampled"),
+                        kind=detection_kind, dual_echo=raw2 is not None)  # moved: uncorrected motion shifts the level
         baseline = detect_baseline(detection, skip, detection_kind, baseline_frames)
         # PHAE's guided pooling reads the pre-contrast signal S0, which the conversion overwrites
         guide = _pooling_guide(raw[:n_brain], baseline, params)

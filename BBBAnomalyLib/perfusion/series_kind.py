@@ -16,6 +16,11 @@ above :data:`STANDS_OUT` σ. An *episode* is a stretch where the excursion excee
 quarter (hysteresis: noise at the half level does not split one bolus; a bolus's recirculation stays below half its
 first pass). Used by :mod:`..dsc.pipeline` (DSC) and :mod:`..dce.conversion` (DCE): shared perfusion physics, so it
 lives in neither pipeline's package.
+
+Session 24: ΔR2* input and dual-echo ratios (ΔR2*-like: a bolus rises) are read by the same rules
+(:func:`check_dsc_concentration_curve`), and a DCE series whose own metadata give a T2*-weighted EPI's echo and
+repetition times is refused (:func:`check_series_metadata`): a DSC series cut mid-bolus reads by shape as an
+enhancement. A DSC series after a preload (phantoms/dsc_preload.py) fires none of the rules.
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ DCE_NO_ENHANCEMENT = 10.0
 #: (31.5 s, 9 frames) the two-frame differences the noise is read from hold the enhancement itself, and a 38 % rise
 #: read as 6.3 "noise SDs" (the RLS domain test); a series without contrast, or BOLD (1-2 %), stays far below it.
 NO_CONTRAST_LEVEL = 0.05
+#: On a ΔR2*-like curve (ΔR2* input, a dual-echo ratio), whose level is 0, a frame-by-frame alternation counts (ASL)
+#: above this share of the curve's largest excursion instead of a share of the level (a bolus's: under 1e-3).
+ALTERNATES_EXCURSION = 0.25
+#: A series whose own metadata give an echo time above this [s] AND a repetition time of at least
+#: :data:`EPI_MIN_TR` is a T2*-weighted EPI (DSC) series, not a T1-weighted spoiled gradient echo DCE series (TE 1-5
+#: ms, TR 3-10 ms; dce/aif_t2star.TE_RANGE_S already calls a TE above 20 ms "not an SPGR DCE echo time").
+T2STAR_MIN_TE = 0.02
+EPI_MIN_TR = 0.3
 #: The largest b-value (s/mm²) that makes a series with several b-values a diffusion series.
 DIFFUSION_B = 50.0
 
@@ -101,14 +114,21 @@ def alternation(curve: np.ndarray, start: int) -> tuple[float, float]:
     the control-label difference of a label/control series; a smooth curve's (a bolus, a drift) is 0 but for a few
     frames at the bolus, which the median passes over, and noise has no sign."""
     m = np.asarray(curve, dtype=np.float64)[start:]
+    a, z = alternating_part(m)
+    level = abs(float(np.median(m))) if m.size >= 8 else 0.0
+    return (abs(a) / level if level else 0.0), z
+
+
+def alternating_part(m: np.ndarray) -> tuple[float, float]:
+    """(a, z) of :func:`alternation` with ``a`` in the curve's own units (signed), for curves whose level means
+    nothing (ΔR2*, whose baseline is 0)."""
     if m.size < 8:
         return 0.0, 0.0
     second = m[1:-1] - 0.5 * (m[:-2] + m[2:])
     signed = second * np.where(np.arange(1, m.size - 1) % 2 == 0, 1.0, -1.0)
     a = float(np.median(signed))
     spread = 1.4826 * float(np.median(np.abs(signed - a))) / np.sqrt(signed.size)
-    level = abs(float(np.median(m)))
-    return (abs(a) / level if level else 0.0), (abs(a) / spread if spread > 0 else (np.inf if a else 0.0))
+    return a, (abs(a) / spread if spread > 0 else (np.inf if a else 0.0))
 
 
 def episodes(excursion: np.ndarray) -> list[tuple[int, int]]:
@@ -151,14 +171,18 @@ def _periodic(curve: np.ndarray, start: int, shape: CurveShape, what: str, run_i
 
 
 def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, int] | None = None,
-                    moved: bool = False) -> None:
+                    moved: bool = False, kind: str = "signal", dual_echo: bool = False) -> None:
     """Refuse a single-echo DSC signal series whose brain-mean ``curve`` (frames from ``skip`` on) is not one bolus
     that lowers the signal: alternating (ASL), periodic (BOLD), rising (DCE, BOLD), falling and staying down
     (diffusion, or a series that ends inside the bolus), or with no drop out of its noise at all.
     ``baseline_frames``: the user's [first, stop), read as the early level instead of the detector's early frames.
     ``moved``: head motion was found and left uncorrected (perfusion/motion.py; its warning says so). A head that
     moved shifts the brain's mean level for the rest of the series (a 2 mm step: 3 % on the motion test's object),
-    which reads as a rise, or as a drop that stays: those two refusals are not made then."""
+    which reads as a rise, or as a drop that stays: those two refusals are not made then.
+    ``kind`` "concentration": ``curve`` is ΔR2*-like (ΔR2* input, or a dual-echo ratio with ``dual_echo``), where the
+    bolus rises: :func:`check_dsc_concentration_curve`."""
+    if kind != "signal":
+        return check_dsc_concentration_curve(curve, skip, baseline_frames, moved, dual_echo)
     n = np.asarray(curve).size
     if np.median(curve) < 0:  # negative magnitudes: the signal checks name that (conversion.check_baseline_signal)
         return
@@ -197,6 +221,65 @@ def check_dsc_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, in
                              "after its injection (its signal washes out; run `bbbanomaly dce` on a whole DCE series), "
                              "or a series that ends "
                              f"inside the bolus (acquire or give the whole first pass){given}")
+
+
+def check_dsc_concentration_curve(curve: np.ndarray, skip: int, baseline_frames: tuple[int, int] | None = None,
+                                  moved: bool = False, dual_echo: bool = False) -> None:
+    """:func:`check_dsc_curve`'s rules for a ΔR2*-like brain-mean ``curve`` (ΔR2* input; a dual-echo series'
+    ln(S̄1/S̄2)/(TE2 - TE1)), where a bolus rises and comes back; sizes in noise SDs and in the curve's largest
+    excursion, as its level (0 for ΔR2*, an offset for the ratio) means nothing.
+
+    Why (session 24): these inputs were not checked by shape at all (session 23 left them): a T1-weighted DCE
+    concentration series given as ΔR2* (it rises and stays), a DSC signal series given with --input-kind
+    concentration (it dips), or a flat one ran to maps."""
+    m = np.asarray(curve, dtype=np.float64)
+    if not np.isfinite(m).all():  # the finiteness checks name that
+        return
+    n = m.size
+    first, early_stop = baseline_frames if baseline_frames is not None else (skip, skip + max(3, n // 10))
+    start = min(skip, first)
+    shape = curve_shape(m, start, early_stop, None if baseline_frames is not None else "rise")
+    what = "the dual-echo DSC series" if dual_echo else "the ΔR2* series (--input-kind concentration)"
+    run_instead = ("give both echoes of the dynamic susceptibility contrast series" if dual_echo else
+                   "give the DSC series' ΔR2* (or its signal, without --input-kind concentration)")
+    a, z = alternating_part(m[start:])
+    largest = max(float(shape.rise.max()), float(shape.drop.max()), 0.0)
+    if z > STANDS_OUT and abs(a) > ALTERNATES_EXCURSION * largest:
+        raise InputError(f"{what} has no contrast bolus: the brain's mean ΔR2* alternates frame by frame ({z:.0f} "
+                         f"times its noise, {abs(a) / largest if largest else 1:.0%} of its largest change), as the "
+                         f"label and control images of an {ASL}; {run_instead}")
+    for excursion, way in ((shape.rise, "rises"), (shape.drop, "falls")):
+        found = episodes(excursion) if shape.stands_out(excursion) else []
+        if len(found) >= EPISODES:
+            raise InputError(f"{what} has no single contrast bolus: the brain's mean ΔR2* {way} {len(found)} separate "
+                             "times, as a BOLD fMRI series switches with its task blocks, where a bolus passes once; "
+                             f"{run_instead}")
+    early = max(early_stop - start, 3)
+    later = shape.drop[early:] if shape.drop.size > early else shape.drop
+    rise, dip = float(shape.rise.max()), float(later.max())
+    if not moved and shape.stands_out(later) and dip > DOMINATES * max(rise, 0.0):
+        cause = ("the echoes swapped (the first series must be the shorter echo, --second-echo the longer)"
+                 if dual_echo else "a signal series given as ΔR2* (leave out --input-kind concentration), or ΔR2* "
+                 "with its sign reversed (ΔR2* = -ln(S/S0)/TE rises with the contrast)")
+        cause += ", or a series that starts after its bolus arrived (its ΔR2* only falls back; give the whole bolus)"
+        raise InputError(f"{what} falls instead of rising: the brain's mean ΔR2* dips {dip / shape.sigma if shape.sigma else 0:.0f} "
+                         f"noise SDs below its first frames and never rises more than {rise / dip:.0%} of that; "
+                         f"{cause}")
+    # not for a dual-echo ratio: two noisy echoes (SNR 5, arterial peak 30 1/s) left a real bolus 5.4 noise SDs high,
+    # inside the pre-set margin (1.5 x the rule); the AIF checks still refuse a ratio without a bolus (session 24)
+    if not dual_echo and rise < DSC_NO_BOLUS * shape.sigma:
+        raise InputError(f"no contrast bolus found in {what}: the brain's mean ΔR2* never rises by more than "
+                         f"{rise / shape.sigma if shape.sigma else 0:.1f} times its frame-to-frame noise, so no "
+                         "bolus arrival can be located; is this the DSC series (a BOLD or other series without "
+                         "contrast has no bolus)?")
+    if not moved and shape.stands_out(shape.rise):
+        tail = float(np.median(shape.rise[-max(1, shape.rise.size // 4):]))
+        if tail >= STAYS_DOWN * rise:
+            raise InputError(f"{what} rises and does not come back: the brain's mean ΔR2* is still {tail / rise:.0%} "
+                             "of its largest rise over the last quarter of the series, where a bolus passes and "
+                             "recovers; a T1-weighted DCE concentration series (run `bbbanomaly dce --input-kind "
+                             "concentration`), a diffusion series (run `bbbanomaly dmri`), or a series that ends "
+                             "inside the bolus (acquire or give the whole first pass)")
 
 
 def check_dce_curve(curve: np.ndarray, baseline_frames: int | None = None, moved: bool = False) -> None:
@@ -245,9 +328,28 @@ def check_series_metadata(acquisition, what: str) -> None:
             raise InputError(f"{what} carries b-values ({b.min():g}-{b.max():g} s/mm² over {b.size} volumes): it is a "
                              "diffusion series, not a contrast bolus; run `bbbanomaly dmri` on it, or give the "
                              "dynamic series (a stale .bval beside it? remove it)")
+    if "DCE" in what:  # the DCE pipeline's call (dce/pipeline.py): a T2*-weighted EPI series named by its TE and TR
+        _check_t1_weighted(acquisition, what)
     sequence = (getattr(acquisition, "extra", None) or {}).get("sequence") or {}
     asl = sequence.get("arterial_spin_labeling_type") if isinstance(sequence, dict) else None
     if asl:
         raise InputError(f"{what} is an arterial spin labelling series (ArterialSpinLabelingType {asl} in its "
                          "sidecar), which has no contrast bolus; ASL perfusion needs its own processing (e.g. BASIL, "
                          "ExploreASL); give the contrast-bolus series")
+
+
+def _check_t1_weighted(acquisition, what: str) -> None:
+    """Refuse a DCE series whose own metadata say T2*-weighted EPI: echo time > :data:`T2STAR_MIN_TE` and repetition
+    time >= :data:`EPI_MIN_TR`. Why (session 24): a DSC series cut to start after its bolus arrived reads by shape
+    as an enhancement (its signal only recovers) and ran to Ktrans maps of fit R² 0.1 with exit 0 (session 23); no
+    shape rule separates it from DCE without refusing real ones, but its file says what it is."""
+    te, tr = getattr(acquisition, "echo_time", None), getattr(acquisition, "repetition_time", None)
+    try:
+        te, tr = float(te), float(tr)
+    except (TypeError, ValueError):
+        return
+    if te > T2STAR_MIN_TE and tr >= EPI_MIN_TR:
+        raise InputError(f"{what}'s own metadata give an echo time of {1000 * te:.0f} ms and a repetition time of "
+                         f"{tr:g} s: a T2*-weighted EPI series such as DSC (run `bbbanomaly dsc`; a DSC series cut "
+                         "to start after its bolus only recovers and looks like an enhancement), not a T1-weighted DCE "
+                         "series (spoiled gradient echo, TE 1-5 ms, TR 3-10 ms)")

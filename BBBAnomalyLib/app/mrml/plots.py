@@ -54,8 +54,9 @@ def map_caveats(map_nodes: dict) -> dict:
 def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarray | None = None,
                 roi_name: str = "tumor", reference_name: str = "NAWM", table_node=None, name: str = "ROI ratios"):
     """A table node: per map, mean/median/sd/volume in the ROI (and reference) and the ROI/reference
-    ratios of the means and medians, computed as `bbbanomaly roi-stats` does, and a caveat column where a map's
-    run says what its ROI mean keeps that no per-voxel map shows. Returns (node, stats)."""
+    ratios of the means and medians, computed as `bbbanomaly roi-stats` does, a "ratio note" column saying why a ratio
+    is n/a (where one is), and a caveat column where a map's run says what its ROI mean keeps that no per-voxel map
+    shows. Returns (node, stats); ``roistats.table_notes(stats)`` are roi-stats' notes under its table."""
     from ...roistats import roi_statistics
     from .inputs import volume_from_node
 
@@ -73,6 +74,9 @@ def ratio_table(map_nodes: dict, roi_mask: np.ndarray, reference_mask: np.ndarra
     if reference_mask is not None:
         _add_column(table, f"{roi_name}/{reference_name} mean", [e["ratio_mean"] for e in entries.values()])
         _add_column(table, f"{roi_name}/{reference_name} median", [e["ratio_median"] for e in entries.values()])
+        if any(e.get("ratio_warnings") for e in entries.values()):  # why a ratio is n/a (roi-stats' "note: ratio n/a")
+            _add_column(table, "ratio note", ["; ".join(e.get("ratio_warnings", [])) for e in entries.values()],
+                        "string")
     if any(e.get("caveat") for e in entries.values()):  # e.g. PHAE CBF's bias by capillary transit shape
         _add_column(table, "caveat", [e.get("caveat", "") for e in entries.values()], "string")
     return table, stats
