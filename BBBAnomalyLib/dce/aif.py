@@ -203,20 +203,37 @@ def aif_t10_record(params, mode: str, t10, in_aif: np.ndarray | None, blood_t10:
     return {"value": float(blood_t10), "source": "--blood-t10", "replaces": tissue}
 
 
-def check_plasma_peak(cp: np.ndarray, mode: str, source: str) -> None:
+def check_plasma_peak(cp: np.ndarray, mode: str, source: str, t10_given: str | None = None) -> None:
     """Refuse a plasma AIF (mM) that peaks above :data:`MAX_PLASMA_PEAK_MM` (``mode``: the conversion, "spgr" from
-    signal with T10, "concentration" as given; relative enhancement has no such scale and is not checked)."""
+    signal with T10, "concentration" as given; relative enhancement has no such scale and is not checked).
+    t10_given (SPGR): what the AIF was converted with, :func:`t10_given` ("map": a T10 map or --vfa; "blood":
+    --blood-t10; "scalar": one --t10; None: not said). The advice fits it: a run given a T10 map is not asked for one
+    (session 24: keyhole with the true T10 map and --aif auto was told "give a T10 map or --vfa")."""
     if mode == "relative" or cp.size == 0:
         return
     peak = float(np.nanmax(cp))
     if peak <= MAX_PLASMA_PEAK_MM:
         return
-    why = ("is the concentration input in mM? (values in µM are 1000 times larger)" if mode == "concentration" else
-           "its signal lies near or above the SPGR maximum for the T10 given, where the conversion to concentration "
-           "blows up; give a T10 map or --vfa (blood's T10 is about 1.6-2.0 s), or draw --aif-mask on a large "
-           "artery, or use --population-aif parker")
+    ways_out = "draw --aif-mask on a large artery, or use --population-aif parker"
+    if mode == "concentration":
+        why = "is the concentration input in mM? (values in µM are 1000 times larger)"
+    elif t10_given in ("map", "blood"):
+        given = "the T10 map (given, or made by --vfa) where the AIF is" if t10_given == "map" else "--blood-t10"
+        why = (f"its signal lies near or above the SPGR maximum for the T10 there, where the conversion to "
+               f"concentration blows up: check {given} (blood's T10 is about "
+               f"{BLOOD_T10_S[0]:g}-{BLOOD_T10_S[1]:g} s; report aif.t10); if it is right, the artery's signal is "
+               "wrong (an artefact: a view-shared series such as keyhole/4D-TRAK or TWIST, motion, inflow): "
+               f"{ways_out}")
+    else:
+        why = ("its signal lies near or above the SPGR maximum for the T10 given, where the conversion to "
+               f"concentration blows up; give a T10 map or --vfa (blood's T10 is about 1.6-2.0 s), or {ways_out}")
     raise InputError(f"the AIF ({source}) peaks at {peak:.3g} mM of plasma concentration, more than any contrast "
                      f"bolus gives (about 5-30 mM; at most {MAX_PLASMA_PEAK_MM:g} is accepted): {why}")
+
+
+def t10_given(t10_map, blood_t10: float | None) -> str:
+    """What a measured AIF was converted with, for :func:`check_plasma_peak`'s advice."""
+    return "blood" if blood_t10 is not None else "map" if t10_map is not None else "scalar"
 
 
 def aif_from_mask(curves: np.ndarray, in_aif: np.ndarray, hematocrit: float, tissue=None,
@@ -368,11 +385,17 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit:
     a :class:`~.conversion.ConcentrationRows` converting them on demand).
     pool: SPGR concentration (:class:`PooledConversion`): the voxels are kept by their level after the first pass
     (:func:`late_levels`) and the AIF is their mean SER converted once; None (concentration input): by their peak,
-    and the AIF is the mean of their curves."""
-    from ..perfusion.arterial_auto import first_pass_stop, select_arterial_voxels
+    and the AIF is the mean of their curves.
+    The choice is refused where its peak is hardly above the brain's tissue (:mod:`.aif_plausibility`: on a
+    view-shared series the earliest cluster was tissue, the blurred artery passing later)."""
+    from ..perfusion.arterial_auto import first_pass_areas, first_pass_stop, select_arterial_voxels
+    from . import aif_plausibility
 
     arrival = min(n_baseline + 1, curves.shape[1] - 1)
     interval = float(np.median(np.diff(times[:min(len(times), arrival + 2)]))) if len(times) > 1 else 0.0
+    if first_pass is None:  # (as select_arterial_voxels computes them: the areas are the plausibility check's too)
+        stop = first_pass_stop(curves, arrival)
+        first_pass = (stop, first_pass_areas(curves[:, :stop], times[:stop]))
     chosen = select_arterial_voxels(curves, times, slice(0, max(n_baseline, 1)), arrival, seed=seed, rounds=1,
                                     first_pass=first_pass, same_timing=SAME_TIMING_FRAMES * interval)
     if chosen is None or chosen.size == 0:
@@ -387,8 +410,7 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit:
     rows = np.asarray(curves[chosen])
     peaks = rows.max(axis=1) - rows[:, :max(n_baseline, 1)].mean(axis=1)
     if pool is not None:
-        stop = first_pass[0] if first_pass is not None else first_pass_stop(curves, arrival)
-        late = late_levels(rows, n_baseline, stop)
+        late = late_levels(rows, n_baseline, first_pass[0])
         peaks = peaks if late is None else late
     top = np.sort(peaks)[-min(MIN_TOP_PEAKS, peaks.size):].mean()
     high = peaks >= TOP_PEAK_FRACTION * top
@@ -403,6 +425,7 @@ def auto_aif(curves: np.ndarray, times: np.ndarray, n_baseline: int, hematocrit:
     in_aif[chosen] = True
     check_aif_is_arterial(blood, curves, in_aif, slice(0, max(n_baseline, 1)), "the automatically chosen AIF",
                           "give --aif-mask on a large artery (e.g. the MCA or ICA) or --population-aif parker")
+    aif_plausibility.check(curves, chosen, blood, first_pass[1], n_baseline, times)  # arterial area and timing
     return blood / (1.0 - hematocrit), chosen
 
 

@@ -200,7 +200,7 @@ class AIFT2Star:
         """{map: caveat} for the report's ktrans/vp entries where warned."""
         if self.shape_suspect:
             note = (f"the AIF's peak is only {self.peak_over_late:.1f} times its late level: perhaps cut by the "
-                    "blood's T2* (echo time unknown; report aif.t2star)")
+                    "blood's T2* (echo time unknown; report aif.t2star) or blurred by view sharing")
             return {"ktrans": f"may read low: {note}", "vp": f"may read high: {note}"}
         if not self.warned or (self.corrected and not self.at_turn):
             return {}
@@ -214,7 +214,7 @@ class AIFT2Star:
                     f"DCE reference object a whole AIF's is {SHAPE_SIZES}; the echo time is not known ({self.te_source}), "
                     "so this cannot be checked: give --te (the series' EchoTime, e.g. 0.002) to have it estimated "
                     "(report aif.t2star). A slow or dispersed bolus (slow injection, low cardiac output) lowers the "
-                    "ratio too")
+                    f"ratio too, and so does {VIEW_SHARING_CAUSE}")
         if not self.warned:
             return None
         beyond = (f"; its peak lies at the turning point of the signal ({100 * self.peak_of_turn:.0f} % of the "
@@ -234,6 +234,14 @@ class AIFT2Star:
         a, b = self.coefficients
         field = f"{self.field_strength:g} T" if self.field_strength is not None else "field strength unknown: 3 T taken"
         return f"{field}, ΔR2* = {a:g}·C + {b:g}·C² per s"
+
+
+#: The shape warning's other cause (session 24, docs/reliability.md "View-shared DCE"): a view-shared series blends
+#: a small artery over several frames, which flattens its peak as T2* does; there --te does not help. On the DCE
+#: reference object re-acquired with TWIST/DISCO the drawn AIF's peak read 2-81 % low, and with keyhole 86-91 %.
+VIEW_SHARING_CAUSE = ("a view-shared acquisition (Siemens TWIST, GE DISCO, Philips 4D-TRAK or keyhole: look for it in "
+                      "the series' description), which blends a small artery over several frames: then --te does not "
+                      "help; prefer --population-aif parker")
 
 
 #: The AIF's late level is its mean over this window after its peak [s] (the slow washout, which T2* hardly

@@ -305,7 +305,8 @@ def run_dce(series: Volume, params: DCEParameters | None = None, *, aif_mask=Non
                                              else "from --aif-mask", warnings)
     if aif_delay is None:  # a measured AIF (mask, search region, automatic): its peak must be one a bolus gives
         aif_mod.check_plasma_peak(aif_curve, mode, "from --aif-mask" if "aif-mask" in masks and not params.aif_region
-                                  else "from the --aif-search region" if params.aif_region else "chosen automatically")
+                                  else "from the --aif-search region" if params.aif_region else "chosen automatically",
+                                  aif_mod.t10_given(t10_map, blood_t10))  # (the advice fits what was given)
         aif_mod.warn_single_t10(params, mode, t10_map is not None, blood_t10, warnings)
         measured, (aif_curve, t2star) = aif_curve, aif_t2star.check_measured_aif(  # the blood's T2* at TE: said
             aif_curve, series.acquisition, params, mode, t10, arterial[analysed] if arterial is not None else None,

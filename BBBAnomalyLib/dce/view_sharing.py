@@ -36,7 +36,8 @@ MEASURED_SOURCES = ("mask", "region", "auto")
 #: (TWIST/DISCO with 10-25 % centres and 2-5 subsets, 2/4/6 s frames, SNR 20 and 40: 36 settings per AIF)
 MEASURED_AIF = ("AIF peak -81…-2 %, rim vp +2…+136 %, rim ve -64…+4 %, rim Ktrans -39…+2 % with the drawn artery "
                 "(10 % or more on a map in 28 of 36 settings, worst with a small centre, more subsets and slower "
-                "frames); --aif auto chose voxels outside the artery in 4 of 36 (rim Ktrans -93…+1236 %)")
+                "frames); --aif auto chose voxels outside the artery in 4 of 36 (rim Ktrans -93…+1236 %; such a choice is "
+                "now refused where its peak is under 5 times the tissue's: dce/aif_plausibility.py)")
 MEASURED_POPULATION = "Ktrans +0.1…+4.5 %, vp -9.0…-0.2 %, ve -8.6…+0.2 %"
 #: keyhole: the tuning set (the last frame's periphery, centre 20 %) and the held-apart one (the first's, 10 %)
 MEASURED_KEYHOLE = ("the rim's Ktrans map correlated with the truth at r 0.78-0.94 (0.996-1.000 fully sampled) with "
