@@ -74,7 +74,30 @@ def load_configuration(report_path) -> dict:
         raise InputError(f"report '{path}': {bad}; it cannot be rerun (restore the report as the run wrote it)")
     versions = report.get("versions", {})
     config["versions"] = versions if isinstance(versions, dict) else {}
+    config["notes"] = _replay_old_defaults(report, config)
     return config
+
+
+def _replay_old_defaults(report: dict, config: dict) -> list[str]:
+    """Options an older version recorded as a number where it meant its default, set back to the default (None);
+    one note per option changed.
+
+    ``dce --relaxivity`` defaulted to 4.5 before session 24 and the report recorded that 4.5 whether it was given or
+    not; since then the default is None (DEFAULT_RELAXIVITY, resolved by DCEParameters) and a given 4.5 is a choice
+    (the header's agent is compared with it, not warned about). A report from before the change is known by its
+    parameters, which lack ``relaxivity_given`` (the version string did not change): its 4.5 was the default then,
+    and is replayed as the default, so that the rerun warns as the recorded run did.
+    """
+    from .dce.parameters import DEFAULT_RELAXIVITY
+
+    options, parameters = config["options"], report.get("parameters")
+    value = options.get("relaxivity")
+    if (config["command"] == ["dce"] and isinstance(parameters, dict) and "relaxivity_given" not in parameters
+            and isinstance(value, (int, float)) and not isinstance(value, bool) and value == DEFAULT_RELAXIVITY):
+        options["relaxivity"] = None
+        return [f"the report predates a given --relaxivity being told from the default (its parameters record no "
+                f"relaxivity_given): its relaxivity {value:g} is replayed as the default r1"]
+    return []
 
 
 def _structure_error(config: dict) -> str | None:
@@ -228,5 +251,7 @@ def run(args) -> int:
     with claim_output_dir(rerun_args.out, overwrite=args.overwrite, inputs=inputs):  # the command's own claim reuses it
         if changed:
             print("warning: versions differ from the recorded run: " + ", ".join(changed))
+        for note in config.get("notes", ()):
+            print(f"note: {note}")
         print(f"rerunning `bbbanomaly {' '.join(config['command'])}` -> {rerun_args.out}")
         return int(rerun_args.run(rerun_args) or 0)

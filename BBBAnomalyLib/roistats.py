@@ -179,10 +179,16 @@ def table_notes(stats: dict, caveats: bool = True) -> list[str]:
     notes = [f"note: {n}" for n in stats.get("mask_notes", [])]
     notes += [f"note: ratio n/a for {w}" for e in stats["maps"].values() for w in e.get("ratio_warnings", [])[:1]]
     if caveats:
-        notes += [f"note: {name}: {e['caveat']}" for name, e in stats["maps"].items() if e.get("caveat")]
+        notes += caveat_notes({name: e.get("caveat") for name, e in stats["maps"].items()})
     # the statistics are of the finite voxels; say so where some were not (they are in the JSON too)
     notes += [f"note: {name}: {e[label]['non_finite_voxels']} of the {label} voxels are NaN or infinite in the map "
               "and were left out of its statistics"
               for name, e in stats["maps"].items() for label in (roi, ref)
               if label and e.get(label, {}).get("non_finite_voxels")]
     return notes
+
+
+def caveat_notes(caveats: dict) -> list[str]:
+    """The "note: <map>: <caveat>" lines of the maps with a caveat (``caveats``: name -> caveat or None), in order: as
+    roi-stats prints them under its table and `bbbanomaly dsc` beside its tumour/NAWM ratios."""
+    return [f"note: {name}: {caveat}" for name, caveat in caveats.items() if caveat]

@@ -53,7 +53,11 @@ def test_the_dose_field_shows_the_headers_dose_and_a_run_warns_as_the_command_li
     assert report["aif"]["header_dose"] == cli_report["aif"]["header_dose"]
     warned = header_dose_warnings(cli_report)
     assert header_dose_warnings(report) == warned and len(warned) == 1
-    assert "warning: " + warned[0] in ui.logTextEdit.toPlainText()
+    # the command line's words, each flag followed by the panel field that sets it (app/flag_labels.py, session 24)
+    from BBBAnomalyLib.app.flag_labels import with_panel_labels
+
+    assert "warning: " + with_panel_labels("dce", warned[0]) in ui.logTextEdit.toPlainText()
+    assert "(panel: Contrast dose (mmol/kg)" in with_panel_labels("dce", warned[0])
 
     use.click()  # the user takes the header's dose: the field, the request and the scene's parameter node have it
     assert dose.value == 0.05

@@ -109,6 +109,15 @@ class RunMixin:
             if self.ui.inputSelector.currentNode() is not None:
                 self.prestartWorker()  # for the next Apply
 
+    @staticmethod
+    def panelWarnings(pipeline, event):
+        """The run's warnings as the panel shows them: a command-line flag the panel has a field for is followed by
+        that field's label ("--relaxivity 3.32 (panel: Relaxivity r1, Advanced section)"); the report keeps the
+        command line's words."""
+        from BBBAnomalyLib.app.flag_labels import with_panel_labels
+
+        return [with_panel_labels(pipeline, str(warning)) for warning in event.get("warnings") or []]
+
     def onRunDone(self, runner, event):
         """``maps``: load the maps (the panel's runs announce them before their curves are written);
         ``done``: load them if that has not happened, and note where the curves are."""
@@ -134,7 +143,7 @@ class RunMixin:
                 self.log(_("dual-echo: TE {te1:g} and {te2:g} ms{source}").format(
                     te1=echoes["echo_time_s"] * 1e3, te2=echoes["second_echo_time_s"] * 1e3,
                     source=f" ({echoes['second_echo_source']})" if echoes.get("second_echo_source") else ""))
-            for warning in event.get("warnings") or []:
+            for warning in self.panelWarnings(request.pipeline, event):
                 self.log(_("warning: {text}").format(text=warning))
             # what the command line prints after the same run: AIF, medians, tumour/NAWM ratios and the caveat a
             # ratio keeps, the T1/FLAIR BBB status and every reason behind it (e.g. a resection cavity in the ROI)
@@ -150,7 +159,7 @@ class RunMixin:
             return
         self.lastRun["event"] = event
         self.lastRun["curves"] = event.get("curves")
-        warnings = event.get("warnings") or []
+        warnings = self.panelWarnings(self.lastRun["request"].pipeline, event)
         self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {maps}.").format(
             seconds=time.monotonic() - self.runStarted, maps=", ".join(outputs.map_nodes)) + "".join(
             "\n" + _("Warning: ") + w for w in warnings)

@@ -229,6 +229,11 @@ def _series_and_second_echo(args, te):
     return series, second, None
 
 
+#: the maps whose tumour/NAWM ratio the summary prints, and the map of each one's ratio to the NAWM mean voxel by voxel
+RATIO_LINE = ("cbv", "cbv_corrected", "cbf")
+RATIO_MAP = {"cbv": "rcbv", "cbv_corrected": "rcbv", "cbf": "rcbf"}
+
+
 def print_summary(result, written: Path, suffix: str = ".nii.gz") -> None:
     rep = result.report
     print(f"DSC maps ({rep['parameters']['method']}) written to {written}")
@@ -241,10 +246,23 @@ def print_summary(result, written: Path, suffix: str = ".nii.gz") -> None:
     print("  brain medians: " + ", ".join(
         f"{n} {brain[n]['median']:.3g}" for n in ("cbv", "cbf", "mtt") if brain.get(n, {}).get("n")))
     ratios = rep["summary"].get("tumor_to_nawm")
-    if ratios:
-        print("  tumor/NAWM: " + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items() if n in ("cbv", "cbv_corrected", "cbf")))
-        caveat = rep["maps"].get("cbf", {}).get("caveat")
-        if caveat and ratios.get("cbf") is not None:  # PHAE: the ratio keeps what no per-voxel map shows
-            print(f"  note: cbf: {caveat}")
+    if ratios is not None:
+        from .validation import MEDIAN_RATIO_MAPS, median_ratio
+
+        shown = [n for n in ratios if n in RATIO_LINE]
+        # MTT's ratio of means is decided by a few NAWM voxels (validation.MEDIAN_RATIO_MAPS): its ratio of medians
+        medians = {n: r for n in MEDIAN_RATIO_MAPS if (r := median_ratio(rep["summary"], n)) is not None}
+        items = [*(f"{n} {ratios[n]:.2f}" for n in shown),
+                 *(f"{n} {r:.2f} (of the medians)" for n, r in medians.items())]
+        if items:
+            print("  tumor/NAWM: " + ", ".join(items))
+        shown += list(medians)
+        # each map's caveat beside its ratio, as roi-stats prints it (PHAE CBF's bias, spin echo, low CNR, a saturated
+        # AIF), and that of the map of the same ratio voxel by voxel (rcbv, rcbf: e.g. spin-echo ratios run low)
+        from ..roistats import caveat_notes
+
+        names = dict.fromkeys([*shown, *(RATIO_MAP[n] for n in shown if n in RATIO_MAP)])
+        for note in caveat_notes({n: (rep["maps"].get(n) or {}).get("caveat") for n in names}):
+            print(f"  {note}")
     for w in rep["warnings"]:
         print(f"  warning: {w}")

@@ -165,6 +165,15 @@ def dual_echo_detection_curve(echo1: np.ndarray, echo2: np.ndarray, te1: float, 
     return (np.log(np.maximum(m1, tiny)) - np.log(np.maximum(m2, tiny))) / (te2 - te1)
 
 
+def detection_curve(raw, raw2, kind: str, te, te2) -> tuple[np.ndarray, str]:
+    """(mean curve, its kind) on which the bolus arrival is detected: the mean input signal, or for
+    dual-echo input the T1-free ln(S̄1/S̄2)/(TE2 - TE1), a ΔR2*-like (concentration) curve.
+    (Moved from dsc/pipeline.py unchanged, session 24.)"""
+    if raw2 is None or kind != "signal":
+        return raw.mean(axis=0, dtype=np.float64), kind
+    return dual_echo_detection_curve(raw, raw2, te, te2), "concentration"
+
+
 def signal_to_delta_r2s(curves: np.ndarray, baseline: Baseline, te: float, in_aif: np.ndarray | None = None,
                         second: np.ndarray | None = None, te2: float | None = None) -> int:
     """Convert (n_voxels, n_frames) float32 signals to ΔR2* [1/s] IN PLACE; returns the clipped count.

@@ -28,11 +28,12 @@ from ..io import read_mask
 from ..core.report import Timer, dump_json, summarise, summarise_maps, versions
 from ..core.volume import Volume, read_warnings
 from . import aif as aif_mod
-from .conversion import (Baseline, check_echo_times, detect_baseline, dual_echo_detection_curve,
+from .conversion import (Baseline, check_echo_times, detect_baseline, detection_curve as _detection_curve,
                          signal_to_delta_r2s, steady_state_skip)
 from ..core.devices import blas_threads, block_workers
 from .deconvolution import deconvolve_classic
 from .aif_saturation import aif_saturation, saturation_hint
+from .dual_echo_aif import dual_echo_aif_step
 from .gather import _check_finite, _curves, _drop_background, _header_only, _voxel_order, _voxels
 from .leakage import fit_bsw
 from ..perfusion.motion import motion_step
@@ -322,6 +323,7 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
         else:
             arterial_raw = [_curves(_voxels(vol), order[selection.voxels], resample)
                             for vol in ((series, second_echo) if second_echo is not None else (series,))]
+            aif_raw = (selection.voxels, arterial_raw)  # kept for the dual-echo check (not read again if unchanged)
         detection, detection_kind = _detection_curve(arterial_raw[0], arterial_raw[1] if raw2_given else None,
                                                      kind, te, te2)
         try:
@@ -344,6 +346,9 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
             # ΔR2* depends on the baseline only through each voxel's ln S0 (or, for concentration
             # input, its baseline mean): a per-voxel offset, so no second conversion is needed.
             _rebase(curves, baseline)
+    saturation = None if not raw2_given or kind != "signal" else dual_echo_aif_step(  # echo 2 at its floor
+        selection, aif_raw, lambda rows: [_curves(_voxels(v), order[rows], resample) for v in (series, second_echo)],
+        slice(baseline.first, baseline.stop), times, warnings, params.method.value, te, te2)  # (dual_echo_aif.py)
     del aif_raw
     if consume_input:  # nothing below reads the input series: free it (the caller opted in)
         for volume in (series, second_echo):
@@ -357,7 +362,6 @@ def run_dsc(series: Volume, params: DSCParameters | None = None, *, aif_mask: np
     aif_one_time = slice_timing.aif_at_one_time(timing, params.slice_timing, aif_curve,
                                                 lambda: curves[selection.voxels], order[selection.voxels],
                                                 spatial_shape, times)
-    saturation = None
     if kind == "signal" and not raw2_given and te:  # a single echo's magnitude floor cuts the AIF's peak off
         saturation = aif_saturation(curves[selection.voxels], slice(baseline.first, baseline.stop), te,
                                     times)
@@ -574,14 +578,6 @@ def _rebase(curves: np.ndarray, baseline: Baseline) -> None:
     --skip-frames 5 over five such frames CBV came out negative (session 19's acquisition audit)."""
     curves -= curves[:, baseline.first:baseline.stop].mean(axis=1, keepdims=True)
     curves[:, :baseline.first] = 0.0
-
-
-def _detection_curve(raw, raw2, kind: str, te, te2) -> tuple[np.ndarray, str]:
-    """(mean curve, its kind) on which the bolus arrival is detected: the mean input signal, or for
-    dual-echo input the T1-free ln(S̄1/S̄2)/(TE2 - TE1), a ΔR2*-like (concentration) curve."""
-    if raw2 is None or kind != "signal":
-        return raw.mean(axis=0, dtype=np.float64), kind
-    return dual_echo_detection_curve(raw, raw2, te, te2), "concentration"
 
 
 def _trapezoid_weights(times: np.ndarray) -> np.ndarray:
