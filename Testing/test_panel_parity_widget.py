@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pytest
 from test_panel_header_facts import CLI, slicer_loaded_dce
+from test_panel_header_facts_widget import fresh_scene
 from test_panel_parity import GADOTERATE_15, MAPS, dotarem, job_maps, relaxivity_warnings  # noqa: F401  (fixture)
 from test_slicer_widget import apply_and_wait, panel, select  # noqa: F401  (fixture)
 
@@ -20,11 +21,6 @@ from BBBAnomalyLib.app import mrml
 from BBBAnomalyLib.cli import main as cli_main
 from BBBAnomalyLib.core.volume import Volume
 from BBBAnomalyLib.io import read_volume, write_volume
-
-
-def fresh_scene(slicer):
-    slicer.mrmlScene.Clear(False)
-    standins.new_scene(slicer)
 
 
 def test_the_relaxivity_field_offers_the_headers_r1_and_use_gives_the_command_lines_maps(panel, dotarem):
