@@ -425,6 +425,13 @@ def field_strength_of(files) -> float | None:
     return _acquisition(_read_headers(list(files)[:1])[0], "", "").field_strength
 
 
+def series_description_of(files) -> str:
+    """SeriesDescription of a series' files as :func:`read_dicom_series` keeps it in ``Acquisition.description`` (the
+    first file's; "" where absent): for the Slicer bridge, whose nodes do not carry it (a view-shared DCE series is
+    often named only there, e.g. Siemens' "t1_twist_tra_dyn": io/view_sharing.py)."""
+    return _acquisition(_read_headers(list(files)[:1])[0], "", "").description
+
+
 def _read_pixels(files, grid, pixel_ids, directory) -> np.ndarray:
     """(x, y, z, t) array in the stored integer type, or float32 when GDCM applies a rescale.
 

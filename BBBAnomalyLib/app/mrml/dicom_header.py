@@ -69,13 +69,16 @@ def with_header_facts(acquisition, node):
     files = _node_files(node)
     for key, record in dicom_header_facts(node, files).items():
         acquisition.extra.setdefault(key, record)
-    if files and acquisition.field_strength is None:  # the field the header's agent's r1 is read at (DCE)
+    if files and (acquisition.field_strength is None or not acquisition.description):
         from ...core.errors import InputError
-        from ...io.dicom import field_strength_of
+        from ...io.dicom import field_strength_of, series_description_of
 
         with _itk_warnings_off():
             try:
-                acquisition.field_strength = field_strength_of(files)
-            except (InputError, RuntimeError, ValueError):  # an unreadable file: the run reads no field, as before
+                if acquisition.field_strength is None:  # the field the header's agent's r1 is read at (DCE)
+                    acquisition.field_strength = field_strength_of(files)
+                if not acquisition.description:  # the name that says a DCE series is view-shared (TWIST, DISCO...)
+                    acquisition.description = series_description_of(files)
+            except (InputError, RuntimeError, ValueError):  # an unreadable file: the run reads neither, as before
                 pass
     return acquisition
