@@ -104,3 +104,23 @@ def test_the_panel_shows_the_labels_in_its_log_and_status_only(panel, cli_warnin
     assert status.startswith("Done in") and status.count("\nWarning: ") == len(cli_warnings)
     assert event == original and report["warnings"] == cli_warnings  # the run's words stay the command line's
     assert standins.SLOT_ERRORS == []
+
+
+def test_a_refusal_names_the_field_in_the_status_log_and_dialog(panel, monkeypatch):  # noqa: F811
+    """A run refused in one line ("give --t10 ..."): the panel's status, log and error dialog follow the flag with its
+    field, as for warnings; the worker's event keeps the command line's words."""
+    module, widget, slicer = panel
+    ui = widget.ui
+    standins.SLOT_ERRORS.clear()
+    line = "the AIF peaks at 1.05e+03 mM: give a T10 map or --t10, or draw --aif-mask on a large artery"
+    event = {"event": "error", "message": line}
+    runner = SimpleNamespace(poll=lambda: [event], finished=False, cancelled=False)
+    monkeypatch.setattr(widget, "runner", runner)
+    monkeypatch.setattr(widget, "runRequest", SimpleNamespace(pipeline="dce"))
+    ui.logTextEdit.clear()
+    dialogs = len(standins.DIALOGS)
+    widget.onPoll()
+    want = "give a T10 map or --t10 (panel: T10 (s)), or draw --aif-mask (panel: AIF region) on a large artery"
+    assert want in ui.statusLabel.text and want in ui.logTextEdit.toPlainText()
+    assert any(want in str(d) for d in standins.DIALOGS[dialogs:]), standins.DIALOGS[dialogs:]
+    assert event["message"] == line and standins.SLOT_ERRORS == []

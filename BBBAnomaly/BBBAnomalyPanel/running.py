@@ -82,11 +82,12 @@ class RunMixin:
                 self.onRunDone(runner, event)
             elif kind == "done":
                 self.onRunDone(runner, event)
-            elif kind == "error":
-                self.ui.statusLabel.text = _("Failed: {message}").format(message=event["message"])
-                self.log(_("error: {message}").format(message=event["message"])
+            elif kind == "error":  # the command line's one line, with the panel field beside each flag it names
+                message = self.panelMessage(event["message"])
+                self.ui.statusLabel.text = _("Failed: {message}").format(message=message)
+                self.log(_("error: {message}").format(message=message)
                          + (f" ({_('details in')} {event['log']})" if event.get("log") else ""))
-                slicer.util.errorDisplay(event["message"], windowTitle=_("BBBAnomaly"))
+                slicer.util.errorDisplay(message, windowTitle=_("BBBAnomaly"))
             elif kind == "cancelled":
                 if self.lastRun is not None and self.lastRun.get("runner") is runner:  # after its maps
                     self.ui.statusLabel.text = _("Cancelled while the curves were written: the maps are loaded, "
@@ -117,6 +118,14 @@ class RunMixin:
         from BBBAnomalyLib.app.flag_labels import with_panel_labels
 
         return [with_panel_labels(pipeline, str(warning)) for warning in event.get("warnings") or []]
+
+    def panelMessage(self, message):
+        """A refusal's line as the panel shows it: "give --t10" is followed by "(panel: T10 (s))" (as
+        :meth:`panelWarnings`); the run's own words where no run request is known."""
+        from BBBAnomalyLib.app.flag_labels import with_panel_labels
+
+        request = getattr(self, "runRequest", None)
+        return with_panel_labels(request.pipeline, str(message)) if request is not None else str(message)
 
     def onRunDone(self, runner, event):
         """``maps``: load the maps (the panel's runs announce them before their curves are written);
